@@ -1,0 +1,55 @@
+"""``defectdet <command> [args]``: a thin dispatcher with lazy imports.
+
+Each command lives in its own module and exposes ``cli(argv: list[str]) -> int``; this file only
+maps names to modules, so ``defectdet --help`` and the edge commands never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .errors import DefectdetError
+
+# name -> (module exposing cli(argv), one-line help). Keep in workflow order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("defectdet.demo", "synthetic rare-defect data -> focal training -> validation, end to end"),
+    "synth": ("defectdet.data.synthetic", "write a synthetic rare-defect YOLO dataset (+ a video of parts)"),
+    "train": ("defectdet.train", "train a detector with a focal-family classification loss"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: defectdet <command> [options]   (defectdet <command> --help for details)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"defectdet {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"defectdet: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.cli(rest) or 0)
+    except DefectdetError as e:
+        print(f"defectdet {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"defectdet {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Configuration plumbing shared by every command: YAML files and ``key=value`` overrides.
+
+Config -> keyword arguments happens here and only here; library functions take plain keyword
+arguments so tests need no files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+# Where the repository's presets live (configs/ beside the package when installed editable/from git).
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_yaml(path: str | os.PathLike, *, kind: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; errors name the file, line and what was expected."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {kind} file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read {kind} file ({e.__class__.__name__}: {e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML ({problem}); expected a mapping of key: value") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    return data
+
+
+def resolve_config(name: str | os.PathLike, group: str) -> Path:
+    """A path as given, or a preset name looked up as ``configs/<group>/<name>.yaml``."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    preset = CONFIGS_DIR / group / f"{p.stem}.yaml"
+    if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and preset.is_file():
+        return preset
+    available = sorted(q.stem for q in (CONFIGS_DIR / group).glob("*.yaml")) if (CONFIGS_DIR / group).is_dir() else []
+    hint = f"; presets: {', '.join(available)}" if available else ""
+    raise ConfigError(f"{name}: config file not found{hint}")
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``["epochs=3", "cls_loss=focal", "device=0,1"]`` -> typed dict (values parsed as YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"argument {item!r}: expected key=value (e.g. epochs=10)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, (dict, list)) and "," in raw and not raw.strip().startswith(("[", "{")):
+            value = raw  # device=0,1 stays a string, as ultralytics expects
+        out[key] = value
+    return out
+
+
+def merged(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Later layers win; ``None`` layers are skipped."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            out.update(layer)
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def dump_yaml(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """Atomically write a mapping as YAML (keys in the given order)."""
+    return atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True))
