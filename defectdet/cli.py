@@ -15,7 +15,13 @@ from .errors import DefectdetError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("defectdet.demo", "synthetic rare-defect data -> focal training -> validation, end to end"),
     "synth": ("defectdet.data.synthetic", "write a synthetic rare-defect YOLO dataset (+ a video of parts)"),
+    "data": ("defectdet.data.cli", "check a dataset (every problem, file:line), stats + focal preset, convert COCO/VOC"),
     "train": ("defectdet.train", "train a detector with a focal-family classification loss"),
+    "val": ("defectdet.evaluate", "mAP + part KPIs (escape, overkill) of a .pt/.onnx model; calibrate thresholds"),
+    "export": ("defectdet.export.onnx", "checkpoint -> static ONNX with metadata + sidecar JSON, parity vs PyTorch"),
+    "quantize": ("defectdet.export.quantize", "ONNX -> INT8 Q/DQ ONNX calibrated on defect images, then the accuracy gate"),
+    "gate": ("defectdet.export.gate", "FP32 vs INT8 ONNX on the CPU: refuse an mAP50 / per-class recall / escape drop"),
+    "build-engine": ("defectdet.export.tensorrt", "ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA); prints trtexec"),
 }
 
 

@@ -24,21 +24,24 @@ def config_dir() -> Path:
     return home / "ultralytics"
 
 
-def _install_font(cfg: Path) -> None:
-    """ultralytics checks for Arial.ttf in its config dir and downloads it when missing.
-    matplotlib ships DejaVuSans.ttf; a copy under that name satisfies the check offline."""
-    target = cfg / "Arial.ttf"
-    if target.exists():
-        return
+def _install_fonts(user_dir: Path) -> None:
+    """ultralytics looks for Arial.ttf (Arial.Unicode.ttf for non-ASCII class names) in its user
+    config dir and downloads it when missing. matplotlib ships DejaVuSans.ttf; a copy under each
+    name satisfies the check offline."""
     try:
         import matplotlib
-    except ImportError:  # plots are then impossible anyway; ultralytics will log, not crash
+    except ImportError:  # no plots possible then; ultralytics logs and goes on
         return
     src = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    if src.exists():
-        tmp = target.with_suffix(".ttf.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
+    if not src.exists():
+        return
+    user_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = user_dir / name
+        if not target.exists():
+            tmp = target.with_name(f".{name}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
 
 
 def setup_ultralytics():
@@ -50,15 +53,34 @@ def setup_ultralytics():
         os.environ["YOLO_CONFIG_DIR"] = str(cfg)
         os.environ.setdefault("YOLO_OFFLINE", "1")
         os.environ.setdefault("YOLO_AUTOINSTALL", "False")
-        os.environ.setdefault("YOLO_VERBOSE", os.environ.get("YOLO_VERBOSE", "True"))
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        _install_font(cfg)
     import ultralytics
-    from ultralytics.utils import SETTINGS
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 
     if not _DONE:
+        _install_fonts(Path(USER_CONFIG_DIR))
+        _patch_amp_check()
         updates = {k: v for k, v in (("sync", False), ("hub", False)) if k in SETTINGS and SETTINGS[k] != v}
         if updates:
             SETTINGS.update(updates)
         _DONE = True
     return ultralytics
+
+
+def _offline_check_amp(model) -> bool:
+    """Stand-in for ultralytics' check_amp, which downloads reference weights to compare FP32 and
+    AMP outputs. Offline there is nothing to compare against: trust the user's ``amp`` setting on
+    CUDA (ultralytics' own answer on CPU/MPS is False)."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type in {"cpu", "mps"}:
+        return False
+    print(f"AMP: enabled on {torch.cuda.get_device_name(device)} (offline: reference-weights check skipped)")
+    return True
+
+
+def _patch_amp_check() -> None:
+    from ultralytics.engine import trainer
+
+    trainer.check_amp = _offline_check_amp

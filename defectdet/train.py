@@ -1,0 +1,279 @@
+"""Training: ultralytics' DetectionTrainer with a focal-family classification loss.
+
+The only module that wires into ultralytics' training. It keeps ultralytics' task-aligned
+assigner, box/DFL losses and normalisation (sum over anchors and classes / sum of target scores)
+and swaps the element-wise classification term (`criterion.bce`) for one of:
+
+    bce    ultralytics' own BCE on the IoU-aligned soft targets t in [0, IoU] (the baseline; exact).
+    focal  sigmoid focal loss, with p_t = s t + (1 - s)(1 - t) and a_t = a t + (1 - a)(1 - t)
+           interpolated linearly in the soft target (torchvision semantics; with 0/1 targets the
+           textbook FL). A heuristic for soft targets: an anchor with t = 0.4 is partly
+           "positive" and partly "negative".
+    qfl    quality focal loss |t - s|^gamma * BCE(s, t): the principled focal form for soft targets
+           (the score learns the IoU; the factor focuses on badly estimated scores). alpha unused.
+    vfl    varifocal loss: positives (t > 0) weighted by t, negatives by alpha * s^gamma; only the
+           (abundant) negatives are down-weighted.
+
+Everything else is a callback, so it survives ultralytics' multi-GPU re-launch (the DDP worker
+unpickles the trainer's callbacks with cloudpickle, and these are plain importable classes):
+``ClsLossCallback`` installs the criterion, ``NonFiniteLossGuard`` stops on a non-finite loss,
+``RunInfoCallback`` writes ``<run>/defectdet.yaml``. Checkpoints hold a plain ultralytics
+``DetectionModel`` (the criterion is stripped before saving), so ``YOLO("best.pt")`` loads them on
+a machine without defectdet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import losses
+from .config import dump_yaml, load_yaml, merged, parse_overrides, resolve_config
+from .errors import ConfigError, TrainingError
+from .offline import setup_ultralytics
+
+CLS_LOSSES = ("bce", "focal", "qfl", "vfl")
+# gamma/alpha when the user gives none (presets in configs/train/ set them explicitly).
+LOSS_DEFAULTS: dict[str, dict[str, Optional[float]]] = {
+    "bce": {"gamma": None, "alpha": None},
+    "focal": {"gamma": 2.0, "alpha": 0.25},
+    "qfl": {"gamma": 2.0, "alpha": None},
+    "vfl": {"gamma": 2.0, "alpha": 0.75},
+}
+# Default `cls` gain per loss. ultralytics' BCE gain is 0.5 beside box 7.5 (CIoU) and dfl 1.5. The focal
+# forms are far smaller per anchor (easy negatives nearly vanish: on the synthetic set at init, cls
+# loss 10.9 for BCE vs 7e-4 for focal at gain 1), so matching BCE's magnitude is meaningless; instead
+# the cls:box weight ratio of each loss's reference detector is carried over to ultralytics' box gain:
+# RetinaNet focal 1:1 and GFL QFL 1:2 -> ~4, PP-YOLOE VFL 1:2.5 -> 3. bench/quality.py measures them.
+DEFAULT_CLS_GAIN = {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}
+DEFECTDET_KEYS = ("cls_loss", "gamma", "alpha")
+DEFAULTS = {"model": "yolo11n.yaml", "project": "runs/train"}
+
+
+# --------------------------------------------------------------------------- the loss swap
+class ClsLoss(nn.Module):
+    """The element-wise classification loss, with the call signature of ultralytics' ``self.bce``."""
+
+    def __init__(self, kind: str, gamma: Optional[float] = None, alpha: Optional[float] = None):
+        super().__init__()
+        self.kind, self.gamma, self.alpha = kind, gamma, alpha
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (B, A, nc) -> (B, A, nc)
+        if self.kind == "bce":
+            return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if self.kind == "focal":
+            return losses.sigmoid_focal_loss(logits, targets, alpha=self.alpha, gamma=self.gamma)
+        if self.kind == "qfl":
+            return losses.quality_focal_loss(logits, targets, beta=self.gamma)
+        return losses.varifocal_loss(logits, targets, alpha=self.alpha, gamma=self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, gamma={self.gamma}, alpha={self.alpha}"
+
+
+def install_cls_loss(model, cls_loss: str, gamma: Optional[float] = None, alpha: Optional[float] = None):
+    """Give ``model`` (an ultralytics DetectionModel with ``.args`` set) a criterion whose
+    classification term is ``cls_loss``; returns the criterion. Works for v8-style criteria and for
+    end-to-end ones (one2many / one2one branches)."""
+    check_loss_args(cls_loss, gamma, alpha)
+    criterion = model.init_criterion()
+    branches = [getattr(criterion, b) for b in ("one2many", "one2one") if hasattr(criterion, b)] or [criterion]
+    if not all(hasattr(b, "bce") for b in branches):
+        raise TrainingError(
+            f"{type(criterion).__name__} has no element-wise classification term to replace; "
+            "defectdet supports ultralytics detection models (v8/11/12/26 *.yaml)"
+        )
+    for b in branches:
+        b.bce = ClsLoss(cls_loss, gamma, alpha)
+    model.criterion = criterion
+    return criterion
+
+
+def check_loss_args(cls_loss: str, gamma, alpha) -> None:
+    if cls_loss not in CLS_LOSSES:
+        raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} (or auto)")
+    if gamma is not None and (not isinstance(gamma, (int, float)) or gamma < 0 or not math.isfinite(gamma)):
+        raise ConfigError(f"gamma={gamma!r}: expected a number >= 0")
+    if alpha is not None and (not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
+        raise ConfigError(f"alpha={alpha!r}: expected a number in [0, 1]")
+    if cls_loss == "vfl" and alpha is None:
+        raise ConfigError("cls_loss=vfl needs alpha in [0, 1] (the negatives' weight, default 0.75)")
+
+
+# --------------------------------------------------------------------------- callbacks
+class ClsLossCallback:
+    """on_pretrain_routine_end: install the criterion on the live model and on its EMA copy
+    (the validator computes its loss with the EMA)."""
+
+    def __init__(self, cls_loss: str, gamma: Optional[float], alpha: Optional[float]):
+        self.cls_loss, self.gamma, self.alpha = cls_loss, gamma, alpha
+
+    def __call__(self, trainer) -> None:
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        install_cls_loss(unwrap_model(trainer.model), self.cls_loss, self.gamma, self.alpha)
+        if getattr(trainer, "ema", None) is not None:
+            trainer.ema.ema.args = trainer.args
+            install_cls_loss(trainer.ema.ema, self.cls_loss, self.gamma, self.alpha)
+
+
+class NonFiniteLossGuard:
+    """Stop at the first non-finite training loss with a message naming epoch, batch and likely
+    causes (ultralytics would otherwise retry from last.pt at the epoch's end)."""
+
+    def __init__(self):
+        self.batch = 0
+
+    def on_epoch_start(self, trainer) -> None:
+        self.batch = 0
+
+    def on_batch_end(self, trainer) -> None:
+        self.batch += 1
+        loss = getattr(trainer, "loss", None)
+        if loss is None or bool(loss.isfinite()):
+            return
+        a = trainer.args
+        items = getattr(trainer, "loss_items", None)
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in items.items()) if isinstance(items, dict) else ""
+        raise TrainingError(
+            f"non-finite training loss at epoch {trainer.epoch + 1}/{trainer.epochs}, batch {self.batch}"
+            f"{' (' + parts + ')' if parts else ''}; likely causes: learning rate too high (lr0={a.lr0}), "
+            f"focusing too strong for this data (gamma) or cls gain too large (cls={a.cls}), fp16 overflow "
+            f"(amp={a.amp}); try a lower lr0, a milder preset (--config focal_mild) or amp=False"
+        )
+
+
+class RunInfoCallback:
+    """Write ``<run>/defectdet.yaml`` (the loss settings the export embeds in model metadata)."""
+
+    def __init__(self, info: dict[str, Any]):
+        self.info = info
+
+    def __call__(self, trainer) -> None:
+        from ultralytics.utils import RANK
+
+        if RANK in (-1, 0):
+            dump_yaml(Path(trainer.save_dir) / "defectdet.yaml", self.info)
+
+
+# --------------------------------------------------------------------------- settings
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate defectdet's keys from ultralytics' training arguments; unknown keys are an error."""
+    ul = setup_ultralytics()
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    ours = {k: settings[k] for k in DEFECTDET_KEYS if k in settings}
+    theirs = {k: v for k, v in settings.items() if k not in DEFECTDET_KEYS}
+    unknown = sorted(k for k in theirs if k not in DEFAULT_CFG_DICT)
+    if unknown:
+        import difflib
+
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, DEFAULT_CFG_DICT, 1)) else k
+                 for k in unknown]
+        raise ConfigError(
+            f"unknown training key(s): {', '.join(hints)}; expected ultralytics {ul.__version__} training "
+            f"arguments or {', '.join(DEFECTDET_KEYS)}"
+        )
+    return ours, theirs
+
+
+def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any]) -> dict[str, Any]:
+    """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given."""
+    cls_loss = ours.get("cls_loss", "focal")
+    if cls_loss == "auto":
+        cls_loss, ours = _auto_preset(ul_args.get("data"), ul_args.get("imgsz", 640), ours)
+    if cls_loss not in CLS_LOSSES:
+        raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} or auto")
+    d = LOSS_DEFAULTS[cls_loss]
+    gamma = ours["gamma"] if ours.get("gamma") is not None else d["gamma"]
+    alpha = ours["alpha"] if "alpha" in ours else d["alpha"]
+    check_loss_args(cls_loss, gamma, alpha)
+    ul_args.setdefault("cls", DEFAULT_CLS_GAIN[cls_loss])
+    return {"cls_loss": cls_loss, "gamma": gamma, "alpha": alpha, "cls": ul_args["cls"]}
+
+
+def _auto_preset(data, imgsz, ours):
+    """cls_loss=auto: the preset the dataset statistics recommend (defectdet data stats)."""
+    if not data:
+        raise ConfigError("cls_loss=auto needs data=... to measure the imbalance")
+    from .data.stats import dataset_stats, recommend_preset
+
+    rec = recommend_preset(dataset_stats(data, imgsz=int(imgsz)))
+    print(f"cls_loss=auto -> {rec['cls_loss']} gamma={rec.get('gamma')} alpha={rec.get('alpha')} ({rec['rule']})")
+    return rec["cls_loss"], {**ours, "gamma": rec.get("gamma"), "alpha": rec.get("alpha")}
+
+
+# --------------------------------------------------------------------------- entry points
+def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
+    """Train a detector; keys are ultralytics training arguments plus cls_loss, gamma, alpha.
+
+    ``callbacks`` maps ultralytics callback events to extra functions (logging, early stops).
+
+    Returns the run folder (``weights/best.pt``, ``weights/last.pt``, ``results.csv``,
+    ``defectdet.yaml``).
+    """
+    ours, ul_args = split_settings(merged(DEFAULTS, settings))
+    if ul_args.get("data") is None:
+        raise ConfigError("data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)")
+    ul_args["data"] = _resolve_data(ul_args["data"])
+    loss = resolve_loss(ours, ul_args)
+    ul_args.setdefault("name", loss["cls_loss"])
+    ul_args.setdefault("amp", False if str(ul_args.get("device", "cpu")).lower() in ("cpu", "mps") else True)
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(ul_args.pop("model")), task="detect")
+    guard = NonFiniteLossGuard()
+    yolo.add_callback("on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"]))
+    yolo.add_callback("on_pretrain_routine_end", RunInfoCallback({**loss, "data": str(ul_args["data"])}))
+    yolo.add_callback("on_train_epoch_start", guard.on_epoch_start)
+    yolo.add_callback("on_train_batch_end", guard.on_batch_end)
+    for event, fns in (callbacks or {}).items():
+        for fn in fns:
+            yolo.add_callback(event, fn)
+    print(f"defectdet train: cls_loss={loss['cls_loss']} gamma={loss['gamma']} alpha={loss['alpha']} cls={loss['cls']}")
+    yolo.train(**ul_args)
+    return Path(yolo.trainer.save_dir)
+
+
+def _resolve_data(data) -> str:
+    p = Path(str(data))
+    if not p.exists():
+        raise ConfigError(f"{p}: dataset not found (expected a data.yaml)")
+    return str(p.resolve())
+
+
+def load_settings(config: Optional[str], overrides: list[str]) -> dict[str, Any]:
+    """--config file (or preset name from configs/train/) overlaid with key=value overrides."""
+    base = load_yaml(resolve_config(config, "train")) if config else {}
+    return merged(base, parse_overrides(overrides))
+
+
+def final_metrics(run: Path) -> dict[str, float]:
+    """The last row of ``results.csv`` as {column: value}."""
+    import csv
+
+    with open(run / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k.strip(): float(v) for k, v in rows[-1].items()} if rows else {}
+
+
+def cli(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="defectdet train",
+        description="Train with a focal-family loss. Keys are ultralytics training arguments "
+        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, gamma, alpha.",
+    )
+    ap.add_argument("--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)")
+    ap.add_argument("overrides", nargs="*", metavar="key=value")
+    a = ap.parse_args(argv)
+    run = train(**load_settings(a.config, a.overrides))
+    m = final_metrics(run)
+    print(f"run: {run}")
+    print("  ".join(f"{k.split('/')[-1]}={m[k]:.4f}" for k in m if k.startswith("metrics/")))
+    return 0

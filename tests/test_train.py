@@ -1,0 +1,231 @@
+"""Training: the criterion swap, the guard, settings, checkpoints and offline behaviour."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from defectdet import losses
+from defectdet.config import CONFIGS_DIR, load_yaml
+from defectdet.errors import ConfigError, TrainingError
+from defectdet.offline import setup_ultralytics
+from defectdet.train import (
+    CLS_LOSSES,
+    ClsLoss,
+    ClsLossCallback,
+    NonFiniteLossGuard,
+    install_cls_loss,
+    load_settings,
+    resolve_loss,
+    split_settings,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(model="yolo11n.yaml", epochs=1, imgsz=128, batch=8, workers=0, plots=False, device="cpu", seed=0)
+
+
+def _model_and_batch(nc=4, seed=0):
+    setup_ultralytics()
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    model = DetectionModel("yolo11n.yaml", nc=nc, verbose=False)
+    model.args = get_cfg()
+    model.train()
+    batch = {
+        "img": torch.rand(2, 3, 128, 128),
+        "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
+        "cls": torch.tensor([[0.0], [2.0], [3.0]]),
+        "bboxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.6, 0.3, 0.1], [0.5, 0.5, 0.4, 0.4]]),
+    }
+    return model, batch
+
+
+def test_bce_swap_reproduces_ultralytics_loss_exactly():
+    model, batch = _model_and_batch()
+    preds = model(batch["img"])
+    ref_total, ref_items = model.init_criterion()(preds, batch)
+    ours = install_cls_loss(model, "bce")
+    total, items = ours(preds, batch)
+    assert torch.equal(total, ref_total)
+    assert all(torch.equal(items[k], ref_items[k]) for k in ref_items)
+    assert float(ref_items["cls_loss"]) > 0
+
+
+@pytest.mark.parametrize("kind", ["focal", "qfl", "vfl"])
+def test_swap_keeps_ultralytics_normalisation_and_gain(kind, monkeypatch):
+    """cls loss = gain * sum(elementwise loss over anchors x classes) / max(sum of target scores, 1)."""
+    model, batch = _model_and_batch()
+    preds = model(batch["img"])
+    seen = {}
+    forward = ClsLoss.forward
+
+    def spy(self, logits, targets):
+        seen["logits"], seen["targets"] = logits.detach(), targets.detach()
+        return forward(self, logits, targets)
+
+    monkeypatch.setattr(ClsLoss, "forward", spy)
+    crit = install_cls_loss(model, kind, gamma=2.0, alpha=0.25 if kind != "vfl" else 0.75)
+    _, items = crit(preds, batch)
+    x, t = seen["logits"], seen["targets"]
+    assert t.max() > 0 and t.max() <= 1  # IoU-aligned soft targets reached the loss
+    fn = {
+        "focal": lambda: losses.sigmoid_focal_loss(x, t, alpha=0.25, gamma=2.0),
+        "qfl": lambda: losses.quality_focal_loss(x, t, beta=2.0),
+        "vfl": lambda: losses.varifocal_loss(x, t, alpha=0.75, gamma=2.0),
+    }[kind]
+    expected = fn().sum() / t.sum().clamp(min=1) * model.args.cls
+    assert float(items["cls_loss"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_guard_names_epoch_batch_and_causes():
+    guard = NonFiniteLossGuard()
+    trainer = SimpleNamespace(
+        loss=torch.tensor(1.0), epoch=2, epochs=10,
+        args=SimpleNamespace(lr0=0.01, cls=4.0, amp=False), loss_items={"cls_loss": torch.tensor(float("nan"))},
+    )
+    guard.on_epoch_start(trainer)
+    guard.on_batch_end(trainer)  # finite: nothing happens
+    trainer.loss = torch.tensor(float("inf"))
+    with pytest.raises(TrainingError, match=r"epoch 3/10, batch 2 \(cls_loss=nan\).*lr0=0.01.*gamma.*cls=4.0"):
+        guard.on_batch_end(trainer)
+
+
+def test_settings_split_and_errors():
+    ours, theirs = split_settings({"cls_loss": "qfl", "gamma": 1.5, "epochs": 3, "imgsz": 128})
+    assert ours == {"cls_loss": "qfl", "gamma": 1.5} and theirs == {"epochs": 3, "imgsz": 128}
+    with pytest.raises(ConfigError, match=r"unknown training key\(s\): epoch \(did you mean epochs\?\)"):
+        split_settings({"epoch": 3})
+    with pytest.raises(ConfigError, match="cls_loss='hinge': expected one of bce, focal, qfl, vfl"):
+        resolve_loss({"cls_loss": "hinge"}, {})
+    with pytest.raises(ConfigError, match=r"alpha=1.5: expected a number in \[0, 1\]"):
+        resolve_loss({"cls_loss": "focal", "alpha": 1.5}, {})
+    args = {}
+    loss = resolve_loss({"cls_loss": "focal", "alpha": None}, args)
+    assert loss == {"cls_loss": "focal", "gamma": 2.0, "alpha": None, "cls": 4.0} and args["cls"] == 4.0
+    args = {"cls": 0.7}
+    assert resolve_loss({"cls_loss": "vfl"}, args)["cls"] == 0.7  # a user's gain wins
+
+
+def test_presets_and_overrides(tmp_path):
+    expected = {
+        "bce": ("bce", None, None), "focal_mild": ("focal", 1.0, 0.5), "focal": ("focal", 2.0, 0.25),
+        "focal_extreme": ("focal", 4.0, 0.1), "focal_balanced": ("focal", 0.0, 0.5), "qfl": ("qfl", 2.0, None),
+        "vfl": ("vfl", 2.0, 0.75),
+    }
+    assert {p.stem for p in (CONFIGS_DIR / "train").glob("*.yaml")} == set(expected)
+    for name, (kind, gamma, alpha) in expected.items():
+        s = load_settings(name, ["epochs=3", "device=0,1"])
+        assert (s["cls_loss"], s.get("gamma"), s.get("alpha")) == (kind, gamma, alpha)
+        assert s["epochs"] == 3 and s["device"] == "0,1"
+        assert resolve_loss({k: s[k] for k in ("cls_loss", "gamma", "alpha") if k in s}, {"cls": s["cls"]})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cls_loss: focal\ngamma: [2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: malformed YAML"):
+        load_settings(str(bad), [])
+    with pytest.raises(ConfigError, match="nope: config file not found; presets: bce, focal"):
+        load_settings("nope", [])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_settings(None, ["epochs"])
+
+
+def test_callbacks_survive_ddp_pickling():
+    """ultralytics' DDP launcher cloudpickles the trainer's callbacks into the worker process."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    cb = cloudpickle.loads(cloudpickle.dumps(ClsLossCallback("vfl", 2.0, 0.75)))
+    model, batch = _model_and_batch()
+    trainer = SimpleNamespace(model=model, ema=None, args=model.args)
+    cb(trainer)
+    assert isinstance(model.criterion.bce, ClsLoss) and model.criterion.bce.kind == "vfl"
+    guard = cloudpickle.loads(cloudpickle.dumps(NonFiniteLossGuard()))
+    assert guard.batch == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from defectdet.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synth"), images=24, defect_rate=0.5, imgsz=128, seed=3,
+                        video_frames=0)
+
+
+def _load_without_defectdet(ckpt: Path) -> dict:
+    """Load a checkpoint with plain ultralytics in a process where `import defectdet` fails."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name == "defectdet" or name.startswith("defectdet."):
+                    raise ImportError("defectdet is not installed here")
+        sys.meta_path.insert(0, Block())
+        from ultralytics import YOLO
+        m = YOLO({str(ckpt)!r})
+        out = m.predict(__import__("numpy").zeros((128, 128, 3), "uint8"), imgsz=128, verbose=False)
+        print(json.dumps({{"cls": type(m.model).__name__, "names": m.names, "n": len(out)}}))
+    """)
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(ckpt.parent)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("kind", CLS_LOSSES)
+def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_data, tmp_path):
+    run = train(data=str(tiny_data), cls_loss=kind, project=str(tmp_path), name=kind, **TINY)
+    info = load_yaml(run / "defectdet.yaml")
+    assert info["cls_loss"] == kind and info["cls"] == {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}[kind]
+    best = run / "weights" / "best.pt"
+    assert best.is_file() and (run / "weights" / "last.pt").is_file()
+    assert b"defectdet" not in best.read_bytes()  # no defectdet class pickled into the checkpoint
+    loaded = _load_without_defectdet(best)
+    assert loaded["cls"] == "DetectionModel" and loaded["n"] == 1
+    assert list(loaded["names"].values()) == ["scratch", "spot", "crack", "dent"]
+
+
+def test_non_finite_loss_stops_training_with_clear_error(tiny_data, tmp_path):
+    def poison(trainer):  # a corrupted head makes the very first loss NaN
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        unwrap_model(trainer.model).model[-1].cv3[0][2].bias.data.fill_(float("nan"))
+
+    with pytest.raises(TrainingError, match=r"non-finite training loss at epoch 1/1, batch 1 .*likely causes"):
+        train(callbacks={"on_train_batch_start": [poison]}, data=str(tiny_data), cls_loss="focal",
+              project=str(tmp_path), name="nan", **TINY)
+
+
+def test_training_makes_no_network_connection(tiny_data, tmp_path):
+    """The whole `defectdet train` command, with every socket connection attempt recorded and refused."""
+    code = textwrap.dedent("""
+        import json, socket, sys
+        attempts = []
+        def refuse(*a, **k):
+            attempts.append(repr(a[1:] if a and isinstance(a[0], socket.socket) else a)[:120])
+            raise OSError("network disabled by test")
+        socket.socket.connect = refuse
+        socket.socket.connect_ex = refuse
+        socket.create_connection = refuse
+        socket.getaddrinfo = refuse
+        from defectdet.cli import main
+        rc = main(sys.argv[1:])
+        print("ATTEMPTS=" + json.dumps(attempts))
+        sys.exit(rc)
+    """)
+    args = [f"{k}={v}" for k, v in TINY.items()] + [f"data={tiny_data}", f"project={tmp_path}", "name=net",
+                                                    "cls_loss=qfl"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    env["DEFECTDET_HOME"] = str(tmp_path / "home")  # a fresh config dir: font and settings made offline
+    r = subprocess.run([sys.executable, "-c", code, "train", *args], capture_output=True, text=True, env=env,
+                       timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [x for x in r.stdout.splitlines() if x.startswith("ATTEMPTS=")][-1]
+    assert json.loads(line[len("ATTEMPTS="):]) == []
+    assert (tmp_path / "net" / "weights" / "best.pt").is_file()
+    assert list((tmp_path / "home" / "ultralytics").rglob("Arial.ttf"))
