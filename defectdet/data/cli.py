@@ -1,0 +1,107 @@
+"""``defectdet data check|stats|convert``.
+
+  defectdet data check DATA [--imgsz 640]          every problem, one line each; exit 1 on errors
+  defectdet data stats DATA [--imgsz 640] [--out DIR]
+                                                   statistics + recommended focal preset;
+                                                   writes DIR/stats.txt, stats.json, stats.png
+  defectdet data convert --from coco|voc|yolo SRC --out DIR [--to yolo|coco|voc] [--copy]
+
+DATA is a data.yaml, a COCO json or a VOC folder (COCO/VOC are converted into the cache first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="defectdet data", description="dataset check, statistics and conversion")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{check,stats,convert}")
+    c = sub.add_parser("check", help="strict check: every problem with file:line, exit 1 on errors")
+    c.add_argument("data", help="data.yaml, COCO .json or VOC folder")
+    c.add_argument("--imgsz", type=int, default=None, help="training size: warn about boxes too small at it")
+    c.add_argument("--errors-only", action="store_true", help="do not print warnings")
+    s = sub.add_parser("stats", help="statistics, anchor-level imbalance and the recommended focal preset")
+    s.add_argument("data", help="data.yaml, COCO .json or VOC folder")
+    s.add_argument("--imgsz", type=int, default=640, help="training image size (default 640)")
+    s.add_argument("--strides", default="8,16,32", help="detection strides (default 8,16,32)")
+    s.add_argument("--out", default=None, help="folder for stats.txt/json/png (default runs/data/<name>)")
+    v = sub.add_parser("convert", help="convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)")
+    v.add_argument("src", help="COCO json or folder, VOC folder, or data.yaml")
+    v.add_argument("--from", dest="fmt", choices=("coco", "voc", "yolo"), required=True, help="source format")
+    v.add_argument("--to", choices=("yolo", "coco", "voc"), default="yolo", help="target format (default yolo)")
+    v.add_argument("--out", required=True, help="output folder (new or empty)")
+    v.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
+    v.add_argument("--images", default=None, help="COCO: the folder file_name is relative to (auto-detected)")
+    v.add_argument("--names", default=None, help="VOC: class order, comma-separated (default classes.txt or A-Z)")
+    v.add_argument("--val-fraction", type=float, default=0.2, help="val share when the source has no split")
+    return p
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .validate import check_dataset
+
+    rep = check_dataset(args.data, imgsz=args.imgsz)
+    for p in rep.errors:
+        print(f"error: {p}")
+    if not args.errors_only:
+        for p in rep.warnings:
+            print(f"warning: {p}")
+    print(rep.summary())
+    return 0 if rep.ok else 1
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from ..config import atomic_write_text
+    from ..errors import ConfigError
+    from .stats import dataset_stats, format_stats, plot_stats, public
+
+    try:
+        strides = tuple(int(s) for s in args.strides.split(","))
+    except ValueError:
+        raise ConfigError(f"--strides {args.strides!r}: expected comma-separated integers like 8,16,32") from None
+    stats = dataset_stats(args.data, imgsz=args.imgsz, strides=strides)
+    out = Path(args.out) if args.out else Path("runs") / "data" / (Path(args.data).stem or "data")
+    text = format_stats(stats)
+    print(text)
+    atomic_write_text(out / "stats.txt", text + "\n")
+    atomic_write_text(out / "stats.json", json.dumps(public(stats), indent=1) + "\n")
+    png = plot_stats(stats, out / "stats.png")
+    print(f"wrote {out / 'stats.txt'}, {out / 'stats.json'}, {png}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from . import coco, voc
+    from .formats import read_yolo, write_yolo
+
+    if args.fmt == args.to:
+        print(f"defectdet data convert: --from and --to are both {args.fmt}; nothing to do", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    if args.fmt == "coco":
+        col = coco.read_coco(args.src, images=args.images, val_fraction=args.val_fraction)
+    elif args.fmt == "voc":
+        col = voc.read_voc(args.src, names=names, val_fraction=args.val_fraction)
+    else:
+        col = read_yolo(args.src)
+    writer = {"yolo": write_yolo, "coco": coco.write_coco, "voc": voc.write_voc}[args.to]
+    out = writer(col, args.out, copy=args.copy)
+    for note in col.notes:
+        print(f"note: {note}")
+    splits: dict[str, int] = {}
+    for s in col.samples:
+        splits[s.split] = splits.get(s.split, 0) + 1
+    boxes = sum(len(s.boxes) for s in col.samples)
+    print(f"wrote {out}: {len(col.samples)} images ({', '.join(f'{k} {v}' for k, v in splits.items())}), "
+          f"{boxes} boxes, {len(col.names)} classes: {', '.join(col.names)}")
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point for ``defectdet data``."""
+    args = _parser().parse_args(argv)
+    return {"check": _check, "stats": _stats, "convert": _convert}[args.action](args)

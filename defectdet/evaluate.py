@@ -1,0 +1,408 @@
+"""``defectdet val``: run a detector over a dataset split and report mAP plus part-level KPIs.
+
+One code path for every model ultralytics can load — a ``.pt`` checkpoint, an FP32 ONNX or an
+INT8 Q/DQ ONNX (AutoBackend runs ONNX with onnxruntime on the CPU): ``YOLO(model).predict`` at a
+low confidence floor collects raw detections, and everything after that is numpy in
+:mod:`defectdet.metrics`. The export accuracy gate calls :func:`evaluate` on the FP32 and INT8
+models and compares the reports.
+
+``--target-escape 0.01`` calibrates per-class thresholds on the split
+(:func:`defectdet.metrics.calibrate_thresholds`) and writes the thresholds YAML the runtime reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .config import atomic_write_text, dump_yaml, load_yaml, parse_overrides
+from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
+from .errors import ConfigError, DataError
+
+
+@dataclass
+class EvalReport:
+    """Box metrics and part KPIs of one model on one dataset split, at its operating thresholds."""
+
+    map50: float
+    map50_95: float
+    per_class: dict[str, dict[str, float]]  # name -> ap50, ap50_95, precision, recall (at op), labels
+    escape_rate: float  # defective parts with no correct detection at the operating thresholds
+    overkill_rate: float  # clean parts with any detection at the operating thresholds
+    escapes: int
+    overkills: int
+    n_images: int
+    n_defective: int
+    n_clean: int
+    thresholds: dict[str, float]  # per-class operating confidence
+    per_class_recall_at_op: dict[str, float]  # box recall (IoU 0.5) at the operating thresholds
+    pr_curves: dict[str, dict[str, list[float]]]  # name -> recall (101 points), precision envelope
+    kpi_curve: dict[str, list[float]] = field(default_factory=dict)  # one global conf -> escape/overkill
+    threshold_source: str = "max-f1"  # max-f1 | given | calibrated
+    calibration: dict[str, Any] | None = None  # target_escape, reachable, allowed_escapes
+    model: str = ""
+    data: str = ""
+    split: str = "val"
+    imgsz: int | list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``val_report.json``, ``pr_curves.png`` and ``part_kpis.png`` atomically."""
+        out = Path(out_dir)
+        paths = {"json": out / "val_report.json", "pr": out / "pr_curves.png", "kpi": out / "part_kpis.png"}
+        atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=1) + "\n")
+        _atomic_write_bytes(paths["pr"], _plot_pr(self))
+        _atomic_write_bytes(paths["kpi"], _plot_kpis(self))
+        return paths
+
+    def summary(self) -> str:
+        """A printable table: per-class AP/P/R and the part KPIs, counted in parts."""
+        rows = [f"{'class':<16}{'labels':>7}{'AP50':>8}{'AP50-95':>9}{'P':>7}{'R':>7}{'conf':>8}"]
+        n_labels = sum(int(v["labels"]) for v in self.per_class.values())
+        rows.append(f"{'all':<16}{n_labels:>7}{self.map50:>8.3f}{self.map50_95:>9.3f}")
+        for name, v in self.per_class.items():
+            rows.append(
+                f"{name:<16}{int(v['labels']):>7}{v['ap50']:>8.3f}{v['ap50_95']:>9.3f}"
+                f"{v['precision']:>7.3f}{v['recall']:>7.3f}{self.thresholds[name]:>8.3f}"
+            )
+        rows.append(
+            f"parts ({self.split}, thresholds: {self.threshold_source}): escape {self.escape_rate:.1%} "
+            f"({self.escapes} of {self.n_defective} defective), overkill {self.overkill_rate:.1%} "
+            f"({self.overkills} of {self.n_clean} clean)"
+        )
+        if self.calibration and not self.calibration["reachable"]:
+            rows.append(
+                f"escape target {self.calibration['target_escape']} is unreachable: {self.escapes} defective parts "
+                f"have no correct detection at any confidence down to the --conf floor (allowed {self.calibration['allowed_escapes']})"
+            )
+        return "\n".join(rows)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Temp file in the same folder, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- dataset reading
+def _read_labels(path: Path, nc: int) -> tuple[np.ndarray, np.ndarray]:
+    """A YOLO label file -> (cls (M,), xyxyn (M, 4)); no file means a clean part. Invalid rows are an
+    error here (a skipped defect would turn into a false overkill or a hidden escape)."""
+    rows, bad = read_labels(path)
+    wrong = [r[0] for r in rows if r[0] >= nc]
+    if bad or wrong:
+        what = f"{bad} invalid row(s)" if bad else f"class {wrong[0]} outside 0..{nc - 1}"
+        raise DataError(f"{path}: {what}; expected 'class cx cy w h' rows (run defectdet data check for details)")
+    b = np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4)  # (M, 4) cx cy w h
+    xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)  # (M, 4)
+    return np.asarray([r[0] for r in rows], dtype=np.int64), xyxy
+
+
+def _read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Path]]:
+    """Class names and image paths of ``split``, read by :mod:`defectdet.data.formats` as training
+    does (folders, ``.txt`` lists, lists of both; a relative ``path:`` against the yaml's folder).
+    A COCO json or VOC folder is converted once into the cache first."""
+    if detect_format(data) != "yolo":
+        data = prepare_data(data)
+    spec = load_data_yaml(Path(data) / "data.yaml" if Path(data).is_dir() else data)
+    if not spec.names:
+        raise DataError(f"{spec.where('names')}: expected 'names:' as a list or an id -> name mapping")
+    if split not in spec.splits:
+        raise DataError(f"{spec.yaml_path}: no '{split}:' split; expected one of {list(spec.splits)}")
+    refs = []
+    for src in spec.splits[split]:
+        if not src.exists():
+            raise DataError(f"{spec.where(split)}: {src} not found; expected an image folder or a .txt list")
+        refs += list_images(src)
+    missing = next((r for r in refs if not r.path.is_file()), None)
+    if missing is not None:
+        where = f"{missing.listed_in}:{missing.line}" if missing.listed_in else str(missing.path)
+        raise DataError(f"{where}: image {missing.path} not found")
+    if not refs:
+        raise DataError(f"{spec.where(split)}: split '{split}' has no images")
+    return spec.names, [r.path for r in refs]
+
+
+# ----------------------------------------------------------------------------- running the model
+def _load_model(model: Any):
+    """A ``YOLO`` object from a path (.pt / .onnx) or an already loaded one."""
+    if hasattr(model, "predict"):
+        return model
+    from .offline import setup_ultralytics
+
+    setup_ultralytics()
+    from ultralytics import YOLO
+
+    return YOLO(str(model), task="detect")
+
+
+def _onnx_imgsz(path: Path) -> list[int] | None:
+    """Static (H, W) of an ONNX model's first input, for models without ultralytics metadata."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    hw = [d.dim_value for d in dims[2:4]]
+    return hw if len(hw) == 2 and all(hw) else None
+
+
+def collect_detections(
+    model: Any, images: list[Path], nc: int, imgsz=None, conf=0.001, iou=0.7, device="cpu"
+) -> tuple[list[M.ImageDetections], list[int] | None]:
+    """Predict every image and pair its detections with its labels (pixel xyxy); also returns the
+    inference size used (H, W)."""
+    yolo = _load_model(model)
+    model_nc = len(getattr(yolo, "names", None) or {})
+    if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
+        raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
+    if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
+        imgsz = _onnx_imgsz(Path(str(model)))
+    kwargs = {"conf": conf, "iou": iou, "device": device, "verbose": False, "stream": True, "save": False}
+    if imgsz is not None:
+        kwargs["imgsz"] = imgsz
+    out = []
+    for img, r in zip(images, yolo.predict(source=[str(p) for p in images], **kwargs)):
+        if Path(r.path).name != img.name:
+            raise DataError(f"{img}: prediction order mismatch (got {r.path})")
+        h, w = r.orig_shape
+        gt_cls, gt_xyxyn = _read_labels(label_path(img), nc)
+        cls = r.boxes.cls.cpu().numpy().astype(np.int64)  # (N,)
+        if cls.size and cls.max() >= nc:
+            raise DataError(f"{img}: the model predicts class {cls.max()} but the data has {nc} classes")
+        out.append(
+            M.ImageDetections(
+                boxes=r.boxes.xyxy.cpu().numpy(),  # (N, 4) pixels
+                conf=r.boxes.conf.cpu().numpy(),  # (N,)
+                cls=cls,
+                gt_boxes=gt_xyxyn * np.array([w, h, w, h]),  # (M, 4) pixels
+                gt_cls=gt_cls,
+                name=str(img),
+            )
+        )
+    used = getattr(getattr(yolo, "predictor", None), "imgsz", None)
+    return out, [int(v) for v in used] if used is not None else None
+
+
+# ----------------------------------------------------------------------------- report
+def _resolve_thresholds(thresholds: Any, names: list[str]) -> np.ndarray | None:
+    """None -> None (max-F1); a float for every class; a {name: conf} mapping; a thresholds YAML path."""
+    if thresholds is None:
+        return None
+    if isinstance(thresholds, (int, float)):
+        return np.full(len(names), float(thresholds))
+    where = "thresholds"
+    if isinstance(thresholds, (str, os.PathLike)):
+        where = str(thresholds)
+        thresholds = load_yaml(thresholds, kind="thresholds").get("thresholds")
+    if not isinstance(thresholds, dict):
+        raise ConfigError(f"{where}: expected 'thresholds: {{class_name: conf}}'")
+    missing = [n for n in names if n not in thresholds]
+    if missing:
+        raise ConfigError(f"{where}: no threshold for class(es) {missing}; expected one per class of the data")
+    return np.array([float(thresholds[n]) for n in names])
+
+
+def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
+    """Escape and overkill rates when one global confidence is used for every class."""
+    grid = np.linspace(0.0, 1.0, n)  # (n,)
+    rows = [M.part_kpis(scores, np.full(scores.hit.shape[1], g)) for g in grid]
+    return {
+        "conf": grid.round(4).tolist(),
+        "escape_rate": [r["escape_rate"] for r in rows],
+        "overkill_rate": [r["overkill_rate"] for r in rows],
+    }
+
+
+def build_report(
+    images: list[M.ImageDetections], names: list[str], thresholds: Any = None, target_escape: float | None = None
+) -> EvalReport:
+    """Every metric of the report from collected detections (no model needed: testable alone)."""
+    nc = len(names)
+    stats = M.BoxStats.from_images(images, nc)
+    ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
+    map50, map50_95 = M.mean_ap(ap, stats.n_gt)
+    scores = M.PartScores.from_images(images, nc)
+    op = _resolve_thresholds(thresholds, names)
+    source, calibration = ("given" if op is not None else "max-f1"), None
+    if op is None:
+        op = M.max_f1_thresholds(stats)
+    if target_escape is not None:
+        cal = M.calibrate_thresholds(scores, op, target_escape, active=stats.n_gt > 0)
+        op, source = cal.thresholds, "calibrated"
+        calibration = {"target_escape": target_escape, "reachable": cal.reachable, "allowed_escapes": cal.allowed_escapes}
+    p, r = M.pr_at_thresholds(stats, op)
+    kpis = M.part_kpis(scores, op)
+    per_class = {
+        n: {"ap50": float(ap[c, 0]), "ap50_95": float(ap[c].mean()), "precision": float(p[c]),
+            "recall": float(r[c]), "labels": int(stats.n_gt[c])}
+        for c, n in enumerate(names)
+    }
+    return EvalReport(
+        map50=map50, map50_95=map50_95, per_class=per_class,
+        escape_rate=kpis["escape_rate"], overkill_rate=kpis["overkill_rate"],
+        escapes=kpis["escapes"], overkills=kpis["overkills"], n_images=len(images),
+        n_defective=kpis["n_defective"], n_clean=kpis["n_clean"],
+        thresholds={n: float(op[c]) for c, n in enumerate(names)},
+        per_class_recall_at_op={n: float(r[c]) for c, n in enumerate(names)},
+        pr_curves={n: {"recall": M.RECALL_GRID.round(4).tolist(), "precision": pr[c].round(6).tolist()}
+                   for c, n in enumerate(names)},
+        kpi_curve=_kpi_curve(scores), threshold_source=source, calibration=calibration,
+    )
+
+
+def evaluate(
+    model: Any, data: str | os.PathLike, imgsz=None, conf: float = 0.001, iou: float = 0.7, device="cpu",
+    thresholds: Any = None, split: str = "val", max_images: int | None = None, target_escape: float | None = None,
+) -> EvalReport:
+    """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
+
+    ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name: conf} or a
+    thresholds YAML path. ``target_escape``: calibrate thresholds on this split to meet it (starting
+    from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks.
+    """
+    if not hasattr(model, "predict") and not Path(model).is_file():
+        raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
+    names, images = _read_split(data, split)
+    if max_images is not None and max_images < len(images):
+        images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
+    dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
+    report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape)
+    report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
+    return report
+
+
+def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
+    """The runtime's thresholds YAML: per-class conf, the target and what was achieved, in parts."""
+    cal = report.calibration or {}
+    return dump_yaml(path, {
+        "thresholds": {n: float(t) for n, t in report.thresholds.items()},  # unrounded: gaps can be < 1e-6
+        "target_escape": cal.get("target_escape"),
+        "reachable": cal.get("reachable", True),
+        "achieved": {"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
+                     "escapes": report.escapes, "overkills": report.overkills,
+                     "n_defective": report.n_defective, "n_clean": report.n_clean},
+        "model": report.model, "data": report.data, "split": report.split,
+    })
+
+
+# ----------------------------------------------------------------------------- plots
+def _figure_png(draw) -> bytes:
+    """Render ``draw(ax)`` on a headless matplotlib figure and return PNG bytes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8), dpi=100)
+    draw(fig.subplots())
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _plot_pr(rep: EvalReport) -> bytes:
+    """Per-class precision-recall envelopes at IoU 0.5."""
+
+    def draw(ax):
+        for name, curve in rep.pr_curves.items():
+            ax.plot(curve["recall"], curve["precision"], label=f"{name} AP50 {rep.per_class[name]['ap50']:.3f}")
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+               title=f"PR curves (IoU 0.5), mAP50 {rep.map50:.3f}, mAP50-95 {rep.map50_95:.3f}")
+        ax.legend(fontsize=8, loc="lower left")
+
+    return _figure_png(draw)
+
+
+def _plot_kpis(rep: EvalReport) -> bytes:
+    """Escape / overkill against one global confidence, with the per-class operating point marked."""
+
+    def draw(ax):
+        k = rep.kpi_curve
+        ax.plot(k["conf"], k["escape_rate"], color="C3", label="escape rate (defective parts)")
+        ax.plot(k["conf"], k["overkill_rate"], color="C0", label="overkill rate (clean parts)")
+        ax.axhline(rep.escape_rate, color="C3", ls="--", lw=0.8, label=f"escape at op ({rep.threshold_source})")
+        ax.axhline(rep.overkill_rate, color="C0", ls="--", lw=0.8, label=f"overkill at op ({rep.threshold_source})")
+        ax.set(xlabel="one confidence threshold for all classes", ylabel="rate", xlim=(0, 1), ylim=(0, 1.02),
+               title=f"part KPIs: {rep.n_defective} defective, {rep.n_clean} clean parts")
+        ax.legend(fontsize=8)
+
+    return _figure_png(draw)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="defectdet val", description="mAP and part-level KPIs (escape, overkill) "
+                                "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.")
+    p.add_argument("--model", help="a .pt checkpoint or an .onnx model (FP32 or INT8 Q/DQ)")
+    p.add_argument("--data", help="data.yaml")
+    p.add_argument("--split", default="val", help="split of data.yaml to evaluate (default val)")
+    p.add_argument("--imgsz", type=int, help="inference size (default: the model's own)")
+    p.add_argument("--conf", type=float, default=0.001, help="confidence floor for collecting detections")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
+    p.add_argument("--device", default="cpu", help="cpu, 0, ...")
+    p.add_argument("--max-images", type=int, help="evaluate an evenly spaced subset of this many images")
+    p.add_argument("--thresholds", help="operating thresholds: a thresholds YAML or one conf for all classes "
+                   "(default: each class at its max-F1 confidence)")
+    p.add_argument("--target-escape", type=float, help="calibrate thresholds to this escape rate, e.g. 0.01")
+    p.add_argument("--out", help="report folder (default runs/val/<model name>)")
+    p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
+    p.add_argument("overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)")
+    return p
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    """Options, then key=value overrides on top; --model and --data are required."""
+    p = _parser()
+    args = p.parse_args(argv)
+    for key, value in parse_overrides(args.overrides).items():
+        if key == "overrides" or not hasattr(args, key):
+            raise ConfigError(f"unknown option {key!r}; expected one of: {', '.join(sorted(vars(args)))}")
+        setattr(args, key, value)
+    if not args.model or not args.data:
+        raise ConfigError("--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)")
+    if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
+        raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
+    return args
+
+
+def cli(argv: list[str]) -> int:
+    """``defectdet val``: print and save the report; with --target-escape write the thresholds YAML.
+    Exit code 1 when the escape target is unreachable (the best thresholds found are still written)."""
+    args = _args(argv)
+    thresholds = args.thresholds
+    try:
+        thresholds = float(thresholds) if thresholds is not None else None
+    except ValueError:
+        pass  # a YAML path
+    report = evaluate(
+        args.model, args.data, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device,
+        thresholds=thresholds, split=args.split, max_images=args.max_images, target_escape=args.target_escape,
+    )
+    out = Path(args.out or Path("runs") / "val" / Path(str(args.model)).stem)
+    paths = report.save(out)
+    print(report.summary())
+    print(f"report: {paths['json']}  plots: {paths['pr'].name}, {paths['kpi'].name}")
+    if args.target_escape is None:
+        return 0
+    written = write_thresholds(report, args.thresholds_out or out / "thresholds.yaml")
+    print(f"thresholds: {written}")
+    return 0 if report.calibration["reachable"] else 1
