@@ -52,7 +52,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Optional[float]]] = {
 # the cls:box weight ratio of each loss's reference detector is carried over to ultralytics' box gain:
 # RetinaNet focal 1:1 and GFL QFL 1:2 -> ~4, PP-YOLOE VFL 1:2.5 -> 3. bench/quality.py measures them.
 DEFAULT_CLS_GAIN = {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}
-DEFECTDET_KEYS = ("cls_loss", "gamma", "alpha")
+DEFECTDET_KEYS = ("cls_loss", "gamma", "alpha", "strict")
 DEFAULTS = {"model": "yolo11n.yaml", "project": "runs/train"}
 
 
@@ -221,7 +221,7 @@ def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
     ours, ul_args = split_settings(merged(DEFAULTS, settings))
     if ul_args.get("data") is None:
         raise ConfigError("data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)")
-    ul_args["data"] = _resolve_data(ul_args["data"])
+    ul_args["data"] = _check_data(ul_args["data"], bool(ours.pop("strict", True)), ul_args.get("imgsz"))
     loss = resolve_loss(ours, ul_args)
     ul_args.setdefault("name", loss["cls_loss"])
     ul_args.setdefault("amp", False if str(ul_args.get("device", "cpu")).lower() in ("cpu", "mps") else True)
@@ -241,11 +241,16 @@ def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
     return Path(yolo.trainer.save_dir)
 
 
-def _resolve_data(data) -> str:
+def _check_data(data, strict: bool, imgsz) -> str:
+    """Validate the dataset first (as `defectdet data check` does) and return a YOLO data.yaml that
+    ultralytics reads as the user meant (COCO/VOC converted, relative paths resolved, bad images
+    skipped only with strict=False)."""
+    from .data.validate import checked_data
+
     p = Path(str(data))
     if not p.exists():
-        raise ConfigError(f"{p}: dataset not found (expected a data.yaml)")
-    return str(p.resolve())
+        raise ConfigError(f"{p}: dataset not found (expected a data.yaml, a COCO json or a VOC folder)")
+    return str(Path(checked_data(p.resolve(), strict=strict, imgsz=imgsz)).resolve())
 
 
 def load_settings(config: Optional[str], overrides: list[str]) -> dict[str, Any]:
@@ -267,7 +272,8 @@ def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="defectdet train",
         description="Train with a focal-family loss. Keys are ultralytics training arguments "
-        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, gamma, alpha.",
+        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, gamma, alpha, "
+        "strict=False (skip bad images instead of refusing the dataset).",
     )
     ap.add_argument("--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")

@@ -229,3 +229,20 @@ def test_training_makes_no_network_connection(tiny_data, tmp_path):
     assert json.loads(line[len("ATTEMPTS="):]) == []
     assert (tmp_path / "net" / "weights" / "best.pt").is_file()
     assert list((tmp_path / "home" / "ultralytics").rglob("Arial.ttf"))
+
+
+def test_train_checks_the_dataset_first(tiny_data, tmp_path, capsys):
+    import shutil
+
+    from defectdet.errors import DataError
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data.parent, data)
+    label = sorted((data / "labels" / "train").glob("*.txt"))[0]
+    label.write_text("0 0.5 0.5 0.2\n")  # 4 fields instead of 5
+    with pytest.raises(DataError, match=r"dataset has errors.*strict=False to skip the 1 bad images"):
+        train(data=str(data / "data.yaml"), project=str(tmp_path), name="strict", **TINY)
+    run = train(data=str(data / "data.yaml"), strict=False, project=str(tmp_path), name="lenient", **TINY)
+    out = capsys.readouterr().out
+    assert f"{label.name}:1" in out and "strict=False: skipping 1 bad images" in out
+    assert (run / "weights" / "best.pt").is_file()

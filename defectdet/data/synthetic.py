@@ -71,9 +71,9 @@ SURFACE_FNS: dict[str, Callable] = {"metal": _metal, "fabric": _fabric, "pcb": _
 
 
 # --------------------------------------------------------------------------- defects
-def _scratch(rng, img, mask, s):
+def _scratch(rng, img, mask, s, k):
     """A thin straight line, brighter or darker than the surface."""
-    L = rng.uniform(0.08, 0.22) * s
+    L = rng.uniform(0.08, 0.22) * k
     ang = rng.uniform(0, np.pi)
     cx, cy = rng.uniform(0.15, 0.85, 2) * s
     p0 = (int(cx - L / 2 * math.cos(ang)), int(cy - L / 2 * math.sin(ang)))
@@ -86,9 +86,9 @@ def _scratch(rng, img, mask, s):
     img += layer[..., None] * shade
 
 
-def _spot(rng, img, mask, s):
+def _spot(rng, img, mask, s, k):
     """A dark stain or bright speck with soft edges."""
-    r = rng.uniform(0.015, 0.04) * s
+    r = rng.uniform(0.015, 0.04) * k
     cx, cy = rng.uniform(0.1, 0.9, 2) * s
     axes = (max(2, int(r)), max(2, int(r * rng.uniform(0.6, 1.0))))
     layer = np.zeros(img.shape[:2], np.float32)
@@ -99,10 +99,10 @@ def _spot(rng, img, mask, s):
     img += layer[..., None] * float(rng.choice([-90.0, 70.0]))
 
 
-def _crack(rng, img, mask, s):
+def _crack(rng, img, mask, s, k):
     """A dark jagged random walk with a branch."""
     n = int(rng.integers(6, 12))
-    step = rng.uniform(0.012, 0.022) * s
+    step = rng.uniform(0.012, 0.022) * k
     pt = rng.uniform(0.15, 0.85, 2) * s
     heading = rng.uniform(0, 2 * np.pi)
     pts = [pt.copy()]
@@ -123,9 +123,9 @@ def _crack(rng, img, mask, s):
     img -= layer[..., None] * 85.0
 
 
-def _dent(rng, img, mask, s):
+def _dent(rng, img, mask, s, k):
     """A shallow circular dent: lit on one side, shadowed on the other."""
-    r = rng.uniform(0.03, 0.06) * s
+    r = rng.uniform(0.03, 0.06) * k
     cx, cy = rng.uniform(0.12, 0.88, 2) * s
     yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]].astype(np.float32)
     dx, dy = (xx - cx) / r, (yy - cy) / r
@@ -140,8 +140,12 @@ DEFECT_FNS = (_scratch, _spot, _crack, _dent)
 
 
 # --------------------------------------------------------------------------- one image
-def make_image(seed: int, index: int, imgsz: int, defective: bool) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
-    """One BGR uint8 image and its YOLO boxes (cls, cx, cy, w, h normalised), deterministic in (seed, index)."""
+def make_image(seed: int, index: int, imgsz: int, defective: bool, defect_scale: float = 1.0,
+               ) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+    """One BGR uint8 image and its YOLO boxes (cls, cx, cy, w, h normalised), deterministic in (seed, index).
+
+    ``defect_scale`` multiplies the defects' size relative to the part (1.0: small, a few % of the side).
+    """
     rng = np.random.default_rng([seed, index])
     surface = SURFACES[int(rng.integers(len(SURFACES)))]
     img = SURFACE_FNS[surface](rng, imgsz, imgsz)  # (H, W, 3) float32
@@ -150,7 +154,7 @@ def make_image(seed: int, index: int, imgsz: int, defective: bool) -> tuple[np.n
         for _ in range(1 + int(rng.random() < 0.3)):  # 1, sometimes 2 defects
             cls = int(rng.integers(len(CLASSES)))
             mask = np.zeros((imgsz, imgsz), np.uint8)
-            DEFECT_FNS[cls](rng, img, mask, imgsz)
+            DEFECT_FNS[cls](rng, img, mask, imgsz, imgsz * defect_scale)
             ys, xs = np.nonzero(mask)
             if len(xs) == 0:
                 continue
@@ -191,6 +195,7 @@ def make_dataset(
     seed: int = 0,
     val_fraction: float = 0.2,
     video_frames: int = 120,
+    defect_scale: float = 1.0,
 ) -> Path:
     """Write a YOLO dataset of synthetic parts; returns the path of its data.yaml.
 
@@ -213,7 +218,7 @@ def make_dataset(
         (out / "images" / sub).mkdir(parents=True, exist_ok=True)
         (out / "labels" / sub).mkdir(parents=True, exist_ok=True)
     for i in range(images):
-        img, boxes = make_image(seed, i, imgsz, bool(flags[i]))
+        img, boxes = make_image(seed, i, imgsz, bool(flags[i]), defect_scale)
         name = f"part_{i:05d}"
         _write_image(out / "images" / split[i] / f"{name}.png", img)
         atomic_write_text(out / "labels" / split[i] / f"{name}.txt", _label_text(boxes))
@@ -226,22 +231,24 @@ def make_dataset(
         },
     )
     if video_frames > 0:
-        make_video(out / "parts.mp4", frames=video_frames, seed=seed, imgsz=imgsz, defect_rate=max(defect_rate, 0.1))
+        make_video(out / "parts.mp4", frames=video_frames, seed=seed, defect_rate=max(defect_rate, 0.1),
+                   defect_scale=defect_scale)
     return data_yaml
 
 
 # --------------------------------------------------------------------------- conveyor video
 def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, part: int = 0,
-                   frames_per_part: int = 24, defect_rate: float = 0.1) -> tuple[np.ndarray, dict]:
+                   frames_per_part: int = 24, defect_rate: float = 0.1, defect_scale: float = 1.0,
+                   ) -> tuple[np.ndarray, dict]:
     """Frame ``frame`` of an endless conveyor: one part at a time slides left to right over a dark belt.
 
     Returns the BGR frame and {part, defective, boxes (pixel xyxy + cls), in_view} for ground truth.
-    Deterministic in (seed, frame); ``part`` is the part's size in pixels (default: 0.6 * height).
+    Deterministic in (seed, frame); ``part`` is the part's size in pixels (default: the frame height).
     """
-    size = part or int(height * 0.6)
+    size = part or height
     k, t = divmod(frame, frames_per_part)  # part index, position within its pass
     defective = bool(np.random.default_rng([seed, 7, k]).random() < defect_rate)
-    img, boxes = make_image(seed + 1, k, size, defective)
+    img, boxes = make_image(seed + 1, k, size, defective, defect_scale)
     belt = np.full((height, width, 3), 38, np.uint8)
     belt[:, :: 40] = 55  # belt seams give motion cues
     x0 = int(round(-size + (width + size) * (t + 0.5) / frames_per_part))
@@ -257,7 +264,7 @@ def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, p
     return belt, {"part": k, "defective": defective, "in_view": in_view, "boxes": px}
 
 
-def make_video(path, frames: int = 120, seed: int = 0, imgsz: int = 320, defect_rate: float = 0.1,
+def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1, defect_scale: float = 1.0,
                fps: float = 15.0, width: int = 640, height: int = 480) -> Path:
     """Write a conveyor video (MP4, mp4v) and ``<stem>.json`` ground truth next to it."""
     path = Path(path)
@@ -268,8 +275,8 @@ def make_video(path, frames: int = 120, seed: int = 0, imgsz: int = 320, defect_
     truth = []
     try:
         for f in range(frames):
-            frame, info = conveyor_frame(seed, f, width, height, part=min(imgsz, int(height * 0.8)),
-                                         defect_rate=defect_rate)
+            frame, info = conveyor_frame(seed, f, width, height, defect_rate=defect_rate,
+                                         defect_scale=defect_scale)
             writer.write(frame)
             truth.append(info)
     finally:
@@ -294,8 +301,10 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--video-frames", type=int, default=120, help="conveyor video length (0: no video)")
+    ap.add_argument("--defect-scale", type=float, default=1.0, help="defect size multiplier (1.0: small defects)")
     a = ap.parse_args(argv)
-    data = make_dataset(a.out, a.images, a.defect_rate, a.imgsz, a.seed, a.val_fraction, a.video_frames)
+    data = make_dataset(a.out, a.images, a.defect_rate, a.imgsz, a.seed, a.val_fraction, a.video_frames,
+                        a.defect_scale)
     n_def = int(defect_flags(a.seed, a.images, a.defect_rate).sum())
     print(f"wrote {a.images} parts ({n_def} defective, {a.images - n_def} good) -> {data}")
     return 0
