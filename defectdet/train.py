@@ -38,6 +38,10 @@ from .config import dump_yaml, load_yaml, merged, parse_overrides, resolve_confi
 from .errors import ConfigError, TrainingError
 from .offline import setup_ultralytics
 
+# At import, not lazily: ultralytics' DDP worker imports this module while unpickling the callbacks,
+# before it builds the trainer, so the worker is offline too (AMP check, fonts, settings).
+setup_ultralytics()
+
 CLS_LOSSES = ("bce", "focal", "qfl", "vfl")
 # gamma/alpha when the user gives none (presets in configs/train/ set them explicitly).
 LOSS_DEFAULTS: dict[str, dict[str, Optional[float]]] = {
@@ -117,10 +121,11 @@ class ClsLossCallback:
     def __call__(self, trainer) -> None:
         from ultralytics.utils.torch_utils import unwrap_model
 
-        install_cls_loss(unwrap_model(trainer.model), self.cls_loss, self.gamma, self.alpha)
+        crit = install_cls_loss(unwrap_model(trainer.model), self.cls_loss, self.gamma, self.alpha)
         if getattr(trainer, "ema", None) is not None:
             trainer.ema.ema.args = trainer.args
             install_cls_loss(trainer.ema.ema, self.cls_loss, self.gamma, self.alpha)
+        print(f"defectdet: {type(crit).__name__} classification term = {crit.bce!r}".replace("\n", ""))
 
 
 class NonFiniteLossGuard:
@@ -210,13 +215,10 @@ def _auto_preset(data, imgsz, ours):
 
 
 # --------------------------------------------------------------------------- entry points
-def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
-    """Train a detector; keys are ultralytics training arguments plus cls_loss, gamma, alpha.
+def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
+    """Validate settings and data, build the model and attach defectdet's callbacks.
 
-    ``callbacks`` maps ultralytics callback events to extra functions (logging, early stops).
-
-    Returns the run folder (``weights/best.pt``, ``weights/last.pt``, ``results.csv``,
-    ``defectdet.yaml``).
+    Returns ``(yolo, ul_args, loss)``: ``yolo.train(**ul_args)`` runs the training.
     """
     ours, ul_args = split_settings(merged(DEFAULTS, settings))
     if ul_args.get("data") is None:
@@ -224,7 +226,9 @@ def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
     ul_args["data"] = _check_data(ul_args["data"], bool(ours.pop("strict", True)), ul_args.get("imgsz"))
     loss = resolve_loss(ours, ul_args)
     ul_args.setdefault("name", loss["cls_loss"])
-    ul_args.setdefault("amp", False if str(ul_args.get("device", "cpu")).lower() in ("cpu", "mps") else True)
+    device = str(ul_args.get("device") if ul_args.get("device") is not None else
+                 ("0" if torch.cuda.is_available() else "cpu"))
+    ul_args.setdefault("amp", device.lower() not in ("cpu", "mps"))  # explicit: no AMP self-check download
     from ultralytics import YOLO
 
     yolo = YOLO(str(ul_args.pop("model")), task="detect")
@@ -236,6 +240,17 @@ def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
     for event, fns in (callbacks or {}).items():
         for fn in fns:
             yolo.add_callback(event, fn)
+    return yolo, ul_args, loss
+
+
+def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
+    """Train a detector; keys are ultralytics training arguments plus cls_loss, gamma, alpha, strict.
+
+    ``callbacks`` maps ultralytics callback events to extra functions (logging, early stops).
+    Returns the run folder (``weights/best.pt``, ``weights/last.pt``, ``results.csv``,
+    ``defectdet.yaml``).
+    """
+    yolo, ul_args, loss = prepare(callbacks, **settings)
     print(f"defectdet train: cls_loss={loss['cls_loss']} gamma={loss['gamma']} alpha={loss['alpha']} cls={loss['cls']}")
     yolo.train(**ul_args)
     return Path(yolo.trainer.save_dir)

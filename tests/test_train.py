@@ -246,3 +246,27 @@ def test_train_checks_the_dataset_first(tiny_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{label.name}:1" in out and "strict=False: skipping 1 bad images" in out
     assert (run / "weights" / "best.pt").is_file()
+
+
+def test_ddp_relaunch_file_carries_the_loss(tiny_data, tmp_path):
+    """Multi-GPU training re-launches the trainer from a file ultralytics generates (the trainer class,
+    args, model and callbacks cloudpickled). Run that very file: the worker must train with our loss."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils.dist import generate_ddp_file
+
+    from defectdet.train import prepare
+
+    yolo, args, _ = prepare(data=str(tiny_data), cls_loss="vfl", project=str(tmp_path), name="ddp", **TINY)
+    trainer = DetectionTrainer(overrides={**args, "model": "yolo11n.yaml", "mode": "train"}, _callbacks=yolo.callbacks)
+    trainer.model = trainer.get_model(cfg="yolo11n.yaml", weights=None)
+    file = generate_ddp_file(trainer)
+    try:
+        r = subprocess.run([sys.executable, file], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                           env={**os.environ, "DEFECTDET_HOME": str(tmp_path / "home")})
+    finally:
+        Path(file).unlink(missing_ok=True)
+        Path(file).with_suffix(".pt").unlink(missing_ok=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "classification term = ClsLoss(kind=vfl, gamma=2.0, alpha=0.75)" in r.stdout + r.stderr
+    assert load_yaml(tmp_path / "ddp" / "defectdet.yaml")["cls_loss"] == "vfl"
+    assert (tmp_path / "ddp" / "weights" / "best.pt").is_file()
