@@ -1,0 +1,380 @@
+"""Edge-runtime speed benchmark: the same ONNX model, frames and thread count, three ways, in one run.
+
+    python bench/runtime.py                      # stand-in yolo11n at 320, 300 conveyor frames 640x480, 2 threads
+    python bench/runtime.py --model runs/x/model.onnx --frames 300 --threads 2
+
+(a) raw ``session.run`` on already pre-processed tensors (the model alone),
+(b) ``defectdet.runtime.Detector`` (letterbox + model + decode/NMS, no torch),
+(c) ultralytics ``YOLO(model.onnx).predict(frame, stream=True)`` (its ORT session rebuilt with the
+    same SessionOptions, torch limited to the same thread count).
+Each path lives in its own interpreter (so thread pools and torch do not disturb each other, and
+the Detector's process never imports torch); they take turns on blocks of frames, rotating who goes
+first, so load from other processes hits all three alike. Reported: frames/s, per-frame medians,
+the b/c and b/a ratios (targets >= 1.2 and >= 0.95), each process's peak RSS, and the import time
+of ``defectdet.runtime`` in a fresh interpreter (target < 0.5 s).
+
+Without ``--model`` a stand-in model is built: yolo11n from yaml with random weights whose
+BatchNorm statistics and class logits are calibrated on synthetic frames, so the head emits a
+realistic spread of confidences (an untrained yolo11n emits one constant ~0.003 score).
+:func:`make_model` is also what the runtime tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLASSES = ("scratch", "spot", "crack", "dent")
+
+
+def write_sidecar(onnx_path: Path, names, imgsz, **extra) -> Path:
+    """The ``model.json`` the export writes (the runtime's metadata contract)."""
+    from defectdet.config import atomic_write_text
+
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    meta = {
+        "names": {str(i): n for i, n in enumerate(names)},
+        "imgsz": [h, w],
+        "strides": [8, 16, 32],
+        "preprocess": {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114},
+        "input_name": "images",
+        "output_layout": f"xywh+cls (1, {4 + len(names)}, A)",
+        "cls_loss": "bce",
+        **extra,
+    }
+    return atomic_write_text(Path(onnx_path).with_suffix(".json"), json.dumps(meta, indent=1))
+
+
+def _calibrate(net, x, logit_mean: float, logit_std: float) -> None:
+    """Give a random-weight detector realistic statistics from one batch ``x`` (B, 3, H, W).
+
+    BatchNorm running statistics are set from ``x`` (else activations fade through 100 random layers
+    and every anchor emits the same score); then each class-logit conv is rescaled so its logits on
+    ``x`` have the given mean and standard deviation.
+    """
+    import torch
+
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average: one pass sets the statistics
+            m.reset_running_stats()
+    head = net.model[-1]
+    convs = [seq[-1] for seq in [*head.cv3, *(getattr(head, "one2one_cv3", None) or [])]]  # Conv2d(c, nc, 1) per level
+    z: dict[int, torch.Tensor] = {}
+    hooks = [
+        c.register_forward_hook(lambda m, i, o, k=k: z.__setitem__(k, o - m.bias.view(1, -1, 1, 1)))  # W.f, (B, nc, h, w)
+        for k, c in enumerate(convs)
+    ]
+    with torch.no_grad():
+        net.train()
+        net(x)
+        net.eval()
+        net(x)
+        for k, conv in enumerate(convs):
+            if k not in z:  # a branch eval mode does not run (one-to-many head of an end-to-end model)
+                continue
+            scale = logit_std / float(z[k].std().clamp_min(1e-6))
+            conv.weight.mul_(scale)
+            conv.bias.fill_(logit_mean - scale * float(z[k].mean()))
+    for h in hooks:
+        h.remove()
+
+
+def make_model(
+    out_dir,
+    imgsz=320,
+    names=CLASSES,
+    seed: int = 0,
+    logit_mean: float = -6.0,
+    logit_std: float = 1.2,
+    sidecar: bool = True,
+    cfg: str = "yolo11n.yaml",
+    save_pt: bool = False,
+) -> Path:
+    """Export a stand-in yolo11n (random weights, calibrated on synthetic parts) to ``out_dir/model.onnx``.
+
+    ``imgsz`` is an int or (H, W). Class logits get mean ``logit_mean`` and spread ``logit_std``
+    (the defaults give a few boxes per frame at conf 0.25). Writes the sidecar too unless
+    ``sidecar=False`` (class names are then only in the ONNX metadata_props, as ultralytics writes them).
+    ``cfg`` is any ultralytics detect yaml of scale n ("yolo26n.yaml" gives an NMS-free (1, 300, 6) head).
+    ``save_pt`` also writes the checkpoint ``out_dir/model.pt`` (for ``defectdet export``).
+    """
+    from defectdet.offline import setup_ultralytics
+
+    setup_ultralytics()
+    import torch
+    import yaml
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import yaml_model_load
+
+    from defectdet.data.synthetic import conveyor_frame, make_image
+    from defectdet.runtime.preprocess import letterbox
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {k: v for k, v in yaml_model_load(cfg).items() if k != "yaml_file"} | {"nc": len(names)}
+    cfg_path = out / f"{Path(cfg).stem}-bench.yaml"  # ultralytics reads the scale ("n") from the file name
+    e2e = bool(spec.get("end2end"))
+    cfg_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    torch.manual_seed(seed)
+    yolo = YOLO(str(cfg_path), task="detect")
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    parts = [make_image(seed, i, max(h, w), i % 2 == 0)[0] for i in range(4)] + [conveyor_frame(seed, 5 * i)[0] for i in range(4)]
+    imgs = np.stack([letterbox(im, (h, w))[0] for im in parts])  # (8, h, w, 3) BGR
+    x = torch.from_numpy(imgs[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255  # (8, 3, h, w) RGB
+    _calibrate(yolo.model, x, logit_mean, logit_std)
+    yolo.model.names = dict(enumerate(names))
+    if save_pt:
+        yolo.save(out / "model.pt")
+    yolo.model.pt_path = str(out / "model.pt")  # ultralytics names the export after this: out/model.onnx
+    e2e_kw = {"nms": False} if e2e else {}  # ultralytics 8.4 exports the one-to-one head only when nms=False
+    onnx_path = Path(yolo.export(format="onnx", imgsz=[h, w], opset=17, simplify=True, verbose=False, **e2e_kw))
+    if sidecar:
+        layout = {"output_layout": "xyxy+conf+cls (1, 300, 6)"} if e2e else {}
+        write_sidecar(onnx_path, names, (h, w), **layout)
+    return onnx_path
+
+
+def conveyor_frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n BGR 640x480 frames of parts sliding along a conveyor (the synthetic generator's video)."""
+    from defectdet.data.synthetic import conveyor_frame
+
+    return [conveyor_frame(seed, i)[0] for i in range(n)]
+
+
+# -- the three paths, each in its own interpreter ---------------------------------------------------
+def _session(model: Path, threads: int):
+    """An ORT CPU session with exactly the Detector's SessionOptions (threads, optimisation, spinning)."""
+    import onnxruntime as ort
+
+    from defectdet.runtime.backends.onnxruntime import session_options
+
+    return ort.InferenceSession(str(model), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+def _runner_raw(model: Path, frames: list[np.ndarray], threads: int, conf: float, iou: float):
+    """(a): the model alone, on tensors pre-processed beforehand (untimed)."""
+    from defectdet.runtime import Detector
+
+    with Detector(model) as det:  # only for its pre-processing
+        tensors = [det._pre([f])[0].copy() for f in frames]  # (1, 3, H, W) each
+    sess = _session(model, threads)
+    name = sess.get_inputs()[0].name
+
+    def run(i: int) -> tuple[float, ...]:
+        t0 = time.perf_counter()
+        sess.run(None, {name: tensors[i]})
+        ms = (time.perf_counter() - t0) * 1e3
+        return ms, 0.0, ms, 0.0, -1
+
+    return run
+
+
+def _runner_detector(model: Path, frames: list[np.ndarray], threads: int, conf: float, iou: float):
+    """(b): defectdet's Detector, frame in, Detections out."""
+    from defectdet.runtime import Detector
+
+    det = Detector(model, conf=conf, iou=iou, threads=threads)
+
+    def run(i: int) -> tuple[float, ...]:
+        t0 = time.perf_counter()
+        n = len(det(frames[i]))
+        ms = (time.perf_counter() - t0) * 1e3
+        t = det.timings
+        return ms, t.pre, t.infer, t.post, n
+
+    return run
+
+
+def _runner_ultralytics(model: Path, frames: list[np.ndarray], threads: int, conf: float, iou: float):
+    """(c): ultralytics predict(stream=True); its ORT session rebuilt with the same SessionOptions."""
+    from defectdet.offline import setup_ultralytics
+    from defectdet.runtime import load_metadata
+
+    kw = dict(conf=conf, iou=iou, imgsz=list(load_metadata(model).imgsz), verbose=False)
+    setup_ultralytics()
+    import torch
+    from ultralytics import YOLO
+
+    torch.set_num_threads(threads)
+    yolo = YOLO(str(model), task="detect")
+    list(yolo.predict(frames[0], stream=True, **kw))  # builds the predictor and its backend
+    yolo.predictor.model.backend.session = _session(model, threads)
+
+    def run(i: int) -> tuple[float, ...]:
+        t0 = time.perf_counter()
+        for r in yolo.predict(frames[i], stream=True, **kw):
+            n = len(r.boxes)
+        ms = (time.perf_counter() - t0) * 1e3
+        return ms, r.speed["preprocess"], r.speed["inference"], r.speed["postprocess"], n
+
+    return run
+
+
+RUNNERS = {"a": _runner_raw, "b": _runner_detector, "c": _runner_ultralytics}
+
+
+def _serve(kind: str, model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, conn) -> None:
+    """Worker: build one path, warm it up, then run the frame ranges the parent sends; finally report peak RSS."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    frames = conveyor_frames(n)
+    base = _vm_rss_mib()  # interpreter + numpy/OpenCV + the frames: common to all three
+    run = RUNNERS[kind](model, frames, threads, conf, iou)
+    for i in range(min(warmup, n)):
+        run(i)
+    conn.send("ready")
+    while (job := conn.recv()) is not None:
+        conn.send([run(i) for i in range(*job)])
+    conn.send((_vm_hwm_mib(), _vm_hwm_mib() - base))
+
+
+def throughput(model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, block: int):
+    """Run (a), (b), (c) in three interpreters, taking turns on blocks of frames (rotating who goes first)
+    so load from other processes hits all three alike; only one computes at a time. Returns per-path
+    rows (wall, pre, infer, post, boxes) and each worker's peak RSS (MiB)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fresh interpreters: the Detector's never imports torch
+    pipes, procs = {}, []
+    for kind in RUNNERS:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(kind, model, n, threads, conf, iou, warmup, child), daemon=True)
+        proc.start()
+        pipes[kind], procs = parent, procs + [proc]
+    try:
+        for kind, pipe in pipes.items():
+            if pipe.recv() != "ready":
+                raise RuntimeError(f"benchmark worker {kind} failed to start")
+        rows: dict[str, list] = {k: [] for k in RUNNERS}
+        kinds = list(RUNNERS)
+        for b, lo in enumerate(range(0, n, block)):
+            for kind in kinds[b % 3 :] + kinds[: b % 3]:
+                pipes[kind].send((lo, min(lo + block, n)))
+                rows[kind] += pipes[kind].recv()
+        rss = {}
+        for kind, pipe in pipes.items():
+            pipe.send(None)
+            rss[kind] = pipe.recv()
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+    return rows, rss
+
+
+# -- fresh-interpreter import time --------------------------------------------------------------
+_IMPORT = "import time; t = time.perf_counter(); import defectdet.runtime, sys; dt = time.perf_counter() - t; " \
+    "print(dt, 'torch' in sys.modules, 'ultralytics' in sys.modules)"
+
+
+def import_time(repeats: int = 3) -> tuple[float, bool]:
+    """Median seconds to import defectdet.runtime in a fresh interpreter; and whether torch came along."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", _IMPORT], capture_output=True, text=True, cwd=ROOT, check=True)
+        dt, torch_in, ul_in = out.stdout.split()
+        runs.append((float(dt), torch_in == "True" or ul_in == "True"))
+    return statistics.median(r[0] for r in runs), any(r[1] for r in runs)
+
+
+def _status_mib(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), in MiB; NaN elsewhere."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _vm_hwm_mib() -> float:
+    """Peak resident memory (VmHWM; unlike ru_maxrss it is not inherited across fork+exec)."""
+    return _status_mib("VmHWM")
+
+
+def _vm_rss_mib() -> float:
+    return _status_mib("VmRSS")
+
+
+# -- report ---------------------------------------------------------------------------------------
+def summarise(times: dict[str, list[tuple[float, ...]]]) -> dict[str, dict[str, float]]:
+    """Per path: frames/s over the whole run and per-frame medians of wall, pre, infer, post (ms)."""
+    out = {}
+    for k, rows in times.items():
+        arr = np.array(rows)[:, :4]  # (N, 4): wall, pre, infer, post
+        out[k] = {"fps": len(arr) / (arr[:, 0].sum() / 1e3), **dict(zip(("wall", "pre", "infer", "post"), np.median(arr, 0)))}
+    return out
+
+
+def table(s: dict[str, dict[str, float]]) -> str:
+    label = {"a": "(a) raw session.run (model only)", "b": "(b) defectdet Detector", "c": "(c) ultralytics predict(stream=True)"}
+    lines = ["| path | frames/s | pre ms | infer ms | post ms | per-frame ms |", "|---|---:|---:|---:|---:|---:|"]
+    for k in ("a", "b", "c"):
+        r = s[k]
+        pre = "-" if k == "a" else f"{r['pre']:.2f}"
+        post = "-" if k == "a" else f"{r['post']:.2f}"
+        lines.append(f"| {label[k]} | {r['fps']:.1f} | {pre} | {r['infer']:.2f} | {post} | {r['wall']:.2f} |")
+    return "\n".join(lines)
+
+
+def report(s: dict, rows: dict, rss: dict, imp: float, torch_in: bool, header: str) -> dict:
+    """Print the table and the target checks; return the numbers."""
+    bc, ba = s["b"]["fps"] / s["c"]["fps"], s["b"]["fps"] / s["a"]["fps"]
+    bc_med, ba_med = s["c"]["wall"] / s["b"]["wall"], s["a"]["wall"] / s["b"]["wall"]
+    nb, nc = (np.array(rows[k])[:, 4] for k in ("b", "c"))
+    print(f"\n{header}\n")
+    print(table(s))
+    print(f"\nb/c = {bc:.2f} (target >= 1.2: {'met' if bc >= 1.2 else 'MISSED'})   "
+          f"b/a = {ba:.3f} (target >= 0.95: {'met' if ba >= 0.95 else 'MISSED'})   [frames/s ratios]")
+    print(f"from per-frame medians: b/c = {bc_med:.2f}, b/a = {ba_med:.3f}")
+    print(f"same box count (b vs c) on {int((nb == nc).sum())}/{len(nb)} frames; mean boxes/frame {nb.mean():.1f}")
+    print(f"import defectdet.runtime: {imp:.3f} s (target < 0.5 s), torch/ultralytics imported: {torch_in}")
+    (pb, db), (pc, dc) = rss["b"], rss["c"]
+    print(f"peak RSS: Detector process {pb:.0f} MiB ({db:.0f} above the frames + numpy/OpenCV baseline), "
+          f"ultralytics process {pc:.0f} MiB ({dc:.0f} above it)")
+    return {"paths": s, "b_over_c": bc, "b_over_a": ba, "b_over_c_median": bc_med, "b_over_a_median": ba_med,
+            "import_s": imp, "rss_mib": {"detector": pb, "ultralytics": pc, "detector_above_base": db, "ultralytics_above_base": dc},
+            "same_count_frames": int((nb == nc).sum()), "boxes_per_frame": float(nb.mean())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
+    ap.add_argument("--imgsz", type=int, default=320, help="stand-in model input size (default 320)")
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads and torch threads (default 2)")
+    ap.add_argument("--conf", type=float, default=0.25)
+    ap.add_argument("--iou", type=float, default=0.7)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--block", type=int, default=10, help="frames per turn when the three paths alternate")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
+        model = a.model or make_model(tmp, a.imgsz)
+        rows, rss = throughput(model, a.frames, a.threads, a.conf, a.iou, a.warmup, a.block)
+    imp, torch_in = import_time()
+    name = model.name if a.model else f"stand-in yolo11n {a.imgsz}x{a.imgsz}"
+    header = (f"model {name}, {a.frames} conveyor frames 640x480 BGR, {a.threads} threads, ORT CPU, "
+              f"conf {a.conf}, iou {a.iou}; each path in its own process, alternating blocks of {a.block} frames")
+    result = report(summarise(rows), rows, rss, imp, torch_in, header)
+    if a.json:
+        from defectdet.config import atomic_write_text
+
+        atomic_write_text(a.json, json.dumps({**result, "frames": a.frames, "threads": a.threads}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""``Detector``: BGR frames in, :class:`Detections` out, on ONNX Runtime or TensorRT — no torch.
+
+>>> with Detector("model.onnx", conf=0.25, thresholds="thresholds.yaml") as det:
+...     dets = det(frame_bgr)            # Detections in frame pixels
+...     batch = det.infer_batch(frames)  # list[Detections]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .backends import BackendError, create_backend
+from .detections import Detections
+from .metadata import MetadataError, ModelMetadata, load_metadata, load_thresholds
+from .postprocess import postprocess, threshold_vector
+from .preprocess import Preprocessor, as_bgr
+from .tiling import check_grid, merge_tiles, tile_windows
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent in the last call (whole batch / all tiles)."""
+
+    pre: float = 0.0
+    infer: float = 0.0
+    post: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.pre + self.infer + self.post
+
+
+class Detector:
+    """A defect detector on an exported model (``.onnx`` or TensorRT ``.engine``).
+
+    Not thread-safe (buffers are reused between calls): use one Detector per thread.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        backend: str = "auto",
+        conf: float = 0.25,
+        iou: float = 0.7,
+        thresholds: str | os.PathLike | Mapping[Any, float] | None = None,
+        max_det: int = 300,
+        tiles: tuple[int, int] | None = None,
+        overlap: float = 0.2,
+        **backend_options: Any,
+    ):
+        """Load the model and its metadata.
+
+        Args:
+            model_path: ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT), with its ``.json`` sidecar
+                or embedded ultralytics metadata.
+            backend: 'auto' (by suffix), 'onnxruntime' or 'tensorrt'.
+            conf: confidence threshold for classes without their own threshold (strict ``>``).
+            iou: class-aware NMS IoU threshold (boxes with IoU > iou are suppressed).
+            thresholds: per-class thresholds: a YAML path ``{thresholds: {name_or_id: conf}}`` or a
+                mapping; they override the sidecar's ``thresholds``, which override ``conf``.
+            max_det: most detections kept per frame.
+            tiles: (rows, cols) to detect on overlapping tiles of each frame (large frames, small defects).
+            overlap: tile overlap as a fraction of the tile size.
+            **backend_options: onnxruntime: ``threads``, ``providers``; tensorrt: ``device``, ``dla_core``.
+        """
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise BackendError(f"{self.model_path}: model file not found")
+        if not 0.0 <= iou <= 1.0:
+            raise ValueError(f"iou={iou}: expected an IoU threshold in [0, 1]")
+        if int(max_det) < 1:
+            raise ValueError(f"max_det={max_det}: expected a positive integer")
+        self.tiles = check_grid(tiles, overlap) if tiles is not None else None
+        self.overlap, self.iou, self.max_det, self.conf = float(overlap), float(iou), int(max_det), float(conf)
+        self.backend = create_backend(self.model_path, backend, **backend_options)
+        try:
+            self.metadata: ModelMetadata = load_metadata(self.model_path, self.backend.embedded_metadata())
+            self._check_io()
+            per_class = dict(self.metadata.thresholds)
+            if thresholds is not None:
+                per_class.update(load_thresholds(thresholds, self.metadata.names))
+            self.thresholds = threshold_vector(self.metadata.nc, self.conf, per_class)  # (nc,)
+        except BaseException:
+            self.backend.close()
+            raise
+        self._pre = Preprocessor(self.metadata.imgsz, self.metadata.preprocess)
+        self._name_table = np.array([self.metadata.names[i] for i in range(self.metadata.nc)], dtype=str)  # (nc,)
+        self.timings = Timings()
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def names(self) -> dict[int, str]:
+        """Class id -> name."""
+        return dict(self.metadata.names)
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        """Network input (H, W)."""
+        return self.metadata.imgsz
+
+    def _check_io(self) -> None:
+        """The model's tensors must agree with its metadata (catches a sidecar of another model)."""
+        m, where = self.metadata, self.metadata.source
+        spec = self.backend.input_spec()
+        if m.input_name and m.input_name != spec.name:
+            raise MetadataError(f"{where}: input_name {m.input_name!r} but the model's input is {spec.name!r}")
+        if len(spec.shape) != 4 or any(s is not None and s != t for s, t in zip(spec.shape[1:], (3, *m.imgsz))):
+            raise MetadataError(f"{where}: imgsz {list(m.imgsz)} but the model input {spec.name!r} has shape {spec.shape}")
+        out = self.backend.output_specs()[0].shape
+        if m.end2end:
+            if len(out) != 3 or out[2] != 6:
+                raise MetadataError(f"{where}: output_layout {m.output_layout!r} wants (B, N, 6), the model gives {out}")
+            return
+        if len(out) != 3 or (out[1] is not None and out[1] != 4 + m.nc):
+            raise MetadataError(
+                f"{where}: {m.nc} class names need output (B, {4 + m.nc}, anchors) in layout 'xywh+cls', the model gives {out}"
+            )
+        if out[2] is not None and out[2] != m.anchors():
+            raise MetadataError(
+                f"{where}: strides {list(m.strides)} at imgsz {list(m.imgsz)} give {m.anchors()} anchors, the model gives {out[2]}"
+            )
+
+    # -- inference ----------------------------------------------------------------------------
+    def __call__(self, frame: np.ndarray) -> Detections:
+        """Detect defects in one BGR frame (uint8, (h, w, 3); grey (h, w) is accepted)."""
+        return self.infer_batch([frame])[0]
+
+    def infer_batch(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect in several frames at once (batched through the backend); one Detections per frame."""
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        if not frames:
+            return []
+        if self.tiles is None:
+            return self._detect(frames)
+        out, acc = [], np.zeros(3)
+        for frame in frames:
+            out.append(self._detect_tiled(as_bgr(frame)))
+            acc += (self.timings.pre, self.timings.infer, self.timings.post)
+        self.timings = Timings(*map(float, acc))
+        return out
+
+    def _detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Pre-process into one batch, run the backend, post-process each image."""
+        t0 = time.perf_counter()
+        batch, params = self._pre(frames)  # (B, 3, H, W) float32
+        t1 = time.perf_counter()
+        pred = self.backend.infer(batch)[0]  # (B, 4+nc, A) or (B, N, 6)
+        t2 = time.perf_counter()
+        if pred.dtype != np.float32:
+            pred = pred.astype(np.float32)
+        m = self.metadata
+        dets = [
+            postprocess(pred[i], p, self.thresholds, self._name_table, self.iou, self.max_det, m.end2end)
+            for i, p in enumerate(params)
+        ]
+        t3 = time.perf_counter()
+        self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return dets
+
+    def _detect_tiled(self, frame: np.ndarray) -> Detections:
+        """Detect on overlapping tiles (one backend batch), merge in frame pixels."""
+        windows = tile_windows(frame.shape[:2], self.tiles, self.overlap)
+        crops = [frame[y0:y1, x0:x1] for (x0, y0, x1, y1) in windows]  # views
+        parts = self._detect(crops)
+        t0 = time.perf_counter()
+        merged = merge_tiles(parts, windows, self.iou, self.max_det)
+        self.timings.post += (time.perf_counter() - t0) * 1e3
+        return merged
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the backend (device buffers, sessions); safe to call twice."""
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector({self.model_path.name}, backend={self.backend.name}, imgsz={list(self.imgsz)}, "
+            f"classes={list(self.metadata.names.values())}, conf={self.conf}, iou={self.iou})"
+        )

@@ -1,0 +1,83 @@
+"""The edge runtime must stay framework-free: checked in fresh interpreters (DESIGN.md, must rule)."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, sys, time
+t = time.perf_counter()
+import defectdet.runtime
+from defectdet.runtime import Detector, Detections
+from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
+dt = time.perf_counter() - t
+heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",
+         "defectdet.losses", "defectdet.export"]
+print(json.dumps({"loaded": [m for m in heavy if m in sys.modules], "seconds": dt}))
+"""
+
+
+def _probe() -> dict:
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_runtime_import_pulls_no_framework():
+    """torch/ultralytics never; tensorrt/pycuda/onnxruntime only when a backend is constructed."""
+    result = _probe()
+    assert result["loaded"] == [], f"defectdet.runtime imported {result['loaded']}"
+
+
+def test_runtime_import_is_fast():
+    """Target < 0.5 s (numpy + OpenCV dominate); generous bound for a loaded shared CI machine."""
+    assert _probe()["seconds"] < 2.0
+
+
+def imports_in(source: str, package: str) -> set:
+    """Absolute module names imported anywhere in ``source`` (relative imports resolved against ``package``)."""
+    parts = package.split(".")
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            names.add(".".join([*base, node.module] if node.module else base))
+    return names
+
+
+def runtime_imports() -> dict:
+    """{file: modules it imports} for every file under defectdet/runtime."""
+    out = {}
+    for p in (ROOT / "defectdet" / "runtime").rglob("*.py"):
+        package = ".".join(p.relative_to(ROOT).with_suffix("").parts[:-1])
+        out[str(p.relative_to(ROOT))] = imports_in(p.read_text(encoding="utf-8"), package)
+    return out
+
+
+def forbidden(module: str) -> bool:
+    if module.split(".")[0] in ("torch", "torchvision", "ultralytics"):
+        return True
+    return any(module == x or module.startswith(x + ".") for x in ("defectdet.train", "defectdet.losses", "defectdet.export"))
+
+
+def test_runtime_sources_import_no_framework_even_lazily():
+    """No import statement of torch / ultralytics / training code anywhere under defectdet/runtime."""
+    offenders = [f"{f}: {m}" for f, mods in runtime_imports().items() for m in mods if forbidden(m)]
+    assert offenders == []
+
+
+def test_import_scanner_sees_lazy_and_relative_imports():
+    src = "def f():\n    import torch.nn\n    from ...export import onnx\n    from ..runtime import x\n"
+    found = {m for m in imports_in(src, "defectdet.runtime.backends") if forbidden(m)}
+    assert found == {"torch.nn", "defectdet.export"}
+
+
+def test_tensorrt_and_pycuda_only_in_their_backend():
+    hits = [f for f, mods in runtime_imports().items() if any(m.split(".")[0] in ("tensorrt", "pycuda") for m in mods)]
+    assert hits == ["defectdet/runtime/backends/tensorrt.py"]
