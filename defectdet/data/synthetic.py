@@ -13,6 +13,7 @@ with ``DIR/parts.json`` giving which frames show a defective part).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from pathlib import Path
@@ -79,7 +80,7 @@ def _scratch(rng, img, mask, s, k):
     p0 = (int(cx - L / 2 * math.cos(ang)), int(cy - L / 2 * math.sin(ang)))
     p1 = (int(cx + L / 2 * math.cos(ang)), int(cy + L / 2 * math.sin(ang)))
     shade = float(rng.choice([-70.0, 80.0]))
-    th = int(rng.integers(1, 3))
+    th = max(1, int(round(rng.integers(1, 3) * k / s)))  # line width grows with the defect scale
     cv2.line(mask, p0, p1, 1, th + 1)
     layer = np.zeros(img.shape[:2], np.float32)
     cv2.line(layer, p0, p1, 1.0, th, cv2.LINE_AA)
@@ -117,9 +118,10 @@ def _crack(rng, img, mask, s, k):
     for _ in range(n // 3):
         branch.append(branch[-1] + step * np.array([math.cos(bh), math.sin(bh)]))
     lines.append(np.array(branch, np.int32))
-    cv2.polylines(mask, lines, False, 1, 2)
+    th = max(1, int(round(k / s)))
+    cv2.polylines(mask, lines, False, 1, th + 1)
     layer = np.zeros(img.shape[:2], np.float32)
-    cv2.polylines(layer, lines, False, 1.0, 1, cv2.LINE_AA)
+    cv2.polylines(layer, lines, False, 1.0, th, cv2.LINE_AA)
     img -= layer[..., None] * 85.0
 
 
@@ -248,7 +250,7 @@ def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, p
     size = part or height
     k, t = divmod(frame, frames_per_part)  # part index, position within its pass
     defective = bool(np.random.default_rng([seed, 7, k]).random() < defect_rate)
-    img, boxes = make_image(seed + 1, k, size, defective, defect_scale)
+    img, boxes = _part_image(seed + 1, k, size, defective, defect_scale)
     belt = np.full((height, width, 3), 38, np.uint8)
     belt[:, :: 40] = 55  # belt seams give motion cues
     x0 = int(round(-size + (width + size) * (t + 0.5) / frames_per_part))
@@ -262,6 +264,14 @@ def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, p
         for c, x, y, w, h in boxes
     ]
     return belt, {"part": k, "defective": defective, "in_view": in_view, "boxes": px}
+
+
+@functools.lru_cache(maxsize=4)
+def _part_image(seed: int, index: int, size: int, defective: bool, defect_scale: float):
+    """make_image, cached: a part stays in view for many consecutive frames."""
+    img, boxes = make_image(seed, index, size, defective, defect_scale)
+    img.flags.writeable = False
+    return img, boxes
 
 
 def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1, defect_scale: float = 1.0,
