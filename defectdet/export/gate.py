@@ -1,0 +1,236 @@
+"""The accuracy gate: evaluate the FP32 and the INT8 ONNX on the validation split, on the CPU
+(onnxruntime executes Q/DQ graphs), and refuse the INT8 model when it loses accuracy.
+
+Compared: mAP50, mAP50-95, per-class recall and the part escape rate (defective parts with no
+correct detection), in percentage points. Recall and escape depend on the operating thresholds:
+both models use the deployment thresholds when known (``--thresholds``, else ``thresholds`` in the
+FP32 sidecar), so INT8 score compression shows up as missed defects; otherwise each model is taken
+at its own max-F1 thresholds (FP32's max-F1 threshold sits exactly on its weakest true positive,
+so reusing it for INT8 would flag score jitter of 0.01 as lost defects). Refused, unless ``force``:
+
+* mAP50 drop > ``max_drop`` (default 1.0 point);
+* any class's recall drop > ``max_class_drop`` (default 2.0 points; classes without val labels skipped);
+* escape-rate rise > ``max_escape_rise`` (default 1.0 point).
+
+The report goes to ``<int8 stem>.gate.json`` beside the INT8 model, and its decision into the INT8
+sidecar (``gate``), which ``defectdet build-engine`` checks before building from a Q/DQ model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import atomic_write_text
+from ..errors import ConfigError
+from . import GateRefused
+
+VACUOUS_MAP50 = 0.05  # below this the FP32 model detects (almost) nothing and no drop can be seen
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest accepted losses, in percentage points (a recall of 0.80 -> 0.78 is 2 points)."""
+
+    max_drop: float = 1.0  # mAP50
+    max_class_drop: float = 2.0  # per-class recall at the operating thresholds
+    max_escape_rise: float = 1.0  # part escape rate
+
+    def __post_init__(self):
+        for k, v in asdict(self).items():
+            if not v >= 0:  # also catches NaN
+                raise ConfigError(f"{k.replace('_', '-')}={v}: expected a non-negative number of points")
+
+
+@dataclass
+class Check:
+    """One compared metric: values as fractions, ``loss`` in points (positive = INT8 worse)."""
+
+    metric: str
+    fp32: float
+    int8: float
+    loss: float
+    limit: float | None  # None: reported, not gated
+    ok: bool
+
+
+@dataclass
+class GateResult:
+    """The decision, every check, and where the report was written."""
+
+    passed: bool
+    forced: bool
+    checks: list[Check]
+    reasons: list[str]
+    warnings: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+
+    @property
+    def decision(self) -> str:
+        """``pass``, ``forced`` (refused but --force) or ``refused``."""
+        return "pass" if self.passed else ("forced" if self.forced else "refused")
+
+    def table(self) -> str:
+        """Printable comparison."""
+        rows = [f"{'metric':<24}{'FP32':>8}{'INT8':>8}{'loss':>8}{'limit':>8}  ok"]
+        for c in self.checks:
+            limit = "-" if c.limit is None else f"{c.limit:.2f}"
+            rows.append(f"{c.metric:<24}{c.fp32:>8.4f}{c.int8:>8.4f}{c.loss:>8.2f}{limit:>8}  {'yes' if c.ok else 'NO'}")
+        return "\n".join(rows)
+
+
+def _get(report: Any, key: str) -> Any:
+    """Attribute or mapping access, so EvalReport objects and plain dicts both work."""
+    return report.get(key) if isinstance(report, dict) else getattr(report, key, None)
+
+
+def _check(metric: str, a: float, b: float, limit: float | None, rise: bool = False) -> Check:
+    loss = 100.0 * ((b - a) if rise else (a - b))  # points
+    return Check(metric, float(a), float(b), loss, limit, limit is None or loss <= limit + 1e-9)
+
+
+def compare(fp32: Any, int8: Any, limits: Limits = Limits()) -> GateResult:
+    """The gate's decision from two evaluation reports (``map50``, ``map50_95``, ``escape_rate``,
+    ``per_class[name]["recall"]`` as fractions); pure, so it is testable without models."""
+    checks = [_check("mAP50", _get(fp32, "map50"), _get(int8, "map50"), limits.max_drop),
+              _check("mAP50-95", _get(fp32, "map50_95"), _get(int8, "map50_95"), None)]
+    pc32, pc8 = _get(fp32, "per_class") or {}, _get(int8, "per_class") or {}
+    for name, row in pc32.items():
+        if row.get("labels", 1) == 0:
+            continue  # no val instances: recall is undefined
+        r8 = (pc8.get(name) or {}).get("recall", 0.0)  # a class the INT8 report lacks was never found
+        checks.append(_check(f"recall[{name}]", row["recall"], r8, limits.max_class_drop))
+    e32, e8 = _get(fp32, "escape_rate"), _get(int8, "escape_rate")
+    warnings = []
+    if e32 is not None and e8 is not None:
+        checks.append(_check("escape_rate", e32, e8, limits.max_escape_rise, rise=True))
+    else:
+        warnings.append("escape rate not measured by the evaluator: only mAP and recall were gated")
+    if _get(fp32, "map50") < VACUOUS_MAP50:
+        warnings.append(f"FP32 mAP50 is {_get(fp32, 'map50'):.3f}: the model detects almost nothing, "
+                        "so the gate cannot see an INT8 accuracy loss; train longer before trusting it")
+    reasons = [f"{c.metric} {'rose' if c.metric == 'escape_rate' else 'dropped'} {c.loss:.2f} points "
+               f"(limit {c.limit:.2f})" for c in checks if not c.ok]
+    return GateResult(passed=not reasons, forced=False, checks=checks, reasons=reasons, warnings=warnings)
+
+
+# ----------------------------------------------------------------------------- running it
+def _default_evaluator() -> Callable[..., Any]:
+    from ..evaluate import evaluate
+
+    return evaluate
+
+
+def _compact(report: Any) -> dict[str, Any]:
+    """A report as a dict without its curves (they live in `defectdet val`'s own report)."""
+    d = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    return {k: v for k, v in d.items() if k not in ("pr_curves", "kpi_curve")}
+
+
+def gate_report_path(int8: str | os.PathLike) -> Path:
+    """``model.int8.onnx`` -> ``model.int8.gate.json``."""
+    return Path(int8).with_suffix(".gate.json")
+
+
+def _record(result: GateResult, int8: Path, doc: dict[str, Any]) -> None:
+    """Write the gate report and put the decision into the INT8 sidecar (atomically)."""
+    from .onnx import read_sidecar, sidecar_path, write_sidecar
+
+    result.report_path = atomic_write_text(gate_report_path(int8), json.dumps(doc, indent=1, default=str) + "\n")
+    side = sidecar_path(int8)
+    meta = read_sidecar(side) if side.is_file() else {}
+    mapc = next(c for c in result.checks if c.metric == "mAP50")
+    meta["gate"] = {"decision": result.decision, "report": result.report_path.name, "date": doc["date"],
+                    "map50_fp32": mapc.fp32, "map50_int8": mapc.int8, "reasons": result.reasons}
+    write_sidecar(side, meta)
+
+
+def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
+    """(thresholds for both models, where they came from): the given ones, the FP32 sidecar's
+    ``thresholds`` ({class name or id: conf}, as names), or None = each model's own max-F1."""
+    if thresholds is not None:
+        return thresholds, f"given ({thresholds})" if isinstance(thresholds, (str, os.PathLike)) else "given"
+    from .onnx import read_sidecar, sidecar_path
+
+    side = sidecar_path(fp32)
+    meta = read_sidecar(side) if side.is_file() else {}
+    if meta.get("thresholds"):
+        names = {str(k): v for k, v in (meta.get("names") or {}).items()}
+        return {names.get(str(k), str(k)): float(v) for k, v in meta["thresholds"].items()}, f"{side.name}"
+    return None, "each model's own max-F1 (pass --thresholds to gate at the deployed ones)"
+
+
+def run_gate(
+    fp32: str | os.PathLike, int8: str | os.PathLike, data: str | os.PathLike, limits: Limits = Limits(),
+    force: bool = False, imgsz: Any = None, max_images: int | None = None, thresholds: Any = None,
+    evaluator: Callable[..., Any] | None = None,
+) -> GateResult:
+    """Evaluate both models on ``data``'s val split, compare, record; raise :class:`GateRefused`
+    when refused and not ``force``. ``thresholds`` (a thresholds YAML / {class: conf}) sets both
+    models' operating point (see :func:`operating_point`)."""
+    fp32, int8 = Path(fp32), Path(int8)
+    for p in (fp32, int8):
+        if not p.is_file():
+            raise ConfigError(f"{p}: model not found; expected an .onnx model")
+    evaluate = evaluator or _default_evaluator()
+    op, source = operating_point(fp32, thresholds)
+    kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images, "thresholds": op}
+    print(f"defectdet gate: evaluating {fp32.name} (FP32) and {int8.name} (INT8) on {data} (val, CPU; "
+          f"thresholds: {source})")
+    r32 = evaluate(str(fp32), data, **kw)
+    r8 = evaluate(str(int8), data, **kw)
+    result = compare(r32, r8, limits)
+    result.forced = force and not result.passed
+    doc = {"decision": result.decision, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "limits": asdict(limits), "thresholds": source, "data": str(data), "fp32_model": str(fp32),
+           "int8_model": str(int8), "checks": [asdict(c) for c in result.checks], "reasons": result.reasons,
+           "warnings": result.warnings, "fp32": _compact(r32), "int8": _compact(r8)}
+    _record(result, int8, doc)
+    print(result.table())
+    for w in result.warnings:
+        print(f"defectdet gate: warning: {w}")
+    if result.decision == "refused":
+        raise GateRefused(f"{int8.name} refused: {'; '.join(result.reasons)}; report {result.report_path} "
+                          "(--force accepts it anyway)")
+    verdict = "passed" if result.passed else f"refused but forced ({'; '.join(result.reasons)})"
+    print(f"defectdet gate: {int8.name} {verdict}; report {result.report_path}")
+    return result
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_gate_arguments(p: argparse.ArgumentParser) -> None:
+    """The gate's options, shared by ``defectdet gate`` and ``defectdet quantize``."""
+    d = Limits()
+    g = p.add_argument_group("accuracy gate")
+    g.add_argument("--max-drop", type=float, default=d.max_drop, help=f"largest mAP50 drop, points (default {d.max_drop})")
+    g.add_argument("--max-class-drop", type=float, default=d.max_class_drop,
+                   help=f"largest per-class recall drop, points (default {d.max_class_drop})")
+    g.add_argument("--max-escape-rise", type=float, default=d.max_escape_rise,
+                   help=f"largest part escape-rate rise, points (default {d.max_escape_rise})")
+    g.add_argument("--thresholds", default=None, help="thresholds YAML (defectdet val --target-escape) for both models")
+    g.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)")
+    g.add_argument("--force", action="store_true", help="accept the INT8 model even when the gate refuses it")
+
+
+def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> int:
+    """Run the gate with parsed arguments; 0 when passed or forced (refusal raises)."""
+    limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise)
+    run_gate(fp32, int8, data, limits, force=a.force, max_images=a.max_images, thresholds=a.thresholds)
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point of ``defectdet gate``."""
+    p = argparse.ArgumentParser(prog="defectdet gate", description="Compare FP32 and INT8 ONNX models on the "
+                                "validation split (CPU) and refuse the INT8 model when it loses accuracy.")
+    p.add_argument("--fp32", required=True, help="the FP32 model.onnx")
+    p.add_argument("--int8", required=True, help="the INT8 model.int8.onnx")
+    p.add_argument("--data", required=True, help="data.yaml (its val split is evaluated)")
+    add_gate_arguments(p)
+    a = p.parse_args(argv)
+    return gate_from_args(Path(a.fp32), Path(a.int8), a.data, a)

@@ -1,0 +1,345 @@
+"""``defectdet export``: a trained checkpoint -> ``model.onnx`` the runtime and TensorRT read.
+
+The graph comes from ultralytics' own ONNX exporter (offline, static shape, batch 1, onnxslim),
+at opset 17 by default: the newest TensorRT 8.6 (JetPack 6.0) parses. On top of what ultralytics
+embeds in ``metadata_props`` (``names``, ``imgsz``, ``stride``, ``task``, ``batch``, ...) this adds
+``strides`` and a ``defectdet`` JSON entry (training loss, checkpoint hash, preprocessing), and
+writes the same facts to the sidecar ``model.json`` that :mod:`defectdet.runtime.metadata` reads.
+
+Parity: the ONNX output is compared with the PyTorch model's on one seeded input, boxes (input
+pixels) and class scores (sigmoid) separately, and the maximum absolute differences are printed
+and stored in the sidecar. ``--half`` writes an FP16-typed graph (FP32 inputs/outputs) with
+onnxruntime's float16 converter, the form TensorRT 11's strongly typed builder turns into FP16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..config import atomic_write_text, load_yaml
+from ..errors import ConfigError
+from . import ExportError
+
+PREPROCESS = {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114}  # what ultralytics trains with
+OUTPUT_LAYOUT = "xywh+cls (1, 4+nc, A)"  # cx, cy, w, h in input pixels, then nc sigmoid scores; A anchors
+TRT86_MAX_OPSET = 17  # TensorRT 8.6 (JetPack 6.0) parses ONNX opset <= 17
+MIN_OPSET = 11
+# Parity limits, in output units: boxes are input pixels (an FP32 re-association error is ~1e-3 px at 640),
+# scores are probabilities. FP16 carries ~3 significant digits, so its limits are those of half precision.
+PARITY_TOL = {"fp32": {"boxes": 0.05, "scores": 1e-3}, "fp16": {"boxes": 2.0, "scores": 0.02}}
+
+
+@dataclass
+class ExportResult:
+    """What ``export_onnx`` wrote and measured."""
+
+    onnx: Path
+    sidecar: Path
+    metadata: dict[str, Any]
+    parity: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- metadata helpers
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """``cls_loss`` / ``gamma`` / ``alpha`` from ``<run>/defectdet.yaml`` beside ``<run>/weights/``;
+    ``cls_loss: unknown`` when the checkpoint did not come from ``defectdet train``."""
+    ckpt = Path(checkpoint).resolve()
+    for run in (ckpt.parent.parent, ckpt.parent):
+        info = run / "defectdet.yaml"
+        if info.is_file():
+            d = load_yaml(info, kind="run info")
+            return {"cls_loss": str(d.get("cls_loss", "unknown")), "gamma": d.get("gamma"), "alpha": d.get("alpha")}
+    return {"cls_loss": "unknown", "gamma": None, "alpha": None}
+
+
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    """``model.onnx`` -> ``model.json``, ``model.int8.onnx`` -> ``model.int8.json`` (what the runtime reads)."""
+    return Path(model_path).with_suffix(".json")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a sidecar JSON; errors name the file (and line) and what was expected."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: model metadata sidecar not found; expected the JSON `defectdet export` writes") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}:{e.lineno}: malformed JSON ({e.msg}); expected the model metadata object") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a JSON object of model metadata, got {type(data).__name__}")
+    return data
+
+
+def write_sidecar(path: str | os.PathLike, meta: dict[str, Any]) -> Path:
+    """Write the sidecar atomically (temp file + rename)."""
+    return atomic_write_text(path, json.dumps(meta, indent=1, default=str) + "\n")
+
+
+def embed_metadata(model: Any, entries: dict[str, str]) -> None:
+    """Set ``metadata_props`` keys on an ``onnx.ModelProto`` (replacing ones already there)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(entries)
+    del model.metadata_props[:]
+    for k, v in props.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+
+
+def save_onnx(model: Any, path: str | os.PathLike) -> Path:
+    """``onnx.save`` to a temp file in the target folder, then rename: never half a model on disk."""
+    import onnx
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def io_shapes(model: Any) -> tuple[str, list[int], str, list[int]]:
+    """(input name, input shape, output name, output shape) of a static single-input ONNX graph."""
+    def dims(v):
+        return [d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    return inputs[0].name, dims(inputs[0]), g.output[0].name, dims(g.output[0])
+
+
+def build_metadata(model: Any, checkpoint: Path, sha: str, strides: list[int], precision: str, opset: int) -> dict:
+    """The sidecar / ``defectdet`` metadata of an exported graph (contract read by the runtime)."""
+    import ast
+
+    props = {p.key: p.value for p in model.metadata_props}
+    names = ast.literal_eval(props["names"])
+    in_name, in_shape, out_name, out_shape = io_shapes(model)
+    return {
+        "names": {str(k): str(v) for k, v in sorted(names.items())},
+        "imgsz": [int(in_shape[2]), int(in_shape[3])],
+        "strides": [int(s) for s in strides],
+        "preprocess": dict(PREPROCESS),
+        "input_name": in_name,
+        "input_shape": in_shape,
+        "output_name": out_name,
+        "output_shape": out_shape,
+        "output_layout": OUTPUT_LAYOUT,
+        "batch": int(in_shape[0]),
+        "task": props.get("task", "detect"),
+        **training_info(checkpoint),
+        "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha},
+        "precision": precision,
+        "opset": int(opset),
+        "versions": {"defectdet": __version__, "ultralytics": props.get("version"),
+                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+    }
+
+
+def defectdet_entry(meta: dict[str, Any]) -> str:
+    """The ``defectdet`` metadata_props value: the facts a runtime needs besides ultralytics' keys."""
+    keys = ("cls_loss", "gamma", "alpha", "source", "preprocess", "strides", "precision", "output_layout")
+    return json.dumps({k: meta.get(k) for k in keys})
+
+
+# ----------------------------------------------------------------------------- export steps
+def _load_checkpoint(checkpoint: Path):
+    """An ultralytics YOLO object from a .pt checkpoint, offline."""
+    from ..offline import setup_ultralytics
+
+    setup_ultralytics()
+    from ultralytics import YOLO
+
+    try:
+        return YOLO(str(checkpoint), task="detect")
+    except Exception as e:  # unpickling errors come in many types
+        raise ExportError(f"{checkpoint}: cannot load checkpoint ({e.__class__.__name__}: {e}); expected an ultralytics .pt") from None
+
+
+def _ultralytics_export(checkpoint: Path, workdir: Path, imgsz: Any, opset: int, simplify: bool) -> Path:
+    """Run ultralytics' ONNX exporter on a copy of the checkpoint inside ``workdir`` (its output
+    lands beside the .pt, and a user's own ``best.onnx`` must not be overwritten)."""
+    copy = workdir / checkpoint.name
+    shutil.copyfile(checkpoint, copy)
+    yolo = _load_checkpoint(copy)
+    kwargs = {"format": "onnx", "opset": opset, "simplify": simplify, "dynamic": False, "batch": 1,
+              "device": "cpu", "nms": False, "verbose": False}
+    if imgsz is not None:
+        kwargs["imgsz"] = imgsz
+    try:
+        return Path(yolo.export(**kwargs))
+    except Exception as e:
+        raise ExportError(f"{checkpoint}: ultralytics ONNX export failed ({e.__class__.__name__}: {e})") from None
+
+
+def toposort(graph: Any) -> None:
+    """Reorder ``graph.node`` topologically, in place (TensorRT's parser reads nodes in file order;
+    the float16 converter appends its input Casts at the end)."""
+    produced = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in produced for i in n.input)]
+        if not ready:
+            raise ExportError(f"graph has a cycle or dangling inputs at node {pending[0].name or pending[0].op_type}")
+        for n in ready:
+            produced.update(n.output)
+        ordered += ready
+        ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ids]
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def to_fp16(model: Any) -> Any:
+    """FP16-typed graph with FP32 inputs/outputs (onnxruntime's converter, as ultralytics' CPU export uses)."""
+    from onnxruntime.transformers import float16
+
+    model = float16.convert_float_to_float16(model, keep_io_types=True)
+    toposort(model.graph)
+    return model
+
+
+def parity(torch_model: Any, onnx_path: Path, precision: str = "fp32", seed: int = 0) -> dict[str, Any]:
+    """Max |ONNX - PyTorch| on one seeded uniform input, for boxes (pixels) and scores separately."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(seed).random(inp.shape, dtype=np.float32)  # (1, 3, H, W) in [0, 1)
+    y_onnx = sess.run(None, {inp.name: x})[0]  # (1, 4+nc, A)
+    model = torch_model.float().eval()
+    with torch.no_grad():
+        y_pt = model(torch.from_numpy(x))
+    y_pt = (y_pt[0] if isinstance(y_pt, (list, tuple)) else y_pt).numpy()  # (1, 4+nc, A)
+    if y_pt.shape != y_onnx.shape:
+        raise ExportError(f"{onnx_path}: output shape {y_onnx.shape} differs from PyTorch's {y_pt.shape}")
+    diff = np.abs(y_onnx.astype(np.float64) - y_pt)  # (1, 4+nc, A)
+    tol = PARITY_TOL[precision]
+    out = {"boxes_max_abs": float(diff[:, :4].max()), "scores_max_abs": float(diff[:, 4:].max()),
+           "tolerance": tol, "seed": seed}
+    out["ok"] = out["boxes_max_abs"] <= tol["boxes"] and out["scores_max_abs"] <= tol["scores"]
+    return out
+
+
+def default_output(checkpoint: Path, half: bool) -> Path:
+    """``model.onnx`` (``model.fp16.onnx`` with --half) next to the checkpoint."""
+    return checkpoint.parent / ("model.fp16.onnx" if half else "model.onnx")
+
+
+def _check_args(checkpoint: Path, opset: int) -> None:
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint}: checkpoint not found; expected a .pt from `defectdet train` (weights/best.pt)")
+    if checkpoint.suffix != ".pt":
+        raise ConfigError(f"{checkpoint}: expected an ultralytics .pt checkpoint, got a {checkpoint.suffix or 'extensionless'} file")
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= top:
+        raise ConfigError(f"--opset {opset}: expected {MIN_OPSET}..{top} (TensorRT 8.6 parses <= {TRT86_MAX_OPSET})")
+    if opset > TRT86_MAX_OPSET:
+        print(f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.6 (JetPack 6.0) cannot parse it")
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike, imgsz: int | list[int] | None = None, opset: int = TRT86_MAX_OPSET,
+    half: bool = False, out: str | os.PathLike | None = None, simplify: bool = True, check_parity: bool = True,
+) -> ExportResult:
+    """Export ``checkpoint`` to a static ONNX with metadata and a sidecar; returns paths and parity.
+
+    ``imgsz`` None uses the training size stored in the checkpoint. Raises :class:`ExportError`
+    when the graph fails ``onnx.checker`` or parity exceeds :data:`PARITY_TOL`.
+    """
+    import onnx
+
+    ckpt = Path(checkpoint)
+    _check_args(ckpt, opset)
+    dst = Path(out) if out else default_output(ckpt, half)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    precision = "fp16" if half else "fp32"
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=dst.parent))
+    try:
+        raw = _ultralytics_export(ckpt, work, imgsz, opset, simplify)
+        model = onnx.load(str(raw))
+        torch_model = _load_checkpoint(ckpt).model
+        strides = [int(s) for s in torch_model.stride.tolist()]
+        if half:
+            model = to_fp16(model)
+        meta = build_metadata(model, ckpt, sha256_file(ckpt), strides, precision, opset)
+        embed_metadata(model, {"strides": str(meta["strides"]), "defectdet": defectdet_entry(meta)})
+        onnx.checker.check_model(model)
+        staged = save_onnx(model, work / dst.name)
+        result = parity(torch_model, staged, precision) if check_parity else {}
+        if result and not result["ok"]:
+            raise ExportError(
+                f"{dst}: ONNX differs from PyTorch beyond tolerance (boxes {result['boxes_max_abs']:.3g} px, "
+                f"scores {result['scores_max_abs']:.3g}; limits {result['tolerance']})"
+            )
+        meta["parity"] = result
+        os.replace(staged, dst)
+        side = write_sidecar(sidecar_path(dst), meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ExportResult(dst, side, meta, result)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="defectdet export", description="Export a checkpoint to a static ONNX "
+                                "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.")
+    p.add_argument("--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
+                   help="input size N or H W (default: the training size stored in the checkpoint)")
+    p.add_argument("--opset", type=int, default=TRT86_MAX_OPSET, help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.6 parses <= 17)")
+    p.add_argument("--half", action="store_true", help="FP16-typed graph (FP32 I/O) for TensorRT 11's strongly typed FP16")
+    p.add_argument("--out", default=None, help="output .onnx (default: model.onnx / model.fp16.onnx next to the checkpoint)")
+    p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")
+    p.add_argument("--no-parity", dest="parity", action="store_false", help="skip the ONNX vs PyTorch comparison")
+    return p
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point of ``defectdet export``."""
+    a = _parser().parse_args(argv)
+    if a.imgsz is not None and len(a.imgsz) > 2:
+        raise ConfigError(f"--imgsz {' '.join(map(str, a.imgsz))}: expected N or H W")
+    imgsz = None if a.imgsz is None else (a.imgsz[0] if len(a.imgsz) == 1 else list(a.imgsz))
+    r = export_onnx(a.model, imgsz=imgsz, opset=a.opset, half=a.half, out=a.out, simplify=a.simplify, check_parity=a.parity)
+    m = r.metadata
+    print(f"defectdet export: {r.onnx} ({m['precision']}, opset {m['opset']}, input {m['input_shape']}, "
+          f"output {m['output_shape']}, cls_loss={m['cls_loss']})")
+    if r.parity:
+        print(f"  parity vs PyTorch: max abs diff boxes {r.parity['boxes_max_abs']:.3g} px, "
+              f"scores {r.parity['scores_max_abs']:.3g} (limits {r.parity['tolerance']})")
+    print(f"  metadata: {r.sidecar}")
+    return 0

@@ -1,0 +1,426 @@
+"""``defectdet quantize``: FP32 ONNX -> ``model.int8.onnx``, explicit INT8 (Q/DQ) TensorRT builds from.
+
+onnxruntime.quantization ``quantize_static`` in the TensorRT form: QDQ format, INT8 weights
+(per-channel, symmetric) and activations (symmetric, zero-point 0), Q/DQ only on the inputs of
+Conv/ConvTranspose/MatMul/Gemm (their outputs stay float: TensorRT fuses the next layer's Q), bias
+not quantized, dedicated Q/DQ pairs. The detection head's last convolutions (class logits, box
+distribution and the DFL integral) are kept in float: their outputs are the detector's outputs.
+The opset is left as exported (17 by default), which TensorRT 8.6 parses.
+
+Calibration images come from the data.yaml's train split (the gate evaluates on val), enriched in
+defective images (``defect_fraction``, default half) so that rare-defect activations set the
+ranges, not only clean parts; they are pre-processed exactly like the runtime does
+(:mod:`defectdet.runtime.preprocess`). The accuracy gate (:mod:`defectdet.export.gate`) runs after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from . import ExportError
+
+METHODS = ("entropy", "minmax", "percentile")
+QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]  # what TensorRT runs in INT8 from Q/DQ inputs
+TARGETS = ("tensorrt", "cpu")
+CHUNK = 16  # images per calibration batch: ranges/histograms are merged per batch, bounding memory
+
+
+@dataclass
+class QuantResult:
+    """What ``quantize_onnx`` wrote and measured."""
+
+    onnx: Path
+    sidecar: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- calibration images
+def split_images(data_yaml: str | os.PathLike, split: str = "train") -> list[Path]:
+    """Image paths of one split of a data.yaml (folders, .txt lists or lists of them)."""
+    from ..data.formats import list_images, load_data_yaml
+
+    spec = load_data_yaml(data_yaml)
+    if split not in spec.splits:
+        raise DataError(f"{spec.yaml_path}: no '{split}:' split; expected one of {sorted(spec.splits)}")
+    images = [ref.path for src in spec.splits[split] for ref in list_images(src) if ref.path.is_file()]
+    if not images:
+        raise DataError(f"{spec.where(split)}: split '{split}' has no readable images")
+    return images
+
+
+def is_defective(image: Path) -> bool:
+    """True when the image's YOLO label file has at least one valid box."""
+    from ..data.formats import label_path, read_labels
+
+    return bool(read_labels(label_path(image))[0])
+
+
+def select_calibration(
+    images: Sequence[Path], n: int, defect_fraction: float = 0.5, seed: int = 0
+) -> tuple[list[Path], int]:
+    """Pick ``n`` images, about ``defect_fraction`` of them defective when the split has that many
+    (rare-defect sets would otherwise calibrate on clean parts only); returns (paths, n_defective)."""
+    if n < 1:
+        raise ConfigError(f"--calib-images {n}: expected at least 1")
+    if not 0.0 <= defect_fraction <= 1.0:
+        raise ConfigError(f"defect_fraction={defect_fraction}: expected a fraction in [0, 1]")
+    rng = np.random.default_rng(seed)
+    flags = [is_defective(p) for p in images]
+    bad = [p for p, f in zip(images, flags) if f]
+    good = [p for p, f in zip(images, flags) if not f]
+    rng.shuffle(bad)
+    rng.shuffle(good)
+    n = min(n, len(images))
+    k_bad = min(len(bad), max(math.ceil(n * defect_fraction), n - len(good)))
+    chosen = bad[:k_bad] + good[: n - k_bad]
+    order = rng.permutation(len(chosen))
+    return [chosen[i] for i in order], k_bad
+
+
+def load_images(paths: Sequence[Path], imgsz: tuple[int, int]) -> np.ndarray:
+    """Read and pre-process images like the runtime: letterbox, RGB, /255 -> (n, 3, H, W) float32."""
+    import cv2
+
+    from ..runtime.preprocess import Preprocessor
+
+    pre = Preprocessor(imgsz)
+    out = np.empty((len(paths), 3, *imgsz), np.float32)  # (n, 3, H, W)
+    for i, p in enumerate(paths):
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise DataError(f"{p}: cannot read image (missing or not an image)")
+        out[i] = pre([img])[0][0]  # (3, H, W)
+    return out
+
+
+def batches(paths: Sequence[Path], imgsz: tuple[int, int], size: int = 1) -> Iterator[np.ndarray]:
+    """Pre-processed images in (size, 3, H, W) float32 batches (the last one may be smaller)."""
+    for i in range(0, len(paths), size):
+        yield load_images(paths[i : i + size], imgsz)
+
+
+class _Quiet:
+    """A progress bar that shows nothing (tqdm missing, or progress off)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(total: int, desc: str, show: bool = True):
+    """A tqdm bar over ``total`` images when tqdm is installed and ``show``, else a quiet stand-in."""
+    if not show:
+        return _Quiet()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _Quiet()
+    return tqdm(total=total, desc=desc, unit="img")
+
+
+def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, show: bool = True):
+    """An onnxruntime ``CalibrationDataReader`` over ``paths`` (one image per ``get_next``) with the
+    ``__len__`` / ``set_range`` that quantize_static uses to calibrate chunk by chunk."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.start, self.end, self.i = 0, len(paths), 0
+            self.bar = progress(len(paths), "calibrating", show)
+
+        def __len__(self) -> int:
+            return len(paths)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.start, self.end, self.i = start_index, end_index, start_index
+
+        def get_next(self):
+            if self.i >= self.end:
+                return None
+            x = load_images([paths[self.i]], imgsz)  # (1, 3, H, W)
+            self.i += 1
+            self.bar.update(1)
+            return {input_name: x}
+
+    return Reader()
+
+
+# ----------------------------------------------------------------------------- graph inspection
+def _producers(graph: Any) -> dict[str, Any]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _after_softmax(node: Any, prod: dict[str, Any]) -> bool:
+    """True when a Conv's input comes from a Softmax through reshapes only (the DFL integral)."""
+    n = prod.get(node.input[0])
+    while n is not None and n.op_type in ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"):
+        n = prod.get(n.input[0])
+    return n is not None and n.op_type == "Softmax"
+
+
+def head_output_convs(model: Any) -> list[str]:
+    """Names of the convolutions whose outputs reach a graph output through no other conv: the
+    class-logit convs, and through the DFL integral (a fixed conv after a Softmax) the box convs."""
+    g = model.graph
+    prod = _producers(g)
+    stack, seen, found = [o.name for o in g.output], set(), []
+    while stack:
+        n = prod.get(stack.pop())
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        if n.op_type in QUANT_OPS:
+            found.append(n.name)
+            if not _after_softmax(n, prod):
+                continue
+            stack.append(n.input[0])
+            continue
+        stack.extend(n.input)
+    return sorted(found)
+
+
+def downstream(model: Any, names: Sequence[str]) -> list[str]:
+    """Nodes fed (directly or not) by the outputs of ``names``: the head's decoding (concat, DFL
+    softmax, sigmoid), which must stay float too (boxes and scores share those tensors)."""
+    tensors = {o for n in model.graph.node if n.name in set(names) for o in n.output}
+    out = []
+    for n in model.graph.node:  # topological order: one pass suffices
+        if n.name not in set(names) and tensors & set(n.input):
+            tensors.update(n.output)
+            out.append(n.name)
+    return out
+
+
+def qdq_coverage(model: Any) -> dict[str, list[str]]:
+    """Which Conv/ConvTranspose nodes have Q/DQ on both activation and weight inputs."""
+    prod = _producers(model.graph)
+
+    def dq(name: str) -> bool:
+        p = prod.get(name)
+        return p is not None and p.op_type == "DequantizeLinear"
+
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    quantized = [n.name for n in convs if dq(n.input[0]) and dq(n.input[1])]
+    return {"quantized": quantized, "float": [n.name for n in convs if n.name not in set(quantized)]}
+
+
+def resolve_keep_float(model: Any, keep_float: str | Sequence[str]) -> list[str]:
+    """``auto`` (the head's output convs), ``none``, or node names (comma-separated) that must exist."""
+    if isinstance(keep_float, str):
+        if keep_float == "auto":
+            return head_output_convs(model)
+        if keep_float == "none":
+            return []
+        keep_float = [s.strip() for s in keep_float.split(",") if s.strip()]
+    names = {n.name for n in model.graph.node}
+    missing = [k for k in keep_float if k not in names]
+    if missing:
+        raise ConfigError(f"--keep-float: no node named {missing[0]!r} in the model; expected auto, none or node names")
+    return list(keep_float)
+
+
+# ----------------------------------------------------------------------------- quantization
+def quant_settings(target: str, method: str) -> dict[str, Any]:
+    """quantize_static keyword arguments for a target: ``tensorrt`` (the recipe above) or ``cpu``
+    (onnxruntime's CPU form: every op quantized, outputs too, so the CPU runs integer kernels)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    if method not in METHODS:
+        raise ConfigError(f"--method {method}: expected one of {', '.join(METHODS)}")
+    if target not in TARGETS:
+        raise ConfigError(f"--target {target}: expected one of {', '.join(TARGETS)}")
+    common = {"quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8,
+              "calibrate_method": {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+                                   "percentile": CalibrationMethod.Percentile}[method]}
+    if target == "cpu":
+        return {**common, "activation_type": QuantType.QUInt8, "extra_options": {"QuantizeBias": True}}
+    return {**common, "activation_type": QuantType.QInt8, "op_types_to_quantize": QUANT_OPS,
+            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                              "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
+                              "OpTypesToExcludeOutputQuantization": QUANT_OPS}}
+
+
+def output_error(fp32: Path, int8: Path, x: np.ndarray) -> dict[str, float]:
+    """INT8 vs FP32 outputs on images ``x`` (n, 3, H, W): relative L2 of boxes and of score logits
+    (scores near 0 or 1 hide differences, their logits do not), and max |score difference|."""
+    import onnxruntime as ort
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
+    name = sessions[0].get_inputs()[0].name
+    y = [np.concatenate([s.run(None, {name: xi[None]})[0] for xi in x]) for s in sessions]  # 2 x (n, 4+nc, A)
+    (b0, s0), (b1, s1) = [(v[:, :4].astype(np.float64), v[:, 4:].astype(np.float64)) for v in y]
+
+    def logit(p):
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
+
+    return {"images": int(len(x)), "boxes_rel_l2": rel(b0, b1), "logits_rel_l2": rel(logit(s0), logit(s1)),
+            "scores_max_abs": float(np.abs(s0 - s1).max())}
+
+
+def _run_quantize_static(src: Path, dst: Path, reader: Any, settings: dict, keep: list[str], n: int) -> None:
+    """quantize_static with chunked calibration (ranges merged every ``CHUNK``-divisor images)."""
+    from onnxruntime.quantization import quantize_static
+
+    stride = max(d for d in range(1, min(CHUNK, n) + 1) if n % d == 0)
+    extra = {**settings.pop("extra_options"), "CalibStridedMinMax": stride}
+    root = logging.getLogger()
+    level, _ = root.level, root.setLevel(logging.ERROR)  # its "consider pre-processing" notes are not ours
+    try:
+        quantize_static(str(src), str(dst), reader, nodes_to_exclude=keep, extra_options=extra, **settings)
+    except Exception as e:  # onnxruntime raises plain ValueError/RuntimeError/Fail
+        raise ExportError(f"{src}: onnxruntime quantization failed ({e.__class__.__name__}: {e})") from None
+    finally:
+        root.setLevel(level)
+
+
+def default_output(model: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx`` beside it."""
+    return model.with_name(f"{model.stem}.int8.onnx")
+
+
+def _base_metadata(model: Any, src: Path) -> dict[str, Any]:
+    """The FP32 model's sidecar, or (no sidecar) what its ultralytics metadata_props say."""
+    from .onnx import build_metadata, read_sidecar, sha256_file, sidecar_path
+
+    side = sidecar_path(src)
+    if side.is_file():
+        return read_sidecar(side)
+    props = {p.key: p.value for p in model.metadata_props}
+    if "names" not in props:
+        raise ConfigError(f"{src}: no {side.name} and no 'names' in the ONNX metadata; export with `defectdet export`")
+    stride = int(props.get("stride", 32))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return build_metadata(model, src, sha256_file(src), [stride // 4, stride // 2, stride], "fp32", opset)
+
+
+def _int8_metadata(fp: Any, src: Path, target: str, report: dict[str, Any]) -> dict[str, Any]:
+    """The INT8 sidecar: the FP32 one (less what described only that file) + precision + report."""
+    from .onnx import sha256_file
+
+    meta = {k: v for k, v in _base_metadata(fp, src).items() if k not in ("parity", "gate", "engine")}
+    meta["precision"] = "int8-qdq" if target == "tensorrt" else "int8-qdq-cpu"
+    meta["source_onnx"] = {"path": str(src.resolve()), "sha256": sha256_file(src)}
+    meta["quantization"] = report
+    return meta
+
+
+def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
+    """The FP32 ONNX must be static, float and not already quantized; returns (input name, (H, W))."""
+    from .onnx import io_shapes
+
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise ConfigError(f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote")
+    name, shape, _, _ = io_shapes(model)
+    if len(shape) != 4 or not all(shape):
+        raise ConfigError(f"{src}: input {name} has shape {shape}; expected a static (1, 3, H, W) export")
+    return name, (int(shape[2]), int(shape[3]))
+
+
+def quantize_onnx(
+    model: str | os.PathLike, data: str | os.PathLike, calib_images: int = 500, method: str = "entropy",
+    out: str | os.PathLike | None = None, keep_float: str | Sequence[str] = "auto", split: str = "train",
+    defect_fraction: float = 0.5, seed: int = 0, target: str = "tensorrt", show_progress: bool = True,
+) -> QuantResult:
+    """Quantize an FP32 ONNX to INT8 Q/DQ calibrated on ``data``; writes the model and its sidecar
+    (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error)."""
+    import onnx
+
+    from .onnx import defectdet_entry, embed_metadata, save_onnx, sidecar_path, write_sidecar
+
+    src = Path(model)
+    if not src.is_file():
+        raise ConfigError(f"{src}: model not found; expected the .onnx that `defectdet export` wrote")
+    fp = onnx.load(str(src))
+    input_name, imgsz = _check_source(src, fp)
+    settings = quant_settings(target, method)
+    keep = resolve_keep_float(fp, keep_float)
+    paths, n_bad = select_calibration(split_images(data, split), calib_images, defect_fraction, seed)
+    dst = Path(out) if out else default_output(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    print(f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} images "
+          f"({n_bad} defective), float: {len(keep)} head convs")
+    work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
+    try:
+        staged = work / dst.name
+        reader = make_reader(paths, imgsz, input_name, show_progress)
+        tail = downstream(fp, keep)
+        _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
+        reader.bar.close()
+        q = onnx.load(str(staged))
+        cov = qdq_coverage(q)
+        meta = _int8_metadata(fp, src, target, {
+            "tool": "onnxruntime.quantization.quantize_static", "target": target, "method": method,
+            "data": str(Path(data).resolve()), "split": split, "calib_images": len(paths), "calib_defective": n_bad,
+            "seed": seed, "kept_float": keep, "float_head_tail": len(tail), "quantized_convs": len(cov["quantized"]),
+            "float_convs": cov["float"],
+            "opset": next((o.version for o in q.opset_import if o.domain in ("", "ai.onnx")), None),
+        })
+        embed_metadata(q, {"defectdet": defectdet_entry(meta)})
+        onnx.checker.check_model(q)
+        save_onnx(q, staged)
+        meta["quantization"]["output_error"] = output_error(src, staged, load_images(paths[:8], imgsz))
+        os.replace(staged, dst)
+        side = write_sidecar(sidecar_path(dst), meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return QuantResult(dst, side, meta["quantization"])
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="defectdet quantize", description="INT8 Q/DQ quantization (onnxruntime) "
+                                "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.")
+    p.add_argument("--model", required=True, help="FP32 model.onnx from `defectdet export`")
+    p.add_argument("--data", required=True, help="data.yaml: calibration from --split, gate on val")
+    p.add_argument("--calib-images", type=int, default=500, help="calibration images (default 500)")
+    p.add_argument("--method", choices=METHODS, default="entropy", help="activation range calibration (default entropy)")
+    p.add_argument("--target", choices=TARGETS, default="tensorrt",
+                   help="tensorrt: Q/DQ on conv inputs (what TensorRT builds from; default); "
+                        "cpu: onnxruntime's integer-kernel form for CPU deployment")
+    p.add_argument("--keep-float", default="auto", help="nodes left in float: auto (detection head outputs), none, or names")
+    p.add_argument("--split", default="train", help="split the calibration images come from (default train)")
+    p.add_argument("--defect-fraction", type=float, default=0.5, help="share of defective calibration images (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
+    p.add_argument("--out", default=None, help="output (default: <model>.int8.onnx beside the model)")
+    p.add_argument("--no-gate", dest="gate", action="store_false", help="skip the accuracy gate (not for deployment)")
+    from .gate import add_gate_arguments
+
+    add_gate_arguments(p)
+    return p
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point of ``defectdet quantize``: quantize, report, then gate (non-zero exit on refusal)."""
+    a = _parser().parse_args(argv)
+    r = quantize_onnx(a.model, a.data, a.calib_images, a.method, a.out, a.keep_float, a.split,
+                      a.defect_fraction, a.seed, a.target)
+    q = r.report
+    err = q["output_error"]
+    print(f"defectdet quantize: {r.onnx}: {q['quantized_convs']} convs with Q/DQ, "
+          f"{len(q['float_convs'])} in float: {', '.join(q['float_convs']) or '-'}")
+    print(f"  INT8 vs FP32 on {err['images']} calibration images: boxes rel. L2 {err['boxes_rel_l2']:.4f}, "
+          f"score logits rel. L2 {err['logits_rel_l2']:.4f}, max |score diff| {err['scores_max_abs']:.4f}")
+    print(f"  report: {r.sidecar}")
+    if not a.gate:
+        print("  accuracy gate skipped (--no-gate): run `defectdet gate` before deploying this model")
+        return 0
+    from .gate import gate_from_args
+
+    return gate_from_args(Path(a.model), r.onnx, a.data, a)

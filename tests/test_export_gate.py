@@ -1,0 +1,159 @@
+"""The accuracy gate's decision, tested with evaluation reports shaped like defectdet.evaluate's
+EvalReport (map50, map50_95, escape_rate, per_class[name]["recall"]; fractions). The gate on real
+FP32 / INT8 models lives in test_export_trained.py (slow)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from defectdet.errors import ConfigError
+from defectdet.export import GateRefused
+from defectdet.export.gate import Limits, compare, run_gate
+
+
+def report(map50=0.80, map50_95=0.50, escape=0.02, recalls=None, labels=None, thresholds=None):
+    recalls = recalls or {"scratch": 0.90, "crack": 0.70}
+    labels = labels or {}
+    per_class = {n: {"recall": r, "labels": labels.get(n, 10)} for n, r in recalls.items()}
+    return SimpleNamespace(map50=map50, map50_95=map50_95, escape_rate=escape, per_class=per_class,
+                           thresholds=thresholds or {n: 0.3 for n in recalls},
+                           to_dict=lambda: {"map50": map50, "pr_curves": {"x": [1]}, "escape_rate": escape})
+
+
+def test_identical_reports_pass():
+    r = compare(report(), report())
+    assert r.passed and r.decision == "pass" and not r.reasons
+    assert {c.metric for c in r.checks} == {"mAP50", "mAP50-95", "recall[scratch]", "recall[crack]", "escape_rate"}
+
+
+def test_map50_drop_in_points_against_max_drop():
+    # 0.800 -> 0.790 is exactly 1.0 point: at the limit, accepted; 0.789 is 1.1 points: refused
+    assert compare(report(map50=0.800), report(map50=0.790)).passed
+    r = compare(report(map50=0.800), report(map50=0.789))
+    assert not r.passed and r.reasons == ["mAP50 dropped 1.10 points (limit 1.00)"]
+    assert compare(report(map50=0.800), report(map50=0.789), Limits(max_drop=1.5)).passed
+
+
+def test_map50_95_is_reported_not_gated():
+    r = compare(report(map50_95=0.50), report(map50_95=0.30))
+    assert r.passed
+    c = next(c for c in r.checks if c.metric == "mAP50-95")
+    assert c.limit is None and c.loss == pytest.approx(20.0)
+
+
+def test_one_class_recall_drop_refuses_even_when_map_holds():
+    # a rare class can vanish under INT8 while the mean barely moves: per-class recall catches it
+    r = compare(report(), report(recalls={"scratch": 0.90, "crack": 0.67}))
+    assert not r.passed and len(r.reasons) == 1 and r.reasons[0].startswith("recall[crack] dropped 3.00")
+    assert compare(report(), report(recalls={"scratch": 0.90, "crack": 0.67}), Limits(max_class_drop=3.0)).passed
+
+
+def test_class_missing_from_int8_report_counts_as_zero_recall():
+    r = compare(report(), report(recalls={"scratch": 0.90}))
+    assert not r.passed and "recall[crack] dropped 70.00" in r.reasons[0]
+
+
+def test_class_without_val_labels_is_skipped():
+    fp32 = report(recalls={"scratch": 0.9, "dent": 0.0}, labels={"dent": 0})
+    r = compare(fp32, report(recalls={"scratch": 0.9, "dent": 0.0}))
+    assert "recall[dent]" not in {c.metric for c in r.checks}
+
+
+def test_escape_rate_rise_refuses_and_improvement_passes():
+    r = compare(report(escape=0.02), report(escape=0.05))
+    assert not r.passed and r.reasons == ["escape_rate rose 3.00 points (limit 1.00)"]
+    assert compare(report(escape=0.05), report(escape=0.02)).passed  # INT8 escaping less is no loss
+
+
+def test_missing_escape_rate_and_vacuous_model_warn():
+    a, b = report(map50=0.01), report(map50=0.01)
+    a.escape_rate = None
+    r = compare(a, b)
+    assert r.passed and any("escape rate not measured" in w for w in r.warnings)
+    assert any("detects almost nothing" in w for w in r.warnings)
+
+
+def test_limits_reject_negative_or_nan():
+    with pytest.raises(ConfigError, match="max-drop"):
+        Limits(max_drop=-1)
+    with pytest.raises(ConfigError, match="max-class-drop"):
+        Limits(max_class_drop=float("nan"))
+
+
+# ----------------------------------------------------------------------------- run_gate with a stand-in evaluator
+class FakeEvaluator:
+    """Returns a fixed report per model file and records the thresholds each model was evaluated at."""
+
+    def __init__(self, fp32, int8):
+        self.reports = {"model.onnx": fp32, "model.int8.onnx": int8}
+        self.thresholds = {}
+
+    def __call__(self, model, data, thresholds=None, **kw):
+        name = model.rsplit("/", 1)[-1]
+        self.thresholds[name] = thresholds
+        return self.reports[name]
+
+
+@pytest.fixture
+def models(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    (tmp_path / "model.int8.onnx").write_bytes(b"x")
+    (tmp_path / "model.int8.json").write_text(json.dumps({"names": {"0": "scratch"}, "precision": "int8-qdq"}))
+    return tmp_path
+
+
+def test_run_gate_pass_writes_report_and_sidecar(models):
+    ev = FakeEvaluator(report(), report(map50=0.795))
+    r = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", evaluator=ev)
+    assert r.decision == "pass"
+    assert ev.thresholds == {"model.onnx": None, "model.int8.onnx": None}  # no deployed thresholds: own max-F1
+    doc = json.loads((models / "model.int8.gate.json").read_text())
+    assert doc["decision"] == "pass" and "pr_curves" not in doc["fp32"]
+    side = json.loads((models / "model.int8.json").read_text())
+    assert side["gate"]["decision"] == "pass" and side["precision"] == "int8-qdq"  # merged, not replaced
+
+
+def test_run_gate_refuses_then_force_accepts(models):
+    ev = FakeEvaluator(report(map50=0.80), report(map50=0.70))
+    with pytest.raises(GateRefused, match=r"mAP50 dropped 10.00 points.*--force"):
+        run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", evaluator=ev)
+    assert json.loads((models / "model.int8.json").read_text())["gate"]["decision"] == "refused"
+    r = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", force=True, evaluator=ev)
+    assert r.decision == "forced" and r.reasons
+    assert json.loads((models / "model.int8.gate.json").read_text())["decision"] == "forced"
+
+
+def test_deployed_thresholds_from_the_fp32_sidecar_apply_to_both(models):
+    (models / "model.json").write_text(json.dumps({"names": {"0": "scratch", "1": "crack"},
+                                                   "thresholds": {"0": 0.4, "crack": 0.2}}))
+    ev = FakeEvaluator(report(), report())
+    run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev)
+    assert ev.thresholds["model.onnx"] == ev.thresholds["model.int8.onnx"] == {"scratch": 0.4, "crack": 0.2}
+    assert json.loads((models / "model.int8.gate.json").read_text())["thresholds"] == "model.json"
+
+
+def test_user_thresholds_apply_to_both_models(models):
+    ev = FakeEvaluator(report(), report())
+    run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", thresholds="th.yaml", evaluator=ev)
+    assert ev.thresholds == {"model.onnx": "th.yaml", "model.int8.onnx": "th.yaml"}
+
+
+def test_cli_gate_refusal_exits_nonzero_with_one_line(models, monkeypatch, capsys):
+    from defectdet.cli import main
+    from defectdet.export import gate
+
+    monkeypatch.setattr(gate, "_default_evaluator", lambda: FakeEvaluator(report(), report(escape=0.10)))
+    rc = main(["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx"),
+               "--data", "d.yaml"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "escape_rate rose 8.00 points" in err[0]
+    assert main(["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx"),
+                 "--data", "d.yaml", "--max-escape-rise", "10"]) == 0
+
+
+def test_missing_model_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="model not found"):
+        run_gate(tmp_path / "nope.onnx", tmp_path / "nope.int8.onnx", "d.yaml", evaluator=lambda *a, **k: None)

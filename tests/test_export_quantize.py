@@ -1,0 +1,198 @@
+"""``defectdet quantize``: the Q/DQ structure TensorRT builds from, the head kept in float, calibration
+images enriched in defects, and a model onnxruntime runs. Output closeness and the gate on a
+model that has learned something are in test_export_trained.py (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defectdet.errors import ConfigError
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+IMGSZ = 64
+
+
+def make_shapes_dataset(root: Path, n_train: int = 12, n_val: int = 4, size: int = 96, seed: int = 0,
+                        defect_every: int = 2) -> Path:
+    """Bright squares (class 0) and discs (class 1) on dark noise; every ``defect_every``-th image
+    has shapes, the rest are clean parts with empty label files."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = rng.integers(20, 60, (size, size, 3), dtype=np.uint8)
+            rows = []
+            if i % defect_every == 0:
+                for _ in range(int(rng.integers(1, 3))):
+                    c, s = int(rng.integers(0, 2)), int(rng.integers(size // 5, size // 3))
+                    x, y = (int(v) for v in rng.integers(0, size - s, 2))
+                    if c == 0:
+                        cv2.rectangle(img, (x, y), (x + s, y + s), (230, 230, 230), -1)
+                    else:
+                        cv2.circle(img, (x + s // 2, y + s // 2), s // 2, (60, 200, 250), -1)
+                    rows.append(f"{c} {(x + s / 2) / size:.5f} {(y + s / 2) / size:.5f} {s / size:.5f} {s / size:.5f}")
+            cv2.imwrite(str(root / "images" / split / f"{i:03d}.png"), img)
+            (root / "labels" / split / f"{i:03d}.txt").write_text("\n".join(rows))
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames:\n  0: square\n  1: disc\n")
+    return root / "data.yaml"
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """An exported untrained 2-class yolo11n and its INT8 Q/DQ model calibrated on 8 images."""
+    from defectdet.export.onnx import export_onnx
+    from defectdet.export.quantize import quantize_onnx
+    from defectdet.offline import setup_ultralytics
+
+    setup_ultralytics()
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    root = tmp_path_factory.mktemp("q")
+    data = make_shapes_dataset(root / "data")
+    torch.manual_seed(0)
+    y = YOLO("yolo11n.yaml")
+    y.model = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
+    y.model.names = {0: "square", 1: "disc"}
+    y.save(str(root / "best.pt"))
+    fp32 = export_onnx(root / "best.pt", imgsz=IMGSZ, check_parity=False).onnx
+    return fp32, quantize_onnx(fp32, data, calib_images=8, method="minmax", show_progress=False), data
+
+
+def _producers(m):
+    return {o: n for n in m.graph.node for o in n.output}
+
+
+def test_qdq_on_every_conv_except_the_reported_float_ones(quantized):
+    fp32, r, _ = quantized
+    m = onnx.load(str(r.onnx))
+    prod = _producers(m)
+    kept = set(r.report["kept_float"])
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(n.op_type == "Conv" for n in onnx.load(str(fp32)).graph.node)
+    for n in convs:
+        has_qdq = all(prod.get(i) is not None and prod[i].op_type == "DequantizeLinear" for i in n.input[:2])
+        assert has_qdq == (n.name not in kept), n.name
+    assert set(r.report["float_convs"]) == kept and r.report["quantized_convs"] == len(convs) - len(kept)
+
+
+def test_kept_float_is_the_detection_head_output(quantized):
+    """yolo11 has 3 levels: 3 class-logit convs, 3 box-distribution convs and the DFL integral."""
+    fp32, r, _ = quantized
+    m = onnx.load(str(fp32))
+    inits = {i.name: i for i in m.graph.initializer}
+    kept = [n for n in m.graph.node if n.name in set(r.report["kept_float"])]
+    assert len(kept) == 7
+    out_ch = sorted(inits[n.input[1]].dims[0] for n in kept)  # output channels of each kept conv
+    assert out_ch == [1] + [2] * 3 + [64] * 3  # DFL (1), class logits (nc=2), 4 x reg_max(16) box bins
+
+
+def test_tensorrt_form_symmetric_int8_and_opset_kept(quantized):
+    _, r, _ = quantized
+    m = onnx.load(str(r.onnx))
+    inits = {i.name: i for i in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs
+    for n in qs:
+        zp = onnx.numpy_helper.to_array(inits[n.input[2]])
+        assert zp.dtype == np.int8 and not zp.any()  # symmetric: every zero-point is 0
+    convs = {n.name: n for n in m.graph.node if n.op_type == "Conv"}
+    consumers = {i for n in m.graph.node for i in n.input if n.op_type == "QuantizeLinear"}
+    assert not consumers & {o for c in convs.values() for o in c.output}  # conv outputs stay float
+    assert {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    assert r.report["opset"] == 17
+
+
+def test_int8_model_runs_in_onnxruntime_with_metadata(quantized):
+    from defectdet.runtime.metadata import load_metadata
+
+    fp32, r, _ = quantized
+    sess = ort.InferenceSession(str(r.onnx), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"images": np.full((1, 3, IMGSZ, IMGSZ), 0.5, np.float32)})[0]
+    assert y.shape == (1, 6, sum((IMGSZ // s) ** 2 for s in (8, 16, 32))) and np.isfinite(y).all()
+    side = json.loads(r.sidecar.read_text())
+    assert side["precision"] == "int8-qdq" and side["quantization"]["calib_images"] == 8
+    assert side["source_onnx"]["path"] == str(fp32.resolve())
+    meta = load_metadata(r.onnx)
+    assert meta.names == {0: "square", 1: "disc"} and meta.imgsz == (IMGSZ, IMGSZ)
+    props = {p.key: p.value for p in onnx.load(str(r.onnx)).metadata_props}
+    assert json.loads(props["defectdet"])["precision"] == "int8-qdq" and "names" in props
+
+
+def test_cpu_form_is_uint8_and_keeps_the_head_decoding_float(quantized, tmp_path):
+    """onnxruntime's CPU form quantizes every op of the body, but not the head's decoding: boxes
+    (pixels) and scores (0..1) meet in one tensor there, and one 8-bit scale would erase the scores."""
+    from defectdet.export.quantize import downstream, quantize_onnx
+
+    fp32, r, data = quantized
+    q = quantize_onnx(fp32, data, calib_images=4, method="minmax", target="cpu", out=tmp_path / "m.cpu.onnx",
+                      show_progress=False)
+    m = onnx.load(str(q.onnx))
+    inits = {i.name: i for i in m.graph.initializer}
+    zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+    prod = _producers(m)
+    kept = set(q.report["kept_float"])
+    tail = set(downstream(onnx.load(str(fp32)), q.report["kept_float"]))
+    assert q.report["float_head_tail"] == len(tail) > 0
+
+    def dq(name):
+        return prod.get(name) is not None and prod[name].op_type == "DequantizeLinear"
+
+    for n in m.graph.node:
+        if n.name in kept:
+            assert not dq(n.input[1]), n.name  # float weights (its input may arrive dequantized)
+        if n.name in tail:
+            assert not any(dq(i) for i in n.input), n.name
+    assert json.loads(q.sidecar.read_text())["precision"] == "int8-qdq-cpu"
+
+
+def test_calibration_set_is_enriched_in_defects(tmp_path):
+    from defectdet.export.quantize import is_defective, select_calibration, split_images
+
+    data = make_shapes_dataset(tmp_path, n_train=20, n_val=1, defect_every=10)  # 2 of 20 defective
+
+    images = split_images(data, "train")
+    assert sum(map(is_defective, images)) == 2
+    paths, n_bad = select_calibration(images, 8)
+    assert len(paths) == 8 and n_bad == 2 == sum(map(is_defective, paths))  # all the defects there are
+    rich = make_shapes_dataset(tmp_path / "rich", n_train=20, n_val=1, defect_every=2)  # 10 of 20
+    paths, n_bad = select_calibration(split_images(rich, "train"), 8)
+    assert n_bad == 4 == sum(map(is_defective, paths))  # half, not the natural share
+    assert len(select_calibration(images, 500)[0]) == 20  # capped at what exists
+    assert select_calibration(images, 8, seed=1)[0] != select_calibration(images, 8, seed=2)[0]
+
+
+def test_calibration_images_match_the_runtime_preprocessing(quantized):
+    from defectdet.export.quantize import load_images, split_images
+    from defectdet.runtime.preprocess import Preprocessor
+
+    _, _, data = quantized
+    p = split_images(data, "train")[0]
+    x = load_images([p], (IMGSZ, IMGSZ))  # (1, 3, H, W)
+    ref = Preprocessor((IMGSZ, IMGSZ))([cv2.imread(str(p))])[0]
+    assert x.shape == (1, 3, IMGSZ, IMGSZ) and np.array_equal(x, ref)
+
+
+def test_refusals(quantized, tmp_path):
+    from defectdet.export.quantize import quantize_onnx, resolve_keep_float
+
+    fp32, r, data = quantized
+    with pytest.raises(ConfigError, match="already has Q/DQ"):
+        quantize_onnx(r.onnx, data, calib_images=2, show_progress=False)
+    with pytest.raises(ConfigError, match="--method"):
+        quantize_onnx(fp32, data, method="kl", show_progress=False)
+    with pytest.raises(ConfigError, match="no node named"):
+        resolve_keep_float(onnx.load(str(fp32)), "nope/Conv")
+    assert resolve_keep_float(onnx.load(str(fp32)), "none") == []
+    with pytest.raises(ConfigError, match="model not found"):
+        quantize_onnx(tmp_path / "missing.onnx", data, show_progress=False)

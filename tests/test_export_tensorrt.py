@@ -1,0 +1,308 @@
+"""TensorRT engine builder: version routing, option validation and the trtexec line are plain Python
+and tested here on every machine; the real build needs tensorrt + a CUDA GPU and skips without them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from defectdet.errors import ConfigError
+from defectdet.export import ExportError
+from defectdet.export.tensorrt import (
+    EngineOptions,
+    ModelInfo,
+    build_engine,
+    inspect_onnx,
+    parse_version,
+    plan_build,
+    trtexec_command,
+)
+
+QDQ_PASSED = ModelInfo(qdq=True, opset=17, gate="pass")
+FP32 = ModelInfo(opset=17)
+FP16 = ModelInfo(fp16_typed=True, opset=17)
+
+
+def opts(**kw) -> EngineOptions:
+    return EngineOptions(onnx=Path("m/model.onnx"), **kw)
+
+
+# ----------------------------------------------------------------------------- version routing
+def test_parse_version():
+    assert parse_version("8.6.2.3") == (8, 6)
+    assert parse_version("10.3.0") == (10, 3)
+    assert parse_version("11.0") == (11, 0)
+    with pytest.raises(ConfigError, match="MAJOR.MINOR"):
+        parse_version("ten")
+
+
+def test_trt86_qdq_is_explicit_int8_with_explicit_batch():
+    p = plan_build(opts(int8=True, fp16=True), QDQ_PASSED, "8.6.2")
+    assert p.network_flags == ["EXPLICIT_BATCH"]  # needed for ONNX before 10.0
+    assert p.builder_flags == ["INT8", "FP16"]
+    assert (p.quantization, p.precision) == ("explicit", "int8-qdq+fp16")
+
+
+def test_trt10_has_no_explicit_batch_flag_and_fp16_flag():
+    p = plan_build(opts(fp16=True), FP32, "10.3.0")
+    assert p.network_flags == [] and p.builder_flags == ["FP16"] and p.precision == "fp16"
+
+
+def test_trt10_implicit_calibration_needs_data_or_cache(tmp_path):
+    with pytest.raises(ConfigError, match="--calib-data"):
+        plan_build(opts(int8=True), FP32, "10.3")
+    p = plan_build(opts(int8=True, calib_data=tmp_path / "data.yaml"), FP32, "10.3")
+    assert p.quantization == "implicit" and "INT8" in p.builder_flags
+    assert any("deprecated since TensorRT 10.1" in n for n in p.notes)
+    cache = tmp_path / "calib.cache"
+    cache.write_bytes(b"TRT-8600-EntropyCalibration2\n")
+    p = plan_build(opts(int8=True, calib_cache=cache), FP32, "8.6.2")  # a cache alone is enough
+    assert p.quantization == "implicit" and not any("deprecated" in n for n in p.notes)
+
+
+def test_trt11_is_strongly_typed_without_flags():
+    p = plan_build(opts(int8=True), QDQ_PASSED, "11.0.0")
+    assert p.network_flags == [] and p.builder_flags == [] and p.precision == "int8-qdq"
+    p = plan_build(opts(fp16=True), FP16, "11.1")
+    assert p.builder_flags == [] and p.precision == "fp16"
+
+
+@pytest.mark.parametrize(
+    "kw,info,match",
+    [
+        ({"int8": True, "calib_data": Path("d.yaml")}, FP32, "removed implicit INT8"),
+        ({"int8": True}, FP32, "removed implicit INT8"),
+        ({"fp16": True}, FP32, "export --half"),
+        ({"fp16": True, "dla_core": 0}, FP16, "DLA"),
+    ],
+)
+def test_trt11_refuses_removed_paths(kw, info, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_build(opts(**kw), info, "11.0")
+
+
+def test_dla_on_weakly_typed_versions(tmp_path):
+    p = plan_build(opts(fp16=True, dla_core=1), FP32, "10.3")
+    assert p.dla_core == 1 and p.builder_flags == ["FP16", "GPU_FALLBACK"]
+    with pytest.raises(ConfigError, match="FP16 or INT8 only"):
+        plan_build(opts(dla_core=0), FP32, "8.6")  # the DLA has no FP32
+    with pytest.raises(ConfigError, match="does not run Q/DQ"):
+        plan_build(opts(int8=True, dla_core=0), QDQ_PASSED, "8.6")
+    p = plan_build(opts(int8=True, dla_core=0, calib_data=tmp_path / "d.yaml"), FP32, "8.6")
+    assert p.quantization == "implicit" and "GPU_FALLBACK" in p.builder_flags
+
+
+def test_option_and_model_checks():
+    with pytest.raises(ConfigError, match="8.6 or newer"):
+        plan_build(opts(), FP32, "8.5.2")
+    with pytest.raises(ConfigError, match="opset 18"):
+        plan_build(opts(), ModelInfo(opset=18), "8.6.2")
+    assert plan_build(opts(), ModelInfo(opset=18), "10.3").precision == "fp32"
+    with pytest.raises(ConfigError, match="--workspace"):
+        plan_build(opts(workspace_mb=0), FP32, "10.3")
+    with pytest.raises(ConfigError, match="Q/DQ model carries"):
+        plan_build(opts(int8=True, calib_cache=Path("c")), QDQ_PASSED, "10.3")
+
+
+def test_cpu_form_int8_is_refused():
+    with pytest.raises(ConfigError, match="--target tensorrt"):
+        plan_build(opts(int8=True), ModelInfo(qdq=True, uint8_qdq=True, opset=17, gate="pass"), "10.3")
+
+
+@pytest.mark.parametrize("gate", [None, "refused"])
+def test_qdq_model_must_have_passed_the_gate(gate):
+    info = ModelInfo(qdq=True, opset=17, gate=gate)
+    with pytest.raises(ConfigError, match="defectdet gate"):
+        plan_build(opts(int8=True), info, "10.3")
+    assert plan_build(opts(int8=True, force=True), info, "10.3").quantization == "explicit"
+    assert plan_build(opts(int8=True), ModelInfo(qdq=True, opset=17, gate="forced"), "10.3")
+
+
+# ----------------------------------------------------------------------------- trtexec line
+def test_trtexec_command_mirrors_the_plan(tmp_path):
+    o = opts(int8=True, fp16=True, workspace_mb=2048, dla_core=0, calib_cache=tmp_path / "c.cache",
+             calib_data=tmp_path / "d.yaml")
+    cmd = trtexec_command(o, plan_build(o, FP32, "8.6.2"))
+    assert cmd[:4] == ["trtexec", "--onnx=m/model.onnx", "--saveEngine=m/model.engine", "--memPoolSize=workspace:2048"]
+    assert {"--int8", "--fp16", f"--calib={tmp_path / 'c.cache'}", "--useDLACore=0", "--allowGPUFallback"} <= set(cmd)
+    strong = trtexec_command(opts(), plan_build(opts(), QDQ_PASSED, "11.0"))
+    assert not any(c in strong for c in ("--int8", "--fp16"))  # precision comes from the ONNX on 11.x
+    assert trtexec_command(opts(out=Path("x.engine")), plan_build(opts(), FP32, "10.3"))[2] == "--saveEngine=x.engine"
+
+
+# ----------------------------------------------------------------------------- model inspection
+def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 17, uint8: bool = False) -> Path:
+    """A one-conv graph (optionally with Q/DQ on the input, or FP16 weights) and its sidecar."""
+    dtype, np_t = (TensorProto.FLOAT16, np.float16) if fp16 else (TensorProto.FLOAT, np.float32)
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np_t), "w")
+    nodes, inits, conv_in = [], [w], "images"
+    if fp16:
+        nodes.append(helper.make_node("Cast", ["images"], ["x16"], to=TensorProto.FLOAT16))
+        conv_in = "x16"
+    if qdq:
+        inits += [numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.uint8 if uint8 else np.int8), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        conv_in = "dq"
+    nodes.append(helper.make_node("Conv", [conv_in, "w"], ["y"]))
+    out_t = dtype
+    if fp16:
+        nodes.append(helper.make_node("Cast", ["y"], ["y32"], to=TensorProto.FLOAT))
+        out_t, nodes[-1].output[0] = TensorProto.FLOAT, "out"
+    else:
+        nodes[-1].output[0] = "out"
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("out", out_t, [1, 4, 8, 8])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    path.with_suffix(".json").write_text(json.dumps({"names": {"0": "a"}, "imgsz": [8, 8], "precision": "fp32"}))
+    return path
+
+
+def test_inspect_onnx_reads_qdq_fp16_opset_and_gate(tmp_path):
+    info = inspect_onnx(_tiny_onnx(tmp_path / "a.onnx", qdq=True, opset=13))
+    assert info.qdq and not info.fp16_typed and info.opset == 13 and info.input_shape == (1, 3, 8, 8)
+    assert info.gate is None and not info.uint8_qdq
+    assert inspect_onnx(_tiny_onnx(tmp_path / "u.onnx", qdq=True, uint8=True)).uint8_qdq
+    p = _tiny_onnx(tmp_path / "b.onnx", fp16=True)
+    info = inspect_onnx(p)
+    assert info.fp16_typed and not info.qdq
+    p.with_suffix(".json").write_text(json.dumps({"names": {"0": "a"}, "gate": {"decision": "pass"}}))
+    assert inspect_onnx(p).gate == "pass"
+
+
+def test_build_without_tensorrt_prints_trtexec_and_raises(tmp_path, capsys):
+    if _tensorrt_importable():
+        pytest.skip("tensorrt is importable here; this test covers machines without it")
+    p = _tiny_onnx(tmp_path / "model.onnx")
+    with pytest.raises(ExportError, match="tensorrt is not importable"):
+        build_engine(EngineOptions(onnx=p, fp16=True))
+    assert "trtexec --onnx=" in capsys.readouterr().out
+
+
+class _FakeParserError:
+    def __init__(self, i):
+        self.i = i
+
+    def desc(self):
+        return f"unsupported op #{self.i}"
+
+    def __str__(self):
+        return f"In node {self.i}: unsupported op #{self.i}"
+
+
+def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
+    """Just enough of the tensorrt module's surface to drive build_engine's call sequence."""
+    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None)
+
+    class Parser:
+        num_errors = 0 if parse_ok else 2
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return parse_ok
+
+        def get_error(self, i):
+            return _FakeParserError(i)
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size):
+            calls.pool = (pool, size)
+
+        def set_flag(self, flag):
+            calls.config_flags.append(flag)
+
+    class Builder:
+        num_DLA_cores = 0
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.network_flags = flags
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+        def build_serialized_network(self, network, config):
+            return b"PLAN"
+
+    trt = SimpleNamespace(
+        __version__=version, Logger=type("Logger", (), {"WARNING": 1, "VERBOSE": 0, "__init__": lambda s, lv: None}),
+        Builder=Builder, OnnxParser=Parser, MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK"),
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
+    )
+    return trt, calls
+
+
+def test_parser_errors_are_all_logged_then_raised(tmp_path, capsys):
+    trt, _ = _fake_trt("10.3.0", parse_ok=False)
+    with pytest.raises(ExportError, match="2 error"):
+        build_engine(EngineOptions(onnx=_tiny_onnx(tmp_path / "model.onnx")), trt=trt)
+    err = capsys.readouterr().err
+    assert "error 1/2" in err and "error 2/2" in err and "unsupported op #1" in err
+
+
+def test_build_call_sequence_and_sidecar(tmp_path):
+    trt, calls = _fake_trt("8.6.2", parse_ok=True)
+    engine, plan = build_engine(EngineOptions(onnx=_tiny_onnx(tmp_path / "model.onnx"), fp16=True, workspace_mb=64),
+                                trt=trt)
+    assert engine == tmp_path / "model.engine" and engine.read_bytes() == b"PLAN"
+    assert calls.network_flags == 1 << 0  # EXPLICIT_BATCH on 8.6
+    assert calls.config_flags == ["FP16"] and calls.pool == ("WORKSPACE", 64 << 20)
+    side = json.loads((tmp_path / "model.json").read_text())
+    assert side["engine"]["precision"] == "fp16" and side["engine"]["tensorrt"] == "8.6.2"
+    assert side["precision"] == "fp32"  # the shared sidecar still describes model.onnx
+    assert side["names"] == {"0": "a"}
+
+
+def test_cli_dry_run(tmp_path, capsys):
+    from defectdet.cli import main
+
+    p = _tiny_onnx(tmp_path / "model.onnx")
+    assert main(["build-engine", "--model", str(p), "--fp16", "--dry-run", "--trt-version", "10.3"]) == 0
+    out = capsys.readouterr().out
+    assert "builder flags ['FP16']" in out and "trtexec --onnx=" in out
+    assert main(["build-engine", "--model", str(p), "--int8", "--dry-run", "--trt-version", "11.0"]) == 2
+    assert "removed implicit INT8" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the real thing
+def _tensorrt_importable() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cuda_device() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _tensorrt_importable(), reason="tensorrt is not importable (it ships with JetPack / NVIDIA's index)")
+@pytest.mark.skipif(not _cuda_device(), reason="no CUDA device: TensorRT's builder needs a GPU")
+def test_real_tensorrt_build(tmp_path):
+    import tensorrt as trt
+
+    engine, plan = build_engine(EngineOptions(onnx=_tiny_onnx(tmp_path / "model.onnx"), workspace_mb=64))
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    e = runtime.deserialize_cuda_engine(engine.read_bytes())
+    names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
+    assert names == ["images", "out"]
