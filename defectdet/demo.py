@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import dump_yaml
+from .config import dump_yaml, load_yaml
 
 # The embedded default, sized for 2 CPU cores. A detector trained from scratch (no pretrained weights
 # exist offline) needs positives: at 10% defective parts, small defects and a few hundred optimizer
@@ -83,21 +83,55 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
 
     report, thresholds = steps.run(f"3. validate: part KPIs, thresholds calibrated for escape <= {target_escape:.0%}",
                                    validate)
+    onnx = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
+                     lambda: _export(best, imgsz, thresholds))
+    deployed, gate = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
+                               lambda: _quantize_and_gate(onnx, data, thresholds))
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "model": str(best), "thresholds": str(thresholds),
         "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
         "overkill_rate": report.overkill_rate, "escapes": report.escapes, "overkills": report.overkills,
         "n_defective": report.n_defective, "n_clean": report.n_clean,
+        "onnx": str(onnx), "deployed": str(deployed), "gate": gate,
     }
     dump_yaml(out / "summary.yaml", summary)
     print("\n=== summary " + "=" * 60)
     print(f"  mAP50 {report.map50:.3f}   mAP50-95 {report.map50_95:.3f}")
     print(f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts passed)")
     print(f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts rejected)")
-    print(f"  model {best}\n  thresholds {thresholds}\n  plots {out / 'val'}/*.png")
+    print(f"  INT8 gate: {gate}; deployed model {deployed}")
+    print(f"  checkpoint {best}\n  thresholds {thresholds}\n  plots {out / 'val'}/*.png")
     per_step = ", ".join(f"{name.split(':')[0]} {sec:.0f}s" for name, sec in steps.times.items())
     print(f"  total {steps.total:.0f} s  ({per_step})")
     return summary
+
+
+def _export(best: Path, imgsz: int, thresholds: Path) -> Path:
+    from .export.onnx import export_onnx, read_sidecar, write_sidecar
+
+    res = export_onnx(best, imgsz=imgsz)
+    meta = read_sidecar(res.sidecar)
+    meta["thresholds"] = load_yaml(thresholds)["thresholds"]  # the runtime's per-class operating points
+    write_sidecar(res.sidecar, meta)
+    print(f"{res.onnx}  parity: {res.parity}")
+    return res.onnx
+
+
+def _quantize_and_gate(onnx: Path, data: Path, thresholds: Path) -> tuple[Path, str]:
+    """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 at the calibrated
+    thresholds. A refused INT8 model is not deployed: the demo goes on with the FP32 ONNX, as a
+    line would."""
+    from .export.gate import GateRefused, run_gate
+    from .export.quantize import quantize_onnx
+
+    q = quantize_onnx(onnx, data, calib_images=64, target="tensorrt")
+    try:
+        result = run_gate(onnx, q.onnx, data, thresholds=str(thresholds))
+    except GateRefused as e:
+        print(f"gate refused the INT8 model, deploying FP32: {e}")
+        return onnx, "refused"
+    print(result.table())
+    return q.onnx, result.decision
 
 
 def cli(argv: list[str]) -> int:

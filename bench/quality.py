@@ -1,0 +1,497 @@
+"""Focal family vs BCE at an equal, documented budget: mAP, rare-class recall and part KPIs, one table.
+
+    python bench/quality.py                                   # CPU budget, DeepPCB rare + balanced, seed 0
+    python bench/quality.py --seeds 0 1 2                     # more seeds (each arm ~1 h on 2 CPU cores)
+    python bench/quality.py --budget gpu --device 0 --seeds 0 1 2   # a GPU: yolo11n at 640, 100 epochs
+    python bench/quality.py --report-only                     # table + PNGs again from the cached JSON
+    python bench/quality.py --data synthetic --arms bce qfl --epochs 1 --imgsz 64   # smoke run
+
+**Arms**: ``bce`` (ultralytics' loss, the baseline), ``focal`` (standard preset), ``qfl``, ``vfl``
+and the preset that ``defectdet data stats`` recommends for the dataset at the budget's imgsz
+(left out when it equals an arm already listed). Settings come from ``configs/train/<arm>.yaml``.
+**Datasets**: ``../shared/data/deeppcb/data_rare.yaml`` (91% defect-free training images; val =
+defective boards + their templates) and ``data.yaml`` (defective images only, so overkill is n/a).
+**Budget** (equal for every arm; fixed seeds, ``deterministic``; optimizer ``auto``, which picks the
+same AdamW for every arm at this iteration count; per-epoch validation off — the last epoch's
+weights are evaluated, so no arm is selected on the val set it is scored on):
+
+* ``cpu`` (default): ``configs/models/defectdet-pico.yaml`` at imgsz 320, batch 16, 30 epochs.
+  Measured here (2 cores shared with other jobs): pico trains at 10-11 images/s at load ~3-4 (yolo11n:
+  5.6), mosaic on or off alike; one full epoch of the rare set (1314 images) took 165 s at load ~4.5
+  (8 images/s), plus ~100 s per arm for setup and evaluation -> 30 epochs = 1 h at 11 images/s,
+  ~85 min at 8. Why: the lead's yolo11n run learnt nothing in 20 epochs at 320 (mAP50 < 0.05), so
+  the hour goes to the model with the most optimizer steps per hour (pico: 10x fewer FLOPs than
+  yolo11n, 2x its throughput here, where augmentation costs as much as the model). imgsz 320 keeps
+  DeepPCB's median defect (~34 px at 640) at ~17 px, above the P3 stride of 8; 640 costs 4x per
+  step, and crops would change what a "part" is for the escape KPI. This is what a CPU hour buys,
+  not a budget known to suffice: the script warns when BCE's mAP50 stays below 0.3 (deltas are
+  noise then) — expect it on the rare set, where 119 of 1314 training images have a defect.
+* ``gpu``: yolo11n.yaml at imgsz 640 (native resolution), batch 32, 100 epochs, 3 seeds.
+
+**Metrics** per arm and seed (val split; detections at conf >= 0.001 with :mod:`defectdet.evaluate`):
+mAP50, mAP50-95; **recall of the rarest class** (fewest training boxes) **at 0.1 false positives per
+image** (FROC-style: the lowest threshold of that class whose false detections of that class stay
+<= 0.1 x images; it compares ranking at equal false-alarm cost, so it is blind to the score
+re-scaling focal losses cause — QFL traded recall for precision at conf 0.25 — and 0.1 FP/image is
+where an inspection line operates: one false alarm every ten parts, from one class); **escape at
+thresholds calibrated for 5% escape, with the overkill they cost**, cross-fitted: thresholds are
+calibrated on half the val parts (even/odd index) and counted on the other half, both ways, so the
+numbers are not fitted on the parts they count (5%, not 1%: ~150 defective parts per half allow 7
+escapes, 1% would hinge on one part); **training images/s** (the train loop only, from per-epoch
+timings). The table shows the median and ± half the min-max range over seeds, and the paired
+per-seed mAP50 delta to BCE.
+
+**Resumable**: each arm/seed is ``<out>/<data>/<arm>/seed<k>/`` (the ultralytics run) with its
+``result.json``; a rerun skips finished arms, resumes an interrupted training from ``last.pt`` and
+refuses a cache made with another budget. Writes ``<out>/quality.md``, ``quality.json``,
+``quality_pr.png`` (PR curves of all arms overlaid) and ``quality_bars.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from defectdet import metrics as M  # noqa: E402  (numpy only)
+from defectdet.config import atomic_write_text  # noqa: E402
+from defectdet.errors import ConfigError  # noqa: E402
+
+DEEPPCB = ROOT.parent / "shared" / "data" / "deeppcb"
+DEFAULT_DATA = [str(DEEPPCB / "data_rare.yaml"), str(DEEPPCB / "data.yaml")]
+LOSS_ARMS = ("bce", "focal", "qfl", "vfl")  # + the recommended preset
+BUDGETS = {  # the equal budget every arm gets; see the module docstring for why
+    "cpu": {"model": str(ROOT / "configs" / "models" / "defectdet-pico.yaml"), "imgsz": 320, "batch": 16,
+            "epochs": 30, "workers": 2, "seeds": [0]},
+    "gpu": {"model": "yolo11n.yaml", "imgsz": 640, "batch": 32, "epochs": 100, "workers": 8, "seeds": [0, 1, 2]},
+}
+FINGERPRINT = ("model", "imgsz", "batch", "epochs")  # what makes cached results comparable
+FP_PER_IMAGE = 0.1  # false positives of the rarest class per image, for its recall
+TARGET_ESCAPE = 0.05  # escape target of the threshold calibration
+MIN_BASELINE_MAP50 = 0.3  # below this the BCE baseline has not learnt: deltas are noise
+COLUMNS = (  # (result key, header, format spec)
+    ("map50", "mAP50", ".3f"), ("map50_95", "mAP50-95", ".3f"), ("rare_recall", "R_rare@{fp}FP/img", ".3f"),
+    ("escape", "escape@cal", ".1%"), ("overkill", "overkill@cal", ".1%"), ("d_map50", "ΔmAP50 vs bce", "+.3f"),
+    ("images_per_s", "train img/s", ".1f"),
+)
+
+
+# ----------------------------------------------------------------------------- metrics (numpy)
+def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:
+    """Box recall (IoU 0.5) of class ``c`` at the lowest confidence threshold whose false positives of
+    class ``c`` number at most ``fp_per_image * len(images)``; ties in confidence are kept together."""
+    stats = M.BoxStats.from_images(images, nc)
+    tp, conf = stats.sorted_class(c)  # (K, T), (K,) descending confidence
+    n_gt, budget = int(stats.n_gt[c]), fp_per_image * len(images) + 1e-9  # no float shortfall
+    tp50 = tp[:, 0] if len(tp) else np.zeros(0, dtype=bool)  # (K,)
+    ctp, cfp = np.cumsum(tp50), np.cumsum(~tp50)  # (K,) each
+    group_end = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.zeros(0, dtype=bool)  # (K,)
+    ok = np.flatnonzero(group_end & (cfp <= budget))
+    if not ok.size or not n_gt:
+        return {"recall": 0.0, "threshold": float("inf"), "fp": 0, "n_gt": n_gt}
+    k = int(ok[-1])  # cfp is non-decreasing: the last admissible cut has the highest recall
+    return {"recall": float(ctp[k] / n_gt), "threshold": float(conf[k]), "fp": int(cfp[k]), "n_gt": n_gt}
+
+
+def cross_calibrated_kpis(images: list[M.ImageDetections], names: list[str], target_escape: float,
+                          folds: int = 2) -> dict[str, Any]:
+    """Escape/overkill at thresholds calibrated (``defectdet val --target-escape``) on the other folds;
+    parts go to fold ``index % folds`` and the counts of all folds are summed."""
+    from defectdet.evaluate import build_report
+
+    tot = {"escapes": 0, "n_defective": 0, "overkills": 0, "n_clean": 0}
+    reachable = True
+    for f in range(folds):
+        test = images[f::folds]
+        cal = [im for i, im in enumerate(images) if i % folds != f]
+        fitted = build_report(cal, names, target_escape=target_escape)
+        reachable &= bool(fitted.calibration["reachable"])
+        rep = build_report(test, names, thresholds=fitted.thresholds)
+        for k in tot:
+            tot[k] += getattr(rep, k)
+    return {**tot, "reachable": reachable,
+            "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
+            "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None}
+
+
+def rarest_class(stats: dict) -> int:
+    """The class with the fewest boxes in the train split (lowest id on ties) of ``dataset_stats``."""
+    counts = list(stats["splits"]["train"]["instances_per_class"].values())
+    return int(np.argmin(counts))
+
+
+# ----------------------------------------------------------------------------- table
+def _spread(values: list[float]) -> tuple[float, float]:
+    """(median, half the min-max range)."""
+    return statistics.median(values), (max(values) - min(values)) / 2
+
+
+def aggregate(results: list[dict]) -> list[dict]:
+    """One row per (data, arm) in first-seen order: per-metric values over seeds (None = n/a) and the
+    paired per-seed mAP50 difference to the same data's bce arm."""
+    bce = {(r["data_tag"], r["seed"]): r["map50"] for r in results if r["arm"] == "bce"}
+    rows: dict[tuple[str, str], dict] = {}
+    for r in results:
+        row = rows.setdefault((r["data_tag"], r["arm"]), {"data_tag": r["data_tag"], "arm": r["arm"],
+                              "loss": r["loss"], "recommended": r.get("recommended", False), "seeds": [],
+                              "rarest": r["rarest_class"], **{k: [] for k, _, _ in COLUMNS}})
+        row["seeds"].append(r["seed"])
+        for key, _, _ in COLUMNS:
+            v = r.get(key)
+            if key == "d_map50":
+                base = bce.get((r["data_tag"], r["seed"]))
+                v = None if base is None or r["arm"] == "bce" else r["map50"] - base
+            if v is not None:
+                row[key].append(float(v))
+    return list(rows.values())
+
+
+def _cell(values: list[float], spec: str) -> str:
+    """``median ± half-range`` (just the value for one seed; n/a for none)."""
+    if not values:
+        return "n/a"
+    med, half = _spread(values)
+    return format(med, spec) + (f" ± {format(half, spec.lstrip('+'))}" if len(values) > 1 else "")
+
+
+def markdown_table(rows: list[dict], fp_per_image: float = FP_PER_IMAGE) -> str:
+    """The README table: one line per (data, arm), median ± half-range over seeds."""
+    heads = [h.format(fp=fp_per_image) for _, h, _ in COLUMNS]
+    out = ["| data | arm | loss | seeds | " + " | ".join(heads) + " |", "|" + "---|" * (4 + len(heads))]
+    for r in rows:
+        arm = r["arm"] + (" (recommended)" if r["recommended"] else "")
+        cells = [_cell(r[k], p) for k, _, p in COLUMNS]
+        out.append(f"| {r['data_tag']} | {arm} | {r['loss']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def baseline_warnings(rows: list[dict]) -> list[str]:
+    """One line per dataset whose BCE baseline median mAP50 is below MIN_BASELINE_MAP50 (or missing)."""
+    out = []
+    for tag in dict.fromkeys(r["data_tag"] for r in rows):
+        base = next((r for r in rows if r["data_tag"] == tag and r["arm"] == "bce" and r["map50"]), None)
+        if base is None:
+            out.append(f"WARNING: {tag}: no bce baseline result: the deltas have no reference")
+        elif (m := statistics.median(base["map50"])) < MIN_BASELINE_MAP50:
+            out.append(f"WARNING: {tag}: the BCE baseline's mAP50 is {m:.3f} < {MIN_BASELINE_MAP50}: "
+                       "comparison is noise at this budget (train longer, or on a GPU: --budget gpu --device 0)")
+    return out
+
+
+# ----------------------------------------------------------------------------- arms and data
+def data_tag(data: str) -> str:
+    """A short folder name for a dataset: ``<parent>-<yaml stem>`` (``synthetic`` for the generated set)."""
+    p = Path(data)
+    return "synthetic" if p.parts[-3:-1] == ("synthetic", "data") else f"{p.parent.name}-{p.stem}"
+
+
+def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
+    """{arm name: preset settings}: the loss arms plus the recommended preset, unless it equals one of
+    them (then that arm is marked); ``wanted`` picks arms by name, ``recommended`` standing for it."""
+    from defectdet.data.stats import recommend_preset
+    from defectdet.train import load_settings
+
+    key = lambda s: tuple(s.get(k) for k in ("cls_loss", "gamma", "alpha", "cls"))  # noqa: E731
+    arms = {name: load_settings(name, []) for name in LOSS_ARMS}
+    rec = recommend_preset(stats)["config"]
+    rec_settings = load_settings(rec, [])
+    rec = next((n for n, s in arms.items() if key(s) == key(rec_settings)), rec)
+    arms[rec] = {**arms.get(rec, rec_settings), "recommended": True}
+    pick = [rec if w == "recommended" else w for w in (wanted or arms)]
+    unknown = [w for w in pick if w not in arms]
+    if unknown:
+        raise ConfigError(f"--arms {' '.join(unknown)}: expected some of {', '.join(arms)} or 'recommended'")
+    return {n: s for n, s in arms.items() if n in pick}
+
+
+def loss_label(s: dict) -> str:
+    """``qfl γ=2 cls=4`` — the loss settings of an arm in one short string."""
+    parts = [s["cls_loss"]] + [f"{g}={s[k]:g}" for k, g in (("gamma", "γ"), ("alpha", "α"), ("cls", "cls"))
+                               if s.get(k) is not None]
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------- one arm
+class EpochTimer:
+    """Callbacks timing the training loop of each epoch (validation excluded) into
+    ``<run>/epoch_times.json``, kept across resumes."""
+
+    def __init__(self, run_dir: Path):
+        self.path, self.t0 = run_dir / "epoch_times.json", 0.0
+
+    def start(self, trainer) -> None:
+        self.t0 = time.perf_counter()
+
+    def end(self, trainer) -> None:
+        rows = json.loads(self.path.read_text()) if self.path.exists() else {}
+        rows[str(trainer.epoch)] = {"seconds": time.perf_counter() - self.t0,
+                                    "images": len(trainer.train_loader.dataset)}
+        atomic_write_text(self.path, json.dumps(rows, indent=1))
+
+    def images_per_s(self) -> float | None:
+        rows = json.loads(self.path.read_text()).values() if self.path.exists() else []
+        secs = sum(r["seconds"] for r in rows)
+        return sum(r["images"] for r in rows) / secs if secs else None
+
+
+def _checkpoint_state(last: Path) -> str:
+    """'none', 'resumable' (epoch >= 0 with optimizer state), 'finished' (stripped) or 'corrupt'."""
+    if not last.is_file():
+        return "none"
+    import torch
+
+    try:
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception:  # a checkpoint cut off mid-write
+        return "corrupt"
+    return "resumable" if ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None else "finished"
+
+
+def train_arm(run_dir: Path, data: str, settings: dict, budget: dict, seed: int, device: str,
+              callbacks: dict | None = None) -> Path:
+    """Train one arm/seed into ``run_dir`` (resuming from ``last.pt``); returns the final weights."""
+    from defectdet.train import train
+
+    last = run_dir / "weights" / "last.pt"
+    state = _checkpoint_state(last)
+    if state == "finished" and (run_dir / "epoch_times.json").exists():
+        return last
+    timer = EpochTimer(run_dir)
+    cbs = {"on_train_epoch_start": [timer.start], "on_train_epoch_end": [timer.end]}
+    for event, fns in (callbacks or {}).items():
+        cbs.setdefault(event, []).extend(fns)
+    args = {k: v for k, v in settings.items() if k != "recommended"}
+    args.update(data=data, imgsz=budget["imgsz"], batch=budget["batch"], epochs=budget["epochs"],
+                workers=budget["workers"], seed=seed, deterministic=True, device=device, val=False, plots=False,
+                project=str(run_dir.parent), name=run_dir.name, exist_ok=True, verbose=False)
+    if state == "resumable":
+        print(f"quality: resuming {run_dir} from {last}")
+        train(callbacks=cbs, **args, model=str(last), resume=True)
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a half-written start: begin again
+        train(callbacks=cbs, **args, model=budget["model"])
+    return last
+
+
+def evaluate_arm(weights: Path, data: str, imgsz: int, device: str, rarest: int,
+                 fp_per_image: float, target_escape: float, max_images: int | None = None) -> dict[str, Any]:
+    """Every metric of the table for one trained arm (one inference pass over the val split)."""
+    from defectdet.evaluate import _read_split, build_report, collect_detections
+
+    names, images = _read_split(data, "val")
+    if max_images is not None and max_images < len(images):
+        images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
+    dets, _ = collect_detections(str(weights), images, len(names), imgsz=imgsz, device=device)
+    rep = build_report(dets, names)
+    labelled = [n for n, v in rep.per_class.items() if v["labels"] > 0]
+    pr_mean = np.mean([rep.pr_curves[n]["precision"] for n in labelled], 0) if labelled else np.zeros(101)  # (101,)
+    cal = cross_calibrated_kpis(dets, names, target_escape)
+    rare = recall_at_fp_rate(dets, rarest, len(names), fp_per_image)
+    return {
+        "map50": rep.map50, "map50_95": rep.map50_95, "rare_recall": rare["recall"], "rare": rare,
+        "escape": cal["escape"], "overkill": cal["overkill"], "calibration": cal,
+        "max_f1": {"escape": rep.escape_rate, "overkill": rep.overkill_rate if rep.n_clean else None},
+        "per_class": rep.per_class, "n_images": len(dets),
+        "pr": {"recall": M.RECALL_GRID.round(4).tolist(), "mean": pr_mean.round(5).tolist(),
+               "rarest": rep.pr_curves[names[rarest]]["precision"]},
+    }
+
+
+def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: int, opts: argparse.Namespace,
+            stats: dict, callbacks: dict | None = None) -> dict[str, Any]:
+    """Train + evaluate one arm/seed, or load its cached ``result.json`` (same budget required)."""
+    run_dir = out / data_tag(data) / arm / f"seed{seed}"
+    fingerprint = {**{k: budget[k] for k in FINGERPRINT}, "seed": seed, "data": str(data),
+                   "settings": {k: v for k, v in settings.items() if k != "recommended"}}
+    eval_cfg = {"fp_per_image": opts.fp_per_image, "target_escape": opts.target_escape,
+                "max_val_images": opts.max_val_images}
+    cached = run_dir / "result.json"
+    if cached.exists():
+        res = json.loads(cached.read_text())
+        if res["fingerprint"] != fingerprint:
+            raise ConfigError(f"{cached}: made with another budget ({res['fingerprint']}); expected {fingerprint}: "
+                              "use another --out or delete it")
+        if res["eval"] == eval_cfg:
+            print(f"quality: cached {cached}")
+            return res
+        print(f"quality: re-evaluating {run_dir} ({res['eval']} -> {eval_cfg})")
+    t0 = time.time()
+    weights = train_arm(run_dir, data, settings, budget, seed, opts.device, callbacks)
+    rarest = rarest_class(stats)
+    res = evaluate_arm(weights, data, budget["imgsz"], opts.device, rarest, opts.fp_per_image,
+                       opts.target_escape, opts.max_val_images)
+    res.update(fingerprint=fingerprint, eval=eval_cfg, data_tag=data_tag(data), arm=arm, seed=seed, loss=loss_label(settings),
+               recommended=bool(settings.get("recommended")), rarest_class=stats["names"][rarest],
+               images_per_s=EpochTimer(run_dir).images_per_s(), wall_s=round(time.time() - t0, 1),
+               budget=budget, device=str(opts.device))
+    atomic_write_text(cached, json.dumps(res, indent=1) + "\n")
+    print(f"quality: {data_tag(data)} {arm} seed {seed}: mAP50 {res['map50']:.3f}  R_rare {res['rare_recall']:.3f}  "
+          f"({res['wall_s']:.0f} s)")
+    return res
+
+
+# ----------------------------------------------------------------------------- plots
+def _png(draw, path: Path, size=(6.4, 4.8)) -> Path:
+    """Render ``draw(fig)`` headless and write the PNG atomically."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    from defectdet.evaluate import _atomic_write_bytes
+
+    fig = Figure(figsize=size, dpi=100)
+    draw(fig)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return _atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_pr(results: list[dict], path: Path) -> Path:
+    """One panel per dataset: each arm's class-mean PR envelope (solid) and its rarest class (dashed),
+    averaged over seeds."""
+    tags = list(dict.fromkeys(r["data_tag"] for r in results))
+
+    def draw(fig):
+        for ax, tag in zip(np.atleast_1d(fig.subplots(1, len(tags), squeeze=False)[0]), tags):
+            for i, arm in enumerate(dict.fromkeys(r["arm"] for r in results if r["data_tag"] == tag)):
+                rs = [r for r in results if r["data_tag"] == tag and r["arm"] == arm]
+                rec = rs[0]["pr"]["recall"]
+                mean, rare = (np.mean([r["pr"][k] for r in rs], 0) for k in ("mean", "rarest"))  # (101,) each
+                ax.plot(rec, mean, color=f"C{i}", label=f"{arm} mAP50 {np.median([r['map50'] for r in rs]):.3f}")
+                ax.plot(rec, rare, color=f"C{i}", ls="--", lw=0.8)
+            ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+                   title=f"{tag}: all classes (solid), {rs[0]['rarest_class']} (dashed)")
+            ax.legend(fontsize=7, loc="lower left")
+
+    return _png(draw, path, size=(6.0 * len(tags), 4.8))
+
+
+def plot_bars(rows: list[dict], path: Path, fp_per_image: float = FP_PER_IMAGE) -> Path:
+    """One panel per table metric; bars = arms grouped by dataset, error bars = min..max over seeds."""
+    tags = list(dict.fromkeys(r["data_tag"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    metrics = [c for c in COLUMNS if c[0] != "d_map50"]
+
+    def draw(fig):
+        axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+        width = 0.8 / max(len(arms), 1)
+        for ax, (key, head, _) in zip(axes, metrics):
+            for i, arm in enumerate(arms):
+                for j, tag in enumerate(tags):
+                    r = next((r for r in rows if r["data_tag"] == tag and r["arm"] == arm), None)
+                    if r is None or not r[key]:
+                        continue
+                    med, v = statistics.median(r[key]), r[key]
+                    ax.bar(j + (i - (len(arms) - 1) / 2) * width, med, width, color=f"C{i}",
+                           yerr=[[med - min(v)], [max(v) - med]], capsize=2, label=arm if j == 0 else None)
+            ax.set_xticks(range(len(tags)), tags, rotation=20, fontsize=7)
+            ax.set_title(head.format(fp=fp_per_image), fontsize=9)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(arms), fontsize=8,
+                   bbox_to_anchor=(0.5, 1.0))
+
+    return _png(draw, path, size=(3.2 * len(metrics), 4.0))
+
+
+def report(out: Path) -> str:
+    """Table, warnings and plots from every cached ``result.json`` under ``out``."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*/result.json"))]
+    if not results:
+        raise ConfigError(f"{out}: no cached results (*/*/seed*/result.json); run the benchmark first")
+    evals = {json.dumps(r["eval"], sort_keys=True) for r in results}
+    if len(evals) > 1:
+        print(f"quality: WARNING: results evaluated with different settings: {sorted(evals)}")
+    fp_per_image, target = results[0]["eval"]["fp_per_image"], results[0]["eval"]["target_escape"]
+    tags = {t: i for i, t in enumerate(dict.fromkeys(r["data_tag"] for r in results))}
+    arm_rank = lambda a: LOSS_ARMS.index(a) if a in LOSS_ARMS else len(LOSS_ARMS)  # noqa: E731
+    results.sort(key=lambda r: (tags[r["data_tag"]], arm_rank(r["arm"]), r["arm"], r["seed"]))
+    rows = aggregate(results)
+    budgets = {json.dumps({k: r["budget"][k] for k in FINGERPRINT}, sort_keys=True) for r in results}
+    text = "\n".join([
+        markdown_table(rows, fp_per_image), "",
+        f"budget: {'; '.join(sorted(budgets))}. Rarest class: "
+        + ", ".join(f"{t} {next(r['rarest'] for r in rows if r['data_tag'] == t)}" for t in tags)
+        + f". escape/overkill at thresholds calibrated for {target:.0%} escape on the other half of val.",
+        *baseline_warnings(rows),
+    ])
+    atomic_write_text(out / "quality.md", text + "\n")
+    atomic_write_text(out / "quality.json", json.dumps({"rows": rows, "results": results}, indent=1) + "\n")
+    plot_pr(results, out / "quality_pr.png")
+    plot_bars(rows, out / "quality_bars.png", fp_per_image)
+    return text
+
+
+# ----------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__.split("\n")[0])
+    p.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="data.yaml files, or 'synthetic' (smoke runs)")
+    p.add_argument("--arms", nargs="+", help=f"subset of {', '.join(LOSS_ARMS)}, recommended (default: all)")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu", help="equal per-arm budget preset")
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the budget's)")
+    for k in ("epochs", "imgsz", "batch", "workers"):
+        p.add_argument(f"--{k}", type=int, help=f"override the budget's {k}")
+    p.add_argument("--model", help="override the budget's model yaml")
+    p.add_argument("--device", default="cpu", help="cpu, 0, ... (a GPU for larger budgets)")
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench_quality"), help="results cache and report folder")
+    p.add_argument("--report-only", action="store_true", help="rebuild the table and plots from the cached JSON")
+    p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
+    p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")
+    p.add_argument("--max-val-images", type=int, help="evaluate an evenly spaced val subset (smoke runs)")
+    p.add_argument("--synthetic-images", type=int, default=200, help="size of the --data synthetic set")
+    return p
+
+
+def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) -> str | None:
+    """A data.yaml path, making the synthetic set on demand; None (with a message) when absent."""
+    if data == "synthetic":
+        from defectdet.data.synthetic import make_dataset
+
+        yaml_path = out / "synthetic" / "data" / "data.yaml"
+        if not yaml_path.exists():
+            make_dataset(yaml_path.parent, images=opts.synthetic_images, defect_rate=0.3, imgsz=max(imgsz, 64),
+                         seed=0, video_frames=0)
+        return str(yaml_path)
+    if not Path(data).is_file():
+        print(f"quality: skipping {data}: not found (DeepPCB lives in ../shared/data/deeppcb)")
+        return None
+    return str(Path(data).resolve())
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parser().parse_args(argv)
+    out = Path(opts.out).resolve()
+    if not opts.report_only:
+        budget = {**BUDGETS[opts.budget], **{k: getattr(opts, k) for k in ("epochs", "imgsz", "batch", "workers", "model")
+                                            if getattr(opts, k) is not None}}
+        from defectdet.data.stats import dataset_stats
+
+        datasets = [d for d in (_resolve_data(d, out, opts, budget["imgsz"]) for d in opts.data) if d]
+        if not datasets:
+            raise ConfigError(f"none of {' '.join(opts.data)} found; expected data.yaml files or 'synthetic'")
+        stats = {d: dataset_stats(d, imgsz=budget["imgsz"]) for d in datasets}
+        for seed in opts.seeds or budget["seeds"]:  # seed-major: an interrupted run has whole comparisons
+            for d in datasets:
+                for arm, settings in arms_for(stats[d], opts.arms).items():
+                    run_arm(out, d, arm, settings, budget, seed, opts, stats[d])
+    print(report(out))
+    print(f"written: {out / 'quality.md'}, quality.json, quality_pr.png, quality_bars.png")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as e:
+        print(f"bench/quality.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

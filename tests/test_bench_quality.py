@@ -1,0 +1,224 @@
+"""bench/quality.py: the metric and table helpers on constructed cases (worked numbers in the tests),
+the arm selection, and one tiny end-to-end run (2 arms, 1 epoch, imgsz 64) with its cache, resume and
+--report-only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defectdet import metrics as M
+from defectdet.data.stats import dataset_stats
+from defectdet.evaluate import build_report
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
+Q = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(Q)
+
+NAMES = ["common", "rare"]
+GT = [10.0, 10.0, 50.0, 50.0]  # one defect box (pixels)
+HIT = [11.0, 11.0, 50.0, 50.0]  # IoU 0.95 with GT
+MISS = [200.0, 200.0, 240.0, 240.0]  # IoU 0 with GT
+
+
+def _img(dets=(), gt_cls=(), name=""):
+    """An image with one GT box per entry of ``gt_cls`` (all at GT) and detections (box, conf, cls)."""
+    boxes = [d[0] for d in dets]
+    return M.ImageDetections(boxes=np.array(boxes).reshape(-1, 4), conf=[d[1] for d in dets],
+                             cls=[d[2] for d in dets], gt_boxes=np.array([GT] * len(gt_cls)).reshape(-1, 4),
+                             gt_cls=list(gt_cls), name=name)
+
+
+# ----------------------------------------------------------------------------- recall at FP/image
+def _rare_case():
+    """10 images, 4 'rare' defects. Rare-class detections by confidence:
+    0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 TP, 0.4 FP, 0.3 TP; 'common' detections are noise elsewhere."""
+    imgs = [
+        _img([(HIT, 0.9, 1)], [1]), _img([(MISS, 0.8, 1)]), _img([(HIT, 0.7, 1)], [1]),
+        _img([(MISS, 0.6, 1), (MISS, 0.95, 0)]), _img([(HIT, 0.5, 1)], [1]), _img([(MISS, 0.4, 1)]),
+        _img([(HIT, 0.3, 1)], [1]),
+    ]
+    return imgs + [_img() for _ in range(3)]
+
+
+@pytest.mark.parametrize("fp_per_image, recall, threshold, fp", [
+    (0.0, 0.25, 0.9, 0),  # no FP allowed: stop before 0.8 -> 1 of 4
+    (0.1, 0.50, 0.7, 1),  # 1 FP in 10 images: down to 0.7 -> 2 of 4
+    (0.2, 0.75, 0.5, 2),  # 2 FPs -> 3 of 4
+    (0.3, 1.00, 0.3, 3),  # 3 FPs -> all 4
+    (5.0, 1.00, 0.3, 3),
+])
+def test_recall_at_fp_rate_worked_numbers(fp_per_image, recall, threshold, fp):
+    out = Q.recall_at_fp_rate(_rare_case(), c=1, nc=2, fp_per_image=fp_per_image)
+    assert out["recall"] == pytest.approx(recall)
+    assert out["threshold"] == pytest.approx(threshold)
+    assert out["fp"] == fp and out["n_gt"] == 4
+
+
+def test_recall_at_fp_rate_ignores_other_classes_and_scale():
+    """Only the class's own false positives count, and only the ranking matters (a monotone re-scaling
+    of every confidence, as a focal loss causes, gives the same recall)."""
+    base = Q.recall_at_fp_rate(_rare_case(), 1, 2, 0.1)["recall"]
+    squashed = [M.ImageDetections(im.boxes, im.conf ** 3, im.cls, im.gt_boxes, im.gt_cls) for im in _rare_case()]
+    assert Q.recall_at_fp_rate(squashed, 1, 2, 0.1)["recall"] == base
+    noisy = _rare_case() + [_img([(MISS, 0.99, 0)] * 5) for _ in range(2)]  # 10 'common' FPs at the top
+    assert Q.recall_at_fp_rate(noisy, 1, 2, 0.1)["recall"] == pytest.approx(0.5)  # 12 images: 1.2 -> 1 rare FP
+
+
+def test_recall_at_fp_rate_keeps_ties_together():
+    """A TP and an FP at the same confidence cannot be separated by a threshold: with 0 FPs allowed
+    the tie is excluded as a whole."""
+    imgs = [_img([(HIT, 0.9, 1)], [1]), _img([(HIT, 0.5, 1)], [1]), _img([(MISS, 0.5, 1)])]
+    assert Q.recall_at_fp_rate(imgs, 1, 2, 0.0)["recall"] == pytest.approx(0.5)
+    assert Q.recall_at_fp_rate(imgs, 1, 2, 1 / 3)["recall"] == pytest.approx(1.0)
+
+
+def test_recall_at_fp_rate_no_labels_or_no_detections():
+    assert Q.recall_at_fp_rate([_img()], 1, 2, 0.1)["recall"] == 0.0
+    out = Q.recall_at_fp_rate([_img(gt_cls=[1])], 1, 2, 0.1)
+    assert out["recall"] == 0.0 and math.isinf(out["threshold"])
+
+
+# ----------------------------------------------------------------------------- cross-fitted calibration
+def test_cross_calibrated_kpis_sums_folds_fitted_on_the_other_half():
+    rng = np.random.default_rng(0)
+    imgs = []
+    for i in range(24):
+        defective = i % 3 == 0
+        dets = [(HIT if defective else MISS, float(rng.uniform(0.2, 0.9)), i % 2)]
+        imgs.append(_img(dets, [i % 2] if defective else []))
+    out = Q.cross_calibrated_kpis(imgs, NAMES, target_escape=0.1)
+    manual = {"escapes": 0, "overkills": 0, "n_defective": 0, "n_clean": 0}
+    for f in (0, 1):
+        fitted = build_report([im for i, im in enumerate(imgs) if i % 2 != f], NAMES, target_escape=0.1)
+        rep = build_report(imgs[f::2], NAMES, thresholds=fitted.thresholds)
+        for k in manual:
+            manual[k] += getattr(rep, k)
+    assert {k: out[k] for k in manual} == manual
+    assert manual["n_defective"] == 8 and manual["n_clean"] == 16
+    assert out["escape"] == pytest.approx(manual["escapes"] / 8)
+    assert out["overkill"] == pytest.approx(manual["overkills"] / 16)
+
+
+def test_cross_calibrated_kpis_without_clean_parts_has_no_overkill():
+    imgs = [_img([(HIT, 0.8, 0)], [0]) for _ in range(4)]
+    out = Q.cross_calibrated_kpis(imgs, NAMES, 0.05)
+    assert out["overkill"] is None and out["escape"] == 0.0 and out["reachable"]
+
+
+# ----------------------------------------------------------------------------- table
+def _result(arm, seed, map50, tag="d", **kw):
+    base = {"data_tag": tag, "arm": arm, "seed": seed, "map50": map50, "map50_95": map50 / 2, "rare_recall": 0.5,
+            "escape": 0.04, "overkill": None, "images_per_s": 10.0, "loss": arm, "rarest_class": "rare"}
+    return {**base, **kw}
+
+
+def test_aggregate_median_spread_and_paired_delta():
+    results = [_result("bce", 0, 0.40), _result("bce", 1, 0.50), _result("bce", 2, 0.60),
+               _result("qfl", 0, 0.45), _result("qfl", 1, 0.49), _result("qfl", 2, 0.70)]
+    rows = {r["arm"]: r for r in Q.aggregate(results)}
+    assert rows["bce"]["d_map50"] == [] and rows["bce"]["overkill"] == []
+    assert rows["qfl"]["d_map50"] == pytest.approx([0.05, -0.01, 0.10])  # paired by seed
+    table = Q.markdown_table(list(rows.values()), fp_per_image=0.1)
+    line = next(s for s in table.splitlines() if "| qfl |" in s)
+    assert "| 0.490 ± 0.125 |" in line  # median 0.49, half of 0.70 - 0.45
+    assert "| +0.050 ± 0.055 |" in line  # paired deltas: median 0.05, half of 0.10 - (-0.01)
+    assert "| n/a |" in line and "| 4.0% ± 0.0% |" in line
+    assert "R_rare@0.1FP/img" in table.splitlines()[0]
+
+
+def test_baseline_warning_only_below_threshold():
+    low = Q.aggregate([_result("bce", 0, 0.1), _result("qfl", 0, 0.2), _result("bce", 0, 0.8, tag="ok")])
+    warnings = Q.baseline_warnings(low)
+    assert len(warnings) == 1 and "d:" in warnings[0] and "comparison is noise at this budget" in warnings[0]
+    assert "no bce baseline" in Q.baseline_warnings(Q.aggregate([_result("qfl", 0, 0.9)]))[0]
+
+
+# ----------------------------------------------------------------------------- arms
+def _stats(neg_per_pos, counts=(5, 2, 9)):
+    """The part of dataset_stats that recommend_preset and rarest_class read."""
+    anchors = {"negatives_per_positive": neg_per_pos, "positive_fraction_in_defect_images": 1e-4}
+    split = {"anchors": anchors, "defect_free_fraction": 0.5,
+             "instances_per_class": dict(zip(("a", "b", "c"), counts))}
+    return {"splits": {"train": split}, "names": ["a", "b", "c"]}
+
+
+def test_arms_add_the_recommended_preset_unless_it_is_a_duplicate():
+    extreme = Q.arms_for(_stats(50000.0))  # -> focal_extreme, a fifth arm
+    assert list(extreme) == ["bce", "focal", "qfl", "vfl", "focal_extreme"]
+    assert extreme["focal_extreme"]["recommended"] and extreme["focal_extreme"]["gamma"] == 4.0
+    standard = Q.arms_for(_stats(5000.0))  # -> focal (standard): the focal arm is marked, no duplicate
+    assert list(standard) == ["bce", "focal", "qfl", "vfl"] and standard["focal"]["recommended"]
+    assert list(Q.arms_for(_stats(50.0), ["bce", "recommended"])) == ["bce", "focal_balanced"]
+    with pytest.raises(Q.ConfigError, match="expected some of"):
+        Q.arms_for(_stats(50.0), ["bce", "nope"])
+
+
+def test_rarest_class_and_loss_label():
+    assert Q.rarest_class(_stats(1.0)) == 1
+    assert Q.rarest_class(_stats(1.0, counts=(3, 7, 3))) == 0  # ties: lowest id
+    assert Q.loss_label({"cls_loss": "vfl", "gamma": 2.0, "alpha": 0.75, "cls": 3.0}) == "vfl γ=2 α=0.75 cls=3"
+
+
+# ----------------------------------------------------------------------------- end to end
+class _StopAfterFirstEpoch(Exception):
+    pass
+
+
+def _stop(trainer):
+    if trainer.epoch == 0:
+        raise _StopAfterFirstEpoch
+
+
+SMOKE = ["--data", "synthetic", "--synthetic-images", "40", "--imgsz", "64", "--batch", "8", "--workers", "0"]
+
+
+def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
+    """2 arms x 1 epoch at imgsz 64 on a synthetic set (~10 s): table, JSON, both PNGs; a rerun uses
+    the cache; another budget in the same --out is refused; --report-only rebuilds the table."""
+    args = [*SMOKE, "--arms", "bce", "qfl", "--epochs", "1", "--out", str(tmp_path)]
+    assert Q.main(args) == 0
+    text = (tmp_path / "quality.md").read_text()
+    assert "| synthetic | bce |" in text and "| synthetic | qfl |" in text
+    assert "comparison is noise at this budget" in text  # 1 epoch learns nothing
+    res = json.loads((tmp_path / "synthetic" / "qfl" / "seed0" / "result.json").read_text())
+    assert res["images_per_s"] > 0 and 0 <= res["map50"] <= 1 and res["fingerprint"]["epochs"] == 1
+    for png in ("quality_pr.png", "quality_bars.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    mtime = (tmp_path / "synthetic" / "bce" / "seed0" / "result.json").stat().st_mtime
+    capsys.readouterr()
+    assert Q.main(args) == 0
+    assert "quality: cached" in capsys.readouterr().out
+    assert (tmp_path / "synthetic" / "bce" / "seed0" / "result.json").stat().st_mtime == mtime
+    with pytest.raises(Q.ConfigError, match="another budget"):
+        Q.main([*args, "--batch", "4"])
+    (tmp_path / "quality.md").unlink()
+    assert Q.main(["--report-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "quality.md").read_text() == text
+
+
+def test_interrupted_arm_resumes_from_last_checkpoint(tmp_path, capsys):
+    """A 2-epoch arm stopped after epoch 1 continues from last.pt: epoch 1 is not trained again."""
+    out2 = tmp_path
+    opts = Q._parser().parse_args([*SMOKE, "--out", str(out2), "--epochs", "2"])
+    data = Q._resolve_data("synthetic", out2, opts, 64)
+    budget = {**Q.BUDGETS["cpu"], "epochs": 2, "imgsz": 64, "batch": 8, "workers": 0}
+    stats = dataset_stats(data, imgsz=64)
+    arm = Q.arms_for(stats, ["bce"])["bce"]
+    with pytest.raises(_StopAfterFirstEpoch):
+        Q.run_arm(out2, data, "bce", arm, budget, 0, opts, stats, callbacks={"on_fit_epoch_end": [_stop]})
+    run = out2 / "synthetic" / "bce" / "seed0"
+    assert Q._checkpoint_state(run / "weights" / "last.pt") == "resumable"
+    first = json.loads((run / "epoch_times.json").read_text())
+    assert list(first) == ["0"]
+    res = Q.run_arm(out2, data, "bce", arm, budget, 0, opts, stats)
+    times = json.loads((run / "epoch_times.json").read_text())
+    assert sorted(times) == ["0", "1"] and times["0"] == first["0"]  # the first epoch was not trained again
+    assert len((run / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert "resuming" in capsys.readouterr().out and res["fingerprint"]["epochs"] == 2
