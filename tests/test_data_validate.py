@@ -350,3 +350,19 @@ def test_checked_data_refuses_or_skips(ds, tmp_path):
     (ds / "data.yaml").write_text(YAML)
     clean = checked_data(ds / "data.yaml", cache_dir=tmp_path / "c")  # 'path: .' -> a resolved copy, no lists
     assert yaml.safe_load(clean.read_text())["path"] == str(ds) and check_dataset(clean).images == {"train": 2, "val": 2}
+
+
+def test_unreadable_image_message_with_ultralytics_imported(tmp_path):
+    """ultralytics wraps PIL.Image.open (retrying with an optional HEIF plugin); the checker must still
+    report a non-image as unreadable, not crash on the missing plugin."""
+    from defectdet.data.validate import _check_image
+    from defectdet.offline import setup_ultralytics
+
+    setup_ultralytics()
+    import ultralytics.utils.patches  # noqa: F401  (applies the wrapper)
+
+    bad = tmp_path / "a.png"
+    bad.write_bytes(b"this is not an image")
+    problems, size = _check_image(bad)
+    assert size is None
+    assert problems == [("unreadable-image", "unreadable image (cannot identify image file), expected a png image", True)]

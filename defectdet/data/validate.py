@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -198,14 +199,26 @@ def _bit_depth(im, path: Path) -> int:
     return DEEP_MODES.get(im.mode, 8)
 
 
+def _pil_open(path: Path):
+    """PIL's own ``Image.open``. Once ultralytics is imported, ``Image.open`` is its wrapper, which on
+    an unidentifiable file tries to import the optional pi-heif plugin (ModuleNotFoundError here)
+    instead of raising PIL's UnidentifiedImageError; the wrapped original is kept in its module."""
+    from PIL import Image
+
+    opener = Image.open
+    if getattr(opener, "__module__", "PIL.Image") != "PIL.Image":
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener(path)
+
+
 def _check_image(path: Path) -> tuple[list[tuple[str, str, bool]], tuple[int, int] | None]:
     """[(kind, message, is_error)] for one image file, and its (w, h) when readable."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         if path.stat().st_size == 0:
             return [("empty-image", "zero-byte image file, expected image data", True)], None
-        im = Image.open(path)
+        im = _pil_open(path)
     except (UnidentifiedImageError, OSError) as e:
         return [("unreadable-image", f"unreadable image ({str(e).split(chr(39))[0].strip()}), "
                  f"expected a {path.suffix.lstrip('.') or 'jpg/png'} image", True)], None
