@@ -1,0 +1,176 @@
+"""Soak benchmark of the inspection loop: memory growth and loop overhead over a long run.
+
+    python bench/soak.py                                  # stand-in yolo11n at 320, 10,000 frames 640x480
+    python bench/soak.py --model runs/x/model.onnx --frames 10000 --threads 2
+
+Runs ``InspectionLoop`` (capture thread, Detector on ONNX Runtime, decisions, JSONL events with
+fsync, NG snapshots under a quota) over ``synthetic://`` frames and samples the process RSS every
+``--every`` frames. Prints and writes (``--json``) the RSS growth after warm-up (target < 5 MB) and
+the loop's frames/s against a bare Detector on the same frames, timed in short turns interleaved
+with the loop (every ``--bare-every`` frames, so load from other processes hits both alike;
+the turns are excluded from the loop's time) (target >= 0.95x). The detector threshold is set so that about
+``--ng-rate`` of the frames are NG (a line's realistic reject rate: each NG frame writes an event
+and two snapshots). The benchmark process never imports torch; without ``--model`` a stand-in
+model is built in a child process (``bench/runtime.py: make_model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
+def rss_mib() -> float:
+    """Resident set size of this process (Linux /proc), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Probe:
+    """A sink sampling (frames seen, time, RSS, detector ms, bare seconds) every ``every`` frames and, every
+    ``bare_every`` frames, timing ``bare_n`` calls of a second, bare Detector on the same frames: loop and
+    bare Detector interleave, so load from other processes hits both alike."""
+
+    name = "probe"
+
+    def __init__(self, every: int, bare_det=None, frames=(), bare_every: int = 200, bare_n: int = 20):
+        self.every, self.n, self.samples, self.detector_ms = int(every), 0, [], 0.0
+        self.bare_det, self.frames, self.bare_every, self.bare_n = bare_det, list(frames), int(bare_every), int(bare_n)
+        self.bare_s, self.bare_frames = 0.0, 0
+
+    def emit(self, result) -> None:
+        self.n += 1
+        self.detector_ms += result.latency_ms  # detector + decision time of this frame
+        if self.bare_det is not None and self.n % self.bare_every == 0:
+            t = time.perf_counter()
+            for i in range(self.bare_n):
+                self.bare_det(self.frames[(self.bare_frames + i) % len(self.frames)])
+            self.bare_s += time.perf_counter() - t
+            self.bare_frames += self.bare_n
+        if self.n % self.every == 0:
+            self.samples.append((self.n, time.perf_counter(), rss_mib(), self.detector_ms, self.bare_s))
+
+    def close(self) -> None:
+        pass
+
+
+def build_model(out: Path, imgsz: int) -> Path:
+    """The stand-in model, built in a child process so that torch never enters this one."""
+    code = (
+        "import importlib.util, sys; from pathlib import Path; "
+        f"s = importlib.util.spec_from_file_location('b', {str(ROOT / 'bench' / 'runtime.py')!r}); "
+        "b = importlib.util.module_from_spec(s); s.loader.exec_module(b); "
+        f"print(b.make_model(Path({str(out)!r}), {imgsz}))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+def conf_for_ng_rate(model: Path, frames: list[np.ndarray], rate: float, threads: int) -> float:
+    """The confidence threshold at which about ``rate`` of ``frames`` have a detection."""
+    from defectdet.runtime import Detector
+
+    with Detector(model, conf=0.0, threads=threads) as det:
+        best = np.array([float(det(f).confidence.max(initial=0.0)) for f in frames])  # (n,)
+    return min(float(np.quantile(best, 1.0 - rate)), 0.999)  # saturated scores: the NG rate comes out higher
+
+
+def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarray], out: Path):
+    """Run the loop over ``a.frames`` synthetic frames; returns (summary, probe)."""
+    from defectdet.runtime import Detector
+    from defectdet.runtime.capture import FrameSource
+    from defectdet.runtime.decisions import Decider
+    from defectdet.runtime.inspect_cli import model_id
+    from defectdet.runtime.loop import InspectionLoop
+    from defectdet.runtime.sinks import EventLog, Snapshots
+
+    with Detector(model, conf=conf, threads=a.threads) as det, Detector(model, conf=conf, threads=a.threads) as bare:
+        for f in frames[:5]:
+            bare(f)
+        probe = Probe(a.every, bare, frames, a.bare_every, a.bare_n)
+        src = FrameSource(f"synthetic://?width={a.width}&height={a.height}&frames={a.frames}")
+        sinks = [Snapshots(out / "snapshots", quota_mb=50)] if a.snapshots else []
+        sinks += [EventLog(out / "events.jsonl"), probe]
+        loop = InspectionLoop(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=15,
+                              out_dir=out, model_id=model_id(model))
+        summary = loop.run()
+    return summary, probe
+
+
+def analyse(probe: Probe, warmup: int) -> dict:
+    """RSS growth and steady-state frames/s (loop, and bare Detector interleaved) after ``warmup`` frames."""
+    samples = probe.samples
+    steady = [s for s in samples if s[0] >= warmup]
+    k = max(1, len(steady) // 10)
+    first, last = np.median([s[2] for s in steady[:k]]), np.median([s[2] for s in steady[-k:]])
+    (n0, t0, _, d0, b0), (n1, t1, _, d1, b1) = steady[0], steady[-1]
+    loop_s = (t1 - t0) - (b1 - b0)  # wall time minus the bare Detector's turns
+    fps = (n1 - n0) / loop_s
+    bare = probe.bare_frames / probe.bare_s if probe.bare_s else float("nan")
+    return {
+        "rss_mib_after_warmup": round(float(first), 2),
+        "rss_mib_end": round(float(last), 2),
+        "rss_mib_max": round(max(s[2] for s in samples), 2),
+        "rss_growth_mib": round(float(last - first), 2),
+        "loop_fps": round(float(fps), 2),
+        "bare_detector_fps": round(float(bare), 2),
+        "loop_vs_bare": round(float(fps / bare), 3),
+        "detector_share_of_loop_time": round(float((d1 - d0) / 1e3 / loop_s), 3),
+        "rss_trace_mib": [round(s[2], 1) for s in samples[:: max(1, len(samples) // 20)]],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
+    ap.add_argument("--imgsz", type=int, default=320, help="stand-in model input size (default 320)")
+    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--ng-rate", type=float, default=0.1, help="fraction of NG frames to set the threshold for")
+    ap.add_argument("--bare-every", type=int, default=200, help="loop frames between turns of the bare Detector")
+    ap.add_argument("--bare-n", type=int, default=20, help="bare Detector frames per turn")
+    ap.add_argument("--snapshots", type=int, default=1, help="1: NG snapshots (raw + annotated) on, 0: off")
+    ap.add_argument("--every", type=int, default=100, help="frames between RSS samples")
+    ap.add_argument("--warmup", type=int, default=500, help="frames before RSS growth is measured")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_soak")
+    ap.add_argument("--json", type=Path, help="write the numbers here (default <out>/soak.json)")
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    model = a.model or build_model(a.out / "model", a.imgsz)
+    from defectdet.runtime.sources import SyntheticReader
+
+    reader = SyntheticReader(width=a.width, height=a.height)
+    frames = [reader.frame(i)[0] for i in range(240)]  # ten parts, the source's first frames
+    conf = conf_for_ng_rate(model, frames, a.ng_rate, a.threads)
+    run_dir = Path(tempfile.mkdtemp(prefix="soak-", dir=a.out))
+    summary, probe = soak(model, a, conf, frames, run_dir)
+    res = analyse(probe, a.warmup)
+    res.update({
+        "frames": summary["frames"], "ng": summary["ng"], "ng_rate": round(summary["ng"] / max(summary["frames"], 1), 3),
+        "events_written": summary["events_written"], "detector_errors": summary["detector_errors"],
+        "snapshots": bool(a.snapshots), "conf": round(conf, 4), "latency_ms": summary["latency_ms"],
+        "model": str(model), "frame_size": [a.width, a.height], "threads": a.threads, "torch_imported": "torch" in sys.modules,
+        "targets": {"rss_growth_mib": "< 5", "loop_vs_bare": ">= 0.95"},
+    })
+    text = json.dumps(res, indent=1)
+    print(text)
+    (a.json or a.out / "soak.json").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

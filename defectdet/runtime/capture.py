@@ -1,0 +1,208 @@
+"""``FrameSource``: capture in its own thread, latest-frame for live sources, reconnect with backoff.
+
+cv2.VideoCapture buffers frames; a loop slower than the camera then inspects frames that are
+seconds old. Here a thread reads continuously: for a live source it keeps only the newest frame
+and counts the ones the loop never saw (``dropped``); files, folders and plain ``synthetic://``
+go through a small prefetch queue instead, so every frame is inspected.
+
+A live source whose read fails, or that delivers nothing for ``stall_s``, is reopened with
+exponential backoff (``backoff_s`` doubling up to ``backoff_max_s``); each successful reopening
+counts one ``reconnect``. After ``give_up_s`` without a frame the source ends with ``error`` set
+(``give_up_s=0``: never). A read that hangs inside the driver is abandoned (its daemon thread
+releases the capture whenever the read returns) and a fresh connection takes over.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable, Optional, Union
+
+from .sources import Frame, Reader, SourceError, SourceSpec, open_reader, parse_source
+
+LOG = logging.getLogger("defectdet.inspect")
+
+
+class FrameSource:
+    """A started source hands out :class:`Frame` objects through :meth:`read`; see the module docstring.
+
+    >>> with FrameSource("synthetic://?frames=100") as src:
+    ...     while not src.done:
+    ...         frame = src.read(timeout=0.5)   # None on timeout
+    """
+
+    def __init__(
+        self,
+        source: Union[str, SourceSpec],
+        *,
+        opener: Callable[[SourceSpec], Reader] = open_reader,
+        queue_size: int = 4,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        give_up_s: float = 60.0,
+        stall_s: float = 5.0,
+    ):
+        self.spec = source if isinstance(source, SourceSpec) else parse_source(source)
+        self.live = self.spec.live
+        self._opener = opener
+        self.queue_size = 1 if self.live else max(1, int(queue_size))
+        self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
+        self.give_up_s, self.stall_s = float(give_up_s), float(stall_s)
+        self.captured = self.dropped = self.reconnects = self.reconnect_attempts = 0
+        self.error: Optional[str] = None
+        self.fps: Optional[float] = None
+        self._buf: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._finished = False
+        self._gen = 0  # connection generation: a stalled reader's thread sees a newer one and quits
+        self._last_frame = time.monotonic()
+        self._reading_since: Optional[float] = None  # set while the current connection is inside read()
+        self._threads: list[threading.Thread] = []
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def start(self) -> FrameSource:
+        """Open the source (a failure raises :class:`SourceError` at once) and start the capture thread."""
+        reader = self._opener(self.spec)
+        self.fps = getattr(reader, "fps", None)
+        self._last_frame = time.monotonic()
+        self._spawn(reader)
+        return self
+
+    def _spawn(self, reader: Optional[Reader]) -> None:
+        t = threading.Thread(target=self._run, args=(self._gen, reader), name=f"capture-{self._gen}", daemon=True)
+        self._threads = [x for x in self._threads if x.is_alive()] + [t]
+        t.start()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop capturing and release the source (waits at most ``timeout`` for the thread)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> FrameSource:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- consumer side ------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the source ended (end of file, give-up, close) and every frame was handed out."""
+        with self._cond:
+            return self._finished and not self._buf
+
+    def read(self, timeout: float = 0.5) -> Optional[Frame]:
+        """The next frame (live: the newest one), or None after ``timeout`` s or when the source is done."""
+        self._check_stall()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._buf or self._finished, timeout):
+                return None
+            if not self._buf:
+                return None
+            frame = self._buf.popleft()
+            self._cond.notify_all()
+            return frame
+
+    def _check_stall(self) -> None:
+        """A live read hanging in the driver for ``stall_s``: abandon it and start a new connection."""
+        since = self._reading_since
+        if not self.live or since is None or self.stall_s <= 0 or self._stop.is_set():
+            return
+        if time.monotonic() - since < self.stall_s:
+            return
+        LOG.warning("%s: no frame for %.1f s (read hangs); reopening the source", self.spec.uri, time.monotonic() - since)
+        with self._cond:
+            self._gen += 1
+            self._reading_since = None
+        self._spawn(None)
+
+    # -- capture thread -----------------------------------------------------------------------
+    def _publish(self, gen: int, img, info: dict) -> None:
+        with self._cond:
+            if not self.live:
+                self._cond.wait_for(lambda: len(self._buf) < self.queue_size or self._stop.is_set() or gen != self._gen)
+            if gen != self._gen or self._stop.is_set():
+                return
+            if self.live:
+                self.dropped += len(self._buf)  # never handed out: the loop was busy
+                self._buf.clear()
+            self._buf.append(Frame(img, self.captured, time.time(), time.perf_counter(), info))
+            self.captured += 1
+            self._last_frame = time.monotonic()
+            self._cond.notify_all()
+
+    def _read(self, gen: int, reader: Reader):
+        """One read, timed for the stall watchdog."""
+        self._reading_since = time.monotonic()
+        try:
+            return reader.read()
+        finally:
+            if gen == self._gen:
+                self._reading_since = None
+
+    def _run(self, gen: int, reader: Optional[Reader]) -> None:
+        """Read until the end, a stop, a give-up or a newer generation takes over."""
+        try:
+            while not self._stop.is_set() and gen == self._gen:
+                if reader is None:
+                    reader = self._reconnect(gen)
+                    if reader is None:
+                        break
+                img, info = self._read(gen, reader)
+                if gen != self._gen:
+                    break  # abandoned while reading (stall): the new connection owns the source
+                if img is None:
+                    if not self.live:
+                        break  # end of file / folder / synthetic run
+                    LOG.warning("%s: read failed; reconnecting", self.spec.uri)
+                    _release(reader)
+                    reader = None
+                    continue
+                self._publish(gen, img, info)
+        except Exception as e:  # a reader bug must end the source visibly, not kill the thread silently
+            self.error = f"{self.spec.uri}: capture failed ({e.__class__.__name__}: {e})"
+            LOG.error(self.error)
+        finally:
+            _release(reader)
+            with self._cond:
+                if gen == self._gen:
+                    self._finished = True
+                self._cond.notify_all()
+
+    def _reconnect(self, gen: int) -> Optional[Reader]:
+        """Reopen with exponential backoff; None on stop, abandonment or give-up (``error`` set)."""
+        delay = self.backoff_s
+        while not self._stop.is_set() and gen == self._gen:
+            silent = time.monotonic() - self._last_frame
+            if self.give_up_s > 0 and silent > self.give_up_s:
+                self.error = f"{self.spec.uri}: no frame for {silent:.0f} s (give_up_s={self.give_up_s:g}); giving up"
+                LOG.error(self.error)
+                return None
+            self.reconnect_attempts += 1
+            try:
+                reader = self._opener(self.spec)
+            except (SourceError, OSError) as e:
+                LOG.warning("%s; retrying in %.1f s", e, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
+            with self._cond:
+                self.reconnects += 1
+            LOG.warning("%s: reconnected (%d so far)", self.spec.uri, self.reconnects)
+            return reader
+        return None
+
+
+def _release(reader: Optional[Reader]) -> None:
+    if reader is not None:
+        try:
+            reader.release()
+        except Exception as e:  # releasing a broken capture must not mask the real problem
+            LOG.debug("release failed: %s", e)

@@ -1,0 +1,207 @@
+"""``defectdet inspect --model M --source S [--out DIR] [--config configs/inspect.yaml] [key=value ...]``.
+
+The live inspection loop on the line. Settings come, later winning, from the built-in defaults
+(:data:`DEFAULTS`, documented field by field in ``configs/inspect.yaml``), the ``--config`` file,
+``key=value`` overrides (nested keys dotted: ``snapshots.quota_mb=100``) and the flags. Config ->
+keyword arguments happens here only; the library classes take plain arguments.
+
+Everything the run writes goes under ``--out`` (default ``runs/inspect/<UTC time>``):
+``events.jsonl``, ``snapshots/``, ``annotated.mp4`` when recording, and ``summary.json`` at the
+end (also printed). Exit status: 0, or 1 when the source failed for good (``give_up_s``), so a
+service manager restarts the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import CONFIGS_DIR, load_yaml, parse_overrides
+from ..errors import ConfigError
+
+LOG = logging.getLogger("defectdet.inspect")
+
+# Every key of configs/inspect.yaml, with its default (keep the two in step: a test compares them).
+DEFAULTS: dict[str, Any] = {
+    "model": None, "source": None, "out": None,
+    "backend": "auto", "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
+    "max_frames": 0, "duration": 0.0, "status_every": 5.0,
+    "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
+    "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
+    "events": {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True},
+    "snapshots": {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
+                  "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90},
+    "record": {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False},
+    "display": {"show": False},
+    "signals": {
+        "trigger": "edge",
+        "stdout": {"enabled": False},
+        "gpio": {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True},
+        "mqtt": {"enabled": False, "host": "127.0.0.1", "port": 1883, "topic": "defectdet/ng", "qos": 1,
+                 "client_id": None, "username": None, "password_env": None, "keepalive": 30, "tls": False, "retain": False},
+        "webhook": {"enabled": False, "url": None, "timeout_s": 2.0, "queue": 100},
+    },
+}
+
+
+def merge_config(base: Mapping[str, Any], layer: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
+    """``base`` updated by ``layer`` recursively; a key ``base`` lacks raises ConfigError naming ``where``."""
+    out = copy.deepcopy(dict(base))
+    for key, value in layer.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: key {key!r} under {prefix or 'the top level'!r} is not a name (quote it in YAML)")
+        if "." in key:  # dotted override: snapshots.quota_mb=100
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if key not in out:
+            raise ConfigError(f"{where}: unknown key {prefix + key!r}; expected one of {', '.join(prefix + k for k in out)}")
+        if isinstance(out[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {prefix + key!r} must be a mapping of {', '.join(out[key])}")
+            out[key] = merge_config(out[key], value, where, f"{prefix}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(config: str | None, overrides: list[str], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """DEFAULTS <- config file <- key=value overrides <- flags that were given."""
+    cfg = DEFAULTS
+    path = Path(config) if config else CONFIGS_DIR / "inspect.yaml"
+    if config or path.is_file():
+        cfg = merge_config(cfg, load_yaml(path, kind="inspect config"), str(path))
+    cfg = merge_config(cfg, parse_overrides(overrides), "command line")
+    return merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line")
+
+
+def model_id(path: Path) -> str:
+    """``model.onnx:1a2b3c4d5e6f`` — the file name and the start of its SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{path.name}:{h.hexdigest()[:12]}"
+
+
+def default_out() -> Path:
+    base = Path("runs") / "inspect" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def build_sinks(cfg: Mapping[str, Any], out: Path) -> list[Any]:
+    """The sinks the config enables, in emit order: snapshots (their names go into the event), events,
+    video, then the reject/alarm outputs. Nothing here touches the output folder yet."""
+    from .signals import GpioSignal, MqttSignal, StdoutSignal, WebhookSignal
+    from .sinks import EventLog, Snapshots, VideoRecorder
+
+    sinks: list[Any] = []
+    s = cfg["snapshots"]
+    if s["enabled"]:
+        sinks.append(Snapshots(out / s["folder"], s["quota_mb"], s["raw"], s["annotated"], s["raw_format"],
+                               s["annotated_format"], s["jpeg_quality"]))
+    e = cfg["events"]
+    if e["enabled"]:
+        sinks.append(EventLog(out / e["file"], int(float(e["max_mb"]) * 2**20), e["fsync"]))
+    r = cfg["record"]
+    if r["enabled"]:
+        sinks.append(VideoRecorder(out / r["file"], r["fps"], r["fourcc"], r["only_ng"]))
+    sig = cfg["signals"]
+    if sig["stdout"]["enabled"]:
+        sinks.append(StdoutSignal())
+    if sig["gpio"]["enabled"]:
+        g = sig["gpio"]
+        sinks.append(GpioSignal(g["pin"], g["pulse_ms"], g["mode"], g["active_high"]))
+    if sig["mqtt"]["enabled"]:
+        sinks.append(MqttSignal(**{k: v for k, v in sig["mqtt"].items() if k != "enabled"}))
+    if sig["webhook"]["enabled"]:
+        w = sig["webhook"]
+        sinks.append(WebhookSignal(w["url"], w["timeout_s"], w["queue"]))
+    return sinks
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip())
+    ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    ap.add_argument("--source", help="0, /dev/video0, csi://0?width=1920&height=1080&fps=30, rtsp://..., a video, a folder, synthetic://")
+    ap.add_argument("--out", help="output folder (default runs/inspect/<UTC time>)")
+    ap.add_argument("--config", help="inspect YAML (default configs/inspect.yaml when present)")
+    ap.add_argument("--max-frames", type=int, help="stop after this many frames")
+    ap.add_argument("--duration", type=float, help="stop after this many seconds")
+    ap.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
+    ap.add_argument("--thresholds", help="per-class thresholds YAML (defectdet val --target-escape)")
+    ap.add_argument("--show", action="store_true", default=None, help="open a window (only when a display exists)")
+    ap.add_argument("overrides", nargs="*", help="key=value settings, e.g. snapshots.quota_mb=100 signals.stdout.enabled=true")
+    return ap
+
+
+def _setup_logging() -> None:
+    if not LOG.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s inspect %(levelname)s %(message)s", "%H:%M:%S"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
+
+
+def cli(argv: list[str]) -> int:
+    """Entry point of ``defectdet inspect``."""
+    a = _parser().parse_intermixed_args(argv)  # key=value overrides may sit between the flags
+    flags = {"model": a.model, "source": a.source, "out": a.out, "max_frames": a.max_frames, "duration": a.duration,
+             "backend": a.backend, "thresholds": a.thresholds, "display": {"show": True} if a.show else None}
+    cfg = load_config(a.config, a.overrides, flags)
+    for key in ("model", "source"):
+        if cfg[key] in (None, ""):
+            raise ConfigError(f"--{key} is required (or set '{key}:' in the config)")
+    _setup_logging()
+    summary = run(cfg)
+    print(json.dumps(summary, indent=1, default=str))
+    return 1 if summary.get("source_error") else 0
+
+
+def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Build the detector, source, decider and sinks from a merged config and run the loop."""
+    from . import Detector
+    from .capture import FrameSource
+    from .decisions import Decider
+    from .loop import InspectionLoop, install_signal_handlers
+    from .sinks import Window, display_available
+
+    out = Path(cfg["out"]) if cfg["out"] else default_out()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # keep inspecting: decisions and reject signals matter more than the log
+        LOG.error("output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e)
+    c, d = cfg["capture"], cfg["decision"]
+    source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
+                         give_up_s=c["give_up_s"], stall_s=c["stall_s"])
+    extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
+    with Detector(cfg["model"], backend=cfg["backend"], conf=float(cfg["conf"]), iou=float(cfg["iou"]),
+                  thresholds=cfg["thresholds"], max_det=int(cfg["max_det"]), **extra) as det:
+        decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
+                          debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
+        sinks = build_sinks(cfg, out)
+        loop = InspectionLoop(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
+                              duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
+                              model_id=model_id(Path(cfg["model"])), out_dir=out)
+        if cfg["display"]["show"]:
+            if display_available():
+                loop.add_sink(Window(on_quit=lambda: loop.request_stop("window closed")))
+            else:
+                LOG.warning("display.show is set but there is no display (DISPLAY/WAYLAND_DISPLAY unset): running headless")
+        LOG.info("inspecting %s with %r -> %s", source.spec.uri, det, out)
+        restore = install_signal_handlers(loop)
+        try:
+            return loop.run()
+        finally:
+            restore()

@@ -1,0 +1,285 @@
+"""The inspection loop: capture -> (timeout: continue) -> infer -> decide -> sinks -> status.
+
+Everything runs inside try/finally, which releases the source, closes (flushes) the sinks and
+writes ``summary.json``; SIGINT/SIGTERM (:func:`install_signal_handlers`) only set a stop flag the
+loop checks between frames, so a run ends cleanly within a read timeout plus one inference
+(a second signal falls back to the default action). Sinks run behind :class:`~.sinks.Guard`:
+a failing disk is logged and counted, never fatal.
+
+>>> loop = InspectionLoop(detector, FrameSource("video.mp4"), Decider(detector.names), sinks=[EventLog("ev.jsonl")])
+>>> summary = loop.run()
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from ..config import atomic_write_text
+from .capture import FrameSource
+from .decisions import Decider
+from .sinks import FrameResult, Guard
+from .sources import Frame
+
+LOG = logging.getLogger("defectdet.inspect")
+
+
+class LatencyStats:
+    """Percentiles of a run in constant memory: a log-spaced histogram (1 % bins from 1 µs to 100 s)
+    for the whole run, the last ``window`` values for status lines."""
+
+    RATIO, LOW, BINS = 1.01, 1e-3, 2600  # bin i covers [LOW*RATIO**i, LOW*RATIO**(i+1)) ms
+
+    def __init__(self, window: int = 2048):
+        self.counts = np.zeros(self.BINS, np.int64)  # (BINS,)
+        self.recent: collections.deque[float] = collections.deque(maxlen=window)
+        self.n = 0
+
+    def add(self, ms: float) -> None:
+        i = int(math.log(max(ms, self.LOW) / self.LOW, self.RATIO))
+        self.counts[min(i, self.BINS - 1)] += 1
+        self.recent.append(ms)
+        self.n += 1
+
+    def percentile(self, q: float) -> Optional[float]:
+        """Whole-run percentile (within 1 %): the geometric centre of the bin holding it."""
+        if not self.n:
+            return None
+        i = int(np.searchsorted(np.cumsum(self.counts), math.ceil(q / 100 * self.n)))
+        return self.LOW * self.RATIO ** (i + 0.5)
+
+    def recent_percentile(self, q: float) -> Optional[float]:
+        return float(np.percentile(np.fromiter(self.recent, float), q)) if self.recent else None
+
+
+def _ms(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 2)
+
+
+class InspectionLoop:
+    """One inspection run over a :class:`FrameSource` (see the module docstring)."""
+
+    def __init__(
+        self,
+        detector: Callable[[np.ndarray], Any],
+        source: FrameSource,
+        decider: Decider,
+        sinks: Iterable[Any] = (),
+        *,
+        signal_on: str = "edge",
+        max_frames: int = 0,
+        duration: float = 0.0,
+        status_every: float = 5.0,
+        read_timeout: float = 0.2,
+        model_id: str = "",
+        out_dir: Optional[str | os.PathLike] = None,
+        log_every_s: float = 30.0,
+        max_detector_errors: int = 10,
+    ):
+        """Args:
+            detector: frame -> Detections (a :class:`~defectdet.runtime.Detector`).
+            source: an unstarted FrameSource; the loop starts and releases it.
+            decider: per-class thresholds, ROI, debounce.
+            sinks: event log, snapshots, video, window, reject/alarm outputs (run in this order).
+            signal_on: 'edge' (alarms fire on the first NG frame of a part) or 'frame' (every NG frame).
+            max_frames, duration: stop after this many frames / seconds (0: no limit).
+            status_every: seconds between status lines (0: none).
+            read_timeout: seconds the loop waits for a frame before checking stop flags again.
+            model_id: recorded in every event.
+            out_dir: where ``summary.json`` goes (None: not written).
+            log_every_s: a failing sink is logged at most this often.
+            max_detector_errors: a detector exception skips its frame (logged, counted); this many in a
+                row end the run with the exception.
+        """
+        if signal_on not in ("edge", "frame"):
+            raise ValueError(f"signal_on={signal_on!r}: expected 'edge' or 'frame'")
+        self.detector, self.source, self.decider = detector, source, decider
+        self.guards = [Guard(s, log_every_s) for s in sinks]
+        self.signal_on, self.max_frames, self.duration = signal_on, int(max_frames), float(duration)
+        self.status_every, self.read_timeout = float(status_every), float(read_timeout)
+        self.model_id, self.out_dir = model_id, Path(out_dir) if out_dir is not None else None
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.frames = self.ok = self.ng = self.triggers = self.detector_errors = self._errors_in_row = 0
+        self.max_detector_errors, self._error_logged_at = int(max_detector_errors), -float("inf")
+        self.latency, self.age = LatencyStats(), LatencyStats()
+        self._t0 = self._t_last = time.monotonic()
+        self._status_at, self._status_frames = self._t0, 0
+
+    def add_sink(self, sink: Any) -> None:
+        """Append a sink (guarded like the others), e.g. a window whose callback needs the loop."""
+        self.guards.append(Guard(sink, self.guards[0].log_every_s if self.guards else 30.0))
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to end after the current frame (thread- and signal-safe)."""
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.stop_event.set()
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run to a limit, the end of the source, or a stop; returns the summary (also in summary.json)."""
+        self._t0 = self._status_at = time.monotonic()
+        try:
+            self.source.start()
+            while not self.stop_event.is_set():
+                if self._limit_reached():
+                    break
+                frame = self.source.read(self.read_timeout)
+                if frame is None:
+                    if self.source.done:
+                        self.request_stop("source gave up" if self.source.error else "end of source")
+                    self._maybe_status()
+                    continue
+                self.process(frame)
+                self._maybe_status()
+        finally:
+            self.source.close(timeout=0.5)
+            for guard in self.guards:
+                guard.close()
+            summary = self.summary()
+            self._write_summary(summary)
+        LOG.info("%s", self.status_line(final=True))
+        return summary
+
+    def _limit_reached(self) -> bool:
+        if self.max_frames and self.frames >= self.max_frames:
+            self.request_stop("max_frames")
+        elif self.duration and time.monotonic() - self._t0 >= self.duration:
+            self.request_stop("duration")
+        return self.stop_event.is_set()
+
+    def _detect(self, frame: Frame) -> Any:
+        """The detector on one frame; an exception is logged and counted (None returned) unless
+        ``max_detector_errors`` frames in a row failed, which ends the run."""
+        try:
+            dets = self.detector(frame.image)
+        except Exception as e:
+            self.detector_errors += 1
+            self._errors_in_row += 1
+            if self._errors_in_row >= self.max_detector_errors:
+                raise
+            now = time.monotonic()
+            if now - self._error_logged_at >= 30.0:
+                self._error_logged_at = now
+                LOG.error("frame %d: detector failed (%s: %s); frame skipped (%d so far)",
+                          frame.index, e.__class__.__name__, e, self.detector_errors)
+            return None
+        self._errors_in_row = 0
+        return dets
+
+    def process(self, frame: Frame) -> Optional[FrameResult]:
+        """Infer, decide and emit one frame (None: the detector failed on it)."""
+        t0 = time.perf_counter()
+        dets = self._detect(frame)
+        if dets is None:
+            return None
+        decision = self.decider(dets, frame.image.shape)
+        t1 = time.perf_counter()
+        trigger = decision.ng and (decision.rising or self.signal_on == "frame")
+        roi = self.decider.roi_pixels(frame.image.shape) if self.decider.roi is not None else None
+        result = FrameResult(frame, dets, decision, (t1 - t0) * 1e3, self.source.spec.uri, self.model_id, trigger, roi)
+        for guard in self.guards:
+            guard.emit(result)
+        self.frames += 1
+        self.ng += decision.ng
+        self.ok += not decision.ng
+        self.triggers += trigger
+        self.latency.add(result.latency_ms)
+        self.age.add((t1 - frame.t_mono) * 1e3)
+        self._t_last = time.monotonic()
+        return result
+
+    # -- reporting ----------------------------------------------------------------------------
+    def _maybe_status(self) -> None:
+        now = time.monotonic()
+        if self.status_every > 0 and now - self._status_at >= self.status_every:
+            LOG.info("%s", self.status_line(now=now))
+            self._status_at, self._status_frames = now, self.frames
+
+    def status_line(self, now: Optional[float] = None, final: bool = False) -> str:
+        """``12.3 fps | latency p50 15.2 ms p99 30.1 ms | frames 1234 ok 1200 ng 34 | dropped 3 | reconnects 0``."""
+        now = time.monotonic() if now is None else now
+        if final:
+            fps, p50, p99 = self._fps(), self.latency.percentile(50), self.latency.percentile(99)
+        else:
+            fps = (self.frames - self._status_frames) / max(now - self._status_at, 1e-9)
+            p50, p99 = self.latency.recent_percentile(50), self.latency.recent_percentile(99)
+        lat = f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms" if p50 is not None else "latency -"
+        errors = sum(g.errors for g in self.guards)
+        return (
+            f"{'done: ' if final else ''}{fps:.1f} fps | {lat} | frames {self.frames} ok {self.ok} ng {self.ng} | "
+            f"dropped {self.source.dropped} | reconnects {self.source.reconnects}" + (f" | sink errors {errors}" if errors else "")
+        )
+
+    def _fps(self) -> float:
+        return self.frames / max(self._t_last - self._t0, 1e-9) if self.frames else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, rates and per-sink results of the run so far."""
+        sinks = {
+            g.name: {k: v for k, v in vars(g.sink).items() if k in ("written", "deleted", "sent", "pulses", "failed", "dropped")}
+            | {"errors": g.errors, "last_error": g.last_error or None}
+            for g in self.guards
+        }
+        return {
+            "frames": self.frames,
+            "ok": self.ok,
+            "ng": self.ng,
+            "triggers": self.triggers,
+            "detector_errors": self.detector_errors,
+            "events_written": sinks.get("events", {}).get("written"),
+            "dropped_frames": self.source.dropped,
+            "reconnects": self.source.reconnects,
+            "fps": round(self._fps(), 2),
+            "latency_ms": {"p50": _ms(self.latency.percentile(50)), "p99": _ms(self.latency.percentile(99))},
+            "frame_age_ms": {"p50": _ms(self.age.percentile(50)), "p99": _ms(self.age.percentile(99))},
+            "seconds": round(time.monotonic() - self._t0, 3),
+            "stop_reason": self.stop_reason or "error",
+            "source": self.source.spec.uri,
+            "source_error": self.source.error,
+            "model": self.model_id,
+            "sinks": sinks,
+        }
+
+    def _write_summary(self, summary: dict[str, Any]) -> None:
+        if self.out_dir is None:
+            return
+        try:
+            atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+        except OSError as e:
+            LOG.error("summary: cannot write %s (%s: %s); it is printed instead", self.out_dir / "summary.json", e.__class__.__name__, e)
+
+
+def install_signal_handlers(loop: InspectionLoop) -> Callable[[], None]:
+    """SIGINT/SIGTERM ask ``loop`` to stop (a second one acts as usual); returns a function restoring the old handlers.
+
+    Only possible from the main thread; elsewhere nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        LOG.warning("%s: finishing the current frame, then stopping", signal.Signals(signum).name)
+        loop.request_stop(signal.Signals(signum).name)
+        signal.signal(signum, old[signum] if old[signum] is not None else signal.SIG_DFL)
+
+    for s in old:
+        signal.signal(s, handler)
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+    return restore

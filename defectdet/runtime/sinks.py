@@ -1,0 +1,377 @@
+"""Where the loop's results go: JSONL events, NG snapshots, annotated video, an optional window.
+
+Every sink has ``name``, ``emit(result)`` and ``close()``; the loop wraps each in a :class:`Guard`,
+so a full or read-only disk is logged (one clear line, then a reminder every ``log_every_s``) and
+counted, and the loop goes on deciding and signalling. The reject/alarm outputs (GPIO, MQTT,
+webhook, stdout) are sinks too, in :mod:`defectdet.runtime.signals`.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import cv2
+import numpy as np
+
+from .decisions import Decision
+from .detections import Detections
+from .sources import Frame
+
+LOG = logging.getLogger("defectdet.inspect")
+OK_COLOUR, NG_COLOUR, ROI_COLOUR = (60, 200, 60), (40, 40, 235), (220, 160, 40)  # BGR
+
+
+def utc_iso(t: float) -> str:
+    """Epoch seconds -> ``2024-05-01T12:00:00.123Z``."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class FrameResult:
+    """One inspected frame, as the sinks see it."""
+
+    frame: Frame
+    detections: Detections  # everything the detector returned
+    decision: Decision
+    latency_ms: float  # detector + decision
+    source: str = ""
+    model_id: str = ""
+    trigger: bool = False  # reject/alarm outputs fire (rising edge, or every NG frame)
+    roi: Optional[np.ndarray] = None  # (K, 1, 2) ROI polygon in pixels, drawn on the overlay
+    snapshots: list[str] = field(default_factory=list)  # filled by Snapshots, recorded in the event
+    _annotated: Optional[np.ndarray] = None
+
+    def annotated(self) -> np.ndarray:
+        """The frame with boxes, the ROI and the verdict drawn (computed once, shared by the sinks)."""
+        if self._annotated is None:
+            self._annotated = annotate(self.frame.image, self.detections, self.decision, self.roi, self.frame.index)
+        return self._annotated
+
+    def event(self) -> dict[str, Any]:
+        """The JSON event record of this frame."""
+        rec = {
+            "ts": utc_iso(self.frame.timestamp),
+            "frame": self.frame.index,
+            "source": self.source,
+            "decision": self.decision.label,
+            "detections": self.decision.defects.to_list(),
+            "latency_ms": round(self.latency_ms, 2),
+            "model": self.model_id,
+        }
+        if self.snapshots:
+            rec["snapshots"] = list(self.snapshots)
+        if self.frame.info:
+            rec["info"] = self.frame.info
+        return rec
+
+
+def annotate(image: np.ndarray, dets: Detections, decision: Decision, roi: Optional[np.ndarray] = None,
+             frame_id: Optional[int] = None) -> np.ndarray:
+    """A copy of ``image`` with the ROI, every detection (defects red, others green) and an OK/NG banner."""
+    out = image.copy()  # (H, W, 3) BGR
+    if roi is not None:
+        cv2.polylines(out, [np.round(roi).astype(np.int32)], True, ROI_COLOUR, 1, cv2.LINE_AA)
+    defect_boxes = {tuple(b) for b in np.round(decision.defects.xyxy).astype(int).tolist()}
+    for box, conf, name in zip(np.round(dets.xyxy).astype(int).tolist(), dets.confidence, dets.class_name):
+        colour = NG_COLOUR if tuple(box) in defect_boxes else OK_COLOUR
+        cv2.rectangle(out, tuple(box[:2]), tuple(box[2:]), colour, 2)
+        cv2.putText(out, f"{name} {conf:.2f}", (box[0], max(box[1] - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    text = decision.label + (f"  #{frame_id}" if frame_id is not None else "")
+    cv2.rectangle(out, (0, 0), (16 + 14 * len(text), 30), NG_COLOUR if decision.ng else OK_COLOUR, -1)
+    cv2.putText(out, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.65, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+# --------------------------------------------------------------------------- error guard
+class Guard:
+    """Runs one sink; an exception is logged (clear line naming the sink, then every ``log_every_s``), counted, survived."""
+
+    def __init__(self, sink: Any, log_every_s: float = 30.0):
+        self.sink, self.name = sink, getattr(sink, "name", type(sink).__name__)
+        self.log_every_s = float(log_every_s)
+        self.errors, self.last_error = 0, ""
+        self._logged_at = -float("inf")
+
+    def _failed(self, action: str, e: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{self.name}: {action} failed: {e.__class__.__name__}: {e}"
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_every_s:
+            self._logged_at = now
+            LOG.error("%s (%d so far); the loop goes on deciding and signalling", self.last_error, self.errors)
+
+    def emit(self, result: FrameResult) -> None:
+        try:
+            self.sink.emit(result)
+        except Exception as e:
+            self._failed("emit", e)
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as e:
+            self._failed("close", e)
+
+
+# --------------------------------------------------------------------------- JSONL events
+class EventLog:
+    """One JSON line per NG frame: appended, flushed and fsync'd; rotated by size; never truncated.
+
+    ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
+    it past ``max_bytes``; old files are never deleted. A write that fails half-way (disk full) is
+    cut back to the end of the last whole line, so the file stays valid JSONL.
+    """
+
+    name = "events"
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = 50 * 2**20, fsync: bool = True):
+        self.path = Path(path)
+        self.max_bytes, self.fsync = int(max_bytes), bool(fsync)
+        self.written = 0
+        self._fd: Optional[int] = None
+        self._size = 0
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # append-only writes
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")  # a line torn by a power cut stays alone on its line
+                size += 1
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd, self._size = fd, size
+
+    def rotate(self) -> Path:
+        """Rename the current file to the next free ``<stem>.NNNNNN.jsonl`` (never overwriting)."""
+        self._close_fd()
+        n = 1 + max((_rotation_number(p) for p in rotated_files(self.path)), default=0)
+        target = self.path.with_name(f"{self.path.stem}.{n:06d}{self.path.suffix}")
+        os.rename(self.path, target)
+        _fsync_dir(self.path.parent)
+        return target
+
+    def emit(self, result: FrameResult) -> None:
+        if result.decision.ng:
+            self.write(result.event())
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record as a line; raises OSError (after cutting back any partial line) on failure."""
+        line = (json.dumps(record, separators=(",", ":"), default=_json_default) + "\n").encode()
+        if self._fd is None:
+            self._open()
+        if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
+            self.rotate()
+            self._open()
+        start = self._size
+        try:
+            n = os.write(self._fd, line)
+            if n != len(line):
+                raise OSError(28, f"short write ({n} of {len(line)} bytes)", str(self.path))
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)  # our own partial line only
+            except OSError:
+                pass
+            self._close_fd()
+            raise
+        self._size += len(line)
+        self.written += 1
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        if self._fd is not None and self.fsync:
+            os.fsync(self._fd)
+        self._close_fd()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _rotation_number(p: Path) -> int:
+    middle = p.suffixes[-2] if len(p.suffixes) >= 2 else ""
+    return int(middle[1:]) if middle[1:].isdigit() else 0
+
+
+def rotated_files(path: str | os.PathLike) -> list[Path]:
+    """The rotated siblings of an event log, oldest first."""
+    path = Path(path)
+    found = [p for p in path.parent.glob(f"{path.stem}.*{path.suffix}") if _rotation_number(p) > 0]
+    return sorted(found, key=_rotation_number)
+
+
+def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Every event of a log and its rotated files, oldest first (a malformed line raises ValueError)."""
+    path = Path(path)
+    for p in [*rotated_files(path), path]:
+        if not p.exists():
+            continue
+        with open(p, encoding="utf-8") as f:
+            for no, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{p}:{no}: malformed JSON line ({e.msg})") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- snapshots
+class Snapshots:
+    """NG frames as files (raw and/or annotated) under a disk quota: the oldest are deleted first.
+
+    Names start with the UTC time, so name order is age order, also across runs into the same folder.
+    """
+
+    name = "snapshots"
+
+    def __init__(self, folder: str | os.PathLike, quota_mb: float = 500.0, raw: bool = True, annotated: bool = True,
+                 raw_format: str = "png", annotated_format: str = "jpg", jpeg_quality: int = 90):
+        self.folder = Path(folder)
+        self.quota = int(float(quota_mb) * 2**20)
+        self.raw, self.annotated = bool(raw), bool(annotated)
+        self.formats = {"raw": "." + raw_format.lstrip("."), "annotated": "." + annotated_format.lstrip(".")}
+        self.params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+        self.written = self.deleted = 0
+        self._files: collections.deque[tuple[Path, int]] = collections.deque()
+        self.total = 0
+        if self.folder.is_dir():  # a previous run's snapshots count against the quota too
+            for p in sorted(q for q in self.folder.iterdir() if q.is_file() and not q.name.startswith(".")):
+                self._files.append((p, p.stat().st_size))
+                self.total += p.stat().st_size
+
+    def emit(self, result: FrameResult) -> None:
+        if not result.decision.ng:
+            return
+        stem = f"{utc_iso(result.frame.timestamp).replace(':', '').replace('-', '')}_f{result.frame.index:08d}"
+        kinds = [("annotated", result.annotated())] if self.annotated else []  # name order = write order = age
+        kinds += [("raw", result.frame.image)] if self.raw else []
+        for kind, img in kinds:
+            path = self.folder / f"{stem}_{kind}{self.formats[kind]}"
+            self._write(path, img)
+            result.snapshots.append(path.name)
+        self.enforce_quota(keep=len(kinds))
+
+    def _write(self, path: Path, img: np.ndarray) -> None:
+        ok, buf = cv2.imencode(path.suffix, img, self.params if path.suffix in (".jpg", ".jpeg") else [])
+        if not ok:
+            raise OSError(f"{path}: OpenCV cannot encode {path.suffix}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_bytes(buf.tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._files.append((path, buf.nbytes))
+        self.total += buf.nbytes
+        self.written += 1
+
+    def enforce_quota(self, keep: int = 0) -> None:
+        """Delete the oldest files until the folder is within quota (the newest ``keep`` files stay)."""
+        while self.total > self.quota and len(self._files) > keep:
+            path, size = self._files.popleft()
+            path.unlink(missing_ok=True)
+            self.total -= size
+            self.deleted += 1
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- video and window
+class VideoRecorder:
+    """Annotated frames into a video (written as ``.<name>.partial<ext>``, renamed on close)."""
+
+    name = "video"
+
+    def __init__(self, path: str | os.PathLike, fps: float = 15.0, fourcc: str = "mp4v", only_ng: bool = False):
+        self.path, self.fps, self.fourcc, self.only_ng = Path(path), float(fps), str(fourcc), bool(only_ng)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.written = 0
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._size: Optional[tuple[int, int]] = None
+
+    def emit(self, result: FrameResult) -> None:
+        if self.only_ng and not result.decision.ng:
+            return
+        img = result.annotated()
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._size = (img.shape[1], img.shape[0])
+            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc[:4]), self.fps, self._size)
+            if not self._writer.isOpened():
+                self._writer = None
+                raise OSError(f"{self.path}: OpenCV cannot write a {self.fourcc} video here")
+        if (img.shape[1], img.shape[0]) != self._size:
+            img = cv2.resize(img, self._size)  # the source came back at another resolution
+        self._writer.write(img)
+        self.written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            os.replace(self.tmp, self.path)
+
+
+def display_available() -> bool:
+    """A window can open: X11/Wayland on Linux (headless boards and services have neither); assumed elsewhere."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class Window:
+    """An on-screen view (only construct it when :func:`display_available`); q or Esc ends the run."""
+
+    name = "window"
+
+    def __init__(self, title: str = "defectdet inspect", on_quit: Optional[Callable[[], None]] = None):
+        if not display_available():
+            raise OSError("no display (DISPLAY/WAYLAND_DISPLAY unset): the window is off; inspection is headless")
+        self.title, self.on_quit = title, on_quit
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+
+    def emit(self, result: FrameResult) -> None:
+        cv2.imshow(self.title, result.annotated())
+        if (cv2.waitKey(1) & 0xFF) in (27, ord("q")) and self.on_quit:
+            self.on_quit()
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)

@@ -1,0 +1,367 @@
+"""Frame sources for the inspection loop: URI parsing, OpenCV capture, a capture thread per source.
+
+URIs (``parse_source``):
+
+* ``0`` / ``/dev/video0`` / ``usb://0?width=1280&height=720&fps=30&fourcc=MJPG`` — USB/V4L2 camera;
+* ``csi://0?width=1920&height=1080&fps=30&flip=0`` — Jetson CSI camera, a GStreamer
+  ``nvarguscamerasrc ... ! appsink`` pipeline (:func:`csi_pipeline`; needs OpenCV built with GStreamer);
+* ``rtsp://user:pw@host/stream#backend=gstreamer&latency=0&transport=tcp&codec=h264`` — our options
+  go in the fragment (never sent to the camera); GStreamer (:func:`rtsp_pipeline`) when this OpenCV
+  has it, else FFmpeg with low-delay flags; ``rtmp://`` / ``http(s)://`` streams go through FFmpeg;
+* ``gst://<pipeline ending in appsink>`` — any GStreamer pipeline, as given;
+* a video file, an image folder (every image, sorted by name) or one image;
+* ``synthetic://?width=640&height=480&seed=0&defect_rate=0.1&frames=0&fps=0&live=0`` — the
+  conveyor of :mod:`defectdet.data.synthetic` (imported only when used), for the demo and tests.
+
+``open_reader(spec)`` opens one connection; :class:`defectdet.runtime.capture.FrameSource` runs it
+in a capture thread (latest frame for live sources, reconnect with backoff).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Protocol
+from urllib.parse import parse_qsl, urlsplit
+
+import cv2
+import numpy as np
+
+from ..errors import DefectdetError
+
+LOG = logging.getLogger("defectdet.inspect")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
+
+
+class SourceError(DefectdetError):
+    """A source cannot be parsed or opened (the message names the URI and what was expected)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source URI: ``kind`` in usb, csi, stream, gst, video, folder, synthetic."""
+
+    uri: str
+    kind: str
+    target: Any  # camera index / device path / URL / pipeline / file / folder
+    options: dict = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """Cameras and streams (and synthetic with live=1) keep only the latest frame."""
+        return self.kind in ("usb", "csi", "stream", "gst") or bool(self.options.get("live"))
+
+
+@dataclass
+class Frame:
+    """One captured frame."""
+
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    index: int  # frame id: position in a file/folder/synthetic run, capture counter of a live source
+    timestamp: float  # capture time, seconds since the epoch (UTC)
+    t_mono: float  # capture time, time.perf_counter()
+    info: dict = field(default_factory=dict)  # folder: {'path'}; synthetic: ground truth
+
+
+class Reader(Protocol):
+    """What :class:`FrameSource` drives in its thread (one per connection)."""
+
+    fps: Optional[float]
+
+    def read(self) -> tuple[Optional[np.ndarray], dict]: ...  # (None, {}) on failure / end
+
+    def release(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- URIs
+def _typed(value: str) -> Any:
+    """Query values: ints, floats, else the text."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _options(query: str, uri: str, allowed: tuple[str, ...]) -> dict:
+    opts = {k: _typed(v) for k, v in parse_qsl(query, keep_blank_values=True)}
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise SourceError(f"source {uri!r}: unknown option(s) {unknown}; expected {', '.join(allowed)}")
+    return opts
+
+
+def parse_source(uri: str) -> SourceSpec:
+    """Parse a source URI (see the module docstring) into a :class:`SourceSpec`."""
+    text = str(uri).strip()
+    if not text:
+        raise SourceError("source '': expected a camera index, /dev/videoN, csi://, rtsp://, synthetic://, a file or a folder")
+    if text.isdigit():
+        return SourceSpec(text, "usb", int(text))
+    if text.startswith("gst://"):
+        return SourceSpec(text, "gst", text[len("gst://") :])
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "usb":
+        dev = parts.netloc or parts.path
+        opts = _options(parts.query, text, ("width", "height", "fps", "fourcc"))
+        return SourceSpec(text, "usb", int(dev) if dev.isdigit() else dev, opts)
+    if scheme == "csi":
+        sensor = parts.netloc or "0"
+        if not sensor.isdigit():
+            raise SourceError(f"source {text!r}: expected csi://<sensor id>, e.g. csi://0?width=1920&height=1080&fps=30")
+        opts = _options(parts.query, text, ("width", "height", "fps", "flip", "out_width", "out_height"))
+        return SourceSpec(text, "csi", int(sensor), opts)
+    if scheme in STREAM_SCHEMES:
+        url = text.split("#", 1)[0]
+        opts = _options(parts.fragment, text, ("backend", "latency", "transport", "codec", "decoder", "timeout_ms"))
+        backend = opts.get("backend", "auto")
+        if backend not in ("auto", "gstreamer", "ffmpeg"):
+            raise SourceError(f"source {text!r}: backend={backend!r}; expected auto, gstreamer or ffmpeg")
+        return SourceSpec(text, "stream", url, opts)
+    if scheme == "synthetic":
+        opts = _options(parts.query, text, ("width", "height", "seed", "defect_rate", "defect_scale", "frames", "fps", "live"))
+        return SourceSpec(text, "synthetic", None, {**SYNTHETIC_DEFAULTS, **opts})
+    if text.startswith("/dev/video"):
+        return SourceSpec(text, "usb", text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return SourceSpec(text, "folder", path)
+    if path.is_file():
+        return SourceSpec(text, "folder" if path.suffix.lower() in IMAGE_SUFFIXES else "video", path)
+    if scheme and len(scheme) > 1:
+        raise SourceError(f"source {text!r}: unknown scheme {scheme!r}; expected csi, usb, rtsp, gst, synthetic or a path")
+    raise SourceError(f"source {text!r}: no such file or folder; expected a camera index, /dev/videoN, a URI, a file or a folder")
+
+
+SYNTHETIC_DEFAULTS = {"width": 640, "height": 480, "seed": 0, "defect_rate": 0.1, "defect_scale": 1.0, "frames": 0, "fps": 0, "live": 0}
+
+
+# --------------------------------------------------------------------------- GStreamer pipelines
+APPSINK = "appsink drop=true max-buffers=1 sync=false"  # never queue: the newest frame only
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: int = 30, flip: int = 0,
+                 out_width: Optional[int] = None, out_height: Optional[int] = None) -> str:
+    """The Jetson CSI camera pipeline (Argus ISP in NVMM memory -> BGR in system memory -> appsink)."""
+    ow, oh = out_width or width, out_height or height
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, framerate=(fraction){fps}/1, format=(string)NV12 ! "
+        f"nvvidconv flip-method={flip} ! video/x-raw, width=(int){ow}, height=(int){oh}, format=(string)BGRx ! "
+        f"videoconvert ! video/x-raw, format=(string)BGR ! {APPSINK}"
+    )
+
+
+def is_jetson() -> bool:
+    """True on an NVIDIA Jetson (L4T)."""
+    return Path("/etc/nv_tegra_release").exists()
+
+
+def rtsp_pipeline(url: str, latency: int = 0, transport: str = "tcp", codec: str = "h264",
+                  decoder: Optional[str] = None) -> str:
+    """A low-latency RTSP pipeline: no jitter buffer, hardware decoder on a Jetson, newest frame only."""
+    if codec not in ("h264", "h265"):
+        raise SourceError(f"rtsp codec={codec!r}; expected h264 or h265")
+    if transport not in ("tcp", "udp"):
+        raise SourceError(f"rtsp transport={transport!r}; expected tcp or udp")
+    decoder = decoder or ("nvv4l2decoder" if is_jetson() else f"avdec_{codec}")
+    convert = "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert" if decoder.startswith("nv") else "videoconvert"
+    return (
+        f'rtspsrc location="{url}" latency={int(latency)} protocols={transport} drop-on-latency=true ! '
+        f"rtp{codec}depay ! {codec}parse ! {decoder} ! {convert} ! video/x-raw, format=(string)BGR ! {APPSINK}"
+    )
+
+
+def has_gstreamer() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines (pip's opencv-python cannot)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+# --------------------------------------------------------------------------- readers
+class CvReader:
+    """cv2.VideoCapture behind the :class:`Reader` interface."""
+
+    def __init__(self, cap: cv2.VideoCapture, what: str):
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(what)
+        self.cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+
+    def read(self) -> tuple[Optional[np.ndarray], dict]:
+        ok, img = self.cap.read()
+        return (img if ok and img is not None else None), {}
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+class FolderReader:
+    """Every image of a folder (or one image file), sorted by name; unreadable files are logged and skipped."""
+
+    fps = None
+
+    def __init__(self, path: Path):
+        self.paths = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise SourceError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        self.i = 0
+
+    def read(self) -> tuple[Optional[np.ndarray], dict]:
+        while self.i < len(self.paths):
+            p = self.paths[self.i]
+            self.i += 1
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is not None:
+                return img, {"path": str(p)}
+            LOG.warning("%s: unreadable image, skipped", p)
+        return None, {}
+
+    def release(self) -> None:
+        self.i = len(self.paths)
+
+
+class SyntheticReader:
+    """The synthetic conveyor (``defectdet.data.synthetic.conveyor_frame``), paced at ``fps`` when > 0.
+
+    Each part's image is drawn once and slid across the belt (conveyor_frame redraws it every frame:
+    ~45 ms at 480 px, more than the detector); frames are identical to ``conveyor_frame``'s.
+    """
+
+    FRAMES_PER_PART = 24
+
+    def __init__(self, width=640, height=480, seed=0, defect_rate=0.1, defect_scale=1.0, frames=0, fps=0, live=0):
+        # cv2 + numpy + yaml only; imported lazily, so the runtime needs it only for this source
+        from ..data import synthetic
+
+        self._make_image = synthetic.make_image
+        self.w, self.h, self.seed = int(width), int(height), int(seed)
+        self.rate, self.scale, self.frames = float(defect_rate), float(defect_scale), int(frames)
+        self.fps = float(fps) or None
+        self.i, self._part = 0, (None, None, None)
+        self._next_t = time.perf_counter()
+
+    def _part_image(self, k: int) -> tuple[np.ndarray, list, bool]:
+        if self._part[0] != k:
+            defective = bool(np.random.default_rng([self.seed, 7, k]).random() < self.rate)
+            img, boxes = self._make_image(self.seed + 1, k, self.h, defective, self.scale)
+            self._part = (k, (img, boxes), defective)
+        return (*self._part[1], self._part[2])
+
+    def frame(self, f: int) -> tuple[np.ndarray, dict]:
+        """Frame ``f`` of the conveyor and its ground truth (as ``conveyor_frame(seed, f, width, height)``)."""
+        size, (k, t) = self.h, divmod(f, self.FRAMES_PER_PART)
+        img, boxes, defective = self._part_image(k)
+        belt = np.full((self.h, self.w, 3), 38, np.uint8)  # (H, W, 3)
+        belt[:, ::40] = 55
+        x0 = int(round(-size + (self.w + size) * (t + 0.5) / self.FRAMES_PER_PART))
+        xa, xb = max(x0, 0), min(x0 + size, self.w)
+        if xb > xa:
+            belt[:, xa:xb] = img[:, xa - x0 : xb - x0]
+        in_view = x0 >= 0 and x0 + size <= self.w
+        return belt, {"part": k, "defective": defective, "in_view": in_view}
+
+    def read(self) -> tuple[Optional[np.ndarray], dict]:
+        if self.frames and self.i >= self.frames:
+            return None, {}
+        if self.fps:
+            self._next_t += 1.0 / self.fps
+            time.sleep(max(0.0, self._next_t - time.perf_counter()))
+        img, info = self.frame(self.i)
+        self.i += 1
+        return img, info
+
+    def release(self) -> None:
+        self.frames, self.i = 1, 1
+
+
+def _open_usb(spec: SourceSpec) -> CvReader:
+    api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
+    cap = cv2.VideoCapture(spec.target, api)
+    o = spec.options
+    if "fourcc" in o:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*str(o["fourcc"])[:4].ljust(4)))
+    for key, prop in (("width", cv2.CAP_PROP_FRAME_WIDTH), ("height", cv2.CAP_PROP_FRAME_HEIGHT), ("fps", cv2.CAP_PROP_FPS)):
+        if key in o:
+            cap.set(prop, float(o[key]))
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2: one buffer, so a read returns a fresh frame
+    return CvReader(cap, f"{spec.uri}: cannot open the camera (is it connected, and not used by another process?)")
+
+
+def _need_gstreamer(spec: SourceSpec) -> None:
+    if not has_gstreamer():
+        raise SourceError(
+            f"{spec.uri}: this OpenCV ({cv2.__version__}) has no GStreamer support (pip's opencv-python); "
+            "on the Jetson use JetPack's OpenCV (deploy/jetson/setup.sh)"
+        )
+
+
+def _open_stream(spec: SourceSpec) -> CvReader:
+    o = spec.options
+    backend = o.get("backend", "auto")
+    scheme = urlsplit(spec.target).scheme.lower()
+    if backend == "gstreamer" or (backend == "auto" and scheme in ("rtsp", "rtsps") and has_gstreamer()):
+        _need_gstreamer(spec)
+        pipe = rtsp_pipeline(spec.target, o.get("latency", 0), o.get("transport", "tcp"), o.get("codec", "h264"), o.get("decoder"))
+        return CvReader(cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}")
+    timeout = int(o.get("timeout_ms", 5000))
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout]
+    with _ffmpeg_options(f"rtsp_transport;{o.get('transport', 'tcp')}|fflags;nobuffer|flags;low_delay"):
+        cap = cv2.VideoCapture(spec.target, cv2.CAP_FFMPEG, params)
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return CvReader(cap, f"{spec.uri}: FFmpeg cannot open the stream within {timeout} ms")
+
+
+@contextlib.contextmanager
+def _ffmpeg_options(options: str):
+    """FFmpeg capture options (no input buffering, low-delay decoding) for one open only: OpenCV reads
+    them from the environment at open time, and left there they would make later video files lose
+    their last frame. A user's own OPENCV_FFMPEG_CAPTURE_OPTIONS wins."""
+    key = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+    if key in os.environ:
+        yield
+        return
+    with _ENV_LOCK:
+        os.environ[key] = options
+        try:
+            yield
+        finally:
+            os.environ.pop(key, None)
+
+
+_ENV_LOCK = threading.Lock()
+
+
+def open_reader(spec: SourceSpec) -> Reader:
+    """Open one connection to ``spec``; raises :class:`SourceError` when it cannot."""
+    if spec.kind == "usb":
+        return _open_usb(spec)
+    if spec.kind == "csi":
+        _need_gstreamer(spec)
+        pipe = csi_pipeline(spec.target, **{k: int(v) for k, v in spec.options.items()})
+        return CvReader(cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}")
+    if spec.kind == "gst":
+        _need_gstreamer(spec)
+        return CvReader(cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open this pipeline")
+    if spec.kind == "stream":
+        return _open_stream(spec)
+    if spec.kind == "video":
+        return CvReader(cv2.VideoCapture(str(spec.target)), f"{spec.target}: OpenCV cannot decode this video file")
+    if spec.kind == "folder":
+        return FolderReader(Path(spec.target))
+    if spec.kind == "synthetic":
+        return SyntheticReader(**spec.options)
+    raise SourceError(f"{spec.uri}: unknown source kind {spec.kind!r}")

@@ -1,0 +1,248 @@
+"""The inspection loop's bookkeeping and fault behaviour, with a fake detector and scripted sources:
+k failures -> k reconnects and events == NG frames; a read-only or full output folder -> clear error,
+the loop keeps deciding and signalling; limits, stop requests, status lines, latency percentiles."""
+
+import errno
+import json
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from defectdet.runtime import sinks as sinks_module
+from defectdet.runtime.capture import FrameSource
+from defectdet.runtime.decisions import Decider
+from defectdet.runtime.detections import Detections
+from defectdet.runtime.loop import InspectionLoop, LatencyStats
+from defectdet.runtime.sinks import EventLog, Snapshots, read_events
+from defectdet.runtime.sources import parse_source
+
+NAMES = {0: "scratch", 1: "spot"}
+
+
+def is_defective(i: int) -> bool:
+    """The scripted line: parts 3..5, 11, 17..18 of every 20 frames are defective."""
+    return i % 20 in (3, 4, 5, 11, 17, 18)
+
+
+def marked(i: int) -> np.ndarray:
+    img = np.zeros((40, 60, 3), np.uint8)  # (H, W, 3)
+    img[0, 0] = 255 if is_defective(i) else 0
+    img[1, 0, 0], img[1, 1, 0] = i % 256, i // 256  # the frame's number, for the checks
+    return img
+
+
+def frame_number(img: np.ndarray) -> int:
+    return int(img[1, 0, 0]) + 256 * int(img[1, 1, 0])
+
+
+class FakeDetector:
+    """A 'defect' wherever pixel (0, 0) is bright; counts calls; optional per-call delay."""
+
+    def __init__(self, delay: float = 0.0):
+        self.calls, self.delay = 0, delay
+
+    def __call__(self, img):
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        if img[0, 0, 0] > 128:
+            return Detections.from_arrays(np.array([[10, 10, 30, 30]], np.float32), [0.9], [0], NAMES)
+        return Detections.empty()
+
+
+class ScriptedReader:
+    """Numbered frames from a shared counter; ``fail_after`` reads, the connection breaks."""
+
+    fps = None
+
+    def __init__(self, counter, fail_after=None, limit=None, period=0.0):
+        self.counter, self.fail_after, self.limit, self.period, self.reads = counter, fail_after, limit, period, 0
+
+    def read(self):
+        self.reads += 1
+        if self.period:
+            time.sleep(self.period)
+        if (self.fail_after is not None and self.reads > self.fail_after) or (self.limit and self.counter[0] >= self.limit):
+            return None, {}
+        img = marked(self.counter[0])
+        self.counter[0] += 1
+        return img, {}
+
+    def release(self):
+        pass
+
+
+class Recorder:
+    """A sink remembering what it saw (frame numbers of NG frames and of triggers)."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.ng, self.triggers = [], []
+
+    def emit(self, result):
+        if result.decision.ng:
+            self.ng.append(frame_number(result.frame.image))
+        if result.trigger:
+            self.triggers.append(frame_number(result.frame.image))
+
+    def close(self):
+        pass
+
+
+def file_source(n):
+    counter = [0]
+    return FrameSource(parse_source("synthetic://"), opener=lambda spec: ScriptedReader(counter, limit=n))
+
+
+def test_every_frame_decided_and_every_ng_frame_logged_once(tmp_path):
+    rec, n = Recorder(), 60
+    loop = InspectionLoop(FakeDetector(), file_source(n), Decider(NAMES),
+                          [Snapshots(tmp_path / "snaps"), EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
+    summary = loop.run()
+    expected_ng = [i for i in range(n) if is_defective(i)]
+    assert summary["frames"] == n and summary["ng"] == len(expected_ng) and summary["ok"] == n - len(expected_ng)
+    assert rec.ng == expected_ng
+    assert [e["frame"] for e in read_events(tmp_path / "events.jsonl")] == expected_ng
+    assert summary["events_written"] == len(expected_ng)
+    assert len(list((tmp_path / "snaps").iterdir())) == 2 * len(expected_ng)
+    assert rec.triggers == [i for i in expected_ng if not is_defective(i - 1)]  # first NG frame of each part
+    assert summary["triggers"] == len(rec.triggers) == 9
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["stop_reason"] == "end of source" and summary["dropped_frames"] == 0
+
+
+def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(tmp_path):
+    counter, k, conns = [0], 4, []
+
+    def opener(spec):
+        conns.append(ScriptedReader(counter, fail_after=13 if len(conns) < k else None, period=0.001))
+        return conns[-1]
+
+    src = FrameSource(parse_source("0"), opener=opener, backoff_s=0.01, stall_s=0)  # a live camera
+    rec = Recorder()
+    loop = InspectionLoop(FakeDetector(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec],
+                          max_frames=120, out_dir=tmp_path)
+    summary = loop.run()
+    events = [e["frame"] for e in read_events(tmp_path / "events.jsonl")]
+    assert summary["reconnects"] == k and len(conns) == k + 1
+    assert summary["frames"] == 120
+    assert summary["events_written"] == summary["ng"] == len(events) == len(rec.ng)
+    assert len(set(rec.ng)) == len(rec.ng)  # nothing duplicated
+    assert all(is_defective(i) for i in rec.ng)  # NG exactly where the line had defects ...
+    assert summary["frames"] + summary["dropped_frames"] <= counter[0]  # ... and frames never seen are counted as dropped
+
+
+def _unwritable(tmp_path):
+    """A folder that cannot be created (its parent is a file): what a read-only mount looks like to the loop,
+    and unlike chmod it also holds for root."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    return blocker / "out"
+
+
+def test_read_only_output_keeps_deciding_and_signalling(tmp_path, caplog):
+    out, rec, n = _unwritable(tmp_path), Recorder(), 40
+    sinks = [Snapshots(out / "snaps"), EventLog(out / "events.jsonl"), rec]
+    loop = InspectionLoop(FakeDetector(), file_source(n), Decider(NAMES), sinks, out_dir=out)
+    with caplog.at_level(logging.ERROR, "defectdet.inspect"):
+        summary = loop.run()
+    assert summary["frames"] == n and rec.ng == [i for i in range(n) if is_defective(i)]
+    assert len(rec.triggers) == summary["triggers"] == 6  # the reject output still fired for every part
+    assert summary["events_written"] == 0
+    assert summary["sinks"]["events"]["errors"] == summary["ng"]
+    text = caplog.text
+    assert "events: emit failed: NotADirectoryError" in text and str(out) in text
+    assert "snapshots: emit failed" in text and "summary: cannot write" in text
+    assert text.count("events: emit failed") == 1  # logged once, not once per frame
+
+
+def test_disk_full_mid_run_recovers_when_space_returns(tmp_path, monkeypatch, caplog):
+    real_write, state = sinks_module.os.write, {"full": False}
+
+    def write(fd, data):
+        if state["full"] and data.startswith(b"{"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    class FillDisk:
+        name = "filler"
+
+        def emit(self, result):  # the disk fills up at frame 20 and is cleaned at frame 40
+            state["full"] = 20 <= frame_number(result.frame.image) < 40
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sinks_module.os, "write", write)
+    rec, log = Recorder(), EventLog(tmp_path / "events.jsonl")
+    loop = InspectionLoop(FakeDetector(), file_source(60), Decider(NAMES), [FillDisk(), log, rec])
+    with caplog.at_level(logging.ERROR, "defectdet.inspect"):
+        summary = loop.run()
+    logged = [e["frame"] for e in read_events(tmp_path / "events.jsonl")]
+    lost = [i for i in rec.ng if 20 <= i < 40]
+    assert logged == [i for i in rec.ng if not 20 <= i < 40] and lost
+    assert summary["sinks"]["events"]["errors"] == len(lost) and summary["events_written"] == len(logged)
+    assert "No space left on device" in caplog.text and summary["frames"] == 60
+
+
+def test_limits_and_status_lines(caplog):
+    counter = [0]
+    src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.002), stall_s=0)
+    loop = InspectionLoop(FakeDetector(delay=0.005), src, Decider(NAMES), max_frames=0, duration=0.6, status_every=0.2)
+    with caplog.at_level(logging.INFO, "defectdet.inspect"):
+        summary = loop.run()
+    assert summary["stop_reason"] == "duration" and 0.6 <= summary["seconds"] < 1.5
+    status = [r.getMessage() for r in caplog.records if "fps |" in r.getMessage()]
+    assert len(status) >= 2
+    assert all("latency p50" in s and "dropped" in s and "reconnects 0" in s and " ok " in s and " ng " in s for s in status)
+    assert status[-1].startswith("done: ")
+    loop2 = InspectionLoop(FakeDetector(), file_source(1000), Decider(NAMES), max_frames=25)
+    assert loop2.run()["frames"] == 25
+
+
+def test_stop_request_ends_the_run_promptly():
+    counter = [0]
+    src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.005), stall_s=0)
+    loop = InspectionLoop(FakeDetector(), src, Decider(NAMES))
+    threading.Timer(0.3, loop.request_stop, args=("SIGTERM",)).start()
+    t = time.monotonic()
+    summary = loop.run()
+    assert time.monotonic() - t < 0.3 + 1.0 and summary["stop_reason"] == "SIGTERM" and summary["frames"] > 0
+
+
+def test_latency_percentiles_within_one_percent():
+    rng = np.random.default_rng(0)
+    values = rng.lognormal(3.0, 0.6, 5000)  # ms
+    stats = LatencyStats(window=100)
+    for v in values:
+        stats.add(float(v))
+    for q in (50, 90, 99):
+        assert stats.percentile(q) == pytest.approx(np.percentile(values, q, method="inverted_cdf"), rel=0.011)
+    assert stats.recent_percentile(50) == pytest.approx(np.percentile(values[-100:], 50))
+    assert LatencyStats().percentile(50) is None
+
+
+def test_a_failing_frame_is_skipped_but_a_failing_detector_ends_the_run(tmp_path, caplog):
+    class Flaky(FakeDetector):
+        def __init__(self, bad):
+            super().__init__()
+            self.bad = bad
+
+        def __call__(self, img):
+            if self.bad(frame_number(img)):
+                raise ValueError("Detections.confidence: expected values in [0, 1]")
+            return super().__call__(img)
+
+    loop = InspectionLoop(Flaky(lambda i: i in (5, 6, 30)), file_source(40), Decider(NAMES), max_detector_errors=3)
+    with caplog.at_level(logging.ERROR, "defectdet.inspect"):
+        summary = loop.run()
+    assert summary["frames"] == 37 and summary["detector_errors"] == 3 and "frame 5: detector failed" in caplog.text
+    loop = InspectionLoop(Flaky(lambda i: i >= 10), file_source(40), Decider(NAMES), max_detector_errors=3, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="expected values"):
+        loop.run()
+    summary = json.loads((tmp_path / "summary.json").read_text())  # still written by the finally
+    assert summary["frames"] == 10 and summary["detector_errors"] == 3 and summary["stop_reason"] == "error"
