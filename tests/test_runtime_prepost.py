@@ -251,3 +251,13 @@ def test_postprocess_drops_inverted_boxes_of_nms_free_heads():
     pred = np.array([[10, 10, 20, 20, 0.9, 0], [30, 30, 25, 40, 0.8, 1], [5, 5, 6, 6, 0.1, 1]], np.float32)  # (N, 6)
     det = postprocess(pred, p, threshold_vector(2, 0.25), {0: "a", 1: "b"}, end2end=True)
     assert det.class_name.tolist() == ["a"]  # row 2 has x2 < x1, row 3 is below conf
+
+
+def test_postprocess_clips_float32_sigmoid_overshoot():
+    """A float32 sigmoid can give 1.0000001; Detections only accepts probabilities in [0, 1]."""
+    over = np.nextafter(np.float32(1.0), np.float32(2.0))
+    pred = _head([[50, 50, 20, 10]], [[float(over), 0.0]]).astype(np.float32)
+    assert pred.max() > 1.0
+    params = letterbox_params((100, 100), (100, 100))
+    dets = postprocess(pred, params, threshold_vector(2, 0.25), {0: "a", 1: "b"})
+    assert len(dets) == 1 and dets.confidence[0] == 1.0

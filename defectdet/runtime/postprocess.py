@@ -127,7 +127,8 @@ def postprocess(
     ok = (xyxy[:, 2] >= xyxy[:, 0]) & (xyxy[:, 3] >= xyxy[:, 1])  # an inverted box (NMS-free heads can emit them) is no detection
     if not ok.all():
         xyxy, keep = xyxy[ok], keep[ok]
-    return Detections.from_arrays(xyxy, conf[keep], cls[keep], names)
+    # a float32 sigmoid can round to 1.0000001; scores are probabilities
+    return Detections.from_arrays(xyxy, np.clip(conf[keep], 0.0, 1.0), cls[keep], names)
 
 
 def threshold_vector(nc: int, conf: float, per_class: Mapping[int, float] | None = None) -> np.ndarray:
