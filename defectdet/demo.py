@@ -87,12 +87,14 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
                      lambda: _export(best, imgsz, thresholds))
     deployed, gate = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
                                lambda: _quantize_and_gate(onnx, data, thresholds))
+    line = steps.run(f"6. inspect the conveyor video with {deployed.name} (ONNX Runtime)",
+                     lambda: _inspect(deployed, data.parent / "parts.mp4", thresholds, out / "inspect"))
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "model": str(best), "thresholds": str(thresholds),
         "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
         "overkill_rate": report.overkill_rate, "escapes": report.escapes, "overkills": report.overkills,
         "n_defective": report.n_defective, "n_clean": report.n_clean,
-        "onnx": str(onnx), "deployed": str(deployed), "gate": gate,
+        "onnx": str(onnx), "deployed": str(deployed), "gate": gate, "inspect": line,
     }
     dump_yaml(out / "summary.yaml", summary)
     print("\n=== summary " + "=" * 60)
@@ -100,6 +102,10 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     print(f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts passed)")
     print(f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts rejected)")
     print(f"  INT8 gate: {gate}; deployed model {deployed}")
+    print(f"  conveyor: {line['frames']} frames at {line['fps']:.1f} frames/s, {line['events_written']} NG events; "
+          f"parts: {line['caught']} of {line['defective_parts']} defective rejected, "
+          f"{line['false_rejects']} of {line['good_parts']} good rejected, judged on frames with the part in "
+          f"position ({line['ng_while_moving_in_or_out']} NG frames while a part moved in or out)  ({out / 'inspect'})")
     print(f"  checkpoint {best}\n  thresholds {thresholds}\n  plots {out / 'val'}/*.png")
     per_step = ", ".join(f"{name.split(':')[0]} {sec:.0f}s" for name, sec in steps.times.items())
     print(f"  total {steps.total:.0f} s  ({per_step})")
@@ -132,6 +138,32 @@ def _quantize_and_gate(onnx: Path, data: Path, thresholds: Path) -> tuple[Path, 
         return onnx, "refused"
     print(result.table())
     return q.onnx, result.decision
+
+
+def _inspect(model: Path, video: Path, thresholds: Path, out: Path) -> dict[str, Any]:
+    """Run the live-inspection loop on the conveyor video, then score it per part against the
+    video's ground truth (a part is rejected when any of its frames is NG)."""
+    import json
+
+    from .runtime.inspect_cli import load_config, run
+
+    cfg = load_config(None, [], {"model": str(model), "source": str(video), "out": str(out),
+                                 "thresholds": str(thresholds)})
+    summary = run(cfg)
+    truth = json.loads(video.with_suffix(".json").read_text())
+    per_part, in_view = truth["frames_per_part"], set(truth["in_position_frames"])
+    ng_frames = set()
+    events = out / "events.jsonl"
+    if events.is_file():
+        ng_frames = {int(json.loads(x)["frame"]) for x in events.read_text().splitlines() if x.strip()}
+    # a triggered line camera sees the part in position: score parts on the frames where it is wholly in view
+    ng_parts = {f // per_part for f in ng_frames & in_view}
+    defective = {p["part"] for p in truth["parts"] if p["defective"]}
+    good = {p["part"] for p in truth["parts"]} - defective
+    keys = ("frames", "fps", "events_written", "latency_ms", "ng", "ok")
+    return {**{k: summary.get(k) for k in keys}, "defective_parts": len(defective), "good_parts": len(good),
+            "caught": len(defective & ng_parts), "false_rejects": len(good & ng_parts),
+            "ng_while_moving_in_or_out": len(ng_frames - in_view)}
 
 
 def cli(argv: list[str]) -> int:

@@ -176,7 +176,7 @@ def test_synthetic_frames_equal_the_generators_conveyor():
         ours, info = reader.frame(f)
         theirs, truth = conveyor_frame(3, f, 320, 160, defect_rate=0.5)
         assert np.array_equal(ours, theirs), f
-        assert info == {k: truth[k] for k in ("part", "defective", "in_view")}
+        assert info == {k: truth[k] for k in ("part", "defective", "in_view", "in_position")}
 
 
 def test_synthetic_frames_limit_and_pacing():

@@ -74,11 +74,13 @@ def test_cli_writes_dataset_and_conveyor_video(tmp_path, capsys):
         ok, frame = cap.read()
         if not ok:
             break
-        assert frame.shape == (480, 640, 3)
+        assert frame.shape == (480, 480, 3)  # square camera framed on the inspection station
         frames += 1
     cap.release()
     assert frames == truth["frames"] == 30
-    assert all(0 <= f < 30 for f in truth["ng_frames"])
+    assert set(truth["ng_frames"]) <= set(truth["in_position_frames"])
+    # 24 frames a part: 8 sliding in, 8 at rest under the camera, 8 sliding out; part 1 is still sliding in at 29
+    assert truth["in_position_frames"] == list(range(8, 16))
 
 
 def test_conveyor_ground_truth_matches_frames():
@@ -87,6 +89,7 @@ def test_conveyor_ground_truth_matches_frames():
         frame, info = conveyor_frame(0, f, defect_rate=0.5)
         again, _ = conveyor_frame(0, f, defect_rate=0.5)
         assert np.array_equal(frame, again)
+        assert info["in_position"] == (8 <= f % 24 < 16) and (info["in_view"] or not info["in_position"])
         if info["defective"] and info["in_view"]:
             seen_defective = True
             for _, x0, y0, x1, y1 in info["boxes"]:
@@ -98,3 +101,11 @@ def test_conveyor_ground_truth_matches_frames():
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_dataset(tmp_path, **{"images": 10, **kwargs})
+
+
+def test_conveyor_part_drawn_at_training_size_is_scaled_up():
+    frame, info = conveyor_frame(0, 10, width=480, height=480, part_imgsz=160, defect_rate=1.0)
+    part, _ = make_image(1, 0, 160, True)
+    assert info["in_position"] and frame.shape == (480, 480, 3)
+    small = cv2.resize(frame, (160, 160), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - part.astype(int)).mean() < 6  # the camera sees the part at its own scale

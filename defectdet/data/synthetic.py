@@ -234,49 +234,65 @@ def make_dataset(
     )
     if video_frames > 0:
         make_video(out / "parts.mp4", frames=video_frames, seed=seed, defect_rate=max(defect_rate, 0.1),
-                   defect_scale=defect_scale)
+                   defect_scale=defect_scale, part_imgsz=imgsz)
     return data_yaml
 
 
 # --------------------------------------------------------------------------- conveyor video
 def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, part: int = 0,
                    frames_per_part: int = 24, defect_rate: float = 0.1, defect_scale: float = 1.0,
-                   ) -> tuple[np.ndarray, dict]:
-    """Frame ``frame`` of an endless conveyor: one part at a time slides left to right over a dark belt.
+                   part_imgsz: int = 0, dwell: float = 1 / 3) -> tuple[np.ndarray, dict]:
+    """Frame ``frame`` of an indexing conveyor: each part slides in over a dark belt, rests under the
+    camera for ``dwell`` of its frames (centred), then slides out.
 
-    Returns the BGR frame and {part, defective, boxes (pixel xyxy + cls), in_view} for ground truth.
-    Deterministic in (seed, frame); ``part`` is the part's size in pixels (default: the frame height).
+    Returns the BGR frame and {part, defective, in_view (wholly visible), in_position (at rest under
+    the camera), boxes (pixel xyxy + cls)}. Deterministic in (seed, frame). ``part`` is the part's
+    size in pixels (default: the frame height); ``part_imgsz`` draws the part at that size and
+    scales it up, so a model trained at ``part_imgsz`` sees it at its own scale after letterboxing.
     """
     size = part or height
     k, t = divmod(frame, frames_per_part)  # part index, position within its pass
     defective = bool(np.random.default_rng([seed, 7, k]).random() < defect_rate)
-    img, boxes = _part_image(seed + 1, k, size, defective, defect_scale)
+    img, boxes = _part_image(seed + 1, k, size, defective, defect_scale, part_imgsz or size)
     belt = np.full((height, width, 3), 38, np.uint8)
     belt[:, :: 40] = 55  # belt seams give motion cues
-    x0 = int(round(-size + (width + size) * (t + 0.5) / frames_per_part))
+    n_move = max(1, int(round(frames_per_part * (1 - dwell) / 2)))  # frames to slide in (and out)
+    centre = (width - size) // 2
+    if t < n_move:  # sliding in from the left edge
+        x0 = int(round(-size + (centre + size) * (t + 1) / (n_move + 1)))
+    elif t >= frames_per_part - n_move:  # sliding out to the right
+        x0 = int(round(centre + (width - centre) * (t - (frames_per_part - n_move) + 1) / (n_move + 1)))
+    else:
+        x0 = centre
     y0 = (height - size) // 2
     xa, xb = max(x0, 0), min(x0 + size, width)
     if xb > xa:
         belt[y0 : y0 + size, xa:xb] = img[:, xa - x0 : xb - x0]
-    in_view = x0 >= 0 and x0 + size <= width
     px = [
         (c, x0 + (x - w / 2) * size, y0 + (y - h / 2) * size, x0 + (x + w / 2) * size, y0 + (y + h / 2) * size)
         for c, x, y, w, h in boxes
     ]
-    return belt, {"part": k, "defective": defective, "in_view": in_view, "boxes": px}
+    return belt, {"part": k, "defective": defective, "in_view": x0 >= 0 and x0 + size <= width,
+                  "in_position": x0 == centre, "boxes": px}
 
 
 @functools.lru_cache(maxsize=4)
-def _part_image(seed: int, index: int, size: int, defective: bool, defect_scale: float):
-    """make_image, cached: a part stays in view for many consecutive frames."""
-    img, boxes = make_image(seed, index, size, defective, defect_scale)
+def _part_image(seed: int, index: int, size: int, defective: bool, defect_scale: float, drawn: int):
+    """make_image at ``drawn`` px scaled to ``size``, cached: a part stays in view for many frames."""
+    img, boxes = make_image(seed, index, drawn, defective, defect_scale)
+    if drawn != size:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
     img.flags.writeable = False
     return img, boxes
 
 
 def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1, defect_scale: float = 1.0,
-               fps: float = 15.0, width: int = 640, height: int = 480) -> Path:
-    """Write a conveyor video (MP4, mp4v) and ``<stem>.json`` ground truth next to it."""
+               fps: float = 15.0, width: int = 480, height: int = 480, frames_per_part: int = 24,
+               part_imgsz: int = 0) -> Path:
+    """Write a conveyor video (MP4, mp4v) and ``<stem>.json`` ground truth next to it.
+
+    The default camera is square and framed on the inspection station, so a part at rest fills the
+    frame as the training images do."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -285,8 +301,8 @@ def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1,
     truth = []
     try:
         for f in range(frames):
-            frame, info = conveyor_frame(seed, f, width, height, defect_rate=defect_rate,
-                                         defect_scale=defect_scale)
+            frame, info = conveyor_frame(seed, f, width, height, frames_per_part=frames_per_part,
+                                         defect_rate=defect_rate, defect_scale=defect_scale, part_imgsz=part_imgsz)
             writer.write(frame)
             truth.append(info)
     finally:
@@ -294,9 +310,10 @@ def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1,
     tmp.replace(path)
     parts = sorted({(t["part"], t["defective"]) for t in truth})
     atomic_write_text(path.with_suffix(".json"), json.dumps({
-        "fps": fps, "frames": frames, "size": [width, height],
+        "fps": fps, "frames": frames, "size": [width, height], "frames_per_part": frames_per_part,
         "parts": [{"part": p, "defective": d} for p, d in parts],
-        "ng_frames": [i for i, t in enumerate(truth) if t["defective"] and t["in_view"]],
+        "ng_frames": [i for i, t in enumerate(truth) if t["defective"] and t["in_position"]],
+        "in_position_frames": [i for i, t in enumerate(truth) if t["in_position"]],  # at rest under the camera
     }, indent=1))
     return path
 

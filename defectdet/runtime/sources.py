@@ -235,44 +235,23 @@ class FolderReader:
 
 
 class SyntheticReader:
-    """The synthetic conveyor (``defectdet.data.synthetic.conveyor_frame``), paced at ``fps`` when > 0.
-
-    Each part's image is drawn once and slid across the belt (conveyor_frame redraws it every frame:
-    ~45 ms at 480 px, more than the detector); frames are identical to ``conveyor_frame``'s.
-    """
-
-    FRAMES_PER_PART = 24
+    """The synthetic conveyor (``defectdet.data.synthetic.conveyor_frame``), paced at ``fps`` when > 0."""
 
     def __init__(self, width=640, height=480, seed=0, defect_rate=0.1, defect_scale=1.0, frames=0, fps=0, live=0):
         # cv2 + numpy + yaml only; imported lazily, so the runtime needs it only for this source
-        from ..data import synthetic
+        from ..data.synthetic import conveyor_frame
 
-        self._make_image = synthetic.make_image
+        self._conveyor = conveyor_frame
         self.w, self.h, self.seed = int(width), int(height), int(seed)
         self.rate, self.scale, self.frames = float(defect_rate), float(defect_scale), int(frames)
         self.fps = float(fps) or None
-        self.i, self._part = 0, (None, None, None)
+        self.i = 0
         self._next_t = time.perf_counter()
 
-    def _part_image(self, k: int) -> tuple[np.ndarray, list, bool]:
-        if self._part[0] != k:
-            defective = bool(np.random.default_rng([self.seed, 7, k]).random() < self.rate)
-            img, boxes = self._make_image(self.seed + 1, k, self.h, defective, self.scale)
-            self._part = (k, (img, boxes), defective)
-        return (*self._part[1], self._part[2])
-
     def frame(self, f: int) -> tuple[np.ndarray, dict]:
-        """Frame ``f`` of the conveyor and its ground truth (as ``conveyor_frame(seed, f, width, height)``)."""
-        size, (k, t) = self.h, divmod(f, self.FRAMES_PER_PART)
-        img, boxes, defective = self._part_image(k)
-        belt = np.full((self.h, self.w, 3), 38, np.uint8)  # (H, W, 3)
-        belt[:, ::40] = 55
-        x0 = int(round(-size + (self.w + size) * (t + 0.5) / self.FRAMES_PER_PART))
-        xa, xb = max(x0, 0), min(x0 + size, self.w)
-        if xb > xa:
-            belt[:, xa:xb] = img[:, xa - x0 : xb - x0]
-        in_view = x0 >= 0 and x0 + size <= self.w
-        return belt, {"part": k, "defective": defective, "in_view": in_view}
+        """Frame ``f`` of the conveyor and its ground truth (part, defective, in_view, in_position)."""
+        img, info = self._conveyor(self.seed, f, self.w, self.h, defect_rate=self.rate, defect_scale=self.scale)
+        return img, {k: info[k] for k in ("part", "defective", "in_view", "in_position")}
 
     def read(self) -> tuple[Optional[np.ndarray], dict]:
         if self.frames and self.i >= self.frames:
