@@ -348,14 +348,14 @@ def _png(draw, path: Path, size=(6.4, 4.8)) -> Path:
 
     from matplotlib.figure import Figure
 
-    from defectdet.evaluate import _atomic_write_bytes
+    from defectdet.config import atomic_write_bytes
 
     fig = Figure(figsize=size, dpi=100)
     draw(fig)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return _atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def plot_pr(results: list[dict], path: Path) -> Path:

@@ -16,7 +16,6 @@ import argparse
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .config import atomic_write_text, dump_yaml, load_yaml, parse_overrides
+from .config import atomic_write_bytes, atomic_write_text, dump_yaml, load_yaml, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
 from .errors import ConfigError, DataError
 
@@ -63,8 +62,8 @@ class EvalReport:
         out = Path(out_dir)
         paths = {"json": out / "val_report.json", "pr": out / "pr_curves.png", "kpi": out / "part_kpis.png"}
         atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=1) + "\n")
-        _atomic_write_bytes(paths["pr"], _plot_pr(self))
-        _atomic_write_bytes(paths["kpi"], _plot_kpis(self))
+        atomic_write_bytes(paths["pr"], _plot_pr(self))
+        atomic_write_bytes(paths["kpi"], _plot_kpis(self))
         return paths
 
     def summary(self) -> str:
@@ -88,22 +87,6 @@ class EvalReport:
                 f"have no correct detection at any confidence down to the --conf floor (allowed {self.calibration['allowed_escapes']})"
             )
         return "\n".join(rows)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------- dataset reading

@@ -22,7 +22,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..config import atomic_write_text, dump_yaml
+from ..config import atomic_write_bytes, atomic_write_text, dump_yaml
 
 CLASSES = ("scratch", "spot", "crack", "dent")
 SURFACES = ("metal", "fabric", "pcb")
@@ -174,9 +174,7 @@ def _write_image(path: Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, img)
     if not ok:
         raise OSError(f"{path}: could not encode image")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def defect_flags(seed: int, images: int, defect_rate: float) -> np.ndarray:

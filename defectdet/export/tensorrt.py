@@ -19,16 +19,15 @@ Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..config import atomic_write_bytes
 from ..errors import ConfigError
 from . import ExportError
 
@@ -268,25 +267,9 @@ def make_calibrator(trt: Any, opts: EngineOptions, info: ModelInfo) -> Any:
 
         def write_calibration_cache(self, data) -> None:
             if cache:
-                write_bytes(cache, bytes(data))
+                atomic_write_bytes(cache, bytes(data))
 
     return EntropyCalibrator()
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
@@ -352,7 +335,7 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT {plan.version} failed to build the engine (see its log above)")
-    engine = write_bytes(opts.engine_path(), bytes(serialized))
+    engine = atomic_write_bytes(opts.engine_path(), bytes(serialized))
     write_engine_sidecar(opts, plan, engine)
     return engine, plan
 
