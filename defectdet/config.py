@@ -6,6 +6,7 @@ arguments so tests need no files.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -39,6 +40,23 @@ def load_yaml(path: str | os.PathLike, *, kind: str = "config") -> dict[str, Any
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_json_object(path: str | os.PathLike, expected: str, error: type[Exception] = ConfigError,
+                     encoding: str = "utf-8") -> dict[str, Any]:
+    """Read a JSON object; every failure is one ``error`` naming the file (and line) and ``expected``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding=encoding))
+    except FileNotFoundError:
+        raise error(f"{p}: not found; expected {expected}") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{p}:{e.lineno}: malformed JSON ({e.msg}); expected {expected}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{p}: cannot read ({e.__class__.__name__}: {e}); expected {expected}") from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: expected {expected}, got a JSON {type(data).__name__}")
     return data
 
 

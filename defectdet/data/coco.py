@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, load_json_object
 from ..errors import DataError
 from .formats import Collection, Sample, atomic_dir, image_size, place_image, stratified_split, unique_rel
 
@@ -28,13 +28,8 @@ def split_of(name: str) -> str | None:
 
 def _load(path: Path) -> dict[str, Any]:
     """Read a COCO json; DataError naming file:line for malformed JSON or a wrong structure."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); expected a COCO instances file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e.__class__.__name__}); expected a UTF-8 COCO json") from None
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
+    doc = load_json_object(path, "a COCO instances file", DataError, encoding="utf-8-sig")
+    if not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
         raise DataError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories' lists")
     return doc
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..config import atomic_write_text, load_yaml
+from ..config import atomic_write_text, load_json_object, load_yaml
 from ..errors import ConfigError
 from . import ExportError
 
@@ -80,16 +80,7 @@ def sidecar_path(model_path: str | os.PathLike) -> Path:
 
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a sidecar JSON; errors name the file (and line) and what was expected."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: model metadata sidecar not found; expected the JSON `defectdet export` writes") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p}:{e.lineno}: malformed JSON ({e.msg}); expected the model metadata object") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a JSON object of model metadata, got {type(data).__name__}")
-    return data
+    return load_json_object(path, "the model metadata object `defectdet export` writes")
 
 
 def write_sidecar(path: str | os.PathLike, meta: dict[str, Any]) -> Path:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..config import load_json_object
 from ..errors import DefectdetError
 
 SIDECAR_SUFFIX = ".json"
@@ -111,15 +112,7 @@ def _literal(value: Any) -> Any:
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
     """Parse the JSON sidecar; malformed JSON names file:line."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MetadataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); expected the export's model metadata") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise MetadataError(f"{path}: cannot read model metadata ({e.__class__.__name__}: {e})") from None
-    if not isinstance(data, dict):
-        raise MetadataError(f"{path}: expected a JSON object of model metadata, got {type(data).__name__}")
-    return data
+    return load_json_object(path, "the export's model metadata (a JSON object)", MetadataError)
 
 
 def _names(value: Any, where: str) -> dict[int, str]:
