@@ -192,7 +192,7 @@ def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any]) -> dict[str, Any
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given."""
     cls_loss = ours.get("cls_loss", "focal")
     if cls_loss == "auto":
-        cls_loss, ours = _auto_preset(ul_args.get("data"), ul_args.get("imgsz", 640), ours)
+        cls_loss, ours = _auto_preset(ul_args.get("data"), ul_args.get("imgsz", 640), ours, ul_args)
     if cls_loss not in CLS_LOSSES:
         raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} or auto")
     d = LOSS_DEFAULTS[cls_loss]
@@ -203,15 +203,20 @@ def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any]) -> dict[str, Any
     return {"cls_loss": cls_loss, "gamma": gamma, "alpha": alpha, "cls": ul_args["cls"]}
 
 
-def _auto_preset(data, imgsz, ours):
-    """cls_loss=auto: the preset the dataset statistics recommend (defectdet data stats)."""
+def _auto_preset(data, imgsz, ours, ul_args):
+    """cls_loss=auto: the preset that the dataset statistics recommend (`defectdet data stats`),
+    read from configs/train/ so its `cls` gain comes along; the user's own gamma/alpha/cls win."""
     if not data:
         raise ConfigError("cls_loss=auto needs data=... to measure the imbalance")
     from .data.stats import dataset_stats, recommend_preset
 
     rec = recommend_preset(dataset_stats(data, imgsz=int(imgsz)))
-    print(f"cls_loss=auto -> {rec['cls_loss']} gamma={rec.get('gamma')} alpha={rec.get('alpha')} ({rec['rule']})")
-    return rec["cls_loss"], {**ours, "gamma": rec.get("gamma"), "alpha": rec.get("alpha")}
+    preset = load_yaml(resolve_config(rec["config"], "train"))
+    print(f"cls_loss=auto -> {rec['config']}: {preset} ({rec['rule']})")
+    if "cls" in preset:
+        ul_args.setdefault("cls", preset["cls"])
+    given = {k: v for k, v in ours.items() if k in ("gamma", "alpha") and v is not None}
+    return preset["cls_loss"], {**ours, **{k: preset[k] for k in ("gamma", "alpha") if k in preset}, **given}
 
 
 # --------------------------------------------------------------------------- entry points

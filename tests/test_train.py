@@ -270,3 +270,16 @@ def test_ddp_relaunch_file_carries_the_loss(tiny_data, tmp_path):
     assert "classification term = ClsLoss(kind=vfl, gamma=2.0, alpha=0.75)" in r.stdout + r.stderr
     assert load_yaml(tmp_path / "ddp" / "defectdet.yaml")["cls_loss"] == "vfl"
     assert (tmp_path / "ddp" / "weights" / "best.pt").is_file()
+
+
+def test_cls_loss_auto_takes_the_recommended_preset_with_its_gain(tiny_data, capsys):
+    from defectdet.data.stats import dataset_stats, recommend_preset
+
+    rec = recommend_preset(dataset_stats(str(tiny_data), imgsz=128))
+    preset = load_yaml(CONFIGS_DIR / "train" / f"{rec['config']}.yaml")
+    args = {"data": str(tiny_data), "imgsz": 128}
+    loss = resolve_loss({"cls_loss": "auto"}, args)
+    assert (loss["cls_loss"], loss["gamma"], loss["alpha"]) == (preset["cls_loss"], preset.get("gamma"), preset.get("alpha"))
+    assert loss["cls"] == preset["cls"] and f"cls_loss=auto -> {rec['config']}" in capsys.readouterr().out
+    mine = resolve_loss({"cls_loss": "auto", "gamma": 3.0}, {"data": str(tiny_data), "imgsz": 128, "cls": 0.9})
+    assert mine["gamma"] == 3.0 and mine["cls"] == 0.9  # the user's settings win over the preset's
