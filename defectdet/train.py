@@ -190,7 +190,9 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any]) -> dict[str, Any]:
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given."""
-    cls_loss = ours.get("cls_loss", "focal")
+    # Default BCE: the only measurement so far (README, "Quality benchmark") has BCE ahead of every
+    # focal-family arm; the focal family is chosen explicitly (presets in configs/train/).
+    cls_loss = ours.get("cls_loss", "bce")
     if cls_loss == "auto":
         cls_loss, ours = _auto_preset(ul_args.get("data"), ul_args.get("imgsz", 640), ours, ul_args)
     if cls_loss not in CLS_LOSSES:
