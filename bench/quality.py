@@ -287,9 +287,9 @@ def train_arm(run_dir: Path, data: str, settings: dict, budget: dict, seed: int,
 def evaluate_arm(weights: Path, data: str, imgsz: int, device: str, rarest: int,
                  fp_per_image: float, target_escape: float, max_images: int | None = None) -> dict[str, Any]:
     """Every metric of the table for one trained arm (one inference pass over the val split)."""
-    from defectdet.evaluate import _read_split, build_report, collect_detections
+    from defectdet.evaluate import build_report, collect_detections, read_split
 
-    names, images = _read_split(data, "val")
+    names, images = read_split(data, "val")
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
     dets, _ = collect_detections(str(weights), images, len(names), imgsz=imgsz, device=device)

@@ -103,7 +103,7 @@ def _read_labels(path: Path, nc: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray([r[0] for r in rows], dtype=np.int64), xyxy
 
 
-def _read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Path]]:
+def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Path]]:
     """Class names and image paths of ``split``, read by :mod:`defectdet.data.formats` as training
     does (folders, ``.txt`` lists, lists of both; a relative ``path:`` against the yaml's folder).
     A COCO json or VOC folder is converted once into the cache first."""
@@ -266,7 +266,7 @@ def evaluate(
     """
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
-    names, images = _read_split(data, split)
+    names, images = read_split(data, split)
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
     dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)

@@ -134,7 +134,7 @@ def test_read_split_folders_txt_lists_and_relative_path(tmp_path):
     (root / "labels" / "a" / "x.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.1 0.1 0.3 0.1 0.2 0.4\n")
     data = tmp_path / "sets" / "data.yaml"
     data.write_text("path: ds\ntrain: images/a\nval: [images/a, list.txt]\nnames: [scratch, spot]\n")
-    names, images = E._read_split(data, "val")
+    names, images = E.read_split(data, "val")
     assert names == NAMES
     assert [p.name for p in images] == ["x.png", "y.jpg", "z.png"] and all(p.is_absolute() for p in images)
     cls, boxes = E._read_labels(label_path(images[0]), 2)
@@ -158,16 +158,16 @@ def test_data_errors_name_the_file_and_line(tmp_path):
     data = tmp_path / "data.yaml"
     data.write_text("train: images/val\nval: images/val\nnames: [a]\n")
     with pytest.raises(DataError, match="no 'test:' split"):
-        E._read_split(data, "test")
+        E.read_split(data, "test")
     data.write_text("train: images/val\nval: list.txt\nnames: [a]\n")
     with pytest.raises(DataError, match=r"data\.yaml:2: .*list\.txt not found"):
-        E._read_split(data, "val")
+        E.read_split(data, "val")
     (tmp_path / "list.txt").write_text("images/val/a.png\nimages/val/b.png\n")
     with pytest.raises(DataError, match=r"list\.txt:2: image .*b\.png not found"):
-        E._read_split(data, "val")
+        E.read_split(data, "val")
     data.write_text("train: images/val\nval: images/val\n")
     with pytest.raises(DataError, match="names"):
-        E._read_split(data, "val")
+        E.read_split(data, "val")
 
 
 # ----------------------------------------------------------------------------- report from detections
@@ -230,7 +230,7 @@ def test_save_writes_json_and_pngs_atomically(tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 def test_val_pt_onnx_and_int8_share_the_path_and_agree(tiny):
-    names, images = E._read_split(tiny["data"], "val")
+    names, images = E.read_split(tiny["data"], "val")
     dets = {k: E.collect_detections(tiny[k], images, 2, imgsz=128)[0] for k in ("pt", "onnx")}
     assert all(len(d.conf) for d in dets["pt"]), "the tiny model should produce detections on every image"
     for a, b in zip(dets["pt"], dets["onnx"]):  # same boxes and scores, up to float noise
@@ -291,11 +291,11 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
 @pytest.mark.skipif(not (DEEPPCB / "data_rare.yaml").is_file(), reason="DeepPCB not present at ../shared/data/deeppcb")
 def test_read_deeppcb_rare_split_matches_its_stats():
     stats = json.loads((DEEPPCB / "stats.json").read_text())
-    names, images = E._read_split(DEEPPCB / "data_rare.yaml", "val")
+    names, images = E.read_split(DEEPPCB / "data_rare.yaml", "val")
     assert len(names) == 6
     assert len(images) == stats["val"]["defect_images"] + stats["val"]["template_neg_images"]
     labels = [E._read_labels(label_path(p), len(names))[0] for p in images]
     assert sum(len(c) > 0 for c in labels) == stats["val"]["defect_images"]
     assert sum(len(c) for c in labels) == stats["val"]["instances"]
-    _, train = E._read_split(DEEPPCB / "data_rare.yaml", "train")  # a .txt list of ./ paths
+    _, train = E.read_split(DEEPPCB / "data_rare.yaml", "train")  # a .txt list of ./ paths
     assert train and all(p.is_file() for p in train[:20])
