@@ -4,11 +4,11 @@ the arm selection, and one tiny end-to-end run (2 arms, 1 epoch, imgsz 64) with 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
+import benchscripts
 import numpy as np
 import pytest
 
@@ -17,9 +17,7 @@ from defectdet.data.stats import dataset_stats
 from defectdet.evaluate import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
-Q = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(Q)
+Q = benchscripts.load("quality")
 
 NAMES = ["common", "rare"]
 GT = [10.0, 10.0, 50.0, 50.0]  # one defect box (pixels)

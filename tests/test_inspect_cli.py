@@ -1,7 +1,6 @@
 """``defectdet inspect`` end to end with the real Detector on an ONNX model (ONNX Runtime, CPU): a video
 file, an image folder and ``synthetic://``; the config file and its errors; SIGTERM during a run."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -10,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import benchscripts
 import cv2
 import pytest
 import yaml
@@ -28,10 +28,7 @@ CONF = "conf=0.5"  # the stand-in model gives a mix of OK and NG conveyor frames
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A yolo11n stand-in (random weights calibrated to give boxes) exported to ONNX at 128, with its sidecar."""
-    spec = importlib.util.spec_from_file_location("defectdet_bench_runtime", ROOT / "bench" / "runtime.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench.make_model(tmp_path_factory.mktemp("model"), 128, logit_mean=-4.0, logit_std=1.5)
+    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("model"), 128, logit_mean=-4.0, logit_std=1.5)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ constant score (~0.003) everywhere, which would make the comparison vacuous; thi
 tens to hundreds of boxes of all classes per frame, so NMS is exercised hard.
 """
 
-import importlib.util
 import shutil
 from pathlib import Path
 
+import benchscripts
 import cv2
 import numpy as np
 import pytest
@@ -22,10 +22,7 @@ DEEPPCB = ROOT.parent / "shared" / "data" / "deeppcb"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("defectdet_bench_runtime", ROOT / "bench" / "runtime.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchscripts.load("runtime")
 
 
 @pytest.fixture(scope="module")

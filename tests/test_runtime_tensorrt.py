@@ -18,6 +18,7 @@ import sys
 import types
 from pathlib import Path
 
+import benchscripts
 import numpy as np
 import pytest
 
@@ -247,10 +248,7 @@ def make_fake_trt(cuda: FakeCuda, named: bool, dynamic: bool = False) -> types.M
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("defectdet_bench_runtime", ROOT / "bench" / "runtime.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench.make_model(tmp_path_factory.mktemp("trt"), 96, logit_mean=-3.0, logit_std=1.5)
+    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("trt"), 96, logit_mean=-3.0, logit_std=1.5)
 
 
 @pytest.fixture(scope="module")
