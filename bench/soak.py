@@ -101,7 +101,7 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
             bare(f)
         probe = Probe(a.every, bare, frames, a.bare_every, a.bare_n)
         src = FrameSource(f"synthetic://?width={a.width}&height={a.height}&frames={a.frames}")
-        sinks = [Snapshots(out / "snapshots", quota_mb=50)] if a.snapshots else []
+        sinks = [Snapshots(out / "snapshots", quota_mb=50, queue=a.snapshot_queue)] if a.snapshots else []
         sinks += [EventLog(out / "events.jsonl"), probe]
         loop = InspectionLoop(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=15,
                               out_dir=out, model_id=model_id(model))
@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bare-every", type=int, default=200, help="loop frames between turns of the bare Detector")
     ap.add_argument("--bare-n", type=int, default=20, help="bare Detector frames per turn")
     ap.add_argument("--snapshots", type=int, default=1, help="1: NG snapshots (raw + annotated) on, 0: off")
+    ap.add_argument("--snapshot-queue", type=int, default=8,
+                    help="frames the snapshot writer thread may fall behind (0: write in the loop's thread)")
     ap.add_argument("--every", type=int, default=100, help="frames between RSS samples")
     ap.add_argument("--warmup", type=int, default=500, help="frames before RSS growth is measured")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_soak")
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     res.update({
         "frames": summary["frames"], "ng": summary["ng"], "ng_rate": round(summary["ng"] / max(summary["frames"], 1), 3),
         "events_written": summary["events_written"], "detector_errors": summary["detector_errors"],
-        "snapshots": bool(a.snapshots), "conf": round(conf, 4), "latency_ms": summary["latency_ms"],
+        "snapshots": bool(a.snapshots), "snapshot_queue": a.snapshot_queue,
+        "snapshots_dropped": summary["sinks"].get("snapshots", {}).get("dropped"), "conf": round(conf, 4), "latency_ms": summary["latency_ms"],
         "model": str(model), "frame_size": [a.width, a.height], "threads": a.threads, "torch_imported": "torch" in sys.modules,
         "targets": {"rss_growth_mib": "< 5", "loop_vs_bare": ">= 0.95"},
     })

@@ -118,16 +118,18 @@ def test_disk_full_mid_line_leaves_valid_jsonl_and_the_log_recovers(tmp_path, mo
 
 
 # --------------------------------------------------------------------------- snapshots
-def test_snapshot_quota_deletes_the_oldest_first(tmp_path):
+@pytest.mark.parametrize("queue", [0, 8], ids=["in-loop", "writer-thread"])
+def test_snapshot_quota_deletes_the_oldest_first(tmp_path, queue):
     folder = tmp_path / "snaps"
     folder.mkdir()
     old = folder / "20000101T000000.000Z_f00000000_raw.png"  # a previous run's snapshot counts too
     old.write_bytes(os.urandom(20_000))
-    snaps = Snapshots(folder, quota_mb=0.1, raw=True, annotated=True)
+    snaps = Snapshots(folder, quota_mb=0.1, raw=True, annotated=True, queue=queue)
     names = []
     for i in range(12):
         r = make_result(i, seed=i)  # noise frames: ~9 KB PNG each
         snaps.emit(r)
+        assert snaps.flush(10)
         names += r.snapshots
         time.sleep(0.002)
         on_disk = sorted(p.name for p in folder.iterdir())
@@ -137,6 +139,71 @@ def test_snapshot_quota_deletes_the_oldest_first(tmp_path):
     assert {Path(n).suffix for n in names} == {".png", ".jpg"} and len(names) == 24
     raw = cv2.imread(str(folder / on_disk[-1])) if on_disk[-1].endswith("raw.png") else None
     assert raw is None or np.array_equal(raw, make_result(11, seed=11).frame.image)
+    snaps.close()
+    assert snaps.written == 24 and snaps.failed == snaps.dropped == 0
+
+
+def _blocked_writer(monkeypatch):
+    """Make Snapshots._write wait for the returned event (a disk that has stalled)."""
+    gate, real = threading.Event(), Snapshots._write
+
+    def slow(self, path, img):
+        assert gate.wait(10), "test gate never opened"
+        real(self, path, img)
+
+    monkeypatch.setattr(Snapshots, "_write", slow)
+    return gate
+
+
+def test_snapshot_writer_thread_never_holds_up_the_loop(tmp_path, monkeypatch):
+    gate = _blocked_writer(monkeypatch)
+    snaps = Snapshots(tmp_path / "s", queue=4)
+    results = [make_result(i, seed=i) for i in range(6)]
+    t = time.perf_counter()
+    snaps.emit(results[0])
+    while snaps._queue.qsize():  # the writer has taken frame 0 and waits on the stalled disk
+        assert time.perf_counter() - t < 5.0
+        time.sleep(0.001)
+    for r in results[1:5]:
+        snaps.emit(r)  # the writer holds one job, the queue the next four
+    assert time.perf_counter() - t < 2.0 and snaps.written == 0
+    assert results[0].snapshots[0].endswith("_f00000000_annotated.jpg")  # the event already names the files
+    with pytest.raises(OSError, match=r"4 frames behind .*frame 5 not saved \(1 dropped so far\)"):
+        snaps.emit(results[5])
+    assert results[5].snapshots == []  # a dropped frame's event names no file
+    gate.set()
+    snaps.close()
+    written = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert written == sorted(n for r in results[:5] for n in r.snapshots) and snaps.written == 10
+    assert not snaps._thread
+
+
+def test_snapshot_write_failure_in_the_thread_reaches_the_guard(tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the snapshot folder should be")
+    snaps = Snapshots(blocker / "snaps", queue=4)
+    guard = Guard(snaps)
+    with caplog.at_level(logging.ERROR, logger="defectdet.inspect"):
+        guard.emit(make_result(0))
+        assert snaps.flush(10) and snaps.failed == 1
+        guard.emit(make_result(1))  # the writer's failure of frame 0 is reported here, on the loop's thread
+        assert snaps.flush(10)
+        guard.close()  # frame 1 failed too: reported by close
+    assert guard.errors == 2 and snaps.failed == 2 and snaps.written == 0
+    assert "snapshots: emit failed: OSError:" in caplog.text and "snapshot not written: frame 0: " in caplog.text
+    assert "frame 1: " in guard.last_error and guard.last_error.startswith("snapshots: close failed")
+
+
+def test_snapshot_close_gives_up_on_a_stalled_disk(tmp_path, monkeypatch):
+    gate = _blocked_writer(monkeypatch)
+    snaps = Snapshots(tmp_path / "s", queue=4, close_timeout_s=0.2)
+    snaps.emit(make_result(0))
+    snaps.emit(make_result(1))
+    t = time.perf_counter()
+    with pytest.raises(OSError, match=r"snapshot\(s\) still queued after 0.2 s"):
+        snaps.close()
+    assert time.perf_counter() - t < 2.0
+    gate.set()
 
 
 def test_snapshots_skip_ok_frames(tmp_path):

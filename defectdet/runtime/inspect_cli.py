@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
     "events": {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True},
     "snapshots": {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
-                  "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90},
+                  "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8},
     "record": {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False},
     "display": {"show": False},
     "signals": {
@@ -109,7 +109,7 @@ def build_sinks(cfg: Mapping[str, Any], out: Path) -> list[Any]:
     s = cfg["snapshots"]
     if s["enabled"]:
         sinks.append(Snapshots(out / s["folder"], s["quota_mb"], s["raw"], s["annotated"], s["raw_format"],
-                               s["annotated_format"], s["jpeg_quality"]))
+                               s["annotated_format"], s["jpeg_quality"], int(s["queue"])))
     e = cfg["events"]
     if e["enabled"]:
         sinks.append(EventLog(out / e["file"], int(float(e["max_mb"]) * 2**20), e["fsync"]))
