@@ -94,7 +94,8 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
     from defectdet.runtime.decisions import Decider
     from defectdet.runtime.inspect_cli import model_id
     from defectdet.runtime.loop import InspectionLoop
-    from defectdet.runtime.sinks import EventLog, Snapshots
+    from defectdet.runtime.sinks import EventLog
+    from defectdet.runtime.snapshots import Snapshots
 
     with Detector(model, conf=conf, threads=a.threads) as det, Detector(model, conf=conf, threads=a.threads) as bare:
         for f in frames[:5]:

@@ -146,3 +146,16 @@ def test_sigterm_ends_the_run_within_2_s_with_valid_jsonl(model, tmp_path):
     assert summary == json.loads(stdout)
     assert summary["stop_reason"] == "SIGTERM" and summary["events_written"] == len(events) == summary["ng"] > 0
     assert "SIGTERM: finishing the current frame" in (tmp_path / "stderr.txt").read_text()
+
+
+def test_snapshots_wait_for_the_disk_on_files_and_drop_on_cameras(tmp_path):
+    from defectdet.runtime.inspect_cli import build_sinks
+    from defectdet.runtime.sources import parse_source
+
+    cfg = merge_config(DEFAULTS, {"snapshots": {"queue": 3}}, "test")
+    (tmp_path / "parts.mp4").write_bytes(b"")
+    (tmp_path / "images").mkdir()
+    files = (str(tmp_path / "parts.mp4"), True), (str(tmp_path / "images"), True)
+    for uri, block in (*files, ("0", False), ("rtsp://cam/1", False), ("synthetic://?live=1", False)):
+        snaps = build_sinks(cfg, tmp_path, live=parse_source(uri).live)[0]
+        assert (snaps.name, snaps.queue_size, snaps.block) == ("snapshots", 3, block), uri

@@ -16,7 +16,8 @@ from defectdet.runtime.capture import FrameSource
 from defectdet.runtime.decisions import Decider
 from defectdet.runtime.detections import Detections
 from defectdet.runtime.loop import InspectionLoop, LatencyStats
-from defectdet.runtime.sinks import EventLog, Snapshots, read_events
+from defectdet.runtime.sinks import EventLog, read_events
+from defectdet.runtime.snapshots import Snapshots
 from defectdet.runtime.sources import parse_source
 
 NAMES = {0: "scratch", 1: "spot"}
@@ -101,7 +102,7 @@ def file_source(n):
 def test_every_frame_decided_and_every_ng_frame_logged_once(tmp_path):
     rec, n = Recorder(), 60
     loop = InspectionLoop(FakeDetector(), file_source(n), Decider(NAMES),
-                          [Snapshots(tmp_path / "snaps"), EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
+                          [Snapshots(tmp_path / "snaps", queue=n), EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
     summary = loop.run()
     expected_ng = [i for i in range(n) if is_defective(i)]
     assert summary["frames"] == n and summary["ng"] == len(expected_ng) and summary["ok"] == n - len(expected_ng)

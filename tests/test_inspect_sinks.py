@@ -26,13 +26,13 @@ from defectdet.runtime.sinks import (
     EventLog,
     FrameResult,
     Guard,
-    Snapshots,
     VideoRecorder,
     Window,
     display_available,
     read_events,
     rotated_files,
 )
+from defectdet.runtime.snapshots import Snapshots
 from defectdet.runtime.sources import Frame
 
 NAMES = {0: "scratch", 1: "spot"}
@@ -176,6 +176,24 @@ def test_snapshot_writer_thread_never_holds_up_the_loop(tmp_path, monkeypatch):
     written = sorted(p.name for p in (tmp_path / "s").iterdir())
     assert written == sorted(n for r in results[:5] for n in r.snapshots) and snaps.written == 10
     assert not snaps._thread
+
+
+def test_snapshot_writer_blocks_instead_of_dropping_for_files(tmp_path, monkeypatch):
+    gate = _blocked_writer(monkeypatch)
+    snaps = Snapshots(tmp_path / "s", queue=1, block=True)
+    done = threading.Event()
+
+    def emit_three():
+        for i in range(3):  # one in the writer, one queued, the third waits for room
+            snaps.emit(make_result(i, seed=i))
+        done.set()
+
+    threading.Thread(target=emit_three, daemon=True).start()
+    assert not done.wait(0.3)  # held up by the stalled disk, not dropped
+    gate.set()
+    assert done.wait(10)
+    snaps.close()
+    assert snaps.written == 6 and snaps.dropped == 0
 
 
 def test_snapshot_write_failure_in_the_thread_reaches_the_guard(tmp_path, caplog):

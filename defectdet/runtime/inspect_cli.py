@@ -99,17 +99,20 @@ def default_out() -> Path:
     return out
 
 
-def build_sinks(cfg: Mapping[str, Any], out: Path) -> list[Any]:
+def build_sinks(cfg: Mapping[str, Any], out: Path, live: bool = True) -> list[Any]:
     """The sinks the config enables, in emit order: snapshots (their names go into the event), events,
-    video, then the reject/alarm outputs. Nothing here touches the output folder yet."""
+    video, then the reject/alarm outputs. Nothing here touches the output folder yet. ``live``: a
+    camera/stream, where a snapshot writer that falls behind drops snapshots rather than hold up the
+    next decision; a file or folder waits for it instead (every frame is inspected anyway)."""
     from .signals import GpioSignal, MqttSignal, StdoutSignal, WebhookSignal
-    from .sinks import EventLog, Snapshots, VideoRecorder
+    from .sinks import EventLog, VideoRecorder
+    from .snapshots import Snapshots
 
     sinks: list[Any] = []
     s = cfg["snapshots"]
     if s["enabled"]:
         sinks.append(Snapshots(out / s["folder"], s["quota_mb"], s["raw"], s["annotated"], s["raw_format"],
-                               s["annotated_format"], s["jpeg_quality"], int(s["queue"])))
+                               s["annotated_format"], s["jpeg_quality"], int(s["queue"]), block=not live))
     e = cfg["events"]
     if e["enabled"]:
         sinks.append(EventLog(out / e["file"], int(float(e["max_mb"]) * 2**20), e["fsync"]))
@@ -190,7 +193,7 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
                   thresholds=cfg["thresholds"], max_det=int(cfg["max_det"]), **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
-        sinks = build_sinks(cfg, out)
+        sinks = build_sinks(cfg, out, live=source.spec.live)
         loop = InspectionLoop(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                               duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
                               model_id=model_id(Path(cfg["model"])), out_dir=out)
