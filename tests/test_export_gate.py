@@ -14,11 +14,12 @@ from defectdet.export import GateRefused
 from defectdet.export.gate import Limits, compare, run_gate
 
 
-def report(map50=0.80, map50_95=0.50, escape=0.02, recalls=None, labels=None, thresholds=None):
+def report(map50=0.80, map50_95=0.50, escape=0.02, recalls=None, labels=None, thresholds=None, aps=None,
+           overkill=0.10):
     recalls = recalls or {"scratch": 0.90, "crack": 0.70}
-    labels = labels or {}
-    per_class = {n: {"recall": r, "labels": labels.get(n, 10)} for n, r in recalls.items()}
-    return SimpleNamespace(map50=map50, map50_95=map50_95, escape_rate=escape, per_class=per_class,
+    labels, aps = labels or {}, aps or {}
+    per_class = {n: {"recall": r, "ap50": aps.get(n, 0.8), "labels": labels.get(n, 10)} for n, r in recalls.items()}
+    return SimpleNamespace(map50=map50, map50_95=map50_95, escape_rate=escape, overkill_rate=overkill, per_class=per_class,
                            thresholds=thresholds or {n: 0.3 for n in recalls},
                            to_dict=lambda: {"map50": map50, "pr_curves": {"x": [1]}, "escape_rate": escape})
 
@@ -94,6 +95,7 @@ class FakeEvaluator:
     def __call__(self, model, data, thresholds=None, **kw):
         name = model.rsplit("/", 1)[-1]
         self.thresholds[name] = thresholds
+        self.kw = kw
         return self.reports[name]
 
 
@@ -157,3 +159,43 @@ def test_cli_gate_refusal_exits_nonzero_with_one_line(models, monkeypatch, capsy
 def test_missing_model_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="model not found"):
         run_gate(tmp_path / "nope.onnx", tmp_path / "nope.int8.onnx", "d.yaml", evaluator=lambda *a, **k: None)
+
+
+# ----------------------------------------------------------------------------- recalibrated gate
+def test_recalibrated_compare_gates_ap50_and_overkill_not_recall():
+    fp32 = report(recalls={"scratch": 0.90, "crack": 0.70}, overkill=0.20)
+    shifted = report(recalls={"scratch": 0.80, "crack": 0.60}, overkill=0.21)  # recall at another operating point
+    assert not compare(fp32, shifted).passed  # at shared thresholds a 10-point recall drop refuses
+    r = compare(fp32, shifted, recalibrated=True)
+    assert r.passed and {c.metric for c in r.checks} == {"mAP50", "mAP50-95", "AP50[scratch]", "AP50[crack]",
+                                                          "escape_rate", "overkill_rate"}
+    r = compare(fp32, report(overkill=0.23, aps={"crack": 0.75}), recalibrated=True)
+    assert r.reasons == ["AP50[crack] dropped 5.00 points (limit 2.00)", "overkill_rate rose 3.00 points (limit 2.00)"]
+    assert compare(fp32, report(overkill=0.23), Limits(max_overkill_rise=3.5), recalibrated=True).passed
+
+
+def test_recalibrated_gate_calibrates_each_model_and_deploys_int8_thresholds(models, capsys):
+    import yaml
+
+    (models / "model.json").write_text(json.dumps({"names": {"0": "scratch"}, "thresholds": {"0": 0.4}}))
+    ev = FakeEvaluator(report(thresholds={"scratch": 0.35, "crack": 0.2}),
+                       report(thresholds={"scratch": 0.31, "crack": 0.17}, overkill=0.11))
+    r = run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev, recalibrate=0.01)
+    assert r.decision == "pass" and ev.kw["target_escape"] == 0.01
+    assert ev.thresholds == {"model.onnx": None, "model.int8.onnx": None}  # own calibration, not the sidecar's
+    own = yaml.safe_load((models / "model.int8.thresholds.yaml").read_text())
+    assert own["thresholds"] == {"scratch": 0.31, "crack": 0.17} and own["target_escape"] == 0.01
+    assert own["achieved"] == {"escape_rate": 0.02, "overkill_rate": 0.11}
+    side = json.loads((models / "model.int8.json").read_text())
+    assert side["thresholds"] == own["thresholds"] and side["gate"]["decision"] == "pass"
+    assert "model.int8.thresholds.yaml (also in its sidecar)" in capsys.readouterr().out
+    from defectdet.runtime.metadata import load_thresholds
+
+    assert load_thresholds(models / "model.int8.thresholds.yaml", {0: "scratch", 1: "crack"}) == {0: 0.31, 1: 0.17}
+
+
+@pytest.mark.parametrize("kw, match", [({"recalibrate": 1.5}, "expected a target escape rate in"),
+                                       ({"recalibrate": 0.01, "thresholds": "th.yaml"}, "exclude each other")])
+def test_recalibrate_bad_arguments(models, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=FakeEvaluator(report(), report()), **kw)

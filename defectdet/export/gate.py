@@ -12,6 +12,14 @@ so reusing it for INT8 would flag score jitter of 0.01 as lost defects). Refused
 * any class's recall drop > ``max_class_drop`` (default 2.0 points; classes without val labels skipped);
 * escape-rate rise > ``max_escape_rise`` (default 1.0 point).
 
+``recalibrate=T`` (``--recalibrate 0.01``) instead gives each model its own thresholds, calibrated on
+val for escape <= T (as ``defectdet val --target-escape`` does), and compares the two operating
+points: escape, overkill (refused above ``max_overkill_rise``, default 2.0 points), mAP50 and
+per-class AP50 (threshold-free; per-class recall at two re-fitted operating points is not
+comparable). INT8 moves scores a little, and on a real dataset that shifts recall at the FP32
+thresholds by several points while mAP stays put; the INT8 model then deploys with its own
+thresholds, written to ``<int8 stem>.thresholds.yaml`` and into its sidecar.
+
 The report goes to ``<int8 stem>.gate.json`` beside the INT8 model, and its decision into the INT8
 sidecar (``gate``), which ``defectdet build-engine`` checks before building from a Q/DQ model.
 """
@@ -26,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import atomic_write_text
+from ..config import atomic_write_text, dump_yaml
 from ..errors import ConfigError
 from . import GateRefused
 
@@ -40,6 +48,7 @@ class Limits:
     max_drop: float = 1.0  # mAP50
     max_class_drop: float = 2.0  # per-class recall at the operating thresholds
     max_escape_rise: float = 1.0  # part escape rate
+    max_overkill_rise: float = 2.0  # part overkill rate (recalibrated gate only)
 
     def __post_init__(self):
         for k, v in asdict(self).items():
@@ -94,27 +103,33 @@ def _check(metric: str, a: float, b: float, limit: float | None, rise: bool = Fa
     return Check(metric, float(a), float(b), loss, limit, limit is None or loss <= limit + 1e-9)
 
 
-def compare(fp32: Any, int8: Any, limits: Limits = Limits()) -> GateResult:
+def compare(fp32: Any, int8: Any, limits: Limits = Limits(), recalibrated: bool = False) -> GateResult:
     """The gate's decision from two evaluation reports (``map50``, ``map50_95``, ``escape_rate``,
-    ``per_class[name]["recall"]`` as fractions); pure, so it is testable without models."""
+    ``per_class[name]["recall"]`` as fractions); pure, so it is testable without models.
+    ``recalibrated``: each report at its own calibrated thresholds: per-class ``ap50`` is gated
+    instead of recall, and ``overkill_rate`` too."""
+    key = "ap50" if recalibrated else "recall"
     checks = [_check("mAP50", _get(fp32, "map50"), _get(int8, "map50"), limits.max_drop),
               _check("mAP50-95", _get(fp32, "map50_95"), _get(int8, "map50_95"), None)]
     pc32, pc8 = _get(fp32, "per_class") or {}, _get(int8, "per_class") or {}
     for name, row in pc32.items():
         if row.get("labels", 1) == 0:
             continue  # no val instances: recall is undefined
-        r8 = (pc8.get(name) or {}).get("recall", 0.0)  # a class the INT8 report lacks was never found
-        checks.append(_check(f"recall[{name}]", row["recall"], r8, limits.max_class_drop))
+        r8 = (pc8.get(name) or {}).get(key, 0.0)  # a class the INT8 report lacks was never found
+        checks.append(_check(f"{'AP50' if recalibrated else 'recall'}[{name}]", row[key], r8, limits.max_class_drop))
     e32, e8 = _get(fp32, "escape_rate"), _get(int8, "escape_rate")
     warnings = []
     if e32 is not None and e8 is not None:
         checks.append(_check("escape_rate", e32, e8, limits.max_escape_rise, rise=True))
     else:
         warnings.append("escape rate not measured by the evaluator: only mAP and recall were gated")
+    o32, o8 = _get(fp32, "overkill_rate"), _get(int8, "overkill_rate")
+    if recalibrated and o32 is not None and o8 is not None:
+        checks.append(_check("overkill_rate", o32, o8, limits.max_overkill_rise, rise=True))
     if _get(fp32, "map50") < VACUOUS_MAP50:
         warnings.append(f"FP32 mAP50 is {_get(fp32, 'map50'):.3f}: the model detects almost nothing, "
                         "so the gate cannot see an INT8 accuracy loss; train longer before trusting it")
-    reasons = [f"{c.metric} {'rose' if c.metric == 'escape_rate' else 'dropped'} {c.loss:.2f} points "
+    reasons = [f"{c.metric} {'rose' if c.metric.endswith('_rate') else 'dropped'} {c.loss:.2f} points "
                f"(limit {c.limit:.2f})" for c in checks if not c.ok]
     return GateResult(passed=not reasons, forced=False, checks=checks, reasons=reasons, warnings=warnings)
 
@@ -137,8 +152,9 @@ def gate_report_path(int8: str | os.PathLike) -> Path:
     return Path(int8).with_suffix(".gate.json")
 
 
-def _record(result: GateResult, int8: Path, doc: dict[str, Any]) -> None:
-    """Write the gate report and put the decision into the INT8 sidecar (atomically)."""
+def _record(result: GateResult, int8: Path, doc: dict[str, Any], thresholds: dict | None = None) -> None:
+    """Write the gate report and put the decision (and the INT8 model's own ``thresholds``, when
+    recalibrated) into the INT8 sidecar (atomically)."""
     from .onnx import read_sidecar, sidecar_path, write_sidecar
 
     result.report_path = atomic_write_text(gate_report_path(int8), json.dumps(doc, indent=1, default=str) + "\n")
@@ -147,7 +163,14 @@ def _record(result: GateResult, int8: Path, doc: dict[str, Any]) -> None:
     mapc = next(c for c in result.checks if c.metric == "mAP50")
     meta["gate"] = {"decision": result.decision, "report": result.report_path.name, "date": doc["date"],
                     "map50_fp32": mapc.fp32, "map50_int8": mapc.int8, "reasons": result.reasons}
+    if thresholds is not None:
+        meta["thresholds"] = thresholds
     write_sidecar(side, meta)
+
+
+def thresholds_path(int8: str | os.PathLike) -> Path:
+    """``model.int8.onnx`` -> ``model.int8.thresholds.yaml``."""
+    return Path(int8).with_suffix(".thresholds.yaml")
 
 
 def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
@@ -168,29 +191,46 @@ def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
 def run_gate(
     fp32: str | os.PathLike, int8: str | os.PathLike, data: str | os.PathLike, limits: Limits = Limits(),
     force: bool = False, imgsz: Any = None, max_images: int | None = None, thresholds: Any = None,
-    evaluator: Callable[..., Any] | None = None,
+    evaluator: Callable[..., Any] | None = None, recalibrate: float | None = None,
 ) -> GateResult:
     """Evaluate both models on ``data``'s val split, compare, record; raise :class:`GateRefused`
     when refused and not ``force``. ``thresholds`` (a thresholds YAML / {class: conf}) sets both
-    models' operating point (see :func:`operating_point`)."""
+    models' operating point (see :func:`operating_point`); ``recalibrate`` (a target escape rate)
+    gives each model its own calibrated thresholds instead (module docstring)."""
     fp32, int8 = Path(fp32), Path(int8)
     for p in (fp32, int8):
         if not p.is_file():
             raise ConfigError(f"{p}: model not found; expected an .onnx model")
     evaluate = evaluator or _default_evaluator()
-    op, source = operating_point(fp32, thresholds)
-    kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images, "thresholds": op}
+    kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images}
+    if recalibrate is not None:
+        if not 0 <= recalibrate < 1:
+            raise ConfigError(f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01")
+        if thresholds is not None:
+            raise ConfigError("--thresholds and --recalibrate exclude each other: recalibrating fits each "
+                              "model's own thresholds")
+        kw["target_escape"] = recalibrate
+        source = f"each model's own, calibrated on val for escape <= {recalibrate:g}"
+    else:
+        kw["thresholds"], source = operating_point(fp32, thresholds)
     print(f"defectdet gate: evaluating {fp32.name} (FP32) and {int8.name} (INT8) on {data} (val, CPU; "
           f"thresholds: {source})")
     r32 = evaluate(str(fp32), data, **kw)
     r8 = evaluate(str(int8), data, **kw)
-    result = compare(r32, r8, limits)
+    result = compare(r32, r8, limits, recalibrated=recalibrate is not None)
     result.forced = force and not result.passed
+    own = None
+    if recalibrate is not None:
+        own = {str(k): float(v) for k, v in (_get(r8, "thresholds") or {}).items()}
+        dump_yaml(thresholds_path(int8), {
+            "thresholds": own, "target_escape": recalibrate, "model": int8.name, "data": str(data),
+            "achieved": {"escape_rate": _get(r8, "escape_rate"), "overkill_rate": _get(r8, "overkill_rate")},
+            "written_by": "defectdet gate --recalibrate"})
     doc = {"decision": result.decision, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "limits": asdict(limits), "thresholds": source, "data": str(data), "fp32_model": str(fp32),
            "int8_model": str(int8), "checks": [asdict(c) for c in result.checks], "reasons": result.reasons,
            "warnings": result.warnings, "fp32": _compact(r32), "int8": _compact(r8)}
-    _record(result, int8, doc)
+    _record(result, int8, doc, own)
     print(result.table())
     for w in result.warnings:
         print(f"defectdet gate: warning: {w}")
@@ -199,6 +239,8 @@ def run_gate(
                           "(--force accepts it anyway)")
     verdict = "passed" if result.passed else f"refused but forced ({'; '.join(result.reasons)})"
     print(f"defectdet gate: {int8.name} {verdict}; report {result.report_path}")
+    if own is not None:
+        print(f"defectdet gate: {int8.name} deploys with its own thresholds: {thresholds_path(int8)} (also in its sidecar)")
     return result
 
 
@@ -212,15 +254,21 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"largest per-class recall drop, points (default {d.max_class_drop})")
     g.add_argument("--max-escape-rise", type=float, default=d.max_escape_rise,
                    help=f"largest part escape-rate rise, points (default {d.max_escape_rise})")
+    g.add_argument("--max-overkill-rise", type=float, default=d.max_overkill_rise,
+                   help=f"largest part overkill-rate rise with --recalibrate, points (default {d.max_overkill_rise})")
     g.add_argument("--thresholds", default=None, help="thresholds YAML (defectdet val --target-escape) for both models")
+    g.add_argument("--recalibrate", type=float, default=None, metavar="ESCAPE",
+                   help="calibrate each model's own thresholds on val for this escape rate (e.g. 0.01) and compare "
+                        "there; the INT8 thresholds go to <int8>.thresholds.yaml and its sidecar")
     g.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)")
     g.add_argument("--force", action="store_true", help="accept the INT8 model even when the gate refuses it")
 
 
 def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> int:
     """Run the gate with parsed arguments; 0 when passed or forced (refusal raises)."""
-    limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise)
-    run_gate(fp32, int8, data, limits, force=a.force, max_images=a.max_images, thresholds=a.thresholds)
+    limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise, a.max_overkill_rise)
+    run_gate(fp32, int8, data, limits, force=a.force, max_images=a.max_images, thresholds=a.thresholds,
+             recalibrate=a.recalibrate)
     return 0
 
 
