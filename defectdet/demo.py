@@ -86,9 +86,10 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     onnx = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
                      lambda: _export(best, imgsz, thresholds))
     deployed, gate = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
-                               lambda: _quantize_and_gate(onnx, data, thresholds))
+                               lambda: _quantize_and_gate(onnx, data, target_escape))
+    deployed_thresholds = thresholds if deployed == onnx else None  # INT8: its own, from its sidecar
     line = steps.run(f"6. inspect the conveyor video with {deployed.name} (ONNX Runtime)",
-                     lambda: _inspect(deployed, data.parent / "parts.mp4", thresholds, out / "inspect"))
+                     lambda: _inspect(deployed, data.parent / "parts.mp4", deployed_thresholds, out / "inspect"))
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "model": str(best), "thresholds": str(thresholds),
         "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
@@ -123,16 +124,17 @@ def _export(best: Path, imgsz: int, thresholds: Path) -> Path:
     return res.onnx
 
 
-def _quantize_and_gate(onnx: Path, data: Path, thresholds: Path) -> tuple[Path, str]:
-    """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 at the calibrated
-    thresholds. A refused INT8 model is not deployed: the demo goes on with the FP32 ONNX, as a
-    line would."""
+def _quantize_and_gate(onnx: Path, data: Path, target_escape: float) -> tuple[Path, str]:
+    """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 with each model at
+    its own thresholds calibrated for ``target_escape`` (an INT8 model that passes deploys with
+    its own, written into its sidecar). A refused INT8 model is not deployed: the demo goes on
+    with the FP32 ONNX, as a line would."""
     from .export.gate import GateRefused, run_gate
     from .export.quantize import quantize_onnx
 
     q = quantize_onnx(onnx, data, calib_images=64, target="tensorrt")
     try:
-        result = run_gate(onnx, q.onnx, data, thresholds=str(thresholds))
+        result = run_gate(onnx, q.onnx, data, recalibrate=target_escape)
     except GateRefused as e:
         print(f"gate refused the INT8 model, deploying FP32: {e}")
         return onnx, "refused"
@@ -140,7 +142,7 @@ def _quantize_and_gate(onnx: Path, data: Path, thresholds: Path) -> tuple[Path, 
     return q.onnx, result.decision
 
 
-def _inspect(model: Path, video: Path, thresholds: Path, out: Path) -> dict[str, Any]:
+def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> dict[str, Any]:
     """Run the live-inspection loop on the conveyor video, then score it per part against the
     video's ground truth (a part is rejected when any of its frames is NG)."""
     import json
@@ -148,7 +150,7 @@ def _inspect(model: Path, video: Path, thresholds: Path, out: Path) -> dict[str,
     from .runtime.inspect_cli import load_config, run
 
     cfg = load_config(None, [], {"model": str(model), "source": str(video), "out": str(out),
-                                 "thresholds": str(thresholds)})
+                                 "thresholds": str(thresholds) if thresholds else None})
     summary = run(cfg)
     truth = json.loads(video.with_suffix(".json").read_text())
     per_part, in_view = truth["frames_per_part"], set(truth["in_position_frames"])
