@@ -395,11 +395,13 @@ def plot_bars(rows: list[dict], path: Path, fp_per_image: float = FP_PER_IMAGE) 
                         continue
                     med, v = statistics.median(r[key]), r[key]
                     ax.bar(j + (i - (len(arms) - 1) / 2) * width, med, width, color=f"C{i}",
-                           yerr=[[med - min(v)], [max(v) - med]], capsize=2, label=arm if j == 0 else None)
+                           yerr=[[med - min(v)], [max(v) - med]], capsize=2)
             ax.set_xticks(range(len(tags)), tags, rotation=20, fontsize=7)
             ax.set_title(head.format(fp=fp_per_image), fontsize=9)
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(arms), fontsize=8,
-                   bbox_to_anchor=(0.5, 1.0))
+        from matplotlib.patches import Patch  # one entry per arm, whichever datasets it ran on
+
+        fig.legend(handles=[Patch(color=f"C{i}", label=arm) for i, arm in enumerate(arms)], loc="lower center",
+                   ncol=len(arms), fontsize=8, bbox_to_anchor=(0.5, 1.0))
 
     return _png(draw, path, size=(3.2 * len(metrics), 4.0))
 
