@@ -199,3 +199,15 @@ def test_recalibrated_gate_calibrates_each_model_and_deploys_int8_thresholds(mod
 def test_recalibrate_bad_arguments(models, kw, match):
     with pytest.raises(ConfigError, match=match):
         run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=FakeEvaluator(report(), report()), **kw)
+
+
+def test_cli_recalibrate_and_overkill_limit(models, monkeypatch, capsys):
+    from defectdet.cli import main
+    from defectdet.export import gate
+
+    monkeypatch.setattr(gate, "_default_evaluator", lambda: FakeEvaluator(report(), report(overkill=0.13)))
+    argv = ["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx"), "--data", "d.yaml",
+            "--recalibrate", "0.02"]
+    assert main(argv) == 2 and "overkill_rate rose 3.00 points (limit 2.00)" in capsys.readouterr().err
+    assert main([*argv, "--max-overkill-rise", "3.5"]) == 0
+    assert (models / "model.int8.thresholds.yaml").is_file()
