@@ -15,11 +15,13 @@ from defectdet.export.gate import Limits, compare, run_gate
 
 
 def report(map50=0.80, map50_95=0.50, escape=0.02, recalls=None, labels=None, thresholds=None, aps=None,
-           overkill=0.10):
+           overkill=0.10, calibration=None):
     recalls = recalls or {"scratch": 0.90, "crack": 0.70}
     labels, aps = labels or {}, aps or {}
     per_class = {n: {"recall": r, "ap50": aps.get(n, 0.8), "labels": labels.get(n, 10)} for n, r in recalls.items()}
     return SimpleNamespace(map50=map50, map50_95=map50_95, escape_rate=escape, overkill_rate=overkill, per_class=per_class,
+                           calibration=calibration, escapes=2, overkills=10, n_defective=100, n_clean=100,
+                           model="model.int8.onnx", data="d.yaml", split="val",
                            thresholds=thresholds or {n: 0.3 for n in recalls},
                            to_dict=lambda: {"map50": map50, "pr_curves": {"x": [1]}, "escape_rate": escape})
 
@@ -179,13 +181,16 @@ def test_recalibrated_gate_calibrates_each_model_and_deploys_int8_thresholds(mod
 
     (models / "model.json").write_text(json.dumps({"names": {"0": "scratch"}, "thresholds": {"0": 0.4}}))
     ev = FakeEvaluator(report(thresholds={"scratch": 0.35, "crack": 0.2}),
-                       report(thresholds={"scratch": 0.31, "crack": 0.17}, overkill=0.11))
+                       report(thresholds={"scratch": 0.31, "crack": 0.17}, overkill=0.11,
+                              calibration={"target_escape": 0.01, "reachable": True}))
     r = run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev, recalibrate=0.01)
     assert r.decision == "pass" and ev.kw["target_escape"] == 0.01
     assert ev.thresholds == {"model.onnx": None, "model.int8.onnx": None}  # own calibration, not the sidecar's
     own = yaml.safe_load((models / "model.int8.thresholds.yaml").read_text())
     assert own["thresholds"] == {"scratch": 0.31, "crack": 0.17} and own["target_escape"] == 0.01
-    assert own["achieved"] == {"escape_rate": 0.02, "overkill_rate": 0.11}
+    assert own["achieved"] == {"escape_rate": 0.02, "overkill_rate": 0.11, "escapes": 2, "overkills": 10,
+                               "n_defective": 100, "n_clean": 100}
+    assert own["reachable"] is True and own["model"] == "model.int8.onnx"  # as `defectdet val` writes it
     side = json.loads((models / "model.int8.json").read_text())
     assert side["thresholds"] == own["thresholds"] and side["gate"]["decision"] == "pass"
     assert "model.int8.thresholds.yaml (also in its sidecar)" in capsys.readouterr().out

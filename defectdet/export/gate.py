@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import atomic_write_text, dump_yaml
+from ..config import atomic_write_text
 from ..errors import ConfigError
 from . import GateRefused
 
@@ -46,7 +46,7 @@ class Limits:
     """Largest accepted losses, in percentage points (a recall of 0.80 -> 0.78 is 2 points)."""
 
     max_drop: float = 1.0  # mAP50
-    max_class_drop: float = 2.0  # per-class recall at the operating thresholds
+    max_class_drop: float = 2.0  # per-class recall at the operating thresholds (AP50 when recalibrated)
     max_escape_rise: float = 1.0  # part escape rate
     max_overkill_rise: float = 2.0  # part overkill rate (recalibrated gate only)
 
@@ -221,11 +221,10 @@ def run_gate(
     result.forced = force and not result.passed
     own = None
     if recalibrate is not None:
+        from ..evaluate import write_thresholds
+
         own = {str(k): float(v) for k, v in (_get(r8, "thresholds") or {}).items()}
-        dump_yaml(thresholds_path(int8), {
-            "thresholds": own, "target_escape": recalibrate, "model": int8.name, "data": str(data),
-            "achieved": {"escape_rate": _get(r8, "escape_rate"), "overkill_rate": _get(r8, "overkill_rate")},
-            "written_by": "defectdet gate --recalibrate"})
+        write_thresholds(r8, thresholds_path(int8))  # the same YAML `defectdet val --target-escape` writes
     doc = {"decision": result.decision, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "limits": asdict(limits), "thresholds": source, "data": str(data), "fp32_model": str(fp32),
            "int8_model": str(int8), "checks": [asdict(c) for c in result.checks], "reasons": result.reasons,
@@ -251,7 +250,7 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("accuracy gate")
     g.add_argument("--max-drop", type=float, default=d.max_drop, help=f"largest mAP50 drop, points (default {d.max_drop})")
     g.add_argument("--max-class-drop", type=float, default=d.max_class_drop,
-                   help=f"largest per-class recall drop, points (default {d.max_class_drop})")
+                   help=f"largest per-class recall drop (AP50 with --recalibrate), points (default {d.max_class_drop})")
     g.add_argument("--max-escape-rise", type=float, default=d.max_escape_rise,
                    help=f"largest part escape-rate rise, points (default {d.max_escape_rise})")
     g.add_argument("--max-overkill-rise", type=float, default=d.max_overkill_rise,
