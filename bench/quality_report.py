@@ -14,6 +14,7 @@ from defectdet.config import atomic_write_text
 from defectdet.errors import ConfigError
 
 LOSS_ARMS = ("bce", "focal", "qfl", "vfl")  # + the recommended preset
+ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = ("model", "imgsz", "batch", "epochs")  # what makes cached results comparable
 FP_PER_IMAGE = 0.1  # false positives of the rarest class per image, for its recall
 MIN_BASELINE_MAP50 = 0.3  # below this the BCE baseline has not learnt: deltas are noise
@@ -27,6 +28,17 @@ COLUMNS = (  # (result key, header, format spec)
 
 
 # ----------------------------------------------------------------------------- table
+def _shown(value):
+    """A budget value as the report prints it: a model path inside this repository relative to it
+    (the table is committed; the absolute path names one machine)."""
+    if isinstance(value, str) and Path(value).is_absolute():
+        try:
+            return Path(value).relative_to(ROOT).as_posix()
+        except ValueError:
+            return value
+    return value
+
+
 def _spread(values: list[float]) -> tuple[float, float]:
     """(median, half the min-max range)."""
     return statistics.median(values), (max(values) - min(values)) / 2
@@ -162,7 +174,7 @@ def report(out: Path) -> str:
     arm_rank = lambda a: LOSS_ARMS.index(a) if a in LOSS_ARMS else len(LOSS_ARMS)  # noqa: E731
     results.sort(key=lambda r: (tags[r["data_tag"]], arm_rank(r["arm"]), r["arm"], r["seed"]))
     rows = aggregate(results)
-    budgets = {json.dumps({k: r["budget"][k] for k in FINGERPRINT}, sort_keys=True) for r in results}
+    budgets = {json.dumps({k: _shown(r["budget"][k]) for k in FINGERPRINT}, sort_keys=True) for r in results}
     text = "\n".join([
         markdown_table(rows, fp_per_image), "",
         f"budget: {'; '.join(sorted(budgets))}. Rarest class: "

@@ -185,6 +185,7 @@ def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
     text = (tmp_path / "quality.md").read_text()
     assert "| synthetic | bce |" in text and "| synthetic | qfl |" in text
     assert "comparison is noise at this budget" in text  # 1 epoch learns nothing
+    assert '"model": "configs/models/defectdet-pico.yaml"' in text  # committed tables name no machine
     res = json.loads((tmp_path / "synthetic" / "qfl" / "seed0" / "result.json").read_text())
     assert res["images_per_s"] > 0 and 0 <= res["map50"] <= 1 and res["fingerprint"]["epochs"] == 1
     for png in ("quality_pr.png", "quality_bars.png"):
