@@ -3,6 +3,8 @@
 import os
 import stat
 
+import pytest
+
 from defectdet.config import atomic_write_bytes, atomic_write_text
 
 
@@ -19,3 +21,20 @@ def test_atomic_write_gives_a_new_file_the_umask_mode_and_keeps_an_existing_one(
     finally:
         os.umask(old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "thresholds.yaml"]  # no temp left
+
+
+def test_atomic_write_syncs_unless_told_not_to_and_leaves_no_temp_on_failure(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    atomic_write_bytes(tmp_path / "a.bin", b"a")
+    atomic_write_bytes(tmp_path / "b.jpg", b"b", fsync=False)  # snapshots: no sync per file
+    assert len(synced) == 1 and (tmp_path / "b.jpg").read_bytes() == b"b"
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(tmp_path / "a.bin", b"new")
+    assert (tmp_path / "a.bin").read_bytes() == b"a"  # the old file is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.jpg"]

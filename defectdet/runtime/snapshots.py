@@ -13,6 +13,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ..config import atomic_write_bytes
 from .sinks import FrameResult, utc_iso
 
 
@@ -112,14 +113,7 @@ class Snapshots:
         ok, buf = cv2.imencode(path.suffix, img, self.params if path.suffix in (".jpg", ".jpeg") else [])
         if not ok:
             raise OSError(f"{path}: OpenCV cannot encode {path.suffix}")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_bytes(buf.tobytes())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, buf.tobytes(), fsync=False)
         self._files.append((path, buf.nbytes))
         self.total += buf.nbytes
         self.written += 1
