@@ -56,7 +56,7 @@ LOSS_DEFAULTS: dict[str, dict[str, Optional[float]]] = {
 # the cls:box weight ratio of each loss's reference detector is carried over to ultralytics' box gain:
 # RetinaNet focal 1:1 and GFL QFL 1:2 -> ~4, PP-YOLOE VFL 1:2.5 -> 3. bench/quality.py measures them.
 DEFAULT_CLS_GAIN = {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}
-DEFECTDET_KEYS = ("cls_loss", "gamma", "alpha", "strict")
+DEFECTDET_KEYS = ("cls_loss", "gamma", "alpha", "strict", "threads")
 DEFAULTS = {"model": "yolo11n.yaml", "project": "runs/train"}
 
 
@@ -154,6 +154,28 @@ class NonFiniteLossGuard:
         )
 
 
+class CpuThreads:
+    """on_pretrain_routine_start: train on the CPU with ``n`` torch threads. ultralytics sets
+    ``os.cpu_count() - 1`` (and no data-loader workers), which leaves one of two cores idle."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __call__(self, trainer) -> None:
+        if trainer.device.type == "cpu":  # runs after ultralytics' own torch.set_num_threads
+            torch.set_num_threads(self.n)
+            print(f"defectdet: training on the CPU with {self.n} thread(s)")
+
+
+def check_threads(value) -> Optional[int]:
+    """threads=N (N >= 1) or None/"auto" (ultralytics' choice: os.cpu_count() - 1, at most 8)."""
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"threads={value!r}: expected a whole number >= 1 (CPU training threads) or auto")
+    return value
+
+
 class RunInfoCallback:
     """Write ``<run>/defectdet.yaml`` (the loss settings the export embeds in model metadata)."""
 
@@ -231,6 +253,7 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     if ul_args.get("data") is None:
         raise ConfigError("data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)")
     ul_args["data"] = _check_data(ul_args["data"], bool(ours.pop("strict", True)), ul_args.get("imgsz"))
+    threads = check_threads(ours.pop("threads", None))
     loss = resolve_loss(ours, ul_args)
     ul_args.setdefault("name", loss["cls_loss"])
     device = str(ul_args.get("device") if ul_args.get("device") is not None else
@@ -242,6 +265,8 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     guard = NonFiniteLossGuard()
     yolo.add_callback("on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"]))
     yolo.add_callback("on_pretrain_routine_end", RunInfoCallback({**loss, "data": str(ul_args["data"])}))
+    if threads:
+        yolo.add_callback("on_pretrain_routine_start", CpuThreads(threads))
     yolo.add_callback("on_train_epoch_start", guard.on_epoch_start)
     yolo.add_callback("on_train_batch_end", guard.on_batch_end)
     for event, fns in (callbacks or {}).items():
@@ -251,7 +276,8 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
 
 
 def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
-    """Train a detector; keys are ultralytics training arguments plus cls_loss, gamma, alpha, strict.
+    """Train a detector; keys are ultralytics training arguments plus cls_loss, gamma, alpha, strict,
+    threads.
 
     ``callbacks`` maps ultralytics callback events to extra functions (logging, early stops).
     Returns the run folder (``weights/best.pt``, ``weights/last.pt``, ``results.csv``,
@@ -295,7 +321,8 @@ def cli(argv: list[str]) -> int:
         prog="defectdet train",
         description="Train with a focal-family loss. Keys are ultralytics training arguments "
         "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, gamma, alpha, "
-        "strict=False (skip bad images instead of refusing the dataset).",
+        "strict=False (skip bad images instead of refusing the dataset), threads=N (CPU training threads; "
+        "default: ultralytics' os.cpu_count() - 1).",
     )
     ap.add_argument("--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")

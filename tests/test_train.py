@@ -20,6 +20,7 @@ from defectdet.train import (
     ClsLoss,
     ClsLossCallback,
     NonFiniteLossGuard,
+    check_threads,
     install_cls_loss,
     load_settings,
     resolve_loss,
@@ -202,6 +203,20 @@ def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_da
     loaded = _load_without_defectdet(best)
     assert loaded["cls"] == "DetectionModel" and loaded["n"] == 1
     assert list(loaded["names"].values()) == ["scratch", "spot", "crack", "dent"]
+
+
+def test_threads_sets_the_cpu_training_threads(tiny_data, tmp_path):
+    seen, before = [], torch.get_num_threads()
+    try:
+        train(callbacks={"on_train_epoch_start": [lambda t: seen.append(torch.get_num_threads())]},
+              data=str(tiny_data), project=str(tmp_path), name="threads", threads=3, **TINY)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [3]  # not ultralytics' os.cpu_count() - 1
+    for bad in (0, 1.5, "two", True):
+        with pytest.raises(ConfigError, match=r"threads=.*: expected a whole number >= 1"):
+            check_threads(bad)
+    assert check_threads("auto") is None and check_threads(None) is None
 
 
 def test_non_finite_loss_stops_training_with_clear_error(tiny_data, tmp_path):
