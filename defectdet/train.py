@@ -252,8 +252,8 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     ours, ul_args = split_settings(merged(DEFAULTS, settings))
     if ul_args.get("data") is None:
         raise ConfigError("data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)")
+    threads = check_threads(ours.pop("threads", None))  # a bad key fails before the data check
     ul_args["data"] = _check_data(ul_args["data"], bool(ours.pop("strict", True)), ul_args.get("imgsz"))
-    threads = check_threads(ours.pop("threads", None))
     loss = resolve_loss(ours, ul_args)
     ul_args.setdefault("name", loss["cls_loss"])
     device = str(ul_args.get("device") if ul_args.get("device") is not None else
