@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defectdet.config import atomic_write_text
+from defectdet.config import atomic_write_bytes, atomic_write_text
 from defectdet.errors import ConfigError
 
 LOSS_ARMS = ("bce", "focal", "qfl", "vfl")  # + the recommended preset
@@ -23,8 +23,6 @@ COLUMNS = (  # (result key, header, format spec)
     ("escape", "escape@cal", ".1%"), ("overkill", "overkill@cal", ".1%"), ("d_map50", "ΔmAP50 vs bce", "+.3f"),
     ("images_per_s", "train img/s", ".1f"),
 )
-
-
 
 
 # ----------------------------------------------------------------------------- table
@@ -102,8 +100,6 @@ def _png(draw, path: Path, size=(6.4, 4.8)) -> Path:
     import io
 
     from matplotlib.figure import Figure
-
-    from defectdet.config import atomic_write_bytes
 
     fig = Figure(figsize=size, dpi=100)
     draw(fig)

@@ -14,16 +14,17 @@ per-epoch validation is off) and its ratio to ultralytics' default.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.quality import EpochTimer  # noqa: E402  (the quality benchmark's per-epoch timer)
 from defectdet.demo import DEMO, TRAIN_EXTRA  # noqa: E402
 
 
@@ -33,23 +34,17 @@ def images_per_s(data: Path, project: Path, threads, epochs: int, name: str) -> 
 
     from defectdet.train import train
 
-    starts, secs = [], []
-
-    def start(trainer):
-        starts.append(time.perf_counter())
-
-    def end(trainer):
-        secs.append((time.perf_counter() - starts[-1], len(trainer.train_loader.dataset)))
-
+    timer = EpochTimer(project / name)  # the run folder (exist_ok: ultralytics keeps the name)
     before = torch.get_num_threads()
     try:
-        train(callbacks={"on_train_epoch_start": [start], "on_train_epoch_end": [end]},
+        train(callbacks={"on_train_epoch_start": [timer.start], "on_train_epoch_end": [timer.end]},
               model="yolo11n.yaml", data=str(data), epochs=epochs, imgsz=DEMO["imgsz"], batch=DEMO["batch"],
               cls_loss=DEMO["cls_loss"], seed=DEMO["seed"], project=str(project), name=name, exist_ok=True,
               val=False, threads=threads, **TRAIN_EXTRA)
     finally:
         torch.set_num_threads(before)
-    return statistics.median(n / s for s, n in secs[1:])
+    rows = json.loads(timer.path.read_text())
+    return statistics.median(r["images"] / r["seconds"] for epoch, r in rows.items() if epoch != "0")
 
 
 def main(argv=None) -> int:
