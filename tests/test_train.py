@@ -216,7 +216,7 @@ def test_threads_sets_the_cpu_training_threads(tiny_data, tmp_path):
     for bad in (0, 1.5, "two", True):
         with pytest.raises(ConfigError, match=r"threads=.*: expected a whole number >= 1"):
             check_threads(bad)
-    assert check_threads("auto") is None and check_threads(None) is None
+    assert check_threads("auto") == check_threads(None) == os.cpu_count()  # every core by default
 
 
 def test_non_finite_loss_stops_training_with_clear_error(tiny_data, tmp_path):
@@ -314,7 +314,16 @@ def test_cls_loss_auto_takes_the_recommended_preset_with_its_gain(tiny_data, cap
     assert mine["gamma"] == 3.0 and mine["cls"] == 0.9  # the user's settings win over the preset's
 
 
-def test_default_loss_is_the_measured_winner_bce():
-    """README, 'Quality benchmark': BCE beat every focal-family arm on both seeds measured so far."""
-    args = {}
-    assert resolve_loss({}, args) == {"cls_loss": "bce", "gamma": None, "alpha": None, "cls": 0.5}
+def test_default_loss_is_auto_and_reduces_to_bce_on_balanced_data(tiny_data):
+    """README, 'Quality benchmark': the recommended preset beat BCE on the rare split and equals BCE
+    (gamma=0, alpha=0.5 at cls 1.0) on the balanced one: cls_loss=auto is the default."""
+    from defectdet.train import DEFAULT_CLS_LOSS
+
+    assert DEFAULT_CLS_LOSS == "auto"
+    balanced = {"splits": {"train": {"anchors": {"negatives_per_positive": 100.0,
+                                                 "positive_fraction_in_defect_images": 0.01},
+                                     "defect_free_fraction": 0.0}}}
+    assert resolve_loss({}, {}, balanced) == {"cls_loss": "focal", "gamma": 0.0, "alpha": 0.5, "cls": 1.0}
+    with pytest.raises(ConfigError, match="cls_loss=auto needs data="):
+        resolve_loss({}, {})
+    assert resolve_loss({"cls_loss": "bce"}, {}) == {"cls_loss": "bce", "gamma": None, "alpha": None, "cls": 0.5}

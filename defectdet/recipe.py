@@ -1,0 +1,204 @@
+"""The training-data recipe for rare defects: sampling, defect copy-paste, native-resolution windows.
+
+Keys of ``defectdet train`` (recorded in ``<run>/defectdet.yaml``):
+
+    sampling=auto|uniform|defect|repeat   how training images are drawn (defectdet.sampling);
+                                           auto: ``defect`` when the train split has defect-free images
+                                           and fewer than ``defect_fraction`` defective ones, else uniform
+    defect_fraction=0.5                    target share of defective images per epoch (sampling=defect)
+    repeat_thresh=0.1                      LVIS threshold t (sampling=repeat)
+    paste=P                                probability that a defect-free image gets pasted defects (0 = off)
+    paste_max=3                            defects pasted per image, at most
+    paste_roi=mask.png                     where parts are (white); pasted defects are centred inside it
+    crop=auto|off|native                   native: train on imgsz windows at native scale (half of them
+                                           centred on a defect); auto: native when the images' median
+                                           longer side is >= 1.5 x imgsz. Validation then letterboxes to
+                                           the images' native size (``eval_imgsz`` in defectdet.yaml),
+                                           which is also the size to export and deploy at.
+
+:class:`TrainDataCallback` applies them (to the trainer's data loaders) through
+:mod:`defectdet.ultralytics_adapter`; the per-image work is in :mod:`defectdet.data.paste` and
+:mod:`defectdet.data.crops`, the weights in :mod:`defectdet.sampling`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from . import sampling as S
+from . import ultralytics_adapter as ad
+from .data import crops as C
+from .data import paste as P
+from .errors import ConfigError
+
+RECIPE_KEYS = ("sampling", "defect_fraction", "repeat_thresh", "paste", "paste_max", "paste_roi", "crop")
+RECIPE_DEFAULTS = {"sampling": "auto", "defect_fraction": S.DEFAULT_DEFECT_FRACTION, "repeat_thresh": None,
+                   "paste": 0.0, "paste_max": P.DEFAULT_PASTE_MAX, "paste_roi": None, "crop": "auto"}
+NATIVE_FACTOR = 1.5  # crop=auto trains on native windows when images are at least this much larger than imgsz
+
+
+def check_recipe(r: dict[str, Any]) -> dict[str, Any]:
+    """The recipe keys with defaults filled in; ConfigError naming the key on a bad value."""
+    r = {**RECIPE_DEFAULTS, **{k: v for k, v in r.items() if k in RECIPE_KEYS}}
+    if r["sampling"] != "auto":
+        S.check_sampling(r["sampling"])
+    S.check_sampling("defect", r["defect_fraction"], r["repeat_thresh"])
+    P.check_paste(r["paste"], r["paste_max"])
+    if r["crop"] not in ("auto", *C.CROP_MODES):
+        raise ConfigError(f"crop={r['crop']!r}: expected one of auto, {', '.join(C.CROP_MODES)}")
+    if r["paste_roi"] is not None:
+        P.load_roi(r["paste_roi"])  # fails now, not in a data-loader worker
+    return r
+
+
+def auto_sampling(classes: list[np.ndarray], defect_fraction: float) -> str:
+    n_def = sum(1 for c in classes if len(c))
+    return "defect" if 0 < n_def < len(classes) and n_def / len(classes) < defect_fraction else "uniform"
+
+
+def auto_crop(shapes: np.ndarray, imgsz: int) -> str:
+    return "native" if len(shapes) and float(np.median(shapes.max(1))) >= NATIVE_FACTOR * imgsz else "off"
+
+
+def train_image_sides(data_yaml, limit: int = 200) -> np.ndarray:
+    """(N, 2) (h, w) of up to ``limit`` evenly spaced train images (headers only)."""
+    from .data.formats import as_data_yaml, image_size, list_images, load_data_yaml
+
+    spec = load_data_yaml(as_data_yaml(data_yaml))
+    refs = [r for src in spec.splits.get("train", []) if src.exists() for r in list_images(src) if r.path.is_file()]
+    pick = [refs[i] for i in np.unique(np.linspace(0, len(refs) - 1, min(limit, len(refs))).astype(int))] if refs else []
+    sizes = []
+    for r in pick:
+        try:
+            w, h = image_size(r.path)
+        except OSError:  # `defectdet data check` reports it
+            continue
+        sizes.append((h, w))
+    return np.array(sizes, dtype=int).reshape(-1, 2)
+
+
+def resolve_auto(recipe: dict[str, Any], data_yaml, imgsz: int, need_stats: bool = False):
+    """Resolve ``sampling=auto`` and ``crop=auto`` from the data's statistics (``defectdet data stats``
+    of the train split, image headers). Returns (recipe, stats of the data as training will see it,
+    or None when nothing asked for them): the stats are measured at the native size under
+    ``crop=native`` and count the defect-free share that the sampler leaves, so the loss
+    recommendation (``cls_loss=auto``) follows the sampled data, not the raw one."""
+    r = dict(recipe)
+    if r["sampling"] != "auto" and r["crop"] != "auto" and not need_stats:
+        return r, None
+    from .data.stats import dataset_stats
+
+    if r["crop"] == "auto":
+        r["crop"] = auto_crop(train_image_sides(data_yaml), imgsz)
+    size = C.native_size(train_image_sides(data_yaml), 32, imgsz) if r["crop"] == "native" else imgsz
+    stats = dataset_stats(data_yaml, imgsz=size)
+    train = stats["splits"]["train"]
+    free = train["defect_free_fraction"] or 0.0
+    if r["sampling"] == "auto":
+        r["sampling"] = "defect" if 0 < free < 1 and 1 - free < r["defect_fraction"] else "uniform"
+    if r["sampling"] == "defect" and 0 < free < 1:
+        stats = sampled_stats(stats, max(r["defect_fraction"], 1 - free))
+    return r, stats
+
+
+def sampled_stats(stats: dict, defect_share: float) -> dict:
+    """``stats`` with the train split's defect-free fraction and anchor imbalance as a sampler that
+    draws ``defect_share`` defective images leaves them (positive fraction = share x positive
+    fraction in defect images)."""
+    train = dict(stats["splits"]["train"])
+    a = dict(train["anchors"])
+    pos = defect_share * a["positive_fraction_in_defect_images"]
+    a.update(positive_fraction=round(pos, 8), negatives_per_positive=round((1 - pos) / pos, 1) if pos else None)
+    train.update(anchors=a, defect_free_fraction=round(1 - defect_share, 6))
+    return {**stats, "splits": {**stats["splits"], "train": train}}
+
+
+class TrainDataCallback:
+    """The recipe, carried in the trainer's callbacks (so ultralytics' multi-GPU launcher hands it to
+    every worker); :class:`defectdet.trainer.DefectdetTrainer` finds it and builds its train loader
+    (and, for native windows, its val loader at the native size) through :meth:`dataloader`. As an
+    ``on_pretrain_routine_start`` callback it does nothing. The resolved recipe is left on the
+    trainer as ``trainer.defectdet_recipe`` for ``defectdet.yaml``."""
+
+    def __init__(self, recipe: dict[str, Any]):
+        self.recipe = check_recipe(recipe)
+        self.resolved: dict[str, Any] = {}
+
+    def __call__(self, trainer) -> None:
+        pass
+
+    def dataloader(self, trainer, default, dataset_path, batch_size, rank, mode):
+        if mode == "train":
+            return ad.train_loader(trainer, dataset_path, batch_size, rank,
+                                   lambda ds, r, w: self.prepare(trainer, ds, r, w))
+        if self.resolved.get("eval_imgsz"):
+            return ad.val_loader_at(trainer, dataset_path, batch_size, rank, self.resolved["eval_imgsz"])
+        return default(dataset_path, batch_size, rank, mode)
+
+    # ----------------------------------------------------------------------- per dataset
+    def prepare(self, trainer, dataset, rank: int, world: int) -> Optional[S.WeightedEpochSampler]:
+        """Resolve auto keys on the dataset, install paste/windows, return the sampler (or None)."""
+        r, imgsz = self.recipe, int(trainer.args.imgsz)
+        classes, shapes = ad.dataset_classes(dataset), ad.dataset_shapes(dataset)
+        mode = auto_sampling(classes, r["defect_fraction"]) if r["sampling"] == "auto" else r["sampling"]
+        crop = auto_crop(shapes, imgsz) if r["crop"] == "auto" else r["crop"]
+        eval_imgsz = C.native_size(shapes, 32, imgsz) if crop == "native" else None
+        bank = self._bank(dataset) if r["paste"] > 0 else None
+        self.resolved = {"sampling": mode, "crop": crop, "eval_imgsz": eval_imgsz, "paste": r["paste"],
+                         "defect_fraction": r["defect_fraction"] if mode == "defect" else None,
+                         "repeat_thresh": r["repeat_thresh"] if mode == "repeat" else None}
+        trainer.defectdet_recipe = dict(self.resolved)
+        print("defectdet: training data " + ", ".join(f"{k}={v}" for k, v in self.resolved.items() if v is not None))
+        if bank is not None or crop == "native":
+            ad.hook_images(dataset, self._transform(bank, imgsz, crop == "native"), native=crop == "native")
+            if bank is not None and rank == 0 and ad.is_main_rank() and ad.save_dir(trainer):
+                self._preview(dataset, bank, ad.save_dir(trainer) / "paste_preview.jpg", int(trainer.args.seed))
+        if mode == "uniform":
+            return None
+        w = S.image_weights(classes, len(trainer.data["names"]), mode, r["defect_fraction"], r["repeat_thresh"])
+        ad.weight_mix_draws(dataset, w)
+        return S.WeightedEpochSampler(w, seed=int(trainer.args.seed), rank=rank, world_size=world)
+
+    def _bank(self, dataset) -> P.DefectBank:
+        classes, boxes = ad.dataset_classes(dataset), ad.dataset_boxes(dataset)
+        if all(len(c) for c in classes):
+            raise ConfigError(f"paste={self.recipe['paste']}: the train split has no defect-free image to paste onto "
+                              "(expected some images without boxes; use paste=0)")
+        idx = [i for i, c in enumerate(classes) if len(c)]
+        return P.DefectBank.from_files([dataset.im_files[i] for i in idx], [boxes[i] for i in idx],
+                                       [classes[i] for i in idx])
+
+    def _transform(self, bank: Optional[P.DefectBank], imgsz: int, native: bool):
+        p, n_max = self.recipe["paste"], self.recipe["paste_max"]
+        roi = P.load_roi(self.recipe["paste_roi"])
+
+        def transform(label: dict, rng: np.random.Generator) -> dict:
+            boxes, cls = ad.label_boxes(label)
+            img, changed = label["img"], native
+            if bank is not None and not len(boxes) and rng.random() < p:
+                img, boxes, cls = P.paste_defects(img, boxes, bank, rng, n_max, roi)
+                changed = True
+            if native:
+                img, boxes, keep, _ = C.native_window(img, boxes, imgsz, rng)
+                cls = cls[keep]
+            return ad.set_label_boxes(label, img, boxes, cls) if changed else label
+
+        return transform
+
+    def _preview(self, dataset, bank: P.DefectBank, path, seed: int, n: int = 8) -> None:
+        import cv2
+
+        clean = [i for i, c in enumerate(ad.dataset_classes(dataset)) if not len(c)]
+        rng = np.random.default_rng(seed)
+        samples = []
+        for i in rng.choice(clean, size=min(n, len(clean)), replace=False):
+            img = cv2.imread(str(dataset.im_files[int(i)]), cv2.IMREAD_COLOR)
+            if img is not None:
+                out, added, _ = P.paste_defects(img, np.zeros((0, 4)), bank, rng, self.recipe["paste_max"],
+                                                P.load_roi(self.recipe["paste_roi"]))
+                samples.append((out, np.zeros((0, 4)), added))
+        if samples:
+            P.preview_grid(samples, path)
+            print(f"defectdet: pasted samples -> {path}")

@@ -1,0 +1,150 @@
+"""The rare-defect recipe inside ultralytics' trainer: the train loader's sampler and mosaic draws
+follow the weights, paste and native windows touch training images only, val runs at the native
+size, the run records what auto resolved to, and bad values are one-line errors."""
+
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from defectdet.config import load_yaml
+from defectdet.errors import ConfigError
+from defectdet.offline import setup_ultralytics
+from defectdet.recipe import (
+    TrainDataCallback,
+    auto_crop,
+    auto_sampling,
+    check_recipe,
+    resolve_auto,
+    sampled_stats,
+)
+
+TINY = dict(model="yolo11n.yaml", epochs=1, imgsz=128, batch=8, workers=0, plots=False, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def rare_data(tmp_path_factory):
+    from defectdet.data.synthetic import make_dataset
+
+    # 40 parts at 256 px, 20% defective: rare, and twice the training size (native windows apply)
+    return make_dataset(tmp_path_factory.mktemp("rare"), images=40, defect_rate=0.2, imgsz=256, seed=1, video_frames=0)
+
+
+def _trainer(data, tmp_path, **recipe):
+    setup_ultralytics()
+    from defectdet.trainer import DefectdetTrainer
+
+    overrides = {**TINY, "data": str(data), "project": str(tmp_path), "name": "t", "mode": "train"}
+    trainer = DefectdetTrainer(overrides=overrides)
+    trainer.add_callback("on_pretrain_routine_start", TrainDataCallback(recipe))
+    trainer.model = trainer.get_model(cfg="yolo11n.yaml", weights=None)
+    return trainer
+
+
+def test_train_loader_and_mosaic_draw_half_defective_images(rare_data, tmp_path):
+    trainer = _trainer(rare_data, tmp_path, sampling="defect", defect_fraction=0.5)
+    loader = trainer.get_dataloader(trainer.data["train"], batch_size=8, rank=-1, mode="train")
+    ds = loader.dataset
+    defective = np.array([len(lb["cls"]) > 0 for lb in ds.labels])
+    assert 0.1 < defective.mean() < 0.35  # the data is rare...
+    draws = np.concatenate([list(loader.sampler) for _ in range(200)])
+    assert len(loader.sampler) == len(ds)  # ...the epoch length is unchanged...
+    assert defective[draws].mean() == pytest.approx(0.5, abs=0.03)  # ...and half of what is drawn is defective
+    from ultralytics.data.augment import Mosaic
+
+    mosaic = next(t for t in _walk(ds.transforms) if isinstance(t, Mosaic))
+    random.seed(0)
+    extra = np.concatenate([mosaic.get_indexes() for _ in range(2000)])
+    assert defective[extra].mean() == pytest.approx(0.5, abs=0.03)  # mosaic's extra images follow the sampler
+    assert trainer.defectdet_recipe["sampling"] == "defect"
+
+
+def _walk(t):
+    stack = [t]
+    while stack:
+        x = stack.pop()
+        yield x
+        stack.extend(getattr(x, "transforms", None) or [])
+
+
+def test_paste_and_windows_touch_training_images_only(rare_data, tmp_path):
+    trainer = _trainer(rare_data, tmp_path, sampling="uniform", paste=1.0, crop="native")
+    train = trainer.get_dataloader(trainer.data["train"], batch_size=8, rank=-1, mode="train").dataset
+    val = trainer.get_dataloader(trainer.data["val"], batch_size=8, rank=-1, mode="val").dataset
+    assert "get_image_and_label" in vars(train) and "get_image_and_label" not in vars(val)  # val never pasted
+    assert val.imgsz == 256 == trainer.defectdet_recipe["eval_imgsz"]  # val letterboxes to the native size
+    clean = [i for i, lb in enumerate(train.labels) if not len(lb["cls"])]
+    random.seed(3)
+    a = train.get_image_and_label(clean[0])
+    random.seed(3)
+    b = train.get_image_and_label(clean[0])
+    assert np.array_equal(a["img"], b["img"])  # deterministic for the seeded stream
+    assert a["img"].shape[:2] == (128, 128)  # a native-scale window, not the image downscaled
+    counts = []
+    for k, i in enumerate(clean[:10]):
+        random.seed(k)
+        lb = train.get_image_and_label(i)
+        boxes = lb["instances"].bboxes
+        assert ((boxes >= 0) & (boxes <= 1)).all() and len(lb["cls"]) == len(boxes)
+        counts.append(len(boxes))
+    assert sum(counts) > 0  # paste=1: defect-free images come back with defects (unless cropped away)
+
+
+def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_path, capsys):
+    from defectdet.train import train
+
+    run = train(data=str(rare_data), project=str(tmp_path), name="run", paste=0.5, **TINY)
+    info = load_yaml(run / "defectdet.yaml")
+    assert info["sampling"] == "defect" and info["crop"] == "native" and info["eval_imgsz"] == 256
+    assert info["paste"] == 0.5 and info["cls_loss"] in ("focal", "bce")
+    assert (run / "paste_preview.jpg").stat().st_size > 1000
+    assert "training data sampling=defect, crop=native" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("sampling", "foo", r"sampling='foo': expected one of uniform, defect, repeat"),
+    ("paste", 2, r"paste=2: expected a probability in \[0, 1\]"),
+    ("crop", "tiles", r"crop='tiles': expected one of auto, off, native"),
+    ("defect_fraction", 1.5, r"defect_fraction=1.5"),
+    ("paste_roi", "/nonexistent/mask.png", r"paste_roi=/nonexistent/mask.png: cannot read the mask"),
+    ("epochs", 0, r"epochs=0: expected a whole number >= 1"),
+    ("imgsz", -5, r"imgsz=-5: expected a whole number of pixels >= 32"),
+])
+def test_bad_recipe_values_fail_before_training(rare_data, tmp_path, key, value, match):
+    from defectdet.train import train
+
+    with pytest.raises(ConfigError, match=match):
+        train(data=str(rare_data), project=str(tmp_path), name="bad", **{**TINY, key: value})
+
+
+def test_paste_needs_defect_free_images():
+    cb = TrainDataCallback({"paste": 0.5})
+    every_image_defective = SimpleNamespace(labels=[{"cls": np.zeros((1, 1)), "bboxes": np.full((1, 4), 0.5)}] * 3,
+                                            im_files=["a.jpg", "b.jpg", "c.jpg"])
+    with pytest.raises(ConfigError, match="no defect-free image to paste onto"):
+        cb._bank(every_image_defective)
+
+
+def test_auto_rules():
+    rare, balanced = [np.array([])] * 9 + [np.array([0])], [np.array([0])] * 10
+    assert auto_sampling(rare, 0.5) == "defect" and auto_sampling(balanced, 0.5) == "uniform"
+    assert auto_sampling([np.array([])] * 4 + [np.array([1])] * 6, 0.5) == "uniform"  # 60% defective already
+    assert auto_crop(np.array([[640, 640]] * 3), 320) == "native" and auto_crop(np.array([[400, 400]]), 320) == "off"
+    assert check_recipe({})["sampling"] == "auto"
+
+
+def test_sampled_stats_count_the_share_the_sampler_leaves():
+    stats = {"splits": {"train": {"defect_free_fraction": 0.9,
+                                  "anchors": {"positive_fraction_in_defect_images": 0.01, "positive_fraction": 0.001,
+                                              "negatives_per_positive": 999.0}}}}
+    s = sampled_stats(stats, 0.5)["splits"]["train"]
+    assert s["defect_free_fraction"] == 0.5 and s["anchors"]["positive_fraction"] == 0.005
+    assert s["anchors"]["negatives_per_positive"] == pytest.approx(199.0)  # (1 - 0.005) / 0.005
+    assert stats["splits"]["train"]["defect_free_fraction"] == 0.9  # the input is not modified
+
+
+def test_resolve_auto_on_a_rare_set(rare_data):
+    r, stats = resolve_auto(check_recipe({}), str(rare_data), 128, need_stats=True)
+    assert (r["sampling"], r["crop"]) == ("defect", "native")
+    assert stats["imgsz"] == 256 and stats["splits"]["train"]["defect_free_fraction"] == 0.5
