@@ -90,12 +90,12 @@ def conf_for_ng_rate(model: Path, frames: list[np.ndarray], rate: float, threads
 def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarray], out: Path):
     """Run the loop over ``a.frames`` synthetic frames; returns (summary, probe)."""
     from defectdet.runtime import Detector
-    from defectdet.runtime.capture import FrameSource
-    from defectdet.runtime.decisions import Decider
-    from defectdet.runtime.inspect_cli import model_id
-    from defectdet.runtime.loop import InspectionLoop
-    from defectdet.runtime.sinks import EventLog
-    from defectdet.runtime.snapshots import Snapshots
+    from defectdet.station.capture import FrameSource
+    from defectdet.station.decisions import Decider
+    from defectdet.station.inspect_cli import model_id
+    from defectdet.station.loop import InspectionLoop
+    from defectdet.station.sinks import EventLog
+    from defectdet.station.snapshots import Snapshots
 
     with Detector(model, conf=conf, threads=a.threads) as det, Detector(model, conf=conf, threads=a.threads) as bare:
         for f in frames[:5]:
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     model = a.model or build_model(a.out / "model", a.imgsz)
-    from defectdet.runtime.sources import SyntheticReader
+    from defectdet.station.sources import SyntheticReader
 
     reader = SyntheticReader(width=a.width, height=a.height)
     frames = [reader.frame(i)[0] for i in range(240)]  # ten parts, the source's first frames

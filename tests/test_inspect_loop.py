@@ -11,14 +11,14 @@ import time
 import numpy as np
 import pytest
 
-from defectdet.runtime import sinks as sinks_module
-from defectdet.runtime.capture import FrameSource
-from defectdet.runtime.decisions import Decider
+from defectdet.station import sinks as sinks_module
+from defectdet.station.capture import FrameSource
+from defectdet.station.decisions import Decider
 from defectdet.runtime.detections import Detections
-from defectdet.runtime.loop import InspectionLoop, LatencyStats
-from defectdet.runtime.sinks import EventLog, read_events
-from defectdet.runtime.snapshots import Snapshots
-from defectdet.runtime.sources import parse_source
+from defectdet.station.loop import InspectionLoop, LatencyStats
+from defectdet.station.sinks import EventLog, read_events
+from defectdet.station.snapshots import Snapshots
+from defectdet.station.sources import parse_source
 
 NAMES = {0: "scratch", 1: "spot"}
 

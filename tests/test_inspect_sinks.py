@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from defectdet.runtime import sinks as sinks_module
-from defectdet.runtime.decisions import Decision
+from defectdet.station import sinks as sinks_module
+from defectdet.station.decisions import Decision
 from defectdet.runtime.detections import Detections
-from defectdet.runtime.signals import GpioSignal, MqttSignal, SignalError, StdoutSignal, WebhookSignal
-from defectdet.runtime.sinks import (
+from defectdet.station.signals import GpioSignal, MqttSignal, SignalError, StdoutSignal, WebhookSignal
+from defectdet.station.sinks import (
     EventLog,
     FrameResult,
     Guard,
@@ -32,8 +32,8 @@ from defectdet.runtime.sinks import (
     read_events,
     rotated_files,
 )
-from defectdet.runtime.snapshots import Snapshots
-from defectdet.runtime.sources import Frame
+from defectdet.station.snapshots import Snapshots
+from defectdet.station.sources import Frame
 
 NAMES = {0: "scratch", 1: "spot"}
 

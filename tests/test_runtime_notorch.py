@@ -14,7 +14,7 @@ t = time.perf_counter()
 import defectdet.runtime
 from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
-from defectdet.runtime import capture, decisions, inspect_cli, loop, signals, sinks, sources  # the inspection loop
+from defectdet.station import capture, decisions, inspect_cli, loop, signals, sinks, sources  # the inspection loop
 dt = time.perf_counter() - t
 heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",
          "defectdet.losses", "defectdet.export"]

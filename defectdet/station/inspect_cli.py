@@ -174,7 +174,7 @@ def cli(argv: list[str]) -> int:
 
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Build the detector, source, decider and sinks from a merged config and run the loop."""
-    from . import Detector
+    from ..runtime import Detector
     from .capture import FrameSource
     from .decisions import Decider
     from .loop import InspectionLoop, install_signal_handlers

@@ -4,7 +4,7 @@
 Every sink has ``name``, ``emit(result)`` and ``close()``; the loop wraps each in a :class:`Guard`,
 so a full or read-only disk is logged (one clear line, then a reminder every ``log_every_s``) and
 counted, and the loop goes on deciding and signalling. The reject/alarm outputs (GPIO, MQTT,
-webhook, stdout) are sinks too, in :mod:`defectdet.runtime.signals`.
+webhook, stdout) are sinks too, in :mod:`defectdet.station.signals`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .decisions import Decision
-from .detections import Detections
+from ..runtime.detections import Detections
 from .sources import Frame
 
 LOG = logging.getLogger("defectdet.inspect")
