@@ -39,7 +39,7 @@ def rss_mib() -> float:
 
 
 class Probe:
-    """A sink sampling (frames seen, time, RSS, detector ms, bare seconds) every ``every`` frames and, every
+    """A sink (defectdet.station.sink.Sink) sampling (frames seen, time, RSS, detector ms, bare seconds) every ``every`` frames and, every
     ``bare_every`` frames, timing ``bare_n`` calls of a second, bare Detector on the same frames: loop and
     bare Detector interleave, so load from other processes hits both alike."""
 
@@ -62,8 +62,14 @@ class Probe:
         if self.n % self.every == 0:
             self.samples.append((self.n, time.perf_counter(), rss_mib(), self.detector_ms, self.bare_s))
 
+    def open(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+    def stats(self) -> dict:
+        return {}  # its samples go into the soak report, not the loop's summary
 
 
 def build_model(out: Path, imgsz: int) -> Path:
