@@ -149,7 +149,7 @@ def test_sigterm_ends_the_run_within_2_s_with_valid_jsonl(model, tmp_path):
 
 
 def test_snapshots_wait_for_the_disk_on_files_and_drop_on_cameras(tmp_path):
-    from defectdet.station.inspect_cli import build_sinks
+    from defectdet.station.registry import build_sinks
     from defectdet.station.sources import parse_source
 
     cfg = merge_config(DEFAULTS, {"snapshots": {"queue": 3}}, "test")

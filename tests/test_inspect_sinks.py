@@ -22,6 +22,7 @@ from defectdet.runtime.detections import Detections
 from defectdet.station import sinks as sinks_module
 from defectdet.station.decisions import Decision
 from defectdet.station.signals import GpioSignal, MqttSignal, SignalError, StdoutSignal, WebhookSignal
+from defectdet.station.sink import BaseSink, Guard
 from defectdet.station.sinks import (
     EventLog,
     FrameResult,
@@ -31,7 +32,6 @@ from defectdet.station.sinks import (
     read_events,
     rotated_files,
 )
-from defectdet.station.sink import BaseSink, Guard
 from defectdet.station.snapshots import Snapshots
 from defectdet.station.sources import Frame
 
