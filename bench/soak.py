@@ -39,7 +39,7 @@ def rss_mib() -> float:
 
 
 class Probe:
-    """A sink sampling (frames seen, time, RSS, detector ms, bare seconds) every ``every`` frames and, every
+    """A sink (defectdet.station.sink.Sink) sampling (frames seen, time, RSS, detector ms, bare seconds) every ``every`` frames and, every
     ``bare_every`` frames, timing ``bare_n`` calls of a second, bare Detector on the same frames: loop and
     bare Detector interleave, so load from other processes hits both alike."""
 
@@ -62,8 +62,14 @@ class Probe:
         if self.n % self.every == 0:
             self.samples.append((self.n, time.perf_counter(), rss_mib(), self.detector_ms, self.bare_s))
 
+    def open(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+    def stats(self) -> dict:
+        return {}  # its samples go into the soak report, not the loop's summary
 
 
 def build_model(out: Path, imgsz: int) -> Path:
@@ -90,12 +96,12 @@ def conf_for_ng_rate(model: Path, frames: list[np.ndarray], rate: float, threads
 def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarray], out: Path):
     """Run the loop over ``a.frames`` synthetic frames; returns (summary, probe)."""
     from defectdet.runtime import Detector
-    from defectdet.runtime.capture import FrameSource
-    from defectdet.runtime.decisions import Decider
-    from defectdet.runtime.inspect_cli import model_id
-    from defectdet.runtime.loop import InspectionLoop
-    from defectdet.runtime.sinks import EventLog
-    from defectdet.runtime.snapshots import Snapshots
+    from defectdet.station.capture import FrameSource
+    from defectdet.station.decisions import Decider
+    from defectdet.station.inspect_cli import model_id
+    from defectdet.station.loop import InspectionLoop
+    from defectdet.station.sinks import EventLog
+    from defectdet.station.snapshots import Snapshots
 
     with Detector(model, conf=conf, threads=a.threads) as det, Detector(model, conf=conf, threads=a.threads) as bare:
         for f in frames[:5]:
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     model = a.model or build_model(a.out / "model", a.imgsz)
-    from defectdet.runtime.sources import SyntheticReader
+    from defectdet.station.sources import SyntheticReader
 
     reader = SyntheticReader(width=a.width, height=a.height)
     frames = [reader.frame(i)[0] for i in range(240)]  # ten parts, the source's first frames

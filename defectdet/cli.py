@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("defectdet.export.quantize", "ONNX -> INT8 Q/DQ ONNX calibrated on defect images, then the accuracy gate"),
     "gate": ("defectdet.export.gate", "FP32 vs INT8 ONNX on the CPU: refuse an mAP50 / per-class recall / escape drop"),
     "build-engine": ("defectdet.export.tensorrt", "ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA); prints trtexec"),
-    "inspect": ("defectdet.runtime.inspect_cli", "live inspection: camera/video/folder -> OK/NG, events, snapshots, reject signals"),
+    "inspect": ("defectdet.station.inspect_cli", "live inspection: camera/video/folder -> OK/NG, events, snapshots, reject signals"),
 }
 
 

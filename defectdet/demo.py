@@ -147,7 +147,7 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
     video's ground truth (a part is rejected when any of its frames is NG)."""
     import json
 
-    from .runtime.inspect_cli import load_config, run
+    from .station.inspect_cli import load_config, run
 
     cfg = load_config(None, [], {"model": str(model), "source": str(video), "out": str(out),
                                  "thresholds": str(thresholds) if thresholds else None})

@@ -355,7 +355,7 @@ def _systemd_argv(exec_start: str, env: dict[str, str]) -> list[str]:
 
 def test_service_command_line_parses_with_defectdet_inspect(staged):
     """The unit's ExecStart, expanded with the env file, is a valid `defectdet inspect` command."""
-    from defectdet.runtime.inspect_cli import _parser, load_config
+    from defectdet.station.inspect_cli import _parser, load_config
 
     root = staged["root"]
     env_path = root / "etc/defectdet/defectdet.env"

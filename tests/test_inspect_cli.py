@@ -17,9 +17,9 @@ import yaml
 from defectdet.cli import main
 from defectdet.config import load_yaml
 from defectdet.runtime import Detector
-from defectdet.runtime.decisions import Decider
-from defectdet.runtime.inspect_cli import DEFAULTS, merge_config
-from defectdet.runtime.sinks import read_events
+from defectdet.station.decisions import Decider
+from defectdet.station.inspect_cli import DEFAULTS, merge_config
+from defectdet.station.sinks import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = "conf=0.5"  # the stand-in model gives a mix of OK and NG conveyor frames at this threshold
@@ -149,8 +149,8 @@ def test_sigterm_ends_the_run_within_2_s_with_valid_jsonl(model, tmp_path):
 
 
 def test_snapshots_wait_for_the_disk_on_files_and_drop_on_cameras(tmp_path):
-    from defectdet.runtime.inspect_cli import build_sinks
-    from defectdet.runtime.sources import parse_source
+    from defectdet.station.registry import build_sinks
+    from defectdet.station.sources import parse_source
 
     cfg = merge_config(DEFAULTS, {"snapshots": {"queue": 3}}, "test")
     (tmp_path / "parts.mp4").write_bytes(b"")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from defectdet.errors import ConfigError, DefectdetError
-from defectdet.runtime.decisions import Decider, parse_roi
 from defectdet.runtime.detections import Detections
+from defectdet.station.decisions import Decider, parse_roi
 
 NAMES = {0: "scratch", 1: "spot", 2: "crack", 3: "dent"}
 

@@ -11,14 +11,15 @@ import time
 import numpy as np
 import pytest
 
-from defectdet.runtime import sinks as sinks_module
-from defectdet.runtime.capture import FrameSource
-from defectdet.runtime.decisions import Decider
 from defectdet.runtime.detections import Detections
-from defectdet.runtime.loop import InspectionLoop, LatencyStats
-from defectdet.runtime.sinks import EventLog, read_events
-from defectdet.runtime.snapshots import Snapshots
-from defectdet.runtime.sources import parse_source
+from defectdet.station import sinks as sinks_module
+from defectdet.station.capture import FrameSource
+from defectdet.station.decisions import Decider
+from defectdet.station.loop import InspectionLoop, LatencyStats
+from defectdet.station.sink import BaseSink
+from defectdet.station.sinks import EventLog, read_events
+from defectdet.station.snapshots import Snapshots
+from defectdet.station.sources import parse_source
 
 NAMES = {0: "scratch", 1: "spot"}
 
@@ -76,7 +77,7 @@ class ScriptedReader:
         pass
 
 
-class Recorder:
+class Recorder(BaseSink):
     """A sink remembering what it saw (frame numbers of NG frames and of triggers)."""
 
     name = "recorder"
@@ -89,9 +90,6 @@ class Recorder:
             self.ng.append(frame_number(result.frame.image))
         if result.trigger:
             self.triggers.append(frame_number(result.frame.image))
-
-    def close(self):
-        pass
 
 
 def file_source(n):
@@ -169,14 +167,11 @@ def test_disk_full_mid_run_recovers_when_space_returns(tmp_path, monkeypatch, ca
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    class FillDisk:
+    class FillDisk(BaseSink):
         name = "filler"
 
         def emit(self, result):  # the disk fills up at frame 20 and is cleaned at frame 40
             state["full"] = 20 <= frame_number(result.frame.image) < 40
-
-        def close(self):
-            pass
 
     monkeypatch.setattr(sinks_module.os, "write", write)
     rec, log = Recorder(), EventLog(tmp_path / "events.jsonl")

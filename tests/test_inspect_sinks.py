@@ -18,22 +18,22 @@ import cv2
 import numpy as np
 import pytest
 
-from defectdet.runtime import sinks as sinks_module
-from defectdet.runtime.decisions import Decision
 from defectdet.runtime.detections import Detections
-from defectdet.runtime.signals import GpioSignal, MqttSignal, SignalError, StdoutSignal, WebhookSignal
-from defectdet.runtime.sinks import (
+from defectdet.station import sinks as sinks_module
+from defectdet.station.decisions import Decision
+from defectdet.station.signals import GpioSignal, MqttSignal, SignalError, StdoutSignal, WebhookSignal
+from defectdet.station.sink import BaseSink, Guard
+from defectdet.station.sinks import (
     EventLog,
     FrameResult,
-    Guard,
     VideoRecorder,
     Window,
     display_available,
     read_events,
     rotated_files,
 )
-from defectdet.runtime.snapshots import Snapshots
-from defectdet.runtime.sources import Frame
+from defectdet.station.snapshots import Snapshots
+from defectdet.station.sources import Frame
 
 NAMES = {0: "scratch", 1: "spot"}
 
@@ -255,14 +255,11 @@ def test_window_only_with_a_display(monkeypatch):
 
 
 def test_guard_logs_a_failing_sink_once_and_counts(caplog):
-    class Broken:
+    class Broken(BaseSink):
         name = "events"
 
         def emit(self, result):
             raise PermissionError(13, "Permission denied", "/ro/events.jsonl")
-
-        def close(self):
-            pass
 
     g = Guard(Broken(), log_every_s=60)
     with caplog.at_level(logging.ERROR, "defectdet.inspect"):

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from defectdet.runtime.capture import FrameSource
-from defectdet.runtime.sources import (
+from defectdet.station.capture import FrameSource
+from defectdet.station.sources import (
     SourceError,
     SyntheticReader,
     csi_pipeline,

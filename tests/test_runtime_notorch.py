@@ -1,4 +1,6 @@
-"""The edge runtime must stay framework-free: checked in fresh interpreters (DESIGN.md, must rule)."""
+"""What runs on the Jetson must stay framework-free: the detector (``defectdet.runtime``) and the
+inspection station (``defectdet.station``) import no torch, ultralytics or training/export code —
+checked in fresh interpreters and, for lazy imports too, by reading every source file."""
 
 import ast
 import json
@@ -14,7 +16,8 @@ t = time.perf_counter()
 import defectdet.runtime
 from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
-from defectdet.runtime import capture, decisions, inspect_cli, loop, signals, sinks, sources  # the inspection loop
+import defectdet.station
+from defectdet.station import capture, decisions, inspect_cli, loop, registry, signals, sink, sinks, snapshots, sources
 dt = time.perf_counter() - t
 heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",
          "defectdet.losses", "defectdet.export"]
@@ -28,10 +31,10 @@ def _probe() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_runtime_import_pulls_no_framework():
+def test_runtime_and_station_import_pull_no_framework():
     """torch/ultralytics never; tensorrt/pycuda/onnxruntime only when a backend is constructed."""
     result = _probe()
-    assert result["loaded"] == [], f"defectdet.runtime imported {result['loaded']}"
+    assert result["loaded"] == [], f"defectdet.runtime / defectdet.station imported {result['loaded']}"
 
 
 def test_runtime_import_is_fast():
@@ -52,10 +55,13 @@ def imports_in(source: str, package: str) -> set:
     return names
 
 
-def runtime_imports() -> dict:
-    """{file: modules it imports} for every file under defectdet/runtime."""
+EDGE_PACKAGES = ("runtime", "station")  # what runs on the Jetson
+
+
+def edge_imports() -> dict:
+    """{file: modules it imports} for every file under defectdet/runtime and defectdet/station."""
     out = {}
-    for p in (ROOT / "defectdet" / "runtime").rglob("*.py"):
+    for p in sorted(f for pkg in EDGE_PACKAGES for f in (ROOT / "defectdet" / pkg).rglob("*.py")):
         package = ".".join(p.relative_to(ROOT).with_suffix("").parts[:-1])
         out[str(p.relative_to(ROOT))] = imports_in(p.read_text(encoding="utf-8"), package)
     return out
@@ -67,9 +73,11 @@ def forbidden(module: str) -> bool:
     return any(module == x or module.startswith(x + ".") for x in ("defectdet.train", "defectdet.losses", "defectdet.export"))
 
 
-def test_runtime_sources_import_no_framework_even_lazily():
-    """No import statement of torch / ultralytics / training code anywhere under defectdet/runtime."""
-    offenders = [f"{f}: {m}" for f, mods in runtime_imports().items() for m in mods if forbidden(m)]
+def test_runtime_and_station_sources_import_no_framework_even_lazily():
+    """No import statement of torch / ultralytics / training code anywhere under defectdet/runtime or defectdet/station."""
+    files = edge_imports()
+    assert "defectdet/station/registry.py" in files and "defectdet/runtime/detector.py" in files
+    offenders = [f"{f}: {m}" for f, mods in files.items() for m in mods if forbidden(m)]
     assert offenders == []
 
 
@@ -80,5 +88,12 @@ def test_import_scanner_sees_lazy_and_relative_imports():
 
 
 def test_tensorrt_and_pycuda_only_in_their_backend():
-    hits = [f for f, mods in runtime_imports().items() if any(m.split(".")[0] in ("tensorrt", "pycuda") for m in mods)]
+    hits = [f for f, mods in edge_imports().items() if any(m.split(".")[0] in ("tensorrt", "pycuda") for m in mods)]
     assert hits == ["defectdet/runtime/backends/tensorrt.py"]
+
+
+def test_the_detector_does_not_depend_on_the_station():
+    """One way only: defectdet.station builds on defectdet.runtime, never the reverse."""
+    back = [f"{f}: {m}" for f, mods in edge_imports().items() if f.startswith("defectdet/runtime/")
+            for m in mods if m == "defectdet.station" or m.startswith("defectdet.station.")]
+    assert back == []

@@ -3,7 +3,7 @@
 The live inspection loop on the line. Settings come, later winning, from the built-in defaults
 (:data:`DEFAULTS`, documented field by field in ``configs/inspect.yaml``), the ``--config`` file,
 ``key=value`` overrides (nested keys dotted: ``snapshots.quota_mb=100``) and the flags. Config ->
-keyword arguments happens here only; the library classes take plain arguments.
+keyword arguments happens here and, for the outputs, in :mod:`.registry`; the library classes take plain arguments.
 
 Everything the run writes goes under ``--out`` (default ``runs/inspect/<UTC time>``):
 ``events.jsonl``, ``snapshots/``, ``annotated.mp4`` when recording, and ``summary.json`` at the
@@ -25,30 +25,21 @@ from typing import Any, Mapping
 
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError
+from .registry import build_sinks, sink_defaults
 
 LOG = logging.getLogger("defectdet.inspect")
 
 # Every key of configs/inspect.yaml, with its default (keep the two in step: a test compares them).
+# The outputs' sections (events, snapshots, record, display, signals.*) come from the sink registry.
 DEFAULTS: dict[str, Any] = {
     "model": None, "source": None, "out": None,
     "backend": "auto", "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
     "max_frames": 0, "duration": 0.0, "status_every": 5.0,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
-    "events": {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True},
-    "snapshots": {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
-                  "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8},
-    "record": {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False},
-    "display": {"show": False},
-    "signals": {
-        "trigger": "edge",
-        "stdout": {"enabled": False},
-        "gpio": {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True},
-        "mqtt": {"enabled": False, "host": "127.0.0.1", "port": 1883, "topic": "defectdet/ng", "qos": 1,
-                 "client_id": None, "username": None, "password_env": None, "keepalive": 30, "tls": False, "retain": False},
-        "webhook": {"enabled": False, "url": None, "timeout_s": 2.0, "queue": 100},
-    },
+    **sink_defaults(),
 }
+DEFAULTS["signals"] = {"trigger": "edge", **DEFAULTS["signals"]}  # the loop's edge/frame rule, beside the outputs
 
 
 def merge_config(base: Mapping[str, Any], layer: Mapping[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
@@ -99,40 +90,6 @@ def default_out() -> Path:
     return out
 
 
-def build_sinks(cfg: Mapping[str, Any], out: Path, live: bool = True) -> list[Any]:
-    """The sinks the config enables, in emit order: snapshots (their names go into the event), events,
-    video, then the reject/alarm outputs. Nothing here touches the output folder yet. ``live``: a
-    camera/stream, where a snapshot writer that falls behind drops snapshots rather than hold up the
-    next decision; a file or folder waits for it instead (every frame is inspected anyway)."""
-    from .signals import GpioSignal, MqttSignal, StdoutSignal, WebhookSignal
-    from .sinks import EventLog, VideoRecorder
-    from .snapshots import Snapshots
-
-    sinks: list[Any] = []
-    s = cfg["snapshots"]
-    if s["enabled"]:
-        sinks.append(Snapshots(out / s["folder"], s["quota_mb"], s["raw"], s["annotated"], s["raw_format"],
-                               s["annotated_format"], s["jpeg_quality"], int(s["queue"]), block=not live))
-    e = cfg["events"]
-    if e["enabled"]:
-        sinks.append(EventLog(out / e["file"], int(float(e["max_mb"]) * 2**20), e["fsync"]))
-    r = cfg["record"]
-    if r["enabled"]:
-        sinks.append(VideoRecorder(out / r["file"], r["fps"], r["fourcc"], r["only_ng"]))
-    sig = cfg["signals"]
-    if sig["stdout"]["enabled"]:
-        sinks.append(StdoutSignal())
-    if sig["gpio"]["enabled"]:
-        g = sig["gpio"]
-        sinks.append(GpioSignal(g["pin"], g["pulse_ms"], g["mode"], g["active_high"]))
-    if sig["mqtt"]["enabled"]:
-        sinks.append(MqttSignal(**{k: v for k, v in sig["mqtt"].items() if k != "enabled"}))
-    if sig["webhook"]["enabled"]:
-        w = sig["webhook"]
-        sinks.append(WebhookSignal(w["url"], w["timeout_s"], w["queue"]))
-    return sinks
-
-
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip())
     ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
@@ -174,11 +131,10 @@ def cli(argv: list[str]) -> int:
 
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Build the detector, source, decider and sinks from a merged config and run the loop."""
-    from . import Detector
+    from ..runtime import Detector
     from .capture import FrameSource
     from .decisions import Decider
     from .loop import InspectionLoop, install_signal_handlers
-    from .sinks import Window, display_available
 
     out = Path(cfg["out"]) if cfg["out"] else default_out()
     try:
@@ -193,15 +149,11 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
                   thresholds=cfg["thresholds"], max_det=int(cfg["max_det"]), **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
-        sinks = build_sinks(cfg, out, live=source.spec.live)
+        loop: Any = None  # the window's q/Esc stops the loop built just below
+        sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason))
         loop = InspectionLoop(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                               duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
                               model_id=model_id(Path(cfg["model"])), out_dir=out)
-        if cfg["display"]["show"]:
-            if display_available():
-                loop.add_sink(Window(on_quit=lambda: loop.request_stop("window closed")))
-            else:
-                LOG.warning("display.show is set but there is no display (DISPLAY/WAYLAND_DISPLAY unset): running headless")
         LOG.info("inspecting %s with %r -> %s", source.spec.uri, det, out)
         restore = install_signal_handlers(loop)
         try:

@@ -13,7 +13,7 @@ URIs (``parse_source``):
 * ``synthetic://?width=640&height=480&seed=0&defect_rate=0.1&frames=0&fps=0&live=0`` — the
   conveyor of :mod:`defectdet.data.synthetic` (imported only when used), for the demo and tests.
 
-``open_reader(spec)`` opens one connection; :class:`defectdet.runtime.capture.FrameSource` runs it
+``open_reader(spec)`` opens one connection; :class:`defectdet.station.capture.FrameSource` runs it
 in a capture thread (latest frame for live sources, reconnect with backoff).
 """
 

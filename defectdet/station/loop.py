@@ -3,8 +3,9 @@
 Everything runs inside try/finally, which releases the source, closes (flushes) the sinks and
 writes ``summary.json``; SIGINT/SIGTERM (:func:`install_signal_handlers`) only set a stop flag the
 loop checks between frames, so a run ends cleanly within a read timeout plus one inference
-(a second signal falls back to the default action). Sinks run behind :class:`~.sinks.Guard`:
-a failing disk is logged and counted, never fatal.
+(a second signal falls back to the default action). Sinks (:class:`~.sink.Sink`) run behind
+:class:`~.sink.Guard`: a failing disk is logged and counted, never fatal; ``summary.json`` reports
+each sink's own ``stats()``.
 
 >>> loop = InspectionLoop(detector, FrameSource("video.mp4"), Decider(detector.names), sinks=[EventLog("ev.jsonl")])
 >>> summary = loop.run()
@@ -21,14 +22,15 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
 from ..config import atomic_write_text
 from .capture import FrameSource
 from .decisions import Decider
-from .sinks import FrameResult, Guard
+from .sink import Guard, Sink
+from .sinks import FrameResult
 from .sources import Frame
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -74,7 +76,7 @@ class InspectionLoop:
         detector: Callable[[np.ndarray], Any],
         source: FrameSource,
         decider: Decider,
-        sinks: Iterable[Any] = (),
+        sinks: Iterable[Sink] = (),
         *,
         signal_on: str = "edge",
         max_frames: int = 0,
@@ -90,7 +92,8 @@ class InspectionLoop:
             detector: frame -> Detections (a :class:`~defectdet.runtime.Detector`).
             source: an unstarted FrameSource; the loop starts and releases it.
             decider: per-class thresholds, ROI, debounce.
-            sinks: event log, snapshots, video, window, reject/alarm outputs (run in this order).
+            sinks: :class:`~.sink.Sink` s — snapshots, event log, video, reject/alarm outputs, window
+                (opened, emitted to and closed in this order).
             signal_on: 'edge' (alarms fire on the first NG frame of a part) or 'frame' (every NG frame).
             max_frames, duration: stop after this many frames / seconds (0: no limit).
             status_every: seconds between status lines (0: none).
@@ -116,7 +119,7 @@ class InspectionLoop:
         self._t0 = self._t_last = time.monotonic()
         self._status_at, self._status_frames = self._t0, 0
 
-    def add_sink(self, sink: Any) -> None:
+    def add_sink(self, sink: Sink) -> None:
         """Append a sink (guarded like the others), e.g. a window whose callback needs the loop."""
         self.guards.append(Guard(sink, self.guards[0].log_every_s if self.guards else 30.0))
 
@@ -131,6 +134,8 @@ class InspectionLoop:
         """Run to a limit, the end of the source, or a stop; returns the summary (also in summary.json)."""
         self._t0 = self._status_at = time.monotonic()
         try:
+            for guard in self.guards:
+                guard.open()
             self.source.start()
             while not self.stop_event.is_set():
                 if self._limit_reached():
@@ -227,18 +232,16 @@ class InspectionLoop:
 
     def summary(self) -> dict[str, Any]:
         """Counts, rates and per-sink results of the run so far."""
-        sinks = {
-            g.name: {k: v for k, v in vars(g.sink).items() if k in ("written", "deleted", "sent", "pulses", "failed", "dropped")}
-            | {"errors": g.errors, "last_error": g.last_error or None}
-            for g in self.guards
-        }
-        return {
+        stats = [(g, g.stats()) for g in self.guards]
+        sinks = {g.name: st for g, st in stats}
+        headline = _headline((g.summary_keys, st) for g, st in stats)
+        summary = {
             "frames": self.frames,
             "ok": self.ok,
             "ng": self.ng,
             "triggers": self.triggers,
             "detector_errors": self.detector_errors,
-            "events_written": sinks.get("events", {}).get("written"),
+            "events_written": headline.pop("events_written", None),
             "dropped_frames": self.source.dropped,
             "reconnects": self.source.reconnects,
             "fps": round(self._fps(), 2),
@@ -249,8 +252,10 @@ class InspectionLoop:
             "source": self.source.spec.uri,
             "source_error": self.source.error,
             "model": self.model_id,
-            "sinks": sinks,
         }
+        summary.update((k, v) for k, v in headline.items() if k not in summary)  # never over the loop's own keys
+        summary["sinks"] = sinks
+        return summary
 
     def _write_summary(self, summary: dict[str, Any]) -> None:
         if self.out_dir is None:
@@ -259,6 +264,16 @@ class InspectionLoop:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
         except OSError as e:
             LOG.error("summary: cannot write %s (%s: %s); it is printed instead", self.out_dir / "summary.json", e.__class__.__name__, e)
+
+
+def _headline(sinks: Iterable[tuple[Mapping[str, str], dict[str, Any]]]) -> dict[str, Any]:
+    """The top-level summary keys sinks fill: ``(summary_keys, stats)`` pairs -> {key: value}, summed over sinks sharing a key."""
+    out: dict[str, Any] = {}
+    for keys, stats in sinks:
+        for key, stat in keys.items():
+            value = stats.get(stat)
+            out[key] = value if out.get(key) is None else out[key] + (value or 0)
+    return out
 
 
 def install_signal_handlers(loop: InspectionLoop) -> Callable[[], None]:

@@ -1,6 +1,6 @@
 """Reject/alarm outputs: a Jetson GPIO pin pulse, an MQTT message, an HTTP webhook, a stdout line.
 
-Each is a sink (``name``, ``emit(result)``, ``close()``) that acts only when ``result.trigger`` is
+Each is a :class:`~defectdet.station.sink.Sink` that acts only when ``result.trigger`` is
 set (the loop sets it on the first NG frame of a part, or on every NG frame with ``signals.trigger: frame``).
 None of them blocks the loop: the GPIO pin is released by a timer, paho-mqtt publishes from its
 own network thread, webhooks are posted by a worker thread from a bounded queue.
@@ -23,6 +23,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from ..errors import DefectdetError
+from .sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
 
@@ -36,7 +37,7 @@ def payload(result: Any) -> bytes:
     return json.dumps(result.event(), separators=(",", ":"), default=str).encode()
 
 
-class StdoutSignal:
+class StdoutSignal(BaseSink):
     """One JSON line per trigger on stdout (for a PLC bridge reading a pipe, or a demo)."""
 
     name = "stdout"
@@ -49,11 +50,11 @@ class StdoutSignal:
             print("NG " + payload(result).decode(), flush=True)
             self.sent += 1
 
-    def close(self) -> None:
-        pass
+    def stats(self) -> dict[str, Any]:
+        return {"sent": self.sent}
 
 
-class GpioSignal:
+class GpioSignal(BaseSink):
     """Pulse a Jetson GPIO pin (a reject gate, a stack light) for ``pulse_ms`` on each trigger.
 
     A trigger during a pulse extends it. ``gpio`` replaces the ``Jetson.GPIO`` module (tests);
@@ -104,6 +105,9 @@ class GpioSignal:
         if result.trigger:
             self.pulse()
 
+    def stats(self) -> dict[str, Any]:
+        return {"pulses": self.pulses}
+
     def close(self) -> None:
         """Pin back to idle at once, then released."""
         with self._lock:
@@ -114,7 +118,7 @@ class GpioSignal:
         self.gpio.cleanup(self.pin)
 
 
-class MqttSignal:
+class MqttSignal(BaseSink):
     """Publish each trigger to an MQTT broker (paho-mqtt; reconnects by itself in its network thread).
 
     Messages published while the broker is away are queued (at most ``max_queued``) and sent on
@@ -164,6 +168,9 @@ class MqttSignal:
         with self._lock:
             self.sent += 1
 
+    def stats(self) -> dict[str, Any]:
+        return {"sent": self.sent}
+
     def close(self, timeout: float = 1.0) -> None:
         """Wait up to ``timeout`` for unacknowledged messages, then disconnect."""
         deadline = time.monotonic() + timeout
@@ -175,7 +182,7 @@ class MqttSignal:
         self.client.loop_stop()
 
 
-class WebhookSignal:
+class WebhookSignal(BaseSink):
     """POST each trigger's JSON to ``url`` from a worker thread (urllib; bounded queue, never blocks the loop)."""
 
     name = "webhook"
@@ -198,6 +205,9 @@ class WebhookSignal:
         except queue.Full:
             self.dropped += 1
             raise OSError(f"webhook {self.url}: {self._q.maxsize} messages waiting; this one dropped") from None
+
+    def stats(self) -> dict[str, Any]:
+        return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped}
 
     def _work(self) -> None:
         while True:

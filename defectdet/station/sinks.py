@@ -1,19 +1,16 @@
-"""Where the loop's results go: JSONL events, annotated video, an optional window (NG snapshots:
-:mod:`.snapshots`).
+"""Where the loop's results go: what a sink sees (:class:`FrameResult`), JSONL events, annotated
+video, an optional window (NG snapshots: :mod:`.snapshots`; reject/alarm outputs: :mod:`.signals`).
 
-Every sink has ``name``, ``emit(result)`` and ``close()``; the loop wraps each in a :class:`Guard`,
-so a full or read-only disk is logged (one clear line, then a reminder every ``log_every_s``) and
-counted, and the loop goes on deciding and signalling. The reject/alarm outputs (GPIO, MQTT,
-webhook, stdout) are sinks too, in :mod:`defectdet.runtime.signals`.
+Each is a :class:`~defectdet.station.sink.Sink`; the loop runs each behind a
+:class:`~defectdet.station.sink.Guard`, so a full or read-only disk is logged (one clear line, then
+a reminder every ``log_every_s``) and counted, and the loop goes on deciding and signalling.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +19,11 @@ from typing import Any, Callable, Iterator, Optional
 import cv2
 import numpy as np
 
+from ..runtime.detections import Detections
 from .decisions import Decision
-from .detections import Detections
+from .sink import BaseSink
 from .sources import Frame
 
-LOG = logging.getLogger("defectdet.inspect")
 OK_COLOUR, NG_COLOUR, ROI_COLOUR = (60, 200, 60), (40, 40, 235), (220, 160, 40)  # BGR
 
 
@@ -91,39 +88,8 @@ def annotate(image: np.ndarray, dets: Detections, decision: Decision, roi: Optio
     return out
 
 
-# --------------------------------------------------------------------------- error guard
-class Guard:
-    """Runs one sink; an exception is logged (clear line naming the sink, then every ``log_every_s``), counted, survived."""
-
-    def __init__(self, sink: Any, log_every_s: float = 30.0):
-        self.sink, self.name = sink, getattr(sink, "name", type(sink).__name__)
-        self.log_every_s = float(log_every_s)
-        self.errors, self.last_error = 0, ""
-        self._logged_at = -float("inf")
-
-    def _failed(self, action: str, e: BaseException) -> None:
-        self.errors += 1
-        self.last_error = f"{self.name}: {action} failed: {e.__class__.__name__}: {e}"
-        now = time.monotonic()
-        if now - self._logged_at >= self.log_every_s:
-            self._logged_at = now
-            LOG.error("%s (%d so far); the loop goes on deciding and signalling", self.last_error, self.errors)
-
-    def emit(self, result: FrameResult) -> None:
-        try:
-            self.sink.emit(result)
-        except Exception as e:
-            self._failed("emit", e)
-
-    def close(self) -> None:
-        try:
-            self.sink.close()
-        except Exception as e:
-            self._failed("close", e)
-
-
 # --------------------------------------------------------------------------- JSONL events
-class EventLog:
+class EventLog(BaseSink):
     """One JSON line per NG frame: appended, flushed and fsync'd; rotated by size; never truncated.
 
     ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
@@ -132,6 +98,7 @@ class EventLog:
     """
 
     name = "events"
+    summary_keys = {"events_written": "written"}
 
     def __init__(self, path: str | os.PathLike, max_bytes: int = 50 * 2**20, fsync: bool = True):
         self.path = Path(path)
@@ -201,6 +168,9 @@ class EventLog:
             os.fsync(self._fd)
         self._close_fd()
 
+    def stats(self) -> dict[str, Any]:
+        return {"written": self.written}
+
 
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
@@ -251,7 +221,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # --------------------------------------------------------------------------- video and window
-class VideoRecorder:
+class VideoRecorder(BaseSink):
     """Annotated frames into a video (written as ``.<name>.partial<ext>``, renamed on close)."""
 
     name = "video"
@@ -285,6 +255,9 @@ class VideoRecorder:
             self._writer = None
             os.replace(self.tmp, self.path)
 
+    def stats(self) -> dict[str, Any]:
+        return {"written": self.written}
+
 
 def display_available() -> bool:
     """A window can open: X11/Wayland on Linux (headless boards and services have neither); assumed elsewhere."""
@@ -293,7 +266,7 @@ def display_available() -> bool:
     return True
 
 
-class Window:
+class Window(BaseSink):
     """An on-screen view (only construct it when :func:`display_available`); q or Esc ends the run."""
 
     name = "window"

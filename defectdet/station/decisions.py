@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from .detections import Detections
-from .metadata import load_thresholds
+from ..runtime.detections import Detections
+from ..runtime.metadata import load_thresholds
 
 Thresholds = Union[None, str, os.PathLike, Mapping[Any, float], np.ndarray]
 

@@ -8,16 +8,17 @@ import queue as queue_module
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 
 from ..config import atomic_write_bytes
+from .sink import BaseSink
 from .sinks import FrameResult, utc_iso
 
 
-class Snapshots:
+class Snapshots(BaseSink):
     """NG frames as files (raw and/or annotated) under a disk quota: the oldest are deleted first.
 
     Names start with the UTC time, so name order is age order, also across runs into the same folder.
@@ -51,6 +52,9 @@ class Snapshots:
             for p in sorted(q for q in self.folder.iterdir() if q.is_file() and not q.name.startswith(".")):
                 self._files.append((p, p.stat().st_size))
                 self.total += p.stat().st_size
+
+    def stats(self) -> dict[str, Any]:
+        return {"written": self.written, "deleted": self.deleted, "dropped": self.dropped, "failed": self.failed}
 
     def emit(self, result: FrameResult) -> None:
         if not result.decision.ng:

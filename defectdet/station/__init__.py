@@ -1,0 +1,16 @@
+"""The inspection station, built on the torch-free detector in :mod:`defectdet.runtime`.
+
+    sources.py      camera / stream / file / folder / synthetic readers, parsed from a URI
+    capture.py      FrameSource: the capture thread (latest frame for live sources, reconnects)
+    decisions.py    per-class thresholds, ROI, k-of-n debounce -> OK/NG
+    sink.py         the Sink protocol (open/emit/close/stats) and the Guard that runs each sink
+    registry.py     SINKS: config section -> sink, the one place outputs are registered
+    sinks.py        FrameResult (what a sink sees), the JSONL event log, video, window
+    snapshots.py    NG snapshots under a disk quota
+    signals.py      reject/alarm outputs: GPIO, MQTT, webhook, stdout
+    loop.py         InspectionLoop: capture -> infer -> decide -> sinks -> status, summary.json
+    inspect_cli.py  ``defectdet inspect``: config -> the objects above
+
+**Must:** like the runtime, nothing here imports torch, ultralytics or ``defectdet.train/losses/export``
+(``tests/test_runtime_notorch.py`` checks it in a fresh interpreter).
+"""

@@ -1,0 +1,173 @@
+"""The one place the station's outputs are registered: a section of ``configs/inspect.yaml`` -> a Sink.
+
+Each :class:`SinkEntry` names its config section (dotted when nested: ``signals.mqtt``), every key
+of that section with its default (``defectdet inspect``'s defaults are taken from here), the key
+that switches it on, and a builder ``(section, context) -> Sink | None``. :data:`SINKS` lists them
+in emit order: snapshots first (their file names go into the event), the event log, the video,
+the reject/alarm outputs, the window last.
+
+To add an output (a PLC, a web page, a metrics endpoint): write a
+:class:`~defectdet.station.sink.BaseSink` subclass, add one entry to :data:`SINKS`, and document
+its keys in ``configs/inspect.yaml`` (a test keeps the two in step). Builders import their sink's
+module, and any library it needs, only when the section is enabled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from ..errors import ConfigError
+from .sink import Sink
+
+LOG = logging.getLogger("defectdet.inspect")
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a builder may need besides its section."""
+
+    out: Path  # the run's output folder (nothing is created in it at build time)
+    live: bool = True  # a camera/stream: a sink that falls behind drops work rather than hold up the next decision
+    stop: Optional[Callable[[str], None]] = None  # asks the loop to end, with a reason (a window's q key)
+
+
+class Section(dict):
+    """One config section, knowing its dotted key so that a bad value names it."""
+
+    def __init__(self, key: str, values: Mapping[str, Any]):
+        super().__init__(values)
+        self.key = key
+
+    def number(self, name: str, kind: type = float) -> Any:
+        """``self[name]`` as ``kind`` (int or float); anything else is a one-line ConfigError."""
+        value = self[name]
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            return kind(value)
+        except (TypeError, ValueError):
+            expected = "an integer" if kind is int else "a number"
+            raise ConfigError(f"{self.key}.{name}={value!r}: expected {expected}") from None
+
+
+@dataclass(frozen=True)
+class SinkEntry:
+    """One output: its config section, that section's defaults, and how to build it."""
+
+    key: str  # dotted section of configs/inspect.yaml
+    defaults: Mapping[str, Any]  # every key of the section with its default
+    build: Callable[[Section, SinkContext], Optional[Sink]]  # None: not available here (the builder logs why)
+    switch: str = "enabled"  # the boolean key that turns the output on
+
+
+def _snapshots(s: Section, ctx: SinkContext) -> Sink:
+    from .snapshots import Snapshots
+
+    return Snapshots(ctx.out / s["folder"], s.number("quota_mb"), s["raw"], s["annotated"], s["raw_format"],
+                     s["annotated_format"], s.number("jpeg_quality", int), s.number("queue", int), block=not ctx.live)
+
+
+def _events(s: Section, ctx: SinkContext) -> Sink:
+    from .sinks import EventLog
+
+    return EventLog(ctx.out / s["file"], int(s.number("max_mb") * 2**20), s["fsync"])
+
+
+def _record(s: Section, ctx: SinkContext) -> Sink:
+    from .sinks import VideoRecorder
+
+    return VideoRecorder(ctx.out / s["file"], s.number("fps"), s["fourcc"], s["only_ng"])
+
+
+def _stdout(s: Section, ctx: SinkContext) -> Sink:
+    from .signals import StdoutSignal
+
+    return StdoutSignal()
+
+
+def _gpio(s: Section, ctx: SinkContext) -> Sink:
+    from .signals import GpioSignal
+
+    return GpioSignal(s.number("pin", int), s.number("pulse_ms"), s["mode"], s["active_high"])
+
+
+def _mqtt(s: Section, ctx: SinkContext) -> Sink:
+    from .signals import MqttSignal
+
+    options = {k: v for k, v in s.items() if k != "enabled"}
+    return MqttSignal(**options | {"port": s.number("port", int), "keepalive": s.number("keepalive", int)})
+
+
+def _webhook(s: Section, ctx: SinkContext) -> Sink:
+    from .signals import WebhookSignal
+
+    return WebhookSignal(s["url"], s.number("timeout_s"), s.number("queue", int))
+
+
+def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
+    from .sinks import Window, display_available
+
+    if not display_available():
+        LOG.warning("display.show is set but there is no display (DISPLAY/WAYLAND_DISPLAY unset): running headless")
+        return None
+    stop = ctx.stop
+    return Window(on_quit=(lambda: stop("window closed")) if stop else None)
+
+
+# In emit order. Defaults are documented field by field in configs/inspect.yaml.
+SINKS: tuple[SinkEntry, ...] = (
+    SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
+                            "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8}, _snapshots),
+    SinkEntry("events", {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True}, _events),
+    SinkEntry("record", {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False}, _record),
+    SinkEntry("signals.stdout", {"enabled": False}, _stdout),
+    SinkEntry("signals.gpio", {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True}, _gpio),
+    SinkEntry("signals.mqtt", {"enabled": False, "host": "127.0.0.1", "port": 1883, "topic": "defectdet/ng", "qos": 1,
+                               "client_id": None, "username": None, "password_env": None, "keepalive": 30, "tls": False,
+                               "retain": False}, _mqtt),
+    SinkEntry("signals.webhook", {"enabled": False, "url": None, "timeout_s": 2.0, "queue": 100}, _webhook),
+    SinkEntry("display", {"show": False}, _window, switch="show"),
+)
+
+
+def sink_defaults(entries: tuple[SinkEntry, ...] = SINKS) -> dict[str, Any]:
+    """The config sections of ``entries`` with their defaults, nested by dotted key."""
+    out: dict[str, Any] = {}
+    for entry in entries:
+        *parents, leaf = entry.key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        if leaf in node:
+            raise ValueError(f"sink section {entry.key!r} is registered twice")
+        node[leaf] = dict(entry.defaults)
+    return out
+
+
+def section(cfg: Mapping[str, Any], key: str) -> Section:
+    """The section of a merged config at a dotted ``key``."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part]
+    return Section(key, node)
+
+
+def build_sinks(cfg: Mapping[str, Any], out: str | Path, live: bool = True,
+                stop: Optional[Callable[[str], None]] = None, entries: tuple[SinkEntry, ...] = SINKS) -> list[Sink]:
+    """The sinks a merged config enables, in emit order. Nothing here touches the output folder yet.
+
+    ``live``: a camera/stream, where e.g. a snapshot writer that falls behind drops snapshots
+    rather than hold up the next decision; a file or folder waits instead (every frame is inspected
+    anyway). ``stop(reason)`` ends the run (the window's q/Esc)."""
+    ctx = SinkContext(Path(out), bool(live), stop)
+    sinks = []
+    for entry in entries:
+        s = section(cfg, entry.key)
+        if s[entry.switch]:
+            sink = entry.build(s, ctx)
+            if sink is not None:
+                sinks.append(sink)
+    return sinks

@@ -1,0 +1,117 @@
+"""The output contract of the inspection station: the :class:`Sink` protocol and the :class:`Guard` that runs one.
+
+A sink is anything the loop hands each inspected frame to: the event log, snapshots, a video, a
+window, a reject/alarm output (GPIO, MQTT, webhook, stdout), and later a PLC, a web page or a
+metrics endpoint. The loop calls, in this order and from one thread:
+
+* ``open()`` once, when the run starts (connect, start a worker; lazy sinks do nothing here);
+* ``emit(result)`` for every inspected frame (a :class:`~defectdet.station.sinks.FrameResult`;
+  ``result.decision.ng`` and ``result.trigger`` say whether to act);
+* ``close()`` once, when the run ends (flush, disconnect, release);
+
+and reads ``stats()`` whenever it reports (``summary.json``, status): a fresh ``dict`` of the
+sink's own counters as plain JSON values. ``stats()`` may be called from another thread while
+``emit`` runs, so it only reads counters and never blocks. ``name`` keys the sink in the summary's
+``sinks`` block; ``summary_keys`` maps top-level ``summary.json`` keys the sink fills to its stats
+keys (the event log: ``{"events_written": "written"}``).
+
+Every call goes through a :class:`Guard`: an exception is logged (one clear line naming the sink,
+then a reminder every ``log_every_s``), counted in the sink's ``errors``, and survived — a failing
+disk or an unreachable PLC never blocks a decision. New outputs subclass :class:`BaseSink` and are
+registered in :mod:`defectdet.station.registry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
+
+if TYPE_CHECKING:
+    from .sinks import FrameResult
+
+LOG = logging.getLogger("defectdet.inspect")
+METHODS = ("open", "emit", "close", "stats")
+
+
+class Sink(Protocol):
+    """What the loop needs of an output (see the module docstring)."""
+
+    name: str
+    summary_keys: ClassVar[Mapping[str, str]]
+
+    def open(self) -> None: ...
+
+    def emit(self, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class BaseSink:
+    """Defaults for a :class:`Sink`: nothing to open or close, no counters, no top-level summary keys."""
+
+    name: str = "sink"
+    summary_keys: ClassVar[Mapping[str, str]] = {}
+
+    def open(self) -> None:
+        pass
+
+    def emit(self, result: FrameResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class Guard:
+    """Runs one sink; an exception is logged (clear line naming the sink, then every ``log_every_s``), counted, survived."""
+
+    def __init__(self, sink: Sink, log_every_s: float = 30.0):
+        missing = [m for m in METHODS if not callable(getattr(sink, m, None))]
+        if missing:
+            raise TypeError(f"{type(sink).__name__} is not a Sink: no {', '.join(missing)}() (subclass BaseSink)")
+        self.sink, self.name = sink, getattr(sink, "name", type(sink).__name__)
+        self.summary_keys: Mapping[str, str] = getattr(sink, "summary_keys", {})
+        self.log_every_s = float(log_every_s)
+        self.errors, self.last_error = 0, ""
+        self._logged_at = -float("inf")
+
+    def _failed(self, action: str, e: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{self.name}: {action} failed: {e.__class__.__name__}: {e}"
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_every_s:
+            self._logged_at = now
+            LOG.error("%s (%d so far); the loop goes on deciding and signalling", self.last_error, self.errors)
+
+    def open(self) -> None:
+        try:
+            self.sink.open()
+        except Exception as e:
+            self._failed("open", e)
+
+    def emit(self, result: FrameResult) -> None:
+        try:
+            self.sink.emit(result)
+        except Exception as e:
+            self._failed("emit", e)
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except Exception as e:
+            self._failed("close", e)
+
+    def stats(self) -> dict[str, Any]:
+        """The sink's own counters, then ``errors`` and ``last_error`` (None when it never failed)."""
+        try:
+            own = dict(self.sink.stats())
+        except Exception as e:
+            self._failed("stats", e)
+            own = {}
+        return own | {"errors": self.errors, "last_error": self.last_error or None}
