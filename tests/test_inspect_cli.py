@@ -159,3 +159,36 @@ def test_snapshots_wait_for_the_disk_on_files_and_drop_on_cameras(tmp_path):
     for uri, block in (*files, ("0", False), ("rtsp://cam/1", False), ("synthetic://?live=1", False)):
         snaps = build_sinks(cfg, tmp_path, live=parse_source(uri).live)[0]
         assert (snaps.name, snaps.queue_size, snaps.block) == ("snapshots", 3, block), uri
+
+
+def _run_events(model, source, out, *overrides):
+    assert main(["inspect", "--model", str(model), "--source", str(source), "--out", str(out), CONF, "status_every=0",
+                 *overrides]) == 0
+    events = [{k: v for k, v in e.items() if k not in ("ts", "latency_ms")}  # capture time and timing differ per run
+              for e in read_events(out / "events.jsonl")]
+    return events, json.loads((out / "summary.json").read_text())
+
+
+def test_pipelined_and_sequential_loops_give_identical_events_on_a_file_and_a_folder(model, video, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, f in enumerate(_frames(video)[:12]):
+        cv2.imwrite(str(folder / f"part_{i:03d}.png"), f)
+    for source in (video, folder):
+        seq, s_sum = _run_events(model, source, tmp_path / f"seq-{source.name}", "pipeline=off", "snapshots.enabled=false")
+        pipe, p_sum = _run_events(model, source, tmp_path / f"pipe-{source.name}", "snapshots.enabled=false")
+        assert seq and pipe == seq  # content and order
+        assert (s_sum["pipeline"], p_sum["pipeline"]) == (False, True)
+        for key in ("frames", "ok", "ng", "triggers", "events_written", "dropped_frames", "detector_errors"):
+            assert p_sum[key] == s_sum[key], key
+        assert p_sum["frames"] == (30 if source == video else 12)
+        for summary in (s_sum, p_sum):
+            assert set(summary["stages_ms"]) == {"pre", "infer", "post", "decide", "sinks"}
+
+
+def test_pipeline_setting_must_be_on_or_off(model, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "--model", str(model), "--source", "synthetic://", "pipeline=sometimes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pipeline='sometimes': expected on (true) or off (false)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # refused before anything is written

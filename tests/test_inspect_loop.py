@@ -1,6 +1,7 @@
-"""The inspection loop's bookkeeping and fault behaviour, with a fake detector and scripted sources:
-k failures -> k reconnects and events == NG frames; a read-only or full output folder -> clear error,
-the loop keeps deciding and signalling; limits, stop requests, status lines, latency percentiles."""
+"""The inspection loop's bookkeeping and fault behaviour, with a fake detector and scripted sources, for
+both loops (sequential and pipelined): k failures -> k reconnects and events == NG frames; a read-only or
+full output folder -> clear error, the loop keeps deciding and signalling; limits, stop requests, status
+lines, latency percentiles; the pipeline's channels, a failing stage and a failing sink."""
 
 import errno
 import json
@@ -16,12 +17,19 @@ from defectdet.station import sinks as sinks_module
 from defectdet.station.capture import FrameSource
 from defectdet.station.decisions import Decider
 from defectdet.station.loop import InspectionLoop, LatencyStats
+from defectdet.station.pipeline import CLOSED, Channel, PipelinedLoop
 from defectdet.station.sink import BaseSink
 from defectdet.station.sinks import EventLog, read_events
 from defectdet.station.snapshots import Snapshots
 from defectdet.station.sources import parse_source
 
 NAMES = {0: "scratch", 1: "spot"}
+
+
+@pytest.fixture(params=[InspectionLoop, PipelinedLoop], ids=["sequential", "pipelined"])
+def Loop(request):
+    """Each loop test runs once per loop."""
+    return request.param
 
 
 def is_defective(i: int) -> bool:
@@ -97,9 +105,9 @@ def file_source(n):
     return FrameSource(parse_source("synthetic://"), opener=lambda spec: ScriptedReader(counter, limit=n))
 
 
-def test_every_frame_decided_and_every_ng_frame_logged_once(tmp_path):
+def test_every_frame_decided_and_every_ng_frame_logged_once(Loop, tmp_path):
     rec, n = Recorder(), 60
-    loop = InspectionLoop(FakeDetector(), file_source(n), Decider(NAMES),
+    loop = Loop(FakeDetector(), file_source(n), Decider(NAMES),
                           [Snapshots(tmp_path / "snaps", queue=n), EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
     summary = loop.run()
     expected_ng = [i for i in range(n) if is_defective(i)]
@@ -114,7 +122,7 @@ def test_every_frame_decided_and_every_ng_frame_logged_once(tmp_path):
     assert summary["stop_reason"] == "end of source" and summary["dropped_frames"] == 0
 
 
-def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(tmp_path):
+def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(Loop, tmp_path):
     counter, k, conns = [0], 4, []
 
     def opener(spec):
@@ -123,7 +131,7 @@ def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(tm
 
     src = FrameSource(parse_source("0"), opener=opener, backoff_s=0.01, stall_s=0)  # a live camera
     rec = Recorder()
-    loop = InspectionLoop(FakeDetector(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec],
+    loop = Loop(FakeDetector(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec],
                           max_frames=120, out_dir=tmp_path)
     summary = loop.run()
     events = [e["frame"] for e in read_events(tmp_path / "events.jsonl")]
@@ -143,10 +151,10 @@ def _unwritable(tmp_path):
     return blocker / "out"
 
 
-def test_read_only_output_keeps_deciding_and_signalling(tmp_path, caplog):
+def test_read_only_output_keeps_deciding_and_signalling(Loop, tmp_path, caplog):
     out, rec, n = _unwritable(tmp_path), Recorder(), 40
     sinks = [Snapshots(out / "snaps"), EventLog(out / "events.jsonl"), rec]
-    loop = InspectionLoop(FakeDetector(), file_source(n), Decider(NAMES), sinks, out_dir=out)
+    loop = Loop(FakeDetector(), file_source(n), Decider(NAMES), sinks, out_dir=out)
     with caplog.at_level(logging.ERROR, "defectdet.inspect"):
         summary = loop.run()
     assert summary["frames"] == n and rec.ng == [i for i in range(n) if is_defective(i)]
@@ -159,7 +167,7 @@ def test_read_only_output_keeps_deciding_and_signalling(tmp_path, caplog):
     assert text.count("events: emit failed") == 1  # logged once, not once per frame
 
 
-def test_disk_full_mid_run_recovers_when_space_returns(tmp_path, monkeypatch, caplog):
+def test_disk_full_mid_run_recovers_when_space_returns(Loop, tmp_path, monkeypatch, caplog):
     real_write, state = sinks_module.os.write, {"full": False}
 
     def write(fd, data):
@@ -175,7 +183,7 @@ def test_disk_full_mid_run_recovers_when_space_returns(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(sinks_module.os, "write", write)
     rec, log = Recorder(), EventLog(tmp_path / "events.jsonl")
-    loop = InspectionLoop(FakeDetector(), file_source(60), Decider(NAMES), [FillDisk(), log, rec])
+    loop = Loop(FakeDetector(), file_source(60), Decider(NAMES), [FillDisk(), log, rec])
     with caplog.at_level(logging.ERROR, "defectdet.inspect"):
         summary = loop.run()
     logged = [e["frame"] for e in read_events(tmp_path / "events.jsonl")]
@@ -185,10 +193,10 @@ def test_disk_full_mid_run_recovers_when_space_returns(tmp_path, monkeypatch, ca
     assert "No space left on device" in caplog.text and summary["frames"] == 60
 
 
-def test_limits_and_status_lines(caplog):
+def test_limits_and_status_lines(Loop, caplog):
     counter = [0]
     src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.002), stall_s=0)
-    loop = InspectionLoop(FakeDetector(delay=0.005), src, Decider(NAMES), max_frames=0, duration=0.6, status_every=0.2)
+    loop = Loop(FakeDetector(delay=0.005), src, Decider(NAMES), max_frames=0, duration=0.6, status_every=0.2)
     with caplog.at_level(logging.INFO, "defectdet.inspect"):
         summary = loop.run()
     assert summary["stop_reason"] == "duration" and 0.6 <= summary["seconds"] < 1.5
@@ -196,14 +204,14 @@ def test_limits_and_status_lines(caplog):
     assert len(status) >= 2
     assert all("latency p50" in s and "dropped" in s and "reconnects 0" in s and " ok " in s and " ng " in s for s in status)
     assert status[-1].startswith("done: ")
-    loop2 = InspectionLoop(FakeDetector(), file_source(1000), Decider(NAMES), max_frames=25)
+    loop2 = Loop(FakeDetector(), file_source(1000), Decider(NAMES), max_frames=25)
     assert loop2.run()["frames"] == 25
 
 
-def test_stop_request_ends_the_run_promptly():
+def test_stop_request_ends_the_run_promptly(Loop):
     counter = [0]
     src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.005), stall_s=0)
-    loop = InspectionLoop(FakeDetector(), src, Decider(NAMES))
+    loop = Loop(FakeDetector(), src, Decider(NAMES))
     threading.Timer(0.3, loop.request_stop, args=("SIGTERM",)).start()
     t = time.monotonic()
     summary = loop.run()
@@ -222,7 +230,7 @@ def test_latency_percentiles_within_one_percent():
     assert LatencyStats().percentile(50) is None
 
 
-def test_a_failing_frame_is_skipped_but_a_failing_detector_ends_the_run(tmp_path, caplog):
+def test_a_failing_frame_is_skipped_but_a_failing_detector_ends_the_run(Loop, tmp_path, caplog):
     class Flaky(FakeDetector):
         def __init__(self, bad):
             super().__init__()
@@ -233,12 +241,163 @@ def test_a_failing_frame_is_skipped_but_a_failing_detector_ends_the_run(tmp_path
                 raise ValueError("Detections.confidence: expected values in [0, 1]")
             return super().__call__(img)
 
-    loop = InspectionLoop(Flaky(lambda i: i in (5, 6, 30)), file_source(40), Decider(NAMES), max_detector_errors=3)
+    loop = Loop(Flaky(lambda i: i in (5, 6, 30)), file_source(40), Decider(NAMES), max_detector_errors=3)
     with caplog.at_level(logging.ERROR, "defectdet.inspect"):
         summary = loop.run()
     assert summary["frames"] == 37 and summary["detector_errors"] == 3 and "frame 5: detector failed" in caplog.text
-    loop = InspectionLoop(Flaky(lambda i: i >= 10), file_source(40), Decider(NAMES), max_detector_errors=3, out_dir=tmp_path)
+    loop = Loop(Flaky(lambda i: i >= 10), file_source(40), Decider(NAMES), max_detector_errors=3, out_dir=tmp_path)
     with pytest.raises(ValueError, match="expected values"):
         loop.run()
     summary = json.loads((tmp_path / "summary.json").read_text())  # still written by the finally
     assert summary["frames"] == 10 and summary["detector_errors"] == 3 and summary["stop_reason"] == "error"
+
+
+# -- the pipeline -------------------------------------------------------------------------------
+def run_joined(loop, timeout=30.0):
+    """``loop.run()`` in a thread joined with a timeout, so a hang fails the test instead of blocking it:
+    (summary or None, exception or None)."""
+    box = {}
+
+    def target():
+        try:
+            box["summary"] = loop.run()
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "the loop did not end"
+    return box.get("summary"), box.get("error")
+
+
+def stage_threads():
+    return [t.name for t in threading.enumerate() if t.name.startswith("inspect-") and t.is_alive()]
+
+
+class StagedFake(FakeDetector):
+    """FakeDetector's verdicts split into pre / forward / decode like a Detector, each stage with its own
+    jitter; every frame's input goes through a reused buffer, so a buffer overwritten while its frame is
+    still in flight shows up as a wrong frame number in ``decoded``."""
+
+    stageable = True
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.rng, self.decoded = np.random.default_rng(seed), []
+
+    def _jitter(self):
+        time.sleep(float(self.rng.uniform(0, 0.003)))
+
+    def new_preprocessor(self):
+        buf = np.zeros((1, 2), np.int64)  # (1, [frame number, defective])
+
+        def pre(frames):
+            self._jitter()
+            buf[0] = frame_number(frames[0]), frames[0][0, 0, 0] > 128
+            return buf, [frames[0].shape]
+
+        return pre
+
+    def forward(self, batch):
+        self._jitter()
+        return batch.copy()
+
+    def decode(self, out, params):
+        self._jitter()
+        self.decoded.append(int(out[0]))
+        return super().__call__(marked(int(out[0])))
+
+
+def test_pipeline_stages_keep_frame_order_and_buffers_intact(tmp_path):
+    det, rec, n = StagedFake(), Recorder(), 80
+    loop = PipelinedLoop(det, file_source(n), Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
+    summary, error = run_joined(loop)
+    assert error is None and det.decoded == list(range(n))
+    expected_ng = [i for i in range(n) if is_defective(i)]
+    assert rec.ng == expected_ng and [e["frame"] for e in read_events(tmp_path / "events.jsonl")] == expected_ng
+    assert summary["pipeline"] is True and set(summary["stages_ms"]) == {"pre", "infer", "post", "decide", "sinks"}
+    assert all(v["p50"] is not None and v["p99"] >= v["p50"] for v in summary["stages_ms"].values())
+    assert not stage_threads()
+
+
+def test_a_sink_that_raises_is_counted_and_the_run_goes_on(Loop, tmp_path, caplog):
+    class Broken(BaseSink):
+        name = "broken"
+
+        def emit(self, result):
+            if result.decision.ng:
+                raise ConnectionError("PLC unreachable")
+
+    rec, n = Recorder(), 60
+    loop = Loop(StagedFake(), file_source(n), Decider(NAMES), [Broken(), rec], out_dir=tmp_path)
+    with caplog.at_level(logging.ERROR, "defectdet.inspect"):
+        summary, error = run_joined(loop)
+    assert error is None and summary["frames"] == n and rec.ng == [i for i in range(n) if is_defective(i)]
+    assert summary["sinks"]["broken"]["errors"] == summary["ng"] > 0
+    assert "broken: emit failed: ConnectionError: PLC unreachable" in caplog.text and not stage_threads()
+
+
+def test_a_stage_that_raises_ends_the_run_with_its_error_and_joins_every_thread(Loop, tmp_path, caplog):
+    class BadDecider(Decider):
+        def __call__(self, dets, shape):
+            if self.calls == 10:
+                raise RuntimeError("decider bug")
+            self.calls += 1
+            return super().__call__(dets, shape)
+
+    decider = BadDecider(NAMES)
+    decider.calls = 0
+    loop = Loop(StagedFake(), file_source(1000), decider, [Recorder()], out_dir=tmp_path)
+    with caplog.at_level(logging.ERROR, "defectdet.inspect"):
+        summary, error = run_joined(loop)
+    assert isinstance(error, RuntimeError) and str(error) == "decider bug" and summary is None
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["frames"] == 10 and written["stop_reason"] == "error"
+    assert not stage_threads()
+    if Loop is PipelinedLoop:
+        assert "stage 'post' failed (RuntimeError: decider bug); stopping the run" in caplog.text
+
+
+def test_a_stop_mid_run_finishes_the_frames_inside_and_joins_every_thread(tmp_path):
+    counter = [0]
+    src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.002), stall_s=0)
+    loop = PipelinedLoop(StagedFake(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl")], out_dir=tmp_path)
+    threading.Timer(0.4, loop.request_stop, args=("SIGTERM",)).start()
+    summary, error = run_joined(loop)
+    assert error is None and summary["stop_reason"] == "SIGTERM" and summary["frames"] > 0 and not stage_threads()
+    assert summary["events_written"] == summary["ng"] == len(list(read_events(tmp_path / "events.jsonl")))
+
+
+def test_a_live_source_drops_frames_instead_of_queueing_them():
+    class Slow(StagedFake):
+        def forward(self, batch):
+            time.sleep(0.02)  # a model slower than the camera
+            return batch.copy()
+
+    counter, rec = [0], Recorder()
+    src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.001), stall_s=0)
+    det = Slow()
+    summary, error = run_joined(PipelinedLoop(det, src, Decider(NAMES), [rec], max_frames=15))
+    assert error is None and summary["frames"] == 15 and summary["dropped_frames"] > 0
+    assert summary["frames"] + summary["dropped_frames"] <= counter[0]
+    assert det.decoded == sorted(set(det.decoded))  # increasing: in order, nothing twice
+    assert loop_capacities(PipelinedLoop(det, FrameSource(parse_source("0")), Decider(NAMES))) == [1, 1, 1]
+    assert loop_capacities(PipelinedLoop(det, file_source(5), Decider(NAMES))) == [2, 2, 2]
+
+
+def loop_capacities(loop):
+    return [ch.capacity for ch in (loop._to_infer, loop._to_post, loop._to_sinks)]
+
+
+def test_channel_is_fifo_bounded_and_close_wakes_waiters():
+    ch = Channel(2)
+    assert ch.put(1) and ch.put(2) and not ch.wait_room(0.01)
+    assert ch.get() == 1 and ch.wait_room(0.01) and ch.put(3)
+    assert [ch.get(), ch.get(), ch.get(0.01)] == [2, 3, None]
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(ch.get()))
+    waiter.start()
+    ch.close()
+    waiter.join(5)
+    assert not waiter.is_alive() and got == [CLOSED] and not ch.put(4) and not ch.wait_room(0.01)

@@ -146,20 +146,33 @@ class Detector:
         self.timings = Timings(*map(float, acc))
         return out
 
+    # -- the three stages, for callers that run them on separate threads (a pipelined loop) ----
+    @property
+    def stageable(self) -> bool:
+        """True when one frame is exactly :meth:`forward` between :meth:`new_preprocessor` and :meth:`decode` (no tiles)."""
+        return self.tiles is None
+
+    def new_preprocessor(self) -> Preprocessor:
+        """A Preprocessor with its own input buffer: one per frame in flight (``pre([frame])`` -> (batch, params))."""
+        return Preprocessor(self.metadata.imgsz, self.metadata.preprocess)
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W) input -> the model's first output as float32, (B, 4+nc, A) or (B, N, 6); releases the GIL inside the backend."""
+        pred = self.backend.infer(batch)[0]
+        return pred if pred.dtype == np.float32 else pred.astype(np.float32)
+
+    def decode(self, pred: np.ndarray, params: Any) -> Detections:
+        """One image's output (4+nc, A) or (N, 6) and its LetterboxParams -> Detections in frame pixels (thresholds, NMS, max_det)."""
+        return postprocess(pred, params, self.thresholds, self._name_table, self.iou, self.max_det, self.metadata.end2end)
+
     def _detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """Pre-process into one batch, run the backend, post-process each image."""
         t0 = time.perf_counter()
         batch, params = self._pre(frames)  # (B, 3, H, W) float32
         t1 = time.perf_counter()
-        pred = self.backend.infer(batch)[0]  # (B, 4+nc, A) or (B, N, 6)
+        pred = self.forward(batch)  # (B, 4+nc, A) or (B, N, 6)
         t2 = time.perf_counter()
-        if pred.dtype != np.float32:
-            pred = pred.astype(np.float32)
-        m = self.metadata
-        dets = [
-            postprocess(pred[i], p, self.thresholds, self._name_table, self.iou, self.max_det, m.end2end)
-            for i, p in enumerate(params)
-        ]
+        dets = [self.decode(pred[i], p) for i, p in enumerate(params)]
         t3 = time.perf_counter()
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return dets

@@ -9,6 +9,7 @@
     snapshots.py    NG snapshots under a disk quota
     signals.py      reject/alarm outputs: GPIO, MQTT, webhook, stdout
     loop.py         InspectionLoop: capture -> infer -> decide -> sinks -> status, summary.json
+    pipeline.py     PipelinedLoop: the same stages on their own threads (``pipeline: on``)
     inspect_cli.py  ``defectdet inspect``: config -> the objects above
 
 **Must:** like the runtime, nothing here imports torch, ultralytics or ``defectdet.train/losses/export``

@@ -34,7 +34,7 @@ LOG = logging.getLogger("defectdet.inspect")
 DEFAULTS: dict[str, Any] = {
     "model": None, "source": None, "out": None,
     "backend": "auto", "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
-    "max_frames": 0, "duration": 0.0, "status_every": 5.0,
+    "max_frames": 0, "duration": 0.0, "status_every": 5.0, "pipeline": True,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
     **sink_defaults(),
@@ -135,7 +135,10 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     from .capture import FrameSource
     from .decisions import Decider
     from .loop import InspectionLoop, install_signal_handlers
+    from .pipeline import PipelinedLoop
 
+    if not isinstance(cfg["pipeline"], bool):
+        raise ConfigError(f"pipeline={cfg['pipeline']!r}: expected on (true) or off (false)")
     out = Path(cfg["out"]) if cfg["out"] else default_out()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -151,9 +154,10 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below
         sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason))
-        loop = InspectionLoop(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
-                              duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
-                              model_id=model_id(Path(cfg["model"])), out_dir=out)
+        loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
+        loop = loop_class(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
+                          duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
+                          model_id=model_id(Path(cfg["model"])), out_dir=out)
         LOG.info("inspecting %s with %r -> %s", source.spec.uri, det, out)
         restore = install_signal_handlers(loop)
         try:

@@ -5,7 +5,9 @@ writes ``summary.json``; SIGINT/SIGTERM (:func:`install_signal_handlers`) only s
 loop checks between frames, so a run ends cleanly within a read timeout plus one inference
 (a second signal falls back to the default action). Sinks (:class:`~.sink.Sink`) run behind
 :class:`~.sink.Guard`: a failing disk is logged and counted, never fatal; ``summary.json`` reports
-each sink's own ``stats()``.
+each sink's own ``stats()``, and per-stage latency percentiles (``stages_ms``: pre, infer, post,
+decide, sinks). This loop runs every stage in one thread, one frame after another;
+:class:`~.pipeline.PipelinedLoop` runs the same stages on their own threads.
 
 >>> loop = InspectionLoop(detector, FrameSource("video.mp4"), Decider(detector.names), sinks=[EventLog("ev.jsonl")])
 >>> summary = loop.run()
@@ -68,8 +70,17 @@ def _ms(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(v, 2)
 
 
+def _percentiles(stats: LatencyStats) -> dict[str, Optional[float]]:
+    return {"p50": _ms(stats.percentile(50)), "p99": _ms(stats.percentile(99))}
+
+
+STAGES = ("pre", "infer", "post", "decide", "sinks")  # summary.json's stages_ms, in pipeline order
+
+
 class InspectionLoop:
-    """One inspection run over a :class:`FrameSource` (see the module docstring)."""
+    """One inspection run over a :class:`FrameSource`, every stage in the calling thread (see the module docstring)."""
+
+    pipelined = False
 
     def __init__(
         self,
@@ -116,6 +127,7 @@ class InspectionLoop:
         self.frames = self.ok = self.ng = self.triggers = self.detector_errors = self._errors_in_row = 0
         self.max_detector_errors, self._error_logged_at = int(max_detector_errors), -float("inf")
         self.latency, self.age = LatencyStats(), LatencyStats()
+        self.stages = {name: LatencyStats(window=1) for name in STAGES}  # per-stage ms, whole run
         self._t0 = self._t_last = time.monotonic()
         self._status_at, self._status_frames = self._t0, 0
 
@@ -170,18 +182,25 @@ class InspectionLoop:
         try:
             dets = self.detector(frame.image)
         except Exception as e:
-            self.detector_errors += 1
-            self._errors_in_row += 1
-            if self._errors_in_row >= self.max_detector_errors:
-                raise
-            now = time.monotonic()
-            if now - self._error_logged_at >= 30.0:
-                self._error_logged_at = now
-                LOG.error("frame %d: detector failed (%s: %s); frame skipped (%d so far)",
-                          frame.index, e.__class__.__name__, e, self.detector_errors)
-            return None
-        self._errors_in_row = 0
+            return self.detector_failed(frame, e)
+        timings = getattr(self.detector, "timings", None)  # a Detector's own pre/infer/post split
+        for name in ("pre", "infer", "post") if timings is not None else ():
+            self.stages[name].add(getattr(timings, name))
         return dets
+
+    def detector_failed(self, frame: Frame, e: Exception) -> None:
+        """Count (and now and then log) a frame the detector failed on; re-raise once
+        ``max_detector_errors`` frames in a row failed. Frames must come in order."""
+        self.detector_errors += 1
+        self._errors_in_row += 1
+        if self._errors_in_row >= self.max_detector_errors:
+            raise e
+        now = time.monotonic()
+        if now - self._error_logged_at >= 30.0:
+            self._error_logged_at = now
+            LOG.error("frame %d: detector failed (%s: %s); frame skipped (%d so far)",
+                      frame.index, e.__class__.__name__, e, self.detector_errors)
+        return None
 
     def process(self, frame: Frame) -> Optional[FrameResult]:
         """Infer, decide and emit one frame (None: the detector failed on it)."""
@@ -189,21 +208,35 @@ class InspectionLoop:
         dets = self._detect(frame)
         if dets is None:
             return None
+        result = self.decide(frame, dets, t0)
+        self.deliver(result)
+        return result
+
+    def decide(self, frame: Frame, dets: Any, t0: float) -> FrameResult:
+        """The decision on one frame's detections (frames in order: debounce); ``t0``: when its inspection began."""
+        self._errors_in_row = 0
+        t = time.perf_counter()
         decision = self.decider(dets, frame.image.shape)
         t1 = time.perf_counter()
+        self.stages["decide"].add((t1 - t) * 1e3)
         trigger = decision.ng and (decision.rising or self.signal_on == "frame")
         roi = self.decider.roi_pixels(frame.image.shape) if self.decider.roi is not None else None
-        result = FrameResult(frame, dets, decision, (t1 - t0) * 1e3, self.source.spec.uri, self.model_id, trigger, roi)
+        return FrameResult(frame, dets, decision, (t1 - t0) * 1e3, self.source.spec.uri, self.model_id, trigger, roi)
+
+    def deliver(self, result: FrameResult) -> None:
+        """Hand one decided frame to every sink and count it."""
+        t = time.perf_counter()
         for guard in self.guards:
             guard.emit(result)
+        self.stages["sinks"].add((time.perf_counter() - t) * 1e3)
+        decision, frame = result.decision, result.frame
         self.frames += 1
         self.ng += decision.ng
         self.ok += not decision.ng
-        self.triggers += trigger
+        self.triggers += result.trigger
         self.latency.add(result.latency_ms)
-        self.age.add((t1 - frame.t_mono) * 1e3)
+        self.age.add((t - frame.t_mono) * 1e3)
         self._t_last = time.monotonic()
-        return result
 
     # -- reporting ----------------------------------------------------------------------------
     def _maybe_status(self) -> None:
@@ -245,8 +278,10 @@ class InspectionLoop:
             "dropped_frames": self.source.dropped,
             "reconnects": self.source.reconnects,
             "fps": round(self._fps(), 2),
-            "latency_ms": {"p50": _ms(self.latency.percentile(50)), "p99": _ms(self.latency.percentile(99))},
-            "frame_age_ms": {"p50": _ms(self.age.percentile(50)), "p99": _ms(self.age.percentile(99))},
+            "latency_ms": _percentiles(self.latency),
+            "frame_age_ms": _percentiles(self.age),
+            "pipeline": self.pipelined,
+            "stages_ms": {name: _percentiles(st) for name, st in self.stages.items() if st.n},
             "seconds": round(time.monotonic() - self._t0, 3),
             "stop_reason": self.stop_reason or "error",
             "source": self.source.spec.uri,
