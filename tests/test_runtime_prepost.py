@@ -261,3 +261,15 @@ def test_postprocess_clips_float32_sigmoid_overshoot():
     params = letterbox_params((100, 100), (100, 100))
     dets = postprocess(pred, params, threshold_vector(2, 0.25), {0: "a", 1: "b"})
     assert len(dets) == 1 and dets.confidence[0] == 1.0
+
+
+def test_preprocessor_canvas_matches_letterbox_across_frame_sizes():
+    """The reused letterbox canvas gives letterbox()'s pixels, also when the frame size changes between calls."""
+    rng = np.random.default_rng(0)
+    pre = Preprocessor((96, 128))
+    for h, w in [(60, 80), (60, 80), (120, 40), (96, 128), (30, 200), (60, 80)]:
+        frame = rng.integers(0, 256, (h, w, 3), np.uint8)
+        img, p = letterbox(frame, (96, 128))
+        batch, params = pre([frame])
+        assert params == [p]
+        assert np.array_equal(batch[0], to_chw(img, np.empty((3, 96, 128), np.float32)))
