@@ -11,7 +11,17 @@ with the loop (every ``--bare-every`` frames, so load from other processes hits 
 the turns are excluded from the loop's time) (target >= 0.95x). The detector threshold is set so that about
 ``--ng-rate`` of the frames are NG (a line's realistic reject rate: each NG frame writes an event
 and two snapshots). The benchmark process never imports torch; without ``--model`` a stand-in
-model is built in a child process (``bench/runtime.py: make_model``).
+model is built in a child process (``bench/runtime.py: make_model``). ``--pipeline off`` soaks the
+sequential loop instead of the pipelined one; the report has the loop's per-stage p50 (``stages_ms``).
+
+    python bench/soak.py --compare --imgsz 320 640 --threads 1 --rounds 5
+
+``--compare`` measures throughput instead: per round and image size, in rotating order, (a) the model
+alone (``session.run`` on prepared tensors), (s) the sequential loop and (p) the pipelined loop, the
+loops over the same in-memory frames (a file-like source: every frame inspected) with the event log
+and snapshots on; it prints the markdown table of medians over rounds and the per-round ratios' medians
+(target p/a >= 0.95), and writes them to ``--json``. With ``--threads 1`` ONNX Runtime computes on one
+core and leaves the other free, a stand-in for a Jetson whose model runs on its own device.
 """
 
 from __future__ import annotations
@@ -100,6 +110,7 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
     from defectdet.station.decisions import Decider
     from defectdet.station.inspect_cli import model_id
     from defectdet.station.loop import InspectionLoop
+    from defectdet.station.pipeline import PipelinedLoop
     from defectdet.station.sinks import EventLog
     from defectdet.station.snapshots import Snapshots
 
@@ -110,10 +121,115 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
         src = FrameSource(f"synthetic://?width={a.width}&height={a.height}&frames={a.frames}")
         sinks = [Snapshots(out / "snapshots", quota_mb=50, queue=a.snapshot_queue)] if a.snapshots else []
         sinks += [EventLog(out / "events.jsonl"), probe]
-        loop = InspectionLoop(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=15,
+        loop = (PipelinedLoop if a.pipeline == "on" else InspectionLoop)(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=15,
                               out_dir=out, model_id=model_id(model))
         summary = loop.run()
     return summary, probe
+
+
+class MemoryReader:
+    """A file-like source over frames already in memory (cycled), so capture costs nothing: ``n`` frames, then the end."""
+
+    fps = None
+
+    def __init__(self, frames: list[np.ndarray], n: int):
+        self.frames, self.n, self.i = frames, int(n), 0
+
+    def read(self):
+        if self.i >= self.n:
+            return None, {}
+        self.i += 1
+        return self.frames[(self.i - 1) % len(self.frames)], {}
+
+    def release(self) -> None:
+        pass
+
+
+def model_only_fps(model: Path, frames: list[np.ndarray], n: int, threads: int) -> float:
+    """(a): ``session.run`` on tensors letterboxed beforehand (untimed), ``n`` runs; frames/s."""
+    import onnxruntime as ort
+
+    from defectdet.runtime import Detector
+    from defectdet.runtime.backends.onnxruntime import session_options
+
+    with Detector(model) as det:
+        pre = det.new_preprocessor()
+        tensors = [pre([f])[0].copy() for f in frames]  # (1, 3, H, W) each
+    sess = ort.InferenceSession(str(model), session_options(threads), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: tensors[0]})
+    t = time.perf_counter()
+    for i in range(n):
+        sess.run(None, {name: tensors[i % len(tensors)]})
+    return n / (time.perf_counter() - t)
+
+
+def loop_run(det, loop_class, frames: list[np.ndarray], n: int, out: Path) -> dict:
+    """(s) or (p): one inspection run over ``n`` in-memory frames with the event log and snapshots; its summary."""
+    from defectdet.station.capture import FrameSource
+    from defectdet.station.decisions import Decider
+    from defectdet.station.sinks import EventLog
+    from defectdet.station.snapshots import Snapshots
+    from defectdet.station.sources import parse_source
+
+    src = FrameSource(parse_source("synthetic://"), opener=lambda spec: MemoryReader(frames, n))
+    sinks = [Snapshots(out / "snapshots", quota_mb=50), EventLog(out / "events.jsonl")]
+    return loop_class(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=0, out_dir=out).run()
+
+
+def compare(a: argparse.Namespace) -> dict:
+    """Rounds of (a) model only, (s) sequential loop, (p) pipelined loop per image size, in rotating order."""
+    from defectdet.runtime import Detector
+    from defectdet.station.loop import InspectionLoop
+    from defectdet.station.pipeline import PipelinedLoop
+    from defectdet.station.sources import SyntheticReader
+
+    reader = SyntheticReader(width=a.width, height=a.height)
+    frames = [reader.frame(i)[0] for i in range(240)]
+    results = {}
+    for imgsz in a.imgsz:
+        model = a.model or build_model(a.out / f"model{imgsz}", imgsz)
+        conf = conf_for_ng_rate(model, frames, a.ng_rate, a.threads)
+        rows: dict[str, list] = {"a": [], "s": [], "p": []}
+        stages: list[dict] = []
+        with Detector(model, conf=conf, threads=a.threads) as det:
+            loop_run(det, PipelinedLoop, frames, 20, Path(tempfile.mkdtemp(prefix="warm-", dir=a.out)))  # warm-up
+            for r in range(a.rounds):
+                for arm in ["a", "s", "p"][r % 3:] + ["a", "s", "p"][: r % 3]:
+                    if arm == "a":
+                        rows["a"].append(model_only_fps(model, frames, a.frames, a.threads))
+                        continue
+                    summary = loop_run(det, PipelinedLoop if arm == "p" else InspectionLoop, frames, a.frames,
+                                       Path(tempfile.mkdtemp(prefix=f"{arm}-", dir=a.out)))
+                    rows[arm].append(summary["fps"])
+                    if arm == "p":
+                        stages.append({k: v["p50"] for k, v in summary["stages_ms"].items()})
+        fps = {k: np.array(v) for k, v in rows.items()}
+        results[imgsz] = {
+            "fps": {k: round(float(np.median(v)), 1) for k, v in fps.items()},
+            "p_over_a": round(float(np.median(fps["p"] / fps["a"])), 3),
+            "s_over_a": round(float(np.median(fps["s"] / fps["a"])), 3),
+            "p_over_s": round(float(np.median(fps["p"] / fps["s"])), 3),
+            "stages_p50_ms": {k: round(float(np.median([st[k] for st in stages])), 2) for k in stages[0]},
+            "rounds": {k: [round(float(x), 1) for x in v] for k, v in fps.items()},
+        }
+    return results
+
+
+def compare_table(results: dict, a: argparse.Namespace) -> str:
+    """The README table of :func:`compare`'s results."""
+    lines = [f"ONNX Runtime CPU, {a.threads} intra-op thread(s), {a.frames} frames {a.width}x{a.height} per arm and round, "
+             f"{a.rounds} rounds (arms interleaved, medians; ratios: median of the per-round ratios), NG rate ~{a.ng_rate:g}, "
+             "events + snapshots on", "",
+             "| imgsz | (a) model only fps | (s) sequential loop fps | (p) pipelined loop fps | s/a | **p/a** | p/s "
+             "| pipelined stage p50 ms: pre / infer / post / decide / sinks |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for imgsz, r in results.items():
+        f, st = r["fps"], r["stages_p50_ms"]
+        stage = " / ".join(f"{st[k]:.2f}" for k in ("pre", "infer", "post", "decide", "sinks"))
+        lines.append(f"| {imgsz} | {f['a']:.1f} | {f['s']:.1f} | {f['p']:.1f} | {r['s_over_a']:.2f} | **{r['p_over_a']:.2f}** "
+                     f"| {r['p_over_s']:.2f} | {stage} |")
+    return "\n".join(lines)
 
 
 def analyse(probe: Probe, warmup: int) -> dict:
@@ -142,8 +258,11 @@ def analyse(probe: Probe, warmup: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
-    ap.add_argument("--imgsz", type=int, default=320, help="stand-in model input size (default 320)")
-    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--imgsz", type=int, nargs="+", default=[320], help="stand-in model input size(s) (default 320; soak: the first)")
+    ap.add_argument("--pipeline", choices=("on", "off"), default="on", help="soak the pipelined (on) or sequential (off) loop")
+    ap.add_argument("--compare", action="store_true", help="frames/s of model only vs sequential vs pipelined loop (see above)")
+    ap.add_argument("--rounds", type=int, default=5, help="--compare: rounds (arms interleaved)")
+    ap.add_argument("--frames", type=int, help="frames of the soak (default 10,000) / per arm and round of --compare (default 300)")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
@@ -159,7 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write the numbers here (default <out>/soak.json)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    model = a.model or build_model(a.out / "model", a.imgsz)
+    a.frames = a.frames or (300 if a.compare else 10_000)
+    if a.compare:
+        results = compare(a)
+        text = compare_table(results, a)
+        print(text)
+        (a.json or a.out / "compare.json").write_text(json.dumps({"table": text, "results": results}, indent=1) + "\n")
+        return 0
+    model = a.model or build_model(a.out / "model", a.imgsz[0])
     from defectdet.station.sources import SyntheticReader
 
     reader = SyntheticReader(width=a.width, height=a.height)
@@ -173,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "events_written": summary["events_written"], "detector_errors": summary["detector_errors"],
         "snapshots": bool(a.snapshots), "snapshot_queue": a.snapshot_queue,
         "snapshots_dropped": summary["sinks"].get("snapshots", {}).get("dropped"), "conf": round(conf, 4), "latency_ms": summary["latency_ms"],
+        "pipeline": summary["pipeline"], "stages_p50_ms": {k: v["p50"] for k, v in summary["stages_ms"].items()},
         "model": str(model), "frame_size": [a.width, a.height], "threads": a.threads, "torch_imported": "torch" in sys.modules,
         "targets": {"rss_growth_mib": "< 5", "loop_vs_bare": ">= 0.95"},
     })
