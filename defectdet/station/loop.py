@@ -149,18 +149,9 @@ class InspectionLoop:
             for guard in self.guards:
                 guard.open()
             self.source.start()
-            while not self.stop_event.is_set():
-                if self._limit_reached():
-                    break
-                frame = self.source.read(self.read_timeout)
-                if frame is None:
-                    if self.source.done:
-                        self.request_stop("source gave up" if self.source.error else "end of source")
-                    self._maybe_status()
-                    continue
-                self.process(frame)
-                self._maybe_status()
+            self._inspect()
         finally:
+            self._end_stages()
             self.source.close(timeout=0.5)
             for guard in self.guards:
                 guard.close()
@@ -168,6 +159,27 @@ class InspectionLoop:
             self._write_summary(summary)
         LOG.info("%s", self.status_line(final=True))
         return summary
+
+    def _inspect(self) -> None:
+        """Read, inspect and deliver frames until a limit, the end of the source or a stop."""
+        while not self.stop_event.is_set():
+            if self._limit_reached():
+                break
+            frame = self.source.read(self.read_timeout)
+            if frame is None:
+                self._source_idle()
+                self._maybe_status()
+                continue
+            self.process(frame)
+            self._maybe_status()
+
+    def _source_idle(self) -> None:
+        """No frame within the read timeout: stop once the source is done."""
+        if self.source.done:
+            self.request_stop("source gave up" if self.source.error else "end of source")
+
+    def _end_stages(self) -> None:
+        """Stop whatever runs beside the calling thread (nothing here; the pipeline's stage threads)."""
 
     def _limit_reached(self) -> bool:
         if self.max_frames and self.frames >= self.max_frames:

@@ -120,28 +120,14 @@ class PipelinedLoop(InspectionLoop):
         self.failure: Optional[tuple[str, BaseException]] = None
 
     # -- the calling thread: sinks ------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Run to a limit, the end of the source, a stop or a stage's failure (re-raised); returns the summary."""
-        self._t0 = self._status_at = time.monotonic()
-        try:
-            for guard in self.guards:
-                guard.open()
-            self.source.start()
-            for name, body in (("pre", self._pre_stage), ("infer", self._infer_stage), ("post", self._post_stage)):
-                self._threads.append(threading.Thread(target=self._stage, args=(name, body), name=f"inspect-{name}", daemon=True))
-                self._threads[-1].start()
-            self._sink_stage()
-            if self.failure is not None:
-                raise self.failure[1]
-        finally:
-            self._shutdown()
-            self.source.close(timeout=0.5)
-            for guard in self.guards:
-                guard.close()
-            summary = self.summary()
-            self._write_summary(summary)
-        LOG.info("%s", self.status_line(final=True))
-        return summary
+    def _inspect(self) -> None:
+        """Start the stage threads, deliver in this one; a stage's failure is re-raised here."""
+        for name, body in (("pre", self._pre_stage), ("infer", self._infer_stage), ("post", self._post_stage)):
+            self._threads.append(threading.Thread(target=self._stage, args=(name, body), name=f"inspect-{name}", daemon=True))
+            self._threads[-1].start()
+        self._sink_stage()
+        if self.failure is not None:
+            raise self.failure[1]
 
     def _sink_stage(self) -> None:
         """Deliver decided frames to the sinks until the stream ends, the run aborts or a stop cannot drain."""
@@ -160,7 +146,7 @@ class PipelinedLoop(InspectionLoop):
                     LOG.error("pipeline: the frames inside did not finish within %.1f s of the stop; abandoning them", self.drain_s)
                     return
 
-    def _shutdown(self, join_s: float = 2.0) -> None:
+    def _end_stages(self, join_s: float = 2.0) -> None:
         """Close every channel (waking the stages) and join the stage threads."""
         for ch in (self._to_infer, self._to_post, self._to_sinks, self._buffers):
             ch.close()
@@ -207,8 +193,7 @@ class PipelinedLoop(InspectionLoop):
             if frame is None:
                 if pre is not None:
                     self._buffers.put(pre)
-                if self.source.done:
-                    self.request_stop("source gave up" if self.source.error else "end of source")
+                self._source_idle()
                 continue
             job = _Job(frame, time.perf_counter(), pre)
             if pre is not None:
