@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .detections import Detections
-from .metadata import load_thresholds
+from ..artifact import load_thresholds
 
 Thresholds = Union[None, str, os.PathLike, Mapping[Any, float], np.ndarray]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .backends import BackendError, create_backend
 from .detections import Detections
-from .metadata import MetadataError, ModelMetadata, load_metadata, load_thresholds
+from ..artifact import MetadataError, ModelMetadata, load_metadata, load_thresholds
 from .postprocess import postprocess, threshold_vector
 from .preprocess import Preprocessor, as_bgr
 from .tiling import check_grid, merge_tiles, tile_windows

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..metadata import read_engine_header
+from ...artifact import read_engine_header
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
 
 LOG = logging.getLogger("defectdet.runtime")
