@@ -50,6 +50,7 @@ from .thresholds import (
     by_name,
     load_thresholds,
     parse_thresholds,
+    sidecar_names,
     sidecar_thresholds,
     write_sidecar_thresholds,
     write_thresholds_file,
@@ -60,6 +61,6 @@ __all__ = [
     "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "MetadataError", "ModelMetadata", "Preprocess", "build_metadata",
     "by_name", "defectdet_entry", "embed_metadata", "has_qdq", "io_shapes", "load_metadata", "load_props",
     "load_thresholds", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
-    "save_onnx", "sha256_file", "sidecar_path", "sidecar_thresholds", "update_sidecar", "write_sidecar",
+    "save_onnx", "sha256_file", "sidecar_names", "sidecar_path", "sidecar_thresholds", "update_sidecar", "write_sidecar",
     "write_sidecar_thresholds", "write_thresholds_file",
 ]

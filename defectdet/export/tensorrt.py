@@ -27,11 +27,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..artifact import (
+    TRT86_MAX_OPSET,
+    has_qdq,
+    io_shapes,
+    load_metadata,
+    opset_version,
+    read_sidecar,
+    sha256_file,
+    sidecar_path,
+    write_sidecar,
+)
 from ..config import atomic_write_bytes
 from ..errors import ConfigError
 from . import ExportError
 
-TRT86_MAX_OPSET = 17
 GATE_OK = ("pass", "forced")
 
 
@@ -188,8 +198,6 @@ def trtexec_command(opts: EngineOptions, plan: BuildPlan) -> list[str]:
 # ----------------------------------------------------------------------------- model facts
 def inspect_onnx(path: Path) -> ModelInfo:
     """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar)."""
-    from .onnx import read_sidecar, sidecar_path
-
     side = sidecar_path(path)
     meta = read_sidecar(side) if side.is_file() else {}
     info = ModelInfo(gate=(meta.get("gate") or {}).get("decision"))
@@ -204,14 +212,12 @@ def inspect_onnx(path: Path) -> ModelInfo:
         info.input_name = meta.get("input_name", info.input_name)
         info.input_shape = tuple(meta.get("input_shape", info.input_shape))
         return info
-    from .onnx import io_shapes
-
     m = onnx.load(str(path), load_external_data=False)
-    info.qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+    info.qdq = has_qdq(m)
     zero_points = {n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
     info.uint8_qdq = any(t.name in zero_points and t.data_type == onnx.TensorProto.UINT8 for t in m.graph.initializer)
     info.fp16_typed = any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
-    info.opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    info.opset = opset_version(m)
     name, shape, _, _ = io_shapes(m)
     info.input_name, info.input_shape = name, tuple(shape)
     return info
@@ -235,18 +241,19 @@ def make_calibrator(trt: Any, opts: EngineOptions, info: ModelInfo) -> Any:
     import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
     import pycuda.driver as cuda
 
-    from .quantize import batches, progress, select_calibration, split_images
+    from .calibration import batches, progress, select_calibration, split_images
 
     shape = tuple(int(d) for d in info.input_shape)  # (1, 3, H, W): the static batch of the export
     paths = []
     if opts.calib_data:
         paths, _ = select_calibration(split_images(opts.calib_data, "train"), opts.calib_images)
     cache = Path(opts.calib_cache) if opts.calib_cache else None
+    preprocess = load_metadata(opts.onnx, {}).preprocess  # the sidecar's record, as the runtime applies it
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.source = batches(paths, shape[2:], shape[0])
+            self.source = batches(paths, shape[2:], shape[0], preprocess)
             self.device = cuda.mem_alloc(int(np.prod(shape)) * 4)  # float32 input buffer
             self.bar = progress(len(paths), "calibrating (TensorRT)")
 
@@ -307,8 +314,6 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: model not found; expected an .onnx from `defectdet export` / `quantize`")
     info = inspect_onnx(onnx_path)
-    from .onnx import sidecar_path
-
     if not sidecar_path(onnx_path).is_file():
         raise ConfigError(f"{sidecar_path(onnx_path)}: missing; copy the sidecar JSON along with {onnx_path.name}")
     if trt is None:
@@ -343,8 +348,6 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
 def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> Path:
     """``<engine stem>.json``: the ONNX's metadata plus an ``engine`` section. When the engine shares
     the ONNX's stem (the default) the sidecar is the same file and keeps the ONNX's ``precision``."""
-    from .onnx import read_sidecar, sha256_file, sidecar_path, write_sidecar
-
     src_side, dst_side = sidecar_path(opts.onnx), sidecar_path(engine)
     meta = read_sidecar(src_side)
     meta["engine"] = {
