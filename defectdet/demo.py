@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import dump_yaml, load_yaml
+from .config import dump_yaml
 
 # The embedded default, sized for 2 CPU cores. A detector trained from scratch (no pretrained weights
 # exist offline) needs positives: at 10% defective parts, small defects and a few hundred optimizer
@@ -114,12 +114,11 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
 
 
 def _export(best: Path, imgsz: int, thresholds: Path) -> Path:
-    from .export.onnx import export_onnx, read_sidecar, write_sidecar
+    from .artifact import write_sidecar_thresholds
+    from .export.onnx import export_onnx
 
     res = export_onnx(best, imgsz=imgsz)
-    meta = read_sidecar(res.sidecar)
-    meta["thresholds"] = load_yaml(thresholds)["thresholds"]  # the runtime's per-class operating points
-    write_sidecar(res.sidecar, meta)
+    write_sidecar_thresholds(res.onnx, thresholds)  # the runtime's per-class operating points
     print(f"{res.onnx}  parity: {res.parity}")
     return res.onnx
 

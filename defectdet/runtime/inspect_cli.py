@@ -189,8 +189,8 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
-    with Detector(cfg["model"], backend=cfg["backend"], conf=float(cfg["conf"]), iou=float(cfg["iou"]),
-                  thresholds=cfg["thresholds"], max_det=int(cfg["max_det"]), **extra) as det:
+    with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
+                  thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         sinks = build_sinks(cfg, out, live=source.spec.live)
