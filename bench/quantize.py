@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.model is None and not a.train_epochs:
         print("bench/quantize.py: give --model best.pt or --train-epochs N")
         return 2
-    from defectdet.export.onnx import export_onnx
     from defectdet.export.calibration import split_images
+    from defectdet.export.onnx import export_onnx
     from defectdet.export.quantize import quantize_onnx
 
     ckpt = Path(a.model) if a.model else train_model(data, a.train_epochs, a.imgsz, a.train_fraction, out)

@@ -168,7 +168,11 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
 
 
 def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="defectdet demo", description=__doc__.split("\n\n")[0])
+    from .cli import exit_statuses
+
+    ap = argparse.ArgumentParser(prog="defectdet demo", description=__doc__.split("\n\n")[0], **exit_statuses(
+        (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),
+        (2, "a step failed (one line on stderr)")))
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     for key, val in DEMO.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)

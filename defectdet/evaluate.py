@@ -27,6 +27,7 @@ import numpy as np
 
 from . import metrics as M
 from .artifact import load_thresholds, sidecar_names, write_sidecar_thresholds, write_thresholds_file
+from .cli import exit_statuses
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
 from .errors import ConfigError, DataError
@@ -332,20 +333,12 @@ def _plot_kpis(rep: EvalReport) -> bytes:
 
 
 # ----------------------------------------------------------------------------- CLI
-EPILOG = """thresholds files: {thresholds: {class_name_or_id: conf}}; classes a file leaves out are taken at
-their max-F1 confidence (the runtime gives them its conf).
-
-exit status:
-  0  the report (and any thresholds) written
-  1  the --target-escape target is unreachable (the best thresholds found are still written,
-     to the YAML and, with --write-sidecar, to the model's sidecar)
-  2  a bad option, file or value (one line on stderr)"""
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet val", description="mAP and part-level KPIs (escape, overkill) "
-                                "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.", **exit_statuses(
+        (0, "the report (and any thresholds) written"),
+        (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
+        before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1."))
     p.add_argument("--model", help="a .pt checkpoint or an .onnx model (FP32 or INT8 Q/DQ)")
     p.add_argument("--data", help="data.yaml")
     p.add_argument("--split", default="val", help="split of data.yaml to evaluate (default val)")
@@ -360,8 +353,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
     p.add_argument("--write-sidecar", metavar="MODEL.onnx",
-                   help="also write the operating thresholds into this exported model's sidecar (MODEL.json, "
-                        "which the runtime reads), e.g. the FP32 model.onnx the checkpoint was exported to")
+                   help="also write the operating thresholds into this exported model's sidecar MODEL.json (the runtime's)")
     p.add_argument("overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)")
     return p
 
@@ -385,7 +377,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def cli(argv: list[str]) -> int:
     """``defectdet val``: print and save the report; with --target-escape write the thresholds YAML,
-    with --write-sidecar the model's sidecar too. Exit statuses: :data:`EPILOG`."""
+    with --write-sidecar the model's sidecar too. Exit statuses: see ``--help``."""
     args = _args(argv)
     thresholds = args.thresholds
     try:

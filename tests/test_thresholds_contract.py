@@ -16,8 +16,7 @@ from defectdet import evaluate as E
 from defectdet import metrics as M
 from defectdet.cli import main
 from defectdet.errors import ConfigError
-from defectdet.runtime import Detector
-from defectdet.runtime import decisions
+from defectdet.runtime import Detector, decisions
 
 NAMES = ["scratch", "spot", "crack", "dent"]
 

@@ -14,7 +14,6 @@ and where it looked. Per-class thresholds in the sidecar follow :mod:`defectdet.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 from dataclasses import dataclass, field

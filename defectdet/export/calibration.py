@@ -1,7 +1,7 @@
 """Calibration images for INT8: picked from a split, enriched in defects, pre-processed like the runtime.
 
-Used by ``defectdet quantize`` (onnxruntime's calibration data reader) and ``defectdet build-engine``
-(TensorRT's implicit-INT8 calibrator). Images are pre-processed with the model's recorded
+Fed to ``defectdet quantize`` (onnxruntime's calibration data reader, :func:`make_reader`) and
+``defectdet build-engine`` (TensorRT's implicit-INT8 calibrator, :func:`tensorrt_calibrator`). Images are pre-processed with the model's recorded
 pre-processing (:class:`defectdet.artifact.Preprocess`, from its metadata), exactly as
 :mod:`defectdet.runtime.preprocess` does on the line.
 """
@@ -11,12 +11,15 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..artifact import Preprocess
+from ..artifact import Preprocess, load_metadata
+from ..config import atomic_write_bytes
 from ..errors import ConfigError, DataError
+
+DEFAULT_PREPROCESS = Preprocess()  # letterbox, RGB, /255: what ultralytics trains with
 
 
 def split_images(data_yaml: str | os.PathLike, split: str = "train") -> list[Path]:
@@ -61,7 +64,8 @@ def select_calibration(
     return [chosen[i] for i in order], k_bad
 
 
-def load_images(paths: Sequence[Path], imgsz: tuple[int, int], preprocess: Preprocess = Preprocess()) -> np.ndarray:
+def load_images(paths: Sequence[Path], imgsz: tuple[int, int],
+                preprocess: Preprocess = DEFAULT_PREPROCESS) -> np.ndarray:
     """Read and pre-process images like the runtime (``preprocess``: the model's recorded settings;
     default letterbox, RGB, /255) -> (n, 3, H, W) float32."""
     import cv2
@@ -79,7 +83,7 @@ def load_images(paths: Sequence[Path], imgsz: tuple[int, int], preprocess: Prepr
 
 
 def batches(paths: Sequence[Path], imgsz: tuple[int, int], size: int = 1,
-            preprocess: Preprocess = Preprocess()) -> Iterator[np.ndarray]:
+            preprocess: Preprocess = DEFAULT_PREPROCESS) -> Iterator[np.ndarray]:
     """Pre-processed images in (size, 3, H, W) float32 batches (the last one may be smaller)."""
     for i in range(0, len(paths), size):
         yield load_images(paths[i : i + size], imgsz, preprocess)
@@ -107,7 +111,7 @@ def progress(total: int, desc: str, show: bool = True):
 
 
 def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, show: bool = True,
-                preprocess: Preprocess = Preprocess()):
+                preprocess: Preprocess = DEFAULT_PREPROCESS):
     """An onnxruntime ``CalibrationDataReader`` over ``paths`` (one image per ``get_next``) with the
     ``__len__`` / ``set_range`` that quantize_static uses to calibrate chunk by chunk."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -132,3 +136,45 @@ def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, 
             return {input_name: x}
 
     return Reader()
+
+
+def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: Path | None, n: int,
+                        cache: Path | None) -> Any:
+    """An ``IInt8EntropyCalibrator2`` over ``n`` of ``data``'s train images (pycuda device buffer),
+    pre-processed as ``onnx``'s sidecar records, reading and writing ``cache``; with an existing
+    cache and no data it only replays the cache."""
+    import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
+    import pycuda.driver as cuda
+
+    shape = tuple(int(d) for d in input_shape)  # (1, 3, H, W): the static batch of the export
+    paths = select_calibration(split_images(data, "train"), n)[0] if data else []
+    cache = Path(cache) if cache else None
+    preprocess = load_metadata(onnx, {}).preprocess  # as the runtime applies it
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.source = batches(paths, shape[2:], shape[0], preprocess)
+            self.device = cuda.mem_alloc(int(np.prod(shape)) * 4)  # float32 input buffer
+            self.bar = progress(len(paths), "calibrating (TensorRT)")
+
+        def get_batch_size(self) -> int:
+            return shape[0]
+
+        def get_batch(self, names):
+            x = next(self.source, None)  # (B, 3, H, W) float32
+            if x is None or x.shape[0] != shape[0]:
+                self.bar.close()
+                return None  # end of calibration data
+            cuda.memcpy_htod(self.device, np.ascontiguousarray(x))
+            self.bar.update(len(x))
+            return [int(self.device)]
+
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache and cache.is_file() else None
+
+        def write_calibration_cache(self, data) -> None:
+            if cache:
+                atomic_write_bytes(cache, bytes(data))
+
+    return EntropyCalibrator()

@@ -35,10 +35,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..artifact import sidecar_path, sidecar_thresholds, update_sidecar, write_sidecar_thresholds
+from ..cli import exit_statuses
 from ..config import atomic_write_text
 from ..errors import ConfigError
 from . import GateRefused
 
+# What `defectdet gate` and `defectdet quantize` exit with (their --help lists it).
+GATE_EXITS = ((0, "the INT8 model passed the gate (or was refused and --force accepted it)"),
+              (2, "the gate refused the INT8 model (the reasons on one line), or a bad option, file or value"))
 VACUOUS_MAP50 = 0.05  # below this the FP32 model detects (almost) nothing and no drop can be seen
 
 
@@ -269,7 +273,8 @@ def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet gate``."""
     p = argparse.ArgumentParser(prog="defectdet gate", description="Compare FP32 and INT8 ONNX models on the "
-                                "validation split (CPU) and refuse the INT8 model when it loses accuracy.")
+                                "validation split (CPU) and refuse the INT8 model when it loses accuracy.",
+                                **exit_statuses(*GATE_EXITS))
     p.add_argument("--fp32", required=True, help="the FP32 model.onnx")
     p.add_argument("--int8", required=True, help="the INT8 model.int8.onnx")
     p.add_argument("--data", required=True, help="data.yaml (its val split is evaluated)")

@@ -35,6 +35,7 @@ from ..artifact import (
     sidecar_path,
     write_sidecar,
 )
+from ..cli import exit_statuses
 from ..config import load_yaml
 from ..errors import ConfigError
 from . import ExportError
@@ -214,7 +215,9 @@ def export_onnx(
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet export", description="Export a checkpoint to a static ONNX "
-                                "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.")
+                                "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.", **exit_statuses(
+        (0, "model.onnx and its sidecar written"),
+        (2, "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or file")))
     p.add_argument("--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="input size N or H W (default: the training size stored in the checkpoint)")

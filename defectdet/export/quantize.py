@@ -43,6 +43,7 @@ from ..artifact import (
     sidecar_path,
     write_sidecar,
 )
+from ..cli import exit_statuses
 from ..errors import ConfigError
 from . import ExportError
 from .calibration import load_images, make_reader, select_calibration, split_images
@@ -285,8 +286,11 @@ def quantize_onnx(
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
+    from .gate import GATE_EXITS, add_gate_arguments
+
     p = argparse.ArgumentParser(prog="defectdet quantize", description="INT8 Q/DQ quantization (onnxruntime) "
-                                "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.")
+                                "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.",
+                                **exit_statuses(*GATE_EXITS, before="--no-gate: 0 once the INT8 model is written."))
     p.add_argument("--model", required=True, help="FP32 model.onnx from `defectdet export`")
     p.add_argument("--data", required=True, help="data.yaml: calibration from --split, gate on val")
     p.add_argument("--calib-images", type=int, default=500, help="calibration images (default 500)")
@@ -300,8 +304,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--out", default=None, help="output (default: <model>.int8.onnx beside the model)")
     p.add_argument("--no-gate", dest="gate", action="store_false", help="skip the accuracy gate (not for deployment)")
-    from .gate import add_gate_arguments
-
     add_gate_arguments(p)
     return p
 

@@ -13,7 +13,8 @@ Engines are tied to the GPU and the TensorRT version: build on the target. Three
 
 Everything that decides *what* to build (:func:`plan_build`, :func:`trtexec_command`) is plain
 Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only inside
-:func:`build_engine` and the calibrator. Every ONNX-parser error is logged before raising.
+:func:`build_engine` and the calibrator (:mod:`defectdet.export.calibration`). Every ONNX-parser
+error is logged before raising.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from ..artifact import (
     TRT86_MAX_OPSET,
     has_qdq,
     io_shapes,
-    load_metadata,
     opset_version,
     read_sidecar,
     sha256_file,
     sidecar_path,
     write_sidecar,
 )
+from ..cli import exit_statuses
 from ..config import atomic_write_bytes
 from ..errors import ConfigError
 from . import ExportError
@@ -234,51 +235,6 @@ def import_tensorrt() -> Any:
     return trt
 
 
-def make_calibrator(trt: Any, opts: EngineOptions, info: ModelInfo) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over the data's train images (pycuda device buffer), reading
-    and writing ``opts.calib_cache``; with an existing cache and no data it only replays the cache."""
-    import numpy as np
-    import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
-    import pycuda.driver as cuda
-
-    from .calibration import batches, progress, select_calibration, split_images
-
-    shape = tuple(int(d) for d in info.input_shape)  # (1, 3, H, W): the static batch of the export
-    paths = []
-    if opts.calib_data:
-        paths, _ = select_calibration(split_images(opts.calib_data, "train"), opts.calib_images)
-    cache = Path(opts.calib_cache) if opts.calib_cache else None
-    preprocess = load_metadata(opts.onnx, {}).preprocess  # the sidecar's record, as the runtime applies it
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.source = batches(paths, shape[2:], shape[0], preprocess)
-            self.device = cuda.mem_alloc(int(np.prod(shape)) * 4)  # float32 input buffer
-            self.bar = progress(len(paths), "calibrating (TensorRT)")
-
-        def get_batch_size(self) -> int:
-            return shape[0]
-
-        def get_batch(self, names):
-            x = next(self.source, None)  # (B, 3, H, W) float32
-            if x is None or x.shape[0] != shape[0]:
-                self.bar.close()
-                return None  # end of calibration data
-            cuda.memcpy_htod(self.device, np.ascontiguousarray(x))
-            self.bar.update(len(x))
-            return [int(self.device)]
-
-        def read_calibration_cache(self):
-            return cache.read_bytes() if cache and cache.is_file() else None
-
-        def write_calibration_cache(self, data) -> None:
-            if cache:
-                atomic_write_bytes(cache, bytes(data))
-
-    return EntropyCalibrator()
-
-
 def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     """Parse the ONNX; log every parser error, then raise."""
     parser = trt.OnnxParser(network, logger)
@@ -304,7 +260,10 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
     if plan.quantization == "implicit":
-        config.int8_calibrator = make_calibrator(trt, opts, info)
+        from .calibration import tensorrt_calibrator
+
+        config.int8_calibrator = tensorrt_calibrator(trt, opts.onnx, info.input_shape, opts.calib_data,
+                                                     opts.calib_images, opts.calib_cache)
     return config
 
 
@@ -364,7 +323,9 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet build-engine", description="Build a TensorRT engine from an ONNX "
-                                "model on the Jetson (TensorRT 8.6 / 10.x / 11.x); prints the trtexec equivalent.")
+                                "model on the Jetson (TensorRT 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
+                                **exit_statuses((0, "the engine and its sidecar written (--dry-run: the plan printed)"),
+                                                (2, "the build failed, or a bad option or model (one line on stderr)")))
     p.add_argument("--model", required=True, help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
     p.add_argument("--out", default=None, help="engine path (default: <model stem>.engine beside the model)")
     p.add_argument("--fp16", action="store_true", help="FP16 kernels (8.6/10.x flag; 11.x: needs export --half)")

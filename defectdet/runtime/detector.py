@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..artifact import MetadataError, ModelMetadata, load_metadata, load_thresholds
 from .backends import BackendError, create_backend
 from .detections import Detections
-from ..artifact import MetadataError, ModelMetadata, load_metadata, load_thresholds
 from .postprocess import check_number, postprocess, threshold_vector
 from .preprocess import Preprocessor, as_bgr
 from .tiling import check_grid, merge_tiles, tile_windows

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..cli import exit_statuses
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError
 
@@ -134,7 +135,9 @@ def build_sinks(cfg: Mapping[str, Any], out: Path, live: bool = True) -> list[An
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip())
+    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip(), **exit_statuses(
+        (0, "the run ended (max frames, duration, end of the file or folder, SIGTERM)"),
+        (1, "the source failed for good (capture.give_up_s), so a service manager restarts the run")))
     ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
     ap.add_argument("--source", help="0, /dev/video0, csi://0?width=1920&height=1080&fps=30, rtsp://..., a video, a folder, synthetic://")
     ap.add_argument("--out", help="output folder (default runs/inspect/<UTC time>)")
