@@ -70,7 +70,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     run = steps.run(
         f"2. train yolo11n from scratch, cls_loss={cls_loss}, {epochs} epochs on the CPU",
         lambda: train(model="yolo11n.yaml", data=str(data), epochs=epochs, imgsz=imgsz, batch=batch,
-                      cls_loss=cls_loss, seed=seed, project=str(out), name="train", exist_ok=True,
+                      cls_loss=cls_loss, seed=seed, project=str(out.resolve()), name="train", exist_ok=True,
                       **TRAIN_EXTRA),
     )
     best = run / "weights" / "best.pt"

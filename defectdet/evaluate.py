@@ -30,6 +30,7 @@ from .artifact import load_thresholds, sidecar_names, write_sidecar_thresholds, 
 from .cli import exit_statuses
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
+from .data.images import check_headers
 from .errors import ConfigError, DataError
 
 
@@ -130,6 +131,7 @@ def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Pat
         raise DataError(f"{where}: image {missing.path} not found")
     if not refs:
         raise DataError(f"{spec.where(split)}: split '{split}' has no images")
+    check_headers(r.path for r in refs)  # a hostile header is one line naming the file, not PIL's traceback
     return spec.names, [r.path for r in refs]
 
 

@@ -69,8 +69,9 @@ def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- export steps
-def _load_checkpoint(checkpoint: Path):
-    """An ultralytics YOLO object from a .pt checkpoint, offline."""
+def _load_checkpoint(checkpoint: Path, shown: Path | None = None):
+    """An ultralytics YOLO object from a .pt checkpoint, offline; errors name ``shown`` (the user's
+    path when ``checkpoint`` is a working copy)."""
     from ..offline import setup_ultralytics
 
     setup_ultralytics()
@@ -79,7 +80,9 @@ def _load_checkpoint(checkpoint: Path):
     try:
         return YOLO(str(checkpoint), task="detect")
     except Exception as e:  # unpickling errors come in many types
-        raise ExportError(f"{checkpoint}: cannot load checkpoint ({e.__class__.__name__}: {e}); expected an ultralytics .pt") from None
+        shown = shown or checkpoint
+        why = " ".join(f"{e.__class__.__name__}: {e}".replace(str(checkpoint), str(shown)).split())  # one line
+        raise ExportError(f"{shown}: cannot load checkpoint ({why}); expected an ultralytics .pt") from None
 
 
 def _ultralytics_export(checkpoint: Path, workdir: Path, imgsz: Any, opset: int, simplify: bool) -> Path:
@@ -87,7 +90,7 @@ def _ultralytics_export(checkpoint: Path, workdir: Path, imgsz: Any, opset: int,
     lands beside the .pt, and a user's own ``best.onnx`` must not be overwritten)."""
     copy = workdir / checkpoint.name
     shutil.copyfile(checkpoint, copy)
-    yolo = _load_checkpoint(copy)
+    yolo = _load_checkpoint(copy, shown=checkpoint)
     kwargs = {"format": "onnx", "opset": opset, "simplify": simplify, "dynamic": False, "batch": 1,
               "device": "cpu", "nms": False, "verbose": False}
     if imgsz is not None:
