@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from ultralytics.models.yolo.detect import DetectionTrainer
 
-
 from .offline import setup_ultralytics
 
 
