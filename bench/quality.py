@@ -74,6 +74,7 @@ from bench.quality_report import (  # noqa: E402,F401  (aggregate & co. are this
     plot_bars,
     plot_pr,
     report,
+    update_readme,
 )
 from defectdet import metrics as M  # noqa: E402  (numpy only)
 from defectdet.config import atomic_write_text, load_yaml  # noqa: E402
@@ -322,6 +323,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, 0, ... (a GPU for larger budgets)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_quality"), help="results cache and report folder")
     p.add_argument("--report-only", action="store_true", help="rebuild the table and plots from the cached JSON")
+    p.add_argument("--readme", help="also write the table into this README between <!-- MARKER:start/end --> lines")
+    p.add_argument("--marker", default="quality-table", help="the README marker of --readme (default: quality-table)")
     p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
     p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")
     p.add_argument("--max-val-images", type=int, help="evaluate an evenly spaced val subset (smoke runs)")
@@ -361,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             for d in datasets:
                 for arm, settings in arms_for(stats[d], opts.arms).items():
                     run_arm(out, d, arm, settings, budget, seed, opts, stats[d])
-    print(report(out))
+    text = report(out)
+    print(text)
+    if opts.readme:
+        print(f"written: {update_readme(Path(opts.readme), opts.marker, text)} ({opts.marker})")
     print(f"written: {out / 'quality.md'}, quality.json, quality_pr.png, quality_bars.png")
     return 0
 

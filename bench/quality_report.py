@@ -185,3 +185,16 @@ def report(out: Path) -> str:
     plot_pr(results, out / "quality_pr.png")
     plot_bars(rows, out / "quality_bars.png", fp_per_image)
     return text
+
+
+def update_readme(readme: Path, marker: str, text: str) -> Path:
+    """Replace what lies between ``<!-- {marker}:start -->`` and ``<!-- {marker}:end -->`` in
+    ``readme`` with ``text`` (the README's tables are the script's output, never typed)."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    doc = readme.read_text()
+    if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
+        raise ConfigError(f"{readme}: expected one '{start}' line followed by one '{end}' line")
+    head, rest = doc.split(start)
+    _, tail = rest.split(end)
+    return atomic_write_text(readme, f"{head}{start}\n{text.strip()}\n{end}{tail}")
+

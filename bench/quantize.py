@@ -42,7 +42,7 @@ def latency(models: dict[str, Path], image: Path, imgsz: int, threads: int, runs
     """Median ms of ``session.run`` per model, interleaved in rounds of 5 runs."""
     import onnxruntime as ort
 
-    from defectdet.export.quantize import load_images
+    from defectdet.export.calibration import load_images
 
     x = load_images([image], (imgsz, imgsz))  # (1, 3, H, W)
     sessions = {}
@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.model is None and not a.train_epochs:
         print("bench/quantize.py: give --model best.pt or --train-epochs N")
         return 2
+    from defectdet.export.calibration import split_images
     from defectdet.export.onnx import export_onnx
-    from defectdet.export.quantize import quantize_onnx, split_images
+    from defectdet.export.quantize import quantize_onnx
 
     ckpt = Path(a.model) if a.model else train_model(data, a.train_epochs, a.imgsz, a.train_fraction, out)
     fp32 = export_onnx(ckpt, imgsz=a.imgsz, out=out / "model.onnx").onnx

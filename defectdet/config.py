@@ -16,8 +16,24 @@ import yaml
 
 from .errors import ConfigError
 
-# Where the repository's presets live (configs/ beside the package when installed editable/from git).
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+def configs_dir() -> Path:
+    """The folder of presets (``train/``, ``models/``) and ``inspect.yaml``: the package data
+    ``defectdet/configs/`` of an installed wheel (pyproject.toml maps the repository's top-level
+    ``configs/`` there), else ``configs/`` of the source checkout the package is imported from
+    (a git clone, ``PYTHONPATH`` or ``pip install -e .``). Every preset lookup goes through here."""
+    package = Path(__file__).resolve().parent
+    installed = package / "configs"
+    return installed if installed.is_dir() else package.parent / "configs"
+
+
+def config_file(*parts: str) -> Path:
+    """A file under :func:`configs_dir`, e.g. ``config_file("inspect.yaml")``, ``config_file("train", "focal.yaml")``."""
+    return configs_dir().joinpath(*parts)
+
+
+# configs_dir() at import time, for callers that read it as a constant.
+CONFIGS_DIR = configs_dir()
 
 
 def load_yaml(path: str | os.PathLike, *, kind: str = "config") -> dict[str, Any]:
@@ -65,10 +81,11 @@ def resolve_config(name: str | os.PathLike, group: str) -> Path:
     p = Path(name)
     if p.is_file():
         return p
-    preset = CONFIGS_DIR / group / f"{p.stem}.yaml"
+    folder = config_file(group)
+    preset = folder / f"{p.stem}.yaml"
     if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and preset.is_file():
         return preset
-    available = sorted(q.stem for q in (CONFIGS_DIR / group).glob("*.yaml")) if (CONFIGS_DIR / group).is_dir() else []
+    available = sorted(q.stem for q in folder.glob("*.yaml")) if folder.is_dir() else []
     hint = f"; presets: {', '.join(available)}" if available else ""
     raise ConfigError(f"{name}: config file not found{hint}")
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import dump_yaml, load_yaml
+from .config import dump_yaml
 
 # The embedded default, sized for 2 CPU cores. A detector trained from scratch (no pretrained weights
 # exist offline) needs positives: at 10% defective parts, small defects and a few hundred optimizer
@@ -70,7 +70,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     run = steps.run(
         f"2. train yolo11n from scratch, cls_loss={cls_loss}, {epochs} epochs on the CPU",
         lambda: train(model="yolo11n.yaml", data=str(data), epochs=epochs, imgsz=imgsz, batch=batch,
-                      cls_loss=cls_loss, seed=seed, project=str(out), name="train", exist_ok=True,
+                      cls_loss=cls_loss, seed=seed, project=str(out.resolve()), name="train", exist_ok=True,
                       **TRAIN_EXTRA),
     )
     best = run / "weights" / "best.pt"
@@ -114,12 +114,11 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
 
 
 def _export(best: Path, imgsz: int, thresholds: Path) -> Path:
-    from .export.onnx import export_onnx, read_sidecar, write_sidecar
+    from .artifact import write_sidecar_thresholds
+    from .export.onnx import export_onnx
 
     res = export_onnx(best, imgsz=imgsz)
-    meta = read_sidecar(res.sidecar)
-    meta["thresholds"] = load_yaml(thresholds)["thresholds"]  # the runtime's per-class operating points
-    write_sidecar(res.sidecar, meta)
+    write_sidecar_thresholds(res.onnx, thresholds)  # the runtime's per-class operating points
     print(f"{res.onnx}  parity: {res.parity}")
     return res.onnx
 
@@ -169,7 +168,11 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
 
 
 def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="defectdet demo", description=__doc__.split("\n\n")[0])
+    from .cli import exit_statuses
+
+    ap = argparse.ArgumentParser(prog="defectdet demo", description=__doc__.split("\n\n")[0], **exit_statuses(
+        (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),
+        (2, "a step failed (one line on stderr)")))
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     for key, val in DEMO.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)

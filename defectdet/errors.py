@@ -9,6 +9,10 @@ class ConfigError(DefectdetError):
     """A configuration file or key=value override is malformed or names an unknown key."""
 
 
+class BadValue(ConfigError, ValueError):
+    """A setting outside its range (``iou=1.5``); also a ValueError for callers of the library API."""
+
+
 class DataError(DefectdetError):
     """A dataset (yaml, label file, image) is missing or malformed."""
 

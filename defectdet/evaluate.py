@@ -7,7 +7,10 @@ low confidence floor collects raw detections, and everything after that is numpy
 models and compares the reports.
 
 ``--target-escape 0.01`` calibrates per-class thresholds on the split
-(:func:`defectdet.metrics.calibrate_thresholds`) and writes the thresholds YAML the runtime reads.
+(:func:`defectdet.metrics.calibrate_thresholds`) and writes the thresholds YAML the runtime reads;
+``--write-sidecar model.onnx`` also puts them into that model's sidecar ``model.json``. Given
+thresholds (``--thresholds``) follow :mod:`defectdet.artifact.thresholds`: names or ids, and
+classes a file leaves out are taken at their max-F1 confidence.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .config import atomic_write_bytes, atomic_write_text, dump_yaml, load_yaml, parse_overrides
+from .artifact import load_thresholds, sidecar_names, write_sidecar_thresholds, write_thresholds_file
+from .cli import exit_statuses
+from .config import atomic_write_bytes, atomic_write_text, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
+from .data.images import check_headers
 from .errors import ConfigError, DataError
 
 
@@ -46,7 +52,7 @@ class EvalReport:
     per_class_recall_at_op: dict[str, float]  # box recall (IoU 0.5) at the operating thresholds
     pr_curves: dict[str, dict[str, list[float]]]  # name -> recall (101 points), precision envelope
     kpi_curve: dict[str, list[float]] = field(default_factory=dict)  # one global conf -> escape/overkill
-    threshold_source: str = "max-f1"  # max-f1 | given | calibrated
+    threshold_source: str = "max-f1"  # max-f1 | given | given+max-f1 (a partial file) | calibrated
     calibration: dict[str, Any] | None = None  # target_escape, reachable, allowed_escapes
     model: str = ""
     data: str = ""
@@ -125,6 +131,7 @@ def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Pat
         raise DataError(f"{where}: image {missing.path} not found")
     if not refs:
         raise DataError(f"{spec.where(split)}: split '{split}' has no images")
+    check_headers(r.path for r in refs)  # a hostile header is one line naming the file, not PIL's traceback
     return spec.names, [r.path for r in refs]
 
 
@@ -188,22 +195,17 @@ def collect_detections(
 
 
 # ----------------------------------------------------------------------------- report
-def _resolve_thresholds(thresholds: Any, names: list[str]) -> np.ndarray | None:
-    """None -> None (max-F1); a float for every class; a {name: conf} mapping; a thresholds YAML path."""
+def operating_thresholds(thresholds: Any, names: list[str]) -> dict[int, float] | None:
+    """The classes' given operating thresholds ``{class_id: conf}``: None (none given: max-F1), one
+    number for every class, or a thresholds YAML path / ``{class: conf}`` mapping, parsed by
+    :func:`defectdet.artifact.load_thresholds` (names or ids; a partial file sets only its classes)."""
     if thresholds is None:
         return None
-    if isinstance(thresholds, (int, float)):
-        return np.full(len(names), float(thresholds))
-    where = "thresholds"
-    if isinstance(thresholds, (str, os.PathLike)):
-        where = str(thresholds)
-        thresholds = load_yaml(thresholds, kind="thresholds").get("thresholds")
-    if not isinstance(thresholds, dict):
-        raise ConfigError(f"{where}: expected 'thresholds: {{class_name: conf}}'")
-    missing = [n for n in names if n not in thresholds]
-    if missing:
-        raise ConfigError(f"{where}: no threshold for class(es) {missing}; expected one per class of the data")
-    return np.array([float(thresholds[n]) for n in names])
+    if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
+        if not 0.0 <= float(thresholds) <= 1.0:
+            raise ConfigError(f"--thresholds {thresholds}: expected one confidence in [0, 1] or a thresholds YAML")
+        return {c: float(thresholds) for c in range(len(names))}
+    return load_thresholds(thresholds, dict(enumerate(names)))
 
 
 def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
@@ -226,10 +228,12 @@ def build_report(
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
     map50, map50_95 = M.mean_ap(ap, stats.n_gt)
     scores = M.PartScores.from_images(images, nc)
-    op = _resolve_thresholds(thresholds, names)
-    source, calibration = ("given" if op is not None else "max-f1"), None
-    if op is None:
-        op = M.max_f1_thresholds(stats)
+    given = operating_thresholds(thresholds, names)
+    op, source, calibration = M.max_f1_thresholds(stats), "max-f1", None
+    if given is not None:
+        op = np.asarray(op, np.float64).copy()
+        op[list(given)] = list(given.values())
+        source = "given" if len(given) == nc else "given+max-f1"
     if target_escape is not None:
         cal = M.calibrate_thresholds(scores, op, target_escape, active=stats.n_gt > 0)
         op, source = cal.thresholds, "calibrated"
@@ -260,13 +264,14 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
-    ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name: conf} or a
-    thresholds YAML path. ``target_escape``: calibrate thresholds on this split to meet it (starting
+    ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name_or_id: conf}
+    or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this split to meet it (starting
     from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks.
     """
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
     names, images = read_split(data, split)
+    thresholds = operating_thresholds(thresholds, names)  # a bad file fails here, not after the predictions
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
     dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
@@ -278,15 +283,13 @@ def evaluate(
 def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
     """The runtime's thresholds YAML: per-class conf, the target and what was achieved, in parts."""
     cal = report.calibration or {}
-    return dump_yaml(path, {
-        "thresholds": {n: float(t) for n, t in report.thresholds.items()},  # unrounded: gaps can be < 1e-6
-        "target_escape": cal.get("target_escape"),
-        "reachable": cal.get("reachable", True),
-        "achieved": {"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
-                     "escapes": report.escapes, "overkills": report.overkills,
-                     "n_defective": report.n_defective, "n_clean": report.n_clean},
-        "model": report.model, "data": report.data, "split": report.split,
-    })
+    return write_thresholds_file(
+        path, report.thresholds, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
+        achieved={"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
+                  "escapes": report.escapes, "overkills": report.overkills,
+                  "n_defective": report.n_defective, "n_clean": report.n_clean},
+        model=report.model, data=report.data, split=report.split,
+    )
 
 
 # ----------------------------------------------------------------------------- plots
@@ -334,7 +337,10 @@ def _plot_kpis(rep: EvalReport) -> bytes:
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet val", description="mAP and part-level KPIs (escape, overkill) "
-                                "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.")
+                                "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.", **exit_statuses(
+        (0, "the report (and any thresholds) written"),
+        (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
+        before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1."))
     p.add_argument("--model", help="a .pt checkpoint or an .onnx model (FP32 or INT8 Q/DQ)")
     p.add_argument("--data", help="data.yaml")
     p.add_argument("--split", default="val", help="split of data.yaml to evaluate (default val)")
@@ -348,6 +354,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target-escape", type=float, help="calibrate thresholds to this escape rate, e.g. 0.01")
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
+    p.add_argument("--write-sidecar", metavar="MODEL.onnx",
+                   help="also write the operating thresholds into this exported model's sidecar MODEL.json (the runtime's)")
     p.add_argument("overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)")
     return p
 
@@ -364,12 +372,14 @@ def _args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError("--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)")
     if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
         raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
+    if args.write_sidecar:
+        sidecar_names(args.write_sidecar)  # a missing sidecar fails now, not after the evaluation
     return args
 
 
 def cli(argv: list[str]) -> int:
-    """``defectdet val``: print and save the report; with --target-escape write the thresholds YAML.
-    Exit code 1 when the escape target is unreachable (the best thresholds found are still written)."""
+    """``defectdet val``: print and save the report; with --target-escape write the thresholds YAML,
+    with --write-sidecar the model's sidecar too. Exit statuses: see ``--help``."""
     args = _args(argv)
     thresholds = args.thresholds
     try:
@@ -384,6 +394,9 @@ def cli(argv: list[str]) -> int:
     paths = report.save(out)
     print(report.summary())
     print(f"report: {paths['json']}  plots: {paths['pr'].name}, {paths['kpi'].name}")
+    if args.write_sidecar:
+        side = write_sidecar_thresholds(args.write_sidecar, report.thresholds)
+        print(f"sidecar: {side} (thresholds: {report.threshold_source})")
     if args.target_escape is None:
         return 0
     written = write_thresholds(report, args.thresholds_out or out / "thresholds.yaml")

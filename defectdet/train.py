@@ -32,7 +32,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import losses
 from . import ultralytics_adapter as ad
@@ -41,24 +40,7 @@ from .errors import ConfigError, TrainingError
 from .offline import setup_ultralytics
 from .recipe import RECIPE_KEYS, TrainDataCallback, check_recipe, resolve_auto
 
-# At import, not lazily: ultralytics' DDP worker imports this module while unpickling the callbacks,
-# before it builds the trainer, so the worker is offline too (AMP check, fonts, settings).
-setup_ultralytics()
-
-CLS_LOSSES = ("bce", "focal", "qfl", "vfl")
-# gamma/alpha when the user gives none (presets in configs/train/ set them explicitly).
-LOSS_DEFAULTS: dict[str, dict[str, Optional[float]]] = {
-    "bce": {"gamma": None, "alpha": None},
-    "focal": {"gamma": 2.0, "alpha": 0.25},
-    "qfl": {"gamma": 2.0, "alpha": None},
-    "vfl": {"gamma": 2.0, "alpha": 0.75},
-}
-# Default `cls` gain per loss. ultralytics' BCE gain is 0.5 beside box 7.5 (CIoU) and dfl 1.5. The focal
-# forms are far smaller per anchor (easy negatives nearly vanish: on the synthetic set at init, cls
-# loss 10.9 for BCE vs 7e-4 for focal at gain 1), so matching BCE's magnitude is meaningless; instead
-# the cls:box weight ratio of each loss's reference detector is carried over to ultralytics' box gain:
-# RetinaNet focal 1:1 and GFL QFL 1:2 -> ~4, PP-YOLOE VFL 1:2.5 -> 3. bench/quality.py measures them.
-DEFAULT_CLS_GAIN = {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}
+CLS_LOSSES = losses.CLS_LOSSES  # the registry: losses.CLS_LOSS_SPECS (function, defaults, gain)
 DEFAULT_CLS_LOSS = "auto"
 DEFECTDET_KEYS = ("cls_loss", "gamma", "alpha", "strict", "threads", *RECIPE_KEYS)
 DEFAULTS = {"model": "yolo11n.yaml", "project": "runs/train"}
@@ -73,13 +55,7 @@ class ClsLoss(nn.Module):
         self.kind, self.gamma, self.alpha = kind, gamma, alpha
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (B, A, nc) -> (B, A, nc)
-        if self.kind == "bce":
-            return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        if self.kind == "focal":
-            return losses.sigmoid_focal_loss(logits, targets, alpha=self.alpha, gamma=self.gamma)
-        if self.kind == "qfl":
-            return losses.quality_focal_loss(logits, targets, beta=self.gamma)
-        return losses.varifocal_loss(logits, targets, alpha=self.alpha, gamma=self.gamma)
+        return losses.cls_loss_spec(self.kind).fn(logits, targets, self.gamma, self.alpha)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, gamma={self.gamma}, alpha={self.alpha}"
@@ -100,8 +76,9 @@ def check_loss_args(cls_loss: str, gamma, alpha) -> None:
         raise ConfigError(f"gamma={gamma!r}: expected a number >= 0")
     if alpha is not None and (not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
         raise ConfigError(f"alpha={alpha!r}: expected a number in [0, 1]")
-    if cls_loss == "vfl" and alpha is None:
-        raise ConfigError("cls_loss=vfl needs alpha in [0, 1] (the negatives' weight, default 0.75)")
+    spec = losses.CLS_LOSS_SPECS[cls_loss]
+    if spec.needs_alpha and alpha is None:
+        raise ConfigError(f"cls_loss={cls_loss} needs alpha in [0, 1] (default {spec.alpha})")
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -238,11 +215,11 @@ def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any], stats: Optional[
         cls_loss, ours = _auto_preset(ul_args.get("data"), ul_args.get("imgsz", 640), ours, ul_args, stats)
     if cls_loss not in CLS_LOSSES:
         raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} or auto")
-    d = LOSS_DEFAULTS[cls_loss]
-    gamma = ours["gamma"] if ours.get("gamma") is not None else d["gamma"]
-    alpha = ours["alpha"] if "alpha" in ours else d["alpha"]
+    spec = losses.CLS_LOSS_SPECS[cls_loss]
+    gamma = ours["gamma"] if ours.get("gamma") is not None else spec.gamma
+    alpha = ours["alpha"] if "alpha" in ours else spec.alpha
     check_loss_args(cls_loss, gamma, alpha)
-    ul_args.setdefault("cls", DEFAULT_CLS_GAIN[cls_loss])
+    ul_args.setdefault("cls", spec.gain)
     return {"cls_loss": cls_loss, "gamma": gamma, "alpha": alpha, "cls": ul_args["cls"]}
 
 

@@ -221,3 +221,14 @@ def test_interrupted_arm_resumes_from_last_checkpoint(tmp_path, capsys):
     assert sorted(times) == ["0", "1"] and times["0"] == first["0"]  # the first epoch was not trained again
     assert len((run / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert "resuming" in capsys.readouterr().out and res["fingerprint"]["epochs"] == 2
+
+
+def test_update_readme_replaces_only_the_marked_table(tmp_path):
+    update_readme = Q.update_readme
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nafter\n")
+    update_readme(readme, "t", "| new |\n")
+    assert readme.read_text() == "intro\n<!-- t:start -->\n| new |\n<!-- t:end -->\nafter\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(Q.ConfigError, match="expected one '<!-- t:start -->' line"):
+        update_readme(readme, "t", "x")

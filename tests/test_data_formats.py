@@ -15,15 +15,14 @@ from PIL import Image
 
 from defectdet.cli import main
 from defectdet.data import coco, voc
+from defectdet.data.collection import Sample, stratified_split
 from defectdet.data.formats import (
-    Sample,
     detect_format,
     label_path,
     list_images,
     load_data_yaml,
     prepare_data,
     read_labels,
-    stratified_split,
     write_yolo,
 )
 

@@ -24,15 +24,17 @@ def img(path: Path, size=(40, 30)) -> None:
 
 @pytest.fixture
 def ds(tmp_path) -> Path:
-    """train: A (a small and a whole-image box), B (empty label), C (no label); val: D (one box)."""
+    """train: A (a small and a whole-image box), B (empty label), C (no label); val: D (one box),
+    E (a row that `data check` refuses: left out)."""
     d = tmp_path / "ds"
-    for split, name in (("train", "A"), ("train", "B"), ("train", "C"), ("val", "D")):
+    for split, name in (("train", "A"), ("train", "B"), ("train", "C"), ("val", "D"), ("val", "E")):
         img(d / "images" / split / f"{name}.png")
     (d / "labels/train").mkdir(parents=True)
     (d / "labels/val").mkdir(parents=True)
     (d / "labels/train/A.txt").write_text("0 0.5 0.5 0.25 0.2\n2 0.5 0.5 1 1\n")
     (d / "labels/train/B.txt").write_text("")
-    (d / "labels/val/D.txt").write_text("1 0.5 0.5 0.1 0.1\nbad row\n")
+    (d / "labels/val/D.txt").write_text("1 0.5 0.5 0.1 0.1\n")
+    (d / "labels/val/E.txt").write_text("0 0.5 0.5 0.1 0.1\nbad row\n")
     (d / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [scratch, spot, crack]\n")
     return d
 
@@ -57,7 +59,8 @@ def test_counts_and_anchor_imbalance_follow_the_formula(ds):
     assert a["positive_fraction"] == pytest.approx((1 - tr["defect_free_fraction"]) *
                                                    a["positive_fraction_in_defect_images"], rel=1e-5)
     assert tr["box_min_side_px_p10_p50_p90"][1] == pytest.approx((9.6 + 48) / 2)  # median of the two min sides
-    assert s["splits"]["val"]["invalid_label_rows"] == 1 and s["splits"]["val"]["instances"] == 1
+    val = s["splits"]["val"]
+    assert (val["excluded_images"], val["images"], val["instances"], tr["excluded_images"]) == (1, 1, 1, 0)
     # val box: 4x3 px -> 6.4x4.8 px at 64, below the smallest stride, fewer than one anchor centre inside
     assert s["splits"]["val"]["boxes_below_min_stride"] == 1
     assert s["splits"]["val"]["anchors"]["boxes_with_no_anchor_inside"] == 1

@@ -355,7 +355,7 @@ def test_checked_data_refuses_or_skips(ds, tmp_path):
 def test_unreadable_image_message_with_ultralytics_imported(tmp_path):
     """ultralytics wraps PIL.Image.open (retrying with an optional HEIF plugin); the checker must still
     report a non-image as unreadable, not crash on the missing plugin."""
-    from defectdet.data.validate import _check_image
+    from defectdet.data.images import check_image
     from defectdet.offline import setup_ultralytics
 
     setup_ultralytics()
@@ -363,6 +363,6 @@ def test_unreadable_image_message_with_ultralytics_imported(tmp_path):
 
     bad = tmp_path / "a.png"
     bad.write_bytes(b"this is not an image")
-    problems, size = _check_image(bad)
+    problems, size = check_image(bad)
     assert size is None
     assert problems == [("unreadable-image", "unreadable image (cannot identify image file), expected a png image", True)]

@@ -206,14 +206,22 @@ def test_calibrated_report_and_thresholds_yaml(tmp_path):
 
 
 def test_threshold_inputs_and_errors(tmp_path):
-    assert E._resolve_thresholds(0.4, NAMES).tolist() == [0.4, 0.4]
-    assert E._resolve_thresholds(None, NAMES) is None
-    with pytest.raises(ConfigError, match=r"no threshold for class\(es\) \['spot'\]"):
-        E._resolve_thresholds({"scratch": 0.3}, NAMES)
+    assert E.operating_thresholds(0.4, NAMES) == {0: 0.4, 1: 0.4}
+    assert E.operating_thresholds(None, NAMES) is None
+    assert E.operating_thresholds({"scratch": 0.3}, NAMES) == {0: 0.3}  # partial: spot stays at its max-F1
+    with pytest.raises(ConfigError, match=r"--thresholds 1.5: expected one confidence in \[0, 1\]"):
+        E.operating_thresholds(1.5, NAMES)
     f = tmp_path / "t.yaml"
     f.write_text("thresholds: [0.1]\n")
-    with pytest.raises(ConfigError, match="t.yaml: expected 'thresholds"):
-        E._resolve_thresholds(str(f), NAMES)
+    with pytest.raises(ConfigError, match="t.yaml: 'thresholds' must be a mapping"):
+        E.operating_thresholds(str(f), NAMES)
+
+
+def test_partial_thresholds_keep_max_f1_for_the_other_classes():
+    full = E.build_report(_constructed_images(), NAMES)
+    part = E.build_report(_constructed_images(), NAMES, thresholds={"scratch": 0.5})
+    assert part.thresholds == {"scratch": 0.5, "spot": full.thresholds["spot"]}
+    assert (part.threshold_source, full.threshold_source) == ("given+max-f1", "max-f1")
 
 
 def test_save_writes_json_and_pngs_atomically(tmp_path):

@@ -105,7 +105,8 @@ class FakeEvaluator:
 def models(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"x")
     (tmp_path / "model.int8.onnx").write_bytes(b"x")
-    (tmp_path / "model.int8.json").write_text(json.dumps({"names": {"0": "scratch"}, "precision": "int8-qdq"}))
+    (tmp_path / "model.int8.json").write_text(json.dumps({"names": {"0": "scratch", "1": "crack"},
+                                                         "precision": "int8-qdq"}))
     return tmp_path
 
 

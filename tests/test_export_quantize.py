@@ -157,7 +157,7 @@ def test_cpu_form_is_uint8_and_keeps_the_head_decoding_float(quantized, tmp_path
 
 
 def test_calibration_set_is_enriched_in_defects(tmp_path):
-    from defectdet.export.quantize import is_defective, select_calibration, split_images
+    from defectdet.export.calibration import is_defective, select_calibration, split_images
 
     data = make_shapes_dataset(tmp_path, n_train=20, n_val=1, defect_every=10)  # 2 of 20 defective
 
@@ -173,7 +173,7 @@ def test_calibration_set_is_enriched_in_defects(tmp_path):
 
 
 def test_calibration_images_match_the_runtime_preprocessing(quantized):
-    from defectdet.export.quantize import load_images, split_images
+    from defectdet.export.calibration import load_images, split_images
     from defectdet.runtime.preprocess import Preprocessor
 
     _, _, data = quantized

@@ -306,3 +306,42 @@ def test_real_tensorrt_build(tmp_path):
     e = runtime.deserialize_cuda_engine(engine.read_bytes())
     names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
     assert names == ["images", "out"]
+
+
+def test_implicit_calibrator_feeds_images_preprocessed_as_the_model_records(tmp_path, monkeypatch):
+    """The TensorRT calibrator (export/calibration.py) against stand-in tensorrt/pycuda modules: one
+    batch per image, pre-processed with the sidecar's recorded settings (here: stretch, no letterbox),
+    then end of data; the cache is written atomically and replayed."""
+    import sys
+    import types
+
+    import cv2
+
+    from defectdet.export.calibration import load_images, tensorrt_calibrator
+    from defectdet.runtime.metadata import Preprocess
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), np.full((40, 80, 3), 60 * i, np.uint8))
+        (tmp_path / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n" if i else "")
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images\nval: images\nnames: [scratch]\n")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"x")
+    model.with_suffix(".json").write_text(json.dumps({"names": {"0": "scratch"}, "imgsz": [32, 32],
+                                                      "preprocess": {"letterbox": False}}))
+    copies = []
+    driver = types.SimpleNamespace(mem_alloc=lambda n: 0xD00D, memcpy_htod=lambda dst, x: copies.append(x.copy()))
+    monkeypatch.setitem(sys.modules, "pycuda", types.SimpleNamespace(driver=driver, autoinit=None))
+    monkeypatch.setitem(sys.modules, "pycuda.autoinit", types.ModuleType("pycuda.autoinit"))
+    monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+    trt = types.SimpleNamespace(IInt8EntropyCalibrator2=type("Base", (), {"__init__": lambda self: None}))
+    cache = tmp_path / "calib.cache"
+    cal = tensorrt_calibrator(trt, model, (1, 3, 32, 32), tmp_path / "data.yaml", 8, cache)
+    assert cal.get_batch_size() == 1 and cal.read_calibration_cache() is None
+    assert [cal.get_batch(["images"]) for _ in range(4)] == [[0xD00D]] * 3 + [None]
+    stretched = load_images(sorted((tmp_path / "images").glob("*.png")), (32, 32), Preprocess(letterbox=False))
+    assert sorted(float(c.mean()) for c in copies) == pytest.approx(sorted(float(x.mean()) for x in stretched))
+    assert all((c == c.flat[0]).all() for c in copies)  # stretched: no grey letterbox bands
+    cal.write_calibration_cache(b"scales")
+    assert cache.read_bytes() == b"scales" and cal.read_calibration_cache() == b"scales"

@@ -70,7 +70,8 @@ def test_fp32_model_learned(trained):
 
 
 def test_int8_outputs_close_to_fp32(trained):
-    from defectdet.export.quantize import load_images, output_error, split_images
+    from defectdet.export.calibration import load_images, split_images
+    from defectdet.export.quantize import output_error
 
     data, fp32, sound, damaged = trained
     side = json.loads(sound.with_suffix(".json").read_text())

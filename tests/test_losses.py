@@ -179,3 +179,17 @@ def test_softmax_focal_dense_shapes_and_extremes():
 def test_invalid_arguments_raise_value_error_naming_valid_options(call, match):
     with pytest.raises(ValueError, match=match):
         call(torch.zeros(4), torch.zeros(4))
+
+
+def test_the_registry_is_the_one_list_of_classification_losses():
+    from defectdet import losses as L
+
+    assert L.CLS_LOSSES == ("bce", "focal", "qfl", "vfl") == tuple(L.CLS_LOSS_SPECS)
+    x, t = torch.tensor([[2.0, -1.0]]), torch.tensor([[0.9, 0.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+    assert torch.equal(L.cls_loss_spec("bce").fn(x, t, None, None), bce)
+    assert torch.allclose(L.cls_loss_spec("focal").fn(x, t, 0.0, None), bce)  # gamma=0, no alpha: BCE
+    assert torch.allclose(L.cls_loss_spec("qfl").fn(x, t, 2.0, None), L.quality_focal_loss(x, t, beta=2.0))
+    assert L.cls_loss_spec("vfl").needs_alpha and L.cls_loss_spec("vfl").gain == 3.0
+    with pytest.raises(ValueError, match=r"Invalid classification loss 'dice'; expected one of 'bce', 'focal'"):
+        L.cls_loss_spec("dice")

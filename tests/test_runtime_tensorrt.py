@@ -3,8 +3,8 @@
 * Here (no GPU, no tensorrt/pycuda): ``backend='auto'`` on an ``.engine`` says what to install.
 * Always: the backend's control flow runs against a stand-in ``tensorrt`` + ``pycuda.driver`` pair
   (module-level fakes below) whose "GPU" executes the real ONNX model with onnxruntime on the
-  bytes copied into fake device memory. Both API generations are covered: name-based I/O
-  (TensorRT 8.5+/10.x/11) and the binding API (8.0-8.4), static and dynamic batch, and failures.
+  bytes copied into fake device memory, through the name-based I/O API that TensorRT 8.6, 10.x and
+  11.x share; static and dynamic batch, and failures.
   This checks buffer sizes, copy directions, tensor addressing, batching and freeing — not NVIDIA's
   library, which only the skipped test below exercises.
 * On a machine with tensorrt, pycuda and a CUDA device: build a real engine and compare with ORT.
@@ -128,12 +128,12 @@ class Severity(enum.IntEnum):
     INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
 
-def make_fake_trt(cuda: FakeCuda, named: bool, dynamic: bool = False) -> types.ModuleType:
+def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
     """A tensorrt module whose engines run the ONNX file named in the plan with onnxruntime."""
     import onnxruntime as ort
 
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0" if named else "8.4.3"
+    trt.__version__ = "10.3.0"  # 8.6 / 10.x / 11.x share the name-based I/O API faked here
     trt.ILogger = type("ILogger", (), {"Severity": Severity, "__init__": lambda self: None})
     trt.TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
     trt.nptype = lambda dt: np.float32
@@ -173,16 +173,6 @@ def make_fake_trt(cuda: FakeCuda, named: bool, dynamic: bool = False) -> types.M
             assert stream_handle == 0xBEEF
             return self._execute(self.addr)
 
-        # binding API (8.x)
-        def set_binding_shape(self, i, shape):
-            return self.set_input_shape(self.eng.names[i], shape)
-
-        def get_binding_shape(self, i):
-            return self.shapes[self.eng.names[i]]
-
-        def execute_async_v2(self, bindings, stream_handle):
-            return self._execute(dict(zip(self.eng.names, bindings)))
-
     def eng_out(eng):
         return eng.names[1]
 
@@ -195,10 +185,7 @@ def make_fake_trt(cuda: FakeCuda, named: bool, dynamic: bool = False) -> types.M
             self.max_in = self.shapes["images"]
             if dynamic:
                 self.shapes = {k: (-1, *v[1:]) for k, v in self.shapes.items()}
-            if named:
-                self.num_io_tensors = 2
-            else:
-                self.num_bindings = 2
+            self.num_io_tensors = 2
 
         def create_execution_context(self):
             return Context(self)
@@ -217,18 +204,6 @@ def make_fake_trt(cuda: FakeCuda, named: bool, dynamic: bool = False) -> types.M
 
         def get_tensor_profile_shape(self, name, profile):
             return [(1, *self.max_in[1:]), (1, *self.max_in[1:]), (4, *self.max_in[1:])]
-
-        get_binding_name = get_tensor_name
-        get_binding_dtype = get_tensor_dtype
-
-        def binding_is_input(self, i):
-            return i == 0
-
-        def get_binding_shape(self, i):
-            return self.shapes[self.names[i]]
-
-        def get_profile_shape(self, profile, i):
-            return self.get_tensor_profile_shape(self.names[i], profile)
 
     class Runtime:
         DLA_core = None
@@ -272,11 +247,11 @@ def _engine(tmp_path, onnx_model, header=True, plan=None):
 
 @pytest.fixture
 def fake(monkeypatch):
-    """Install the stand-ins; returns a function (named, dynamic) -> (trt, cuda)."""
+    """Install the stand-ins; returns a function (dynamic) -> (trt, cuda)."""
 
-    def install(named=True, dynamic=False):
+    def install(dynamic=False):
         cuda = FakeCuda()
-        trt = make_fake_trt(cuda, named, dynamic)
+        trt = make_fake_trt(cuda, dynamic)
         pycuda = types.ModuleType("pycuda")
         pycuda.driver = cuda
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -294,10 +269,9 @@ def _same(a, b):
     assert np.array_equal(a.class_id, b.class_id)
 
 
-@pytest.mark.parametrize("named", [True, False], ids=["io-tensors-8.5+", "bindings-8.0-8.4"])
 @pytest.mark.parametrize("header", [True, False], ids=["header", "sidecar"])
-def test_engine_matches_onnx_and_frees_everything(fake, tmp_path, onnx_model, frames, named, header):
-    trt, cuda = fake(named=named)
+def test_engine_matches_onnx_and_frees_everything(fake, tmp_path, onnx_model, frames, header):
+    trt, cuda = fake()
     eng = _engine(tmp_path, onnx_model, header=header)
     with Detector(onnx_model, conf=0.1) as ref, Detector(eng, conf=0.1) as det:
         assert det.backend.name == "tensorrt" and det.names == ref.names
@@ -315,7 +289,7 @@ def test_engine_matches_onnx_and_frees_everything(fake, tmp_path, onnx_model, fr
 
 def test_dynamic_batch_engine_chunks_by_profile(fake, tmp_path, onnx_model, frames):
     """Batch 6 on a (-1, 3, H, W) engine whose profile max is 4: chunks of 4 and 2, shapes set each time."""
-    trt, cuda = fake(named=True, dynamic=True)
+    trt, cuda = fake(dynamic=True)
     with Detector(_engine(tmp_path, onnx_model), conf=0.1) as det, Detector(onnx_model, conf=0.1) as ref:
         assert det.backend.max_batch == 4
         for a, f in zip(det.infer_batch(frames), frames):

@@ -280,13 +280,14 @@ def test_train_checks_the_dataset_first(tiny_data, tmp_path, capsys):
 def test_ddp_relaunch_file_carries_the_loss(tiny_data, tmp_path):
     """Multi-GPU training re-launches the trainer from a file ultralytics generates (the trainer class,
     args, model and callbacks cloudpickled). Run that very file: the worker must train with our loss."""
-    from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils.dist import generate_ddp_file
 
     from defectdet.train import prepare
+    from defectdet.trainer import DefectdetTrainer
 
-    yolo, args, _ = prepare(data=str(tiny_data), cls_loss="vfl", project=str(tmp_path), name="ddp", **TINY)
-    trainer = DetectionTrainer(overrides={**args, "model": "yolo11n.yaml", "mode": "train"}, _callbacks=yolo.callbacks)
+    yolo, args, _ = prepare(data=str(tiny_data), cls_loss="vfl", sampling="defect", project=str(tmp_path),
+                            name="ddp", **TINY)
+    trainer = DefectdetTrainer(overrides={**args, "model": "yolo11n.yaml", "mode": "train"}, _callbacks=yolo.callbacks)
     trainer.model = trainer.get_model(cfg="yolo11n.yaml", weights=None)
     file = generate_ddp_file(trainer)
     try:
@@ -297,6 +298,7 @@ def test_ddp_relaunch_file_carries_the_loss(tiny_data, tmp_path):
         Path(file).with_suffix(".pt").unlink(missing_ok=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "classification term = ClsLoss(kind=vfl, gamma=2.0, alpha=0.75)" in r.stdout + r.stderr
+    assert "training data sampling=defect" in r.stdout + r.stderr  # the worker builds defectdet's sampler
     assert load_yaml(tmp_path / "ddp" / "defectdet.yaml")["cls_loss"] == "vfl"
     assert (tmp_path / "ddp" / "weights" / "best.pt").is_file()
 
@@ -327,3 +329,13 @@ def test_default_loss_is_auto_and_reduces_to_bce_on_balanced_data(tiny_data):
     with pytest.raises(ConfigError, match="cls_loss=auto needs data="):
         resolve_loss({}, {})
     assert resolve_loss({"cls_loss": "bce"}, {}) == {"cls_loss": "bce", "gamma": None, "alpha": None, "cls": 0.5}
+
+
+def test_importing_train_changes_no_process_state():
+    """Setup of ultralytics is an explicit call (prepare(), DefectdetTrainer), not an import side effect."""
+    code = ("import os, sys; import defectdet.train, defectdet.recipe, defectdet.ultralytics_adapter; "
+            "print('ultralytics' in sys.modules, 'YOLO_OFFLINE' in os.environ)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "False"]

@@ -13,20 +13,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (no usage block) and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: type, lo: float, hi: float | None = None, what: str = ""):
+    """An argparse type: a ``kind`` (int/float) in [lo, hi) (hi None: no upper bound)."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not math.isfinite(v) or v < lo or (hi is not None and v >= hi):
+            span = f"in [{lo:g}, {hi:g})" if hi is not None else f">= {lo:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {'a whole number' if kind is int else 'a number'} "
+                                             f"{span}{what}")
+        return v
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="defectdet data", description="dataset check, statistics and conversion")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{check,stats,convert}")
+    p = _Parser(prog="defectdet data", description="dataset check, statistics and conversion")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{check,stats,convert}", parser_class=_Parser)
+    px = _number(int, 1, what=" (pixels)")
     c = sub.add_parser("check", help="strict check: every problem with file:line, exit 1 on errors")
     c.add_argument("data", help="data.yaml, COCO .json or VOC folder")
-    c.add_argument("--imgsz", type=int, default=None, help="training size: warn about boxes too small at it")
+    c.add_argument("--imgsz", type=px, default=None, help="training size: warn about boxes too small at it")
     c.add_argument("--errors-only", action="store_true", help="do not print warnings")
     s = sub.add_parser("stats", help="statistics, anchor-level imbalance and the recommended focal preset")
     s.add_argument("data", help="data.yaml, COCO .json or VOC folder")
-    s.add_argument("--imgsz", type=int, default=640, help="training image size (default 640)")
+    s.add_argument("--imgsz", type=px, default=640, help="training image size (default 640)")
     s.add_argument("--strides", default="8,16,32", help="detection strides (default 8,16,32)")
     s.add_argument("--out", default=None, help="folder for stats.txt/json/png (default runs/data/<name>)")
     v = sub.add_parser("convert", help="convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)")
@@ -37,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     v.add_argument("--images", default=None, help="COCO: the folder file_name is relative to (auto-detected)")
     v.add_argument("--names", default=None, help="VOC: class order, comma-separated (default classes.txt or A-Z)")
-    v.add_argument("--val-fraction", type=float, default=0.2, help="val share when the source has no split")
+    v.add_argument("--val-fraction", type=_number(float, 0, 1), default=0.2, help="val share when the source has no split")
     return p
 
 
@@ -62,7 +88,9 @@ def _stats(args: argparse.Namespace) -> int:
     try:
         strides = tuple(int(s) for s in args.strides.split(","))
     except ValueError:
-        raise ConfigError(f"--strides {args.strides!r}: expected comma-separated integers like 8,16,32") from None
+        strides = ()
+    if not strides or min(strides) < 1:
+        raise ConfigError(f"--strides {args.strides!r}: expected comma-separated integers like 8,16,32")
     stats = dataset_stats(args.data, imgsz=args.imgsz, strides=strides)
     out = Path(args.out) if args.out else Path("runs") / "data" / (Path(args.data).stem or "data")
     text = format_stats(stats)

@@ -8,13 +8,19 @@ contiguous); COCO ``bbox`` is ``[x_min, y_min, width, height]`` in pixels. Crowd
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_text, load_json_object
 from ..errors import DataError
-from .formats import Collection, Sample, atomic_dir, image_size, place_image, stratified_split, unique_rel
+from .collection import Collection, Sample, atomic_dir, place_image, stratified_split, unique_rel
+from .images import image_size
+
+
+class _BadBox(ValueError):
+    """A bbox with a negative width/height or a non-finite number."""
 
 
 def split_of(name: str) -> str | None:
@@ -60,8 +66,11 @@ def _image_dir(path: Path, images: list[dict[str, Any]], given: Path | None) -> 
 
 
 def _box(ann: dict[str, Any], w: int, h: int) -> tuple[float, float, float, float, bool] | None:
-    """COCO bbox -> normalized (cx, cy, bw, bh, clipped), or None when nothing is left after clipping."""
+    """COCO bbox -> normalized (cx, cy, bw, bh, clipped), or None when nothing is left after clipping;
+    ValueError for a negative width/height or a non-finite number (a defect must not vanish)."""
     x, y, bw, bh = (float(v) for v in ann["bbox"])
+    if not all(map(math.isfinite, (x, y, bw, bh))) or bw < 0 or bh < 0:
+        raise _BadBox
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
     if x1 <= x0 or y1 <= y0:
         return None
@@ -93,6 +102,10 @@ def _read_one(path: Path, split: str, images_dir: Path | None, col: Collection) 
         try:
             cls = cat_index[int(ann["category_id"])]
             box = _box(ann, s.width, s.height) if s is not None else None
+        except _BadBox:
+            raise DataError(f"{path}: annotation #{i} (id {ann.get('id')}, image id {ann.get('image_id')}): bbox "
+                            f"{ann['bbox']} has a negative width/height or a non-finite number; expected "
+                            "[x_min, y_min, width, height] in pixels with width, height >= 0") from None
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}: annotation #{i} (id {ann.get('id')}) needs a known 'category_id' and "
                             f"'bbox': [x, y, w, h]; got {str(ann)[:80]}") from None

@@ -3,8 +3,8 @@
 * :func:`load_data_yaml` reads a ``data.yaml`` and resolves every path the way users expect: a
   missing or relative ``path:`` is the yaml's own folder (ultralytics would look under its global
   ``datasets_dir`` instead), split entries may be folders, ``.txt`` lists or lists of these.
-* :class:`Collection` (names + samples with normalized boxes) is what every reader returns and
-  every writer takes; :mod:`defectdet.data.coco` and :mod:`defectdet.data.voc` read/write it.
+* :func:`read_yolo` / :func:`write_yolo` convert to and from the common in-memory
+  :class:`~.collection.Collection`, as :mod:`.coco` and :mod:`.voc` do for their formats.
 * :func:`prepare_data` turns a data.yaml, a COCO json or a VOC folder into a data.yaml that
   ultralytics trains on as-is (converting into a cache folder on the fly).
 
@@ -18,44 +18,27 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import shutil
-import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import yaml
 
 from ..config import atomic_write_text, dump_yaml, load_yaml
 from ..errors import ConfigError, DataError
+from . import coco, voc
+from .collection import Collection, Sample, atomic_dir, place_image, unique_rel
+from .images import image_size, is_image_name, scan_images
 
-# The image extensions ultralytics reads (ultralytics.data.utils.IMG_FORMATS), lowercase, no dot.
-IMG_FORMATS = frozenset(
-    {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp"}
-)
 SPLITS = ("train", "val", "test")
 # .txt files that sit among labels but are not label files (labelImg writes classes.txt).
 NOT_LABELS = frozenset({"classes.txt", "labels.txt", "predefined_classes.txt", "train.txt", "val.txt", "test.txt"})
-
-
-def is_image_name(name: str | os.PathLike) -> bool:
-    """True when the extension is one ultralytics reads (case-insensitive)."""
-    return str(name).rpartition(".")[-1].lower() in IMG_FORMATS
 
 
 def label_path(image: str | os.PathLike) -> Path:
     """Where ultralytics looks for an image's label file (``ultralytics.data.utils.img2label_paths``)."""
     sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
     return Path(sb.join(os.fspath(image).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
-
-
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the image header only (PIL opens lazily); OSError when unreadable."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
 
 
 def defectdet_home() -> Path:
@@ -154,8 +137,7 @@ def list_images(source: Path) -> list[ImageRef]:
     lines resolve against the list's folder). Listed files that do not exist are returned too, so a
     checker can report them; entries without an image extension are dropped (ultralytics ignores them)."""
     if source.is_dir():
-        files = (Path(r) / f for r, _, fs in os.walk(source, followlinks=True) for f in fs)
-        return [ImageRef(f) for f in sorted(files) if is_image_name(f.name) and not f.name.startswith(".")]
+        return [ImageRef(f) for f in scan_images(source).files]  # each real file once, loops not followed
     refs = []
     for i, line in enumerate(read_list_file(source), start=1):
         if line and is_image_name(line):
@@ -203,40 +185,6 @@ def read_labels(path: Path) -> tuple[list[tuple[int, float, float, float, float]
     return rows, bad
 
 
-# ----------------------------------------------------------------------- the common in-memory form
-@dataclass
-class Sample:
-    """One image and its boxes: (class, x_center, y_center, width, height), normalized."""
-
-    image: Path
-    width: int
-    height: int
-    boxes: list[tuple[int, float, float, float, float]]
-    split: str = "train"
-    rel: str = ""  # the name to write it under (may hold sub-folders), defaults to the file name
-
-
-@dataclass
-class Collection:
-    """A dataset in memory: class names in id order and samples; ``notes`` lists what a reader had
-    to change or skip (printed by the converter: nothing is dropped silently)."""
-
-    names: list[str]
-    samples: list[Sample]
-    notes: list[str] = field(default_factory=list)
-
-
-def stratified_split(samples: list[Sample], val_fraction: float = 0.2) -> None:
-    """Assign train/val in place, deterministically (crc32 of the file name), separately for images
-    with and without boxes so a rare-defect val split still holds defects; >=1 each when possible."""
-    for group in ([s for s in samples if s.boxes], [s for s in samples if not s.boxes]):
-        group.sort(key=lambda s: (zlib.crc32(str(s.rel or s.image.name).encode()), str(s.image)))
-        n_val = round(len(group) * val_fraction)
-        n_val = min(max(n_val, 1 if len(group) >= 2 else 0), max(len(group) - 1, 0))
-        for i, s in enumerate(group):
-            s.split = "val" if i < n_val else "train"
-
-
 def read_yolo(data_yaml: str | os.PathLike) -> Collection:
     """A YOLO dataset as a Collection (for converting to COCO/VOC); invalid rows are skipped and noted."""
     spec = load_data_yaml(data_yaml)
@@ -259,52 +207,6 @@ def read_yolo(data_yaml: str | os.PathLike) -> Collection:
                 samples.append(Sample(ref.path, w, h, rows, split, rel))
     notes = [f"skipped {bad} invalid label rows (see 'defectdet data check {spec.yaml_path}')"] if bad else []
     return Collection(names, samples, notes)
-
-
-def place_image(src: Path, dst: Path, copy: bool) -> None:
-    """Symlink (default) or copy an image; falls back to a copy where links are not allowed."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if not copy:
-        try:
-            os.symlink(src.resolve(), dst)
-            return
-        except OSError:
-            pass
-    shutil.copy2(src, dst)
-
-
-def unique_rel(sample: Sample, used: set[str], flat: bool = False) -> str:
-    """The sample's relative name (just the file name when ``flat``), made unique within ``used``
-    (``name_1.jpg`` on a clash); ``..`` and absolute parts are dropped."""
-    rel = Path(sample.image.name if flat else (sample.rel or sample.image.name))
-    parts = [p for p in rel.parts if p not in ("..", ".") and not Path(p).is_absolute()]
-    rel = Path(*parts) if parts else Path(sample.image.name)
-    cand, n = rel.as_posix(), 0
-    while cand in used:
-        n += 1
-        cand = rel.with_name(f"{rel.stem}_{n}{rel.suffix}").as_posix()
-    used.add(cand)
-    return cand
-
-
-@contextmanager
-def atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside ``out_dir``; on success it is renamed to ``out_dir`` (which must be
-    new or empty), on failure removed: a converted dataset appears whole or not at all."""
-    out = Path(out_dir).resolve()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: output folder exists and is not empty; expected a new or empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir()
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_yolo(col: Collection, out_dir: str | os.PathLike, copy: bool = False) -> Path:
@@ -385,8 +287,6 @@ def prepare_data(data: str | os.PathLike, cache_dir: str | os.PathLike | None = 
         out = cache / f"{kind}-{src.stem}-{key}"
         yaml_path = out / "data.yaml"
         if not yaml_path.is_file():
-            from . import coco, voc
-
             col = coco.read_coco(src) if kind == "coco" else voc.read_voc(src)
             try:
                 write_yolo(col, out)

@@ -22,8 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .formats import DataSpec, as_data_yaml, image_size, label_path, list_images, load_data_yaml, read_labels
+from ..errors import DataError
+from .formats import label_path, read_labels
+from .images import image_size
+from .validate import CheckReport, check_dataset
 
+SHOWN_ERRORS = 10  # `data check` errors printed by `data stats` (all of them go into stats.json)
 TOPK = 10  # ultralytics TaskAlignedAssigner topk (v8DetectionLoss)
 # (upper bound of negatives per positive anchor, preset, gamma, alpha, configs/train/<file>.yaml);
 # the last band is open-ended.
@@ -43,35 +47,32 @@ def _quantiles(values: list[float], digits: int = 6, qs=(0.1, 0.5, 0.9)) -> list
     return [round(float(v), digits) for v in np.quantile(values, qs)] if values else [None] * len(qs)
 
 
-def _read_split(refs: list, imgsz: int) -> tuple[list[int], np.ndarray, int]:
-    """Boxes per image, per box ``(class, w, h, w_px, h_px)`` (normalized; px at imgsz after the
-    letterbox) as an (N, 5) array, and the number of invalid label rows."""
-    counts, boxes, invalid = [], [], 0
-    for ref in refs:
-        rows, bad = read_labels(label_path(ref.path))
-        invalid += bad
+def _read_split(images: list[Path], imgsz: int) -> tuple[list[int], np.ndarray]:
+    """Boxes per image and, per box, ``(class, w, h, w_px, h_px)`` (normalized; px at imgsz after the
+    letterbox) as an (N, 5) array. The images passed ``defectdet data check``: every row is valid."""
+    counts, boxes = [], []
+    for image in images:
+        rows, _ = read_labels(label_path(image))
         counts.append(len(rows))
         if rows:
-            try:
-                w, h = image_size(ref.path)
-            except OSError:
-                w = h = imgsz  # unreadable: `data check` reports it; size it as square
+            w, h = image_size(image)
             r = imgsz / max(w, h)  # letterbox scale
             boxes += [(c, bw, bh, bw * w * r, bh * h * r) for c, _, _, bw, bh in rows]
-    return counts, np.array(boxes, dtype=float).reshape(-1, 5), invalid
+    return counts, np.array(boxes, dtype=float).reshape(-1, 5)
 
 
-def _split_stats(refs: list, names: list[str], imgsz: int, strides: tuple[int, ...]) -> dict[str, Any]:
+def _split_stats(images: list[Path], excluded: int, names: list[str], imgsz: int,
+                 strides: tuple[int, ...]) -> dict[str, Any]:
     """Counts, box sizes and the anchor-level estimate for one split's images."""
     locations = sum(math.ceil(imgsz / s) ** 2 for s in strides)
-    boxes_per_image, b, invalid = _read_split(refs, imgsz)
+    boxes_per_image, b = _read_split(images, imgsz)
     cls, pw, ph = b[:, 0].astype(int), b[:, 3], b[:, 4]  # (N,) each
     inside = pw * ph * sum(1 / s**2 for s in strides)  # (N,) expected anchor centres inside each box
     positives = float(np.minimum(TOPK, inside).sum())
-    per_class = np.bincount(cls[(cls >= 0) & (cls < len(names))], minlength=len(names)).tolist()
+    per_class = np.bincount(cls, minlength=len(names)).tolist()  # ids checked by data check
     area_frac, min_side_px = (b[:, 1] * b[:, 2]).tolist(), np.minimum(pw, ph).tolist()
     unassignable = int((inside < 1).sum())
-    n, n_def = len(refs), sum(1 for b in boxes_per_image if b)
+    n, n_def = len(images), sum(1 for b in boxes_per_image if b)
     pos_frac = positives / (n * locations) if n else 0.0
     return {
         "images": n,
@@ -80,7 +81,7 @@ def _split_stats(refs: list, names: list[str], imgsz: int, strides: tuple[int, .
         "defect_free_fraction": round((n - n_def) / n, 6) if n else None,
         "instances": int(sum(boxes_per_image)),
         "instances_per_class": dict(zip(names, per_class)),
-        "invalid_label_rows": invalid,
+        "excluded_images": excluded,  # images with errors in `defectdet data check`: left out
         "boxes_per_image": {"mean": round(float(np.mean(boxes_per_image)), 3) if n else None,
                             "mean_defect_images": round(sum(boxes_per_image) / n_def, 3) if n_def else None,
                             "max": max(boxes_per_image, default=0)},
@@ -104,18 +105,34 @@ def dataset_stats(data_yaml: str | os.PathLike, imgsz: int = 640, strides: tuple
     """Statistics of every split of a data.yaml (or COCO json / VOC folder, converted first), plus the
     recommended focal preset (from the train split).
 
-    Reads label files and image headers only (fast); invalid label rows are counted, not used
-    (``defectdet data check`` explains them). Returns a json-ready dict (see ``format_stats``).
+    Runs ``defectdet data check`` first and goes by its verdicts: a dataset-level error (names,
+    a missing or empty split, a symlink loop...) is refused with one DataError line; images with
+    errors are left out (counted in ``excluded_images``, as ``strict=False`` training skips them).
+    Returns a json-ready dict (see ``format_stats``).
     """
-    spec: DataSpec = load_data_yaml(as_data_yaml(data_yaml))
-    names = spec.names or []
+    if not isinstance(imgsz, int) or isinstance(imgsz, bool) or imgsz < 1:
+        raise DataError(f"imgsz={imgsz!r}: expected a positive whole number of pixels (the training size)")
+    if not strides or not all(isinstance(s, int) and s >= 1 for s in strides):
+        raise DataError(f"strides={strides!r}: expected positive whole numbers like 8,16,32")
+    rep = check_dataset(data_yaml)
+    _refuse_fatal(data_yaml, rep)
+    names = rep.names
     splits = {}
-    for split, sources in spec.splits.items():
-        refs = [r for src in sources if src.exists() for r in list_images(src) if r.path.is_file()]
-        splits[split] = _split_stats(refs, names, imgsz, tuple(strides))
-    stats = {"data": str(spec.yaml_path), "imgsz": imgsz, "strides": list(strides), "names": names, "splits": splits}
+    for split, images in rep.paths.items():
+        kept = [p for p in images if p not in rep.bad_files]
+        splits[split] = _split_stats(kept, len(images) - len(kept), names, imgsz, tuple(strides))
+    stats = {"data": str(rep.data_yaml), "imgsz": imgsz, "strides": list(strides), "names": names,
+             "check": rep.summary(), "check_errors": [str(p) for p in rep.errors], "splits": splits}
     stats["recommendation"] = recommend_preset(stats)
     return stats
+
+
+def _refuse_fatal(data: str | os.PathLike, rep: CheckReport) -> None:
+    """One DataError line for what the checker calls dataset-level (skipping images cannot fix it)."""
+    if rep.fatal:
+        more = f" (and {len(rep.fatal) - 1} more dataset-level errors)" if len(rep.fatal) > 1 else ""
+        raise DataError(f"{rep.fatal[0]}{more}; no statistics for a dataset that 'defectdet data check {data}' "
+                        "refuses")
 
 
 def recommend_preset(stats: dict) -> dict[str, Any]:
@@ -133,6 +150,8 @@ def recommend_preset(stats: dict) -> dict[str, Any]:
     f0 = split["defect_free_fraction"] or 0.0
     measured = (f"measured {ratio:,.0f}:1 = 1 / ((1 - defect-free {f0:.3f}) x positive fraction in defect images "
                 f"{a['positive_fraction_in_defect_images']:.2e}) -> {preset} (gamma={gamma:g}, alpha={alpha:g})")
+    if math.isinf(ratio):
+        measured = f"no labelled box in the train split (no positive anchor) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
     return {"cls_loss": "focal", "gamma": gamma, "alpha": alpha, "preset": preset, "config": config,
             "negatives_per_positive": None if math.isinf(ratio) else ratio,
             "rule": f"{measured}. Rule: {RULE}"}
@@ -141,6 +160,12 @@ def recommend_preset(stats: dict) -> dict[str, Any]:
 def format_stats(stats: dict) -> str:
     """The human-readable report ``defectdet data stats`` prints."""
     lines = [f"dataset {stats['data']}  (imgsz {stats['imgsz']}, strides {stats['strides']})"]
+    errors = stats["check_errors"]
+    lines += [f"warning: {e}" for e in errors[:SHOWN_ERRORS]]
+    if len(errors) > SHOWN_ERRORS:
+        lines.append(f"warning: ... and {len(errors) - SHOWN_ERRORS} more (run 'defectdet data check')")
+    if errors:
+        lines.append(f"warning: data check {stats['check']}; images with errors are left out below")
     for split, s in stats["splits"].items():
         a, bpi = s["anchors"], s["boxes_per_image"]
         p10, p50, p90 = s["box_area_frac_p10_p50_p90"]
@@ -156,8 +181,8 @@ def format_stats(stats: dict) -> str:
             f"-> positive fraction {a['positive_fraction']:.2e}, {a['negatives_per_positive']}:1 negatives per "
             f"positive; {a['boxes_with_no_anchor_inside']} boxes with no anchor centre inside",
         ]
-        if s["invalid_label_rows"]:
-            lines.append(f"  {s['invalid_label_rows']} invalid label rows ignored (run 'defectdet data check')")
+        if s["excluded_images"]:
+            lines.append(f"  {s['excluded_images']} images with errors left out (run 'defectdet data check')")
     rec = stats["recommendation"]
     lines.append(f"recommended: cls_loss={rec['cls_loss']} preset={rec['preset']} gamma={rec['gamma']:g} "
                  f"alpha={rec['alpha']:g}")

@@ -6,43 +6,32 @@ Errors make the check fail (non-zero exit; ``defectdet train`` refuses the datas
 but do not fail. An image without a label file is a defect-free image: not a problem at all
 (``defectdet data stats`` counts them).
 
-Error kinds: ``names``, ``missing-split``, ``empty-split``, ``bad-list`` (dataset-level, in ``report.fatal``:
-skipping files cannot fix them), ``missing-image``, ``empty-image``, ``unreadable-image``,
-``corrupt-image``, ``format``, ``small-image``, ``16-bit``, ``encoding``, ``field-count``,
-``non-numeric``, ``unreadable-label``, ``class-id``, ``class-range``, ``out-of-range``, ``degenerate-box``,
+Error kinds: ``names``, ``missing-split``, ``empty-split``, ``bad-list``, ``symlink-loop``
+(dataset-level, in ``report.fatal``: skipping files cannot fix them), ``missing-image``, ``empty-image``,
+``image-too-large``, ``unreadable-image``, ``corrupt-image``, ``format``, ``small-image``, ``16-bit``,
+``encoding``, ``field-count``, ``non-numeric``, ``unreadable-label``, ``class-id``, ``class-range``, ``out-of-range``, ``degenerate-box``,
 ``duplicate-box``, ``mixed-rows``, ``orphan-label``. Warning kinds: ``grayscale``,
-``exif-rotation``, ``edge-box``, ``tiny-box``, ``no-labels``, ``split-overlap``, ``shared-label``.
+``exif-rotation``, ``edge-box``, ``tiny-box``, ``no-labels``, ``split-overlap``, ``shared-label``,
+``duplicate-image``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .formats import (
-    IMG_FORMATS,
-    NOT_LABELS,
-    DataSpec,
-    ImageRef,
-    as_data_yaml,
-    label_path,
-    list_images,
-    load_data_yaml,
-)
+from .formats import NOT_LABELS, DataSpec, ImageRef, as_data_yaml, label_path, list_images, load_data_yaml
+from .images import check_image, scan_images
 
-FATAL_KINDS = frozenset({"names", "missing-split", "empty-split", "bad-list"})
+FATAL_KINDS = frozenset({"names", "missing-split", "empty-split", "bad-list", "symlink-loop"})
 FIELDS = ("class", "x_center", "y_center", "width", "height")
 MIN_BOX_PX = 2  # ultralytics drops boxes under 2 px after resizing (augment.box_candidates, wh_thr=2)
 EDGE_TOL = 1e-4  # boxes may poke this far past the border (6-decimal rounding) before a warning
-# PIL modes that the trainer reads as 3 identical channels / that hold more than 8 bits.
-GRAY_MODES = frozenset({"1", "L", "LA"})
-DEEP_MODES = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 
 
 @dataclass(frozen=True)
@@ -68,6 +57,8 @@ class CheckReport:
     warnings: list[Problem] = field(default_factory=list)
     bad_files: set[Path] = field(default_factory=set)  # images to skip with strict=False
     images: dict[str, int] = field(default_factory=dict)  # split -> images it names
+    paths: dict[str, list[Path]] = field(default_factory=dict)  # split -> its existing images, in order
+    names: list[str] = field(default_factory=list)  # class names in id order (empty when unusable)
 
     @property
     def ok(self) -> bool:
@@ -140,7 +131,7 @@ def _split_images(spec: DataSpec, split: str, rep: CheckReport) -> list[ImageRef
                             f"split '{split}': {src} not found, expected a folder of images or a .txt list"))
             continue
         try:
-            listed = list_images(src)
+            listed = _folder_images(src, rep) if src.is_dir() else list_images(src)
         except DataError as e:  # an unreadable .txt list: name it, keep checking the rest
             rep.add(Problem(spec.yaml_path, spec.lines.get(split), "bad-list", f"split '{split}': {e}"))
             continue
@@ -154,6 +145,19 @@ def _split_images(spec: DataSpec, split: str, rep: CheckReport) -> list[ImageRef
         rep.add(Problem(spec.yaml_path, spec.lines.get(split), "empty-split", f"split '{split}' has no images, "
                         f"expected .jpg/.png/.bmp/.tif/.webp files in {', '.join(map(str, spec.splits[split]))}"))
     return refs
+
+
+def _folder_images(folder: Path, rep: CheckReport) -> list[ImageRef]:
+    """A folder's images, each real file once; symlink loops are errors (ultralytics' glob would read
+    the images over and over), files or folders reached twice through links are warnings."""
+    scan = scan_images(folder)
+    for link, target in scan.loops:
+        rep.add(Problem(link, None, "symlink-loop", f"symlink loop: leads back to {target}, expected a folder "
+                        "tree without loops (ultralytics would read its images again and again); remove the link"))
+    for dup, kept in scan.repeats:
+        rep.add(Problem(dup, None, "duplicate-image", f"same {'folder' if dup.is_dir() else 'file'} as {kept} "
+                        "(through a symlink): counted once, as that path"), error=False)
+    return [ImageRef(f) for f in scan.files]
 
 
 def _check_label_dirs(spec: DataSpec, splits: dict[str, list[ImageRef]], rep: CheckReport) -> None:
@@ -186,75 +190,7 @@ def _check_label_dirs(spec: DataSpec, splits: dict[str, list[ImageRef]], rep: Ch
                 error=False)
 
 
-# ------------------------------------------------------------------------------------------ one image
-def _bit_depth(im, path: Path) -> int:
-    """Bits per channel: PNG IHDR / TIFF BitsPerSample (PIL hides 16-bit RGB as 'RGB'), else the mode."""
-    if im.format == "PNG":
-        with open(path, "rb") as f:
-            head = f.read(26)
-        return head[24] if len(head) == 26 else 8
-    if im.format == "TIFF":
-        bps = im.tag_v2.get(258, (8,))
-        return max(bps) if isinstance(bps, tuple) else int(bps)
-    return DEEP_MODES.get(im.mode, 8)
-
-
-def _pil_open(path: Path):
-    """PIL's own ``Image.open``. Once ultralytics is imported, ``Image.open`` is its wrapper, which on
-    an unidentifiable file tries to import the optional pi-heif plugin (ModuleNotFoundError here)
-    instead of raising PIL's UnidentifiedImageError; the wrapped original is kept in its module."""
-    from PIL import Image
-
-    opener = Image.open
-    if getattr(opener, "__module__", "PIL.Image") != "PIL.Image":
-        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
-    return opener(path)
-
-
-def _check_image(path: Path) -> tuple[list[tuple[str, str, bool]], tuple[int, int] | None]:
-    """[(kind, message, is_error)] for one image file, and its (w, h) when readable."""
-    from PIL import UnidentifiedImageError
-
-    try:
-        if path.stat().st_size == 0:
-            return [("empty-image", "zero-byte image file, expected image data", True)], None
-        im = _pil_open(path)
-    except (UnidentifiedImageError, OSError) as e:
-        return [("unreadable-image", f"unreadable image ({str(e).split(chr(39))[0].strip()}), "
-                 f"expected a {path.suffix.lstrip('.') or 'jpg/png'} image", True)], None
-    with im:
-        fmt, size, mode = (im.format or "?"), im.size, im.mode
-        out: list[tuple[str, str, bool]] = []
-        if fmt.lower() not in IMG_FORMATS | {"jpeg2000"}:
-            return [("format", f"{fmt} image data, expected one of {', '.join(sorted(IMG_FORMATS))}", True)], None
-        try:
-            bits, orient = _bit_depth(im, path), im.getexif().get(0x0112, 1)
-            im.load()
-        except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken data
-            why = str(e).split(" (")[0]  # "image file is truncated (12 bytes not processed)" -> stable text
-            return [("corrupt-image", f"truncated or corrupt {fmt} image ({why}), expected a complete file", True)], None
-    if fmt == "JPEG" and _jpeg_truncated(path):
-        out.append(("corrupt-image", "JPEG does not end with an end-of-image marker (cut short or trailing bytes), "
-                    "expected a complete file (ultralytics would rewrite it in place)", True))
-    if min(size) < 10:
-        out.append(("small-image", f"image is {size[0]}x{size[1]} px, expected at least 10x10", True))
-    if bits > 8:
-        out.append(("16-bit", f"{bits}-bit image, expected 8-bit: the trainer keeps only the high byte (12-bit "
-                    "data turns almost black); convert to 8-bit with your own scaling", True))
-    elif mode in GRAY_MODES:
-        out.append(("grayscale", f"grayscale image (mode {mode})", False))  # summarized per split
-    if orient not in (1, None):
-        out.append(("exif-rotation", f"EXIF orientation {orient}: the image is rotated on load, expected labels "
-                    "drawn on the rotated view", False))
-    return out, size
-
-
-def _jpeg_truncated(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-2, os.SEEK_END)
-        return f.read() != b"\xff\xd9"
-
-
+# ------------------------------------------------------------------------------------------ labels
 def _row_problem(parts: list[str], nc: int | None) -> tuple[str, str] | None:
     """(kind, message) for a label row that ultralytics would reject or misread, else None."""
     polygon = len(parts) >= 7 and len(parts) % 2 == 1
@@ -337,7 +273,7 @@ def _box_warnings(no: int, box: list[float], size: tuple[int, int] | None, imgsz
 
 def _check_pair(image: Path, nc: int | None, imgsz: int | None) -> list[tuple[Problem, bool]]:
     """Image then label findings for one image: [(problem, is_error)]."""
-    img_found, size = _check_image(image)
+    img_found, size = check_image(image)
     out = [(Problem(image, None, k, m), e) for k, m, e in img_found]
     lbl = label_path(image)
     out += [(Problem(lbl, line, k, m), e) for k, line, m, e in _check_label(lbl, nc, size, imgsz)]
@@ -354,10 +290,11 @@ def check_dataset(data_yaml: str | os.PathLike, imgsz: int | None = None) -> Che
     ``imgsz`` (the training size) enables the tiny-box warning.
     """
     spec = load_data_yaml(as_data_yaml(data_yaml))
-    rep = CheckReport(spec.yaml_path)
+    rep = CheckReport(spec.yaml_path, names=spec.names or [])
     nc = _check_names(spec, rep)
     splits = {split: _split_images(spec, split, rep) for split in spec.splits}
     rep.images = {k: len(v) for k, v in splits.items()}
+    rep.paths = {k: [r.path for r in v] for k, v in splits.items()}
     _check_label_dirs(spec, splits, rep)
     split_of = {r.path: split for split, refs in reversed(splits.items()) for r in refs}  # first split wins
     gray: dict[str, list[Path]] = {}

@@ -11,6 +11,7 @@ xml's path, else a stratified deterministic train/val split.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -18,16 +19,8 @@ from pathlib import Path
 
 from ..config import atomic_write_text
 from ..errors import DataError
-from .formats import (
-    Collection,
-    Sample,
-    atomic_dir,
-    image_size,
-    is_image_name,
-    place_image,
-    stratified_split,
-    unique_rel,
-)
+from .collection import Collection, Sample, atomic_dir, place_image, stratified_split, unique_rel
+from .images import image_size, is_image_name
 
 CLASS_FILES = ("classes.txt", "labels.txt", "predefined_classes.txt")
 FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -64,9 +57,12 @@ def _find_image(xml: Path, root: ET.Element, index: dict[str, list[Path]]) -> Pa
 def _num(xml: Path, line: int, box: ET.Element | None, tag: str) -> float:
     text = box.findtext(tag) if box is not None else None
     try:
-        return float(text)  # type: ignore[arg-type]
+        v = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise DataError(f"{xml}:{line}: <bndbox><{tag}> is {text!r}, expected a number of pixels") from None
+        v = math.nan
+    if not math.isfinite(v):
+        raise DataError(f"{xml}:{line}: <bndbox><{tag}> is {text!r}, expected a number of pixels")
+    return v
 
 
 def _read_xml(xml: Path, index: dict[str, list[Path]], names: list[str] | None,
@@ -87,6 +83,9 @@ def _read_xml(xml: Path, index: dict[str, list[Path]], names: list[str] | None,
             raise DataError(f"{xml}:{line}: class {name!r} is not in the class list {names}")
         bb = obj.find("bndbox")
         x0, y0, x1, y1 = (_num(xml, line, bb, t) for t in ("xmin", "ymin", "xmax", "ymax"))
+        if x1 < x0 or y1 < y0:  # inverted, not empty: a defect must not vanish as "zero-area"
+            raise DataError(f"{xml}:{line}: <bndbox> xmin {x0:g} xmax {x1:g} ymin {y0:g} ymax {y1:g}; "
+                            "expected xmin <= xmax and ymin <= ymax (pixel edges)")
         x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
             col.notes.append(f"{xml}:{line}: zero-area box skipped (after clipping to {w}x{h})")

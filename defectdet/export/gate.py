@@ -34,10 +34,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..artifact import sidecar_path, sidecar_thresholds, update_sidecar, write_sidecar_thresholds
+from ..cli import exit_statuses
 from ..config import atomic_write_text
 from ..errors import ConfigError
 from . import GateRefused
 
+# What `defectdet gate` and `defectdet quantize` exit with (their --help lists it).
+GATE_EXITS = ((0, "the INT8 model passed the gate (or was refused and --force accepted it)"),
+              (2, "the gate refused the INT8 model (the reasons on one line), or a bad option, file or value"))
 VACUOUS_MAP50 = 0.05  # below this the FP32 model detects (almost) nothing and no drop can be seen
 
 
@@ -155,17 +160,14 @@ def gate_report_path(int8: str | os.PathLike) -> Path:
 def _record(result: GateResult, int8: Path, doc: dict[str, Any], thresholds: dict | None = None) -> None:
     """Write the gate report and put the decision (and the INT8 model's own ``thresholds``, when
     recalibrated) into the INT8 sidecar (atomically)."""
-    from .onnx import read_sidecar, sidecar_path, write_sidecar
-
     result.report_path = atomic_write_text(gate_report_path(int8), json.dumps(doc, indent=1, default=str) + "\n")
-    side = sidecar_path(int8)
-    meta = read_sidecar(side) if side.is_file() else {}
     mapc = next(c for c in result.checks if c.metric == "mAP50")
-    meta["gate"] = {"decision": result.decision, "report": result.report_path.name, "date": doc["date"],
-                    "map50_fp32": mapc.fp32, "map50_int8": mapc.int8, "reasons": result.reasons}
-    if thresholds is not None:
-        meta["thresholds"] = thresholds
-    write_sidecar(side, meta)
+    gate = {"decision": result.decision, "report": result.report_path.name, "date": doc["date"],
+            "map50_fp32": mapc.fp32, "map50_int8": mapc.int8, "reasons": result.reasons}
+    if thresholds is None:
+        update_sidecar(int8, gate=gate)
+    else:
+        write_sidecar_thresholds(int8, thresholds, gate=gate)
 
 
 def thresholds_path(int8: str | os.PathLike) -> Path:
@@ -175,16 +177,13 @@ def thresholds_path(int8: str | os.PathLike) -> Path:
 
 def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
     """(thresholds for both models, where they came from): the given ones, the FP32 sidecar's
-    ``thresholds`` ({class name or id: conf}, as names), or None = each model's own max-F1."""
+    ``thresholds`` (as names), or None = each model's own max-F1. Given ones are parsed by the
+    evaluator, under the same rules as the sidecar's (:mod:`defectdet.artifact.thresholds`)."""
     if thresholds is not None:
         return thresholds, f"given ({thresholds})" if isinstance(thresholds, (str, os.PathLike)) else "given"
-    from .onnx import read_sidecar, sidecar_path
-
-    side = sidecar_path(fp32)
-    meta = read_sidecar(side) if side.is_file() else {}
-    if meta.get("thresholds"):
-        names = {str(k): v for k, v in (meta.get("names") or {}).items()}
-        return {names.get(str(k), str(k)): float(v) for k, v in meta["thresholds"].items()}, f"{side.name}"
+    deployed = sidecar_thresholds(fp32)
+    if deployed:
+        return deployed, sidecar_path(fp32).name
     return None, "each model's own max-F1 (pass --thresholds to gate at the deployed ones)"
 
 
@@ -274,7 +273,8 @@ def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet gate``."""
     p = argparse.ArgumentParser(prog="defectdet gate", description="Compare FP32 and INT8 ONNX models on the "
-                                "validation split (CPU) and refuse the INT8 model when it loses accuracy.")
+                                "validation split (CPU) and refuse the INT8 model when it loses accuracy.",
+                                **exit_statuses(*GATE_EXITS))
     p.add_argument("--fp32", required=True, help="the FP32 model.onnx")
     p.add_argument("--int8", required=True, help="the INT8 model.int8.onnx")
     p.add_argument("--data", required=True, help="data.yaml (its val split is evaluated)")

@@ -4,7 +4,7 @@ The graph comes from ultralytics' own ONNX exporter (offline, static shape, batc
 at opset 17 by default: the newest TensorRT 8.6 (JetPack 6.0) parses. On top of what ultralytics
 embeds in ``metadata_props`` (``names``, ``imgsz``, ``stride``, ``task``, ``batch``, ...) this adds
 ``strides`` and a ``defectdet`` JSON entry (training loss, checkpoint hash, preprocessing), and
-writes the same facts to the sidecar ``model.json`` that :mod:`defectdet.runtime.metadata` reads.
+writes the same facts to the sidecar ``model.json`` (the contract :mod:`defectdet.artifact` owns).
 
 Parity: the ONNX output is compared with the PyTorch model's on one seeded input, boxes (input
 pixels) and class scores (sigmoid) separately, and the maximum absolute differences are printed
@@ -15,27 +15,31 @@ onnxruntime's float16 converter, the form TensorRT 11's strongly typed builder t
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..config import atomic_write_text, load_json_object, load_yaml
+from ..artifact import (
+    MIN_OPSET,
+    TRT86_MAX_OPSET,
+    build_metadata,
+    defectdet_entry,
+    embed_metadata,
+    save_onnx,
+    sha256_file,
+    sidecar_path,
+    write_sidecar,
+)
+from ..cli import exit_statuses
+from ..config import load_yaml
 from ..errors import ConfigError
 from . import ExportError
 
-PREPROCESS = {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114}  # what ultralytics trains with
-OUTPUT_LAYOUT = "xywh+cls (1, 4+nc, A)"  # cx, cy, w, h in input pixels, then nc sigmoid scores; A anchors
-TRT86_MAX_OPSET = 17  # TensorRT 8.6 (JetPack 6.0) parses ONNX opset <= 17
-MIN_OPSET = 11
 # Parity limits, in output units: boxes are input pixels (an FP32 re-association error is ~1e-3 px at 640),
 # scores are probabilities. FP16 carries ~3 significant digits, so its limits are those of half precision.
 PARITY_TOL = {"fp32": {"boxes": 0.05, "scores": 1e-3}, "fp16": {"boxes": 2.0, "scores": 0.02}}
@@ -52,15 +56,6 @@ class ExportResult:
 
 
 # ----------------------------------------------------------------------------- metadata helpers
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
     """``cls_loss`` / ``gamma`` / ``alpha`` from ``<run>/defectdet.yaml`` beside ``<run>/weights/``;
     ``cls_loss: unknown`` when the checkpoint did not come from ``defectdet train``."""
@@ -73,96 +68,10 @@ def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return {"cls_loss": "unknown", "gamma": None, "alpha": None}
 
 
-def sidecar_path(model_path: str | os.PathLike) -> Path:
-    """``model.onnx`` -> ``model.json``, ``model.int8.onnx`` -> ``model.int8.json`` (what the runtime reads)."""
-    return Path(model_path).with_suffix(".json")
-
-
-def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a sidecar JSON; errors name the file (and line) and what was expected."""
-    return load_json_object(path, "the model metadata object `defectdet export` writes")
-
-
-def write_sidecar(path: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    """Write the sidecar atomically (temp file + rename)."""
-    return atomic_write_text(path, json.dumps(meta, indent=1, default=str) + "\n")
-
-
-def embed_metadata(model: Any, entries: dict[str, str]) -> None:
-    """Set ``metadata_props`` keys on an ``onnx.ModelProto`` (replacing ones already there)."""
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update(entries)
-    del model.metadata_props[:]
-    for k, v in props.items():
-        p = model.metadata_props.add()
-        p.key, p.value = k, v
-
-
-def save_onnx(model: Any, path: str | os.PathLike) -> Path:
-    """``onnx.save`` to a temp file in the target folder, then rename: never half a model on disk."""
-    import onnx
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
-def io_shapes(model: Any) -> tuple[str, list[int], str, list[int]]:
-    """(input name, input shape, output name, output shape) of a static single-input ONNX graph."""
-    def dims(v):
-        return [d.dim_value for d in v.type.tensor_type.shape.dim]
-
-    g = model.graph
-    inits = {i.name for i in g.initializer}
-    inputs = [i for i in g.input if i.name not in inits]
-    return inputs[0].name, dims(inputs[0]), g.output[0].name, dims(g.output[0])
-
-
-def build_metadata(model: Any, checkpoint: Path, sha: str, strides: list[int], precision: str, opset: int) -> dict:
-    """The sidecar / ``defectdet`` metadata of an exported graph (contract read by the runtime)."""
-    import ast
-
-    props = {p.key: p.value for p in model.metadata_props}
-    names = ast.literal_eval(props["names"])
-    in_name, in_shape, out_name, out_shape = io_shapes(model)
-    return {
-        "names": {str(k): str(v) for k, v in sorted(names.items())},
-        "imgsz": [int(in_shape[2]), int(in_shape[3])],
-        "strides": [int(s) for s in strides],
-        "preprocess": dict(PREPROCESS),
-        "input_name": in_name,
-        "input_shape": in_shape,
-        "output_name": out_name,
-        "output_shape": out_shape,
-        "output_layout": OUTPUT_LAYOUT,
-        "batch": int(in_shape[0]),
-        "task": props.get("task", "detect"),
-        **training_info(checkpoint),
-        "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha},
-        "precision": precision,
-        "opset": int(opset),
-        "versions": {"defectdet": __version__, "ultralytics": props.get("version"),
-                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-    }
-
-
-def defectdet_entry(meta: dict[str, Any]) -> str:
-    """The ``defectdet`` metadata_props value: the facts a runtime needs besides ultralytics' keys."""
-    keys = ("cls_loss", "gamma", "alpha", "source", "preprocess", "strides", "precision", "output_layout")
-    return json.dumps({k: meta.get(k) for k in keys})
-
-
 # ----------------------------------------------------------------------------- export steps
-def _load_checkpoint(checkpoint: Path):
-    """An ultralytics YOLO object from a .pt checkpoint, offline."""
+def _load_checkpoint(checkpoint: Path, shown: Path | None = None):
+    """An ultralytics YOLO object from a .pt checkpoint, offline; errors name ``shown`` (the user's
+    path when ``checkpoint`` is a working copy)."""
     from ..offline import setup_ultralytics
 
     setup_ultralytics()
@@ -171,7 +80,9 @@ def _load_checkpoint(checkpoint: Path):
     try:
         return YOLO(str(checkpoint), task="detect")
     except Exception as e:  # unpickling errors come in many types
-        raise ExportError(f"{checkpoint}: cannot load checkpoint ({e.__class__.__name__}: {e}); expected an ultralytics .pt") from None
+        shown = shown or checkpoint
+        why = " ".join(f"{e.__class__.__name__}: {e}".replace(str(checkpoint), str(shown)).split())  # one line
+        raise ExportError(f"{shown}: cannot load checkpoint ({why}); expected an ultralytics .pt") from None
 
 
 def _ultralytics_export(checkpoint: Path, workdir: Path, imgsz: Any, opset: int, simplify: bool) -> Path:
@@ -179,7 +90,7 @@ def _ultralytics_export(checkpoint: Path, workdir: Path, imgsz: Any, opset: int,
     lands beside the .pt, and a user's own ``best.onnx`` must not be overwritten)."""
     copy = workdir / checkpoint.name
     shutil.copyfile(checkpoint, copy)
-    yolo = _load_checkpoint(copy)
+    yolo = _load_checkpoint(copy, shown=checkpoint)
     kwargs = {"format": "onnx", "opset": opset, "simplify": simplify, "dynamic": False, "batch": 1,
               "device": "cpu", "nms": False, "verbose": False}
     if imgsz is not None:
@@ -286,7 +197,7 @@ def export_onnx(
         strides = [int(s) for s in torch_model.stride.tolist()]
         if half:
             model = to_fp16(model)
-        meta = build_metadata(model, ckpt, sha256_file(ckpt), strides, precision, opset)
+        meta = build_metadata(model, ckpt, sha256_file(ckpt), strides, precision, opset, training_info(ckpt))
         embed_metadata(model, {"strides": str(meta["strides"]), "defectdet": defectdet_entry(meta)})
         onnx.checker.check_model(model)
         staged = save_onnx(model, work / dst.name)
@@ -307,7 +218,9 @@ def export_onnx(
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet export", description="Export a checkpoint to a static ONNX "
-                                "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.")
+                                "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.", **exit_statuses(
+        (0, "model.onnx and its sidecar written"),
+        (2, "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or file")))
     p.add_argument("--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="input size N or H W (default: the training size stored in the checkpoint)")

@@ -9,26 +9,44 @@ The opset is left as exported (17 by default), which TensorRT 8.6 parses.
 
 Calibration images come from the data.yaml's train split (the gate evaluates on val), enriched in
 defective images (``defect_fraction``, default half) so that rare-defect activations set the
-ranges, not only clean parts; they are pre-processed exactly like the runtime does
-(:mod:`defectdet.runtime.preprocess`). The accuracy gate (:mod:`defectdet.export.gate`) runs after.
+ranges, not only clean parts; they are pre-processed exactly like the runtime does, with the
+pre-processing the model's metadata records (:mod:`defectdet.export.calibration`). The accuracy gate
+(:mod:`defectdet.export.gate`) runs after.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..artifact import (
+    Preprocess,
+    build_metadata,
+    defectdet_entry,
+    embed_metadata,
+    has_qdq,
+    io_shapes,
+    load_metadata,
+    opset_version,
+    props,
+    read_sidecar,
+    save_onnx,
+    sha256_file,
+    sidecar_path,
+    write_sidecar,
+)
+from ..cli import exit_statuses
+from ..errors import ConfigError
 from . import ExportError
+from .calibration import load_images, make_reader, select_calibration, split_images
 
 METHODS = ("entropy", "minmax", "percentile")
 QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]  # what TensorRT runs in INT8 from Q/DQ inputs
@@ -43,119 +61,6 @@ class QuantResult:
     onnx: Path
     sidecar: Path
     report: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- calibration images
-def split_images(data_yaml: str | os.PathLike, split: str = "train") -> list[Path]:
-    """Image paths of one split of a data.yaml (folders, .txt lists or lists of them)."""
-    from ..data.formats import list_images, load_data_yaml
-
-    spec = load_data_yaml(data_yaml)
-    if split not in spec.splits:
-        raise DataError(f"{spec.yaml_path}: no '{split}:' split; expected one of {sorted(spec.splits)}")
-    images = [ref.path for src in spec.splits[split] for ref in list_images(src) if ref.path.is_file()]
-    if not images:
-        raise DataError(f"{spec.where(split)}: split '{split}' has no readable images")
-    return images
-
-
-def is_defective(image: Path) -> bool:
-    """True when the image's YOLO label file has at least one valid box."""
-    from ..data.formats import label_path, read_labels
-
-    return bool(read_labels(label_path(image))[0])
-
-
-def select_calibration(
-    images: Sequence[Path], n: int, defect_fraction: float = 0.5, seed: int = 0
-) -> tuple[list[Path], int]:
-    """Pick ``n`` images, about ``defect_fraction`` of them defective when the split has that many
-    (rare-defect sets would otherwise calibrate on clean parts only); returns (paths, n_defective)."""
-    if n < 1:
-        raise ConfigError(f"--calib-images {n}: expected at least 1")
-    if not 0.0 <= defect_fraction <= 1.0:
-        raise ConfigError(f"defect_fraction={defect_fraction}: expected a fraction in [0, 1]")
-    rng = np.random.default_rng(seed)
-    flags = [is_defective(p) for p in images]
-    bad = [p for p, f in zip(images, flags) if f]
-    good = [p for p, f in zip(images, flags) if not f]
-    rng.shuffle(bad)
-    rng.shuffle(good)
-    n = min(n, len(images))
-    k_bad = min(len(bad), max(math.ceil(n * defect_fraction), n - len(good)))
-    chosen = bad[:k_bad] + good[: n - k_bad]
-    order = rng.permutation(len(chosen))
-    return [chosen[i] for i in order], k_bad
-
-
-def load_images(paths: Sequence[Path], imgsz: tuple[int, int]) -> np.ndarray:
-    """Read and pre-process images like the runtime: letterbox, RGB, /255 -> (n, 3, H, W) float32."""
-    import cv2
-
-    from ..runtime.preprocess import Preprocessor
-
-    pre = Preprocessor(imgsz)
-    out = np.empty((len(paths), 3, *imgsz), np.float32)  # (n, 3, H, W)
-    for i, p in enumerate(paths):
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"{p}: cannot read image (missing or not an image)")
-        out[i] = pre([img])[0][0]  # (3, H, W)
-    return out
-
-
-def batches(paths: Sequence[Path], imgsz: tuple[int, int], size: int = 1) -> Iterator[np.ndarray]:
-    """Pre-processed images in (size, 3, H, W) float32 batches (the last one may be smaller)."""
-    for i in range(0, len(paths), size):
-        yield load_images(paths[i : i + size], imgsz)
-
-
-class _Quiet:
-    """A progress bar that shows nothing (tqdm missing, or progress off)."""
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def progress(total: int, desc: str, show: bool = True):
-    """A tqdm bar over ``total`` images when tqdm is installed and ``show``, else a quiet stand-in."""
-    if not show:
-        return _Quiet()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _Quiet()
-    return tqdm(total=total, desc=desc, unit="img")
-
-
-def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, show: bool = True):
-    """An onnxruntime ``CalibrationDataReader`` over ``paths`` (one image per ``get_next``) with the
-    ``__len__`` / ``set_range`` that quantize_static uses to calibrate chunk by chunk."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.start, self.end, self.i = 0, len(paths), 0
-            self.bar = progress(len(paths), "calibrating", show)
-
-        def __len__(self) -> int:
-            return len(paths)
-
-        def set_range(self, start_index: int, end_index: int) -> None:
-            self.start, self.end, self.i = start_index, end_index, start_index
-
-        def get_next(self):
-            if self.i >= self.end:
-                return None
-            x = load_images([paths[self.i]], imgsz)  # (1, 3, H, W)
-            self.i += 1
-            self.bar.update(1)
-            return {input_name: x}
-
-    return Reader()
 
 
 # ----------------------------------------------------------------------------- graph inspection
@@ -297,24 +202,22 @@ def default_output(model: Path) -> Path:
 
 def _base_metadata(model: Any, src: Path) -> dict[str, Any]:
     """The FP32 model's sidecar, or (no sidecar) what its ultralytics metadata_props say."""
-    from .onnx import build_metadata, read_sidecar, sha256_file, sidecar_path
+    from .onnx import training_info
 
     side = sidecar_path(src)
     if side.is_file():
         return read_sidecar(side)
-    props = {p.key: p.value for p in model.metadata_props}
-    if "names" not in props:
+    embedded = props(model)
+    if "names" not in embedded:
         raise ConfigError(f"{src}: no {side.name} and no 'names' in the ONNX metadata; export with `defectdet export`")
-    stride = int(props.get("stride", 32))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return build_metadata(model, src, sha256_file(src), [stride // 4, stride // 2, stride], "fp32", opset)
+    stride = int(embedded.get("stride", 32))
+    return build_metadata(model, src, sha256_file(src), [stride // 4, stride // 2, stride], "fp32",
+                          opset_version(model), training_info(src))
 
 
-def _int8_metadata(fp: Any, src: Path, target: str, report: dict[str, Any]) -> dict[str, Any]:
+def _int8_metadata(base: dict[str, Any], src: Path, target: str, report: dict[str, Any]) -> dict[str, Any]:
     """The INT8 sidecar: the FP32 one (less what described only that file) + precision + report."""
-    from .onnx import sha256_file
-
-    meta = {k: v for k, v in _base_metadata(fp, src).items() if k not in ("parity", "gate", "engine")}
+    meta = {k: v for k, v in base.items() if k not in ("parity", "gate", "engine")}
     meta["precision"] = "int8-qdq" if target == "tensorrt" else "int8-qdq-cpu"
     meta["source_onnx"] = {"path": str(src.resolve()), "sha256": sha256_file(src)}
     meta["quantization"] = report
@@ -323,9 +226,7 @@ def _int8_metadata(fp: Any, src: Path, target: str, report: dict[str, Any]) -> d
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
     """The FP32 ONNX must be static, float and not already quantized; returns (input name, (H, W))."""
-    from .onnx import io_shapes
-
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+    if has_qdq(model):
         raise ConfigError(f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote")
     name, shape, _, _ = io_shapes(model)
     if len(shape) != 4 or not all(shape):
@@ -342,13 +243,13 @@ def quantize_onnx(
     (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error)."""
     import onnx
 
-    from .onnx import defectdet_entry, embed_metadata, save_onnx, sidecar_path, write_sidecar
-
     src = Path(model)
     if not src.is_file():
         raise ConfigError(f"{src}: model not found; expected the .onnx that `defectdet export` wrote")
     fp = onnx.load(str(src))
     input_name, imgsz = _check_source(src, fp)
+    base = _base_metadata(fp, src)
+    preprocess: Preprocess = load_metadata(src, props(fp)).preprocess  # what the runtime will do
     settings = quant_settings(target, method)
     keep = resolve_keep_float(fp, keep_float)
     paths, n_bad = select_calibration(split_images(data, split), calib_images, defect_fraction, seed)
@@ -359,23 +260,23 @@ def quantize_onnx(
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
     try:
         staged = work / dst.name
-        reader = make_reader(paths, imgsz, input_name, show_progress)
+        reader = make_reader(paths, imgsz, input_name, show_progress, preprocess)
         tail = downstream(fp, keep)
         _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
         reader.bar.close()
         q = onnx.load(str(staged))
         cov = qdq_coverage(q)
-        meta = _int8_metadata(fp, src, target, {
+        meta = _int8_metadata(base, src, target, {
             "tool": "onnxruntime.quantization.quantize_static", "target": target, "method": method,
             "data": str(Path(data).resolve()), "split": split, "calib_images": len(paths), "calib_defective": n_bad,
             "seed": seed, "kept_float": keep, "float_head_tail": len(tail), "quantized_convs": len(cov["quantized"]),
             "float_convs": cov["float"],
-            "opset": next((o.version for o in q.opset_import if o.domain in ("", "ai.onnx")), None),
+            "opset": opset_version(q) or None,
         })
         embed_metadata(q, {"defectdet": defectdet_entry(meta)})
         onnx.checker.check_model(q)
         save_onnx(q, staged)
-        meta["quantization"]["output_error"] = output_error(src, staged, load_images(paths[:8], imgsz))
+        meta["quantization"]["output_error"] = output_error(src, staged, load_images(paths[:8], imgsz, preprocess))
         os.replace(staged, dst)
         side = write_sidecar(sidecar_path(dst), meta)
     finally:
@@ -385,8 +286,11 @@ def quantize_onnx(
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
+    from .gate import GATE_EXITS, add_gate_arguments
+
     p = argparse.ArgumentParser(prog="defectdet quantize", description="INT8 Q/DQ quantization (onnxruntime) "
-                                "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.")
+                                "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.",
+                                **exit_statuses(*GATE_EXITS, before="--no-gate: 0 once the INT8 model is written."))
     p.add_argument("--model", required=True, help="FP32 model.onnx from `defectdet export`")
     p.add_argument("--data", required=True, help="data.yaml: calibration from --split, gate on val")
     p.add_argument("--calib-images", type=int, default=500, help="calibration images (default 500)")
@@ -400,8 +304,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--out", default=None, help="output (default: <model>.int8.onnx beside the model)")
     p.add_argument("--no-gate", dest="gate", action="store_false", help="skip the accuracy gate (not for deployment)")
-    from .gate import add_gate_arguments
-
     add_gate_arguments(p)
     return p
 

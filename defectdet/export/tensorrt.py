@@ -13,7 +13,8 @@ Engines are tied to the GPU and the TensorRT version: build on the target. Three
 
 Everything that decides *what* to build (:func:`plan_build`, :func:`trtexec_command`) is plain
 Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only inside
-:func:`build_engine` and the calibrator. Every ONNX-parser error is logged before raising.
+:func:`build_engine` and the calibrator (:mod:`defectdet.export.calibration`). Every ONNX-parser
+error is logged before raising.
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..artifact import (
+    TRT86_MAX_OPSET,
+    has_qdq,
+    io_shapes,
+    opset_version,
+    read_sidecar,
+    sha256_file,
+    sidecar_path,
+    write_sidecar,
+)
+from ..cli import exit_statuses
 from ..config import atomic_write_bytes
 from ..errors import ConfigError
 from . import ExportError
 
-TRT86_MAX_OPSET = 17
 GATE_OK = ("pass", "forced")
 
 
@@ -188,8 +199,6 @@ def trtexec_command(opts: EngineOptions, plan: BuildPlan) -> list[str]:
 # ----------------------------------------------------------------------------- model facts
 def inspect_onnx(path: Path) -> ModelInfo:
     """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar)."""
-    from .onnx import read_sidecar, sidecar_path
-
     side = sidecar_path(path)
     meta = read_sidecar(side) if side.is_file() else {}
     info = ModelInfo(gate=(meta.get("gate") or {}).get("decision"))
@@ -204,14 +213,12 @@ def inspect_onnx(path: Path) -> ModelInfo:
         info.input_name = meta.get("input_name", info.input_name)
         info.input_shape = tuple(meta.get("input_shape", info.input_shape))
         return info
-    from .onnx import io_shapes
-
     m = onnx.load(str(path), load_external_data=False)
-    info.qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+    info.qdq = has_qdq(m)
     zero_points = {n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
     info.uint8_qdq = any(t.name in zero_points and t.data_type == onnx.TensorProto.UINT8 for t in m.graph.initializer)
     info.fp16_typed = any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
-    info.opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    info.opset = opset_version(m)
     name, shape, _, _ = io_shapes(m)
     info.input_name, info.input_shape = name, tuple(shape)
     return info
@@ -226,50 +233,6 @@ def import_tensorrt() -> Any:
         raise ExportError(f"tensorrt is not importable ({e}): build on the Jetson, whose JetPack ships it, "
                           "or run the trtexec line printed above there") from None
     return trt
-
-
-def make_calibrator(trt: Any, opts: EngineOptions, info: ModelInfo) -> Any:
-    """An ``IInt8EntropyCalibrator2`` over the data's train images (pycuda device buffer), reading
-    and writing ``opts.calib_cache``; with an existing cache and no data it only replays the cache."""
-    import numpy as np
-    import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
-    import pycuda.driver as cuda
-
-    from .quantize import batches, progress, select_calibration, split_images
-
-    shape = tuple(int(d) for d in info.input_shape)  # (1, 3, H, W): the static batch of the export
-    paths = []
-    if opts.calib_data:
-        paths, _ = select_calibration(split_images(opts.calib_data, "train"), opts.calib_images)
-    cache = Path(opts.calib_cache) if opts.calib_cache else None
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.source = batches(paths, shape[2:], shape[0])
-            self.device = cuda.mem_alloc(int(np.prod(shape)) * 4)  # float32 input buffer
-            self.bar = progress(len(paths), "calibrating (TensorRT)")
-
-        def get_batch_size(self) -> int:
-            return shape[0]
-
-        def get_batch(self, names):
-            x = next(self.source, None)  # (B, 3, H, W) float32
-            if x is None or x.shape[0] != shape[0]:
-                self.bar.close()
-                return None  # end of calibration data
-            cuda.memcpy_htod(self.device, np.ascontiguousarray(x))
-            self.bar.update(len(x))
-            return [int(self.device)]
-
-        def read_calibration_cache(self):
-            return cache.read_bytes() if cache and cache.is_file() else None
-
-        def write_calibration_cache(self, data) -> None:
-            if cache:
-                atomic_write_bytes(cache, bytes(data))
-
-    return EntropyCalibrator()
 
 
 def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
@@ -297,7 +260,10 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
     if plan.quantization == "implicit":
-        config.int8_calibrator = make_calibrator(trt, opts, info)
+        from .calibration import tensorrt_calibrator
+
+        config.int8_calibrator = tensorrt_calibrator(trt, opts.onnx, info.input_shape, opts.calib_data,
+                                                     opts.calib_images, opts.calib_cache)
     return config
 
 
@@ -307,8 +273,6 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     if not onnx_path.is_file():
         raise ConfigError(f"{onnx_path}: model not found; expected an .onnx from `defectdet export` / `quantize`")
     info = inspect_onnx(onnx_path)
-    from .onnx import sidecar_path
-
     if not sidecar_path(onnx_path).is_file():
         raise ConfigError(f"{sidecar_path(onnx_path)}: missing; copy the sidecar JSON along with {onnx_path.name}")
     if trt is None:
@@ -343,8 +307,6 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
 def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> Path:
     """``<engine stem>.json``: the ONNX's metadata plus an ``engine`` section. When the engine shares
     the ONNX's stem (the default) the sidecar is the same file and keeps the ONNX's ``precision``."""
-    from .onnx import read_sidecar, sha256_file, sidecar_path, write_sidecar
-
     src_side, dst_side = sidecar_path(opts.onnx), sidecar_path(engine)
     meta = read_sidecar(src_side)
     meta["engine"] = {
@@ -361,7 +323,9 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet build-engine", description="Build a TensorRT engine from an ONNX "
-                                "model on the Jetson (TensorRT 8.6 / 10.x / 11.x); prints the trtexec equivalent.")
+                                "model on the Jetson (TensorRT 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
+                                **exit_statuses((0, "the engine and its sidecar written (--dry-run: the plan printed)"),
+                                                (2, "the build failed, or a bad option or model (one line on stderr)")))
     p.add_argument("--model", required=True, help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
     p.add_argument("--out", default=None, help="engine path (default: <model stem>.engine beside the model)")
     p.add_argument("--fp16", action="store_true", help="FP16 kernels (8.6/10.x flag; 11.x: needs export --half)")

@@ -9,10 +9,10 @@ and pycuda are imported only inside ``backends/tensorrt.py`` when that backend i
         detections = det(frame_bgr)
 """
 
+from ..artifact import MetadataError, ModelMetadata, Preprocess, load_metadata, load_thresholds
 from .backends import Backend, BackendError, BackendUnavailable, TensorSpec, create_backend
 from .detections import Detections
 from .detector import Detector, Timings
-from .metadata import MetadataError, ModelMetadata, Preprocess, load_metadata, load_thresholds
 
 __all__ = [
     "Backend",

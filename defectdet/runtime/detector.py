@@ -15,10 +15,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..artifact import MetadataError, ModelMetadata, load_metadata, load_thresholds
 from .backends import BackendError, create_backend
 from .detections import Detections
-from .metadata import MetadataError, ModelMetadata, load_metadata, load_thresholds
-from .postprocess import postprocess, threshold_vector
+from .postprocess import check_number, postprocess, threshold_vector
 from .preprocess import Preprocessor, as_bgr
 from .tiling import check_grid, merge_tiles, tile_windows
 
@@ -62,6 +62,8 @@ class Detector:
             backend: 'auto' (by suffix), 'onnxruntime' or 'tensorrt'.
             conf: confidence threshold for classes without their own threshold (strict ``>``).
             iou: class-aware NMS IoU threshold (boxes with IoU > iou are suppressed).
+                A value out of its range (here and for ``conf``, ``max_det``, ``tiles``, ``overlap``)
+                raises :class:`~defectdet.errors.BadValue`, a one-line ConfigError.
             thresholds: per-class thresholds: a YAML path ``{thresholds: {name_or_id: conf}}`` or a
                 mapping; they override the sidecar's ``thresholds``, which override ``conf``.
             max_det: most detections kept per frame.
@@ -72,12 +74,11 @@ class Detector:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: model file not found")
-        if not 0.0 <= iou <= 1.0:
-            raise ValueError(f"iou={iou}: expected an IoU threshold in [0, 1]")
-        if int(max_det) < 1:
-            raise ValueError(f"max_det={max_det}: expected a positive integer")
+        self.iou = check_number("iou", iou, "an IoU threshold in [0, 1]", 0.0, 1.0)
+        self.max_det = int(check_number("max_det", max_det, "a positive integer", 1, float("inf"), integer=True))
+        self.conf = check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0)
         self.tiles = check_grid(tiles, overlap) if tiles is not None else None
-        self.overlap, self.iou, self.max_det, self.conf = float(overlap), float(iou), int(max_det), float(conf)
+        self.overlap = float(overlap)
         self.backend = create_backend(self.model_path, backend, **backend_options)
         try:
             self.metadata: ModelMetadata = load_metadata(self.model_path, self.backend.embedded_metadata())

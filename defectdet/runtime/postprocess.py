@@ -16,6 +16,7 @@ from typing import Mapping
 import cv2
 import numpy as np
 
+from ..errors import BadValue
 from .detections import Detections
 from .preprocess import LetterboxParams
 
@@ -75,7 +76,7 @@ def nms_numpy(
     ``groups`` (N,), only boxes of different groups suppress each other (tiles already NMS'd inside).
     """
     if metric not in ("iou", "ios"):
-        raise ValueError(f"nms metric {metric!r}: expected 'iou' or 'ios'")
+        raise BadValue(f"nms metric {metric!r}: expected 'iou' or 'ios'")
     order = np.argsort(-conf, kind="stable")  # (N,)
     boxes = xyxy[order].astype(np.float64)  # (N, 4)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])  # (N,)
@@ -133,9 +134,19 @@ def postprocess(
 
 def threshold_vector(nc: int, conf: float, per_class: Mapping[int, float] | None = None) -> np.ndarray:
     """(nc,) float32 thresholds: ``conf`` everywhere, overridden per class."""
-    if not 0.0 <= conf <= 1.0:
-        raise ValueError(f"conf={conf}: expected a confidence threshold in [0, 1]")
-    out = np.full(nc, conf, np.float32)
+    out = np.full(nc, check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0), np.float32)
     for cid, value in (per_class or {}).items():
         out[int(cid)] = value
     return out
+
+
+def check_number(key: str, value: object, expected: str, lo: float, hi: float, integer: bool = False) -> float:
+    """``value`` as a number in [lo, hi] (an int when ``integer``), else a one-line :class:`BadValue`
+    ``key=value: expected ...`` (what ``defectdet inspect iou=1.5`` prints)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not lo <= number <= hi or (integer and not float(number).is_integer()):
+        raise BadValue(f"{key}={value!r}: expected {expected}")
+    return int(number) if integer else number

@@ -15,7 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .metadata import Preprocess
+from ..artifact import Preprocess
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import BadValue
 from .detections import Detections
 from .postprocess import nms_numpy
 
@@ -21,9 +22,9 @@ from .postprocess import nms_numpy
 def check_grid(tiles: Sequence[int], overlap: float) -> tuple[int, int]:
     """Validate ``tiles=(rows, cols)`` and ``overlap`` in [0, 1); returns (rows, cols)."""
     if len(tiles) != 2 or not all(isinstance(t, (int, np.integer)) and t >= 1 for t in tiles):
-        raise ValueError(f"tiles={tuple(tiles)!r}: expected (rows, cols), two integers >= 1")
+        raise BadValue(f"tiles={tuple(tiles)!r}: expected (rows, cols), two integers >= 1")
     if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap={overlap}: expected a fraction of the tile size in [0, 1)")
+        raise BadValue(f"overlap={overlap}: expected a fraction of the tile size in [0, 1)")
     return int(tiles[0]), int(tiles[1])
 
 

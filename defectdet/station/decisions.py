@@ -17,9 +17,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from ..artifact import load_thresholds
 from ..errors import ConfigError
 from ..runtime.detections import Detections
-from ..runtime.metadata import load_thresholds
 
 Thresholds = Union[None, str, os.PathLike, Mapping[Any, float], np.ndarray]
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..cli import exit_statuses
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError
 from .registry import build_sinks, sink_defaults
@@ -91,7 +92,9 @@ def default_out() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip())
+    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip(), **exit_statuses(
+        (0, "the run ended (max frames, duration, end of the file or folder, SIGTERM)"),
+        (1, "the source failed for good (capture.give_up_s), so a service manager restarts the run")))
     ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
     ap.add_argument("--source", help="0, /dev/video0, csi://0?width=1920&height=1080&fps=30, rtsp://..., a video, a folder, synthetic://")
     ap.add_argument("--out", help="output folder (default runs/inspect/<UTC time>)")
@@ -148,8 +151,8 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
-    with Detector(cfg["model"], backend=cfg["backend"], conf=float(cfg["conf"]), iou=float(cfg["iou"]),
-                  thresholds=cfg["thresholds"], max_det=int(cfg["max_det"]), **extra) as det:
+    with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
+                  thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below

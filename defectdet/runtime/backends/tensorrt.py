@@ -1,8 +1,7 @@
 """TensorRT backend (Jetson): deserialize a plan, run it with pycuda buffers allocated once.
 
-Works with the TensorRT Python API of JetPack 6.0 (8.6), 6.1/6.2 (10.3) and newer: name-based I/O
-(``num_io_tensors``, ``set_tensor_address``, ``execute_async_v3``) when the engine has it, the
-binding API (``num_bindings``, ``execute_async_v2``) of TensorRT 8.0-8.4 otherwise. Page-locked host
+Works with the TensorRT Python API of JetPack 6.0 (8.6), 6.1/6.2 (10.3) and newer (10.x, 11.x), which
+share name-based I/O (``num_io_tensors``, ``set_tensor_address``, ``execute_async_v3``). Page-locked host
 buffers and device buffers are allocated once, every copy is asynchronous on one stream, every
 CUDA call is checked (pycuda raises; we re-raise naming the step) and every TensorRT call that
 reports failure by returning False/None is checked. ``close()`` frees all of it.
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..metadata import read_engine_header
+from ...artifact import read_engine_header
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
 
 LOG = logging.getLogger("defectdet.runtime")
@@ -75,7 +74,7 @@ class _IO:
     """One engine I/O tensor with its buffers (host page-locked, device) sized for ``max_shape``."""
 
     name: str
-    index: int  # binding index (8.x API) / I/O tensor index
+    index: int  # I/O tensor index
     is_input: bool
     max_shape: tuple[int, ...]
     dtype: np.dtype
@@ -155,36 +154,24 @@ class TensorRTBackend(Backend):
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BackendError(f"{self.model_path}: TensorRT could not create an execution context (out of GPU memory?)")
-        self._named = hasattr(self.engine, "num_io_tensors")  # 8.5+; the binding API is gone in 10
 
     def _describe_io(self) -> list[_IO]:
-        """Name, direction, shape and dtype of every I/O tensor, with either API."""
+        """Name, direction, shape and dtype of every I/O tensor."""
         trt, e = self._trt, self.engine
         out = []
-        if self._named:
-            for i in range(e.num_io_tensors):
-                name = e.get_tensor_name(i)
-                is_in = e.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-                out.append(_IO(name, i, is_in, tuple(e.get_tensor_shape(name)), np.dtype(trt.nptype(e.get_tensor_dtype(name)))))
-        else:
-            for i in range(e.num_bindings):
-                dtype = np.dtype(trt.nptype(e.get_binding_dtype(i)))
-                out.append(_IO(e.get_binding_name(i), i, e.binding_is_input(i), tuple(e.get_binding_shape(i)), dtype))
+        for i in range(e.num_io_tensors):
+            name = e.get_tensor_name(i)
+            is_in = e.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            out.append(_IO(name, i, is_in, tuple(e.get_tensor_shape(name)), np.dtype(trt.nptype(e.get_tensor_dtype(name)))))
         return out
 
     def _set_input_shape(self, io: _IO, shape: tuple[int, ...]) -> None:
-        ok = (
-            self.context.set_input_shape(io.name, shape)
-            if self._named
-            else self.context.set_binding_shape(io.index, shape)
-        )
-        if not ok:
+        if not self.context.set_input_shape(io.name, shape):
             raise BackendError(f"{self.model_path}: input {io.name!r} shape {shape} is outside the engine's optimisation profile")
         io.shape = tuple(shape)
 
     def _context_shape(self, io: _IO) -> tuple[int, ...]:
-        shape = self.context.get_tensor_shape(io.name) if self._named else self.context.get_binding_shape(io.index)
-        return tuple(shape)
+        return tuple(self.context.get_tensor_shape(io.name))
 
     def _allocate(self) -> None:
         """Fix dynamic inputs at the profile's max shape, then allocate every buffer once."""
@@ -196,11 +183,7 @@ class TensorRTBackend(Backend):
         for io in inputs:
             shape = io.max_shape
             if self.dynamic:
-                profile = (
-                    self.engine.get_tensor_profile_shape(io.name, 0)
-                    if self._named
-                    else self.engine.get_profile_shape(0, io.index)
-                )
+                profile = self.engine.get_tensor_profile_shape(io.name, 0)
                 shape = tuple(profile[2])  # (min, opt, max) -> max
                 self.max_batch = shape[0]
             self._set_input_shape(io, shape)
@@ -213,9 +196,8 @@ class TensorRTBackend(Backend):
             size = int(np.prod(io.max_shape))
             io.host = self._cuda_call(f"allocate page-locked memory for {io.name}", self._cuda.pagelocked_empty, size, io.dtype)
             io.device = self._cuda_call(f"allocate device memory for {io.name}", self._cuda.mem_alloc, max(io.host.nbytes, 1))
-            if self._named and not self.context.set_tensor_address(io.name, int(io.device)):
+            if not self.context.set_tensor_address(io.name, int(io.device)):
                 raise BackendError(f"{self.model_path}: TensorRT refused the address of tensor {io.name!r}")
-        self._bindings = [int(io.device) for io in sorted(self._io, key=lambda io: io.index)]
         self._stream = self._cuda_call("create a stream", self._cuda.Stream)
 
     # -- Backend API --------------------------------------------------------------------------
@@ -249,12 +231,7 @@ class TensorRTBackend(Backend):
             host_in = inp.host[: chunk.size].reshape(chunk.shape)  # page-locked view
             np.copyto(host_in, chunk, casting="unsafe")  # float32 -> the engine's input dtype (FP16 engines)
             self._cuda_call("copy the input to the device", cuda.memcpy_htod_async, inp.device, host_in, stream)
-            ok = (
-                self.context.execute_async_v3(stream_handle=stream.handle)
-                if self._named
-                else self.context.execute_async_v2(bindings=self._bindings, stream_handle=stream.handle)
-            )
-            if not ok:
+            if not self.context.execute_async_v3(stream_handle=stream.handle):
                 why = "; ".join(self._logger.errors[-3:]) or "no reason logged"
                 raise BackendError(f"{self.model_path}: TensorRT failed to enqueue inference ({why})")
             outs = []

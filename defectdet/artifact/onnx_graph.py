@@ -1,0 +1,102 @@
+"""The artefact inside an ONNX file: ``metadata_props``, I/O shapes, opset, and saving it.
+
+Functions take an ``onnx.ModelProto``; ``onnx`` itself is imported only inside :func:`save_onnx` and
+:func:`load_props` (the runtime never needs it). The metadata a graph carries is built here, once,
+for ``defectdet export`` and ``defectdet quantize`` alike.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import __version__
+from ..config import atomic_write_bytes
+from .sidecar import OUTPUT_LAYOUT, PREPROCESS
+
+# The facts of the sidecar that also go into the graph's ``defectdet`` metadata_props entry.
+DEFECTDET_ENTRY_KEYS = ("cls_loss", "gamma", "alpha", "source", "preprocess", "strides", "precision", "output_layout")
+
+
+def props(model: Any) -> dict[str, str]:
+    """A graph's ``metadata_props`` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def load_props(path: str | os.PathLike) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file, without loading external weights."""
+    import onnx
+
+    return props(onnx.load(str(path), load_external_data=False))
+
+
+def embed_metadata(model: Any, entries: Mapping[str, str]) -> None:
+    """Set ``metadata_props`` keys on an ``onnx.ModelProto`` (replacing ones already there)."""
+    merged = {**props(model), **entries}
+    del model.metadata_props[:]
+    for k, v in merged.items():
+        p = model.metadata_props.add()
+        p.key, p.value = k, v
+
+
+def save_onnx(model: Any, path: str | os.PathLike) -> Path:
+    """Serialize a graph and write it atomically (mode 0666 & ~umask, like any file the user creates)."""
+    return atomic_write_bytes(path, model.SerializeToString())
+
+
+def io_shapes(model: Any) -> tuple[str, list[int], str, list[int]]:
+    """(input name, input shape, output name, output shape) of a static single-input ONNX graph."""
+    def dims(v):
+        return [d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    inputs = [i for i in g.input if i.name not in inits]
+    return inputs[0].name, dims(inputs[0]), g.output[0].name, dims(g.output[0])
+
+
+def opset_version(model: Any) -> int:
+    """The graph's default-domain opset (0 when it declares none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def has_qdq(model: Any) -> bool:
+    """True when the graph has QuantizeLinear/DequantizeLinear nodes (explicit INT8)."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def build_metadata(model: Any, source: Path, sha: str, strides: list[int], precision: str, opset: int,
+                   training: Mapping[str, Any]) -> dict[str, Any]:
+    """The sidecar of an exported graph (the contract the runtime reads); ``source`` is the file it
+    was made from (checkpoint or FP32 ONNX) and ``training`` its ``cls_loss`` / ``gamma`` / ``alpha``."""
+    meta = props(model)
+    names = ast.literal_eval(meta["names"])
+    in_name, in_shape, out_name, out_shape = io_shapes(model)
+    return {
+        "names": {str(k): str(v) for k, v in sorted(names.items())},
+        "imgsz": [int(in_shape[2]), int(in_shape[3])],
+        "strides": [int(s) for s in strides],
+        "preprocess": dict(PREPROCESS),
+        "input_name": in_name,
+        "input_shape": in_shape,
+        "output_name": out_name,
+        "output_shape": out_shape,
+        "output_layout": OUTPUT_LAYOUT,
+        "batch": int(in_shape[0]),
+        "task": meta.get("task", "detect"),
+        **training,
+        "source": {"checkpoint": str(source.resolve()), "sha256": sha},
+        "precision": precision,
+        "opset": int(opset),
+        "versions": {"defectdet": __version__, "ultralytics": meta.get("version"),
+                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+    }
+
+
+def defectdet_entry(meta: Mapping[str, Any]) -> str:
+    """The ``defectdet`` metadata_props value: the facts a runtime needs besides ultralytics' keys."""
+    return json.dumps({k: meta.get(k) for k in DEFECTDET_ENTRY_KEYS})

@@ -1,0 +1,33 @@
+"""The demo's training run lands under --out as documented (runs/demo/train), not under ultralytics'
+runs/detect/ prefix for a relative project: the demo passes an absolute project path."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from defectdet import demo
+
+
+class Stop(Exception):
+    pass
+
+
+def test_demo_trains_into_an_absolute_project_under_out(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(**kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "defectdet.train", types.SimpleNamespace(train=fake_train))
+    monkeypatch.setattr("defectdet.data.synthetic.make_dataset", lambda out, **kw: Path(out) / "data.yaml")
+    with pytest.raises(Stop):
+        demo.run_demo(Path("runs/demo"), images=4, epochs=1, imgsz=32, cls_loss="focal", seed=0, batch=2,
+                      defect_rate=0.5, defect_scale=1.0, target_escape=0.05)
+    assert Path(seen["project"]) == tmp_path / "runs" / "demo" and Path(seen["project"]).is_absolute()
+    assert seen["name"] == "train" and seen["exist_ok"] is True
