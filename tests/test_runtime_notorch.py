@@ -37,11 +37,6 @@ def test_runtime_and_station_import_pull_no_framework():
     assert result["loaded"] == [], f"defectdet.runtime / defectdet.station imported {result['loaded']}"
 
 
-def test_runtime_import_is_fast():
-    """Target < 0.5 s (numpy + OpenCV dominate); generous bound for a loaded shared CI machine."""
-    assert _probe()["seconds"] < 2.0
-
-
 def imports_in(source: str, package: str) -> set:
     """Absolute module names imported anywhere in ``source`` (relative imports resolved against ``package``)."""
     parts = package.split(".")

@@ -16,7 +16,8 @@ from defectdet import evaluate as E
 from defectdet import metrics as M
 from defectdet.cli import main
 from defectdet.errors import ConfigError
-from defectdet.runtime import Detector, decisions
+from defectdet.runtime import Detector
+from defectdet.station import decisions
 
 NAMES = ["scratch", "spot", "crack", "dent"]
 
