@@ -134,3 +134,53 @@ def get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[in
 
 
 logging.getLogger("pymodbus").setLevel(logging.ERROR)  # its deprecation notes about the test server's datastore
+
+
+class Inspect:
+    """``defectdet inspect`` in a subprocess (this checkout on PYTHONPATH); stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], cwd, env: dict | None = None):
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        self.stderr_path = Path(cwd) / "stderr.txt"
+        self.err = open(self.stderr_path, "wb")
+        env = {**os.environ, "PYTHONPATH": str(root), "ORT_DISABLE_TELEMETRY": "1", **(env or {})}
+        self.proc = subprocess.Popen([sys.executable, "-m", "defectdet.cli", "inspect", *args], stdout=subprocess.PIPE,
+                                     stderr=self.err, env=env, cwd=cwd)
+
+    def stderr(self) -> str:
+        self.err.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for(self, url: str, timeout: float = 60.0) -> None:
+        """Until ``url`` answers 200 (the run is up), or fail with the run's stderr."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.stderr()
+            try:
+                if get(url, timeout=1.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{url} did not answer within {timeout} s:\n{self.stderr()}")
+
+    def stop(self, timeout: float = 20.0) -> dict:
+        """SIGTERM, then the summary it printed."""
+        import json
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.err.close()
+        assert self.proc.returncode == 0, self.stderr()
+        return json.loads(out)

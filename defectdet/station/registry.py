@@ -127,6 +127,16 @@ def _metrics(s: Section, ctx: SinkContext) -> Sink:
     return MetricsEndpoint(host, port, str(ctx.info.get("model", "")), exposure_token(s.key, host, s["token_env"]), ctx.status)
 
 
+def _page(s: Section, ctx: SinkContext) -> Sink:
+    from .live import exposure_token, parse_bind
+    from .page import OperatorPage
+
+    host, port = parse_bind(f"{s.key}.bind", s["bind"])
+    return OperatorPage(host, port, exposure_token(s.key, host, s["token_env"]), ctx.info, ctx.status, s.number("stream_fps"),
+                        s.number("stream_width", int), s.number("jpeg_quality", int), s.number("keep_ng", int),
+                        s.number("write_timeout_s"))
+
+
 def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     from .sinks import Window, display_available
 
@@ -154,6 +164,8 @@ SINKS: tuple[SinkEntry, ...] = (
                                  "timeout_s": 1.0, "backoff_s": 0.5, "backoff_max_s": 10.0, "max_delay_ms": 500.0,
                                  "queue": 64}, _modbus),
     SinkEntry("metrics", {"enabled": False, "bind": "127.0.0.1:9108", "token_env": None}, _metrics),
+    SinkEntry("page", {"enabled": False, "bind": "127.0.0.1:8080", "token_env": None, "stream_fps": 5.0, "stream_width": 960,
+                       "jpeg_quality": 75, "keep_ng": 8, "write_timeout_s": 5.0}, _page),
     SinkEntry("display", {"show": False}, _window, switch="show"),
 )
 
