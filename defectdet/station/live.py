@@ -44,7 +44,8 @@ class LineCounters:
         self.per_class: collections.Counter[str] = collections.Counter()  # NG frames per defect class
         self.latency_buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last one: above the largest bucket
         self.latency_sum_ms = 0.0
-        self.last: dict[str, Any] = {}
+        self.last: dict[str, Any] = {}  # the last frame's result
+        self.last_ng: dict[str, Any] = {}  # the last NG frame's
         self._recent: collections.deque[tuple[float, float]] = collections.deque(maxlen=window)  # (t, ms)
 
     def add(self, result: Any) -> None:
@@ -62,12 +63,14 @@ class LineCounters:
             self._recent.append((time.monotonic(), ms))
             self.last = {"result": "NG" if ng else "OK", "class": cls, "confidence": round(conf, 4),
                          "frame": int(result.frame.index), "ts": float(result.frame.timestamp)}
+            if ng:
+                self.last_ng = self.last
 
     def read(self) -> dict[str, Any]:
         """A consistent copy: counts, yield, per-class counts, the last result, recent fps and latency."""
         with self._lock:
             out = {"frames": self.frames, "ok": self.ok, "ng": self.ng, "parts_ng": self.parts_ng,
-                   "per_class": dict(self.per_class), "last": dict(self.last),
+                   "per_class": dict(self.per_class), "last": dict(self.last), "last_ng": dict(self.last_ng),
                    "latency_buckets": list(self.latency_buckets), "latency_sum_ms": self.latency_sum_ms}
             recent = list(self._recent)
         out["yield"] = round(out["ok"] / out["frames"], 4) if out["frames"] else None

@@ -137,6 +137,14 @@ def _page(s: Section, ctx: SinkContext) -> Sink:
                         s.number("write_timeout_s"))
 
 
+def _opcua(s: Section, ctx: SinkContext) -> Sink:
+    from .opcua import OpcUaServer, check_security
+
+    check_security(s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"])  # before the import
+    return OpcUaServer(str(s["endpoint"]), s["security_policy"], s["certificate"], s["private_key"], s.number("update_s"),
+                       ctx.info, ctx.status)
+
+
 def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     from .sinks import Window, display_available
 
@@ -163,6 +171,8 @@ SINKS: tuple[SinkEntry, ...] = (
                                  "alarm_coil": 1, "pulse_ms": 200.0, "alarm_ms": 1000.0, "registers": 0, "update_s": 0.5,
                                  "timeout_s": 1.0, "backoff_s": 0.5, "backoff_max_s": 10.0, "max_delay_ms": 500.0,
                                  "queue": 64}, _modbus),
+    SinkEntry("opcua", {"enabled": False, "endpoint": "opc.tcp://127.0.0.1:4840/defectdet", "security_policy": "none",
+                        "certificate": None, "private_key": None, "update_s": 0.5}, _opcua),
     SinkEntry("metrics", {"enabled": False, "bind": "127.0.0.1:9108", "token_env": None}, _metrics),
     SinkEntry("page", {"enabled": False, "bind": "127.0.0.1:8080", "token_env": None, "stream_fps": 5.0, "stream_width": 960,
                        "jpeg_quality": 75, "keep_ng": 8, "write_timeout_s": 5.0}, _page),
