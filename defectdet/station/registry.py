@@ -78,6 +78,12 @@ def _events(s: Section, ctx: SinkContext) -> Sink:
     return EventLog(ctx.out / s["file"], int(s.number("max_mb") * 2**20), s["fsync"])
 
 
+def _tally(s: Section, ctx: SinkContext) -> Sink:
+    from .tally import Tally
+
+    return Tally(ctx.out / s["file"], s.number("every_s"))
+
+
 def _record(s: Section, ctx: SinkContext) -> Sink:
     from .sinks import VideoRecorder
 
@@ -160,6 +166,7 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
                             "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8}, _snapshots),
     SinkEntry("events", {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True}, _events),
+    SinkEntry("tally", {"enabled": True, "file": "tally.jsonl", "every_s": 60.0}, _tally),
     SinkEntry("record", {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False}, _record),
     SinkEntry("signals.stdout", {"enabled": False}, _stdout),
     SinkEntry("signals.gpio", {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True}, _gpio),
