@@ -169,12 +169,12 @@ class Inspect:
             time.sleep(0.2)
         raise AssertionError(f"{url} did not answer within {timeout} s:\n{self.stderr()}")
 
-    def stop(self, timeout: float = 20.0) -> dict:
-        """SIGTERM, then the summary it printed."""
+    def stop(self, timeout: float = 20.0, terminate: bool = True) -> dict:
+        """SIGTERM (unless ``terminate`` is False: wait for the run to end), then the summary it printed."""
         import json
         import signal
 
-        if self.proc.poll() is None:
+        if terminate and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             out, _ = self.proc.communicate(timeout=timeout)
