@@ -74,7 +74,7 @@ def test_plc_unreachable_at_start_is_one_line_and_the_counters_arrive_once_it_is
         with LogLines() as log:
             summary = run([out], "synthetic://?frames=120&seed=1&fps=40", tmp_path)
         assert len(log.having("modbus: PLC at")) == 1 and "unreachable" in log.having("modbus: PLC at")[0]
-        assert len(log.having("connected to the PLC")) == 1
+        assert len(log.having("connected to the PLC")) == 1 and "again" in log.having("connected to the PLC")[0]
         assert out.pulses + out.missed == summary["triggers"] and out.missed > 0 and out.pulses > 0
         assert plc.rising_edges(0) == out.pulses
         assert plc.read(0, 9)[:6] == registers(summary)
@@ -91,7 +91,8 @@ def test_plc_lost_mid_run_every_decision_goes_on(tmp_path):
         with LogLines() as log:
             summary = run([out], "synthetic://?frames=150&seed=1&fps=50", tmp_path)
         assert summary["frames"] == 150 and summary["seconds"] < 5.0  # the loop never waited for the PLC
-        assert len(log.having("unreachable")) == 1 and len(log.having("connected to the PLC")) == 1
+        assert len(log.having("unreachable")) == 1 and len(log.having("connected to the PLC at")) == 2  # at start, again
+        assert len(log.having(" again ")) == 1
         assert out.reconnects >= 1 and out.pulses + out.missed == summary["triggers"]
         assert plc.rising_edges(0) == out.pulses
         assert plc.read(0, 9)[:6] == registers(summary)

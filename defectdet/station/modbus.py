@@ -79,7 +79,7 @@ class ModbusOutput(BaseSink):
         self.backoff_s, self.backoff_max_s, self.max_delay_s = float(backoff_s), float(backoff_max_s), float(max_delay_ms) / 1e3
         self.counters = LineCounters()
         self.pulses = self.missed = self.dropped = self.writes = self.reconnects = self.heartbeat = 0
-        self.connected, self._ever_connected, self._last_class = False, False, 0
+        self.connected, self._last_class = False, 0
         self._q: queue.Queue[float] = queue.Queue(maxsize=int(queue_size))
         self._off_at: dict[int, float] = {}  # coil -> monotonic time its pulse ends
         self._stop = threading.Event()
@@ -125,9 +125,10 @@ class ModbusOutput(BaseSink):
             return True
         if self.client.connect():
             self.connected = True
-            if self._ever_connected or self.reconnects:
+            if self.reconnects:
                 LOG.warning("modbus: connected to the PLC at %s again (after %d failed attempt(s))", self.where, self.reconnects)
-            self._ever_connected = True
+            else:
+                LOG.info("modbus: connected to the PLC at %s", self.where)
             for coil in self.coils:  # a pulse cut short by the outage must not stay on
                 self._call("write_coil", coil, False)
             self._off_at.clear()
