@@ -22,7 +22,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[train,edge,dev]'
+	$(PY) -m pip install -q -e '.[train,edge,station,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

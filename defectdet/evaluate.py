@@ -168,6 +168,10 @@ def collect_detections(
         raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
     if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
         imgsz = _onnx_imgsz(Path(str(model)))
+    elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
+        from .export.onnx import deploy_imgsz
+
+        imgsz = deploy_imgsz(model)  # a crop=native model: its run's native size, else the checkpoint's own
     kwargs = {"conf": conf, "iou": iou, "device": device, "verbose": False, "stream": True, "save": False}
     if imgsz is not None:
         kwargs["imgsz"] = imgsz

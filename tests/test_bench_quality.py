@@ -154,8 +154,20 @@ def test_arms_add_the_recommended_preset_unless_it_is_a_duplicate():
     standard = Q.arms_for(_stats(5000.0))  # -> focal (standard): the focal arm is marked, no duplicate
     assert list(standard) == ["bce", "focal", "qfl", "vfl"] and standard["focal"]["recommended"]
     assert list(Q.arms_for(_stats(50.0), ["bce", "recommended"])) == ["bce", "focal_balanced"]
-    with pytest.raises(Q.ConfigError, match="expected some of"):
+    with pytest.raises(Q.ConfigError, match="--arms nope: expected one of bce, focal, qfl, vfl"):
         Q.arms_for(_stats(50.0), ["bce", "nope"])
+    with pytest.raises(Q.ConfigError, match=r"--arms bce\+tiles: .*optionally followed by \+feature \(defect"):
+        Q.arms_for(_stats(50.0), ["bce+tiles"])
+
+
+def test_recipe_arms_pin_or_add_the_data_recipe():
+    arms = Q.arms_for(_stats(50.0), ["bce", "bce+defect+native", "recommended+paste", "recipe"])
+    assert list(arms) == ["bce", "bce+defect+native", "focal_balanced+paste", "recipe"]
+    assert arms["bce"] == {"cls_loss": "bce", "cls": 0.5, "sampling": "uniform", "crop": "off", "paste": 0.0}
+    assert arms["bce+defect+native"] == {**arms["bce"], "sampling": "defect", "crop": "native"}
+    assert arms["focal_balanced+paste"]["paste"] == 0.5 and "recommended" not in arms["focal_balanced+paste"]
+    assert arms["recipe"] == {}  # defectdet train's defaults: every key auto
+    assert Q.loss_label(arms["bce+defect+native"]) == "bce cls=0.5 sampling=defect crop=native"
 
 
 def test_rarest_class_and_loss_label():

@@ -81,7 +81,7 @@ def _tiny_models(out: Path, data: Path) -> dict[str, Path]:
 
 
 def _quantize(onnx_path: Path, files: list[Path]) -> Path:
-    """INT8 Q/DQ the TensorRT way (DESIGN.md): symmetric per-channel, Q/DQ on conv inputs only."""
+    """INT8 Q/DQ the TensorRT way: symmetric per-channel, Q/DQ on conv inputs only."""
     import cv2
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 

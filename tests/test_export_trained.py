@@ -5,7 +5,7 @@ A yolo11n learns bright squares and discs on dark noise (96 px) to mAP50 ~0.98; 
 * the INT8 Q/DQ model's outputs stay within 2 % (relative L2) of FP32 on real images, boxes and
   score logits alike. Why 2 %: symmetric 8-bit activations quantize each tensor with a step of
   max|x|/127, an RMS error of ~0.2 % of its range per layer; through ~80 quantized convs this was
-  measured at 0.25-0.35 % here (DESIGN.md: ~0.5 % on a 3M-parameter net at 640). 2 % leaves a
+  measured at 0.25-0.35 % here (~0.5 % on a 3M-parameter net at 640). 2 % leaves a
   5x margin for other CPUs' kernels and stays 5x below what a broken calibration gives (~10 %);
 * the gate accepts that model and refuses one calibrated on a single blank image.
 """

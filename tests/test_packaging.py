@@ -22,10 +22,12 @@ PROBE = r"""
 import json, sys
 from pathlib import Path
 repo = Path(sys.argv[1]).resolve()
-on_path = [p for p in sys.path if p and Path(p).resolve().is_relative_to(repo)]
+# a path of the source tree that could serve `import defectdet` (the repo's own .venv may hold the
+# outer site-packages that the test venv borrows; it has no defectdet package)
+on_path = [p for p in sys.path if p and Path(p).resolve().is_relative_to(repo) and (Path(p) / "defectdet").exists()]
 import defectdet, defectdet.config as C
 from defectdet.data.stats import BANDS
-from defectdet.runtime import inspect_cli
+from defectdet.station import inspect_cli
 from defectdet.train import _auto_preset, load_settings
 presets = {p.stem: C.load_yaml(p) for p in sorted(C.config_file("train").glob("*.yaml"))}
 auto = {band[4]: str(C.resolve_config(band[4], "train")) for band in BANDS}

@@ -99,6 +99,11 @@ def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_pa
     assert info["sampling"] == "defect" and info["crop"] == "native" and info["eval_imgsz"] == 256
     assert info["paste"] == 0.5 and info["cls_loss"] in ("focal", "bce")
     assert (run / "paste_preview.jpg").stat().st_size > 1000
+    from defectdet.export.onnx import deploy_imgsz, training_info
+
+    best = run / "weights" / "best.pt"
+    assert deploy_imgsz(best) == 256  # export and val default to the native size...
+    assert training_info(best)["recipe"]["crop"] == "native"  # ...and the export metadata carries the recipe
     assert "training data sampling=defect, crop=native" in capsys.readouterr().out
 
 

@@ -18,6 +18,7 @@ from defectdet.station.signals import GpioSignal, MqttSignal, StdoutSignal, Webh
 from defectdet.station.sink import BaseSink, Guard
 from defectdet.station.sinks import EventLog, VideoRecorder
 from defectdet.station.snapshots import Snapshots
+from defectdet.station.tally import Tally
 
 
 class EveryThirdNg:
@@ -70,7 +71,7 @@ def test_a_new_output_is_one_class_and_one_registry_entry(tmp_path):
     cfg = merge_config(DEFAULTS | {"signals": DEFAULTS["signals"] | defaults["signals"]},
                        {"signals.plc.enabled": True, "signals.plc.unit": 7, "snapshots.enabled": False}, "test")
     sinks = build_sinks(cfg, tmp_path, live=False, entries=entries)
-    assert [s.name for s in sinks] == ["events", "plc"]
+    assert [s.name for s in sinks] == ["events", "tally", "plc"]
     plc = sinks[-1]
     summary = run_loop(sinks)
     assert plc.opened == 1 and plc.closed and plc.pulses == summary["triggers"] == 4
@@ -87,11 +88,12 @@ def test_registry_builds_the_enabled_sinks_in_emit_order(tmp_path, monkeypatch, 
     with caplog.at_level(logging.WARNING, "defectdet.inspect"):
         sinks = build_sinks(merge_config(DEFAULTS, on, "test"), tmp_path)
     try:
-        assert [type(s) for s in sinks] == [Snapshots, EventLog, VideoRecorder, StdoutSignal, WebhookSignal]
+        assert [type(s) for s in sinks] == [Snapshots, EventLog, Tally, VideoRecorder, StdoutSignal, WebhookSignal]
         assert "no display" in caplog.text  # the window is skipped with one warning, the run stays headless
     finally:
         sinks[-1].close()
-    assert build_sinks(merge_config(DEFAULTS, {"snapshots.enabled": False, "events.enabled": False}, "test"), tmp_path) == []
+    off = {"snapshots.enabled": False, "events.enabled": False, "tally.enabled": False}
+    assert build_sinks(merge_config(DEFAULTS, off, "test"), tmp_path) == []
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -56,16 +56,29 @@ class ExportResult:
 
 
 # ----------------------------------------------------------------------------- metadata helpers
+RECIPE_INFO = ("sampling", "defect_fraction", "repeat_thresh", "paste", "crop", "eval_imgsz")
+
+
 def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    """``cls_loss`` / ``gamma`` / ``alpha`` from ``<run>/defectdet.yaml`` beside ``<run>/weights/``;
-    ``cls_loss: unknown`` when the checkpoint did not come from ``defectdet train``."""
+    """``cls_loss`` / ``gamma`` / ``alpha`` and the data ``recipe`` (sampling, paste, crop, eval_imgsz)
+    from ``<run>/defectdet.yaml`` beside ``<run>/weights/``; ``cls_loss: unknown`` (and no recipe)
+    when the checkpoint did not come from ``defectdet train``."""
     ckpt = Path(checkpoint).resolve()
     for run in (ckpt.parent.parent, ckpt.parent):
         info = run / "defectdet.yaml"
         if info.is_file():
             d = load_yaml(info, kind="run info")
-            return {"cls_loss": str(d.get("cls_loss", "unknown")), "gamma": d.get("gamma"), "alpha": d.get("alpha")}
+            out = {"cls_loss": str(d.get("cls_loss", "unknown")), "gamma": d.get("gamma"), "alpha": d.get("alpha")}
+            recipe = {k: d[k] for k in RECIPE_INFO if k in d}
+            return {**out, "recipe": recipe} if recipe else out
     return {"cls_loss": "unknown", "gamma": None, "alpha": None}
+
+
+def deploy_imgsz(checkpoint: str | os.PathLike) -> int | None:
+    """The size a checkpoint trained on native-resolution windows (``crop=native``) is evaluated and
+    exported at: ``eval_imgsz`` of its run; None otherwise (the training size applies)."""
+    size = training_info(checkpoint).get("recipe", {}).get("eval_imgsz")
+    return int(size) if size else None
 
 
 # ----------------------------------------------------------------------------- export steps
@@ -179,13 +192,17 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``checkpoint`` to a static ONNX with metadata and a sidecar; returns paths and parity.
 
-    ``imgsz`` None uses the training size stored in the checkpoint. Raises :class:`ExportError`
+    ``imgsz`` None uses the run's native size for a ``crop=native`` model (:func:`deploy_imgsz`), else
+    the training size stored in the checkpoint. Raises :class:`ExportError`
     when the graph fails ``onnx.checker`` or parity exceeds :data:`PARITY_TOL`.
     """
     import onnx
 
     ckpt = Path(checkpoint)
     _check_args(ckpt, opset)
+    if imgsz is None and (imgsz := deploy_imgsz(ckpt)):
+        print(f"defectdet export: imgsz {imgsz}, the native size this crop=native model was validated at "
+              "(--imgsz to choose another)")
     dst = Path(out) if out else default_output(ckpt, half)
     dst.parent.mkdir(parents=True, exist_ok=True)
     precision = "fp16" if half else "fp32"

@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"))
     ap.add_argument("--thresholds", help="per-class thresholds YAML (defectdet val --target-escape)")
     ap.add_argument("--show", action="store_true", default=None, help="open a window (only when a display exists)")
+    ap.add_argument("--serve", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
+                    help="the operator page (default 127.0.0.1:8080; beyond loopback set page.token_env)")
     ap.add_argument("overrides", nargs="*", help="key=value settings, e.g. snapshots.quota_mb=100 signals.stdout.enabled=true")
     return ap
 
@@ -121,7 +123,8 @@ def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet inspect``."""
     a = _parser().parse_intermixed_args(argv)  # key=value overrides may sit between the flags
     flags = {"model": a.model, "source": a.source, "out": a.out, "max_frames": a.max_frames, "duration": a.duration,
-             "backend": a.backend, "thresholds": a.thresholds, "display": {"show": True} if a.show else None}
+             "backend": a.backend, "thresholds": a.thresholds, "display": {"show": True} if a.show else None,
+             "page": {"enabled": True, "bind": a.serve} if a.serve else None}
     cfg = load_config(a.config, a.overrides, flags)
     for key in ("model", "source"):
         if cfg[key] in (None, ""):
@@ -130,6 +133,12 @@ def cli(argv: list[str]) -> int:
     summary = run(cfg)
     print(json.dumps(summary, indent=1, default=str))
     return 1 if summary.get("source_error") else 0
+
+
+def _thresholds(det: Any) -> dict[str, float]:
+    """The per-class thresholds in force, by class name."""
+    values = list(det.thresholds) if det.thresholds is not None else []
+    return {str(det.names[i]): round(float(t), 4) for i, t in zip(sorted(det.names), values)}
 
 
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,12 +164,16 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
-        loop: Any = None  # the window's q/Esc stops the loop built just below
-        sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason))
+        loop: Any = None  # the window's q/Esc stops the loop built just below; servers read its summary
+        mid = model_id(Path(cfg["model"]))
+        info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
+                "thresholds": _thresholds(det), "decision": dict(d)}
+        sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
+                            status=lambda: loop.summary() if loop is not None else {}, info=info)
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
         loop = loop_class(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                           duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
-                          model_id=model_id(Path(cfg["model"])), out_dir=out)
+                          model_id=mid, out_dir=out)
         LOG.info("inspecting %s with %r -> %s", source.spec.uri, det, out)
         restore = install_signal_handlers(loop)
         try:

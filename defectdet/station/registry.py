@@ -15,7 +15,7 @@ module, and any library it needs, only when the section is enabled.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -32,6 +32,8 @@ class SinkContext:
     out: Path  # the run's output folder (nothing is created in it at build time)
     live: bool = True  # a camera/stream: a sink that falls behind drops work rather than hold up the next decision
     stop: Optional[Callable[[str], None]] = None  # asks the loop to end, with a reason (a window's q key)
+    status: Optional[Callable[[], Mapping[str, Any]]] = None  # the loop's summary so far (health for servers)
+    info: Mapping[str, Any] = field(default_factory=dict)  # what is in force: model id, thresholds, source
 
 
 class Section(dict):
@@ -76,6 +78,12 @@ def _events(s: Section, ctx: SinkContext) -> Sink:
     return EventLog(ctx.out / s["file"], int(s.number("max_mb") * 2**20), s["fsync"])
 
 
+def _tally(s: Section, ctx: SinkContext) -> Sink:
+    from .tally import Tally
+
+    return Tally(ctx.out / s["file"], s.number("every_s"))
+
+
 def _record(s: Section, ctx: SinkContext) -> Sink:
     from .sinks import VideoRecorder
 
@@ -107,6 +115,42 @@ def _webhook(s: Section, ctx: SinkContext) -> Sink:
     return WebhookSignal(s["url"], s.number("timeout_s"), s.number("queue", int))
 
 
+def _modbus(s: Section, ctx: SinkContext) -> Sink:
+    from .modbus import ModbusOutput
+
+    alarm = None if s["alarm_coil"] is None else s.number("alarm_coil", int)
+    return ModbusOutput(str(s["host"]), s.number("port", int), s.number("unit", int), s.number("reject_coil", int), alarm,
+                        s.number("pulse_ms"), s.number("alarm_ms"), s.number("registers", int), s.number("update_s"),
+                        s.number("timeout_s"), s.number("backoff_s"), s.number("backoff_max_s"), s.number("max_delay_ms"),
+                        s.number("queue", int))
+
+
+def _metrics(s: Section, ctx: SinkContext) -> Sink:
+    from .live import exposure_token, parse_bind
+    from .metrics import MetricsEndpoint
+
+    host, port = parse_bind(f"{s.key}.bind", s["bind"])
+    return MetricsEndpoint(host, port, str(ctx.info.get("model", "")), exposure_token(s.key, host, s["token_env"]), ctx.status)
+
+
+def _page(s: Section, ctx: SinkContext) -> Sink:
+    from .live import exposure_token, parse_bind
+    from .page import OperatorPage
+
+    host, port = parse_bind(f"{s.key}.bind", s["bind"])
+    return OperatorPage(host, port, exposure_token(s.key, host, s["token_env"]), ctx.info, ctx.status, s.number("stream_fps"),
+                        s.number("stream_width", int), s.number("jpeg_quality", int), s.number("keep_ng", int),
+                        s.number("write_timeout_s"))
+
+
+def _opcua(s: Section, ctx: SinkContext) -> Sink:
+    from .opcua import OpcUaServer, check_security
+
+    check_security(s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"])  # before the import
+    return OpcUaServer(str(s["endpoint"]), s["security_policy"], s["certificate"], s["private_key"], s.number("update_s"),
+                       ctx.info, ctx.status)
+
+
 def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     from .sinks import Window, display_available
 
@@ -122,6 +166,7 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
                             "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8}, _snapshots),
     SinkEntry("events", {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True}, _events),
+    SinkEntry("tally", {"enabled": True, "file": "tally.jsonl", "every_s": 60.0}, _tally),
     SinkEntry("record", {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False}, _record),
     SinkEntry("signals.stdout", {"enabled": False}, _stdout),
     SinkEntry("signals.gpio", {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True}, _gpio),
@@ -129,6 +174,15 @@ SINKS: tuple[SinkEntry, ...] = (
                                "client_id": None, "username": None, "password_env": None, "keepalive": 30, "tls": False,
                                "retain": False}, _mqtt),
     SinkEntry("signals.webhook", {"enabled": False, "url": None, "timeout_s": 2.0, "queue": 100}, _webhook),
+    SinkEntry("signals.modbus", {"enabled": False, "host": "127.0.0.1", "port": 502, "unit": 1, "reject_coil": 0,
+                                 "alarm_coil": 1, "pulse_ms": 200.0, "alarm_ms": 1000.0, "registers": 0, "update_s": 0.5,
+                                 "timeout_s": 1.0, "backoff_s": 0.5, "backoff_max_s": 10.0, "max_delay_ms": 500.0,
+                                 "queue": 64}, _modbus),
+    SinkEntry("opcua", {"enabled": False, "endpoint": "opc.tcp://127.0.0.1:4840/defectdet", "security_policy": "none",
+                        "certificate": None, "private_key": None, "update_s": 0.5}, _opcua),
+    SinkEntry("metrics", {"enabled": False, "bind": "127.0.0.1:9108", "token_env": None}, _metrics),
+    SinkEntry("page", {"enabled": False, "bind": "127.0.0.1:8080", "token_env": None, "stream_fps": 5.0, "stream_width": 960,
+                       "jpeg_quality": 75, "keep_ng": 8, "write_timeout_s": 5.0}, _page),
     SinkEntry("display", {"show": False}, _window, switch="show"),
 )
 
@@ -156,13 +210,15 @@ def section(cfg: Mapping[str, Any], key: str) -> Section:
 
 
 def build_sinks(cfg: Mapping[str, Any], out: str | Path, live: bool = True,
-                stop: Optional[Callable[[str], None]] = None, entries: tuple[SinkEntry, ...] = SINKS) -> list[Sink]:
+                stop: Optional[Callable[[str], None]] = None, entries: tuple[SinkEntry, ...] = SINKS,
+                status: Optional[Callable[[], Mapping[str, Any]]] = None, info: Optional[Mapping[str, Any]] = None) -> list[Sink]:
     """The sinks a merged config enables, in emit order. Nothing here touches the output folder yet.
 
     ``live``: a camera/stream, where e.g. a snapshot writer that falls behind drops snapshots
     rather than hold up the next decision; a file or folder waits instead (every frame is inspected
-    anyway). ``stop(reason)`` ends the run (the window's q/Esc)."""
-    ctx = SinkContext(Path(out), bool(live), stop)
+    anyway). ``stop(reason)`` ends the run (the window's q/Esc); ``status()`` is the loop's summary so
+    far and ``info`` what is in force (``model``, ``thresholds``, ``source``), for the line-facing servers."""
+    ctx = SinkContext(Path(out), bool(live), stop, status, dict(info or {}))
     sinks = []
     for entry in entries:
         s = section(cfg, entry.key)
