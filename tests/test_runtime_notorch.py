@@ -17,7 +17,7 @@ import defectdet.runtime
 from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
 import defectdet.station
-from defectdet.station import capture, decisions, inspect_cli, loop, registry, signals, sink, sinks, snapshots, sources
+from defectdet.station import capture, decisions, health, inspect_cli, loop, registry, settings, signals, sink, sinks, snapshots, sources
 dt = time.perf_counter() - t
 heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",
          "defectdet.losses", "defectdet.export"]

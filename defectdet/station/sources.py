@@ -193,17 +193,34 @@ def has_gstreamer() -> bool:
 class CvReader:
     """cv2.VideoCapture behind the :class:`Reader` interface."""
 
-    def __init__(self, cap: cv2.VideoCapture, what: str):
+    def __init__(self, cap: cv2.VideoCapture, what: str, name: str = ""):
+        """``name``: a video file's path, for files only: its reported length is then checked at the end."""
         if not cap.isOpened():
             cap.release()
             raise SourceError(what)
-        self.cap = cap
+        self.cap, self.name, self.frames_read = cap, name, 0
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if name else 0
+        self.frame_count = int(count) if count and 0 < count < 2**31 else None
 
     def read(self) -> tuple[Optional[np.ndarray], dict]:
         ok, img = self.cap.read()
-        return (img if ok and img is not None else None), {}
+        if ok and img is not None:
+            self.frames_read += 1
+            return img, {}
+        return None, {}
+
+    def ended_early(self) -> Optional[str]:
+        """After the last read of a video file: why it ended before its reported frame count (None: it did not).
+
+        The container's count (CAP_PROP_FRAME_COUNT) may be estimated from its duration, so a shortfall of
+        up to 1 % (at least 2 frames) is taken as complete."""
+        expected = self.frame_count
+        if not expected or self.frames_read >= expected - max(2, expected // 100):
+            return None
+        return (f"{self.name}: source ended early: {self.frames_read} of {expected} frames decoded "
+                "(CAP_PROP_FRAME_COUNT); the file is truncated or corrupt")
 
     def release(self) -> None:
         self.cap.release()
@@ -338,7 +355,7 @@ def open_reader(spec: SourceSpec) -> Reader:
     if spec.kind == "stream":
         return _open_stream(spec)
     if spec.kind == "video":
-        return CvReader(cv2.VideoCapture(str(spec.target)), f"{spec.target}: OpenCV cannot decode this video file")
+        return CvReader(cv2.VideoCapture(str(spec.target)), f"{spec.target}: OpenCV cannot decode this video file", str(spec.target))
     if spec.kind == "folder":
         return FolderReader(Path(spec.target))
     if spec.kind == "synthetic":
