@@ -92,7 +92,9 @@ def _fake_jetson(root: Path, l4t: str, trt: str = "10.3.0.30", gstreamer: bool =
     cuda_bin, tools = root / "usr/local/cuda/bin", root / "tools"
     cuda_bin.mkdir(parents=True)
     tools.mkdir()
-    for exe, text in ((cuda_bin / "nvcc", 'echo "Cuda compilation tools, release 12.6, V12.6.68"'), (tools / "g++", "exit 0")):
+    gst_inspect = 'for e in ${DEFECTDET_TEST_NO_GST:-}; do [ "$e" = "$2" ] && exit 1; done; exit 0'  # all elements but these
+    for exe, text in ((cuda_bin / "nvcc", 'echo "Cuda compilation tools, release 12.6, V12.6.68"'), (tools / "g++", "exit 0"),
+                      (tools / "gst-inspect-1.0", gst_inspect)):
         exe.write_text(f"#!/bin/sh\n{text}\n")
         exe.chmod(0o755)
     include = root / sysconfig.get_paths()["include"].lstrip("/")
@@ -144,6 +146,17 @@ def test_setup_routes_l4t_to_the_readme_jetpack_and_tensorrt(tmp_path, row):
     assert "checks passed (--check: nothing installed)" in out.stdout
     assert "warning" not in out.stderr, out.stderr  # the fake TensorRT is the one that JetPack ships
     assert not (tmp_path / "root/venv").exists()  # a fake root forces --check
+
+
+def test_setup_probes_nvidias_gstreamer_elements_and_warns_with_the_package(tmp_path):
+    env = _fake_jetson(tmp_path / "root", "R36.4.3")
+    out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)
+    assert out.returncode == 0 and "nvarguscamerasrc, nvvidconv, nvv4l2decoder present" in out.stdout
+    out = _run(["bash", str(DEPLOY / "setup.sh")], env={**env, "DEFECTDET_TEST_NO_GST": "nvarguscamerasrc nvvidconv avdec_h264"})
+    assert out.returncode == 0, out.stderr  # a USB camera needs none of them: warnings, not problems
+    assert "GStreamer has no nvarguscamerasrc nvvidconv: CSI cameras" in out.stderr and "nvidia-l4t-gstreamer" in out.stderr
+    assert "no avdec_h264" in out.stderr and "gstreamer1.0-libav" in out.stderr
+    assert "missing nvarguscamerasrc nvvidconv" in out.stdout
 
 
 def test_setup_warns_when_tensorrt_is_not_the_jetpack_one(tmp_path):

@@ -8,7 +8,8 @@ go through a small prefetch queue instead, so every frame is inspected.
 A live source whose read fails, or that delivers nothing for ``stall_s``, is reopened with
 exponential backoff (``backoff_s`` doubling up to ``backoff_max_s``); each successful reopening
 counts one ``reconnect``. A live source that cannot be opened at start-up is retried the same way
-(a file or folder fails at once). After ``give_up_s`` without a frame the source ends with ``error`` set
+(a file or folder fails at once, and so does a source this machine cannot open at all, e.g. a
+missing GStreamer element: :class:`~.sources.SourceUnsupported`). After ``give_up_s`` without a frame the source ends with ``error`` set
 (``give_up_s=0``: never). A read that hangs inside the driver is abandoned (its daemon thread
 releases the capture whenever the read returns) and a fresh connection takes over.
 """
@@ -21,7 +22,7 @@ import threading
 import time
 from typing import Callable, Optional, Union
 
-from .sources import Frame, Reader, SourceError, SourceSpec, open_reader, parse_source
+from .sources import Frame, Reader, SourceError, SourceSpec, SourceUnsupported, open_reader, parse_source
 
 LOG = logging.getLogger("defectdet.inspect")
 
@@ -74,7 +75,7 @@ class FrameSource:
         try:
             reader: Optional[Reader] = self._opener(self.spec)
         except (SourceError, OSError) as e:
-            if not self.live:
+            if not self.live or isinstance(e, SourceUnsupported):  # a file, or nothing here can open it: at once
                 raise
             LOG.warning("%s; retrying in the background (capture.backoff_s, give_up_s=%g)", e, self.give_up_s)
             reader = None

@@ -339,12 +339,33 @@ verify_venv() {
     fi
 }
 
+# NVIDIA's GStreamer elements, probed (not guessed from the release file): warnings, since a USB
+# camera needs none of them.
+check_gstreamer() {
+    local element missing=()
+    if ! command -v gst-inspect-1.0 >/dev/null; then
+        warn "gst-inspect-1.0 not found: CSI/RTSP elements not checked (sudo apt install gstreamer1.0-tools)"
+        return 0
+    fi
+    for element in nvarguscamerasrc nvvidconv nvv4l2decoder; do
+        gst-inspect-1.0 --exists "$element" || missing+=("$element")
+    done
+    FOUND[gstreamer]="nvarguscamerasrc, nvvidconv, nvv4l2decoder present"
+    if ((${#missing[@]})); then
+        FOUND[gstreamer]="missing ${missing[*]}"
+        warn "GStreamer has no ${missing[*]}: CSI cameras (nvarguscamerasrc, nvvidconv) and hardware RTSP decoding (nvv4l2decoder) need them: sudo apt install nvidia-l4t-gstreamer (in a container: --runtime nvidia)"
+    fi
+    if ! gst-inspect-1.0 --exists avdec_h264; then
+        warn "GStreamer has no avdec_h264: no software RTSP decoder to fall back on (sudo apt install gstreamer1.0-libav)"
+    fi
+}
+
 # ------------------------------------------------------------------------------------ summary
 summary() {
     local python="$1"
     printf '\nsetup: summary\n'
     printf '  %-12s %s\n' device "${FOUND[model]}" "L4T" "R${FOUND[l4t]}" JetPack "${FOUND[jetpack]} (ships TensorRT ${FOUND[trt_expected]})" \
-        CUDA "${FOUND[cuda]:-?}" TensorRT "${FOUND[tensorrt]:-?}" OpenCV "${FOUND[opencv]:-?}" Python "${FOUND[python]:-?}"
+        CUDA "${FOUND[cuda]:-?}" TensorRT "${FOUND[tensorrt]:-?}" OpenCV "${FOUND[opencv]:-?}" GStreamer "${FOUND[gstreamer]:-not checked}" Python "${FOUND[python]:-?}"
     if [[ "$python" == "$VENV/bin/python" ]]; then
         "$python" - <<'PY' || true
 import importlib
@@ -383,6 +404,7 @@ main() {
     check_cuda
     check_tensorrt "$PY"
     check_opencv "$PY"
+    check_gstreamer
     report_problems
     if ((CHECK_ONLY)); then
         summary "$PY"
