@@ -3,7 +3,8 @@
 ``defectdet inspect`` calls :func:`check_numbers` on the merged config, so a bad value from the file,
 a ``key=value`` override or a flag is one line naming the key and what was expected
 (``snapshots.quota_mb='abc': expected a number >= 0``), before anything is opened. An output added to
-the sink registry lists its numeric keys here too (a test checks that every numeric default has a range).
+the sink registry lists its numeric keys here too (a test checks that every numeric default has a range);
+``conf``, ``iou`` and ``max_det`` are the Detector's, which checks them itself.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ class Range:
 
 INT, POSITIVE = Range(int), Range(float, open_low=True)  # an integer >= 0; a number > 0
 
-# Every numeric key of configs/inspect.yaml (dotted), with its range.
+# The detector's own settings, range-checked by defectdet.runtime.Detector itself (same one-line errors).
+DETECTOR_KEYS = ("conf", "iou", "max_det")
+
+# Every other numeric key of configs/inspect.yaml (dotted), with its range.
 RANGES: dict[str, Range] = {
     "threads": Range(int, 1, nullable=True),
-    "conf": Range(float, 0, 1),
-    "iou": Range(float, 0, 1, open_low=True),
-    "max_det": Range(int, 1),
     "max_frames": INT,
     "duration": Range(),
     "status_every": Range(),
