@@ -12,7 +12,7 @@
 # The build is `defectdet build-engine` (TensorRT's Python API; it prints the trtexec equivalent):
 #   INT8 Q/DQ model:   --int8 --fp16          (the layers kept in float run in FP16)
 #   FP32 model:        --fp16                 (or --int8 --calib-data data.yaml for implicit INT8)
-#   DLA (AGX/NX Orin): FP32 model + --fp16 --dla-core 0  (the DLA does not run Q/DQ networks)
+#   DLA (AGX/NX Orin, Xavier): FP32 model + --fp16 --dla-core 0  (the DLA does not run Q/DQ networks)
 # It writes <model>.engine and adds an "engine" section to the sidecar. The self-check then loads
 # the engine with defectdet.runtime.Detector, runs --warmup + --runs inferences on one frame
 # (--image, or a grey noise frame) and prints median/p90 latency and frames/s, and (unless
