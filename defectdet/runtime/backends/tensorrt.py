@@ -31,7 +31,9 @@ Two ways to run it:
   ``submit``/``collect`` work but do not overlap there. ``infer`` refuses while submitted chunks wait.
 
 A lock serialises ``infer``, ``submit``, ``collect`` and ``close`` (the contexts and buffers are
-shared state): ``close`` during an ``infer`` waits for it, and any call after ``close`` raises.
+shared state): ``close`` during an ``infer`` waits for it, and any call after ``close`` raises. The
+lock is held while ``collect`` waits on its event, so a ``submit`` from another thread starts after
+that wait; the GPU keeps working on what was already enqueued meanwhile.
 
 An engine built for a DLA core (``build-engine --dla-core N``) is deserialized with the runtime's
 ``DLA_core`` set to N: the ``dla_core`` option, else the engine header's ``dla``, else the sidecar's
