@@ -24,9 +24,8 @@
 # Environment: DEFECTDET_VENV (default <repo>/.venv-jetson, made by setup.sh).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-VENV="${DEFECTDET_VENV:-$REPO_ROOT/.venv-jetson}"
+# shellcheck source=paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"  # SCRIPT_DIR, REPO_ROOT, VENV
 MODEL=""
 ENGINE=""
 BUILD_ARGS=()

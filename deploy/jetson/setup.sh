@@ -26,11 +26,10 @@
 #   DEFECTDET_FAKE_ROOT  tests only: read /etc, /proc, /usr/... under this folder; implies --check
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+# shellcheck source=paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"  # SCRIPT_DIR, REPO_ROOT, VENV
 ROOT="${DEFECTDET_FAKE_ROOT:-}"
 PY="${DEFECTDET_PYTHON:-/usr/bin/python3}"
-VENV="${DEFECTDET_VENV:-$REPO_ROOT/.venv-jetson}"
 CUDA_DIR="${CUDA_HOME:-/usr/local/cuda}"
 CHECK_ONLY=0
 WITH_PYCUDA=1
@@ -193,15 +192,24 @@ probe_module() {
     return "${PIPESTATUS[0]}"
 }
 
-check_tensorrt() {
-    local python="$1" out ver file
-    if ! out="$(probe_module "$python" tensorrt)"; then
-        FOUND[tensorrt]="not importable"
-        problem "$python cannot import tensorrt ($out)" "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; never 'pip install tensorrt')"
-        return
+# probe_or_report PYTHON MODULE KEY FIX: sets MOD_VER and MOD_FILE; when the import fails, records
+# FOUND[KEY]="not importable" and the problem with FIX, and returns 1.
+probe_or_report() {
+    local out
+    if ! out="$(probe_module "$1" "$2")"; then
+        FOUND[$3]="not importable"
+        problem "$1 cannot import $2 ($out)" "$4"
+        return 1
     fi
-    ver="${out%%$'\t'*}"
-    file="${out#*$'\t'}"
+    MOD_VER="${out%%$'\t'*}"
+    MOD_FILE="${out#*$'\t'}"
+}
+
+check_tensorrt() {
+    local python="$1" ver file
+    probe_or_report "$python" tensorrt tensorrt \
+        "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; never 'pip install tensorrt')" || return 0
+    ver="$MOD_VER" file="$MOD_FILE"
     FOUND[tensorrt]="$ver ($file)"
     if ! from_jetpack "$file"; then
         problem "tensorrt $ver at $file is not JetPack's (a pip install?): its build does not match this Jetson's libraries" \
@@ -216,14 +224,10 @@ check_tensorrt() {
 }
 
 check_opencv() {
-    local python="$1" out ver file gst jetpack_cv2
-    if ! out="$(probe_module "$python" cv2)"; then
-        FOUND[opencv]="not importable"
-        problem "$python cannot import cv2 ($out)" "sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer); if the error names numpy, keep numpy < 2"
-        return
-    fi
-    ver="${out%%$'\t'*}"
-    file="${out#*$'\t'}"
+    local python="$1" ver file gst jetpack_cv2
+    probe_or_report "$python" cv2 opencv \
+        "sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer); if the error names numpy, keep numpy < 2" || return 0
+    ver="$MOD_VER" file="$MOD_FILE"
     gst="$("$python" -c 'import cv2
 for line in cv2.getBuildInformation().splitlines():
     if line.strip().startswith("GStreamer:"):
