@@ -79,6 +79,26 @@ RANGES: dict[str, Range] = {
     "signals.mqtt.keepalive": INT,
     "signals.webhook.timeout_s": POSITIVE,
     "signals.webhook.queue": Range(int, 1),
+    "signals.modbus.port": Range(int, 1, 65535),
+    "signals.modbus.unit": Range(int, 0, 255),  # Modbus unit (device) id
+    "signals.modbus.reject_coil": Range(int, 0, 65535),
+    "signals.modbus.alarm_coil": Range(int, 0, 65535),
+    "signals.modbus.registers": Range(int, 0, 65535),  # first holding register of the block
+    "signals.modbus.pulse_ms": POSITIVE,
+    "signals.modbus.alarm_ms": POSITIVE,
+    "signals.modbus.update_s": POSITIVE,
+    "signals.modbus.timeout_s": POSITIVE,
+    "signals.modbus.backoff_s": POSITIVE,
+    "signals.modbus.backoff_max_s": POSITIVE,
+    "signals.modbus.max_delay_ms": POSITIVE,
+    "signals.modbus.queue": Range(int, 1),
+    "opcua.update_s": POSITIVE,
+    "page.stream_fps": POSITIVE,
+    "page.stream_width": Range(int, 16),
+    "page.jpeg_quality": Range(int, 0, 100),
+    "page.keep_ng": Range(int, 1),
+    "page.write_timeout_s": POSITIVE,
+    "tally.every_s": POSITIVE,
 }
 
 
