@@ -203,7 +203,8 @@ class TensorRTBackend(Backend):
     # -- Backend API --------------------------------------------------------------------------
     def input_spec(self) -> TensorSpec:
         io = next(io for io in self._io if io.is_input)
-        return TensorSpec(io.name, (None if self.dynamic else io.max_shape[0], *io.max_shape[1:]), np.dtype(np.float32))
+        dtype = np.dtype(np.uint8) if io.dtype == np.uint8 else np.dtype(np.float32)  # uint8 engines take bytes; FP16 ones float32
+        return TensorSpec(io.name, (None if self.dynamic else io.max_shape[0], *io.max_shape[1:]), dtype)
 
     def output_specs(self) -> list[TensorSpec]:
         return [
