@@ -161,7 +161,18 @@ def collect_detections(
     model: Any, images: list[Path], nc: int, imgsz=None, conf=0.001, iou=0.7, device="cpu"
 ) -> tuple[list[M.ImageDetections], list[int] | None]:
     """Predict every image and pair its detections with its labels (pixel xyxy); also returns the
-    inference size used (H, W)."""
+    inference size used (H, W). A uint8-input ONNX runs as its float view (the same graph less the
+    Cast/Transpose/Gather/Div it starts with, fed what ultralytics feeds: the same values)."""
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
+        from .export.uint8 import float_copy
+
+        with float_copy(model) as path:
+            return _collect(path, images, nc, imgsz, conf, iou, device)
+    return _collect(model, images, nc, imgsz, conf, iou, device)
+
+
+def _collect(model: Any, images: list[Path], nc: int, imgsz, conf, iou, device) -> tuple[list[M.ImageDetections], list[int] | None]:
+    """:func:`collect_detections` on a model ultralytics can run."""
     yolo = _load_model(model)
     model_nc = len(getattr(yolo, "names", None) or {})
     if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
