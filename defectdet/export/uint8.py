@@ -112,13 +112,17 @@ def float_view(model: Any) -> Any:
 
 
 @contextmanager
-def float_copy(path: str | os.PathLike) -> Iterator[Path]:
-    """``path`` itself for a float-input ONNX; for a uint8-input one, a temporary :func:`float_view`
-    of it (same metadata) that exists inside the ``with`` block."""
+def float_copy(path: Any) -> Iterator[Any]:
+    """``path`` itself for anything but a uint8-input ``.onnx`` file (a float ONNX, a .pt, a loaded
+    model); for a uint8-input one, a temporary :func:`float_view` of it (same metadata) that exists
+    inside the ``with`` block."""
     import onnx
 
+    if not isinstance(path, (str, os.PathLike)) or not str(path).endswith(".onnx"):
+        yield path
+        return
     path = Path(path)
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
     if not is_uint8_input(model):
         yield path
         return
