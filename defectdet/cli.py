@@ -26,6 +26,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("defectdet.station.report", "shift report from inspection runs: yield, NG per class and per hour, top NG snapshots"),
 }
 
+# What runs on Python 3.8 (JetPack 5): the torch-free station and the engine builder; the rest needs 3.9+.
+PY38_COMMANDS = ("inspect", "build-engine")
+
+
+def _python() -> tuple[int, int]:
+    return sys.version_info[:2]
+
 
 def exit_statuses(*rows: tuple[int, str], before: str = "") -> dict:
     """``ArgumentParser`` keywords for a command's ``--help`` epilog listing its exit statuses
@@ -59,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"defectdet: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if _python() < (3, 9) and name not in PY38_COMMANDS:
+        print(f"defectdet {name}: needs Python 3.9 or newer (this is {'.'.join(map(str, _python()))}); on Python 3.8 "
+              f"(JetPack 5) defectdet runs {' and '.join(PY38_COMMANDS)} only — train, validate and export on a workstation",
+              file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     try:

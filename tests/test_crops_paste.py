@@ -110,3 +110,13 @@ def test_bad_paste_values(p, n, match):
 def test_bank_needs_labelled_defects(tmp_path):
     with pytest.raises(ConfigError, match="no labelled defect to copy"):
         P.DefectBank.from_files([], [], [])
+
+
+def test_a_defect_from_another_surface_is_not_pasted():
+    bank = _bank()  # a bright defect on a dark (40) surface
+    bright = np.full((200, 200, 3), 230, np.uint8)  # a bright surface: every margin differs by ~190 levels
+    out, added, cls = P.paste_defects(bright, np.zeros((0, 4)), bank, np.random.default_rng(0))
+    assert len(added) == 0 and np.array_equal(out, bright)
+    out, added, _ = P.paste_defects(bright, np.zeros((0, 4)), bank, np.random.default_rng(0), max_cost=255)
+    assert len(added) >= 1  # without the limit it would have been pasted
+

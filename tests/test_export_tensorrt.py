@@ -81,7 +81,7 @@ def test_trt11_is_strongly_typed_without_flags():
         ({"int8": True, "calib_data": Path("d.yaml")}, FP32, "removed implicit INT8"),
         ({"int8": True}, FP32, "removed implicit INT8"),
         ({"fp16": True}, FP32, "export --half"),
-        ({"fp16": True, "dla_core": 0}, FP16, "DLA"),
+        ({"fp16": True, "dla_core": 0}, FP16, "no DLA on Jetson .*11.4.1 restored it"),
     ],
 )
 def test_trt11_refuses_removed_paths(kw, info, match):
@@ -138,8 +138,52 @@ def test_trtexec_command_mirrors_the_plan(tmp_path):
     assert trtexec_command(opts(out=Path("x.engine")), plan_build(opts(), FP32, "10.3"))[2] == "--saveEngine=x.engine"
 
 
+def test_trt1141_restored_the_dla_for_fp16_typed_models():
+    for v in ("11.0", "11.3.1", "11.4.0"):
+        with pytest.raises(ConfigError, match="no DLA on Jetson"):
+            plan_build(opts(dla_core=0), FP16, v)
+    p = plan_build(opts(dla_core=1), FP16, "11.4.1")
+    assert (p.dla_core, p.builder_flags, p.precision) == (1, ["GPU_FALLBACK"], "fp16")
+    assert {"--useDLACore=1", "--allowGPUFallback"} <= set(trtexec_command(opts(dla_core=1), p))
+    for info in (FP32, QDQ_PASSED):
+        with pytest.raises(ConfigError, match="strongly typed: it takes an FP16-typed ONNX"):
+            plan_build(opts(dla_core=0), info, "11.4.1")
+
+
+def test_implicit_int8_trtexec_line_reads_the_cache_the_build_writes(tmp_path):
+    o = opts(int8=True, calib_data=tmp_path / "d.yaml")  # no --calib-cache: the default beside the model
+    p = plan_build(o, FP32, "10.3")
+    assert p.calib_cache == Path("m/model.calib.cache")
+    assert "--calib=m/model.calib.cache" in trtexec_command(o, p)
+    assert any("trtexec cannot calibrate from images" in n and "dummy ranges" in n for n in p.notes)
+    cache = tmp_path / "c.cache"
+    cache.write_bytes(b"TRT-8600-EntropyCalibration2\n")
+    p = plan_build(opts(int8=True, calib_cache=cache), FP32, "8.6")
+    assert f"--calib={cache}" in trtexec_command(opts(int8=True, calib_cache=cache), p)
+    assert not any("dummy ranges" in n for n in p.notes)  # the cache is there already
+
+
+DYNAMIC = ModelInfo(opset=17, input_name="input", input_shape=(0, 3, 0, 0))
+
+
+def test_dynamic_input_needs_a_shape_for_its_profile():
+    with pytest.raises(ConfigError, match=r"input 'input' has dynamic dims \[0, 2, 3\] \(shape \?x3x\?x\?\); pass --shape"):
+        plan_build(opts(fp16=True), DYNAMIC, "10.3")
+    p = plan_build(opts(fp16=True, shape=(1, 3, 320, 320)), DYNAMIC, "10.3")
+    assert p.profile == ("input", (1, 3, 320, 320))
+    cmd = trtexec_command(opts(fp16=True), p)
+    assert {f"--{k}Shapes=input:1x3x320x320" for k in ("min", "opt", "max")} <= set(cmd)
+    for bad in ((1, 4, 320, 320), (1, 3, 320), (1, 3, 0, 320)):
+        with pytest.raises(ConfigError, match="--shape .*expected its rank, positive sizes"):
+            plan_build(opts(shape=bad), DYNAMIC, "10.3")
+    assert plan_build(opts(shape=(1, 3, 640, 640)), FP32, "10.3").profile is None  # static: nothing to add
+    with pytest.raises(ConfigError, match="fixed dims unchanged"):
+        plan_build(opts(shape=(1, 3, 320, 320)), FP32, "10.3")
+
+
 # ----------------------------------------------------------------------------- model inspection
-def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 17, uint8: bool = False) -> Path:
+def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 17, uint8: bool = False,
+               batch: int | str = 1) -> Path:
     """A one-conv graph (optionally with Q/DQ on the input, or FP16 weights) and its sidecar."""
     dtype, np_t = (TensorProto.FLOAT16, np.float16) if fp16 else (TensorProto.FLOAT, np.float32)
     w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np_t), "w")
@@ -160,8 +204,8 @@ def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 1
         out_t, nodes[-1].output[0] = TensorProto.FLOAT, "out"
     else:
         nodes[-1].output[0] = "out"
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
-                          [helper.make_tensor_value_info("out", out_t, [1, 4, 8, 8])], inits)
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 8, 8])],
+                          [helper.make_tensor_value_info("out", out_t, [batch, 4, 8, 8])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(m)
     onnx.save(m, path)
@@ -203,7 +247,7 @@ class _FakeParserError:
 
 def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
     """Just enough of the tensorrt module's surface to drive build_engine's call sequence."""
-    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None)
+    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None, profile=None, profiles=[])
 
     class Parser:
         num_errors = 0 if parse_ok else 2
@@ -217,7 +261,15 @@ def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
         def get_error(self, i):
             return _FakeParserError(i)
 
+    class Profile:
+        def set_shape(self, name, min, opt, max):
+            calls.profile = (name, min, opt, max)
+
     class Config:
+        def add_optimization_profile(self, profile):
+            calls.profiles.append(profile)
+            return len(calls.profiles) - 1
+
         def set_memory_pool_limit(self, pool, size):
             calls.pool = (pool, size)
 
@@ -236,6 +288,9 @@ def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
 
         def create_builder_config(self):
             return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
 
         def build_serialized_network(self, network, config):
             return b"PLAN"
@@ -270,6 +325,16 @@ def test_build_call_sequence_and_sidecar(tmp_path):
     assert side["names"] == {"0": "a"}
 
 
+def test_dynamic_onnx_builds_with_a_profile(tmp_path):
+    p = _tiny_onnx(tmp_path / "model.onnx", batch="N")
+    trt, calls = _fake_trt("10.3.0", parse_ok=True)
+    with pytest.raises(ConfigError, match=r"input 'images' has dynamic dims \[0\]"):
+        build_engine(EngineOptions(onnx=p), trt=trt)
+    engine, plan = build_engine(EngineOptions(onnx=p, shape=(2, 3, 8, 8)), trt=trt)
+    assert calls.profile == ("images", (2, 3, 8, 8), (2, 3, 8, 8), (2, 3, 8, 8)) and len(calls.profiles) == 1
+    assert json.loads((tmp_path / "model.json").read_text())["engine"]["input_shape"] == [2, 3, 8, 8]
+
+
 def test_cli_dry_run(tmp_path, capsys):
     from defectdet.cli import main
 
@@ -279,6 +344,10 @@ def test_cli_dry_run(tmp_path, capsys):
     assert "builder flags ['FP16']" in out and "trtexec --onnx=" in out
     assert main(["build-engine", "--model", str(p), "--int8", "--dry-run", "--trt-version", "11.0"]) == 2
     assert "removed implicit INT8" in capsys.readouterr().err
+    assert main(["build-engine", "--model", str(p), "--shape", "1x3x8", "--dry-run", "--trt-version", "10.3"]) == 2
+    assert "--shape 1x3x8: input 'images' is 1x3x8x8" in capsys.readouterr().err
+    assert main(["build-engine", "--model", str(p), "--shape", "big", "--dry-run", "--trt-version", "10.3"]) == 2
+    assert "expected sizes joined by x" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the real thing

@@ -116,6 +116,22 @@ def test_synthetic_with_max_frames_and_a_config_file(model, tmp_path):
         assert all(80 <= (d["xyxy"][0] + d["xyxy"][2]) / 2 <= 240 for d in e["detections"])
 
 
+def test_an_unwritable_out_exits_3_saying_why_on_stderr(model, tmp_path, capsys):
+    """--out under a file (what a read-only mount looks like, also to root): events, snapshots and summary.json
+    all fail; the run still decides every frame, then exits 3 with the reasons on stderr and in the printed summary."""
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    out = tmp_path / "blocker" / "out"
+    rc = main(["inspect", "--model", str(model), "--source", "synthetic://?width=320&height=240&defect_rate=1",
+               "--out", str(out), "--max-frames", "12", CONF, "status_every=0"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert rc == 3 and summary["frames"] == 12 and summary["degraded"] is True
+    line = next(x for x in captured.err.splitlines() if x.startswith("defectdet inspect: run degraded: "))
+    assert f"events: {summary['ng']} of {summary['ng']} NG event(s) not written" in line and summary["ng"] > 0
+    assert "events: emit failed: NotADirectoryError" in line and "summary.json not written" in line
+    assert summary["degraded_reasons"][-1].startswith("summary.json not written: NotADirectoryError")
+
+
 def test_sigterm_ends_the_run_within_2_s_with_valid_jsonl(model, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ORT_DISABLE_TELEMETRY": "1"}

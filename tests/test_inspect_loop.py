@@ -160,11 +160,15 @@ def test_read_only_output_keeps_deciding_and_signalling(Loop, tmp_path, caplog):
     assert summary["frames"] == n and rec.ng == [i for i in range(n) if is_defective(i)]
     assert len(rec.triggers) == summary["triggers"] == 6  # the reject output still fired for every part
     assert summary["events_written"] == 0
-    assert summary["sinks"]["events"]["errors"] == summary["ng"]
+    assert summary["sinks"]["events"]["errors"] == summary["ng"] + 1  # creating the file at start, then every NG frame
     text = caplog.text
-    assert "events: emit failed: NotADirectoryError" in text and str(out) in text
+    assert "events: open failed: NotADirectoryError" in text and str(out) in text
     assert "snapshots: emit failed" in text and "summary: cannot write" in text
-    assert text.count("events: emit failed") == 1  # logged once, not once per frame
+    assert text.count("events: ") == 1  # logged once, not once per frame
+    assert summary["degraded"] is True  # ... and the supervisor is told
+    reasons = summary["degraded_reasons"]
+    assert f"events: {summary['ng']} of {summary['ng']} NG event(s) not written to the event log" in reasons
+    assert any(r.startswith("summary.json not written: NotADirectoryError") for r in reasons)
 
 
 def test_disk_full_mid_run_recovers_when_space_returns(Loop, tmp_path, monkeypatch, caplog):

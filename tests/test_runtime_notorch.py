@@ -18,7 +18,7 @@ from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
 import importlib, pkgutil
 import defectdet.station
-from defectdet.station import capture, decisions, inspect_cli, loop, registry, signals, sink, sinks, snapshots, sources
+from defectdet.station import capture, decisions, health, inspect_cli, loop, registry, settings, signals, sink, sinks, snapshots, sources
 stations = [importlib.import_module("defectdet.station." + m.name) for m in pkgutil.iter_modules(defectdet.station.__path__)]
 dt = time.perf_counter() - t
 heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",

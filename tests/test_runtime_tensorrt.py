@@ -57,6 +57,7 @@ class FakeCuda(types.ModuleType):
     def __init__(self):
         super().__init__("pycuda.driver")
         self.memory, self.freed, self.stack = {}, [], []
+        self.streams, self.log = {}, []  # handle -> Stream; ("op", stream handle) in call order
         self.fail_on: str | None = None
         self._ptr = itertools.count(0x1000, 0x1000)
         cuda = self
@@ -98,12 +99,31 @@ class FakeCuda(types.ModuleType):
                 cuda.stack.pop()
 
         class Stream:
-            handle = 0xBEEF
+            handles = itertools.count(0xBEEF)
+
+            def __init__(self):
+                self.handle = next(Stream.handles)
+                cuda.streams[self.handle] = self
 
             def synchronize(self):
-                pass
+                cuda.log.append(("stream.synchronize", self.handle))
 
-        self.Alloc, self.Ctx, self.Device, self.Context, self.Stream = Alloc, Ctx, Device, Context, Stream
+        class Event:
+            def __init__(self):
+                self.stream = None
+
+            def record(self, stream):
+                assert cuda.stack, "event recorded outside a pushed context"
+                self.stream = stream.handle
+                cuda.log.append(("event.record", stream.handle))
+
+            def synchronize(self):
+                if cuda.fail_on == "event":
+                    raise cuda.Error("cuEventSynchronize failed: unspecified launch failure")
+                cuda.log.append(("event.synchronize", self.stream))
+
+        self.Alloc, self.Ctx, self.Device, self.Context = Alloc, Ctx, Device, Context
+        self.Stream, self.Event = Stream, Event
 
     def init(self):
         pass
@@ -119,8 +139,10 @@ class FakeCuda(types.ModuleType):
             raise self.Error("cuMemcpyHtoDAsync failed: an illegal memory access was encountered")
         assert self.stack, "copy outside a pushed context"
         self.memory[int(dev)][: host.nbytes] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
+        self.log.append(("htod", stream.handle))
 
     def memcpy_dtoh_async(self, host, dev, stream):
+        self.log.append(("dtoh", stream.handle))
         host[...] = np.frombuffer(self.memory[int(dev)][: host.nbytes].tobytes(), host.dtype).reshape(host.shape)
 
 
@@ -136,8 +158,16 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
     trt.__version__ = "10.3.0"  # 8.6 / 10.x / 11.x share the name-based I/O API faked here
     trt.ILogger = type("ILogger", (), {"Severity": Severity, "__init__": lambda self: None})
     trt.TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
-    trt.nptype = lambda dt: np.float32
     trt.calls = []
+    trt.dtype = "float32"  # what get_tensor_dtype reports
+    trt.gate = trt.entered = None  # threading.Event pair: execute_async_v3 signals `entered`, waits on `gate`
+
+    def nptype(dt):
+        if dt in ("bfloat16", "fp8"):
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return np.float32
+
+    trt.nptype = nptype
 
     class Context:
         def __init__(self, eng):
@@ -170,7 +200,11 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
             return True
 
         def execute_async_v3(self, stream_handle):
-            assert stream_handle == 0xBEEF
+            assert stream_handle in cuda.streams, "not a stream of this device"
+            cuda.log.append(("execute", stream_handle, id(self)))
+            if trt.gate is not None:  # a test holds the "GPU" here
+                trt.entered.set()
+                trt.gate.wait(5)
             return self._execute(self.addr)
 
     def eng_out(eng):
@@ -186,9 +220,11 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
             if dynamic:
                 self.shapes = {k: (-1, *v[1:]) for k, v in self.shapes.items()}
             self.num_io_tensors = 2
+            self.contexts = []
 
         def create_execution_context(self):
-            return Context(self)
+            self.contexts.append(Context(self))
+            return self.contexts[-1]
 
         def get_tensor_name(self, i):
             return self.names[i]
@@ -200,18 +236,21 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
             return self.shapes[name]
 
         def get_tensor_dtype(self, name):
-            return "float32"
+            return trt.dtype if name != "images" else "float32"
 
         def get_tensor_profile_shape(self, name, profile):
             return [(1, *self.max_in[1:]), (1, *self.max_in[1:]), (4, *self.max_in[1:])]
 
     class Runtime:
-        DLA_core = None
+        DLA_core = -1  # TensorRT's default: no DLA
+        num_DLA_cores = 2  # AGX Orin
 
         def __init__(self, logger):
             self.logger = logger
+            trt.runtime = self
 
         def deserialize_cuda_engine(self, plan):
+            trt.calls.append(("deserialize", self.DLA_core))
             if not plan.startswith(b"FAKEPLAN:"):
                 self.logger.log(Severity.ERROR, "Serialization assertion magicTagRead == kMAGIC_TAG failed")
                 return None
@@ -282,8 +321,9 @@ def test_engine_matches_onnx_and_frees_everything(fake, tmp_path, onnx_model, fr
             total += len(a)
         assert total > 0
         n_alloc = len(cuda.memory)
-        assert n_alloc == 2 and cuda.stack == []  # one input + one output buffer; every push popped
-    assert cuda.memory == {} and cuda.freed == [True, True] and cuda.Ctx.detached
+        assert n_alloc == 4 and cuda.stack == []  # two slots x (one input + one output buffer); every push popped
+        assert ("stream.synchronize", 0xBEEF) not in cuda.log  # infer waits on the slot's event, not the stream
+    assert cuda.memory == {} and cuda.freed == [True] * 4 and cuda.Ctx.detached
     det.close()  # idempotent
 
 
@@ -318,6 +358,146 @@ def test_cuda_failure_names_the_step(fake, tmp_path, onnx_model, frames):
         det.backend.context.fail = True
         with pytest.raises(BackendError, match="failed to enqueue"):
             det(frames[0])
+
+
+def _batch(det, frame):
+    """One letterboxed (1, 3, H, W) float32 input, as the Detector feeds the backend."""
+    from defectdet.runtime.preprocess import Preprocessor
+
+    return Preprocessor(det.imgsz, det.metadata.preprocess)([frame])[0]
+
+
+def _sidecar_engine(tmp_path, onnx_model, **engine_section):
+    eng = _engine(tmp_path, onnx_model, header=False)
+    side = json.loads(eng.with_suffix(".json").read_text())
+    side["engine"] = engine_section
+    eng.with_suffix(".json").write_text(json.dumps(side))
+    return eng
+
+
+def test_dla_engine_is_deserialized_on_its_core(fake, tmp_path, onnx_model):
+    """The core comes from the option, else the header's 'dla', else the sidecar's engine.dla_core,
+    and is set on the runtime before deserialize_cuda_engine."""
+    from defectdet.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, _ = fake()
+    with TensorRTBackend(_sidecar_engine(tmp_path, onnx_model, dla_core=1)) as b:
+        assert b.dla_core == 1 and trt.runtime.DLA_core == 1
+    with TensorRTBackend(_sidecar_engine(tmp_path, onnx_model, dla_core=1), dla_core=0) as b:
+        assert b.dla_core == 0
+    with TensorRTBackend(_sidecar_engine(tmp_path, onnx_model, dla_core=None)) as b:
+        assert b.dla_core is None
+    assert [c[1] for c in trt.calls if c[0] == "deserialize"] == [1, 0, -1]  # -1: DLA_core left alone
+    side = json.loads(onnx_model.with_suffix(".json").read_text())
+    blob = json.dumps({**side, "dla": 1}).encode()
+    hdr = tmp_path / "hdr.engine"
+    hdr.write_bytes(len(blob).to_bytes(4, "little") + blob + b"FAKEPLAN:" + str(onnx_model).encode())
+    with TensorRTBackend(hdr) as b:
+        assert b.dla_core == 1
+
+
+def test_dla_core_errors_are_one_line(fake, tmp_path, onnx_model):
+    from defectdet.runtime.backends.tensorrt import TensorRTBackend
+
+    trt, cuda = fake()
+    trt.Runtime.num_DLA_cores = 0  # Orin Nano
+    with pytest.raises(BackendError, match=r"built for DLA core 1, this device has 0 DLA core\(s\)"):
+        TensorRTBackend(_sidecar_engine(tmp_path, onnx_model, dla_core=1))
+    assert cuda.memory == {} and cuda.stack == []
+    with pytest.raises(BackendError, match=r"engine.dla_core: DLA core 'x'; expected a core number"):
+        TensorRTBackend(_sidecar_engine(tmp_path, onnx_model, dla_core="x"))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "fp8"])
+def test_io_dtype_without_numpy_equivalent_is_one_line(fake, tmp_path, onnx_model, dtype):
+    trt, cuda = fake()
+    trt.dtype = dtype
+    with pytest.raises(BackendError, match=rf"I/O tensor '\w+' is {dtype}, which numpy .* cannot hold"):
+        Detector(_engine(tmp_path, onnx_model))
+    assert cuda.memory == {} and cuda.stack == []
+
+
+def test_close_waits_for_a_running_infer_then_infer_refuses(fake, tmp_path, onnx_model, frames):
+    import threading
+
+    trt, cuda = fake()
+    det = Detector(_engine(tmp_path, onnx_model), conf=0.1)
+    trt.gate, trt.entered = threading.Event(), threading.Event()
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("n", len(det(frames[0]))))
+    worker.start()
+    assert trt.entered.wait(5)  # infer is inside execute_async_v3
+    closer = threading.Thread(target=det.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive() and cuda.memory  # close waits: the buffers are still there
+    trt.gate.set()
+    worker.join(5)
+    closer.join(5)
+    assert "n" in result and cuda.memory == {} and not closer.is_alive()
+    with pytest.raises(BackendError, match="the TensorRT backend is closed"):
+        det.backend.infer(np.zeros((1, 3, 96, 96), np.float32))
+
+
+def test_submit_collect_rotates_two_slots_in_order(fake, tmp_path, onnx_model, frames):
+    """Two contexts with their own buffers and streams; tickets come back FIFO with their own frame's outputs."""
+    trt, cuda = fake()
+    with Detector(_engine(tmp_path, onnx_model), conf=0.1) as det, Detector(onnx_model) as ref:
+        b = det.backend
+        assert b.slots == 2
+        xs = [_batch(det, f) for f in frames[:4]]
+        want = [ref.backend.infer(x)[0] for x in xs]
+        c0, c1 = b._slots[0].context, b._slots[1].context
+        assert c0 is not c1 and set(c0.addr.values()).isdisjoint(c1.addr.values())
+        t0, t1 = b.submit(xs[0]), b.submit(xs[1])
+        with pytest.raises(BackendError, match="2 chunk\\(s\\) already in flight: collect\\(\\) one"):
+            b.submit(xs[2])
+        with pytest.raises(BackendError, match="infer\\(\\) while 2 submitted chunk"):
+            b.infer(xs[2])
+        got = [b.collect()]
+        t2 = b.submit(xs[2])  # reuses slot 0 while slot 1 still holds frame 1
+        got += [b.collect(), b.collect()]
+        t3 = b.submit(xs[3])
+        got.append(b.collect())
+        assert [t for t, _ in got] == [t0, t1, t2, t3] == sorted({t0, t1, t2, t3})
+        for (_, outs), w in zip(got, want):
+            np.testing.assert_allclose(outs[0], w, atol=1e-5)
+        execs = [e for e in cuda.log if e[0] == "execute"]
+        assert [e[2] for e in execs[-4:]] == [id(c0), id(c1), id(c0), id(c0)]  # slot 0, 1, then the free one
+        s0, s1 = b._slots[0].stream.handle, b._slots[1].stream.handle
+        first = cuda.log[cuda.log.index(("execute", s0, id(c0))) - 1 :][:5]
+        assert first == [("htod", s0), ("execute", s0, id(c0)), ("dtoh", s0), ("event.record", s0), ("htod", s1)]
+        assert not any(e[0] == "stream.synchronize" for e in cuda.log)  # events only
+        with pytest.raises(BackendError, match="collect\\(\\) with nothing submitted"):
+            b.collect()
+
+
+def test_submit_checks_its_input_and_a_failed_wait_frees_the_slot(fake, tmp_path, onnx_model, frames):
+    _, cuda = fake()
+    with Detector(_engine(tmp_path, onnx_model)) as det:
+        b, x = det.backend, _batch(det, frames[0])
+        with pytest.raises(BackendError, match=r"submit\(\) expects \(1\.\.1, 3, 96, 96\), got \(2, 3, 96, 96\)"):
+            b.submit(np.concatenate([x, x]))
+        b.submit(x)
+        cuda.fail_on = "event"
+        with pytest.raises(BackendError, match="CUDA failed to wait for the inference to finish: .*launch failure"):
+            b.collect()
+        cuda.fail_on = None
+        assert cuda.stack == [] and all(s.ticket is None for s in b._slots)
+        assert b.infer(x)[0].shape == (1, *b.output_specs()[0].shape[1:])  # the backend still runs
+
+
+def test_dynamic_engine_has_one_slot(fake, tmp_path, onnx_model, frames):
+    """One optimisation profile serves one context at a time: a dynamic engine runs submit/collect without overlap."""
+    fake(dynamic=True)
+    with Detector(_engine(tmp_path, onnx_model)) as det:
+        b, x = det.backend, _batch(det, frames[0])
+        assert b.slots == 1
+        t = b.submit(np.concatenate([x, x, x]))
+        with pytest.raises(BackendError, match="1 chunk\\(s\\) already in flight"):
+            b.submit(x)
+        ticket, outs = b.collect()
+        assert ticket == t and outs[0].shape[0] == 3
 
 
 # -- without tensorrt / pycuda (this machine, CI) ---------------------------------------------------
@@ -362,3 +542,10 @@ def test_real_engine_matches_onnxruntime(tmp_path, onnx_model, frames):
             assert abs(len(a) - len(b)) <= 1  # FP32 engine: kernels differ, a box at the threshold may flip
             if len(a) == len(b) and len(a):
                 np.testing.assert_allclose(a.sorted().xyxy, b.sorted().xyxy, atol=2.0)
+        x0, x1 = _batch(det, frames[0]), _batch(det, frames[1])  # double-buffered path on the device
+        want = [det.backend.infer(x)[0] for x in (x0, x1)]
+        t0, t1 = det.backend.submit(x0), det.backend.submit(x1)
+        got = [det.backend.collect(), det.backend.collect()]
+        assert [t for t, _ in got] == [t0, t1]
+        for (_, outs), w in zip(got, want):
+            np.testing.assert_allclose(outs[0], w, atol=1e-4)

@@ -112,7 +112,8 @@ def test_a_stream_client_that_never_reads_is_dropped_and_never_slows_the_loop(tm
                                     stream_fps=30, stream_width=1280, jpeg_quality=95, write_timeout_s=1.0)
     lines = log.having("read nothing")
     assert len(lines) == 1 and "disconnected" in lines[0] and page.slow_clients == 1
-    assert summary["frames"] == 240 and summary["seconds"] < 8.0  # 4.8 s of frames at 50 fps: the loop kept its pace
+    # 4.8 s of frames at 50 fps; a loop that waited on the stalled client (1 s write timeout) would take >= 240 s
+    assert summary["frames"] == 240 and summary["seconds"] < 60.0
 
 
 # --------------------------------------------------------------------------- the browser

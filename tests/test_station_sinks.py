@@ -125,7 +125,7 @@ def test_every_builtin_sink_reports_the_same_counters_as_before(tmp_path):
         mqtt.close(timeout=0)
         webhook.close(timeout=0)
     tail = ["errors", "last_error"]
-    assert got == {"snapshots": ["written", "deleted", "dropped", "failed", *tail], "events": ["written", *tail],
+    assert got == {"snapshots": ["written", "deleted", "dropped", "failed", "dropped_low_disk", "min_free_mb", *tail], "events": ["written", *tail],
                    "video": ["written", *tail], "stdout": ["sent", *tail], "gpio": ["pulses", *tail],
                    "mqtt": ["sent", *tail], "webhook": ["sent", "failed", "dropped", *tail]}
 

@@ -23,6 +23,7 @@ from ..errors import ConfigError, DataError
 DEFAULT_PASTE_MAX = 3
 DEFAULT_MARGIN = 0.3  # margin around the box, as a fraction of its larger side (at least 4 px)
 JITTER = (0.8, 1.25)
+MAX_CONTEXT_COST = 24.0  # mean absolute grey-level difference between a patch's margin and the target
 
 
 def check_paste(p, paste_max=None) -> None:
@@ -133,19 +134,25 @@ def _scaled(patch: Patch, side: int, bank: DefectBank, rng: np.random.Generator)
 
 def paste_defects(img: np.ndarray, boxes: np.ndarray, bank: DefectBank, rng: np.random.Generator,
                   max_n: int = DEFAULT_PASTE_MAX, roi: Optional[np.ndarray] = None, tries: int = 64,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  max_cost: float = MAX_CONTEXT_COST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste 1..max_n defects onto ``img`` (H, W, C) uint8 whose boxes are ``boxes`` (K, 4) xyxy.
 
     Of ``tries`` random free positions, each defect goes where the target best matches the patch's
     margin (least mean absolute difference under the feathered ring), so the defect lands on a
-    similar background (a trace on a trace, fabric on fabric) instead of a visible seam.
+    similar background (a trace on a trace, fabric on fabric) instead of a visible seam; a patch
+    whose margin differs from every position by more than ``max_cost`` grey levels on average (a
+    defect cut from another kind of surface) is not pasted, and another patch is drawn (at most
+    ``3 * max_n`` patches are tried).
     Returns (new image, the added boxes (M, 4) xyxy pixels, their classes (M,)); the input is not modified.
     """
     out = img.copy()
     H, W = img.shape[:2]
     taken = np.asarray(boxes, float).reshape(-1, 4)
     added, added_cls = [], []
-    for _ in range(int(rng.integers(1, max_n + 1))):
+    want = int(rng.integers(1, max_n + 1))
+    for _ in range(3 * max_n):
+        if len(added) >= want:
+            break
         patch = bank.patches[int(rng.integers(len(bank.patches)))]
         pimg, pbox = _scaled(patch, max(H, W), bank, rng)
         ph, pw = pimg.shape[:2]
@@ -164,7 +171,7 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, bank: DefectBank, rng: np.
             cost = float((ring * np.abs(region - pimg)).sum() / max(ring.sum() * region.shape[2], 1e-6))
             if best is None or cost < best[0]:
                 best = (cost, x0, y0, box, region)
-        if best is None:
+        if best is None or best[0] > max_cost:
             continue
         _, x0, y0, box, region = best
         out[y0:y0 + ph, x0:x0 + pw] = np.clip(a * pimg + (1 - a) * region + 0.5, 0, 255).astype(np.uint8)

@@ -9,10 +9,20 @@ Engines are tied to the GPU and the TensorRT version: build on the target. Three
   10.1; the only INT8 route onto the DLA, which does not run Q/DQ networks).
 * **11.x**: strongly typed networks only; precision flags and calibrators are gone. INT8 comes
   from a Q/DQ model, FP16 from an FP16-typed ONNX (``defectdet export --half``). The implicit
-  path and the DLA (no release of 11.0-11.4 supports it) are refused with a message.
+  path is refused with a message. The DLA: none in 11.0-11.3, Windows on ARM only in 11.4.0;
+  11.4.1 restored it on Jetson AGX Orin (JetPack 7.2.2 or later), strongly typed, so from 11.4.1 a
+  DLA build takes an FP16-typed ONNX (GPU fallback as in 10.x); earlier 11.x releases refuse it.
 
-Everything that decides *what* to build (:func:`plan_build`, :func:`trtexec_command`) is plain
-Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only inside
+An ONNX whose input has dynamic dimensions (from elsewhere: ``defectdet export`` writes static
+ones) needs ``--shape N x C x H x W``: the builder adds an optimisation profile with min = opt =
+max = that shape; without it the build stops naming the input and its dynamic dimensions.
+
+Implicit INT8 keeps its calibration cache on disk (``--calib-cache``, default
+``<model stem>.calib.cache``); the printed ``trtexec`` line reads it with ``--calib`` (trtexec cannot
+calibrate from images), so run ``build-engine`` once to write it before using that line.
+
+Everything that decides *what* to build (:func:`plan_build`, :func:`trtexec_command`, in
+:mod:`.engine_plan`) is plain Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only inside
 :func:`build_engine` and the calibrator (:mod:`defectdet.export.calibration`). Every ONNX-parser
 error is logged before raising.
 """
@@ -23,13 +33,11 @@ import argparse
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..artifact import (
-    TRT86_MAX_OPSET,
     has_qdq,
     io_shapes,
     opset_version,
@@ -42,158 +50,17 @@ from ..cli import exit_statuses
 from ..config import atomic_write_bytes
 from ..errors import ConfigError
 from . import ExportError
-
-GATE_OK = ("pass", "forced")
-
-
-@dataclass
-class EngineOptions:
-    """What the user asked for (``defectdet build-engine`` flags)."""
-
-    onnx: Path
-    out: Path | None = None  # default: <onnx stem>.engine beside the ONNX
-    fp16: bool = False
-    int8: bool = False
-    workspace_mb: int = 1024  # builder scratch memory limit (MiB)
-    dla_core: int | None = None  # DLA core (AGX/NX Orin have 2; Orin Nano has none)
-    calib_cache: Path | None = None  # implicit INT8: calibration cache read / written here
-    calib_data: Path | None = None  # implicit INT8: data.yaml whose train images calibrate
-    calib_images: int = 500
-    force: bool = False  # build from a Q/DQ model the accuracy gate did not pass
-    verbose: bool = False
-
-    def engine_path(self) -> Path:
-        return Path(self.out) if self.out else Path(self.onnx).with_suffix(".engine")
-
-
-@dataclass
-class ModelInfo:
-    """What the ONNX model is, as far as the builder cares."""
-
-    qdq: bool = False  # has QuantizeLinear/DequantizeLinear: explicit INT8
-    uint8_qdq: bool = False  # UINT8 zero-points: onnxruntime's CPU form, not TensorRT's symmetric INT8
-    fp16_typed: bool = False  # FP16 initializers/tensors (export --half)
-    opset: int = 0
-    input_name: str = "images"
-    input_shape: tuple[int, ...] = (1, 3, 640, 640)
-    gate: str | None = None  # the accuracy gate's decision from the sidecar (None: never ran)
-
-
-@dataclass
-class BuildPlan:
-    """How to build: the resolved TensorRT calls, derived from options, model and version."""
-
-    version: str
-    network_flags: list[str] = field(default_factory=list)  # NetworkDefinitionCreationFlag names
-    builder_flags: list[str] = field(default_factory=list)  # BuilderFlag names
-    quantization: str = "none"  # none | explicit (Q/DQ) | implicit (calibrator)
-    dla_core: int | None = None
-    precision: str = "fp32"  # recorded in the sidecar
-    notes: list[str] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------- pure planning
-def parse_version(version: str) -> tuple[int, int]:
-    """``"10.3.0.30"`` -> ``(10, 3)``."""
-    m = re.match(r"^\s*(\d+)\.(\d+)", str(version))
-    if not m:
-        raise ConfigError(f"TensorRT version {version!r}: expected MAJOR.MINOR[.PATCH]")
-    return int(m.group(1)), int(m.group(2))
-
-
-def _plan_strong(opts: EngineOptions, info: ModelInfo, plan: BuildPlan) -> BuildPlan:
-    """TensorRT >= 11: strongly typed; precision comes from the ONNX's types and Q/DQ nodes."""
-    v = plan.version
-    if opts.calib_cache or opts.calib_data or (opts.int8 and not info.qdq):
-        raise ConfigError(f"TensorRT {v} removed implicit INT8 calibration: quantize with `defectdet quantize` "
-                          "and build the Q/DQ model.int8.onnx")
-    if opts.fp16 and not info.fp16_typed:
-        raise ConfigError(f"TensorRT {v} has no FP16 builder flag: export an FP16-typed ONNX with "
-                          "`defectdet export --half` and build that")
-    if opts.dla_core is not None:
-        raise ConfigError(f"TensorRT {v} does not support the DLA (10.7 was the last release with it); "
-                          "build with JetPack's TensorRT 8.6 / 10.3")
-    plan.quantization = "explicit" if info.qdq else "none"
-    plan.precision = "int8-qdq" if info.qdq else ("fp16" if info.fp16_typed else "fp32")
-    if info.qdq:
-        plan.notes.append("strongly typed: layers outside Q/DQ pairs run in the ONNX's float type")
-    return plan
-
-
-def _plan_weak(opts: EngineOptions, info: ModelInfo, plan: BuildPlan, major: int, minor: int) -> BuildPlan:
-    """TensorRT 8.6-10.x: weakly typed; precision builder flags, optional implicit calibrator."""
-    plan.network_flags = ["EXPLICIT_BATCH"] if major < 10 else []  # always explicit from 10.0
-    flags = plan.builder_flags
-    if info.qdq:
-        if opts.calib_cache or opts.calib_data:
-            raise ConfigError(f"{opts.onnx}: a Q/DQ model carries its own scales; --calib-cache/--calib-data "
-                              "are for implicit calibration of an FP32 model")
-        if opts.dla_core is not None:
-            raise ConfigError(f"{opts.onnx}: the DLA does not run Q/DQ (explicitly quantized) networks; build the "
-                              "FP32 model.onnx with --int8 --calib-cache (implicit INT8) or --fp16 for the DLA")
-        plan.quantization, plan.precision = "explicit", "int8-qdq"
-        flags.append("INT8")
-        if not opts.fp16:
-            plan.notes.append("add --fp16 so the layers kept in float (the head's outputs) run in FP16, not FP32")
-    elif opts.int8:
-        cache = Path(opts.calib_cache) if opts.calib_cache else None
-        if not opts.calib_data and not (cache and cache.is_file()):
-            raise ConfigError("implicit INT8 from an FP32 model needs --calib-data data.yaml (or an existing "
-                              "--calib-cache); or build the Q/DQ model from `defectdet quantize`")
-        plan.quantization, plan.precision = "implicit", "int8-calibrated"
-        flags.append("INT8")
-        if (major, minor) >= (10, 1):
-            plan.notes.append("implicit INT8 calibration is deprecated since TensorRT 10.1 (removed in 11)")
-    if opts.fp16 or info.fp16_typed:
-        flags.append("FP16")
-        if info.fp16_typed and not opts.fp16:
-            plan.notes.append("FP16-typed ONNX: FP16 flag set so the builder accepts its FP16 tensors")
-        plan.precision = "fp16" if plan.precision == "fp32" else plan.precision + "+fp16"
-    if opts.dla_core is not None:
-        if not flags:
-            raise ConfigError("the DLA runs FP16 or INT8 only: add --fp16 (or --int8 with calibration)")
-        flags.append("GPU_FALLBACK")
-        plan.dla_core = opts.dla_core
-    return plan
-
-
-def plan_build(opts: EngineOptions, info: ModelInfo, trt_version: str) -> BuildPlan:
-    """Validate options against the model and TensorRT version; raise ConfigError with the fix."""
-    major, minor = parse_version(trt_version)
-    if (major, minor) < (8, 6):
-        raise ConfigError(f"TensorRT {trt_version}: 8.6 or newer expected (JetPack 6.0 ships 8.6.2)")
-    if opts.workspace_mb < 1:
-        raise ConfigError(f"--workspace {opts.workspace_mb}: expected a positive number of MiB")
-    if opts.dla_core is not None and opts.dla_core < 0:
-        raise ConfigError(f"--dla-core {opts.dla_core}: expected 0 or 1 (AGX/NX Orin)")
-    if major == 8 and info.opset > TRT86_MAX_OPSET:
-        raise ConfigError(f"{opts.onnx}: opset {info.opset}, TensorRT 8.6 parses <= {TRT86_MAX_OPSET}; re-export with --opset 17")
-    if info.uint8_qdq:
-        raise ConfigError(f"{opts.onnx}: UINT8 Q/DQ (quantize --target cpu) is not TensorRT's form; "
-                          "quantize with --target tensorrt (symmetric INT8)")
-    if info.qdq and info.gate not in GATE_OK and not opts.force:
-        state = f"its gate decision is {info.gate!r}" if info.gate else "the accuracy gate never ran on it"
-        raise ConfigError(f"{opts.onnx}: {state}; run `defectdet gate` (or pass --force to build it anyway)")
-    plan = BuildPlan(version=str(trt_version))
-    if major >= 11:
-        if major > 11:
-            plan.notes.append(f"TensorRT {major}.x is newer than this builder knows; treated as 11.x")
-        return _plan_strong(opts, info, plan)
-    return _plan_weak(opts, info, plan, major, minor)
-
-
-def trtexec_command(opts: EngineOptions, plan: BuildPlan) -> list[str]:
-    """The ``trtexec`` line that builds the same engine (for logs, or a machine without Python TRT)."""
-    cmd = ["trtexec", f"--onnx={opts.onnx}", f"--saveEngine={opts.engine_path()}",
-           f"--memPoolSize=workspace:{opts.workspace_mb}"]  # MiB in 8.6 and later
-    cmd += [f"--{f.lower()}" for f in plan.builder_flags if f in ("FP16", "INT8")]
-    if plan.quantization == "implicit" and opts.calib_cache:
-        cmd.append(f"--calib={opts.calib_cache}")  # trtexec reads a cache; it cannot calibrate from images
-    if plan.dla_core is not None:
-        cmd += [f"--useDLACore={plan.dla_core}", "--allowGPUFallback"]
-    if opts.verbose:
-        cmd.append("--verbose")
-    return cmd
+from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives beside the builder)
+    DLA_RESTORED,
+    BuildPlan,
+    EngineOptions,
+    ModelInfo,
+    default_calib_cache,
+    parse_version,
+    plan_build,
+    release,
+    trtexec_command,
+)
 
 
 # ----------------------------------------------------------------------------- model facts
@@ -259,11 +126,21 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
                               "(Orin Nano has none)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
+    profile = None
+    if plan.profile:
+        name, shape = plan.profile
+        profile = builder.create_optimization_profile()
+        profile.set_shape(name, min=shape, opt=shape, max=shape)
+        if config.add_optimization_profile(profile) < 0:
+            raise ExportError(f"{opts.onnx}: TensorRT refused the optimisation profile {name}:{'x'.join(map(str, shape))}")
     if plan.quantization == "implicit":
         from .calibration import tensorrt_calibrator
 
-        config.int8_calibrator = tensorrt_calibrator(trt, opts.onnx, info.input_shape, opts.calib_data,
-                                                     opts.calib_images, opts.calib_cache)
+        shape = plan.profile[1] if plan.profile else info.input_shape
+        config.int8_calibrator = tensorrt_calibrator(trt, opts.onnx, shape, opts.calib_data, opts.calib_images,
+                                                     plan.calib_cache)
+        if profile is not None:
+            config.set_calibration_profile(profile)  # a dynamic input calibrates at the profile's shape
     return config
 
 
@@ -311,7 +188,7 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
     meta = read_sidecar(src_side)
     meta["engine"] = {
         "path": engine.name, "precision": plan.precision, "tensorrt": plan.version, "quantization": plan.quantization,
-        "dla_core": plan.dla_core, "workspace_mb": opts.workspace_mb, "builder_flags": plan.builder_flags,
+        "dla_core": plan.dla_core, "input_shape": list(plan.profile[1]) if plan.profile else None, "workspace_mb": opts.workspace_mb, "builder_flags": plan.builder_flags,
         "source_onnx": {"path": str(Path(opts.onnx).resolve()), "sha256": sha256_file(opts.onnx)},
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -335,11 +212,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-cache", default=None, help="implicit INT8 calibration cache (read if present, else written)")
     p.add_argument("--calib-data", default=None, help="implicit INT8: data.yaml whose train images calibrate")
     p.add_argument("--calib-images", type=int, default=500, help="implicit INT8 calibration images (default 500)")
+    p.add_argument("--shape", default=None, help="NxCxHxW: the input shape of an ONNX with dynamic dims (its profile)")
     p.add_argument("--force", action="store_true", help="build a Q/DQ model that has not passed the accuracy gate")
     p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan and trtexec line; build nothing")
     p.add_argument("--trt-version", default=None, help="with --dry-run: plan for this TensorRT version (e.g. 10.3)")
     return p
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1x3x640x640"`` -> ``(1, 3, 640, 640)``."""
+    if not re.fullmatch(r"\d+(x\d+)+", text.strip()):
+        raise ConfigError(f"--shape {text}: expected sizes joined by x, e.g. 1x3x640x640")
+    return tuple(int(d) for d in text.strip().split("x"))
 
 
 def cli(argv: list[str]) -> int:
@@ -349,7 +234,7 @@ def cli(argv: list[str]) -> int:
         onnx=Path(a.model), out=Path(a.out) if a.out else None, fp16=a.fp16, int8=a.int8, workspace_mb=a.workspace,
         dla_core=a.dla_core, calib_cache=Path(a.calib_cache) if a.calib_cache else None,
         calib_data=Path(a.calib_data) if a.calib_data else None, calib_images=a.calib_images, force=a.force,
-        verbose=a.verbose,
+        verbose=a.verbose, shape=parse_shape(a.shape) if a.shape else None,
     )
     if a.dry_run:
         if not opts.onnx.is_file():

@@ -7,7 +7,9 @@ go through a small prefetch queue instead, so every frame is inspected.
 
 A live source whose read fails, or that delivers nothing for ``stall_s``, is reopened with
 exponential backoff (``backoff_s`` doubling up to ``backoff_max_s``); each successful reopening
-counts one ``reconnect``. After ``give_up_s`` without a frame the source ends with ``error`` set
+counts one ``reconnect``. A live source that cannot be opened at start-up is retried the same way
+(a file or folder fails at once, and so does a source this machine cannot open at all, e.g. a
+missing GStreamer element: :class:`~.sources.SourceUnsupported`). After ``give_up_s`` without a frame the source ends with ``error`` set
 (``give_up_s=0``: never). A read that hangs inside the driver is abandoned (its daemon thread
 releases the capture whenever the read returns) and a fresh connection takes over.
 """
@@ -20,7 +22,7 @@ import threading
 import time
 from typing import Callable, Optional, Union
 
-from .sources import Frame, Reader, SourceError, SourceSpec, open_reader, parse_source
+from .sources import Frame, Reader, SourceError, SourceSpec, SourceUnsupported, open_reader, parse_source
 
 LOG = logging.getLogger("defectdet.inspect")
 
@@ -52,6 +54,8 @@ class FrameSource:
         self.give_up_s, self.stall_s = float(give_up_s), float(stall_s)
         self.captured = self.dropped = self.reconnects = self.reconnect_attempts = 0
         self.error: Optional[str] = None
+        self.ended_early: Optional[str] = None  # a file that ended before its reported length (the reader says why)
+        self._opened = False  # a connection was made once: later openings count as reconnects
         self.fps: Optional[float] = None
         self._buf: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
@@ -64,10 +68,19 @@ class FrameSource:
 
     # -- lifetime -----------------------------------------------------------------------------
     def start(self) -> FrameSource:
-        """Open the source (a failure raises :class:`SourceError` at once) and start the capture thread."""
-        reader = self._opener(self.spec)
-        self.fps = getattr(reader, "fps", None)
+        """Open the source and start the capture thread. A file or folder that cannot be opened raises
+        :class:`SourceError` at once; a live source that cannot is retried in the thread with the
+        backoff of a dropped one (and ends the run after ``give_up_s`` without a frame)."""
         self._last_frame = time.monotonic()
+        try:
+            reader: Optional[Reader] = self._opener(self.spec)
+        except (SourceError, OSError) as e:
+            if not self.live or isinstance(e, SourceUnsupported):  # a file, or nothing here can open it: at once
+                raise
+            LOG.warning("%s; retrying in the background (capture.backoff_s, give_up_s=%g)", e, self.give_up_s)
+            reader = None
+        self._opened = reader is not None
+        self.fps = getattr(reader, "fps", None)
         self._spawn(reader)
         return self
 
@@ -159,8 +172,11 @@ class FrameSource:
                 if gen != self._gen:
                     break  # abandoned while reading (stall): the new connection owns the source
                 if img is None:
-                    if not self.live:
-                        break  # end of file / folder / synthetic run
+                    if not self.live:  # end of file / folder / synthetic run: complete, or cut short?
+                        self.ended_early = getattr(reader, "ended_early", lambda: None)()
+                        if self.ended_early:
+                            LOG.error("%s", self.ended_early)
+                        break
                     LOG.warning("%s: read failed; reconnecting", self.spec.uri)
                     _release(reader)
                     reader = None
@@ -193,6 +209,10 @@ class FrameSource:
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
+            if not self._opened:  # the start-up open failed: this is the first connection, not a reconnect
+                self._opened, self.fps = True, getattr(reader, "fps", None)
+                LOG.warning("%s: opened after %d attempt(s)", self.spec.uri, self.reconnect_attempts + 1)
+                return reader
             with self._cond:
                 self.reconnects += 1
             LOG.warning("%s: reconnected (%d so far)", self.spec.uri, self.reconnects)

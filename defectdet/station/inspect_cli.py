@@ -6,9 +6,10 @@ The live inspection loop on the line. Settings come, later winning, from the bui
 keyword arguments happens here and, for the outputs, in :mod:`.registry`; the library classes take plain arguments.
 
 Everything the run writes goes under ``--out`` (default ``runs/inspect/<UTC time>``):
-``events.jsonl``, ``snapshots/``, ``annotated.mp4`` when recording, and ``summary.json`` at the
-end (also printed). Exit status: 0, or 1 when the source failed for good (``give_up_s``), so a
-service manager restarts the run.
+``events.jsonl`` (created at start), ``snapshots/``, ``annotated.mp4`` when recording, and
+``summary.json`` at the end (also printed). Exit status (:mod:`.health`): 0 ok; 1 the source failed
+for good (``give_up_s``), so a service manager restarts the run; 2 bad input; 3 degraded — the run
+ended but did not record everything (``summary.json``'s ``degraded_reasons``, also on stderr).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from typing import Any, Mapping
 from ..cli import exit_statuses
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError
+from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
+from .settings import check_numbers
 
 LOG = logging.getLogger("defectdet.inspect")
 
@@ -64,13 +67,13 @@ def merge_config(base: Mapping[str, Any], layer: Mapping[str, Any], where: str, 
 
 
 def load_config(config: str | None, overrides: list[str], flags: Mapping[str, Any]) -> dict[str, Any]:
-    """DEFAULTS <- config file <- key=value overrides <- flags that were given."""
+    """DEFAULTS <- config file <- key=value overrides <- flags that were given; numeric values checked."""
     cfg = DEFAULTS
     path = Path(config) if config else CONFIGS_DIR / "inspect.yaml"
     if config or path.is_file():
         cfg = merge_config(cfg, load_yaml(path, kind="inspect config"), str(path))
     cfg = merge_config(cfg, parse_overrides(overrides), "command line")
-    return merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line")
+    return check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
 
 
 def model_id(path: Path) -> str:
@@ -92,9 +95,8 @@ def default_out() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip(), **exit_statuses(
-        (0, "the run ended (max frames, duration, end of the file or folder, SIGTERM)"),
-        (1, "the source failed for good (capture.give_up_s), so a service manager restarts the run")))
+    ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip(),
+                                 **exit_statuses(*EXIT_ROWS))
     ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
     ap.add_argument("--source", help="0, /dev/video0, csi://0?width=1920&height=1080&fps=30, rtsp://..., a video, a folder, synthetic://")
     ap.add_argument("--out", help="output folder (default runs/inspect/<UTC time>)")
@@ -132,7 +134,9 @@ def cli(argv: list[str]) -> int:
     _setup_logging()
     summary = run(cfg)
     print(json.dumps(summary, indent=1, default=str))
-    return 1 if summary.get("source_error") else 0
+    if summary.get("degraded"):
+        print(f"defectdet inspect: run degraded: {'; '.join(summary['degraded_reasons'])}", file=sys.stderr)
+    return exit_status(summary)
 
 
 def _thresholds(det: Any) -> dict[str, float]:

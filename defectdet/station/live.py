@@ -120,7 +120,7 @@ class AsyncService:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
 
-    def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
         """Start the loop and run ``setup()`` on it; its exception (an ``OSError`` for a port in use) is raised here."""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=self.name, daemon=True)

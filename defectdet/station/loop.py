@@ -31,6 +31,7 @@ import numpy as np
 from ..config import atomic_write_text
 from .capture import FrameSource
 from .decisions import Decider
+from .health import assess
 from .sink import Guard, Sink
 from .sinks import FrameResult
 from .sources import Frame
@@ -176,7 +177,8 @@ class InspectionLoop:
     def _source_idle(self) -> None:
         """No frame within the read timeout: stop once the source is done."""
         if self.source.done:
-            self.request_stop("source gave up" if self.source.error else "end of source")
+            self.request_stop("source gave up" if self.source.error else
+                              "source ended early" if self.source.ended_early else "end of source")
 
     def _end_stages(self) -> None:
         """Stop whatever runs beside the calling thread (nothing here; the pipeline's stage threads)."""
@@ -298,8 +300,10 @@ class InspectionLoop:
             "stop_reason": self.stop_reason or "error",
             "source": self.source.spec.uri,
             "source_error": self.source.error,
+            "source_ended_early": self.source.ended_early,
             "model": self.model_id,
         }
+        summary.update(assess({**summary, "sinks": sinks}))  # degraded, degraded_reasons: what the run failed to record
         summary.update((k, v) for k, v in headline.items() if k not in summary)  # never over the loop's own keys
         summary["sinks"] = sinks
         return summary
@@ -311,6 +315,8 @@ class InspectionLoop:
             atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
         except OSError as e:
             LOG.error("summary: cannot write %s (%s: %s); it is printed instead", self.out_dir / "summary.json", e.__class__.__name__, e)
+            summary["degraded"] = True
+            summary["degraded_reasons"].append(f"summary.json not written: {e.__class__.__name__}: {e}")
 
 
 def _headline(sinks: Iterable[tuple[Mapping[str, str], dict[str, Any]]]) -> dict[str, Any]:

@@ -132,10 +132,10 @@ class OpcUaServer(BaseSink):
         self.service.spawn(self._refresh())
 
     def _state(self) -> dict[str, Any]:
-        s = self.counters.read() | health(self.status)
+        s = {**self.counters.read(), **health(self.status)}  # no dict | dict: the station runs on Python 3.8
         healthy = self._last_emit > 0 and time.monotonic() - self._last_emit < max(5.0, 4 * self.update_s)
-        return s | {"model": str(self.info.get("model", "")), "source": str(self.info.get("source", "")),
-                    "heartbeat": self.heartbeat, "healthy": healthy}
+        return {**s, "model": str(self.info.get("model", "")), "source": str(self.info.get("source", "")),
+                "heartbeat": self.heartbeat, "healthy": healthy}
 
     async def _refresh(self) -> None:
         import asyncio

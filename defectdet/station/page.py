@@ -93,7 +93,7 @@ class OperatorPage(BaseSink):
         now = self.counters.read()
         now.pop("latency_buckets"), now.pop("latency_sum_ms")
         ng = [{k: v for k, v in e.items() if k not in ("result", "jpeg")} for e in reversed(self._ng)]
-        return now | {"health": health(self.status) | {"stream_clients": self.clients}, "ng_parts": ng,
+        return {**now, "health": {**health(self.status), "stream_clients": self.clients}, "ng_parts": ng,
                       "model": self.info.get("model", ""), "source": self.info.get("source", ""),
                       "conf": self.info.get("conf"), "thresholds": self.info.get("thresholds", {}),
                       "decision": self.info.get("decision", {})}

@@ -69,7 +69,8 @@ def _snapshots(s: Section, ctx: SinkContext) -> Sink:
     from .snapshots import Snapshots
 
     return Snapshots(ctx.out / s["folder"], s.number("quota_mb"), s["raw"], s["annotated"], s["raw_format"],
-                     s["annotated_format"], s.number("jpeg_quality", int), s.number("queue", int), block=not ctx.live)
+                     s["annotated_format"], s.number("jpeg_quality", int), s.number("queue", int), block=not ctx.live,
+                     min_free_mb=s.number("min_free_mb"))
 
 
 def _events(s: Section, ctx: SinkContext) -> Sink:
@@ -106,7 +107,7 @@ def _mqtt(s: Section, ctx: SinkContext) -> Sink:
     from .signals import MqttSignal
 
     options = {k: v for k, v in s.items() if k != "enabled"}
-    return MqttSignal(**options | {"port": s.number("port", int), "keepalive": s.number("keepalive", int)})
+    return MqttSignal(**{**options, "port": s.number("port", int), "keepalive": s.number("keepalive", int)})
 
 
 def _webhook(s: Section, ctx: SinkContext) -> Sink:
@@ -164,7 +165,8 @@ def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
 # In emit order. Defaults are documented field by field in configs/inspect.yaml.
 SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
-                            "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8}, _snapshots),
+                            "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8,
+                            "min_free_mb": 100.0}, _snapshots),
     SinkEntry("events", {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True}, _events),
     SinkEntry("tally", {"enabled": True, "file": "tally.jsonl", "every_s": 60.0}, _tally),
     SinkEntry("record", {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False}, _record),

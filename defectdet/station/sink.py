@@ -114,4 +114,4 @@ class Guard:
         except Exception as e:
             self._failed("stats", e)
             own = {}
-        return own | {"errors": self.errors, "last_error": self.last_error or None}
+        return {**own, "errors": self.errors, "last_error": self.last_error or None}

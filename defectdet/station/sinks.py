@@ -92,6 +92,8 @@ def annotate(image: np.ndarray, dets: Detections, decision: Decision, roi: Optio
 class EventLog(BaseSink):
     """One JSON line per NG frame: appended, flushed and fsync'd; rotated by size; never truncated.
 
+    The file exists from :meth:`open` on (created empty when new).
+
     ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
     it past ``max_bytes``; old files are never deleted. A write that fails half-way (disk full) is
     cut back to the end of the last whole line, so the file stays valid JSONL.
@@ -119,6 +121,11 @@ class EventLog(BaseSink):
             os.close(fd)
             raise
         self._fd, self._size = fd, size
+
+    def open(self) -> None:
+        """Create the file (even empty) when the run starts, so a log shipper can tail it from the first frame."""
+        if self._fd is None:
+            self._open()
 
     def rotate(self) -> Path:
         """Rename the current file to the next free ``<stem>.NNNNNN.jsonl`` (never overwriting)."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import queue as queue_module
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,8 @@ import numpy as np
 from ..config import atomic_write_bytes
 from .sink import BaseSink
 from .sinks import FrameResult, utc_iso
+
+LOG = logging.getLogger("defectdet.inspect")
 
 
 class Snapshots(BaseSink):
@@ -29,14 +33,20 @@ class Snapshots(BaseSink):
     a drop, and a write that fails in the thread (counted in ``failed``), raises ``OSError`` from the
     next :meth:`emit` or from :meth:`close`, so the loop's guard logs it. ``queue=0`` writes in the
     caller's thread. :meth:`close` writes what is queued (at most ``close_timeout_s``).
+
+    The event log has priority on a filling disk: a frame whose snapshots would leave less than
+    ``min_free_mb`` free on the disk holding ``folder`` is not saved (logged, then every
+    ``log_every_s``; counted in ``dropped_low_disk``), so the space left stays for the events.
     """
 
     name = "snapshots"
 
     def __init__(self, folder: str | os.PathLike, quota_mb: float = 500.0, raw: bool = True, annotated: bool = True,
                  raw_format: str = "png", annotated_format: str = "jpg", jpeg_quality: int = 90, queue: int = 8,
-                 block: bool = False, close_timeout_s: float = 30.0):
+                 block: bool = False, close_timeout_s: float = 30.0, min_free_mb: float = 100.0, log_every_s: float = 30.0):
         self.folder = Path(folder)
+        self.min_free_mb, self.log_every_s = float(min_free_mb), float(log_every_s)
+        self.dropped_low_disk, self._low_since, self._low_logged_at = 0, None, -float("inf")
         self.quota = int(float(quota_mb) * 2**20)
         self.raw, self.annotated = bool(raw), bool(annotated)
         self.formats = {"raw": "." + raw_format.lstrip("."), "annotated": "." + annotated_format.lstrip(".")}
@@ -54,7 +64,32 @@ class Snapshots(BaseSink):
                 self.total += p.stat().st_size
 
     def stats(self) -> dict[str, Any]:
-        return {"written": self.written, "deleted": self.deleted, "dropped": self.dropped, "failed": self.failed}
+        return {"written": self.written, "deleted": self.deleted, "dropped": self.dropped, "failed": self.failed,
+                "dropped_low_disk": self.dropped_low_disk, "min_free_mb": self.min_free_mb}
+
+    def _room(self, result: FrameResult, files: int) -> bool:
+        """Whether ``files`` snapshots of this frame (at most its raw size each) leave ``min_free_mb`` free."""
+        if self.min_free_mb <= 0:
+            return True
+        try:
+            free = shutil.disk_usage(_existing(self.folder)).free
+        except OSError:
+            return True  # the write itself will fail, and say why
+        if free - files * result.frame.image.nbytes >= self.min_free_mb * 2**20:
+            if self._low_since is not None:
+                LOG.warning("snapshots: %.0f MB free again on %s: saving snapshots again (%d NG frame(s) not saved)",
+                            free / 2**20, self.folder, self.dropped_low_disk)
+                self._low_since = None
+            return True
+        self.dropped_low_disk += 1
+        now = time.monotonic()
+        self._low_since = self._low_since or now
+        if now - self._low_logged_at >= self.log_every_s:
+            self._low_logged_at = now
+            LOG.warning("snapshots: %.0f MB free on %s, under snapshots.min_free_mb=%g: frame %d not saved, the space "
+                        "is kept for the event log (%d NG frame(s) not saved so far)", free / 2**20, self.folder,
+                        self.min_free_mb, result.frame.index, self.dropped_low_disk)
+        return False
 
     def emit(self, result: FrameResult) -> None:
         if not result.decision.ng:
@@ -62,6 +97,8 @@ class Snapshots(BaseSink):
         stem = f"{utc_iso(result.frame.timestamp).replace(':', '').replace('-', '')}_f{result.frame.index:08d}"
         kinds = (["annotated"] if self.annotated else []) + (["raw"] if self.raw else [])  # name order = age
         paths = [self.folder / f"{stem}_{kind}{self.formats[kind]}" for kind in kinds]
+        if not self._room(result, len(paths)):
+            return
         if self.queue_size <= 0:
             self._save(result, kinds, paths, names=result.snapshots)
             return
@@ -91,7 +128,8 @@ class Snapshots(BaseSink):
             try:
                 if job is None:
                     return
-                self._save(*job)
+                if self._room(job[0], len(job[2])):  # the disk may have filled while the job waited
+                    self._save(*job)
             except Exception as e:  # reported by the next emit/close, on the loop's thread
                 self.failed += 1
                 self._errors.append(f"frame {job[0].frame.index}: {e.__class__.__name__}: {e}")
@@ -143,3 +181,10 @@ class Snapshots(BaseSink):
                 raise OSError(f"{self.folder}: {left} snapshot(s) still queued after {self.close_timeout_s:g} s; "
                               "left unwritten")
         self._raise_errors()
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent (the folder may not exist yet)."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path

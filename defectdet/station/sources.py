@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from ..errors import DefectdetError
+from . import gst
 
 LOG = logging.getLogger("defectdet.inspect")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -42,6 +43,10 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 
 class SourceError(DefectdetError):
     """A source cannot be parsed or opened (the message names the URI and what was expected)."""
+
+
+class SourceUnsupported(SourceError):
+    """This machine cannot open this kind of source at all (no GStreamer, a missing element): retrying cannot help."""
 
 
 @dataclass(frozen=True)
@@ -162,18 +167,40 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps:
 
 
 def is_jetson() -> bool:
-    """True on an NVIDIA Jetson (L4T)."""
+    """True on an NVIDIA Jetson (L4T) — only a clue: containers often lack the file; see :func:`pick_decoder`."""
     return Path("/etc/nv_tegra_release").exists()
+
+
+def pick_decoder(codec: str = "h264") -> str:
+    """The RTSP decoder element: ``nvv4l2decoder`` (+ ``nvvidconv``) when GStreamer has both, else the
+    software ``avdec_<codec>``. Only when ``gst-inspect-1.0`` cannot be asked is the L4T release file used."""
+    hw = [gst.has_element(n) for n in ("nvv4l2decoder", "nvvidconv")]
+    if all(hw) or (None in hw and False not in hw and is_jetson()):
+        return "nvv4l2decoder"
+    return f"avdec_{codec}"
+
+
+def pipeline_elements(pipeline: str) -> list[str]:
+    """The element names of a ``a prop=1 ! caps ! b`` pipeline (caps such as ``video/x-raw, ...`` skipped)."""
+    names = (part.strip().split(" ", 1)[0] for part in pipeline.split("!"))
+    return [n for n in names if n and "/" not in n and "=" not in n]
+
+
+def require_elements(uri: str, pipeline: str) -> None:
+    """:class:`SourceUnsupported` naming the pipeline's elements GStreamer lacks, and what provides them."""
+    absent = gst.missing(dict.fromkeys(pipeline_elements(pipeline)))
+    if absent:
+        raise SourceUnsupported(gst.explain(uri, absent))
 
 
 def rtsp_pipeline(url: str, latency: int = 0, transport: str = "tcp", codec: str = "h264",
                   decoder: Optional[str] = None) -> str:
-    """A low-latency RTSP pipeline: no jitter buffer, hardware decoder on a Jetson, newest frame only."""
+    """A low-latency RTSP pipeline: no jitter buffer, the hardware decoder when GStreamer has it, newest frame only."""
     if codec not in ("h264", "h265"):
         raise SourceError(f"rtsp codec={codec!r}; expected h264 or h265")
     if transport not in ("tcp", "udp"):
         raise SourceError(f"rtsp transport={transport!r}; expected tcp or udp")
-    decoder = decoder or ("nvv4l2decoder" if is_jetson() else f"avdec_{codec}")
+    decoder = decoder or pick_decoder(codec)
     convert = "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert" if decoder.startswith("nv") else "videoconvert"
     return (
         f'rtspsrc location="{url}" latency={int(latency)} protocols={transport} drop-on-latency=true ! '
@@ -193,17 +220,34 @@ def has_gstreamer() -> bool:
 class CvReader:
     """cv2.VideoCapture behind the :class:`Reader` interface."""
 
-    def __init__(self, cap: cv2.VideoCapture, what: str):
+    def __init__(self, cap: cv2.VideoCapture, what: str, name: str = ""):
+        """``name``: a video file's path, for files only: its reported length is then checked at the end."""
         if not cap.isOpened():
             cap.release()
             raise SourceError(what)
-        self.cap = cap
+        self.cap, self.name, self.frames_read = cap, name, 0
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT) if name else 0
+        self.frame_count = int(count) if count and 0 < count < 2**31 else None
 
     def read(self) -> tuple[Optional[np.ndarray], dict]:
         ok, img = self.cap.read()
-        return (img if ok and img is not None else None), {}
+        if ok and img is not None:
+            self.frames_read += 1
+            return img, {}
+        return None, {}
+
+    def ended_early(self) -> Optional[str]:
+        """After the last read of a video file: why it ended before its reported frame count (None: it did not).
+
+        The container's count (CAP_PROP_FRAME_COUNT) may be estimated from its duration, so a shortfall of
+        up to 1 % (at least 2 frames) is taken as complete."""
+        expected = self.frame_count
+        if not expected or self.frames_read >= expected - max(2, expected // 100):
+            return None
+        return (f"{self.name}: source ended early: {self.frames_read} of {expected} frames decoded "
+                "(CAP_PROP_FRAME_COUNT); the file is truncated or corrupt")
 
     def release(self) -> None:
         self.cap.release()
@@ -280,9 +324,12 @@ def _open_usb(spec: SourceSpec) -> CvReader:
     return CvReader(cap, f"{spec.uri}: cannot open the camera (is it connected, and not used by another process?)")
 
 
-def _need_gstreamer(spec: SourceSpec) -> None:
+def _need_gstreamer(spec: SourceSpec, pipeline: Optional[str] = None) -> None:
+    """OpenCV with GStreamer, and (when given) every element of ``pipeline``; else :class:`SourceUnsupported`."""
+    if pipeline is not None:
+        require_elements(spec.uri, pipeline)
     if not has_gstreamer():
-        raise SourceError(
+        raise SourceUnsupported(
             f"{spec.uri}: this OpenCV ({cv2.__version__}) has no GStreamer support (pip's opencv-python); "
             "on the Jetson use JetPack's OpenCV (deploy/jetson/setup.sh)"
         )
@@ -293,8 +340,8 @@ def _open_stream(spec: SourceSpec) -> CvReader:
     backend = o.get("backend", "auto")
     scheme = urlsplit(spec.target).scheme.lower()
     if backend == "gstreamer" or (backend == "auto" and scheme in ("rtsp", "rtsps") and has_gstreamer()):
-        _need_gstreamer(spec)
         pipe = rtsp_pipeline(spec.target, o.get("latency", 0), o.get("transport", "tcp"), o.get("codec", "h264"), o.get("decoder"))
+        _need_gstreamer(spec, pipe)
         return CvReader(cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}")
     timeout = int(o.get("timeout_ms", 5000))
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout]
@@ -329,16 +376,16 @@ def open_reader(spec: SourceSpec) -> Reader:
     if spec.kind == "usb":
         return _open_usb(spec)
     if spec.kind == "csi":
-        _need_gstreamer(spec)
         pipe = csi_pipeline(spec.target, **{k: int(v) for k, v in spec.options.items()})
+        _need_gstreamer(spec, pipe)
         return CvReader(cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}")
     if spec.kind == "gst":
-        _need_gstreamer(spec)
+        _need_gstreamer(spec, spec.target)
         return CvReader(cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open this pipeline")
     if spec.kind == "stream":
         return _open_stream(spec)
     if spec.kind == "video":
-        return CvReader(cv2.VideoCapture(str(spec.target)), f"{spec.target}: OpenCV cannot decode this video file")
+        return CvReader(cv2.VideoCapture(str(spec.target)), f"{spec.target}: OpenCV cannot decode this video file", str(spec.target))
     if spec.kind == "folder":
         return FolderReader(Path(spec.target))
     if spec.kind == "synthetic":

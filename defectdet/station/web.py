@@ -43,7 +43,7 @@ class HttpServer:
     def _authorised(self, request: Any) -> bool:
         if self.token is None:
             return True
-        given = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        given = request.query.get("token") or _bearer(request.headers.get("Authorization", ""))
         return hmac.compare_digest(given.encode(), self.token.encode())
 
     def _app(self) -> Any:
@@ -80,3 +80,8 @@ class HttpServer:
     def stop(self) -> None:
         self.service.stop(self._runner.cleanup if self._runner is not None else None)
         self._runner = None
+
+
+def _bearer(header: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header (str.removeprefix is Python 3.9+)."""
+    return (header[len("Bearer "):] if header.startswith("Bearer ") else header).strip()

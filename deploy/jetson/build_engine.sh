@@ -2,7 +2,7 @@
 # deploy/jetson/build_engine.sh — build the TensorRT engine ON the Jetson, then self-check it.
 #
 #   deploy/jetson/build_engine.sh MODEL.onnx [--fp16] [--int8] [--dla-core N] [--workspace MB]
-#       [--calib-cache FILE] [--calib-data data.yaml] [--out ENGINE] [--force] [--verbose]
+#       [--calib-cache FILE] [--calib-data data.yaml] [--shape NxCxHxW] [--out ENGINE] [--force] [--verbose]
 #       [--runs N] [--warmup N] [--image IMG] [--no-check] [--no-compare]
 #   deploy/jetson/build_engine.sh --self-check-only MODEL(.engine|.onnx) [--runs N] [--warmup N] [--image IMG]
 #       [--compare-with REFERENCE.onnx]
@@ -12,7 +12,9 @@
 # The build is `defectdet build-engine` (TensorRT's Python API; it prints the trtexec equivalent):
 #   INT8 Q/DQ model:   --int8 --fp16          (the layers kept in float run in FP16)
 #   FP32 model:        --fp16                 (or --int8 --calib-data data.yaml for implicit INT8)
-#   DLA (AGX/NX Orin): FP32 model + --fp16 --dla-core 0  (the DLA does not run Q/DQ networks)
+#   DLA (AGX/NX Orin, Xavier): FP32 model + --fp16 --dla-core 0  (the DLA does not run Q/DQ networks;
+#                      TensorRT 11.4.1+ on AGX Orin: an FP16-typed model from `export --half`)
+#   An ONNX with dynamic input dims (not from defectdet export) needs --shape, e.g. 1x3x640x640.
 # It writes <model>.engine and adds an "engine" section to the sidecar. The self-check then loads
 # the engine with defectdet.runtime.Detector, runs --warmup + --runs inferences on one frame
 # (--image, or a grey noise frame) and prints median/p90 latency and frames/s, and (unless
@@ -22,9 +24,8 @@
 # Environment: DEFECTDET_VENV (default <repo>/.venv-jetson, made by setup.sh).
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
-VENV="${DEFECTDET_VENV:-$REPO_ROOT/.venv-jetson}"
+# shellcheck source=paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"  # SCRIPT_DIR, REPO_ROOT, VENV
 MODEL=""
 ENGINE=""
 BUILD_ARGS=()
@@ -51,7 +52,7 @@ parse_args() {
     while (($#)); do
         case "$1" in
             --fp16 | --int8 | --force | --verbose) BUILD_ARGS+=("$1") ;;
-            --dla-core | --workspace | --calib-cache | --calib-data | --calib-images)
+            --dla-core | --workspace | --calib-cache | --calib-data | --calib-images | --shape)
                 need_value $# "$1"; BUILD_ARGS+=("$1" "$2"); shift ;;
             --out) need_value $# "$1"; ENGINE="$2"; shift ;;
             --runs) need_value $# "$1"; is_count "$2" "$1"; RUNS="$2"; shift ;;

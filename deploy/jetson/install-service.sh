@@ -18,12 +18,11 @@
 set -euo pipefail
 shopt -u patsub_replacement 2>/dev/null || true # bash 5.2: '&' in ${x//a/b} would mean the match
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+# shellcheck source=paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"  # SCRIPT_DIR, REPO_ROOT, VENV
 UNIT_NAME="defectdet-inspect.service"
 DEST=""
 RUN_USER="${SUDO_USER:-}"
-VENV="${DEFECTDET_VENV:-$REPO_ROOT/.venv-jetson}"
 MODEL=""
 SOURCE=""
 START=1

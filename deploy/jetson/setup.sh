@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# deploy/jetson/setup.sh — set up defectdet on an NVIDIA Jetson (JetPack 6.x), idempotently.
+# deploy/jetson/setup.sh — set up defectdet on an NVIDIA Jetson (JetPack 5.1.x or 6.x), idempotently.
 #
 #   deploy/jetson/setup.sh [--check] [--venv DIR] [--no-pycuda]
 #
 # 1. Checks this is a Jetson (/etc/nv_tegra_release, /proc/device-tree/model) and maps the L4T
-#    release to its JetPack and the TensorRT that JetPack ships (6.0 -> 8.6.2, 6.1/6.2 -> 10.3).
-# 2. Checks the system Python (>= 3.9), TensorRT's Python bindings *from JetPack* (a PyPI
+#    release to its JetPack and the TensorRT that JetPack ships (5.1.x -> 8.5.2, 6.0 -> 8.6.2,
+#    6.1/6.2 -> 10.3). JetPack 5.0 (TensorRT 8.4) and 4.x are refused.
+# 2. Checks the system Python (>= 3.8: JetPack 5's 3.8 runs inspect and build-engine), TensorRT's Python bindings *from JetPack* (a PyPI
 #    `tensorrt` is refused: it is a different build, or a placeholder), OpenCV with GStreamer
 #    (JetPack's; pip's opencv-python has none and, when installed, shadows JetPack's), the CUDA
 #    toolkit (nvcc) and what pycuda needs to compile. Every problem is listed with its fix, and
@@ -25,20 +26,19 @@
 #   DEFECTDET_FAKE_ROOT  tests only: read /etc, /proc, /usr/... under this folder; implies --check
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+# shellcheck source=paths.sh
+source "$(dirname "${BASH_SOURCE[0]}")/paths.sh"  # SCRIPT_DIR, REPO_ROOT, VENV
 ROOT="${DEFECTDET_FAKE_ROOT:-}"
 PY="${DEFECTDET_PYTHON:-/usr/bin/python3}"
-VENV="${DEFECTDET_VENV:-$REPO_ROOT/.venv-jetson}"
 CUDA_DIR="${CUDA_HOME:-/usr/local/cuda}"
 CHECK_ONLY=0
 WITH_PYCUDA=1
-MIN_PYTHON="3.9"   # pyproject.toml requires-python
-MIN_TENSORRT="8.6" # defectdet build-engine refuses older (JetPack 6.0 ships 8.6.2)
+MIN_PYTHON="3.8"   # pyproject.toml requires-python (training needs 3.9+, but not on the Jetson)
+MIN_TENSORRT="8.5" # JetPack 5.1.x ships 8.5.2: name-based I/O and execute_async_v3, what the runtime uses
 
 # pyproject.toml: [project] dependencies + the `edge` extra, minus opencv-python (JetPack's OpenCV
 # is used instead). numpy stays below 2: JetPack's cv2 and tensorrt modules are built against numpy 1.x.
-EDGE_REQUIREMENTS=("numpy>=1.23,<2" "pyyaml>=6.0" "onnxruntime>=1.17" "paho-mqtt>=1.6")
+EDGE_REQUIREMENTS=("numpy>=1.23,<2" "pyyaml>=6.0" "onnxruntime>=1.17; python_version >= '3.9'" "onnxruntime>=1.16; python_version < '3.9'" "paho-mqtt>=1.6")
 # pyproject.toml: the `jetson` extra (pycuda compiles here against JetPack's CUDA).
 JETSON_REQUIREMENTS=("pycuda>=2022.2" "tqdm>=4.60")
 
@@ -81,7 +81,7 @@ detect_jetson() {
     release="$(host /etc/nv_tegra_release)"
     model_file="$(host /proc/device-tree/model)"
     if [[ ! -r "$release" ]]; then
-        die "not an NVIDIA Jetson: $release not found (this script sets up a Jetson running JetPack 6; on a workstation use 'make venv', on other ARM boards run the .onnx model with ONNX Runtime)"
+        die "not an NVIDIA Jetson: $release not found (this script sets up a Jetson running JetPack 5.1 or 6; on a workstation use 'make venv', on other ARM boards run the .onnx model with ONNX Runtime)"
     fi
     FOUND[model]="unknown Jetson"
     if [[ -r "$model_file" ]]; then
@@ -132,11 +132,11 @@ check_release() {
     FOUND[jetpack]="${pair%%|*}"
     FOUND[trt_expected]="${pair##*|}"
     case "${FOUND[jetpack]}" in
-        4.* | 5.*)
-            problem "JetPack ${FOUND[jetpack]} (L4T R${FOUND[l4t]}) is not supported: it ships Python 3.8 or older and TensorRT ${FOUND[trt_expected]}; defectdet needs Python >= $MIN_PYTHON and TensorRT >= $MIN_TENSORRT" \
-                "flash JetPack 6.x (Orin modules); Xavier and older stop at JetPack 5: run the .onnx model with ONNX Runtime there (no TensorRT engine)" ;;
+        4.* | 5.0*)
+            problem "JetPack ${FOUND[jetpack]} (L4T R${FOUND[l4t]}) is not supported: it ships TensorRT ${FOUND[trt_expected]}; defectdet needs TensorRT >= $MIN_TENSORRT (JetPack 5.1 or newer)" \
+                "update to JetPack 5.1.x (Xavier NX / AGX Xavier, and Orin) or 6.x (Orin); Nano/TX2 stop at JetPack 4: run the .onnx model with ONNX Runtime there (no TensorRT engine)" ;;
         7.* | unknown)
-            warn "L4T R${FOUND[l4t]} (JetPack ${FOUND[jetpack]}) is newer or other than this script knows (tested: JetPack 6.0-6.2); continuing" ;;
+            warn "L4T R${FOUND[l4t]} (JetPack ${FOUND[jetpack]}) is newer or other than this script knows (known: JetPack 5.1-6.2); continuing" ;;
     esac
 }
 
@@ -148,7 +148,7 @@ check_python() {
     fi
     FOUND[python]="$ver ($PY)"
     if ! version_ge "$ver" "$MIN_PYTHON"; then
-        problem "$PY is Python $ver; defectdet needs >= $MIN_PYTHON" "use JetPack 6 (Ubuntu 22.04, Python 3.10)"
+        problem "$PY is Python $ver; defectdet needs >= $MIN_PYTHON" "use JetPack 5.1.x (Ubuntu 20.04, Python 3.8) or 6 (Ubuntu 22.04, Python 3.10)"
         return
     fi
     if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
@@ -192,15 +192,24 @@ probe_module() {
     return "${PIPESTATUS[0]}"
 }
 
-check_tensorrt() {
-    local python="$1" out ver file
-    if ! out="$(probe_module "$python" tensorrt)"; then
-        FOUND[tensorrt]="not importable"
-        problem "$python cannot import tensorrt ($out)" "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; never 'pip install tensorrt')"
-        return
+# probe_or_report PYTHON MODULE KEY FIX: sets MOD_VER and MOD_FILE; when the import fails, records
+# FOUND[KEY]="not importable" and the problem with FIX, and returns 1.
+probe_or_report() {
+    local out
+    if ! out="$(probe_module "$1" "$2")"; then
+        FOUND[$3]="not importable"
+        problem "$1 cannot import $2 ($out)" "$4"
+        return 1
     fi
-    ver="${out%%$'\t'*}"
-    file="${out#*$'\t'}"
+    MOD_VER="${out%%$'\t'*}"
+    MOD_FILE="${out#*$'\t'}"
+}
+
+check_tensorrt() {
+    local python="$1" ver file
+    probe_or_report "$python" tensorrt tensorrt \
+        "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; never 'pip install tensorrt')" || return 0
+    ver="$MOD_VER" file="$MOD_FILE"
     FOUND[tensorrt]="$ver ($file)"
     if ! from_jetpack "$file"; then
         problem "tensorrt $ver at $file is not JetPack's (a pip install?): its build does not match this Jetson's libraries" \
@@ -208,21 +217,17 @@ check_tensorrt() {
         return
     fi
     if ! version_ge "$ver" "$MIN_TENSORRT"; then
-        problem "TensorRT $ver: defectdet build-engine needs >= $MIN_TENSORRT" "use JetPack 6.0 (8.6.2) or 6.1/6.2 (10.3)"
+        problem "TensorRT $ver: defectdet build-engine needs >= $MIN_TENSORRT" "use JetPack 5.1.x (8.5.2), 6.0 (8.6.2) or 6.1/6.2 (10.3)"
     elif [[ "${FOUND[trt_expected]}" =~ ^[0-9] && "$ver" != "${FOUND[trt_expected]}"* ]]; then
         warn "TensorRT $ver, but JetPack ${FOUND[jetpack]} ships ${FOUND[trt_expected]}: engines are tied to the TensorRT that builds them; build on this device"
     fi
 }
 
 check_opencv() {
-    local python="$1" out ver file gst jetpack_cv2
-    if ! out="$(probe_module "$python" cv2)"; then
-        FOUND[opencv]="not importable"
-        problem "$python cannot import cv2 ($out)" "sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer); if the error names numpy, keep numpy < 2"
-        return
-    fi
-    ver="${out%%$'\t'*}"
-    file="${out#*$'\t'}"
+    local python="$1" ver file gst jetpack_cv2
+    probe_or_report "$python" cv2 opencv \
+        "sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer); if the error names numpy, keep numpy < 2" || return 0
+    ver="$MOD_VER" file="$MOD_FILE"
     gst="$("$python" -c 'import cv2
 for line in cv2.getBuildInformation().splitlines():
     if line.strip().startswith("GStreamer:"):
@@ -268,12 +273,24 @@ make_venv() {
     "$PY" -m venv --system-site-packages "$VENV" || die "cannot create $VENV with $PY -m venv (sudo apt install python3-venv)"
 }
 
+# An editable install from pyproject.toml alone needs pip >= 21.3; JetPack 5 (Ubuntu 20.04) venvs start with pip 20.
+ensure_pip() {
+    local vpy="$1" ver
+    ver="$("$vpy" -m pip --version 2>/dev/null | sed -n 's/^pip \([0-9][0-9.]*\).*/\1/p')"
+    if [[ -n "$ver" ]] && version_ge "$ver" "21.3"; then
+        return
+    fi
+    say "pip ${ver:-?} in $VENV is older than 21.3 (editable installs from pyproject.toml): upgrading it"
+    "$vpy" -m pip install -q --upgrade "pip>=21.3" || die "cannot upgrade pip in $VENV (network? see pip's message above)"
+}
+
 install_project() {
     local vpy="$VENV/bin/python" where
     where="$("$vpy" -c 'import defectdet, os; print(os.path.dirname(os.path.dirname(os.path.realpath(defectdet.__file__))))' 2>/dev/null || true)"
     if [[ "$where" == "$REPO_ROOT" && -x "$VENV/bin/defectdet" ]]; then
         say "defectdet: installed editable from $REPO_ROOT - kept"
     else
+        ensure_pip "$vpy"
         say "defectdet: pip install --no-deps -e $REPO_ROOT (no opencv-python from PyPI)"
         "$vpy" -m pip install -q --no-deps -e "$REPO_ROOT" || die "pip could not install $REPO_ROOT into $VENV (see pip's message above)"
     fi
@@ -326,12 +343,33 @@ verify_venv() {
     fi
 }
 
+# NVIDIA's GStreamer elements, probed (not guessed from the release file): warnings, since a USB
+# camera needs none of them.
+check_gstreamer() {
+    local element missing=()
+    if ! command -v gst-inspect-1.0 >/dev/null; then
+        warn "gst-inspect-1.0 not found: CSI/RTSP elements not checked (sudo apt install gstreamer1.0-tools)"
+        return 0
+    fi
+    for element in nvarguscamerasrc nvvidconv nvv4l2decoder; do
+        gst-inspect-1.0 --exists "$element" || missing+=("$element")
+    done
+    FOUND[gstreamer]="nvarguscamerasrc, nvvidconv, nvv4l2decoder present"
+    if ((${#missing[@]})); then
+        FOUND[gstreamer]="missing ${missing[*]}"
+        warn "GStreamer has no ${missing[*]}: CSI cameras (nvarguscamerasrc, nvvidconv) and hardware RTSP decoding (nvv4l2decoder) need them: sudo apt install nvidia-l4t-gstreamer (in a container: --runtime nvidia)"
+    fi
+    if ! gst-inspect-1.0 --exists avdec_h264; then
+        warn "GStreamer has no avdec_h264: no software RTSP decoder to fall back on (sudo apt install gstreamer1.0-libav)"
+    fi
+}
+
 # ------------------------------------------------------------------------------------ summary
 summary() {
     local python="$1"
     printf '\nsetup: summary\n'
     printf '  %-12s %s\n' device "${FOUND[model]}" "L4T" "R${FOUND[l4t]}" JetPack "${FOUND[jetpack]} (ships TensorRT ${FOUND[trt_expected]})" \
-        CUDA "${FOUND[cuda]:-?}" TensorRT "${FOUND[tensorrt]:-?}" OpenCV "${FOUND[opencv]:-?}" Python "${FOUND[python]:-?}"
+        CUDA "${FOUND[cuda]:-?}" TensorRT "${FOUND[tensorrt]:-?}" OpenCV "${FOUND[opencv]:-?}" GStreamer "${FOUND[gstreamer]:-not checked}" Python "${FOUND[python]:-?}"
     if [[ "$python" == "$VENV/bin/python" ]]; then
         "$python" - <<'PY' || true
 import importlib
@@ -351,7 +389,7 @@ try:
     import tensorrt as trt
 
     builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    print(f"  {'DLA cores':<12} {builder.num_DLA_cores} (AGX/NX Orin: 2, Orin Nano: 0)")
+    print(f"  {'DLA cores':<12} {builder.num_DLA_cores} (AGX Xavier, Xavier NX, AGX/NX Orin: 2 or 1, Orin Nano: 0)")
 except Exception as e:  # noqa: BLE001
     print(f"  {'DLA cores':<12} unknown ({e.__class__.__name__})")
 PY
@@ -370,6 +408,7 @@ main() {
     check_cuda
     check_tensorrt "$PY"
     check_opencv "$PY"
+    check_gstreamer
     report_problems
     if ((CHECK_ONLY)); then
         summary "$PY"

@@ -2,26 +2,61 @@
 
 Works with the TensorRT Python API of JetPack 6.0 (8.6), 6.1/6.2 (10.3) and newer (10.x, 11.x), which
 share name-based I/O (``num_io_tensors``, ``set_tensor_address``, ``execute_async_v3``). Page-locked host
-buffers and device buffers are allocated once, every copy is asynchronous on one stream, every
-CUDA call is checked (pycuda raises; we re-raise naming the step) and every TensorRT call that
-reports failure by returning False/None is checked. ``close()`` frees all of it.
+buffers and device buffers are allocated once, every copy is asynchronous, every CUDA call is checked
+(pycuda raises; we re-raise naming the step) and every TensorRT call that reports failure by returning
+False/None is checked. ``close()`` frees all of it.
+
+Two ways to run it:
+
+* ``infer(batch)``: synchronous, as every backend (a submit followed by its collect).
+* ``submit(chunk) -> ticket`` / ``collect() -> (ticket, outputs)``: asynchronous, double-buffered. A
+  static-shape engine gets two *slots* (:mod:`.tensorrt_buffers`), each with its own execution
+  context, stream, page-locked and device buffers and a completion event: TensorRT cannot have two
+  enqueues in flight on one context with different tensor addresses, so two frames in flight take two
+  contexts (each holds its own activation memory). ``submit`` copies the chunk into the next free
+  slot and enqueues host-to-device copy, inference and device-to-host copy on that slot's stream,
+  then returns; ``collect`` waits on the oldest slot's event (not a device- or stream-wide
+  synchronisation) and returns copies of its outputs. So the copy and compute of frame n+1 run while
+  the caller post-processes frame n::
+
+      t0 = backend.submit(x0)
+      for x in rest:
+          t = backend.submit(x)               # frame n+1 goes to the GPU
+          ticket, outs = backend.collect()     # frame n's outputs (FIFO: tickets come back in order)
+          ...post-process outs...
+      ticket, outs = backend.collect()
+
+  At most ``backend.slots`` chunks are in flight; a further ``submit`` raises until one is collected.
+  A dynamic-shape engine gets one slot (one optimisation profile serves one context at a time), so
+  ``submit``/``collect`` work but do not overlap there. ``infer`` refuses while submitted chunks wait.
+
+A lock serialises ``infer``, ``submit``, ``collect`` and ``close`` (the contexts and buffers are
+shared state): ``close`` during an ``infer`` waits for it, and any call after ``close`` raises. The
+lock is held while ``collect`` waits on its event, so a ``submit`` from another thread starts after
+that wait; the GPU keeps working on what was already enqueued meanwhile.
+
+An engine built for a DLA core (``build-engine --dla-core N``) is deserialized with the runtime's
+``DLA_core`` set to N: the ``dla_core`` option, else the engine header's ``dla``, else the sidecar's
+``engine.dla_core``.
 
 ``tensorrt`` and ``pycuda`` are imported here only, when the backend is constructed.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ...artifact import read_engine_header
+from ...artifact import read_engine_header, read_sidecar, sidecar_path
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
+from .tensorrt_buffers import Slot, TensorInfo, describe_io
 
 LOG = logging.getLogger("defectdet.runtime")
 
@@ -69,18 +104,19 @@ def _make_logger(trt: Any) -> Any:
     return _Logger()
 
 
-@dataclass
-class _IO:
-    """One engine I/O tensor with its buffers (host page-locked, device) sized for ``max_shape``."""
-
-    name: str
-    index: int  # I/O tensor index
-    is_input: bool
-    max_shape: tuple[int, ...]
-    dtype: np.dtype
-    host: Any = None  # pycuda page-locked numpy array, flat
-    device: Any = None  # pycuda DeviceAllocation
-    shape: tuple[int, ...] = ()  # current shape (dynamic engines change the batch)
+def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None) -> int | None:
+    """The DLA core to deserialize on: the option, else the header's ``dla``, else the sidecar's ``engine.dla_core``."""
+    core, where = option, "the dla_core option"
+    if core is None and header.get("dla") is not None:
+        core, where = header["dla"], f"{model_path}'s header 'dla'"
+    side = sidecar_path(model_path)
+    if core is None and side.is_file():
+        core, where = (read_sidecar(side).get("engine") or {}).get("dla_core"), f"{side} engine.dla_core"
+    if core is None:
+        return None
+    if isinstance(core, bool) or not isinstance(core, int) or core < 0:
+        raise BackendError(f"{where}: DLA core {core!r}; expected a core number 0 or 1 (AGX/NX Orin)")
+    return core
 
 
 class TensorRTBackend(Backend):
@@ -94,16 +130,21 @@ class TensorRTBackend(Backend):
         self._trt, self._cuda = import_tensorrt(self.model_path)
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: engine file not found")
-        self._ctx = self._stream = self.context = self.engine = self.runtime = None
-        self._io: list[_IO] = []
+        self._ctx = self.engine = self.runtime = None
+        self._tensors: list[TensorInfo] = []
+        self._slots: list[Slot] = []
+        self._pending: collections.deque[Slot] = collections.deque()  # submitted, not collected (FIFO)
+        self._tickets = 0
+        self._lock = threading.RLock()  # infer / submit / collect / close: one at a time
         self._closed = False
         offset, self._meta = read_engine_header(self.model_path)
+        self.dla_core = engine_dla_core(self.model_path, self._meta, dla_core)
         with open(self.model_path, "rb") as f:
             f.seek(offset)  # skip the ultralytics header, if any
             plan = f.read()
         self._ctx = self._cuda_call("initialise the device", self._open_context, device)
         try:
-            self._load(plan, self._meta.get("dla", dla_core) if dla_core is None else dla_core)
+            self._load(plan)
             self._allocate()
         except BaseException:
             with contextlib.suppress(BackendError):
@@ -137,132 +178,150 @@ class TensorRTBackend(Backend):
         if self._ctx is not None:
             self._cuda_call("release the context", self._cuda.Context.pop)
 
+    def _errors(self) -> str:
+        return "; ".join(self._logger.errors[-3:]) or "no reason logged"
+
     # -- loading ------------------------------------------------------------------------------
-    def _load(self, plan: bytes, dla_core: int | None) -> None:
+    def _load(self, plan: bytes) -> None:
         trt = self._trt
         self._logger = _make_logger(trt)
         self.runtime = trt.Runtime(self._logger)
-        if dla_core is not None:
-            self.runtime.DLA_core = int(dla_core)
+        if self.dla_core is not None:
+            cores = self.runtime.num_DLA_cores
+            if self.dla_core >= cores:
+                raise BackendError(f"{self.model_path}: built for DLA core {self.dla_core}, this device has {cores} "
+                                   "DLA core(s): rebuild it here without --dla-core (or with a core it has)")
+            self.runtime.DLA_core = self.dla_core  # before deserializing: the engine runs on this core
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            why = "; ".join(self._logger.errors[-3:]) or "no reason logged"
             raise BackendError(
-                f"{self.model_path}: TensorRT {trt.__version__} cannot deserialize this engine ({why}); an engine only "
-                "runs on the TensorRT version and GPU that built it: rebuild it on this device from the .onnx"
+                f"{self.model_path}: TensorRT {trt.__version__} cannot deserialize this engine ({self._errors()}); an "
+                "engine only runs on the TensorRT version and GPU that built it: rebuild it on this device from the .onnx"
             )
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
+
+    def _new_slot(self, index: int) -> Slot:
+        context = self.engine.create_execution_context()
+        if context is None:
             raise BackendError(f"{self.model_path}: TensorRT could not create an execution context (out of GPU memory?)")
-
-    def _describe_io(self) -> list[_IO]:
-        """Name, direction, shape and dtype of every I/O tensor."""
-        trt, e = self._trt, self.engine
-        out = []
-        for i in range(e.num_io_tensors):
-            name = e.get_tensor_name(i)
-            is_in = e.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            out.append(_IO(name, i, is_in, tuple(e.get_tensor_shape(name)), np.dtype(trt.nptype(e.get_tensor_dtype(name)))))
-        return out
-
-    def _set_input_shape(self, io: _IO, shape: tuple[int, ...]) -> None:
-        if not self.context.set_input_shape(io.name, shape):
-            raise BackendError(f"{self.model_path}: input {io.name!r} shape {shape} is outside the engine's optimisation profile")
-        io.shape = tuple(shape)
-
-    def _context_shape(self, io: _IO) -> tuple[int, ...]:
-        return tuple(self.context.get_tensor_shape(io.name))
+        return Slot(index, context)
 
     def _allocate(self) -> None:
-        """Fix dynamic inputs at the profile's max shape, then allocate every buffer once."""
-        self._io = self._describe_io()
-        inputs = [io for io in self._io if io.is_input]
+        """Fix dynamic inputs at the profile's max shape, then give every slot its buffers once."""
+        self._tensors = describe_io(self._trt, self.engine, str(self.model_path))
+        inputs = [t for t in self._tensors if t.is_input]
         if len(inputs) != 1:
-            raise BackendError(f"{self.model_path}: expected one image input, the engine has {[io.name for io in inputs]}")
-        self.dynamic = -1 in inputs[0].max_shape
-        for io in inputs:
-            shape = io.max_shape
-            if self.dynamic:
-                profile = self.engine.get_tensor_profile_shape(io.name, 0)
-                shape = tuple(profile[2])  # (min, opt, max) -> max
-                self.max_batch = shape[0]
-            self._set_input_shape(io, shape)
-            io.max_shape = shape
-        for io in self._io:
-            if not io.is_input:
-                io.max_shape = io.shape = self._context_shape(io)
-            if any(d < 0 for d in io.max_shape):
-                raise BackendError(f"{self.model_path}: tensor {io.name!r} has data-dependent shape {io.max_shape}; unsupported")
-            size = int(np.prod(io.max_shape))
-            io.host = self._cuda_call(f"allocate page-locked memory for {io.name}", self._cuda.pagelocked_empty, size, io.dtype)
-            io.device = self._cuda_call(f"allocate device memory for {io.name}", self._cuda.mem_alloc, max(io.host.nbytes, 1))
-            if not self.context.set_tensor_address(io.name, int(io.device)):
-                raise BackendError(f"{self.model_path}: TensorRT refused the address of tensor {io.name!r}")
-        self._stream = self._cuda_call("create a stream", self._cuda.Stream)
+            raise BackendError(f"{self.model_path}: expected one image input, the engine has {[t.name for t in inputs]}")
+        self._input, self._outputs = inputs[0], [t for t in self._tensors if not t.is_input]
+        self.dynamic = -1 in self._input.max_shape
+        if self.dynamic:  # (min, opt, max) of profile 0 -> max; one profile serves one context at a time
+            self._input.max_shape = tuple(self.engine.get_tensor_profile_shape(self._input.name, 0)[2])
+            self.max_batch = self._input.max_shape[0]
+        for i in range(1 if self.dynamic else 2):
+            slot = self._new_slot(i)
+            self._slots.append(slot)
+            slot.set_input_shape(self._input, self._input.max_shape, self._outputs, str(self.model_path))
+            for o in self._outputs:
+                o.max_shape = slot.shapes[o.name]
+                if any(d < 0 for d in o.max_shape):
+                    raise BackendError(f"{self.model_path}: tensor {o.name!r} has data-dependent shape {o.max_shape}; unsupported")
+            slot.allocate(self._cuda, self._cuda_call, self._tensors, str(self.model_path))
+
+    @property
+    def slots(self) -> int:
+        """How many chunks can be in flight at once (2 for static engines, 1 for dynamic ones)."""
+        return len(self._slots)
+
+    @property
+    def context(self) -> Any:
+        """The first slot's execution context (the one ``infer`` uses when nothing is in flight)."""
+        return self._slots[0].context if self._slots else None
 
     # -- Backend API --------------------------------------------------------------------------
     def input_spec(self) -> TensorSpec:
-        io = next(io for io in self._io if io.is_input)
-        dtype = np.dtype(np.uint8) if io.dtype == np.uint8 else np.dtype(np.float32)  # uint8 engines take bytes; FP16 ones float32
-        return TensorSpec(io.name, (None if self.dynamic else io.max_shape[0], *io.max_shape[1:]), dtype)
+        t = self._input
+        dtype = np.dtype(np.uint8) if t.dtype == np.uint8 else np.dtype(np.float32)  # uint8 engines take bytes; FP16 ones float32
+        return TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), dtype)
 
     def output_specs(self) -> list[TensorSpec]:
-        return [
-            TensorSpec(io.name, (None if self.dynamic else io.max_shape[0], *io.max_shape[1:]), io.dtype)
-            for io in self._io
-            if not io.is_input
-        ]
+        return [TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), t.dtype)
+                for t in self._outputs]
 
     def embedded_metadata(self) -> dict[str, Any]:
         """The ultralytics header's JSON (names, imgsz, stride, ...), {} for a bare plan."""
         return dict(self._meta)
 
-    def _run(self, chunk: np.ndarray) -> list[np.ndarray]:
+    def _check_open(self) -> None:
         if self._closed:
-            raise BackendError(f"{self.model_path}: backend is closed")
-        cuda, stream = self._cuda, self._stream
-        self._push()
-        try:
-            inp = next(io for io in self._io if io.is_input)
-            if self.dynamic and chunk.shape != inp.shape:
-                self._set_input_shape(inp, chunk.shape)
-                for io in self._io:
-                    if not io.is_input:
-                        io.shape = self._context_shape(io)
-            host_in = inp.host[: chunk.size].reshape(chunk.shape)  # page-locked view
-            np.copyto(host_in, chunk, casting="unsafe")  # float32 -> the engine's input dtype (FP16 engines)
-            self._cuda_call("copy the input to the device", cuda.memcpy_htod_async, inp.device, host_in, stream)
-            if not self.context.execute_async_v3(stream_handle=stream.handle):
-                why = "; ".join(self._logger.errors[-3:]) or "no reason logged"
-                raise BackendError(f"{self.model_path}: TensorRT failed to enqueue inference ({why})")
-            outs = []
-            for io in self._io:
-                if not io.is_input:
-                    view = io.host[: int(np.prod(io.shape))].reshape(io.shape)
-                    self._cuda_call(f"copy {io.name} to the host", cuda.memcpy_dtoh_async, view, io.device, stream)
-                    outs.append(view)
-            self._cuda_call("synchronize the stream", stream.synchronize)
-            return [o.astype(np.float32) for o in outs]  # copies: the host buffers are reused by the next call
-        finally:
-            self._pop()
+            raise BackendError(f"{self.model_path}: the TensorRT backend is closed; create a new one to run the engine")
+
+    def _run(self, chunk: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            self._check_open()
+            if self._pending:
+                raise BackendError(f"{self.model_path}: infer() while {len(self._pending)} submitted chunk(s) "
+                                   "wait: collect() them first")
+            self.submit(chunk)
+            return self.collect()[1]
+
+    def submit(self, chunk: np.ndarray) -> int:
+        """Start one chunk (B <= the engine's batch, C/H/W as ``input_spec``) on the next free slot; returns its ticket."""
+        with self._lock:
+            self._check_open()
+            inp = self._input
+            limit = self.max_batch if self.dynamic else inp.max_shape[0]
+            if chunk.ndim != 4 or tuple(chunk.shape[1:]) != inp.max_shape[1:] or not 1 <= chunk.shape[0] <= limit:
+                raise BackendError(f"{self.model_path}: submit() expects (1..{limit}, {', '.join(map(str, inp.max_shape[1:]))}), "
+                                   f"got {chunk.shape}")
+            free = [s for s in self._slots if s.ticket is None]
+            if not free:
+                raise BackendError(f"{self.model_path}: {self.slots} chunk(s) already in flight: collect() one before submitting")
+            slot, rows = free[0], chunk.shape[0]
+            if not self.dynamic and rows < limit:  # a static engine takes whole batches: pad, trim at collect
+                chunk = np.concatenate([chunk, np.zeros((limit - rows, *chunk.shape[1:]), chunk.dtype)])
+            self._push()
+            try:
+                if self.dynamic and slot.shapes.get(inp.name) != chunk.shape:
+                    slot.set_input_shape(inp, chunk.shape, self._outputs, str(self.model_path))
+                slot.enqueue(self._cuda, self._cuda_call, chunk, inp, self._outputs, self._errors, str(self.model_path))
+            finally:
+                self._pop()
+            self._tickets += 1
+            slot.ticket, slot.rows = self._tickets, rows
+            self._pending.append(slot)
+            return slot.ticket
+
+    def collect(self) -> tuple[int, list[np.ndarray]]:
+        """Wait for the oldest submitted chunk (its slot's event) and return (its ticket, float32 copies of its outputs)."""
+        with self._lock:
+            self._check_open()
+            if not self._pending:
+                raise BackendError(f"{self.model_path}: collect() with nothing submitted")
+            slot = self._pending.popleft()
+            ticket, slot.ticket = slot.ticket, None  # the slot is free again, whatever happens below
+            self._push()
+            try:
+                self._cuda_call("wait for the inference to finish", slot.done.synchronize)
+            finally:
+                self._pop()
+            return ticket, [slot.output_view(o)[: slot.rows].astype(np.float32) for o in self._outputs]  # copies
 
     def close(self) -> None:
-        """Free device and page-locked buffers, the stream, context, engine, runtime; release the device."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._ctx is None:
-            return
-        try:
-            self._push()
-            for io in self._io:
-                if io.device is not None:
-                    self._cuda_call(f"free device memory of {io.name}", io.device.free)
-                if io.host is not None and hasattr(io.host.base, "free"):
-                    self._cuda_call(f"free page-locked memory of {io.name}", io.host.base.free)
-                io.device = io.host = None
-            self._stream = self.context = self.engine = self.runtime = None  # release in dependency order
-            self._pop()
-        finally:
-            ctx, self._ctx = self._ctx, None
-            self._cuda_call("release the device", ctx.detach)
+        """Free every slot's buffers, the contexts, engine, runtime; release the device. Waits for a running call."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._ctx is None:
+                return
+            try:
+                self._push()
+                for slot in self._slots:
+                    if slot.stream is not None and slot.ticket is not None:  # in flight: let its copies land first
+                        self._cuda_call("wait for the stream", slot.stream.synchronize)
+                    slot.free(self._cuda_call)
+                self._slots, self._pending = [], collections.deque()
+                self.engine = self.runtime = None  # release in dependency order (contexts went with the slots)
+                self._pop()
+            finally:
+                ctx, self._ctx = self._ctx, None
+                self._cuda_call("release the device", ctx.detach)
