@@ -2,6 +2,7 @@
 
     python bench/runtime.py                      # stand-in yolo11n at 320, 300 conveyor frames 640x480, 2 threads
     python bench/runtime.py --model runs/x/model.onnx --frames 300 --threads 2
+    python bench/runtime.py --inputs --imgsz 320 640   # Detector: float32- vs uint8-input export, side by side
 
 (a) raw ``session.run`` on already pre-processed tensors (the model alone),
 (b) ``defectdet.runtime.Detector`` (letterbox + model + decode/NMS, no torch),
@@ -12,6 +13,11 @@ the Detector's process never imports torch); they take turns on blocks of frames
 first, so load from other processes hits all three alike. Reported: frames/s, per-frame medians,
 the b/c and b/a ratios (targets >= 1.2 and >= 0.95), each process's peak RSS, and the import time
 of ``defectdet.runtime`` in a fresh interpreter (target < 0.5 s).
+
+``--inputs`` instead runs the Detector (and (a), the model alone) on two exports of one stand-in
+checkpoint, ``defectdet export`` with ``--input float32`` and ``--input uint8`` (NHWC), in four
+interpreters taking turns the same way, at each ``--imgsz``: frames/s, per-frame medians and the
+uint8/float32 ratios.
 
 Without ``--model`` a stand-in model is built: yolo11n from yaml with random weights whose
 BatchNorm statistics and class logits are calibrated on synthetic frames, so the head emits a
@@ -240,33 +246,37 @@ def _serve(kind: str, model: Path, n: int, threads: int, conf: float, iou: float
     conn.send((_vm_hwm_mib(), _vm_hwm_mib() - base))
 
 
-def throughput(model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, block: int):
-    """Run (a), (b), (c) in three interpreters, taking turns on blocks of frames (rotating who goes first)
-    so load from other processes hits all three alike; only one computes at a time. Returns per-path
-    rows (wall, pre, infer, post, boxes) and each worker's peak RSS (MiB)."""
+def throughput(model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, block: int,
+               paths: dict[str, tuple[str, Path]] | None = None):
+    """Run each path in its own interpreter, taking turns on blocks of frames (rotating who goes first)
+    so load from other processes hits all alike; only one computes at a time. ``paths``: label ->
+    (runner kind, model); default (a), (b), (c) on ``model``. Returns per-path rows (wall, pre,
+    infer, post, boxes) and each worker's peak RSS (MiB)."""
     import multiprocessing as mp
 
+    paths = paths or {kind: (kind, model) for kind in RUNNERS}
     ctx = mp.get_context("spawn")  # fresh interpreters: the Detector's never imports torch
     pipes, procs = {}, []
-    for kind in RUNNERS:
+    for label, (kind, path) in paths.items():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(kind, model, n, threads, conf, iou, warmup, child), daemon=True)
+        proc = ctx.Process(target=_serve, args=(kind, path, n, threads, conf, iou, warmup, child), daemon=True)
         proc.start()
-        pipes[kind], procs = parent, procs + [proc]
+        pipes[label], procs = parent, procs + [proc]
     try:
-        for kind, pipe in pipes.items():
+        for label, pipe in pipes.items():
             if pipe.recv() != "ready":
-                raise RuntimeError(f"benchmark worker {kind} failed to start")
-        rows: dict[str, list] = {k: [] for k in RUNNERS}
-        kinds = list(RUNNERS)
+                raise RuntimeError(f"benchmark worker {label} failed to start")
+        labels = list(paths)
+        rows: dict[str, list] = {k: [] for k in labels}
         for b, lo in enumerate(range(0, n, block)):
-            for kind in kinds[b % 3 :] + kinds[: b % 3]:
-                pipes[kind].send((lo, min(lo + block, n)))
-                rows[kind] += pipes[kind].recv()
+            k = b % len(labels)
+            for label in labels[k:] + labels[:k]:
+                pipes[label].send((lo, min(lo + block, n)))
+                rows[label] += pipes[label].recv()
         rss = {}
-        for kind, pipe in pipes.items():
+        for label, pipe in pipes.items():
             pipe.send(None)
-            rss[kind] = pipe.recv()
+            rss[label] = pipe.recv()
     finally:
         for proc in procs:
             proc.join(timeout=30)
@@ -348,32 +358,85 @@ def report(s: dict, rows: dict, rss: dict, imp: float, torch_in: bool, header: s
             "same_count_frames": int((nb == nc).sum()), "boxes_per_frame": float(nb.mean())}
 
 
+def input_models(out_dir: Path, imgsz: int) -> dict[str, Path]:
+    """One stand-in checkpoint exported by ``defectdet export`` twice: float32 input and uint8 NHWC input."""
+    from defectdet.export.onnx import export_onnx
+
+    pt = make_model(Path(out_dir) / "src", imgsz, save_pt=True).with_suffix(".pt")
+    return {dtype: export_onnx(pt, imgsz=imgsz, out=Path(out_dir) / dtype / "model.onnx", check_parity=False,
+                               input_dtype=dtype).onnx for dtype in ("float32", "uint8")}
+
+
+def input_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
+    """Detector with float32 vs uint8 input, per size: frames/s, per-frame medians, uint8/float32 ratios."""
+    lines = ["| imgsz | input | frames/s | pre ms | infer ms | post ms | per-frame ms |", "|---|---|---:|---:|---:|---:|---:|"]
+    for size, s in results.items():
+        for k in ("float32", "uint8"):
+            r = s[k]
+            lines.append(f"| {size} | {k}: Detector | {r['fps']:.1f} | {r['pre']:.2f} | {r['infer']:.2f} | {r['post']:.2f} | {r['wall']:.2f} |")
+        for k in ("float32", "uint8"):
+            r = s[f"{k} model only"]
+            lines.append(f"| {size} | {k}: session.run only | {r['fps']:.1f} | - | {r['infer']:.2f} | - | {r['wall']:.2f} |")
+        f, u = s["float32"], s["uint8"]
+        fa, ua = s["float32 model only"], s["uint8 model only"]
+        lines.append(f"| {size} | **Detector uint8/float32 = {u['fps'] / f['fps']:.3f}** (frames/s), "
+                     f"{f['wall'] / u['wall']:.3f} (medians); session.run {ua['fps'] / fa['fps']:.3f}, "
+                     f"{fa['wall'] / ua['wall']:.3f} | | | | | |")
+    return "\n".join(lines)
+
+
+def compare_inputs(a: argparse.Namespace) -> dict:
+    """``--inputs``: the Detector, and the bare ``session.run``, on the float32 and the uint8-input export
+    of one model, per size, interleaved."""
+    results = {}
+    for size in a.imgsz:
+        with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
+            models = input_models(Path(tmp), size)
+            rows, _ = throughput(models["float32"], a.frames, a.threads, a.conf, a.iou, a.warmup, a.block,
+                                 paths={**{k: ("b", m) for k, m in models.items()},
+                                        **{f"{k} model only": ("a", m) for k, m in models.items()}})
+        results[size] = summarise(rows)
+    print(f"\nDetector, stand-in yolo11n exported with --input float32 / uint8 (NHWC), {a.frames} conveyor frames "
+          f"640x480 BGR, {a.threads} threads, ORT CPU; each in its own process, alternating blocks of {a.block} frames\n")
+    print(input_table(results))
+    return {"inputs": {str(k): v for k, v in results.items()},
+            "uint8_over_float32": {str(k): v["uint8"]["fps"] / v["float32"]["fps"] for k, v in results.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
-    ap.add_argument("--imgsz", type=int, default=320, help="stand-in model input size (default 320)")
+    ap.add_argument("--imgsz", type=int, nargs="+", default=[320], help="stand-in model input size(s) (default 320)")
+    ap.add_argument("--inputs", action="store_true",
+                    help="compare the Detector on float32- and uint8-input exports of the stand-in, at each --imgsz")
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads and torch threads (default 2)")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.7)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--block", type=int, default=10, help="frames per turn when the three paths alternate")
+    ap.add_argument("--block", type=int, default=10, help="frames per turn when the paths alternate")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     a = ap.parse_args(argv)
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
-        model = a.model or make_model(tmp, a.imgsz)
-        rows, rss = throughput(model, a.frames, a.threads, a.conf, a.iou, a.warmup, a.block)
-    imp, torch_in = import_time()
-    name = model.name if a.model else f"stand-in yolo11n {a.imgsz}x{a.imgsz}"
-    header = (f"model {name}, {a.frames} conveyor frames 640x480 BGR, {a.threads} threads, ORT CPU, "
-              f"conf {a.conf}, iou {a.iou}; each path in its own process, alternating blocks of {a.block} frames")
-    result = report(summarise(rows), rows, rss, imp, torch_in, header)
+    result = compare_inputs(a) if a.inputs else compare_paths(a)
     if a.json:
         from defectdet.config import atomic_write_text
 
         atomic_write_text(a.json, json.dumps({**result, "frames": a.frames, "threads": a.threads}, indent=1))
     return 0
+
+
+def compare_paths(a: argparse.Namespace) -> dict:
+    """(a) raw session.run, (b) Detector, (c) ultralytics on one model (the first --imgsz for the stand-in)."""
+    size = a.imgsz[0]
+    with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
+        model = a.model or make_model(tmp, size)
+        rows, rss = throughput(model, a.frames, a.threads, a.conf, a.iou, a.warmup, a.block)
+    imp, torch_in = import_time()
+    name = model.name if a.model else f"stand-in yolo11n {size}x{size}"
+    header = (f"model {name}, {a.frames} conveyor frames 640x480 BGR, {a.threads} threads, ORT CPU, "
+              f"conf {a.conf}, iou {a.iou}; each path in its own process, alternating blocks of {a.block} frames")
+    return report(summarise(rows), rows, rss, imp, torch_in, header)
 
 
 if __name__ == "__main__":

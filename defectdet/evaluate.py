@@ -161,41 +161,45 @@ def collect_detections(
     model: Any, images: list[Path], nc: int, imgsz=None, conf=0.001, iou=0.7, device="cpu"
 ) -> tuple[list[M.ImageDetections], list[int] | None]:
     """Predict every image and pair its detections with its labels (pixel xyxy); also returns the
-    inference size used (H, W)."""
-    yolo = _load_model(model)
-    model_nc = len(getattr(yolo, "names", None) or {})
-    if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
-        raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
-    if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
-        imgsz = _onnx_imgsz(Path(str(model)))
-    elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
-        from .export.onnx import deploy_imgsz
+    inference size used (H, W). A uint8-input ONNX runs as its float view (the same graph less the
+    Cast/Transpose/Gather/Div it starts with, fed what ultralytics feeds: the same values)."""
+    from .export.uint8 import float_copy
 
-        imgsz = deploy_imgsz(model)  # a crop=native model: its run's native size, else the checkpoint's own
-    kwargs = {"conf": conf, "iou": iou, "device": device, "verbose": False, "stream": True, "save": False}
-    if imgsz is not None:
-        kwargs["imgsz"] = imgsz
-    out = []
-    for img, r in zip(images, yolo.predict(source=[str(p) for p in images], **kwargs)):
-        if Path(r.path).name != img.name:
-            raise DataError(f"{img}: prediction order mismatch (got {r.path})")
-        h, w = r.orig_shape
-        gt_cls, gt_xyxyn = _read_labels(label_path(img), nc)
-        cls = r.boxes.cls.cpu().numpy().astype(np.int64)  # (N,)
-        if cls.size and cls.max() >= nc:
-            raise DataError(f"{img}: the model predicts class {cls.max()} but the data has {nc} classes")
-        out.append(
-            M.ImageDetections(
-                boxes=r.boxes.xyxy.cpu().numpy(),  # (N, 4) pixels
-                conf=r.boxes.conf.cpu().numpy(),  # (N,)
-                cls=cls,
-                gt_boxes=gt_xyxyn * np.array([w, h, w, h]),  # (M, 4) pixels
-                gt_cls=gt_cls,
-                name=str(img),
+    with float_copy(model) as runnable:  # a uint8-input ONNX: its float view, for ultralytics
+        yolo = _load_model(runnable)
+        model_nc = len(getattr(yolo, "names", None) or {})
+        if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
+            raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
+        if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
+            imgsz = _onnx_imgsz(Path(str(runnable)))
+        elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
+            from .export.onnx import deploy_imgsz
+
+            imgsz = deploy_imgsz(model)  # a crop=native model: its run's native size, else the checkpoint's own
+        kwargs = {"conf": conf, "iou": iou, "device": device, "verbose": False, "stream": True, "save": False}
+        if imgsz is not None:
+            kwargs["imgsz"] = imgsz
+        out = []
+        for img, r in zip(images, yolo.predict(source=[str(p) for p in images], **kwargs)):
+            if Path(r.path).name != img.name:
+                raise DataError(f"{img}: prediction order mismatch (got {r.path})")
+            h, w = r.orig_shape
+            gt_cls, gt_xyxyn = _read_labels(label_path(img), nc)
+            cls = r.boxes.cls.cpu().numpy().astype(np.int64)  # (N,)
+            if cls.size and cls.max() >= nc:
+                raise DataError(f"{img}: the model predicts class {cls.max()} but the data has {nc} classes")
+            out.append(
+                M.ImageDetections(
+                    boxes=r.boxes.xyxy.cpu().numpy(),  # (N, 4) pixels
+                    conf=r.boxes.conf.cpu().numpy(),  # (N,)
+                    cls=cls,
+                    gt_boxes=gt_xyxyn * np.array([w, h, w, h]),  # (M, 4) pixels
+                    gt_cls=gt_cls,
+                    name=str(img),
+                )
             )
-        )
-    used = getattr(getattr(yolo, "predictor", None), "imgsz", None)
-    return out, [int(v) for v in used] if used is not None else None
+        used = getattr(getattr(yolo, "predictor", None), "imgsz", None)
+        return out, [int(v) for v in used] if used is not None else None
 
 
 # ----------------------------------------------------------------------------- report

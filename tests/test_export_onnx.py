@@ -78,7 +78,8 @@ def test_metadata_embedded_and_in_sidecar(exported):
     side = json.loads(r.sidecar.read_text())
     assert side["names"] == {"0": "scratch", "1": "crack"} and side["imgsz"] == [IMGSZ, IMGSZ]
     assert side["strides"] == [8, 16, 32] and side["input_name"] == "images"
-    assert side["preprocess"] == {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114}
+    assert side["preprocess"] == {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114,
+                                  "dtype": "float32", "layout": "NCHW"}
     assert side["output_layout"] == "xywh+cls (1, 4+nc, A)" and side["precision"] == "fp32"
     assert side["cls_loss"] == "qfl" and side["source"] == {"checkpoint": str(ckpt.resolve()), "sha256": sha}
 
@@ -132,6 +133,78 @@ def test_half_export_is_fp16_typed_with_fp32_io(exported, tmp_path):
     assert m.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert r.metadata["precision"] == "fp16" and r.parity["ok"]
     assert json.loads((tmp_path / "model.fp16.json").read_text())["precision"] == "fp16"
+
+
+@pytest.fixture(scope="module")
+def exported_uint8(exported, tmp_path_factory):
+    """The same checkpoint through ``defectdet export --input uint8`` (NHWC, the default layout)."""
+    from defectdet import cli as dd_cli
+
+    ckpt, _ = exported
+    out = tmp_path_factory.mktemp("u8") / "model.onnx"
+    assert dd_cli.main(["export", "--model", str(ckpt), "--imgsz", str(IMGSZ), "--input", "uint8", "--out", str(out)]) == 0
+    return out
+
+
+def test_uint8_export_takes_the_bgr_frame_and_normalises_in_the_graph(exported, exported_uint8):
+    _, r = exported
+    m = onnx.load(str(exported_uint8))
+    onnx.checker.check_model(m)
+    inp = m.graph.input[0]
+    assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, IMGSZ, IMGSZ, 3]
+    assert [n.op_type for n in m.graph.node[:4]] == ["Cast", "Transpose", "Gather", "Div"]  # Cast first: TensorRT's UINT8 rule
+    assert {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    side = json.loads(exported_uint8.with_suffix(".json").read_text())
+    assert side["preprocess"] == {"letterbox": True, "rgb": False, "scale": 1 / 255, "pad_value": 114,
+                                  "dtype": "uint8", "layout": "NHWC"}
+    assert side["imgsz"] == [IMGSZ, IMGSZ] and side["input_shape"] == [1, IMGSZ, IMGSZ, 3]
+    assert side["parity"]["ok"] and side["parity"]["boxes_max_abs"] < 1e-2  # against PyTorch on the normalised bytes
+    props = {p.key: p.value for p in m.metadata_props}
+    assert json.loads(props["defectdet"])["preprocess"]["dtype"] == "uint8"
+    # the same bytes give the float export's outputs
+    u = np.random.default_rng(1).integers(0, 256, (1, IMGSZ, IMGSZ, 3), dtype=np.uint8)
+    x = np.ascontiguousarray(u.transpose(0, 3, 1, 2)[:, ::-1]).astype(np.float32) / np.float32(255)
+    y8 = ort.InferenceSession(str(exported_uint8), providers=["CPUExecutionProvider"]).run(None, {"images": u})[0]
+    y = ort.InferenceSession(str(r.onnx), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    np.testing.assert_allclose(y8, y, atol=1e-4, rtol=0)
+
+
+def test_float_view_of_a_uint8_export_is_the_float_graph(exported, exported_uint8):
+    from defectdet.export.uint8 import float_view, is_uint8_input, uint8_input
+
+    _, r = exported
+    fp, u8 = onnx.load(str(r.onnx)), onnx.load(str(exported_uint8))
+    view = float_view(u8)
+    assert is_uint8_input(u8) and not is_uint8_input(view) and not is_uint8_input(fp)
+    assert view.graph.input == fp.graph.input and list(view.graph.node) == list(fp.graph.node)
+    assert uint8_input(onnx.load(str(r.onnx)), "NCHW")["layout"] == "NCHW"
+    with pytest.raises(Exception, match="expected a static \\(B, 3, H, W\\) float32"):
+        uint8_input(u8)
+
+
+def test_sidecars_without_dtype_and_layout_read_as_float32_nchw(exported, exported_uint8, tmp_path):
+    """A sidecar written before the input dtype was recorded still loads; one that disagrees with the graph is refused."""
+    import shutil
+
+    from defectdet.runtime import Detector, MetadataError, load_metadata
+
+    _, r = exported
+    side = json.loads(r.sidecar.read_text())
+    for name, model in (("old", r.onnx), ("lying", exported_uint8)):
+        shutil.copy(model, tmp_path / f"{name}.onnx")
+        old = {**side, "preprocess": {k: side["preprocess"][k] for k in ("letterbox", "rgb", "scale", "pad_value")}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(old))
+    pre = load_metadata(tmp_path / "old.onnx").preprocess
+    assert (pre.dtype, pre.layout) == ("float32", "NCHW")
+    with Detector(tmp_path / "old.onnx") as det:
+        assert det.backend.input_spec().dtype == np.float32
+    with pytest.raises(MetadataError, match="imgsz|dtype"):
+        Detector(tmp_path / "lying.onnx")
+    (tmp_path / "bad.onnx").write_bytes(r.onnx.read_bytes())
+    (tmp_path / "bad.json").write_text(json.dumps({**side, "preprocess": {**side["preprocess"], "dtype": "int4"}}))
+    with pytest.raises(MetadataError, match="preprocess.dtype"):
+        load_metadata(tmp_path / "bad.onnx")
 
 
 def test_training_info_without_run_file(tmp_path):

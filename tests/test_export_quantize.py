@@ -196,3 +196,53 @@ def test_refusals(quantized, tmp_path):
     assert resolve_keep_float(onnx.load(str(fp32)), "none") == []
     with pytest.raises(ConfigError, match="model not found"):
         quantize_onnx(tmp_path / "missing.onnx", data, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def quantized_uint8(quantized):
+    """The same checkpoint exported with ``--input uint8`` (NHWC), and its INT8 Q/DQ model on the same 8 images."""
+    from defectdet.export.onnx import export_onnx
+    from defectdet.export.quantize import quantize_onnx
+
+    fp32, _, data = quantized
+    u8 = export_onnx(fp32.parent / "best.pt", imgsz=IMGSZ, out=fp32.parent / "u8" / "model.onnx", input_dtype="uint8").onnx
+    return u8, quantize_onnx(u8, data, calib_images=8, method="minmax", show_progress=False)
+
+
+def test_uint8_model_quantizes_with_the_same_scales(quantized, quantized_uint8):
+    """Calibration feeds the uint8 model its bytes; the first conv sees the same floats, so every scale is the float model's."""
+    _, r, _ = quantized
+    u8, r8 = quantized_uint8
+    m = onnx.load(str(r8.onnx))
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, IMGSZ, IMGSZ, 3]
+    assert m.graph.node[0].op_type == "Cast" and {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {17}
+
+    def scales(path):  # quantized tensor -> its scale(s); the uint8 graph's first conv reads the Div's output
+        g = onnx.load(str(path)).graph
+        inits = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
+        rename = {"defectdet_input/normalised": "images"}
+        return {rename.get(n.input[0], n.input[0]): inits[n.input[1]].tolist() for n in g.node if n.op_type == "QuantizeLinear"}
+
+    assert scales(r8.onnx) == scales(r.onnx) and r8.report["quantized_convs"] == r.report["quantized_convs"]
+    side = json.loads(r8.sidecar.read_text())
+    assert side["preprocess"]["dtype"] == "uint8" and side["preprocess"]["layout"] == "NHWC" and not side["preprocess"]["rgb"]
+    assert side["imgsz"] == [IMGSZ, IMGSZ] and side["precision"] == "int8-qdq"
+    assert r8.report["output_error"]["boxes_rel_l2"] == pytest.approx(r.report["output_error"]["boxes_rel_l2"], rel=1e-3)
+
+
+def test_val_and_gate_accept_uint8_models(quantized, quantized_uint8):
+    """``val`` on the uint8 FP32 and INT8 models reports what it reports on their float twins; the gate runs on them."""
+    from defectdet.evaluate import evaluate
+    from defectdet.export.gate import run_gate
+
+    fp32, r, data = quantized
+    u8, r8 = quantized_uint8
+    for float_model, uint8_model in ((fp32, u8), (r.onnx, r8.onnx)):
+        a, b = evaluate(str(float_model), data).to_dict(), evaluate(str(uint8_model), data).to_dict()
+        assert b["imgsz"] == [IMGSZ, IMGSZ]
+        assert (b["map50"], b["map50_95"], b["escape_rate"], b["overkill_rate"]) == \
+            (a["map50"], a["map50_95"], a["escape_rate"], a["overkill_rate"])
+    g = run_gate(u8, r8.onnx, data, force=True)
+    assert g.report_path == r8.onnx.with_suffix(".gate.json") and g.report_path.is_file()
+    assert "gate" in json.loads(r8.sidecar.read_text())

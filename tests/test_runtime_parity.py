@@ -223,3 +223,48 @@ def test_parity_on_deeppcb_val(bench, tmp_path):
     assert len(imgs) == 24 and all(i is not None for i in imgs)
     assert _compare(pcb, imgs, 0.05) > 0
     assert _compare(pcb, imgs, 0.25) > 0
+
+
+@pytest.fixture(scope="module")
+def uint8_models(bench, tmp_path_factory):
+    """The float export of one checkpoint and its uint8-input exports (NHWC and NCHW), via ``defectdet export``."""
+    export = pytest.importorskip("defectdet.export.onnx", reason="defectdet.export.onnx not available")
+    root = tmp_path_factory.mktemp("u8")
+    src = bench.make_model(root / "src", 160, logit_mean=-3.0, logit_std=1.5, save_pt=True)
+    ckpt = src.with_suffix(".pt")
+    kw = {"imgsz": 160, "check_parity": False}  # export parity is test_export_onnx's; this compares detections
+    fp = export.export_onnx(ckpt, out=root / "fp" / "model.onnx", **kw).onnx
+    u8 = {lay: export.export_onnx(ckpt, out=root / lay / "model.onnx", input_dtype="uint8", input_layout=lay, **kw).onnx
+          for lay in ("NHWC", "NCHW")}
+    return fp, u8
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_uint8_input_model_matches_ultralytics_on_the_float_model(uint8_models, frames, layout):
+    """The uint8 graph in the Detector == ultralytics predict on the float graph of the same checkpoint."""
+    fp, u8 = uint8_models
+    yolo = _ultralytics(fp)
+    total = 0
+    with Detector(u8[layout], conf=0.05) as det:
+        assert det.metadata.preprocess.dtype == "uint8" and det.metadata.preprocess.layout == layout
+        assert det.backend.input_spec().dtype == np.uint8
+        for i, f in enumerate(frames):
+            ours = det(f)
+            assert_same(ours, _theirs(yolo.predict(f, conf=0.05, iou=0.7, imgsz=[160, 160], verbose=False)[0]), f"frame {i}")
+            total += len(ours)
+    assert total >= len(frames)
+
+
+def test_uint8_nhwc_input_is_the_letterboxed_frame_itself(uint8_models, frames):
+    """The NHWC uint8 batch is the letterboxed BGR frame, written into one reused buffer; stages agree with __call__."""
+    from defectdet.runtime.preprocess import letterbox
+
+    with Detector(uint8_models[1]["NHWC"], conf=0.05) as det:
+        pre = det.new_preprocessor()
+        for f in frames[6:9]:
+            batch, params = pre([f])
+            assert batch.dtype == np.uint8 and batch.shape == (1, 160, 160, 3)
+            assert np.array_equal(batch[0], letterbox(f, (160, 160))[0])
+            assert_same(det.decode(det.forward(batch)[0], params[0]), det(f))
+        again, _ = pre([frames[6]])
+        assert np.shares_memory(again, batch)  # no per-frame allocation

@@ -21,7 +21,9 @@ from .onnx_graph import (
     build_metadata,
     defectdet_entry,
     embed_metadata,
+    graph_preprocess,
     has_qdq,
+    input_format,
     io_shapes,
     load_props,
     opset_version,
@@ -30,6 +32,8 @@ from .onnx_graph import (
 )
 from .sidecar import (
     DEFAULT_STRIDES,
+    INPUT_DTYPES,
+    INPUT_LAYOUTS,
     LAYOUT_END2END,
     LAYOUT_XYWH_CLS,
     MIN_OPSET,
@@ -57,9 +61,9 @@ from .thresholds import (
 )
 
 __all__ = [
-    "DEFAULT_STRIDES", "LAYOUT_END2END", "LAYOUT_XYWH_CLS", "MIN_OPSET", "OUTPUT_LAYOUT", "PREPROCESS",
+    "DEFAULT_STRIDES", "INPUT_DTYPES", "INPUT_LAYOUTS", "LAYOUT_END2END", "LAYOUT_XYWH_CLS", "MIN_OPSET", "OUTPUT_LAYOUT", "PREPROCESS",
     "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "MetadataError", "ModelMetadata", "Preprocess", "build_metadata",
-    "by_name", "defectdet_entry", "embed_metadata", "has_qdq", "io_shapes", "load_metadata", "load_props",
+    "by_name", "defectdet_entry", "embed_metadata", "graph_preprocess", "has_qdq", "input_format", "io_shapes", "load_metadata", "load_props",
     "load_thresholds", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
     "save_onnx", "sha256_file", "sidecar_names", "sidecar_path", "sidecar_thresholds", "update_sidecar", "write_sidecar",
     "write_sidecar_thresholds", "write_thresholds_file",

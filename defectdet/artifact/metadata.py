@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from .sidecar import (
     DEFAULT_STRIDES,
+    INPUT_DTYPES,
+    INPUT_LAYOUTS,
     LAYOUT_END2END,
     LAYOUT_XYWH_CLS,
     MetadataError,
@@ -60,6 +62,12 @@ class ModelMetadata:
         """True for NMS-free heads whose output is already (B, N, 6) detections."""
         return self.output_layout == LAYOUT_END2END
 
+    def input_shape(self, batch: int | None = None) -> tuple[int, ...]:
+        """The image input's shape in its recorded layout: (B, 3, H, W) or (B, H, W, 3)."""
+        b = self.batch if batch is None else batch
+        h, w = self.imgsz
+        return (b, h, w, 3) if self.preprocess.layout == "NHWC" else (b, 3, h, w)
+
     def anchors(self) -> int:
         """Anchor points the head emits at ``imgsz``: sum over strides of (H/s)*(W/s)."""
         h, w = self.imgsz
@@ -92,15 +100,23 @@ def _preprocess(value: Any, where: str) -> Preprocess:
         return Preprocess()
     if not isinstance(value, Mapping):
         raise MetadataError(f"{where}: 'preprocess' must be a mapping, got {type(value).__name__}")
-    unknown = set(value) - {"letterbox", "rgb", "scale", "pad_value"}
+    keys = [f.name for f in fields(Preprocess)]
+    unknown = set(value) - set(keys)
     if unknown:
-        raise MetadataError(f"{where}: unknown 'preprocess' keys {sorted(unknown)}; expected letterbox, rgb, scale, pad_value")
-    d = Preprocess()
+        raise MetadataError(f"{where}: unknown 'preprocess' keys {sorted(unknown)}; expected {', '.join(keys)}")
+    d = Preprocess()  # a sidecar written before dtype/layout existed: float32 NCHW
+    dtype, layout = str(value.get("dtype", d.dtype)), str(value.get("layout", d.layout))
+    if dtype not in INPUT_DTYPES:
+        raise MetadataError(f"{where}: 'preprocess.dtype' must be one of {list(INPUT_DTYPES)}, got {dtype!r}")
+    if layout not in INPUT_LAYOUTS:
+        raise MetadataError(f"{where}: 'preprocess.layout' must be one of {list(INPUT_LAYOUTS)}, got {layout!r}")
     return Preprocess(
         letterbox=bool(value.get("letterbox", d.letterbox)),
         rgb=bool(value.get("rgb", d.rgb)),
         scale=float(literal(value.get("scale", d.scale))),
         pad_value=int(value.get("pad_value", d.pad_value)),
+        dtype=dtype,
+        layout=layout,
     )
 
 

@@ -59,6 +59,32 @@ def io_shapes(model: Any) -> tuple[str, list[int], str, list[int]]:
     return inputs[0].name, dims(inputs[0]), g.output[0].name, dims(g.output[0])
 
 
+_ONNX_UINT8 = 2  # onnx.TensorProto.UINT8 (the runtime never imports onnx)
+
+
+def input_format(model: Any) -> tuple[str, str]:
+    """(dtype, layout) of a graph's image input: ``("uint8", "NHWC")`` for a (B, H, W, 3) uint8 input,
+    ``("float32", "NCHW")`` for what ultralytics exports (float16 graphs keep float32 I/O)."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    tensor = next(i for i in g.input if i.name not in inits).type.tensor_type
+    dims = [d.dim_value for d in tensor.shape.dim]
+    layout = "NHWC" if len(dims) == 4 and dims[3] == 3 and dims[1] != 3 else "NCHW"
+    return ("uint8" if tensor.elem_type == _ONNX_UINT8 else "float32"), layout
+
+
+def graph_preprocess(model: Any, preprocess: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``preprocess`` record of a graph: ``preprocess`` (else the one its ``defectdet`` entry
+    carries, else ultralytics' defaults), with dtype and layout read from the graph's input."""
+    if preprocess is None:
+        try:
+            preprocess = json.loads(props(model).get("defectdet") or "{}").get("preprocess")
+        except (ValueError, AttributeError):
+            preprocess = None
+    dtype, layout = input_format(model)
+    return {**PREPROCESS, **(preprocess or {}), "dtype": dtype, "layout": layout}
+
+
 def opset_version(model: Any) -> int:
     """The graph's default-domain opset (0 when it declares none)."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -70,17 +96,20 @@ def has_qdq(model: Any) -> bool:
 
 
 def build_metadata(model: Any, source: Path, sha: str, strides: list[int], precision: str, opset: int,
-                   training: Mapping[str, Any]) -> dict[str, Any]:
+                   training: Mapping[str, Any], preprocess: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The sidecar of an exported graph (the contract the runtime reads); ``source`` is the file it
-    was made from (checkpoint or FP32 ONNX) and ``training`` its ``cls_loss`` / ``gamma`` / ``alpha``."""
+    was made from (checkpoint or FP32 ONNX), ``training`` its ``cls_loss`` / ``gamma`` / ``alpha``
+    and ``preprocess`` what the graph's input wants (see :func:`graph_preprocess`)."""
     meta = props(model)
     names = ast.literal_eval(meta["names"])
     in_name, in_shape, out_name, out_shape = io_shapes(model)
+    pre = graph_preprocess(model, preprocess)
+    hw = in_shape[1:3] if pre["layout"] == "NHWC" else in_shape[2:4]
     return {
         "names": {str(k): str(v) for k, v in sorted(names.items())},
-        "imgsz": [int(in_shape[2]), int(in_shape[3])],
+        "imgsz": [int(hw[0]), int(hw[1])],
         "strides": [int(s) for s in strides],
-        "preprocess": dict(PREPROCESS),
+        "preprocess": pre,
         "input_name": in_name,
         "input_shape": in_shape,
         "output_name": out_name,

@@ -26,6 +26,8 @@ OUTPUT_LAYOUT = "xywh+cls (1, 4+nc, A)"  # what `defectdet export` records: A an
 DEFAULT_STRIDES = (8, 16, 32)  # P3-P5 of a stride-32 ultralytics detection head
 TRT86_MAX_OPSET = 17  # TensorRT 8.6 (JetPack 6.0) parses ONNX opset <= 17
 MIN_OPSET = 11  # the oldest opset `defectdet export` accepts
+INPUT_DTYPES = ("float32", "uint8")  # what the graph's image input takes (float16 graphs keep float32 I/O)
+INPUT_LAYOUTS = ("NCHW", "NHWC")  # (B, 3, H, W) planes, or (B, H, W, 3): OpenCV's interleaved image
 
 
 class MetadataError(ConfigError):
@@ -35,12 +37,20 @@ class MetadataError(ConfigError):
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How frames become the network input (the export records what training used)."""
+    """How frames become the network input (the export records what training used).
+
+    ``dtype`` float32: the host converts the letterboxed image (channel order, ``scale``, HWC -> CHW).
+    ``dtype`` uint8: the host feeds the letterboxed bytes as they are, in ``layout``; the graph
+    applies ``scale`` (and the layout change) itself. ``rgb`` is always the channel order the
+    input tensor wants.
+    """
 
     letterbox: bool = True  # True: keep aspect, pad centred (ultralytics LetterBox); False: stretch
-    rgb: bool = True  # the network wants RGB; frames arrive BGR (OpenCV)
+    rgb: bool = True  # the input wants RGB; frames arrive BGR (OpenCV)
     scale: float = 1 / 255  # pixel multiplier (applied as a division by 255 when it is 1/255, as ultralytics does)
     pad_value: int = 114  # letterbox border grey level
+    dtype: str = "float32"  # the input tensor's type: float32 | uint8 (INPUT_DTYPES)
+    layout: str = "NCHW"  # the input tensor's layout: NCHW (B, 3, H, W) | NHWC (B, H, W, 3) (INPUT_LAYOUTS)
 
 
 PREPROCESS = asdict(Preprocess())  # what ultralytics trains with, as the sidecar records it

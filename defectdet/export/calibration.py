@@ -67,24 +67,24 @@ def select_calibration(
 def load_images(paths: Sequence[Path], imgsz: tuple[int, int],
                 preprocess: Preprocess = DEFAULT_PREPROCESS) -> np.ndarray:
     """Read and pre-process images like the runtime (``preprocess``: the model's recorded settings;
-    default letterbox, RGB, /255) -> (n, 3, H, W) float32."""
+    default letterbox, RGB, /255) -> (n, 3, H, W) float32, or the uint8 input form the model records."""
     import cv2
 
     from ..runtime.preprocess import Preprocessor
 
     pre = Preprocessor(imgsz, preprocess)
-    out = np.empty((len(paths), 3, *imgsz), np.float32)  # (n, 3, H, W)
+    out = np.empty(pre.input_shape(len(paths)), pre.settings.dtype)  # (n, 3, H, W) or (n, H, W, 3)
     for i, p in enumerate(paths):
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             raise DataError(f"{p}: cannot read image (missing or not an image)")
-        out[i] = pre([img])[0][0]  # (3, H, W)
+        out[i] = pre([img])[0][0]  # (3, H, W) float32 or the uint8 input form
     return out
 
 
 def batches(paths: Sequence[Path], imgsz: tuple[int, int], size: int = 1,
             preprocess: Preprocess = DEFAULT_PREPROCESS) -> Iterator[np.ndarray]:
-    """Pre-processed images in (size, 3, H, W) float32 batches (the last one may be smaller)."""
+    """Pre-processed images in batches of ``size`` in the model's input form (the last one may be smaller)."""
     for i in range(0, len(paths), size):
         yield load_images(paths[i : i + size], imgsz, preprocess)
 
@@ -130,7 +130,7 @@ def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, 
         def get_next(self):
             if self.i >= self.end:
                 return None
-            x = load_images([paths[self.i]], imgsz, preprocess)  # (1, 3, H, W)
+            x = load_images([paths[self.i]], imgsz, preprocess)  # (1, 3, H, W) or the uint8 form
             self.i += 1
             self.bar.update(1)
             return {input_name: x}
@@ -146,23 +146,24 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
     import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
     import pycuda.driver as cuda
 
-    shape = tuple(int(d) for d in input_shape)  # (1, 3, H, W): the static batch of the export
+    shape = tuple(int(d) for d in input_shape)  # (1, 3, H, W) or (1, H, W, 3) uint8: the static batch of the export
     paths = select_calibration(split_images(data, "train"), n)[0] if data else []
     cache = Path(cache) if cache else None
-    preprocess = load_metadata(onnx, {}).preprocess  # as the runtime applies it
+    meta = load_metadata(onnx, {})
+    preprocess, itemsize = meta.preprocess, np.dtype(meta.preprocess.dtype).itemsize  # as the runtime applies it
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self.source = batches(paths, shape[2:], shape[0], preprocess)
-            self.device = cuda.mem_alloc(int(np.prod(shape)) * 4)  # float32 input buffer
+            self.source = batches(paths, meta.imgsz, shape[0], preprocess)
+            self.device = cuda.mem_alloc(int(np.prod(shape)) * itemsize)  # float32 or uint8 input buffer
             self.bar = progress(len(paths), "calibrating (TensorRT)")
 
         def get_batch_size(self) -> int:
             return shape[0]
 
         def get_batch(self, names):
-            x = next(self.source, None)  # (B, 3, H, W) float32
+            x = next(self.source, None)  # (B, 3, H, W) float32 or the uint8 input form
             if x is None or x.shape[0] != shape[0]:
                 self.bar.close()
                 return None  # end of calibration data

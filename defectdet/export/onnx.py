@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import (
+    INPUT_DTYPES,
     MIN_OPSET,
     TRT86_MAX_OPSET,
     build_metadata,
@@ -39,6 +40,7 @@ from ..cli import exit_statuses
 from ..config import load_yaml
 from ..errors import ConfigError
 from . import ExportError
+from .uint8 import uint8_input
 
 # Parity limits, in output units: boxes are input pixels (an FP32 re-association error is ~1e-3 px at 640),
 # scores are probabilities. FP16 carries ~3 significant digits, so its limits are those of half precision.
@@ -144,15 +146,27 @@ def to_fp16(model: Any) -> Any:
     return model
 
 
+def _parity_input(shape: list[int], dtype: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(what the ONNX takes, the (1, 3, H, W) float32 RGB PyTorch equivalent) from one seeded draw."""
+    rng = np.random.default_rng(seed)
+    if dtype != "tensor(uint8)":
+        x = rng.random(shape, dtype=np.float32)  # (1, 3, H, W) in [0, 1)
+        return x, x
+    u = rng.integers(0, 256, shape, dtype=np.uint8)  # (1, H, W, 3) or (1, 3, H, W) BGR bytes
+    chw = u.transpose(0, 3, 1, 2) if shape[3] == 3 and shape[1] != 3 else u  # (1, 3, H, W) BGR
+    return u, np.ascontiguousarray(chw[:, ::-1]).astype(np.float32) / np.float32(255)  # RGB in [0, 1]
+
+
 def parity(torch_model: Any, onnx_path: Path, precision: str = "fp32", seed: int = 0) -> dict[str, Any]:
-    """Max |ONNX - PyTorch| on one seeded uniform input, for boxes (pixels) and scores separately."""
+    """Max |ONNX - PyTorch| on one seeded uniform input, for boxes (pixels) and scores separately
+    (a uint8-input graph gets random bytes, PyTorch the same image normalised as ultralytics does)."""
     import onnxruntime as ort
     import torch
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
-    x = np.random.default_rng(seed).random(inp.shape, dtype=np.float32)  # (1, 3, H, W) in [0, 1)
-    y_onnx = sess.run(None, {inp.name: x})[0]  # (1, 4+nc, A)
+    feed, x = _parity_input(list(inp.shape), inp.type, seed)
+    y_onnx = sess.run(None, {inp.name: feed})[0]  # (1, 4+nc, A)
     model = torch_model.float().eval()
     with torch.no_grad():
         y_pt = model(torch.from_numpy(x))
@@ -189,17 +203,21 @@ def _check_args(checkpoint: Path, opset: int) -> None:
 def export_onnx(
     checkpoint: str | os.PathLike, imgsz: int | list[int] | None = None, opset: int = TRT86_MAX_OPSET,
     half: bool = False, out: str | os.PathLike | None = None, simplify: bool = True, check_parity: bool = True,
+    input_dtype: str = "float32", input_layout: str = "NHWC",
 ) -> ExportResult:
     """Export ``checkpoint`` to a static ONNX with metadata and a sidecar; returns paths and parity.
 
     ``imgsz`` None uses the run's native size for a ``crop=native`` model (:func:`deploy_imgsz`), else
-    the training size stored in the checkpoint. Raises :class:`ExportError`
+    the training size stored in the checkpoint. ``input_dtype`` uint8 gives the graph a uint8 BGR
+    input in ``input_layout`` (NHWC or NCHW) with the normalisation inside (:mod:`.uint8`). Raises :class:`ExportError`
     when the graph fails ``onnx.checker`` or parity exceeds :data:`PARITY_TOL`.
     """
     import onnx
 
     ckpt = Path(checkpoint)
     _check_args(ckpt, opset)
+    if input_dtype not in INPUT_DTYPES:
+        raise ConfigError(f"--input {input_dtype}: expected one of {', '.join(INPUT_DTYPES)}")
     if imgsz is None and (imgsz := deploy_imgsz(ckpt)):
         print(f"defectdet export: imgsz {imgsz}, the native size this crop=native model was validated at "
               "(--imgsz to choose another)")
@@ -214,7 +232,8 @@ def export_onnx(
         strides = [int(s) for s in torch_model.stride.tolist()]
         if half:
             model = to_fp16(model)
-        meta = build_metadata(model, ckpt, sha256_file(ckpt), strides, precision, opset, training_info(ckpt))
+        preprocess = uint8_input(model, input_layout) if input_dtype == "uint8" else None
+        meta = build_metadata(model, ckpt, sha256_file(ckpt), strides, precision, opset, training_info(ckpt), preprocess)
         embed_metadata(model, {"strides": str(meta["strides"]), "defectdet": defectdet_entry(meta)})
         onnx.checker.check_model(model)
         staged = save_onnx(model, work / dst.name)
@@ -244,6 +263,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=TRT86_MAX_OPSET, help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.6 parses <= 17)")
     p.add_argument("--half", action="store_true", help="FP16-typed graph (FP32 I/O) for TensorRT 11's strongly typed FP16")
     p.add_argument("--out", default=None, help="output .onnx (default: model.onnx / model.fp16.onnx next to the checkpoint)")
+    p.add_argument("--input", dest="input_dtype", choices=("float32", "uint8"), default="float32",
+                   help="image input type: float32 (RGB in [0, 1], what ultralytics exports; default) or uint8 "
+                        "(the letterboxed BGR frame as it is; /255, channel order and layout change in the graph)")
+    p.add_argument("--input-layout", choices=("nhwc", "nchw"), default="nhwc",
+                   help="with --input uint8: NHWC (B, H, W, 3), the OpenCV image (default), or NCHW planes")
     p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")
     p.add_argument("--no-parity", dest="parity", action="store_false", help="skip the ONNX vs PyTorch comparison")
     return p
@@ -255,9 +279,11 @@ def cli(argv: list[str]) -> int:
     if a.imgsz is not None and len(a.imgsz) > 2:
         raise ConfigError(f"--imgsz {' '.join(map(str, a.imgsz))}: expected N or H W")
     imgsz = None if a.imgsz is None else (a.imgsz[0] if len(a.imgsz) == 1 else list(a.imgsz))
-    r = export_onnx(a.model, imgsz=imgsz, opset=a.opset, half=a.half, out=a.out, simplify=a.simplify, check_parity=a.parity)
+    r = export_onnx(a.model, imgsz=imgsz, opset=a.opset, half=a.half, out=a.out, simplify=a.simplify, check_parity=a.parity,
+                    input_dtype=a.input_dtype, input_layout=a.input_layout.upper())
     m = r.metadata
-    print(f"defectdet export: {r.onnx} ({m['precision']}, opset {m['opset']}, input {m['input_shape']}, "
+    print(f"defectdet export: {r.onnx} ({m['precision']}, opset {m['opset']}, input {m['input_shape']} "
+          f"{m['preprocess']['dtype']}, "
           f"output {m['output_shape']}, cls_loss={m['cls_loss']})")
     if r.parity:
         print(f"  parity vs PyTorch: max abs diff boxes {r.parity['boxes_max_abs']:.3g} px, "

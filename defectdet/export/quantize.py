@@ -33,6 +33,7 @@ from ..artifact import (
     defectdet_entry,
     embed_metadata,
     has_qdq,
+    input_format,
     io_shapes,
     load_metadata,
     opset_version,
@@ -159,7 +160,7 @@ def quant_settings(target: str, method: str) -> dict[str, Any]:
 
 
 def output_error(fp32: Path, int8: Path, x: np.ndarray) -> dict[str, float]:
-    """INT8 vs FP32 outputs on images ``x`` (n, 3, H, W): relative L2 of boxes and of score logits
+    """INT8 vs FP32 outputs on images ``x`` (n, ...) in the models' input form: relative L2 of boxes and of score logits
     (scores near 0 or 1 hide differences, their logits do not), and max |score difference|."""
     import onnxruntime as ort
 
@@ -225,13 +226,14 @@ def _int8_metadata(base: dict[str, Any], src: Path, target: str, report: dict[st
 
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
-    """The FP32 ONNX must be static, float and not already quantized; returns (input name, (H, W))."""
+    """The FP32 ONNX (float32 or uint8 input) must be static and not already quantized; returns (input name, (H, W))."""
     if has_qdq(model):
         raise ConfigError(f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote")
     name, shape, _, _ = io_shapes(model)
     if len(shape) != 4 or not all(shape):
         raise ConfigError(f"{src}: input {name} has shape {shape}; expected a static (1, 3, H, W) export")
-    return name, (int(shape[2]), int(shape[3]))
+    hw = shape[1:3] if input_format(model)[1] == "NHWC" else shape[2:4]  # a uint8 NHWC export: (1, H, W, 3)
+    return name, (int(hw[0]), int(hw[1]))
 
 
 def quantize_onnx(

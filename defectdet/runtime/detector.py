@@ -111,8 +111,12 @@ class Detector:
         spec = self.backend.input_spec()
         if m.input_name and m.input_name != spec.name:
             raise MetadataError(f"{where}: input_name {m.input_name!r} but the model's input is {spec.name!r}")
-        if len(spec.shape) != 4 or any(s is not None and s != t for s, t in zip(spec.shape[1:], (3, *m.imgsz))):
-            raise MetadataError(f"{where}: imgsz {list(m.imgsz)} but the model input {spec.name!r} has shape {spec.shape}")
+        if len(spec.shape) != 4 or any(s is not None and s != t for s, t in zip(spec.shape[1:], m.input_shape()[1:])):
+            raise MetadataError(f"{where}: imgsz {list(m.imgsz)} in layout {m.preprocess.layout} but the model input "
+                                f"{spec.name!r} has shape {spec.shape}")
+        if (spec.dtype == np.uint8) != (m.preprocess.dtype == "uint8"):
+            raise MetadataError(f"{where}: preprocess.dtype {m.preprocess.dtype!r} but the model input {spec.name!r} "
+                                f"takes {spec.dtype}; export again or fix the sidecar")
         out = self.backend.output_specs()[0].shape
         if m.end2end:
             if len(out) != 3 or out[2] != 6:
@@ -158,7 +162,7 @@ class Detector:
         return Preprocessor(self.metadata.imgsz, self.metadata.preprocess)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 3, H, W) input -> the model's first output as float32, (B, 4+nc, A) or (B, N, 6); releases the GIL inside the backend."""
+        """The batch :meth:`new_preprocessor` makes ((B, 3, H, W) float32, or uint8 as the model records) -> the model's first output as float32, (B, 4+nc, A) or (B, N, 6); releases the GIL inside the backend."""
         pred = self.backend.infer(batch)[0]
         return pred if pred.dtype == np.float32 else pred.astype(np.float32)
 

@@ -92,43 +92,75 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
 
 
 class Preprocessor:
-    """Letterbox + normalise frames into one reused (B, 3, H, W) float32 buffer.
+    """Letterbox + normalise frames into one reused input buffer, in the form the model records.
 
-    The buffers are overwritten by the next call: a Detector is meant for one thread. The letterboxed
-    image is drawn into a reused canvas too: while frames keep their size, the padding is drawn once
-    and each frame is only resized into the middle (no per-frame image allocation).
+    float32 models get (B, 3, H, W) float32 (channel order and scale applied here). uint8 models
+    (``preprocess.dtype: uint8``, the normalisation is in the graph) get the letterboxed bytes:
+    NHWC (B, H, W, 3) BGR is letterboxed straight into the input buffer, NCHW planes are copied out
+    of the canvas. The buffers are overwritten by the next call: a Detector is meant for one thread.
+    The letterboxed image is drawn into a reused canvas: while frames keep their size, the padding
+    is drawn once and each frame is only resized into the middle (no per-frame image allocation).
     """
 
     def __init__(self, imgsz: tuple[int, int], settings: Preprocess | None = None):
         self.imgsz = (int(imgsz[0]), int(imgsz[1]))
         self.settings = settings or Preprocess()
-        self._buf = np.empty((1, 3, *self.imgsz), np.float32)  # (B, 3, H, W)
-        self._canvas = np.empty((*self.imgsz, 3), np.uint8)  # (H, W, 3) letterboxed BGR
-        self._canvas_params: LetterboxParams | None = None  # the layout the canvas's padding was drawn for
-
-    def letterbox(self, frame: np.ndarray) -> tuple[np.ndarray, LetterboxParams]:
-        """:func:`letterbox` into the reused canvas (the same pixels); returns a view valid until the next call."""
         s = self.settings
+        self.uint8 = s.dtype == "uint8"
+        self._direct = self.uint8 and s.layout == "NHWC" and not s.rgb  # the canvas is the input itself
+        self._buf = self._alloc(1)
+        self._canvas = np.empty((*self.imgsz, 3), np.uint8)  # (H, W, 3) letterboxed BGR
+        self._drawn: dict[int, LetterboxParams] = {}  # canvas (-1, or an input slot) -> the layout its padding was drawn for
+
+    def input_shape(self, n: int = 1) -> tuple[int, int, int, int]:
+        """The batch this makes for ``n`` frames: (n, 3, H, W), or (n, H, W, 3) for an NHWC uint8 model."""
+        h, w = self.imgsz
+        return (n, h, w, 3) if self.uint8 and self.settings.layout == "NHWC" else (n, 3, h, w)
+
+    def _alloc(self, n: int) -> np.ndarray:
+        self._drawn = {k: v for k, v in getattr(self, "_drawn", {}).items() if k < 0}  # new slots: padding undrawn
+        return np.empty(self.input_shape(n), np.uint8 if self.uint8 else np.float32)
+
+    def letterbox(self, frame: np.ndarray, slot: int = -1) -> tuple[np.ndarray, LetterboxParams]:
+        """:func:`letterbox` into the reused canvas (``slot`` -1) or straight into input slot ``slot``
+        of an NHWC uint8 BGR buffer, the same pixels; returns it (valid until the next call) and the parameters."""
+        s = self.settings
+        canvas = self._canvas if slot < 0 else self._buf[slot]  # (H, W, 3) uint8
         p = letterbox_params(frame.shape[:2], self.imgsz, s.letterbox)
-        if p != self._canvas_params:
-            self._canvas[...] = s.pad_value
-            self._canvas_params = p
-        inner = self._canvas[p.top : p.top + p.new_unpad[1], p.left : p.left + p.new_unpad[0]]  # (new_h, new_w, 3) view
+        if self._drawn.get(slot) != p:
+            canvas[...] = s.pad_value
+            self._drawn[slot] = p
+        inner = canvas[p.top : p.top + p.new_unpad[1], p.left : p.left + p.new_unpad[0]]  # (new_h, new_w, 3) view
         if (frame.shape[1], frame.shape[0]) != p.new_unpad:
             cv2.resize(frame, p.new_unpad, dst=inner, interpolation=cv2.INTER_LINEAR)
         else:
             inner[...] = frame
-        return self._canvas, p
+        return canvas, p
+
+    def _fill(self, img: np.ndarray, dst: np.ndarray) -> None:
+        """The letterboxed BGR canvas (H, W, 3) -> one slot of a uint8 input buffer."""
+        if self.settings.layout == "NHWC":  # (H, W, 3): only the channel order can differ
+            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=dst)
+            return
+        order = (2, 1, 0) if self.settings.rgb else (0, 1, 2)
+        for c, plane in zip(order, dst):  # plane: (H, W) uint8 view
+            np.copyto(plane, img[..., c])
 
     def __call__(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, list[LetterboxParams]]:
-        """BGR frames -> (batch (B, 3, H, W) float32, one LetterboxParams per frame)."""
+        """BGR frames -> (batch in the model's input form, one LetterboxParams per frame)."""
         n = len(frames)
         if self._buf.shape[0] < n:
-            self._buf = np.empty((n, 3, *self.imgsz), np.float32)
+            self._buf = self._alloc(n)
         s = self.settings
         params = []
         for i, frame in enumerate(frames):
-            img, p = self.letterbox(as_bgr(frame))  # (H, W, 3) uint8
-            to_chw(img, self._buf[i], s.rgb, s.scale)
+            if self._direct:
+                _, p = self.letterbox(as_bgr(frame), i)  # (H, W, 3) uint8, in place
+            else:
+                img, p = self.letterbox(as_bgr(frame))  # (H, W, 3) uint8
+                if self.uint8:
+                    self._fill(img, self._buf[i])
+                else:
+                    to_chw(img, self._buf[i], s.rgb, s.scale)
             params.append(p)
-        return self._buf[:n], params  # (n, 3, H, W)
+        return self._buf[:n], params  # (n, 3, H, W) float32 or (n, H, W, 3) / (n, 3, H, W) uint8

@@ -15,7 +15,8 @@ import numpy as np
 
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(uint8)": np.uint8}
 
 
 def _spec(arg: Any) -> TensorSpec:

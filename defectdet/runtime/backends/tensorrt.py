@@ -239,7 +239,8 @@ class TensorRTBackend(Backend):
     # -- Backend API --------------------------------------------------------------------------
     def input_spec(self) -> TensorSpec:
         t = self._input
-        return TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), np.dtype(np.float32))
+        dtype = np.dtype(np.uint8) if t.dtype == np.uint8 else np.dtype(np.float32)  # uint8 engines take bytes; FP16 ones float32
+        return TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), dtype)
 
     def output_specs(self) -> list[TensorSpec]:
         return [TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), t.dtype)
