@@ -98,7 +98,9 @@ class Detections:
         def numpy(x: Any) -> np.ndarray:
             return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
-        return cls.from_arrays(numpy(boxes.xyxy), numpy(boxes.conf), numpy(boxes.cls), dict(result.names))
+        # ultralytics' float32 scores can exceed 1 by an ulp (1.0000001): clip, they are probabilities
+        return cls.from_arrays(numpy(boxes.xyxy), np.clip(numpy(boxes.conf), 0.0, 1.0), numpy(boxes.cls),
+                               dict(result.names))
 
     # -- access -------------------------------------------------------------------------------
     def __len__(self) -> int:
