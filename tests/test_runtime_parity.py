@@ -75,6 +75,7 @@ def _theirs(result) -> Detections:
     boxes = result.boxes
     xyxy, conf, cls = (x.cpu().numpy() for x in (boxes.xyxy, boxes.conf, boxes.cls))
     ok = (xyxy[:, 2] >= xyxy[:, 0]) & (xyxy[:, 3] >= xyxy[:, 1])
+    conf = np.clip(conf, 0.0, 1.0)  # float32 sigmoid: 1.0000001 happens
     return Detections.from_arrays(xyxy[ok], conf[ok], cls[ok], dict(result.names))
 
 
