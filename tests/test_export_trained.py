@@ -107,7 +107,7 @@ def test_cpu_form_passes_the_gate(trained, tmp_path):
     from defectdet.export.quantize import quantize_onnx
 
     data, fp32, _, _ = trained
-    q = quantize_onnx(fp32, data, calib_images=16, method="minmax", target="cpu", out=tmp_path / "m.cpu.onnx",
+    q = quantize_onnx(fp32, data, calib_images=32, method="minmax", target="cpu", out=tmp_path / "m.cpu.onnx",
                       show_progress=False)
     assert run_gate(fp32, q.onnx, data).decision == "pass"
 
