@@ -90,9 +90,10 @@ def resolve_auto(recipe: dict[str, Any], data_yaml, imgsz: int, need_stats: bool
         return r, None
     from .data.stats import dataset_stats
 
+    sides = train_image_sides(data_yaml) if r["crop"] in ("auto", "native") else None  # headers read once
     if r["crop"] == "auto":
-        r["crop"] = auto_crop(train_image_sides(data_yaml), imgsz)
-    size = C.native_size(train_image_sides(data_yaml), 32, imgsz) if r["crop"] == "native" else imgsz
+        r["crop"] = auto_crop(sides, imgsz)
+    size = C.native_size(sides, 32, imgsz) if r["crop"] == "native" else imgsz
     stats = dataset_stats(data_yaml, imgsz=size)
     train = stats["splits"]["train"]
     free = train["defect_free_fraction"] or 0.0
