@@ -549,3 +549,46 @@ def test_real_engine_matches_onnxruntime(tmp_path, onnx_model, frames):
         assert [t for t, _ in got] == [t0, t1]
         for (_, outs), w in zip(got, want):
             np.testing.assert_allclose(outs[0], w, atol=1e-4)
+
+
+def test_pipelined_loop_overlaps_two_frames_on_a_static_engine(fake, tmp_path, onnx_model, frames):
+    """A static engine has two slots: the pipelined loop submits frame n+1 before collecting frame n
+    and decides exactly what the sequential loop decides with the ONNX model, in the same order."""
+    import cv2
+
+    from defectdet.station.capture import FrameSource
+    from defectdet.station.decisions import Decider
+    from defectdet.station.loop import InspectionLoop
+    from defectdet.station.pipeline import PipelinedLoop
+    from defectdet.station.sinks import EventLog, read_events
+    from defectdet.station.sources import parse_source
+
+    trt, cuda = fake()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames * 3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), f)
+    eng = _engine(tmp_path, onnx_model)
+    runs = {}
+    for name, loop_cls, model in (("seq", InspectionLoop, onnx_model), ("trt", PipelinedLoop, eng)):
+        out = tmp_path / name
+        out.mkdir()
+        with Detector(model, conf=0.1) as det:
+            assert det.in_flight == (2 if name == "trt" else 1)
+            if name == "seq":
+                with pytest.raises(BackendError, match="runs one call at a time; use forward"):
+                    det.submit(np.zeros(det.backend.input_spec().shape[1:], np.float32)[None])
+            loop = loop_cls(det, FrameSource(parse_source(str(folder))), Decider(det.names), [EventLog(out / "events.jsonl")],
+                            out_dir=out)
+            summary = loop.run()
+        assert summary["frames"] == 3 * len(frames) and summary["detector_errors"] == 0
+        assert summary["in_flight"] == (2 if name == "trt" else 1)
+        runs[name] = [(e["frame"], e["decision"], [d["class_id"] for d in e["detections"]], [d["xyxy"] for d in e["detections"]])
+                      for e in read_events(out / "events.jsonl")]
+    assert runs["trt"] and [r[:3] for r in runs["trt"]] == [r[:3] for r in runs["seq"]]
+    for a, b in zip(runs["trt"], runs["seq"]):
+        np.testing.assert_allclose(a[3], b[3], atol=0.05)
+    calls = [c[0] for c in cuda.log if c[0] in ("execute", "event.synchronize")]
+    assert "execute" in calls and any(a == b == "execute" for a, b in zip(calls, calls[1:])), \
+        "no frame was submitted while the one before it was still in flight"
+    assert cuda.memory == {}

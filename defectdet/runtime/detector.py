@@ -166,6 +166,30 @@ class Detector:
         pred = self.backend.infer(batch)[0]
         return pred if pred.dtype == np.float32 else pred.astype(np.float32)
 
+    @property
+    def in_flight(self) -> int:
+        """How many batches :meth:`submit` can have running at once: 2 for a TensorRT engine with two
+        slots (the copies and compute of one frame overlap another's), 1 when the backend only runs
+        one call at a time (ONNX Runtime; a dynamic-batch engine)."""
+        slots = getattr(self.backend, "slots", 1)
+        return slots if isinstance(slots, int) and slots > 1 and callable(getattr(self.backend, "submit", None)) else 1
+
+    def submit(self, batch: np.ndarray) -> int:
+        """Start :meth:`forward` on ``batch`` without waiting (``in_flight`` > 1); returns a ticket.
+
+        The input is copied into the backend's own buffer before this returns, so the preprocessor's
+        buffer may be reused at once. Results come back in submission order from :meth:`collect`.
+        """
+        if self.in_flight == 1:
+            raise BackendError(f"{self.model_path}: the {self.backend.name} backend runs one call at a time; use forward()")
+        return self.backend.submit(batch)
+
+    def collect(self) -> tuple[int, np.ndarray]:
+        """Wait for the oldest :meth:`submit` and return (its ticket, the model's first output as float32)."""
+        ticket, outputs = self.backend.collect()
+        pred = outputs[0]
+        return ticket, pred if pred.dtype == np.float32 else pred.astype(np.float32)
+
     def decode(self, pred: np.ndarray, params: Any) -> Detections:
         """One image's output (4+nc, A) or (N, 6) and its LetterboxParams -> Detections in frame pixels (thresholds, NMS, max_det)."""
         return postprocess(pred, params, self.thresholds, self._name_table, self.iou, self.max_det, self.metadata.end2end)

@@ -82,6 +82,7 @@ class InspectionLoop:
     """One inspection run over a :class:`FrameSource`, every stage in the calling thread (see the module docstring)."""
 
     pipelined = False
+    in_flight = 1  # frames the model works on at once (a pipelined loop on a two-slot TensorRT engine: 2)
 
     def __init__(
         self,
@@ -295,6 +296,7 @@ class InspectionLoop:
             "latency_ms": _percentiles(self.latency),
             "frame_age_ms": _percentiles(self.age),
             "pipeline": self.pipelined,
+            "in_flight": self.in_flight,
             "stages_ms": {name: _percentiles(st) for name, st in self.stages.items() if st.n},
             "seconds": round(time.monotonic() - self._t0, 3),
             "stop_reason": self.stop_reason or "error",

@@ -24,6 +24,9 @@ sinks run in the calling thread as in :class:`~.loop.InspectionLoop` (a window, 
 
 A detector with :meth:`~defectdet.runtime.Detector.forward` and ``stageable`` true is split into
 its three stages; any other callable (a tiled Detector, a test double) runs whole in the infer stage.
+When its backend can hold two frames at once (``Detector.in_flight`` 2: a static TensorRT engine,
+two slots), the infer stage submits frame n+1 before it collects frame n, so one frame's copies
+and compute overlap the other's copy back and decoding; ``summary.json`` says ``in_flight``.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ class _Job:
     params: Any = None  # its LetterboxParams
     out: Any = None  # staged: the (1, 4+nc, A) model output; whole: the Detections
     error: Optional[Exception] = None
+    ticket: Optional[int] = None  # overlapped: the detector's submit() ticket until collected
+    infer_ms: float = 0.0  # overlapped: time in submit() + collect()
 
 
 class PipelinedLoop(InspectionLoop):
@@ -110,6 +115,8 @@ class PipelinedLoop(InspectionLoop):
         super().__init__(*args, **kwargs)
         self.drain_s = float(drain_s)
         self.staged = bool(getattr(self.detector, "stageable", False)) and callable(getattr(self.detector, "forward", None))
+        self.in_flight = int(getattr(self.detector, "in_flight", 1)) if self.staged else 1
+        self.overlapped = self.in_flight > 1
         depth = 1 if self.source.live else 2
         self._to_infer, self._to_post, self._to_sinks = Channel(depth), Channel(depth), Channel(depth)
         pool = [self.detector.new_preprocessor() for _ in range(depth + 2)] if self.staged else []
@@ -204,6 +211,8 @@ class PipelinedLoop(InspectionLoop):
 
     def _infer_stage(self) -> None:
         """Run the model (staged) or the whole detector on each frame."""
+        if self.overlapped:
+            return self._infer_overlapped()
         while (job := self._to_infer.get()) is not END and job is not CLOSED:
             if job.error is None and self.staged:
                 job.out = self._timed("infer", job, self.detector.forward, job.batch)
@@ -215,6 +224,59 @@ class PipelinedLoop(InspectionLoop):
             if not self._to_post.put(job):
                 return
         self._to_post.put(END)
+
+    def _infer_overlapped(self) -> None:
+        """Keep up to ``detector.in_flight`` frames on the device: frame n+1 is submitted before frame n
+        is collected, so its copy and compute overlap frame n's copy back and decoding. A frame is
+        collected as soon as no next frame is waiting, so a live line never waits for the next part
+        to get this one's verdict; frames leave in the order they came (collect() is first in, first
+        out, and so is ``inflight``)."""
+        det, limit = self.detector, self.detector.in_flight
+        inflight: collections.deque[_Job] = collections.deque()
+        while True:
+            job = self._to_infer.get(0 if inflight else None)
+            if job is None:  # nothing waiting: finish the oldest now
+                if not self._to_post.put(self._collected(inflight.popleft())):
+                    return
+                continue
+            if job is END or job is CLOSED:
+                break
+            if job.error is None:
+                while sum(j.ticket is not None for j in inflight) >= limit:
+                    if not self._to_post.put(self._collected(inflight.popleft())):
+                        return
+                t = time.perf_counter()
+                try:
+                    job.ticket = det.submit(job.batch)  # copies the input: its buffer is free again below
+                except Exception as e:
+                    job.error = e
+                job.infer_ms = (time.perf_counter() - t) * 1e3
+            if job.pre is not None:
+                self._buffers.put(job.pre)
+                job.pre = job.batch = None
+            inflight.append(job)
+        if job is CLOSED:
+            return
+        while inflight:
+            if not self._to_post.put(self._collected(inflight.popleft())):
+                return
+        self._to_post.put(END)
+
+    def _collected(self, job: _Job) -> _Job:
+        """``job`` with its output collected (a frame that failed before submit passes through as it is)."""
+        if job.ticket is None:
+            return job
+        t = time.perf_counter()
+        try:
+            ticket, job.out = self.detector.collect()
+        except Exception as e:
+            job.error = e
+        else:
+            if ticket != job.ticket:  # a bug, not a detector fault: end the run
+                raise RuntimeError(f"pipeline: collected ticket {ticket} for frame {job.frame.index} (submitted as {job.ticket})")
+        job.ticket = None
+        self.stages["infer"].add(job.infer_ms + (time.perf_counter() - t) * 1e3)
+        return job
 
     def _post_stage(self) -> None:
         """Decode (staged), then decide in frame order; detector failures counted as the sequential loop counts them."""
