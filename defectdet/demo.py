@@ -26,18 +26,20 @@ DEMO = {
     "images": 400,  # parts, 30% defective: still mostly good parts
     "defect_rate": 0.3,
     "defect_scale": 2.0,
+    "part_px": 160,  # the parts' image size; larger than imgsz: crop=auto trains on native-scale windows
     "imgsz": 160,
     "epochs": 25,
     "batch": 16,
+    "model": "yolo11n.yaml",
     "cls_loss": "focal",
+    "sampling": "uniform",
     "paste": 0.0,  # probability that a good part gets defects pasted from the defective ones
     "target_escape": 0.05,  # calibrate thresholds for at most 5% escaped defective parts
     "seed": 0,
 }
 # Training settings for a short from-scratch CPU run: an optimizer step every batch (nbs = batch),
 # one warm-up epoch, no mosaic.
-TRAIN_EXTRA = {"nbs": 16, "warmup_epochs": 1.0, "mosaic": 0.0, "workers": 2, "plots": False, "device": "cpu",
-               "sampling": "uniform"}
+TRAIN_EXTRA = {"nbs": 16, "warmup_epochs": 1.0, "mosaic": 0.0, "workers": 2, "plots": False, "device": "cpu"}
 
 
 class Steps:
@@ -61,27 +63,31 @@ class Steps:
 
 
 def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, seed: int, batch: int,
-             defect_rate: float, defect_scale: float, target_escape: float, paste: float = 0.0) -> dict[str, Any]:
+             defect_rate: float, defect_scale: float, target_escape: float, paste: float = 0.0,
+             model: str = DEMO["model"], sampling: str = DEMO["sampling"], part_px: int = 0) -> dict[str, Any]:
     from .data.synthetic import make_dataset
     from .evaluate import evaluate, write_thresholds
+    from .export.onnx import deploy_imgsz
     from .train import train
 
     steps = Steps()
+    part_px = part_px or imgsz
     data = steps.run(
-        f"1. synthetic data: {images} parts, {defect_rate:.0%} defective, {imgsz}px",
-        lambda: make_dataset(out / "data", images=images, defect_rate=defect_rate, imgsz=imgsz, seed=seed,
+        f"1. synthetic data: {images} parts, {defect_rate:.0%} defective, {part_px}px",
+        lambda: make_dataset(out / "data", images=images, defect_rate=defect_rate, imgsz=part_px, seed=seed,
                              video_frames=240, defect_scale=defect_scale),
     )
     run = steps.run(
-        f"2. train yolo11n from scratch, cls_loss={cls_loss}, {epochs} epochs on the CPU",
-        lambda: train(model="yolo11n.yaml", data=str(data), epochs=epochs, imgsz=imgsz, batch=batch,
-                      cls_loss=cls_loss, paste=paste, seed=seed, project=str(out.resolve()), name="train", exist_ok=True,
-                      **TRAIN_EXTRA),
+        f"2. train {Path(model).stem} from scratch, cls_loss={cls_loss}, sampling={sampling}, {epochs} epochs on the CPU",
+        lambda: train(model=model, data=str(data), epochs=epochs, imgsz=imgsz, batch=batch, cls_loss=cls_loss,
+                      sampling=sampling, paste=paste, seed=seed, project=str(out.resolve()), name="train",
+                      exist_ok=True, **TRAIN_EXTRA),
     )
     best = run / "weights" / "best.pt"
+    size = deploy_imgsz(best) or imgsz  # crop=native: validated and exported at the parts' full size
 
     def validate():
-        report = evaluate(best, data, imgsz=imgsz, target_escape=target_escape)
+        report = evaluate(best, data, imgsz=size, target_escape=target_escape)
         report.save(out / "val")
         print(report.summary())
         return report, write_thresholds(report, out / "val" / "thresholds.yaml")
@@ -89,7 +95,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     report, thresholds = steps.run(f"3. validate: part KPIs, thresholds calibrated for escape <= {target_escape:.0%}",
                                    validate)
     onnx = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
-                     lambda: _export(best, imgsz, thresholds))
+                     lambda: _export(best, size, thresholds))
     deployed, gate = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
                                lambda: _quantize_and_gate(onnx, data, target_escape))
     deployed_thresholds = thresholds if deployed == onnx else None  # INT8: its own, from its sidecar
@@ -182,6 +188,5 @@ def cli(argv: list[str]) -> int:
     for key, val in DEMO.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)
     a = ap.parse_args(argv)
-    run_demo(Path(a.out), a.images, a.epochs, a.imgsz, a.cls_loss, a.seed, a.batch, a.defect_rate, a.defect_scale,
-             a.target_escape, a.paste)
+    run_demo(Path(a.out), **{key: getattr(a, key) for key in DEMO})
     return 0

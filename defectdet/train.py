@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from . import losses
 from . import ultralytics_adapter as ad
-from .config import dump_yaml, load_yaml, merged, parse_overrides, resolve_config
+from .config import config_file, dump_yaml, load_yaml, merged, parse_overrides, resolve_config
 from .errors import ConfigError, TrainingError
 from .offline import setup_ultralytics
 from .recipe import RECIPE_KEYS, TrainDataCallback, check_recipe, resolve_auto
@@ -239,6 +239,16 @@ def _auto_preset(data, imgsz, ours, ul_args, stats=None):
     return preset["cls_loss"], {**ours, **{k: preset[k] for k in ("gamma", "alpha") if k in preset}, **given}
 
 
+def model_path(model: Any) -> str:
+    """``model=``: a path as given (a user's .pt or .yaml, an ultralytics name such as yolo11n.yaml), or
+    one of defectdet's model yamls by name (``defectdet-pico.yaml``: ``configs/models/``)."""
+    name = str(model)
+    preset = config_file("models") / name
+    if not Path(name).exists() and len(Path(name).parts) == 1 and preset.is_file():
+        return str(preset)
+    return name
+
+
 # --------------------------------------------------------------------------- entry points
 def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     """Validate settings and data, build the model and attach defectdet's callbacks.
@@ -262,7 +272,7 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     ul_args.setdefault("amp", device.lower() not in ("cpu", "mps"))  # explicit: no AMP self-check download
     from ultralytics import YOLO
 
-    yolo = YOLO(str(ul_args.pop("model")), task="detect")
+    yolo = YOLO(model_path(ul_args.pop("model")), task="detect")
     guard = NonFiniteLossGuard()
     yolo.add_callback("on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"]))
     yolo.add_callback("on_pretrain_routine_end", RunInfoCallback({**loss, "data": str(ul_args["data"])}))

@@ -339,3 +339,16 @@ def test_importing_train_changes_no_process_state():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "False"]
+
+
+def test_model_names_defectdets_own_yamls_and_keeps_everything_else_as_given(tmp_path, monkeypatch):
+    from defectdet.config import config_file
+    from defectdet.train import model_path
+
+    assert model_path("defectdet-pico.yaml") == str(config_file("models", "defectdet-pico.yaml"))
+    assert model_path("yolo11n.yaml") == "yolo11n.yaml"  # ultralytics' own name: resolved by ultralytics
+    own = tmp_path / "defectdet-pico.yaml"
+    own.write_text("nc: 1\n")
+    monkeypatch.chdir(tmp_path)
+    assert model_path("defectdet-pico.yaml") == "defectdet-pico.yaml"  # a user's file of that name wins
+    assert model_path(tmp_path / "best.pt") == str(tmp_path / "best.pt")
