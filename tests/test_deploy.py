@@ -511,15 +511,9 @@ def test_build_engine_without_tensorrt_fails_clearly_and_writes_nothing(tmp_path
 
 
 # ----------------------------------------------------------------------------------- versions, Docker
-BUILDER_FLOOR_GAP = pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "defectdet build-engine (defectdet/export/tensorrt.py plan_build) still refuses TensorRT < 8.6: lowering its "
-    "floor to 8.5 belongs with the export refactor; remove this mark then"))
-
-
-@pytest.mark.parametrize("row", [pytest.param(r, marks=BUILDER_FLOOR_GAP) if r["TensorRT"].startswith("8.5") else r
-                                 for r in _readme_jetpack_table()], ids=lambda r: f"JetPack{r['JetPack']}")
+@pytest.mark.parametrize("row", _readme_jetpack_table(), ids=lambda r: f"JetPack{r['JetPack']}")
 def test_builder_routes_every_readme_tensorrt_to_the_flag_based_path(row):
-    """JetPack's TensorRT (8.6 / 10.3) builds with precision flags, INT8 Q/DQ and the DLA — not the
+    """JetPack's TensorRT (8.5 / 8.6 / 10.3) builds with precision flags, INT8 Q/DQ and the DLA — not the
     strongly typed TensorRT 11 path, which has neither flags nor DLA."""
     from defectdet.export.tensorrt import EngineOptions, ModelInfo, plan_build
 

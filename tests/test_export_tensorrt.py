@@ -51,6 +51,21 @@ def test_trt86_qdq_is_explicit_int8_with_explicit_batch():
     assert (p.quantization, p.precision) == ("explicit", "int8-qdq+fp16")
 
 
+@pytest.mark.parametrize("kw,info", [
+    ({"int8": True, "fp16": True}, QDQ_PASSED),  # explicit INT8 from `defectdet quantize`
+    ({"fp16": True, "dla_core": 1}, FP32),  # FP16 on the DLA (Xavier NX / AGX Xavier have two cores)
+    ({"int8": True, "fp16": True, "dla_core": 0, "calib_data": Path("d.yaml")}, FP32),  # implicit INT8 on the DLA
+    ({"fp16": True, "shape": (1, 3, 320, 320)}, ModelInfo(opset=17, input_shape=(0, 3, 0, 0))),  # a dynamic input
+])
+def test_trt85_plans_and_prints_what_86_does(kw, info):
+    """JetPack 5.1.x's TensorRT 8.5.2 has the 8.6 builder API and trtexec flags (sources in engine_plan.py):
+    the same flags, quantization, DLA, profile and trtexec line; only the recorded version differs."""
+    p85, p86 = (plan_build(opts(**kw), info, v) for v in ("8.5.2.2", "8.6.2"))
+    assert p85.version == "8.5.2.2" and p85.network_flags == ["EXPLICIT_BATCH"]
+    assert {**vars(p85), "version": None} == {**vars(p86), "version": None}
+    assert trtexec_command(opts(**kw), p85) == trtexec_command(opts(**kw), p86)
+
+
 def test_trt10_has_no_explicit_batch_flag_and_fp16_flag():
     p = plan_build(opts(fp16=True), FP32, "10.3.0")
     assert p.network_flags == [] and p.builder_flags == ["FP16"] and p.precision == "fp16"
@@ -101,10 +116,15 @@ def test_dla_on_weakly_typed_versions(tmp_path):
 
 
 def test_option_and_model_checks():
-    with pytest.raises(ConfigError, match="8.6 or newer"):
-        plan_build(opts(), FP32, "8.5.2")
-    with pytest.raises(ConfigError, match="opset 18"):
-        plan_build(opts(), ModelInfo(opset=18), "8.6.2")
+    for old in ("8.4.1.5", "8.2", "7.1.3"):  # JetPack 5.0.x ships 8.4.1, 4.6 ships 8.2.1
+        with pytest.raises(ConfigError, match=rf"TensorRT {old}: 8.5 or newer expected \(JetPack 5.1.x ships 8.5.2"):
+            plan_build(opts(), FP32, old)
+    for v in ("8.5.2.2", "8.6.2"):  # both parse opset <= 17 (onnx-tensorrt 8.5-GA / 8.6-GA docs/operators.md)
+        with pytest.raises(ConfigError) as e:
+            plan_build(opts(), ModelInfo(opset=18), v)
+        assert str(e.value) == (f"m/model.onnx: opset 18, TensorRT {v[:3]} parses <= 17; "
+                                "re-export with `defectdet export --opset 17`")
+        assert plan_build(opts(), ModelInfo(opset=17), v).precision == "fp32"
     assert plan_build(opts(), ModelInfo(opset=18), "10.3").precision == "fp32"
     with pytest.raises(ConfigError, match="--workspace"):
         plan_build(opts(workspace_mb=0), FP32, "10.3")
@@ -323,6 +343,19 @@ def test_build_call_sequence_and_sidecar(tmp_path):
     assert side["engine"]["precision"] == "fp16" and side["engine"]["tensorrt"] == "8.6.2"
     assert side["precision"] == "fp32"  # the shared sidecar still describes model.onnx
     assert side["names"] == {"0": "a"}
+
+
+def test_trt85_build_call_sequence(tmp_path):
+    """build_engine against a stand-in with TensorRT 8.5.2's version: explicit batch, flags, pool, and the
+    engine section records 8.5.2.2 (JetPack 5.1.x)."""
+    trt, calls = _fake_trt("8.5.2.2", parse_ok=True)
+    q = _tiny_onnx(tmp_path / "model.int8.onnx", qdq=True)
+    q.with_suffix(".json").write_text(json.dumps({"names": {"0": "a"}, "precision": "int8-qdq", "gate": {"decision": "pass"}}))
+    engine, plan = build_engine(EngineOptions(onnx=q, int8=True, fp16=True, workspace_mb=256), trt=trt)
+    assert engine.read_bytes() == b"PLAN" and calls.network_flags == 1 << 0
+    assert calls.config_flags == ["INT8", "FP16"] and calls.pool == ("WORKSPACE", 256 << 20)
+    side = json.loads(q.with_suffix(".json").read_text())["engine"]
+    assert (side["tensorrt"], side["precision"], side["quantization"]) == ("8.5.2.2", "int8-qdq+fp16", "explicit")
 
 
 def test_dynamic_onnx_builds_with_a_profile(tmp_path):

@@ -80,6 +80,22 @@ def release(version: str) -> tuple[int, int, int]:
 
 
 DLA_RESTORED = (11, 4, 1)  # 11.4.1: DLA on Jetson AGX Orin again (JetPack 7.2.2+), strongly typed
+OLDEST = (8, 5)  # JetPack 5.1.x (Xavier NX / AGX Xavier) ships TensorRT 8.5.2
+# What TensorRT 8.5 (JetPack 5.1.x) differs in for this builder, from the sources (release/8.5 = 8.5.2 tags):
+# * ONNX opset: "TensorRT 8.5 supports operators up to Opset 17" (onnx/onnx-tensorrt 8.5-GA docs/operators.md),
+#   the same line as 8.6-GA's; the 8.5-GA docs/Changelog.md adds UINT8 network I/O (so `export --input uint8`,
+#   whose Cast UINT8 -> FLOAT the 8.5-GA builtin_op_importers.cpp Cast importer accepts, parses there too).
+# * Python builder API (NVIDIA/TensorRT 8.5.2 python/src/infer/pyCore.cpp): set_memory_pool_limit with
+#   MemoryPoolType.WORKSPACE, BuilderFlag FP16 / INT8 / GPU_FALLBACK, DeviceType.DLA, config.DLA_core,
+#   int8_calibrator, set_calibration_profile, add_optimization_profile, IOptimizationProfile.set_shape(input,
+#   min, opt, max), Builder.num_DLA_cores, build_serialized_network, create_network(flags) with
+#   NetworkDefinitionCreationFlag.EXPLICIT_BATCH (needed before 10.0), OnnxParser.parse_from_file / num_errors /
+#   get_error / desc: all as on 8.6, so the plan and calls are the 8.6 ones.
+# * trtexec (8.5.2 samples/common/sampleOptions.cpp): --memPoolSize=workspace:N in MiB (--workspace=N still
+#   parsed, with a "deprecated by --memPoolSize" warning), --fp16, --int8, --best, --calib=<file> (reads a cache),
+#   --useDLACore=N, --allowGPUFallback, --minShapes/--optShapes/--maxShapes; no --stronglyTyped (first in 10.x;
+#   this line never prints it). So the trtexec line is the 8.6 one too.
+PARSER_MAX_OPSET = {(8, 5): 17, (8, 6): TRT86_MAX_OPSET}  # onnx-tensorrt 8.5-GA / 8.6-GA docs/operators.md
 
 
 def default_calib_cache(onnx: Path) -> Path:
@@ -131,7 +147,7 @@ def _plan_strong(opts: EngineOptions, info: ModelInfo, plan: BuildPlan) -> Build
 
 
 def _plan_weak(opts: EngineOptions, info: ModelInfo, plan: BuildPlan, major: int, minor: int) -> BuildPlan:
-    """TensorRT 8.6-10.x: weakly typed; precision builder flags, optional implicit calibrator."""
+    """TensorRT 8.5-10.x: weakly typed; precision builder flags, optional implicit calibrator."""
     plan.network_flags = ["EXPLICIT_BATCH"] if major < 10 else []  # always explicit from 10.0
     flags = plan.builder_flags
     if info.qdq:
@@ -175,14 +191,17 @@ def _plan_weak(opts: EngineOptions, info: ModelInfo, plan: BuildPlan, major: int
 def plan_build(opts: EngineOptions, info: ModelInfo, trt_version: str) -> BuildPlan:
     """Validate options against the model and TensorRT version; raise ConfigError with the fix."""
     major, minor = parse_version(trt_version)
-    if (major, minor) < (8, 6):
-        raise ConfigError(f"TensorRT {trt_version}: 8.6 or newer expected (JetPack 6.0 ships 8.6.2)")
+    if (major, minor) < OLDEST:
+        raise ConfigError(f"TensorRT {trt_version}: 8.5 or newer expected (JetPack 5.1.x ships 8.5.2, 6.0 ships 8.6.2); "
+                          "JetPack 5.0.x (8.4) and 4.x are not supported")
     if opts.workspace_mb < 1:
         raise ConfigError(f"--workspace {opts.workspace_mb}: expected a positive number of MiB")
     if opts.dla_core is not None and opts.dla_core < 0:
-        raise ConfigError(f"--dla-core {opts.dla_core}: expected 0 or 1 (AGX/NX Orin)")
-    if major == 8 and info.opset > TRT86_MAX_OPSET:
-        raise ConfigError(f"{opts.onnx}: opset {info.opset}, TensorRT 8.6 parses <= {TRT86_MAX_OPSET}; re-export with --opset 17")
+        raise ConfigError(f"--dla-core {opts.dla_core}: expected 0 or 1 (AGX/NX Orin, AGX Xavier, Xavier NX)")
+    limit = PARSER_MAX_OPSET.get((major, minor), TRT86_MAX_OPSET) if major == 8 else None
+    if limit is not None and info.opset > limit:
+        raise ConfigError(f"{opts.onnx}: opset {info.opset}, TensorRT {major}.{minor} parses <= {limit}; "
+                          f"re-export with `defectdet export --opset {limit}`")
     if info.uint8_qdq:
         raise ConfigError(f"{opts.onnx}: UINT8 Q/DQ (quantize --target cpu) is not TensorRT's form; "
                           "quantize with --target tensorrt (symmetric INT8)")
@@ -200,7 +219,7 @@ def plan_build(opts: EngineOptions, info: ModelInfo, trt_version: str) -> BuildP
 def trtexec_command(opts: EngineOptions, plan: BuildPlan) -> list[str]:
     """The ``trtexec`` line that builds the same engine (for logs, or a machine without Python TRT)."""
     cmd = ["trtexec", f"--onnx={opts.onnx}", f"--saveEngine={opts.engine_path()}",
-           f"--memPoolSize=workspace:{opts.workspace_mb}"]  # MiB in 8.6 and later
+           f"--memPoolSize=workspace:{opts.workspace_mb}"]  # MiB in 8.5, 8.6 and 10.x (unsuffixed)
     cmd += [f"--{f.lower()}" for f in plan.builder_flags if f in ("FP16", "INT8")]
     if plan.quantization == "implicit":
         cmd.append(f"--calib={plan.calib_cache}")  # trtexec reads a cache; it cannot calibrate from images

@@ -2,11 +2,13 @@
 
 Engines are tied to the GPU and the TensorRT version: build on the target. Three API families:
 
-* **8.6** (JetPack 6.0) and **10.x** (JetPack 6.1/6.2 ship 10.3): weakly typed networks with
-  precision builder flags. FP16 = the FP16 flag. INT8 from a Q/DQ model (``defectdet quantize``) =
-  explicit quantization (INT8 flag; add FP16 for the float layers). INT8 from an FP32 model = the
-  implicit path: ``IInt8EntropyCalibrator2`` fed by pycuda with an on-disk cache (deprecated since
-  10.1; the only INT8 route onto the DLA, which does not run Q/DQ networks).
+* **8.5** (JetPack 5.1.x: Xavier NX, AGX Xavier), **8.6** (JetPack 6.0) and **10.x** (JetPack 6.1/6.2
+  ship 10.3): weakly typed networks with precision builder flags (8.5 builds as 8.6 does: same ONNX
+  opset limit, 17, and the same builder calls; the sources are cited in :mod:`.engine_plan`).
+  FP16 = the FP16 flag. INT8 from a Q/DQ model (``defectdet quantize``) = explicit quantization
+  (INT8 flag; add FP16 for the float layers). INT8 from an FP32 model = the implicit path:
+  ``IInt8EntropyCalibrator2`` fed by pycuda with an on-disk cache (deprecated since 10.1; the only
+  INT8 route onto the DLA, which does not run Q/DQ networks).
 * **11.x**: strongly typed networks only; precision flags and calibrators are gone. INT8 comes
   from a Q/DQ model, FP16 from an FP16-typed ONNX (``defectdet export --half``). The implicit
   path is refused with a message. The DLA: none in 11.0-11.3, Windows on ARM only in 11.4.0;
@@ -200,15 +202,15 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet build-engine", description="Build a TensorRT engine from an ONNX "
-                                "model on the Jetson (TensorRT 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
+                                "model on the Jetson (TensorRT 8.5 / 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
                                 **exit_statuses((0, "the engine and its sidecar written (--dry-run: the plan printed)"),
                                                 (2, "the build failed, or a bad option or model (one line on stderr)")))
     p.add_argument("--model", required=True, help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
     p.add_argument("--out", default=None, help="engine path (default: <model stem>.engine beside the model)")
-    p.add_argument("--fp16", action="store_true", help="FP16 kernels (8.6/10.x flag; 11.x: needs export --half)")
+    p.add_argument("--fp16", action="store_true", help="FP16 kernels (8.5-10.x flag; 11.x: needs export --half)")
     p.add_argument("--int8", action="store_true", help="INT8: explicit from a Q/DQ model, or implicit calibration (<= 10.x)")
     p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
-    p.add_argument("--dla-core", type=int, default=None, help="run on this DLA core with GPU fallback (AGX/NX Orin)")
+    p.add_argument("--dla-core", type=int, default=None, help="run on this DLA core with GPU fallback (AGX/NX Orin, Xavier)")
     p.add_argument("--calib-cache", default=None, help="implicit INT8 calibration cache (read if present, else written)")
     p.add_argument("--calib-data", default=None, help="implicit INT8: data.yaml whose train images calibrate")
     p.add_argument("--calib-images", type=int, default=500, help="implicit INT8 calibration images (default 500)")
