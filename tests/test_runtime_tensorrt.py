@@ -3,8 +3,8 @@
 * Here (no GPU, no tensorrt/pycuda): ``backend='auto'`` on an ``.engine`` says what to install.
 * Always: the backend's control flow runs against a stand-in ``tensorrt`` + ``pycuda.driver`` pair
   (module-level fakes below) whose "GPU" executes the real ONNX model with onnxruntime on the
-  bytes copied into fake device memory, through the name-based I/O API that TensorRT 8.6, 10.x and
-  11.x share; static and dynamic batch, and failures.
+  bytes copied into fake device memory, through the name-based I/O API that TensorRT 8.5, 8.6, 10.x
+  and 11.x share; static and dynamic batch, and failures.
   This checks buffer sizes, copy directions, tensor addressing, batching and freeing — not NVIDIA's
   library, which only the skipped test below exercises.
 * On a machine with tensorrt, pycuda and a CUDA device: build a real engine and compare with ORT.
@@ -155,19 +155,13 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
     import onnxruntime as ort
 
     trt = types.ModuleType("tensorrt")
-    trt.__version__ = "10.3.0"  # 8.6 / 10.x / 11.x share the name-based I/O API faked here
+    trt.__version__ = "10.3.0"  # 8.5 / 8.6 / 10.x / 11.x share the name-based I/O API faked here
     trt.ILogger = type("ILogger", (), {"Severity": Severity, "__init__": lambda self: None})
     trt.TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
     trt.calls = []
-    trt.dtype = "float32"  # what get_tensor_dtype reports
+    trt.DataType = enum.Enum("DataType", "FLOAT HALF BF16 INT8 INT32 INT64 BOOL UINT8 FP8")  # 10.3's names
+    trt.dtype = trt.DataType.FLOAT  # what get_tensor_dtype reports for the output
     trt.gate = trt.entered = None  # threading.Event pair: execute_async_v3 signals `entered`, waits on `gate`
-
-    def nptype(dt):
-        if dt in ("bfloat16", "fp8"):
-            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
-        return np.float32
-
-    trt.nptype = nptype
 
     class Context:
         def __init__(self, eng):
@@ -236,7 +230,7 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
             return self.shapes[name]
 
         def get_tensor_dtype(self, name):
-            return trt.dtype if name != "images" else "float32"
+            return trt.dtype if name != "images" else trt.DataType.FLOAT
 
         def get_tensor_profile_shape(self, name, profile):
             return [(1, *self.max_in[1:]), (1, *self.max_in[1:]), (4, *self.max_in[1:])]
@@ -327,6 +321,24 @@ def test_engine_matches_onnx_and_frees_everything(fake, tmp_path, onnx_model, fr
     det.close()  # idempotent
 
 
+def test_tensorrt_852_with_numpy_124_runs(fake, tmp_path, onnx_model, frames):
+    """JetPack 5.1.x: TensorRT 8.5.2's own ``tensorrt.nptype`` raises AttributeError on numpy 1.24-1.26 (its
+    table names ``np.bool``; NVIDIA/TensorRT#2557), which a Python 3.8 venv gets; 8.5 has the name-based I/O
+    and ``execute_async_v3`` faked here (8.5.2 python/src/infer/pyCore.cpp), so the backend runs there."""
+    trt, cuda = fake()
+    trt.__version__ = "8.5.2.2"
+
+    def nptype(dt):  # what 8.5.2's python/packaging/tensorrt/__init__.py does under numpy 1.24
+        raise AttributeError("module 'numpy' has no attribute 'bool'.")
+
+    trt.nptype = nptype
+    with Detector(onnx_model, conf=0.1) as ref, Detector(_engine(tmp_path, onnx_model), conf=0.1) as det:
+        assert det.backend.output_specs()[0].dtype == np.float32
+        for f in frames[:2]:
+            _same(det(f), ref(f))
+    assert cuda.memory == {}
+
+
 def test_dynamic_batch_engine_chunks_by_profile(fake, tmp_path, onnx_model, frames):
     """Batch 6 on a (-1, 3, H, W) engine whose profile max is 4: chunks of 4 and 2, shapes set each time."""
     trt, cuda = fake(dynamic=True)
@@ -408,10 +420,10 @@ def test_dla_core_errors_are_one_line(fake, tmp_path, onnx_model):
         TensorRTBackend(_sidecar_engine(tmp_path, onnx_model, dla_core="x"))
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "fp8"])
+@pytest.mark.parametrize("dtype", ["BF16", "FP8"])
 def test_io_dtype_without_numpy_equivalent_is_one_line(fake, tmp_path, onnx_model, dtype):
     trt, cuda = fake()
-    trt.dtype = dtype
+    trt.dtype = trt.DataType[dtype]
     with pytest.raises(BackendError, match=rf"I/O tensor '\w+' is {dtype}, which numpy .* cannot hold"):
         Detector(_engine(tmp_path, onnx_model))
     assert cuda.memory == {} and cuda.stack == []

@@ -1,7 +1,11 @@
 """TensorRT backend (Jetson): deserialize a plan, run it with pycuda buffers allocated once.
 
-Works with the TensorRT Python API of JetPack 6.0 (8.6), 6.1/6.2 (10.3) and newer (10.x, 11.x), which
-share name-based I/O (``num_io_tensors``, ``set_tensor_address``, ``execute_async_v3``). Page-locked host
+Works with the TensorRT Python API of JetPack 5.1.x (8.5.2), 6.0 (8.6), 6.1/6.2 (10.3) and newer (10.x,
+11.x), which share name-based I/O (``num_io_tensors``, ``get_tensor_name``/``mode``/``shape``/``dtype``,
+``get_tensor_profile_shape``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) and
+``Runtime.DLA_core``: all bound in NVIDIA/TensorRT's 8.5.2 ``python/src/infer/pyCore.cpp``, none of the
+name-based ones in 8.4's (so 8.4 and older are not supported). I/O dtypes are mapped here, not with
+``tensorrt.nptype``, which 8.5.2 breaks on numpy 1.24-1.26 (:data:`.tensorrt_buffers.NUMPY_DTYPES`). Page-locked host
 buffers and device buffers are allocated once, every copy is asynchronous, every CUDA call is checked
 (pycuda raises; we re-raise naming the step) and every TensorRT call that reports failure by returning
 False/None is checked. ``close()`` frees all of it.
@@ -115,7 +119,7 @@ def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None
     if core is None:
         return None
     if isinstance(core, bool) or not isinstance(core, int) or core < 0:
-        raise BackendError(f"{where}: DLA core {core!r}; expected a core number 0 or 1 (AGX/NX Orin)")
+        raise BackendError(f"{where}: DLA core {core!r}; expected a core number 0 or 1 (AGX/NX Orin, AGX Xavier, Xavier NX)")
     return core
 
 

@@ -32,18 +32,26 @@ class TensorInfo:
     dtype: np.dtype
 
 
+# TensorRT DataType name -> numpy dtype, for the I/O types numpy can hold (what tensorrt.nptype maps in 10.x).
+# Not tensorrt.nptype itself: TensorRT 8.5.1/8.5.2 (JetPack 5.1.x ships 8.5.2) builds its table with `np.bool`
+# (NVIDIA/TensorRT tag 8.5.2, python/packaging/tensorrt/__init__.py: `bool: np.bool`; np.bool_ from the 8.5.3
+# tag), an alias numpy 1.24-1.26 removed, so on the numpy 1.24 a Python 3.8 venv gets every call raises
+# AttributeError (NVIDIA/TensorRT issues #2557, #2567).
+NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+                "BOOL": np.bool_, "UINT8": np.uint8}
+
+
 def numpy_dtype(trt: Any, engine: Any, name: str, where: str) -> np.dtype:
     """The numpy dtype of tensor ``name``; BF16 / FP8 / FP4 (no numpy equivalent) -> one-line BackendError."""
     dt = engine.get_tensor_dtype(name)
-    try:
-        return np.dtype(trt.nptype(dt))
-    except TypeError:  # tensorrt.nptype raises TypeError for types numpy lacks
-        label = getattr(dt, "name", str(dt))
+    label = getattr(dt, "name", None) or str(dt).rpartition(".")[2]  # DataType.HALF.name / str(): "DataType.HALF"
+    if label not in NUMPY_DTYPES:
         raise BackendError(
             f"{where}: I/O tensor {name!r} is {label}, which numpy (and this backend) cannot hold; expected "
             "FLOAT, HALF, INT8, UINT8, INT32 or BOOL I/O: rebuild the engine keeping float32/float16 I/O "
             "(ModelOpt AutoCast keep_io_types)"
-        ) from None
+        )
+    return np.dtype(NUMPY_DTYPES[label])
 
 
 def describe_io(trt: Any, engine: Any, where: str) -> list[TensorInfo]:
