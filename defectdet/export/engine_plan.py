@@ -25,7 +25,7 @@ class EngineOptions:
     fp16: bool = False
     int8: bool = False
     workspace_mb: int = 1024  # builder scratch memory limit (MiB)
-    dla_core: int | None = None  # DLA core (AGX/NX Orin have 2; Orin Nano has none)
+    dla_core: int | None = None  # DLA core (AGX Orin, Orin NX 16 GB, AGX Xavier, Xavier NX have 2; Orin Nano none)
     calib_cache: Path | None = None  # implicit INT8: calibration cache read / written here
     calib_data: Path | None = None  # implicit INT8: data.yaml whose train images calibrate
     calib_images: int = 500
