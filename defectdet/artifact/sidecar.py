@@ -24,7 +24,7 @@ LAYOUT_XYWH_CLS = "xywh+cls"  # (B, 4+nc, A): cx, cy, w, h in input pixels, then
 LAYOUT_END2END = "xyxy+conf+cls"  # (B, N, 6): NMS-free heads (e.g. YOLO26), boxes in input pixels
 OUTPUT_LAYOUT = "xywh+cls (1, 4+nc, A)"  # what `defectdet export` records: A anchors
 DEFAULT_STRIDES = (8, 16, 32)  # P3-P5 of a stride-32 ultralytics detection head
-TRT86_MAX_OPSET = 17  # TensorRT 8.6 (JetPack 6.0) parses ONNX opset <= 17
+TRT86_MAX_OPSET = 17  # TensorRT 8.6 (JetPack 6.0), like 8.5 (JetPack 5.1.x), parses ONNX opset <= 17
 MIN_OPSET = 11  # the oldest opset `defectdet export` accepts
 INPUT_DTYPES = ("float32", "uint8")  # what the graph's image input takes (float16 graphs keep float32 I/O)
 INPUT_LAYOUTS = ("NCHW", "NHWC")  # (B, 3, H, W) planes, or (B, H, W, 3): OpenCV's interleaved image

@@ -1,7 +1,7 @@
 """``defectdet export``: a trained checkpoint -> ``model.onnx`` the runtime and TensorRT read.
 
 The graph comes from ultralytics' own ONNX exporter (offline, static shape, batch 1, onnxslim),
-at opset 17 by default: the newest TensorRT 8.6 (JetPack 6.0) parses. On top of what ultralytics
+at opset 17 by default: the newest TensorRT 8.5 and 8.6 (JetPack 5.1.x, 6.0) parse. On top of what ultralytics
 embeds in ``metadata_props`` (``names``, ``imgsz``, ``stride``, ``task``, ``batch``, ...) this adds
 ``strides`` and a ``defectdet`` JSON entry (training loss, checkpoint hash, preprocessing), and
 writes the same facts to the sidecar ``model.json`` (the contract :mod:`defectdet.artifact` owns).
@@ -195,9 +195,9 @@ def _check_args(checkpoint: Path, opset: int) -> None:
 
     top = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= top:
-        raise ConfigError(f"--opset {opset}: expected {MIN_OPSET}..{top} (TensorRT 8.6 parses <= {TRT86_MAX_OPSET})")
+        raise ConfigError(f"--opset {opset}: expected {MIN_OPSET}..{top} (TensorRT 8.5/8.6 parse <= {TRT86_MAX_OPSET})")
     if opset > TRT86_MAX_OPSET:
-        print(f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.6 (JetPack 6.0) cannot parse it")
+        print(f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 (JetPack 5.1.x/6.0) cannot parse it")
 
 
 def export_onnx(
@@ -260,7 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)")
     p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
                    help="input size N or H W (default: the training size stored in the checkpoint)")
-    p.add_argument("--opset", type=int, default=TRT86_MAX_OPSET, help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.6 parses <= 17)")
+    p.add_argument("--opset", type=int, default=TRT86_MAX_OPSET, help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 parse <= 17)")
     p.add_argument("--half", action="store_true", help="FP16-typed graph (FP32 I/O) for TensorRT 11's strongly typed FP16")
     p.add_argument("--out", default=None, help="output .onnx (default: model.onnx / model.fp16.onnx next to the checkpoint)")
     p.add_argument("--input", dest="input_dtype", choices=("float32", "uint8"), default="float32",

@@ -5,7 +5,7 @@ onnxruntime.quantization ``quantize_static`` in the TensorRT form: QDQ format, I
 Conv/ConvTranspose/MatMul/Gemm (their outputs stay float: TensorRT fuses the next layer's Q), bias
 not quantized, dedicated Q/DQ pairs. The detection head's last convolutions (class logits, box
 distribution and the DFL integral) are kept in float: their outputs are the detector's outputs.
-The opset is left as exported (17 by default), which TensorRT 8.6 parses.
+The opset is left as exported (17 by default), which TensorRT 8.5 and 8.6 parse.
 
 Calibration images come from the data.yaml's train split (the gate evaluates on val), enriched in
 defective images (``defect_fraction``, default half) so that rare-defect activations set the
