@@ -45,6 +45,20 @@ def bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
     return path
 
 
+def bad_png(path: Path, kind: str) -> tuple[Path, str]:
+    """A .png no reader may start on, and the message naming it: ``bomb`` (IHDR declares 100000 x 100000),
+    ``not-an-image`` (text), ``undecodable`` (a sane 32 x 32 header, far too little pixel data after it: only a
+    decode finds it; the message is the calibration reader's, export/calibration.py)."""
+    if kind == "bomb":
+        return bomb_png(path), BOMB
+    if kind == "not-an-image":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"plain text, not image data\n")
+        return path, "unreadable image (cannot identify image file), expected a png image"
+    assert kind == "undecodable", kind
+    return bomb_png(path, 32, 32), "OpenCV cannot decode the image (truncated or corrupt data); expected a complete png image"
+
+
 def label(d: Path, split: str, name: str, text: str) -> None:
     p = d / "labels" / split / f"{name}.txt"
     p.parent.mkdir(parents=True, exist_ok=True)

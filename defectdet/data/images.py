@@ -37,6 +37,15 @@ class ImageTooLarge(DataError):
         super().__init__(f"{path}: {self.message}")
 
 
+class UnreadableImage(DataError):
+    """An image file PIL cannot open (empty, truncated before its header, not an image at all)."""
+
+    def __init__(self, path: str | os.PathLike, error: Exception):
+        why = str(error).split(chr(39))[0].strip()  # "cannot identify image file '/x.png'" -> without the path
+        self.message = f"unreadable image ({why}), expected a {Path(path).suffix.lstrip('.') or 'jpg/png'} image"
+        super().__init__(f"{path}: {self.message}")
+
+
 def is_image_name(name: str | os.PathLike) -> bool:
     """True when the extension is one ultralytics reads (case-insensitive)."""
     return str(name).rpartition(".")[-1].lower() in IMG_FORMATS
@@ -102,6 +111,15 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         return im.size
 
 
+def checked_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the header only, for a reader that must not start on a bad file: every
+    failure is one DataError naming it, :class:`ImageTooLarge` (hostile header) or :class:`UnreadableImage`."""
+    try:
+        return image_size(path)  # ImageTooLarge (a DataError) passes through
+    except OSError as e:  # PIL's UnidentifiedImageError is one
+        raise UnreadableImage(path, e) from None
+
+
 def check_image(path: Path) -> tuple[list[tuple[str, str, bool]], tuple[int, int] | None]:
     """[(kind, message, is_error)] for one image file (header checked before the full decode), and
     its (w, h) when readable; ``defectdet data check`` reports them."""
@@ -114,8 +132,7 @@ def check_image(path: Path) -> tuple[list[tuple[str, str, bool]], tuple[int, int
     except ImageTooLarge as e:
         return [("image-too-large", e.message, True)], None
     except (UnidentifiedImageError, OSError) as e:
-        return [("unreadable-image", f"unreadable image ({str(e).split(chr(39))[0].strip()}), "
-                 f"expected a {path.suffix.lstrip('.') or 'jpg/png'} image", True)], None
+        return [("unreadable-image", UnreadableImage(path, e).message, True)], None
     with im:
         fmt, size, mode = (im.format or "?"), im.size, im.mode
         out: list[tuple[str, str, bool]] = []
