@@ -16,7 +16,7 @@
 #    core + edge requirements listed below minus opencv-python (kept in step with pyproject.toml by
 #    tests/test_deploy.py). We chose --no-deps + an explicit list over a constraints file because pip
 #    constraints can pin a version but cannot exclude a package an extra asks for.
-# 5. Builds pycuda (+ tqdm, the `jetson` extra) against JetPack's CUDA (CUDA_ROOT, PATH, CPATH).
+# 5. Builds pycuda (+ tqdm and pillow, the `jetson` extra) against JetPack's CUDA (CUDA_ROOT, PATH, CPATH).
 # 6. Verifies the venv sees JetPack's tensorrt and GStreamer-enabled cv2, and prints a summary.
 #
 # Re-running skips what is done (venv, editable install, pycuda). Environment overrides:
@@ -39,8 +39,9 @@ MIN_TENSORRT="8.5" # JetPack 5.1.x ships 8.5.2: name-based I/O and execute_async
 # pyproject.toml: [project] dependencies + the `edge` extra, minus opencv-python (JetPack's OpenCV
 # is used instead). numpy stays below 2: JetPack's cv2 and tensorrt modules are built against numpy 1.x.
 EDGE_REQUIREMENTS=("numpy>=1.23,<2" "pyyaml>=6.0" "onnxruntime>=1.17; python_version >= '3.9'" "onnxruntime>=1.16; python_version < '3.9'" "paho-mqtt>=1.6")
-# pyproject.toml: the `jetson` extra (pycuda compiles here against JetPack's CUDA).
-JETSON_REQUIREMENTS=("pycuda>=2022.2" "tqdm>=4.60")
+# pyproject.toml: the `jetson` extra (pycuda compiles here against JetPack's CUDA; pillow reads the headers of
+# build-engine's calibration images, 10.4 on Python 3.8).
+JETSON_REQUIREMENTS=("pycuda>=2022.2" "tqdm>=4.60" "pillow>=9.0")
 
 PROBLEMS=()
 FIXES=()
