@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data_hostile import bad_png  # hostile / unreadable image files and their one-line messages
 
 from defectdet.errors import ConfigError
 
@@ -196,6 +197,29 @@ def test_refusals(quantized, tmp_path):
     assert resolve_keep_float(onnx.load(str(fp32)), "none") == []
     with pytest.raises(ConfigError, match="model not found"):
         quantize_onnx(tmp_path / "missing.onnx", data, show_progress=False)
+
+
+@pytest.mark.parametrize("kind", ["bomb", "not-an-image", "undecodable"])
+def test_a_bad_calibration_image_is_one_line_naming_it_and_writes_nothing(quantized, tmp_path, capsys, kind):
+    """A hostile header or an unreadable file among the calibration images: `defectdet quantize` exits 2 with
+    one line naming the file (not PIL's DecompressionBombError or OpenCV's size assertion), no model, no sidecar,
+    no staging folder. The first two are caught before calibration starts; the undecodable one (its header
+    passes) by the calibration reader, whose error onnxruntime's quantize_static lets through."""
+    from defectdet.cli import main
+
+    fp32, _, _ = quantized
+    data = make_shapes_dataset(tmp_path / "d", n_train=3, n_val=1)
+    bad, why = bad_png(tmp_path / "d" / "images" / "train" / "zz.png", kind)  # no label file: a defect-free part
+    out = tmp_path / "out" / "m.int8.onnx"
+    rc = main(["quantize", "--model", str(fp32), "--data", str(data), "--calib-images", "50", "--method", "minmax",
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.replace("\r", "\n").strip().splitlines()[-1] == f"defectdet quantize: error: {bad}: {why}"
+    if kind != "undecodable":  # refused before any work, so before the progress bar: the only line
+        assert err.strip().splitlines() == [f"defectdet quantize: error: {bad}: {why}"]
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no .quantize-* staging left
 
 
 @pytest.fixture(scope="module")

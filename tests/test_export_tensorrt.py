@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_data_hostile import bad_png  # hostile / unreadable image files and their one-line messages
 
 from defectdet.errors import ConfigError
 from defectdet.export import ExportError
@@ -228,6 +230,7 @@ def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 1
                           [helper.make_tensor_value_info("out", out_t, [batch, 4, 8, 8])], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(m)
+    path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(m, path)
     path.with_suffix(".json").write_text(json.dumps({"names": {"0": "a"}, "imgsz": [8, 8], "precision": "fp32"}))
     return path
@@ -267,7 +270,7 @@ class _FakeParserError:
 
 def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
     """Just enough of the tensorrt module's surface to drive build_engine's call sequence."""
-    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None, profile=None, profiles=[])
+    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None, profile=None, profiles=[], batches=0)
 
     class Parser:
         num_errors = 0 if parse_ok else 2
@@ -313,6 +316,17 @@ def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
             return Profile()
 
         def build_serialized_network(self, network, config):
+            cal = getattr(config, "int8_calibrator", None)
+            while cal is not None:  # calibrate as TensorRT does: batches until None, then the cache
+                try:
+                    batch = cal.get_batch(["images"])
+                except Exception as e:  # python/src/infer/pyInt8.cpp getBatch: printed, then "no more data"
+                    print(f"[ERROR] Exception caught in get_batch(): {e}", file=sys.stderr)
+                    batch = None
+                if batch is None:
+                    cal.write_calibration_cache(b"scales")
+                    break
+                calls.batches += 1
             return b"PLAN"
 
     trt = SimpleNamespace(
@@ -320,6 +334,7 @@ def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
         Builder=Builder, OnnxParser=Parser, MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK"),
         NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
+        IInt8EntropyCalibrator2=CALIBRATOR_BASE.IInt8EntropyCalibrator2,
     )
     return trt, calls
 
@@ -410,40 +425,93 @@ def test_real_tensorrt_build(tmp_path):
     assert names == ["images", "out"]
 
 
-def test_implicit_calibrator_feeds_images_preprocessed_as_the_model_records(tmp_path, monkeypatch):
-    """The TensorRT calibrator (export/calibration.py) against stand-in tensorrt/pycuda modules: one
-    batch per image, pre-processed with the sidecar's recorded settings (here: stretch, no letterbox),
-    then end of data; the cache is written atomically and replayed."""
-    import sys
+@pytest.fixture
+def fake_pycuda(monkeypatch):
+    """Stand-in pycuda modules for the calibrator (its 'device' buffer is 0xD00D); returns the arrays copied there."""
     import types
 
-    import cv2
-
-    from defectdet.export.calibration import load_images, tensorrt_calibrator
-    from defectdet.runtime.metadata import Preprocess
-
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    for i in range(3):
-        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), np.full((40, 80, 3), 60 * i, np.uint8))
-        (tmp_path / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n" if i else "")
-    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images\nval: images\nnames: [scratch]\n")
-    model = tmp_path / "model.onnx"
-    model.write_bytes(b"x")
-    model.with_suffix(".json").write_text(json.dumps({"names": {"0": "scratch"}, "imgsz": [32, 32],
-                                                      "preprocess": {"letterbox": False}}))
     copies = []
     driver = types.SimpleNamespace(mem_alloc=lambda n: 0xD00D, memcpy_htod=lambda dst, x: copies.append(x.copy()))
     monkeypatch.setitem(sys.modules, "pycuda", types.SimpleNamespace(driver=driver, autoinit=None))
     monkeypatch.setitem(sys.modules, "pycuda.autoinit", types.ModuleType("pycuda.autoinit"))
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
-    trt = types.SimpleNamespace(IInt8EntropyCalibrator2=type("Base", (), {"__init__": lambda self: None}))
+    return copies
+
+
+CALIBRATOR_BASE = SimpleNamespace(IInt8EntropyCalibrator2=type("Base", (), {"__init__": lambda self: None}))
+
+
+def _calibration_data(root: Path) -> Path:
+    """data.yaml over three flat 80x40 train images (0.png defect-free, 1.png and 2.png with a box)."""
+    import cv2
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), np.full((40, 80, 3), 60 * i, np.uint8))
+        (root / "labels" / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n" if i else "")
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames: [scratch]\n")
+    return root / "data.yaml"
+
+
+def test_implicit_calibrator_feeds_images_preprocessed_as_the_model_records(tmp_path, fake_pycuda):
+    """The TensorRT calibrator (export/calibration.py) against stand-in tensorrt/pycuda modules: one
+    batch per image, pre-processed with the sidecar's recorded settings (here: stretch, no letterbox),
+    then end of data; the cache is written atomically and replayed."""
+    from defectdet.export.calibration import load_images, tensorrt_calibrator
+    from defectdet.runtime.metadata import Preprocess
+
+    data = _calibration_data(tmp_path)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"x")
+    model.with_suffix(".json").write_text(json.dumps({"names": {"0": "scratch"}, "imgsz": [32, 32],
+                                                      "preprocess": {"letterbox": False}}))
     cache = tmp_path / "calib.cache"
-    cal = tensorrt_calibrator(trt, model, (1, 3, 32, 32), tmp_path / "data.yaml", 8, cache)
+    cal = tensorrt_calibrator(CALIBRATOR_BASE, model, (1, 3, 32, 32), data, 8, cache)
     assert cal.get_batch_size() == 1 and cal.read_calibration_cache() is None
     assert [cal.get_batch(["images"]) for _ in range(4)] == [[0xD00D]] * 3 + [None]
     stretched = load_images(sorted((tmp_path / "images").glob("*.png")), (32, 32), Preprocess(letterbox=False))
+    copies = fake_pycuda
     assert sorted(float(c.mean()) for c in copies) == pytest.approx(sorted(float(x.mean()) for x in stretched))
     assert all((c == c.flat[0]).all() for c in copies)  # stretched: no grey letterbox bands
     cal.write_calibration_cache(b"scales")
-    assert cache.read_bytes() == b"scales" and cal.read_calibration_cache() == b"scales"
+    assert cache.read_bytes() == b"scales" and cal.read_calibration_cache() == b"scales" and cal.failure is None
+
+
+@pytest.mark.parametrize("kind", ["bomb", "not-an-image"])
+def test_calibrator_refuses_a_bad_image_before_calibrating(tmp_path, fake_pycuda, kind):
+    """A hostile header (100000 x 100000) or a file that is no image: one DataError naming it, from the data
+    tools' header check, before TensorRT gets a calibrator (nothing is copied to the device)."""
+    from defectdet.errors import DataError
+    from defectdet.export.calibration import tensorrt_calibrator
+
+    data = _calibration_data(tmp_path)
+    bad, why = bad_png(tmp_path / "images" / "3.png", kind)
+    model = _tiny_onnx(tmp_path / "m" / "model.onnx")
+    with pytest.raises(DataError) as e:
+        tensorrt_calibrator(CALIBRATOR_BASE, model, (1, 3, 8, 8), data, 8, tmp_path / "c.cache")
+    assert str(e.value) == f"{bad}: {why}" and fake_pycuda == []
+
+
+def test_an_image_failing_mid_calibration_stops_the_build_and_writes_nothing(tmp_path, fake_pycuda, monkeypatch,
+                                                                             capsys):
+    """An image whose header passes but whose data does not decode: TensorRT takes an exception from
+    get_batch as the end of the data (NVIDIA/TensorRT python/src/infer/pyInt8.cpp) and would build from the
+    batches before it, so the calibrator keeps the error, writes no cache, and `build-engine` exits 2 with
+    it (one line naming the file) before writing an engine or sidecar entry."""
+    from defectdet.cli import main
+
+    data = _calibration_data(tmp_path / "d")
+    model = _tiny_onnx(tmp_path / "m" / "model.onnx")
+    trt, calls = _fake_trt("8.5.2.2", parse_ok=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    argv = ["build-engine", "--model", str(model), "--int8", "--fp16", "--calib-data", str(data)]
+    assert main(argv + ["--calib-cache", str(tmp_path / "good.cache"), "--out", str(tmp_path / "good.engine")]) == 0
+    assert calls.batches == 3 and (tmp_path / "good.cache").read_bytes() == b"scales"  # the fake calibrates
+    capsys.readouterr()
+    bad, why = bad_png(tmp_path / "d" / "images" / "3.png", "undecodable")
+    out, cache = tmp_path / "bad.engine", tmp_path / "bad.cache"
+    assert main(argv + ["--calib-cache", str(cache), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.replace("\r", "\n").strip().splitlines()[-1] == f"defectdet build-engine: error: {bad}: {why}"
+    assert "Traceback" not in err and not out.exists() and not cache.exists() and not out.with_suffix(".json").exists()

@@ -1,9 +1,17 @@
 """Calibration images for INT8: picked from a split, enriched in defects, pre-processed like the runtime.
 
 Fed to ``defectdet quantize`` (onnxruntime's calibration data reader, :func:`make_reader`) and
-``defectdet build-engine`` (TensorRT's implicit-INT8 calibrator, :func:`tensorrt_calibrator`). Images are pre-processed with the model's recorded
-pre-processing (:class:`defectdet.artifact.Preprocess`, from its metadata), exactly as
-:mod:`defectdet.runtime.preprocess` does on the line.
+``defectdet build-engine`` (TensorRT's implicit-INT8 calibrator, :func:`tensorrt_calibrator`). Images
+are pre-processed with the model's recorded pre-processing (:class:`defectdet.artifact.Preprocess`,
+from its metadata), exactly as :mod:`defectdet.runtime.preprocess` does on the line.
+
+Every chosen image's header is read before calibration starts, and again before each decode, by the
+data tools' check (:func:`defectdet.data.images.checked_size`): a header declaring e.g. 100000x100000
+pixels, or a file that is not an image, is one DataError naming the file, never PIL's
+DecompressionBombError or an OpenCV allocation. Up front matters for TensorRT: its calibrator wrapper
+prints an exception raised in ``get_batch`` and treats it as the end of the data (NVIDIA/TensorRT
+``python/src/infer/pyInt8.cpp``), so the engine would be calibrated on what came before; the
+calibrator keeps such an error in ``failure`` instead, for the builder to raise before it writes.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import numpy as np
 
 from ..artifact import Preprocess, load_metadata
 from ..config import atomic_write_bytes
-from ..errors import ConfigError, DataError
+from ..data.images import checked_size
+from ..errors import ConfigError, DataError, DefectdetError
 
 DEFAULT_PREPROCESS = Preprocess()  # letterbox, RGB, /255: what ultralytics trains with
 
@@ -64,6 +73,16 @@ def select_calibration(
     return [chosen[i] for i in order], k_bad
 
 
+def calibration_images(data: str | os.PathLike, n: int, split: str = "train", defect_fraction: float = 0.5,
+                       seed: int = 0) -> tuple[list[Path], int]:
+    """:func:`select_calibration` over ``split`` of ``data``, every chosen header checked (hostile or
+    unreadable: a DataError naming the file) before any calibration runs; returns (paths, n_defective)."""
+    paths, n_bad = select_calibration(split_images(data, split), n, defect_fraction, seed)
+    for p in paths:
+        checked_size(p)
+    return paths, n_bad
+
+
 def load_images(paths: Sequence[Path], imgsz: tuple[int, int],
                 preprocess: Preprocess = DEFAULT_PREPROCESS) -> np.ndarray:
     """Read and pre-process images like the runtime (``preprocess``: the model's recorded settings;
@@ -75,9 +94,11 @@ def load_images(paths: Sequence[Path], imgsz: tuple[int, int],
     pre = Preprocessor(imgsz, preprocess)
     out = np.empty(pre.input_shape(len(paths)), pre.settings.dtype)  # (n, 3, H, W) or (n, H, W, 3)
     for i, p in enumerate(paths):
+        checked_size(p)  # the header first: OpenCV would try to allocate what a hostile one declares
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise DataError(f"{p}: cannot read image (missing or not an image)")
+        if img is None:  # its header was fine: the data after it is not
+            raise DataError(f"{p}: OpenCV cannot decode the image (truncated or corrupt data); expected a complete "
+                            f"{p.suffix.lstrip('.') or 'jpg/png'} image")
         out[i] = pre([img])[0][0]  # (3, H, W) float32 or the uint8 input form
     return out
 
@@ -147,7 +168,7 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
     import pycuda.driver as cuda
 
     shape = tuple(int(d) for d in input_shape)  # (1, 3, H, W) or (1, H, W, 3) uint8: the static batch of the export
-    paths = select_calibration(split_images(data, "train"), n)[0] if data else []
+    paths = calibration_images(data, n)[0] if data else []
     cache = Path(cache) if cache else None
     meta = load_metadata(onnx, {})
     preprocess, itemsize = meta.preprocess, np.dtype(meta.preprocess.dtype).itemsize  # as the runtime applies it
@@ -158,12 +179,16 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
             self.source = batches(paths, meta.imgsz, shape[0], preprocess)
             self.device = cuda.mem_alloc(int(np.prod(shape)) * itemsize)  # float32 or uint8 input buffer
             self.bar = progress(len(paths), "calibrating (TensorRT)")
+            self.failure: DefectdetError | None = None  # an image that failed mid-calibration (see the module doc)
 
         def get_batch_size(self) -> int:
             return shape[0]
 
         def get_batch(self, names):
-            x = next(self.source, None)  # (B, 3, H, W) float32 or the uint8 input form
+            try:
+                x = next(self.source, None)  # (B, 3, H, W) float32 or the uint8 input form
+            except DefectdetError as e:  # raised here, TensorRT would print it and build on the batches so far
+                self.failure, x = e, None
             if x is None or x.shape[0] != shape[0]:
                 self.bar.close()
                 return None  # end of calibration data
@@ -175,7 +200,7 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
             return cache.read_bytes() if cache and cache.is_file() else None
 
         def write_calibration_cache(self, data) -> None:
-            if cache:
+            if cache and self.failure is None:  # never a cache from an interrupted calibration
                 atomic_write_bytes(cache, bytes(data))
 
     return EntropyCalibrator()

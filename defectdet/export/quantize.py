@@ -45,9 +45,9 @@ from ..artifact import (
     write_sidecar,
 )
 from ..cli import exit_statuses
-from ..errors import ConfigError
+from ..errors import ConfigError, DefectdetError
 from . import ExportError
-from .calibration import load_images, make_reader, select_calibration, split_images
+from .calibration import calibration_images, load_images, make_reader
 
 METHODS = ("entropy", "minmax", "percentile")
 QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]  # what TensorRT runs in INT8 from Q/DQ inputs
@@ -190,6 +190,8 @@ def _run_quantize_static(src: Path, dst: Path, reader: Any, settings: dict, keep
     level, _ = root.level, root.setLevel(logging.ERROR)  # its "consider pre-processing" notes are not ours
     try:
         quantize_static(str(src), str(dst), reader, nodes_to_exclude=keep, extra_options=extra, **settings)
+    except DefectdetError:  # ours, from the reader (a calibration image): it names the file already
+        raise
     except Exception as e:  # onnxruntime raises plain ValueError/RuntimeError/Fail
         raise ExportError(f"{src}: onnxruntime quantization failed ({e.__class__.__name__}: {e})") from None
     finally:
@@ -254,7 +256,7 @@ def quantize_onnx(
     preprocess: Preprocess = load_metadata(src, props(fp)).preprocess  # what the runtime will do
     settings = quant_settings(target, method)
     keep = resolve_keep_float(fp, keep_float)
-    paths, n_bad = select_calibration(split_images(data, split), calib_images, defect_fraction, seed)
+    paths, n_bad = calibration_images(data, calib_images, split, defect_fraction, seed)  # headers checked
     dst = Path(out) if out else default_output(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     print(f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} images "
@@ -264,8 +266,10 @@ def quantize_onnx(
         staged = work / dst.name
         reader = make_reader(paths, imgsz, input_name, show_progress, preprocess)
         tail = downstream(fp, keep)
-        _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
-        reader.bar.close()
+        try:
+            _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
+        finally:
+            reader.bar.close()  # also when an image fails: the error line then starts a line of its own
         q = onnx.load(str(staged))
         cov = qdq_coverage(q)
         meta = _int8_metadata(base, src, target, {

@@ -116,8 +116,8 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed with {len(errors)} error(s); first: {first}")
 
 
-def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, info: ModelInfo) -> Any:
-    """A builder config carrying the plan's memory limit, flags, DLA and calibrator."""
+def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, info: ModelInfo) -> tuple[Any, Any]:
+    """(a builder config carrying the plan's memory limit, flags, DLA and calibrator; the calibrator or None)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
     for name in plan.builder_flags:
@@ -128,7 +128,7 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
                               "(Orin Nano has none)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
-    profile = None
+    profile = calibrator = None
     if plan.profile:
         name, shape = plan.profile
         profile = builder.create_optimization_profile()
@@ -139,11 +139,11 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         from .calibration import tensorrt_calibrator
 
         shape = plan.profile[1] if plan.profile else info.input_shape
-        config.int8_calibrator = tensorrt_calibrator(trt, opts.onnx, shape, opts.calib_data, opts.calib_images,
-                                                     plan.calib_cache)
+        calibrator = tensorrt_calibrator(trt, opts.onnx, shape, opts.calib_data, opts.calib_images, plan.calib_cache)
+        config.int8_calibrator = calibrator
         if profile is not None:
             config.set_calibration_profile(profile)  # a dynamic input calibrates at the profile's shape
-    return config
+    return config, calibrator
 
 
 def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]:
@@ -174,8 +174,10 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
     network = builder.create_network(flags)
     _parse(trt, network, logger, onnx_path)
-    config = _configure(trt, builder, opts, plan, info)
+    config, calibrator = _configure(trt, builder, opts, plan, info)
     serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and calibrator.failure is not None:
+        raise calibrator.failure  # an image failed mid-calibration: no engine from the batches before it
     if serialized is None:
         raise ExportError(f"{onnx_path}: TensorRT {plan.version} failed to build the engine (see its log above)")
     engine = atomic_write_bytes(opts.engine_path(), bytes(serialized))
