@@ -72,7 +72,7 @@ def _split(ratio, f0=0.5, q=1e-3):
 
 
 @pytest.mark.parametrize("ratio, preset, gamma, alpha", [
-    (50.0, "balanced", 0.0, 0.5), (199.9, "balanced", 0.0, 0.5), (200.0, "mild", 1.0, 0.5),
+    (50.0, "balanced", 0.0, 0.5), (244.0, "balanced", 0.0, 0.5), (499.9, "balanced", 0.0, 0.5), (500.0, "mild", 1.0, 0.5),
     (1500.0, "mild", 1.0, 0.5), (5000.0, "standard", 2.0, 0.25), (2e4, "extreme", 4.0, 0.1),
     (None, "extreme", 4.0, 0.1),  # no positive at all
 ])
@@ -80,7 +80,7 @@ def test_recommendation_bands(ratio, preset, gamma, alpha):
     rec = recommend_preset({"splits": {"train": _split(ratio)}})
     assert (rec["preset"], rec["gamma"], rec["alpha"], rec["cls_loss"]) == (preset, gamma, alpha, "focal")
     assert (Path(__file__).resolve().parents[1] / "configs" / "train" / f"{rec['config']}.yaml").is_file()
-    assert "Rule: " in rec["rule"] and "< 200:1 -> balanced (gamma=0" in rec["rule"]
+    assert "Rule: " in rec["rule"] and "< 500:1 -> balanced (gamma=0" in rec["rule"]
 
 
 def test_recommendation_is_monotonic_in_imbalance():
