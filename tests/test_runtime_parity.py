@@ -157,6 +157,47 @@ def test_infer_batch_equals_one_by_one(model, frames):
         assert det.infer_batch([]) == []
 
 
+def test_stream_equals_one_by_one_and_overlaps_the_next_letterbox(model, frames):
+    """stream() gives each frame's own Detections in order, and letterboxes frame n+1 while the model
+    runs frame n (recorded: the pre of n+1 starts before forward(n) returns)."""
+    import threading
+    import time
+
+    with Detector(model, conf=0.1) as det:
+        want = [det(f) for f in frames]
+        got = list(det.stream(iter(frames)))
+        assert len(got) == len(want) and sum(len(w) for w in want) > 0
+        for a, b in zip(got, want):
+            assert_same(a, b)
+        assert det.timings.infer > 0 and det.timings.pre > 0
+        assert list(det.stream([])) == []
+
+        log, forward, new_pre = [], det.forward, det.new_preprocessor
+
+        def slow_forward(batch):
+            log.append(("forward start", threading.current_thread().name))
+            time.sleep(0.05)
+            out = forward(batch)
+            log.append(("forward end", threading.current_thread().name))
+            return out
+
+        def recording_pre():
+            pre = new_pre()
+
+            def run(fs):
+                log.append(("pre start", threading.current_thread().name))
+                return pre(fs)
+            return run
+
+        det.forward, det.new_preprocessor = slow_forward, recording_pre
+        again = list(det.stream(frames[:4]))
+        assert [len(a) for a in again] == [len(w) for w in want[:4]]
+        events = [e for e, _ in log]
+        assert events.index("pre start", 1) < events.index("forward end")  # frame 1 letterboxed during forward(0)
+        assert all(name.startswith("detector-pre") for e, name in log if e == "pre start")
+        assert all(not name.startswith("detector-pre") for e, name in log if e.startswith("forward"))
+
+
 def test_tiling_a_mosaic_equals_detecting_each_tile(model, frames):
     """A 2x2 mosaic of four 640x480 frames with tiles=(2, 2), overlap=0: each tile is one frame."""
     quads = frames[6:10]

@@ -3,15 +3,18 @@
 >>> with Detector("model.onnx", conf=0.25, thresholds="thresholds.yaml") as det:
 ...     dets = det(frame_bgr)            # Detections in frame pixels
 ...     batch = det.infer_batch(frames)  # list[Detections]
+...     for dets in det.stream(video_frames):  # next frame letterboxed while the model runs
+...         ...
 """
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -150,6 +153,39 @@ class Detector:
             acc += (self.timings.pre, self.timings.infer, self.timings.post)
         self.timings = Timings(*map(float, acc))
         return out
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[Detections]:
+        """Detections for each frame of ``frames``, in order, letterboxing frame n+1 on a helper thread
+        while the model runs frame n (ONNX Runtime and TensorRT release the GIL, so do OpenCV's
+        resize and copy). The counterpart of ultralytics ``predict(stream=True)``, which runs its stages
+        one after another. ``timings`` holds the last frame's pre / infer / post. A tiled Detector
+        runs frame by frame. Frames are read from ``frames`` in the calling thread."""
+        if not self.stageable:
+            for frame in frames:
+                yield self(frame)
+            return
+        pres = (self.new_preprocessor(), self.new_preprocessor())  # frame n's buffer is not touched while n+1 is made
+
+        def prepare(pre: Preprocessor, frame: np.ndarray) -> tuple[Any, Any, float]:
+            t = time.perf_counter()
+            batch, params = pre([frame])
+            return batch, params, (time.perf_counter() - t) * 1e3
+
+        it = iter(frames)
+        with ThreadPoolExecutor(1, thread_name_prefix="detector-pre") as pool:
+            frame, i = next(it, None), 0
+            job = pool.submit(prepare, pres[0], frame) if frame is not None else None
+            while job is not None:
+                batch, params, pre_ms = job.result()
+                frame = next(it, None)
+                job = pool.submit(prepare, pres[(i + 1) % 2], frame) if frame is not None else None
+                t1 = time.perf_counter()
+                pred = self.forward(batch)
+                t2 = time.perf_counter()
+                dets = self.decode(pred[0], params[0])
+                self.timings = Timings(pre_ms, (t2 - t1) * 1e3, (time.perf_counter() - t2) * 1e3)
+                i += 1
+                yield dets
 
     # -- the three stages, for callers that run them on separate threads (a pipelined loop) ----
     @property
