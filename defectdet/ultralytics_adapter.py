@@ -138,7 +138,13 @@ def set_label_boxes(label: dict, img: np.ndarray, boxes: np.ndarray, classes: np
 
 
 def load_native(dataset) -> Callable:
-    """A ``load_image`` for ``dataset`` that keeps the native resolution (no resize to imgsz)."""
+    """A ``load_image`` for ``dataset`` that keeps the native resolution (no resize to imgsz).
+
+    Like ultralytics' own ``BaseDataset.load_image`` it records each loaded index in
+    ``dataset.buffer`` (the recently loaded images, at most ``max_buffer_length``): Mosaic draws its
+    extra images from there whenever images are not cached in RAM and no sampler re-weights its draws.
+    The pixels are not kept (``ims`` may hold RAM-cached images at the training size): a buffered
+    index is read again from disk, at native resolution."""
     from ultralytics.data.utils import imread
 
     def load_image(i, rect_mode: bool = True, resize_short: bool = False):
@@ -146,6 +152,10 @@ def load_native(dataset) -> Callable:
         im = imread(f, flags=dataset.cv2_flag)
         if im is None:
             raise FileNotFoundError(f"Image Not Found {f}")
+        if dataset.augment and dataset.cache != "ram":
+            dataset.buffer.append(i)
+            if 1 < len(dataset.buffer) >= dataset.max_buffer_length:
+                dataset.buffer.pop(0)
         return im, im.shape[:2], im.shape[:2]
 
     return load_image

@@ -91,6 +91,22 @@ def test_paste_and_windows_touch_training_images_only(rare_data, tmp_path):
     assert sum(counts) > 0  # paste=1: defect-free images come back with defects (unless cropped away)
 
 
+def test_native_windows_with_uniform_sampling_feed_mosaic_from_its_buffer(rare_data, tmp_path):
+    """crop=native with ultralytics' own shuffle (sampling=uniform): mosaic picks its extra images from
+    the dataset's buffer of recently loaded images, which the native loader must keep filled."""
+    trainer = _trainer(rare_data, tmp_path, sampling="uniform", crop="native")
+    ds = trainer.get_dataloader(trainer.data["train"], batch_size=8, rank=-1, mode="train").dataset
+    from ultralytics.data.augment import Mosaic
+
+    mosaic = next(t for t in _walk(ds.transforms) if isinstance(t, Mosaic))
+    assert mosaic.buffer_enabled and mosaic.p > 0
+    random.seed(0)
+    for i in range(12):
+        item = ds[i]  # through every transform, mosaic included
+        assert tuple(item["img"].shape[1:]) == (128, 128)
+    assert 0 < len(ds.buffer) <= ds.max_buffer_length and set(ds.buffer) <= set(range(12))
+
+
 def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_path, capsys):
     from defectdet.train import train
 
