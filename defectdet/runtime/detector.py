@@ -159,7 +159,9 @@ class Detector:
         while the model runs frame n (ONNX Runtime and TensorRT release the GIL, so do OpenCV's
         resize and copy). The counterpart of ultralytics ``predict(stream=True)``, which runs its stages
         one after another. ``timings`` holds the last frame's pre / infer / post. A tiled Detector
-        runs frame by frame. Frames are read from ``frames`` in the calling thread."""
+        runs frame by frame. Frames are read from ``frames`` in the calling thread. It pays where
+        the CPU idles while the model runs (a GPU backend); on a CPU that ONNX Runtime keeps busy it
+        measured level with frame-by-frame calls (bench/runtime.py path (d), README)."""
         if not self.stageable:
             for frame in frames:
                 yield self(frame)
