@@ -5,7 +5,7 @@
 
 On the CPU ultralytics trains with ``os.cpu_count() - 1`` torch threads and no data-loader
 workers (data loading and augmentation run in the training thread between steps). This script
-trains the demo's model on the demo's synthetic data (``defectdet.demo.DEMO``) once per setting per
+trains yolo11n with the demo's loss on the demo's synthetic data (``defectdet.demo.DEMO``) once per setting per
 round, the settings interleaved so that a change in machine load hits all of them alike, and
 prints the median training images/s of each setting (epochs after the first, training loop only:
 per-epoch validation is off) and its ratio to ultralytics' default.
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.quality import EpochTimer  # noqa: E402  (the quality benchmark's per-epoch timer)
-from defectdet.demo import DEMO, TRAIN_EXTRA  # noqa: E402
+from defectdet.demo import DEMO, TRAIN_EXTRA, loss_settings  # noqa: E402
 
 
 def images_per_s(data: Path, project: Path, threads, epochs: int, name: str) -> float:
@@ -38,9 +38,9 @@ def images_per_s(data: Path, project: Path, threads, epochs: int, name: str) -> 
     before = torch.get_num_threads()
     try:
         train(callbacks={"on_train_epoch_start": [timer.start], "on_train_epoch_end": [timer.end]},
-              model="yolo11n.yaml", data=str(data), epochs=epochs, imgsz=DEMO["imgsz"], batch=DEMO["batch"],
-              cls_loss=DEMO["cls_loss"], seed=DEMO["seed"], project=str(project), name=name, exist_ok=True,
-              val=False, threads=threads, **TRAIN_EXTRA)
+              **loss_settings(DEMO["cls_loss"]), model="yolo11n.yaml", data=str(data), epochs=epochs,
+              imgsz=DEMO["imgsz"], batch=DEMO["batch"], seed=DEMO["seed"], project=str(project), name=name,
+              exist_ok=True, val=False, threads=threads, **TRAIN_EXTRA)
     finally:
         torch.set_num_threads(before)
     rows = json.loads(timer.path.read_text())

@@ -414,6 +414,7 @@ class OverlapFake(StagedFake):
     ``fail_submit`` / ``fail_collect``: frame numbers whose submit / collect raises."""
 
     in_flight = 2
+    device_s = 0.005
 
     def __init__(self, seed=0, fail_submit=(), fail_collect=()):
         super().__init__(seed)
@@ -434,6 +435,7 @@ class OverlapFake(StagedFake):
 
     def collect(self):
         self._jitter()
+        time.sleep(self.device_s)  # the device's time: slower than the pre stage, so frames queue for it
         ticket, out = self.pending.pop(0)
         self.log.append(("collect", int(out[0, 0])))
         if int(out[0, 0]) in self.fail_collect:

@@ -15,6 +15,7 @@ import importlib.util
 import itertools
 import json
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -576,6 +577,13 @@ def test_pipelined_loop_overlaps_two_frames_on_a_static_engine(fake, tmp_path, o
     from defectdet.station.sources import parse_source
 
     trt, cuda = fake()
+    wait = cuda.Event.synchronize
+
+    def slow_device(self):  # a model much slower than letterboxing: the next frame is always waiting
+        time.sleep(0.03)
+        return wait(self)
+
+    cuda.Event.synchronize = slow_device
     folder = tmp_path / "frames"
     folder.mkdir()
     for i, f in enumerate(frames * 3):
