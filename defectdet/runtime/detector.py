@@ -39,6 +39,11 @@ class Timings:
         return self.pre + self.infer + self.post
 
 
+def _float32(pred: np.ndarray) -> np.ndarray:
+    """A model output as float32 (FP16 engines return float16), without a copy when it already is."""
+    return pred if pred.dtype == np.float32 else pred.astype(np.float32)
+
+
 class Detector:
     """A defect detector on an exported model (``.onnx`` or TensorRT ``.engine``).
 
@@ -201,8 +206,7 @@ class Detector:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """The batch :meth:`new_preprocessor` makes ((B, 3, H, W) float32, or uint8 as the model records) -> the model's first output as float32, (B, 4+nc, A) or (B, N, 6); releases the GIL inside the backend."""
-        pred = self.backend.infer(batch)[0]
-        return pred if pred.dtype == np.float32 else pred.astype(np.float32)
+        return _float32(self.backend.infer(batch)[0])
 
     @property
     def in_flight(self) -> int:
@@ -225,8 +229,7 @@ class Detector:
     def collect(self) -> tuple[int, np.ndarray]:
         """Wait for the oldest :meth:`submit` and return (its ticket, the model's first output as float32)."""
         ticket, outputs = self.backend.collect()
-        pred = outputs[0]
-        return ticket, pred if pred.dtype == np.float32 else pred.astype(np.float32)
+        return ticket, _float32(outputs[0])
 
     def decode(self, pred: np.ndarray, params: Any) -> Detections:
         """One image's output (4+nc, A) or (N, 6) and its LetterboxParams -> Detections in frame pixels (thresholds, NMS, max_det)."""

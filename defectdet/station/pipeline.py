@@ -236,14 +236,14 @@ class PipelinedLoop(InspectionLoop):
         while True:
             job = self._to_infer.get(0 if inflight else None)
             if job is None:  # nothing waiting: finish the oldest now
-                if not self._to_post.put(self._collected(inflight.popleft())):
+                if not self._pass_oldest(inflight):
                     return
                 continue
             if job is END or job is CLOSED:
                 break
             if job.error is None:
                 while sum(j.ticket is not None for j in inflight) >= limit:
-                    if not self._to_post.put(self._collected(inflight.popleft())):
+                    if not self._pass_oldest(inflight):
                         return
                 t = time.perf_counter()
                 try:
@@ -258,9 +258,13 @@ class PipelinedLoop(InspectionLoop):
         if job is CLOSED:
             return
         while inflight:
-            if not self._to_post.put(self._collected(inflight.popleft())):
+            if not self._pass_oldest(inflight):
                 return
         self._to_post.put(END)
+
+    def _pass_oldest(self, inflight: collections.deque) -> bool:
+        """Collect the oldest frame in flight and hand it to the post stage; False once the run aborts."""
+        return self._to_post.put(self._collected(inflight.popleft()))
 
     def _collected(self, job: _Job) -> _Job:
         """``job`` with its output collected (a frame that failed before submit passes through as it is)."""
