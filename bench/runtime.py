@@ -364,21 +364,29 @@ def table(s: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _ratios(s: dict, k: str) -> tuple[float, float]:
+    """Path ``k``'s frames/s over ultralytics (c) and over the model alone (a)."""
+    return s[k]["fps"] / s["c"]["fps"], s[k]["fps"] / s["a"]["fps"]
+
+
+def _target_line(k: str, kc: float, ka: float) -> str:
+    return (f"{k}/c = {kc:.2f} (target >= 1.2: {'met' if kc >= 1.2 else 'MISSED'})   "
+            f"{k}/a = {ka:.3f} (target >= 0.95: {'met' if ka >= 0.95 else 'MISSED'})   [frames/s ratios]")
+
+
 def report(s: dict, rows: dict, rss: dict, imp: float, torch_in: bool, header: str) -> dict:
     """Print the table and the target checks; return the numbers."""
-    bc, ba = s["b"]["fps"] / s["c"]["fps"], s["b"]["fps"] / s["a"]["fps"]
+    bc, ba = _ratios(s, "b")
     bc_med, ba_med = s["c"]["wall"] / s["b"]["wall"], s["a"]["wall"] / s["b"]["wall"]
     nb, nc = (np.array(rows[k])[:, 4] for k in ("b", "c"))
     print(f"\n{header}\n")
     print(table(s))
-    print(f"\nb/c = {bc:.2f} (target >= 1.2: {'met' if bc >= 1.2 else 'MISSED'})   "
-          f"b/a = {ba:.3f} (target >= 0.95: {'met' if ba >= 0.95 else 'MISSED'})   [frames/s ratios]")
+    print("\n" + _target_line("b", bc, ba))
     print(f"from per-frame medians: b/c = {bc_med:.2f}, b/a = {ba_med:.3f}")
     extra = {}
     if "d" in s:
-        dc, da = s["d"]["fps"] / s["c"]["fps"], s["d"]["fps"] / s["a"]["fps"]
-        print(f"d/c = {dc:.2f} (target >= 1.2: {'met' if dc >= 1.2 else 'MISSED'})   "
-              f"d/a = {da:.3f} (target >= 0.95: {'met' if da >= 0.95 else 'MISSED'})   [frames/s ratios]")
+        dc, da = _ratios(s, "d")
+        print(_target_line("d", dc, da))
         extra = {"d_over_c": dc, "d_over_a": da}
     print(f"same box count (b vs c) on {int((nb == nc).sum())}/{len(nb)} frames; mean boxes/frame {nb.mean():.1f}")
     print(f"import defectdet.runtime: {imp:.3f} s (target < 0.5 s), torch/ultralytics imported: {torch_in}")
