@@ -196,5 +196,16 @@ def cli(argv: list[str]) -> int:
     for key, val in DEMO.items():
         ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)
     a = ap.parse_args(argv)
+    from .runtime.postprocess import check_number
+
+    inf = float("inf")
+    for key, expected, lo, hi, integer in (
+            ("images", "an integer >= 2 (one train and one val part)", 2, inf, True),
+            ("epochs", "an integer >= 1", 1, inf, True), ("batch", "an integer >= 1", 1, inf, True),
+            ("imgsz", "an integer >= 32 (pixels)", 32, inf, True), ("part_px", "an integer >= 32 (pixels)", 32, inf, True),
+            ("defect_rate", "a fraction in [0, 1]", 0.0, 1.0, False), ("paste", "a probability in [0, 1]", 0.0, 1.0, False),
+            ("defect_scale", "a size multiplier in (0, 10]", 1e-6, 10.0, False),
+            ("target_escape", "an escape rate in [0, 1]", 0.0, 1.0, False)):
+        check_number(f"--{key.replace('_', '-')}", getattr(a, key), expected, lo, hi, integer)  # BadValue: exit 2
     run_demo(Path(a.out), **{key: getattr(a, key) for key in DEMO})
     return 0
