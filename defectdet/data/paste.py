@@ -110,12 +110,13 @@ def _feather(h: int, w: int, box: np.ndarray) -> np.ndarray:
     return np.clip(np.minimum(dx, dy), 0, 1).astype(np.float32)
 
 
-def _overlaps(box: np.ndarray, boxes: np.ndarray) -> bool:
+def _overlaps_any(cand: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N,) bool: candidate boxes (N, 4) that overlap any of ``boxes`` (K, 4), all xyxy."""
     if not len(boxes):
-        return False
-    ix = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    iy = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    return bool(((ix > 0) & (iy > 0)).any())
+        return np.zeros(len(cand), dtype=bool)
+    ix = np.minimum(cand[:, None, 2], boxes[None, :, 2]) - np.maximum(cand[:, None, 0], boxes[None, :, 0])  # (N, K)
+    iy = np.minimum(cand[:, None, 3], boxes[None, :, 3]) - np.maximum(cand[:, None, 1], boxes[None, :, 1])  # (N, K)
+    return ((ix > 0) & (iy > 0)).any(1)
 
 
 def _scaled(patch: Patch, side: int, bank: DefectBank, rng: np.random.Generator):
@@ -160,20 +161,25 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, bank: DefectBank, rng: np.
             continue
         a = _feather(ph, pw, pbox)[..., None]  # (ph, pw, 1)
         ring = (1 - a) * (a > 0)  # (ph, pw, 1) where the patch's context blends into the target
-        best = None
-        for _ in range(tries):
-            x0, y0 = int(rng.integers(0, W - pw + 1)), int(rng.integers(0, H - ph + 1))
-            box = pbox + np.array([x0, y0, x0, y0])
-            cx, cy = int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2)
-            if _overlaps(box, taken) or (roi is not None and not _roi_at(roi, cx, cy, H, W)):
-                continue
-            region = out[y0:y0 + ph, x0:x0 + pw].astype(np.float32)
-            cost = float((ring * np.abs(region - pimg)).sum() / max(ring.sum() * region.shape[2], 1e-6))
-            if best is None or cost < best[0]:
-                best = (cost, x0, y0, box, region)
-        if best is None or best[0] > max_cost:
+        xs, ys = rng.integers(0, W - pw + 1, tries), rng.integers(0, H - ph + 1, tries)  # (tries,) each
+        cand = pbox[None] + np.stack([xs, ys, xs, ys], 1)  # (tries, 4)
+        ok = ~_overlaps_any(cand, taken)  # (tries,)
+        if roi is not None:
+            cx, cy = ((cand[:, 0] + cand[:, 2]) / 2).astype(int), ((cand[:, 1] + cand[:, 3]) / 2).astype(int)
+            ok &= np.array([_roi_at(roi, x, y, H, W) for x, y in zip(cx, cy)], dtype=bool)
+        if not ok.any():
             continue
-        _, x0, y0, box, region = best
+        xs, ys, cand = xs[ok], ys[ok], cand[ok]
+        windows = np.lib.stride_tricks.sliding_window_view(out, (ph, pw), axis=(0, 1))  # (H-ph+1, W-pw+1, C, ph, pw)
+        regions = windows[ys, xs].astype(np.float32)  # (n, C, ph, pw) copies
+        diff = np.abs(regions - pimg.transpose(2, 0, 1).astype(np.float32)[None])  # (n, C, ph, pw)
+        weight = np.broadcast_to(ring[..., 0], regions.shape[1:]).ravel()  # (C * ph * pw,)
+        costs = diff.reshape(len(xs), -1) @ weight / max(weight.sum(), 1e-6)  # (n,) mean |difference| on the ring
+        i = int(np.argmin(costs))  # the first of equal costs
+        if costs[i] > max_cost:
+            continue
+        x0, y0, box = int(xs[i]), int(ys[i]), cand[i]
+        region = regions[i].transpose(1, 2, 0)  # (ph, pw, C)
         out[y0:y0 + ph, x0:x0 + pw] = np.clip(a * pimg + (1 - a) * region + 0.5, 0, 255).astype(np.uint8)
         taken = np.vstack([taken, box[None]])
         added.append(box), added_cls.append(patch.cls)
