@@ -43,7 +43,9 @@ per-seed mAP50 delta to BCE.
 
 **Resumable**: each arm/seed is ``<out>/<data>/<arm>/seed<k>/`` (the ultralytics run) with its
 ``result.json``; a rerun skips finished arms, resumes an interrupted training from ``last.pt`` and
-refuses a cache made with another budget. Writes ``<out>/quality.md``, ``quality.json``,
+refuses a cache made with another budget. ``--archive DIR`` keeps a copy of each ``result.json`` (no
+weights) in the same layout, small enough to commit, so ``--report-only --out DIR`` rebuilds the
+table after the runs' folder is gone. Writes ``<out>/quality.md``, ``quality.json``,
 ``quality_pr.png`` (PR curves of all arms overlaid) and ``quality_bars.png``.
 """
 
@@ -323,6 +325,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, 0, ... (a GPU for larger budgets)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench_quality"), help="results cache and report folder")
     p.add_argument("--report-only", action="store_true", help="rebuild the table and plots from the cached JSON")
+    p.add_argument("--archive", help="also copy every arm's result.json into this folder, in the cache's layout "
+                                     "(small, to commit: --report-only --out ARCHIVE rebuilds the table without the runs)")
     p.add_argument("--readme", help="also write the table into this README between <!-- MARKER:start/end --> lines")
     p.add_argument("--marker", default="quality-table", help="the README marker of --readme (default: quality-table)")
     p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
@@ -363,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in opts.seeds or budget["seeds"]:  # seed-major: an interrupted run has whole comparisons
             for d in datasets:
                 for arm, settings in arms_for(stats[d], opts.arms).items():
-                    run_arm(out, d, arm, settings, budget, seed, opts, stats[d])
+                    res = run_arm(out, d, arm, settings, budget, seed, opts, stats[d])
+                    if opts.archive:
+                        kept = Path(opts.archive) / data_tag(d) / arm / f"seed{seed}" / "result.json"
+                        atomic_write_text(kept, json.dumps(res, indent=1) + "\n")
     text = report(out)
     print(text)
     if opts.readme:

@@ -212,6 +212,12 @@ def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
     (tmp_path / "quality.md").unlink()
     assert Q.main(["--report-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "quality.md").read_text() == text
+    kept = tmp_path / "kept"  # --archive: result.json copies alone rebuild the same table
+    assert Q.main([*args, "--archive", str(kept)]) == 0
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
+        "synthetic/bce/seed0/result.json", "synthetic/qfl/seed0/result.json"]
+    assert Q.main(["--report-only", "--out", str(kept)]) == 0
+    assert (kept / "quality.md").read_text() == text
 
 
 def test_interrupted_arm_resumes_from_last_checkpoint(tmp_path, capsys):
