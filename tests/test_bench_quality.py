@@ -168,6 +168,9 @@ def test_recipe_arms_pin_or_add_the_data_recipe():
     assert arms["focal_balanced+paste"]["paste"] == 0.5 and "recommended" not in arms["focal_balanced+paste"]
     assert arms["recipe"] == {}  # defectdet train's defaults: every key auto
     assert Q.loss_label(arms["bce+defect+native"]) == "bce cls=0.5 sampling=defect crop=native"
+    dense = Q.arms_for(_stats(50.0), ["bce+defect80+native"])["bce+defect80+native"]
+    assert dense == {**arms["bce+defect+native"], "defect_fraction": 0.8}
+    assert Q.loss_label(dense) == "bce cls=0.5 sampling=defect crop=native defect_fraction=0.8"
 
 
 def test_rarest_class_and_loss_label():
