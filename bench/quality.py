@@ -112,9 +112,10 @@ def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_i
 
 
 def cross_calibrated_kpis(images: list[M.ImageDetections], names: list[str], target_escape: float,
-                          folds: int = 2) -> dict[str, Any]:
+                          folds: int = 2, rule: str = "box") -> dict[str, Any]:
     """Escape/overkill at thresholds calibrated (``defectdet val --target-escape``) on the other folds;
-    parts go to fold ``index % folds`` and the counts of all folds are summed."""
+    parts go to fold ``index % folds`` and the counts of all folds are summed. ``rule``: what catches a
+    defective part, in the calibration and the count (``defectdet.metrics.ESCAPE_RULES``)."""
     from defectdet.evaluate import build_report
 
     tot = {"escapes": 0, "n_defective": 0, "overkills": 0, "n_clean": 0}
@@ -122,9 +123,9 @@ def cross_calibrated_kpis(images: list[M.ImageDetections], names: list[str], tar
     for f in range(folds):
         test = images[f::folds]
         cal = [im for i, im in enumerate(images) if i % folds != f]
-        fitted = build_report(cal, names, target_escape=target_escape)
+        fitted = build_report(cal, names, target_escape=target_escape, escape_rule=rule)
         reachable &= bool(fitted.calibration["reachable"])
-        rep = build_report(test, names, thresholds=fitted.thresholds)
+        rep = build_report(test, names, thresholds=fitted.thresholds, escape_rule=rule)
         for k in tot:
             tot[k] += getattr(rep, k)
     return {**tot, "reachable": reachable,
@@ -266,11 +267,13 @@ def evaluate_arm(weights: Path, data: str, imgsz: int, device: str, rarest: int,
     pr_mean = np.mean([rep.pr_curves[n]["precision"] for n in labelled], 0) if labelled else np.zeros(101)  # (101,)
     cal = cross_calibrated_kpis(dets, names, target_escape)
     line = cross_calibrated_kpis(dets, names, LINE_ESCAPE)
+    line_any = cross_calibrated_kpis(dets, names, LINE_ESCAPE, rule="any")  # a part is rejected by any detection
     rare = recall_at_fp_rate(dets, rarest, len(names), fp_per_image)
     return {
         "map50": rep.map50, "map50_95": rep.map50_95, "rare_recall": rare["recall"], "rare": rare,
         "escape": cal["escape"], "overkill": cal["overkill"], "calibration": cal,
         "escape_line": line["escape"], "overkill_line": line["overkill"], "calibration_line": line, "imgsz": imgsz,
+        "escape_line_any": line_any["escape"], "overkill_line_any": line_any["overkill"], "calibration_line_any": line_any,
         "max_f1": {"escape": rep.escape_rate, "overkill": rep.overkill_rate if rep.n_clean else None},
         "per_class": rep.per_class, "n_images": len(dets),
         "pr": {"recall": M.RECALL_GRID.round(4).tolist(), "mean": pr_mean.round(5).tolist(),
@@ -285,7 +288,7 @@ def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: 
     fingerprint = {**{k: budget[k] for k in FINGERPRINT}, "seed": seed, "data": str(data),
                    "settings": {k: v for k, v in settings.items() if k != "recommended"}}
     eval_cfg = {"fp_per_image": opts.fp_per_image, "target_escape": opts.target_escape,
-                "max_val_images": opts.max_val_images}
+                "max_val_images": opts.max_val_images, "escape_rules": list(M.ESCAPE_RULES)}
     cached = run_dir / "result.json"
     if cached.exists():
         res = json.loads(cached.read_text())

@@ -41,7 +41,7 @@ class EvalReport:
     map50: float
     map50_95: float
     per_class: dict[str, dict[str, float]]  # name -> ap50, ap50_95, precision, recall (at op), labels
-    escape_rate: float  # defective parts with no correct detection at the operating thresholds
+    escape_rate: float  # defective parts not caught at the operating thresholds (escape_rule: by a correct box, or any detection)
     overkill_rate: float  # clean parts with any detection at the operating thresholds
     escapes: int
     overkills: int
@@ -58,6 +58,7 @@ class EvalReport:
     data: str = ""
     split: str = "val"
     imgsz: int | list[int] | None = None
+    escape_rule: str = "box"  # what catches a defective part: a correct box, or any detection (the line's reject)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -82,15 +83,17 @@ class EvalReport:
                 f"{name:<16}{int(v['labels']):>7}{v['ap50']:>8.3f}{v['ap50_95']:>9.3f}"
                 f"{v['precision']:>7.3f}{v['recall']:>7.3f}{self.thresholds[name]:>8.3f}"
             )
+        caught = "a correct box" if self.escape_rule == "box" else "any detection"
         rows.append(
-            f"parts ({self.split}, thresholds: {self.threshold_source}): escape {self.escape_rate:.1%} "
+            f"parts ({self.split}, thresholds: {self.threshold_source}, caught by {caught}): escape {self.escape_rate:.1%} "
             f"({self.escapes} of {self.n_defective} defective), overkill {self.overkill_rate:.1%} "
             f"({self.overkills} of {self.n_clean} clean)"
         )
         if self.calibration and not self.calibration["reachable"]:
             rows.append(
                 f"escape target {self.calibration['target_escape']} is unreachable: {self.escapes} defective parts "
-                f"have no correct detection at any confidence down to the --conf floor (allowed {self.calibration['allowed_escapes']})"
+                f"have no {'correct detection' if self.escape_rule == 'box' else 'detection'} at any confidence down to "
+                f"the --conf floor (allowed {self.calibration['allowed_escapes']})"
             )
         return "\n".join(rows)
 
@@ -228,14 +231,18 @@ def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
 
 
 def build_report(
-    images: list[M.ImageDetections], names: list[str], thresholds: Any = None, target_escape: float | None = None
+    images: list[M.ImageDetections], names: list[str], thresholds: Any = None, target_escape: float | None = None,
+    escape_rule: str = "box",
 ) -> EvalReport:
-    """Every metric of the report from collected detections (no model needed: testable alone)."""
+    """Every metric of the report from collected detections (no model needed: testable alone).
+
+    ``escape_rule`` (:data:`defectdet.metrics.ESCAPE_RULES`): what catches a defective part in the
+    escape count and the calibration — a correct box ("box"), or any detection ("any", the line's reject)."""
     nc = len(names)
     stats = M.BoxStats.from_images(images, nc)
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
     map50, map50_95 = M.mean_ap(ap, stats.n_gt)
-    scores = M.PartScores.from_images(images, nc)
+    scores = M.PartScores.from_images(images, nc, escape_rule)
     given = operating_thresholds(thresholds, names)
     op, source, calibration = M.max_f1_thresholds(stats), "max-f1", None
     if given is not None:
@@ -262,20 +269,24 @@ def build_report(
         per_class_recall_at_op={n: float(r[c]) for c, n in enumerate(names)},
         pr_curves={n: {"recall": M.RECALL_GRID.round(4).tolist(), "precision": pr[c].round(6).tolist()}
                    for c, n in enumerate(names)},
-        kpi_curve=_kpi_curve(scores), threshold_source=source, calibration=calibration,
+        kpi_curve=_kpi_curve(scores), threshold_source=source, calibration=calibration, escape_rule=escape_rule,
     )
 
 
 def evaluate(
     model: Any, data: str | os.PathLike, imgsz=None, conf: float = 0.001, iou: float = 0.7, device="cpu",
     thresholds: Any = None, split: str = "val", max_images: int | None = None, target_escape: float | None = None,
+    escape_rule: str = "box",
 ) -> EvalReport:
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
     ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name_or_id: conf}
     or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this split to meet it (starting
-    from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks.
+    from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks. ``escape_rule``: see
+    :func:`build_report`.
     """
+    if escape_rule not in M.ESCAPE_RULES:
+        raise ConfigError(f"escape_rule={escape_rule!r}: expected one of {', '.join(M.ESCAPE_RULES)}")
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
     names, images = read_split(data, split)
@@ -283,7 +294,7 @@ def evaluate(
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
     dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
-    report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape)
+    report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape, escape_rule=escape_rule)
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
     return report
 
@@ -293,7 +304,7 @@ def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
     cal = report.calibration or {}
     return write_thresholds_file(
         path, report.thresholds, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
-        achieved={"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
+        escape_rule=report.escape_rule, achieved={"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
                   "escapes": report.escapes, "overkills": report.overkills,
                   "n_defective": report.n_defective, "n_clean": report.n_clean},
         model=report.model, data=report.data, split=report.split,
@@ -360,6 +371,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", help="operating thresholds: a thresholds YAML or one conf for all classes "
                    "(default: each class at its max-F1 confidence)")
     p.add_argument("--target-escape", type=float, help="calibrate thresholds to this escape rate, e.g. 0.01")
+    p.add_argument("--escape-rule", default="box", help="what catches a defective part in the escape count and the "
+                   "calibration: box (a correct detection: right class, IoU >= 0.5; default) or any (any detection, "
+                   "as the inspection loop rejects a part)")
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
     p.add_argument("--write-sidecar", metavar="MODEL.onnx",
@@ -397,6 +411,7 @@ def cli(argv: list[str]) -> int:
     report = evaluate(
         args.model, args.data, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device,
         thresholds=thresholds, split=args.split, max_images=args.max_images, target_escape=args.target_escape,
+        escape_rule=args.escape_rule,
     )
     out = Path(args.out or Path("runs") / "val" / Path(str(args.model)).stem)
     paths = report.save(out)

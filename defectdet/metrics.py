@@ -12,6 +12,8 @@ Two levels:
   defects); a clean part is an *overkill* when any detection passes the operating thresholds.
   Note the escape rule is stricter than the reject decision: a defective part flagged only by a
   wrong-class box is rejected on the line but counts as an escape here (the model did not see it).
+  ``rule="any"`` counts as the line decides instead: a defective part is caught by any detection
+  at the operating thresholds (its line escape rate is at most the box rule's).
 
 :func:`calibrate_thresholds` picks per-class confidence thresholds that meet an escape target at
 the lowest overkill it can find; its docstring describes the algorithm.
@@ -25,6 +27,7 @@ import numpy as np
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # (T,) COCO IoU thresholds; column 0 is IoU 0.5
 RECALL_GRID = np.linspace(0.0, 1.0, 101)  # (101,) COCO recall points
+ESCAPE_RULES = ("box", "any")  # what catches a defective part: a correct box, or any detection (the line's reject)
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2.0 renamed trapz
 
 
@@ -230,13 +233,21 @@ class PartScores:
     class_conf: list[np.ndarray] = field(default_factory=list)  # nc x (D_c,) every detection's conf
 
     @classmethod
-    def from_images(cls, images: list[ImageDetections], nc: int) -> PartScores:
-        """Reduce each image's detections to its per-class best (correct) confidence."""
+    def from_images(cls, images: list[ImageDetections], nc: int, rule: str = "box") -> PartScores:
+        """Reduce each image's detections to its per-class best (correct) confidence.
+
+        ``rule``: "box" — a defective part is caught only by a correct detection (right class, IoU >= 0.5);
+        "any" — by any detection, as the line's reject decision works (``hit`` is then ``top``)."""
+        if rule not in ESCAPE_RULES:
+            raise ValueError(f"escape rule {rule!r}: expected one of {', '.join(ESCAPE_RULES)}")
         hit = np.full((len(images), nc), -np.inf)  # (P, nc)
         top = np.full((len(images), nc), -np.inf)  # (P, nc)
         for i, im in enumerate(images):
-            ok = correct_any(im)  # (N,)
             np.maximum.at(top[i], im.cls, im.conf)
+            if rule == "any":
+                hit[i] = top[i]
+                continue
+            ok = correct_any(im)  # (N,)
             np.maximum.at(hit[i], im.cls[ok], im.conf[ok])
         defective = np.array([im.defective for im in images], dtype=bool)
         conf = np.concatenate([im.conf for im in images]) if images else np.zeros(0)  # (D,)

@@ -104,6 +104,15 @@ def test_cross_calibrated_kpis_sums_folds_fitted_on_the_other_half():
     assert out["overkill"] == pytest.approx(manual["overkills"] / 16)
 
 
+def test_cross_calibrated_kpis_line_rule_counts_any_detection():
+    """A defective part whose only box is misplaced escapes by the box rule, not by the line's rule."""
+    imgs = [_img([(MISS, 0.8, 0)], [0]), _img([(HIT, 0.8, 0)], [0]), _img(), _img()] * 2  # folds alike
+    box = Q.cross_calibrated_kpis(imgs, NAMES, target_escape=0.0)
+    line = Q.cross_calibrated_kpis(imgs, NAMES, target_escape=0.0, rule="any")
+    assert (box["escapes"], box["n_defective"], box["reachable"]) == (2, 4, False)
+    assert (line["escapes"], line["overkills"], line["reachable"]) == (0, 0, True)
+
+
 def test_cross_calibrated_kpis_without_clean_parts_has_no_overkill():
     imgs = [_img([(HIT, 0.8, 0)], [0]) for _ in range(4)]
     out = Q.cross_calibrated_kpis(imgs, NAMES, 0.05)

@@ -196,7 +196,7 @@ def test_calibrated_report_and_thresholds_yaml(tmp_path):
     rep.model, rep.data = "m.onnx", "d.yaml"
     doc = yaml.safe_load(E.write_thresholds(rep, tmp_path / "t" / "thresholds.yaml").read_text())
     assert set(doc) >= {"thresholds", "target_escape", "achieved", "model", "data"}
-    assert doc["thresholds"] == rep.thresholds and doc["target_escape"] == 0.0
+    assert doc["thresholds"] == rep.thresholds and doc["target_escape"] == 0.0 and doc["escape_rule"] == "box"
     assert doc["achieved"] == {"escape_rate": 0.0, "overkill_rate": 0.0, "escapes": 0, "overkills": 0,
                                "n_defective": 2, "n_clean": 2}
     assert (doc["model"], doc["data"], doc["reachable"]) == ("m.onnx", "d.yaml", True)
@@ -233,7 +233,22 @@ def test_save_writes_json_and_pngs_atomically(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part_kpis.png", "pr_curves.png", "val_report.json"]
     # max-F1 thresholds: scratch 0.9 (TP, then two FPs), spot 0.4 (its only box, a TP)
     assert rep.thresholds == {"scratch": 0.9, "spot": 0.4}
-    assert "thresholds: max-f1): escape 0.0% (0 of 2 defective), overkill 0.0% (0 of 2 clean)" in rep.summary()
+    assert ("thresholds: max-f1, caught by a correct box): escape 0.0% (0 of 2 defective), overkill 0.0% (0 of 2 clean)"
+            in rep.summary())
+
+
+def test_escape_rule_any_counts_as_the_line_rejects(tmp_path):
+    """b.png's only detection above threshold is a wrong-class box on its defect: an escape by the box
+    rule, a rejected part by the line's rule (any detection)."""
+    t = {"scratch": 0.1, "spot": 0.5}
+    box = E.build_report(_constructed_images(), NAMES, thresholds=t)
+    line = E.build_report(_constructed_images(), NAMES, thresholds=t, escape_rule="any")
+    assert (box.escapes, box.overkills, line.escapes, line.overkills) == (1, 1, 0, 1)
+    assert "caught by any detection): escape 0.0% (0 of 2 defective)" in line.summary()
+    assert line.map50 == box.map50  # box metrics do not depend on the rule
+    line.model, line.data = "m.onnx", "d.yaml"
+    doc = yaml.safe_load(E.write_thresholds(line, tmp_path / "thresholds.yaml").read_text())
+    assert doc["escape_rule"] == "any"
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -284,6 +299,8 @@ def test_class_count_mismatch_is_refused(tiny, tmp_path):
         (["val", "--model", "nope.pt", "--data", "d.yaml"], "nope.pt: model file not found"),
         (["val", "--model", "m.pt", "--data", "d.yaml", "--target-escape", "1.5"], "expected a rate in [0, 1)"),
         (["val", "--model", "m.pt", "--data", "d.yaml", "colour=red"], "unknown option 'colour'"),
+        (["val", "--model", "m.pt", "--data", "d.yaml", "--escape-rule", "strict"],
+         "escape_rule='strict': expected one of box, any"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):

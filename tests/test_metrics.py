@@ -146,6 +146,14 @@ def test_part_scores_and_kpis():
     assert k["escape_rate"] == 0.5 and k["overkill_rate"] == 0.0
     k = M.part_kpis(s, np.array([0.7, 0.2]))  # the wrong-class 0.9 box does not save the first part
     assert (k["escapes"], k["overkills"]) == (2, 1)
+    line = M.PartScores.from_images(images, nc=2, rule="any")  # the line rejects on any detection
+    np.testing.assert_array_equal(line.hit, s.top)
+    k = M.part_kpis(line, np.array([0.7, 0.2]))  # the wrong-class box and the misplaced one reject both parts
+    assert (k["escapes"], k["overkills"]) == (0, 1)
+    k = M.part_kpis(line, np.array([0.96, 0.95]))
+    assert (k["escapes"], k["overkills"]) == (2, 0)
+    with pytest.raises(ValueError, match="escape rule 'strict': expected one of box, any"):
+        M.PartScores.from_images(images, nc=2, rule="strict")
 
 
 def _scores(hit, top, defective):
