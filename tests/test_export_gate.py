@@ -21,7 +21,7 @@ def report(map50=0.80, map50_95=0.50, escape=0.02, recalls=None, labels=None, th
     per_class = {n: {"recall": r, "ap50": aps.get(n, 0.8), "labels": labels.get(n, 10)} for n, r in recalls.items()}
     return SimpleNamespace(map50=map50, map50_95=map50_95, escape_rate=escape, overkill_rate=overkill, per_class=per_class,
                            calibration=calibration, escapes=2, overkills=10, n_defective=100, n_clean=100,
-                           model="model.int8.onnx", data="d.yaml", split="val",
+                           model="model.int8.onnx", data="d.yaml", split="val", escape_rule="box",
                            thresholds=thresholds or {n: 0.3 for n in recalls},
                            to_dict=lambda: {"map50": map50, "pr_curves": {"x": [1]}, "escape_rate": escape})
 
@@ -200,8 +200,16 @@ def test_recalibrated_gate_calibrates_each_model_and_deploys_int8_thresholds(mod
     assert load_thresholds(models / "model.int8.thresholds.yaml", {0: "scratch", 1: "crack"}) == {0: 0.31, 1: 0.17}
 
 
+def test_recalibrated_gate_under_the_line_rule_passes_it_to_the_evaluator(models):
+    ev = FakeEvaluator(report(), report())
+    run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev, recalibrate=0.05,
+             escape_rule="any")
+    assert ev.kw["escape_rule"] == "any" and ev.kw["target_escape"] == 0.05
+
+
 @pytest.mark.parametrize("kw, match", [({"recalibrate": 1.5}, "expected a target escape rate in"),
-                                       ({"recalibrate": 0.01, "thresholds": "th.yaml"}, "exclude each other")])
+                                       ({"recalibrate": 0.01, "thresholds": "th.yaml"}, "exclude each other"),
+                                       ({"escape_rule": "strict"}, "--escape-rule strict: expected one of box, any")])
 def test_recalibrate_bad_arguments(models, kw, match):
     with pytest.raises(ConfigError, match=match):
         run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=FakeEvaluator(report(), report()), **kw)

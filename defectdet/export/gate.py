@@ -190,18 +190,25 @@ def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
 def run_gate(
     fp32: str | os.PathLike, int8: str | os.PathLike, data: str | os.PathLike, limits: Limits = Limits(),
     force: bool = False, imgsz: Any = None, max_images: int | None = None, thresholds: Any = None,
-    evaluator: Callable[..., Any] | None = None, recalibrate: float | None = None,
+    evaluator: Callable[..., Any] | None = None, recalibrate: float | None = None, escape_rule: str = "box",
 ) -> GateResult:
     """Evaluate both models on ``data``'s val split, compare, record; raise :class:`GateRefused`
     when refused and not ``force``. ``thresholds`` (a thresholds YAML / {class: conf}) sets both
     models' operating point (see :func:`operating_point`); ``recalibrate`` (a target escape rate)
-    gives each model its own calibrated thresholds instead (module docstring)."""
+    gives each model its own calibrated thresholds instead (module docstring). ``escape_rule``: what
+    catches a defective part in the part KPIs and the calibration (``defectdet val --escape-rule``)."""
+    from ..metrics import ESCAPE_RULES
+
+    if escape_rule not in ESCAPE_RULES:
+        raise ConfigError(f"--escape-rule {escape_rule}: expected one of {', '.join(ESCAPE_RULES)}")
     fp32, int8 = Path(fp32), Path(int8)
     for p in (fp32, int8):
         if not p.is_file():
             raise ConfigError(f"{p}: model not found; expected an .onnx model")
     evaluate = evaluator or _default_evaluator()
     kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images}
+    if escape_rule != "box":  # an evaluator written for the default need not know the keyword
+        kw["escape_rule"] = escape_rule
     if recalibrate is not None:
         if not 0 <= recalibrate < 1:
             raise ConfigError(f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01")
@@ -258,6 +265,8 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--recalibrate", type=float, default=None, metavar="ESCAPE",
                    help="calibrate each model's own thresholds on val for this escape rate (e.g. 0.01) and compare "
                         "there; the INT8 thresholds go to <int8>.thresholds.yaml and its sidecar")
+    g.add_argument("--escape-rule", default="box", help="what catches a defective part in the escape rate and the "
+                   "calibration: box (a correct detection, default) or any (any detection, as the inspection loop rejects)")
     g.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)")
     g.add_argument("--force", action="store_true", help="accept the INT8 model even when the gate refuses it")
 
@@ -266,7 +275,7 @@ def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> 
     """Run the gate with parsed arguments; 0 when passed or forced (refusal raises)."""
     limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise, a.max_overkill_rise)
     run_gate(fp32, int8, data, limits, force=a.force, max_images=a.max_images, thresholds=a.thresholds,
-             recalibrate=a.recalibrate)
+             recalibrate=a.recalibrate, escape_rule=a.escape_rule)
     return 0
 
 
