@@ -190,11 +190,19 @@ def _runner_raw(model: Path, frames: list[np.ndarray], threads: int, conf: float
     return run
 
 
+def _same_conf(model: Path, conf: float) -> dict[int, float]:
+    """Every class at ``conf``: the operating point ultralytics gets, over any calibrated thresholds
+    in the model's sidecar (those would make the Detector keep and NMS other boxes)."""
+    from defectdet.runtime import load_metadata
+
+    return dict.fromkeys(range(load_metadata(model).nc), conf)
+
+
 def _runner_detector(model: Path, frames: list[np.ndarray], threads: int, conf: float, iou: float):
     """(b): defectdet's Detector, frame in, Detections out."""
     from defectdet.runtime import Detector
 
-    det = Detector(model, conf=conf, iou=iou, threads=threads)
+    det = Detector(model, conf=conf, iou=iou, threads=threads, thresholds=_same_conf(model, conf))
 
     def run(i: int) -> tuple[float, ...]:
         t0 = time.perf_counter()
@@ -236,7 +244,7 @@ def _runner_stream(model: Path, frames: list[np.ndarray], threads: int, conf: fl
     a frame's wall time is the time between two results, the first one's from the block's start."""
     from defectdet.runtime import Detector
 
-    det = Detector(model, conf=conf, iou=iou, threads=threads)
+    det = Detector(model, conf=conf, iou=iou, threads=threads, thresholds=_same_conf(model, conf))
 
     def block(lo: int, hi: int) -> list[tuple[float, ...]]:
         out, t0 = [], time.perf_counter()
