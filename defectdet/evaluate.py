@@ -394,6 +394,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError("--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)")
     if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
         raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
+    if args.escape_rule not in M.ESCAPE_RULES:
+        raise ConfigError(f"--escape-rule {args.escape_rule}: expected one of {', '.join(M.ESCAPE_RULES)}")
     if args.write_sidecar:
         sidecar_names(args.write_sidecar)  # a missing sidecar fails now, not after the evaluation
     return args

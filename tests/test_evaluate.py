@@ -246,6 +246,8 @@ def test_escape_rule_any_counts_as_the_line_rejects(tmp_path):
     assert (box.escapes, box.overkills, line.escapes, line.overkills) == (1, 1, 0, 1)
     assert "caught by any detection): escape 0.0% (0 of 2 defective)" in line.summary()
     assert line.map50 == box.map50  # box metrics do not depend on the rule
+    with pytest.raises(ConfigError, match="escape_rule='strict': expected one of box, any"):
+        E.evaluate("m.onnx", "d.yaml", escape_rule="strict")  # before any file is read
     line.model, line.data = "m.onnx", "d.yaml"
     doc = yaml.safe_load(E.write_thresholds(line, tmp_path / "thresholds.yaml").read_text())
     assert doc["escape_rule"] == "any"
@@ -300,7 +302,7 @@ def test_class_count_mismatch_is_refused(tiny, tmp_path):
         (["val", "--model", "m.pt", "--data", "d.yaml", "--target-escape", "1.5"], "expected a rate in [0, 1)"),
         (["val", "--model", "m.pt", "--data", "d.yaml", "colour=red"], "unknown option 'colour'"),
         (["val", "--model", "m.pt", "--data", "d.yaml", "--escape-rule", "strict"],
-         "escape_rule='strict': expected one of box, any"),
+         "--escape-rule strict: expected one of box, any"),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
