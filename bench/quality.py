@@ -5,6 +5,7 @@
     python bench/quality.py --budget gpu --device 0 --seeds 0 1 2   # a GPU: yolo11n at 640, 100 epochs
     python bench/quality.py --report-only                     # table + PNGs again from the cached JSON
     python bench/quality.py --data synthetic --arms bce qfl --epochs 1 --imgsz 64   # smoke run
+    python bench/quality.py --data synthetic --synthetic-defect-rate 0.1 --synthetic-px 640 --synthetic-images 500 --arms bce recipe
 
 **Arms**: ``bce`` (ultralytics' loss, the baseline), ``focal`` (standard preset), ``qfl``, ``vfl``
 and the preset that ``defectdet data stats`` recommends for the dataset at the budget's imgsz
@@ -143,7 +144,8 @@ def rarest_class(stats: dict) -> int:
 def data_tag(data: str) -> str:
     """A short folder name for a dataset: ``<parent>-<yaml stem>`` (``synthetic`` for the generated set)."""
     p = Path(data)
-    return "synthetic" if p.parts[-3:-1] == ("synthetic", "data") else f"{p.parent.name}-{p.stem}"
+    synthetic = len(p.parts) >= 3 and p.parts[-2] == "data" and p.parts[-3].startswith("synthetic")
+    return p.parts[-3] if synthetic else f"{p.parent.name}-{p.stem}"
 
 
 def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
@@ -337,6 +339,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")
     p.add_argument("--max-val-images", type=int, help="evaluate an evenly spaced val subset (smoke runs)")
     p.add_argument("--synthetic-images", type=int, default=200, help="size of the --data synthetic set")
+    p.add_argument("--synthetic-defect-rate", type=float, default=0.3, help="share of defective parts in it")
+    p.add_argument("--synthetic-px", type=int, help="its parts' image size (default: the budget's imgsz; larger "
+                   "sizes make crop=auto train on native-scale windows)")
     return p
 
 
@@ -345,10 +350,13 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
     if data == "synthetic":
         from defectdet.data.synthetic import make_dataset
 
-        yaml_path = out / "synthetic" / "data" / "data.yaml"
+        rate, px, n = opts.synthetic_defect_rate, max(opts.synthetic_px or imgsz, 64), opts.synthetic_images
+        if not 0 < rate < 1:
+            raise ConfigError(f"--synthetic-defect-rate {rate}: expected a fraction in (0, 1)")
+        name = "synthetic" if (rate, opts.synthetic_px) == (0.3, None) else f"synthetic-{rate:.0%}-{px}px-{n}"
+        yaml_path = out / name.replace("%", "pct") / "data" / "data.yaml"  # one folder per set: no stale reuse
         if not yaml_path.exists():
-            make_dataset(yaml_path.parent, images=opts.synthetic_images, defect_rate=0.3, imgsz=max(imgsz, 64),
-                         seed=0, video_frames=0)
+            make_dataset(yaml_path.parent, images=n, defect_rate=rate, imgsz=px, seed=0, video_frames=0)
         return str(yaml_path)
     if not Path(data).is_file():
         print(f"quality: skipping {data}: not found (DeepPCB lives in ../shared/data/deeppcb)")

@@ -232,6 +232,21 @@ def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
     assert (kept / "quality.md").read_text() == text
 
 
+def test_synthetic_sets_get_their_own_folder_and_tag(tmp_path):
+    """A synthetic set with another defect rate or part size is made in its own folder (a cached set of
+    other parts is never reused) and reported under its own tag."""
+    opts = Q._parser().parse_args(["--data", "synthetic", "--synthetic-images", "10", "--synthetic-defect-rate",
+                                   "0.2", "--synthetic-px", "96"])
+    data = Q._resolve_data("synthetic", tmp_path, opts, 64)
+    assert Q.data_tag(data) == "synthetic-20pct-96px-10" and Path(data).is_file()
+    assert len(list((Path(data).parent / "images").rglob("*.png"))) == 10
+    assert Q.data_tag(str(tmp_path / "synthetic" / "data" / "data.yaml")) == "synthetic"  # the default set
+    assert Q.data_tag("/sets/deeppcb/data_rare.yaml") == "deeppcb-data_rare"
+    bad = Q._parser().parse_args(["--synthetic-defect-rate", "1.5"])
+    with pytest.raises(Q.ConfigError, match="--synthetic-defect-rate 1.5: expected a fraction in"):
+        Q._resolve_data("synthetic", tmp_path, bad, 64)
+
+
 def test_interrupted_arm_resumes_from_last_checkpoint(tmp_path, capsys):
     """A 2-epoch arm stopped after epoch 1 continues from last.pt: epoch 1 is not trained again."""
     out2 = tmp_path
