@@ -40,7 +40,7 @@ def images_per_s(data: Path, project: Path, threads, epochs: int, name: str) -> 
         train(callbacks={"on_train_epoch_start": [timer.start], "on_train_epoch_end": [timer.end]},
               **loss_settings(DEMO["cls_loss"]), model="yolo11n.yaml", data=str(data), epochs=epochs,
               imgsz=DEMO["imgsz"], batch=DEMO["batch"], seed=DEMO["seed"], project=str(project), name=name,
-              exist_ok=True, val=False, threads=threads, **TRAIN_EXTRA)
+              exist_ok=True, threads=threads, **{**TRAIN_EXTRA, "val": False})
     finally:
         torch.set_num_threads(before)
     rows = json.loads(timer.path.read_text())
