@@ -353,8 +353,8 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
         rate, px, n = opts.synthetic_defect_rate, max(opts.synthetic_px or imgsz, 64), opts.synthetic_images
         if not 0 < rate < 1:
             raise ConfigError(f"--synthetic-defect-rate {rate}: expected a fraction in (0, 1)")
-        name = "synthetic" if (rate, opts.synthetic_px) == (0.3, None) else f"synthetic-{rate:.0%}-{px}px-{n}"
-        yaml_path = out / name.replace("%", "pct") / "data" / "data.yaml"  # one folder per set: no stale reuse
+        name = "synthetic" if (rate, opts.synthetic_px) == (0.3, None) else f"synthetic-{rate * 100:g}pct-{px}px-{n}"
+        yaml_path = out / name / "data" / "data.yaml"  # one folder per set: no stale reuse
         if not yaml_path.exists():
             make_dataset(yaml_path.parent, images=n, defect_rate=rate, imgsz=px, seed=0, video_frames=0)
         return str(yaml_path)

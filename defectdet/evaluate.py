@@ -285,8 +285,7 @@ def evaluate(
     from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks. ``escape_rule``: see
     :func:`build_report`.
     """
-    if escape_rule not in M.ESCAPE_RULES:
-        raise ConfigError(f"escape_rule={escape_rule!r}: expected one of {', '.join(M.ESCAPE_RULES)}")
+    M.check_escape_rule(escape_rule, f"escape_rule={escape_rule!r}")
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
     names, images = read_split(data, split)
@@ -394,8 +393,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError("--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)")
     if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
         raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
-    if args.escape_rule not in M.ESCAPE_RULES:
-        raise ConfigError(f"--escape-rule {args.escape_rule}: expected one of {', '.join(M.ESCAPE_RULES)}")
+    M.check_escape_rule(args.escape_rule, f"--escape-rule {args.escape_rule}")
     if args.write_sidecar:
         sidecar_names(args.write_sidecar)  # a missing sidecar fails now, not after the evaluation
     return args

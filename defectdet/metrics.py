@@ -25,9 +25,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import BadValue
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # (T,) COCO IoU thresholds; column 0 is IoU 0.5
 RECALL_GRID = np.linspace(0.0, 1.0, 101)  # (101,) COCO recall points
 ESCAPE_RULES = ("box", "any")  # what catches a defective part: a correct box, or any detection (the line's reject)
+
+
+def check_escape_rule(rule: str, what: str) -> str:
+    """``rule`` if it is one of :data:`ESCAPE_RULES`, else a one-line :class:`BadValue` ``<what>: expected one of ...``
+    (``what`` names the setting as the caller's user wrote it, e.g. ``--escape-rule strict``)."""
+    if rule not in ESCAPE_RULES:
+        raise BadValue(f"{what}: expected one of {', '.join(ESCAPE_RULES)}")
+    return rule
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2.0 renamed trapz
 
 
@@ -238,8 +248,7 @@ class PartScores:
 
         ``rule``: "box" — a defective part is caught only by a correct detection (right class, IoU >= 0.5);
         "any" — by any detection, as the line's reject decision works (``hit`` is then ``top``)."""
-        if rule not in ESCAPE_RULES:
-            raise ValueError(f"escape rule {rule!r}: expected one of {', '.join(ESCAPE_RULES)}")
+        check_escape_rule(rule, f"escape rule {rule!r}")
         hit = np.full((len(images), nc), -np.inf)  # (P, nc)
         top = np.full((len(images), nc), -np.inf)  # (P, nc)
         for i, im in enumerate(images):

@@ -197,18 +197,15 @@ def run_gate(
     models' operating point (see :func:`operating_point`); ``recalibrate`` (a target escape rate)
     gives each model its own calibrated thresholds instead (module docstring). ``escape_rule``: what
     catches a defective part in the part KPIs and the calibration (``defectdet val --escape-rule``)."""
-    from ..metrics import ESCAPE_RULES
+    from ..metrics import check_escape_rule
 
-    if escape_rule not in ESCAPE_RULES:
-        raise ConfigError(f"--escape-rule {escape_rule}: expected one of {', '.join(ESCAPE_RULES)}")
+    check_escape_rule(escape_rule, f"--escape-rule {escape_rule}")
     fp32, int8 = Path(fp32), Path(int8)
     for p in (fp32, int8):
         if not p.is_file():
             raise ConfigError(f"{p}: model not found; expected an .onnx model")
     evaluate = evaluator or _default_evaluator()
-    kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images}
-    if escape_rule != "box":  # an evaluator written for the default need not know the keyword
-        kw["escape_rule"] = escape_rule
+    kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images, "escape_rule": escape_rule}
     if recalibrate is not None:
         if not 0 <= recalibrate < 1:
             raise ConfigError(f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01")
