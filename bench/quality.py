@@ -94,7 +94,8 @@ TARGET_ESCAPE = 0.05  # escape target of the threshold calibration
 LINE_ESCAPE = 0.01  # a line's escape target: reported beside TARGET_ESCAPE (one escape in ~150 parts per half)
 BASELINE_RECIPE = {"sampling": "uniform", "crop": "off", "paste": 0.0}  # the data recipe before defectdet had one
 FEATURES = {"defect": {"sampling": "defect"}, "repeat": {"sampling": "repeat"}, "native": {"crop": "native"},
-            "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8}}
+            "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8},
+            "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75}}
 # ----------------------------------------------------------------------------- metrics (numpy)
 def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:
     """Box recall (IoU 0.5) of class ``c`` at the lowest confidence threshold whose false positives of
@@ -154,7 +155,9 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
 
     Loss arms train on today's data recipe pinned (``BASELINE_RECIPE``: uniform sampling, whole
     images, no paste), whatever the defaults. ``<arm>+<feature>[+...]`` adds recipe features
-    (``FEATURES``: defect, defect80 = defect sampling at defect_fraction 0.8, repeat, native, paste)
+    (``FEATURES``: defect, defect80 = defect sampling at defect_fraction 0.8, repeat, native, paste,
+    flip = vertical flips too (ultralytics' ``flipud=0.5`` beside its default ``fliplr=0.5``), rot = quarter
+    turns (``rot90=0.75``: each of the four turns equally often; with flip, all eight orientations))
     to a loss arm; ``recipe`` is ``defectdet train``'s defaults (every key auto: loss, sampling, crop)."""
     from defectdet.data.stats import recommend_preset
     from defectdet.train import load_settings
@@ -189,6 +192,7 @@ def loss_label(s: dict) -> str:
     parts += [f"{k}={s[k]}" for k in ("sampling", "crop") if s.get(k) not in (None, "uniform", "off")]
     parts += [f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None]
     parts += [f"paste={s['paste']:g}" for _ in [0] if s.get("paste")]
+    parts += [f"{k}={s[k]:g}" for k in ("flipud", "rot90") if s.get(k)]
     return " ".join(parts)
 
 

@@ -10,6 +10,8 @@ Keys of ``defectdet train`` (recorded in ``<run>/defectdet.yaml``):
     paste=P                                probability that a defect-free image gets pasted defects (0 = off)
     paste_max=3                            defects pasted per image, at most
     paste_roi=mask.png                     where parts are (white); pasted defects are centred inside it
+    rot90=P                                probability of a random quarter turn (90/180/270 degrees) per
+                                           training image; with the flips, every orientation (0 = off)
     crop=auto|off|native                   native: train on imgsz windows at native scale (half of them
                                            centred on a defect); auto: native when the images' median
                                            longer side is >= 1.5 x imgsz. Validation then letterboxes to
@@ -33,9 +35,9 @@ from .data import crops as C
 from .data import paste as P
 from .errors import ConfigError
 
-RECIPE_KEYS = ("sampling", "defect_fraction", "repeat_thresh", "paste", "paste_max", "paste_roi", "crop")
+RECIPE_KEYS = ("sampling", "defect_fraction", "repeat_thresh", "paste", "paste_max", "paste_roi", "crop", "rot90")
 RECIPE_DEFAULTS = {"sampling": "auto", "defect_fraction": S.DEFAULT_DEFECT_FRACTION, "repeat_thresh": None,
-                   "paste": 0.0, "paste_max": P.DEFAULT_PASTE_MAX, "paste_roi": None, "crop": "auto"}
+                   "paste": 0.0, "paste_max": P.DEFAULT_PASTE_MAX, "paste_roi": None, "crop": "auto", "rot90": 0.0}
 NATIVE_FACTOR = 1.5  # crop=auto trains on native windows when images are at least this much larger than imgsz
 
 
@@ -46,6 +48,7 @@ def check_recipe(r: dict[str, Any]) -> dict[str, Any]:
         S.check_sampling(r["sampling"])
     S.check_sampling("defect", r["defect_fraction"], r["repeat_thresh"])
     P.check_paste(r["paste"], r["paste_max"])
+    C.check_rot90(r["rot90"])
     if r["crop"] not in ("auto", *C.CROP_MODES):
         raise ConfigError(f"crop={r['crop']!r}: expected one of auto, {', '.join(C.CROP_MODES)}")
     if r["paste_roi"] is not None:
@@ -148,11 +151,12 @@ class TrainDataCallback:
         eval_imgsz = C.native_size(shapes, 32, imgsz) if crop == "native" else None
         bank = self._bank(dataset) if r["paste"] > 0 else None
         self.resolved = {"sampling": mode, "crop": crop, "eval_imgsz": eval_imgsz, "paste": r["paste"],
+                         "rot90": r["rot90"],
                          "defect_fraction": r["defect_fraction"] if mode == "defect" else None,
                          "repeat_thresh": r["repeat_thresh"] if mode == "repeat" else None}
         trainer.defectdet_recipe = dict(self.resolved)
         print("defectdet: training data " + ", ".join(f"{k}={v}" for k, v in self.resolved.items() if v is not None))
-        if bank is not None or crop == "native":
+        if bank is not None or crop == "native" or r["rot90"] > 0:
             ad.hook_images(dataset, self._transform(bank, imgsz, crop == "native"), native=crop == "native")
             if bank is not None and rank == 0 and ad.is_main_rank() and ad.save_dir(trainer):
                 self._preview(dataset, bank, ad.save_dir(trainer) / "paste_preview.jpg", int(trainer.args.seed))
@@ -172,7 +176,7 @@ class TrainDataCallback:
                                        [classes[i] for i in idx])
 
     def _transform(self, bank: Optional[P.DefectBank], imgsz: int, native: bool):
-        p, n_max = self.recipe["paste"], self.recipe["paste_max"]
+        p, n_max, p_turn = self.recipe["paste"], self.recipe["paste_max"], self.recipe["rot90"]
         roi = P.load_roi(self.recipe["paste_roi"])
 
         def transform(label: dict, rng: np.random.Generator) -> dict:
@@ -184,6 +188,9 @@ class TrainDataCallback:
             if native:
                 img, boxes, keep, _ = C.native_window(img, boxes, imgsz, rng)
                 cls = cls[keep]
+            if p_turn > 0 and rng.random() < p_turn:
+                img, boxes = C.rotate90(img, boxes, int(rng.integers(1, 4)))
+                changed = True
             return ad.set_label_boxes(label, img, boxes, cls) if changed else label
 
         return transform

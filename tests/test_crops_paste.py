@@ -43,6 +43,33 @@ def test_native_window_cuts_the_pixels_the_boxes_point_at():
     assert (x1, y1) == (200 - x0, 300 - y0) and crop[y1:y2, x1:x2].min() == 255 and crop.sum() == 255 * 3 * 200
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
+def test_quarter_turns_move_boxes_with_the_pixels(k):
+    img = np.zeros((120, 200, 3), np.uint8)
+    boxes = np.array([[10.0, 20, 50, 35], [150, 90, 200, 120]])  # the second touches the right and bottom edges
+    for x1, y1, x2, y2 in boxes.astype(int):
+        img[y1:y2, x1:x2] = 255
+    out, turned = C.rotate90(img, boxes, k)
+    assert out.shape == ((120, 200, 3) if k % 2 == 0 else (200, 120, 3)) and out.flags["C_CONTIGUOUS"]
+    for x1, y1, x2, y2 in turned:
+        assert x1 >= 0 and y1 >= 0 and x2 <= out.shape[1] and y2 <= out.shape[0]
+        assert out[int(y1):int(y2), int(x1):int(x2)].min() == 255  # the box covers its defect's pixels...
+    assert out.sum() == img.sum() == 255 * 3 * (40 * 15 + 50 * 30)  # ...and nothing else moved in or out
+    ys, xs = np.nonzero(out[..., 0])
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(turned.min(0)[:2]) + tuple(turned.max(0)[2:])
+
+
+def test_one_quarter_turn_by_the_formula():
+    _, b = C.rotate90(np.zeros((100, 200, 3), np.uint8), np.array([[10.0, 20, 50, 35]]), 1)
+    assert b.tolist() == [[20.0, 150.0, 35.0, 190.0]]  # (y1, W - x2, y2, W - x1), W = 200
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, "half", True])
+def test_bad_rot90_values(p):
+    with pytest.raises(ConfigError, match=r"rot90=.*expected a probability in \[0, 1\]"):
+        C.check_rot90(p)
+
+
 def test_native_size_rounds_up_to_the_stride():
     assert C.native_size(np.array([[600, 630], [480, 640]]), 32, 320) == 640
     assert C.native_size(np.array([[100, 150]]), 32, 320) == 320

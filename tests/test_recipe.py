@@ -91,6 +91,27 @@ def test_paste_and_windows_touch_training_images_only(rare_data, tmp_path):
     assert sum(counts) > 0  # paste=1: defect-free images come back with defects (unless cropped away)
 
 
+def test_quarter_turns_turn_training_images_and_their_boxes_only(rare_data, tmp_path):
+    from defectdet import ultralytics_adapter as ad
+    from defectdet.data import crops as C
+
+    trainer = _trainer(rare_data, tmp_path, sampling="uniform", crop="off", rot90=1.0)
+    train = trainer.get_dataloader(trainer.data["train"], batch_size=8, rank=-1, mode="train").dataset
+    val = trainer.get_dataloader(trainer.data["val"], batch_size=8, rank=-1, mode="val").dataset
+    assert trainer.defectdet_recipe["rot90"] == 1.0 and "get_image_and_label" not in vars(val)
+    i = next(i for i, lb in enumerate(train.labels) if len(lb["cls"]))
+    plain = type(train).get_image_and_label(train, i)  # the image as ultralytics loads it
+    img0, boxes0 = plain["img"], ad.label_boxes(plain)[0]
+    turns = set()
+    for seed in range(12):
+        random.seed(seed)
+        lb = train.get_image_and_label(i)
+        k = next(k for k in (1, 2, 3) if np.array_equal(lb["img"], np.rot90(img0, k)))  # always turned (p=1)
+        assert np.allclose(ad.label_boxes(lb)[0], C.rotate90(img0, boxes0, k)[1], atol=1e-3)
+        turns.add(k)
+    assert turns == {1, 2, 3}
+
+
 def test_native_windows_with_uniform_sampling_feed_mosaic_from_its_buffer(rare_data, tmp_path):
     """crop=native with ultralytics' own shuffle (sampling=uniform): mosaic picks its extra images from
     the dataset's buffer of recently loaded images, which the native loader must keep filled."""
@@ -126,6 +147,7 @@ def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_pa
 @pytest.mark.parametrize("key, value, match", [
     ("sampling", "foo", r"sampling='foo': expected one of uniform, defect, repeat"),
     ("paste", 2, r"paste=2: expected a probability in \[0, 1\]"),
+    ("rot90", 2, r"rot90=2: expected a probability in \[0, 1\]"),
     ("crop", "tiles", r"crop='tiles': expected one of auto, off, native"),
     ("defect_fraction", 1.5, r"defect_fraction=1.5"),
     ("paste_roi", "/nonexistent/mask.png", r"paste_roi=/nonexistent/mask.png: cannot read the mask"),

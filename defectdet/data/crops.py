@@ -1,10 +1,15 @@
-"""Native-resolution training windows (numpy only).
+"""Native-resolution training windows and quarter turns (numpy only).
 
 A 640 px board downscaled to a 320 px training size halves every defect; a 320 px window cut at
 native scale keeps them whole. ``crop=native`` trains on such windows: a share of them centred on
 a defect (the box entirely inside), the rest anywhere in the image. Boxes are clipped to the
 window exactly; a box of which less than ``min_visible`` of the area is left is dropped (a sliver
 at the border is not a recognisable defect), and so is its label.
+
+``rot90=P`` turns a training image by a random quarter turn (90, 180 or 270 degrees) with
+probability P. With ultralytics' own left-right and up-down flips it gives all eight orientations
+of a square, for parts whose defects look the same whichever way round the part lies (boards,
+webs, sheet surfaces); leave it 0 where orientation carries meaning.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
+
+from ..errors import ConfigError
 
 CROP_MODES = ("off", "native")
 DEFAULT_CENTRED_SHARE = 0.5
@@ -71,3 +78,20 @@ def native_size(shapes: np.ndarray, stride: int = 32, imgsz: Optional[int] = Non
     side = int(np.max(shapes)) if len(shapes) else int(imgsz or stride)
     side = -(-side // stride) * stride
     return max(side, int(imgsz or 0))
+
+
+def check_rot90(p) -> None:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ConfigError(f"rot90={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
+
+
+def rotate90(img: np.ndarray, boxes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Turn ``img`` (H, W, C) by ``k`` quarter turns counter-clockwise (``np.rot90``) and its boxes
+    (K, 4) xyxy pixels with it: one turn maps pixel (x, y) to (y, W - 1 - x), so a box's edges
+    [x1, x2) x [y1, y2) go to [y1, y2) x [W - x2, W - x1)."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    for _ in range(int(k) % 4):
+        w = img.shape[1]
+        img = np.rot90(img)
+        b = np.stack([b[:, 1], w - b[:, 2], b[:, 3], w - b[:, 0]], 1)  # (K, 4)
+    return np.ascontiguousarray(img), b

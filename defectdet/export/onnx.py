@@ -58,7 +58,7 @@ class ExportResult:
 
 
 # ----------------------------------------------------------------------------- metadata helpers
-RECIPE_INFO = ("sampling", "defect_fraction", "repeat_thresh", "paste", "crop", "eval_imgsz")
+RECIPE_INFO = ("sampling", "defect_fraction", "repeat_thresh", "paste", "rot90", "crop", "eval_imgsz")
 
 
 def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
