@@ -95,7 +95,8 @@ LINE_ESCAPE = 0.01  # a line's escape target: reported beside TARGET_ESCAPE (one
 BASELINE_RECIPE = {"sampling": "uniform", "crop": "off", "paste": 0.0}  # the data recipe before defectdet had one
 FEATURES = {"defect": {"sampling": "defect"}, "repeat": {"sampling": "repeat"}, "native": {"crop": "native"},
             "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8},
-            "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75}}
+            "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75}, "lr3": {"optimizer": "AdamW", "lr0": 0.003, "momentum": 0.9, "warmup_bias_lr": 0.0},
+            "nomosaic": {"mosaic": 0.0}}
 # ----------------------------------------------------------------------------- metrics (numpy)
 def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:
     """Box recall (IoU 0.5) of class ``c`` at the lowest confidence threshold whose false positives of
@@ -157,7 +158,10 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
     images, no paste), whatever the defaults. ``<arm>+<feature>[+...]`` adds recipe features
     (``FEATURES``: defect, defect80 = defect sampling at defect_fraction 0.8, repeat, native, paste,
     flip = vertical flips too (ultralytics' ``flipud=0.5`` beside its default ``fliplr=0.5``), rot = quarter
-    turns (``rot90=0.75``: each of the four turns equally often; with flip, all eight orientations))
+    turns (``rot90=0.75``: each of the four turns equally often; with flip, all eight orientations), lr3 =
+    AdamW at lr0 0.003 (ultralytics' ``optimizer=auto`` picks AdamW at 0.001 for runs this short; momentum and bias
+    warm-up as auto sets them), nomosaic = ``mosaic=0`` (one native window per sample, ultralytics' other
+    augmentations kept))
     to a loss arm; ``recipe`` is ``defectdet train``'s defaults (every key auto: loss, sampling, crop)."""
     from defectdet.data.stats import recommend_preset
     from defectdet.train import load_settings
@@ -192,7 +196,7 @@ def loss_label(s: dict) -> str:
     parts += [f"{k}={s[k]}" for k in ("sampling", "crop") if s.get(k) not in (None, "uniform", "off")]
     parts += [f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None]
     parts += [f"paste={s['paste']:g}" for _ in [0] if s.get("paste")]
-    parts += [f"{k}={s[k]:g}" for k in ("flipud", "rot90") if s.get(k)]
+    parts += [f"{k}={s[k]:g}" for k in ("flipud", "rot90", "lr0", "mosaic") if s.get(k) is not None]
     return " ".join(parts)
 
 
