@@ -196,7 +196,8 @@ def loss_label(s: dict) -> str:
     parts += [f"{k}={s[k]}" for k in ("sampling", "crop") if s.get(k) not in (None, "uniform", "off")]
     parts += [f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None]
     parts += [f"paste={s['paste']:g}" for _ in [0] if s.get("paste")]
-    parts += [f"{k}={s[k]:g}" for k in ("flipud", "rot90", "lr0", "mosaic") if s.get(k) is not None]
+    parts += [f"{k}={s[k]:g}" for k in ("flipud", "rot90", "lr0") if s.get(k)]
+    parts += [f"mosaic={s['mosaic']:g}" for _ in [0] if s.get("mosaic") is not None]
     return " ".join(parts)
 
 
