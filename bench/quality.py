@@ -95,7 +95,8 @@ LINE_ESCAPE = 0.01  # a line's escape target: reported beside TARGET_ESCAPE (one
 BASELINE_RECIPE = {"sampling": "uniform", "crop": "off", "paste": 0.0}  # the data recipe before defectdet had one
 FEATURES = {"defect": {"sampling": "defect"}, "repeat": {"sampling": "repeat"}, "native": {"crop": "native"},
             "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8},
-            "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75}, "lr3": {"optimizer": "AdamW", "lr0": 0.003, "momentum": 0.9, "warmup_bias_lr": 0.0},
+            "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75},
+            "lr3": {"optimizer": "AdamW", "lr0": 0.003, "momentum": 0.9, "warmup_bias_lr": 0.0},
             "nomosaic": {"mosaic": 0.0}}
 # ----------------------------------------------------------------------------- metrics (numpy)
 def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:
@@ -195,8 +196,7 @@ def loss_label(s: dict) -> str:
                                if s.get(k) is not None]
     parts += [f"{k}={s[k]}" for k in ("sampling", "crop") if s.get(k) not in (None, "uniform", "off")]
     parts += [f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None]
-    parts += [f"paste={s['paste']:g}" for _ in [0] if s.get("paste")]
-    parts += [f"{k}={s[k]:g}" for k in ("flipud", "rot90", "lr0") if s.get(k)]
+    parts += [f"{k}={s[k]:g}" for k in ("paste", "flipud", "rot90", "lr0") if s.get(k)]
     parts += [f"mosaic={s['mosaic']:g}" for _ in [0] if s.get("mosaic") is not None]
     return " ".join(parts)
 

@@ -48,7 +48,7 @@ def check_recipe(r: dict[str, Any]) -> dict[str, Any]:
         S.check_sampling(r["sampling"])
     S.check_sampling("defect", r["defect_fraction"], r["repeat_thresh"])
     P.check_paste(r["paste"], r["paste_max"])
-    C.check_rot90(r["rot90"])
+    P.check_probability("rot90", r["rot90"])
     if r["crop"] not in ("auto", *C.CROP_MODES):
         raise ConfigError(f"crop={r['crop']!r}: expected one of auto, {', '.join(C.CROP_MODES)}")
     if r["paste_roi"] is not None:

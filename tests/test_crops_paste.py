@@ -67,7 +67,7 @@ def test_one_quarter_turn_by_the_formula():
 @pytest.mark.parametrize("p", [-0.1, 1.5, "half", True])
 def test_bad_rot90_values(p):
     with pytest.raises(ConfigError, match=r"rot90=.*expected a probability in \[0, 1\]"):
-        C.check_rot90(p)
+        P.check_probability("rot90", p)
 
 
 def test_native_size_rounds_up_to_the_stride():

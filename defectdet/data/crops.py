@@ -18,8 +18,6 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import ConfigError
-
 CROP_MODES = ("off", "native")
 DEFAULT_CENTRED_SHARE = 0.5
 DEFAULT_MIN_VISIBLE = 0.3
@@ -78,11 +76,6 @@ def native_size(shapes: np.ndarray, stride: int = 32, imgsz: Optional[int] = Non
     side = int(np.max(shapes)) if len(shapes) else int(imgsz or stride)
     side = -(-side // stride) * stride
     return max(side, int(imgsz or 0))
-
-
-def check_rot90(p) -> None:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ConfigError(f"rot90={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
 
 
 def rotate90(img: np.ndarray, boxes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,9 +26,14 @@ JITTER = (0.8, 1.25)
 MAX_CONTEXT_COST = 24.0  # mean absolute grey-level difference between a patch's margin and the target
 
 
-def check_paste(p, paste_max=None) -> None:
+def check_probability(key: str, p) -> None:
+    """ConfigError naming ``key`` unless ``p`` is a number in [0, 1] (a per-image augmentation probability)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ConfigError(f"paste={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
+        raise ConfigError(f"{key}={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
+
+
+def check_paste(p, paste_max=None) -> None:
+    check_probability("paste", p)
     if paste_max is not None and (isinstance(paste_max, bool) or not isinstance(paste_max, int) or paste_max < 1):
         raise ConfigError(f"paste_max={paste_max!r}: expected a whole number >= 1 (defects pasted per image)")
 
