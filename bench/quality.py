@@ -97,7 +97,9 @@ FEATURES = {"defect": {"sampling": "defect"}, "repeat": {"sampling": "repeat"}, 
             "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8},
             "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75},
             "lr3": {"optimizer": "AdamW", "lr0": 0.003, "momentum": 0.9, "warmup_bias_lr": 0.0},
-            "nomosaic": {"mosaic": 0.0}}
+            "lr5": {"optimizer": "AdamW", "lr0": 0.005, "momentum": 0.9, "warmup_bias_lr": 0.0},
+            "lr1": {"optimizer": "AdamW", "lr0": 0.001, "momentum": 0.9, "warmup_bias_lr": 0.0},
+            "nomosaic": {"mosaic": 0.0}, "nbs16": {"nbs": 16}}
 # ----------------------------------------------------------------------------- metrics (numpy)
 def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:
     """Box recall (IoU 0.5) of class ``c`` at the lowest confidence threshold whose false positives of
@@ -160,9 +162,11 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
     (``FEATURES``: defect, defect80 = defect sampling at defect_fraction 0.8, repeat, native, paste,
     flip = vertical flips too (ultralytics' ``flipud=0.5`` beside its default ``fliplr=0.5``), rot = quarter
     turns (``rot90=0.75``: each of the four turns equally often; with flip, all eight orientations), lr3 =
-    AdamW at lr0 0.003 (ultralytics' ``optimizer=auto`` picks AdamW at 0.001 for runs this short; momentum and bias
-    warm-up as auto sets them), nomosaic = ``mosaic=0`` (one native window per sample, ultralytics' other
-    augmentations kept))
+    AdamW at lr0 0.003, the default from scratch since defectdet.trainer.SCRATCH_LR0 (lr5: 0.005; lr1: 0.001,
+    ultralytics' own ``optimizer=auto`` choice for these short runs and what arms without an lr feature
+    trained with before; momentum and bias warm-up as auto sets them), nomosaic = ``mosaic=0`` (one native window per sample, ultralytics' other
+    augmentations kept), nbs16 = ``nbs=16`` (an optimizer step every batch of 16 instead of ultralytics'
+    gradient accumulation to 64: 4x the steps at the same images seen))
     to a loss arm; ``recipe`` is ``defectdet train``'s defaults (every key auto: loss, sampling, crop)."""
     from defectdet.data.stats import recommend_preset
     from defectdet.train import load_settings
@@ -198,6 +202,7 @@ def loss_label(s: dict) -> str:
     parts += [f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None]
     parts += [f"{k}={s[k]:g}" for k in ("paste", "flipud", "rot90", "lr0") if s.get(k)]
     parts += [f"mosaic={s['mosaic']:g}" for _ in [0] if s.get("mosaic") is not None]
+    parts += [f"nbs={s['nbs']}" for _ in [0] if s.get("nbs") is not None]
     return " ".join(parts)
 
 
