@@ -173,15 +173,17 @@ def check_threads(value) -> int:
 
 
 class RunInfoCallback:
-    """Write ``<run>/defectdet.yaml`` (the loss settings the export embeds in model metadata)."""
+    """Write ``<run>/defectdet.yaml``: the loss settings and data recipe the export embeds in model
+    metadata, and the optimizer and lr0 as built (``optimizer=auto`` resolved, see defectdet.trainer)."""
 
     def __init__(self, info: dict[str, Any]):
         self.info = info
 
     def __call__(self, trainer) -> None:
         if ad.is_main_rank():
+            optim = {"optimizer": str(trainer.args.optimizer), "lr0": float(trainer.args.lr0)}  # as built
             dump_yaml(Path(trainer.save_dir) / "defectdet.yaml",
-                      {**self.info, **getattr(trainer, "defectdet_recipe", {})})
+                      {**self.info, **getattr(trainer, "defectdet_recipe", {}), **optim})
 
 
 # --------------------------------------------------------------------------- settings
@@ -337,7 +339,9 @@ def cli(argv: list[str]) -> int:
         "strict=False (skip bad images instead of refusing the dataset), threads=N (CPU training threads; "
         "default: every core), and the rare-defect recipe: sampling=auto|uniform|defect|repeat, defect_fraction=0.5, "
         "repeat_thresh=0.1, paste=P (defect copy-paste onto good parts, 0 = off), paste_max=3, paste_roi=mask.png, "
-        "crop=auto|off|native (native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml).",
+        "crop=auto|off|native (native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml), "
+        "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW at "
+        "lr0 0.003 (ultralytics' own auto rule otherwise).",
     )
     ap.add_argument("--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")

@@ -196,6 +196,7 @@ def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_da
     run = train(data=str(tiny_data), cls_loss=kind, project=str(tmp_path), name=kind, **TINY)
     info = load_yaml(run / "defectdet.yaml")
     assert info["cls_loss"] == kind and info["cls"] == {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}[kind]
+    assert (info["optimizer"], info["lr0"]) == ("AdamW", 0.003)  # optimizer=auto from a yaml: the scratch rate
     best = run / "weights" / "best.pt"
     assert best.is_file() and (run / "weights" / "last.pt").is_file()
     modules = _pickled_modules(best)  # no defectdet class pickled into the checkpoint
@@ -352,3 +353,36 @@ def test_model_names_defectdets_own_yamls_and_keeps_everything_else_as_given(tmp
     monkeypatch.chdir(tmp_path)
     assert model_path("defectdet-pico.yaml") == "defectdet-pico.yaml"  # a user's file of that name wins
     assert model_path(tmp_path / "best.pt") == str(tmp_path / "best.pt")
+
+
+@pytest.mark.parametrize("model, pretrained, name, iterations, expected", [
+    ("yolo11n.yaml", True, "auto", 630, ("AdamW", 0.003, 0.9)),  # short from-scratch run: defectdet's rate
+    ("defectdet-pico.YML", False, "auto", 10000, ("AdamW", 0.003, 0.9)),  # the limit itself is short
+    ("yolo11n.yaml", True, "auto", 10001, None),  # long run: ultralytics' rule
+    ("yolo11n.yaml", True, "SGD", 630, None),  # the user's optimizer
+    ("yolo11n.yaml", True, "AdamW", 630, None),
+    ("best.pt", True, "auto", 630, None),  # fine-tuning a user's checkpoint: ultralytics' rule
+    ("yolo11n.yaml", "weights/best.pt", "auto", 630, None),  # yaml + pretrained weights file: not from scratch
+])
+def test_scratch_optimizer_replaces_only_autos_short_from_scratch_choice(model, pretrained, name, iterations,
+                                                                         expected):
+    from defectdet.trainer import scratch_optimizer, trains_from_scratch
+
+    args = SimpleNamespace(model=model, pretrained=pretrained)
+    assert scratch_optimizer(name, iterations, trains_from_scratch(args)) == expected
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, ("AdamW", 0.003, 0.0)),  # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does
+    ({"optimizer": "SGD", "lr0": 0.02, "warmup_bias_lr": 0.1}, ("SGD", 0.02, 0.1)),  # the user's own, untouched
+])
+def test_trainer_builds_the_optimizer_and_records_it_in_args(tiny_data, tmp_path, overrides, expected):
+    from defectdet.trainer import DefectdetTrainer
+
+    trainer = DefectdetTrainer(overrides={"model": "yolo11n.yaml", "data": str(tiny_data), "mode": "train",
+                                          "project": str(tmp_path), "name": "opt", "device": "cpu", **overrides})
+    opt = trainer.build_optimizer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)),
+                                  name=trainer.args.optimizer, lr=trainer.args.lr0,
+                                  momentum=trainer.args.momentum, iterations=630)
+    assert (type(opt).__name__, opt.param_groups[0]["lr"], trainer.args.warmup_bias_lr) == expected
+    assert (trainer.args.optimizer, trainer.args.lr0) == expected[:2]  # what checkpoints carry for resume
