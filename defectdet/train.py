@@ -174,14 +174,15 @@ def check_threads(value) -> int:
 
 class RunInfoCallback:
     """Write ``<run>/defectdet.yaml``: the loss settings and data recipe the export embeds in model
-    metadata, and the optimizer and lr0 as built (``optimizer=auto`` resolved, see defectdet.trainer)."""
+    metadata, and the optimizer, lr0 and nbs as built (``optimizer=auto`` resolved, see defectdet.trainer)."""
 
     def __init__(self, info: dict[str, Any]):
         self.info = info
 
     def __call__(self, trainer) -> None:
         if ad.is_main_rank():
-            optim = {"optimizer": str(trainer.args.optimizer), "lr0": float(trainer.args.lr0)}  # as built
+            optim = {"optimizer": str(trainer.args.optimizer), "lr0": float(trainer.args.lr0),
+                     "nbs": int(trainer.args.nbs)}  # as built
             dump_yaml(Path(trainer.save_dir) / "defectdet.yaml",
                       {**self.info, **getattr(trainer, "defectdet_recipe", {}), **optim})
 
@@ -341,7 +342,7 @@ def cli(argv: list[str]) -> int:
         "repeat_thresh=0.1, paste=P (defect copy-paste onto good parts, 0 = off), paste_max=3, paste_roi=mask.png, "
         "crop=auto|off|native (native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml), "
         "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW at "
-        "lr0 0.003 (ultralytics' own auto rule otherwise).",
+        "lr0 0.003 and an optimizer step every batch (ultralytics' own auto rule otherwise).",
     )
     ap.add_argument("--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)")
     ap.add_argument("overrides", nargs="*", metavar="key=value")

@@ -8,11 +8,14 @@ rank 0 only). Building one runs :func:`defectdet.offline.setup_ultralytics`, whi
 multi-GPU worker process is made offline too (the AMP check, fonts, settings) before it trains.
 
 It also owns defectdet's one change to ``optimizer=auto`` (ultralytics' default): a short run
-(at most ``SHORT_RUN_ITERATIONS`` optimizer steps, where ultralytics' rule picks AdamW at
-lr0 = 0.002·5/(4+nc), a rate fitted for fine-tuning pretrained weights) that trains from scratch
-(a ``*.yaml`` model, no ``pretrained=`` weights file) gets AdamW at ``SCRATCH_LR0`` instead. Measured
-on DeepPCB's rare split at the CPU budget (bench/quality.py, arm ``+lr3``): mAP50 0.68 at
-ultralytics' 0.001, 0.80 at 0.003 (two seeds), the same images seen. A user's ``.pt``, an explicit
+(at most ``SHORT_RUN_ITERATIONS`` optimizer steps as ultralytics counts them, where its rule picks
+AdamW at lr0 = 0.002·5/(4+nc), a rate fitted for fine-tuning pretrained weights, and accumulates
+gradients to a nominal batch ``nbs`` of 64) that trains from scratch (a ``*.yaml`` model, no
+``pretrained=`` weights file) gets AdamW at ``SCRATCH_LR0`` with an optimizer step every batch
+(``nbs`` = batch) instead. Measured on DeepPCB's rare split at the CPU budget (bench/quality.py, the
+same images seen): mAP50 0.68 at ultralytics' choice, 0.80 at lr0 0.003 (arm ``+lr3``, two seeds),
+0.85 with a step every batch as well (``+lr3+nbs16``). Like ultralytics' own auto (which ignores
+``lr0`` and ``momentum``), it ignores ``lr0``, ``momentum`` and ``nbs``; a user's ``.pt``, an explicit
 optimizer or a long run keep ultralytics' choice.
 """
 
@@ -61,8 +64,13 @@ class DefectdetTrainer(DetectionTrainer):
         choice = scratch_optimizer(name, iterations, trains_from_scratch(self.args))
         if choice is not None:
             name, lr, momentum = choice
-            LOGGER.info(f"optimizer: optimizer=auto, training from scratch for {iterations} iterations: "
-                        f"{name}(lr={lr}, momentum={momentum}) (defectdet.trainer.SCRATCH_LR0)")
+            # an optimizer step every batch: ultralytics computed accumulate (and scaled the weight decay)
+            # from nbs just before building the optimizer, and reads both afterwards (the warm-up, a rebuild)
+            self.args.nbs, self.accumulate = self.batch_size, 1
+            decay = self.args.weight_decay * self.batch_size * self.accumulate / self.args.nbs
+            LOGGER.info(f"optimizer: optimizer=auto, training from scratch ({iterations} iterations at ultralytics' "
+                        f"nominal batch): {name}(lr={lr}, momentum={momentum}), a step every batch "
+                        f"(nbs={self.args.nbs}); defectdet.trainer.SCRATCH_LR0; set optimizer= to choose your own")
             # recorded like ultralytics' own auto choice, so a resumed run rebuilds the same optimizer
             self.args.optimizer, self.args.lr0, self.args.momentum = name, lr, momentum
             self.args.warmup_bias_lr = 0.0  # as ultralytics' auto sets it for AdamW

@@ -196,7 +196,7 @@ def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_da
     run = train(data=str(tiny_data), cls_loss=kind, project=str(tmp_path), name=kind, **TINY)
     info = load_yaml(run / "defectdet.yaml")
     assert info["cls_loss"] == kind and info["cls"] == {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}[kind]
-    assert (info["optimizer"], info["lr0"]) == ("AdamW", 0.003)  # optimizer=auto from a yaml: the scratch rate
+    assert (info["optimizer"], info["lr0"], info["nbs"]) == ("AdamW", 0.003, 8)  # auto from a yaml: a step every batch
     best = run / "weights" / "best.pt"
     assert best.is_file() and (run / "weights" / "last.pt").is_file()
     modules = _pickled_modules(best)  # no defectdet class pickled into the checkpoint
@@ -373,16 +373,21 @@ def test_scratch_optimizer_replaces_only_autos_short_from_scratch_choice(model, 
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({}, ("AdamW", 0.003, 0.0)),  # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does
-    ({"optimizer": "SGD", "lr0": 0.02, "warmup_bias_lr": 0.1}, ("SGD", 0.02, 0.1)),  # the user's own, untouched
+    # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does, a step every batch (nbs = batch)
+    ({"batch": 16, "nbs": 64}, ("AdamW", 0.003, 0.0, 16)),
+    ({"optimizer": "SGD", "lr0": 0.02, "warmup_bias_lr": 0.1}, ("SGD", 0.02, 0.1, 64)),  # the user's own, untouched
 ])
 def test_trainer_builds_the_optimizer_and_records_it_in_args(tiny_data, tmp_path, overrides, expected):
     from defectdet.trainer import DefectdetTrainer
 
     trainer = DefectdetTrainer(overrides={"model": "yolo11n.yaml", "data": str(tiny_data), "mode": "train",
                                           "project": str(tmp_path), "name": "opt", "device": "cpu", **overrides})
-    opt = trainer.build_optimizer(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)),
-                                  name=trainer.args.optimizer, lr=trainer.args.lr0,
-                                  momentum=trainer.args.momentum, iterations=630)
-    assert (type(opt).__name__, opt.param_groups[0]["lr"], trainer.args.warmup_bias_lr) == expected
+    trainer.accumulate = 4  # what ultralytics computed from nbs=64 just before building the optimizer
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = trainer.build_optimizer(net, name=trainer.args.optimizer, lr=trainer.args.lr0,
+                                  momentum=trainer.args.momentum, decay=5e-4, iterations=630)
+    assert (type(opt).__name__, opt.param_groups[0]["lr"], trainer.args.warmup_bias_lr, trainer.args.nbs) == expected
     assert (trainer.args.optimizer, trainer.args.lr0) == expected[:2]  # what checkpoints carry for resume
+    assert trainer.accumulate == (1 if expected[0] == "AdamW" else 4)
+    decayed = [g["weight_decay"] for g in opt.param_groups if g["weight_decay"]]
+    assert decayed == [pytest.approx(trainer.args.weight_decay)]  # wd x batch x accumulate / nbs: unchanged
