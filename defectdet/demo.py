@@ -40,6 +40,8 @@ DEMO = {
     "sampling": "auto",
     "paste": 0.5,  # probability that a good part gets defects pasted from the defective ones
     "target_escape": 0.05,  # calibrate thresholds for at most 5% escaped defective parts
+    "calib_images": 64,  # INT8 calibration images from the train split, half of them defective
+    "quant_method": "minmax",  # INT8 activation ranges (defectdet quantize --method); see the README's demo section
     "seed": 0,
 }
 # Training settings for a short from-scratch CPU run: an optimizer step every batch (nbs = batch),
@@ -78,7 +80,9 @@ def loss_settings(cls_loss: str) -> dict[str, Any]:
 def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, seed: int, batch: int,
              defect_rate: float, defect_scale: float, target_escape: float, paste: float = 0.0,
              model: str = DEMO["model"], sampling: str = DEMO["sampling"], part_px: int = 0,
-             val_fraction: float = 0.2) -> dict[str, Any]:
+             val_fraction: float = 0.2, calib_images: int = DEMO["calib_images"],
+             quant_method: str = DEMO["quant_method"]) -> dict[str, Any]:
+    settings = {k: v for k, v in locals().items() if k != "out"}  # the arguments (first line: nothing else yet)
     from .data.synthetic import make_dataset
     from .evaluate import evaluate, write_thresholds
     from .export.onnx import deploy_imgsz
@@ -97,6 +101,9 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
                          "batch": batch, "sampling": sampling, "paste": paste, "seed": seed, "project": str(out.resolve()),
                          "name": "train", "exist_ok": True, **TRAIN_EXTRA}),
     )
+    import torch
+
+    threads = torch.get_num_threads()  # what training ran with (defectdet.train.CpuThreads)
     best = run / "weights" / "best.pt"
     size = deploy_imgsz(best) or imgsz  # crop=native: validated and exported at the parts' full size
 
@@ -108,19 +115,27 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
 
     report, thresholds = steps.run(f"3. validate: part KPIs, thresholds calibrated for escape <= {target_escape:.0%} "
                                    "(a part is rejected by any detection, as on the line)", validate)
-    onnx = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
-                     lambda: _export(best, size, thresholds))
+    onnx, parity = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
+                             lambda: _export(best, size, thresholds))
     deployed, gate = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
-                               lambda: _quantize_and_gate(onnx, data, target_escape))
+                               lambda: _quantize_and_gate(onnx, data, target_escape, calib_images, quant_method))
     deployed_thresholds = thresholds if deployed == onnx else None  # INT8: its own, from its sidecar
     line = steps.run(f"6. inspect the conveyor video with {deployed.name} (ONNX Runtime)",
                      lambda: _inspect(deployed, data.parent / "parts.mp4", deployed_thresholds, out / "inspect"))
+    from .config import load_yaml
+    from .export.gate import gate_report_path
+
+    gate_json = gate_report_path(onnx.with_suffix(".int8.onnx"))
     summary = {
-        "seconds": round(steps.total, 1), "steps": steps.times, "model": str(best), "thresholds": str(thresholds),
+        "seconds": round(steps.total, 1), "steps": steps.times, "settings": settings, "model": str(best),
+        "thresholds": str(thresholds), "threads": threads,
+        "train": {k: v for k, v in load_yaml(run / "defectdet.yaml").items() if k != "data"},  # auto resolved
         "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
         "overkill_rate": report.overkill_rate, "escapes": report.escapes, "overkills": report.overkills,
-        "n_defective": report.n_defective, "n_clean": report.n_clean,
-        "onnx": str(onnx), "deployed": str(deployed), "gate": gate, "inspect": line,
+        "n_defective": report.n_defective, "n_clean": report.n_clean, "val_imgsz": size,
+        "per_class": {name: {"ap50": c["ap50"], "labels": int(c["labels"])} for name, c in report.per_class.items()},
+        "onnx": str(onnx), "parity": parity, "deployed": str(deployed), "gate": gate,
+        "gate_report": str(gate_json) if gate_json.is_file() else None, "inspect": line,
     }
     dump_yaml(out / "summary.yaml", summary)
     print("\n=== summary " + "=" * 60)
@@ -138,17 +153,18 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     return summary
 
 
-def _export(best: Path, imgsz: int, thresholds: Path) -> Path:
+def _export(best: Path, imgsz: int, thresholds: Path) -> tuple[Path, dict[str, Any]]:
     from .artifact import write_sidecar_thresholds
     from .export.onnx import export_onnx
 
     res = export_onnx(best, imgsz=imgsz)
     write_sidecar_thresholds(res.onnx, thresholds)  # the runtime's per-class operating points
     print(f"{res.onnx}  parity: {res.parity}")
-    return res.onnx
+    return res.onnx, dict(res.parity)
 
 
-def _quantize_and_gate(onnx: Path, data: Path, target_escape: float) -> tuple[Path, str]:
+def _quantize_and_gate(onnx: Path, data: Path, target_escape: float, calib_images: int,
+                       method: str) -> tuple[Path, str]:
     """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 with each model at
     its own thresholds calibrated for ``target_escape`` under the line's rule (an INT8 model that passes deploys with
     its own, written into its sidecar). A refused INT8 model is not deployed: the demo goes on
@@ -156,7 +172,7 @@ def _quantize_and_gate(onnx: Path, data: Path, target_escape: float) -> tuple[Pa
     from .export.gate import GateRefused, run_gate
     from .export.quantize import quantize_onnx
 
-    q = quantize_onnx(onnx, data, calib_images=64, target="tensorrt")
+    q = quantize_onnx(onnx, data, calib_images=calib_images, method=method, target="tensorrt")
     try:
         result = run_gate(onnx, q.onnx, data, recalibrate=target_escape, escape_rule="any")
     except GateRefused as e:
@@ -199,14 +215,18 @@ def cli(argv: list[str]) -> int:
         (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),
         (2, "a step failed (one line on stderr)")))
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    from .export.quantize import METHODS
+
     for key, val in DEMO.items():
-        ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val)
+        ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val,
+                        **({"choices": METHODS} if key == "quant_method" else {}))
     a = ap.parse_args(argv)
     from .runtime.postprocess import check_number
 
     inf = float("inf")
     for key, expected, lo, hi, integer in (
             ("images", "an integer >= 2 (one train and one val part)", 2, inf, True),
+            ("calib_images", "an integer >= 1", 1, inf, True),
             ("epochs", "an integer >= 1", 1, inf, True), ("batch", "an integer >= 1", 1, inf, True),
             ("imgsz", "an integer >= 32 (pixels)", 32, inf, True), ("part_px", "an integer >= 32 (pixels)", 32, inf, True),
             ("defect_rate", "a fraction in [0, 1]", 0.0, 1.0, False), ("paste", "a probability in [0, 1]", 0.0, 1.0, False),

@@ -50,3 +50,73 @@ def test_bad_demo_values_are_one_line_errors_before_any_work(args, message, tmp_
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "d").exists()
+
+
+def test_quantize_step_uses_the_demo_calibration_and_falls_back_to_fp32_when_refused(tmp_path, monkeypatch):
+    from defectdet.export import GateRefused
+
+    seen = {}
+
+    def fake_quantize(onnx, data, **kw):
+        seen.update(kw)
+        return types.SimpleNamespace(onnx=tmp_path / "model.int8.onnx")
+
+    def refuse(*a, **kw):
+        seen["gate"] = kw
+        raise GateRefused("model.int8.onnx refused: AP50[scratch] dropped 4.55 points (limit 2.00)")
+
+    monkeypatch.setattr("defectdet.export.quantize.quantize_onnx", fake_quantize)
+    monkeypatch.setattr("defectdet.export.gate.run_gate", refuse)
+    onnx = tmp_path / "model.onnx"
+    assert demo._quantize_and_gate(onnx, tmp_path / "data.yaml", 0.05, 64, "minmax") == (onnx, "refused")
+    assert (seen["calib_images"], seen["method"], seen["target"]) == (64, "minmax", "tensorrt")
+    assert seen["gate"] == {"recalibrate": 0.05, "escape_rule": "any"}  # each model at its own thresholds, line rule
+
+
+def test_summary_yaml_has_what_the_readme_table_needs(tmp_path, monkeypatch):
+    """run_demo with every heavy step faked: summary.yaml is written (plain YAML) and bench/demo_table.py
+    turns it into the README table, so a real demo run's numbers reach the README untyped."""
+    import json
+
+    import benchscripts
+
+    from defectdet.config import dump_yaml, load_yaml
+
+    data = tmp_path / "data" / "data.yaml"
+
+    def fake_dataset(out, **kw):
+        data.parent.mkdir(parents=True)
+        return data
+
+    def fake_train(**kw):
+        run = Path(kw["project"]) / kw["name"]
+        (run / "weights").mkdir(parents=True)
+        dump_yaml(run / "defectdet.yaml", {"cls_loss": "focal", "gamma": 1.0, "cls": 4.0, "data": str(data),
+                                           "sampling": "defect", "crop": "native", "eval_imgsz": 64,
+                                           "optimizer": "AdamW", "lr0": 0.003, "nbs": 2})
+        return run
+
+    report = types.SimpleNamespace(
+        map50=0.6, map50_95=0.3, escape_rate=0.0, overkill_rate=0.5, escapes=0, overkills=1, n_defective=1,
+        n_clean=2, per_class={"scratch": {"ap50": 0.6, "labels": 2}}, save=lambda out: None, summary=lambda: "")
+    gate = tmp_path / "model.int8.gate.json"
+    gate.write_text(json.dumps({"checks": [{"metric": "mAP50", "fp32": 0.6, "int8": 0.6, "loss": 0.0}], "reasons": []}))
+    monkeypatch.setitem(sys.modules, "defectdet.train", types.SimpleNamespace(train=fake_train))
+    monkeypatch.setattr("defectdet.data.synthetic.make_dataset", fake_dataset)
+    monkeypatch.setattr("defectdet.evaluate.evaluate", lambda *a, **kw: report)
+    monkeypatch.setattr("defectdet.evaluate.write_thresholds", lambda r, p: p)
+    monkeypatch.setattr("defectdet.export.onnx.deploy_imgsz", lambda best: 64)
+    monkeypatch.setattr("defectdet.export.gate.gate_report_path", lambda int8: gate)
+    monkeypatch.setattr(demo, "_export", lambda best, size, thr: (tmp_path / "model.onnx",
+                                                                   {"boxes_max_abs": 1e-4, "scores_max_abs": 1e-6}))
+    monkeypatch.setattr(demo, "_quantize_and_gate", lambda *a: (tmp_path / "model.int8.onnx", "pass"))
+    monkeypatch.setattr(demo, "_inspect", lambda *a: {"frames": 24, "fps": 50.0, "events_written": 2, "defective_parts": 1,
+                                                       "good_parts": 1, "caught": 1, "false_rejects": 0,
+                                                       "ng_while_moving_in_or_out": 1})
+    demo.run_demo(tmp_path / "out", images=5, epochs=1, imgsz=32, cls_loss="focal_mild", seed=0, batch=2,
+                  defect_rate=0.2, defect_scale=1.0, target_escape=0.05, calib_images=8, quant_method="minmax")
+    summary = load_yaml(tmp_path / "out" / "summary.yaml")
+    assert summary["settings"]["quant_method"] == "minmax" and summary["train"]["nbs"] == 2
+    text = benchscripts.load("demo_table").table(summary, json.loads(gate.read_text()))
+    assert "1 epochs, 2 parts, 32 px native-scale windows" in text and "8 calibration images, minmax" in text
+    assert "**passed**: mAP50 0.600 vs 0.600" in text and "1 of 1 defective parts rejected" in text
