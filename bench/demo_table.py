@@ -24,7 +24,7 @@ from defectdet.errors import ConfigError  # noqa: E402
 
 MARKER = "demo-table"
 NEEDED = ("settings", "train", "steps", "per_class", "map50", "map50_95", "escape_rate", "overkill_rate", "escapes",
-          "overkills", "n_defective", "n_clean", "parity", "gate", "inspect", "seconds", "threads", "val_imgsz")
+          "overkills", "n_defective", "n_clean", "parity", "gate", "inspect", "seconds", "val_imgsz")
 
 
 def _pct(x: float) -> str:
@@ -55,8 +55,9 @@ def _gate_cell(summary: dict, gate: dict | None) -> str:
     per_class = [c for name, c in checks.items() if name.startswith("AP50[")]
     if per_class:
         worst = max(per_class, key=lambda c: c["loss"])
-        parts.append(f"per-class AP50 change {-max(c['loss'] for c in per_class):+.1f} to "
-                     f"{-min(c['loss'] for c in per_class):+.1f} points (worst {worst['metric'][5:-1]})")
+        lo, hi = (round(-x, 1) + 0.0 for x in (worst["loss"], min(c["loss"] for c in per_class)))  # no -0.0
+        parts.append(f"per-class AP50 change {lo:+.1f} to {hi:+.1f} points"
+                     + (f" (worst {worst['metric'][5:-1]})" if worst["loss"] > 0 else ""))
     text = f"{decision}: " + ", ".join(parts)
     if gate.get("reasons"):
         text += "; refused for: " + "; ".join(gate["reasons"])
@@ -83,7 +84,8 @@ def table(summary: dict[str, Any], gate: dict[str, Any] | None) -> str:
     rows = [
         ("train (" + ", ".join([f"{s['epochs']} epochs", f"{n_train} parts", window, f"paste {s['paste']:g}",
                                 f"sampling={t.get('sampling')}", _loss(t),
-                                f"{t.get('optimizer')} lr0 {t.get('lr0')}", f"{summary['threads']} threads"]) + ")",
+                                f"{t.get('optimizer')} lr0 {t.get('lr0')}, a step every {t.get('nbs')} images",
+                                f"{t.get('threads', '?')} threads"]) + ")",
          f"{_step(summary, '2.'):.0f} s; mAP50 {summary['map50']:.3f}, mAP50-95 {summary['map50_95']:.3f} on {n_val} "
          f"val parts at {summary['val_imgsz']} px (AP50: {ap_text}; {min(labels)}–{max(labels)} labels per class)"),
         (f"thresholds calibrated for ≤ {s['target_escape']:.0%} escape (any detection rejects)",

@@ -101,9 +101,6 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
                          "batch": batch, "sampling": sampling, "paste": paste, "seed": seed, "project": str(out.resolve()),
                          "name": "train", "exist_ok": True, **TRAIN_EXTRA}),
     )
-    import torch
-
-    threads = torch.get_num_threads()  # what training ran with (defectdet.train.CpuThreads)
     best = run / "weights" / "best.pt"
     size = deploy_imgsz(best) or imgsz  # crop=native: validated and exported at the parts' full size
 
@@ -128,7 +125,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     gate_json = gate_report_path(onnx.with_suffix(".int8.onnx"))
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "settings": settings, "model": str(best),
-        "thresholds": str(thresholds), "threads": threads,
+        "thresholds": str(thresholds),
         "train": {k: v for k, v in load_yaml(run / "defectdet.yaml").items() if k != "data"},  # auto resolved
         "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
         "overkill_rate": report.overkill_rate, "escapes": report.escapes, "overkills": report.overkills,

@@ -174,7 +174,8 @@ def check_threads(value) -> int:
 
 class RunInfoCallback:
     """Write ``<run>/defectdet.yaml``: the loss settings and data recipe the export embeds in model
-    metadata, and the optimizer, lr0 and nbs as built (``optimizer=auto`` resolved, see defectdet.trainer)."""
+    metadata, the optimizer, lr0 and nbs as built (``optimizer=auto`` resolved, see defectdet.trainer),
+    and on the CPU the training threads."""
 
     def __init__(self, info: dict[str, Any]):
         self.info = info
@@ -278,7 +279,8 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     yolo = YOLO(model_path(ul_args.pop("model")), task="detect")
     guard = NonFiniteLossGuard()
     yolo.add_callback("on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"]))
-    yolo.add_callback("on_pretrain_routine_end", RunInfoCallback({**loss, "data": str(ul_args["data"])}))
+    cpu = {"threads": threads} if device.lower() == "cpu" else {}  # CPU training threads (CpuThreads)
+    yolo.add_callback("on_pretrain_routine_end", RunInfoCallback({**loss, "data": str(ul_args["data"]), **cpu}))
     yolo.add_callback("on_pretrain_routine_start", CpuThreads(threads))
     yolo.add_callback("on_pretrain_routine_start", TrainDataCallback(recipe))
     yolo.add_callback("on_train_epoch_start", guard.on_epoch_start)

@@ -15,12 +15,12 @@ T = benchscripts.load("demo_table")
 
 def _summary(gate="pass", gate_report=None):
     return {
-        "seconds": 166.0, "threads": 2, "val_imgsz": 320,
+        "seconds": 166.0, "val_imgsz": 320,
         "steps": {"1. synthetic data": 4.6, "2. train defectdet-pico from scratch": 145.4, "3. validate": 4.9},
         "settings": {"images": 520, "epochs": 30, "imgsz": 160, "paste": 0.5, "target_escape": 0.05,
                      "calib_images": 64, "quant_method": "minmax"},
         "train": {"cls_loss": "focal", "gamma": 1.0, "cls": 4.0, "sampling": "defect", "crop": "native",
-                  "optimizer": "AdamW", "lr0": 0.003},
+                  "optimizer": "AdamW", "lr0": 0.003, "nbs": 16, "threads": 2},
         "per_class": {"scratch": {"ap50": 0.513, "labels": 9}, "spot": {"ap50": 0.944, "labels": 13}},
         "map50": 0.6478, "map50_95": 0.3744, "escape_rate": 1 / 31, "overkill_rate": 3 / 177, "escapes": 1,
         "overkills": 3, "n_defective": 31, "n_clean": 177,
@@ -45,7 +45,7 @@ def test_table_states_what_the_run_measured():
     rows = text.splitlines()
     assert rows[:2] == ["| step | result |", "|---|---|"] and len(rows) == 8
     assert "30 epochs, 312 parts, 160 px native-scale windows, paste 0.5" in rows[2]  # 520 - (31 + 177) parts
-    assert "sampling=defect, focal γ=1 cls=4, AdamW lr0 0.003, 2 threads" in rows[2] and "145 s; mAP50 0.648, mAP50-95 0.374 on 208 val parts" in rows[2]
+    assert "sampling=defect, focal γ=1 cls=4, AdamW lr0 0.003, a step every 16 images, 2 threads" in rows[2] and "145 s; mAP50 0.648, mAP50-95 0.374 on 208 val parts" in rows[2]
     assert "(AP50: spot 0.94, scratch 0.51; 9–13 labels per class)" in rows[2]
     assert "escape **3.2%** (1 of 31 defective parts), overkill **1.7%** (3 of 177 good parts)" in rows[3]
     assert "0.00049 px (boxes), 2e-06 (scores)" in rows[4]
@@ -56,8 +56,11 @@ def test_table_states_what_the_run_measured():
 
 
 def test_a_passed_gate_says_so_without_reasons():
-    cell = T.table(_summary(), {**GATE, "reasons": []}).splitlines()[5]
+    better = [{**c, "loss": -abs(c["loss"])} if c["metric"].startswith("AP50[") else c for c in GATE["checks"]]
+    better[1]["loss"] = 0.0  # scratch unchanged, spot +3.4: no class lost AP
+    cell = T.table(_summary(), {"checks": better, "reasons": []}).splitlines()[5]
     assert "**passed**: mAP50" in cell and "refused" not in cell and "FP32" not in cell
+    assert "per-class AP50 change +0.0 to +3.4 points |" in cell + " |"  # no "-0.0", no "worst" when none lost
 
 
 def test_a_summary_from_an_older_demo_is_a_clear_error():

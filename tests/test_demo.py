@@ -93,7 +93,7 @@ def test_summary_yaml_has_what_the_readme_table_needs(tmp_path, monkeypatch):
         (run / "weights").mkdir(parents=True)
         dump_yaml(run / "defectdet.yaml", {"cls_loss": "focal", "gamma": 1.0, "cls": 4.0, "data": str(data),
                                            "sampling": "defect", "crop": "native", "eval_imgsz": 64,
-                                           "optimizer": "AdamW", "lr0": 0.003, "nbs": 2})
+                                           "optimizer": "AdamW", "lr0": 0.003, "nbs": 2, "threads": 2})
         return run
 
     report = types.SimpleNamespace(

@@ -209,11 +209,12 @@ def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_da
 def test_threads_sets_the_cpu_training_threads(tiny_data, tmp_path):
     seen, before = [], torch.get_num_threads()
     try:
-        train(callbacks={"on_train_epoch_start": [lambda t: seen.append(torch.get_num_threads())]},
-              data=str(tiny_data), project=str(tmp_path), name="threads", threads=3, **TINY)
+        run = train(callbacks={"on_train_epoch_start": [lambda t: seen.append(torch.get_num_threads())]},
+                    data=str(tiny_data), project=str(tmp_path), name="threads", threads=3, **TINY)
     finally:
         torch.set_num_threads(before)
     assert seen == [3]  # not ultralytics' os.cpu_count() - 1
+    assert load_yaml(run / "defectdet.yaml")["threads"] == 3  # recorded with the run
     for bad in (0, 1.5, "two", True):
         with pytest.raises(ConfigError, match=r"threads=.*: expected a whole number >= 1"):
             check_threads(bad)
