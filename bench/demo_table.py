@@ -48,10 +48,9 @@ def _gate_cell(summary: dict, gate: dict | None) -> str:
     checks = {c["metric"]: c for c in gate["checks"]}
     m = checks["mAP50"]
     parts = [f"mAP50 {m['int8']:.3f} vs {m['fp32']:.3f}"]
-    for key, label in (("escape", "escape"), ("overkill", "overkill")):
-        c = next((c for name, c in checks.items() if name.lower().startswith(key)), None)
-        if c is not None:
-            parts.append(f"{label} {_pct(c['int8'])} vs {_pct(c['fp32'])}")
+    for key in ("escape", "overkill"):
+        if (c := checks.get(f"{key}_rate")) is not None:
+            parts.append(f"{key} {_pct(c['int8'])} vs {_pct(c['fp32'])}")
     per_class = [c for name, c in checks.items() if name.startswith("AP50[")]
     if per_class:
         worst = max(per_class, key=lambda c: c["loss"])

@@ -96,9 +96,8 @@ BASELINE_RECIPE = {"sampling": "uniform", "crop": "off", "paste": 0.0}  # the da
 FEATURES = {"defect": {"sampling": "defect"}, "repeat": {"sampling": "repeat"}, "native": {"crop": "native"},
             "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8},
             "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75},
-            "lr3": {"optimizer": "AdamW", "lr0": 0.003, "momentum": 0.9, "warmup_bias_lr": 0.0},
-            "lr5": {"optimizer": "AdamW", "lr0": 0.005, "momentum": 0.9, "warmup_bias_lr": 0.0},
-            "lr1": {"optimizer": "AdamW", "lr0": 0.001, "momentum": 0.9, "warmup_bias_lr": 0.0},
+            **{f"lr{n}": {"optimizer": "AdamW", "lr0": n / 1000, "momentum": 0.9, "warmup_bias_lr": 0.0}
+               for n in (3, 5, 1)},
             "nomosaic": {"mosaic": 0.0}, "nbs16": {"nbs": 16}}
 # ----------------------------------------------------------------------------- metrics (numpy)
 def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:

@@ -115,15 +115,14 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
                                    "(a part is rejected by any detection, as on the line)", validate)
     onnx, parity = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
                              lambda: _export(best, size, thresholds))
-    deployed, gate = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
-                               lambda: _quantize_and_gate(onnx, data, target_escape, calib_images, quant_method))
+    deployed, gate, gate_json = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
+                                          lambda: _quantize_and_gate(onnx, data, target_escape, calib_images,
+                                                                     quant_method))
     deployed_thresholds = thresholds if deployed == onnx else None  # INT8: its own, from its sidecar
     line = steps.run(f"6. inspect the conveyor video with {deployed.name} (ONNX Runtime)",
                      lambda: _inspect(deployed, data.parent / "parts.mp4", deployed_thresholds, out / "inspect"))
     from .config import load_yaml
-    from .export.gate import gate_report_path
 
-    gate_json = gate_report_path(onnx.with_suffix(".int8.onnx"))
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "settings": settings, "model": str(best),
         "thresholds": str(thresholds),
@@ -133,7 +132,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
         "n_defective": report.n_defective, "n_clean": report.n_clean, "val_imgsz": size,
         "per_class": {name: {"ap50": c["ap50"], "labels": int(c["labels"])} for name, c in report.per_class.items()},
         "onnx": str(onnx), "parity": parity, "deployed": str(deployed), "gate": gate,
-        "gate_report": str(gate_json) if gate_json.is_file() else None, "inspect": line,
+        "gate_report": str(gate_json), "inspect": line,
     }
     dump_yaml(out / "summary.yaml", summary)
     print("\n=== summary " + "=" * 60)
@@ -162,12 +161,12 @@ def _export(best: Path, imgsz: int, thresholds: Path) -> tuple[Path, dict[str, A
 
 
 def _quantize_and_gate(onnx: Path, data: Path, target_escape: float, calib_images: int,
-                       method: str) -> tuple[Path, str]:
+                       method: str) -> tuple[Path, str, Path]:
     """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 with each model at
     its own thresholds calibrated for ``target_escape`` under the line's rule (an INT8 model that passes deploys with
     its own, written into its sidecar). A refused INT8 model is not deployed: the demo goes on
-    with the FP32 ONNX, as a line would."""
-    from .export.gate import GateRefused, run_gate
+    with the FP32 ONNX, as a line would. Returns (deployed model, decision, the gate's report)."""
+    from .export.gate import GateRefused, gate_report_path, run_gate
     from .export.quantize import quantize_onnx
 
     q = quantize_onnx(onnx, data, calib_images=calib_images, method=method, target="tensorrt")
@@ -175,9 +174,9 @@ def _quantize_and_gate(onnx: Path, data: Path, target_escape: float, calib_image
         result = run_gate(onnx, q.onnx, data, recalibrate=target_escape, escape_rule="any")
     except GateRefused as e:
         print(f"gate refused the INT8 model, deploying FP32: {e}")
-        return onnx, "refused"
+        return onnx, "refused", gate_report_path(q.onnx)  # run_gate records before it refuses
     print(result.table())
-    return q.onnx, result.decision
+    return q.onnx, result.decision, result.report_path
 
 
 def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> dict[str, Any]:

@@ -64,10 +64,10 @@ class DefectdetTrainer(DetectionTrainer):
         choice = scratch_optimizer(name, iterations, trains_from_scratch(self.args))
         if choice is not None:
             name, lr, momentum = choice
-            # an optimizer step every batch: ultralytics computed accumulate (and scaled the weight decay)
-            # from nbs just before building the optimizer, and reads both afterwards (the warm-up, a rebuild)
-            self.args.nbs, self.accumulate = self.batch_size, 1
-            decay = self.args.weight_decay * self.batch_size * self.accumulate / self.args.nbs
+            # an optimizer step every batch: ultralytics computed accumulate (and scaled the weight decay by
+            # batch x accumulate / nbs) from nbs just before building the optimizer, and reads both afterwards
+            # (the warm-up, a rebuild); with nbs = batch and accumulate 1 that scale is 1
+            self.args.nbs, self.accumulate, decay = self.batch_size, 1, self.args.weight_decay
             LOGGER.info(f"optimizer: optimizer=auto, training from scratch ({iterations} iterations at ultralytics' "
                         f"nominal batch): {name}(lr={lr}, momentum={momentum}), a step every batch "
                         f"(nbs={self.args.nbs}); defectdet.trainer.SCRATCH_LR0; set optimizer= to choose your own")

@@ -68,7 +68,8 @@ def test_quantize_step_uses_the_demo_calibration_and_falls_back_to_fp32_when_ref
     monkeypatch.setattr("defectdet.export.quantize.quantize_onnx", fake_quantize)
     monkeypatch.setattr("defectdet.export.gate.run_gate", refuse)
     onnx = tmp_path / "model.onnx"
-    assert demo._quantize_and_gate(onnx, tmp_path / "data.yaml", 0.05, 64, "minmax") == (onnx, "refused")
+    assert demo._quantize_and_gate(onnx, tmp_path / "data.yaml", 0.05, 64, "minmax") == (
+        onnx, "refused", tmp_path / "model.int8.gate.json")  # the report run_gate wrote beside the INT8 model
     assert (seen["calib_images"], seen["method"], seen["target"]) == (64, "minmax", "tensorrt")
     assert seen["gate"] == {"recalibrate": 0.05, "escape_rule": "any"}  # each model at its own thresholds, line rule
 
@@ -106,10 +107,9 @@ def test_summary_yaml_has_what_the_readme_table_needs(tmp_path, monkeypatch):
     monkeypatch.setattr("defectdet.evaluate.evaluate", lambda *a, **kw: report)
     monkeypatch.setattr("defectdet.evaluate.write_thresholds", lambda r, p: p)
     monkeypatch.setattr("defectdet.export.onnx.deploy_imgsz", lambda best: 64)
-    monkeypatch.setattr("defectdet.export.gate.gate_report_path", lambda int8: gate)
     monkeypatch.setattr(demo, "_export", lambda best, size, thr: (tmp_path / "model.onnx",
                                                                    {"boxes_max_abs": 1e-4, "scores_max_abs": 1e-6}))
-    monkeypatch.setattr(demo, "_quantize_and_gate", lambda *a: (tmp_path / "model.int8.onnx", "pass"))
+    monkeypatch.setattr(demo, "_quantize_and_gate", lambda *a: (tmp_path / "model.int8.onnx", "pass", gate))
     monkeypatch.setattr(demo, "_inspect", lambda *a: {"frames": 24, "fps": 50.0, "events_written": 2, "defective_parts": 1,
                                                        "good_parts": 1, "caught": 1, "false_rejects": 0,
                                                        "ng_while_moving_in_or_out": 1})
