@@ -146,8 +146,11 @@ def rarest_class(stats: dict) -> int:
 
 # ----------------------------------------------------------------------------- arms and data
 def data_tag(data: str) -> str:
-    """A short folder name for a dataset: ``<parent>-<yaml stem>`` (``synthetic`` for the generated set)."""
+    """A short folder name for a dataset: ``<parent>-<yaml stem>`` (``synthetic`` for the generated set;
+    ``<set>-kfold<K>-fold<f>`` for a fold that ``--kfold`` made)."""
     p = Path(data)
+    if len(p.parts) >= 3 and p.parts[-2].startswith("fold") and "-kfold" in p.parts[-3]:
+        return f"{p.parts[-3]}-{p.parts[-2]}"
     synthetic = len(p.parts) >= 3 and p.parts[-2] == "data" and p.parts[-3].startswith("synthetic")
     return p.parts[-3] if synthetic else f"{p.parent.name}-{p.stem}"
 
@@ -351,6 +354,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
     p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")
     p.add_argument("--max-val-images", type=int, help="evaluate an evenly spaced val subset (smoke runs)")
+    p.add_argument("--kfold", type=int, help="K-fold cross-validation: pool train+val, deal K stratified folds, train "
+                   "one model per fold and pool the held-out part KPIs (bench/kfold.py)")
     p.add_argument("--synthetic-images", type=int, default=200, help="size of the --data synthetic set")
     p.add_argument("--synthetic-defect-rate", type=float, default=0.3, help="share of defective parts in it")
     p.add_argument("--synthetic-px", type=int, help="its parts' image size (default: the budget's imgsz; larger "
@@ -377,6 +382,43 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
     return str(Path(data).resolve())
 
 
+def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[str], stats: dict) -> int:
+    """``--kfold K``: each arm/seed trains one model per fold (resumable like any arm), then the held-out
+    detections of all folds are pooled into ``<out>/<set>-kfold<K>/<arm>/seed<s>/kfold.json``."""
+    from bench import kfold as KF
+    from defectdet.evaluate import collect_detections, read_split
+
+    rows = []
+    for seed in opts.seeds or budget["seeds"]:
+        for d in datasets:
+            base = out / f"{data_tag(d)}-kfold{opts.kfold}"
+            yamls = KF.make_fold_yamls(d, opts.kfold, base)
+            for arm, settings in arms_for(stats[d], opts.arms).items():
+                path = base / arm / f"seed{seed}" / "kfold.json"
+                results = [run_arm(out, y, arm, settings, budget, seed, opts, stats[d]) for y in yamls]
+                if not path.exists():
+                    folds = []
+                    for y, r in zip(yamls, results):
+                        names, images = read_split(y, "val")
+                        weights = out / data_tag(y) / arm / f"seed{seed}" / "weights" / "last.pt"
+                        imgsz = int(r["resolved"].get("eval_imgsz") or budget["imgsz"])
+                        folds.append(collect_detections(str(weights), images, len(names), imgsz=imgsz,
+                                                        device=opts.device)[0])
+                    res = {"data_tag": f"{data_tag(d)}-kfold{opts.kfold}", "arm": arm, "seed": seed,
+                           "loss": results[0]["loss"], "budget": budget, "data": d,
+                           "kfold": KF.pooled_result(results, folds, names, LINE_ESCAPE, opts.target_escape)}
+                    atomic_write_text(path, json.dumps(res, indent=1) + "\n")
+                res = json.loads(path.read_text())
+                if opts.archive:
+                    kept = Path(opts.archive) / res["data_tag"] / arm / f"seed{seed}" / "kfold.json"
+                    atomic_write_text(kept, json.dumps(res, indent=1) + "\n")
+                rows.append(res)
+    text = KF.kfold_table(rows)
+    atomic_write_text(out / "quality_kfold.md", text)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     out = Path(opts.out).resolve()
@@ -389,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         if not datasets:
             raise ConfigError(f"none of {' '.join(opts.data)} found; expected data.yaml files or 'synthetic'")
         stats = {d: dataset_stats(d, imgsz=budget["imgsz"]) for d in datasets}
+        if opts.kfold:
+            return run_kfold(opts, out, budget, datasets, stats)
         for seed in opts.seeds or budget["seeds"]:  # seed-major: an interrupted run has whole comparisons
             for d in datasets:
                 for arm, settings in arms_for(stats[d], opts.arms).items():

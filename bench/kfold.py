@@ -1,0 +1,165 @@
+"""K-fold cross-validation for ``bench/quality.py --kfold K``: every defective part counted once, held out.
+
+A small rare-defect set (KolektorSDD: 52 defective images, 10 in its val split) cannot give part-level
+KPIs from one split: one escape is 10 %. Here the train and val splits are pooled and dealt into ``K``
+folds, stratified (defective and defect-free parts each sorted by the md5 of their file name and dealt
+round-robin, so every fold holds ~1/K of the defective parts and no file moves between folds when the
+set grows elsewhere). Fold ``f`` trains on the other folds and is scored on its own parts.
+
+Part KPIs are pooled over the folds and cross-fitted: the thresholds that count fold ``f`` are calibrated
+on the held-out parts of the other folds (each scored by its own model), so no part is counted at a
+threshold fitted on it. ``operating_curve`` adds the whole escape/overkill trade-off of the pooled part
+scores (descriptive: fitted on the parts it counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defectdet import metrics as M
+from defectdet.config import atomic_write_text
+
+
+def _md5(p: Path) -> str:
+    return hashlib.md5(p.name.encode()).hexdigest()
+
+
+def deal_folds(images: list[Path], defective: list[bool], k: int) -> list[int]:
+    """Fold index of each image: defective and defect-free parts each sorted by md5 of the name and dealt
+    round-robin (stratified; deterministic)."""
+    if k < 2:
+        raise ValueError(f"k={k}: expected at least 2 folds")
+    fold = [0] * len(images)
+    for want in (True, False):
+        idx = sorted((i for i, d in enumerate(defective) if d == want), key=lambda i: _md5(images[i]))
+        for j, i in enumerate(idx):
+            fold[i] = j % k
+    return fold
+
+
+def make_fold_yamls(data: str, k: int, out: Path) -> list[str]:
+    """Write ``out/fold<f>/{train,val}.txt`` and ``data.yaml`` for each fold of ``data``'s train + val
+    images (absolute paths; ultralytics finds the labels beside ``/images/`` as usual). Returns the yamls."""
+    from defectdet.data.formats import label_path
+    from defectdet.evaluate import read_split
+
+    names, train = read_split(data, "train")
+    _, val = read_split(data, "val")
+    images = sorted({p.resolve() for p in train + val})
+    defective = [label_path(p).is_file() and bool(label_path(p).read_text().strip()) for p in images]
+    fold = deal_folds(images, defective, k)
+    yamls = []
+    for f in range(k):
+        d = out / f"fold{f}"
+        held = [str(p) for p, g in zip(images, fold) if g == f]
+        rest = [str(p) for p, g in zip(images, fold) if g != f]
+        atomic_write_text(d / "train.txt", "\n".join(rest) + "\n")
+        atomic_write_text(d / "val.txt", "\n".join(held) + "\n")
+        body = [f"# fold {f} of {k} of {data}: trains on the other folds, scored on this one",
+                f"train: {d / 'train.txt'}", f"val: {d / 'val.txt'}", "names:"]
+        body += [f"  {i}: {n}" for i, n in enumerate(names)]
+        atomic_write_text(d / "data.yaml", "\n".join(body) + "\n")
+        yamls.append(str(d / "data.yaml"))
+    return yamls
+
+
+def cross_fitted(fold_images: list[list[M.ImageDetections]], names: list[str], target_escape: float,
+                 rule: str = "any") -> dict[str, Any]:
+    """Escapes/overkills of every fold at thresholds calibrated (``defectdet val --target-escape``, the
+    given ``rule``) on the held-out parts of the other folds; counts summed over the folds."""
+    from defectdet.evaluate import build_report
+
+    tot = {"escapes": 0, "n_defective": 0, "overkills": 0, "n_clean": 0}
+    per_fold = []
+    for f, test in enumerate(fold_images):
+        cal = [im for g, ims in enumerate(fold_images) if g != f for im in ims]
+        fitted = build_report(cal, names, target_escape=target_escape, escape_rule=rule)
+        rep = build_report(test, names, thresholds=fitted.thresholds, escape_rule=rule)
+        per_fold.append({"thresholds": {n: float(t) for n, t in fitted.thresholds.items()},
+                         **{k: getattr(rep, k) for k in tot}})
+        for k in tot:
+            tot[k] += getattr(rep, k)
+    return {**tot, "target_escape": target_escape, "rule": rule, "per_fold": per_fold,
+            "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
+            "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None}
+
+
+def part_score(images: list[M.ImageDetections], nc: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) the highest detection confidence of each part (any class: the line's reject) and (P,) bool
+    defective."""
+    s = M.PartScores.from_images(images, nc, "any")
+    return s.top.max(1), s.defective
+
+
+def operating_curve(images: list[M.ImageDetections], nc: int, max_escapes: int = 2,
+                    max_overkill: float = 0.05) -> dict[str, Any]:
+    """The pooled trade-off of one part score and one threshold: the overkill at the lowest threshold
+    that lets at most ``max_escapes`` defective parts through, and the escapes at the highest
+    overkill <= ``max_overkill``. Fitted on the parts it counts: a description of the scores, not a KPI."""
+    score, defective = part_score(images, nc)
+    pos, neg = np.sort(score[defective])[::-1], score[~defective]  # (D,) descending, (G,)
+    n_def, n_clean = len(pos), len(neg)
+    out: dict[str, Any] = {"n_defective": n_def, "n_clean": n_clean}
+    if n_def > max_escapes:
+        t = pos[n_def - 1 - max_escapes]  # catches all but max_escapes defective parts
+        ok = bool(np.isfinite(t))  # -inf: more parts than that have no detection at all
+        out.update(max_escapes=max_escapes, reachable=ok,
+                   overkill_at=float((neg >= t).mean()) if ok and n_clean else None,
+                   overkills_at=int((neg >= t).sum()) if ok else None)
+    if n_clean:
+        allowed = int(np.floor(max_overkill * n_clean + 1e-9))
+        t = np.sort(neg)[::-1][allowed] if allowed < n_clean else -np.inf  # the first clean score not allowed
+        t = np.nextafter(t, np.inf) if np.isfinite(t) else t
+        esc = int(((pos < t) | ~np.isfinite(pos)).sum())  # a part without any detection always escapes
+        out.update(max_overkill=max_overkill, escapes_at=esc, escape_at=esc / n_def if n_def else None)
+    return out
+
+
+def pooled_result(fold_results: list[dict], fold_images: list[list[M.ImageDetections]], names: list[str],
+                  line_escape: float, target_escape: float) -> dict[str, Any]:
+    """The k-fold row of one arm/seed: per-fold mAP50, mAP50 of the pooled held-out detections, and the
+    part KPIs of the line's rule (any detection rejects) cross-fitted at ``line_escape`` and
+    ``target_escape``, with the pooled operating curve."""
+    from defectdet.evaluate import build_report
+
+    pooled = [im for ims in fold_images for im in ims]
+    rep = build_report(pooled, names)
+    folds_map = [r["map50"] for r in fold_results]
+    return {
+        "folds": len(fold_results), "map50_folds": folds_map, "map50_median": float(np.median(folds_map)),
+        "map50_pooled": rep.map50, "map50_95_pooled": rep.map50_95, "per_class": rep.per_class,
+        "line": cross_fitted(fold_images, names, line_escape, "any"),
+        "target": cross_fitted(fold_images, names, target_escape, "any"),
+        "curve": operating_curve(pooled, len(names)),
+        "images_per_s": [r.get("images_per_s") for r in fold_results],
+        "wall_s": sum(r.get("wall_s") or 0 for r in fold_results),
+    }
+
+
+def _pct(n, d) -> str:
+    return f"{n}/{d} ({n / d:.1%})" if d else "n/a"
+
+
+def kfold_table(rows: list[dict]) -> str:
+    """Markdown: one line per (data, arm, seed) k-fold result."""
+    head = ("| data | arm | seed | folds | mAP50 folds (median) | mAP50 pooled | escape @1% cal (line) "
+            "| overkill @1% cal | escape @5% cal | overkill @5% cal | pooled: overkill at ≤2 escapes "
+            "| pooled: escapes at ≤5% overkill | train img/s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        k, ln, tg, cv = r["kfold"], r["kfold"]["line"], r["kfold"]["target"], r["kfold"]["curve"]
+        ips = [v for v in k["images_per_s"] if v]
+        ovk_at = (_pct(cv["overkills_at"], cv["n_clean"]) if cv.get("overkills_at") is not None
+                  else "unreachable")
+        lines.append(
+            f"| {r['data_tag']} | {r['arm']} | {r['seed']} | {k['folds']} | "
+            f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | {k['map50_pooled']:.3f} | "
+            f"{_pct(ln['escapes'], ln['n_defective'])} | {_pct(ln['overkills'], ln['n_clean'])} | "
+            f"{_pct(tg['escapes'], tg['n_defective'])} | {_pct(tg['overkills'], tg['n_clean'])} | "
+            f"{ovk_at} | {_pct(cv['escapes_at'], cv['n_defective'])} | "
+            + (f"{np.median(ips):.1f} |" if ips else "n/a |"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,86 @@
+"""bench/kfold.py (``bench/quality.py --kfold``): stratified folds, cross-fitted part KPIs that never count
+a part at a threshold fitted on it, the pooled operating curve (worked numbers), and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import benchscripts
+import numpy as np
+import pytest
+
+from defectdet import metrics as M
+
+K = benchscripts.load("kfold")
+Q = benchscripts.load("quality")
+GT = [10.0, 10.0, 50.0, 50.0]
+FAR = [200.0, 200.0, 240.0, 240.0]  # IoU 0 with GT
+
+
+def _part(score=None, defective=False, name=""):
+    """One part; ``score``: the confidence of its one detection (far from the defect), None = no detection."""
+    dets = [] if score is None else [(FAR, score, 0)]
+    return M.ImageDetections(boxes=np.array([d[0] for d in dets]).reshape(-1, 4), conf=[d[1] for d in dets],
+                             cls=[d[2] for d in dets], gt_boxes=np.array([GT] if defective else []).reshape(-1, 4),
+                             gt_cls=[0] if defective else [], name=name)
+
+
+def test_deal_folds_is_stratified_and_deterministic():
+    imgs = [Path(f"/d/img{i:03d}.jpg") for i in range(53)]
+    defective = [i % 5 == 0 for i in range(53)]  # 11 defective, 42 clean
+    fold = K.deal_folds(imgs, defective, 5)
+    assert fold == K.deal_folds(list(imgs), list(defective), 5)
+    per_fold_def = [sum(1 for f, d in zip(fold, defective) if d and f == k) for k in range(5)]
+    per_fold_all = [fold.count(k) for k in range(5)]
+    assert sorted(per_fold_def) == [2, 2, 2, 2, 3]  # 11 defective parts dealt round-robin
+    assert max(per_fold_all) - min(per_fold_all) <= 2
+    with pytest.raises(ValueError, match="at least 2"):
+        K.deal_folds(imgs, defective, 1)
+
+
+def test_cross_fitted_calibrates_on_the_other_folds_only():
+    """Fold 0's defective part scores 0.2, fold 1's scores 0.8; clean parts 0.5 in both. At a 0 % target
+    fold 0 is counted at fold 1's threshold (just under 0.8): its defect escapes, its clean part passes.
+    Fold 1 is counted at fold 0's threshold (under 0.2): caught, and its clean part is flagged."""
+    folds = [[_part(0.2, True, "a"), _part(0.5, False, "b")], [_part(0.8, True, "c"), _part(0.5, False, "d")]]
+    r = K.cross_fitted(folds, ["defect"], target_escape=0.0, rule="any")
+    assert (r["escapes"], r["n_defective"], r["overkills"], r["n_clean"]) == (1, 2, 1, 2)
+    assert r["per_fold"][0]["escapes"] == 1 and r["per_fold"][0]["overkills"] == 0
+    assert r["per_fold"][1]["escapes"] == 0 and r["per_fold"][1]["overkills"] == 1
+    assert r["per_fold"][0]["thresholds"]["defect"] > 0.5 > r["per_fold"][1]["thresholds"]["defect"]
+    assert r["escape"] == 0.5 and r["overkill"] == 0.5
+
+
+def test_operating_curve_worked_numbers():
+    """Defective scores 0.9 0.8 0.7 0.3 and one without a detection; clean 0.75 0.6 0.1 + 17 without.
+    <= 2 escapes: threshold 0.7 (0.3 and the undetected part escape) -> clean 0.75 flagged: 1/20.
+    <= 5 % overkill of 20 clean = 1 allowed: threshold just above 0.6 -> 0.3 and undetected escape: 2."""
+    parts = [_part(s, True) for s in (0.9, 0.8, 0.7, 0.3, None)]
+    parts += [_part(s) for s in (0.75, 0.6, 0.1)] + [_part(None) for _ in range(17)]
+    c = K.operating_curve(parts, 1)
+    assert (c["n_defective"], c["n_clean"]) == (5, 20)
+    assert c["reachable"] and c["overkills_at"] == 1 and c["overkill_at"] == pytest.approx(0.05)
+    assert c["escapes_at"] == 2 and c["escape_at"] == pytest.approx(0.4)
+    c = K.operating_curve(parts, 1, max_escapes=0)  # the undetected part cannot be caught
+    assert not c["reachable"] and c["overkill_at"] is None
+
+
+def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
+    """2 folds x 1 epoch at imgsz 64 on a synthetic set: every image held out exactly once, a pooled
+    kfold.json, the table, and a rerun that trains nothing."""
+    args = ["--data", "synthetic", "--synthetic-images", "40", "--imgsz", "64", "--batch", "8", "--workers", "0",
+            "--arms", "recipe", "--epochs", "1", "--kfold", "2", "--out", str(tmp_path)]
+    assert Q.main(args) == 0
+    base = tmp_path / "synthetic-kfold2"
+    held = [set((base / f"fold{f}" / "val.txt").read_text().split()) for f in range(2)]
+    trained = [set((base / f"fold{f}" / "train.txt").read_text().split()) for f in range(2)]
+    assert not held[0] & held[1] and held[0] == trained[1] and held[1] == trained[0]
+    res = json.loads((base / "recipe" / "seed0" / "kfold.json").read_text())
+    kf = res["kfold"]
+    assert kf["folds"] == 2 and len(kf["map50_folds"]) == 2
+    assert kf["line"]["n_defective"] + kf["line"]["n_clean"] == len(held[0] | held[1])
+    assert "| synthetic-kfold2 | recipe | 0 | 2 |" in (tmp_path / "quality_kfold.md").read_text()
+    capsys.readouterr()
+    assert Q.main(args) == 0
+    assert capsys.readouterr().out.count("quality: cached") == 2
