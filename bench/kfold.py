@@ -67,23 +67,36 @@ def make_fold_yamls(data: str, k: int, out: Path) -> list[str]:
     return yamls
 
 
+def fit_thresholds(images: list[M.ImageDetections], names: list[str], target_escape: float, rule: str = "any",
+                   threshold_rule: str = "per-class", confidence: float | None = None) -> dict[str, float]:
+    """{class: threshold} calibrated on ``images``: per class (``defectdet val --target-escape``) or one
+    threshold on the part score (:mod:`defectdet.part_rule`, optionally with a bootstrap ``confidence``)."""
+    from defectdet.evaluate import build_report
+    from defectdet.part_rule import calibrate_part_threshold
+
+    if threshold_rule == "per-class":
+        return dict(build_report(images, names, target_escape=target_escape, escape_rule=rule).thresholds)
+    cal = calibrate_part_threshold(M.PartScores.from_images(images, len(names), rule), target_escape, confidence)
+    return {n: float(t) for n, t in zip(names, cal.thresholds)}
+
+
 def cross_fitted(fold_images: list[list[M.ImageDetections]], names: list[str], target_escape: float,
-                 rule: str = "any") -> dict[str, Any]:
-    """Escapes/overkills of every fold at thresholds calibrated (``defectdet val --target-escape``, the
-    given ``rule``) on the held-out parts of the other folds; counts summed over the folds."""
+                 rule: str = "any", threshold_rule: str = "per-class", confidence: float | None = None) -> dict[str, Any]:
+    """Escapes/overkills of every fold at thresholds calibrated (:func:`fit_thresholds`) on the held-out
+    parts of the other folds; counts summed over the folds."""
     from defectdet.evaluate import build_report
 
     tot = {"escapes": 0, "n_defective": 0, "overkills": 0, "n_clean": 0}
     per_fold = []
     for f, test in enumerate(fold_images):
         cal = [im for g, ims in enumerate(fold_images) if g != f for im in ims]
-        fitted = build_report(cal, names, target_escape=target_escape, escape_rule=rule)
-        rep = build_report(test, names, thresholds=fitted.thresholds, escape_rule=rule)
-        per_fold.append({"thresholds": {n: float(t) for n, t in fitted.thresholds.items()},
-                         **{k: getattr(rep, k) for k in tot}})
+        th = fit_thresholds(cal, names, target_escape, rule, threshold_rule, confidence)
+        rep = build_report(test, names, thresholds=th, escape_rule=rule)
+        per_fold.append({"thresholds": th, **{k: getattr(rep, k) for k in tot}})
         for k in tot:
             tot[k] += getattr(rep, k)
-    return {**tot, "target_escape": target_escape, "rule": rule, "per_fold": per_fold,
+    return {**tot, "target_escape": target_escape, "rule": rule, "threshold_rule": threshold_rule,
+            "confidence": confidence, "per_fold": per_fold,
             "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
             "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None}
 
@@ -134,6 +147,9 @@ def pooled_result(fold_results: list[dict], fold_images: list[list[M.ImageDetect
         "map50_pooled": rep.map50, "map50_95_pooled": rep.map50_95, "per_class": rep.per_class,
         "line": cross_fitted(fold_images, names, line_escape, "any"),
         "target": cross_fitted(fold_images, names, target_escape, "any"),
+        "line_part": cross_fitted(fold_images, names, line_escape, "any", "part"),
+        "line_part90": cross_fitted(fold_images, names, line_escape, "any", "part", 0.9),
+        "target_part90": cross_fitted(fold_images, names, target_escape, "any", "part", 0.9),
         "curve": operating_curve(pooled, len(names)),
         "images_per_s": [r.get("images_per_s") for r in fold_results],
         "wall_s": sum(r.get("wall_s") or 0 for r in fold_results),
@@ -144,22 +160,29 @@ def _pct(n, d) -> str:
     return f"{n}/{d} ({n / d:.1%})" if d else "n/a"
 
 
+RULES = (("line", "per-class @1%"), ("line_part", "part score @1%"), ("line_part90", "part score @1%, 90% conf."),
+         ("target", "per-class @5%"), ("target_part90", "part score @5%, 90% conf."))
+
+
 def kfold_table(rows: list[dict]) -> str:
-    """Markdown: one line per (data, arm, seed) k-fold result."""
-    head = ("| data | arm | seed | folds | mAP50 folds (median) | mAP50 pooled | escape @1% cal (line) "
-            "| overkill @1% cal | escape @5% cal | overkill @5% cal | pooled: overkill at ≤2 escapes "
-            "| pooled: escapes at ≤5% overkill | train img/s |")
+    """Markdown: per (data, arm, seed) k-fold result, one line per decision rule (cross-fitted line-rule
+    escape and overkill), then the pooled operating curve."""
+    head = "| data | arm | seed | mAP50 per fold (median) | mAP50 pooled | thresholds calibrated | escape | overkill |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        k, ln, tg, cv = r["kfold"], r["kfold"]["line"], r["kfold"]["target"], r["kfold"]["curve"]
-        ips = [v for v in k["images_per_s"] if v]
-        ovk_at = (_pct(cv["overkills_at"], cv["n_clean"]) if cv.get("overkills_at") is not None
-                  else "unreachable")
-        lines.append(
-            f"| {r['data_tag']} | {r['arm']} | {r['seed']} | {k['folds']} | "
-            f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | {k['map50_pooled']:.3f} | "
-            f"{_pct(ln['escapes'], ln['n_defective'])} | {_pct(ln['overkills'], ln['n_clean'])} | "
-            f"{_pct(tg['escapes'], tg['n_defective'])} | {_pct(tg['overkills'], tg['n_clean'])} | "
-            f"{ovk_at} | {_pct(cv['escapes_at'], cv['n_defective'])} | "
-            + (f"{np.median(ips):.1f} |" if ips else "n/a |"))
+        k, cv = r["kfold"], r["kfold"]["curve"]
+        first = (f"| {r['data_tag']} | {r['arm']} | {r['seed']} | "
+                 f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | {k['map50_pooled']:.3f} |")
+        for key, label in RULES:
+            if key in k:
+                lines.append(f"{first} {label} | {_pct(k[key]['escapes'], k[key]['n_defective'])} | "
+                             f"{_pct(k[key]['overkills'], k[key]['n_clean'])} |")
+                first = "| | | | | |"
+        ovk = (_pct(cv["overkills_at"], cv["n_clean"]) if cv.get("overkills_at") is not None else "unreachable")
+        lines.append(f"{first} pooled curve: ≤ {cv.get('max_escapes')} escapes | | {ovk} |")
+        lines.append(f"| | | | | | pooled curve: ≤ {cv.get('max_overkill', 0):.0%} overkill | "
+                     f"{_pct(cv['escapes_at'], cv['n_defective'])} | |")
+    ips = [v for r in rows for v in r["kfold"]["images_per_s"] if v]
+    if ips:
+        lines.append(f"\ntrain img/s (median over folds and runs): {np.median(ips):.1f}")
     return "\n".join(lines) + "\n"
