@@ -110,13 +110,14 @@ def resolve_auto(recipe: dict[str, Any], data_yaml, imgsz: int, need_stats: bool
 def sampled_stats(stats: dict, defect_share: float) -> dict:
     """``stats`` with the train split's defect-free fraction and anchor imbalance as a sampler that
     draws ``defect_share`` defective images leaves them (positive fraction = share x positive
-    fraction in defect images)."""
+    fraction in defect images), and a ``sampler`` entry saying so (``cls_loss=auto`` reads it)."""
     train = dict(stats["splits"]["train"])
     a = dict(train["anchors"])
     pos = defect_share * a["positive_fraction_in_defect_images"]
     a.update(positive_fraction=round(pos, 8), negatives_per_positive=round((1 - pos) / pos, 1) if pos else None)
     train.update(anchors=a, defect_free_fraction=round(1 - defect_share, 6))
-    return {**stats, "splits": {**stats["splits"], "train": train}}
+    return {**stats, "splits": {**stats["splits"], "train": train},
+            "sampler": {"sampling": "defect", "defect_share": round(defect_share, 6)}}
 
 
 class TrainDataCallback:

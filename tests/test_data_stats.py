@@ -83,6 +83,18 @@ def test_recommendation_bands(ratio, preset, gamma, alpha):
     assert "Rule: " in rec["rule"] and "< 500:1 -> balanced (gamma=0" in rec["rule"]
 
 
+@pytest.mark.parametrize("ratio", [50.0, 5000.0, 2e5, None])
+def test_the_defect_sampler_makes_the_recommendation_bce_equivalent(ratio):
+    """With sampling=defect on (a ``sampler`` entry, as recipe.sampled_stats writes it) the sampler has
+    answered the imbalance: balanced (gamma 0, = BCE) at any anchor ratio; without it, the bands."""
+    stats = {"splits": {"train": _split(ratio)}, "sampler": {"sampling": "defect", "defect_share": 0.5}}
+    rec = recommend_preset(stats)
+    assert (rec["preset"], rec["gamma"], rec["alpha"], rec["config"]) == ("balanced", 0.0, 0.5, "focal_balanced")
+    assert "sampling=defect draws 50% defective images" in rec["rule"]
+    if ratio and ratio >= 500:
+        assert recommend_preset({"splits": {"train": _split(ratio)}})["preset"] != "balanced"
+
+
 def test_recommendation_is_monotonic_in_imbalance():
     """More negatives per positive never gives weaker focusing (gamma) or a larger alpha."""
     recs = [recommend_preset(_split(r)) for r in np.geomspace(10, 1e6, 40)]

@@ -185,9 +185,12 @@ def test_sampled_stats_count_the_share_the_sampler_leaves():
     assert s["defect_free_fraction"] == 0.5 and s["anchors"]["positive_fraction"] == 0.005
     assert s["anchors"]["negatives_per_positive"] == pytest.approx(199.0)  # (1 - 0.005) / 0.005
     assert stats["splits"]["train"]["defect_free_fraction"] == 0.9  # the input is not modified
+    assert sampled_stats(stats, 0.5)["sampler"] == {"sampling": "defect", "defect_share": 0.5}
+    assert "sampler" not in stats
 
 
 def test_resolve_auto_on_a_rare_set(rare_data):
     r, stats = resolve_auto(check_recipe({}), str(rare_data), 128, need_stats=True)
     assert (r["sampling"], r["crop"]) == ("defect", "native")
     assert stats["imgsz"] == 256 and stats["splits"]["train"]["defect_free_fraction"] == 0.5
+    assert stats["sampler"]["sampling"] == "defect"  # cls_loss=auto then recommends the BCE-equivalent preset
