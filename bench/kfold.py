@@ -152,6 +152,7 @@ def pooled_result(fold_results: list[dict], fold_images: list[list[M.ImageDetect
         "target_part90": cross_fitted(fold_images, names, target_escape, "any", "part", 0.9),
         "curve": operating_curve(pooled, len(names)),
         "images_per_s": [r.get("images_per_s") for r in fold_results],
+        "load_1m": [r.get("load_1m") for r in fold_results],
         "wall_s": sum(r.get("wall_s") or 0 for r in fold_results),
     }
 
@@ -183,6 +184,9 @@ def kfold_table(rows: list[dict]) -> str:
         lines.append(f"| | | | | | pooled curve: ≤ {cv.get('max_overkill', 0):.0%} overkill | "
                      f"{_pct(cv['escapes_at'], cv['n_defective'])} | |")
     ips = [v for r in rows for v in r["kfold"]["images_per_s"] if v]
+    loads = [v for r in rows for v in r["kfold"].get("load_1m", []) if v is not None]
     if ips:
-        lines.append(f"\ntrain img/s (median over folds and runs): {np.median(ips):.1f}")
+        lines.append(f"\ntrain img/s (median over folds and runs): {np.median(ips):.1f}"
+                     + (f" at a median 1-minute load of {np.median(loads):.1f} (2 = this run alone on 2 cores)"
+                        if loads else ""))
     return "\n".join(lines) + "\n"

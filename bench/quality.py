@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -222,8 +223,15 @@ class EpochTimer:
     def end(self, trainer) -> None:
         rows = json.loads(self.path.read_text()) if self.path.exists() else {}
         rows[str(trainer.epoch)] = {"seconds": time.perf_counter() - self.t0,
-                                    "images": len(trainer.train_loader.dataset)}
+                                    "images": len(trainer.train_loader.dataset),
+                                    "load_1m": round(os.getloadavg()[0], 2)}  # other jobs slow this epoch
         atomic_write_text(self.path, json.dumps(rows, indent=1))
+
+    def load(self) -> float | None:
+        """The median 1-minute load average at the epochs' ends (2 = both cores busy with this run alone)."""
+        rows = json.loads(self.path.read_text()).values() if self.path.exists() else []
+        loads = [r["load_1m"] for r in rows if "load_1m" in r]
+        return float(np.median(loads)) if loads else None
 
     def images_per_s(self) -> float | None:
         rows = json.loads(self.path.read_text()).values() if self.path.exists() else []
@@ -326,7 +334,8 @@ def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: 
     res.update(fingerprint=fingerprint, eval=eval_cfg, data_tag=data_tag(data), arm=arm, seed=seed,
                loss=loss_label({**settings, **resolved}), resolved=resolved,
                recommended=bool(settings.get("recommended")), rarest_class=stats["names"][rarest],
-               images_per_s=EpochTimer(run_dir).images_per_s(), wall_s=round(time.time() - t0, 1),
+               images_per_s=EpochTimer(run_dir).images_per_s(), load_1m=EpochTimer(run_dir).load(),
+               omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), wall_s=round(time.time() - t0, 1),
                budget=budget, device=str(opts.device))
     atomic_write_text(cached, json.dumps(res, indent=1) + "\n")
     print(f"quality: {data_tag(data)} {arm} seed {seed}: mAP50 {res['map50']:.3f}  R_rare {res['rare_recall']:.3f}  "
@@ -420,6 +429,9 @@ def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Beside another CPU job, torch's OpenMP workers spin-wait for descheduled peers (10x slower per
+    # iteration measured on 2 cores); passive waiting avoids it. Read when OpenMP starts: set it before torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     opts = _parser().parse_args(argv)
     out = Path(opts.out).resolve()
     if not opts.report_only:

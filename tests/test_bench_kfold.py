@@ -78,6 +78,8 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     assert not held[0] & held[1] and held[0] == trained[1] and held[1] == trained[0]
     res = json.loads((base / "recipe" / "seed0" / "kfold.json").read_text())
     kf = res["kfold"]
+    fold0 = json.loads((tmp_path / "synthetic-kfold2-fold0" / "recipe" / "seed0" / "result.json").read_text())
+    assert fold0["omp_wait_policy"] == "PASSIVE" and fold0["load_1m"] >= 0  # the load beside train img/s
     assert kf["folds"] == 2 and len(kf["map50_folds"]) == 2
     assert kf["line"]["n_defective"] + kf["line"]["n_clean"] == len(held[0] | held[1])
     table = (tmp_path / "quality_kfold.md").read_text()
