@@ -19,7 +19,7 @@ import argparse
 import io
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,13 @@ class EvalReport:
     split: str = "val"
     imgsz: int | list[int] | None = None
     escape_rule: str = "box"  # what catches a defective part: a correct box, or any detection (the line's reject)
+    detections: list[M.ImageDetections] | None = field(default=None, repr=False)  # per image (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return asdict(self)
+        """Plain JSON-able dict (without the detections)."""
+        d = asdict(replace(self, detections=None))
+        del d["detections"]
+        return d
 
     def save(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """Write ``val_report.json``, ``pr_curves.png`` and ``part_kpis.png`` atomically."""
@@ -295,6 +298,7 @@ def evaluate(
     dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
     report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape, escape_rule=escape_rule)
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
+    report.detections = dets  # for paired comparisons (the INT8 gate's bootstrap)
     return report
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from defectdet.errors import ConfigError
@@ -225,3 +226,55 @@ def test_cli_recalibrate_and_overkill_limit(models, monkeypatch, capsys):
     assert main(argv) == 2 and "overkill_rate rose 3.00 points (limit 2.00)" in capsys.readouterr().err
     assert main([*argv, "--max-overkill-rise", "3.5"]) == 0
     assert (models / "model.int8.thresholds.yaml").is_file()
+
+
+# ----------------------------------------------------------------------------- bootstrap: is a loss real?
+def test_a_loss_over_the_limit_is_refused_only_when_its_interval_is_above_zero():
+    fp32, int8 = report(map50=0.80), report(map50=0.76)  # 4 points over a 1-point limit
+    noisy = compare(fp32, int8, intervals={"mAP50": (-1.5, 9.0)})
+    assert noisy.decision == "pass" and any("includes no loss: not refused" in w for w in noisy.warnings)
+    real = compare(fp32, int8, intervals={"mAP50": (0.5, 9.0)})
+    assert real.decision == "refused" and "interval 0.5 to 9.0" in real.reasons[0]
+    assert compare(fp32, int8).decision == "refused"  # no interval measured: the point estimate decides
+    assert "0.5..9.0" in real.table()
+    with pytest.raises(ConfigError, match="gate-confidence=0.3"):
+        Limits(confidence=0.3)
+
+
+def _images(n, found_every=1, seed=0):
+    """n images, each with one 'scratch' defect; a detection on it in every ``found_every``-th image."""
+    from defectdet.metrics import ImageDetections
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        hit = i % found_every == 0
+        out.append(ImageDetections(boxes=[[10, 10, 50, 50]] if hit else np.zeros((0, 4)),
+                                   conf=[0.5 + 0.4 * rng.random()] if hit else [], cls=[0] if hit else [],
+                                   gt_boxes=[[10, 10, 50, 50]], gt_cls=[0], name=f"img{i}.png"))
+    return out
+
+
+def test_paired_intervals_see_a_real_loss_and_no_loss_between_equal_models():
+    from defectdet.export.gate_bootstrap import paired_intervals
+
+    names = ["scratch", "crack"]
+    mk = lambda dets: SimpleNamespace(detections=dets, thresholds={"scratch": 0.3, "crack": 0.3})  # noqa: E731
+    same = paired_intervals(mk(_images(40)), mk(_images(40)), names, n_boot=200)
+    assert same["mAP50"] == (0.0, 0.0) and same["recall[scratch]"] == (0.0, 0.0)
+    worse = paired_intervals(mk(_images(40)), mk(_images(40, found_every=2)), names, n_boot=200)
+    assert worse["recall[scratch]"][0] > 30  # half the defects lost: ~50 points, never near zero
+    assert worse["escape_rate"][0] > 30 and "recall[crack]" not in worse  # no crack labels: not measured
+    assert paired_intervals(mk(_images(40)), mk(_images(39)), names) == {}  # not the same images
+
+
+def test_run_gate_records_the_bootstrap_intervals(models):
+    fp32, int8 = report(map50=0.80), report(map50=0.80)
+    fp32.detections, int8.detections = _images(30), _images(30)
+    r = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", evaluator=FakeEvaluator(fp32, int8))
+    doc = json.loads((models / "model.int8.gate.json").read_text())
+    assert r.decision == "pass" and doc["bootstrap"]["level"] == 0.9
+    assert doc["bootstrap"]["intervals"]["mAP50"] == [0.0, 0.0]
+    r0 = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", Limits(confidence=0),
+                  evaluator=FakeEvaluator(fp32, int8))
+    assert all(c.interval is None for c in r0.checks)

@@ -10,7 +10,13 @@ so reusing it for INT8 would flag score jitter of 0.01 as lost defects). Refused
 
 * mAP50 drop > ``max_drop`` (default 1.0 point);
 * any class's recall drop > ``max_class_drop`` (default 2.0 points; classes without val labels skipped);
-* escape-rate rise > ``max_escape_rise`` (default 1.0 point).
+* escape-rate rise > ``max_escape_rise`` (default 1.0 point);
+
+and, when the reports carry their detections (the default evaluator), only where the loss is real:
+the 90% interval of a paired bootstrap over the val images (:mod:`defectdet.export.gate_bootstrap`)
+lies above zero. With 7-13 labels in a class one label moves its AP50 by several points; a loss
+over the limit whose interval includes no loss is reported, not refused (``confidence=0`` gates
+the point estimates alone).
 
 ``recalibrate=T`` (``--recalibrate 0.01``) instead gives each model its own thresholds, calibrated on
 val for escape <= T (as ``defectdet val --target-escape`` does), and compares the two operating
@@ -54,10 +60,14 @@ class Limits:
     max_class_drop: float = 2.0  # per-class recall at the operating thresholds (AP50 when recalibrated)
     max_escape_rise: float = 1.0  # part escape rate
     max_overkill_rise: float = 2.0  # part overkill rate (recalibrated gate only)
+    confidence: float = 0.9  # a loss over its limit refuses only when this bootstrap interval is above 0; 0 = off
 
     def __post_init__(self):
         for k, v in asdict(self).items():
-            if not v >= 0:  # also catches NaN
+            if k == "confidence":
+                if not (v == 0 or 0.5 <= v < 1):
+                    raise ConfigError(f"gate-confidence={v}: expected 0 (point estimates) or a level in [0.5, 1)")
+            elif not v >= 0:  # also catches NaN
                 raise ConfigError(f"{k.replace('_', '-')}={v}: expected a non-negative number of points")
 
 
@@ -71,6 +81,7 @@ class Check:
     loss: float
     limit: float | None  # None: reported, not gated
     ok: bool
+    interval: tuple[float, float] | None = None  # bootstrap interval of the loss, points (None: not measured)
 
 
 @dataclass
@@ -91,10 +102,12 @@ class GateResult:
 
     def table(self) -> str:
         """Printable comparison."""
-        rows = [f"{'metric':<24}{'FP32':>8}{'INT8':>8}{'loss':>8}{'limit':>8}  ok"]
+        rows = [f"{'metric':<24}{'FP32':>8}{'INT8':>8}{'loss':>8}{'limit':>8}{'interval':>16}  ok"]
         for c in self.checks:
             limit = "-" if c.limit is None else f"{c.limit:.2f}"
-            rows.append(f"{c.metric:<24}{c.fp32:>8.4f}{c.int8:>8.4f}{c.loss:>8.2f}{limit:>8}  {'yes' if c.ok else 'NO'}")
+            ci = "-" if c.interval is None else f"{c.interval[0]:.1f}..{c.interval[1]:.1f}"
+            rows.append(f"{c.metric:<24}{c.fp32:>8.4f}{c.int8:>8.4f}{c.loss:>8.2f}{limit:>8}{ci:>16}  "
+                        f"{'yes' if c.ok else 'NO'}")
         return "\n".join(rows)
 
 
@@ -103,39 +116,51 @@ def _get(report: Any, key: str) -> Any:
     return report.get(key) if isinstance(report, dict) else getattr(report, key, None)
 
 
-def _check(metric: str, a: float, b: float, limit: float | None, rise: bool = False) -> Check:
+def _check(metric: str, a: float, b: float, limit: float | None, rise: bool = False,
+           intervals: dict[str, tuple[float, float]] | None = None) -> Check:
     loss = 100.0 * ((b - a) if rise else (a - b))  # points
-    return Check(metric, float(a), float(b), loss, limit, limit is None or loss <= limit + 1e-9)
+    ci = (intervals or {}).get(metric)
+    real = ci is None or ci[0] > 0  # without an interval every loss over the limit counts
+    return Check(metric, float(a), float(b), loss, limit, limit is None or loss <= limit + 1e-9 or not real, ci)
 
 
-def compare(fp32: Any, int8: Any, limits: Limits = Limits(), recalibrated: bool = False) -> GateResult:
+def compare(fp32: Any, int8: Any, limits: Limits = Limits(), recalibrated: bool = False,
+            intervals: dict[str, tuple[float, float]] | None = None) -> GateResult:
     """The gate's decision from two evaluation reports (``map50``, ``map50_95``, ``escape_rate``,
     ``per_class[name]["recall"]`` as fractions); pure, so it is testable without models.
     ``recalibrated``: each report at its own calibrated thresholds: per-class ``ap50`` is gated
-    instead of recall, and ``overkill_rate`` too."""
+    instead of recall, and ``overkill_rate`` too. ``intervals`` ({metric: (low, high)} loss in
+    points, :func:`defectdet.export.gate_bootstrap.paired_intervals`): a loss over its limit is
+    refused only when its interval lies above zero."""
     key = "ap50" if recalibrated else "recall"
-    checks = [_check("mAP50", _get(fp32, "map50"), _get(int8, "map50"), limits.max_drop),
+    iv = intervals
+    checks = [_check("mAP50", _get(fp32, "map50"), _get(int8, "map50"), limits.max_drop, intervals=iv),
               _check("mAP50-95", _get(fp32, "map50_95"), _get(int8, "map50_95"), None)]
     pc32, pc8 = _get(fp32, "per_class") or {}, _get(int8, "per_class") or {}
     for name, row in pc32.items():
         if row.get("labels", 1) == 0:
             continue  # no val instances: recall is undefined
         r8 = (pc8.get(name) or {}).get(key, 0.0)  # a class the INT8 report lacks was never found
-        checks.append(_check(f"{'AP50' if recalibrated else 'recall'}[{name}]", row[key], r8, limits.max_class_drop))
+        checks.append(_check(f"{'AP50' if recalibrated else 'recall'}[{name}]", row[key], r8, limits.max_class_drop,
+                             intervals=iv))
     e32, e8 = _get(fp32, "escape_rate"), _get(int8, "escape_rate")
     warnings = []
     if e32 is not None and e8 is not None:
-        checks.append(_check("escape_rate", e32, e8, limits.max_escape_rise, rise=True))
+        checks.append(_check("escape_rate", e32, e8, limits.max_escape_rise, rise=True, intervals=iv))
     else:
         warnings.append("escape rate not measured by the evaluator: only mAP and recall were gated")
     o32, o8 = _get(fp32, "overkill_rate"), _get(int8, "overkill_rate")
     if recalibrated and o32 is not None and o8 is not None:
-        checks.append(_check("overkill_rate", o32, o8, limits.max_overkill_rise, rise=True))
+        checks.append(_check("overkill_rate", o32, o8, limits.max_overkill_rise, rise=True, intervals=iv))
     if _get(fp32, "map50") < VACUOUS_MAP50:
         warnings.append(f"FP32 mAP50 is {_get(fp32, 'map50'):.3f}: the model detects almost nothing, "
                         "so the gate cannot see an INT8 accuracy loss; train longer before trusting it")
     reasons = [f"{c.metric} {'rose' if c.metric.endswith('_rate') else 'dropped'} {c.loss:.2f} points "
-               f"(limit {c.limit:.2f})" for c in checks if not c.ok]
+               f"(limit {c.limit:.2f}" + (f"; interval {c.interval[0]:.1f} to {c.interval[1]:.1f})" if c.interval else ")")
+               for c in checks if not c.ok]
+    warnings += [f"{c.metric}: a loss of {c.loss:.2f} points is over its limit ({c.limit:.2f}) but its interval "
+                 f"({c.interval[0]:.1f} to {c.interval[1]:.1f}) includes no loss: not refused"
+                 for c in checks if c.ok and c.limit is not None and c.loss > c.limit + 1e-9]
     return GateResult(passed=not reasons, forced=False, checks=checks, reasons=reasons, warnings=warnings)
 
 
@@ -220,7 +245,13 @@ def run_gate(
           f"thresholds: {source})")
     r32 = evaluate(str(fp32), data, **kw)
     r8 = evaluate(str(int8), data, **kw)
-    result = compare(r32, r8, limits, recalibrated=recalibrate is not None)
+    intervals = {}
+    if limits.confidence:
+        from .gate_bootstrap import paired_intervals
+
+        names = list(_get(r32, "per_class") or {})
+        intervals = paired_intervals(r32, r8, names, escape_rule, level=limits.confidence)
+    result = compare(r32, r8, limits, recalibrated=recalibrate is not None, intervals=intervals)
     result.forced = force and not result.passed
     own = None
     if recalibrate is not None:
@@ -229,7 +260,8 @@ def run_gate(
         own = {str(k): float(v) for k, v in (_get(r8, "thresholds") or {}).items()}
         write_thresholds(r8, thresholds_path(int8))  # the same YAML `defectdet val --target-escape` writes
     doc = {"decision": result.decision, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "limits": asdict(limits), "thresholds": source, "data": str(data), "fp32_model": str(fp32),
+           "limits": asdict(limits), "bootstrap": {"level": limits.confidence, "intervals": intervals},
+           "thresholds": source, "data": str(data), "fp32_model": str(fp32),
            "int8_model": str(int8), "checks": [asdict(c) for c in result.checks], "reasons": result.reasons,
            "warnings": result.warnings, "fp32": _compact(r32), "int8": _compact(r8)}
     _record(result, int8, doc, own)
@@ -258,6 +290,9 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"largest part escape-rate rise, points (default {d.max_escape_rise})")
     g.add_argument("--max-overkill-rise", type=float, default=d.max_overkill_rise,
                    help=f"largest part overkill-rate rise with --recalibrate, points (default {d.max_overkill_rise})")
+    g.add_argument("--gate-confidence", type=float, default=d.confidence,
+                   help="refuse a loss over its limit only when this paired-bootstrap interval over the val images lies "
+                        f"above zero (default {d.confidence}; 0 = the point estimates alone)")
     g.add_argument("--thresholds", default=None, help="thresholds YAML (defectdet val --target-escape) for both models")
     g.add_argument("--recalibrate", type=float, default=None, metavar="ESCAPE",
                    help="calibrate each model's own thresholds on val for this escape rate (e.g. 0.01) and compare "
@@ -270,7 +305,7 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
 
 def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> int:
     """Run the gate with parsed arguments; 0 when passed or forced (refusal raises)."""
-    limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise, a.max_overkill_rise)
+    limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise, a.max_overkill_rise, a.gate_confidence)
     run_gate(fp32, int8, data, limits, force=a.force, max_images=a.max_images, thresholds=a.thresholds,
              recalibrate=a.recalibrate, escape_rule=a.escape_rule)
     return 0
