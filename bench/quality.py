@@ -347,7 +347,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="also copy every arm's result.json into this folder, in the cache's layout "
                                      "(small, to commit: --report-only --out ARCHIVE rebuilds the table without the runs)")
     p.add_argument("--page", "--readme", dest="page",
-                   help="also write the table into this docs page (docs/quality.md) between <!-- MARKER:start/end --> lines")
+                   help="also write the table into this docs page (docs/quality.md) between the "
+                        "<!-- MARKER:start/end --> lines")
     p.add_argument("--marker", default="quality-table", help="the marker in --page (default: quality-table)")
     p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
     p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")

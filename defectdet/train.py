@@ -142,7 +142,7 @@ def check_numbers(ul_args: dict[str, Any]) -> None:
 
 def check_threads(value) -> int:
     """threads=N (N >= 1), or None/"auto": every core (ultralytics itself takes os.cpu_count() - 1,
-    which leaves one of two cores idle; measured: all cores gave 1.49x the images/s on 2 cores)."""
+    which leaves one of two cores idle; measured in docs/training.md)."""
     if value is None or value == "auto":
         return max(os.cpu_count() or 1, 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -190,7 +190,7 @@ def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any], stats: Optional[
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given.
     ``stats``: the data as training sees it (``recipe.resolve_auto``), for ``cls_loss=auto``."""
     # Default auto: on DeepPCB's rare split the recommended focal preset had about twice BCE's mAP50,
-    # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (README,
+    # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (docs/quality.md,
     # "Quality benchmark").
     cls_loss = ours.get("cls_loss", DEFAULT_CLS_LOSS)
     if cls_loss == "auto":

@@ -52,7 +52,8 @@ def test_every_bench_table_has_its_markers_in_the_page_its_script_writes():
     for marker, page in TABLES.items():
         text = (DOCS / page).read_text()
         start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-        assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end), (page, marker)
+        assert text.count(start) == 1 and text.count(end) == 1, (page, marker)
+        assert text.index(start) < text.index(end), (page, marker)
         for other in _pages():
             if other.name != page:
                 assert start not in other.read_text(), f"{marker} is written into {page}, not {other.name}"
@@ -71,12 +72,16 @@ def test_every_page_is_in_the_nav():
     assert listed == {p.name for p in DOCS.glob("*.md")}, "add the page to mkdocs.yml's nav"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
+HAVE_MKDOCS = all(importlib.util.find_spec(m) is not None for m in ("mkdocs", "material"))
+
+
+@pytest.mark.skipif(not HAVE_MKDOCS,
                     reason="mkdocs-material is not installed (pip install -e '.[dev]')")
 def test_the_site_builds_strictly(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+    site = tmp_path / "site"
+    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     warnings = [line for line in run.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
     assert run.returncode == 0, "\n".join(warnings) or run.stderr[-2000:]
-    assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "img" / "operator-page.png").is_file()
+    assert (site / "index.html").is_file() and (site / "img" / "operator-page.png").is_file()

@@ -34,7 +34,8 @@ def test_inspect_ranges_come_from_the_schema():
     from defectdet.station import settings as S
 
     assert S.RANGES == INSPECT.ranges() and S.Range is Range
-    numeric = [k.name for k in INSPECT if isinstance(k.default, (int, float)) and not isinstance(k.default, bool)]
+    numeric = [k.name for k in INSPECT
+               if isinstance(k.default, (int, float)) and not isinstance(k.default, bool)]
     unchecked = set(numeric) - set(S.RANGES) - set(S.DETECTOR_KEYS)
     assert not unchecked, f"declare a range for {sorted(unchecked)} in defectdet/settings/inspect.py"
 
@@ -106,7 +107,8 @@ def test_train_help_names_every_defectdet_key(capsys):
     ("epochs", 0, "a whole number >= 1"), ("imgsz", -5, "a whole number of pixels >= 32"),
     ("batch", 0, "a whole number >= 1, -1 (auto)"), ("batch", 1.5, "a whole number >= 1, -1 (auto) or a GPU"),
     ("workers", -1, "a whole number >= 0"), ("seed", "x", "a whole number >= 0"),
-    ("lr0", 0, "a number > 0"), ("lr0", float("nan"), "a number > 0"), ("patience", True, "a whole number >= 0"),
+    ("lr0", 0, "a number > 0"), ("lr0", float("nan"), "a number > 0"),
+    ("patience", True, "a whole number >= 0"),
 ])
 def test_train_bad_numbers_are_one_line_errors_naming_the_key(key, value, expected):
     pytest.importorskip("torch")
@@ -140,7 +142,8 @@ def test_schema_checks_nested_and_flat_values_and_types_them():
     assert s.defaults() == {"n": 1, "sec": {"f": 0.5}, "free": None}
     with pytest.raises(ConfigError, match=r"^sec\.f=2: expected a number in \[0, 1\]$"):
         s.check({"sec": {"f": 2}})
-    assert s["n"].describe() == "an integer >= 1" and Key("k", None, "d", kind=str).describe() == "null or a string"
+    assert s["n"].describe() == "an integer >= 1"
+    assert Key("k", None, "d", kind=str).describe() == "null or a string"
 
 
 # ------------------------------------------------------------------ defaults the docs state
@@ -160,7 +163,7 @@ def test_the_recipe_tables_defaults_are_the_codes():
         stated = code or word
         if default is ULTRALYTICS or default is None:
             continue  # "every core", "auto (ultralytics' default)": said in words
-        assert yaml.safe_load(stated) == default, f"docs/training.md says {key} defaults to {stated}, the code {default}"
+        assert yaml.safe_load(stated) == default, f"training.md: {key} defaults to {stated}, code: {default}"
 
 
 STATED = re.compile(r"defaults? (?:to |is )?`([a-z_.]+)(?:=|: )([^`]+)`"

@@ -12,7 +12,8 @@ torch-free and light (stdlib + :mod:`defectdet.errors`): the station on the Jets
   the command merges its layers onto, and the ranges its merged settings are checked against.
 
 The schemas: :mod:`.inspect` (``defectdet inspect``), :mod:`.train` (``defectdet train``).
-``tools/settings_doc.py`` writes ``docs/settings.md`` and ``configs/inspect.yaml`` from them;
+``python -m defectdet.settings.render`` (:mod:`.render`) writes ``docs/settings.md`` and
+``configs/inspect.yaml`` from them;
 ``tests/test_settings_schema.py`` keeps the commands, the files and the docs in step.
 """
 
@@ -29,7 +30,8 @@ ULTRALYTICS = object()  # the default of a key that ultralytics owns: whatever i
 
 @dataclass(frozen=True)
 class Range:
-    """A number (``kind`` int or float) in [low, high]; ``open_low``: low itself excluded; ``nullable``: null allowed."""
+    """A number (``kind`` int or float) in [low, high]; ``open_low``: low itself excluded;
+    ``nullable``: null allowed."""
 
     kind: type = float
     low: Optional[float] = 0
@@ -138,7 +140,7 @@ class Schema:
         return [k.name for k in self.keys]
 
     def defaults(self) -> dict[str, Any]:
-        """The defaults as a nested mapping (``snapshots.quota_mb`` -> ``{"snapshots": {"quota_mb": ...}}``)."""
+        """The defaults as a nested mapping (``a.b`` -> ``{"a": {"b": ...}}``)."""
         out: dict[str, Any] = {}
         for k in self.keys:
             *parents, leaf = k.name.split(".")

@@ -1,11 +1,11 @@
 """``defectdet inspect``: every key of the live inspection loop, declared once.
 
-``configs/inspect.yaml`` is written from this list by ``tools/settings_doc.py`` (a test checks the
-committed file is what it writes), and so is the inspect table of ``docs/settings.md``; the
+``configs/inspect.yaml`` is written from this list by ``python -m defectdet.settings.render`` (a test
+checks the committed file is what it writes), and so is the inspect table of ``docs/settings.md``; the
 station's range check (:data:`defectdet.station.settings.RANGES`) is :meth:`Schema.ranges` of it;
 ``defectdet.station.inspect_cli.DEFAULTS`` and the sink registry's section defaults are checked
 against it by ``tests/test_settings_schema.py``. A new key (a new output's, say) goes here, with its
-default, range and doc; then run ``python tools/settings_doc.py``.
+default, range and doc; then run ``python -m defectdet.settings.render``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ HEADER = (
     "defectdet inspect: the live inspection loop. Every key is listed with its default.",
     "Later layers win: this file <- --config FILE <- key=value overrides (dotted for nested keys,",
     "e.g. snapshots.quota_mb=100) <- flags (--model, --source, --out, --max-frames, --duration, ...).",
-    "Written by `python -m defectdet.settings.render` from defectdet/settings/inspect.py: edit the keys there.",
+    "Written by `python -m defectdet.settings.render` from defectdet/settings/inspect.py: edit keys there.",
 )
 
 _CONF = "a number in [0, 1] (the Detector checks it)"
@@ -43,7 +43,8 @@ KEYS = [
         "confidence threshold of classes without their own (a detection counts when conf > threshold)",
         kind=float, expected=_CONF),
     Key("iou", 0.7, "NMS IoU threshold (class-aware)", kind=float, expected=_CONF),
-    Key("max_det", 100, "most detections kept per frame", kind=int, expected="an integer >= 1 (the Detector checks it)"),
+    Key("max_det", 100, "most detections kept per frame", kind=int,
+        expected="an integer >= 1 (the Detector checks it)"),
     Key("thresholds", None,
         "per-class thresholds YAML {thresholds: {class: conf}} from `defectdet val --target-escape`;",
         kind=str, more=("overrides the model sidecar's thresholds, which override conf",)),
@@ -168,8 +169,8 @@ KEYS = [
         "triggers waiting to be posted; beyond that new ones are dropped (and counted)",
         range=Range(int, 1)),
     Key("signals.modbus.enabled", False,
-        "Modbus TCP client to the PLC (needs pymodbus: pip install 'defectdet[station]'); map in docs/station.md",
-        kind=bool),
+        "Modbus TCP client to the PLC (needs pymodbus: pip install 'defectdet[station]');",
+        kind=bool, more=("the register map: docs/station.md",)),
     Key("signals.modbus.host", "127.0.0.1", "the PLC's address", kind=str),
     Key("signals.modbus.port", 502, "Modbus TCP port", range=Range(int, 1, 65535)),
     Key("signals.modbus.unit", 1, "unit (device/slave) id the PLC answers to", range=Range(int, 0, 255)),

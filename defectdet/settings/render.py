@@ -31,7 +31,7 @@ def yaml_value(value: Any) -> str:
 
 
 def render_yaml(schema: Schema = INSPECT, header: tuple = HEADER) -> str:
-    """The commented YAML file of ``schema``: sections opened as their keys come, each key with its comment."""
+    """The commented YAML file of ``schema``: sections opened as their keys come, each key commented."""
     lines = [f"# {h}" for h in header] + [""]
     open_path: list[str] = []
     for key in schema:
@@ -93,16 +93,17 @@ def render_markdown() -> str:
         "## defectdet inspect",
         "",
         "Layers, later winning: these defaults, `configs/inspect.yaml` (or `--config FILE`), `key=value`",
-        "overrides (dotted for nested keys: `snapshots.quota_mb=100`), then the flags (`--model`, `--source`,",
-        "`--out`, ...). Keys whose values read \"see the description\" are checked where they are used.",
+        "overrides (dotted for nested keys: `snapshots.quota_mb=100`), then the flags (`--model`,",
+        "`--source`, `--out`, ...). Keys whose values read \"see the description\" are checked where they",
+        "are used.",
         "",
         *table(INSPECT),
         "",
         "## defectdet train",
         "",
-        "`defectdet train [--config PRESET_OR_FILE] key=value ...`: every ultralytics training argument, plus",
-        "the keys below. For the ultralytics keys listed, defectdet checks the value before training starts",
-        "(the default is ultralytics' own unless stated); the loss and recipe keys are explained in",
+        "`defectdet train [--config PRESET_OR_FILE] key=value ...`: every ultralytics training argument,",
+        "plus the keys below. For the ultralytics keys listed, defectdet checks the value before training",
+        "starts (the default is ultralytics' own unless stated); the loss and recipe keys are explained in",
         "[training and the recipe](training.md).",
         "",
         *table(TRAIN),
@@ -114,7 +115,8 @@ TARGETS = {"configs/inspect.yaml": render_yaml, "docs/settings.md": render_markd
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m defectdet.settings.render", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m defectdet.settings.render",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a file differs")
     ap.add_argument("--root", default=str(ROOT), help="the checkout to write into (default: this one)")
     a = ap.parse_args(argv)

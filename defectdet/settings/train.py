@@ -35,8 +35,8 @@ _P = "a probability in [0, 1]"
 # ultralytics' arguments whose bad values would otherwise end in a traceback or be silently bent
 # (imgsz=-5 trains at 32), and the two whose defaults defectdet sets.
 ULTRALYTICS_KEYS = [
-    Key("model", "yolo11n.yaml", "a model yaml (from scratch), a .pt to fine-tune, or a defectdet model by name "
-        "(defectdet-pico.yaml: configs/models/)", kind=str),
+    Key("model", "yolo11n.yaml", "a model yaml (from scratch), a .pt to fine-tune, or a defectdet model "
+        "by name (defectdet-pico.yaml: configs/models/)", kind=str),
     Key("project", "runs/train", "where run folders go (<project>/<name>)", kind=str),
     Key("epochs", ULTRALYTICS, "training epochs", test=lambda v: _int(v) and v >= 1,
         expected="a whole number >= 1"),

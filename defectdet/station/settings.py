@@ -27,7 +27,8 @@ RANGES: dict[str, Range] = INSPECT.ranges()
 
 
 def check_numbers(cfg: Mapping[str, Any], ranges: Mapping[str, Range] = RANGES) -> dict[str, Any]:
-    """A copy of the merged config with every key of ``ranges`` checked and typed (ConfigError on the first bad one)."""
+    """A copy of the merged config with every key of ``ranges`` checked and typed (ConfigError on the
+    first bad one)."""
     out = _copy(cfg)
     for key, rng in ranges.items():
         *parents, leaf = key.split(".")
