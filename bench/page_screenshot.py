@@ -1,6 +1,6 @@
 """Refresh ``docs/img/operator-page.png``, the picture of the operator page in the README and
-docs/station.md, from a real run: the browser test (``defectdet inspect --serve`` on ``synthetic://``, headless chromium) copies its
-screenshot there.
+docs/station.md, from a real run: the browser test (``defectdet inspect --serve`` on ``synthetic://``,
+headless chromium) copies its screenshot there.
 
     python bench/page_screenshot.py [--out docs/img/operator-page.png]
 """
