@@ -40,6 +40,43 @@ def test_inspect_ranges_come_from_the_schema():
     assert not unchecked, f"declare a range for {sorted(unchecked)} in defectdet/settings/inspect.py"
 
 
+def test_inspect_flags_are_schema_keys_with_the_schemas_choices():
+    """Each ``defectdet inspect --flag`` sets the schema key of its name (--show and --serve: display.show and
+    the page), with the schema's choices, so --help and the settings reference cannot drift apart."""
+    from defectdet.station.inspect_cli import _parser
+
+    special = {"config": None, "show": "display.show", "serve": "page.bind", "help": None, "overrides": None}
+    for action in _parser()._actions:
+        key = special.get(action.dest, action.dest)
+        if key is None:
+            continue
+        assert key in INSPECT.names(), f"--{action.dest.replace('_', '-')} sets no declared key"
+        if action.choices:
+            assert tuple(action.choices) == INSPECT[key].choices, action.dest
+
+
+def test_the_registrys_number_reads_are_declared_ranges_of_the_same_kind():
+    """A builder's ``s.number("key", int)`` reads a key the schema declares, with a range of that kind
+    (so the value it reads was already checked and typed by the merged config's check)."""
+    import ast
+
+    from defectdet.station import registry
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    section_of = {c.args[2].id: c.args[0].value for c in ast.walk(tree)
+                  if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "SinkEntry"}
+    reads = 0
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in section_of):
+        for c in ast.walk(fn):
+            if isinstance(c, ast.Call) and getattr(c.func, "attr", "") == "number":
+                key = f"{section_of[fn.name]}.{c.args[0].value}"
+                kind = c.args[1].id if len(c.args) > 1 else "float"
+                assert key in INSPECT.ranges(), f"{key}: read as a number by the registry, no range declared"
+                assert INSPECT[key].range.kind.__name__ == kind, f"{key}: read as {kind}"
+                reads += 1
+    assert reads >= 20
+
+
 def test_the_yaml_file_is_the_one_the_schema_writes():
     text = (ROOT / "configs" / "inspect.yaml").read_text()
     assert text == R.render_yaml(), "run: python -m defectdet.settings.render"
