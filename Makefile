@@ -15,7 +15,7 @@ else
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-fast lint docs bench clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check defectdet tests bench
+
+# The user guide (docs/, mkdocs.yml) -> site/; --strict: a broken link or anchor fails. settings.md and
+# configs/inspect.yaml are written from defectdet/settings first.
+docs: $(STAMP)
+	$(PY) -m defectdet.settings.render
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

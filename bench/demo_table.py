@@ -1,7 +1,7 @@
-"""The README's table of one `make demo` run, written from that run's files (never typed).
+"""The table of one `make demo` run in docs/demo.md, written from that run's files (never typed).
 
     defectdet demo                                  # writes runs/demo/summary.yaml (+ the INT8 gate report)
-    python bench/demo_table.py --readme README.md   # rewrites the README block between the demo-table markers
+    python bench/demo_table.py --page docs/demo.md  # rewrites the page's block between the demo-table markers
 
 Reads ``<run>/summary.yaml`` (what ``defectdet demo`` measured: settings, what ``auto`` resolved to,
 per-class AP50, part KPIs, parity, conveyor scoring, step times) and the INT8 gate report it names.
@@ -18,7 +18,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality_report import update_readme  # noqa: E402
+from bench.quality_report import update_page  # noqa: E402
 from defectdet.config import load_yaml  # noqa: E402
 from defectdet.errors import ConfigError  # noqa: E402
 
@@ -122,12 +122,12 @@ def load_run(run: Path) -> tuple[dict, dict | None]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default="runs/demo", help="the demo's output folder (default runs/demo)")
-    p.add_argument("--readme", help="rewrite this README's demo-table block")
+    p.add_argument("--page", "--readme", dest="page", help="rewrite this docs page's demo-table block (docs/demo.md)")
     a = p.parse_args(argv)
     try:
         text = table(*load_run(Path(a.run)))
-        if a.readme:
-            update_readme(Path(a.readme), MARKER, text)
+        if a.page:
+            update_page(Path(a.page), MARKER, text)
     except ConfigError as e:
         print(f"demo_table: error: {e}", file=sys.stderr)
         return 2

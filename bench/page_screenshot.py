@@ -1,8 +1,8 @@
-"""Refresh ``docs/operator-page.png``, the README's picture of the operator page, from a real run:
-the browser test (``defectdet inspect --serve`` on ``synthetic://``, headless chromium) copies its
-screenshot there.
+"""Refresh ``docs/img/operator-page.png``, the picture of the operator page in the README and
+docs/station.md, from a real run: the browser test (``defectdet inspect --serve`` on ``synthetic://``,
+headless chromium) copies its screenshot there.
 
-    python bench/page_screenshot.py [--out docs/operator-page.png]
+    python bench/page_screenshot.py [--out docs/img/operator-page.png]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "docs" / "operator-page.png"), help="where the PNG goes")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "operator-page.png"), help="where the PNG goes")
     a = ap.parse_args(argv)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DEFECTDET_PAGE_SCREENSHOT": str(Path(a.out).resolve()), "PYTHONPATH": str(ROOT)}

@@ -78,7 +78,7 @@ from bench.quality_report import (  # noqa: E402,F401  (aggregate & co. are this
     plot_bars,
     plot_pr,
     report,
-    update_readme,
+    update_page,
 )
 from defectdet import metrics as M  # noqa: E402  (numpy only)
 from defectdet.config import atomic_write_text, load_yaml  # noqa: E402
@@ -358,8 +358,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="rebuild the table and plots from the cached JSON")
     p.add_argument("--archive", help="also copy every arm's result.json into this folder, in the cache's layout "
                                      "(small, to commit: --report-only --out ARCHIVE rebuilds the table without the runs)")
-    p.add_argument("--readme", help="also write the table into this README between <!-- MARKER:start/end --> lines")
-    p.add_argument("--marker", default="quality-table", help="the README marker of --readme (default: quality-table)")
+    p.add_argument("--page", "--readme", dest="page",
+                   help="also write the table into this docs page (docs/quality.md) between the "
+                        "<!-- MARKER:start/end --> lines")
+    p.add_argument("--marker", default="quality-table", help="the marker in --page (default: quality-table)")
     p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
     p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")
     p.add_argument("--max-val-images", type=int, help="evaluate an evenly spaced val subset (smoke runs)")
@@ -454,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                         atomic_write_text(kept, json.dumps(res, indent=1) + "\n")
     text = report(out)
     print(text)
-    if opts.readme:
-        print(f"written: {update_readme(Path(opts.readme), opts.marker, text)} ({opts.marker})")
+    if opts.page:
+        print(f"written: {update_page(Path(opts.page), opts.marker, text)} ({opts.marker})")
     print(f"written: {out / 'quality.md'}, quality.json, quality_pr.png, quality_bars.png")
     return 0
 

@@ -74,7 +74,7 @@ def _cell(values: list[float], spec: str) -> str:
 
 
 def markdown_table(rows: list[dict], fp_per_image: float = FP_PER_IMAGE) -> str:
-    """The README table: one line per (data, arm), median ± half-range over seeds."""
+    """The docs' table (docs/quality.md): one line per (data, arm), median ± half-range over seeds."""
     heads = [h.format(fp=fp_per_image) for _, h, _ in COLUMNS]
     out = ["| data | arm | loss | seeds | " + " | ".join(heads) + " |", "|" + "---|" * (4 + len(heads))]
     for r in rows:
@@ -190,14 +190,14 @@ def report(out: Path) -> str:
     return text
 
 
-def update_readme(readme: Path, marker: str, text: str) -> Path:
-    """Replace what lies between ``<!-- {marker}:start -->`` and ``<!-- {marker}:end -->`` in
-    ``readme`` with ``text`` (the README's tables are the script's output, never typed)."""
+def update_page(page: Path, marker: str, text: str) -> Path:
+    """Replace what lies between ``<!-- {marker}:start -->`` and ``<!-- {marker}:end -->`` in the docs
+    ``page`` with ``text`` (the docs' measured tables are the scripts' output, never typed)."""
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    doc = readme.read_text()
+    doc = page.read_text()
     if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
-        raise ConfigError(f"{readme}: expected one '{start}' line followed by one '{end}' line")
+        raise ConfigError(f"{page}: expected one '{start}' line followed by one '{end}' line")
     head, rest = doc.split(start)
     _, tail = rest.split(end)
-    return atomic_write_text(readme, f"{head}{start}\n{text.strip()}\n{end}{tail}")
+    return atomic_write_text(page, f"{head}{start}\n{text.strip()}\n{end}{tail}")
 

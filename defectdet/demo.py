@@ -22,11 +22,9 @@ from .config import dump_yaml
 # sampling=auto draws defective parts for half of every epoch, paste=0.5 pastes defects onto half the
 # good parts drawn. defectdet-pico (10x fewer FLOPs than yolo11n) gets more optimizer steps per CPU
 # minute. Thresholds are calibrated (and the INT8 gate compares) as the line decides: any detection
-# rejects a part. Measured (2 threads, AdamW lr0 0.003 from optimizer=auto): mAP50 0.648, escape 3.2%
-# at 1.7% overkill; INT8 with minmax ranges passes the gate (entropy and percentile ranges were refused
-# for this model: README, "What make demo does"). At ultralytics' lr0 0.00125: mAP50 0.525, 19.8%
-# overkill. Without paste: mAP50 0.349, scratch and dent not learnt, 84% overkill. Before the recipe:
-# 15% defective at 160 px with yolo11n gave mAP50 0.035 (20% uniform: <= 0.001).
+# rejects a part. INT8 activation ranges are minmax (entropy and percentile ranges were refused by the
+# gate for this model). What a run measures, and what the earlier settings gave, is in docs/demo.md: its
+# table is written by bench/demo_table.py from the run's summary.yaml, never typed here.
 DEMO = {
     "images": 520,  # parts, 15% defective: mostly good parts, as on a line
     "val_fraction": 0.4,  # 312 train, 208 val parts: enough defects per class for the KPIs and the INT8 gate
@@ -42,7 +40,7 @@ DEMO = {
     "paste": 0.5,  # probability that a good part gets defects pasted from the defective ones
     "target_escape": 0.05,  # calibrate thresholds for at most 5% escaped defective parts
     "calib_images": 64,  # INT8 calibration images from the train split, half of them defective
-    "quant_method": "minmax",  # INT8 activation ranges (defectdet quantize --method); see the README's demo section
+    "quant_method": "minmax",  # INT8 activation ranges (defectdet quantize --method); why: docs/demo.md
     "seed": 0,
 }
 # Training settings for a short from-scratch CPU run: an optimizer step every batch (nbs = batch),

@@ -39,6 +39,7 @@ from .config import config_file, dump_yaml, load_yaml, merged, parse_overrides, 
 from .errors import ConfigError, TrainingError
 from .offline import setup_ultralytics
 from .recipe import RECIPE_KEYS, TrainDataCallback, check_recipe, resolve_auto
+from .settings.train import TRAIN
 
 CLS_LOSSES = losses.CLS_LOSSES  # the registry: losses.CLS_LOSS_SPECS (function, defaults, gain)
 DEFAULT_CLS_LOSS = "auto"
@@ -133,38 +134,15 @@ class CpuThreads:
             print(f"defectdet: training on the CPU with {self.n} thread(s)")
 
 
-# ultralytics training arguments whose bad values would otherwise end in a traceback or be silently bent
-# (imgsz=-5 trains at 32): key -> (test, what was expected)
-_NUMBER_RULES = {
-    "epochs": (lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
-    "imgsz": (lambda v: _is_int(v) and v >= 32, "a whole number of pixels >= 32 (a multiple of 32)"),
-    "batch": (lambda v: (_is_int(v) and (v >= 1 or v == -1)) or (isinstance(v, float) and 0 < v < 1),
-              "a whole number >= 1, -1 (auto) or a GPU memory fraction in (0, 1)"),
-    "workers": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-    "lr0": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "patience": (lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
-}
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def check_numbers(ul_args: dict[str, Any]) -> None:
-    """ConfigError naming the first training key whose value is out of range or not a number."""
-    for key, (ok, expected) in _NUMBER_RULES.items():
-        if key in ul_args and ul_args[key] is not None and not ok(ul_args[key]):
-            raise ConfigError(f"{key}={ul_args[key]!r}: expected {expected}")
+    """ConfigError naming the first training key whose value is out of range or not a number (the rules:
+    defectdet.settings.train)."""
+    TRAIN.check(ul_args)
 
 
 def check_threads(value) -> int:
     """threads=N (N >= 1), or None/"auto": every core (ultralytics itself takes os.cpu_count() - 1,
-    which leaves one of two cores idle; measured: all cores gave 1.49x the images/s on 2 cores)."""
+    which leaves one of two cores idle; measured in docs/training.md)."""
     if value is None or value == "auto":
         return max(os.cpu_count() or 1, 1)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -212,7 +190,7 @@ def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any], stats: Optional[
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given.
     ``stats``: the data as training sees it (``recipe.resolve_auto``), for ``cls_loss=auto``."""
     # Default auto: on DeepPCB's rare split the recommended focal preset had about twice BCE's mAP50,
-    # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (README,
+    # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (docs/quality.md,
     # "Quality benchmark").
     cls_loss = ours.get("cls_loss", DEFAULT_CLS_LOSS)
     if cls_loss == "auto":

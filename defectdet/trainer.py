@@ -12,9 +12,8 @@ It also owns defectdet's one change to ``optimizer=auto`` (ultralytics' default)
 AdamW at lr0 = 0.002·5/(4+nc), a rate fitted for fine-tuning pretrained weights, and accumulates
 gradients to a nominal batch ``nbs`` of 64) that trains from scratch (a ``*.yaml`` model, no
 ``pretrained=`` weights file) gets AdamW at ``SCRATCH_LR0`` with an optimizer step every batch
-(``nbs`` = batch) instead. Measured on DeepPCB's rare split at the CPU budget (bench/quality.py, the
-same images seen): mAP50 0.68 at ultralytics' choice, 0.80 at lr0 0.003 (arm ``+lr3``, two seeds),
-0.85 with a step every batch as well (``+lr3+nbs16``). Like ultralytics' own auto (which ignores
+(``nbs`` = batch) instead; why, with the measurements (bench/quality.py's arms ``+lr3`` and
+``+lr3+nbs16`` on DeepPCB's rare split): docs/quality.md. Like ultralytics' own auto (which ignores
 ``lr0`` and ``momentum``), it ignores ``lr0``, ``momentum`` and ``nbs``; a user's ``.pt``, an explicit
 optimizer or a long run keep ultralytics' choice.
 """

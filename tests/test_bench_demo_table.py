@@ -1,4 +1,4 @@
-"""bench/demo_table.py: the README's demo table comes from the run's summary.yaml and gate report."""
+"""bench/demo_table.py: the docs' demo table (docs/demo.md) comes from the run's summary.yaml and gate report."""
 
 from __future__ import annotations
 
@@ -70,13 +70,13 @@ def test_a_summary_from_an_older_demo_is_a_clear_error():
         T.table(s, None)
 
 
-def test_main_rewrites_the_readme_block(tmp_path, capsys):
+def test_main_rewrites_the_pages_block(tmp_path, capsys):
     gate = tmp_path / "model.int8.gate.json"
     gate.write_text(json.dumps(GATE))
     dump_yaml(tmp_path / "summary.yaml", _summary(gate="refused", gate_report=str(gate)))
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "demo.md"
     readme.write_text("intro\n<!-- demo-table:start -->\nSTALE ROW\n<!-- demo-table:end -->\nafter\n")
-    assert T.main(["--run", str(tmp_path), "--readme", str(readme)]) == 0
+    assert T.main(["--run", str(tmp_path), "--page", str(readme)]) == 0
     doc = readme.read_text()
     assert "STALE ROW" not in doc and doc.startswith("intro\n<!-- demo-table:start -->\n| step | result |")
     assert doc.endswith("| total | 166 s |\n<!-- demo-table:end -->\nafter\n") and "refused for" in doc

@@ -268,12 +268,12 @@ def test_interrupted_arm_resumes_from_last_checkpoint(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out and res["fingerprint"]["epochs"] == 2
 
 
-def test_update_readme_replaces_only_the_marked_table(tmp_path):
-    update_readme = Q.update_readme
-    readme = tmp_path / "README.md"
+def test_update_page_replaces_only_the_marked_table(tmp_path):
+    update_page = Q.update_page
+    readme = tmp_path / "quality.md"
     readme.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nafter\n")
-    update_readme(readme, "t", "| new |\n")
+    update_page(readme, "t", "| new |\n")
     assert readme.read_text() == "intro\n<!-- t:start -->\n| new |\n<!-- t:end -->\nafter\n"
     readme.write_text("no markers\n")
     with pytest.raises(Q.ConfigError, match="expected one '<!-- t:start -->' line"):
-        update_readme(readme, "t", "x")
+        update_page(readme, "t", "x")

@@ -74,9 +74,9 @@ def test_quantize_step_uses_the_demo_calibration_and_falls_back_to_fp32_when_ref
     assert seen["gate"] == {"recalibrate": 0.05, "escape_rule": "any"}  # each model at its own thresholds, line rule
 
 
-def test_summary_yaml_has_what_the_readme_table_needs(tmp_path, monkeypatch):
+def test_summary_yaml_has_what_the_demo_table_needs(tmp_path, monkeypatch):
     """run_demo with every heavy step faked: summary.yaml is written (plain YAML) and bench/demo_table.py
-    turns it into the README table, so a real demo run's numbers reach the README untyped."""
+    turns it into the docs table (docs/demo.md), so a real demo run's numbers reach the docs untyped."""
     import json
 
     import benchscripts

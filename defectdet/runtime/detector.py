@@ -166,7 +166,7 @@ class Detector:
         one after another. ``timings`` holds the last frame's pre / infer / post. A tiled Detector
         runs frame by frame. Frames are read from ``frames`` in the calling thread. It pays where
         the CPU idles while the model runs (a GPU backend); on a CPU that ONNX Runtime keeps busy it
-        measured level with frame-by-frame calls (bench/runtime.py path (d), README)."""
+        measured level with frame-by-frame calls (bench/runtime.py path (d), docs/benchmarks.md)."""
         if not self.stageable:
             for frame in frames:
                 yield self(frame)

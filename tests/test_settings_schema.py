@@ -1,0 +1,226 @@
+"""The settings schema (defectdet/settings): every key a command accepts is declared there once, and
+the commands, configs/inspect.yaml, docs/settings.md and the defaults the docs state agree with it."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from defectdet.errors import ConfigError
+from defectdet.settings import ULTRALYTICS, Key, Range, Schema, flat_names
+from defectdet.settings import render as R
+from defectdet.settings.inspect import INSPECT
+from defectdet.settings.train import TRAIN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _documented(page: str, heading: str) -> list[str]:
+    """The keys of the table under ``## heading`` in docs/<page>."""
+    text = (ROOT / "docs" / page).read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", text, re.M)
+
+
+# ------------------------------------------------------------------ defectdet inspect
+def test_inspect_accepts_exactly_the_declared_keys_with_their_defaults():
+    from defectdet.station.inspect_cli import DEFAULTS
+
+    assert sorted(flat_names(DEFAULTS)) == sorted(INSPECT.names())  # accepted but undeclared, or the reverse
+    assert DEFAULTS == INSPECT.defaults()
+
+
+def test_inspect_ranges_come_from_the_schema():
+    from defectdet.station import settings as S
+
+    assert S.RANGES == INSPECT.ranges() and S.Range is Range
+    numeric = [k.name for k in INSPECT
+               if isinstance(k.default, (int, float)) and not isinstance(k.default, bool)]
+    unchecked = set(numeric) - set(S.RANGES) - set(S.DETECTOR_KEYS)
+    assert not unchecked, f"declare a range for {sorted(unchecked)} in defectdet/settings/inspect.py"
+
+
+def test_inspect_flags_are_schema_keys_with_the_schemas_choices():
+    """Each ``defectdet inspect --flag`` sets the schema key of its name (--show and --serve: display.show and
+    the page), with the schema's choices, so --help and the settings reference cannot drift apart."""
+    from defectdet.station.inspect_cli import _parser
+
+    special = {"config": None, "show": "display.show", "serve": "page.bind", "help": None, "overrides": None}
+    for action in _parser()._actions:
+        key = special.get(action.dest, action.dest)
+        if key is None:
+            continue
+        assert key in INSPECT.names(), f"--{action.dest.replace('_', '-')} sets no declared key"
+        if action.choices:
+            assert tuple(action.choices) == INSPECT[key].choices, action.dest
+
+
+def test_the_registrys_number_reads_are_declared_ranges_of_the_same_kind():
+    """A builder's ``s.number("key", int)`` reads a key the schema declares, with a range of that kind
+    (so the value it reads was already checked and typed by the merged config's check)."""
+    import ast
+
+    from defectdet.station import registry
+
+    tree = ast.parse(Path(registry.__file__).read_text())
+    section_of = {c.args[2].id: c.args[0].value for c in ast.walk(tree)
+                  if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "SinkEntry"}
+    reads = 0
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in section_of):
+        for c in ast.walk(fn):
+            if isinstance(c, ast.Call) and getattr(c.func, "attr", "") == "number":
+                key = f"{section_of[fn.name]}.{c.args[0].value}"
+                kind = c.args[1].id if len(c.args) > 1 else "float"
+                assert key in INSPECT.ranges(), f"{key}: read as a number by the registry, no range declared"
+                assert INSPECT[key].range.kind.__name__ == kind, f"{key}: read as {kind}"
+                reads += 1
+    assert reads >= 20
+
+
+def test_the_yaml_file_is_the_one_the_schema_writes():
+    text = (ROOT / "configs" / "inspect.yaml").read_text()
+    assert text == R.render_yaml(), "run: python -m defectdet.settings.render"
+    assert yaml.safe_load(text) == INSPECT.defaults()  # every key, its default, as YAML reads it back
+    assert all(k.doc for k in INSPECT), "every key has its one-line doc"
+
+
+def test_settings_page_is_the_one_the_schema_writes_and_lists_every_key():
+    assert (ROOT / "docs" / "settings.md").read_text() == R.render_markdown(), \
+        "run: python -m defectdet.settings.render"
+    assert _documented("settings.md", "defectdet inspect") == INSPECT.names()
+    assert _documented("settings.md", "defectdet train") == TRAIN.names()
+
+
+def test_render_check_mode_reports_a_stale_file(tmp_path, capsys):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "configs" / "inspect.yaml").write_text("old\n")
+    assert R.main(["--check", "--root", str(tmp_path)]) == 1
+    assert "configs/inspect.yaml: differs from the schema" in capsys.readouterr().out
+    assert R.main(["--root", str(tmp_path)]) == 0 and R.main(["--check", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "configs" / "inspect.yaml").read_text() == R.render_yaml()
+
+
+# ------------------------------------------------------------------ defectdet train
+def test_train_accepts_exactly_the_declared_defectdet_keys_with_their_defaults():
+    import defectdet.train as T
+    from defectdet import losses, sampling
+    from defectdet.data import crops
+    from defectdet.recipe import RECIPE_DEFAULTS
+    from defectdet.settings.train import DEFECTDET_KEYS, ULTRALYTICS_KEYS
+
+    assert sorted(k.name for k in DEFECTDET_KEYS) == sorted(T.DEFECTDET_KEYS)
+    assert {k: TRAIN[k].default for k in RECIPE_DEFAULTS} == RECIPE_DEFAULTS
+    assert {k: TRAIN[k].default for k in T.DEFAULTS} == T.DEFAULTS
+    assert TRAIN["cls_loss"].default == T.DEFAULT_CLS_LOSS
+    assert TRAIN["cls_loss"].choices == ("auto", *losses.CLS_LOSSES)
+    assert TRAIN["sampling"].choices == ("auto", *sampling.SAMPLING_MODES)
+    assert TRAIN["crop"].choices == ("auto", *crops.CROP_MODES)
+    assert TRAIN["defect_fraction"].default == sampling.DEFAULT_DEFECT_FRACTION
+    assert TRAIN["strict"].default is True and TRAIN["threads"].default is None
+    ul = [k.name for k in ULTRALYTICS_KEYS]
+    assert not set(ul) & set(T.DEFECTDET_KEYS)
+    pytest.importorskip("ultralytics")
+    from defectdet.offline import setup_ultralytics
+    from defectdet.ultralytics_adapter import default_cfg_keys
+
+    setup_ultralytics()
+    missing = set(ul) - set(default_cfg_keys())
+    assert not missing, f"not ultralytics training arguments: {sorted(missing)}"
+
+
+def test_train_help_names_every_defectdet_key(capsys):
+    pytest.importorskip("torch")
+    import defectdet.train as T
+
+    with pytest.raises(SystemExit):
+        T.cli(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    undocumented = [k for k in T.DEFECTDET_KEYS if k not in text]
+    assert not undocumented, f"defectdet train --help does not name {undocumented}"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("epochs", 0, "a whole number >= 1"), ("imgsz", -5, "a whole number of pixels >= 32"),
+    ("batch", 0, "a whole number >= 1, -1 (auto)"), ("batch", 1.5, "a whole number >= 1, -1 (auto) or a GPU"),
+    ("workers", -1, "a whole number >= 0"), ("seed", "x", "a whole number >= 0"),
+    ("lr0", 0, "a number > 0"), ("lr0", float("nan"), "a number > 0"),
+    ("patience", True, "a whole number >= 0"),
+])
+def test_train_bad_numbers_are_one_line_errors_naming_the_key(key, value, expected):
+    pytest.importorskip("torch")
+    from defectdet.train import check_numbers
+
+    with pytest.raises(ConfigError) as e:
+        check_numbers({"data": "d.yaml", key: value})
+    msg = str(e.value)
+    assert msg.startswith(f"{key}={value!r}: expected {expected}") and "\n" not in msg
+
+
+def test_train_good_numbers_pass_unchanged():
+    ok = {"epochs": 3, "imgsz": 320, "batch": -1, "workers": 0, "seed": 7, "lr0": 0.003, "patience": 0,
+          "hsv_h": "not ours"}
+    assert TRAIN.check(ok) == ok and TRAIN.check({**ok, "batch": 0.5})["batch"] == 0.5
+    assert TRAIN.check({"epochs": None}) == {"epochs": None}  # not given: ultralytics' default
+
+
+# ------------------------------------------------------------------ the schema type
+def test_schema_refuses_a_key_declared_twice_or_a_doc_over_one_line():
+    with pytest.raises(ValueError, match="declared twice: a"):
+        Schema("x", [Key("a", 1, "one"), Key("a", 2, "two")])
+    with pytest.raises(ValueError, match="one line"):
+        Key("a", 1, "two\nlines")
+
+
+def test_schema_checks_nested_and_flat_values_and_types_them():
+    s = Schema("x", [Key("n", 1, "n", range=Range(int, 1)), Key("sec.f", 0.5, "f", range=Range(float, 0, 1)),
+                     Key("free", None, "anything")])
+    assert s.check({"n": 3.0, "sec": {"f": 1}, "free": "x"}) == {"n": 3, "sec": {"f": 1.0}, "free": "x"}
+    assert s.defaults() == {"n": 1, "sec": {"f": 0.5}, "free": None}
+    with pytest.raises(ConfigError, match=r"^sec\.f=2: expected a number in \[0, 1\]$"):
+        s.check({"sec": {"f": 2}})
+    assert s["n"].describe() == "an integer >= 1"
+    assert Key("k", None, "d", kind=str).describe() == "null or a string"
+
+
+# ------------------------------------------------------------------ defaults the docs state
+def _recipe_table_defaults() -> dict[str, str]:
+    """training.md's recipe table: key -> the first value of "values (default first)"."""
+    text = (ROOT / "docs" / "training.md").read_text()
+    text = text.split("| key | values (default first) |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \|", text, re.M)
+    return {k: re.findall(r"`([^`]+)`|([^\s(`,…]+)", v)[0] for k, v in rows}
+
+
+def test_the_recipe_tables_defaults_are_the_codes():
+    found = _recipe_table_defaults()
+    assert {"sampling", "crop", "paste", "rot90", "cls_loss"} <= set(found)
+    for key, (code, word) in found.items():
+        default = TRAIN[key].default
+        stated = code or word
+        if default is ULTRALYTICS or default is None:
+            continue  # "every core", "auto (ultralytics' default)": said in words
+        assert yaml.safe_load(stated) == default, f"training.md: {key} defaults to {stated}, code: {default}"
+
+
+STATED = re.compile(r"defaults? (?:to |is )?`([a-z_.]+)(?:=|: )([^`]+)`"
+                    r"|`([a-z_.]+)(?:=|: )([^`]+)`(?:,| \(| is| by)? ?(?:the )?default")
+
+
+def test_defaults_stated_in_the_docs_are_the_codes():
+    """"defaults to `key=value`", "`key: value`, the default", ... in any page or the README must be the
+    schema's default."""
+    schemas = {**{k.name: k for k in TRAIN}, **{k.name: k for k in INSPECT}}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    checked, wrong = 0, []
+    for page in pages:
+        for m in STATED.finditer(page.read_text()):
+            key, value = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+            k = schemas.get(key)
+            if k is None or k.default is ULTRALYTICS:
+                continue
+            checked += 1
+            if value != k.literal and yaml.safe_load(value) != k.default:
+                wrong.append(f"{page.name}: {key}={value} (code: {k.default!r})")
+    assert not wrong, wrong
+    assert checked >= 3  # the scan finds the statements it is meant to check
