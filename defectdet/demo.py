@@ -42,6 +42,7 @@ DEMO = {
     "calib_images": 64,  # INT8 calibration images from the train split, half of them defective
     "quant_method": "minmax",  # INT8 activation ranges (defectdet quantize --method); why: docs/demo.md
     "seed": 0,
+    "threads": 0,  # CPU training threads; 0 = every core (defectdet train's default)
 }
 # Training settings for a short from-scratch CPU run: an optimizer step every batch (nbs = batch),
 # one warm-up epoch, no mosaic, validation after the last epoch only (best.pt is the final model).
@@ -80,7 +81,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
              defect_rate: float, defect_scale: float, target_escape: float, paste: float = 0.0,
              model: str = DEMO["model"], sampling: str = DEMO["sampling"], part_px: int = 0,
              val_fraction: float = 0.2, calib_images: int = DEMO["calib_images"],
-             quant_method: str = DEMO["quant_method"]) -> dict[str, Any]:
+             quant_method: str = DEMO["quant_method"], threads: int = DEMO["threads"]) -> dict[str, Any]:
     settings = {k: v for k, v in locals().items() if k != "out"}  # the arguments (first line: nothing else yet)
     from .data.synthetic import make_dataset
     from .evaluate import evaluate, write_thresholds
@@ -98,7 +99,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
         f"2. train {Path(model).stem} from scratch, cls_loss={cls_loss}, sampling={sampling}, {epochs} epochs on the CPU",
         lambda: train(**{**loss_settings(cls_loss), "model": model, "data": str(data), "epochs": epochs, "imgsz": imgsz,
                          "batch": batch, "sampling": sampling, "paste": paste, "seed": seed, "project": str(out.resolve()),
-                         "name": "train", "exist_ok": True, **TRAIN_EXTRA}),
+                         "name": "train", "exist_ok": True, "threads": threads or None, **TRAIN_EXTRA}),
     )
     best = run / "weights" / "best.pt"
     size = deploy_imgsz(best) or imgsz  # crop=native: validated and exported at the parts' full size
@@ -221,7 +222,7 @@ def cli(argv: list[str]) -> int:
     inf = float("inf")
     for key, expected, lo, hi, integer in (
             ("images", "an integer >= 2 (one train and one val part)", 2, inf, True),
-            ("calib_images", "an integer >= 1", 1, inf, True),
+            ("calib_images", "an integer >= 1", 1, inf, True), ("threads", "an integer >= 0 (0: every core)", 0, inf, True),
             ("epochs", "an integer >= 1", 1, inf, True), ("batch", "an integer >= 1", 1, inf, True),
             ("imgsz", "an integer >= 32 (pixels)", 32, inf, True), ("part_px", "an integer >= 32 (pixels)", 32, inf, True),
             ("defect_rate", "a fraction in [0, 1]", 0.0, 1.0, False), ("paste", "a probability in [0, 1]", 0.0, 1.0, False),

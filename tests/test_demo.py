@@ -90,6 +90,7 @@ def test_summary_yaml_has_what_the_demo_table_needs(tmp_path, monkeypatch):
         return data
 
     def fake_train(**kw):
+        assert kw["threads"] is None  # --threads 0 (the default): every core, as `defectdet train` decides
         run = Path(kw["project"]) / kw["name"]
         (run / "weights").mkdir(parents=True)
         dump_yaml(run / "defectdet.yaml", {"cls_loss": "focal", "gamma": 1.0, "cls": 4.0, "data": str(data),
