@@ -235,12 +235,14 @@ def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
 
 def build_report(
     images: list[M.ImageDetections], names: list[str], thresholds: Any = None, target_escape: float | None = None,
-    escape_rule: str = "box",
+    escape_rule: str = "box", threshold_rule: str = "per-class", confidence: float | None = None,
 ) -> EvalReport:
     """Every metric of the report from collected detections (no model needed: testable alone).
 
     ``escape_rule`` (:data:`defectdet.metrics.ESCAPE_RULES`): what catches a defective part in the
-    escape count and the calibration — a correct box ("box"), or any detection ("any", the line's reject)."""
+    escape count and the calibration — a correct box ("box"), or any detection ("any", the line's reject).
+    ``threshold_rule`` (with ``target_escape``): "per-class" thresholds (:func:`defectdet.metrics.calibrate_thresholds`)
+    or one threshold on the part score, at an optional bootstrap ``confidence`` (:mod:`defectdet.part_rule`)."""
     nc = len(names)
     stats = M.BoxStats.from_images(images, nc)
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
@@ -253,9 +255,15 @@ def build_report(
         op[list(given)] = list(given.values())
         source = "given" if len(given) == nc else "given+max-f1"
     if target_escape is not None:
-        cal = M.calibrate_thresholds(scores, op, target_escape, active=stats.n_gt > 0)
+        if threshold_rule == "part":
+            from .part_rule import calibrate_part_threshold
+
+            cal = calibrate_part_threshold(scores, target_escape, confidence)
+        else:
+            cal = M.calibrate_thresholds(scores, op, target_escape, active=stats.n_gt > 0)
         op, source = cal.thresholds, "calibrated"
-        calibration = {"target_escape": target_escape, "reachable": cal.reachable, "allowed_escapes": cal.allowed_escapes}
+        calibration = {"target_escape": target_escape, "reachable": cal.reachable, "allowed_escapes": cal.allowed_escapes,
+                       "threshold_rule": threshold_rule, "confidence": confidence}
     p, r = M.pr_at_thresholds(stats, op)
     kpis = M.part_kpis(scores, op)
     per_class = {
@@ -279,7 +287,7 @@ def build_report(
 def evaluate(
     model: Any, data: str | os.PathLike, imgsz=None, conf: float = 0.001, iou: float = 0.7, device="cpu",
     thresholds: Any = None, split: str = "val", max_images: int | None = None, target_escape: float | None = None,
-    escape_rule: str = "box",
+    escape_rule: str = "box", threshold_rule: str = "per-class", confidence: float | None = None,
 ) -> EvalReport:
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
@@ -296,7 +304,8 @@ def evaluate(
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
     dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
-    report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape, escape_rule=escape_rule)
+    report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape, escape_rule=escape_rule,
+                          threshold_rule=threshold_rule, confidence=confidence)
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
     report.detections = dets  # for paired comparisons (the INT8 gate's bootstrap)
     return report
@@ -377,6 +386,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--escape-rule", default="box", help="what catches a defective part in the escape count and the "
                    "calibration: box (a correct detection: right class, IoU >= 0.5; default) or any (any detection, "
                    "as the inspection loop rejects a part)")
+    p.add_argument("--threshold-rule", default="per-class", help="with --target-escape: per-class thresholds (default) "
+                   "or part (one threshold for every class on a part's highest score; few labels per class)")
+    p.add_argument("--confidence", type=float, help="with --threshold-rule part: meet the escape target with this "
+                   "confidence over bootstrap resamples of the defective parts (e.g. 0.9): a margin, paid in overkill")
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
     p.add_argument("--write-sidecar", metavar="MODEL.onnx",
@@ -398,6 +411,16 @@ def _args(argv: list[str]) -> argparse.Namespace:
     if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
         raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
     M.check_escape_rule(args.escape_rule, f"--escape-rule {args.escape_rule}")
+    from .part_rule import THRESHOLD_RULES, check_confidence
+
+    if args.threshold_rule not in THRESHOLD_RULES:
+        raise ConfigError(f"--threshold-rule {args.threshold_rule}: expected one of {', '.join(THRESHOLD_RULES)}")
+    if args.confidence is not None:
+        check_confidence(float(args.confidence), "--confidence")
+        if args.threshold_rule != "part" or args.target_escape is None:
+            raise ConfigError(f"--confidence {args.confidence}: expected together with --target-escape and "
+                              "--threshold-rule part")
+        args.confidence = float(args.confidence)
     if args.write_sidecar:
         sidecar_names(args.write_sidecar)  # a missing sidecar fails now, not after the evaluation
     return args
@@ -415,7 +438,7 @@ def cli(argv: list[str]) -> int:
     report = evaluate(
         args.model, args.data, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device,
         thresholds=thresholds, split=args.split, max_images=args.max_images, target_escape=args.target_escape,
-        escape_rule=args.escape_rule,
+        escape_rule=args.escape_rule, threshold_rule=args.threshold_rule, confidence=args.confidence,
     )
     out = Path(args.out or Path("runs") / "val" / Path(str(args.model)).stem)
     paths = report.save(out)

@@ -14,7 +14,7 @@ from defectdet import cli as dd_cli
 from defectdet import evaluate as E
 from defectdet import metrics as M
 from defectdet.data.formats import label_path
-from defectdet.errors import ConfigError, DataError
+from defectdet.errors import ConfigError, DataError, DefectdetError
 
 DEEPPCB = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeppcb"
 NAMES = ["scratch", "spot"]
@@ -331,3 +331,24 @@ def test_read_deeppcb_rare_split_matches_its_stats():
     assert sum(len(c) for c in labels) == stats["val"]["instances"]
     _, train = E.read_split(DEEPPCB / "data_rare.yaml", "train")  # a .txt list of ./ paths
     assert train and all(p.is_file() for p in train[:20])
+
+
+def test_part_threshold_rule_gives_one_threshold_and_records_it():
+    rep = E.build_report(_constructed_images(), NAMES, target_escape=0.0, escape_rule="any", threshold_rule="part")
+    assert len(set(rep.thresholds.values())) == 1 and rep.escapes == 0
+    assert rep.calibration["threshold_rule"] == "part" and rep.calibration["confidence"] is None
+    # a.png 0.9 (scratch) and b.png 0.4 (spot) are the defective parts: one threshold at or under 0.4 catches
+    # both; the highest score under it is clean c.png's 0.3, so it sits midway (0.35) and c.png passes
+    assert rep.thresholds["scratch"] == pytest.approx(0.35) and rep.overkills == 0
+    per_class = E.build_report(_constructed_images(), NAMES, target_escape=0.0, escape_rule="any")
+    assert per_class.calibration["threshold_rule"] == "per-class"
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--threshold-rule", "global"], "--threshold-rule global: expected one of per-class, part"),
+    (["--confidence", "0.9", "--target-escape", "0.01"], "expected together with --target-escape and --threshold-rule part"),
+    (["--confidence", "1.2", "--target-escape", "0.01", "--threshold-rule", "part"], "--confidence=1.2: expected a probability"),
+])
+def test_val_threshold_rule_options_are_checked(argv, match):
+    with pytest.raises(DefectdetError, match=match):
+        E._args(["--model", "m.onnx", "--data", "d.yaml", *argv])
