@@ -52,7 +52,7 @@ def run_one(out: Path, seed: int, threads: int, extra: list[str]) -> dict[str, A
     if (run / "summary.yaml").is_file() and stamp.is_file() and json.loads(stamp.read_text())["extra"] == extra:
         print(f"demo_spread: cached {run}")
     else:
-        cmd = [sys.executable, "-m", "defectdet", "demo", "--out", str(run), "--seed", str(seed),
+        cmd = [sys.executable, "-m", "defectdet.cli", "demo", "--out", str(run), "--seed", str(seed),
                "--threads", str(threads), *extra]
         print("demo_spread: " + " ".join(cmd), flush=True)
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
