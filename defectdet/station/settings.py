@@ -99,6 +99,11 @@ RANGES: dict[str, Range] = {
     "page.keep_ng": Range(int, 1),
     "page.write_timeout_s": POSITIVE,
     "tally.every_s": POSITIVE,
+    # the review queue (defectdet/station/review.py)
+    "review.budget_mb": POSITIVE,
+    "review.near_band": Range(float, 0, 1),
+    "review.audit_rate": Range(float, 0, 1),
+    "review.queue": Range(int, 1),
 }
 
 
