@@ -210,9 +210,10 @@ def cli(argv: list[str]) -> int:
         decision = (
             json.loads(queue.read_text(encoding="utf-8")).get("decision", {}) if queue.is_file() else {}
         )
-        runner = candidate_runner(
-            Detector(path, backend=a.backend), decision.get("roi"), decision.get("roi_units", "fraction")
-        )
+        # the thresholds the shadow decided with (shadow.json), else the candidate's own
+        thresholds = dict(zip(meta["names"], meta["thresholds"])) if meta.get("thresholds") else None
+        detector = Detector(path, backend=a.backend, thresholds=thresholds)
+        runner = candidate_runner(detector, decision.get("roi"), decision.get("roi_units", "fraction"))
     elif a.candidate:
         raise DataError(f"--candidate {a.candidate}: no such model file")
     rep = compare_run(run, runner)
