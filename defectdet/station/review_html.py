@@ -39,6 +39,7 @@ who.onchange = () => localStorage.setItem('defectdet-who', who.value);
 let items = [], names = [], cur = null, boxes = [], img = new Image(), drag = null;
 const cv = document.getElementById('cv'), ctx = cv.getContext('2d');
 const msg = t => document.getElementById('msg').textContent = t;
+window.addEventListener('unhandledrejection', e => msg('error: ' + e.reason));
 const withToken = u => !tok.value ? u :
   u + (u.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(tok.value);
 function headers(json) {
@@ -119,8 +120,9 @@ async function send(verdict) {
   const r = await fetch('/api/review/' + encodeURIComponent(cur.id), {method: 'POST', headers: headers(true),
     body: JSON.stringify({verdict: verdict, boxes: kept, who: who.value})});
   if (!r.ok) { msg('not saved: HTTP ' + r.status + ' ' + (await r.text())); return; }
-  cur.review = (await r.json()).logged; msg('saved: ' + verdict);
+  cur.review = (await r.json()).logged;
   const next = items.find(i => !i.review); render(); if (next) pick(next);
+  msg('saved: ' + verdict);
 }
 document.getElementById('defect').onclick = () => send('defect');
 document.getElementById('ok').onclick = () => send('ok');
