@@ -74,3 +74,15 @@ def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):  # noqa: F811
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and "not a run folder" in err[0] and "no review queue here" in err[1]
     assert "missing.onnx" in err[2] and "review.near_band=2" in err[3]
+
+
+def test_review_overhead_bench_smoke(model, tmp_path, capsys):  # noqa: F811
+    import benchscripts
+
+    bench = benchscripts.load("review_overhead")
+    assert bench.main(["--model", str(model), "--frames", "12", "--rounds", "2", "--threads", "1", "--width", "320",
+                       "--height", "240", "--audit-rate", "0.5", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "out" / "review_overhead.json").read_text())
+    assert saved["table"] in out and saved["fps"]["on"] > 0 and saved["fps"]["off"] > 0 and saved["on_over_off"] > 0
+    assert saved["review_last_round"]["written"] > 0 and len(saved["rounds"]["on"]) == 2
