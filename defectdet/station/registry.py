@@ -186,7 +186,8 @@ def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     return Window(on_quit=(lambda: stop("window closed")) if stop else None)
 
 
-# In emit order. Defaults are documented field by field in configs/inspect.yaml.
+# In emit order. Defaults are documented field by field in configs/inspect.yaml. The review queue and the
+# shadow come after the reject outputs, and the review queue before the page (whose review view it enables).
 SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
                             "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8,
@@ -194,10 +195,6 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("events", {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True}, _events),
     SinkEntry("tally", {"enabled": True, "file": "tally.jsonl", "every_s": 60.0}, _tally),
     SinkEntry("record", {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False}, _record),
-    SinkEntry("review", {"enabled": False, "folder": "review", "budget_mb": 500.0, "near_band": 0.1, "audit_rate": 0.002,
-                         "image_format": "png", "queue": 16}, _review),
-    SinkEntry("shadow", {"model": None, "thresholds": None, "backend": "auto", "file": "shadow.jsonl", "log_agreeing": False},
-              _shadow, switch="model"),
     SinkEntry("signals.stdout", {"enabled": False}, _stdout),
     SinkEntry("signals.gpio", {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True}, _gpio),
     SinkEntry("signals.mqtt", {"enabled": False, "host": "127.0.0.1", "port": 1883, "topic": "defectdet/ng", "qos": 1,
@@ -211,6 +208,10 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("opcua", {"enabled": False, "endpoint": "opc.tcp://127.0.0.1:4840/defectdet", "security_policy": "none",
                         "certificate": None, "private_key": None, "update_s": 0.5}, _opcua),
     SinkEntry("metrics", {"enabled": False, "bind": "127.0.0.1:9108", "token_env": None}, _metrics),
+    SinkEntry("review", {"enabled": False, "folder": "review", "budget_mb": 500.0, "near_band": 0.1, "audit_rate": 0.002,
+                         "image_format": "png", "queue": 16}, _review),
+    SinkEntry("shadow", {"model": None, "thresholds": None, "backend": "auto", "file": "shadow.jsonl", "log_agreeing": False},
+              _shadow, switch="model"),
     SinkEntry("page", {"enabled": False, "bind": "127.0.0.1:8080", "token_env": None, "stream_fps": 5.0, "stream_width": 960,
                        "jpeg_quality": 75, "keep_ng": 8, "write_timeout_s": 5.0}, _page),
     SinkEntry("display", {"show": False}, _window, switch="show"),
