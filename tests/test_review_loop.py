@@ -358,3 +358,21 @@ def test_verdict_bodies_are_checked():
     ):
         with pytest.raises(BadVerdict, match=words):
             check_verdict(body, meta)
+
+
+def test_near_misses_are_counted_inside_the_roi_only(tmp_path):
+    from defectdet.runtime.detections import Detections as D
+    from defectdet.station.decisions import Decision
+    from defectdet.station.sinks import FrameResult
+    from defectdet.station.sources import Frame
+
+    queue = ReviewQueue(tmp_path, {0: "scratch"}, [0.5], near_band=0.1)
+    roi = np.array([[[0, 0]], [[50, 0]], [[50, 50]], [[0, 50]]], np.float32)  # (K, 1, 2) pixels
+
+    def kind(box, conf):
+        dets = D.from_arrays(np.array([box], np.float32), [conf], [0], {0: "scratch"})
+        frame = Frame(np.zeros((100, 100, 3), np.uint8), 0, time.time(), time.perf_counter(), {})
+        return queue.classify(FrameResult(frame, dets, Decision(False, False, False, D.empty()), 1.0, roi=roi))[0]
+
+    assert kind([10, 10, 20, 20], 0.45) == "near_miss" and kind([70, 70, 90, 90], 0.45) is None
+    assert kind([10, 10, 20, 20], 0.3) is None  # further under its threshold than the band

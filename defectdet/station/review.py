@@ -176,6 +176,9 @@ class ReviewQueue(BaseSink):
         cls = np.minimum(dets.class_id, len(self.thresholds) - 1)
         gap = self.thresholds[cls] - dets.confidence  # (N,) how far under its threshold (negative: debounced)
         near = gap < self.near_band
+        if near.any() and result.roi is not None:  # outside the region of interest nothing is a near miss
+            centres = (dets.xyxy[:, :2] + dets.xyxy[:, 2:]) / 2  # (N, 2)
+            near &= np.array([cv2.pointPolygonTest(result.roi, (float(x), float(y)), False) >= 0 for x, y in centres])
         if not near.any():
             return None, 0.0
         return "near_miss", float(-gap[near].min())
