@@ -17,6 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from defectdet.cli import main
 from defectdet.compare import compare_run, format_report
 from defectdet.data.harvest import harvest
 from defectdet.data.synthetic import CLASSES, conveyor_frame, make_dataset
@@ -372,7 +373,36 @@ def test_near_misses_are_counted_inside_the_roi_only(tmp_path):
     def kind(box, conf):
         dets = D.from_arrays(np.array([box], np.float32), [conf], [0], {0: "scratch"})
         frame = Frame(np.zeros((100, 100, 3), np.uint8), 0, time.time(), time.perf_counter(), {})
-        return queue.classify(FrameResult(frame, dets, Decision(False, False, False, D.empty()), 1.0, roi=roi))[0]
+        result = FrameResult(frame, dets, Decision(False, False, False, D.empty()), 1.0, roi=roi)
+        return queue.classify(result)[0]
 
     assert kind([10, 10, 20, 20], 0.45) == "near_miss" and kind([70, 70, 90, 90], 0.45) is None
     assert kind([10, 10, 20, 20], 0.3) is None  # further under its threshold than the band
+
+
+def test_review_command_serves_a_finished_run(truth, tmp_path):
+    from defectdet.station.review_cli import serve
+
+    run = tmp_path / "run"
+    station_run(truth, run)
+    first = (run / "review" / "review.jsonl").read_text().splitlines()
+    stop, urls = threading.Event(), []
+    kwargs = {"stop": stop, "on_ready": urls.append}
+    thread = threading.Thread(target=serve, args=(run, "127.0.0.1:0"), kwargs=kwargs)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not urls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        item = json.loads(request(urls[0] + "/api/review/items")[1])["items"][-1]
+        assert item["review"] is not None, "the verdicts given during the run are shown"
+        token = (run / "review" / "token").read_text().strip()
+        assert request(urls[0] + f"/api/review/{item['id']}", {"verdict": "skip"})[0] == 401
+        body = {"verdict": "skip", "who": "bo"}
+        assert request(urls[0] + f"/api/review/{item['id']}", body, token)[0] == 200
+    finally:
+        stop.set()
+        thread.join(10)
+    log = (run / "review" / "review.jsonl").read_text().splitlines()
+    assert len(log) == len(first) + 1 and json.loads(log[-1])["who"] == "bo"
+    assert main(["review", str(tmp_path / "nothing")]) == 2
