@@ -406,3 +406,36 @@ def test_review_command_serves_a_finished_run(truth, tmp_path):
     log = (run / "review" / "review.jsonl").read_text().splitlines()
     assert len(log) == len(first) + 1 and json.loads(log[-1])["who"] == "bo"
     assert main(["review", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_slow_shadow_on_a_live_line_shadows_a_share_and_says_so(tmp_path):
+    from lineservers import LogLines
+
+    from defectdet.station.decisions import Decision
+    from defectdet.station.sinks import FrameResult
+    from defectdet.station.sources import Frame
+
+    names = {0: "scratch"}
+
+    def slow(image):
+        time.sleep(0.05)
+        return Detections.from_arrays(np.array([[1, 1, 9, 9]], np.float32), [0.9], [0], names)
+
+    shadow = ShadowSink(slow, names, [0.5], tmp_path / "shadow.jsonl", "slow.onnx:ccc", block=False)
+    ok = Decision(False, False, False, Detections.empty())
+    with LogLines() as log:
+        shadow.open()
+        t0 = time.perf_counter()
+        for i in range(40):
+            frame = Frame(np.zeros((16, 16, 3), np.uint8), i, time.time(), time.perf_counter(), {})
+            shadow.emit(FrameResult(frame, Detections.empty(), ok, 1.0, model_id="live.onnx:aaa"))
+            time.sleep(0.002)
+        emitting = time.perf_counter() - t0
+        shadow.close()
+    s = shadow.stats()
+    assert emitting < 40 * 0.05 / 2, "the line never waited for the candidate"
+    assert s["skipped"] > 0 and s["shadowed"] + s["skipped"] == 40 and s["candidate_only"] == s["shadowed"]
+    assert len(log.having("cannot keep up")) == 1
+    meta = json.loads((tmp_path / "shadow.json").read_text())
+    assert meta["skipped"] == s["skipped"] and meta["live_model"] == "live.onnx:aaa"
+    assert len((tmp_path / "shadow.jsonl").read_text().splitlines()) == s["shadowed"]  # each one a disagreement
