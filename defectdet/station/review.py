@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from ..config import atomic_write_bytes, atomic_write_text
+from ..errors import ConfigError
 from .sink import BaseSink
 from .sinks import utc_iso
 
@@ -115,6 +116,8 @@ class ReviewQueue(BaseSink):
         self.budget = int(float(budget_mb) * 2**20)
         self.near_band, self.audit_rate = float(near_band), float(audit_rate)
         self.suffix = "." + str(image_format).lstrip(".").lower()
+        if self.suffix not in (".png", ".jpg", ".jpeg"):
+            raise ConfigError(f"review.image_format={image_format!r}: expected png (lossless) or jpg")
         self.queue_size, self.block = max(int(queue), 1), bool(block)
         self.run_id = run_id or new_run_id()
         self.info = dict(info or {})
