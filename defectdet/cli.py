@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gate": ("defectdet.export.gate", "FP32 vs INT8 ONNX on the CPU: refuse an mAP50 / per-class recall / escape drop"),
     "build-engine": ("defectdet.export.tensorrt", "ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA); prints trtexec"),
     "inspect": ("defectdet.station.inspect_cli", "live inspection: camera/video/folder -> OK/NG, events, snapshots, reject signals"),
+    "review": ("defectdet.station.review_cli", "the review view of a finished run (confirm, correct, mark false rejects)"),
+    "compare": ("defectdet.compare", "a shadow model against the live one: agreement, escapes and overkill on reviewed frames"),
     "report": ("defectdet.station.report", "shift report from inspection runs: yield, NG per class and per hour, top NG snapshots"),
 }
 

@@ -45,7 +45,8 @@ def test_inspect_flags_are_schema_keys_with_the_schemas_choices():
     the page), with the schema's choices, so --help and the settings reference cannot drift apart."""
     from defectdet.station.inspect_cli import _parser
 
-    special = {"config": None, "show": "display.show", "serve": "page.bind", "help": None, "overrides": None}
+    special = {"config": None, "show": "display.show", "serve": "page.bind", "help": None, "overrides": None,
+               "review": "review.enabled", "shadow": "shadow.model"}
     for action in _parser()._actions:
         key = special.get(action.dest, action.dest)
         if key is None:

@@ -175,3 +175,54 @@ def test_operator_page_in_a_real_browser(model, tmp_path):
     assert summary["stop_reason"] == "SIGTERM" and summary["sinks"]["page"]["streamed"] > 0
     assert len(list(read_events(out / "events.jsonl"))) == summary["ng"] > 0
     assert Path(shot).exists()
+
+
+def test_review_view_in_a_real_browser(model, tmp_path):
+    """The review view (defectdet/station/review_page.py): no token, a refused write; the run's token,
+    a missed defect drawn on the picture with a new class and saved, then a false reject."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port, out = free_port(), tmp_path / "run"
+    source = "synthetic://?width=640&height=480&fps=10&live=1"
+    run = Inspect(["--model", str(model), "--source", source, "--out", str(out), "--serve", f"127.0.0.1:{port}",
+                   "--review", "--duration", "90", "conf=0.5", "status_every=0",
+                   "review.audit_rate=0.2", "snapshots.enabled=false"], tmp_path)
+    driver, log = None, out / "review" / "review.jsonl"
+    try:
+        run.wait_for(f"http://127.0.0.1:{port}/api/state")
+        token = (out / "review" / "token").read_text().strip()
+        driver = chrome()
+        wait = WebDriverWait(driver, 30, poll_frequency=0.2)
+        driver.get(f"http://127.0.0.1:{port}/review")
+        items = "return document.querySelectorAll('#list .item').length"
+        wait.until(lambda d: d.execute_script(items) >= 2)
+        driver.find_element("css selector", "#list .item").click()
+        wait.until(lambda d: d.execute_script("return document.getElementById('cv').width") > 0)
+        driver.find_element("id", "ok").click()  # no token typed: refused
+        said = lambda text: lambda d: text in d.find_element("id", "msg").text  # noqa: E731
+        wait.until(said("401"), "the write without a token was not refused")
+        assert not log.exists()
+        driver.get(f"http://127.0.0.1:{port}/review?token={token}")
+        wait.until(lambda d: d.execute_script(items) >= 2)
+        driver.find_element("css selector", "#list .item").click()
+        wait.until(lambda d: d.execute_script("return document.getElementById('cv').width") > 0)
+        canvas = driver.find_element("id", "cv")
+        (ActionChains(driver).move_to_element_with_offset(canvas, -60, -40).click_and_hold()
+         .move_by_offset(50, 40).release().perform())  # a box drawn round a missed defect
+        cls = driver.find_elements("css selector", "#boxes input.cls")[-1]
+        cls.clear()
+        cls.send_keys("glue_blob\n")
+        driver.find_element("id", "defect").click()
+        wait.until(said("saved: defect"), "the drawn box was not saved")
+        driver.find_element("id", "ok").click()  # the next item: a false reject, or a good audit frame
+        wait.until(said("saved: ok"), "the false reject was not saved")
+    finally:
+        if driver is not None:
+            driver.quit()
+        summary = run.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["verdict"] for r in lines] == ["defect", "ok"] and lines[1]["item"] != lines[0]["item"]
+    drawn = [b for b in lines[0]["boxes"] if b["origin"] == "drawn"]
+    assert len(drawn) == 1 and drawn[0]["class"] == "glue_blob" and drawn[0]["xyxy"][2] > drawn[0]["xyxy"][0]
+    assert summary["sinks"]["review"]["written"] >= 2 and summary["sinks"]["review"]["failed"] == 0

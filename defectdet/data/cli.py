@@ -5,6 +5,8 @@
                                                    statistics + recommended focal preset;
                                                    writes DIR/stats.txt, stats.json, stats.png
   defectdet data convert --from coco|voc|yolo SRC --out DIR [--to yolo|coco|voc] [--copy]
+  defectdet data harvest --from RUN... --out DIR [--merge data.yaml]
+                                                   reviewed station frames -> YOLO images + labels
 
 DATA is a data.yaml, a COCO json or a VOC folder (COCO/VOC are converted into the cache first).
 """
@@ -44,7 +46,7 @@ def _number(kind: type, lo: float, hi: float | None = None, what: str = ""):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="defectdet data", description="dataset check, statistics and conversion")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{check,stats,convert}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="action", required=True, metavar="{check,stats,convert,harvest}", parser_class=_Parser)
     px = _number(int, 1, what=" (pixels)")
     c = sub.add_parser("check", help="strict check: every problem with file:line, exit 1 on errors")
     c.add_argument("data", help="data.yaml, COCO .json or VOC folder")
@@ -131,5 +133,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 def cli(argv: list[str]) -> int:
     """Entry point for ``defectdet data``."""
+    if argv[:1] == ["harvest"]:  # its own parser: defectdet/data/harvest.py
+        from .harvest import cli as harvest_cli
+
+        return harvest_cli(argv[1:])
     args = _parser().parse_args(argv)
     return {"check": _check, "stats": _stats, "convert": _convert}[args.action](args)

@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--show", action="store_true", default=None, help="open a window (only when a display exists)")
     ap.add_argument("--serve", nargs="?", const="127.0.0.1:8080", metavar="HOST:PORT",
                     help="the operator page (default 127.0.0.1:8080; beyond loopback set page.token_env)")
+    ap.add_argument("--review", action="store_true", default=None,
+                    help="queue NG parts, near misses and an audit sample for review (review.* settings)")
+    ap.add_argument("--shadow", metavar="CANDIDATE", help="run a candidate model beside the live one, driving nothing "
+                    "(shadow.jsonl; defectdet compare <out>)")
     ap.add_argument("overrides", nargs="*", help="key=value settings, e.g. snapshots.quota_mb=100 signals.stdout.enabled=true")
     return ap
 
@@ -126,7 +130,8 @@ def cli(argv: list[str]) -> int:
     a = _parser().parse_intermixed_args(argv)  # key=value overrides may sit between the flags
     flags = {"model": a.model, "source": a.source, "out": a.out, "max_frames": a.max_frames, "duration": a.duration,
              "backend": a.backend, "thresholds": a.thresholds, "display": {"show": True} if a.show else None,
-             "page": {"enabled": True, "bind": a.serve} if a.serve else None}
+             "page": {"enabled": True, "bind": a.serve} if a.serve else None,
+             "review": {"enabled": True} if a.review else None, "shadow": {"model": a.shadow} if a.shadow else None}
     cfg = load_config(a.config, a.overrides, flags)
     for key in ("model", "source"):
         if cfg[key] in (None, ""):
@@ -172,6 +177,10 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         mid = model_id(Path(cfg["model"]))
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
                 "thresholds": _thresholds(det), "decision": dict(d)}
+        if cfg["review"]["enabled"]:  # near misses must reach the review queue: the detector keeps them, the decider not
+            from .review import detector_floor
+
+            det.thresholds = detector_floor(decider.thresholds, cfg["review"]["near_band"])
         sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
                             status=lambda: loop.summary() if loop is not None else {}, info=info)
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop

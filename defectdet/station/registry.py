@@ -139,9 +139,14 @@ def _page(s: Section, ctx: SinkContext) -> Sink:
     from .page import OperatorPage
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
-    return OperatorPage(host, port, exposure_token(s.key, host, s["token_env"]), ctx.info, ctx.status, s.number("stream_fps"),
+    page = OperatorPage(host, port, exposure_token(s.key, host, s["token_env"]), ctx.info, ctx.status, s.number("stream_fps"),
                         s.number("stream_width", int), s.number("jpeg_quality", int), s.number("keep_ng", int),
                         s.number("write_timeout_s"))
+    if "review" in ctx.info:  # the review view and its write routes (defectdet/station/review_page.py)
+        from .review_page import attach_review
+
+        attach_review(page.server, ctx.info["review"]["folder"], ctx.info["review"]["names"])
+    return page
 
 
 def _opcua(s: Section, ctx: SinkContext) -> Sink:
@@ -150,6 +155,25 @@ def _opcua(s: Section, ctx: SinkContext) -> Sink:
     check_security(s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"])  # before the import
     return OpcUaServer(str(s["endpoint"]), s["security_policy"], s["certificate"], s["private_key"], s.number("update_s"),
                        ctx.info, ctx.status)
+
+
+def _review(s: Section, ctx: SinkContext) -> Sink:
+    from .review import ReviewQueue
+
+    names, thr = list(ctx.info.get("names") or []), dict(ctx.info.get("thresholds") or {})
+    folder = ctx.out / s["folder"]
+    queue = ReviewQueue(folder, dict(enumerate(names)), [float(thr.get(n, ctx.info.get("conf", 0.25))) for n in names],
+                        s.number("budget_mb"), s.number("near_band"), s.number("audit_rate"), str(s["image_format"]),
+                        s.number("queue", int), block=not ctx.live, run_id=ctx.info.get("run_id"),
+                        info={k: ctx.info[k] for k in ("model", "source", "decision") if k in ctx.info})
+    ctx.info["review"] = {"folder": str(folder), "names": names}  # the page's review view (built after this)
+    return queue
+
+
+def _shadow(s: Section, ctx: SinkContext) -> Sink:
+    from .shadow import open_shadow
+
+    return open_shadow(s, ctx)
 
 
 def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
@@ -162,7 +186,8 @@ def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     return Window(on_quit=(lambda: stop("window closed")) if stop else None)
 
 
-# In emit order. Defaults are documented field by field in configs/inspect.yaml.
+# In emit order. Defaults are documented field by field in configs/inspect.yaml. The review queue and the
+# shadow come after the reject outputs, and the review queue before the page (whose review view it enables).
 SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
                             "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8,
@@ -183,6 +208,10 @@ SINKS: tuple[SinkEntry, ...] = (
     SinkEntry("opcua", {"enabled": False, "endpoint": "opc.tcp://127.0.0.1:4840/defectdet", "security_policy": "none",
                         "certificate": None, "private_key": None, "update_s": 0.5}, _opcua),
     SinkEntry("metrics", {"enabled": False, "bind": "127.0.0.1:9108", "token_env": None}, _metrics),
+    SinkEntry("review", {"enabled": False, "folder": "review", "budget_mb": 500.0, "near_band": 0.1, "audit_rate": 0.002,
+                         "image_format": "png", "queue": 16}, _review),
+    SinkEntry("shadow", {"model": None, "thresholds": None, "backend": "auto", "file": "shadow.jsonl", "log_agreeing": False},
+              _shadow, switch="model"),
     SinkEntry("page", {"enabled": False, "bind": "127.0.0.1:8080", "token_env": None, "stream_fps": 5.0, "stream_width": 960,
                        "jpeg_quality": 75, "keep_ng": 8, "write_timeout_s": 5.0}, _page),
     SinkEntry("display", {"show": False}, _window, switch="show"),

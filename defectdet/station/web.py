@@ -1,6 +1,7 @@
 """A read-only HTTP server on its own thread (aiohttp), for the operator page and ``/metrics``.
 
-Only GET (and HEAD) routes exist. A server bound beyond loopback has a token
+Routes are GET (and HEAD), except those registered as ``"POST /path"`` (the review view's writes,
+which check their own token: :mod:`.review_page`). A server bound beyond loopback has a token
 (:func:`~.live.exposure_token`): every request must carry it as ``Authorization: Bearer <token>``
 or ``?token=<token>``, else 401. aiohttp is imported when a server is built.
 """
@@ -57,7 +58,8 @@ class HttpServer:
             return await handler(request)
 
         app = web.Application(middlewares=[auth])
-        app.add_routes([web.get(path, handler) for path, handler in self.routes.items()])
+        app.add_routes([web.post(path[5:], handler) if path.startswith("POST ") else web.get(path, handler)
+                        for path, handler in self.routes.items()])  # "POST /x": a write route (review_page.py)
         return app
 
     async def _setup(self) -> None:
