@@ -112,13 +112,13 @@ def _crack(rng, img, mask, s, k):
         pt = pt + step * np.array([math.cos(heading), math.sin(heading)])
         pts.append(pt.copy())
     lines = [np.array(pts, np.int32)]
-    k = int(rng.integers(2, n))
-    branch = [pts[k]]
+    fork = int(rng.integers(2, n))  # where the branch leaves the main walk
+    branch = [pts[fork]]
     bh = heading + rng.choice([-1, 1]) * 0.9
     for _ in range(n // 3):
         branch.append(branch[-1] + step * np.array([math.cos(bh), math.sin(bh)]))
     lines.append(np.array(branch, np.int32))
-    th = max(1, int(round(k / s)))
+    th = max(1, int(round(k / s)))  # line width grows with the defect scale
     cv2.polylines(mask, lines, False, 1, th + 1)
     layer = np.zeros(img.shape[:2], np.float32)
     cv2.polylines(layer, lines, False, 1.0, th, cv2.LINE_AA)
