@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .artifact import load_thresholds, sidecar_names, write_sidecar_thresholds, write_thresholds_file
-from .cli import exit_statuses
+from .artifact import ModelCard, RunInfo, Thresholds
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
 from .data.images import check_headers
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, exit_statuses
 
 
 @dataclass
@@ -166,7 +165,7 @@ def collect_detections(
     """Predict every image and pair its detections with its labels (pixel xyxy); also returns the
     inference size used (H, W). A uint8-input ONNX runs as its float view (the same graph less the
     Cast/Transpose/Gather/Div it starts with, fed what ultralytics feeds: the same values)."""
-    from .export.uint8 import float_copy
+    from .artifact.uint8_view import float_copy
 
     with float_copy(model) as runnable:  # a uint8-input ONNX: its float view, for ultralytics
         yolo = _load_model(runnable)
@@ -176,9 +175,8 @@ def collect_detections(
         if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
             imgsz = _onnx_imgsz(Path(str(runnable)))
         elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
-            from .export.onnx import deploy_imgsz
-
-            imgsz = deploy_imgsz(model)  # a crop=native model: its run's native size, else the checkpoint's own
+            run = RunInfo.find(model)  # a crop=native model: its run's native size, else the checkpoint's own
+            imgsz = run.deploy_imgsz if run is not None else None
         kwargs = {"conf": conf, "iou": iou, "device": device, "verbose": False, "stream": True, "save": False}
         if imgsz is not None:
             kwargs["imgsz"] = imgsz
@@ -206,17 +204,18 @@ def collect_detections(
 
 
 # ----------------------------------------------------------------------------- report
-def operating_thresholds(thresholds: Any, names: list[str]) -> dict[int, float] | None:
-    """The classes' given operating thresholds ``{class_id: conf}``: None (none given: max-F1), one
-    number for every class, or a thresholds YAML path / ``{class: conf}`` mapping, parsed by
-    :func:`defectdet.artifact.load_thresholds` (names or ids; a partial file sets only its classes)."""
+def operating_thresholds(thresholds: Any, names: list[str]) -> Thresholds | None:
+    """The classes' given operating thresholds: None (none given: max-F1), one number for every
+    class, a :class:`~defectdet.artifact.Thresholds`, or a thresholds YAML path / ``{class: conf}``
+    mapping, parsed by :meth:`Thresholds.load` (names or ids; a partial file sets only its classes)."""
     if thresholds is None:
         return None
+    classes = dict(enumerate(names))
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
         if not 0.0 <= float(thresholds) <= 1.0:
             raise ConfigError(f"--thresholds {thresholds}: expected one confidence in [0, 1] or a thresholds YAML")
-        return {c: float(thresholds) for c in range(len(names))}
-    return load_thresholds(thresholds, dict(enumerate(names)))
+        return Thresholds.uniform(classes, float(thresholds))
+    return Thresholds.load(thresholds, classes)
 
 
 def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
@@ -243,12 +242,12 @@ def build_report(
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
     map50, map50_95 = M.mean_ap(ap, stats.n_gt)
     scores = M.PartScores.from_images(images, nc, escape_rule)
-    given = operating_thresholds(thresholds, names)
+    given = thresholds if isinstance(thresholds, Thresholds) else operating_thresholds(thresholds, names)
     op, source, calibration = M.max_f1_thresholds(stats), "max-f1", None
-    if given is not None:
+    if given:
         op = np.asarray(op, np.float64).copy()
-        op[list(given)] = list(given.values())
-        source = "given" if len(given) == nc else "given+max-f1"
+        op[list(given.given)] = list(given.given.values())
+        source = "given" if given.complete else "given+max-f1"
     if target_escape is not None:
         cal = M.calibrate_thresholds(scores, op, target_escape, active=stats.n_gt > 0)
         op, source = cal.thresholds, "calibrated"
@@ -301,8 +300,9 @@ def evaluate(
 def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
     """The runtime's thresholds YAML: per-class conf, the target and what was achieved, in parts."""
     cal = report.calibration or {}
-    return write_thresholds_file(
-        path, report.thresholds, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
+    values = dict(enumerate(report.thresholds.values()))
+    return Thresholds.of(dict(enumerate(report.thresholds)), values).save(
+        path, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
         escape_rule=report.escape_rule, achieved={"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
                   "escapes": report.escapes, "overkills": report.overkills,
                   "n_defective": report.n_defective, "n_clean": report.n_clean},
@@ -395,7 +395,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
     M.check_escape_rule(args.escape_rule, f"--escape-rule {args.escape_rule}")
     if args.write_sidecar:
-        sidecar_names(args.write_sidecar)  # a missing sidecar fails now, not after the evaluation
+        ModelCard.load(args.write_sidecar).with_thresholds(None)  # a missing sidecar or names fails now
     return args
 
 
@@ -418,7 +418,7 @@ def cli(argv: list[str]) -> int:
     print(report.summary())
     print(f"report: {paths['json']}  plots: {paths['pr'].name}, {paths['kpi'].name}")
     if args.write_sidecar:
-        side = write_sidecar_thresholds(args.write_sidecar, report.thresholds)
+        side = ModelCard.amend(args.write_sidecar, thresholds=report.thresholds)
         print(f"sidecar: {side} (thresholds: {report.threshold_source})")
     if args.target_escape is None:
         return 0

@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..cli import exit_statuses
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
-from ..errors import ConfigError
+from ..errors import ConfigError, exit_statuses
 from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
 from .settings import check_numbers
@@ -139,12 +138,6 @@ def cli(argv: list[str]) -> int:
     return exit_status(summary)
 
 
-def _thresholds(det: Any) -> dict[str, float]:
-    """The per-class thresholds in force, by class name."""
-    values = list(det.thresholds) if det.thresholds is not None else []
-    return {str(det.names[i]): round(float(t), 4) for i, t in zip(sorted(det.names), values)}
-
-
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Build the detector, source, decider and sinks from a merged config and run the loop."""
     from ..runtime import Detector
@@ -166,12 +159,12 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
     with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
-        decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
+        decider = Decider(det.names, thresholds=det.operating, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below; servers read its summary
         mid = model_id(Path(cfg["model"]))
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
-                "thresholds": _thresholds(det), "decision": dict(d)}
+                "thresholds": det.operating.by_name(ndigits=4), "decision": dict(d)}
         sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
                             status=lambda: loop.summary() if loop is not None else {}, info=info)
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop

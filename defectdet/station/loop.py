@@ -133,10 +133,6 @@ class InspectionLoop:
         self._t0 = self._t_last = time.monotonic()
         self._status_at, self._status_frames = self._t0, 0
 
-    def add_sink(self, sink: Sink) -> None:
-        """Append a sink (guarded like the others), e.g. a window whose callback needs the loop."""
-        self.guards.append(Guard(sink, self.guards[0].log_every_s if self.guards else 30.0))
-
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to end after the current frame (thread- and signal-safe)."""
         if not self.stop_event.is_set():
