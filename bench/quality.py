@@ -318,7 +318,7 @@ def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: 
     t0 = time.time()
     weights = train_arm(run_dir, data, settings, budget, seed, opts.device, callbacks)
     rarest = rarest_class(stats)
-    run_info = RunInfo.load(run_dir / "defectdet.yaml")  # what auto keys became, and the native size
+    run_info = RunInfo.load(RunInfo.path(run_dir))  # what auto keys became, and the native size
     resolved = run_info.to_dict()
     res = evaluate_arm(weights, data, int(run_info.deploy_imgsz or budget["imgsz"]), opts.device, rarest,
                        opts.fp_per_image, opts.target_escape, opts.max_val_images)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 CLASSES = ("scratch", "spot", "crack", "dent")
 
 
-def write_sidecar(onnx_path: Path, names, imgsz, **extra) -> Path:
+def write_card(onnx_path: Path, names, imgsz, **extra) -> Path:
     """The model card ``model.json`` beside a stand-in ONNX (the runtime's metadata contract);
     ``extra``: other card fields (e.g. ``output_layout``)."""
     from defectdet.artifact import ModelCard, Preprocess
@@ -144,7 +144,7 @@ def make_model(
     onnx_path = Path(yolo.export(format="onnx", imgsz=[h, w], opset=17, simplify=True, verbose=False, **e2e_kw))
     if sidecar:
         layout = {"output_layout": "xyxy+conf+cls (1, 300, 6)"} if e2e else {}
-        write_sidecar(onnx_path, names, (h, w), **layout)
+        write_card(onnx_path, names, (h, w), **layout)
     return onnx_path
 
 

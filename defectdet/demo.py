@@ -103,7 +103,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
                          "name": "train", "exist_ok": True, **TRAIN_EXTRA}),
     )
     best = run / "weights" / "best.pt"
-    info = RunInfo.load(run / "defectdet.yaml")
+    info = RunInfo.load(RunInfo.path(run))
     size = info.deploy_imgsz or imgsz  # crop=native: validated and exported at the parts' full size
 
     def validate():

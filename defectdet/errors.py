@@ -32,6 +32,7 @@ def exit_statuses(*rows: tuple[int, str], before: str = "") -> dict:
     import argparse
 
     lines = [before, ""] if before else []
-    rows = rows if any(code == 2 for code, _ in rows) else (*rows, (2, "a bad option, file or value (one line on stderr)"))
+    if not any(code == 2 for code, _ in rows):
+        rows = (*rows, (2, "a bad option, file or value (one line on stderr)"))
     lines += ["exit status:"] + [f"  {code}  {text}" for code, text in rows]
     return {"epilog": "\n".join(lines), "formatter_class": argparse.RawDescriptionHelpFormatter}

@@ -21,8 +21,9 @@ Keys of ``defectdet train`` (recorded in ``<run>/defectdet.yaml``):
 :func:`resolve_recipe` resolves them once, before training, into a frozen
 :class:`defectdet.artifact.Recipe` (no ``auto`` left, the native ``eval_imgsz`` computed), which
 ``defectdet.yaml`` records (:class:`defectdet.artifact.RunInfo`); :class:`TrainDataCallback` only
-applies it (to the trainer's data loaders) through :mod:`defectdet.ultralytics_adapter`; the per-image work is in :mod:`defectdet.data.paste` and
-:mod:`defectdet.data.crops`, the weights in :mod:`defectdet.sampling`.
+applies it (to the trainer's data loaders) through :mod:`defectdet.ultralytics_adapter`; the
+per-image work is in :mod:`defectdet.data.paste` and :mod:`defectdet.data.crops`, the weights in
+:mod:`defectdet.sampling`.
 """
 
 from __future__ import annotations
@@ -171,14 +172,16 @@ class TrainDataCallback:
         if r.sampling == "uniform":
             return None
         classes = ad.dataset_classes(dataset)
-        w = S.image_weights(classes, len(trainer.data["names"]), r.sampling, r.defect_fraction, r.repeat_thresh)
+        nc = len(trainer.data["names"])
+        w = S.image_weights(classes, nc, r.sampling, r.defect_fraction, r.repeat_thresh)
         ad.weight_mix_draws(dataset, w)
         return S.WeightedEpochSampler(w, seed=int(trainer.args.seed), rank=rank, world_size=world)
 
     def _bank(self, dataset) -> P.DefectBank:
         classes, boxes = ad.dataset_classes(dataset), ad.dataset_boxes(dataset)
         if all(len(c) for c in classes):
-            raise ConfigError(f"paste={self.recipe.paste}: the train split has no defect-free image to paste onto "
+            raise ConfigError(f"paste={self.recipe.paste}: the train split has no defect-free image to "
+                              "paste onto "
                               "(expected some images without boxes; use paste=0)")
         idx = [i for i, c in enumerate(classes) if len(c)]
         return P.DefectBank.from_files([dataset.im_files[i] for i in idx], [boxes[i] for i in idx],
@@ -212,7 +215,8 @@ class TrainDataCallback:
         for i in rng.choice(clean, size=min(n, len(clean)), replace=False):
             img = cv2.imread(str(dataset.im_files[int(i)]), cv2.IMREAD_COLOR)
             if img is not None:
-                out, added, _ = P.paste_defects(img, np.zeros((0, 4)), bank, rng, self.recipe.paste_max, self.roi)
+                out, added, _ = P.paste_defects(img, np.zeros((0, 4)), bank, rng, self.recipe.paste_max,
+                                                self.roi)
                 samples.append((out, np.zeros((0, 4)), added))
         if samples:
             P.preview_grid(samples, path)

@@ -17,10 +17,10 @@ and swaps the element-wise classification term (`criterion.bce`) for one of:
 Everything else is a callback, so it survives ultralytics' multi-GPU re-launch (the DDP worker
 unpickles the trainer's callbacks with cloudpickle, and these are plain importable classes):
 ``ClsLossCallback`` installs the criterion, ``NonFiniteLossGuard`` stops on a non-finite loss,
-``RunInfoCallback`` writes ``<run>/defectdet.yaml`` (a :class:`defectdet.artifact.RunInfo`: the loss and
-the recipe resolved once in :func:`prepare`, plus the optimizer as built). Checkpoints hold a plain ultralytics
-``DetectionModel`` (the criterion is stripped before saving), so ``YOLO("best.pt")`` loads them on
-a machine without defectdet.
+``RunInfoCallback`` writes ``<run>/defectdet.yaml`` (a :class:`defectdet.artifact.RunInfo`: the
+loss and the recipe resolved once in :func:`prepare`, plus the optimizer as built). Checkpoints
+hold a plain ultralytics ``DetectionModel`` (the criterion is stripped before saving), so
+``YOLO("best.pt")`` loads them on a machine without defectdet.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class RunInfoCallback:
         if ad.is_main_rank():
             a = trainer.args  # as built
             self.info.replace(optimizer=str(a.optimizer), lr0=float(a.lr0), nbs=int(a.nbs)).save(
-                Path(trainer.save_dir) / "defectdet.yaml")
+                RunInfo.path(trainer.save_dir))
 
 
 # --------------------------------------------------------------------------- settings

@@ -214,7 +214,8 @@ def test_run_info_without_run_file(tmp_path):
     assert RunInfo.find(tmp_path / "weights" / "best.pt") is None  # the card then says cls_loss unknown
     (tmp_path / "defectdet.yaml").write_text("cls_loss: focal\ngamma: 2.0\nalpha: 0.25\n")
     run = RunInfo.find(tmp_path / "weights" / "best.pt")
-    assert (run.cls_loss, run.gamma, run.alpha, run.recipe, run.deploy_imgsz) == ("focal", 2.0, 0.25, None, None)
+    assert (run.cls_loss, run.gamma, run.alpha) == ("focal", 2.0, 0.25)
+    assert run.recipe is None and run.deploy_imgsz is None
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

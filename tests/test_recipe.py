@@ -2,16 +2,17 @@
 follow the weights, paste and native windows touch training images only, val runs at the native
 size, the run records what auto resolved to, and bad values are one-line errors."""
 
+import dataclasses
 import random
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from defectdet.artifact import Recipe, RunInfo
 from defectdet.config import load_yaml
 from defectdet.errors import ConfigError
 from defectdet.offline import setup_ultralytics
-from defectdet.artifact import Recipe, RunInfo
 from defectdet.recipe import (
     TrainDataCallback,
     auto_crop,
@@ -188,14 +189,16 @@ def test_sampled_stats_count_the_share_the_sampler_leaves():
 
 def test_resolve_recipe_on_a_rare_set(rare_data):
     r, stats = resolve_recipe(check_recipe({}), str(rare_data), 128, need_stats=True)
-    assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction, r.repeat_thresh) == ("defect", "native", 256, 0.5, None)
+    assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction, r.repeat_thresh) == (
+        "defect", "native", 256, 0.5, None)
     assert stats["imgsz"] == 256 and stats["splits"]["train"]["defect_free_fraction"] == 0.5
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.sampling = "uniform"  # frozen: resolved once, then only applied
 
 
 def test_resolve_recipe_keeps_given_keys_and_reads_no_stats_when_none_are_auto(rare_data):
     r, stats = resolve_recipe(check_recipe({"sampling": "repeat", "crop": "off"}), str(rare_data), 128)
-    assert stats is None and (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction) == ("repeat", "off", None, None)
+    assert stats is None
+    assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction) == ("repeat", "off", None, None)
     balanced, _ = resolve_recipe(check_recipe({"defect_fraction": 0.1}), str(rare_data), 128)
     assert balanced.sampling == "uniform"  # 20% defective is above the 10% asked for: no re-weighting

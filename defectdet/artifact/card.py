@@ -32,6 +32,7 @@ from .sidecar import (
     OUTPUT_LAYOUT,
     MetadataError,
     Preprocess,
+    literal,
     parse_names,
     read_sidecar,
     sidecar_path,
@@ -40,7 +41,16 @@ from .sidecar import (
 from .thresholds import Thresholds, ThresholdSource
 
 # The facts of the card that also go into the graph's ``defectdet`` metadata_props entry.
-DEFECTDET_ENTRY_KEYS = ("cls_loss", "gamma", "alpha", "source", "preprocess", "strides", "precision", "output_layout")
+DEFECTDET_ENTRY_KEYS = (
+    "cls_loss",
+    "gamma",
+    "alpha",
+    "source",
+    "preprocess",
+    "strides",
+    "precision",
+    "output_layout",
+)
 # what describes one file only, dropped when a card is derived for another file
 PER_FILE = ("parity", "gate", "engine")
 
@@ -66,12 +76,16 @@ class GateVerdict:
         if not isinstance(d, Mapping) or not isinstance(d.get("decision"), str):
             raise MetadataError(f"{where}: 'gate' must be a mapping with a 'decision', got {d!r:.80}")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known and k != "reasons"},
-                   reasons=tuple(str(r) for r in d.get("reasons") or ()))
+        return cls(
+            **{k: v for k, v in d.items() if k in known and k != "reasons"},
+            reasons=tuple(str(r) for r in d.get("reasons") or ()),
+        )
 
 
 def _ints(value: Any, where: str, key: str) -> Tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         raise MetadataError(f"{where}: '{key}' must be a list of integers, got {value!r:.80}")
     return tuple(int(v) for v in value)
 
@@ -127,8 +141,17 @@ class ModelCard:
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
-    def from_graph(cls, model: Any, source: Path, sha: str, strides: list[int], precision: str, opset: int,
-                   run: Optional[RunInfo] = None, preprocess: Mapping[str, Any] | None = None) -> ModelCard:
+    def from_graph(
+        cls,
+        model: Any,
+        source: Path,
+        sha: str,
+        strides: list[int],
+        precision: str,
+        opset: int,
+        run: Optional[RunInfo] = None,
+        preprocess: Mapping[str, Any] | None = None,
+    ) -> ModelCard:
         """The card of an exported graph (an ``onnx.ModelProto`` with ultralytics' metadata_props);
         ``source`` is the file it was made from (checkpoint or FP32 ONNX), ``run`` the training run it
         came from (None: ``cls_loss`` unknown), ``preprocess`` what the graph's input wants."""
@@ -141,15 +164,29 @@ class ModelCard:
         hw = in_shape[1:3] if pre["layout"] == "NHWC" else in_shape[2:4]
         run = run or RunInfo()
         return cls(
-            names={int(k): str(v) for k, v in sorted(names.items())}, imgsz=(int(hw[0]), int(hw[1])),
-            strides=tuple(int(s) for s in strides), preprocess=Preprocess(**pre), input_name=in_name,
-            input_shape=tuple(in_shape), output_name=out_name, output_shape=tuple(out_shape),
-            output_layout=OUTPUT_LAYOUT, batch=int(in_shape[0]), task=meta.get("task", "detect"),
-            cls_loss=run.cls_loss, gamma=run.gamma, alpha=run.alpha,
+            names={int(k): str(v) for k, v in sorted(names.items())},
+            imgsz=(int(hw[0]), int(hw[1])),
+            strides=tuple(int(s) for s in strides),
+            preprocess=Preprocess(**pre),
+            input_name=in_name,
+            input_shape=tuple(in_shape),
+            output_name=out_name,
+            output_shape=tuple(out_shape),
+            output_layout=OUTPUT_LAYOUT,
+            batch=int(in_shape[0]),
+            task=meta.get("task", "detect"),
+            cls_loss=run.cls_loss,
+            gamma=run.gamma,
+            alpha=run.alpha,
             recipe=run.recipe.card_entry() if run.recipe is not None else None,
-            source={"checkpoint": str(source.resolve()), "sha256": sha}, precision=precision, opset=int(opset),
-            versions={"defectdet": __version__, "ultralytics": meta.get("version"),
-                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            source={"checkpoint": str(source.resolve()), "sha256": sha},
+            precision=precision,
+            opset=int(opset),
+            versions={
+                "defectdet": __version__,
+                "ultralytics": meta.get("version"),
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
         )
 
     def replace(self, **changes: Any) -> ModelCard:
@@ -208,7 +245,7 @@ class ModelCard:
             kw["imgsz"] = _imgsz(v["imgsz"], where)
         for key in ("strides", "input_shape", "output_shape"):
             if key in v:
-                kw[key] = _ints(v[key], where, key)
+                kw[key] = _ints(literal(v[key]), where, key)
         if "preprocess" in v:
             kw["preprocess"] = _preprocess(v["preprocess"], where)
         for key in ("input_name", "output_name", "output_layout", "task", "cls_loss", "precision"):
@@ -224,8 +261,10 @@ class ModelCard:
                 kw[key] = _mapping(v[key], where, key)
         if "thresholds" in v:
             if names is None:
-                raise MetadataError(f"{where}: 'thresholds' without 'names'; expected the class names "
-                                    "`defectdet export` records")
+                raise MetadataError(
+                    f"{where}: 'thresholds' without 'names'; expected the class names "
+                    "`defectdet export` records"
+                )
             kw["thresholds"] = Thresholds.parse(v["thresholds"], names, where)
         if "gate" in v:
             kw["gate"] = GateVerdict.from_dict(v["gate"], where)
@@ -239,8 +278,10 @@ class ModelCard:
         if not side.is_file():
             if missing_ok:
                 return cls()
-            raise MetadataError(f"{side}: no sidecar beside {Path(model_path).name}; expected the model.json "
-                                "that `defectdet export` writes")
+            raise MetadataError(
+                f"{side}: no sidecar beside {Path(model_path).name}; expected the model.json "
+                "that `defectdet export` writes"
+            )
         return cls.from_dict(read_sidecar(side), str(side))
 
     def save(self, model_path: str | os.PathLike) -> Path:
@@ -260,4 +301,3 @@ class ModelCard:
         """The ``defectdet`` metadata_props value: the facts a runtime needs besides ultralytics' keys."""
         d = self.to_dict()
         return json.dumps({k: d.get(k) for k in DEFECTDET_ENTRY_KEYS})
-

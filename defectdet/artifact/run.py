@@ -48,7 +48,19 @@ class Recipe:
         return {k: d[k] for k in CARD_RECIPE_KEYS}
 
 
-_RUN_KEYS = ("cls_loss", "gamma", "alpha", "cls", "data", "imgsz", "threads", "optimizer", "lr0", "nbs", "data_stats")
+_RUN_KEYS = (
+    "cls_loss",
+    "gamma",
+    "alpha",
+    "cls",
+    "data",
+    "imgsz",
+    "threads",
+    "optimizer",
+    "lr0",
+    "nbs",
+    "data_stats",
+)
 # key -> (test, what was expected); None values always pass (a key absent from an older file)
 _CHECKS = {
     "cls_loss": (lambda v: isinstance(v, str), "a loss name"),
@@ -148,12 +160,17 @@ class RunInfo:
         """Write ``defectdet.yaml`` atomically."""
         return dump_yaml(path, self.to_dict())
 
+    @staticmethod
+    def path(run_dir: str | os.PathLike) -> Path:
+        """``<run>/defectdet.yaml``."""
+        return Path(run_dir) / RUN_INFO_NAME
+
     @classmethod
     def find(cls, checkpoint: str | os.PathLike) -> Optional[RunInfo]:
         """The RunInfo of the run a checkpoint (``<run>/weights/best.pt``) or a file beside it came
         from: ``<run>/defectdet.yaml``, else one in the checkpoint's own folder; None when neither is."""
         ckpt = Path(checkpoint).resolve()
         for run in (ckpt.parent.parent, ckpt.parent):
-            if (run / RUN_INFO_NAME).is_file():
-                return cls.load(run / RUN_INFO_NAME)
+            if cls.path(run).is_file():
+                return cls.load(cls.path(run))
         return None

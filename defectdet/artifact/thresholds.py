@@ -97,22 +97,30 @@ class Thresholds:
         if mapping is None:
             return cls.none(names)
         if not isinstance(mapping, Mapping):
-            raise MetadataError(f"{where}: 'thresholds' must be a mapping of class name or id -> confidence, "
-                                f"got {type(mapping).__name__}")
+            raise MetadataError(
+                f"{where}: 'thresholds' must be a mapping of class name or id -> confidence, "
+                f"got {type(mapping).__name__}"
+            )
         by_name = {v: k for k, v in names.items()}
         out: dict[int, float] = {}
         keys: dict[int, Any] = {}
         for key, value in mapping.items():
             cid = _class_id(key, names, by_name)
             if cid is None:
-                raise MetadataError(f"{where}: threshold for unknown class {key!r}; expected one of "
-                                    f"{list(names.values())} or ids 0..{len(names) - 1}")
+                raise MetadataError(
+                    f"{where}: threshold for unknown class {key!r}; expected one of "
+                    f"{list(names.values())} or ids 0..{len(names) - 1}"
+                )
             if cid in out:
-                raise MetadataError(f"{where}: class {names[cid]!r} has two thresholds (keys {keys[cid]!r} and "
-                                    f"{key!r}); expected one per class")
+                raise MetadataError(
+                    f"{where}: class {names[cid]!r} has two thresholds (keys {keys[cid]!r} and "
+                    f"{key!r}); expected one per class"
+                )
             conf = _confidence(value)
             if conf is None:
-                raise MetadataError(f"{where}: threshold for class {key!r} must be a number in [0, 1], got {value!r}")
+                raise MetadataError(
+                    f"{where}: threshold for class {key!r} must be a number in [0, 1], got {value!r}"
+                )
             out[cid], keys[cid] = conf, key
         return cls.of(names, out)
 
@@ -123,8 +131,9 @@ class Thresholds:
             return cls.none(names)
         if isinstance(source, Thresholds):
             if source.names != _names(names):
-                raise MetadataError(f"thresholds for classes {list(source.names)}; expected the model's "
-                                    f"{list(_names(names))}")
+                raise MetadataError(
+                    f"thresholds for classes {list(source.names)}; expected the model's {list(_names(names))}"
+                )
             return source
         if isinstance(source, Mapping):
             return cls.parse(source.get("thresholds", source), names, "thresholds")
@@ -134,7 +143,9 @@ class Thresholds:
         except ConfigError as e:  # not found / malformed YAML: the same error class as every other rule
             raise MetadataError(str(e)) from None
         if "thresholds" not in doc:
-            raise MetadataError(f"{path}: expected a top-level 'thresholds:' mapping of class name or id -> confidence")
+            raise MetadataError(
+                f"{path}: expected a top-level 'thresholds:' mapping of class name or id -> confidence"
+            )
         return cls.parse(doc["thresholds"], names, str(path))
 
     # -- reading -------------------------------------------------------------------------------
@@ -157,7 +168,9 @@ class Thresholds:
 
     def over(self, base: Thresholds) -> Thresholds:
         """These thresholds where given, ``base``'s elsewhere."""
-        return Thresholds(self.names, tuple(v if v is not None else b for v, b in zip(self.values, base.values)))
+        return Thresholds(
+            self.names, tuple(v if v is not None else b for v, b in zip(self.values, base.values))
+        )
 
     def filled(self, default: float) -> Thresholds:
         """Every class given: ``default`` where none was."""
@@ -169,7 +182,10 @@ class Thresholds:
 
     def by_name(self, ndigits: int | None = None) -> dict[str, float]:
         """``{class_name: conf}`` of the given classes in id order (how files store them)."""
-        return {self.names[c]: float(v) if ndigits is None else round(float(v), ndigits) for c, v in self.given.items()}
+        return {
+            self.names[c]: float(v) if ndigits is None else round(float(v), ndigits)
+            for c, v in self.given.items()
+        }
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, **notes: Any) -> Path:

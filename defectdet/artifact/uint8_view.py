@@ -17,7 +17,9 @@ from typing import Any, Iterator
 from .onnx_graph import save_onnx
 
 PREFIX = "defectdet_input/"  # names of the prepended nodes and their constants
-NODES = {PREFIX + n for n in ("cast", "transpose", "bgr2rgb", "div255")}  # (quantizers name their nodes after tensors)
+NODES = {
+    PREFIX + n for n in ("cast", "transpose", "bgr2rgb", "div255")
+}  # (quantizers name their nodes after tensors)
 CONSTANTS = {PREFIX + n for n in ("bgr2rgb", "255")}
 
 

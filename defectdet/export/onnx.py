@@ -209,7 +209,8 @@ def export_onnx(
         if half:
             model = to_fp16(model)
         preprocess = uint8_input(model, input_layout) if input_dtype == "uint8" else None
-        card = ModelCard.from_graph(model, ckpt, sha256_file(ckpt), strides, precision, opset, run, preprocess)
+        card = ModelCard.from_graph(model, ckpt, sha256_file(ckpt), strides, precision, opset, run,
+                                    preprocess)
         embed_metadata(model, {"strides": str(list(card.strides)), "defectdet": card.embedded_entry()})
         onnx.checker.check_model(model)
         staged = save_onnx(model, work / dst.name)

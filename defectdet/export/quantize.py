@@ -216,7 +216,8 @@ def _base_card(model: Any, src: Path) -> ModelCard:
 def _int8_card(base: ModelCard, src: Path, target: str, report: dict[str, Any]) -> ModelCard:
     """The INT8 card, derived from the FP32 one: precision, the FP32 source and the report."""
     return base.derive(precision="int8-qdq" if target == "tensorrt" else "int8-qdq-cpu",
-                       source_onnx={"path": str(src.resolve()), "sha256": sha256_file(src)}, quantization=report)
+                       source_onnx={"path": str(src.resolve()), "sha256": sha256_file(src)},
+                       quantization=report)
 
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:

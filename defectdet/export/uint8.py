@@ -9,9 +9,9 @@
 
 The Cast comes first because TensorRT (8.6 and 10.x) accepts a UINT8 network input only as the
 input of a cast; Div by 255 (not Mul by 1/255) gives the float tensor ultralytics' predictor builds,
-bit for bit. The opset is unchanged (every op here exists since opset 13). :func:`defectdet.artifact.uint8_view.float_view`
-removes exactly these nodes again, for tools that can only feed float tensors (ultralytics'
-``predict`` in ``defectdet val``).
+bit for bit. The opset is unchanged (every op here exists since opset 13).
+:func:`defectdet.artifact.uint8_view.float_view` removes exactly these nodes again, for tools that
+can only feed float tensors (ultralytics' ``predict`` in ``defectdet val``).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from ..config import atomic_write_text
 from .capture import FrameSource
 from .decisions import Decider
 from .health import assess
+from .result import FrameResult
 from .sink import Guard, Sink
-from .sinks import FrameResult
 from .sources import Frame
 
 LOG = logging.getLogger("defectdet.inspect")
