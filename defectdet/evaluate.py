@@ -150,12 +150,17 @@ def _load_model(model: Any):
     return YOLO(str(model), task="detect")
 
 
-def _onnx_imgsz(path: Path) -> list[int] | None:
-    """Static (H, W) of an ONNX model's first input, for models without ultralytics metadata."""
+def _onnx_imgsz(model: Path, graph: Path) -> list[int] | None:
+    """(H, W) of an ONNX model: its card's ``imgsz``, else the static input of ``graph`` (the model,
+    or its float view: (B, 3, H, W)), for models without a card or ultralytics metadata."""
+    card = ModelCard.load(model, missing_ok=True)
+    if card.imgsz:
+        return list(card.imgsz)
     import onnx
 
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    hw = [d.dim_value for d in dims[2:4]]
+    from .artifact import io_shapes
+
+    hw = io_shapes(onnx.load(str(graph), load_external_data=False))[1][2:4]
     return hw if len(hw) == 2 and all(hw) else None
 
 
@@ -173,7 +178,7 @@ def collect_detections(
         if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
             raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
         if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
-            imgsz = _onnx_imgsz(Path(str(runnable)))
+            imgsz = _onnx_imgsz(Path(str(model)), Path(str(runnable)))
         elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
             run = RunInfo.find(model)  # a crop=native model: its run's native size, else the checkpoint's own
             imgsz = run.deploy_imgsz if run is not None else None
