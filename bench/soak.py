@@ -105,10 +105,10 @@ def conf_for_ng_rate(model: Path, frames: list[np.ndarray], rate: float, threads
 
 def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarray], out: Path):
     """Run the loop over ``a.frames`` synthetic frames; returns (summary, probe)."""
+    from defectdet.artifact import model_id
     from defectdet.runtime import Detector
     from defectdet.station.capture import FrameSource
     from defectdet.station.decisions import Decider
-    from defectdet.station.inspect_cli import model_id
     from defectdet.station.loop import InspectionLoop
     from defectdet.station.pipeline import PipelinedLoop
     from defectdet.station.sinks import EventLog

@@ -218,6 +218,15 @@ def test_card_derive_amend_and_the_embedded_entry(tmp_path):
         ModelCard.amend(model, thresholds={"dent": 0.5})
 
 
+def test_the_model_id_names_the_file_and_its_hash(tmp_path):
+    import hashlib
+
+    from defectdet.artifact import model_id
+
+    (tmp_path / "model.onnx").write_bytes(b"graph")
+    assert model_id(tmp_path / "model.onnx") == "model.onnx:" + hashlib.sha256(b"graph").hexdigest()[:12]
+
+
 def test_a_card_leaves_out_what_it_does_not_have(tmp_path):
     card = ModelCard(names={0: "a"}, imgsz=(64, 64))
     assert card.to_dict() == {"names": {"0": "a"}, "imgsz": [64, 64]}  # absent keys stay absent, not null

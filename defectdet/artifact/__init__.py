@@ -45,6 +45,7 @@ from .sidecar import (
     TRT86_MAX_OPSET,
     MetadataError,
     Preprocess,
+    model_id,
     read_engine_header,
     read_sidecar,
     sha256_file,
@@ -57,6 +58,6 @@ __all__ = [
     "OUTPUT_LAYOUT", "PREPROCESS", "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "GateVerdict", "MetadataError",
     "ModelCard", "ModelMetadata", "Preprocess", "Recipe", "RunInfo", "Thresholds", "embed_metadata",
     "graph_preprocess", "has_qdq", "input_format", "io_shapes", "load_metadata", "load_props",
-    "load_thresholds", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
+    "load_thresholds", "model_id", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
     "save_onnx", "sha256_file", "sidecar_path",
 ]

@@ -124,3 +124,9 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def model_id(path: str | os.PathLike) -> str:
+    """``model.onnx:1a2b3c4d5e6f``: the model file's name and the start of its SHA-256 (what events,
+    summaries and the line's outputs name the model by)."""
+    return f"{Path(path).name}:{sha256_file(path)[:12]}"

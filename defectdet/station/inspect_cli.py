@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..artifact import model_id
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError, exit_statuses
 from .health import EXIT_ROWS, exit_status
@@ -73,15 +73,6 @@ def load_config(config: str | None, overrides: list[str], flags: Mapping[str, An
         cfg = merge_config(cfg, load_yaml(path, kind="inspect config"), str(path))
     cfg = merge_config(cfg, parse_overrides(overrides), "command line")
     return check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
-
-
-def model_id(path: Path) -> str:
-    """``model.onnx:1a2b3c4d5e6f`` — the file name and the start of its SHA-256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"{path.name}:{h.hexdigest()[:12]}"
 
 
 def default_out() -> Path:
