@@ -251,13 +251,15 @@ def training_imgsz(ul_args: dict[str, Any]) -> int:
 
 
 def data_summary(stats: Optional[dict]) -> Optional[dict[str, Any]]:
-    """The train split's facts the loss choice and the sampler went by, for ``defectdet.yaml``."""
+    """The train split's facts the loss choice and the sampler went by, for ``defectdet.yaml``
+    (plain numbers: YAML cannot hold numpy scalars)."""
     if stats is None:
         return None
     train = stats["splits"]["train"]
-    return {"imgsz": stats.get("imgsz"), "images": train.get("images"),
-            "defect_free_fraction": train.get("defect_free_fraction"),
-            "negatives_per_positive": (train.get("anchors") or {}).get("negatives_per_positive")}
+    facts = {"imgsz": stats.get("imgsz"), "images": train.get("images"),
+             "defect_free_fraction": train.get("defect_free_fraction"),
+             "negatives_per_positive": (train.get("anchors") or {}).get("negatives_per_positive")}
+    return {k: None if v is None else (int(v) if k in ("imgsz", "images") else float(v)) for k, v in facts.items()}
 
 
 def model_path(model: Any) -> str:
