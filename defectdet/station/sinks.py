@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional
 import cv2
 import numpy as np
 
-from .result import FrameResult
+from .result import FrameResult, utc_iso  # noqa: F401  (utc_iso: still importable from here)
 from .sink import BaseSink
 
 
