@@ -81,7 +81,8 @@ from bench.quality_report import (  # noqa: E402,F401  (aggregate & co. are this
     update_page,
 )
 from defectdet import metrics as M  # noqa: E402  (numpy only)
-from defectdet.config import atomic_write_text, load_yaml  # noqa: E402
+from defectdet.artifact import RunInfo  # noqa: E402  (torch-free)
+from defectdet.config import atomic_write_text  # noqa: E402
 from defectdet.errors import ConfigError  # noqa: E402
 
 DEEPPCB = ROOT.parent / "shared" / "data" / "deeppcb"
@@ -328,8 +329,9 @@ def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: 
     t0 = time.time()
     weights = train_arm(run_dir, data, settings, budget, seed, opts.device, callbacks)
     rarest = rarest_class(stats)
-    resolved = load_yaml(run_dir / "defectdet.yaml")  # what auto keys became, and the native size
-    res = evaluate_arm(weights, data, int(resolved.get("eval_imgsz") or budget["imgsz"]), opts.device, rarest,
+    run_info = RunInfo.load(RunInfo.path(run_dir))  # what auto keys became, and the native size
+    resolved = run_info.to_dict()
+    res = evaluate_arm(weights, data, int(run_info.deploy_imgsz or budget["imgsz"]), opts.device, rarest,
                        opts.fp_per_image, opts.target_escape, opts.max_val_images)
     res.update(fingerprint=fingerprint, eval=eval_cfg, data_tag=data_tag(data), arm=arm, seed=seed,
                loss=loss_label({**settings, **resolved}), resolved=resolved,

@@ -47,22 +47,15 @@ sys.path.insert(0, str(ROOT))
 CLASSES = ("scratch", "spot", "crack", "dent")
 
 
-def write_sidecar(onnx_path: Path, names, imgsz, **extra) -> Path:
-    """The ``model.json`` the export writes (the runtime's metadata contract)."""
-    from defectdet.config import atomic_write_text
+def write_card(onnx_path: Path, names, imgsz, **extra) -> Path:
+    """The model card ``model.json`` beside a stand-in ONNX (the runtime's metadata contract);
+    ``extra``: other card fields (e.g. ``output_layout``)."""
+    from defectdet.artifact import ModelCard, Preprocess
 
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    meta = {
-        "names": {str(i): n for i, n in enumerate(names)},
-        "imgsz": [h, w],
-        "strides": [8, 16, 32],
-        "preprocess": {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114},
-        "input_name": "images",
-        "output_layout": f"xywh+cls (1, {4 + len(names)}, A)",
-        "cls_loss": "bce",
-        **extra,
-    }
-    return atomic_write_text(Path(onnx_path).with_suffix(".json"), json.dumps(meta, indent=1))
+    card = ModelCard(names=dict(enumerate(names)), imgsz=(h, w), strides=(8, 16, 32), preprocess=Preprocess(),
+                     input_name="images", output_layout=f"xywh+cls (1, {4 + len(names)}, A)", cls_loss="bce")
+    return card.replace(**extra).save(onnx_path)
 
 
 def _calibrate(net, x, logit_mean: float, logit_std: float) -> None:
@@ -151,7 +144,7 @@ def make_model(
     onnx_path = Path(yolo.export(format="onnx", imgsz=[h, w], opset=17, simplify=True, verbose=False, **e2e_kw))
     if sidecar:
         layout = {"output_layout": "xyxy+conf+cls (1, 300, 6)"} if e2e else {}
-        write_sidecar(onnx_path, names, (h, w), **layout)
+        write_card(onnx_path, names, (h, w), **layout)
     return onnx_path
 
 

@@ -105,10 +105,10 @@ def conf_for_ng_rate(model: Path, frames: list[np.ndarray], rate: float, threads
 
 def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarray], out: Path):
     """Run the loop over ``a.frames`` synthetic frames; returns (summary, probe)."""
+    from defectdet.artifact import model_id
     from defectdet.runtime import Detector
     from defectdet.station.capture import FrameSource
     from defectdet.station.decisions import Decider
-    from defectdet.station.inspect_cli import model_id
     from defectdet.station.loop import InspectionLoop
     from defectdet.station.pipeline import PipelinedLoop
     from defectdet.station.sinks import EventLog
@@ -121,7 +121,7 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
         src = FrameSource(f"synthetic://?width={a.width}&height={a.height}&frames={a.frames}")
         sinks = [Snapshots(out / "snapshots", quota_mb=50, queue=a.snapshot_queue)] if a.snapshots else []
         sinks += [EventLog(out / "events.jsonl"), probe]
-        loop = (PipelinedLoop if a.pipeline == "on" else InspectionLoop)(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=15,
+        loop = (PipelinedLoop if a.pipeline == "on" else InspectionLoop)(det, src, Decider(det.names, thresholds=det.operating), sinks, status_every=15,
                               out_dir=out, model_id=model_id(model))
         summary = loop.run()
     return summary, probe
@@ -174,7 +174,7 @@ def loop_run(det, loop_class, frames: list[np.ndarray], n: int, out: Path) -> di
 
     src = FrameSource(parse_source("synthetic://"), opener=lambda spec: MemoryReader(frames, n))
     sinks = [Snapshots(out / "snapshots", quota_mb=50), EventLog(out / "events.jsonl")]
-    return loop_class(det, src, Decider(det.names, thresholds=det.thresholds), sinks, status_every=0, out_dir=out).run()
+    return loop_class(det, src, Decider(det.names, thresholds=det.operating), sinks, status_every=0, out_dir=out).run()
 
 
 def compare(a: argparse.Namespace) -> dict:

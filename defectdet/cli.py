@@ -36,18 +36,6 @@ def _python() -> tuple[int, int]:
     return sys.version_info[:2]
 
 
-def exit_statuses(*rows: tuple[int, str], before: str = "") -> dict:
-    """``ArgumentParser`` keywords for a command's ``--help`` epilog listing its exit statuses
-    (``before``: a paragraph above them); status 2, which :func:`main` gives every
-    :class:`~defectdet.errors.DefectdetError`, is appended unless a row states it."""
-    import argparse
-
-    lines = [before, ""] if before else []
-    rows = rows if any(code == 2 for code, _ in rows) else (*rows, (2, "a bad option, file or value (one line on stderr)"))
-    lines += ["exit status:"] + [f"  {code}  {text}" for code, text in rows]
-    return {"epilog": "\n".join(lines), "formatter_class": argparse.RawDescriptionHelpFormatter}
-
-
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: defectdet <command> [options]   (defectdet <command> --help for details)", "", "commands:"]

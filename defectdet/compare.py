@@ -23,9 +23,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .cli import exit_statuses
 from .config import atomic_write_text
-from .errors import DataError
+from .errors import DataError, exit_statuses
 
 MODELS = ("live", "candidate")
 

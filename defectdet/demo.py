@@ -83,9 +83,9 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
              val_fraction: float = 0.2, calib_images: int = DEMO["calib_images"],
              quant_method: str = DEMO["quant_method"], threads: int = DEMO["threads"]) -> dict[str, Any]:
     settings = {k: v for k, v in locals().items() if k != "out"}  # the arguments (first line: nothing else yet)
+    from .artifact import RunInfo
     from .data.synthetic import make_dataset
     from .evaluate import evaluate, write_thresholds
-    from .export.onnx import deploy_imgsz
     from .train import train
 
     steps = Steps()
@@ -102,7 +102,8 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
                          "name": "train", "exist_ok": True, "threads": threads or None, **TRAIN_EXTRA}),
     )
     best = run / "weights" / "best.pt"
-    size = deploy_imgsz(best) or imgsz  # crop=native: validated and exported at the parts' full size
+    info = RunInfo.load(RunInfo.path(run))
+    size = info.deploy_imgsz or imgsz  # crop=native: validated and exported at the parts' full size
 
     def validate():
         report = evaluate(best, data, imgsz=size, target_escape=target_escape, escape_rule="any")
@@ -120,12 +121,10 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     deployed_thresholds = thresholds if deployed == onnx else None  # INT8: its own, from its sidecar
     line = steps.run(f"6. inspect the conveyor video with {deployed.name} (ONNX Runtime)",
                      lambda: _inspect(deployed, data.parent / "parts.mp4", deployed_thresholds, out / "inspect"))
-    from .config import load_yaml
-
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "settings": settings, "model": str(best),
         "thresholds": str(thresholds),
-        "train": {k: v for k, v in load_yaml(run / "defectdet.yaml").items() if k != "data"},  # auto resolved
+        "train": {k: v for k, v in info.to_dict().items() if k != "data"},  # auto resolved
         "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
         "overkill_rate": report.overkill_rate, "escapes": report.escapes, "overkills": report.overkills,
         "n_defective": report.n_defective, "n_clean": report.n_clean, "val_imgsz": size,
@@ -150,11 +149,11 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
 
 
 def _export(best: Path, imgsz: int, thresholds: Path) -> tuple[Path, dict[str, Any]]:
-    from .artifact import write_sidecar_thresholds
+    from .artifact import ModelCard
     from .export.onnx import export_onnx
 
     res = export_onnx(best, imgsz=imgsz)
-    write_sidecar_thresholds(res.onnx, thresholds)  # the runtime's per-class operating points
+    ModelCard.amend(res.onnx, thresholds=thresholds)  # the runtime's per-class operating points
     print(f"{res.onnx}  parity: {res.parity}")
     return res.onnx, dict(res.parity)
 
@@ -205,7 +204,7 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
 
 
 def cli(argv: list[str]) -> int:
-    from .cli import exit_statuses
+    from .errors import exit_statuses
 
     ap = argparse.ArgumentParser(prog="defectdet demo", description=__doc__.split("\n\n")[0], **exit_statuses(
         (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),

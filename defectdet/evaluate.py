@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .artifact import load_thresholds, sidecar_names, write_sidecar_thresholds, write_thresholds_file
-from .cli import exit_statuses
+from .artifact import ModelCard, RunInfo, Thresholds
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
 from .data.images import check_headers
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, exit_statuses
 
 
 @dataclass
@@ -154,12 +153,17 @@ def _load_model(model: Any):
     return YOLO(str(model), task="detect")
 
 
-def _onnx_imgsz(path: Path) -> list[int] | None:
-    """Static (H, W) of an ONNX model's first input, for models without ultralytics metadata."""
+def _onnx_imgsz(model: Path, graph: Path) -> list[int] | None:
+    """(H, W) of an ONNX model: its card's ``imgsz``, else the static input of ``graph`` (the model,
+    or its float view: (B, 3, H, W)), for models without a card or ultralytics metadata."""
+    card = ModelCard.load(model, missing_ok=True)
+    if card.imgsz:
+        return list(card.imgsz)
     import onnx
 
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    hw = [d.dim_value for d in dims[2:4]]
+    from .artifact import io_shapes
+
+    hw = io_shapes(onnx.load(str(graph), load_external_data=False))[1][2:4]
     return hw if len(hw) == 2 and all(hw) else None
 
 
@@ -169,7 +173,7 @@ def collect_detections(
     """Predict every image and pair its detections with its labels (pixel xyxy); also returns the
     inference size used (H, W). A uint8-input ONNX runs as its float view (the same graph less the
     Cast/Transpose/Gather/Div it starts with, fed what ultralytics feeds: the same values)."""
-    from .export.uint8 import float_copy
+    from .artifact.uint8_view import float_copy
 
     with float_copy(model) as runnable:  # a uint8-input ONNX: its float view, for ultralytics
         yolo = _load_model(runnable)
@@ -177,11 +181,10 @@ def collect_detections(
         if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
             raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
         if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
-            imgsz = _onnx_imgsz(Path(str(runnable)))
+            imgsz = _onnx_imgsz(Path(str(model)), Path(str(runnable)))
         elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
-            from .export.onnx import deploy_imgsz
-
-            imgsz = deploy_imgsz(model)  # a crop=native model: its run's native size, else the checkpoint's own
+            run = RunInfo.find(model)  # a crop=native model: its run's native size, else the checkpoint's own
+            imgsz = run.deploy_imgsz if run is not None else None
         kwargs = {"conf": conf, "iou": iou, "device": device, "verbose": False, "stream": True, "save": False}
         if imgsz is not None:
             kwargs["imgsz"] = imgsz
@@ -209,17 +212,18 @@ def collect_detections(
 
 
 # ----------------------------------------------------------------------------- report
-def operating_thresholds(thresholds: Any, names: list[str]) -> dict[int, float] | None:
-    """The classes' given operating thresholds ``{class_id: conf}``: None (none given: max-F1), one
-    number for every class, or a thresholds YAML path / ``{class: conf}`` mapping, parsed by
-    :func:`defectdet.artifact.load_thresholds` (names or ids; a partial file sets only its classes)."""
+def operating_thresholds(thresholds: Any, names: list[str]) -> Thresholds | None:
+    """The classes' given operating thresholds: None (none given: max-F1), one number for every
+    class, a :class:`~defectdet.artifact.Thresholds`, or a thresholds YAML path / ``{class: conf}``
+    mapping, parsed by :meth:`Thresholds.load` (names or ids; a partial file sets only its classes)."""
     if thresholds is None:
         return None
+    classes = dict(enumerate(names))
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
         if not 0.0 <= float(thresholds) <= 1.0:
             raise ConfigError(f"--thresholds {thresholds}: expected one confidence in [0, 1] or a thresholds YAML")
-        return {c: float(thresholds) for c in range(len(names))}
-    return load_thresholds(thresholds, dict(enumerate(names)))
+        return Thresholds.uniform(classes, float(thresholds))
+    return Thresholds.load(thresholds, classes)
 
 
 def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
@@ -248,12 +252,12 @@ def build_report(
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
     map50, map50_95 = M.mean_ap(ap, stats.n_gt)
     scores = M.PartScores.from_images(images, nc, escape_rule)
-    given = operating_thresholds(thresholds, names)
+    given = thresholds if isinstance(thresholds, Thresholds) else operating_thresholds(thresholds, names)
     op, source, calibration = M.max_f1_thresholds(stats), "max-f1", None
-    if given is not None:
+    if given:
         op = np.asarray(op, np.float64).copy()
-        op[list(given)] = list(given.values())
-        source = "given" if len(given) == nc else "given+max-f1"
+        op[list(given.given)] = list(given.given.values())
+        source = "given" if given.complete else "given+max-f1"
     if target_escape is not None:
         if threshold_rule == "part":
             from .part_rule import calibrate_part_threshold
@@ -314,8 +318,9 @@ def evaluate(
 def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
     """The runtime's thresholds YAML: per-class conf, the target and what was achieved, in parts."""
     cal = report.calibration or {}
-    return write_thresholds_file(
-        path, report.thresholds, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
+    values = dict(enumerate(report.thresholds.values()))
+    return Thresholds.of(dict(enumerate(report.thresholds)), values).save(
+        path, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
         escape_rule=report.escape_rule, achieved={"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
                   "escapes": report.escapes, "overkills": report.overkills,
                   "n_defective": report.n_defective, "n_clean": report.n_clean},
@@ -422,7 +427,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
                               "--threshold-rule part")
         args.confidence = float(args.confidence)
     if args.write_sidecar:
-        sidecar_names(args.write_sidecar)  # a missing sidecar fails now, not after the evaluation
+        ModelCard.load(args.write_sidecar).with_thresholds(None)  # a missing sidecar or names fails now
     return args
 
 
@@ -445,7 +450,7 @@ def cli(argv: list[str]) -> int:
     print(report.summary())
     print(f"report: {paths['json']}  plots: {paths['pr'].name}, {paths['kpi'].name}")
     if args.write_sidecar:
-        side = write_sidecar_thresholds(args.write_sidecar, report.thresholds)
+        side = ModelCard.amend(args.write_sidecar, thresholds=report.thresholds)
         print(f"sidecar: {side} (thresholds: {report.threshold_source})")
     if args.target_escape is None:
         return 0

@@ -18,9 +18,12 @@ Keys of ``defectdet train`` (recorded in ``<run>/defectdet.yaml``):
                                            the images' native size (``eval_imgsz`` in defectdet.yaml),
                                            which is also the size to export and deploy at.
 
-:class:`TrainDataCallback` applies them (to the trainer's data loaders) through
-:mod:`defectdet.ultralytics_adapter`; the per-image work is in :mod:`defectdet.data.paste` and
-:mod:`defectdet.data.crops`, the weights in :mod:`defectdet.sampling`.
+:func:`resolve_recipe` resolves them once, before training, into a frozen
+:class:`defectdet.artifact.Recipe` (no ``auto`` left, the native ``eval_imgsz`` computed), which
+``defectdet.yaml`` records (:class:`defectdet.artifact.RunInfo`); :class:`TrainDataCallback` only
+applies it (to the trainer's data loaders) through :mod:`defectdet.ultralytics_adapter`; the
+per-image work is in :mod:`defectdet.data.paste` and :mod:`defectdet.data.crops`, the weights in
+:mod:`defectdet.sampling`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 
 from . import sampling as S
 from . import ultralytics_adapter as ad
+from .artifact import Recipe
 from .data import crops as C
 from .data import paste as P
 from .errors import ConfigError
@@ -51,27 +55,20 @@ def check_recipe(r: dict[str, Any]) -> dict[str, Any]:
     P.check_probability("rot90", r["rot90"])
     if r["crop"] not in ("auto", *C.CROP_MODES):
         raise ConfigError(f"crop={r['crop']!r}: expected one of auto, {', '.join(C.CROP_MODES)}")
-    if r["paste_roi"] is not None:
-        P.load_roi(r["paste_roi"])  # fails now, not in a data-loader worker
     return r
-
-
-def auto_sampling(classes: list[np.ndarray], defect_fraction: float) -> str:
-    n_def = sum(1 for c in classes if len(c))
-    return "defect" if 0 < n_def < len(classes) and n_def / len(classes) < defect_fraction else "uniform"
 
 
 def auto_crop(shapes: np.ndarray, imgsz: int) -> str:
     return "native" if len(shapes) and float(np.median(shapes.max(1))) >= NATIVE_FACTOR * imgsz else "off"
 
 
-def train_image_sides(data_yaml, limit: int = 200) -> np.ndarray:
-    """(N, 2) (h, w) of up to ``limit`` evenly spaced train images (headers only)."""
+def train_image_sides(data_yaml, limit: Optional[int] = 200) -> np.ndarray:
+    """(N, 2) (h, w) of up to ``limit`` evenly spaced train images (headers only; None: every one)."""
     from .data.formats import as_data_yaml, image_size, list_images, load_data_yaml
 
     spec = load_data_yaml(as_data_yaml(data_yaml))
     refs = [r for src in spec.splits.get("train", []) if src.exists() for r in list_images(src) if r.path.is_file()]
-    pick = [refs[i] for i in np.unique(np.linspace(0, len(refs) - 1, min(limit, len(refs))).astype(int))] if refs else []
+    pick = [refs[i] for i in _spaced(len(refs), limit)]
     sizes = []
     for r in pick:
         try:
@@ -82,29 +79,46 @@ def train_image_sides(data_yaml, limit: int = 200) -> np.ndarray:
     return np.array(sizes, dtype=int).reshape(-1, 2)
 
 
-def resolve_auto(recipe: dict[str, Any], data_yaml, imgsz: int, need_stats: bool = False):
-    """Resolve ``sampling=auto`` and ``crop=auto`` from the data's statistics (``defectdet data stats``
-    of the train split, image headers). Returns (recipe, stats of the data as training will see it,
-    or None when nothing asked for them): the stats are measured at the native size under
-    ``crop=native`` and count the defect-free share that the sampler leaves, so the loss
-    recommendation (``cls_loss=auto``) follows the sampled data, not the raw one."""
-    r = dict(recipe)
-    if r["sampling"] != "auto" and r["crop"] != "auto" and not need_stats:
-        return r, None
-    from .data.stats import dataset_stats
+def _spaced(n: int, limit: Optional[int]) -> np.ndarray:
+    """Indices of up to ``limit`` evenly spaced items of ``n`` (every one for None)."""
+    if not n:
+        return np.zeros(0, int)
+    return np.unique(np.linspace(0, n - 1, n if limit is None else min(limit, n)).astype(int))
 
-    sides = train_image_sides(data_yaml) if r["crop"] in ("auto", "native") else None  # headers read once
-    if r["crop"] == "auto":
-        r["crop"] = auto_crop(sides, imgsz)
-    size = C.native_size(sides, 32, imgsz) if r["crop"] == "native" else imgsz
-    stats = dataset_stats(data_yaml, imgsz=size)
-    train = stats["splits"]["train"]
-    free = train["defect_free_fraction"] or 0.0
-    if r["sampling"] == "auto":
-        r["sampling"] = "defect" if 0 < free < 1 and 1 - free < r["defect_fraction"] else "uniform"
-    if r["sampling"] == "defect" and 0 < free < 1:
-        stats = sampled_stats(stats, max(r["defect_fraction"], 1 - free))
-    return r, stats
+
+AUTO_CROP_SAMPLE = 200  # crop=auto decides on the median of this many evenly spaced train images
+
+
+def resolve_recipe(checked: dict[str, Any], data_yaml, imgsz: int, need_stats: bool = False):
+    """Resolve the recipe once, before training: ``sampling=auto`` and ``crop=auto`` from the data's
+    statistics (``defectdet data stats`` of the train split, image headers), and under
+    ``crop=native`` the native size every train image fits (``eval_imgsz``). ``checked``: what
+    :func:`check_recipe` returned. Returns (:class:`~defectdet.artifact.Recipe`, the stats of the
+    data as training will see it, or None when nothing asked for them): the stats are measured at
+    the native size under ``crop=native`` and count the defect-free share that the sampler leaves,
+    so the loss recommendation (``cls_loss=auto``) follows the sampled data, not the raw one."""
+    r = dict(checked)
+    eval_imgsz, stats = None, None
+    if r["crop"] in ("auto", "native"):
+        sides = train_image_sides(data_yaml, limit=None)  # headers, read once
+        if r["crop"] == "auto":
+            r["crop"] = auto_crop(sides[_spaced(len(sides), AUTO_CROP_SAMPLE)], imgsz)
+        eval_imgsz = C.native_size(sides, 32, imgsz) if r["crop"] == "native" else None
+    if r["sampling"] == "auto" or need_stats:
+        from .data.stats import dataset_stats
+
+        stats = dataset_stats(data_yaml, imgsz=eval_imgsz or imgsz)
+        free = stats["splits"]["train"]["defect_free_fraction"] or 0.0
+        if r["sampling"] == "auto":
+            r["sampling"] = "defect" if 0 < free < 1 and 1 - free < r["defect_fraction"] else "uniform"
+        if r["sampling"] == "defect" and 0 < free < 1:
+            stats = sampled_stats(stats, max(r["defect_fraction"], 1 - free))
+    mode = r["sampling"]
+    recipe = Recipe(sampling=mode, defect_fraction=r["defect_fraction"] if mode == "defect" else None,
+                    repeat_thresh=r["repeat_thresh"] if mode == "repeat" else None, paste=float(r["paste"]),
+                    paste_max=int(r["paste_max"]), paste_roi=str(r["paste_roi"]) if r["paste_roi"] else None,
+                    crop=r["crop"], rot90=float(r["rot90"]), eval_imgsz=eval_imgsz)
+    return recipe, stats
 
 
 def sampled_stats(stats: dict, defect_share: float) -> dict:
@@ -121,15 +135,16 @@ def sampled_stats(stats: dict, defect_share: float) -> dict:
 
 
 class TrainDataCallback:
-    """The recipe, carried in the trainer's callbacks (so ultralytics' multi-GPU launcher hands it to
-    every worker); :class:`defectdet.trainer.DefectdetTrainer` finds it and builds its train loader
-    (and, for native windows, its val loader at the native size) through :meth:`dataloader`. As an
-    ``on_pretrain_routine_start`` callback it does nothing. The resolved recipe is left on the
-    trainer as ``trainer.defectdet_recipe`` for ``defectdet.yaml``."""
+    """The resolved recipe, carried in the trainer's callbacks (so ultralytics' multi-GPU launcher
+    hands it to every worker); :class:`defectdet.trainer.DefectdetTrainer` finds it and builds its
+    train loader (and, for native windows, its val loader at ``eval_imgsz``) through
+    :meth:`dataloader`. It decides nothing: every value comes from the :class:`Recipe`
+    (:func:`resolve_recipe`). As an ``on_pretrain_routine_start`` callback it does nothing.
+    ``roi``: the paste ROI mask already loaded (else it is loaded here, once)."""
 
-    def __init__(self, recipe: dict[str, Any]):
-        self.recipe = check_recipe(recipe)
-        self.resolved: dict[str, Any] = {}
+    def __init__(self, recipe: Recipe, roi: Optional[np.ndarray] = None):
+        self.recipe = recipe
+        self.roi = roi if roi is not None or not recipe.paste_roi else P.load_roi(recipe.paste_roi)
 
     def __call__(self, trainer) -> None:
         pass
@@ -138,47 +153,43 @@ class TrainDataCallback:
         if mode == "train":
             return ad.train_loader(trainer, dataset_path, batch_size, rank,
                                    lambda ds, r, w: self.prepare(trainer, ds, r, w))
-        if self.resolved.get("eval_imgsz"):
-            return ad.val_loader_at(trainer, dataset_path, batch_size, rank, self.resolved["eval_imgsz"])
+        if self.recipe.eval_imgsz:
+            return ad.val_loader_at(trainer, dataset_path, batch_size, rank, self.recipe.eval_imgsz)
         return default(dataset_path, batch_size, rank, mode)
 
     # ----------------------------------------------------------------------- per dataset
     def prepare(self, trainer, dataset, rank: int, world: int) -> Optional[S.WeightedEpochSampler]:
-        """Resolve auto keys on the dataset, install paste/windows, return the sampler (or None)."""
+        """Install paste/windows/turns on the train dataset, return the sampler (or None)."""
         r, imgsz = self.recipe, int(trainer.args.imgsz)
-        classes, shapes = ad.dataset_classes(dataset), ad.dataset_shapes(dataset)
-        mode = auto_sampling(classes, r["defect_fraction"]) if r["sampling"] == "auto" else r["sampling"]
-        crop = auto_crop(shapes, imgsz) if r["crop"] == "auto" else r["crop"]
-        eval_imgsz = C.native_size(shapes, 32, imgsz) if crop == "native" else None
-        bank = self._bank(dataset) if r["paste"] > 0 else None
-        self.resolved = {"sampling": mode, "crop": crop, "eval_imgsz": eval_imgsz, "paste": r["paste"],
-                         "rot90": r["rot90"],
-                         "defect_fraction": r["defect_fraction"] if mode == "defect" else None,
-                         "repeat_thresh": r["repeat_thresh"] if mode == "repeat" else None}
-        trainer.defectdet_recipe = dict(self.resolved)
-        print("defectdet: training data " + ", ".join(f"{k}={v}" for k, v in self.resolved.items() if v is not None))
-        if bank is not None or crop == "native" or r["rot90"] > 0:
-            ad.hook_images(dataset, self._transform(bank, imgsz, crop == "native"), native=crop == "native")
+        native = r.crop == "native"
+        bank = self._bank(dataset) if r.paste > 0 else None
+        shown = {"sampling": r.sampling, "crop": r.crop, "eval_imgsz": r.eval_imgsz, "paste": r.paste,
+                 "rot90": r.rot90, "defect_fraction": r.defect_fraction, "repeat_thresh": r.repeat_thresh}
+        print("defectdet: training data " + ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None))
+        if bank is not None or native or r.rot90 > 0:
+            ad.hook_images(dataset, self._transform(bank, imgsz, native), native=native)
             if bank is not None and rank == 0 and ad.is_main_rank() and ad.save_dir(trainer):
                 self._preview(dataset, bank, ad.save_dir(trainer) / "paste_preview.jpg", int(trainer.args.seed))
-        if mode == "uniform":
+        if r.sampling == "uniform":
             return None
-        w = S.image_weights(classes, len(trainer.data["names"]), mode, r["defect_fraction"], r["repeat_thresh"])
+        classes = ad.dataset_classes(dataset)
+        nc = len(trainer.data["names"])
+        w = S.image_weights(classes, nc, r.sampling, r.defect_fraction, r.repeat_thresh)
         ad.weight_mix_draws(dataset, w)
         return S.WeightedEpochSampler(w, seed=int(trainer.args.seed), rank=rank, world_size=world)
 
     def _bank(self, dataset) -> P.DefectBank:
         classes, boxes = ad.dataset_classes(dataset), ad.dataset_boxes(dataset)
         if all(len(c) for c in classes):
-            raise ConfigError(f"paste={self.recipe['paste']}: the train split has no defect-free image to paste onto "
+            raise ConfigError(f"paste={self.recipe.paste}: the train split has no defect-free image to "
+                              "paste onto "
                               "(expected some images without boxes; use paste=0)")
         idx = [i for i, c in enumerate(classes) if len(c)]
         return P.DefectBank.from_files([dataset.im_files[i] for i in idx], [boxes[i] for i in idx],
                                        [classes[i] for i in idx])
 
     def _transform(self, bank: Optional[P.DefectBank], imgsz: int, native: bool):
-        p, n_max, p_turn = self.recipe["paste"], self.recipe["paste_max"], self.recipe["rot90"]
-        roi = P.load_roi(self.recipe["paste_roi"])
+        p, n_max, p_turn, roi = self.recipe.paste, self.recipe.paste_max, self.recipe.rot90, self.roi
 
         def transform(label: dict, rng: np.random.Generator) -> dict:
             boxes, cls = ad.label_boxes(label)
@@ -205,8 +216,8 @@ class TrainDataCallback:
         for i in rng.choice(clean, size=min(n, len(clean)), replace=False):
             img = cv2.imread(str(dataset.im_files[int(i)]), cv2.IMREAD_COLOR)
             if img is not None:
-                out, added, _ = P.paste_defects(img, np.zeros((0, 4)), bank, rng, self.recipe["paste_max"],
-                                                P.load_roi(self.recipe["paste_roi"]))
+                out, added, _ = P.paste_defects(img, np.zeros((0, 4)), bank, rng, self.recipe.paste_max,
+                                                self.roi)
                 samples.append((out, np.zeros((0, 4)), added))
         if samples:
             P.preview_grid(samples, path)

@@ -17,9 +17,10 @@ and swaps the element-wise classification term (`criterion.bce`) for one of:
 Everything else is a callback, so it survives ultralytics' multi-GPU re-launch (the DDP worker
 unpickles the trainer's callbacks with cloudpickle, and these are plain importable classes):
 ``ClsLossCallback`` installs the criterion, ``NonFiniteLossGuard`` stops on a non-finite loss,
-``RunInfoCallback`` writes ``<run>/defectdet.yaml``. Checkpoints hold a plain ultralytics
-``DetectionModel`` (the criterion is stripped before saving), so ``YOLO("best.pt")`` loads them on
-a machine without defectdet.
+``RunInfoCallback`` writes ``<run>/defectdet.yaml`` (a :class:`defectdet.artifact.RunInfo`: the
+loss and the recipe resolved once in :func:`prepare`, plus the optimizer as built). Checkpoints
+hold a plain ultralytics ``DetectionModel`` (the criterion is stripped before saving), so
+``YOLO("best.pt")`` loads them on a machine without defectdet.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ import torch.nn as nn
 
 from . import losses
 from . import ultralytics_adapter as ad
-from .config import config_file, dump_yaml, load_yaml, merged, parse_overrides, resolve_config
+from .artifact import RunInfo
+from .config import config_file, load_yaml, merged, parse_overrides, resolve_config
 from .errors import ConfigError, TrainingError
 from .offline import setup_ultralytics
-from .recipe import RECIPE_KEYS, TrainDataCallback, check_recipe, resolve_auto
+from .recipe import RECIPE_KEYS, TrainDataCallback, check_recipe, resolve_recipe
 from .settings.train import TRAIN
 
 CLS_LOSSES = losses.CLS_LOSSES  # the registry: losses.CLS_LOSS_SPECS (function, defaults, gain)
@@ -151,19 +153,18 @@ def check_threads(value) -> int:
 
 
 class RunInfoCallback:
-    """Write ``<run>/defectdet.yaml``: the loss settings and data recipe the export embeds in model
-    metadata, the optimizer, lr0 and nbs as built (``optimizer=auto`` resolved, see defectdet.trainer),
-    and on the CPU the training threads."""
+    """Write ``<run>/defectdet.yaml``: the :class:`~defectdet.artifact.RunInfo` resolved before training
+    (loss, recipe, imgsz, CPU threads) plus the optimizer, lr0 and nbs as built (``optimizer=auto``
+    resolved, see defectdet.trainer)."""
 
-    def __init__(self, info: dict[str, Any]):
+    def __init__(self, info: RunInfo):
         self.info = info
 
     def __call__(self, trainer) -> None:
         if ad.is_main_rank():
-            optim = {"optimizer": str(trainer.args.optimizer), "lr0": float(trainer.args.lr0),
-                     "nbs": int(trainer.args.nbs)}  # as built
-            dump_yaml(Path(trainer.save_dir) / "defectdet.yaml",
-                      {**self.info, **getattr(trainer, "defectdet_recipe", {}), **optim})
+            a = trainer.args  # as built
+            self.info.replace(optimizer=str(a.optimizer), lr0=float(a.lr0), nbs=int(a.nbs)).save(
+                RunInfo.path(trainer.save_dir))
 
 
 # --------------------------------------------------------------------------- settings
@@ -188,13 +189,13 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any], stats: Optional[dict] = None) -> dict[str, Any]:
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given.
-    ``stats``: the data as training sees it (``recipe.resolve_auto``), for ``cls_loss=auto``."""
+    ``stats``: the data as training sees it (``recipe.resolve_recipe``), for ``cls_loss=auto``."""
     # Default auto: on DeepPCB's rare split the recommended focal preset had about twice BCE's mAP50,
     # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (docs/quality.md,
     # "Quality benchmark").
     cls_loss = ours.get("cls_loss", DEFAULT_CLS_LOSS)
     if cls_loss == "auto":
-        cls_loss, ours = _auto_preset(ul_args.get("data"), ul_args.get("imgsz", 640), ours, ul_args, stats)
+        cls_loss, ours = _auto_preset(ul_args.get("data"), training_imgsz(ul_args), ours, ul_args, stats)
     if cls_loss not in CLS_LOSSES:
         raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} or auto")
     spec = losses.CLS_LOSS_SPECS[cls_loss]
@@ -221,6 +222,24 @@ def _auto_preset(data, imgsz, ours, ul_args, stats=None):
     return preset["cls_loss"], {**ours, **{k: preset[k] for k in ("gamma", "alpha") if k in preset}, **given}
 
 
+def training_imgsz(ul_args: dict[str, Any]) -> int:
+    """The training size: ``imgsz=``, else ultralytics' default (the one place it is read)."""
+    size = ul_args.get("imgsz")
+    return int(size if size is not None else ad.default_cfg_keys()["imgsz"])
+
+
+def data_summary(stats: Optional[dict]) -> Optional[dict[str, Any]]:
+    """The train split's facts the loss choice and the sampler went by, for ``defectdet.yaml``
+    (plain numbers: YAML cannot hold numpy scalars)."""
+    if stats is None:
+        return None
+    train = stats["splits"]["train"]
+    facts = {"imgsz": stats.get("imgsz"), "images": train.get("images"),
+             "defect_free_fraction": train.get("defect_free_fraction"),
+             "negatives_per_positive": (train.get("anchors") or {}).get("negatives_per_positive")}
+    return {k: None if v is None else (int(v) if k in ("imgsz", "images") else float(v)) for k, v in facts.items()}
+
+
 def model_path(model: Any) -> str:
     """``model=``: a path as given (a user's .pt or .yaml, an ultralytics name such as yolo11n.yaml), or
     one of defectdet's model yamls by name (``defectdet-pico.yaml``: ``configs/models/``)."""
@@ -243,10 +262,14 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
         raise ConfigError("data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)")
     check_numbers(ul_args)  # bad values fail before the data check
     threads = check_threads(ours.pop("threads", None))
-    recipe = check_recipe({k: ours.pop(k) for k in RECIPE_KEYS if k in ours})
+    checked = check_recipe({k: ours.pop(k) for k in RECIPE_KEYS if k in ours})
+    from .data.paste import load_roi
+
+    roi = load_roi(checked["paste_roi"])  # read once; a bad mask fails now, not in a data-loader worker
     ul_args["data"] = _check_data(ul_args["data"], bool(ours.pop("strict", True)), ul_args.get("imgsz"))
-    recipe, stats = resolve_auto(recipe, ul_args["data"], int(ul_args.get("imgsz", 640)),
-                                 need_stats=ours.get("cls_loss", DEFAULT_CLS_LOSS) == "auto")
+    imgsz = training_imgsz(ul_args)
+    recipe, stats = resolve_recipe(checked, ul_args["data"], imgsz,
+                                   need_stats=ours.get("cls_loss", DEFAULT_CLS_LOSS) == "auto")
     loss = resolve_loss(ours, ul_args, stats)
     ul_args.setdefault("name", loss["cls_loss"])
     device = str(ul_args.get("device") if ul_args.get("device") is not None else
@@ -257,10 +280,12 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     yolo = YOLO(model_path(ul_args.pop("model")), task="detect")
     guard = NonFiniteLossGuard()
     yolo.add_callback("on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"]))
-    cpu = {"threads": threads} if device.lower() == "cpu" else {}  # CPU training threads (CpuThreads)
-    yolo.add_callback("on_pretrain_routine_end", RunInfoCallback({**loss, "data": str(ul_args["data"]), **cpu}))
+    info = RunInfo(cls_loss=loss["cls_loss"], gamma=loss["gamma"], alpha=loss["alpha"], cls=loss["cls"],
+                   data=str(ul_args["data"]), imgsz=imgsz, recipe=recipe, data_stats=data_summary(stats),
+                   threads=threads if device.lower() == "cpu" else None)  # CPU training threads (CpuThreads)
+    yolo.add_callback("on_pretrain_routine_end", RunInfoCallback(info))
     yolo.add_callback("on_pretrain_routine_start", CpuThreads(threads))
-    yolo.add_callback("on_pretrain_routine_start", TrainDataCallback(recipe))
+    yolo.add_callback("on_pretrain_routine_start", TrainDataCallback(recipe, roi))
     yolo.add_callback("on_train_epoch_start", guard.on_epoch_start)
     yolo.add_callback("on_train_batch_end", guard.on_batch_end)
     for event, fns in (callbacks or {}).items():

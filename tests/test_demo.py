@@ -107,7 +107,6 @@ def test_summary_yaml_has_what_the_demo_table_needs(tmp_path, monkeypatch):
     monkeypatch.setattr("defectdet.data.synthetic.make_dataset", fake_dataset)
     monkeypatch.setattr("defectdet.evaluate.evaluate", lambda *a, **kw: report)
     monkeypatch.setattr("defectdet.evaluate.write_thresholds", lambda r, p: p)
-    monkeypatch.setattr("defectdet.export.onnx.deploy_imgsz", lambda best: 64)
     monkeypatch.setattr(demo, "_export", lambda best, size, thr: (tmp_path / "model.onnx",
                                                                    {"boxes_max_abs": 1e-4, "scores_max_abs": 1e-6}))
     monkeypatch.setattr(demo, "_quantize_and_gate", lambda *a: (tmp_path / "model.int8.onnx", "pass", gate))

@@ -206,9 +206,11 @@ def test_calibrated_report_and_thresholds_yaml(tmp_path):
 
 
 def test_threshold_inputs_and_errors(tmp_path):
-    assert E.operating_thresholds(0.4, NAMES) == {0: 0.4, 1: 0.4}
+    assert E.operating_thresholds(0.4, NAMES).given == {0: 0.4, 1: 0.4}
     assert E.operating_thresholds(None, NAMES) is None
-    assert E.operating_thresholds({"scratch": 0.3}, NAMES) == {0: 0.3}  # partial: spot stays at its max-F1
+    partial = E.operating_thresholds({"scratch": 0.3}, NAMES)
+    assert partial.given == {0: 0.3} and not partial.complete  # partial: spot stays at its max-F1
+    assert E.operating_thresholds(partial, NAMES) is partial  # parsed once, then passed on as it is
     with pytest.raises(ConfigError, match=r"--thresholds 1.5: expected one confidence in \[0, 1\]"):
         E.operating_thresholds(1.5, NAMES)
     f = tmp_path / "t.yaml"

@@ -196,7 +196,7 @@ def test_recalibrated_gate_calibrates_each_model_and_deploys_int8_thresholds(mod
     side = json.loads((models / "model.int8.json").read_text())
     assert side["thresholds"] == own["thresholds"] and side["gate"]["decision"] == "pass"
     assert "model.int8.thresholds.yaml (also in its sidecar)" in capsys.readouterr().out
-    from defectdet.runtime.metadata import load_thresholds
+    from defectdet.artifact import load_thresholds
 
     assert load_thresholds(models / "model.int8.thresholds.yaml", {0: "scratch", 1: "crack"}) == {0: 0.31, 1: 0.17}
 

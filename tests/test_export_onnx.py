@@ -85,7 +85,7 @@ def test_metadata_embedded_and_in_sidecar(exported):
 
 
 def test_metadata_round_trips_into_the_runtime_reader(exported):
-    from defectdet.runtime.metadata import load_metadata
+    from defectdet.artifact import load_metadata
 
     _, r = exported
     meta = load_metadata(r.onnx)
@@ -207,13 +207,15 @@ def test_sidecars_without_dtype_and_layout_read_as_float32_nchw(exported, export
         load_metadata(tmp_path / "bad.onnx")
 
 
-def test_training_info_without_run_file(tmp_path):
-    from defectdet.export.onnx import training_info
+def test_run_info_without_run_file(tmp_path):
+    from defectdet.artifact import RunInfo
 
     (tmp_path / "weights").mkdir()
-    assert training_info(tmp_path / "weights" / "best.pt")["cls_loss"] == "unknown"
+    assert RunInfo.find(tmp_path / "weights" / "best.pt") is None  # the card then says cls_loss unknown
     (tmp_path / "defectdet.yaml").write_text("cls_loss: focal\ngamma: 2.0\nalpha: 0.25\n")
-    assert training_info(tmp_path / "weights" / "best.pt") == {"cls_loss": "focal", "gamma": 2.0, "alpha": 0.25}
+    run = RunInfo.find(tmp_path / "weights" / "best.pt")
+    assert (run.cls_loss, run.gamma, run.alpha) == ("focal", 2.0, 0.25)
+    assert run.recipe is None and run.deploy_imgsz is None
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):

@@ -114,7 +114,7 @@ def test_tensorrt_form_symmetric_int8_and_opset_kept(quantized):
 
 
 def test_int8_model_runs_in_onnxruntime_with_metadata(quantized):
-    from defectdet.runtime.metadata import load_metadata
+    from defectdet.artifact import load_metadata
 
     fp32, r, _ = quantized
     sess = ort.InferenceSession(str(r.onnx), providers=["CPUExecutionProvider"])

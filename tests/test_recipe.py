@@ -2,21 +2,22 @@
 follow the weights, paste and native windows touch training images only, val runs at the native
 size, the run records what auto resolved to, and bad values are one-line errors."""
 
+import dataclasses
 import random
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from defectdet.artifact import Recipe, RunInfo
 from defectdet.config import load_yaml
 from defectdet.errors import ConfigError
 from defectdet.offline import setup_ultralytics
 from defectdet.recipe import (
     TrainDataCallback,
     auto_crop,
-    auto_sampling,
     check_recipe,
-    resolve_auto,
+    resolve_recipe,
     sampled_stats,
 )
 
@@ -37,7 +38,9 @@ def _trainer(data, tmp_path, **recipe):
 
     overrides = {**TINY, "data": str(data), "project": str(tmp_path), "name": "t", "mode": "train"}
     trainer = DefectdetTrainer(overrides=overrides)
-    trainer.add_callback("on_pretrain_routine_start", TrainDataCallback(recipe))
+    resolved, _ = resolve_recipe(check_recipe(recipe), str(data), TINY["imgsz"])
+    trainer.add_callback("on_pretrain_routine_start", TrainDataCallback(resolved))
+    trainer.recipe = resolved  # for the tests' checks
     trainer.model = trainer.get_model(cfg="yolo11n.yaml", weights=None)
     return trainer
 
@@ -57,7 +60,7 @@ def test_train_loader_and_mosaic_draw_half_defective_images(rare_data, tmp_path)
     random.seed(0)
     extra = np.concatenate([mosaic.get_indexes() for _ in range(2000)])
     assert defective[extra].mean() == pytest.approx(0.5, abs=0.03)  # mosaic's extra images follow the sampler
-    assert trainer.defectdet_recipe["sampling"] == "defect"
+    assert trainer.recipe.sampling == "defect"
 
 
 def _walk(t):
@@ -73,7 +76,7 @@ def test_paste_and_windows_touch_training_images_only(rare_data, tmp_path):
     train = trainer.get_dataloader(trainer.data["train"], batch_size=8, rank=-1, mode="train").dataset
     val = trainer.get_dataloader(trainer.data["val"], batch_size=8, rank=-1, mode="val").dataset
     assert "get_image_and_label" in vars(train) and "get_image_and_label" not in vars(val)  # val never pasted
-    assert val.imgsz == 256 == trainer.defectdet_recipe["eval_imgsz"]  # val letterboxes to the native size
+    assert val.imgsz == 256 == trainer.recipe.eval_imgsz  # val letterboxes to the native size
     clean = [i for i, lb in enumerate(train.labels) if not len(lb["cls"])]
     random.seed(3)
     a = train.get_image_and_label(clean[0])
@@ -98,7 +101,7 @@ def test_quarter_turns_turn_training_images_and_their_boxes_only(rare_data, tmp_
     trainer = _trainer(rare_data, tmp_path, sampling="uniform", crop="off", rot90=1.0)
     train = trainer.get_dataloader(trainer.data["train"], batch_size=8, rank=-1, mode="train").dataset
     val = trainer.get_dataloader(trainer.data["val"], batch_size=8, rank=-1, mode="val").dataset
-    assert trainer.defectdet_recipe["rot90"] == 1.0 and "get_image_and_label" not in vars(val)
+    assert trainer.recipe.rot90 == 1.0 and "get_image_and_label" not in vars(val)
     i = next(i for i, lb in enumerate(train.labels) if len(lb["cls"]))
     plain = type(train).get_image_and_label(train, i)  # the image as ultralytics loads it
     img0, boxes0 = plain["img"], ad.label_boxes(plain)[0]
@@ -136,11 +139,11 @@ def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_pa
     assert info["sampling"] == "defect" and info["crop"] == "native" and info["eval_imgsz"] == 256
     assert info["paste"] == 0.5 and info["cls_loss"] in ("focal", "bce")
     assert (run / "paste_preview.jpg").stat().st_size > 1000
-    from defectdet.export.onnx import deploy_imgsz, training_info
-
     best = run / "weights" / "best.pt"
-    assert deploy_imgsz(best) == 256  # export and val default to the native size...
-    assert training_info(best)["recipe"]["crop"] == "native"  # ...and the export metadata carries the recipe
+    ri = RunInfo.find(best)
+    assert ri.deploy_imgsz == 256 and ri.imgsz == 128  # export and val default to the native size...
+    assert ri.recipe.card_entry()["crop"] == "native"  # ...and the export metadata carries the recipe
+    assert ri.data_stats["imgsz"] == 256  # cls_loss=auto measured the data at the native size
     assert "training data sampling=defect, crop=native" in capsys.readouterr().out
 
 
@@ -162,7 +165,7 @@ def test_bad_recipe_values_fail_before_training(rare_data, tmp_path, key, value,
 
 
 def test_paste_needs_defect_free_images():
-    cb = TrainDataCallback({"paste": 0.5})
+    cb = TrainDataCallback(Recipe(paste=0.5))
     every_image_defective = SimpleNamespace(labels=[{"cls": np.zeros((1, 1)), "bboxes": np.full((1, 4), 0.5)}] * 3,
                                             im_files=["a.jpg", "b.jpg", "c.jpg"])
     with pytest.raises(ConfigError, match="no defect-free image to paste onto"):
@@ -170,9 +173,6 @@ def test_paste_needs_defect_free_images():
 
 
 def test_auto_rules():
-    rare, balanced = [np.array([])] * 9 + [np.array([0])], [np.array([0])] * 10
-    assert auto_sampling(rare, 0.5) == "defect" and auto_sampling(balanced, 0.5) == "uniform"
-    assert auto_sampling([np.array([])] * 4 + [np.array([1])] * 6, 0.5) == "uniform"  # 60% defective already
     assert auto_crop(np.array([[640, 640]] * 3), 320) == "native" and auto_crop(np.array([[400, 400]]), 320) == "off"
     assert check_recipe({})["sampling"] == "auto"
 
@@ -189,8 +189,19 @@ def test_sampled_stats_count_the_share_the_sampler_leaves():
     assert "sampler" not in stats
 
 
-def test_resolve_auto_on_a_rare_set(rare_data):
-    r, stats = resolve_auto(check_recipe({}), str(rare_data), 128, need_stats=True)
-    assert (r["sampling"], r["crop"]) == ("defect", "native")
+def test_resolve_recipe_on_a_rare_set(rare_data):
+    r, stats = resolve_recipe(check_recipe({}), str(rare_data), 128, need_stats=True)
+    assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction, r.repeat_thresh) == (
+        "defect", "native", 256, 0.5, None)
     assert stats["imgsz"] == 256 and stats["splits"]["train"]["defect_free_fraction"] == 0.5
     assert stats["sampler"]["sampling"] == "defect"  # cls_loss=auto then recommends the BCE-equivalent preset
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.sampling = "uniform"  # frozen: resolved once, then only applied
+
+
+def test_resolve_recipe_keeps_given_keys_and_reads_no_stats_when_none_are_auto(rare_data):
+    r, stats = resolve_recipe(check_recipe({"sampling": "repeat", "crop": "off"}), str(rare_data), 128)
+    assert stats is None
+    assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction) == ("repeat", "off", None, None)
+    balanced, _ = resolve_recipe(check_recipe({"defect_fraction": 0.1}), str(rare_data), 128)
+    assert balanced.sampling == "uniform"  # 20% defective is above the 10% asked for: no re-weighting

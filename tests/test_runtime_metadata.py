@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from defectdet.runtime.metadata import (
+from defectdet.artifact import (
     LAYOUT_END2END,
     MetadataError,
     load_metadata,

@@ -140,10 +140,10 @@ def test_embedded_metadata_alone_is_enough(model, frames, tmp_path):
 def test_metadata_that_does_not_fit_the_model_is_refused(model, tmp_path, bench):
     wrong = tmp_path / "wrong.onnx"
     shutil.copy(model, wrong)
-    bench.write_sidecar(wrong, ["a", "b"], 160)  # 2 classes, the model has 4
+    bench.write_card(wrong, ["a", "b"], 160)  # 2 classes, the model has 4
     with pytest.raises(MetadataError, match="2 class names need output"):
         Detector(wrong)
-    bench.write_sidecar(wrong, ["a", "b", "c", "d"], 320)
+    bench.write_card(wrong, ["a", "b", "c", "d"], 320)
     with pytest.raises(MetadataError, match="imgsz"):
         Detector(wrong)
 

@@ -12,7 +12,8 @@ from test_inspect_sinks import NAMES
 from defectdet.cli import main
 from defectdet.runtime.detections import Detections
 from defectdet.station.decisions import Decision
-from defectdet.station.sinks import EventLog, FrameResult, rotated_files
+from defectdet.station.result import FrameResult
+from defectdet.station.sinks import EventLog, rotated_files
 from defectdet.station.sources import Frame
 from defectdet.station.tally import Tally, read_tally
 

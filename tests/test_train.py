@@ -21,6 +21,7 @@ from defectdet.train import (
     ClsLossCallback,
     NonFiniteLossGuard,
     check_threads,
+    data_summary,
     install_cls_loss,
     load_settings,
     resolve_loss,
@@ -392,3 +393,20 @@ def test_trainer_builds_the_optimizer_and_records_it_in_args(tiny_data, tmp_path
     assert trainer.accumulate == (1 if expected[0] == "AdamW" else 4)
     decayed = [g["weight_decay"] for g in opt.param_groups if g["weight_decay"]]
     assert decayed == [pytest.approx(trainer.args.weight_decay)]  # wd x batch x accumulate / nbs: unchanged
+
+
+def test_the_run_file_records_the_data_facts_as_plain_numbers(tmp_path):
+    """defectdet.yaml's data_stats: what cls_loss=auto and sampling=auto went by, YAML-safe."""
+    import numpy as np
+
+    from defectdet.artifact import RunInfo
+
+    train = {"images": np.int64(40), "defect_free_fraction": np.float64(0.5),
+             "anchors": {"negatives_per_positive": np.float64(199.0)}}
+    stats = {"imgsz": np.int64(256), "splits": {"train": train}}
+    facts = data_summary(stats)
+    assert facts == {"imgsz": 256, "images": 40, "defect_free_fraction": 0.5, "negatives_per_positive": 199.0}
+    assert data_summary(None) is None
+    RunInfo(cls_loss="focal", data_stats=facts).save(tmp_path / "defectdet.yaml")
+    assert RunInfo.load(tmp_path / "defectdet.yaml").data_stats == facts
+

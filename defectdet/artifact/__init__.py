@@ -1,25 +1,26 @@
-"""The model artefact: what travels with a detector's weights, read and written here only.
+"""The model artefact and the facts about a model, as typed values, read and written here only.
 
 An exported model is three things: the graph (``model.onnx`` / ``model.int8.onnx`` / ``.engine``),
 the metadata embedded in it (ultralytics' ``metadata_props`` plus a ``defectdet`` entry, or the
-ultralytics engine header), and the sidecar ``model.json`` beside it, which carries the per-class
-``thresholds`` the line runs at. ``defectdet export`` creates them; ``quantize``, ``gate``,
-``build-engine`` and ``val --write-sidecar`` update the sidecar; the runtime reads them.
+ultralytics engine header), and its card, the sidecar ``model.json`` beside it. The facts travel
+as frozen values created once and read below their owner:
 
-* :mod:`.sidecar`     constants (pre-processing, layouts, strides, opset limit), sidecar and
-                      engine-header files, hashes
-* :mod:`.onnx_graph`  metadata_props, I/O shapes, opset, the sidecar of an exported graph, saving
+* :mod:`.run`         :class:`RunInfo` (``<run>/defectdet.yaml``: loss, resolved :class:`Recipe`,
+                      imgsz / eval_imgsz, optimizer) written by ``defectdet train``
+* :mod:`.card`        :class:`ModelCard` (the sidecar): created by export, derived by quantize and
+                      build-engine, amended by gate and ``val --write-sidecar``
+* :mod:`.thresholds`  :class:`Thresholds` (class names + per-class values, the one parser, files)
 * :mod:`.metadata`    :func:`load_metadata` -> :class:`ModelMetadata` (what the runtime needs)
-* :mod:`.thresholds`  the one thresholds parser (names or ids, partial, checked values) and files
+* :mod:`.sidecar`     constants (pre-processing, layouts, strides, opset limit), files, hashes
+* :mod:`.onnx_graph`  metadata_props, I/O shapes, opset, saving a graph
 
 Torch-free: stdlib, numpy and pyyaml only; ``onnx`` is imported inside the functions that load or
 save a graph file.
 """
 
+from .card import GateVerdict, ModelCard
 from .metadata import ModelMetadata, load_metadata
 from .onnx_graph import (
-    build_metadata,
-    defectdet_entry,
     embed_metadata,
     graph_preprocess,
     has_qdq,
@@ -30,6 +31,7 @@ from .onnx_graph import (
     props,
     save_onnx,
 )
+from .run import Recipe, RunInfo
 from .sidecar import (
     DEFAULT_STRIDES,
     INPUT_DTYPES,
@@ -43,28 +45,19 @@ from .sidecar import (
     TRT86_MAX_OPSET,
     MetadataError,
     Preprocess,
+    model_id,
     read_engine_header,
     read_sidecar,
     sha256_file,
     sidecar_path,
-    update_sidecar,
-    write_sidecar,
 )
-from .thresholds import (
-    by_name,
-    load_thresholds,
-    parse_thresholds,
-    sidecar_names,
-    sidecar_thresholds,
-    write_sidecar_thresholds,
-    write_thresholds_file,
-)
+from .thresholds import Thresholds, load_thresholds, parse_thresholds
 
 __all__ = [
-    "DEFAULT_STRIDES", "INPUT_DTYPES", "INPUT_LAYOUTS", "LAYOUT_END2END", "LAYOUT_XYWH_CLS", "MIN_OPSET", "OUTPUT_LAYOUT", "PREPROCESS",
-    "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "MetadataError", "ModelMetadata", "Preprocess", "build_metadata",
-    "by_name", "defectdet_entry", "embed_metadata", "graph_preprocess", "has_qdq", "input_format", "io_shapes", "load_metadata", "load_props",
-    "load_thresholds", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
-    "save_onnx", "sha256_file", "sidecar_names", "sidecar_path", "sidecar_thresholds", "update_sidecar", "write_sidecar",
-    "write_sidecar_thresholds", "write_thresholds_file",
+    "DEFAULT_STRIDES", "INPUT_DTYPES", "INPUT_LAYOUTS", "LAYOUT_END2END", "LAYOUT_XYWH_CLS", "MIN_OPSET",
+    "OUTPUT_LAYOUT", "PREPROCESS", "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "GateVerdict", "MetadataError",
+    "ModelCard", "ModelMetadata", "Preprocess", "Recipe", "RunInfo", "Thresholds", "embed_metadata",
+    "graph_preprocess", "has_qdq", "input_format", "io_shapes", "load_metadata", "load_props",
+    "load_thresholds", "model_id", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
+    "save_onnx", "sha256_file", "sidecar_path",
 ]

@@ -34,7 +34,7 @@ from .sidecar import (
     read_sidecar,
     sidecar_path,
 )
-from .thresholds import parse_thresholds
+from .thresholds import Thresholds
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def load_metadata(model_path: str | os.PathLike, embedded: Mapping[str, Any] | N
         output_layout=_layout(merged),
         batch=int(literal(merged.get("batch", 1)) or 1),
         cls_loss=merged.get("cls_loss"),
-        thresholds=parse_thresholds(merged.get("thresholds") or {}, names, where),
+        thresholds=Thresholds.parse(merged.get("thresholds") or {}, names, where).given,
         source=where,
     )
     return meta

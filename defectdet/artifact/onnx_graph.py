@@ -1,25 +1,19 @@
 """The artefact inside an ONNX file: ``metadata_props``, I/O shapes, opset, and saving it.
 
 Functions take an ``onnx.ModelProto``; ``onnx`` itself is imported only inside :func:`save_onnx` and
-:func:`load_props` (the runtime never needs it). The metadata a graph carries is built here, once,
-for ``defectdet export`` and ``defectdet quantize`` alike.
+:func:`load_props` (the runtime never needs it). The card a graph's export writes is
+:meth:`defectdet.artifact.ModelCard.from_graph`.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from .. import __version__
 from ..config import atomic_write_bytes
-from .sidecar import OUTPUT_LAYOUT, PREPROCESS
-
-# The facts of the sidecar that also go into the graph's ``defectdet`` metadata_props entry.
-DEFECTDET_ENTRY_KEYS = ("cls_loss", "gamma", "alpha", "source", "preprocess", "strides", "precision", "output_layout")
+from .sidecar import PREPROCESS
 
 
 def props(model: Any) -> dict[str, str]:
@@ -93,39 +87,3 @@ def opset_version(model: Any) -> int:
 def has_qdq(model: Any) -> bool:
     """True when the graph has QuantizeLinear/DequantizeLinear nodes (explicit INT8)."""
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
-def build_metadata(model: Any, source: Path, sha: str, strides: list[int], precision: str, opset: int,
-                   training: Mapping[str, Any], preprocess: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The sidecar of an exported graph (the contract the runtime reads); ``source`` is the file it
-    was made from (checkpoint or FP32 ONNX), ``training`` its ``cls_loss`` / ``gamma`` / ``alpha``
-    and ``preprocess`` what the graph's input wants (see :func:`graph_preprocess`)."""
-    meta = props(model)
-    names = ast.literal_eval(meta["names"])
-    in_name, in_shape, out_name, out_shape = io_shapes(model)
-    pre = graph_preprocess(model, preprocess)
-    hw = in_shape[1:3] if pre["layout"] == "NHWC" else in_shape[2:4]
-    return {
-        "names": {str(k): str(v) for k, v in sorted(names.items())},
-        "imgsz": [int(hw[0]), int(hw[1])],
-        "strides": [int(s) for s in strides],
-        "preprocess": pre,
-        "input_name": in_name,
-        "input_shape": in_shape,
-        "output_name": out_name,
-        "output_shape": out_shape,
-        "output_layout": OUTPUT_LAYOUT,
-        "batch": int(in_shape[0]),
-        "task": meta.get("task", "detect"),
-        **training,
-        "source": {"checkpoint": str(source.resolve()), "sha256": sha},
-        "precision": precision,
-        "opset": int(opset),
-        "versions": {"defectdet": __version__, "ultralytics": meta.get("version"),
-                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-    }
-
-
-def defectdet_entry(meta: Mapping[str, Any]) -> str:
-    """The ``defectdet`` metadata_props value: the facts a runtime needs besides ultralytics' keys."""
-    return json.dumps({k: meta.get(k) for k in DEFECTDET_ENTRY_KEYS})

@@ -97,14 +97,6 @@ def write_sidecar(path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     return atomic_write_text(path, json.dumps(meta, indent=1, default=str) + "\n")
 
 
-def update_sidecar(model_path: str | os.PathLike, **changes: Any) -> Path:
-    """Set keys of ``model_path``'s sidecar (created when absent), keeping every other key."""
-    side = sidecar_path(model_path)
-    meta = read_sidecar(side) if side.is_file() else {}
-    meta.update(changes)
-    return write_sidecar(side, meta)
-
-
 def read_engine_header(path: str | os.PathLike) -> tuple[int, dict[str, Any]]:
     """Return (byte offset of the TensorRT plan, header metadata) of an ``.engine`` file.
 
@@ -132,3 +124,9 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def model_id(path: str | os.PathLike) -> str:
+    """``model.onnx:1a2b3c4d5e6f``: the model file's name and the start of its SHA-256 (what events,
+    summaries and the line's outputs name the model by)."""
+    return f"{Path(path).name}:{sha256_file(path)[:12]}"

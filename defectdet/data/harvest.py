@@ -81,7 +81,7 @@ def review_folders(runs: Sequence[str | Path]) -> list[Path]:
 
 def reviewed_items(folder: Path) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(item meta, latest verdict) of every reviewed item of a review folder, oldest first."""
-    from ..station.review import read_log
+    from ..review_log import read_log
 
     verdicts = read_log(folder / "review.jsonl")
     for item_id in sorted(verdicts):

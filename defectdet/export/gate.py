@@ -40,10 +40,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..artifact import sidecar_path, sidecar_thresholds, update_sidecar, write_sidecar_thresholds
-from ..cli import exit_statuses
+from ..artifact import GateVerdict, ModelCard, sidecar_path
 from ..config import atomic_write_text
-from ..errors import ConfigError
+from ..errors import ConfigError, exit_statuses
 from . import GateRefused
 
 # What `defectdet gate` and `defectdet quantize` exit with (their --help lists it).
@@ -187,12 +186,9 @@ def _record(result: GateResult, int8: Path, doc: dict[str, Any], thresholds: dic
     recalibrated) into the INT8 sidecar (atomically)."""
     result.report_path = atomic_write_text(gate_report_path(int8), json.dumps(doc, indent=1, default=str) + "\n")
     mapc = next(c for c in result.checks if c.metric == "mAP50")
-    gate = {"decision": result.decision, "report": result.report_path.name, "date": doc["date"],
-            "map50_fp32": mapc.fp32, "map50_int8": mapc.int8, "reasons": result.reasons}
-    if thresholds is None:
-        update_sidecar(int8, gate=gate)
-    else:
-        write_sidecar_thresholds(int8, thresholds, gate=gate)
+    gate = GateVerdict(decision=result.decision, report=result.report_path.name, date=doc["date"],
+                       map50_fp32=mapc.fp32, map50_int8=mapc.int8, reasons=tuple(result.reasons))
+    ModelCard.amend(int8, thresholds=thresholds, gate=gate)
 
 
 def thresholds_path(int8: str | os.PathLike) -> Path:
@@ -206,9 +202,9 @@ def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
     evaluator, under the same rules as the sidecar's (:mod:`defectdet.artifact.thresholds`)."""
     if thresholds is not None:
         return thresholds, f"given ({thresholds})" if isinstance(thresholds, (str, os.PathLike)) else "given"
-    deployed = sidecar_thresholds(fp32)
+    deployed = ModelCard.load(fp32, missing_ok=True).thresholds
     if deployed:
-        return deployed, sidecar_path(fp32).name
+        return deployed.by_name(), sidecar_path(fp32).name
     return None, "each model's own max-F1 (pass --thresholds to gate at the deployed ones)"
 
 

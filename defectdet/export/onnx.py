@@ -28,17 +28,13 @@ from ..artifact import (
     INPUT_DTYPES,
     MIN_OPSET,
     TRT86_MAX_OPSET,
-    build_metadata,
-    defectdet_entry,
+    ModelCard,
+    RunInfo,
     embed_metadata,
     save_onnx,
     sha256_file,
-    sidecar_path,
-    write_sidecar,
 )
-from ..cli import exit_statuses
-from ..config import load_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, exit_statuses
 from . import ExportError
 from .uint8 import uint8_input
 
@@ -53,34 +49,13 @@ class ExportResult:
 
     onnx: Path
     sidecar: Path
-    metadata: dict[str, Any]
+    card: ModelCard
     parity: dict[str, Any] = field(default_factory=dict)
 
-
-# ----------------------------------------------------------------------------- metadata helpers
-RECIPE_INFO = ("sampling", "defect_fraction", "repeat_thresh", "paste", "rot90", "crop", "eval_imgsz")
-
-
-def training_info(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    """``cls_loss`` / ``gamma`` / ``alpha`` and the data ``recipe`` (sampling, paste, crop, eval_imgsz)
-    from ``<run>/defectdet.yaml`` beside ``<run>/weights/``; ``cls_loss: unknown`` (and no recipe)
-    when the checkpoint did not come from ``defectdet train``."""
-    ckpt = Path(checkpoint).resolve()
-    for run in (ckpt.parent.parent, ckpt.parent):
-        info = run / "defectdet.yaml"
-        if info.is_file():
-            d = load_yaml(info, kind="run info")
-            out = {"cls_loss": str(d.get("cls_loss", "unknown")), "gamma": d.get("gamma"), "alpha": d.get("alpha")}
-            recipe = {k: d[k] for k in RECIPE_INFO if k in d}
-            return {**out, "recipe": recipe} if recipe else out
-    return {"cls_loss": "unknown", "gamma": None, "alpha": None}
-
-
-def deploy_imgsz(checkpoint: str | os.PathLike) -> int | None:
-    """The size a checkpoint trained on native-resolution windows (``crop=native``) is evaluated and
-    exported at: ``eval_imgsz`` of its run; None otherwise (the training size applies)."""
-    size = training_info(checkpoint).get("recipe", {}).get("eval_imgsz")
-    return int(size) if size else None
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The sidecar as written."""
+        return self.card.to_dict()
 
 
 # ----------------------------------------------------------------------------- export steps
@@ -207,7 +182,7 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``checkpoint`` to a static ONNX with metadata and a sidecar; returns paths and parity.
 
-    ``imgsz`` None uses the run's native size for a ``crop=native`` model (:func:`deploy_imgsz`), else
+    ``imgsz`` None uses the run's native size for a ``crop=native`` model (``RunInfo.deploy_imgsz``), else
     the training size stored in the checkpoint. ``input_dtype`` uint8 gives the graph a uint8 BGR
     input in ``input_layout`` (NHWC or NCHW) with the normalisation inside (:mod:`.uint8`). Raises :class:`ExportError`
     when the graph fails ``onnx.checker`` or parity exceeds :data:`PARITY_TOL`.
@@ -218,7 +193,8 @@ def export_onnx(
     _check_args(ckpt, opset)
     if input_dtype not in INPUT_DTYPES:
         raise ConfigError(f"--input {input_dtype}: expected one of {', '.join(INPUT_DTYPES)}")
-    if imgsz is None and (imgsz := deploy_imgsz(ckpt)):
+    run = RunInfo.find(ckpt)
+    if imgsz is None and run is not None and (imgsz := run.deploy_imgsz):
         print(f"defectdet export: imgsz {imgsz}, the native size this crop=native model was validated at "
               "(--imgsz to choose another)")
     dst = Path(out) if out else default_output(ckpt, half)
@@ -233,8 +209,9 @@ def export_onnx(
         if half:
             model = to_fp16(model)
         preprocess = uint8_input(model, input_layout) if input_dtype == "uint8" else None
-        meta = build_metadata(model, ckpt, sha256_file(ckpt), strides, precision, opset, training_info(ckpt), preprocess)
-        embed_metadata(model, {"strides": str(meta["strides"]), "defectdet": defectdet_entry(meta)})
+        card = ModelCard.from_graph(model, ckpt, sha256_file(ckpt), strides, precision, opset, run,
+                                    preprocess)
+        embed_metadata(model, {"strides": str(list(card.strides)), "defectdet": card.embedded_entry()})
         onnx.checker.check_model(model)
         staged = save_onnx(model, work / dst.name)
         result = parity(torch_model, staged, precision) if check_parity else {}
@@ -243,12 +220,12 @@ def export_onnx(
                 f"{dst}: ONNX differs from PyTorch beyond tolerance (boxes {result['boxes_max_abs']:.3g} px, "
                 f"scores {result['scores_max_abs']:.3g}; limits {result['tolerance']})"
             )
-        meta["parity"] = result
+        card = card.replace(parity=result)
         os.replace(staged, dst)
-        side = write_sidecar(sidecar_path(dst), meta)
+        side = card.save(dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ExportResult(dst, side, meta, result)
+    return ExportResult(dst, side, card, result)
 
 
 # ----------------------------------------------------------------------------- CLI

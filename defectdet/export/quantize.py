@@ -28,9 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..artifact import (
+    ModelCard,
     Preprocess,
-    build_metadata,
-    defectdet_entry,
+    RunInfo,
     embed_metadata,
     has_qdq,
     input_format,
@@ -38,14 +38,11 @@ from ..artifact import (
     load_metadata,
     opset_version,
     props,
-    read_sidecar,
     save_onnx,
     sha256_file,
     sidecar_path,
-    write_sidecar,
 )
-from ..cli import exit_statuses
-from ..errors import ConfigError, DefectdetError
+from ..errors import ConfigError, DefectdetError, exit_statuses
 from . import ExportError
 from .calibration import calibration_images, load_images, make_reader
 
@@ -203,28 +200,24 @@ def default_output(model: Path) -> Path:
     return model.with_name(f"{model.stem}.int8.onnx")
 
 
-def _base_metadata(model: Any, src: Path) -> dict[str, Any]:
-    """The FP32 model's sidecar, or (no sidecar) what its ultralytics metadata_props say."""
-    from .onnx import training_info
-
+def _base_card(model: Any, src: Path) -> ModelCard:
+    """The FP32 model's card, or (no sidecar) one made from its ultralytics metadata_props."""
     side = sidecar_path(src)
     if side.is_file():
-        return read_sidecar(side)
+        return ModelCard.load(src)
     embedded = props(model)
     if "names" not in embedded:
         raise ConfigError(f"{src}: no {side.name} and no 'names' in the ONNX metadata; export with `defectdet export`")
     stride = int(embedded.get("stride", 32))
-    return build_metadata(model, src, sha256_file(src), [stride // 4, stride // 2, stride], "fp32",
-                          opset_version(model), training_info(src))
+    return ModelCard.from_graph(model, src, sha256_file(src), [stride // 4, stride // 2, stride], "fp32",
+                                opset_version(model), RunInfo.find(src))
 
 
-def _int8_metadata(base: dict[str, Any], src: Path, target: str, report: dict[str, Any]) -> dict[str, Any]:
-    """The INT8 sidecar: the FP32 one (less what described only that file) + precision + report."""
-    meta = {k: v for k, v in base.items() if k not in ("parity", "gate", "engine")}
-    meta["precision"] = "int8-qdq" if target == "tensorrt" else "int8-qdq-cpu"
-    meta["source_onnx"] = {"path": str(src.resolve()), "sha256": sha256_file(src)}
-    meta["quantization"] = report
-    return meta
+def _int8_card(base: ModelCard, src: Path, target: str, report: dict[str, Any]) -> ModelCard:
+    """The INT8 card, derived from the FP32 one: precision, the FP32 source and the report."""
+    return base.derive(precision="int8-qdq" if target == "tensorrt" else "int8-qdq-cpu",
+                       source_onnx={"path": str(src.resolve()), "sha256": sha256_file(src)},
+                       quantization=report)
 
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
@@ -252,7 +245,7 @@ def quantize_onnx(
         raise ConfigError(f"{src}: model not found; expected the .onnx that `defectdet export` wrote")
     fp = onnx.load(str(src))
     input_name, imgsz = _check_source(src, fp)
-    base = _base_metadata(fp, src)
+    base = _base_card(fp, src)
     preprocess: Preprocess = load_metadata(src, props(fp)).preprocess  # what the runtime will do
     settings = quant_settings(target, method)
     keep = resolve_keep_float(fp, keep_float)
@@ -272,22 +265,23 @@ def quantize_onnx(
             reader.bar.close()  # also when an image fails: the error line then starts a line of its own
         q = onnx.load(str(staged))
         cov = qdq_coverage(q)
-        meta = _int8_metadata(base, src, target, {
+        card = _int8_card(base, src, target, {
             "tool": "onnxruntime.quantization.quantize_static", "target": target, "method": method,
             "data": str(Path(data).resolve()), "split": split, "calib_images": len(paths), "calib_defective": n_bad,
             "seed": seed, "kept_float": keep, "float_head_tail": len(tail), "quantized_convs": len(cov["quantized"]),
             "float_convs": cov["float"],
             "opset": opset_version(q) or None,
         })
-        embed_metadata(q, {"defectdet": defectdet_entry(meta)})
+        embed_metadata(q, {"defectdet": card.embedded_entry()})
         onnx.checker.check_model(q)
         save_onnx(q, staged)
-        meta["quantization"]["output_error"] = output_error(src, staged, load_images(paths[:8], imgsz, preprocess))
+        error = output_error(src, staged, load_images(paths[:8], imgsz, preprocess))
+        card = card.replace(quantization={**card.quantization, "output_error": error})
         os.replace(staged, dst)
-        side = write_sidecar(sidecar_path(dst), meta)
+        side = card.save(dst)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return QuantResult(dst, side, meta["quantization"])
+    return QuantResult(dst, side, dict(card.quantization))
 
 
 # ----------------------------------------------------------------------------- CLI

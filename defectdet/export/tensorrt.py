@@ -39,18 +39,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..artifact import (
-    has_qdq,
-    io_shapes,
-    opset_version,
-    read_sidecar,
-    sha256_file,
-    sidecar_path,
-    write_sidecar,
-)
-from ..cli import exit_statuses
+from ..artifact import ModelCard, has_qdq, io_shapes, opset_version, sha256_file, sidecar_path
 from ..config import atomic_write_bytes
-from ..errors import ConfigError
+from ..errors import ConfigError, exit_statuses
 from . import ExportError
 from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives beside the builder)
     DLA_RESTORED,
@@ -69,18 +60,18 @@ from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives b
 def inspect_onnx(path: Path) -> ModelInfo:
     """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar)."""
     side = sidecar_path(path)
-    meta = read_sidecar(side) if side.is_file() else {}
-    info = ModelInfo(gate=(meta.get("gate") or {}).get("decision"))
+    card = ModelCard.load(path, missing_ok=True)
+    info = ModelInfo(gate=card.gate_decision)
     try:
         import onnx
     except ImportError:
-        if not meta:
+        if not side.is_file():
             raise ConfigError(f"{path}: neither the `onnx` package nor {side.name} is here to describe the model") from None
-        prec = str(meta.get("precision", "fp32"))
-        info.qdq, info.fp16_typed, info.opset = prec.startswith("int8"), prec == "fp16", int(meta.get("opset", 0))
+        prec = card.precision or "fp32"
+        info.qdq, info.fp16_typed, info.opset = prec.startswith("int8"), prec == "fp16", card.opset or 0
         info.uint8_qdq = prec == "int8-qdq-cpu"
-        info.input_name = meta.get("input_name", info.input_name)
-        info.input_shape = tuple(meta.get("input_shape", info.input_shape))
+        info.input_name = card.input_name or info.input_name
+        info.input_shape = card.input_shape or info.input_shape
         return info
     m = onnx.load(str(path), load_external_data=False)
     info.qdq = has_qdq(m)
@@ -186,19 +177,18 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
 
 
 def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> Path:
-    """``<engine stem>.json``: the ONNX's metadata plus an ``engine`` section. When the engine shares
+    """``<engine stem>.json``: the ONNX's card plus an ``engine`` section. When the engine shares
     the ONNX's stem (the default) the sidecar is the same file and keeps the ONNX's ``precision``."""
     src_side, dst_side = sidecar_path(opts.onnx), sidecar_path(engine)
-    meta = read_sidecar(src_side)
-    meta["engine"] = {
+    card = ModelCard.load(opts.onnx)
+    section = {
         "path": engine.name, "precision": plan.precision, "tensorrt": plan.version, "quantization": plan.quantization,
         "dla_core": plan.dla_core, "input_shape": list(plan.profile[1]) if plan.profile else None, "workspace_mb": opts.workspace_mb, "builder_flags": plan.builder_flags,
         "source_onnx": {"path": str(Path(opts.onnx).resolve()), "sha256": sha256_file(opts.onnx)},
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if dst_side.resolve() != src_side.resolve():
-        meta["precision"] = plan.precision
-    return write_sidecar(dst_side, meta)
+    same = dst_side.resolve() == src_side.resolve()
+    return card.replace(engine=section, **({} if same else {"precision": plan.precision})).save(engine)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -9,37 +9,26 @@
 
 The Cast comes first because TensorRT (8.6 and 10.x) accepts a UINT8 network input only as the
 input of a cast; Div by 255 (not Mul by 1/255) gives the float tensor ultralytics' predictor builds,
-bit for bit. The opset is unchanged (every op here exists since opset 13). :func:`float_view`
-removes exactly these nodes again, for tools that can only feed float tensors (ultralytics'
-``predict`` in ``defectdet val``).
+bit for bit. The opset is unchanged (every op here exists since opset 13).
+:func:`defectdet.artifact.uint8_view.float_view` removes exactly these nodes again, for tools that
+can only feed float tensors (ultralytics' ``predict`` in ``defectdet val``).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from ..artifact import save_onnx
+from ..artifact.uint8_view import (  # noqa: F401  (float_view, is_uint8_input: the reader side, re-exported)
+    PREFIX,
+    _image_input,
+    _set_dims,
+    float_copy,
+    float_view,
+    is_uint8_input,
+)
 from . import ExportError
 
-PREFIX = "defectdet_input/"  # names of the prepended nodes and their constants
-NODES = {PREFIX + n for n in ("cast", "transpose", "bgr2rgb", "div255")}  # (quantizers name their nodes after tensors)
-CONSTANTS = {PREFIX + n for n in ("bgr2rgb", "255")}
 LAYOUTS = ("NHWC", "NCHW")
-
-
-def _image_input(graph: Any) -> Any:
-    inits = {i.name for i in graph.initializer}
-    return next(i for i in graph.input if i.name not in inits)
-
-
-def _set_dims(tensor_type: Any, dims: list[int]) -> None:
-    del tensor_type.shape.dim[:]
-    for d in dims:
-        tensor_type.shape.dim.add().dim_value = int(d)
 
 
 def uint8_input(model: Any, layout: str = "NHWC") -> dict[str, Any]:
@@ -78,55 +67,3 @@ def uint8_input(model: Any, layout: str = "NHWC") -> dict[str, Any]:
     b, _, h, w = dims
     _set_dims(tt, [b, h, w, 3] if layout == "NHWC" else [b, 3, h, w])
     return {"rgb": False, "dtype": "uint8", "layout": layout}
-
-
-def is_uint8_input(model: Any) -> bool:
-    """True when ``model`` carries the nodes :func:`uint8_input` prepends."""
-    return any(n.name in NODES for n in model.graph.node)
-
-
-def float_view(model: Any) -> Any:
-    """A copy of a :func:`uint8_input` graph (FP32 or Q/DQ) with those nodes removed: the (B, 3, H, W)
-    float32 RGB input ultralytics feeds, and otherwise the same graph and metadata."""
-    from onnx import TensorProto
-
-    out = type(model)()
-    out.CopyFrom(model)
-    g = out.graph
-    inp = _image_input(g)
-    name, inner = inp.name, PREFIX + "normalised"
-    kept = [n for n in g.node if n.name not in NODES]
-    for n in kept:
-        n.input[:] = [name if i == inner else i for i in n.input]
-    del g.node[:]
-    g.node.extend(kept)
-    inits = [i for i in g.initializer if i.name not in CONSTANTS]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    tt = inp.type.tensor_type
-    dims = [d.dim_value for d in tt.shape.dim]
-    b, h, w = (dims[0], dims[1], dims[2]) if dims[3] == 3 and dims[1] != 3 else (dims[0], dims[2], dims[3])
-    tt.elem_type = TensorProto.FLOAT
-    _set_dims(tt, [b, 3, h, w])
-    return out
-
-
-@contextmanager
-def float_copy(path: Any) -> Iterator[Any]:
-    """``path`` itself for anything but a uint8-input ``.onnx`` file (a float ONNX, a .pt, a loaded
-    model); for a uint8-input one, a temporary :func:`float_view` of it (same metadata) that exists
-    inside the ``with`` block."""
-    import onnx
-
-    if not isinstance(path, (str, os.PathLike)) or not str(path).endswith(".onnx"):
-        yield path
-        return
-    path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
-    if not is_uint8_input(model):
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="defectdet-float-view-") as tmp:
-        view = Path(tmp) / path.name
-        save_onnx(float_view(model), view)
-        yield view

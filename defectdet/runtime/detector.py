@@ -18,10 +18,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..artifact import MetadataError, ModelMetadata, load_metadata, load_thresholds
+from ..artifact import MetadataError, ModelMetadata, Thresholds, load_metadata
 from .backends import BackendError, create_backend
 from .detections import Detections
-from .postprocess import check_number, postprocess, threshold_vector
+from .postprocess import check_number, postprocess
 from .preprocess import Preprocessor, as_bgr
 from .tiling import check_grid, merge_tiles, tile_windows
 
@@ -56,7 +56,7 @@ class Detector:
         backend: str = "auto",
         conf: float = 0.25,
         iou: float = 0.7,
-        thresholds: str | os.PathLike | Mapping[Any, float] | None = None,
+        thresholds: str | os.PathLike | Mapping[Any, float] | Thresholds | None = None,
         max_det: int = 300,
         tiles: tuple[int, int] | None = None,
         overlap: float = 0.2,
@@ -72,8 +72,10 @@ class Detector:
             iou: class-aware NMS IoU threshold (boxes with IoU > iou are suppressed).
                 A value out of its range (here and for ``conf``, ``max_det``, ``tiles``, ``overlap``)
                 raises :class:`~defectdet.errors.BadValue`, a one-line ConfigError.
-            thresholds: per-class thresholds: a YAML path ``{thresholds: {name_or_id: conf}}`` or a
-                mapping; they override the sidecar's ``thresholds``, which override ``conf``.
+            thresholds: per-class thresholds: a YAML path ``{thresholds: {name_or_id: conf}}``, a
+                mapping or a :class:`~defectdet.artifact.Thresholds`; they override the sidecar's
+                ``thresholds``, which override ``conf``. The result is ``operating`` (a complete
+                Thresholds, what the station's Decider and page read) and ``thresholds`` its vector.
             max_det: most detections kept per frame.
             tiles: (rows, cols) to detect on overlapping tiles of each frame (large frames, small defects).
             overlap: tile overlap as a fraction of the tile size.
@@ -91,10 +93,10 @@ class Detector:
         try:
             self.metadata: ModelMetadata = load_metadata(self.model_path, self.backend.embedded_metadata())
             self._check_io()
-            per_class = dict(self.metadata.thresholds)
-            if thresholds is not None:
-                per_class.update(load_thresholds(thresholds, self.metadata.names))
-            self.thresholds = threshold_vector(self.metadata.nc, self.conf, per_class)  # (nc,)
+            names = self.metadata.names
+            given = Thresholds.load(thresholds, names).over(Thresholds.of(names, self.metadata.thresholds))
+            self.operating: Thresholds = given.filled(self.conf)  # what the Decider and the page read
+            self.thresholds = self.operating.vector()  # (nc,) float32
         except BaseException:
             self.backend.close()
             raise

@@ -17,11 +17,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from ..artifact import load_thresholds
+from ..artifact import Thresholds
 from ..errors import ConfigError
 from ..runtime.detections import Detections
 
-Thresholds = Union[None, str, os.PathLike, Mapping[Any, float], np.ndarray]
+ThresholdSource = Union[None, str, os.PathLike, Mapping[Any, float], np.ndarray, Thresholds]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Decider:
         self,
         names: Mapping[int, str],
         conf: float = 0.25,
-        thresholds: Thresholds = None,
+        thresholds: ThresholdSource = None,
         roi: Optional[Sequence] = None,
         roi_units: str = "fraction",
         debounce_k: int = 1,
@@ -79,8 +79,9 @@ class Decider:
         """Args:
             names: class id -> name (the model's).
             conf: threshold of classes without their own.
-            thresholds: per-class thresholds: a thresholds YAML path (``defectdet val --target-escape``),
-                a ``{name_or_id: conf}`` mapping, or an (nc,) vector (e.g. ``Detector.thresholds``).
+            thresholds: per-class thresholds: a :class:`~defectdet.artifact.Thresholds` (e.g.
+                ``Detector.operating``), a thresholds YAML path (``defectdet val --target-escape``), a
+                ``{name_or_id: conf}`` mapping, or an (nc,) vector (e.g. ``Detector.thresholds``).
             roi: region of interest (see :func:`parse_roi`); None: the whole frame.
             roi_units: 'fraction' or 'pixels'.
             debounce_k, debounce_n: NG when k of the last n frames have a defect (1, 1: no debounce).
@@ -99,23 +100,14 @@ class Decider:
         self._prev_ng = False
         self._roi_cache: tuple[tuple[int, int], np.ndarray] | None = None
 
-    def _vector(self, conf: float, thresholds: Thresholds) -> np.ndarray:
+    def _vector(self, conf: float, thresholds: ThresholdSource) -> np.ndarray:
         nc = len(self.names)
         if isinstance(thresholds, np.ndarray):
             vec = np.asarray(thresholds, np.float32).reshape(-1)
             if vec.shape != (nc,):
                 raise ConfigError(f"thresholds: expected {nc} values (one per class), got {vec.shape[0]}")
             return vec
-        vec = np.full(nc, conf, np.float32)  # (nc,)
-        if thresholds is not None:
-            for cid, value in load_thresholds(thresholds, self.names).items():
-                vec[cid] = value
-        return vec
-
-    def reset(self) -> None:
-        """Forget the debounce history (e.g. after the line stops)."""
-        self._history.clear()
-        self._prev_ng = False
+        return Thresholds.load(thresholds, self.names).vector(conf)  # (nc,)
 
     def roi_pixels(self, shape: tuple[int, ...]) -> np.ndarray:
         """The ROI polygon in pixels of a frame of ``shape`` (H, W[, C]), (K, 1, 2) float32."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import sys
@@ -24,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..cli import exit_statuses
+from ..artifact import model_id
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
-from ..errors import ConfigError
+from ..errors import ConfigError, exit_statuses
 from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
 from .settings import check_numbers
@@ -74,15 +73,6 @@ def load_config(config: str | None, overrides: list[str], flags: Mapping[str, An
         cfg = merge_config(cfg, load_yaml(path, kind="inspect config"), str(path))
     cfg = merge_config(cfg, parse_overrides(overrides), "command line")
     return check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
-
-
-def model_id(path: Path) -> str:
-    """``model.onnx:1a2b3c4d5e6f`` — the file name and the start of its SHA-256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"{path.name}:{h.hexdigest()[:12]}"
 
 
 def default_out() -> Path:
@@ -144,12 +134,6 @@ def cli(argv: list[str]) -> int:
     return exit_status(summary)
 
 
-def _thresholds(det: Any) -> dict[str, float]:
-    """The per-class thresholds in force, by class name."""
-    values = list(det.thresholds) if det.thresholds is not None else []
-    return {str(det.names[i]): round(float(t), 4) for i, t in zip(sorted(det.names), values)}
-
-
 def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Build the detector, source, decider and sinks from a merged config and run the loop."""
     from ..runtime import Detector
@@ -171,12 +155,12 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
     with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
-        decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
+        decider = Decider(det.names, thresholds=det.operating, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below; servers read its summary
         mid = model_id(Path(cfg["model"]))
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
-                "thresholds": _thresholds(det), "decision": dict(d)}
+                "thresholds": det.operating.by_name(ndigits=4), "decision": dict(d)}
         if cfg["review"]["enabled"]:  # near misses must reach the review queue: the detector keeps them, the decider not
             from .review import detector_floor
 

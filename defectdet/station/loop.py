@@ -32,8 +32,8 @@ from ..config import atomic_write_text
 from .capture import FrameSource
 from .decisions import Decider
 from .health import assess
+from .result import FrameResult
 from .sink import Guard, Sink
-from .sinks import FrameResult
 from .sources import Frame
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -132,10 +132,6 @@ class InspectionLoop:
         self.stages = {name: LatencyStats(window=1) for name in STAGES}  # per-stage ms, whole run
         self._t0 = self._t_last = time.monotonic()
         self._status_at, self._status_frames = self._t0, 0
-
-    def add_sink(self, sink: Sink) -> None:
-        """Append a sink (guarded like the others), e.g. a window whose callback needs the loop."""
-        self.guards.append(Guard(sink, self.guards[0].log_every_s if self.guards else 30.0))
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to end after the current frame (thread- and signal-safe)."""

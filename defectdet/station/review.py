@@ -57,22 +57,6 @@ def detector_floor(thresholds: np.ndarray, band: float) -> np.ndarray:
     return np.maximum(np.asarray(thresholds, np.float32) - float(band), 0.0).astype(np.float32)
 
 
-def read_log(path: Path) -> dict[str, dict[str, Any]]:
-    """Item id -> its latest verdict line in a review log (a torn last line is skipped)."""
-    latest: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return latest
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "item" in rec:
-                latest[str(rec["item"])] = rec
-    return latest
-
-
 class _Part:
     """The frames of one part so far: its kind, its best frame and that frame's score."""
 

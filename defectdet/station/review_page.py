@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .review import read_log
+from ..review_log import read_log
 from .review_html import REVIEW_PAGE
 from .sinks import utc_iso
 

@@ -5,7 +5,7 @@ window, a reject/alarm output (GPIO, MQTT, webhook, stdout), and later a PLC, a 
 metrics endpoint. The loop calls, in this order and from one thread:
 
 * ``open()`` once, when the run starts (connect, start a worker; lazy sinks do nothing here);
-* ``emit(result)`` for every inspected frame (a :class:`~defectdet.station.sinks.FrameResult`;
+* ``emit(result)`` for every inspected frame (a :class:`~defectdet.station.result.FrameResult`;
   ``result.decision.ng`` and ``result.trigger`` say whether to act);
 * ``close()`` once, when the run ends (flush, disconnect, release);
 
@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
 
 if TYPE_CHECKING:
-    from .sinks import FrameResult
+    from .result import FrameResult
 
 LOG = logging.getLogger("defectdet.inspect")
 METHODS = ("open", "emit", "close", "stats")

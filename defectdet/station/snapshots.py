@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from ..config import atomic_write_bytes
+from .result import FrameResult, utc_iso
 from .sink import BaseSink
-from .sinks import FrameResult, utc_iso
 
 LOG = logging.getLogger("defectdet.inspect")
 

@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from .result import utc_iso
 from .sink import BaseSink
-from .sinks import utc_iso
 
 
 class Tally(BaseSink):

@@ -107,15 +107,14 @@ self_check() {
     if ((COMPARE)) && ((BUILD)) && [[ -z "$onnx" ]]; then onnx="$MODEL"; fi
     ((COMPARE)) || onnx=""
     "$VENV/bin/python" - "$ENGINE" "$RUNS" "$WARMUP" "$IMAGE" "$onnx" <<'PY'
-import json
 import sys
 import time
 
 import cv2
 import numpy as np
 
+from defectdet.artifact import ModelCard
 from defectdet.runtime import Detector
-from defectdet.runtime.metadata import sidecar_path
 from defectdet.runtime.preprocess import Preprocessor
 
 model, runs, warmup, image, onnx = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -141,8 +140,7 @@ with Detector(model, conf=0.25) as det:
     print(f"build_engine: latency over {runs} runs (after {warmup} warm-up): inference median {q(infer, 50):.2f} ms, "
           f"p90 {q(infer, 90):.2f} ms; pre+infer+post median {q(total, 50):.2f} ms; {runs / wall:.1f} frames/s")
     print(f"build_engine: {len(dets)} detection(s) on the check frame")
-    side = sidecar_path(model)
-    engine_meta = json.loads(side.read_text()).get("engine") if side.is_file() else None
+    engine_meta = ModelCard.load(model, missing_ok=True).engine
     if engine_meta:
         print(f"build_engine: engine {engine_meta.get('precision')} TensorRT {engine_meta.get('tensorrt')} "
               f"dla_core={engine_meta.get('dla_core')} built {engine_meta.get('built')}")

@@ -58,7 +58,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ...artifact import read_engine_header, read_sidecar, sidecar_path
+from ...artifact import ModelCard, read_engine_header, sidecar_path
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
 from .tensorrt_buffers import Slot, TensorInfo, describe_io
 
@@ -115,7 +115,7 @@ def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None
         core, where = header["dla"], f"{model_path}'s header 'dla'"
     side = sidecar_path(model_path)
     if core is None and side.is_file():
-        core, where = (read_sidecar(side).get("engine") or {}).get("dla_core"), f"{side} engine.dla_core"
+        core, where = (ModelCard.load(model_path).engine or {}).get("dla_core"), f"{side} engine.dla_core"
     if core is None:
         return None
     if isinstance(core, bool) or not isinstance(core, int) or core < 0:
