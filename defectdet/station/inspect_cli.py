@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
 import sys
@@ -27,6 +26,7 @@ from typing import Any, Mapping
 from ..cli import exit_statuses
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError
+from .bundled import model_id, resolve_model  # noqa: F401  (model_id: part of this module's API)
 from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
 from .settings import check_numbers
@@ -37,7 +37,7 @@ LOG = logging.getLogger("defectdet.inspect")
 # The outputs' sections (events, snapshots, record, display, signals.*) come from the sink registry.
 DEFAULTS: dict[str, Any] = {
     "model": None, "source": None, "out": None,
-    "backend": "auto", "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
+    "backend": "auto", "build_engine": False, "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
     "max_frames": 0, "duration": 0.0, "status_every": 5.0, "pipeline": True,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
@@ -76,15 +76,6 @@ def load_config(config: str | None, overrides: list[str], flags: Mapping[str, An
     return check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
 
 
-def model_id(path: Path) -> str:
-    """``model.onnx:1a2b3c4d5e6f`` — the file name and the start of its SHA-256."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"{path.name}:{h.hexdigest()[:12]}"
-
-
 def default_out() -> Path:
     base = Path("runs") / "inspect" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out, n = base, 1
@@ -97,7 +88,7 @@ def default_out() -> Path:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip(),
                                  **exit_statuses(*EXIT_ROWS))
-    ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    ap.add_argument("--model", help="model.bundle (defectdet package), or an exported .onnx (ONNX Runtime) / .engine (TensorRT)")
     ap.add_argument("--source", help="0, /dev/video0, csi://0?width=1920&height=1080&fps=30, rtsp://..., a video, a folder, synthetic://")
     ap.add_argument("--out", help="output folder (default runs/inspect/<UTC time>)")
     ap.add_argument("--config", help="inspect YAML (default configs/inspect.yaml when present)")
@@ -164,14 +155,17 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
-    with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
+    res = resolve_model(cfg["model"], cfg["backend"], bool(cfg["build_engine"]))  # a bundle: its file for this device
+    if res.note:
+        (LOG.warning if res.backend == "onnxruntime" and cfg["backend"] != "onnxruntime" else LOG.info)("%s", res.note)
+    with Detector(res.model, backend=res.backend, conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below; servers read its summary
-        mid = model_id(Path(cfg["model"]))
+        mid = res.model_id
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
-                "thresholds": _thresholds(det), "decision": dict(d)}
+                "thresholds": _thresholds(det), "decision": dict(d), **res.info}
         sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
                             status=lambda: loop.summary() if loop is not None else {}, info=info)
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
