@@ -65,7 +65,9 @@ def _check_name(name: str, where: str) -> str:
     """A member name: relative POSIX path without '..' (a zip cannot write outside its folder)."""
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or "\\" in name or name.endswith("/"):
-        raise BundleError(f"{where}: member {name!r} is not a plain relative path; expected e.g. fp32/model.onnx")
+        raise BundleError(
+            f"{where}: member {name!r} is not a plain relative path; expected e.g. fp32/model.onnx"
+        )
     return name
 
 
@@ -74,9 +76,15 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode("utf-8")
 
 
-def write_bundle(out: str | os.PathLike, files: Mapping[str, str | os.PathLike], models: Mapping[str, str],
-                 deployed: str, card: str, calibration: Optional[Mapping[str, str]] = None,
-                 extra: Optional[Mapping[str, Any]] = None) -> Bundle:
+def write_bundle(
+    out: str | os.PathLike,
+    files: Mapping[str, str | os.PathLike],
+    models: Mapping[str, str],
+    deployed: str,
+    card: str,
+    calibration: Optional[Mapping[str, str]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Bundle:
     """Write a bundle atomically and return it opened (verified).
 
     Args:
@@ -90,15 +98,7 @@ def write_bundle(out: str | os.PathLike, files: Mapping[str, str | os.PathLike],
         extra: further facts for the manifest (gate decision, ...), plain JSON.
     """
     out = Path(out)
-    entries: Dict[str, Dict[str, Any]] = {}
-    for name, src in sorted(files.items()):
-        _check_name(name, str(out))
-        if name == MANIFEST:
-            raise BundleError(f"{out}: {MANIFEST} is written by the bundle itself, not given as a member")
-        src = Path(src)
-        if not src.is_file():
-            raise BundleError(f"{out}: member {name} comes from {src}, which is not a file")
-        entries[name] = {"sha256": _file_sha256(src), "size": src.stat().st_size}
+    entries = _entries(out, files)
     for what, name in [*((f"models.{k}", v) for k, v in models.items()), ("card", card)]:
         if name not in entries:
             raise BundleError(f"{out}: {what} names {name}, which is not among the members")
@@ -112,6 +112,26 @@ def write_bundle(out: str | os.PathLike, files: Mapping[str, str | os.PathLike],
             if name not in entries:
                 raise BundleError(f"{out}: calibration names {name}, which is not among the members")
         manifest["calibration"] = {"cache": cache, "model": model, "model_sha256": entries[model]["sha256"]}
+    _write_zip(out, manifest, files)
+    return open_bundle(out)
+
+
+def _entries(out: Path, files: Mapping[str, str | os.PathLike]) -> Dict[str, Dict[str, Any]]:
+    """The manifest's ``files``: member -> sha256 and size of its source file."""
+    entries: Dict[str, Dict[str, Any]] = {}
+    for name, src in sorted(files.items()):
+        _check_name(name, str(out))
+        if name == MANIFEST:
+            raise BundleError(f"{out}: {MANIFEST} is written by the bundle itself, not given as a member")
+        src = Path(src)
+        if not src.is_file():
+            raise BundleError(f"{out}: member {name} comes from {src}, which is not a file")
+        entries[name] = {"sha256": _file_sha256(src), "size": src.stat().st_size}
+    return entries
+
+
+def _write_zip(out: Path, manifest: Mapping[str, Any], files: Mapping[str, str | os.PathLike]) -> None:
+    """The zip, manifest first, written to a temporary file and renamed over ``out``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     os.close(fd)
@@ -124,7 +144,6 @@ def write_bundle(out: str | os.PathLike, files: Mapping[str, str | os.PathLike],
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return open_bundle(out)
 
 
 def is_bundle(path: str | os.PathLike) -> bool:
@@ -173,7 +192,9 @@ class Bundle:
         with zipfile.ZipFile(self.path) as z:
             data = z.read(name)
         if _sha256(data) != self.manifest["files"][name]["sha256"]:
-            raise BundleError(f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)")
+            raise BundleError(
+                f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)"
+            )
         return data
 
     def card(self) -> Dict[str, Any]:
@@ -182,7 +203,9 @@ class Bundle:
         try:
             doc = json.loads(self.read(name).decode("utf-8"))
         except ValueError as e:
-            raise BundleError(f"{self.path}: {name}: malformed JSON ({e}); expected the model's sidecar") from None
+            raise BundleError(
+                f"{self.path}: {name}: malformed JSON ({e}); expected the model's sidecar"
+            ) from None
         if not isinstance(doc, dict):
             raise BundleError(f"{self.path}: {name}: expected a JSON object (the model's sidecar)")
         return doc
@@ -208,8 +231,9 @@ class Bundle:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     data = z.read(name)
                     if _sha256(data) != entry["sha256"]:
-                        raise BundleError(f"{self.path}: {name}: sha256 differs from the manifest "
-                                          "(changed after packaging)")
+                        raise BundleError(
+                            f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)"
+                        )
                     target.write_bytes(data)
             if dst.exists():
                 shutil.rmtree(dst)
@@ -240,16 +264,21 @@ def _read_manifest(path: Path, z: zipfile.ZipFile) -> tuple:
     try:
         raw = z.read(MANIFEST)
     except KeyError:
-        raise BundleError(f"{path}: no {MANIFEST}; expected a bundle written by `defectdet package`") from None
+        raise BundleError(
+            f"{path}: no {MANIFEST}; expected a bundle written by `defectdet package`"
+        ) from None
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except ValueError as e:
         raise BundleError(f"{path}: {MANIFEST}: malformed JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: {MANIFEST}: format is not {FORMAT!r}; expected a bundle written by "
-                          "`defectdet package`")
+        raise BundleError(
+            f"{path}: {MANIFEST}: format is not {FORMAT!r}; expected a bundle written by `defectdet package`"
+        )
     if manifest.get("version") != VERSION:
-        raise BundleError(f"{path}: {MANIFEST}: version {manifest.get('version')!r}; this defectdet reads {VERSION}")
+        raise BundleError(
+            f"{path}: {MANIFEST}: version {manifest.get('version')!r}; this defectdet reads {VERSION}"
+        )
     for key, kind in (("files", dict), ("models", dict), ("deployed", str), ("card", str)):
         if not isinstance(manifest.get(key), kind):
             raise BundleError(f"{path}: {MANIFEST}: '{key}' missing or not a {kind.__name__}")
@@ -272,7 +301,10 @@ def _verify(path: Path, z: zipfile.ZipFile, manifest: Dict[str, Any]) -> None:
                 h.update(block)
         if h.hexdigest() != files[name].get("sha256"):
             raise BundleError(f"{path}: {name}: sha256 differs from the manifest (changed after packaging)")
-    for what, name in [*((f"models.{k}", v) for k, v in manifest["models"].items()), ("card", manifest["card"])]:
+    for what, name in [
+        *((f"models.{k}", v) for k, v in manifest["models"].items()),
+        ("card", manifest["card"]),
+    ]:
         if name not in files:
             raise BundleError(f"{path}: {MANIFEST}: {what} names {name}, which the bundle does not hold")
     if manifest["deployed"] not in manifest["models"]:
@@ -291,9 +323,11 @@ def _verify_calibration(path: Path, manifest: Dict[str, Any]) -> None:
     if model not in manifest["files"]:
         raise BundleError(f"{path}: {cache}: paired with {model}, which the bundle does not hold")
     if cal.get("model_sha256") != manifest["files"][model]["sha256"]:
-        raise BundleError(f"{path}: {cache}: paired with another model (sha256 {str(cal.get('model_sha256'))[:12]}), "
-                          f"not this bundle's {model} ({manifest['files'][model]['sha256'][:12]}); "
-                          "recalibrate for this model")
+        raise BundleError(
+            f"{path}: {cache}: paired with another model (sha256 {str(cal.get('model_sha256'))[:12]}), "
+            f"not this bundle's {model} ({manifest['files'][model]['sha256'][:12]}); "
+            "recalibrate for this model"
+        )
 
 
 def open_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
@@ -319,7 +353,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "unknown"
 
 
-def engine_key(gpu: str, compute_capability: str, tensorrt: str, precision: str, dla_core: Optional[int] = None) -> str:
+def engine_key(
+    gpu: str, compute_capability: str, tensorrt: str, precision: str, dla_core: Optional[int] = None
+) -> str:
     """The device-cache key of an engine: it runs only on this GPU (or DLA core), with this TensorRT
     version, at this precision, e.g. ``orin-sm87_gpu_trt10.3.0_int8``."""
     cc = str(compute_capability).replace(".", "")
@@ -332,14 +368,20 @@ def device_prefix(gpu: str, compute_capability: str, tensorrt: str) -> str:
     return f"{_slug(gpu)}-sm{str(compute_capability).replace('.', '')}_"
 
 
-def matching_engines(bundle: Bundle, gpu: str, compute_capability: str, tensorrt: str,
-                     cache: str | os.PathLike | None = None) -> List[Path]:
+def matching_engines(
+    bundle: Bundle, gpu: str, compute_capability: str, tensorrt: str, cache: str | os.PathLike | None = None
+) -> List[Path]:
     """Engines in the device cache built for this GPU (any unit: GPU or a DLA core) and this
     TensorRT version, newest first; each is ``engines/<key>/<name>.engine``."""
     root = bundle.engines_dir(cache)
     if not root.is_dir():
         return []
     head, trt = device_prefix(gpu, compute_capability, tensorrt), f"_trt{_slug(tensorrt).replace('-', '.')}_"
-    found = [e for d in root.iterdir() if d.is_dir() and d.name.startswith(head) and trt in d.name
-             for e in d.glob("*.engine") if e.is_file()]
+    found = [
+        e
+        for d in root.iterdir()
+        if d.is_dir() and d.name.startswith(head) and trt in d.name
+        for e in d.glob("*.engine")
+        if e.is_file()
+    ]
     return sorted(found, key=lambda e: e.stat().st_mtime, reverse=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..artifact import read_sidecar, sha256_file, sidecar_path
 from ..artifact.bundle import Bundle, engine_key, open_bundle
@@ -57,16 +57,30 @@ def resolve_precision(bundle: Bundle, precision: str, dla_core: Optional[int], t
     return precision
 
 
-def engine_options(bundle: Bundle, files: Path, precision: str, dla_core: Optional[int], out: Path,
-                   cache: Optional[Path], **kw: Any) -> EngineOptions:
+def engine_options(
+    bundle: Bundle,
+    files: Path,
+    precision: str,
+    dla_core: Optional[int],
+    out: Path,
+    cache: Optional[Path],
+    **kw: Any,
+) -> EngineOptions:
     """The :class:`EngineOptions` that build ``precision`` from the bundle's extracted files."""
     models = bundle.models
     fp32 = files / models["fp32"]
     if precision == "int8" and dla_core is None:
         return EngineOptions(onnx=files / models["int8"], out=out, int8=True, fp16=True, **kw)
     if precision == "int8":  # the DLA: implicit INT8 on the FP32 model, with a cache paired to it
-        return EngineOptions(onnx=fp32, out=out, int8=True, fp16=True, dla_core=dla_core,
-                             calib_cache=calibration_cache(bundle, files, cache), **kw)
+        return EngineOptions(
+            onnx=fp32,
+            out=out,
+            int8=True,
+            fp16=True,
+            dla_core=dla_core,
+            calib_cache=calibration_cache(bundle, files, cache),
+            **kw,
+        )
     return EngineOptions(onnx=fp32, out=out, fp16=precision == "fp16", dla_core=dla_core, **kw)
 
 
@@ -104,17 +118,22 @@ def _device(device: Optional[dict]) -> dict:
         raise ExportError(f"cannot build an engine here: {e}") from None
 
 
-def build_bundle_engine(bundle_path: str | Path, precision: str = "auto", dla_core: Optional[int] = None,
-                        cache: Optional[Path] = None, rebuild: bool = False, trt: Any = None,
-                        device: Optional[dict] = None, **kw: Any) -> BundleBuild:
+def build_bundle_engine(
+    bundle_path: str | Path,
+    build: Callable[..., Any],
+    trt: Any,
+    precision: str = "auto",
+    dla_core: Optional[int] = None,
+    cache: Optional[Path] = None,
+    rebuild: bool = False,
+    device: Optional[dict] = None,
+    **kw: Any,
+) -> BundleBuild:
     """Verify the bundle, then build (or find) the engine of this device in its device cache.
-    ``device``/``trt``: stand-ins for tests (default: this machine's, through the TensorRT backend)."""
-    from .tensorrt import build_engine, import_tensorrt
-
+    ``build``: :func:`defectdet.export.tensorrt.build_engine`; ``trt``: the tensorrt module (or a
+    stand-in); ``device``: this machine's identity (default: asked through the TensorRT backend)."""
     bundle = open_bundle(bundle_path)
     dev = _device(device)
-    if trt is None:
-        trt = import_tensorrt()
     version = str(trt.__version__)
     if dla_core is not None and dla_core >= int(dev.get("dla_cores", 0)):
         raise ConfigError(f"--dla-core {dla_core}: this device has {dev.get('dla_cores', 0)} DLA core(s)")
@@ -127,20 +146,29 @@ def build_bundle_engine(bundle_path: str | Path, precision: str = "auto", dla_co
     if not rebuild and cached_engine_ok(out, opts.onnx):
         return BundleBuild(out, key, precision, built=False)
     out.parent.mkdir(parents=True, exist_ok=True)
-    engine, _ = build_engine(opts, trt=trt)
+    engine, _ = build(opts, trt=trt)
     return BundleBuild(engine, key, precision, built=True)
 
 
-def dry_run(bundle_path: str | Path, precision: str, dla_core: Optional[int], trt_version: str,
-            cache: Optional[Path] = None, **kw: Any) -> str:
-    """What ``build-engine`` would build for ``trt_version`` (no device needed): one printable line."""
-    from .tensorrt import inspect_onnx
-
+def dry_run(
+    bundle_path: str | Path,
+    inspect_onnx: Callable[[Path], Any],
+    precision: str,
+    dla_core: Optional[int],
+    trt_version: str,
+    cache: Optional[Path] = None,
+    **kw: Any,
+) -> str:
+    """What ``build-engine`` would build for ``trt_version`` (no device needed): printable lines.
+    ``inspect_onnx``: :func:`defectdet.export.tensorrt.inspect_onnx`."""
     bundle = open_bundle(bundle_path)
     precision = resolve_precision(bundle, precision, dla_core, trt_version)
     files = bundle.extract(cache)
     opts = engine_options(bundle, files, precision, dla_core, Path("model.engine"), cache, **kw)
     plan = plan_build(opts, inspect_onnx(opts.onnx), trt_version)
-    return (f"{bundle.label}: {precision} from {opts.onnx.relative_to(files)} on TensorRT {trt_version}: builder flags "
-            f"{plan.builder_flags or '-'}, quantization {plan.quantization}\n  trtexec: "
-            + shlex.join(trtexec_command(opts, plan)))
+    return (
+        f"{bundle.label}: {precision} from {opts.onnx.relative_to(files)} on TensorRT {trt_version}: "
+        f"builder flags "
+        f"{plan.builder_flags or '-'}, quantization {plan.quantization}\n  trtexec: "
+        + shlex.join(trtexec_command(opts, plan))
+    )

@@ -227,7 +227,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trt-version", default=None, help="with --dry-run: plan for this TensorRT version (e.g. 10.3)")
     b = p.add_argument_group("bundle")
     b.add_argument("--precision", default="auto", help="auto (INT8 when the bundle has it, else FP16), int8, fp16, fp32")
-    b.add_argument("--cache", default=None, help="device cache folder (default <bundle>.cache beside the bundle)")
+    b.add_argument("--cache", dest="cache_dir", default=None,
+                   help="device cache folder (default <bundle>.cache beside the bundle)")
     b.add_argument("--rebuild", action="store_true", help="build even when the device cache has this engine")
     return p
 
@@ -240,12 +241,14 @@ def _bundle_cli(a: argparse.Namespace) -> int:
         raise ConfigError("a bundle carries its models: --model, --out, --shape and --calib-cache are for an .onnx")
     kw = {"workspace_mb": a.workspace, "calib_data": Path(a.calib_data) if a.calib_data else None,
           "calib_images": a.calib_images, "verbose": a.verbose, "force": a.force}
-    cache = Path(a.cache) if a.cache else None
+    cache = Path(a.cache_dir) if a.cache_dir else None
     if a.dry_run:
-        print("defectdet build-engine: " + dry_run(a.bundle, a.precision, a.dla_core,
-                                                   a.trt_version or import_tensorrt().__version__, cache, **kw))
+        version = a.trt_version or import_tensorrt().__version__
+        plan = dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, version, cache, **kw)
+        print(f"defectdet build-engine: {plan}")
         return 0
-    r = build_bundle_engine(a.bundle, a.precision, a.dla_core, cache, a.rebuild, **kw)
+    trt = import_tensorrt()
+    r = build_bundle_engine(a.bundle, build_engine, trt, a.precision, a.dla_core, cache, a.rebuild, **kw)
     state = "built" if r.built else "already in the device cache (--rebuild to build again)"
     print(f"defectdet build-engine: {r.engine} ({r.precision}, key {r.key}): {state}")
     return 0

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from ..artifact import read_sidecar, sha256_file, sidecar_path
-from ..artifact.bundle import Bundle, is_bundle, matching_engines, open_bundle
+from ..artifact.bundle import SUFFIX, Bundle, is_bundle, matching_engines, open_bundle
 from ..errors import ConfigError
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -67,11 +67,16 @@ def _engine_for(bundle: Bundle, dev: dict) -> Optional[Path]:
     return None
 
 
-def resolve_model(model: Any, backend: str = "auto", build_engine: bool = False,
-                  identity: Callable[[], dict] = _identity, build: Callable[[Path], int] = _build) -> Resolved:
+def resolve_model(
+    model: Any,
+    backend: str = "auto",
+    build_engine: bool = False,
+    identity: Callable[[], dict] = _identity,
+    build: Callable[[Path], int] = _build,
+) -> Resolved:
     """The file and backend that run ``model`` (a bundle, or an .onnx/.engine passed through)."""
     path = Path(str(model))
-    if not is_bundle(path):  # a missing file: the Detector says so
+    if path.suffix != SUFFIX and not is_bundle(path):  # a missing file: the Detector says so
         return Resolved(path, backend, model_id(path) if path.is_file() else path.name)
     from ..runtime.backends import BackendUnavailable
 
@@ -87,8 +92,10 @@ def resolve_model(model: Any, backend: str = "auto", build_engine: bool = False,
     except BackendUnavailable as e:
         if backend == "tensorrt":
             raise ConfigError(f"backend=tensorrt: {e}") from None
-        ort.note = f"{bundle.label}: no TensorRT engine can run here ({e}); running " \
-                   f"{bundle.models[bundle.deployed]} on ONNX Runtime"
+        ort.note = (
+            f"{bundle.label}: no TensorRT engine can run here ({e}); running "
+            f"{bundle.models[bundle.deployed]} on ONNX Runtime"
+        )
         return ort
     engine = _engine_for(bundle, dev)
     if engine is None and build_engine:
@@ -98,15 +105,20 @@ def resolve_model(model: Any, backend: str = "auto", build_engine: bool = False,
                               "set build_engine=false to inspect on ONNX Runtime")
         engine = _engine_for(bundle, dev)
     if engine is None:
-        hint = f"run `defectdet build-engine {path}` on this device (or set build_engine=true)"
-        if backend == "tensorrt":
-            raise ConfigError(f"backend=tensorrt: {path} has no engine for this device ({dev['gpu']}, TensorRT "
-                              f"{dev['tensorrt']}): {hint}")
-        ort.note = f"{bundle.label}: no engine for this device yet: running {bundle.models[bundle.deployed]} " \
-                   f"on ONNX Runtime; {hint}"
-        return ort
-    return Resolved(engine, "tensorrt", bundle.label, {**info, "engine": engine.parent.name},
-                    f"{bundle.label}: TensorRT engine {engine.parent.name}")
+        return _no_engine(bundle, ort, backend, dev)
+    name = engine.parent.name
+    return Resolved(engine, "tensorrt", bundle.label, {**info, "engine": name}, f"{bundle.label}: TensorRT engine {name}")
+
+
+def _no_engine(bundle: Bundle, ort: Resolved, backend: str, dev: dict) -> Resolved:
+    """ONNX Runtime, saying why, or (backend=tensorrt) a one-line error."""
+    hint = f"run `defectdet build-engine {bundle.path}` on this device (or set build_engine=true)"
+    if backend == "tensorrt":
+        raise ConfigError(f"backend=tensorrt: {bundle.path} has no engine for this device ({dev['gpu']}, "
+                          f"TensorRT {dev['tensorrt']}): {hint}")
+    ort.note = (f"{bundle.label}: no engine for this device yet: running {bundle.models[bundle.deployed]} "
+                f"on ONNX Runtime; {hint}")
+    return ort
 
 
 def model_id(path: Path) -> str:
