@@ -149,7 +149,6 @@ def _validate(onnx: Path, data: Path, target_escape: float, work: Path) -> Any:
 
 def _gate(onnx: Path, q: Path, data: Path, target_escape: float, limits: Any) -> dict[str, Any]:
     """Gate the INT8 model at its own calibrated thresholds; a refusal is a result here, not an error."""
-    from .config import load_json_object
     from .export import GateRefused
     from .export.gate import gate_report_path, run_gate
 
@@ -157,37 +156,47 @@ def _gate(onnx: Path, q: Path, data: Path, target_escape: float, limits: Any) ->
         run_gate(onnx, q, data, limits, recalibrate=target_escape, escape_rule="any")
     except GateRefused as e:  # run_gate wrote its report before refusing
         print(f"refused: {e}")
-    doc = load_json_object(gate_report_path(q), "the gate report `defectdet gate` writes")
+    return gate_summary(gate_report_path(q))
+
+
+def gate_summary(report: Path) -> dict[str, Any]:
+    """decision, reasons, warnings, passed and the INT8 KPIs from a gate report (``<int8>.gate.json``)."""
+    from .config import load_json_object
+
+    doc = load_json_object(report, "the gate report `defectdet gate` writes")
     int8 = doc.get("int8") or {}
-    return {
-        "decision": doc["decision"],
-        "reasons": list(doc.get("reasons") or []),
-        "warnings": list(doc.get("warnings") or []),
-        "map50": int8.get("map50"),
-        "escape_rate": int8.get("escape_rate"),
-        "overkill_rate": int8.get("overkill_rate"),
-        "passed": doc["decision"] in ("pass", "forced"),
-    }
+    return {"decision": doc["decision"], "reasons": list(doc.get("reasons") or []),
+            "warnings": list(doc.get("warnings") or []), "map50": int8.get("map50"),
+            "escape_rate": int8.get("escape_rate"), "overkill_rate": int8.get("overkill_rate"),
+            "passed": doc["decision"] in ("pass", "forced"), "report": report}
 
 
-def _members(work: Path, gate: dict[str, Any] | None, run_info: Path | None) -> dict[str, Path]:
-    files = {f"fp32/{p.name}": p for p in (work / "fp32" / "model.onnx", work / "fp32" / "model.json")}
-    files["thresholds/fp32.yaml"] = work / "thresholds" / "fp32.yaml"
-    files.update({f"reports/val/{p.name}": p for p in sorted((work / "reports" / "val").iterdir())})
-    if gate is not None:
-        q = work / "int8" / "model.int8.onnx"
-        files["reports/gate.json"] = q.with_suffix(".gate.json")
+def bundle_members(fp32: Path, val_dir: Path, thresholds: Path, int8: Path | None = None,
+                   gate: dict[str, Any] | None = None, run_info: Path | None = None) -> dict[str, Path]:
+    """Bundle member -> file: the FP32 ONNX + sidecar + thresholds, the validation report (JSON, PNGs),
+    the gate's report, the INT8 ONNX + sidecar + thresholds when it passed, the run's settings."""
+    files = {"fp32/model.onnx": fp32, "fp32/model.json": fp32.with_suffix(".json"), "thresholds/fp32.yaml": thresholds}
+    files.update({f"reports/val/{p.name}": p for p in sorted(val_dir.iterdir()) if p.suffix in (".json", ".png")})
+    if gate is not None and int8 is not None:
+        files["reports/gate.json"] = gate["report"]
         if gate["passed"]:
-            files.update(
-                {
-                    "int8/model.int8.onnx": q,
-                    "int8/model.int8.json": q.with_suffix(".json"),
-                    "thresholds/int8.yaml": q.with_suffix(".thresholds.yaml"),
-                }
-            )
+            files.update({"int8/model.int8.onnx": int8, "int8/model.int8.json": int8.with_suffix(".json"),
+                          "thresholds/int8.yaml": int8.with_suffix(".thresholds.yaml")})
     if run_info is not None:
         files["run/defectdet.yaml"] = run_info
     return files
+
+
+def write_package_bundle(out: Path, files: dict[str, Path], gate: dict[str, Any] | None, target_escape: float) -> Any:
+    """The bundle of ``files`` (:func:`bundle_members`): INT8 deploys when it passed the gate, else FP32;
+    the card is the deployed model's sidecar. Returns it opened."""
+    from .artifact.bundle import write_bundle
+
+    deployed = "int8" if gate is not None and gate["passed"] else "fp32"
+    models = {"fp32": "fp32/model.onnx", **({"int8": "int8/model.int8.onnx"} if deployed == "int8" else {})}
+    extra = {"target_escape": target_escape, "escape_rule": "any",
+             "gate": {k: gate[k] for k in ("decision", "reasons")} if gate else None}
+    return write_bundle(out, files, models, deployed, models[deployed].replace(".onnx", ".json"), extra=extra)
 
 
 def run_info_file(model: Path) -> Path | None:
@@ -266,15 +275,9 @@ def _int8_steps(steps: Progress, onnx: Path, data: Path, work: Path, target_esca
 
 def _write(out: Path, work: Path, gate: dict[str, Any] | None, run_info: Path | None, log: Path,
            target_escape: float) -> Any:
-    """The bundle: INT8 deploys when it passed the gate, else FP32; the card is the deployed sidecar."""
-    from .artifact.bundle import write_bundle
-
-    deployed = "int8" if gate is not None and gate["passed"] else "fp32"
-    models = {"fp32": "fp32/model.onnx", **({"int8": "int8/model.int8.onnx"} if deployed == "int8" else {})}
-    extra = {"target_escape": target_escape, "escape_rule": "any",
-             "gate": {k: gate[k] for k in ("decision", "reasons")} if gate else None}
-    files = {**_members(work, gate, run_info), "reports/package.log": log}
-    return write_bundle(out, files, models, deployed, models[deployed].replace(".onnx", ".json"), extra=extra)
+    files = bundle_members(work / "fp32" / "model.onnx", work / "reports" / "val", work / "thresholds" / "fp32.yaml",
+                           work / "int8" / "model.int8.onnx", gate, run_info)
+    return write_package_bundle(out, {**files, "reports/package.log": log}, gate, target_escape)
 
 
 def card_text(p: Packaged) -> str:

@@ -42,6 +42,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 SUFFIX = ".bundle"
 CACHE_SUFFIX = ".cache"  # model.bundle -> model.bundle.cache/ (the device cache folder beside it)
+CACHE_ENV = "DEFECTDET_BUNDLE_CACHE"  # a folder for device caches, when the bundle's own folder is read-only
 ID_CHARS = 16  # bundle id prefix naming its folder in the device cache
 
 
@@ -212,8 +213,16 @@ class Bundle:
 
     # -- the device cache -------------------------------------------------------------------------
     def cache_root(self, cache: str | os.PathLike | None = None) -> Path:
-        """This bundle's folder in the device cache (default ``<bundle>.cache/<id16>``)."""
-        base = Path(cache) if cache else self.path.with_name(self.path.name + CACHE_SUFFIX)
+        """This bundle's folder in the device cache: ``<cache>/<id16>``; ``cache`` defaults to
+        ``$DEFECTDET_BUNDLE_CACHE/<bundle name>.cache`` when that variable is set, else
+        ``<bundle>.cache`` beside the bundle."""
+        env = os.environ.get(CACHE_ENV)
+        if cache:
+            base = Path(cache)
+        elif env:
+            base = Path(env) / (self.path.name + CACHE_SUFFIX)
+        else:
+            base = self.path.with_name(self.path.name + CACHE_SUFFIX)
         return base / self.id[:ID_CHARS]
 
     def extract(self, cache: str | os.PathLike | None = None) -> Path:
@@ -222,25 +231,33 @@ class Bundle:
         dst = self.cache_root(cache) / "files"
         if dst.is_dir() and not self._stale(dst):
             return dst
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".files-", dir=dst.parent))
         try:
-            with zipfile.ZipFile(self.path) as z:
-                for name, entry in self.manifest["files"].items():
-                    target = tmp.joinpath(*PurePosixPath(name).parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    data = z.read(name)
-                    if _sha256(data) != entry["sha256"]:
-                        raise BundleError(
-                            f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)"
-                        )
-                    target.write_bytes(data)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".files-", dir=dst.parent))
+        except OSError as e:
+            raise BundleError(f"{self.path}: cannot write its device cache {dst.parent} ({e.strerror or e}); make "
+                              f"it writable, or point {CACHE_ENV} at a writable folder") from None
+        try:
+            self._unpack(tmp)
             if dst.exists():
                 shutil.rmtree(dst)
             os.replace(tmp, dst)
+        except OSError:  # another process unpacked it meanwhile
+            if not dst.is_dir() or self._stale(dst):
+                raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return dst
+
+    def _unpack(self, folder: Path) -> None:
+        with zipfile.ZipFile(self.path) as z:
+            for name, entry in self.manifest["files"].items():
+                target = folder.joinpath(*PurePosixPath(name).parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                data = z.read(name)
+                if _sha256(data) != entry["sha256"]:
+                    raise BundleError(f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)")
+                target.write_bytes(data)
 
     def _stale(self, folder: Path) -> bool:
         for name, entry in self.manifest["files"].items():

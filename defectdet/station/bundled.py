@@ -92,10 +92,9 @@ def resolve_model(
     except BackendUnavailable as e:
         if backend == "tensorrt":
             raise ConfigError(f"backend=tensorrt: {e}") from None
-        ort.note = (
-            f"{bundle.label}: no TensorRT engine can run here ({e}); running "
-            f"{bundle.models[bundle.deployed]} on ONNX Runtime"
-        )
+        why = str(e).split(": the ")[0]  # the first clause: what is missing (the install hint is long)
+        ort.note = f"{bundle.label}: no TensorRT engine can run here ({why}); running " \
+                   f"{bundle.models[bundle.deployed]} on ONNX Runtime"
         return ort
     engine = _engine_for(bundle, dev)
     if engine is None and build_engine:
