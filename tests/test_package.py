@@ -7,6 +7,8 @@ the bundle id; a changed member refused in one line by every command. One untrai
 from __future__ import annotations
 
 import json
+import shutil
+import types
 import zipfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 from test_bundle import rewrite  # noqa: E402
 from test_export_quantize import make_shapes_dataset  # noqa: E402
-from test_export_tensorrt import _fake_trt  # noqa: E402
+from test_export_tensorrt import _fake_trt, fake_pycuda  # noqa: E402, F401  (fake_pycuda: a fixture)
 
 from defectdet.cli import main  # noqa: E402
 from defectdet.export.tensorrt import build_engine  # noqa: E402
@@ -182,8 +184,6 @@ def test_inspect_runs_a_bundle_and_its_outputs_carry_the_bundle_id(packaged, tmp
 
 
 def test_a_tampered_bundle_is_refused_by_every_command_in_one_line(packaged, tmp_path, capsys):
-    import shutil
-
     p, _, _ = packaged
     bad = tmp_path / "model.bundle"
     shutil.copyfile(p.bundle.path, bad)
@@ -214,6 +214,15 @@ def test_package_cli_refused_int8_leaves_an_fp32_bundle_and_exits_3(packaged, tm
         return r
 
     monkeypatch.setattr(G, "compare", refuse)
+    packaged_fp32 = packaged[0].bundle.extract(tmp_path / "cache") / "fp32"
+
+    def export_again(model, imgsz=None, out=None, **kw):  # the same FP32 export, without running it again
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        for name in ("model.onnx", "model.json"):
+            shutil.copyfile(packaged_fp32 / name, Path(out).with_name(name))
+        return types.SimpleNamespace(onnx=Path(out))
+
+    monkeypatch.setattr("defectdet.export.onnx.export_onnx", export_again)
     out = tmp_path / "fp32.bundle"
     rc = main(
         [
@@ -283,3 +292,28 @@ def test_checks_names_the_backend_a_bundle_will_run_on(packaged):
     c = C.model_backend(str(p.bundle.path), no_gpu)
     assert c.ok is False and p.bundle.label in c.detail and "ONNX Runtime" in c.detail
     assert c.fix == f"defectdet build-engine {p.bundle.path}"
+
+
+def test_dla_int8_calibrates_once_into_a_cache_paired_with_the_fp32_model(packaged, tmp_path, fake_pycuda):  # noqa: F811
+    """The DLA runs no Q/DQ model: INT8 there is implicit calibration of the FP32 ONNX, on this device's
+    images once; the cache is named by the FP32 model's sha256 and serves the next build (another core)."""
+    from defectdet.errors import ConfigError
+    from defectdet.export.bundle_engine import build_bundle_engine
+
+    p, data, _ = packaged
+    trt, calls = _fake_trt("10.3.0", parse_ok=True)
+    trt.Builder.num_DLA_cores, trt.DeviceType = 2, types.SimpleNamespace(DLA="DLA")
+    kw = {"device": ORIN, "cache": tmp_path}
+    with pytest.raises(ConfigError, match="pass --calib-data data.yaml once"):
+        build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=0, **kw)
+    with pytest.raises(ConfigError, match="--dla-core 2: this device has 2 DLA core"):
+        build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=2, **kw)
+    r = build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=0, calib_data=data, calib_images=4, **kw)
+    assert r.key == "orin-sm87_dla0_trt10.3.0_int8" and calls.batches > 0 and len(fake_pycuda) == calls.batches
+    sha = p.bundle.manifest["files"]["fp32/model.onnx"]["sha256"]
+    cache = tmp_path / p.bundle.id[:16] / "calib" / f"{sha[:16]}.calib.cache"
+    assert cache.read_bytes() == b"scales"
+    side = json.loads(r.engine.with_suffix(".json").read_text())["engine"]
+    assert (side["dla_core"], side["quantization"]) == (0, "implicit")
+    r1 = build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=1, **kw)  # the cache serves
+    assert r1.key == "orin-sm87_dla1_trt10.3.0_int8" and r1.built

@@ -72,15 +72,12 @@ def engine_options(
     if precision == "int8" and dla_core is None:
         return EngineOptions(onnx=files / models["int8"], out=out, int8=True, fp16=True, **kw)
     if precision == "int8":  # the DLA: implicit INT8 on the FP32 model, with a cache paired to it
-        return EngineOptions(
-            onnx=fp32,
-            out=out,
-            int8=True,
-            fp16=True,
-            dla_core=dla_core,
-            calib_cache=calibration_cache(bundle, files, cache),
-            **kw,
-        )
+        calib = calibration_cache(bundle, files, cache)
+        if not calib.is_file() and not kw.get("calib_data"):
+            raise ConfigError(f"{bundle.path}: INT8 on the DLA is calibrated on this device (the DLA runs no Q/DQ "
+                              f"model): pass --calib-data data.yaml once; the cache it writes ({calib}) serves "
+                              "later builds of this model")
+        return EngineOptions(onnx=fp32, out=out, int8=True, fp16=True, dla_core=dla_core, calib_cache=calib, **kw)
     return EngineOptions(onnx=fp32, out=out, fp16=precision == "fp16", dla_core=dla_core, **kw)
 
 
@@ -164,11 +161,9 @@ def dry_run(
     bundle = open_bundle(bundle_path)
     precision = resolve_precision(bundle, precision, dla_core, trt_version)
     files = bundle.extract(cache)
-    opts = engine_options(bundle, files, precision, dla_core, Path("model.engine"), cache, **kw)
+    out = bundle.engines_dir(cache) / f"<this device>_trt{trt_version}_{precision}" / "model.engine"
+    opts = engine_options(bundle, files, precision, dla_core, out, cache, **kw)
     plan = plan_build(opts, inspect_onnx(opts.onnx), trt_version)
-    return (
-        f"{bundle.label}: {precision} from {opts.onnx.relative_to(files)} on TensorRT {trt_version}: "
-        f"builder flags "
-        f"{plan.builder_flags or '-'}, quantization {plan.quantization}\n  trtexec: "
-        + shlex.join(trtexec_command(opts, plan))
-    )
+    return (f"{bundle.label}: {precision} from {opts.onnx.relative_to(files)} on TensorRT {trt_version}: "
+            f"builder flags {plan.builder_flags or '-'}, quantization {plan.quantization}\n  trtexec: "
+            + shlex.join(trtexec_command(opts, plan)))

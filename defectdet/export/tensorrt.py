@@ -247,7 +247,12 @@ def _bundle_cli(a: argparse.Namespace) -> int:
         plan = dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, version, cache, **kw)
         print(f"defectdet build-engine: {plan}")
         return 0
-    trt = import_tensorrt()
+    try:
+        trt = import_tensorrt()
+    except ExportError:
+        print("defectdet build-engine: on a JetPack 6.1/6.2 device: "
+              + dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, "10.3", cache, **kw))
+        raise
     r = build_bundle_engine(a.bundle, build_engine, trt, a.precision, a.dla_core, cache, a.rebuild, **kw)
     state = "built" if r.built else "already in the device cache (--rebuild to build again)"
     print(f"defectdet build-engine: {r.engine} ({r.precision}, key {r.key}): {state}")
