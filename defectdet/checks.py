@@ -293,19 +293,36 @@ def gstreamer() -> List[Check]:
     return out
 
 
-def camera(source: str) -> Check:
-    """Open ``source`` as ``inspect`` would and read one frame."""
+def camera(source: str, timeout: float = 15.0) -> Check:
+    """Open ``source`` as ``inspect`` would and read one frame (given up after ``timeout`` seconds:
+    a camera that never answers must not hang the checks)."""
+    import threading
+
     from .errors import DefectdetError
     from .station.sources import open_reader, parse_source
 
-    try:
-        reader = open_reader(parse_source(source))
-    except DefectdetError as e:
-        return Check("camera", False, str(e), "check the URI, cable and permissions (ls -l /dev/video*)")
-    try:
-        img, _ = reader.read()
-    finally:
-        reader.release()
+    got: dict = {}
+
+    def read() -> None:
+        try:
+            reader = open_reader(parse_source(source))
+        except DefectdetError as e:
+            got["error"] = e
+            return
+        try:
+            got["image"] = reader.read()[0]
+        finally:
+            reader.release()
+
+    t = threading.Thread(target=read, name="checks-camera", daemon=True)
+    t.start()
+    t.join(timeout)
+    fix = "check the URI, the cable and the permissions (ls -l /dev/video*)"
+    if t.is_alive():
+        return Check("camera", False, f"{source}: no frame within {timeout:g} s", fix)
+    if "error" in got:
+        return Check("camera", False, str(got["error"]), fix)
+    img = got.get("image")
     if img is None:
         return Check("camera", False, f"{source}: opened, but no frame came", "check the camera is streaming")
     return Check("camera", True, f"{source}: {img.shape[1]}x{img.shape[0]} frame read")

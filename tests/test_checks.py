@@ -143,13 +143,23 @@ def test_versions_report_what_is_importable(monkeypatch):
     assert by["torch"].ok is None and by["torch"].detail == "absent (not needed on the device)"
 
 
-def test_camera_reads_one_frame_and_names_a_bad_source(tmp_path):
-    assert (
-        C.camera("synthetic://?width=64&height=48").detail
-        == "synthetic://?width=64&height=48: 64x48 frame read"
-    )
+def test_camera_reads_one_frame_and_names_a_bad_source(tmp_path, monkeypatch):
+    assert C.camera("synthetic://?width=64&height=48").detail == "synthetic://?width=64&height=48: 64x48 frame read"
     c = C.camera(str(tmp_path / "nothing"))
     assert c.ok is False and "nothing" in c.detail
+    import threading
+
+    from defectdet.station import sources
+
+    hang = threading.Event()
+    def never(spec):  # a camera that never answers (until the test ends)
+        hang.wait(5)
+        return types.SimpleNamespace(read=lambda: (None, {}), release=lambda: None)
+
+    monkeypatch.setattr(sources, "open_reader", never)
+    c = C.camera("csi://0", timeout=0.2)
+    hang.set()
+    assert c.ok is False and c.detail == "csi://0: no frame within 0.2 s"
 
 
 def test_disk_and_model_backend(tmp_path):

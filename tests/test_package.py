@@ -317,3 +317,11 @@ def test_dla_int8_calibrates_once_into_a_cache_paired_with_the_fp32_model(packag
     assert (side["dla_core"], side["quantization"]) == (0, "implicit")
     r1 = build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=1, **kw)  # the cache serves
     assert r1.key == "orin-sm87_dla1_trt10.3.0_int8" and r1.built
+
+
+def test_build_engine_setting_must_be_a_boolean(packaged, tmp_path, capsys):
+    p, _, _ = packaged
+    argv = ["inspect", "--model", str(p.bundle.path), "--source", "synthetic://?frames=1", "--out", str(tmp_path)]
+    assert main([*argv, "build_engine=maybe"]) == 2
+    assert capsys.readouterr().err.strip() == ("defectdet inspect: error: build_engine='maybe': expected on (true) "
+                                               "or off (false)")

@@ -144,8 +144,9 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     from .loop import InspectionLoop, install_signal_handlers
     from .pipeline import PipelinedLoop
 
-    if not isinstance(cfg["pipeline"], bool):
-        raise ConfigError(f"pipeline={cfg['pipeline']!r}: expected on (true) or off (false)")
+    for key in ("pipeline", "build_engine"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}={cfg[key]!r}: expected on (true) or off (false)")
     out = Path(cfg["out"]) if cfg["out"] else default_out()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,7 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
-    res = resolve_model(cfg["model"], cfg["backend"], bool(cfg["build_engine"]))  # a bundle: its file for this device
+    res = resolve_model(cfg["model"], cfg["backend"], cfg["build_engine"])  # a bundle: its file for this device
     if res.note:
         (LOG.warning if res.backend == "onnxruntime" and cfg["backend"] != "onnxruntime" else LOG.info)("%s", res.note)
     with Detector(res.model, backend=res.backend, conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
