@@ -193,6 +193,8 @@ def test_a_tampered_bundle_is_refused_by_every_command_in_one_line(packaged, tmp
     data[-1] ^= 1  # one bit of the deployed model
     rewrite(bad, change={member: bytes(data)})
     line = f"{bad}: {member}: sha256 differs from the manifest (changed after packaging)"
+    assert main(["build-engine", "--model", str(p.bundle.path), "--fp16"]) == 2
+    assert f"is a bundle: build it with `defectdet build-engine {p.bundle.path}`" in capsys.readouterr().err
     for argv in (
         ["inspect", "--model", str(bad), "--source", "synthetic://?frames=1", "--out", str(tmp_path / "o")],
         ["build-engine", str(bad), "--dry-run", "--trt-version", "10.3"],

@@ -273,6 +273,11 @@ def cli(argv: list[str]) -> int:
         return _bundle_cli(a)
     if not a.model:
         raise ConfigError("give a bundle (defectdet build-engine model.bundle) or --model model.onnx")
+    from ..artifact.bundle import is_bundle
+
+    if is_bundle(a.model):
+        raise ConfigError(f"--model {a.model} is a bundle: build it with `defectdet build-engine {a.model}` (its engine "
+                          "goes into the bundle's device cache)")
     opts = EngineOptions(
         onnx=Path(a.model), out=Path(a.out) if a.out else None, fp16=a.fp16, int8=a.int8, workspace_mb=a.workspace,
         dla_core=a.dla_core, calib_cache=Path(a.calib_cache) if a.calib_cache else None,
