@@ -147,6 +147,9 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("pipeline", "build_engine"):
         if not isinstance(cfg[key], bool):
             raise ConfigError(f"{key}={cfg[key]!r}: expected on (true) or off (false)")
+    res = resolve_model(cfg["model"], cfg["backend"], cfg["build_engine"])  # a bundle: its file for this device
+    if res.note:
+        (LOG.warning if res.backend == "onnxruntime" and cfg["backend"] != "onnxruntime" else LOG.info)("%s", res.note)
     out = Path(cfg["out"]) if cfg["out"] else default_out()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -156,9 +159,6 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
-    res = resolve_model(cfg["model"], cfg["backend"], cfg["build_engine"])  # a bundle: its file for this device
-    if res.note:
-        (LOG.warning if res.backend == "onnxruntime" and cfg["backend"] != "onnxruntime" else LOG.info)("%s", res.note)
     with Detector(res.model, backend=res.backend, conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
         decider = Decider(det.names, thresholds=det.thresholds, roi=d["roi"], roi_units=d["roi_units"],
