@@ -252,8 +252,8 @@ def model_backend(model: str, identity: Optional[Callable[[], dict]] = None) -> 
             f"{model}: neither a bundle nor an .onnx/.engine",
             "give the model.bundle `defectdet package` wrote",
         )
-    if r.backend == "onnxruntime" and r.info.get("bundle"):
-        return Check("model backend", False, r.note, f"defectdet build-engine {model}")
+    if r.fix:
+        return Check("model backend", False, r.note, r.fix)
     detail = (
         r.note
         or f"{r.model.name} on {'TensorRT' if r.model.suffix in ('.engine', '.plan') else 'ONNX Runtime'}"

@@ -292,7 +292,10 @@ def test_checks_names_the_backend_a_bundle_will_run_on(packaged):
         raise BackendUnavailable("tensorrt and pycuda not installed")
 
     c = C.model_backend(str(p.bundle.path), no_gpu)
-    assert c.ok is False and p.bundle.label in c.detail and "ONNX Runtime" in c.detail
+    assert c.ok is False and p.bundle.label in c.detail and "ONNX Runtime" in c.detail and "JetPack's TensorRT" in c.fix
+    other = dict(ORIN, gpu="Xavier", compute_capability="7.2")  # TensorRT here, but no engine for this device yet
+    c = C.model_backend(str(p.bundle.path), lambda: other)
+    assert c.ok is False and "no engine for this device yet" in c.detail
     assert c.fix == f"defectdet build-engine {p.bundle.path}"
 
 

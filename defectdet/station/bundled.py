@@ -40,6 +40,7 @@ class Resolved:
     model_id: str  # carried as ``model`` by events, summary.json, /metrics, OPC UA and the page
     info: Dict[str, Any] = field(default_factory=dict)  # extra facts for SinkContext.info
     note: str = ""  # why this file and backend, one line
+    fix: str = ""  # what would run it on TensorRT, when it runs on ONNX Runtime for want of an engine
 
 
 def _identity() -> dict:
@@ -95,6 +96,7 @@ def resolve_model(
         why = str(e).split(": the ")[0]  # the first clause: what is missing (the install hint is long)
         ort.note = f"{bundle.label}: no TensorRT engine can run here ({why}); running " \
                    f"{bundle.models[bundle.deployed]} on ONNX Runtime"
+        ort.fix = "on a Jetson: JetPack's TensorRT + pycuda (deploy/jetson/setup.sh), then build-engine"
         return ort
     engine = _engine_for(bundle, dev)
     if engine is None and build_engine:
@@ -115,6 +117,7 @@ def _no_engine(bundle: Bundle, ort: Resolved, backend: str, dev: dict) -> Resolv
     if backend == "tensorrt":
         raise ConfigError(f"backend=tensorrt: {bundle.path} has no engine for this device ({dev['gpu']}, "
                           f"TensorRT {dev['tensorrt']}): {hint}")
+    ort.fix = f"defectdet build-engine {bundle.path}"
     ort.note = (f"{bundle.label}: no engine for this device yet: running {bundle.models[bundle.deployed]} "
                 f"on ONNX Runtime; {hint}")
     return ort
