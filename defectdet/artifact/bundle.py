@@ -281,9 +281,7 @@ def _read_manifest(path: Path, z: zipfile.ZipFile) -> tuple:
     try:
         raw = z.read(MANIFEST)
     except KeyError:
-        raise BundleError(
-            f"{path}: no {MANIFEST}; expected a bundle written by `defectdet package`"
-        ) from None
+        raise BundleError(f"{path}: no {MANIFEST}; expected a bundle written by `defectdet package`") from None
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except ValueError as e:
@@ -293,9 +291,7 @@ def _read_manifest(path: Path, z: zipfile.ZipFile) -> tuple:
             f"{path}: {MANIFEST}: format is not {FORMAT!r}; expected a bundle written by `defectdet package`"
         )
     if manifest.get("version") != VERSION:
-        raise BundleError(
-            f"{path}: {MANIFEST}: version {manifest.get('version')!r}; this defectdet reads {VERSION}"
-        )
+        raise BundleError(f"{path}: {MANIFEST}: version {manifest.get('version')!r}; this defectdet reads {VERSION}")
     for key, kind in (("files", dict), ("models", dict), ("deployed", str), ("card", str)):
         if not isinstance(manifest.get(key), kind):
             raise BundleError(f"{path}: {MANIFEST}: '{key}' missing or not a {kind.__name__}")
@@ -318,10 +314,7 @@ def _verify(path: Path, z: zipfile.ZipFile, manifest: Dict[str, Any]) -> None:
                 h.update(block)
         if h.hexdigest() != files[name].get("sha256"):
             raise BundleError(f"{path}: {name}: sha256 differs from the manifest (changed after packaging)")
-    for what, name in [
-        *((f"models.{k}", v) for k, v in manifest["models"].items()),
-        ("card", manifest["card"]),
-    ]:
+    for what, name in [*((f"models.{k}", v) for k, v in manifest["models"].items()), ("card", manifest["card"])]:
         if name not in files:
             raise BundleError(f"{path}: {MANIFEST}: {what} names {name}, which the bundle does not hold")
     if manifest["deployed"] not in manifest["models"]:
@@ -380,8 +373,8 @@ def engine_key(
     return f"{_slug(gpu)}-sm{cc}_{unit}_trt{_slug(tensorrt).replace('-', '.')}_{_slug(precision)}"
 
 
-def device_prefix(gpu: str, compute_capability: str, tensorrt: str) -> str:
-    """What every engine key of this device and TensorRT version starts with (its GPU part)."""
+def device_prefix(gpu: str, compute_capability: str) -> str:
+    """What every engine key of this GPU starts with."""
     return f"{_slug(gpu)}-sm{str(compute_capability).replace('.', '')}_"
 
 
@@ -393,12 +386,7 @@ def matching_engines(
     root = bundle.engines_dir(cache)
     if not root.is_dir():
         return []
-    head, trt = device_prefix(gpu, compute_capability, tensorrt), f"_trt{_slug(tensorrt).replace('-', '.')}_"
-    found = [
-        e
-        for d in root.iterdir()
-        if d.is_dir() and d.name.startswith(head) and trt in d.name
-        for e in d.glob("*.engine")
-        if e.is_file()
-    ]
+    head, trt = device_prefix(gpu, compute_capability), f"_trt{_slug(tensorrt).replace('-', '.')}_"
+    found = [e for d in root.iterdir() if d.is_dir() and d.name.startswith(head) and trt in d.name
+             for e in d.glob("*.engine") if e.is_file()]
     return sorted(found, key=lambda e: e.stat().st_mtime, reverse=True)
