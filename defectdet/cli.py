@@ -21,15 +21,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("defectdet.export.onnx", "checkpoint -> static ONNX with metadata + sidecar JSON, parity vs PyTorch"),
     "quantize": ("defectdet.export.quantize", "ONNX -> INT8 Q/DQ ONNX calibrated on defect images, then the accuracy gate"),
     "gate": ("defectdet.export.gate", "FP32 vs INT8 ONNX on the CPU: refuse an mAP50 / per-class recall / escape drop"),
-    "build-engine": ("defectdet.export.tensorrt", "ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA); prints trtexec"),
+    "package": ("defectdet.package", "best.pt -> export, calibrated thresholds, INT8 + gate -> one verified model.bundle"),
+    "checks": ("defectdet.checks", "can this machine run the station? versions, GPU/DLA, GStreamer, camera, disk (✔/✘)"),
+    "build-engine": ("defectdet.export.tensorrt", "bundle or ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA)"),
     "inspect": ("defectdet.station.inspect_cli", "live inspection: camera/video/folder -> OK/NG, events, snapshots, reject signals"),
     "review": ("defectdet.station.review_cli", "the review view of a finished run (confirm, correct, mark false rejects)"),
     "compare": ("defectdet.compare", "a shadow model against the live one: agreement, escapes and overkill on reviewed frames"),
     "report": ("defectdet.station.report", "shift report from inspection runs: yield, NG per class and per hour, top NG snapshots"),
 }
 
-# What runs on Python 3.8 (JetPack 5): the torch-free station and the engine builder; the rest needs 3.9+.
-PY38_COMMANDS = ("inspect", "build-engine")
+# What runs on Python 3.8 (JetPack 5): the torch-free station, the engine builder and the device checks; the rest
+# needs 3.9+.
+PY38_COMMANDS = ("inspect", "build-engine", "checks")
 
 
 def _python() -> tuple[int, int]:
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if _python() < (3, 9) and name not in PY38_COMMANDS:
         print(f"defectdet {name}: needs Python 3.9 or newer (this is {'.'.join(map(str, _python()))}); on Python 3.8 "
-              f"(JetPack 5) defectdet runs {' and '.join(PY38_COMMANDS)} only — train, validate and export on a workstation",
+              f"(JetPack 5) defectdet runs {', '.join(PY38_COMMANDS[:-1])} and {PY38_COMMANDS[-1]} only — train, validate and export on a workstation",
               file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])

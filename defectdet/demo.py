@@ -1,8 +1,8 @@
 """``defectdet demo``: the whole workflow on the embedded default, on a CPU, in minutes.
 
 synthetic rare-defect parts -> focal-loss training -> validation with part-level KPIs and
-calibrated thresholds -> ONNX export -> INT8 + accuracy gate -> live-inspection loop on a
-conveyor video with the ONNX Runtime backend -> summary. Each step prints what it does and
+calibrated thresholds -> ONNX export -> INT8 + accuracy gate -> the model bundle (docs/bundle.md)
+-> live-inspection loop on a conveyor video, run from the bundle (ONNX Runtime) -> summary. Each step prints what it does and
 what it measured; everything is written under ``--out`` (default ``runs/demo``).
 """
 
@@ -118,9 +118,11 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     deployed, gate, gate_json = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
                                           lambda: _quantize_and_gate(onnx, data, target_escape, calib_images,
                                                                      quant_method))
-    deployed_thresholds = thresholds if deployed == onnx else None  # INT8: its own, from its sidecar
-    line = steps.run(f"6. inspect the conveyor video with {deployed.name} (ONNX Runtime)",
-                     lambda: _inspect(deployed, data.parent / "parts.mp4", deployed_thresholds, out / "inspect"))
+    bundle, bundle_id = steps.run("6. bundle: models, thresholds, reports and run settings in one verified file",
+                                  lambda: _bundle(out, onnx, gate_json, thresholds, run, target_escape))
+    line = steps.run(f"7. inspect the conveyor video with {bundle.name} ({deployed.name}, ONNX Runtime)",
+                     lambda: _inspect(bundle, data.parent / "parts.mp4", None, out / "inspect"))  # its own thresholds
+
     summary = {
         "seconds": round(steps.total, 1), "steps": steps.times, "settings": settings, "model": str(best),
         "thresholds": str(thresholds),
@@ -130,7 +132,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
         "n_defective": report.n_defective, "n_clean": report.n_clean, "val_imgsz": size,
         "per_class": {name: {"ap50": c["ap50"], "labels": int(c["labels"])} for name, c in report.per_class.items()},
         "onnx": str(onnx), "parity": parity, "deployed": str(deployed), "gate": gate,
-        "gate_report": str(gate_json), "inspect": line,
+        "gate_report": str(gate_json), "bundle": str(bundle), "bundle_id": bundle_id, "inspect": line,
     }
     dump_yaml(out / "summary.yaml", summary)
     print("\n=== summary " + "=" * 60)
@@ -138,6 +140,7 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     print(f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts passed)")
     print(f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts rejected)")
     print(f"  INT8 gate: {gate}; deployed model {deployed}")
+    print(f"  bundle {bundle}  id {bundle_id}  (docs/bundle.md: copy it to the device, build-engine, inspect)")
     print(f"  conveyor: {line['frames']} frames at {line['fps']:.1f} frames/s, {line['events_written']} NG events; "
           f"parts: {line['caught']} of {line['defective_parts']} defective rejected, "
           f"{line['false_rejects']} of {line['good_parts']} good rejected, judged on frames with the part in "
@@ -175,6 +178,23 @@ def _quantize_and_gate(onnx: Path, data: Path, target_escape: float, calib_image
         return onnx, "refused", gate_report_path(q.onnx)  # run_gate records before it refuses
     print(result.table())
     return q.onnx, result.decision, result.report_path
+
+
+def _bundle(out: Path, onnx: Path, gate_json: Path, thresholds: Path, run: Path,
+            target_escape: float) -> tuple[Path, str]:
+    """``out/model.bundle`` from what the steps wrote (as ``defectdet package`` bundles them); the INT8
+    model goes in when it passed the gate. Returns (its path, its id)."""
+    from .package import bundle_members, gate_summary, write_package_bundle
+
+    gate = gate_summary(gate_json) if gate_json.is_file() else None
+    int8 = gate_json.with_name(gate_json.name[: -len(".gate.json")] + ".onnx")
+    from .artifact import RunInfo
+
+    info = RunInfo.path(run)
+    files = bundle_members(onnx, out / "val", thresholds, int8, gate, info if info.is_file() else None)
+    b = write_package_bundle(out / "model.bundle", files, gate, target_escape)
+    print(f"{b.path}: {', '.join(b.members())}")
+    return b.path, b.id
 
 
 def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> dict[str, Any]:

@@ -110,6 +110,7 @@ def test_summary_yaml_has_what_the_demo_table_needs(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "_export", lambda best, size, thr: (tmp_path / "model.onnx",
                                                                    {"boxes_max_abs": 1e-4, "scores_max_abs": 1e-6}))
     monkeypatch.setattr(demo, "_quantize_and_gate", lambda *a: (tmp_path / "model.int8.onnx", "pass", gate))
+    monkeypatch.setattr(demo, "_bundle", lambda *a: (tmp_path / "out" / "model.bundle", "ab" * 32))
     monkeypatch.setattr(demo, "_inspect", lambda *a: {"frames": 24, "fps": 50.0, "events_written": 2, "defective_parts": 1,
                                                        "good_parts": 1, "caught": 1, "false_rejects": 0,
                                                        "ng_while_moving_in_or_out": 1})
@@ -117,6 +118,40 @@ def test_summary_yaml_has_what_the_demo_table_needs(tmp_path, monkeypatch):
                   defect_rate=0.2, defect_scale=1.0, target_escape=0.05, calib_images=8, quant_method="minmax")
     summary = load_yaml(tmp_path / "out" / "summary.yaml")
     assert summary["settings"]["quant_method"] == "minmax" and summary["train"]["nbs"] == 2
+    assert summary["bundle_id"] == "ab" * 32 and summary["bundle"].endswith("model.bundle")
     text = benchscripts.load("demo_table").table(summary, json.loads(gate.read_text()))
     assert "1 epochs, 2 parts, 32 px native-scale windows" in text and "8 calibration images, minmax" in text
     assert "**passed**: mAP50 0.600 vs 0.600" in text and "1 of 1 defective parts rejected" in text
+
+
+@pytest.mark.parametrize("decision", ["pass", "refused"])
+def test_the_demo_bundles_what_its_steps_wrote(tmp_path, decision):
+    """demo._bundle over the files the demo's steps leave (weights/model*.onnx + sidecars, the gate's report
+    and INT8 thresholds, val/, the run's settings): the INT8 model goes in only when it passed the gate."""
+    import json
+
+    from defectdet.artifact.bundle import open_bundle
+
+    run, out = tmp_path / "out" / "train", tmp_path / "out"
+    w = run / "weights"
+    w.mkdir(parents=True)
+    (out / "val").mkdir()
+    for name in ("model.onnx", "model.int8.onnx"):
+        (w / name).write_bytes(name.encode())
+    for name in ("model.json", "model.int8.json"):
+        (w / name).write_text(json.dumps({"names": {"0": "scratch"}, "thresholds": {"scratch": 0.3}}))
+    (w / "model.int8.thresholds.yaml").write_text("thresholds: {scratch: 0.31}\n")
+    (w / "model.int8.gate.json").write_text(json.dumps({"decision": decision, "reasons": [] if decision == "pass"
+                                                        else ["mAP50 dropped 3.00 points (limit 1.00)"]}))
+    (out / "val" / "val_report.json").write_text("{}")
+    (out / "val" / "pr_curves.png").write_bytes(b"png")
+    (out / "val" / "thresholds.yaml").write_text("thresholds: {scratch: 0.3}\n")
+    (run / "defectdet.yaml").write_text("cls_loss: focal\n")
+    path, bundle_id = demo._bundle(out, w / "model.onnx", w / "model.int8.gate.json", out / "val" / "thresholds.yaml",
+                                   run, 0.05)
+    b = open_bundle(path)
+    assert path == out / "model.bundle" and b.id == bundle_id
+    assert {"fp32/model.onnx", "thresholds/fp32.yaml", "reports/val/pr_curves.png", "reports/gate.json",
+            "run/defectdet.yaml"} <= set(b.members())
+    assert ("int8/model.int8.onnx" in b.members()) == (decision == "pass")
+    assert b.deployed == ("int8" if decision == "pass" else "fp32") and b.manifest["gate"]["decision"] == decision

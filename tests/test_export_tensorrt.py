@@ -458,8 +458,8 @@ def test_implicit_calibrator_feeds_images_preprocessed_as_the_model_records(tmp_
     """The TensorRT calibrator (export/calibration.py) against stand-in tensorrt/pycuda modules: one
     batch per image, pre-processed with the sidecar's recorded settings (here: stretch, no letterbox),
     then end of data; the cache is written atomically and replayed."""
-    from defectdet.export.calibration import load_images, tensorrt_calibrator
     from defectdet.artifact import Preprocess
+    from defectdet.export.calibration import load_images, tensorrt_calibrator
 
     data = _calibration_data(tmp_path)
     model = tmp_path / "model.onnx"

@@ -30,7 +30,8 @@ def _module_file(name: str):
 def edge_files() -> list:
     """The edge packages, the CLI entry point, build-engine, and (transitively) every defectdet module they import."""
     todo = [p for pkg in EDGE_PACKAGES for p in (ROOT / "defectdet" / pkg).rglob("*.py")]
-    todo += [ROOT / "defectdet/__init__.py", ROOT / "defectdet/cli.py", ROOT / "defectdet/export/tensorrt.py"]
+    todo += [ROOT / "defectdet/__init__.py", ROOT / "defectdet/cli.py", ROOT / "defectdet/export/tensorrt.py",
+             ROOT / "defectdet/checks.py"]
     seen = set()
     while todo:
         p = todo.pop()
@@ -53,6 +54,7 @@ def test_the_edge_set_is_what_the_jetson_runs():
                  "defectdet/errors.py", "defectdet/cli.py", "defectdet/data/synthetic.py"):
         assert must in names
     assert "defectdet/export/tensorrt.py" in names  # build-engine runs on the Jetson
+    assert {"defectdet/checks.py", "defectdet/artifact/bundle.py", "defectdet/export/bundle_engine.py"} <= names
     assert not any(n.startswith(("defectdet/train", "defectdet/losses")) for n in names)
 
 
@@ -147,7 +149,7 @@ def test_training_commands_on_python_3_8_are_one_line_errors(monkeypatch, capsys
     assert cli.main(["train", "data=x.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("defectdet train: needs Python 3.9 or newer (this is 3.8); on Python 3.8 (JetPack 5) defectdet "
-                   "runs inspect and build-engine only — train, validate and export on a workstation")
+                   "runs inspect, build-engine and checks only — train, validate and export on a workstation")
     with pytest.raises(SystemExit) as e:  # inspect itself goes on
         cli.main(["inspect", "--help"])
     assert e.value.code == 0

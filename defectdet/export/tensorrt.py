@@ -195,9 +195,13 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="defectdet build-engine", description="Build a TensorRT engine from an ONNX "
                                 "model on the Jetson (TensorRT 8.5 / 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
-                                **exit_statuses((0, "the engine and its sidecar written (--dry-run: the plan printed)"),
-                                                (2, "the build failed, or a bad option or model (one line on stderr)")))
-    p.add_argument("--model", required=True, help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
+                                **exit_statuses((0, "the engine and its sidecar written (--dry-run: the plan printed); "
+                                                    "for a bundle: also when its device cache already had it"),
+                                                (2, "the build failed, or a bad option, model or bundle (one line on "
+                                                    "stderr)"), before="defectdet build-engine model.bundle: builds this "
+                                                "device's engine into the bundle's device cache (docs/bundle.md)."))
+    p.add_argument("bundle", nargs="?", help="a model.bundle from `defectdet package` (instead of --model)")
+    p.add_argument("--model", help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
     p.add_argument("--out", default=None, help="engine path (default: <model stem>.engine beside the model)")
     p.add_argument("--fp16", action="store_true", help="FP16 kernels (8.5-10.x flag; 11.x: needs export --half)")
     p.add_argument("--int8", action="store_true", help="INT8: explicit from a Q/DQ model, or implicit calibration (<= 10.x)")
@@ -211,7 +215,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan and trtexec line; build nothing")
     p.add_argument("--trt-version", default=None, help="with --dry-run: plan for this TensorRT version (e.g. 10.3)")
+    b = p.add_argument_group("bundle")
+    b.add_argument("--precision", default="auto", help="auto (INT8 when the bundle has it, else FP16), int8, fp16, fp32")
+    b.add_argument("--cache", dest="cache_dir", default=None,
+                   help="device cache folder (default <bundle>.cache beside the bundle)")
+    b.add_argument("--rebuild", action="store_true", help="build even when the device cache has this engine")
     return p
+
+
+def _bundle_cli(a: argparse.Namespace) -> int:
+    """``build-engine model.bundle``: :mod:`.bundle_engine`."""
+    from .bundle_engine import build_bundle_engine, dry_run
+
+    if a.model or a.out or a.shape or a.calib_cache:
+        raise ConfigError("a bundle carries its models: --model, --out, --shape and --calib-cache are for an .onnx")
+    kw = {"workspace_mb": a.workspace, "calib_data": Path(a.calib_data) if a.calib_data else None,
+          "calib_images": a.calib_images, "verbose": a.verbose, "force": a.force}
+    cache = Path(a.cache_dir) if a.cache_dir else None
+    if a.dry_run:
+        version = a.trt_version or import_tensorrt().__version__
+        plan = dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, version, cache, **kw)
+        print(f"defectdet build-engine: {plan}")
+        return 0
+    try:
+        trt = import_tensorrt()
+    except ExportError:
+        print("defectdet build-engine: on a JetPack 6.1/6.2 device: "
+              + dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, "10.3", cache, **kw))
+        raise
+    r = build_bundle_engine(a.bundle, build_engine, trt, a.precision, a.dla_core, cache, a.rebuild, **kw)
+    state = "built" if r.built else "already in the device cache (--rebuild to build again)"
+    print(f"defectdet build-engine: {r.engine} ({r.precision}, key {r.key}): {state}")
+    return 0
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -224,6 +259,15 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet build-engine``."""
     a = _parser().parse_args(argv)
+    if a.bundle:
+        return _bundle_cli(a)
+    if not a.model:
+        raise ConfigError("give a bundle (defectdet build-engine model.bundle) or --model model.onnx")
+    from ..artifact.bundle import is_bundle
+
+    if is_bundle(a.model):
+        raise ConfigError(f"--model {a.model} is a bundle: build it with `defectdet build-engine {a.model}` (its engine "
+                          "goes into the bundle's device cache)")
     opts = EngineOptions(
         onnx=Path(a.model), out=Path(a.out) if a.out else None, fp16=a.fp16, int8=a.int8, workspace_mb=a.workspace,
         dla_core=a.dla_core, calib_cache=Path(a.calib_cache) if a.calib_cache else None,

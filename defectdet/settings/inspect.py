@@ -24,8 +24,9 @@ _CONF = "a number in [0, 1] (the Detector checks it)"
 
 KEYS = [
     Key("model", None,
-        "exported model: .onnx (ONNX Runtime, CPU/GPU) or .engine (TensorRT, built on this Jetson)",
-        kind=str),
+        "model.bundle from `defectdet package` (docs/bundle.md: verified, then this device's engine",
+        kind=str, more=("from its device cache, else its ONNX on ONNX Runtime), or an exported .onnx (ONNX Runtime,",
+                        "CPU/GPU) or .engine (TensorRT, built on this Jetson)")),
     Key("source", None, "0 | /dev/video0 | usb://0?width=1280&height=720&fps=30&fourcc=MJPG",
         kind=str,
         more=(
@@ -35,8 +36,11 @@ KEYS = [
             "| synthetic://?width=640&height=480&seed=0&defect_rate=0.1&frames=0&fps=0&live=0 (demo/tests)",
         )),
     Key("out", None, "output folder; null: runs/inspect/<UTC time>", kind=str),
-    Key("backend", "auto", "auto (by model suffix) | onnxruntime | tensorrt",
-        choices=("auto", "onnxruntime", "tensorrt"), gap=True),
+    Key("backend", "auto", "auto (by model suffix; a bundle: its engine for this device, else ONNX Runtime) | onnxruntime",
+        choices=("auto", "onnxruntime", "tensorrt"), gap=True, more=("| tensorrt",)),
+    Key("build_engine", False,
+        "a bundle with no engine for this device: true runs `defectdet build-engine <bundle>` first",
+        kind=bool, more=("(minutes, once; the engine is kept in <bundle>.cache/); false runs its ONNX on ONNX Runtime",)),
     Key("threads", None, "ONNX Runtime intra-op threads; null: the runtime's default",
         range=Range(int, 1, nullable=True)),
     Key("conf", 0.25,

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..artifact import model_id
 from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError, exit_statuses
+from .bundled import resolve_model
 from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
 from .settings import check_numbers
@@ -36,7 +36,7 @@ LOG = logging.getLogger("defectdet.inspect")
 # The outputs' sections (events, snapshots, record, display, signals.*) come from the sink registry.
 DEFAULTS: dict[str, Any] = {
     "model": None, "source": None, "out": None,
-    "backend": "auto", "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
+    "backend": "auto", "build_engine": False, "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
     "max_frames": 0, "duration": 0.0, "status_every": 5.0, "pipeline": True,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
@@ -87,7 +87,7 @@ def default_out() -> Path:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="defectdet inspect", description=__doc__.split("\n\n")[1].strip(),
                                  **exit_statuses(*EXIT_ROWS))
-    ap.add_argument("--model", help="exported model: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    ap.add_argument("--model", help="model.bundle (defectdet package), or an exported .onnx (ONNX Runtime) / .engine (TensorRT)")
     ap.add_argument("--source", help="0, /dev/video0, csi://0?width=1920&height=1080&fps=30, rtsp://..., a video, a folder, synthetic://")
     ap.add_argument("--out", help="output folder (default runs/inspect/<UTC time>)")
     ap.add_argument("--config", help="inspect YAML (default configs/inspect.yaml when present)")
@@ -142,8 +142,12 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     from .loop import InspectionLoop, install_signal_handlers
     from .pipeline import PipelinedLoop
 
-    if not isinstance(cfg["pipeline"], bool):
-        raise ConfigError(f"pipeline={cfg['pipeline']!r}: expected on (true) or off (false)")
+    for key in ("pipeline", "build_engine"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}={cfg[key]!r}: expected on (true) or off (false)")
+    res = resolve_model(cfg["model"], cfg["backend"], cfg["build_engine"])  # a bundle: its file for this device
+    if res.note:
+        (LOG.warning if res.backend == "onnxruntime" and cfg["backend"] != "onnxruntime" else LOG.info)("%s", res.note)
     out = Path(cfg["out"]) if cfg["out"] else default_out()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -153,14 +157,14 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
-    with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
+    with Detector(res.model, backend=res.backend, conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
         decider = Decider(det.names, thresholds=det.operating, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below; servers read its summary
-        mid = model_id(Path(cfg["model"]))
+        mid = res.model_id
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
-                "thresholds": det.operating.by_name(ndigits=4), "decision": dict(d)}
+                "thresholds": det.operating.by_name(ndigits=4), "decision": dict(d), **res.info}
         if cfg["review"]["enabled"]:  # near misses must reach the review queue: the detector keeps them, the decider not
             from .review import detector_floor
 

@@ -424,6 +424,10 @@ main() {
     install_pycuda
     verify_venv
     summary "$VENV/bin/python"
+    # the station's own probes, one line each (docs/bundle.md); informative here: ✘ lines do not fail setup
+    if [[ -x "$VENV/bin/defectdet" ]]; then
+        "$VENV/bin/defectdet" checks || warn "defectdet checks could not run"
+    fi
     say "ready. Next: deploy/jetson/build_engine.sh models/model.int8.onnx --int8 --fp16"
     say "then: $VENV/bin/defectdet inspect --model models/model.int8.engine --source csi://0"
 }

@@ -329,3 +329,24 @@ class TensorRTBackend(Backend):
             finally:
                 ctx, self._ctx = self._ctx, None
                 self._cuda_call("release the device", ctx.detach)
+
+
+def device_identity(device: int = 0) -> dict[str, Any]:
+    """What an engine is tied to, on this machine: ``{"gpu", "compute_capability", "dla_cores",
+    "tensorrt"}`` (CUDA device ``device``, through pycuda; DLA cores through a TensorRT builder).
+    Raises :class:`BackendUnavailable` naming what is missing (no tensorrt/pycuda, no CUDA device)."""
+    trt, cuda = import_tensorrt()
+    try:
+        cuda.init()
+        if cuda.Device.count() <= device:
+            raise BackendUnavailable(f"no CUDA device {device} (this machine has {cuda.Device.count()})")
+        dev = cuda.Device(device)
+        major, minor = dev.compute_capability()
+        name = str(dev.name())
+    except cuda.Error as e:
+        raise BackendUnavailable(f"no usable CUDA device ({e})") from None
+    try:
+        dla = int(trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores)
+    except Exception:  # a builder cannot start: no DLA count, the GPU facts still hold  # noqa: BLE001
+        dla = 0
+    return {"gpu": name, "compute_capability": f"{major}.{minor}", "dla_cores": dla, "tensorrt": str(trt.__version__)}
