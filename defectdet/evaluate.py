@@ -153,9 +153,9 @@ def _load_model(model: Any):
 
 def _onnx_imgsz(path: Path) -> list[int] | None:
     """Static (H, W) of an ONNX model's first input, for models without ultralytics metadata."""
-    import onnx
+    from .artifact import load_onnx
 
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    dims = load_onnx(path, weights=False, check=False).graph.input[0].type.tensor_type.shape.dim
     hw = [d.dim_value for d in dims[2:4]]
     return hw if len(hw) == 2 and all(hw) else None
 
@@ -288,6 +288,10 @@ def evaluate(
     M.check_escape_rule(escape_rule, f"escape_rule={escape_rule!r}")
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
+    if not hasattr(model, "predict") and str(model).endswith(".onnx"):
+        from .artifact import load_onnx
+
+        load_onnx(model, weights=False)  # empty, text, truncated, wrong opset: one line before any data is read
     names, images = read_split(data, split)
     thresholds = operating_thresholds(thresholds, names)  # a bad file fails here, not after the predictions
     if max_images is not None and max_images < len(images):

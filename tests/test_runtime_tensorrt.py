@@ -257,7 +257,7 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
-    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("trt"), 96, logit_mean=-3.0, logit_std=1.5)
+    return benchscripts.stand_in_model(tmp_path_factory.mktemp("trt"), "conveyor96")
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,18 @@ ultralytics engine header), and the sidecar ``model.json`` beside it, which carr
 
 * :mod:`.sidecar`     constants (pre-processing, layouts, strides, opset limit), sidecar and
                       engine-header files, hashes
+* :mod:`.onnx_file`   :func:`load_onnx`: the one loader of ONNX files (one-line errors for
+                      empty, text, truncated, random-byte and wrong-opset files)
 * :mod:`.onnx_graph`  metadata_props, I/O shapes, opset, the sidecar of an exported graph, saving
 * :mod:`.metadata`    :func:`load_metadata` -> :class:`ModelMetadata` (what the runtime needs)
 * :mod:`.thresholds`  the one thresholds parser (names or ids, partial, checked values) and files
 
-Torch-free: stdlib, numpy and pyyaml only; ``onnx`` is imported inside the functions that load or
-save a graph file.
+Torch-free: stdlib, numpy and pyyaml only; ``onnx`` is imported inside :func:`load_onnx`, the one
+function that loads a graph file.
 """
 
 from .metadata import ModelMetadata, load_metadata
+from .onnx_file import ModelFileError, OnnxMissing, explain_load_failure, load_onnx, sniff_onnx
 from .onnx_graph import (
     build_metadata,
     defectdet_entry,
@@ -62,9 +65,9 @@ from .thresholds import (
 
 __all__ = [
     "DEFAULT_STRIDES", "INPUT_DTYPES", "INPUT_LAYOUTS", "LAYOUT_END2END", "LAYOUT_XYWH_CLS", "MIN_OPSET", "OUTPUT_LAYOUT", "PREPROCESS",
-    "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "MetadataError", "ModelMetadata", "Preprocess", "build_metadata",
-    "by_name", "defectdet_entry", "embed_metadata", "graph_preprocess", "has_qdq", "input_format", "io_shapes", "load_metadata", "load_props",
+    "SIDECAR_SUFFIX", "TRT86_MAX_OPSET", "MetadataError", "ModelFileError", "ModelMetadata", "OnnxMissing", "Preprocess", "build_metadata",
+    "by_name", "defectdet_entry", "embed_metadata", "explain_load_failure", "graph_preprocess", "has_qdq", "input_format", "io_shapes", "load_metadata", "load_onnx", "load_props",
     "load_thresholds", "opset_version", "parse_thresholds", "props", "read_engine_header", "read_sidecar",
-    "save_onnx", "sha256_file", "sidecar_names", "sidecar_path", "sidecar_thresholds", "update_sidecar", "write_sidecar",
+    "save_onnx", "sha256_file", "sniff_onnx", "sidecar_names", "sidecar_path", "sidecar_thresholds", "update_sidecar", "write_sidecar",
     "write_sidecar_thresholds", "write_thresholds_file",
 ]

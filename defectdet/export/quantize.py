@@ -36,6 +36,7 @@ from ..artifact import (
     input_format,
     io_shapes,
     load_metadata,
+    load_onnx,
     opset_version,
     props,
     read_sidecar,
@@ -245,12 +246,8 @@ def quantize_onnx(
 ) -> QuantResult:
     """Quantize an FP32 ONNX to INT8 Q/DQ calibrated on ``data``; writes the model and its sidecar
     (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error)."""
-    import onnx
-
     src = Path(model)
-    if not src.is_file():
-        raise ConfigError(f"{src}: model not found; expected the .onnx that `defectdet export` wrote")
-    fp = onnx.load(str(src))
+    fp = load_onnx(src)
     input_name, imgsz = _check_source(src, fp)
     base = _base_metadata(fp, src)
     preprocess: Preprocess = load_metadata(src, props(fp)).preprocess  # what the runtime will do
@@ -270,7 +267,7 @@ def quantize_onnx(
             _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
         finally:
             reader.bar.close()  # also when an image fails: the error line then starts a line of its own
-        q = onnx.load(str(staged))
+        q = load_onnx(staged)
         cov = qdq_coverage(q)
         meta = _int8_metadata(base, src, target, {
             "tool": "onnxruntime.quantization.quantize_static", "target": target, "method": method,
@@ -280,8 +277,8 @@ def quantize_onnx(
             "opset": opset_version(q) or None,
         })
         embed_metadata(q, {"defectdet": defectdet_entry(meta)})
-        onnx.checker.check_model(q)
         save_onnx(q, staged)
+        load_onnx(staged)  # onnx.checker on what is written
         meta["quantization"]["output_error"] = output_error(src, staged, load_images(paths[:8], imgsz, preprocess))
         os.replace(staged, dst)
         side = write_sidecar(sidecar_path(dst), meta)

@@ -40,12 +40,15 @@ from pathlib import Path
 from typing import Any
 
 from ..artifact import (
+    OnnxMissing,
     has_qdq,
     io_shapes,
+    load_onnx,
     opset_version,
     read_sidecar,
     sha256_file,
     sidecar_path,
+    sniff_onnx,
     write_sidecar,
 )
 from ..cli import exit_statuses
@@ -64,16 +67,20 @@ from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives b
     trtexec_command,
 )
 
-
 # ----------------------------------------------------------------------------- model facts
+_UINT8, _FLOAT16 = 2, 10  # onnx.TensorProto.UINT8 / FLOAT16
+
+
 def inspect_onnx(path: Path) -> ModelInfo:
-    """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar)."""
+    """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar);
+    a file that is no ONNX model is refused in one line (:func:`~defectdet.artifact.load_onnx`)."""
+    sniff_onnx(path)  # empty, text, zip, engine, random bytes: refused even without the onnx package
     side = sidecar_path(path)
     meta = read_sidecar(side) if side.is_file() else {}
     info = ModelInfo(gate=(meta.get("gate") or {}).get("decision"))
     try:
-        import onnx
-    except ImportError:
+        m = load_onnx(path, weights=False)
+    except OnnxMissing:
         if not meta:
             raise ConfigError(f"{path}: neither the `onnx` package nor {side.name} is here to describe the model") from None
         prec = str(meta.get("precision", "fp32"))
@@ -82,11 +89,10 @@ def inspect_onnx(path: Path) -> ModelInfo:
         info.input_name = meta.get("input_name", info.input_name)
         info.input_shape = tuple(meta.get("input_shape", info.input_shape))
         return info
-    m = onnx.load(str(path), load_external_data=False)
     info.qdq = has_qdq(m)
     zero_points = {n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
-    info.uint8_qdq = any(t.name in zero_points and t.data_type == onnx.TensorProto.UINT8 for t in m.graph.initializer)
-    info.fp16_typed = any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    info.uint8_qdq = any(t.name in zero_points and t.data_type == _UINT8 for t in m.graph.initializer)
+    info.fp16_typed = any(t.data_type == _FLOAT16 for t in m.graph.initializer)
     info.opset = opset_version(m)
     name, shape, _, _ = io_shapes(m)
     info.input_name, info.input_shape = name, tuple(shape)
@@ -149,8 +155,6 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
 def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]:
     """Build and save the engine plus its sidecar; returns (engine path, plan)."""
     onnx_path = Path(opts.onnx)
-    if not onnx_path.is_file():
-        raise ConfigError(f"{onnx_path}: model not found; expected an .onnx from `defectdet export` / `quantize`")
     info = inspect_onnx(onnx_path)
     if not sidecar_path(onnx_path).is_file():
         raise ConfigError(f"{sidecar_path(onnx_path)}: missing; copy the sidecar JSON along with {onnx_path.name}")
@@ -241,8 +245,6 @@ def cli(argv: list[str]) -> int:
         verbose=a.verbose, shape=parse_shape(a.shape) if a.shape else None,
     )
     if a.dry_run:
-        if not opts.onnx.is_file():
-            raise ConfigError(f"{opts.onnx}: model not found")
         version = a.trt_version or import_tensorrt().__version__
         plan = plan_build(opts, inspect_onnx(opts.onnx), version)
         print(f"defectdet build-engine: TensorRT {version}: network flags {plan.network_flags or '-'}, builder flags "

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..artifact import save_onnx
+from ..artifact import load_onnx, save_onnx
 from . import ExportError
 
 PREFIX = "defectdet_input/"  # names of the prepended nodes and their constants
@@ -116,13 +116,11 @@ def float_copy(path: Any) -> Iterator[Any]:
     """``path`` itself for anything but a uint8-input ``.onnx`` file (a float ONNX, a .pt, a loaded
     model); for a uint8-input one, a temporary :func:`float_view` of it (same metadata) that exists
     inside the ``with`` block."""
-    import onnx
-
     if not isinstance(path, (str, os.PathLike)) or not str(path).endswith(".onnx"):
         yield path
         return
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path, weights=False)
     if not is_uint8_input(model):
         yield path
         return
