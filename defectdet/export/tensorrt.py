@@ -55,6 +55,7 @@ from ..cli import exit_statuses
 from ..config import atomic_write_bytes
 from ..errors import ConfigError
 from . import ExportError
+from .calib_cache import cache_identity, engine_entry, replay_cache
 from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives beside the builder)
     DLA_RESTORED,
     BuildPlan,
@@ -145,7 +146,9 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         from .calibration import tensorrt_calibrator
 
         shape = plan.profile[1] if plan.profile else info.input_shape
-        calibrator = tensorrt_calibrator(trt, opts.onnx, shape, opts.calib_data, opts.calib_images, plan.calib_cache)
+        data = None if plan.calib_replay else opts.calib_data  # a replayed cache needs no images
+        calibrator = tensorrt_calibrator(trt, opts.onnx, shape, data, opts.calib_images, plan.calib_cache,
+                                         replay=plan.calib_replay, identity=_calib_identity(opts, plan, info))
         config.int8_calibrator = calibrator
         if profile is not None:
             config.set_calibration_profile(profile)  # a dynamic input calibrates at the profile's shape
@@ -170,7 +173,9 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     for note in plan.notes:
         print(f"defectdet build-engine: note: {note}")
     if plan.quantization == "implicit":
-        import pycuda.autoinit  # noqa: F401  (the calibrator's CUDA context, current before the builder exists)
+        # TensorRT replays a cache before asking for batches: only this model's cache may be offered
+        plan.calib_replay = replay_cache(plan.calib_cache, _calib_identity(opts, plan, info), opts.calib_data is not None)
+        import_pycuda_autoinit()  # the calibrator's CUDA context, current before the builder exists
     logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -189,6 +194,22 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     return engine, plan
 
 
+def _calib_identity(opts: EngineOptions, plan: BuildPlan, info: ModelInfo) -> dict:
+    shape = plan.profile[1] if plan.profile else info.input_shape
+    return cache_identity(Path(opts.onnx), shape, plan.version)
+
+
+def import_pycuda_autoinit() -> None:
+    """``import pycuda.autoinit`` (creates the CUDA context), failing in one line that keeps the cause."""
+    try:
+        import pycuda.autoinit  # noqa: F401
+    except Exception as e:  # ImportError, or pycuda's own error from cuInit (no GPU, no driver)
+        from ..runtime.backends.tensorrt import import_failure
+
+        raise ExportError(f"implicit INT8 calibration needs pycuda and a CUDA device: {import_failure('pycuda', e)}; "
+                          "pip install 'defectdet[jetson]' on the Jetson") from None
+
+
 def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> Path:
     """``<engine stem>.json``: the ONNX's metadata plus an ``engine`` section. When the engine shares
     the ONNX's stem (the default) the sidecar is the same file and keeps the ONNX's ``precision``."""
@@ -200,6 +221,8 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
         "source_onnx": {"path": str(Path(opts.onnx).resolve()), "sha256": sha256_file(opts.onnx)},
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if plan.quantization == "implicit" and plan.calib_cache and Path(plan.calib_cache).is_file():
+        meta["engine"]["calibration_cache"] = engine_entry(plan.calib_cache, plan.calib_replay)
     if dst_side.resolve() != src_side.resolve():
         meta["precision"] = plan.precision
     return write_sidecar(dst_side, meta)
