@@ -51,7 +51,8 @@ def test_scripts_are_strict_and_executable(name):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
 def test_shellcheck_clean():
-    out = _run(["shellcheck", "--severity=style", *[str(DEPLOY / s) for s in SCRIPTS]])
+    scripts = [str(DEPLOY / s) for s in SCRIPTS] + [str(ROOT / ".ci" / "run"), str(ROOT / ".ci" / "py38.sh")]
+    out = _run(["shellcheck", "-x", "--source-path=SCRIPTDIR", "--severity=style", *scripts])  # -x: follow paths.sh
     assert out.returncode == 0, out.stdout + out.stderr
 
 
