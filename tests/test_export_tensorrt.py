@@ -568,3 +568,15 @@ def test_a_calibration_cache_is_bound_to_its_model(tmp_path, fake_pycuda, monkey
     assert json.loads(record_path(cache).read_text())["tensorrt"] == "10.3.0"
     trt.__version__ = "8.6.2"
     assert main(base) == 2 and "TensorRT 10.3.0 (this is 8.6.2)" in capsys.readouterr().err
+
+
+def test_build_engine_keeps_the_cause_of_a_tensorrt_that_fails_to_load(tmp_path, monkeypatch):
+    from defectdet.export.tensorrt import import_tensorrt
+
+    pkg = tmp_path / "fake" / "tensorrt"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise OSError('libnvinfer.so.10: cannot open shared object file')\n")
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    with pytest.raises(ExportError, match=r"tensorrt failed to import \(OSError: libnvinfer.so.10: cannot open"):
+        import_tensorrt()

@@ -105,9 +105,11 @@ def import_tensorrt() -> Any:
     """``import tensorrt`` or an ExportError saying where it comes from."""
     try:
         import tensorrt as trt
-    except ImportError as e:
-        raise ExportError(f"tensorrt is not importable ({e}): build on the Jetson, whose JetPack ships it, "
-                          "or run the trtexec line printed above there") from None
+    except Exception as e:  # ImportError, or OSError from a library it loads (libcuda, libnvinfer)
+        from ..runtime.backends.tensorrt import import_failure
+
+        raise ExportError(f"tensorrt is not importable ({import_failure('tensorrt', e)}): build on the Jetson, "
+                          "whose JetPack ships it, or run the trtexec line printed above there") from None
     return trt
 
 
