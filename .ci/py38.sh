@@ -30,7 +30,7 @@ start=$(date +%s)
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check \
     "numpy==1.24.4" "opencv-python-headless==4.10.0.84" "pyyaml==6.0.2" "onnxruntime==1.19.2" "onnx==1.17.0" \
     "pytest==8.3.5" "asyncua==1.1.5" "aiohttp==3.10.11" "prometheus_client==0.21.1" "paho-mqtt==2.1.0" \
-    "pillow==10.4.0" "tqdm==4.67.1" "selenium==4.27.1"
+    "pillow==10.4.0" "tqdm==4.67.1" "matplotlib==3.7.5"
 # the console script (deploy/jetson/build_engine.sh runs $VENV/bin/defectdet), without dependencies
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
 echo "py38: venv ready in $(( $(date +%s) - start )) s ($("$PY" --version))"

@@ -20,18 +20,6 @@ BAD = bad_models()
 WORKSTATION = pytest.mark.skipif(sys.version_info < (3, 9), reason="a workstation command (Python 3.9+)")
 
 
-@pytest.fixture(autouse=True)
-def inspect_logger_restored():
-    """`defectdet inspect` in-process gives its logger a stderr handler and stops propagation: undo it,
-    or later tests' caplog sees nothing."""
-    import logging
-
-    log = logging.getLogger("defectdet.inspect")
-    saved = (list(log.handlers), log.level, log.propagate)
-    yield
-    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
-
-
 @pytest.fixture
 def data_yaml(tmp_path):
     """A one-image dataset (the model must be refused before it matters)."""

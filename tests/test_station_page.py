@@ -143,6 +143,7 @@ def chrome():
 
 
 def test_operator_page_in_a_real_browser(model, tmp_path):
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install 'defectdet[dev]')")
     from selenium.webdriver.support.ui import WebDriverWait
 
     port, out = free_port(), tmp_path / "run"
