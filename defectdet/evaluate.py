@@ -159,11 +159,9 @@ def _onnx_imgsz(model: Path, graph: Path) -> list[int] | None:
     card = ModelCard.load(model, missing_ok=True)
     if card.imgsz:
         return list(card.imgsz)
-    import onnx
+    from .artifact import io_shapes, load_onnx
 
-    from .artifact import io_shapes
-
-    hw = io_shapes(onnx.load(str(graph), load_external_data=False))[1][2:4]
+    hw = io_shapes(load_onnx(graph, weights=False, check=False))[1][2:4]
     return hw if len(hw) == 2 and all(hw) else None
 
 
@@ -303,6 +301,10 @@ def evaluate(
     M.check_escape_rule(escape_rule, f"escape_rule={escape_rule!r}")
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
+    if not hasattr(model, "predict") and str(model).endswith(".onnx"):
+        from .artifact import load_onnx
+
+        load_onnx(model, weights=False)  # empty, text, truncated, wrong opset: one line before any data is read
     names, images = read_split(data, split)
     thresholds = operating_thresholds(thresholds, names)  # a bad file fails here, not after the predictions
     if max_images is not None and max_images < len(images):

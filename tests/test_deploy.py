@@ -51,7 +51,8 @@ def test_scripts_are_strict_and_executable(name):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
 def test_shellcheck_clean():
-    out = _run(["shellcheck", "--severity=style", *[str(DEPLOY / s) for s in SCRIPTS]])
+    scripts = [str(DEPLOY / s) for s in SCRIPTS] + [str(ROOT / ".ci" / "run"), str(ROOT / ".ci" / "py38.sh")]
+    out = _run(["shellcheck", "-x", "--source-path=SCRIPTDIR", "--severity=style", *scripts])  # -x: follow paths.sh
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -198,6 +199,39 @@ def test_setup_lists_every_missing_piece_with_its_fix(tmp_path):
         assert fix in out.stderr
     out = _run(["bash", str(DEPLOY / "setup.sh"), "--no-pycuda"], env=env)  # nvcc only matters for pycuda
     assert "2 problem(s)" in out.stderr
+
+
+def _fake_apt(root: Path, env: dict) -> Path:
+    """An apt-get stand-in: logs its arguments; `install` puts JetPack's tensorrt module and nvcc
+    into the fake root, as python3-libnvinfer and nvidia-jetpack do. Returns the log file."""
+    log, site = root / "apt.log", root / "usr/lib/python3/dist-packages"
+    apt = root / "tools" / "fake-apt"
+    apt.write_text(f"""#!/bin/sh
+echo "$*" >> {log}
+case "$*" in *python3-libnvinfer*) mkdir -p {site}/tensorrt && echo "__version__ = '10.3.0.30'" > {site}/tensorrt/__init__.py ;; esac
+case "$*" in *nvidia-jetpack*) printf '#!/bin/sh\necho "Cuda compilation tools, release 12.6"\n' > {root}/usr/local/cuda/bin/nvcc && chmod +x {root}/usr/local/cuda/bin/nvcc ;; esac
+""")
+    apt.chmod(0o755)
+    env["DEFECTDET_APT"] = str(apt)
+    return log
+
+
+def test_setup_installs_the_apt_prerequisites_it_prints_and_checks_again(tmp_path):
+    """A fresh image (no TensorRT bindings, no CUDA toolkit): one run with --install-prerequisites
+    installs both apt packages with one apt-get line, checks again and passes."""
+    root = tmp_path / "root"
+    env = _fake_jetson(root, "R36.4.3")
+    shutil.rmtree(root / "usr/lib/python3/dist-packages/tensorrt")
+    (root / "usr/local/cuda/bin/nvcc").unlink()
+    log = _fake_apt(root, env)
+    out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)  # without the flag, not on a terminal: printed only
+    assert out.returncode == 1 and not log.exists()
+    assert "install -y nvidia-jetpack python3-libnvinfer" in out.stdout
+    assert "setup.sh --install-prerequisites" in out.stderr
+    out = _run(["bash", str(DEPLOY / "setup.sh"), "--install-prerequisites"], env=env)
+    assert out.returncode == 0, out.stderr
+    assert log.read_text().splitlines() == ["update", "install -y nvidia-jetpack python3-libnvinfer"]
+    assert "checking again" in out.stdout and "checks passed" in out.stdout
 
 
 @pytest.mark.parametrize("l4t, jetpack, trt", [("R35.1.0", "5.0.2", "8.4.1.5"), ("R32.7.4", "4.x", "8.2.1.8")])

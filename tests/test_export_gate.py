@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from modelfiles import tiny_onnx
 
 from defectdet.errors import ConfigError
 from defectdet.export import GateRefused
@@ -104,8 +105,8 @@ class FakeEvaluator:
 
 @pytest.fixture
 def models(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"x")
-    (tmp_path / "model.int8.onnx").write_bytes(b"x")
+    (tmp_path / "model.onnx").write_bytes(tiny_onnx())  # the gate reads both files before evaluating
+    (tmp_path / "model.int8.onnx").write_bytes(tiny_onnx())
     (tmp_path / "model.int8.json").write_text(json.dumps({"names": {"0": "scratch", "1": "crack"},
                                                          "precision": "int8-qdq"}))
     return tmp_path

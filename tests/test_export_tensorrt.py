@@ -270,7 +270,8 @@ class _FakeParserError:
 
 def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
     """Just enough of the tensorrt module's surface to drive build_engine's call sequence."""
-    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None, profile=None, profiles=[], batches=0)
+    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None, profile=None, profiles=[], batches=0,
+                            replayed=None, scales=b"scales")
 
     class Parser:
         num_errors = 0 if parse_ok else 2
@@ -317,14 +318,19 @@ def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
 
         def build_serialized_network(self, network, config):
             cal = getattr(config, "int8_calibrator", None)
-            while cal is not None:  # calibrate as TensorRT does: batches until None, then the cache
+            # as TensorRT does: the cache first (a cache is replayed, no batch is asked for), else
+            # batches until None, then the cache is written
+            calls.replayed = cal.read_calibration_cache() if cal is not None else None
+            if calls.replayed:
+                return b"PLAN"
+            while cal is not None:
                 try:
                     batch = cal.get_batch(["images"])
                 except Exception as e:  # python/src/infer/pyInt8.cpp getBatch: printed, then "no more data"
                     print(f"[ERROR] Exception caught in get_batch(): {e}", file=sys.stderr)
                     batch = None
                 if batch is None:
-                    cal.write_calibration_cache(b"scales")
+                    cal.write_calibration_cache(calls.scales)
                     break
                 calls.batches += 1
             return b"PLAN"
@@ -515,3 +521,62 @@ def test_an_image_failing_mid_calibration_stops_the_build_and_writes_nothing(tmp
     err = capsys.readouterr().err
     assert err.replace("\r", "\n").strip().splitlines()[-1] == f"defectdet build-engine: error: {bad}: {why}"
     assert "Traceback" not in err and not out.exists() and not cache.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_calibration_cache_is_bound_to_its_model(tmp_path, fake_pycuda, monkeypatch, capsys):
+    """TensorRT replays a cache before asking for batches: a cache from another model (retrained,
+    other pre-processing, shape or TensorRT) is recalibrated with --calib-data and refused without;
+    this model's own cache is replayed; the engine's sidecar names the cache and its hash."""
+    from defectdet.artifact import sha256_file
+    from defectdet.cli import main
+    from defectdet.export.calib_cache import record_path
+
+    data = _calibration_data(tmp_path / "d")
+    model = _tiny_onnx(tmp_path / "m" / "model.onnx")
+    cache = tmp_path / "m" / "model.calib.cache"
+    trt, calls = _fake_trt("8.5.2.2", parse_ok=True)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    base = ["build-engine", "--model", str(model), "--int8", "--calib-cache", str(cache)]
+    assert main(base + ["--calib-data", str(data)]) == 0 and calls.batches == 3
+    record = json.loads(record_path(cache).read_text())
+    assert record["onnx_sha256"] == sha256_file(model) and record["tensorrt"] == "8.5.2.2"
+    assert record["input_shape"] == [1, 3, 8, 8] and record["cache_sha256"] == sha256_file(cache)
+    side = json.loads(model.with_suffix(".json").read_text())["engine"]["calibration_cache"]
+    assert side["sha256"] == sha256_file(cache) and side["replayed"] is False
+
+    calls.batches = 0  # the same model again, without images: its own cache is replayed
+    assert main(base) == 0 and calls.batches == 0 and calls.replayed == b"scales"
+    assert json.loads(model.with_suffix(".json").read_text())["engine"]["calibration_cache"]["replayed"] is True
+
+    retrained = onnx.load(str(model))  # new weights: another model file, the old cache stays beside it
+    retrained.graph.initializer[0].raw_data = bytes(len(retrained.graph.initializer[0].raw_data))
+    onnx.save(retrained, str(model))
+    capsys.readouterr()
+    assert main(base) == 2  # no --calib-data: refused, not replayed
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(cache) in err[0] and "another model" in err[0] and "--calib-data" in err[0]
+    calls.scales = b"new scales"
+    assert main(base + ["--calib-data", str(data)]) == 0
+    assert calls.batches == 3 and not calls.replayed and cache.read_bytes() == b"new scales"
+    assert json.loads(record_path(cache).read_text())["onnx_sha256"] == sha256_file(model)
+    assert "recalibrating on --calib-data" in capsys.readouterr().out
+
+    record_path(cache).unlink()  # a cache of unknown origin (an older defectdet, trtexec) is not trusted
+    assert main(base) == 2 and "no readable record" in capsys.readouterr().err
+    trt.__version__ = "10.3.0"
+    assert main(base + ["--calib-data", str(data)]) == 0
+    assert json.loads(record_path(cache).read_text())["tensorrt"] == "10.3.0"
+    trt.__version__ = "8.6.2"
+    assert main(base) == 2 and "TensorRT 10.3.0 (this is 8.6.2)" in capsys.readouterr().err
+
+
+def test_build_engine_keeps_the_cause_of_a_tensorrt_that_fails_to_load(tmp_path, monkeypatch):
+    from defectdet.export.tensorrt import import_tensorrt
+
+    pkg = tmp_path / "fake" / "tensorrt"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise OSError('libnvinfer.so.10: cannot open shared object file')\n")
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    with pytest.raises(ExportError, match=r"tensorrt failed to import \(OSError: libnvinfer.so.10: cannot open"):
+        import_tensorrt()

@@ -28,7 +28,7 @@ CONF = "conf=0.5"  # the stand-in model gives a mix of OK and NG conveyor frames
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A yolo11n stand-in (random weights calibrated to give boxes) exported to ONNX at 128, with its sidecar."""
-    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("model"), 128, logit_mean=-4.0, logit_std=1.5)
+    return benchscripts.stand_in_model(tmp_path_factory.mktemp("model"), "conveyor128")
 
 
 @pytest.fixture(scope="module")

@@ -304,6 +304,65 @@ def test_a_hanging_read_is_abandoned_and_the_source_reopened():
     assert readers[0].released  # the abandoned thread released its capture when the read returned
 
 
+class ArgusSensor:
+    """A CSI sensor as Argus serves it: one capture session at a time; a second one while the first
+    holds the sensor fails (nvarguscamerasrc: "Failed to create CaptureSession")."""
+
+    def __init__(self):
+        self.held, self.most_held, self.readers, self.counter = 0, 0, [], [0]
+        self.lock = threading.Lock()
+
+    def open(self, spec):
+        with self.lock:
+            self.most_held = max(self.most_held, self.held + 1)
+            if self.held:
+                raise SourceError(f"{spec.uri}: Failed to create CaptureSession (the sensor is busy)")
+            self.held += 1
+        sensor, first = self, not self.readers
+
+        class Session(FakeReader):
+            def release(self):
+                if not self.released:
+                    with sensor.lock:
+                        sensor.held -= 1
+                super().release()
+
+        self.readers.append(Session(self.counter, hang_at=3 if first else None, period=0.002))
+        return self.readers[-1]
+
+
+def test_a_stalled_csi_camera_waits_for_the_sensor_before_reopening():
+    """The hung Argus session still holds the sensor: the new one opens only once it is released."""
+    sensor = ArgusSensor()
+    src = FrameSource("csi://0", opener=sensor.open, stall_s=0.3, backoff_s=0.01, release_wait_s=5).start()
+    assert _collect(src, 2, timeout=2)
+    threading.Timer(0.8, sensor.readers[0].unblock.set).start()  # the driver's read returns 0.8 s later
+    frames = _collect(src, 10)
+    src.close()
+    assert len(frames) == 10 and src.error is None and src.reconnects == 1
+    assert sensor.most_held == 1 and len(sensor.readers) == 2  # never two sessions on the sensor
+
+
+def test_a_csi_camera_whose_session_never_lets_go_ends_the_run_for_a_restart():
+    sensor = ArgusSensor()
+    src = FrameSource("csi://0", opener=sensor.open, stall_s=0.3, backoff_s=0.01, release_wait_s=0.5,
+                      give_up_s=30).start()
+    t0 = time.monotonic()
+    while not src.done and time.monotonic() - t0 < 5:
+        src.read(0.1)
+    src.close()
+    sensor.readers[0].unblock.set()
+    assert src.done and time.monotonic() - t0 < 3  # bounded: not give_up_s
+    assert "still holds the sensor" in src.error and "csi://0" in src.error
+    assert sensor.most_held == 1 and len(sensor.readers) == 1
+
+
+def test_only_argus_sources_hold_their_sensor_exclusively():
+    assert parse_source("csi://1").exclusive
+    assert parse_source("gst://nvarguscamerasrc sensor-id=0 ! nvvidconv ! appsink").exclusive
+    assert not parse_source("0").exclusive and not parse_source("rtsp://cam/stream").exclusive
+
+
 def test_close_is_prompt_and_files_stop_at_their_end():
     src = FrameSource("synthetic://?width=64&height=48&fps=2&live=1").start()
     assert src.read(2.0) is not None

@@ -149,7 +149,7 @@ def test_training_commands_on_python_3_8_are_one_line_errors(monkeypatch, capsys
     assert cli.main(["train", "data=x.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("defectdet train: needs Python 3.9 or newer (this is 3.8); on Python 3.8 (JetPack 5) defectdet "
-                   "runs inspect, build-engine and checks only — train, validate and export on a workstation")
+                   "runs inspect, report, build-engine and checks only — train, validate and export on a workstation")
     with pytest.raises(SystemExit) as e:  # inspect itself goes on
         cli.main(["inspect", "--help"])
     assert e.value.code == 0

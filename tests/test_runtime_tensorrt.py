@@ -109,9 +109,9 @@ class FakeCuda(types.ModuleType):
             def synchronize(self):
                 cuda.log.append(("stream.synchronize", self.handle))
 
-        class Event:
-            def __init__(self):
-                self.stream = None
+        class Event:  # pycuda.driver.Event(flags=0)
+            def __init__(self, flags=0):
+                self.stream, self.flags = None, flags
 
             def record(self, stream):
                 assert cuda.stack, "event recorded outside a pushed context"
@@ -125,6 +125,8 @@ class FakeCuda(types.ModuleType):
 
         self.Alloc, self.Ctx, self.Device, self.Context = Alloc, Ctx, Device, Context
         self.Stream, self.Event = Stream, Event
+        # pycuda.driver.event_flags: CUevent_flags' values
+        self.event_flags = types.SimpleNamespace(DEFAULT=0, BLOCKING_SYNC=1, DISABLE_TIMING=2, INTERPROCESS=4)
 
     def init(self):
         pass
@@ -151,8 +153,9 @@ class Severity(enum.IntEnum):
     INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
 
-def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
-    """A tensorrt module whose engines run the ONNX file named in the plan with onnxruntime."""
+def make_fake_trt(cuda: FakeCuda, dynamic: bool = False, profile_max: int = 4) -> types.ModuleType:
+    """A tensorrt module whose engines run the ONNX file named in the plan with onnxruntime; a
+    ``dynamic`` engine's profile 0 spans batch 1..``profile_max`` (1: min = max)."""
     import onnxruntime as ort
 
     trt = types.ModuleType("tensorrt")
@@ -234,7 +237,7 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
             return trt.dtype if name != "images" else trt.DataType.FLOAT
 
         def get_tensor_profile_shape(self, name, profile):
-            return [(1, *self.max_in[1:]), (1, *self.max_in[1:]), (4, *self.max_in[1:])]
+            return [(1, *self.max_in[1:]), (1, *self.max_in[1:]), (profile_max, *self.max_in[1:])]
 
     class Runtime:
         DLA_core = -1  # TensorRT's default: no DLA
@@ -257,7 +260,7 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False) -> types.ModuleType:
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
-    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("trt"), 96, logit_mean=-3.0, logit_std=1.5)
+    return benchscripts.stand_in_model(tmp_path_factory.mktemp("trt"), "conveyor96")
 
 
 @pytest.fixture(scope="module")
@@ -283,9 +286,9 @@ def _engine(tmp_path, onnx_model, header=True, plan=None):
 def fake(monkeypatch):
     """Install the stand-ins; returns a function (dynamic) -> (trt, cuda)."""
 
-    def install(dynamic=False):
+    def install(dynamic=False, profile_max=4):
         cuda = FakeCuda()
-        trt = make_fake_trt(cuda, dynamic)
+        trt = make_fake_trt(cuda, dynamic, profile_max)
         pycuda = types.ModuleType("pycuda")
         pycuda.driver = cuda
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -402,7 +405,7 @@ def test_dla_engine_is_deserialized_on_its_core(fake, tmp_path, onnx_model):
         assert b.dla_core is None
     assert [c[1] for c in trt.calls if c[0] == "deserialize"] == [1, 0, -1]  # -1: DLA_core left alone
     side = json.loads(onnx_model.with_suffix(".json").read_text())
-    blob = json.dumps({**side, "dla": 1}).encode()
+    blob = json.dumps({**side, "dla": "1"}).encode()  # as ultralytics writes it: the core as a string
     hdr = tmp_path / "hdr.engine"
     hdr.write_bytes(len(blob).to_bytes(4, "little") + blob + b"FAKEPLAN:" + str(onnx_model).encode())
     with TensorRTBackend(hdr) as b:
@@ -511,6 +514,46 @@ def test_dynamic_engine_has_one_slot(fake, tmp_path, onnx_model, frames):
             b.submit(x)
         ticket, outs = b.collect()
         assert ticket == t and outs[0].shape[0] == 3
+
+
+def test_a_dynamic_input_whose_profile_is_one_shape_runs_as_static(fake, tmp_path, onnx_model, frames):
+    """min = max (build-engine --shape, trtexec --shapes): two slots, each context fixed once, overlap."""
+    trt, cuda = fake(dynamic=True, profile_max=1)
+    with Detector(_engine(tmp_path, onnx_model)) as det:
+        b, x = det.backend, _batch(det, frames[0])
+        assert b.slots == 2 and b.input_spec().shape[0] == 1
+        t0, t1 = b.submit(x), b.submit(x)
+        assert [b.collect()[0], b.collect()[0]] == [t0, t1]
+        assert [c for c in trt.calls if c[0] == "set_input_shape"] == [("set_input_shape", (1, 3, 96, 96))] * 2
+
+
+def test_completion_events_sleep_instead_of_spinning_a_core(fake, tmp_path, onnx_model):
+    """collect() waits on each slot's event: created BLOCKING_SYNC, or cuEventSynchronize spins a CPU core."""
+    _, cuda = fake()
+    with Detector(_engine(tmp_path, onnx_model)) as det:
+        flags = [s.done.flags for s in det.backend._slots]
+    assert len(flags) == 2 and all(f & cuda.event_flags.BLOCKING_SYNC for f in flags)
+    assert all(f & cuda.event_flags.DISABLE_TIMING for f in flags)
+
+
+@pytest.mark.parametrize("module", ["tensorrt", "pycuda"])
+def test_an_import_failure_keeps_its_cause(monkeypatch, tmp_path, module):
+    """Installed but not loadable (a container without the NVIDIA runtime): the line says why."""
+    from defectdet.runtime.backends.tensorrt import import_tensorrt
+
+    pkg = tmp_path / module
+    pkg.mkdir()
+    cause = "libcuda.so.1: cannot open shared object file: No such file or directory"
+    (pkg / "__init__.py").write_text(f"raise ImportError({cause!r})\n")
+    if module == "pycuda":
+        (pkg / "driver.py").write_text("")
+    for name in ("tensorrt", "pycuda", "pycuda.driver"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BackendUnavailable) as e:
+        import_tensorrt("m.engine")
+    msg = str(e.value)
+    assert f"{module} failed to import (ImportError: {cause})" in msg and "\n" not in msg
 
 
 # -- without tensorrt / pycuda (this machine, CI) ---------------------------------------------------

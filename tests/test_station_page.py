@@ -123,7 +123,7 @@ CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"),
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """The stand-in yolo11n of the inspect tests (boxes on a share of conveyor frames at conf 0.5)."""
-    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("model"), 128, logit_mean=-4.0, logit_std=1.5)
+    return benchscripts.stand_in_model(tmp_path_factory.mktemp("model"), "conveyor128")
 
 
 def chrome():
@@ -143,6 +143,7 @@ def chrome():
 
 
 def test_operator_page_in_a_real_browser(model, tmp_path):
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install 'defectdet[dev]')")
     from selenium.webdriver.support.ui import WebDriverWait
 
     port, out = free_port(), tmp_path / "run"

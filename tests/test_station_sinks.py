@@ -68,7 +68,7 @@ def test_a_new_output_is_one_class_and_one_registry_entry(tmp_path):
     entries = (*SINKS, PLC)
     defaults = sink_defaults(entries)
     assert defaults["signals"]["plc"] == {"enabled": False, "unit": 1}
-    cfg = merge_config(DEFAULTS | {"signals": DEFAULTS["signals"] | defaults["signals"]},
+    cfg = merge_config({**DEFAULTS, "signals": {**DEFAULTS["signals"], **defaults["signals"]}},  # 3.8: no dict |
                        {"signals.plc.enabled": True, "signals.plc.unit": 7, "snapshots.enabled": False}, "test")
     sinks = build_sinks(cfg, tmp_path, live=False, entries=entries)
     assert [s.name for s in sinks] == ["events", "tally", "plc"]

@@ -1,8 +1,8 @@
 """The artefact inside an ONNX file: ``metadata_props``, I/O shapes, opset, and saving it.
 
-Functions take an ``onnx.ModelProto``; ``onnx`` itself is imported only inside :func:`save_onnx` and
-:func:`load_props` (the runtime never needs it). The card a graph's export writes is
-:meth:`defectdet.artifact.ModelCard.from_graph`.
+Functions take an ``onnx.ModelProto``; files are read by :func:`.onnx_file.load_onnx`, the one
+place that imports ``onnx`` to load a graph (the runtime never needs it). The card a graph's export
+writes is :meth:`defectdet.artifact.ModelCard.from_graph`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ def props(model: Any) -> dict[str, str]:
 
 def load_props(path: str | os.PathLike) -> dict[str, str]:
     """``metadata_props`` of an ONNX file, without loading external weights."""
-    import onnx
+    from .onnx_file import load_onnx
 
-    return props(onnx.load(str(path), load_external_data=False))
+    return props(load_onnx(path, weights=False))
 
 
 def embed_metadata(model: Any, entries: Mapping[str, str]) -> None:

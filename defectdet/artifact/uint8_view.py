@@ -70,13 +70,13 @@ def float_copy(path: Any) -> Iterator[Any]:
     """``path`` itself for anything but a uint8-input ``.onnx`` file (a float ONNX, a .pt, a loaded
     model); for a uint8-input one, a temporary :func:`float_view` of it (same metadata) that exists
     inside the ``with`` block."""
-    import onnx
+    from .onnx_file import load_onnx
 
     if not isinstance(path, (str, os.PathLike)) or not str(path).endswith(".onnx"):
         yield path
         return
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path, weights=False)  # a bad file: one line naming it
     if not is_uint8_input(model):
         yield path
         return

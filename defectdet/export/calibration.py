@@ -27,6 +27,7 @@ from ..artifact import Preprocess, load_metadata
 from ..config import atomic_write_bytes
 from ..data.images import checked_size
 from ..errors import ConfigError, DataError, DefectdetError
+from .calib_cache import write_record
 
 DEFAULT_PREPROCESS = Preprocess()  # letterbox, RGB, /255: what ultralytics trains with
 
@@ -160,10 +161,12 @@ def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, 
 
 
 def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: Path | None, n: int,
-                        cache: Path | None) -> Any:
+                        cache: Path | None, replay: bool = False, identity: dict | None = None) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``n`` of ``data``'s train images (pycuda device buffer),
-    pre-processed as ``onnx``'s sidecar records, reading and writing ``cache``; with an existing
-    cache and no data it only replays the cache."""
+    pre-processed as ``onnx``'s sidecar records, writing ``cache`` (and, given the model's
+    ``identity``, its record: :mod:`.calib_cache`). TensorRT reads the cache before asking for
+    batches: it is offered only when ``replay`` (:func:`.calib_cache.replay_cache` said it belongs
+    to this model) or once this calibrator has written it."""
     import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
     import pycuda.driver as cuda
 
@@ -180,6 +183,7 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
             self.device = cuda.mem_alloc(int(np.prod(shape)) * itemsize)  # float32 or uint8 input buffer
             self.bar = progress(len(paths), "calibrating (TensorRT)")
             self.failure: DefectdetError | None = None  # an image that failed mid-calibration (see the module doc)
+            self.replay = replay
 
         def get_batch_size(self) -> int:
             return shape[0]
@@ -197,10 +201,13 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
             return [int(self.device)]
 
         def read_calibration_cache(self):
-            return cache.read_bytes() if cache and cache.is_file() else None
+            return cache.read_bytes() if self.replay and cache and cache.is_file() else None
 
         def write_calibration_cache(self, data) -> None:
             if cache and self.failure is None:  # never a cache from an interrupted calibration
                 atomic_write_bytes(cache, bytes(data))
+                if identity is not None:
+                    write_record(cache, identity)
+                self.replay = True  # this model's cache now
 
     return EntropyCalibrator()

@@ -61,6 +61,7 @@ class BuildPlan:
     dla_core: int | None = None
     precision: str = "fp32"  # recorded in the sidecar
     calib_cache: Path | None = None  # implicit INT8: the cache the calibrator writes and trtexec --calib reads
+    calib_replay: bool = False  # implicit INT8: the cache belongs to this model (calib_cache.replay_cache)
     profile: tuple[str, tuple[int, ...]] | None = None  # (input name, shape): min = opt = max
     notes: list[str] = field(default_factory=list)
 

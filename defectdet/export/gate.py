@@ -40,7 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..artifact import GateVerdict, ModelCard, sidecar_path
+from ..artifact import GateVerdict, ModelCard, load_onnx, sidecar_path
 from ..config import atomic_write_text
 from ..errors import ConfigError, exit_statuses
 from . import GateRefused
@@ -223,8 +223,7 @@ def run_gate(
     check_escape_rule(escape_rule, f"--escape-rule {escape_rule}")
     fp32, int8 = Path(fp32), Path(int8)
     for p in (fp32, int8):
-        if not p.is_file():
-            raise ConfigError(f"{p}: model not found; expected an .onnx model")
+        load_onnx(p, weights=False)  # a missing, empty, text, truncated or wrong-opset file: one line, now
     evaluate = evaluator or _default_evaluator()
     kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images, "escape_rule": escape_rule}
     if recalibrate is not None:

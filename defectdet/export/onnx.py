@@ -31,6 +31,7 @@ from ..artifact import (
     ModelCard,
     RunInfo,
     embed_metadata,
+    load_onnx,
     save_onnx,
     sha256_file,
 )
@@ -203,7 +204,7 @@ def export_onnx(
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=dst.parent))
     try:
         raw = _ultralytics_export(ckpt, work, imgsz, opset, simplify)
-        model = onnx.load(str(raw))
+        model = load_onnx(raw)
         torch_model = _load_checkpoint(ckpt).model
         strides = [int(s) for s in torch_model.stride.tolist()]
         if half:

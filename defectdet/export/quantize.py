@@ -36,6 +36,7 @@ from ..artifact import (
     input_format,
     io_shapes,
     load_metadata,
+    load_onnx,
     opset_version,
     props,
     save_onnx,
@@ -238,12 +239,8 @@ def quantize_onnx(
 ) -> QuantResult:
     """Quantize an FP32 ONNX to INT8 Q/DQ calibrated on ``data``; writes the model and its sidecar
     (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error)."""
-    import onnx
-
     src = Path(model)
-    if not src.is_file():
-        raise ConfigError(f"{src}: model not found; expected the .onnx that `defectdet export` wrote")
-    fp = onnx.load(str(src))
+    fp = load_onnx(src)
     input_name, imgsz = _check_source(src, fp)
     base = _base_card(fp, src)
     preprocess: Preprocess = load_metadata(src, props(fp)).preprocess  # what the runtime will do
@@ -263,7 +260,7 @@ def quantize_onnx(
             _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
         finally:
             reader.bar.close()  # also when an image fails: the error line then starts a line of its own
-        q = onnx.load(str(staged))
+        q = load_onnx(staged)
         cov = qdq_coverage(q)
         card = _int8_card(base, src, target, {
             "tool": "onnxruntime.quantization.quantize_static", "target": target, "method": method,
@@ -273,8 +270,8 @@ def quantize_onnx(
             "opset": opset_version(q) or None,
         })
         embed_metadata(q, {"defectdet": card.embedded_entry()})
-        onnx.checker.check_model(q)
         save_onnx(q, staged)
+        load_onnx(staged)  # onnx.checker on what is written
         error = output_error(src, staged, load_images(paths[:8], imgsz, preprocess))
         card = card.replace(quantization={**card.quantization, "output_error": error})
         os.replace(staged, dst)

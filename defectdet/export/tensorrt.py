@@ -39,10 +39,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..artifact import ModelCard, has_qdq, io_shapes, opset_version, sha256_file, sidecar_path
+from ..artifact import (
+    ModelCard,
+    OnnxMissing,
+    has_qdq,
+    io_shapes,
+    load_onnx,
+    opset_version,
+    sha256_file,
+    sidecar_path,
+    sniff_onnx,
+)
 from ..config import atomic_write_bytes
 from ..errors import ConfigError, exit_statuses
 from . import ExportError
+from .calib_cache import cache_identity, engine_entry, replay_cache
 from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives beside the builder)
     DLA_RESTORED,
     BuildPlan,
@@ -55,16 +66,20 @@ from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives b
     trtexec_command,
 )
 
-
 # ----------------------------------------------------------------------------- model facts
+_UINT8, _FLOAT16 = 2, 10  # onnx.TensorProto.UINT8 / FLOAT16
+
+
 def inspect_onnx(path: Path) -> ModelInfo:
-    """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar)."""
+    """Q/DQ, FP16 typing, opset and input of an ONNX (with ``onnx`` when installed, else the sidecar);
+    a file that is no ONNX model is refused in one line (:func:`~defectdet.artifact.load_onnx`)."""
+    sniff_onnx(path)  # empty, text, zip, engine, random bytes: refused even without the onnx package
     side = sidecar_path(path)
     card = ModelCard.load(path, missing_ok=True)
     info = ModelInfo(gate=card.gate_decision)
     try:
-        import onnx
-    except ImportError:
+        m = load_onnx(path, weights=False)
+    except OnnxMissing:
         if not side.is_file():
             raise ConfigError(f"{path}: neither the `onnx` package nor {side.name} is here to describe the model") from None
         prec = card.precision or "fp32"
@@ -73,11 +88,10 @@ def inspect_onnx(path: Path) -> ModelInfo:
         info.input_name = card.input_name or info.input_name
         info.input_shape = card.input_shape or info.input_shape
         return info
-    m = onnx.load(str(path), load_external_data=False)
     info.qdq = has_qdq(m)
     zero_points = {n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2}
-    info.uint8_qdq = any(t.name in zero_points and t.data_type == onnx.TensorProto.UINT8 for t in m.graph.initializer)
-    info.fp16_typed = any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    info.uint8_qdq = any(t.name in zero_points and t.data_type == _UINT8 for t in m.graph.initializer)
+    info.fp16_typed = any(t.data_type == _FLOAT16 for t in m.graph.initializer)
     info.opset = opset_version(m)
     name, shape, _, _ = io_shapes(m)
     info.input_name, info.input_shape = name, tuple(shape)
@@ -89,9 +103,11 @@ def import_tensorrt() -> Any:
     """``import tensorrt`` or an ExportError saying where it comes from."""
     try:
         import tensorrt as trt
-    except ImportError as e:
-        raise ExportError(f"tensorrt is not importable ({e}): build on the Jetson, whose JetPack ships it, "
-                          "or run the trtexec line printed above there") from None
+    except Exception as e:  # ImportError, or OSError from a library it loads (libcuda, libnvinfer)
+        from ..runtime.backends.tensorrt import import_failure
+
+        raise ExportError(f"tensorrt is not importable ({import_failure('tensorrt', e)}): build on the Jetson, "
+                          "whose JetPack ships it, or run the trtexec line printed above there") from None
     return trt
 
 
@@ -130,7 +146,9 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         from .calibration import tensorrt_calibrator
 
         shape = plan.profile[1] if plan.profile else info.input_shape
-        calibrator = tensorrt_calibrator(trt, opts.onnx, shape, opts.calib_data, opts.calib_images, plan.calib_cache)
+        data = None if plan.calib_replay else opts.calib_data  # a replayed cache needs no images
+        calibrator = tensorrt_calibrator(trt, opts.onnx, shape, data, opts.calib_images, plan.calib_cache,
+                                         replay=plan.calib_replay, identity=_calib_identity(opts, plan, info))
         config.int8_calibrator = calibrator
         if profile is not None:
             config.set_calibration_profile(profile)  # a dynamic input calibrates at the profile's shape
@@ -140,8 +158,6 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
 def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]:
     """Build and save the engine plus its sidecar; returns (engine path, plan)."""
     onnx_path = Path(opts.onnx)
-    if not onnx_path.is_file():
-        raise ConfigError(f"{onnx_path}: model not found; expected an .onnx from `defectdet export` / `quantize`")
     info = inspect_onnx(onnx_path)
     if not sidecar_path(onnx_path).is_file():
         raise ConfigError(f"{sidecar_path(onnx_path)}: missing; copy the sidecar JSON along with {onnx_path.name}")
@@ -157,7 +173,9 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     for note in plan.notes:
         print(f"defectdet build-engine: note: {note}")
     if plan.quantization == "implicit":
-        import pycuda.autoinit  # noqa: F401  (the calibrator's CUDA context, current before the builder exists)
+        # TensorRT replays a cache before asking for batches: only this model's cache may be offered
+        plan.calib_replay = replay_cache(plan.calib_cache, _calib_identity(opts, plan, info), opts.calib_data is not None)
+        import_pycuda_autoinit()  # the calibrator's CUDA context, current before the builder exists
     logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -176,6 +194,22 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     return engine, plan
 
 
+def _calib_identity(opts: EngineOptions, plan: BuildPlan, info: ModelInfo) -> dict:
+    shape = plan.profile[1] if plan.profile else info.input_shape
+    return cache_identity(Path(opts.onnx), shape, plan.version)
+
+
+def import_pycuda_autoinit() -> None:
+    """``import pycuda.autoinit`` (creates the CUDA context), failing in one line that keeps the cause."""
+    try:
+        import pycuda.autoinit  # noqa: F401
+    except Exception as e:  # ImportError, or pycuda's own error from cuInit (no GPU, no driver)
+        from ..runtime.backends.tensorrt import import_failure
+
+        raise ExportError(f"implicit INT8 calibration needs pycuda and a CUDA device: {import_failure('pycuda', e)}; "
+                          "pip install 'defectdet[jetson]' on the Jetson") from None
+
+
 def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> Path:
     """``<engine stem>.json``: the ONNX's card plus an ``engine`` section. When the engine shares
     the ONNX's stem (the default) the sidecar is the same file and keeps the ONNX's ``precision``."""
@@ -187,6 +221,8 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
         "source_onnx": {"path": str(Path(opts.onnx).resolve()), "sha256": sha256_file(opts.onnx)},
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if plan.quantization == "implicit" and plan.calib_cache and Path(plan.calib_cache).is_file():
+        section["calibration_cache"] = engine_entry(plan.calib_cache, plan.calib_replay)
     same = dst_side.resolve() == src_side.resolve()
     return card.replace(engine=section, **({} if same else {"precision": plan.precision})).save(engine)
 
@@ -275,8 +311,6 @@ def cli(argv: list[str]) -> int:
         verbose=a.verbose, shape=parse_shape(a.shape) if a.shape else None,
     )
     if a.dry_run:
-        if not opts.onnx.is_file():
-            raise ConfigError(f"{opts.onnx}: model not found")
         version = a.trt_version or import_tensorrt().__version__
         plan = plan_build(opts, inspect_onnx(opts.onnx), version)
         print(f"defectdet build-engine: TensorRT {version}: network flags {plan.network_flags or '-'}, builder flags "

@@ -11,7 +11,11 @@ counts one ``reconnect``. A live source that cannot be opened at start-up is ret
 (a file or folder fails at once, and so does a source this machine cannot open at all, e.g. a
 missing GStreamer element: :class:`~.sources.SourceUnsupported`). After ``give_up_s`` without a frame the source ends with ``error`` set
 (``give_up_s=0``: never). A read that hangs inside the driver is abandoned (its daemon thread
-releases the capture whenever the read returns) and a fresh connection takes over.
+releases the capture whenever the read returns) and a fresh connection takes over; for a sensor
+only one session may hold (a CSI camera: Argus), the fresh connection first waits up to
+``release_wait_s`` for the hung read to return and release it, and otherwise ends the source with
+``error`` set (the run exits non-zero and systemd's ``Restart=`` starts a clean process) instead of
+opening a second Argus session on a held sensor.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class FrameSource:
         backoff_max_s: float = 10.0,
         give_up_s: float = 60.0,
         stall_s: float = 5.0,
+        release_wait_s: float = 10.0,
     ):
         self.spec = source if isinstance(source, SourceSpec) else parse_source(source)
         self.live = self.spec.live
@@ -52,6 +57,7 @@ class FrameSource:
         self.queue_size = 1 if self.live else max(1, int(queue_size))
         self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
         self.give_up_s, self.stall_s = float(give_up_s), float(stall_s)
+        self.release_wait_s = float(release_wait_s)  # an exclusive sensor: how long a hung session may hold it
         self.captured = self.dropped = self.reconnects = self.reconnect_attempts = 0
         self.error: Optional[str] = None
         self.ended_early: Optional[str] = None  # a file that ended before its reported length (the reader says why)
@@ -84,8 +90,8 @@ class FrameSource:
         self._spawn(reader)
         return self
 
-    def _spawn(self, reader: Optional[Reader]) -> None:
-        t = threading.Thread(target=self._run, args=(self._gen, reader), name=f"capture-{self._gen}", daemon=True)
+    def _spawn(self, reader: Optional[Reader], held: Optional[threading.Thread] = None) -> None:
+        t = threading.Thread(target=self._run, args=(self._gen, reader, held), name=f"capture-{self._gen}", daemon=True)
         self._threads = [x for x in self._threads if x.is_alive()] + [t]
         t.start()
 
@@ -131,10 +137,11 @@ class FrameSource:
         if time.monotonic() - since < self.stall_s:
             return
         LOG.warning("%s: no frame for %.1f s (read hangs); reopening the source", self.spec.uri, time.monotonic() - since)
+        held = self._threads[-1] if self.spec.exclusive and self._threads else None  # still inside read()
         with self._cond:
             self._gen += 1
             self._reading_since = None
-        self._spawn(None)
+        self._spawn(None, held)
 
     # -- capture thread -----------------------------------------------------------------------
     def _publish(self, gen: int, img, info: dict) -> None:
@@ -160,9 +167,12 @@ class FrameSource:
             if gen == self._gen:
                 self._reading_since = None
 
-    def _run(self, gen: int, reader: Optional[Reader]) -> None:
-        """Read until the end, a stop, a give-up or a newer generation takes over."""
+    def _run(self, gen: int, reader: Optional[Reader], held: Optional[threading.Thread] = None) -> None:
+        """Read until the end, a stop, a give-up or a newer generation takes over; ``held``: the
+        abandoned connection's thread, whose session must release an exclusive sensor first."""
         try:
+            if held is not None and not self._await_release(held):
+                return
             while not self._stop.is_set() and gen == self._gen:
                 if reader is None:
                     reader = self._reconnect(gen)
@@ -191,6 +201,22 @@ class FrameSource:
                 if gen == self._gen:
                     self._finished = True
                 self._cond.notify_all()
+
+    def _await_release(self, held: threading.Thread) -> bool:
+        """Wait (bounded by ``release_wait_s``) for a hung read on an exclusive sensor to return and
+        release it; False (``error`` set: the run ends, the service restarts) when it does not."""
+        start = time.monotonic()
+        while held.is_alive() and not self._stop.is_set() and time.monotonic() - start < self.release_wait_s:
+            held.join(0.1)
+        if not held.is_alive() or self._stop.is_set():
+            LOG.warning("%s: the stalled session released the sensor after %.1f s; reopening", self.spec.uri,
+                        time.monotonic() - start)
+            return True
+        self.error = (f"{self.spec.uri}: the stalled capture session still holds the sensor {self.release_wait_s:g} s "
+                      "later; not opening a second Argus session on it: ending the run (systemd Restart= starts a "
+                      "clean process; if it recurs: sudo systemctl restart nvargus-daemon)")
+        LOG.error(self.error)
+        return False
 
     def _reconnect(self, gen: int) -> Optional[Reader]:
         """Reopen with exponential backoff; None on stop, abandonment or give-up (``error`` set)."""

@@ -40,7 +40,7 @@ class Collector:
 
     def collect(self):
         core, model = self.core, self.model_id
-        now = self.counters.read() | health(self.status)
+        now = {**self.counters.read(), **health(self.status)}  # not `|`: Python 3.8
         for name, help_, key in COUNTERS:
             family = core.CounterMetricFamily(f"defectdet_{name}", help_, labels=["model"])
             family.add_metric([model], now[key])

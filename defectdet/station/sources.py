@@ -63,6 +63,12 @@ class SourceSpec:
         """Cameras and streams (and synthetic with live=1) keep only the latest frame."""
         return self.kind in ("usb", "csi", "stream", "gst") or bool(self.options.get("live"))
 
+    @property
+    def exclusive(self) -> bool:
+        """One session at a time holds the sensor: a CSI camera (Argus, ``nvarguscamerasrc``) refuses, or
+        hangs, a second capture session while the first still holds it."""
+        return self.kind == "csi" or (self.kind == "gst" and "nvarguscamerasrc" in str(self.target))
+
 
 @dataclass
 class Frame:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deploy/jetson/setup.sh — set up defectdet on an NVIDIA Jetson (JetPack 5.1.x or 6.x), idempotently.
 #
-#   deploy/jetson/setup.sh [--check] [--venv DIR] [--no-pycuda]
+#   deploy/jetson/setup.sh [--check] [--install-prerequisites] [--venv DIR] [--no-pycuda]
 #
 # 1. Checks this is a Jetson (/etc/nv_tegra_release, /proc/device-tree/model) and maps the L4T
 #    release to its JetPack and the TensorRT that JetPack ships (5.1.x -> 8.5.2, 6.0 -> 8.6.2,
@@ -10,7 +10,10 @@
 #    `tensorrt` is refused: it is a different build, or a placeholder), OpenCV with GStreamer
 #    (JetPack's; pip's opencv-python has none and, when installed, shadows JetPack's), the CUDA
 #    toolkit (nvcc) and what pycuda needs to compile. Every problem is listed with its fix, and
-#    nothing is changed until all checks pass (--check stops there).
+#    nothing is changed until all checks pass (--check stops there). Fixes that are apt packages
+#    are collected into one `apt-get install` line: --install-prerequisites runs it (with sudo
+#    unless root) and checks again, so a fresh JetPack image goes through in one command; without
+#    the flag, an interactive run asks first and a non-interactive one prints the line.
 # 3. Creates a virtualenv with --system-site-packages, so JetPack's tensorrt and cv2 are visible.
 # 4. Installs defectdet into it WITHOUT pip's opencv-python: `pip install --no-deps -e .`, then the
 #    core + edge requirements listed below minus opencv-python (kept in step with pyproject.toml by
@@ -24,6 +27,7 @@
 #   DEFECTDET_PYTHON  the JetPack Python (default: /usr/bin/python3; JetPack's bindings are built for it)
 #   CUDA_HOME         CUDA toolkit (default: /usr/local/cuda)
 #   DEFECTDET_FAKE_ROOT  tests only: read /etc, /proc, /usr/... under this folder; implies --check
+#   DEFECTDET_APT     tests only: the command run instead of `sudo apt-get` (with a fake root, the only one)
 set -euo pipefail
 
 # shellcheck source=paths.sh
@@ -33,6 +37,7 @@ PY="${DEFECTDET_PYTHON:-/usr/bin/python3}"
 CUDA_DIR="${CUDA_HOME:-/usr/local/cuda}"
 CHECK_ONLY=0
 WITH_PYCUDA=1
+INSTALL_PREREQUISITES=0
 MIN_PYTHON="3.8"   # pyproject.toml requires-python (training needs 3.9+, but not on the Jetson)
 MIN_TENSORRT="8.5" # JetPack 5.1.x ships 8.5.2: name-based I/O and execute_async_v3, what the runtime uses
 
@@ -45,12 +50,28 @@ JETSON_REQUIREMENTS=("pycuda>=2022.2" "tqdm>=4.60" "pillow>=9.0")
 
 PROBLEMS=()
 FIXES=()
+APT_PACKAGES=() # the apt packages among the fixes (problems and warnings), for one apt-get line
 declare -A FOUND=()
 
 say() { printf 'setup: %s\n' "$*"; }
 warn() { printf 'setup: warning: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
-problem() { PROBLEMS+=("$1"); [[ -n "${2:-}" ]] && FIXES+=("$2"); return 0; }
+# problem TEXT [FIX] [APT PACKAGES...]
+problem() {
+    PROBLEMS+=("$1")
+    [[ -n "${2:-}" ]] && FIXES+=("$2")
+    shift $(($# < 2 ? $# : 2))
+    apt_needs "$@"
+}
+# apt_needs PACKAGE...: fixed by installing these apt packages (kept once each, in order)
+apt_needs() {
+    local pkg have
+    for pkg in "$@"; do
+        for have in "${APT_PACKAGES[@]}"; do [[ "$have" == "$pkg" ]] && continue 2; done
+        APT_PACKAGES+=("$pkg")
+    done
+    return 0
+}
 host() { printf '%s%s' "$ROOT" "$1"; }
 
 usage() {
@@ -61,10 +82,11 @@ parse_args() {
     while (($#)); do
         case "$1" in
             --check) CHECK_ONLY=1 ;;
+            --install-prerequisites) INSTALL_PREREQUISITES=1 ;;
             --no-pycuda) WITH_PYCUDA=0 ;;
             --venv) [[ $# -ge 2 ]] || die "--venv needs a folder"; VENV="$2"; shift ;;
             -h | --help) usage; exit 0 ;;
-            *) die "unknown option '$1'; expected --check, --venv DIR, --no-pycuda or --help" ;;
+            *) die "unknown option '$1'; expected --check, --install-prerequisites, --venv DIR, --no-pycuda or --help" ;;
         esac
         shift
     done
@@ -153,14 +175,15 @@ check_python() {
         return
     fi
     if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
-        problem "$PY cannot create virtualenvs (no venv/ensurepip module)" "sudo apt install python3-venv python3-pip"
+        problem "$PY cannot create virtualenvs (no venv/ensurepip module)" "sudo apt install python3-venv python3-pip" \
+            python3-venv python3-pip
     fi
     include="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     if ((WITH_PYCUDA)) && [[ ! -f "$(host "$include")/Python.h" ]]; then
-        problem "$(host "$include")/Python.h is missing: pycuda cannot compile" "sudo apt install python3-dev"
+        problem "$(host "$include")/Python.h is missing: pycuda cannot compile" "sudo apt install python3-dev" python3-dev
     fi
     if ((WITH_PYCUDA)) && ! command -v g++ >/dev/null; then
-        problem "g++ not found: pycuda cannot compile" "sudo apt install build-essential"
+        problem "g++ not found: pycuda cannot compile" "sudo apt install build-essential" build-essential
     fi
 }
 
@@ -171,7 +194,8 @@ check_cuda() {
         FOUND[cuda]="not found"
         if ((WITH_PYCUDA)); then
             problem "$nvcc not found: the CUDA toolkit is needed to build pycuda" \
-                "sudo apt install nvidia-jetpack (the whole JetPack SDK), or set CUDA_HOME; --no-pycuda skips pycuda (ONNX Runtime backend only)"
+                "sudo apt install nvidia-jetpack (the whole JetPack SDK), or set CUDA_HOME; --no-pycuda skips pycuda (ONNX Runtime backend only)" \
+                nvidia-jetpack
         fi
         return
     fi
@@ -193,13 +217,13 @@ probe_module() {
     return "${PIPESTATUS[0]}"
 }
 
-# probe_or_report PYTHON MODULE KEY FIX: sets MOD_VER and MOD_FILE; when the import fails, records
-# FOUND[KEY]="not importable" and the problem with FIX, and returns 1.
+# probe_or_report PYTHON MODULE KEY FIX [APT PACKAGES...]: sets MOD_VER and MOD_FILE; when the import
+# fails, records FOUND[KEY]="not importable" and the problem with FIX, and returns 1.
 probe_or_report() {
     local out
     if ! out="$(probe_module "$1" "$2")"; then
         FOUND[$3]="not importable"
-        problem "$1 cannot import $2 ($out)" "$4"
+        problem "$1 cannot import $2 ($out)" "$4" "${@:5}"
         return 1
     fi
     MOD_VER="${out%%$'\t'*}"
@@ -209,7 +233,8 @@ probe_or_report() {
 check_tensorrt() {
     local python="$1" ver file
     probe_or_report "$python" tensorrt tensorrt \
-        "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; never 'pip install tensorrt')" || return 0
+        "sudo apt install python3-libnvinfer (JetPack's TensorRT Python bindings; never 'pip install tensorrt')" \
+        python3-libnvinfer || return 0
     ver="$MOD_VER" file="$MOD_FILE"
     FOUND[tensorrt]="$ver ($file)"
     if ! from_jetpack "$file"; then
@@ -227,7 +252,8 @@ check_tensorrt() {
 check_opencv() {
     local python="$1" ver file gst jetpack_cv2
     probe_or_report "$python" cv2 opencv \
-        "sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer); if the error names numpy, keep numpy < 2" || return 0
+        "sudo apt install nvidia-opencv (JetPack's OpenCV, built with GStreamer); if the error names numpy, keep numpy < 2" \
+        nvidia-opencv || return 0
     ver="$MOD_VER" file="$MOD_FILE"
     gst="$("$python" -c 'import cv2
 for line in cv2.getBuildInformation().splitlines():
@@ -257,8 +283,63 @@ report_problems() {
         printf 'setup: to fix:\n' >&2
         for f in "${FIXES[@]}"; do printf '  * %s\n' "$f" >&2; done
     fi
+    if ((${#APT_PACKAGES[@]})); then
+        printf 'setup: or let setup install the apt packages: %s --install-prerequisites\n' "$0" >&2
+    fi
     printf 'setup: nothing was changed; re-run %s after fixing\n' "$0" >&2
     exit 1
+}
+
+# ------------------------------------------------------------------------------------ prerequisites
+# The apt command line: DEFECTDET_APT (tests), else apt-get, with sudo unless root.
+apt_command() {
+    if [[ -n "${DEFECTDET_APT:-}" ]]; then
+        echo "$DEFECTDET_APT"
+    elif [[ "$(id -u)" -eq 0 ]]; then
+        echo "apt-get"
+    else
+        echo "sudo apt-get"
+    fi
+}
+
+# Offer (or, with --install-prerequisites, run) the one apt-get line for APT_PACKAGES; returns 0
+# when it was run, so the checks are repeated.
+offer_prerequisites() {
+    ((${#APT_PACKAGES[@]})) || return 1
+    local apt answer
+    apt="$(apt_command)"
+    say "apt packages that fix what the checks found: $apt install -y ${APT_PACKAGES[*]}"
+    if [[ -n "$ROOT" && -z "${DEFECTDET_APT:-}" ]]; then
+        return 1 # a fake root describes another machine: never install on this one
+    fi
+    if ((!INSTALL_PREREQUISITES)); then
+        if [[ -t 0 && -t 1 ]]; then
+            read -r -p "setup: install them now? [y/N] " answer || answer=""
+            [[ "$answer" == [yY]* ]] || return 1
+        else
+            return 1
+        fi
+    fi
+    say "running: $apt update && $apt install -y ${APT_PACKAGES[*]}"
+    # shellcheck disable=SC2086  # $apt is a command and its prefix (sudo apt-get)
+    $apt update || die "'$apt update' failed (network? see apt's message above)"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $apt install -y "${APT_PACKAGES[@]}" ||
+        die "'$apt install -y ${APT_PACKAGES[*]}' failed (see apt's message above)"
+    return 0
+}
+
+run_checks() {
+    PROBLEMS=()
+    FIXES=()
+    APT_PACKAGES=()
+    detect_jetson
+    check_release
+    check_python
+    check_cuda
+    check_tensorrt "$PY"
+    check_opencv "$PY"
+    check_gstreamer
 }
 
 # ------------------------------------------------------------------------------------ installing
@@ -350,6 +431,7 @@ check_gstreamer() {
     local element missing=()
     if ! command -v gst-inspect-1.0 >/dev/null; then
         warn "gst-inspect-1.0 not found: CSI/RTSP elements not checked (sudo apt install gstreamer1.0-tools)"
+        apt_needs gstreamer1.0-tools
         return 0
     fi
     for element in nvarguscamerasrc nvvidconv nvv4l2decoder; do
@@ -359,9 +441,11 @@ check_gstreamer() {
     if ((${#missing[@]})); then
         FOUND[gstreamer]="missing ${missing[*]}"
         warn "GStreamer has no ${missing[*]}: CSI cameras (nvarguscamerasrc, nvvidconv) and hardware RTSP decoding (nvv4l2decoder) need them: sudo apt install nvidia-l4t-gstreamer (in a container: --runtime nvidia)"
+        apt_needs nvidia-l4t-gstreamer
     fi
     if ! gst-inspect-1.0 --exists avdec_h264; then
         warn "GStreamer has no avdec_h264: no software RTSP decoder to fall back on (sudo apt install gstreamer1.0-libav)"
+        apt_needs gstreamer1.0-libav
     fi
 }
 
@@ -403,13 +487,11 @@ PY
 
 main() {
     parse_args "$@"
-    detect_jetson
-    check_release
-    check_python
-    check_cuda
-    check_tensorrt "$PY"
-    check_opencv "$PY"
-    check_gstreamer
+    run_checks
+    if offer_prerequisites; then
+        say "apt packages installed: checking again"
+        run_checks
+    fi
     report_problems
     if ((CHECK_ONLY)); then
         summary "$PY"

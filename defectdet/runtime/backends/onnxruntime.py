@@ -8,11 +8,11 @@ TensorRT EP is opt-in (``providers=["TensorrtExecutionProvider", "CUDAExecutionP
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ...artifact.onnx_file import explain_load_failure, sniff_onnx
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -73,9 +73,7 @@ class OnnxRuntimeBackend(Backend):
                 "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu; "
                 "on a Jetson use the onnxruntime-gpu wheel for your JetPack from the Jetson AI Lab index"
             ) from None
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise BackendError(f"{self.model_path}: model file not found")
+        self.model_path = sniff_onnx(model_path)  # missing, empty, text, zip, random bytes: one line
         options = session_options(threads)
         available = ort.get_available_providers()
         if providers is None:
@@ -83,7 +81,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.model_path), options, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
-            raise BackendError(f"{self.model_path}: onnxruntime cannot load the model ({type(e).__name__}: {e})") from None
+            raise explain_load_failure(self.model_path, "onnxruntime", e) from None
         inputs = self.session.get_inputs()
         names = [i.name for i in inputs]
         if len(inputs) != 1:

@@ -74,20 +74,32 @@ INSTALL_HINT = (
 
 
 def import_tensorrt(model_path: str | os.PathLike = "") -> tuple[Any, Any]:
-    """Import ``tensorrt`` and ``pycuda.driver``; raise BackendUnavailable saying what to install."""
-    missing = []
+    """Import ``tensorrt`` and ``pycuda.driver``; raise BackendUnavailable saying what to install, or,
+    for a module that is installed but fails to load, keeping its cause (:func:`import_failure`)."""
+    trt = cuda = None
+    problems = []
     try:
         import tensorrt as trt
-    except ImportError:
-        trt, _ = None, missing.append("tensorrt")
+    except Exception as e:  # ImportError, or OSError / RuntimeError from a library it loads
+        problems.append(import_failure("tensorrt", e))
     try:
         import pycuda.driver as cuda
-    except ImportError:
-        cuda, _ = None, missing.append("pycuda")
-    if missing:
+    except Exception as e:
+        problems.append(import_failure("pycuda", e))
+    if problems:
         where = f"{model_path}: " if model_path else ""
-        raise BackendUnavailable(f"{where}{' and '.join(missing)} not installed: {INSTALL_HINT}")
+        raise BackendUnavailable(f"{where}{'; '.join(problems)}: {INSTALL_HINT}")
     return trt, cuda
+
+
+def import_failure(module: str, error: BaseException) -> str:
+    """``"tensorrt not installed"``, or ``"tensorrt failed to import (OSError: libcuda.so.1: cannot open
+    shared object file ...)"`` when the module is there but something it loads is not (a container
+    started without the NVIDIA runtime, a JetPack without its CUDA libraries)."""
+    if isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == module:
+        return f"{module} not installed"
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{module} failed to import ({type(error).__name__}: {cause[:200]})"
 
 
 def _make_logger(trt: Any) -> Any:
@@ -118,6 +130,8 @@ def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None
         core, where = (ModelCard.load(model_path).engine or {}).get("dla_core"), f"{side} engine.dla_core"
     if core is None:
         return None
+    if isinstance(core, str) and core.strip().isdigit():  # ultralytics writes the core as a string: "dla": "0"
+        core = int(core.strip())
     if isinstance(core, bool) or not isinstance(core, int) or core < 0:
         raise BackendError(f"{where}: DLA core {core!r}; expected a core number 0 or 1 (AGX/NX Orin, AGX Xavier, Xavier NX)")
     return core
@@ -218,8 +232,12 @@ class TensorRTBackend(Backend):
         self._input, self._outputs = inputs[0], [t for t in self._tensors if not t.is_input]
         self.dynamic = -1 in self._input.max_shape
         if self.dynamic:  # (min, opt, max) of profile 0 -> max; one profile serves one context at a time
-            self._input.max_shape = tuple(self.engine.get_tensor_profile_shape(self._input.name, 0)[2])
-            self.max_batch = self._input.max_shape[0]
+            low, _, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(self._input.name, 0))
+            self._input.max_shape = high
+            self.max_batch = high[0]
+            # min = max (build-engine --shape, trtexec --shapes): one shape only, so each context is
+            # fixed at it once and two slots overlap as on a static engine
+            self.dynamic = low != high
         for i in range(1 if self.dynamic else 2):
             slot = self._new_slot(i)
             self._slots.append(slot)

@@ -88,7 +88,10 @@ class Slot:
             if not self.context.set_tensor_address(t.name, int(dev)):
                 raise BackendError(f"{where}: TensorRT refused the address of tensor {t.name!r} (slot {self.index})")
         self.stream = call("create a stream", cuda.Stream)
-        self.done = call("create an event", cuda.Event)
+        # BLOCKING_SYNC: collect()'s wait sleeps in the driver instead of spinning a CPU core (the
+        # Jetson's cores also decode and post-process); DISABLE_TIMING: no timestamps are read
+        flags = cuda.event_flags.BLOCKING_SYNC | cuda.event_flags.DISABLE_TIMING
+        self.done = call("create an event", cuda.Event, flags)
 
     def set_input_shape(self, t: TensorInfo, shape: tuple[int, ...], outputs: list[TensorInfo], where: str) -> None:
         """Fix the input's shape on this slot's context; read back the outputs' shapes."""
