@@ -35,7 +35,7 @@ def test_demo_trains_into_an_absolute_project_under_out(tmp_path, monkeypatch):
     assert (seen["cls_loss"], seen["gamma"], seen["alpha"], seen["cls"]) == ("focal", 2.0, 0.25, 4.0)  # the preset
     assert demo.loss_settings("auto") == {"cls_loss": "auto"}
     assert demo.loss_settings("focal_mild") == {"cls_loss": "focal", "gamma": 1.0, "alpha": 0.5, "cls": 4.0}
-    assert demo.DEMO["defect_rate"] <= 0.15 and demo.DEMO["defect_scale"] == 1.0  # a rare set, default-size defects
+    assert demo.DEMO["defect_rate"] <= 0.15 and demo.DEMO["defect_scale"] <= 1.5  # a rare set, small defects
 
 
 @pytest.mark.parametrize("args, message", [
