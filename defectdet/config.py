@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -74,6 +74,19 @@ def load_json_object(path: str | os.PathLike, expected: str, error: type[Excepti
     if not isinstance(data, dict):
         raise error(f"{p}: expected {expected}, got a JSON {type(data).__name__}")
     return data
+
+
+def read_jsonl(path: str | os.PathLike, key: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an append-only log that carry ``key``, in order (a torn last line, from a
+    power cut or a killed writer, is skipped)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and key in rec:
+                yield rec
 
 
 def resolve_config(name: str | os.PathLike, group: str) -> Path:

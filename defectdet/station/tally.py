@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from ..config import read_jsonl
 from .result import utc_iso
 from .sink import BaseSink
 
@@ -71,11 +72,4 @@ class Tally(BaseSink):
 
 def read_tally(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """The intervals of a tally file (a torn last line, from a power cut, is skipped)."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "ts" in rec:
-                yield rec
+    yield from read_jsonl(path, "ts")
