@@ -408,7 +408,12 @@ def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[
             yamls = KF.make_fold_yamls(d, opts.kfold, base)
             for arm, settings in arms_for(stats[d], opts.arms).items():
                 path = base / arm / f"seed{seed}" / "kfold.json"
-                results = [run_arm(out, y, arm, settings, budget, seed, opts, stats[d]) for y in yamls]
+                results = []
+                for y in yamls:  # each fold's own result.json is archived as soon as it exists
+                    results.append(run_arm(out, y, arm, settings, budget, seed, opts, stats[d]))
+                    if opts.archive:
+                        kept = Path(opts.archive) / data_tag(y) / arm / f"seed{seed}" / "result.json"
+                        atomic_write_text(kept, json.dumps(results[-1], indent=1) + "\n")
                 if not path.exists():
                     folds = []
                     for y, r in zip(yamls, results):

@@ -85,5 +85,9 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     table = (tmp_path / "quality_kfold.md").read_text()
     assert "| synthetic-kfold2 | recipe | 0 |" in table and "part score @1%, 90% conf." in table
     capsys.readouterr()
-    assert Q.main(args) == 0
+    kept = tmp_path / "kept"
+    assert Q.main([*args, "--archive", str(kept)]) == 0
     assert capsys.readouterr().out.count("quality: cached") == 2
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*.json")) == [
+        "synthetic-kfold2-fold0/recipe/seed0/result.json", "synthetic-kfold2-fold1/recipe/seed0/result.json",
+        "synthetic-kfold2/recipe/seed0/kfold.json"]
