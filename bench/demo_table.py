@@ -60,6 +60,9 @@ def _gate_cell(summary: dict, gate: dict | None) -> str:
     text = f"{decision}: " + ", ".join(parts)
     if gate.get("reasons"):
         text += "; refused for: " + "; ".join(gate["reasons"])
+    noise = [w for w in gate.get("warnings", []) if "includes no loss" in w]
+    if noise:  # over a limit, but the paired bootstrap interval includes no loss (defectdet.export.gate_bootstrap)
+        text += "; within noise, not refused: " + "; ".join(w.split(": not refused")[0] for w in noise)
     if summary["gate"] != "pass":
         text += "; the demo deploys the FP32 `model.onnx`, as a line would"
     return text

@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
-# marker -> the page its bench script writes (bench/demo_table.py --page, bench/quality.py --page --marker)
+# marker -> the page its bench script writes (bench/demo_table.py and demo_spread.py --page, bench/quality.py --page --marker)
 TABLES = {
     "demo-table": "demo.md",
+    "demo-spread": "demo.md",
     "quality-table": "quality.md",
     "quality-recipe-table": "quality.md",
     "quality-paste-table": "quality.md",
