@@ -29,6 +29,7 @@ from ..config import CONFIGS_DIR, load_yaml, parse_overrides
 from ..errors import ConfigError
 from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
+from .safety import LineSafety, check_policy, new_run_id
 from .settings import check_numbers
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -41,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "max_frames": 0, "duration": 0.0, "status_every": 5.0, "pipeline": True,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
+    "plc": {"on_failure": "alarm"},  # a missed reject: alarm (keep inspecting) | stop (stop inspecting, drop ready)
     **sink_defaults(),
 }
 DEFAULTS["signals"] = {"trigger": "edge", **DEFAULTS["signals"]}  # the loop's edge/frame rule, beside the outputs
@@ -73,7 +75,9 @@ def load_config(config: str | None, overrides: list[str], flags: Mapping[str, An
     if config or path.is_file():
         cfg = merge_config(cfg, load_yaml(path, kind="inspect config"), str(path))
     cfg = merge_config(cfg, parse_overrides(overrides), "command line")
-    return check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
+    cfg = check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
+    check_policy(cfg["plc"]["on_failure"])
+    return cfg
 
 
 def model_id(path: Path) -> str:
@@ -156,13 +160,10 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg["pipeline"], bool):
         raise ConfigError(f"pipeline={cfg['pipeline']!r}: expected on (true) or off (false)")
     out = Path(cfg["out"]) if cfg["out"] else default_out()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # keep inspecting: decisions and reject signals matter more than the log
-        LOG.error("output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e)
     c, d = cfg["capture"], cfg["decision"]
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
+    safety = LineSafety(cfg["plc"]["on_failure"], ready_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
     with Detector(cfg["model"], backend=cfg["backend"], conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
@@ -173,14 +174,23 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
                 "thresholds": _thresholds(det), "decision": dict(d)}
         sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
-                            status=lambda: loop.summary() if loop is not None else {}, info=info)
+                            status=lambda: loop.summary() if loop is not None else {}, info=info, safety=safety)
+        _make_out(out)  # only now: a refused start (bad key, model, output setting) leaves no empty folder
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
         loop = loop_class(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                           duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
-                          model_id=mid, out_dir=out)
-        LOG.info("inspecting %s with %r -> %s", source.spec.uri, det, out)
+                          model_id=mid, out_dir=out, safety=safety, run_id=new_run_id())
+        LOG.info("inspecting %s with %r -> %s (run %s, plc.on_failure=%s)", source.spec.uri, det, out, loop.run_id,
+                 safety.on_failure)
         restore = install_signal_handlers(loop)
         try:
             return loop.run()
         finally:
             restore()
+
+
+def _make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # keep inspecting: decisions and reject signals matter more than the log
+        LOG.error("output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e)

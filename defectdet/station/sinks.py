@@ -8,9 +8,11 @@ a reminder every ``log_every_s``) and counted, and the loop goes on deciding and
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +34,37 @@ def utc_iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+class SnapshotJob:
+    """The snapshots planned for one NG frame: done once they are written, dropped or failed.
+
+    The event log writes the frame's event only when its job is done, naming the files that were
+    written (``written``) and, when some were not, why (``error``): an event never names a file
+    that is not on disk."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.written, self.error = list(names), [], ""
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def finish(self, written: Optional[list[str]] = None, error: str = "") -> None:
+        """Mark the job done (from the writer thread or the loop's); runs the waiting callbacks."""
+        with self._lock:
+            self.written, self.error = list(written or []), error
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb()
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the job is done (at once when it is)."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
 @dataclass
 class FrameResult:
     """One inspected frame, as the sinks see it."""
@@ -45,6 +78,10 @@ class FrameResult:
     trigger: bool = False  # reject/alarm outputs fire (rising edge, or every NG frame)
     roi: Optional[np.ndarray] = None  # (K, 1, 2) ROI polygon in pixels, drawn on the overlay
     snapshots: list[str] = field(default_factory=list)  # filled by Snapshots, recorded in the event
+    run_id: str = ""  # the run (safety.new_run_id), in every event
+    part: int = 0  # NG frames: the run's NG part number (a reject trigger starts the next); OK frames: 0
+    new_part: Optional[bool] = None  # this frame shows a new part (None: the station cannot tell)
+    snapshot_job: Optional[SnapshotJob] = None  # set by Snapshots: the event waits for it
     _annotated: Optional[np.ndarray] = None
 
     def annotated(self) -> np.ndarray:
@@ -64,7 +101,19 @@ class FrameResult:
             "latency_ms": round(self.latency_ms, 2),
             "model": self.model_id,
         }
-        if self.snapshots:
+        if self.run_id:
+            rec["run"] = self.run_id
+        if self.part:
+            rec["part"], rec["trigger"] = self.part, bool(self.trigger)
+        job = self.snapshot_job
+        if job is not None and job.done.is_set():  # only the files written
+            if job.written:
+                rec["snapshots"] = list(job.written)
+            if job.error:
+                rec["snapshots_missing"] = job.error
+        elif job is not None:
+            rec["snapshots_missing"] = "not written before the run ended"
+        elif self.snapshots:
             rec["snapshots"] = list(self.snapshots)
         if self.frame.info:
             rec["info"] = self.frame.info
@@ -92,7 +141,11 @@ def annotate(image: np.ndarray, dets: Detections, decision: Decision, roi: Optio
 class EventLog(BaseSink):
     """One JSON line per NG frame: appended, flushed and fsync'd; rotated by size; never truncated.
 
-    The file exists from :meth:`open` on (created empty when new).
+    The file exists from :meth:`open` on (created empty when new). An NG frame whose snapshots are
+    being written (:class:`SnapshotJob`) is written once they are on disk (or known lost), from the
+    snapshot writer's thread or the next :meth:`emit`, in frame order; :meth:`close` writes what is
+    left. Each missed reject (:meth:`missed_reject`) is a line too: ``{"type": "missed_reject", ...}``
+    (:func:`read_events` yields frame events only unless asked for records).
 
     ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
     it past ``max_bytes``; old files are never deleted. A write that fails half-way (disk full) is
@@ -105,9 +158,13 @@ class EventLog(BaseSink):
     def __init__(self, path: str | os.PathLike, max_bytes: int = 50 * 2**20, fsync: bool = True):
         self.path = Path(path)
         self.max_bytes, self.fsync = int(max_bytes), bool(fsync)
-        self.written = 0
+        self.written = self.records = 0
         self._fd: Optional[int] = None
         self._size = 0
+        self._lock = threading.RLock()
+        self._waiting: collections.deque[FrameResult] = collections.deque()  # NG frames whose snapshots are pending
+        self._late_error: Optional[OSError] = None  # a write failed on the snapshot writer's thread
+        self._late_failures = 0
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,10 +195,59 @@ class EventLog(BaseSink):
 
     def emit(self, result: FrameResult) -> None:
         if result.decision.ng:
-            self.write(result.event())
+            with self._lock:
+                self._waiting.append(result)
+            if result.snapshot_job is not None:
+                result.snapshot_job.when_done(self._drain_later)
+        self.drain()
+        self._raise_late()
 
-    def write(self, record: dict[str, Any]) -> None:
+    def _raise_late(self) -> None:
+        with self._lock:
+            e, n, self._late_error, self._late_failures = self._late_error, self._late_failures, None, 0
+        if e is not None:
+            e.failures = n
+            raise e
+
+    def drain(self, force: bool = False) -> None:
+        """Write the waiting NG events whose snapshots are done, in frame order (``force``: all of them)."""
+        error, failures = None, 0
+        with self._lock:
+            while self._waiting:
+                job = self._waiting[0].snapshot_job
+                if job is not None and not job.done.is_set() and not force:
+                    break
+                try:
+                    self._write(self._waiting.popleft().event(), True)
+                except OSError as e:  # this event is lost (counted: written < ng); the next ones are tried
+                    error, failures = error or e, failures + 1
+        if error is not None:
+            error.failures = failures  # the guard counts each lost event
+            raise error
+
+    def _drain_later(self) -> None:
+        """From the snapshot writer's thread: write what is ready now; a failure is raised by the next emit."""
+        try:
+            self.drain()
+        except OSError as e:
+            with self._lock:
+                self._late_error = self._late_error or e
+                self._late_failures += getattr(e, "failures", 1)
+
+    def missed_reject(self, record: dict[str, Any]) -> None:
+        """One line for a reject an output could not deliver."""
+        with self._lock:
+            was_closed = self._fd is None
+            self.write(record, frame=False)
+            if was_closed:  # after close (an output's last misses): close again
+                self._close_fd()
+
+    def write(self, record: dict[str, Any], frame: bool = True) -> None:
         """Append one record as a line; raises OSError (after cutting back any partial line) on failure."""
+        with self._lock:
+            self._write(record, frame)
+
+    def _write(self, record: dict[str, Any], frame: bool) -> None:
         line = (json.dumps(record, separators=(",", ":"), default=_json_default) + "\n").encode()
         if self._fd is None:
             self._open()
@@ -163,7 +269,10 @@ class EventLog(BaseSink):
             self._close_fd()
             raise
         self._size += len(line)
-        self.written += 1
+        if frame:
+            self.written += 1
+        else:
+            self.records += 1
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -171,9 +280,19 @@ class EventLog(BaseSink):
             self._fd = None
 
     def close(self) -> None:
-        if self._fd is not None and self.fsync:
-            os.fsync(self._fd)
-        self._close_fd()
+        """Write the waiting events (the snapshots closed first: theirs are done or lost), then close."""
+        with self._lock:
+            try:
+                self.drain(force=True)
+            except OSError as e:
+                e.failures = getattr(e, "failures", 1) + self._late_failures
+                self._late_error, self._late_failures = None, 0
+                raise
+            finally:
+                if self._fd is not None and self.fsync:
+                    os.fsync(self._fd)
+                self._close_fd()
+        self._raise_late()
 
     def stats(self) -> dict[str, Any]:
         return {"written": self.written}
@@ -199,8 +318,9 @@ def rotated_files(path: str | os.PathLike) -> list[Path]:
     return sorted(found, key=_rotation_number)
 
 
-def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Every event of a log and its rotated files, oldest first (a malformed line raises ValueError)."""
+def read_events(path: str | os.PathLike, records: bool = False) -> Iterator[dict[str, Any]]:
+    """Every frame event of a log and its rotated files, oldest first (a malformed line raises ValueError);
+    ``records``: also the other lines (``{"type": "missed_reject", ...}``)."""
     path = Path(path)
     for p in [*rotated_files(path), path]:
         if not p.exists():
@@ -209,9 +329,11 @@ def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             for no, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        rec = json.loads(line)
                     except json.JSONDecodeError as e:
                         raise ValueError(f"{p}:{no}: malformed JSON line ({e.msg})") from None
+                    if records or not (isinstance(rec, dict) and "type" in rec):
+                        yield rec
 
 
 def _fsync_dir(folder: Path) -> None:
