@@ -1,12 +1,20 @@
-"""``defectdet report --events runs/inspect/line1 [--since ISO] [--until ISO] --out report/``: a shift report.
+"""``defectdet report --events runs/inspect/line1 [--since T] [--until T] [--tz ZONE] --out report/``: a shift report.
 
 Reads every ``events.jsonl`` (with its rotated ``events.NNNNNN.jsonl``) and ``tally.jsonl`` under
-``--events`` (one run folder, or a folder of runs), keeps what falls in ``[since, until)`` (UTC;
-``2024-05-01T06:00``, a trailing ``Z`` or an offset also work), and writes into ``--out``:
-``report.md`` (frames, OK, NG, yield; NG per class; per hour: frames, NG, yield; the top NG
-snapshots, copied beside it), ``per_hour.png`` and ``per_class.png`` (matplotlib, from the
-``train`` extra; ``--no-charts`` without it). Frames and yield come from the tally (the event log
-holds NG frames only); without a tally the report gives NG counts and says the yield is unknown.
+``--events`` (one run folder, or a folder of runs), keeps what falls in ``[since, until)``, and
+writes into ``--out`` ``report.md`` and ``report.html`` (one self-contained file, charts and
+snapshots embedded: it opens from a USB stick), with ``per_hour.png``, ``per_class.png`` and the
+snapshots beside the Markdown (``--no-charts``: no matplotlib needed, no charts).
+
+It speaks in parts: a rejected part is one reject trigger (the first NG frame of a part, or each
+NG frame with ``signals.trigger: frame``), which every NG event names (``part``); missed rejects
+(NG parts whose reject the PLC never got) come from the event log's ``missed_reject`` lines. The
+parts inspected, and so the yield in parts, are known when the station could count them (one frame
+per part, or a source numbering its parts: the tally's ``parts``); frames and the frame yield come
+from the tally (the event log holds NG frames only). Runs are told apart by their run id (a re-run
+into the same folder is another run; logs from before run ids are split where frame numbers
+restart). Hours are in ``--tz`` (default: this machine's zone), and naive ``--since``/``--until``
+times too; a window that cuts a tally interval counts the intervals it overlaps, and says so.
 """
 
 from __future__ import annotations
@@ -14,109 +22,292 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from ..config import atomic_write_text
 from ..errors import ConfigError, DefectdetError
 from .sinks import read_events
 from .tally import read_tally
 
+Part = tuple[str, Any]  # (run id, part number)
 
-def parse_time(key: str, text: Optional[str]) -> Optional[datetime]:
-    """An ISO 8601 time (naive = UTC) -> an aware datetime; a bad one is a one-line ConfigError."""
+
+def parse_zone(text: Optional[str]) -> Optional[tzinfo]:
+    """``--tz``: None (this machine's zone), ``UTC``, an IANA name (``Europe/Berlin``) or an offset (``+02:00``)."""
+    if text is None or text == "local":
+        return None
+    if text.upper() in ("UTC", "Z"):
+        return timezone.utc
+    if text[:1] in "+-":
+        try:
+            return datetime.fromisoformat("2000-01-01T00:00" + text).tzinfo
+        except ValueError:
+            pass
+    else:
+        try:
+            from zoneinfo import ZoneInfo  # Python 3.9+
+
+            return ZoneInfo(text)
+        except (ImportError, ValueError, KeyError, OSError):
+            pass
+    raise ConfigError(f"--tz={text!r}: expected local, UTC, an IANA zone such as Europe/Berlin, or an offset such as +02:00")
+
+
+def local(t: datetime, zone: Optional[tzinfo]) -> datetime:
+    return t.astimezone(zone) if zone is not None else t.astimezone()
+
+
+def zone_name(zone: Optional[tzinfo]) -> str:
+    now = local(datetime.now(timezone.utc), zone)
+    name = str(getattr(zone, "key", "") or now.tzname() or "")
+    offset = now.strftime("%z")
+    return f"{name} (UTC{offset[:3]}:{offset[3:]})" + ("" if zone is not None else ", this machine's zone")
+
+
+def parse_time(key: str, text: Optional[str], zone: Optional[tzinfo] = timezone.utc) -> Optional[datetime]:
+    """An ISO 8601 time (naive: in ``zone``; None: this machine's) -> an aware datetime; a bad one is a one-line ConfigError."""
     if text is None:
         return None
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"{key}={text!r}: expected an ISO 8601 time, e.g. 2024-05-01T06:00 (UTC) or 2024-05-01T08:00+02:00") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        raise ConfigError(f"{key}={text!r}: expected an ISO 8601 time, e.g. 2024-05-01T06:00 or 2024-05-01T08:00+02:00") from None
+    if t.tzinfo:
+        return t
+    return t.replace(tzinfo=zone) if zone is not None else t.astimezone()
 
 
-def _in(ts: str, since: Optional[datetime], until: Optional[datetime]) -> bool:
-    t = parse_time("ts", ts)
+def _t(ts: str) -> datetime:
+    return parse_time("ts", ts)
+
+
+def _in(t: datetime, since: Optional[datetime], until: Optional[datetime]) -> bool:
     return (since is None or t >= since) and (until is None or t < until)
 
 
+def _run_ids(folder: Path, records: list[dict[str, Any]]) -> None:
+    """Give records without a run id (logs from before run ids) one per stretch where frame numbers only grow."""
+    k, last = 1, -1
+    for r in records:
+        if r.get("run"):
+            continue
+        frame = int(r.get("frame", 0))
+        if frame < last:
+            k += 1
+        last = frame
+        r["run"] = f"{folder.name}#{k} (no run id)"
+
+
 def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) -> dict[str, Any]:
-    """Events and tally intervals under ``folder`` in the window, each event with its run folder."""
+    """Events, missed-reject records and tally intervals under ``folder`` in the window, each with its run folder."""
     if not folder.is_dir():
         raise ConfigError(f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of runs)")
     logs = sorted({p.parent for p in folder.rglob("events*.jsonl")})
-    events = [(run, e) for run in logs for e in read_events(run / "events.jsonl") if _in(e["ts"], since, until)]
-    tally = [t for p in sorted(folder.rglob("tally.jsonl")) for t in read_tally(p) if _in(t["ts"], since, until)]
-    if not logs and not tally:
+    tallies = sorted(folder.rglob("tally.jsonl"))
+    if not logs and not tallies:
         raise ConfigError(f"--events {folder}: no events.jsonl or tally.jsonl found under it")
-    return {"events": events, "tally": tally, "runs": len({*logs, *(p.parent for p in folder.rglob("tally.jsonl"))})}
+    events, missed = [], []
+    for run in logs:
+        records = [r for r in read_events(run / "events.jsonl", records=True) if isinstance(r, dict) and "ts" in r]
+        _run_ids(run, records)
+        for r in records:
+            if not _in(_t(r["ts"]), since, until):
+                continue
+            if r.get("type") == "missed_reject":
+                missed.append(r)
+            elif "type" not in r:
+                events.append((run, r))
+    tally, cut = [], False
+    for p in tallies:
+        for t in read_tally(p):
+            start, end = _t(t["ts"]), _t(t.get("until", t["ts"]))
+            if (until is None or start < until) and (since is None or end > since):  # overlaps the window
+                if not t.get("run"):  # a tally from before run ids
+                    t["run"] = f"{p.parent.name}#1 (no run id)"
+                tally.append(t)
+                cut = cut or (since is not None and start < since) or (until is not None and end > until)
+    return {"events": events, "missed": missed, "tally": tally, "tally_files": len(tallies), "tally_cut": cut,
+            "folders": len({*logs, *(p.parent for p in tallies)})}
 
 
-def summarise(data: dict[str, Any]) -> dict[str, Any]:
-    """Totals, NG per class, per-hour rows, from collected events and tally."""
-    events, tally = [e for _, e in data["events"]], data["tally"]
-    per_class = collections.Counter(c for e in events for c in {d["class_name"] for d in e["detections"]})
-    hours: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"frames": 0, "ok": 0, "ng": 0, "events": 0})
+def parts_of(events: list[tuple[Path, dict[str, Any]]]) -> dict[Part, list[tuple[Path, dict[str, Any]]]]:
+    """NG frames grouped by part: the part number events carry; for older logs, consecutive frame numbers."""
+    parts: dict[Part, list] = collections.defaultdict(list)
+    last: dict[str, tuple[int, Any]] = {}  # run -> (last frame, its part key) for logs without part numbers
+    for run_dir, e in events:
+        run = e["run"]
+        if "part" in e:
+            parts[(run, e["part"])].append((run_dir, e))
+            continue
+        frame = int(e["frame"])
+        prev = last.get(run)
+        key = prev[1] if prev is not None and frame == prev[0] + 1 else f"f{frame}"
+        last[run] = (frame, key)
+        parts[(run, key)].append((run_dir, e))
+    return parts
+
+
+def _classes(frames: list[tuple[Path, dict[str, Any]]]) -> set[str]:
+    return {d["class_name"] for _, e in frames for d in e["detections"]}
+
+
+def _hour(ts: str, zone: Optional[tzinfo]) -> str:
+    return local(_t(ts), zone).strftime("%Y-%m-%d %H:00")
+
+
+def _rate(good: Optional[int], total: Optional[int]) -> Optional[float]:
+    return good / total if good is not None and total else None
+
+
+def summarise(data: dict[str, Any], zone: Optional[tzinfo] = None) -> dict[str, Any]:
+    """Totals in parts and frames, NG parts per class, per-hour rows (in ``zone``) and per-run rows."""
+    events, tally, missed = data["events"], data["tally"], data["missed"]
+    parts = parts_of(events)
+    first = {key: min(e["ts"] for _, e in frames) for key, frames in parts.items()}
+    blank = {"frames": 0, "ok": 0, "parts": 0, "parts_known": True, "rejected": 0, "missed": 0, "ng_frames": 0}
+    hours: dict[str, dict[str, Any]] = collections.defaultdict(lambda: dict(blank))
+    runs: dict[str, dict[str, Any]] = collections.defaultdict(lambda: {**blank, "first": "", "last": ""})
     for t in tally:
-        h = hours[t["ts"][:13]]
-        h["frames"] += t["frames"]
-        h["ok"] += t["ok"]
-        h["ng"] += t["ng"]
-    for e in events:
-        hours[e["ts"][:13]]["events"] += 1
+        for row in (hours[_hour(t["ts"], zone)], runs[t["run"]]):
+            row["frames"] += t["frames"]
+            row["ok"] += t["ok"]
+            row["parts"] += t.get("parts") or 0
+            row["parts_known"] = row["parts_known"] and t.get("parts") is not None
+    for key, ts in first.items():
+        hours[_hour(ts, zone)]["rejected"] += 1
+        runs[key[0]]["rejected"] += 1
+    for m in missed:
+        hours[_hour(m["ts"], zone)]["missed"] += 1
+        runs[m["run"]]["missed"] += 1
+    for _, e in events:
+        hours[_hour(e["ts"], zone)]["ng_frames"] += 1
+        row = runs[e["run"]]
+        row["ng_frames"] += 1
+    for rec in [e for _, e in events] + missed + tally:
+        row = runs[rec["run"]]
+        row["first"] = min(row["first"] or rec["ts"], rec["ts"])
+        row["last"] = max(row["last"], rec["ts"])
     frames = sum(t["frames"] for t in tally) if tally else None
     ok = sum(t["ok"] for t in tally) if tally else None
-    ng = sum(t["ng"] for t in tally) if tally else len(events)
-    return {"frames": frames, "ok": ok, "ng": ng, "yield": (ok / frames) if frames else None, "ng_events": len(events),
-            "per_class": dict(per_class.most_common()), "hours": dict(sorted(hours.items())), "runs": data["runs"]}
+    parts_known = bool(tally) and all(t.get("parts") is not None for t in tally)
+    inspected = sum(t["parts"] for t in tally) if parts_known else None
+    per_class = collections.Counter(c for frames_ in parts.values() for c in _classes(frames_))
+    return {"rejected": len(parts), "missed": len(missed), "parts": inspected,
+            "yield_parts": _rate(inspected - len(parts), inspected) if inspected else None,
+            "frames": frames, "ok": ok, "ng_frames": len(events), "yield": _rate(ok, frames),
+            "per_class": dict(per_class.most_common()), "hours": dict(sorted(hours.items())),
+            "runs": dict(sorted(runs.items(), key=lambda kv: kv[1]["first"])), "folders": data["folders"],
+            "tally_files": data["tally_files"], "tally_cut": data["tally_cut"], "missed_records": missed}
 
 
 def _top(event: dict[str, Any]) -> float:
     return max((d["confidence"] for d in event["detections"]), default=0.0)
 
 
-def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[tuple[dict[str, Any], Optional[str]]]:
-    """The ``n`` most confident NG events; their annotated snapshot copied to ``out/snapshots`` when it still exists."""
-    ranked = sorted(data["events"], key=lambda re: -_top(re[1]))[:n]
+def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[dict[str, Any]]:
+    """One row per NG part, the ``n`` most confident parts: the part's most confident frame that has an
+    annotated snapshot still on disk (copied to ``out/snapshots``), else its most confident frame."""
     rows = []
-    for run, e in ranked:
-        name = next((s for s in e.get("snapshots", []) if "_annotated" in s), None)
-        src = run / "snapshots" / name if name else None
-        if src is not None and src.is_file():
+    for (run, part), frames in parts_of(data["events"]).items():
+        ranked = sorted(frames, key=lambda fe: -_top(fe[1]))
+        pick, src = ranked[0], None
+        for run_dir, e in ranked:
+            name = next((s for s in e.get("snapshots", []) if "_annotated" in s), None)
+            if name and (run_dir / "snapshots" / name).is_file():
+                pick, src = (run_dir, e), run_dir / "snapshots" / name
+                break
+        rows.append({"run": run, "event": pick[1], "frames": len(frames), "classes": sorted(_classes(frames)),
+                     "confidence": max(_top(e) for _, e in frames), "src": src, "path": None})
+    rows = sorted(rows, key=lambda r: -r["confidence"])[:n]
+    for r in rows:
+        if r["src"] is not None:  # deleted by the snapshot quota, snapshots off, or never written: no picture
             (out / "snapshots").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / "snapshots" / name)
-            rows.append((e, f"snapshots/{name}"))
-        else:
-            rows.append((e, None))  # deleted by the snapshot quota, or snapshots were off
+            shutil.copyfile(r["src"], out / "snapshots" / r["src"].name)
+            r["path"] = f"snapshots/{r['src'].name}"
     return rows
 
 
-def _pct(v: Optional[float]) -> str:
-    return "unknown (no tally.jsonl)" if v is None else f"{100 * v:.2f} %"
+def pct(v: Optional[float], unknown: str = "unknown") -> str:
+    return unknown if v is None else f"{100 * v:.2f} %"
 
 
-def markdown(s: dict[str, Any], window: str, tops: Iterable[tuple[dict[str, Any], Optional[str]]], charts: bool) -> str:
-    lines = [f"# Shift report: {window}", "", f"{s['runs']} run folder(s).", "",
-             "| frames | OK | NG | yield |", "|---|---|---|---|",
-             f"| {s['frames'] if s['frames'] is not None else '-'} | {s['ok'] if s['ok'] is not None else '-'} | {s['ng']} | {_pct(s['yield'])} |",
-             "", "## NG per class", "", "NG frames with a defect of the class (a frame may count for several).", "",
-             "| class | NG frames |", "|---|---|", *[f"| {c} | {n} |" for c, n in s["per_class"].items()], "",
-             "## Per hour (UTC)", "", "| hour | frames | NG | yield | NG events |", "|---|---|---|---|---|"]
-    for hour, h in s["hours"].items():
-        y = f"{100 * h['ok'] / h['frames']:.2f} %" if h["frames"] else "-"
-        lines.append(f"| {hour}:00 | {h['frames'] or '-'} | {h['ng'] if h['frames'] else h['events']} | {y} | {h['events']} |")
-    if charts:
-        lines += ["", "![NG and yield per hour](per_hour.png)", "", "![NG per class](per_class.png)"]
-    lines += ["", "## Top NG snapshots", "", "| time | frame | classes | top confidence | snapshot |", "|---|---|---|---|---|"]
-    for e, path in tops:
-        classes = ", ".join(sorted({d["class_name"] for d in e["detections"]}))
-        pic = f"![{e['frame']}]({path})" if path else "(not kept)"
-        lines.append(f"| {e['ts']} | {e['frame']} | {classes} | {_top(e):.3f} | {pic} |")
-    return "\n".join(lines) + "\n"
+def yield_notes(s: dict[str, Any]) -> tuple[str, str]:
+    """(yield in parts, yield in frames) as text, saying why when unknown."""
+    frames = pct(s["yield"], "unknown (no tally.jsonl)" if not s["tally_files"] else "unknown (no tally line in the window)")
+    if s["yield_parts"] is not None and s["yield_parts"] >= 0:
+        return pct(s["yield_parts"]), frames
+    if s["yield_parts"] is not None:  # one part seen as several NG stretches (a flickering verdict)
+        return "unknown (more rejected parts than parts seen: set decision.debounce_k/debounce_n)", frames
+    if s["frames"] is None:
+        return "unknown (no tally)", frames
+    return "unknown (the station counts rejected parts, not every part: see docs/line-safety.md)", frames
 
 
-def charts(s: dict[str, Any], out: Path) -> None:
-    """per_hour.png (NG bars, yield line) and per_class.png, with matplotlib's Agg backend."""
+def when(ts: str, zone: Optional[tzinfo]) -> str:
+    return local(_t(ts), zone).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def tables(s: dict[str, Any], tops: list[dict[str, Any]], zone: Optional[tzinfo]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The report's tables: (title, header, rows), shared by the Markdown and the HTML."""
+    y_parts, y_frames = yield_notes(s)
+    out = [("", ["rejected parts", "missed rejects", "parts inspected", "yield (parts)", "frames", "NG frames",
+                 "yield (frames)"], [[str(s["rejected"]), str(s["missed"]), _n(s["parts"]), y_parts, _n(s["frames"]),
+                                      str(s["ng_frames"]), y_frames]]),
+           ("NG parts per class", ["class", "NG parts"], [[c, str(n)] for c, n in s["per_class"].items()])]
+    hours = [[h, _n(r["frames"] or None), str(r["parts"]) if r["parts_known"] and r["frames"] else "-", str(r["rejected"]),
+              str(r["missed"]), str(r["ng_frames"]), pct(_rate(r["ok"], r["frames"]), "-")] for h, r in s["hours"].items()]
+    out.append((f"Per hour ({zone_name(zone)})", ["hour", "frames", "parts", "rejected parts", "missed rejects",
+                                                  "NG frames", "yield (frames)"], hours))
+    runs = [[run, when(r["first"], zone), when(r["last"], zone), _n(r["frames"] or None), str(r["rejected"]), str(r["missed"]),
+             str(r["ng_frames"])] for run, r in s["runs"].items()]
+    out.append(("Runs", ["run", "from", "to", "frames", "rejected parts", "missed rejects", "NG frames"], runs))
+    if s["missed_records"]:
+        out.append(("Missed rejects (NG parts that may be in the OK bin)", ["time", "run", "part", "frame", "reason", "output"],
+                    [[when(m["ts"], zone), m["run"], str(m.get("part", "")), str(m.get("frame", "")),
+                      str(m.get("reason", "")), str(m.get("output", ""))] for m in s["missed_records"]]))
+    out.append(("Top NG parts (one snapshot per part)", ["time", "run", "part", "NG frames", "classes", "top confidence",
+                                                          "snapshot"],
+                [[when(r["event"]["ts"], zone), r["run"], str(r["event"].get("part", "-")), str(r["frames"]),
+                  ", ".join(r["classes"]), f"{r['confidence']:.3f}", r["path"] or "(not kept)"] for r in tops]))
+    return out
+
+
+def headline(s: dict[str, Any], window: str, zone: Optional[tzinfo]) -> list[str]:
+    """The lines above the tables."""
+    lines = [f"Window: {window}. Times in {zone_name(zone)}. {len(s['runs'])} run(s) in {s['folders']} folder(s)."]
+    if s["missed"]:
+        lines.append(f"MISSED REJECTS: {s['missed']} NG part(s) whose reject the PLC never got: they may be in the OK bin "
+                     "(listed below).")
+    else:
+        lines.append("Missed rejects: 0 (every rejected part's reject reached the PLC, as far as the event log says).")
+    if s["tally_cut"]:
+        lines.append("Frames, parts and yield count whole tally intervals that overlap the window (tally.every_s).")
+    return lines
+
+
+def markdown(s: dict[str, Any], window: str, tops: list[dict[str, Any]], charts_: bool, zone: Optional[tzinfo]) -> str:
+    lines = [f"# Shift report: {window}", ""]
+    for line in headline(s, window, zone):
+        lines += [f"**{line}**" if line.startswith("MISSED") else line, ""]
+    for title, header, rows in tables(s, tops, zone):
+        if title:
+            lines += [f"## {title}", ""]
+        if title.startswith("Top") and charts_:
+            lines[-2:-2] = ["![NG parts and yield per hour](per_hour.png)", "", "![NG parts per class](per_class.png)", ""]
+        if title.startswith("Top"):
+            rows = [r[:-1] + [f"![{r[2]}]({r[-1]})" if r[-1].startswith("snapshots/") else r[-1]] for r in rows]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return "\n".join(lines)
+
+
+def charts(s: dict[str, Any], out: Path, zone: Optional[tzinfo]) -> None:
+    """per_hour.png (rejected parts and missed rejects as bars, frame yield as a line) and per_class.png."""
     try:
         import matplotlib
 
@@ -124,24 +315,26 @@ def charts(s: dict[str, Any], out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise DefectdetError("charts need matplotlib: pip install matplotlib (or 'defectdet[train]'), or pass --no-charts") from None
-    hours = list(s["hours"])
+    hours, rows = list(s["hours"]), list(s["hours"].values())
+    x = list(range(len(hours)))
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.bar(range(len(hours)), [h["ng"] if h["frames"] else h["events"] for h in s["hours"].values()], color="#d9534f")
-    ax.set_xticks(range(len(hours)), [h[11:13] + ":00" for h in hours], rotation=45)
-    ax.set_ylabel("NG frames")
-    ax.set_title("NG and yield per hour (UTC)")
+    ax.bar(x, [r["rejected"] for r in rows], color="#d9534f", label="rejected parts")
+    ax.bar(x, [r["missed"] for r in rows], color="#000000", label="missed rejects")
+    ax.set_xticks(x, [h[11:] for h in hours], rotation=45)
+    ax.set_ylabel("NG parts")
+    ax.legend(loc="upper left")
+    ax.set_title(f"NG parts and yield per hour ({zone_name(zone)})")
     if s["frames"]:
         ax2 = ax.twinx()
-        ax2.plot(range(len(hours)), [100 * h["ok"] / h["frames"] if h["frames"] else float("nan") for h in s["hours"].values()],
-                 color="#2b7bba", marker="o")
-        ax2.set_ylabel("yield %")
+        ax2.plot(x, [100 * r["ok"] / r["frames"] if r["frames"] else float("nan") for r in rows], color="#2b7bba", marker="o")
+        ax2.set_ylabel("yield (frames) %")
     fig.tight_layout()
     fig.savefig(out / "per_hour.png", dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.barh(list(s["per_class"])[::-1], list(s["per_class"].values())[::-1], color="#d9534f")
-    ax.set_xlabel("NG frames")
-    ax.set_title("NG per class")
+    ax.set_xlabel("NG parts")
+    ax.set_title("NG parts per class")
     fig.tight_layout()
     fig.savefig(out / "per_class.png", dpi=100)
     plt.close(fig)
@@ -149,22 +342,31 @@ def charts(s: dict[str, Any], out: Path) -> None:
 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet report``."""
+    from .report_html import html
+
     ap = argparse.ArgumentParser(prog="defectdet report", description=__doc__.split("\n\n")[1].split(". ")[0] + ".")
     ap.add_argument("--events", required=True, help="a run folder of defectdet inspect (or a folder of runs)")
-    ap.add_argument("--since", help="start of the shift, ISO 8601 (UTC unless an offset is given)")
+    ap.add_argument("--since", help="start of the shift, ISO 8601 (in --tz unless an offset is given)")
     ap.add_argument("--until", help="end of the shift (exclusive)")
+    ap.add_argument("--tz", help="zone of the hours and of naive --since/--until: local (default: this machine's), UTC, "
+                                 "an IANA name (Europe/Berlin) or an offset (+02:00)")
     ap.add_argument("--out", default="report", help="output folder (default report/)")
-    ap.add_argument("--top", type=int, default=8, help="NG snapshots shown (most confident first)")
-    ap.add_argument("--no-charts", action="store_true", help="Markdown only (no matplotlib needed)")
+    ap.add_argument("--top", type=int, default=8, help="NG parts shown with a snapshot (most confident first)")
+    ap.add_argument("--no-charts", action="store_true", help="no charts (no matplotlib needed)")
     a = ap.parse_args(argv)
-    since, until = parse_time("--since", a.since), parse_time("--until", a.until)
+    zone = parse_zone(a.tz)
+    since, until = parse_time("--since", a.since, zone), parse_time("--until", a.until, zone)
     data = collect(Path(a.events), since, until)
     out = Path(a.out)
+    s = summarise(data, zone)
     out.mkdir(parents=True, exist_ok=True)
-    s = summarise(data)
     if not a.no_charts:
-        charts(s, out)
-    window = f"{a.since or 'start'} to {a.until or 'end'} (UTC)"
-    atomic_write_text(out / "report.md", markdown(s, window, top_snapshots(data, out, a.top), not a.no_charts))
-    print(f"{out / 'report.md'}: {s['frames'] if s['frames'] is not None else '?'} frames, {s['ng']} NG, yield {_pct(s['yield'])}")
+        charts(s, out, zone)
+    window = f"{when(since.isoformat(), zone) if since else 'start'} to {when(until.isoformat(), zone) if until else 'end'}"
+    tops = top_snapshots(data, out, a.top)
+    atomic_write_text(out / "report.md", markdown(s, window, tops, not a.no_charts, zone))
+    atomic_write_text(out / "report.html", html(s, window, tops, zone, out))
+    y_parts, y_frames = yield_notes(s)
+    print(f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), {s['missed']} missed reject(s), "
+          f"yield {y_parts.split(' (')[0]} in parts, {y_frames.split(' (')[0]} in frames")
     return 0

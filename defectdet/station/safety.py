@@ -64,6 +64,7 @@ class LineSafety:
         self.records: list[dict[str, Any]] = []  # one per missed reject, in the order they were missed
         self.alarm, self.alarm_reason = False, ""
         self.halted, self.halt_reason = False, ""
+        self.halted_at: Optional[float] = None  # monotonic time inspection was halted
         self.ended = False
         self.links: dict[str, bool] = {}
         self.inspected = 0
@@ -94,6 +95,7 @@ class LineSafety:
             halt = self.on_failure == "stop" and not self.halted
             if halt:
                 self.halted, self.halt_reason = True, f"plc.on_failure=stop: {output} missed a reject ({reason})"
+                self.halted_at = now
             log = first or now - self._logged_at >= self.log_every_s
             if log:
                 self._logged_at = now
