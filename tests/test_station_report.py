@@ -121,14 +121,15 @@ class ThreeNgFramesPerPart:
 
 
 def test_report_counts_parts_not_frames_and_its_html_embeds_every_picture(tmp_path):
+    import base64
     from html.parser import HTMLParser
+
+    import cv2
 
     from defectdet.station.capture import FrameSource
     from defectdet.station.decisions import Decider
     from defectdet.station.loop import InspectionLoop
     from defectdet.station.snapshots import Snapshots
-
-    import cv2
 
     images = tmp_path / "images"  # an image folder: frames that do not number their parts
     images.mkdir()
@@ -164,7 +165,5 @@ def test_report_counts_parts_not_frames_and_its_html_embeds_every_picture(tmp_pa
     snaps = [s for s in page.srcs if s.startswith("data:image/jpeg;base64,")]
     charts = [s for s in page.srcs if s.startswith("data:image/png;base64,")]
     assert len(snaps) == 5 and len(charts) == 2 and len(page.srcs) == 7 and not page.links  # nothing outside the file
-    import base64
-
     assert all(base64.b64decode(s.split(",", 1)[1])[:2] == b"\xff\xd8" for s in snaps)
     assert "<td>90</td>" in (out / "report.html").read_text()

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import shutil
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from ..config import atomic_write_text
 from ..errors import ConfigError, DefectdetError
 from .sinks import read_events
 from .tally import read_tally
 
-Part = tuple[str, Any]  # (run id, part number)
+Part = Tuple[str, Any]  # (run id, part number)
 
 
 def parse_zone(text: Optional[str]) -> Optional[tzinfo]:
@@ -47,9 +48,8 @@ def parse_zone(text: Optional[str]) -> Optional[tzinfo]:
             pass
     else:
         try:
-            from zoneinfo import ZoneInfo  # Python 3.9+
-
-            return ZoneInfo(text)
+            # zoneinfo is Python 3.9+: on 3.8 (JetPack 5) --tz takes local, UTC or an offset
+            return importlib.import_module("zoneinfo").ZoneInfo(text)
         except (ImportError, ValueError, KeyError, OSError):
             pass
     raise ConfigError(f"--tz={text!r}: expected local, UTC, an IANA zone such as Europe/Berlin, or an offset such as +02:00")
@@ -210,7 +210,7 @@ def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[dict[str, Any
     """One row per NG part, the ``n`` most confident parts: the part's most confident frame that has an
     annotated snapshot still on disk (copied to ``out/snapshots``), else its most confident frame."""
     rows = []
-    for (run, part), frames in parts_of(data["events"]).items():
+    for (run, _part), frames in parts_of(data["events"]).items():
         ranked = sorted(frames, key=lambda fe: -_top(fe[1]))
         pick, src = ranked[0], None
         for run_dir, e in ranked:
@@ -365,7 +365,7 @@ def cli(argv: list[str]) -> int:
     window = f"{when(since.isoformat(), zone) if since else 'start'} to {when(until.isoformat(), zone) if until else 'end'}"
     tops = top_snapshots(data, out, a.top)
     atomic_write_text(out / "report.md", markdown(s, window, tops, not a.no_charts, zone))
-    atomic_write_text(out / "report.html", html(s, window, tops, zone, out))
+    atomic_write_text(out / "report.html", html(f"Shift report: {window}", headline(s, window, zone), tables(s, tops, zone), out))
     y_parts, y_frames = yield_notes(s)
     print(f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), {s['missed']} missed reject(s), "
           f"yield {y_parts.split(' (')[0]} in parts, {y_frames.split(' (')[0]} in frames")

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import html as html_lib
-from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Optional
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d232a;padding:0 1em}
 h1{font-size:22px}h2{font-size:16px;margin-top:1.6em;border-bottom:1px solid #ccd;padding-bottom:.2em}
@@ -38,21 +36,20 @@ def _table(header: list[str], rows: list[list[str]], out: Path, pictures: bool) 
     return lines + ["</table>"]
 
 
-def html(s: dict[str, Any], window: str, tops: list[dict[str, Any]], zone: Optional[tzinfo], out: Path) -> str:
-    """``report.html``'s text; charts and snapshots are read from ``out`` and embedded."""
-    from .report import headline, tables
-
+def html(title: str, lines: list[str], tables: list[tuple[str, list[str], list[list[str]]]], out: Path) -> str:
+    """``report.html``'s text from the report's headline ``lines`` and ``tables`` ((title, header, rows));
+    the charts and snapshots are read from ``out`` and embedded."""
     esc = html_lib.escape
-    body = [f"<h1>Shift report: {esc(window)}</h1>"]
-    for line in headline(s, window, zone):
+    body = [f"<h1>{esc(title)}</h1>"]
+    for line in lines:
         body.append(f'<p class="alarm">{esc(line)}</p>' if line.startswith("MISSED") else f"<p>{esc(line)}</p>")
-    for title, header, rows in tables(s, tops, zone):
-        if title.startswith("Top"):
+    for name, header, rows in tables:
+        if name.startswith("Top"):
             for chart, alt in (("per_hour.png", "NG parts and yield per hour"), ("per_class.png", "NG parts per class")):
                 if (out / chart).is_file():
                     body.append(f'<p><img class="chart" alt="{alt}" src="{data_uri(out / chart)}"></p>')
-        if title:
-            body.append(f"<h2>{esc(title)}</h2>")
-        body += _table(header, rows, out, pictures=title.startswith("Top"))
+        if name:
+            body.append(f"<h2>{esc(name)}</h2>")
+        body += _table(header, rows, out, pictures=name.startswith("Top"))
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>defectdet shift report</title>\n"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
