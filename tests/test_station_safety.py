@@ -178,3 +178,17 @@ def test_modbus_heartbeat_stops_when_no_frame_is_inspected():
     finally:
         plc.close()
     assert out.writes >= 3 and idle[6] == 0 and idle[9] == 0  # no heartbeat, not ready
+
+
+def test_a_full_queue_and_a_late_pulse_are_the_same_failure(tmp_path):
+    """Both paths agree: a pulse dropped from a full queue and one that found no PLC are missed rejects alike."""
+    out = modbus(free_port(), queue_size=1)  # nobody listens there
+    loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=30&seed=1"), Decider(NAMES),
+                          [EventLog(tmp_path / "events.jsonl", fsync=False), out], status_every=0)
+    summary = loop.run()
+    by = summary["missed_rejects_by_reason"]
+    assert summary["missed_rejects"] == summary["triggers"] == 10 and by["queue_full"] > 0 and by["unreachable"] > 0
+    assert summary["sinks"]["modbus"]["errors"] == 0 and summary["degraded"] and exit_status(summary) == EXIT_DEGRADED
+    assert [r for r in summary["degraded_reasons"] if r.startswith("rejects:")] == [
+        f"rejects: 10 NG part(s) not rejected ({by['queue_full']} queue full, {by['unreachable']} unreachable): "
+        "they may be in the OK bin; the alarm was raised"]

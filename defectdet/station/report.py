@@ -108,9 +108,9 @@ def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) 
     tallies = sorted(folder.rglob("tally.jsonl"))
     if not logs and not tallies:
         raise ConfigError(f"--events {folder}: no events.jsonl or tally.jsonl found under it")
-    events, missed = [], []
+    events, missed, torn = [], [], []
     for run in logs:
-        records = [r for r in read_events(run / "events.jsonl", records=True) if isinstance(r, dict) and "ts" in r]
+        records = [r for r in read_events(run / "events.jsonl", records=True, torn=torn) if isinstance(r, dict) and "ts" in r]
         _run_ids(run, records)
         for r in records:
             if not _in(_t(r["ts"]), since, until):
@@ -128,7 +128,7 @@ def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) 
                     t["run"] = f"{p.parent.name}#1 (no run id)"
                 tally.append(t)
                 cut = cut or (since is not None and start < since) or (until is not None and end > until)
-    return {"events": events, "missed": missed, "tally": tally, "tally_files": len(tallies), "tally_cut": cut,
+    return {"events": events, "missed": missed, "tally": tally, "tally_files": len(tallies), "tally_cut": cut, "torn": torn,
             "folders": len({*logs, *(p.parent for p in tallies)})}
 
 
@@ -199,7 +199,8 @@ def summarise(data: dict[str, Any], zone: Optional[tzinfo] = None) -> dict[str, 
             "frames": frames, "ok": ok, "ng_frames": len(events), "yield": _rate(ok, frames),
             "per_class": dict(per_class.most_common()), "hours": dict(sorted(hours.items())),
             "runs": dict(sorted(runs.items(), key=lambda kv: kv[1]["first"])), "folders": data["folders"],
-            "tally_files": data["tally_files"], "tally_cut": data["tally_cut"], "missed_records": missed}
+            "tally_files": data["tally_files"], "tally_cut": data["tally_cut"], "missed_records": missed,
+            "torn": data.get("torn", [])}
 
 
 def _top(event: dict[str, Any]) -> float:
@@ -286,6 +287,8 @@ def headline(s: dict[str, Any], window: str, zone: Optional[tzinfo]) -> list[str
                      "(listed below).")
     else:
         lines.append("Missed rejects: 0 (every rejected part's reject reached the PLC, as far as the event log says).")
+    if s.get("torn"):
+        lines.append(f"{len(s['torn'])} torn event line(s) skipped (a run killed mid-write): {', '.join(s['torn'][:3])}")
     if s["tally_cut"]:
         lines.append("Frames, parts and yield count whole tally intervals that overlap the window (tally.every_s).")
     return lines

@@ -44,25 +44,11 @@ class SnapshotJob:
     def __init__(self, names: list[str]):
         self.names, self.written, self.error = list(names), [], ""
         self.done = threading.Event()
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
 
     def finish(self, written: Optional[list[str]] = None, error: str = "") -> None:
-        """Mark the job done (from the writer thread or the loop's); runs the waiting callbacks."""
-        with self._lock:
-            self.written, self.error = list(written or []), error
-            self.done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            cb()
-
-    def when_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the job is done (at once when it is)."""
-        with self._lock:
-            if not self.done.is_set():
-                self._callbacks.append(callback)
-                return
-        callback()
+        """Mark the job done (from the writer thread or the loop's)."""
+        self.written, self.error = list(written or []), error
+        self.done.set()
 
 
 @dataclass
@@ -142,9 +128,9 @@ class EventLog(BaseSink):
     """One JSON line per NG frame: appended, flushed and fsync'd; rotated by size; never truncated.
 
     The file exists from :meth:`open` on (created empty when new). An NG frame whose snapshots are
-    being written (:class:`SnapshotJob`) is written once they are on disk (or known lost), from the
-    snapshot writer's thread or the next :meth:`emit`, in frame order; :meth:`close` writes what is
-    left. Each missed reject (:meth:`missed_reject`) is a line too: ``{"type": "missed_reject", ...}``
+    being written (:class:`SnapshotJob`) is written once they are on disk (or known lost), by the
+    next :meth:`emit` (the loop's thread: one frame later on a live line), in frame order;
+    :meth:`close` writes what is left. Each missed reject (:meth:`missed_reject`) is a line too: ``{"type": "missed_reject", ...}``
     (:func:`read_events` yields frame events only unless asked for records).
 
     ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
@@ -163,8 +149,6 @@ class EventLog(BaseSink):
         self._size = 0
         self._lock = threading.RLock()
         self._waiting: collections.deque[FrameResult] = collections.deque()  # NG frames whose snapshots are pending
-        self._late_error: Optional[OSError] = None  # a write failed on the snapshot writer's thread
-        self._late_failures = 0
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,17 +181,7 @@ class EventLog(BaseSink):
         if result.decision.ng:
             with self._lock:
                 self._waiting.append(result)
-            if result.snapshot_job is not None:
-                result.snapshot_job.when_done(self._drain_later)
         self.drain()
-        self._raise_late()
-
-    def _raise_late(self) -> None:
-        with self._lock:
-            e, n, self._late_error, self._late_failures = self._late_error, self._late_failures, None, 0
-        if e is not None:
-            e.failures = n
-            raise e
 
     def drain(self, force: bool = False) -> None:
         """Write the waiting NG events whose snapshots are done, in frame order (``force``: all of them)."""
@@ -224,15 +198,6 @@ class EventLog(BaseSink):
         if error is not None:
             error.failures = failures  # the guard counts each lost event
             raise error
-
-    def _drain_later(self) -> None:
-        """From the snapshot writer's thread: write what is ready now; a failure is raised by the next emit."""
-        try:
-            self.drain()
-        except OSError as e:
-            with self._lock:
-                self._late_error = self._late_error or e
-                self._late_failures += getattr(e, "failures", 1)
 
     def missed_reject(self, record: dict[str, Any]) -> None:
         """One line for a reject an output could not deliver."""
@@ -284,15 +249,10 @@ class EventLog(BaseSink):
         with self._lock:
             try:
                 self.drain(force=True)
-            except OSError as e:
-                e.failures = getattr(e, "failures", 1) + self._late_failures
-                self._late_error, self._late_failures = None, 0
-                raise
             finally:
                 if self._fd is not None and self.fsync:
                     os.fsync(self._fd)
                 self._close_fd()
-        self._raise_late()
 
     def stats(self) -> dict[str, Any]:
         return {"written": self.written}
@@ -318,8 +278,9 @@ def rotated_files(path: str | os.PathLike) -> list[Path]:
     return sorted(found, key=_rotation_number)
 
 
-def read_events(path: str | os.PathLike, records: bool = False) -> Iterator[dict[str, Any]]:
-    """Every frame event of a log and its rotated files, oldest first (a malformed line raises ValueError);
+def read_events(path: str | os.PathLike, records: bool = False, torn: Optional[list[str]] = None) -> Iterator[dict[str, Any]]:
+    """Every frame event of a log and its rotated files, oldest first (a malformed line raises ValueError;
+    with a ``torn`` list, ``file:line`` is appended to it and the line skipped: a run killed mid-write);
     ``records``: also the other lines (``{"type": "missed_reject", ...}``)."""
     path = Path(path)
     for p in [*rotated_files(path), path]:
@@ -331,7 +292,10 @@ def read_events(path: str | os.PathLike, records: bool = False) -> Iterator[dict
                     try:
                         rec = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise ValueError(f"{p}:{no}: malformed JSON line ({e.msg})") from None
+                        if torn is None:
+                            raise ValueError(f"{p}:{no}: malformed JSON line ({e.msg})") from None
+                        torn.append(f"{p}:{no}")
+                        continue
                     if records or not (isinstance(rec, dict) and "type" in rec):
                         yield rec
 
