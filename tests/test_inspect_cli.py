@@ -182,8 +182,12 @@ def test_snapshots_wait_for_the_disk_on_files_and_drop_on_cameras(tmp_path):
 def _run_events(model, source, out, *overrides):
     assert main(["inspect", "--model", str(model), "--source", str(source), "--out", str(out), CONF, "status_every=0",
                  *overrides]) == 0
-    events = [{k: v for k, v in e.items() if k not in ("ts", "latency_ms", "run")}  # time, timing, run id differ per run
-              for e in read_events(out / "events.jsonl")]
+    events = [
+        {
+            k: v for k, v in e.items() if k not in ("ts", "latency_ms", "run")
+        }  # time, timing, run id differ per run
+        for e in read_events(out / "events.jsonl")
+    ]
     return events, json.loads((out / "summary.json").read_text())
 
 

@@ -151,7 +151,11 @@ def test_without_the_floor_events_can_be_lost_and_the_run_says_so(tmpfs):
     """The control: snapshots alone take the disk, snapshot writes fail and NG events can be lost (how many
     depends on page-sized free space left between files) — which the summary reports."""
     summary, events, ng = _fill(tmpfs / "no-floor", min_free_mb=0)
-    assert summary["sinks"]["snapshots"]["errors"] > 0 and summary["degraded"] and exit_status(summary) == EXIT_DEGRADED
+    assert (
+        summary["sinks"]["snapshots"]["errors"] > 0
+        and summary["degraded"]
+        and exit_status(summary) == EXIT_DEGRADED
+    )
     lost = f"events: {len(ng) - len(events)} of {len(ng)} NG event(s) not written to the event log"
     assert (lost in summary["degraded_reasons"]) == (len(events) < len(ng))
 

@@ -70,12 +70,18 @@ def test_nodes_equal_the_counters():
         later = read_by_string_id(ua.endpoint, ["Heartbeat", "Frames", "Ready"])
     finally:
         ua.close()
-    assert later == {"Heartbeat": got["Heartbeat"], "Frames": 7, "Ready": False}  # no frame, no beat; no loop: not ready
+    assert later == {
+        "Heartbeat": got["Heartbeat"],
+        "Frames": 7,
+        "Ready": False,
+    }  # no frame, no beat; no loop: not ready
     assert (got["Frames"], got["OK"], got["NG"], got["NGParts"]) == (7, 4, 3, 3)
     assert got["Yield"] == pytest.approx(4 / 7, abs=1e-4) and got["LastResult"] == "OK" and got["LastFrame"] == 6
     assert (got["LastClass"], got["LastNGClass"], got["LastNGFrame"], got["LastNGConfidence"]) == ("", "spot", 4, pytest.approx(0.9))
     assert got["ModelId"] == "m.onnx:abc" and got["Source"] == "synthetic://" and got["Healthy"] is True
-    assert 1 <= got["Heartbeat"] <= 2 and got["LatencyP50Ms"] == pytest.approx(12.5) and got["SinkErrors"] == 0
+    assert (
+        1 <= got["Heartbeat"] <= 2 and got["LatencyP50Ms"] == pytest.approx(12.5) and got["SinkErrors"] == 0
+    )
 
 
 def test_values_move_while_the_loop_runs_and_clients_cannot_write(tmp_path):

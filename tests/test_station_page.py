@@ -191,8 +191,12 @@ def test_shift_report_html_opens_in_a_real_browser_with_its_images(tmp_path):
     sinks = [Snapshots(run / "snapshots", raw=False, queue=0), EventLog(run / "events.jsonl", fsync=False),
              Tally(run / "tally.jsonl")]
     for i in range(6):
-        r = make_result(i, ng=i % 2 == 0, trigger=i % 2 == 0,
-                        image=cv2.resize(np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8), (320, 240)))
+        r = make_result(
+            i,
+            ng=i % 2 == 0,
+            trigger=i % 2 == 0,
+            image=cv2.resize(np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8), (320, 240)),
+        )
         r.run_id, r.part = "20240501T060000Z-abcdef", i // 2 + 1
         for s in sinks:
             s.emit(r)

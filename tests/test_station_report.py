@@ -50,10 +50,15 @@ def test_report_counts_yield_classes_hours_and_top_snapshots(run, tmp_path, caps
     out = tmp_path / "report"
     assert main(["report", "--events", str(run.parent), "--out", str(out), "--top", "3", "--tz", "UTC"]) == 0
     md = (out / "report.md").read_text()
-    assert "| 18 | 0 | - | unknown (the station counts rejected parts, not every part" in md  # 18 parts, one NG frame each
+    assert (
+        "| 18 | 0 | - | unknown (the station counts rejected parts, not every part" in md
+    )  # 18 parts, one NG frame each
     assert "| 180 | 18 | 90.00 % |" in md and "Missed rejects: 0" in md and "Times in UTC (UTC+00:00)" in md
     assert "| scratch | 12 |" in md and "| spot | 6 |" in md
-    assert "| 2024-05-01 06:00 | 60 | - | 6 | 0 | 6 | 90.00 % |" in md and "| 2024-05-01 08:00 | 60 | - | 6 | 0 | 6 | 90.00 % |" in md
+    assert (
+        "| 2024-05-01 06:00 | 60 | - | 6 | 0 | 6 | 90.00 % |" in md
+        and "| 2024-05-01 08:00 | 60 | - | 6 | 0 | 6 | 90.00 % |" in md
+    )
     for i in (170, 160, 150):  # the most confident NG parts, their snapshots copied beside the report
         assert f"](snapshots/s{i:03d}_annotated.jpg)" in md and (out / "snapshots" / f"s{i:03d}_annotated.jpg").is_file()
     assert (out / "per_hour.png").read_bytes()[:4] == b"\x89PNG" and (out / "per_class.png").stat().st_size > 1000
@@ -72,10 +77,29 @@ def test_since_until_keep_one_hour(run, tmp_path):
 
 def test_a_window_off_the_tally_minutes_still_has_a_yield(run, tmp_path):
     out = tmp_path / "r"  # 07:00:30 to 07:02:30: cuts three one-minute tally intervals
-    assert main(["report", "--events", str(run), "--since", "2024-05-01T07:00:30", "--until", "2024-05-01T07:02:30",
-                 "--out", str(out), "--no-charts", "--tz", "UTC"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--events",
+                str(run),
+                "--since",
+                "2024-05-01T07:00:30",
+                "--until",
+                "2024-05-01T07:02:30",
+                "--out",
+                str(out),
+                "--no-charts",
+                "--tz",
+                "UTC",
+            ]
+        )
+        == 0
+    )
     md = (out / "report.md").read_text()
-    assert "no tally" not in md and "| 3 | 0 | 66.67 % |" in md  # the intervals of frames 60-62; NG frame 60 at 07:00:05
+    assert (
+        "no tally" not in md and "| 3 | 0 | 66.67 % |" in md
+    )  # the intervals of frames 60-62; NG frame 60 at 07:00:05
     assert "count whole tally intervals that overlap the window" in md
 
 
@@ -90,7 +114,10 @@ def test_without_a_tally_the_yield_is_unknown(run, tmp_path):
     (run / "tally.jsonl").unlink()
     out = tmp_path / "r"
     assert main(["report", "--events", str(run), "--out", str(out), "--no-charts"]) == 0
-    assert "| 18 | 0 | - | unknown (no tally) | - | 18 | unknown (no tally.jsonl) |" in (out / "report.md").read_text()
+    assert (
+        "| 18 | 0 | - | unknown (no tally) | - | 18 | unknown (no tally.jsonl) |"
+        in (out / "report.md").read_text()
+    )
 
 
 def test_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
@@ -116,7 +143,9 @@ class ThreeNgFramesPerPart:
         self.calls += 1
         if self.calls % 4:
             conf = 0.5 + (self.calls % 97) / 200
-            return Detections.from_arrays(np.array([[4, 4, 20, 20]], np.float32), [conf], [self.calls % 2], NAMES)
+            return Detections.from_arrays(
+                np.array([[4, 4, 20, 20]], np.float32), [conf], [self.calls % 2], NAMES
+            )
         return Detections.empty()
 
 
@@ -138,8 +167,9 @@ def test_report_counts_parts_not_frames_and_its_html_embeds_every_picture(tmp_pa
     run = tmp_path / "line1"
     sinks = [Snapshots(run / "snapshots", raw=False, block=True), EventLog(run / "events.jsonl", fsync=False),
              Tally(run / "tally.jsonl")]
-    summary = InspectionLoop(ThreeNgFramesPerPart(), FrameSource(str(images)), Decider(NAMES), sinks, status_every=0,
-                             out_dir=run).run()
+    summary = InspectionLoop(
+        ThreeNgFramesPerPart(), FrameSource(str(images)), Decider(NAMES), sinks, status_every=0, out_dir=run
+    ).run()
     assert summary["rejected_parts"] == 90 and summary["ng"] == 270
     out = tmp_path / "report"
     assert main(["report", "--events", str(run), "--out", str(out), "--tz", "UTC", "--top", "5"]) == 0
@@ -147,8 +177,9 @@ def test_report_counts_parts_not_frames_and_its_html_embeds_every_picture(tmp_pa
     assert "| 90 | 0 | - |" in md and "| 360 | 270 | 25.00 % |" in md  # 90 rejected parts; 270 NG frames
     top = md.split("## Top NG parts")[1]
     parts = [line.split(" | ")[2] for line in top.splitlines() if line.startswith("| 20")]
-    assert len(parts) == 5 == len(set(parts)) and all(line.split(" | ")[3] == "3" for line in top.splitlines()
-                                                      if line.startswith("| 20"))  # one row per part, its 3 frames
+    assert len(parts) == 5 == len(set(parts)) and all(
+        line.split(" | ")[3] == "3" for line in top.splitlines() if line.startswith("| 20")
+    )  # one row per part, its 3 frames
 
     class Images(HTMLParser):
         srcs, links = [], []
@@ -164,6 +195,8 @@ def test_report_counts_parts_not_frames_and_its_html_embeds_every_picture(tmp_pa
     page.feed((out / "report.html").read_text())
     snaps = [s for s in page.srcs if s.startswith("data:image/jpeg;base64,")]
     charts = [s for s in page.srcs if s.startswith("data:image/png;base64,")]
-    assert len(snaps) == 5 and len(charts) == 2 and len(page.srcs) == 7 and not page.links  # nothing outside the file
+    assert (
+        len(snaps) == 5 and len(charts) == 2 and len(page.srcs) == 7 and not page.links
+    )  # nothing outside the file
     assert all(base64.b64decode(s.split(",", 1)[1])[:2] == b"\xff\xd8" for s in snaps)
     assert "<td>90</td>" in (out / "report.html").read_text()

@@ -30,8 +30,22 @@ def test_sigkill_then_a_rerun_into_one_folder_stay_two_runs(model, tmp_path, cap
         run.err.close()
     killed = list(read_events(out / "events.jsonl", torn=[]))  # the last line may be torn by the kill
     assert len(killed) >= 6 and not (out / "summary.json").exists()
-    assert main(["inspect", "--model", str(model), "--source", "synthetic://?width=320&height=240&frames=40", "--out", str(out),
-                 "conf=0.5", "status_every=0"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(model),
+                "--source",
+                "synthetic://?width=320&height=240&frames=40",
+                "--out",
+                str(out),
+                "conf=0.5",
+                "status_every=0",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     torn = []
     events = list(read_events(out / "events.jsonl", torn=torn))
@@ -41,7 +55,12 @@ def test_sigkill_then_a_rerun_into_one_folder_stay_two_runs(model, tmp_path, cap
         assert all((out / "snapshots" / name).is_file() for name in e.get("snapshots", [])), e
         assert all(e["run"] in name for name in e.get("snapshots", []))
     capsys.readouterr()
-    assert main(["report", "--events", str(out), "--out", str(tmp_path / "report"), "--no-charts", "--tz", "UTC"]) == 0
+    assert (
+        main(
+            ["report", "--events", str(out), "--out", str(tmp_path / "report"), "--no-charts", "--tz", "UTC"]
+        )
+        == 0
+    )
     md = (tmp_path / "report" / "report.md").read_text()
     rows = [line for line in md.split("## Runs")[1].split("##")[0].splitlines() if line.startswith("| 2")]
     assert len(rows) == 2 and {r.split(" | ")[0][2:] for r in rows} == runs
@@ -52,15 +71,48 @@ def test_sigkill_then_a_rerun_into_one_folder_stay_two_runs(model, tmp_path, cap
 
 def test_a_refused_start_leaves_no_folder_and_the_summary_url_opens(model, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "never"
-    assert main(["inspect", "--model", str(model), "--source", SOURCE, "--out", str(out), "plc.on_failure=halt"]) == 2
+    assert (
+        main(["inspect", "--model", str(model), "--source", SOURCE, "--out", str(out), "plc.on_failure=halt"])
+        == 2
+    )
     assert "plc.on_failure='halt': expected alarm" in capsys.readouterr().err and not out.exists()
-    assert main(["inspect", "--model", str(model), "--source", SOURCE, "--out", str(out), "metrics.enabled=true",
-                 "metrics.bind=0.0.0.0:9108"]) == 2  # beyond loopback without a token
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(model),
+                "--source",
+                SOURCE,
+                "--out",
+                str(out),
+                "metrics.enabled=true",
+                "metrics.bind=0.0.0.0:9108",
+            ]
+        )
+        == 2
+    )  # beyond loopback without a token
     assert "needs an access token" in capsys.readouterr().err and not out.exists()
     port = free_port()
-    assert main(["inspect", "--model", str(model), "--source", "synthetic://?frames=3", "--out", str(out), "--serve",
-                 f"127.0.0.1:{port}"]) == 0
-    assert json.loads((out / "summary.json").read_text())["sinks"]["page"]["url"] == f"http://127.0.0.1:{port}/"
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(model),
+                "--source",
+                "synthetic://?frames=3",
+                "--out",
+                str(out),
+                "--serve",
+                f"127.0.0.1:{port}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        json.loads((out / "summary.json").read_text())["sinks"]["page"]["url"] == f"http://127.0.0.1:{port}/"
+    )
 
 
 def test_a_wildcard_bind_names_this_machine_in_its_url():

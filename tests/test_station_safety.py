@@ -37,12 +37,25 @@ STATUS = 19  # registers=10: the status register (offset 9) and missed rejects (
 def modbus(port, **kw):
     from defectdet.station.modbus import ModbusOutput
 
-    return ModbusOutput(port=port, registers=10, **{"pulse_ms": 30.0, "alarm_ms": 30.0, "update_s": 0.1, "backoff_s": 0.1,
-                                                    "backoff_max_s": 2.0, "timeout_s": 0.3, "max_delay_ms": 300.0, **kw})
+    return ModbusOutput(
+        port=port,
+        registers=10,
+        **{
+            "pulse_ms": 30.0,
+            "alarm_ms": 30.0,
+            "update_s": 0.1,
+            "backoff_s": 0.1,
+            "backoff_max_s": 2.0,
+            "timeout_s": 0.3,
+            "max_delay_ms": 300.0,
+            **kw,
+        },
+    )
 
 
 def after_first_frame(loop, delay, fn):
     """A thread calling ``fn`` ``delay`` s after the loop inspected its first frame (the servers take a while to start)."""
+
     def wait():
         deadline = time.monotonic() + 30
         while not loop.frames and time.monotonic() < deadline:
@@ -58,9 +71,13 @@ def line_outputs(plc_port):
     from defectdet.station.opcua import OpcUaServer
     from defectdet.station.page import OperatorPage
 
-    return {"modbus": modbus(plc_port),
-            "opcua": OpcUaServer(f"opc.tcp://127.0.0.1:{free_port()}/defectdet", update_s=0.1),
-            "metrics": MetricsEndpoint(port=0, model_id="m"), "page": OperatorPage(port=0), "stdout": StdoutSignal()}
+    return {
+        "modbus": modbus(plc_port),
+        "opcua": OpcUaServer(f"opc.tcp://127.0.0.1:{free_port()}/defectdet", update_s=0.1),
+        "metrics": MetricsEndpoint(port=0, model_id="m"),
+        "page": OperatorPage(port=0),
+        "stdout": StdoutSignal(),
+    }
 
 
 def test_plc_stopped_8s_every_missed_reject_is_counted_shown_alarmed_and_degrades(tmp_path, capsys):
@@ -68,8 +85,14 @@ def test_plc_stopped_8s_every_missed_reject_is_counted_shown_alarmed_and_degrade
     out = line_outputs(plc.port)
     sinks = [EventLog(tmp_path / "events.jsonl", fsync=False), Tally(tmp_path / "tally.jsonl"), *out.values()]
     # 15 frames/s for 12 s, every third frame NG: an NG part every 0.2 s
-    loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=180&seed=1&fps=15"), Decider(NAMES), sinks,
-                          status_every=0, out_dir=tmp_path)
+    loop = InspectionLoop(
+        EveryThirdNg(),
+        FrameSource("synthetic://?frames=180&seed=1&fps=15"),
+        Decider(NAMES),
+        sinks,
+        status_every=0,
+        out_dir=tmp_path,
+    )
     for name in ("opcua", "metrics", "page"):
         out[name].status = loop.summary
     seen = {}
@@ -78,7 +101,9 @@ def test_plc_stopped_8s_every_missed_reject_is_counted_shown_alarmed_and_degrade
         time.sleep(8.0)  # the PLC went away at 1.5 s
         seen["page"] = json.loads(get(out["page"].server.url + "/api/state")[1])
         seen["metrics"] = scrape(out["metrics"].server.url + "/metrics")
-        seen["opcua"] = read_by_string_id(out["opcua"].endpoint, ["MissedRejects", "Alarm", "PlcLink", "Ready"])
+        seen["opcua"] = read_by_string_id(
+            out["opcua"].endpoint, ["MissedRejects", "Alarm", "PlcLink", "Ready"]
+        )
 
     timers = [after_first_frame(loop, 1.5, plc.stop), after_first_frame(loop, 9.5, plc.start),
               after_first_frame(loop, 0, during_the_outage)]
@@ -96,16 +121,29 @@ def test_plc_stopped_8s_every_missed_reject_is_counted_shown_alarmed_and_degrade
     missed = summary["missed_rejects"]
     # delivered + missed = NG parts, and the misses are the PLC's outage, not a miscount
     assert summary["rejected_parts"] == summary["triggers"] == 60 and mb["pulses"] + missed == 60
-    assert 20 <= missed <= 50 and plc.rising_edges(0) == mb["pulses"] and summary["missed_rejects_by_reason"]["unreachable"]
+    assert (
+        20 <= missed <= 50
+        and plc.rising_edges(0) == mb["pulses"]
+        and summary["missed_rejects_by_reason"]["unreachable"]
+    )
     # the run says so: degraded, exit 3
     assert summary["degraded"] and exit_status(summary) == EXIT_DEGRADED and summary["alarm"]
-    assert any(r.startswith(f"rejects: {missed} NG part(s) not rejected") for r in summary["degraded_reasons"])
+    assert any(
+        r.startswith(f"rejects: {missed} NG part(s) not rejected") for r in summary["degraded_reasons"]
+    )
     # every output still up showed it during the outage
     assert seen["page"]["safety"]["missed_rejects"] > 0 and seen["page"]["safety"]["alarm"]
     assert seen["page"]["safety"]["plc_links"] == {"modbus": False}
     assert seen["metrics"]["defectdet_missed_rejects_total|model=m,reason=unreachable"] > 0
-    assert seen["metrics"]["defectdet_alarm|model=m"] == 1 and seen["metrics"]["defectdet_plc_up|link=modbus,model=m"] == 0
-    assert seen["opcua"]["MissedRejects"] > 0 and seen["opcua"]["Alarm"] is True and seen["opcua"]["PlcLink"] == "modbus:down"
+    assert (
+        seen["metrics"]["defectdet_alarm|model=m"] == 1
+        and seen["metrics"]["defectdet_plc_up|link=modbus,model=m"] == 0
+    )
+    assert (
+        seen["opcua"]["MissedRejects"] > 0
+        and seen["opcua"]["Alarm"] is True
+        and seen["opcua"]["PlcLink"] == "modbus:down"
+    )
     assert seen["opcua"]["Ready"] is True  # inspection went on (on_failure: alarm)
     # ... and has every one of them at the end
     assert out["page"].state()["safety"]["missed_rejects"] == missed
@@ -115,13 +153,29 @@ def test_plc_stopped_8s_every_missed_reject_is_counted_shown_alarmed_and_degrade
     # stdout alarm messages, the event log, the tally
     alarms = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ALARM ")]
     assert len(alarms) == missed and json.loads(alarms[0][6:])["type"] == "missed_reject"
-    records = [r for r in read_events(tmp_path / "events.jsonl", records=True) if r.get("type") == "missed_reject"]
+    records = [
+        r for r in read_events(tmp_path / "events.jsonl", records=True) if r.get("type") == "missed_reject"
+    ]
     assert len(records) == missed and {r["run"] for r in records} == {summary["run_id"]}
     ng_parts = {e["part"] for e in read_events(tmp_path / "events.jsonl")}
     assert {r["part"] for r in records} <= ng_parts and len(ng_parts) == 60
     assert sum(t["missed_rejects"] for t in read_tally(tmp_path / "tally.jsonl")) == missed
     # and the shift report
-    assert main(["report", "--events", str(tmp_path), "--out", str(tmp_path / "report"), "--no-charts", "--tz", "UTC"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--events",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "report"),
+                "--no-charts",
+                "--tz",
+                "UTC",
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "report" / "report.md").read_text()
     assert f"| 60 | {missed} |" in md and "MISSED REJECTS" in md
 
@@ -139,7 +193,9 @@ def test_on_failure_stop_drops_ready_within_stall_s_and_stops_inspecting(tmp_pat
         deadline = time.monotonic() + 4.5
         while time.monotonic() < deadline:
             try:
-                readings.append((time.monotonic(), read_by_string_id(out["opcua"].endpoint, ["Ready"])["Ready"]))
+                readings.append(
+                    (time.monotonic(), read_by_string_id(out["opcua"].endpoint, ["Ready"])["Ready"])
+                )
             except Exception:  # not serving yet
                 pass
             time.sleep(0.05)
@@ -187,8 +243,17 @@ def test_a_full_queue_and_a_late_pulse_are_the_same_failure(tmp_path):
                           [EventLog(tmp_path / "events.jsonl", fsync=False), out], status_every=0)
     summary = loop.run()
     by = summary["missed_rejects_by_reason"]
-    assert summary["missed_rejects"] == summary["triggers"] == 10 and by["queue_full"] > 0 and by["unreachable"] > 0
-    assert summary["sinks"]["modbus"]["errors"] == 0 and summary["degraded"] and exit_status(summary) == EXIT_DEGRADED
+    assert (
+        summary["missed_rejects"] == summary["triggers"] == 10
+        and by["queue_full"] > 0
+        and by["unreachable"] > 0
+    )
+    assert (
+        summary["sinks"]["modbus"]["errors"] == 0
+        and summary["degraded"]
+        and exit_status(summary) == EXIT_DEGRADED
+    )
     assert [r for r in summary["degraded_reasons"] if r.startswith("rejects:")] == [
         f"rejects: 10 NG part(s) not rejected ({by['queue_full']} queue full, {by['unreachable']} unreachable): "
-        "they may be in the OK bin; the alarm was raised"]
+        "they may be in the OK bin; the alarm was raised"
+    ]

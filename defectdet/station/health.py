@@ -23,12 +23,21 @@ from typing import Any, Mapping
 EXIT_OK, EXIT_SOURCE_FAILED, EXIT_BAD_INPUT, EXIT_DEGRADED = 0, 1, 2, 3
 
 EXIT_ROWS = (  # (status, meaning) for `defectdet inspect --help`
-    (EXIT_OK, "ok: the run ended (max frames, duration, end of the file or folder, SIGTERM) and recorded everything"),
-    (EXIT_SOURCE_FAILED, "the source failed for good (capture.give_up_s), so a service manager restarts the run"),
+    (
+        EXIT_OK,
+        "ok: the run ended (max frames, duration, end of the file or folder, SIGTERM) and recorded everything",
+    ),
+    (
+        EXIT_SOURCE_FAILED,
+        "the source failed for good (capture.give_up_s), so a service manager restarts the run",
+    ),
     (EXIT_BAD_INPUT, "bad input: a config key or value, the model or a file source (one line on stderr)"),
-    (EXIT_DEGRADED, "degraded: the run ended but a reject was missed (missed_rejects), inspection was halted, "
-                    "events/snapshots/outputs were not all written, the file source ended early or summary.json could not "
-                    "be written (summary.json's degraded_reasons, and stderr, say why)"),
+    (
+        EXIT_DEGRADED,
+        "degraded: the run ended but a reject was missed (missed_rejects), inspection was halted, "
+        "events/snapshots/outputs were not all written, the file source ended early or summary.json could not "
+        "be written (summary.json's degraded_reasons, and stderr, say why)",
+    ),
 )
 
 
@@ -37,8 +46,14 @@ def degraded_reasons(summary: Mapping[str, Any]) -> list[str]:
     reasons = []
     missed = summary.get("missed_rejects") or 0
     if missed:
-        why = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in (summary.get("missed_rejects_by_reason") or {}).items() if n)
-        reasons.append(f"rejects: {missed} NG part(s) not rejected ({why}): they may be in the OK bin; the alarm was raised")
+        why = ", ".join(
+            f"{n} {r.replace('_', ' ')}"
+            for r, n in (summary.get("missed_rejects_by_reason") or {}).items()
+            if n
+        )
+        reasons.append(
+            f"rejects: {missed} NG part(s) not rejected ({why}): they may be in the OK bin; the alarm was raised"
+        )
     if summary.get("inspection_halted"):
         reasons.append(f"inspection halted: {summary['inspection_halted']}; "
                        f"{summary.get('uninspected_frames', 0)} frame(s) not inspected")

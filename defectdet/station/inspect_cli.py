@@ -37,12 +37,24 @@ LOG = logging.getLogger("defectdet.inspect")
 # Every key of configs/inspect.yaml, with its default (keep the two in step: a test compares them).
 # The outputs' sections (events, snapshots, record, display, signals.*) come from the sink registry.
 DEFAULTS: dict[str, Any] = {
-    "model": None, "source": None, "out": None,
-    "backend": "auto", "threads": None, "conf": 0.25, "iou": 0.7, "max_det": 100, "thresholds": None,
-    "max_frames": 0, "duration": 0.0, "status_every": 5.0, "pipeline": True,
+    "model": None,
+    "source": None,
+    "out": None,
+    "backend": "auto",
+    "threads": None,
+    "conf": 0.25,
+    "iou": 0.7,
+    "max_det": 100,
+    "thresholds": None,
+    "max_frames": 0,
+    "duration": 0.0,
+    "status_every": 5.0,
+    "pipeline": True,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
-    "plc": {"on_failure": "alarm"},  # a missed reject: alarm (keep inspecting) | stop (stop inspecting, drop ready)
+    "plc": {
+        "on_failure": "alarm"
+    },  # a missed reject: alarm (keep inspecting) | stop (stop inspecting, drop ready)
     **sink_defaults(),
 }
 DEFAULTS["signals"] = {"trigger": "edge", **DEFAULTS["signals"]}  # the loop's edge/frame rule, beside the outputs
@@ -173,15 +185,28 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         mid = model_id(Path(cfg["model"]))
         info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
                 "thresholds": _thresholds(det), "decision": dict(d)}
-        sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
-                            status=lambda: loop.summary() if loop is not None else {}, info=info, safety=safety)
+        sinks = build_sinks(
+            cfg,
+            out,
+            live=source.spec.live,
+            stop=lambda reason: loop.request_stop(reason),
+            status=lambda: loop.summary() if loop is not None else {},
+            info=info,
+            safety=safety,
+        )
         _make_out(out)  # only now: a refused start (bad key, model, output setting) leaves no empty folder
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
         loop = loop_class(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                           duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
                           model_id=mid, out_dir=out, safety=safety, run_id=new_run_id())
-        LOG.info("inspecting %s with %r -> %s (run %s, plc.on_failure=%s)", source.spec.uri, det, out, loop.run_id,
-                 safety.on_failure)
+        LOG.info(
+            "inspecting %s with %r -> %s (run %s, plc.on_failure=%s)",
+            source.spec.uri,
+            det,
+            out,
+            loop.run_id,
+            safety.on_failure,
+        )
         restore = install_signal_handlers(loop)
         try:
             return loop.run()
@@ -193,4 +218,6 @@ def _make_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # keep inspecting: decisions and reject signals matter more than the log
-        LOG.error("output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e)
+        LOG.error(
+            "output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e
+        )

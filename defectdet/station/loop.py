@@ -259,8 +259,19 @@ class InspectionLoop:
         trigger = decision.ng and (decision.rising or self.signal_on == "frame")
         roi = self.decider.roi_pixels(frame.image.shape) if self.decider.roi is not None else None
         self.parts_ng += trigger
-        return FrameResult(frame, dets, decision, (t1 - t0) * 1e3, self.source.spec.uri, self.model_id, trigger, roi,
-                           run_id=self.run_id, part=self.parts_ng if decision.ng else 0, new_part=self._new_part(frame))
+        return FrameResult(
+            frame,
+            dets,
+            decision,
+            (t1 - t0) * 1e3,
+            self.source.spec.uri,
+            self.model_id,
+            trigger,
+            roi,
+            run_id=self.run_id,
+            part=self.parts_ng if decision.ng else 0,
+            new_part=self._new_part(frame),
+        )
 
     def _new_part(self, frame: Frame) -> Optional[bool]:
         """Whether ``frame`` shows a new part: with ``signals.trigger: frame`` every frame is one part (a
@@ -280,8 +291,11 @@ class InspectionLoop:
         self.uninspected += 1
         if not self._halt_logged:
             self._halt_logged = True
-            LOG.error("inspection stopped: %s; ready dropped, frames are no longer inspected. Check the line, then "
-                      "restart defectdet inspect", self.safety.halt_reason)
+            LOG.error(
+                "inspection stopped: %s; ready dropped, frames are no longer inspected. Check the line, then "
+                "restart defectdet inspect",
+                self.safety.halt_reason,
+            )
         return True
 
     def raise_alarms(self) -> None:

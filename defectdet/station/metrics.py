@@ -39,8 +39,13 @@ COUNTERS = (  # (name, help, key in LineCounters.read() or health())
 class Collector:
     """A prometheus_client collector reading a :class:`LineCounters` and the loop's health at scrape time."""
 
-    def __init__(self, counters: LineCounters, model_id: str, status: Optional[Callable[[], Mapping[str, Any]]],
-                 safety: Optional[Callable[[], LineSafety]] = None):
+    def __init__(
+        self,
+        counters: LineCounters,
+        model_id: str,
+        status: Optional[Callable[[], Mapping[str, Any]]],
+        safety: Optional[Callable[[], LineSafety]] = None,
+    ):
         from prometheus_client import core
 
         self.core, self.counters, self.model_id, self.status = core, counters, model_id, status
@@ -48,7 +53,10 @@ class Collector:
 
     def collect(self):
         core, model = self.core, self.model_id
-        now = {**self.counters.read(), **health(self.status)}  # no dict | dict: the station runs on Python 3.8
+        now = {
+            **self.counters.read(),
+            **health(self.status),
+        }  # no dict | dict: the station runs on Python 3.8
         yield from self._safety(self.safety().state())
         for name, help_, key in COUNTERS:
             family = core.CounterMetricFamily(f"defectdet_{name}", help_, labels=["model"])
@@ -71,8 +79,9 @@ class Collector:
 
     def _safety(self, state: Mapping[str, Any]):
         core, model = self.core, self.model_id
-        missed = core.CounterMetricFamily("defectdet_missed_rejects", "NG parts whose reject the PLC never got",
-                                          labels=["model", "reason"])
+        missed = core.CounterMetricFamily(
+            "defectdet_missed_rejects", "NG parts whose reject the PLC never got", labels=["model", "reason"]
+        )
         for reason in REASONS:
             missed.add_metric([model, reason], state["missed_by_reason"][reason])
         yield missed
@@ -81,7 +90,9 @@ class Collector:
             gauge = core.GaugeMetricFamily(f"defectdet_{name}", help_, labels=["model"])
             gauge.add_metric([model], float(bool(state[key])))
             yield gauge
-        plc = core.GaugeMetricFamily("defectdet_plc_up", "1 while the output is connected to the PLC", labels=["model", "link"])
+        plc = core.GaugeMetricFamily(
+            "defectdet_plc_up", "1 while the output is connected to the PLC", labels=["model", "link"]
+        )
         for link, up in sorted(state["plc_links"].items()):
             plc.add_metric([model, link], float(up))
         yield plc
@@ -101,8 +112,11 @@ class MetricsEndpoint(BaseSink):
         self.counters, self.status = LineCounters(), status  # status: the loop's summary (health)
         self.safety = LineSafety()  # the loop hands its own
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(self.counters, model_id, lambda: self.status() if self.status else {},
-                                         lambda: self.safety))
+        self.registry.register(
+            Collector(
+                self.counters, model_id, lambda: self.status() if self.status else {}, lambda: self.safety
+            )
+        )
         self._generate = generate_latest
         self.scrapes = 0
         self.server = HttpServer("metrics", host, port, {"/metrics": self._metrics}, token)

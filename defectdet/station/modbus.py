@@ -63,8 +63,16 @@ def register_block(counts: dict[str, Any], heartbeat: int, last_class_id: int,
     last = {"OK": 1, "NG": 2}.get(counts["last"].get("result", ""), 0)
     s = safety or {}
     status = READY * bool(s.get("ready")) | ALARM * bool(s.get("alarm")) | HALTED * bool(s.get("halted"))
-    return [*_u32(counts["frames"]), *_u32(counts["ok"]), *_u32(counts["ng"]), heartbeat & 0xFFFF, last, last_class_id,
-            status, *_u32(s.get("missed_rejects", 0))]
+    return [
+        *_u32(counts["frames"]),
+        *_u32(counts["ok"]),
+        *_u32(counts["ng"]),
+        heartbeat & 0xFFFF,
+        last,
+        last_class_id,
+        status,
+        *_u32(s.get("missed_rejects", 0)),
+    ]
 
 
 class ModbusOutput(BaseSink):
@@ -114,8 +122,13 @@ class ModbusOutput(BaseSink):
         if result.trigger:
             from .sinks import utc_iso
 
-            item = (time.monotonic(), int(result.part), int(result.frame.index), utc_iso(result.frame.timestamp),
-                    str(result.run_id))
+            item = (
+                time.monotonic(),
+                int(result.part),
+                int(result.frame.index),
+                utc_iso(result.frame.timestamp),
+                str(result.run_id),
+            )
             try:
                 self._q.put_nowait(item)
             except queue.Full:
@@ -169,10 +182,17 @@ class ModbusOutput(BaseSink):
 
     def _lost(self, e: BaseException) -> None:
         if self.connected or not self.reconnects:
-            LOG.error("modbus: PLC at %s unreachable (%s: %s); retrying with backoff up to %.0f s (%.1f s while reject "
-                      "pulses wait); a reject that cannot be sent in %.0f ms is a missed reject: alarm raised, run "
-                      "degraded", self.where, e.__class__.__name__, e, self.backoff_max_s, self.backoff_s,
-                      self.max_delay_s * 1e3)
+            LOG.error(
+                "modbus: PLC at %s unreachable (%s: %s); retrying with backoff up to %.0f s (%.1f s while reject "
+                "pulses wait); a reject that cannot be sent in %.0f ms is a missed reject: alarm raised, run "
+                "degraded",
+                self.where,
+                e.__class__.__name__,
+                e,
+                self.backoff_max_s,
+                self.backoff_s,
+                self.max_delay_s * 1e3,
+            )
         self.connected = False
         self.safety.link("modbus", False)
         self.reconnects += 1
@@ -261,7 +281,9 @@ class ModbusOutput(BaseSink):
                     self.pulses += 1
         except Exception:
             if not delivered:
-                self._held = item  # the connection broke before the reject went out: retried (or missed) later
+                self._held = (
+                    item  # the connection broke before the reject went out: retried (or missed) later
+                )
             raise
 
     def _drop_late(self, everything: bool = False) -> None:

@@ -70,7 +70,11 @@ NODES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("MissedRejects", "UInt64", lambda s: int(s["missed_rejects"])),
     ("Alarm", "Boolean", lambda s: bool(s["alarm"])),
     ("InspectionHalted", "Boolean", lambda s: bool(s["halted"])),
-    ("PlcLink", "String", lambda s: ",".join(f"{k}:{'up' if v else 'down'}" for k, v in sorted(s["plc_links"].items()))),
+    (
+        "PlcLink",
+        "String",
+        lambda s: ",".join(f"{k}:{'up' if v else 'down'}" for k, v in sorted(s["plc_links"].items())),
+    ),
     ("RunId", "String", lambda s: s["run_id"]),
 )
 
@@ -142,8 +146,11 @@ class OpcUaServer(BaseSink):
         station = await server.nodes.objects.add_object(node_id(idx), ua.QualifiedName("Station", idx))
         state = self._state()
         for name, kind, value in NODES:  # browse names in our namespace, as before the string ids
-            self._nodes[name] = await station.add_variable(node_id(idx, name), ua.QualifiedName(name, idx),
-                                                           ua.Variant(value(state), getattr(ua.VariantType, kind)))
+            self._nodes[name] = await station.add_variable(
+                node_id(idx, name),
+                ua.QualifiedName(name, idx),
+                ua.Variant(value(state), getattr(ua.VariantType, kind)),
+            )
         try:
             await server.start()
         except OSError as e:
@@ -152,7 +159,11 @@ class OpcUaServer(BaseSink):
         self.service.spawn(self._refresh())
 
     def _state(self) -> dict[str, Any]:
-        s = {**self.counters.read(), **health(self.status), **self.safety.state()}  # no dict | dict: Python 3.8
+        s = {
+            **self.counters.read(),
+            **health(self.status),
+            **self.safety.state(),
+        }  # no dict | dict: Python 3.8
         healthy = self._last_emit > 0 and time.monotonic() - self._last_emit < max(5.0, 4 * self.update_s)
         return {**s, "model": str(self.info.get("model", "")), "source": str(self.info.get("source", "")),
                 "heartbeat": self.heartbeat, "healthy": healthy, "run_id": self.run_id}

@@ -34,7 +34,9 @@ class SinkContext:
     stop: Optional[Callable[[str], None]] = None  # asks the loop to end, with a reason (a window's q key)
     status: Optional[Callable[[], Mapping[str, Any]]] = None  # the loop's summary so far (health for servers)
     info: Mapping[str, Any] = field(default_factory=dict)  # what is in force: model id, thresholds, source
-    safety: Any = None  # the run's LineSafety (missed rejects, alarm, ready); the loop also hands it to every sink
+    safety: Any = (
+        None  # the run's LineSafety (missed rejects, alarm, ready); the loop also hands it to every sink
+    )
 
 
 class Section(dict):
@@ -212,10 +214,16 @@ def section(cfg: Mapping[str, Any], key: str) -> Section:
     return Section(key, node)
 
 
-def build_sinks(cfg: Mapping[str, Any], out: str | Path, live: bool = True,
-                stop: Optional[Callable[[str], None]] = None, entries: tuple[SinkEntry, ...] = SINKS,
-                status: Optional[Callable[[], Mapping[str, Any]]] = None, info: Optional[Mapping[str, Any]] = None,
-                safety: Any = None) -> list[Sink]:
+def build_sinks(
+    cfg: Mapping[str, Any],
+    out: str | Path,
+    live: bool = True,
+    stop: Optional[Callable[[str], None]] = None,
+    entries: tuple[SinkEntry, ...] = SINKS,
+    status: Optional[Callable[[], Mapping[str, Any]]] = None,
+    info: Optional[Mapping[str, Any]] = None,
+    safety: Any = None,
+) -> list[Sink]:
     """The sinks a merged config enables, in emit order. Nothing here touches the output folder yet.
 
     ``live``: a camera/stream, where e.g. a snapshot writer that falls behind drops snapshots

@@ -52,7 +52,9 @@ def parse_zone(text: Optional[str]) -> Optional[tzinfo]:
             return importlib.import_module("zoneinfo").ZoneInfo(text)
         except (ImportError, ValueError, KeyError, OSError):
             pass
-    raise ConfigError(f"--tz={text!r}: expected local, UTC, an IANA zone such as Europe/Berlin, or an offset such as +02:00")
+    raise ConfigError(
+        f"--tz={text!r}: expected local, UTC, an IANA zone such as Europe/Berlin, or an offset such as +02:00"
+    )
 
 
 def local(t: datetime, zone: Optional[tzinfo]) -> datetime:
@@ -73,7 +75,9 @@ def parse_time(key: str, text: Optional[str], zone: Optional[tzinfo] = timezone.
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"{key}={text!r}: expected an ISO 8601 time, e.g. 2024-05-01T06:00 or 2024-05-01T08:00+02:00") from None
+        raise ConfigError(
+            f"{key}={text!r}: expected an ISO 8601 time, e.g. 2024-05-01T06:00 or 2024-05-01T08:00+02:00"
+        ) from None
     if t.tzinfo:
         return t
     return t.replace(tzinfo=zone) if zone is not None else t.astimezone()
@@ -110,7 +114,11 @@ def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) 
         raise ConfigError(f"--events {folder}: no events.jsonl or tally.jsonl found under it")
     events, missed, torn = [], [], []
     for run in logs:
-        records = [r for r in read_events(run / "events.jsonl", records=True, torn=torn) if isinstance(r, dict) and "ts" in r]
+        records = [
+            r
+            for r in read_events(run / "events.jsonl", records=True, torn=torn)
+            if isinstance(r, dict) and "ts" in r
+        ]
         _run_ids(run, records)
         for r in records:
             if not _in(_t(r["ts"]), since, until):
@@ -128,8 +136,15 @@ def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) 
                     t["run"] = f"{p.parent.name}#1 (no run id)"
                 tally.append(t)
                 cut = cut or (since is not None and start < since) or (until is not None and end > until)
-    return {"events": events, "missed": missed, "tally": tally, "tally_files": len(tallies), "tally_cut": cut, "torn": torn,
-            "folders": len({*logs, *(p.parent for p in tallies)})}
+    return {
+        "events": events,
+        "missed": missed,
+        "tally": tally,
+        "tally_files": len(tallies),
+        "tally_cut": cut,
+        "torn": torn,
+        "folders": len({*logs, *(p.parent for p in tallies)}),
+    }
 
 
 def parts_of(events: list[tuple[Path, dict[str, Any]]]) -> dict[Part, list[tuple[Path, dict[str, Any]]]]:
@@ -166,7 +181,15 @@ def summarise(data: dict[str, Any], zone: Optional[tzinfo] = None) -> dict[str, 
     events, tally, missed = data["events"], data["tally"], data["missed"]
     parts = parts_of(events)
     first = {key: min(e["ts"] for _, e in frames) for key, frames in parts.items()}
-    blank = {"frames": 0, "ok": 0, "parts": 0, "parts_known": True, "rejected": 0, "missed": 0, "ng_frames": 0}
+    blank = {
+        "frames": 0,
+        "ok": 0,
+        "parts": 0,
+        "parts_known": True,
+        "rejected": 0,
+        "missed": 0,
+        "ng_frames": 0,
+    }
     hours: dict[str, dict[str, Any]] = collections.defaultdict(lambda: dict(blank))
     runs: dict[str, dict[str, Any]] = collections.defaultdict(lambda: {**blank, "first": "", "last": ""})
     for t in tally:
@@ -236,7 +259,10 @@ def pct(v: Optional[float], unknown: str = "unknown") -> str:
 
 def yield_notes(s: dict[str, Any]) -> tuple[str, str]:
     """(yield in parts, yield in frames) as text, saying why when unknown."""
-    frames = pct(s["yield"], "unknown (no tally.jsonl)" if not s["tally_files"] else "unknown (no tally line in the window)")
+    frames = pct(
+        s["yield"],
+        "unknown (no tally.jsonl)" if not s["tally_files"] else "unknown (no tally line in the window)",
+    )
     if s["yield_parts"] is not None and s["yield_parts"] >= 0:
         return pct(s["yield_parts"]), frames
     if s["yield_parts"] is not None:  # one part seen as several NG stretches (a flickering verdict)
@@ -254,47 +280,138 @@ def _n(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def tables(s: dict[str, Any], tops: list[dict[str, Any]], zone: Optional[tzinfo]) -> list[tuple[str, list[str], list[list[str]]]]:
+def tables(
+    s: dict[str, Any], tops: list[dict[str, Any]], zone: Optional[tzinfo]
+) -> list[tuple[str, list[str], list[list[str]]]]:
     """The report's tables: (title, header, rows), shared by the Markdown and the HTML."""
     y_parts, y_frames = yield_notes(s)
-    out = [("", ["rejected parts", "missed rejects", "parts inspected", "yield (parts)", "frames", "NG frames",
-                 "yield (frames)"], [[str(s["rejected"]), str(s["missed"]), _n(s["parts"]), y_parts, _n(s["frames"]),
-                                      str(s["ng_frames"]), y_frames]]),
-           ("NG parts per class", ["class", "NG parts"], [[c, str(n)] for c, n in s["per_class"].items()])]
-    hours = [[h, _n(r["frames"] or None), str(r["parts"]) if r["parts_known"] and r["frames"] else "-", str(r["rejected"]),
-              str(r["missed"]), str(r["ng_frames"]), pct(_rate(r["ok"], r["frames"]), "-")] for h, r in s["hours"].items()]
-    out.append((f"Per hour ({zone_name(zone)})", ["hour", "frames", "parts", "rejected parts", "missed rejects",
-                                                  "NG frames", "yield (frames)"], hours))
-    runs = [[run, when(r["first"], zone), when(r["last"], zone), _n(r["frames"] or None), str(r["rejected"]), str(r["missed"]),
-             str(r["ng_frames"])] for run, r in s["runs"].items()]
-    out.append(("Runs", ["run", "from", "to", "frames", "rejected parts", "missed rejects", "NG frames"], runs))
+    out = [
+        (
+            "",
+            [
+                "rejected parts",
+                "missed rejects",
+                "parts inspected",
+                "yield (parts)",
+                "frames",
+                "NG frames",
+                "yield (frames)",
+            ],
+            [
+                [
+                    str(s["rejected"]),
+                    str(s["missed"]),
+                    _n(s["parts"]),
+                    y_parts,
+                    _n(s["frames"]),
+                    str(s["ng_frames"]),
+                    y_frames,
+                ]
+            ],
+        ),
+        ("NG parts per class", ["class", "NG parts"], [[c, str(n)] for c, n in s["per_class"].items()]),
+    ]
+    hours = [
+        [
+            h,
+            _n(r["frames"] or None),
+            str(r["parts"]) if r["parts_known"] and r["frames"] else "-",
+            str(r["rejected"]),
+            str(r["missed"]),
+            str(r["ng_frames"]),
+            pct(_rate(r["ok"], r["frames"]), "-"),
+        ]
+        for h, r in s["hours"].items()
+    ]
+    out.append(
+        (
+            f"Per hour ({zone_name(zone)})",
+            ["hour", "frames", "parts", "rejected parts", "missed rejects", "NG frames", "yield (frames)"],
+            hours,
+        )
+    )
+    runs = [
+        [
+            run,
+            when(r["first"], zone),
+            when(r["last"], zone),
+            _n(r["frames"] or None),
+            str(r["rejected"]),
+            str(r["missed"]),
+            str(r["ng_frames"]),
+        ]
+        for run, r in s["runs"].items()
+    ]
+    out.append(
+        ("Runs", ["run", "from", "to", "frames", "rejected parts", "missed rejects", "NG frames"], runs)
+    )
     if s["missed_records"]:
-        out.append(("Missed rejects (NG parts that may be in the OK bin)", ["time", "run", "part", "frame", "reason", "output"],
-                    [[when(m["ts"], zone), m["run"], str(m.get("part", "")), str(m.get("frame", "")),
-                      str(m.get("reason", "")), str(m.get("output", ""))] for m in s["missed_records"]]))
-    out.append(("Top NG parts (one snapshot per part)", ["time", "run", "part", "NG frames", "classes", "top confidence",
-                                                          "snapshot"],
-                [[when(r["event"]["ts"], zone), r["run"], str(r["event"].get("part", "-")), str(r["frames"]),
-                  ", ".join(r["classes"]), f"{r['confidence']:.3f}", r["path"] or "(not kept)"] for r in tops]))
+        out.append(
+            (
+                "Missed rejects (NG parts that may be in the OK bin)",
+                ["time", "run", "part", "frame", "reason", "output"],
+                [
+                    [
+                        when(m["ts"], zone),
+                        m["run"],
+                        str(m.get("part", "")),
+                        str(m.get("frame", "")),
+                        str(m.get("reason", "")),
+                        str(m.get("output", "")),
+                    ]
+                    for m in s["missed_records"]
+                ],
+            )
+        )
+    out.append(
+        (
+            "Top NG parts (one snapshot per part)",
+            ["time", "run", "part", "NG frames", "classes", "top confidence", "snapshot"],
+            [
+                [
+                    when(r["event"]["ts"], zone),
+                    r["run"],
+                    str(r["event"].get("part", "-")),
+                    str(r["frames"]),
+                    ", ".join(r["classes"]),
+                    f"{r['confidence']:.3f}",
+                    r["path"] or "(not kept)",
+                ]
+                for r in tops
+            ],
+        )
+    )
     return out
 
 
 def headline(s: dict[str, Any], window: str, zone: Optional[tzinfo]) -> list[str]:
     """The lines above the tables."""
-    lines = [f"Window: {window}. Times in {zone_name(zone)}. {len(s['runs'])} run(s) in {s['folders']} folder(s)."]
+    lines = [
+        f"Window: {window}. Times in {zone_name(zone)}. {len(s['runs'])} run(s) in {s['folders']} folder(s)."
+    ]
     if s["missed"]:
-        lines.append(f"MISSED REJECTS: {s['missed']} NG part(s) whose reject the PLC never got: they may be in the OK bin "
-                     "(listed below).")
+        lines.append(
+            f"MISSED REJECTS: {s['missed']} NG part(s) whose reject the PLC never got: they may be in the OK bin "
+            "(listed below)."
+        )
     else:
-        lines.append("Missed rejects: 0 (every rejected part's reject reached the PLC, as far as the event log says).")
+        lines.append(
+            "Missed rejects: 0 (every rejected part's reject reached the PLC, as far as the event log says)."
+        )
     if s.get("torn"):
-        lines.append(f"{len(s['torn'])} torn event line(s) skipped (a run killed mid-write): {', '.join(s['torn'][:3])}")
+        lines.append(
+            f"{len(s['torn'])} torn event line(s) skipped (a run killed mid-write): {', '.join(s['torn'][:3])}"
+        )
     if s["tally_cut"]:
-        lines.append("Frames, parts and yield count whole tally intervals that overlap the window (tally.every_s).")
+        lines.append(
+            "Frames, parts and yield count whole tally intervals that overlap the window (tally.every_s)."
+        )
     return lines
 
 
-def markdown(s: dict[str, Any], window: str, tops: list[dict[str, Any]], charts_: bool, zone: Optional[tzinfo]) -> str:
+def markdown(
+    s: dict[str, Any], window: str, tops: list[dict[str, Any]], charts_: bool, zone: Optional[tzinfo]
+) -> str:
     lines = [f"# Shift report: {window}", ""]
     for line in headline(s, window, zone):
         lines += [f"**{line}**" if line.startswith("MISSED") else line, ""]
@@ -302,10 +419,22 @@ def markdown(s: dict[str, Any], window: str, tops: list[dict[str, Any]], charts_
         if title:
             lines += [f"## {title}", ""]
         if title.startswith("Top") and charts_:
-            lines[-2:-2] = ["![NG parts and yield per hour](per_hour.png)", "", "![NG parts per class](per_class.png)", ""]
+            lines[-2:-2] = [
+                "![NG parts and yield per hour](per_hour.png)",
+                "",
+                "![NG parts per class](per_class.png)",
+                "",
+            ]
         if title.startswith("Top"):
-            rows = [r[:-1] + [f"![{r[2]}]({r[-1]})" if r[-1].startswith("snapshots/") else r[-1]] for r in rows]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows), ""]
+            rows = [
+                r[:-1] + [f"![{r[2]}]({r[-1]})" if r[-1].startswith("snapshots/") else r[-1]] for r in rows
+            ]
+        lines += [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -329,7 +458,12 @@ def charts(s: dict[str, Any], out: Path, zone: Optional[tzinfo]) -> None:
     ax.set_title(f"NG parts and yield per hour ({zone_name(zone)})")
     if s["frames"]:
         ax2 = ax.twinx()
-        ax2.plot(x, [100 * r["ok"] / r["frames"] if r["frames"] else float("nan") for r in rows], color="#2b7bba", marker="o")
+        ax2.plot(
+            x,
+            [100 * r["ok"] / r["frames"] if r["frames"] else float("nan") for r in rows],
+            color="#2b7bba",
+            marker="o",
+        )
         ax2.set_ylabel("yield (frames) %")
     fig.tight_layout()
     fig.savefig(out / "per_hour.png", dpi=100)
@@ -351,10 +485,15 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--events", required=True, help="a run folder of defectdet inspect (or a folder of runs)")
     ap.add_argument("--since", help="start of the shift, ISO 8601 (in --tz unless an offset is given)")
     ap.add_argument("--until", help="end of the shift (exclusive)")
-    ap.add_argument("--tz", help="zone of the hours and of naive --since/--until: local (default: this machine's), UTC, "
-                                 "an IANA name (Europe/Berlin) or an offset (+02:00)")
+    ap.add_argument(
+        "--tz",
+        help="zone of the hours and of naive --since/--until: local (default: this machine's), UTC, "
+        "an IANA name (Europe/Berlin) or an offset (+02:00)",
+    )
     ap.add_argument("--out", default="report", help="output folder (default report/)")
-    ap.add_argument("--top", type=int, default=8, help="NG parts shown with a snapshot (most confident first)")
+    ap.add_argument(
+        "--top", type=int, default=8, help="NG parts shown with a snapshot (most confident first)"
+    )
     ap.add_argument("--no-charts", action="store_true", help="no charts (no matplotlib needed)")
     a = ap.parse_args(argv)
     zone = parse_zone(a.tz)
@@ -368,8 +507,13 @@ def cli(argv: list[str]) -> int:
     window = f"{when(since.isoformat(), zone) if since else 'start'} to {when(until.isoformat(), zone) if until else 'end'}"
     tops = top_snapshots(data, out, a.top)
     atomic_write_text(out / "report.md", markdown(s, window, tops, not a.no_charts, zone))
-    atomic_write_text(out / "report.html", html(f"Shift report: {window}", headline(s, window, zone), tables(s, tops, zone), out))
+    atomic_write_text(
+        out / "report.html",
+        html(f"Shift report: {window}", headline(s, window, zone), tables(s, tops, zone), out),
+    )
     y_parts, y_frames = yield_notes(s)
-    print(f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), {s['missed']} missed reject(s), "
-          f"yield {y_parts.split(' (')[0]} in parts, {y_frames.split(' (')[0]} in frames")
+    print(
+        f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), {s['missed']} missed reject(s), "
+        f"yield {y_parts.split(' (')[0]} in parts, {y_frames.split(' (')[0]} in frames"
+    )
     return 0

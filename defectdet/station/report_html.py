@@ -19,7 +19,10 @@ MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 def data_uri(path: Path) -> str:
     """A file as a ``data:`` URI (what keeps the report one file)."""
-    return f"data:{MIME.get(path.suffix.lower(), 'application/octet-stream')};base64," + base64.b64encode(path.read_bytes()).decode()
+    return (
+        f"data:{MIME.get(path.suffix.lower(), 'application/octet-stream')};base64,"
+        + base64.b64encode(path.read_bytes()).decode()
+    )
 
 
 def _table(header: list[str], rows: list[list[str]], out: Path, pictures: bool) -> list[str]:
@@ -36,20 +39,29 @@ def _table(header: list[str], rows: list[list[str]], out: Path, pictures: bool) 
     return lines + ["</table>"]
 
 
-def html(title: str, lines: list[str], tables: list[tuple[str, list[str], list[list[str]]]], out: Path) -> str:
+def html(
+    title: str, lines: list[str], tables: list[tuple[str, list[str], list[list[str]]]], out: Path
+) -> str:
     """``report.html``'s text from the report's headline ``lines`` and ``tables`` ((title, header, rows));
     the charts and snapshots are read from ``out`` and embedded."""
     esc = html_lib.escape
     body = [f"<h1>{esc(title)}</h1>"]
     for line in lines:
-        body.append(f'<p class="alarm">{esc(line)}</p>' if line.startswith("MISSED") else f"<p>{esc(line)}</p>")
+        body.append(
+            f'<p class="alarm">{esc(line)}</p>' if line.startswith("MISSED") else f"<p>{esc(line)}</p>"
+        )
     for name, header, rows in tables:
         if name.startswith("Top"):
-            for chart, alt in (("per_hour.png", "NG parts and yield per hour"), ("per_class.png", "NG parts per class")):
+            for chart, alt in (
+                ("per_hour.png", "NG parts and yield per hour"),
+                ("per_class.png", "NG parts per class"),
+            ):
                 if (out / chart).is_file():
                     body.append(f'<p><img class="chart" alt="{alt}" src="{data_uri(out / chart)}"></p>')
         if name:
             body.append(f"<h2>{esc(name)}</h2>")
         body += _table(header, rows, out, pictures=name.startswith("Top"))
-    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>defectdet shift report</title>\n"
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>defectdet shift report</title>\n'
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

@@ -41,7 +41,11 @@ SAID = {"late": "not sent within max_delay_ms", "queue_full": "the output's queu
 
 def new_run_id(t: Optional[float] = None) -> str:
     """``20240501T060000Z-3f9a1c``: the UTC start time and 24 random bits (sortable by start)."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if t is None else t)) + "-" + secrets.token_hex(3)
+    return (
+        time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if t is None else t))
+        + "-"
+        + secrets.token_hex(3)
+    )
 
 
 def check_policy(value: Any, key: str = "plc.on_failure") -> str:
@@ -94,15 +98,25 @@ class LineSafety:
             self.alarm_reason = self.alarm_reason or f"{output}: reject of NG part {part} missed ({reason})"
             halt = self.on_failure == "stop" and not self.halted
             if halt:
-                self.halted, self.halt_reason = True, f"plc.on_failure=stop: {output} missed a reject ({reason})"
+                self.halted, self.halt_reason = (
+                    True,
+                    f"plc.on_failure=stop: {output} missed a reject ({reason})",
+                )
                 self.halted_at = now
             log = first or now - self._logged_at >= self.log_every_s
             if log:
                 self._logged_at = now
         if log:
-            LOG.error("%s: reject of NG part %d (frame %d) missed: %s; %d missed so far. The part may be in the OK "
-                      "bin: alarm raised%s", output, part, frame, SAID[reason], total,
-                      "; inspection stopped (plc.on_failure=stop), ready dropped" if halt else "")
+            LOG.error(
+                "%s: reject of NG part %d (frame %d) missed: %s; %d missed so far. The part may be in the OK "
+                "bin: alarm raised%s",
+                output,
+                part,
+                frame,
+                SAID[reason],
+                total,
+                "; inspection stopped (plc.on_failure=stop), ready dropped" if halt else "",
+            )
 
     def link(self, name: str, up: bool) -> None:
         """The state of an output's link to the PLC."""

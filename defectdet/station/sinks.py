@@ -148,7 +148,9 @@ class EventLog(BaseSink):
         self._fd: Optional[int] = None
         self._size = 0
         self._lock = threading.RLock()
-        self._waiting: collections.deque[FrameResult] = collections.deque()  # NG frames whose snapshots are pending
+        self._waiting: collections.deque[FrameResult] = (
+            collections.deque()
+        )  # NG frames whose snapshots are pending
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +280,9 @@ def rotated_files(path: str | os.PathLike) -> list[Path]:
     return sorted(found, key=_rotation_number)
 
 
-def read_events(path: str | os.PathLike, records: bool = False, torn: Optional[list[str]] = None) -> Iterator[dict[str, Any]]:
+def read_events(
+    path: str | os.PathLike, records: bool = False, torn: Optional[list[str]] = None
+) -> Iterator[dict[str, Any]]:
     """Every frame event of a log and its rotated files, oldest first (a malformed line raises ValueError;
     with a ``torn`` list, ``file:line`` is appended to it and the line skipped: a run killed mid-write);
     ``records``: also the other lines (``{"type": "missed_reject", ...}``)."""

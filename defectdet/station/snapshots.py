@@ -109,7 +109,10 @@ class Snapshots(BaseSink):
             try:
                 self._save(result, kinds, paths, names=result.snapshots)
             finally:
-                job.finish(result.snapshots, "" if len(result.snapshots) == len(paths) else "not written: write failed")
+                job.finish(
+                    result.snapshots,
+                    "" if len(result.snapshots) == len(paths) else "not written: write failed",
+                )
             return
         if self._thread is None:
             self._queue = queue_module.Queue(self.queue_size)

@@ -70,10 +70,18 @@ class Tally(BaseSink):
         """Write the current interval's line (nothing when it is empty)."""
         if self._start is None or not (self._counts["frames"] or self._counts["missed_rejects"]):
             return
-        rec = {"ts": utc_iso(self._start), "until": utc_iso(self._start + self.every_s), "frames": self._counts["frames"],
-               "ok": self._counts["ok"], "ng": self._counts["ng"], "per_class": dict(self._per_class),
-               "parts": self._counts["parts"] if self._parts_known else None, "parts_ng": self._counts["parts_ng"],
-               "missed_rejects": self._counts["missed_rejects"], **self._meta}
+        rec = {
+            "ts": utc_iso(self._start),
+            "until": utc_iso(self._start + self.every_s),
+            "frames": self._counts["frames"],
+            "ok": self._counts["ok"],
+            "ng": self._counts["ng"],
+            "per_class": dict(self._per_class),
+            "parts": self._counts["parts"] if self._parts_known else None,
+            "parts_ng": self._counts["parts_ng"],
+            "missed_rejects": self._counts["missed_rejects"],
+            **self._meta,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:  # a failure raises: the counts go into the next line
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
