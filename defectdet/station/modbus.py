@@ -235,7 +235,8 @@ class ModbusOutput(BaseSink):
             return None
 
     def _step(self, next_write: float, final: bool) -> float:
-        """Start queued pulses, end due ones, hold the alarm, write the registers when due; returns the next register time."""
+        """Start queued pulses, end due ones, hold the alarm, write the registers when due;
+        returns the next register time."""
         now = time.monotonic()
         due = min([next_write, *self._off_at.values()])
         item = self._next(max(0.0, min(due - now, 0.05)))
@@ -287,7 +288,8 @@ class ModbusOutput(BaseSink):
             raise
 
     def _drop_late(self, everything: bool = False) -> None:
-        """Pulses waiting longer than max_delay_ms (all of them when the run ends) are missed: the PLC is unreachable."""
+        """Pulses waiting longer than max_delay_ms (all of them when the run ends) are missed:
+        the PLC is unreachable."""
         if self._held is not None and (everything or time.monotonic() - self._held[0] > self.max_delay_s):
             item, self._held = self._held, None
             self._missed(item, "unreachable")

@@ -10,7 +10,8 @@ every ``update_s`` from counters ``emit`` keeps; the loop never waits for a clie
 ``<idx>`` being the namespace index of ``urn:defectdet:station``. ``Ready`` is true only while
 frames are inspected within ``capture.stall_s`` (and inspection is not halted); ``Heartbeat`` goes
 up at a refresh only when frames were inspected since the last one, so it stops when inspection
-stops; ``MissedRejects`` and ``Alarm`` tell of NG parts whose reject the PLC never got. Security: ``security_policy`` (``none`` or e.g. ``Basic256Sha256_SignAndEncrypt``,
+stops; ``MissedRejects`` and ``Alarm`` tell of NG parts whose reject the PLC never got.
+Security: ``security_policy`` (``none`` or e.g. ``Basic256Sha256_SignAndEncrypt``,
 with ``certificate`` and ``private_key`` files). Anonymous access only on loopback: an endpoint on
 any other address needs a signing policy and a certificate, and then accepts certificate
 (X509) user tokens only. asyncua is imported when the server is built.

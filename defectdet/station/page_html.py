@@ -54,7 +54,8 @@ async function tick() {
   const h = s.health, sf = s.safety;
   $("ready").textContent = sf.ready ? "yes" : "NO";
   const alarm = sf.halted ? "INSPECTION STOPPED: " + sf.halt_reason + ". " : "";
-  $("alarm").textContent = sf.alarm ? alarm + sf.missed_rejects + " MISSED REJECT(S): NG parts may be in the OK bin (" +
+  $("alarm").textContent = sf.alarm ? alarm + sf.missed_rejects +
+    " MISSED REJECT(S): NG parts may be in the OK bin (" +
     sf.alarm_reason + ")" : "";
   $("alarm").style.display = sf.alarm ? "block" : "none";
   const links = Object.entries(sf.plc_links).map(([k, v]) => k + " " + (v ? "up" : "DOWN")).join(", ") || "-";

@@ -69,7 +69,8 @@ def zone_name(zone: Optional[tzinfo]) -> str:
 
 
 def parse_time(key: str, text: Optional[str], zone: Optional[tzinfo] = timezone.utc) -> Optional[datetime]:
-    """An ISO 8601 time (naive: in ``zone``; None: this machine's) -> an aware datetime; a bad one is a one-line ConfigError."""
+    """An ISO 8601 time (naive: in ``zone``; None: this machine's) -> an aware datetime;
+    a bad one is a one-line ConfigError."""
     if text is None:
         return None
     try:
@@ -504,7 +505,8 @@ def cli(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not a.no_charts:
         charts(s, out, zone)
-    window = f"{when(since.isoformat(), zone) if since else 'start'} to {when(until.isoformat(), zone) if until else 'end'}"
+    start = when(since.isoformat(), zone) if since else "start"
+    window = f"{start} to {when(until.isoformat(), zone) if until else 'end'}"
     tops = top_snapshots(data, out, a.top)
     atomic_write_text(out / "report.md", markdown(s, window, tops, not a.no_charts, zone))
     atomic_write_text(
@@ -513,7 +515,8 @@ def cli(argv: list[str]) -> int:
     )
     y_parts, y_frames = yield_notes(s)
     print(
-        f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), {s['missed']} missed reject(s), "
+        f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), "
+        f"{s['missed']} missed reject(s), "
         f"yield {y_parts.split(' (')[0]} in parts, {y_frames.split(' (')[0]} in frames"
     )
     return 0

@@ -10,7 +10,8 @@ metrics endpoint. The loop calls, in this order and from one thread:
 * ``close()`` once, when the run ends (flush, disconnect, release);
 
 and, for a sink with a ``missed_reject(record)`` method, hands it every reject an output could not
-deliver (:mod:`.safety`: the event log records it, MQTT/webhook/stdout send an alarm); it reads ``stats()`` whenever it reports (``summary.json``, status): a fresh ``dict`` of the
+deliver (:mod:`.safety`: the event log records it, MQTT/webhook/stdout send an alarm);
+it reads ``stats()`` whenever it reports (``summary.json``, status): a fresh ``dict`` of the
 sink's own counters as plain JSON values. ``stats()`` may be called from another thread while
 ``emit`` runs, so it only reads counters and never blocks. ``name`` keys the sink in the summary's
 ``sinks`` block; ``summary_keys`` maps top-level ``summary.json`` keys the sink fills to its stats

@@ -130,7 +130,8 @@ class EventLog(BaseSink):
     The file exists from :meth:`open` on (created empty when new). An NG frame whose snapshots are
     being written (:class:`SnapshotJob`) is written once they are on disk (or known lost), by the
     next :meth:`emit` (the loop's thread: one frame later on a live line), in frame order;
-    :meth:`close` writes what is left. Each missed reject (:meth:`missed_reject`) is a line too: ``{"type": "missed_reject", ...}``
+    :meth:`close` writes what is left. Each missed reject (:meth:`missed_reject`) is a line too:
+    ``{"type": "missed_reject", ...}``
     (:func:`read_events` yields frame events only unless asked for records).
 
     ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
