@@ -128,7 +128,8 @@ def test_an_unwritable_out_exits_3_saying_why_on_stderr(model, tmp_path, capsys)
     assert rc == 3 and summary["frames"] == 12 and summary["degraded"] is True
     line = next(x for x in captured.err.splitlines() if x.startswith("defectdet inspect: run degraded: "))
     assert f"events: {summary['ng']} of {summary['ng']} NG event(s) not written" in line and summary["ng"] > 0
-    # the last NG events wait for their snapshots (an event names only files on disk): written, and failing, at close
+    # the last NG events wait for their snapshots (an event names only files on disk): written, and
+    # failing, at close
     assert any(f"events: {what} failed: NotADirectoryError" in line for what in ("emit", "close"))
     assert "summary.json not written" in line
     assert summary["degraded_reasons"][-1].startswith("summary.json not written: NotADirectoryError")

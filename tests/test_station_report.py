@@ -134,7 +134,8 @@ def test_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
 
 
 class ThreeNgFramesPerPart:
-    """A detector seeing each defective part on three frames in a row, then an OK frame: NG frames = 3 x NG parts."""
+    """A detector seeing each defective part on three frames in a row, then an OK frame: NG frames = 3 x
+    NG parts."""
 
     def __init__(self):
         self.calls = 0

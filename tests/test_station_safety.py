@@ -54,7 +54,8 @@ def modbus(port, **kw):
 
 
 def after_first_frame(loop, delay, fn):
-    """A thread calling ``fn`` ``delay`` s after the loop inspected its first frame (the servers take a while to start)."""
+    """A thread calling ``fn`` ``delay`` s after the loop inspected its first frame (the servers take a
+    while to start)."""
 
     def wait():
         deadline = time.monotonic() + 30
@@ -237,7 +238,8 @@ def test_modbus_heartbeat_stops_when_no_frame_is_inspected():
 
 
 def test_a_full_queue_and_a_late_pulse_are_the_same_failure(tmp_path):
-    """Both paths agree: a pulse dropped from a full queue and one that found no PLC are missed rejects alike."""
+    """Both paths agree: a pulse dropped from a full queue and one that found no PLC are missed rejects
+    alike."""
     out = modbus(free_port(), queue_size=1)  # nobody listens there
     loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=30&seed=1"), Decider(NAMES),
                           [EventLog(tmp_path / "events.jsonl", fsync=False), out], status_every=0)

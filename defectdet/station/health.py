@@ -52,7 +52,8 @@ def degraded_reasons(summary: Mapping[str, Any]) -> list[str]:
             if n
         )
         reasons.append(
-            f"rejects: {missed} NG part(s) not rejected ({why}): they may be in the OK bin; the alarm was raised"
+            f"rejects: {missed} NG part(s) not rejected ({why}): "
+            "they may be in the OK bin; the alarm was raised"
         )
     if summary.get("inspection_halted"):
         reasons.append(f"inspection halted: {summary['inspection_halted']}; "

@@ -299,7 +299,8 @@ class InspectionLoop:
         return True
 
     def raise_alarms(self) -> None:
-        """Hand each new missed-reject record to every sink that takes them (event log, tally, alarm messages)."""
+        """Hand each new missed-reject record to every sink that takes them (event log, tally, alarm
+        messages)."""
         records = self.safety.records_since(self._alarms_sent)
         self._alarms_sent += len(records)
         for record in records:

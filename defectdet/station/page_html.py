@@ -59,7 +59,8 @@ async function tick() {
     sf.alarm_reason + ")" : "";
   $("alarm").style.display = sf.alarm ? "block" : "none";
   const links = Object.entries(sf.plc_links).map(([k, v]) => k + " " + (v ? "up" : "DOWN")).join(", ") || "-";
-  rows($("health"), [["ready", sf.ready ? "yes" : "no"], ["missed rejects", sf.missed_rejects], ["PLC link", links],
+  rows($("health"), [["ready", sf.ready ? "yes" : "no"], ["missed rejects", sf.missed_rejects],
+    ["PLC link", links],
     ["frames/s", fmt(s.fps)], ["latency p50 / p99 ms", fmt(s.latency_p50_ms) + " / " + fmt(s.latency_p99_ms)],
     ["dropped frames", h.dropped], ["reconnects", h.reconnects], ["sink errors", h.sink_errors],
     ["detector errors", h.detector_errors], ["stream clients", h.stream_clients]]);

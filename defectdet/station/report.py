@@ -1,4 +1,4 @@
-"""``defectdet report --events runs/inspect/line1 [--since T] [--until T] [--tz ZONE] --out report/``: a shift report.
+"""``defectdet report --events RUNS [--since T] [--until T] [--tz ZONE] --out report/``: a shift report.
 
 Reads every ``events.jsonl`` (with its rotated ``events.NNNNNN.jsonl``) and ``tally.jsonl`` under
 ``--events`` (one run folder, or a folder of runs), keeps what falls in ``[since, until)``, and
@@ -36,7 +36,8 @@ Part = Tuple[str, Any]  # (run id, part number)
 
 
 def parse_zone(text: Optional[str]) -> Optional[tzinfo]:
-    """``--tz``: None (this machine's zone), ``UTC``, an IANA name (``Europe/Berlin``) or an offset (``+02:00``)."""
+    """``--tz``: None (this machine's zone), ``UTC``, an IANA name (``Europe/Berlin``) or an offset
+    (``+02:00``)."""
     if text is None or text == "local":
         return None
     if text.upper() in ("UTC", "Z"):
@@ -93,7 +94,8 @@ def _in(t: datetime, since: Optional[datetime], until: Optional[datetime]) -> bo
 
 
 def _run_ids(folder: Path, records: list[dict[str, Any]]) -> None:
-    """Give records without a run id (logs from before run ids) one per stretch where frame numbers only grow."""
+    """Give records without a run id (logs from before run ids) one per stretch where frame numbers only
+    grow."""
     k, last = 1, -1
     for r in records:
         if r.get("run"):
@@ -106,7 +108,8 @@ def _run_ids(folder: Path, records: list[dict[str, Any]]) -> None:
 
 
 def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) -> dict[str, Any]:
-    """Events, missed-reject records and tally intervals under ``folder`` in the window, each with its run folder."""
+    """Events, missed-reject records and tally intervals under ``folder`` in the window, each with its
+    run folder."""
     if not folder.is_dir():
         raise ConfigError(f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of runs)")
     logs = sorted({p.parent for p in folder.rglob("events*.jsonl")})
@@ -392,8 +395,8 @@ def headline(s: dict[str, Any], window: str, zone: Optional[tzinfo]) -> list[str
     ]
     if s["missed"]:
         lines.append(
-            f"MISSED REJECTS: {s['missed']} NG part(s) whose reject the PLC never got: they may be in the OK bin "
-            "(listed below)."
+            f"MISSED REJECTS: {s['missed']} NG part(s) whose reject the PLC never got: "
+            "they may be in the OK bin (listed below)."
         )
     else:
         lines.append(

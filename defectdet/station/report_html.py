@@ -8,11 +8,13 @@ import base64
 import html as html_lib
 from pathlib import Path
 
-STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d232a;padding:0 1em}
+STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#1d232a;
+padding:0 1em}
 h1{font-size:22px}h2{font-size:16px;margin-top:1.6em;border-bottom:1px solid #ccd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.4em 0}
 td,th{border:1px solid #ccd;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#eef1f5}.alarm{background:#b71c1c;color:#fff;font-weight:bold;padding:.6em 1em;border-radius:4px}
+th{background:#eef1f5}
+.alarm{background:#b71c1c;color:#fff;font-weight:bold;padding:.6em 1em;border-radius:4px}
 img.snap{max-width:320px;display:block}img.chart{max-width:100%}"""
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}

@@ -84,7 +84,8 @@ class LineSafety:
 
     def reject_missed(self, reason: str, output: str, part: int = 0, frame: int = -1, ts: str = "",
                       run: str = "") -> None:
-        """One NG part's reject was not delivered by ``output`` (``reason``: late, queue_full, unreachable)."""
+        """One NG part's reject was not delivered by ``output`` (``reason``: late, queue_full,
+        unreachable)."""
         if reason not in REASONS:
             raise ValueError(f"reason={reason!r}: expected one of {', '.join(REASONS)}")
         now = time.monotonic()

@@ -98,7 +98,8 @@ class Snapshots(BaseSink):
         if not result.decision.ng:
             return
         run = f"_{result.run_id}" if result.run_id else ""
-        stem = f"{utc_iso(result.frame.timestamp).replace(':', '').replace('-', '')}{run}_f{result.frame.index:08d}"
+        when = utc_iso(result.frame.timestamp).replace(":", "").replace("-", "")
+        stem = f"{when}{run}_f{result.frame.index:08d}"
         kinds = (["annotated"] if self.annotated else []) + (["raw"] if self.raw else [])  # name order = age
         paths = [self.folder / f"{stem}_{kind}{self.formats[kind]}" for kind in kinds]
         job = result.snapshot_job = SnapshotJob([p.name for p in paths])

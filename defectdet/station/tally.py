@@ -57,7 +57,8 @@ class Tally(BaseSink):
         self._meta = {"run": result.run_id, "source": result.source, "model": result.model_id}
 
     def missed_reject(self, record: dict) -> None:
-        """Counted in the current interval (written with the next line; at the run's end, a line of its own)."""
+        """Counted in the current interval (written with the next line; at the run's end, a line of its
+        own)."""
         self._counts["missed_rejects"] += 1
         if self._start is None:
             import time
