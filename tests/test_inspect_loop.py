@@ -461,7 +461,7 @@ def test_two_slot_detector_overlaps_frames_and_keeps_order_and_events(tmp_path):
     assert det.decoded == list(range(n)) and det.most == 2
     overlapped = [i for i in range(n - 1) if det.log.index(("submit", i + 1)) < det.log.index(("collect", i))]
     assert len(overlapped) > n // 2  # the pre stage keeps up with this fake, so most frames overlap
-    strip = ("ts", "latency_ms")  # when it happened and how long it took; the rest must match
+    strip = ("ts", "latency_ms", "run")  # when it happened, how long it took, which run; the rest must match
     events = [{k: v for k, v in e.items() if k not in strip} for e in read_events(tmp_path / "events.jsonl")]
     reference = [{k: v for k, v in e.items() if k not in strip} for e in read_events(tmp_path / "seq" / "events.jsonl")]
     assert events == reference and [e["frame"] for e in events] == [i for i in range(n) if is_defective(i)]

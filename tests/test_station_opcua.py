@@ -37,6 +37,18 @@ def read_nodes(endpoint: str, names) -> dict:
     return asyncio.run(go())
 
 
+def read_by_string_id(endpoint: str, names) -> dict:
+    """Nodes read by their string node ids, ``ns=<idx>;s=Station.<name>``, as SCADA tags are configured."""
+    from asyncua import Client
+
+    async def go():
+        async with Client(endpoint, timeout=5) as c:
+            ns = await c.get_namespace_index("urn:defectdet:station")
+            return {name: await c.get_node(f"ns={ns};s=Station.{name}").read_value() for name in names}
+
+    return asyncio.run(go())
+
+
 def server(**kw):
     from defectdet.station.opcua import OpcUaServer
 
@@ -54,13 +66,22 @@ def test_nodes_equal_the_counters():
             ua.emit(make_result(i, ng=ng, trigger=ng))
         time.sleep(0.5)
         got = read_nodes(ua.endpoint, [n for n, _, _ in NODES])
+        time.sleep(0.4)  # four more refreshes without a frame inspected
+        later = read_by_string_id(ua.endpoint, ["Heartbeat", "Frames", "Ready"])
     finally:
         ua.close()
+    assert later == {
+        "Heartbeat": got["Heartbeat"],
+        "Frames": 7,
+        "Ready": False,
+    }  # no frame, no beat; no loop: not ready
     assert (got["Frames"], got["OK"], got["NG"], got["NGParts"]) == (7, 4, 3, 3)
     assert got["Yield"] == pytest.approx(4 / 7, abs=1e-4) and got["LastResult"] == "OK" and got["LastFrame"] == 6
     assert (got["LastClass"], got["LastNGClass"], got["LastNGFrame"], got["LastNGConfidence"]) == ("", "spot", 4, pytest.approx(0.9))
     assert got["ModelId"] == "m.onnx:abc" and got["Source"] == "synthetic://" and got["Healthy"] is True
-    assert got["Heartbeat"] >= 2 and got["LatencyP50Ms"] == pytest.approx(12.5) and got["SinkErrors"] == 0
+    assert (
+        1 <= got["Heartbeat"] <= 2 and got["LatencyP50Ms"] == pytest.approx(12.5) and got["SinkErrors"] == 0
+    )
 
 
 def test_values_move_while_the_loop_runs_and_clients_cannot_write(tmp_path):

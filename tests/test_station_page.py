@@ -227,3 +227,40 @@ def test_review_view_in_a_real_browser(model, tmp_path):
     drawn = [b for b in lines[0]["boxes"] if b["origin"] == "drawn"]
     assert len(drawn) == 1 and drawn[0]["class"] == "glue_blob" and drawn[0]["xyxy"][2] > drawn[0]["xyxy"][0]
     assert summary["sinks"]["review"]["written"] >= 2 and summary["sinks"]["review"]["failed"] == 0
+
+
+def test_shift_report_html_opens_in_a_real_browser_with_its_images(tmp_path):
+    """report.html opened from disk (file://, as from a USB stick): every image decoded, nothing fetched."""
+    import cv2
+    import numpy as np
+    from test_inspect_sinks import make_result
+
+    from defectdet.cli import main
+    from defectdet.station.snapshots import Snapshots
+    from defectdet.station.tally import Tally
+
+    run = tmp_path / "line1"
+    sinks = [Snapshots(run / "snapshots", raw=False, queue=0), EventLog(run / "events.jsonl", fsync=False),
+             Tally(run / "tally.jsonl")]
+    for i in range(6):
+        r = make_result(
+            i,
+            ng=i % 2 == 0,
+            trigger=i % 2 == 0,
+            image=cv2.resize(np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8), (320, 240)),
+        )
+        r.run_id, r.part = "20240501T060000Z-abcdef", i // 2 + 1
+        for s in sinks:
+            s.emit(r)
+    for s in sinks:
+        s.close()
+    assert main(["report", "--events", str(run), "--out", str(tmp_path / "report")]) == 0
+    driver = chrome()  # skips without chromium
+    try:
+        driver.get((tmp_path / "report" / "report.html").as_uri())
+        js = "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
+        loaded = driver.execute_script(js)
+        assert len(loaded) == 3 + 2 and all(loaded)  # three parts' snapshots, two charts
+        assert "rejected parts" in driver.find_element("tag name", "body").text
+    finally:
+        driver.quit()

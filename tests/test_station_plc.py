@@ -58,9 +58,19 @@ def test_reject_coil_pulses_once_per_ng_part_and_registers_equal_the_summary(tmp
         assert block[:6] == registers(summary) and block[6] >= 1  # heartbeat went up
         assert block[7] == 2 and block[8] == 1  # the 30th frame was NG; its class: id 0 + 1
         assert not plc.coil(0) and not plc.coil(1)  # every pulse ended
-        assert summary["sinks"]["modbus"] | {"writes": 0} == {"pulses": 10, "missed": 0, "dropped": 0, "writes": 0,
-                                                               "reconnects": 0, "connected": True, "errors": 0,
-                                                               "last_error": None}
+        assert summary["sinks"]["modbus"] | {"writes": 0} == {
+            "pulses": 10,
+            "missed": 0,
+            "dropped": 0,
+            "missed_rejects": 0,
+            "writes": 0,
+            "reconnects": 0,
+            "connected": True,
+            "errors": 0,
+            "last_error": None,
+        }
+        assert plc.read(19, 3) == [0, 0, 0]  # status: the run ended (not ready), no alarm; no missed rejects
+        assert summary["missed_rejects"] == 0 and not summary["alarm"] and not summary["degraded"]
     finally:
         plc.close()
 

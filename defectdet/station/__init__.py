@@ -8,9 +8,11 @@
     sinks.py        FrameResult (what a sink sees), the JSONL event log, video, window
     snapshots.py    NG snapshots under a disk quota
     signals.py      reject/alarm outputs: GPIO, MQTT, webhook, stdout
+    safety.py       LineSafety: missed rejects, the alarm, ready, PLC links; run ids
     loop.py         InspectionLoop: capture -> infer -> decide -> sinks -> status, summary.json
     pipeline.py     PipelinedLoop: the same stages on their own threads (``pipeline: on``)
     inspect_cli.py  ``defectdet inspect``: config -> the objects above
+    report.py       ``defectdet report``: the shift report in parts (report_text.py, report_html.py)
 
 **Must:** like the runtime, nothing here imports torch, ultralytics or ``defectdet.train/losses/export``
 (``tests/test_runtime_notorch.py`` checks it in a fresh interpreter).

@@ -28,6 +28,7 @@ from ..errors import ConfigError, exit_statuses
 from .bundled import resolve_model
 from .health import EXIT_ROWS, exit_status
 from .registry import build_sinks, sink_defaults
+from .safety import LineSafety, check_policy, new_run_id
 from .settings import check_numbers
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -40,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "max_frames": 0, "duration": 0.0, "status_every": 5.0, "pipeline": True,
     "capture": {"queue": 4, "backoff_s": 0.5, "backoff_max_s": 10.0, "give_up_s": 60.0, "stall_s": 5.0},
     "decision": {"roi": None, "roi_units": "fraction", "debounce_k": 1, "debounce_n": 1},
+    "plc": {
+        "on_failure": "alarm"
+    },  # a missed reject: alarm (keep inspecting) | stop (stop inspecting, drop ready)
     **sink_defaults(),
 }
 DEFAULTS["signals"] = {"trigger": "edge", **DEFAULTS["signals"]}  # the loop's edge/frame rule, beside the outputs
@@ -72,7 +76,9 @@ def load_config(config: str | None, overrides: list[str], flags: Mapping[str, An
     if config or path.is_file():
         cfg = merge_config(cfg, load_yaml(path, kind="inspect config"), str(path))
     cfg = merge_config(cfg, parse_overrides(overrides), "command line")
-    return check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
+    cfg = check_numbers(merge_config(cfg, {k: v for k, v in flags.items() if v is not None}, "command line"))
+    check_policy(cfg["plc"]["on_failure"])
+    return cfg
 
 
 def default_out() -> Path:
@@ -149,13 +155,10 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if res.note:
         (LOG.warning if res.backend == "onnxruntime" and cfg["backend"] != "onnxruntime" else LOG.info)("%s", res.note)
     out = Path(cfg["out"]) if cfg["out"] else default_out()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # keep inspecting: decisions and reject signals matter more than the log
-        LOG.error("output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e)
     c, d = cfg["capture"], cfg["decision"]
     source = FrameSource(str(cfg["source"]), queue_size=c["queue"], backoff_s=c["backoff_s"], backoff_max_s=c["backoff_max_s"],
                          give_up_s=c["give_up_s"], stall_s=c["stall_s"])
+    safety = LineSafety(cfg["plc"]["on_failure"], ready_s=c["stall_s"])
     extra = {"threads": int(cfg["threads"])} if cfg["threads"] else {}
     with Detector(res.model, backend=res.backend, conf=cfg["conf"], iou=cfg["iou"],  # it checks their ranges
                   thresholds=cfg["thresholds"], max_det=cfg["max_det"], **extra) as det:
@@ -170,14 +173,31 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
             det.thresholds = detector_floor(decider.thresholds, cfg["review"]["near_band"])
         sinks = build_sinks(cfg, out, live=source.spec.live, stop=lambda reason: loop.request_stop(reason),
-                            status=lambda: loop.summary() if loop is not None else {}, info=info)
+                            status=lambda: loop.summary() if loop is not None else {}, info=info, safety=safety)
+        _make_out(out)  # only now: a refused start (bad key, model, output setting) leaves no empty folder
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
         loop = loop_class(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                           duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
-                          model_id=mid, out_dir=out)
-        LOG.info("inspecting %s with %r -> %s", source.spec.uri, det, out)
+                          model_id=mid, out_dir=out, safety=safety, run_id=new_run_id())
+        LOG.info(
+            "inspecting %s with %r -> %s (run %s, plc.on_failure=%s)",
+            source.spec.uri,
+            det,
+            out,
+            loop.run_id,
+            safety.on_failure,
+        )
         restore = install_signal_handlers(loop)
         try:
             return loop.run()
         finally:
             restore()
+
+
+def _make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # keep inspecting: decisions and reject signals matter more than the log
+        LOG.error(
+            "output folder %s cannot be created (%s); events/snapshots will fail, inspection goes on", out, e
+        )

@@ -33,6 +33,7 @@ from .capture import FrameSource
 from .decisions import Decider
 from .health import assess
 from .result import FrameResult
+from .safety import LineSafety, new_run_id
 from .sink import Guard, Sink
 from .sources import Frame
 
@@ -100,6 +101,8 @@ class InspectionLoop:
         out_dir: Optional[str | os.PathLike] = None,
         log_every_s: float = 30.0,
         max_detector_errors: int = 10,
+        safety: Optional[LineSafety] = None,
+        run_id: Optional[str] = None,
     ):
         """Args:
             detector: frame -> Detections (a :class:`~defectdet.runtime.Detector`).
@@ -116,6 +119,9 @@ class InspectionLoop:
             log_every_s: a failing sink is logged at most this often.
             max_detector_errors: a detector exception skips its frame (logged, counted); this many in a
                 row end the run with the exception.
+            safety: the run's reject ledger, alarm and ready state (:class:`~.safety.LineSafety`), handed
+                to every sink with a ``safety`` attribute; None: a new one (policy alarm).
+            run_id: the run's id in every event, tally line, snapshot name and the summary (None: a new one).
         """
         if signal_on not in ("edge", "frame"):
             raise ValueError(f"signal_on={signal_on!r}: expected 'edge' or 'frame'")
@@ -126,12 +132,23 @@ class InspectionLoop:
         self.model_id, self.out_dir = model_id, Path(out_dir) if out_dir is not None else None
         self.stop_event = threading.Event()
         self.stop_reason = ""
+        self.safety = safety if safety is not None else LineSafety()
+        self.run_id = run_id or new_run_id()
+        for guard in self.guards:
+            self._bind(guard.sink)
+        self.parts_ng = self.uninspected = self._alarms_sent = 0
+        self._last_part_id: Any = None
+        self._halt_logged = False
         self.frames = self.ok = self.ng = self.triggers = self.detector_errors = self._errors_in_row = 0
         self.max_detector_errors, self._error_logged_at = int(max_detector_errors), -float("inf")
         self.latency, self.age = LatencyStats(), LatencyStats()
         self.stages = {name: LatencyStats(window=1) for name in STAGES}  # per-stage ms, whole run
         self._t0 = self._t_last = time.monotonic()
         self._status_at, self._status_frames = self._t0, 0
+
+    def _bind(self, sink: Any) -> None:
+        if hasattr(sink, "safety"):
+            sink.safety = self.safety
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask the loop to end after the current frame (thread- and signal-safe)."""
@@ -150,9 +167,11 @@ class InspectionLoop:
             self._inspect()
         finally:
             self._end_stages()
+            self.safety.end()  # not ready any more: the outputs' last writes say so
             self.source.close(timeout=0.5)
             for guard in self.guards:
                 guard.close()
+            self.raise_alarms()  # rejects an output missed while closing: recorded and told
             summary = self.summary()
             self._write_summary(summary)
         LOG.info("%s", self.status_line(final=True))
@@ -214,7 +233,9 @@ class InspectionLoop:
         return None
 
     def process(self, frame: Frame) -> Optional[FrameResult]:
-        """Infer, decide and emit one frame (None: the detector failed on it)."""
+        """Infer, decide and emit one frame (None: the detector failed on it, or inspection is halted)."""
+        if self._halted():
+            return None
         t0 = time.perf_counter()
         dets = self._detect(frame)
         if dets is None:
@@ -232,10 +253,59 @@ class InspectionLoop:
         self.stages["decide"].add((t1 - t) * 1e3)
         trigger = decision.ng and (decision.rising or self.signal_on == "frame")
         roi = self.decider.roi_pixels(frame.image.shape) if self.decider.roi is not None else None
-        return FrameResult(frame, dets, decision, (t1 - t0) * 1e3, self.source.spec.uri, self.model_id, trigger, roi)
+        self.parts_ng += trigger
+        return FrameResult(
+            frame,
+            dets,
+            decision,
+            (t1 - t0) * 1e3,
+            self.source.spec.uri,
+            self.model_id,
+            trigger,
+            roi,
+            run_id=self.run_id,
+            part=self.parts_ng if decision.ng else 0,
+            new_part=self._new_part(frame),
+        )
+
+    def _new_part(self, frame: Frame) -> Optional[bool]:
+        """Whether ``frame`` shows a new part: with ``signals.trigger: frame`` every frame is one part (a
+        triggered camera); else only a source that numbers its parts (``info['part']``) can tell."""
+        if self.signal_on == "frame":
+            return True
+        part = frame.info.get("part") if isinstance(frame.info, dict) else None
+        if part is None:
+            return None
+        new, self._last_part_id = part != self._last_part_id, part
+        return new
+
+    def _halted(self) -> bool:
+        """Inspection halted by ``plc.on_failure: stop`` (logged once): frames are no longer inspected."""
+        if not self.safety.halted:
+            return False
+        self.uninspected += 1
+        if not self._halt_logged:
+            self._halt_logged = True
+            LOG.error(
+                "inspection stopped: %s; ready dropped, frames are no longer inspected. Check the line, then "
+                "restart defectdet inspect",
+                self.safety.halt_reason,
+            )
+        return True
+
+    def raise_alarms(self) -> None:
+        """Hand each new missed-reject record to every sink that takes them (event log, tally, alarm
+        messages)."""
+        records = self.safety.records_since(self._alarms_sent)
+        self._alarms_sent += len(records)
+        for record in records:
+            for guard in self.guards:
+                guard.notify(record)
 
     def deliver(self, result: FrameResult) -> None:
-        """Hand one decided frame to every sink and count it."""
+        """Hand one decided frame to every sink and count it (nothing, once inspection is halted)."""
+        if self.pipelined and self._halted():
+            return
         t = time.perf_counter()
         for guard in self.guards:
             guard.emit(result)
@@ -248,9 +318,12 @@ class InspectionLoop:
         self.latency.add(result.latency_ms)
         self.age.add((t - frame.t_mono) * 1e3)
         self._t_last = time.monotonic()
+        self.safety.frame_inspected()
 
     # -- reporting ----------------------------------------------------------------------------
     def _maybe_status(self) -> None:
+        if len(self.safety.records) > self._alarms_sent:
+            self.raise_alarms()
         now = time.monotonic()
         if self.status_every > 0 and now - self._status_at >= self.status_every:
             LOG.info("%s", self.status_line(now=now))
@@ -269,6 +342,7 @@ class InspectionLoop:
         return (
             f"{'done: ' if final else ''}{fps:.1f} fps | {lat} | frames {self.frames} ok {self.ok} ng {self.ng} | "
             f"dropped {self.source.dropped} | reconnects {self.source.reconnects}" + (f" | sink errors {errors}" if errors else "")
+            + (f" | MISSED REJECTS {self.safety.missed_total}" if self.safety.missed_total else "")
         )
 
     def _fps(self) -> float:
@@ -279,11 +353,20 @@ class InspectionLoop:
         stats = [(g, g.stats()) for g in self.guards]
         sinks = {g.name: st for g, st in stats}
         headline = _headline((g.summary_keys, st) for g, st in stats)
+        safety = self.safety.state()
         summary = {
+            "run_id": self.run_id,
             "frames": self.frames,
             "ok": self.ok,
             "ng": self.ng,
             "triggers": self.triggers,
+            "rejected_parts": self.triggers,  # NG parts: each reject trigger is one part
+            "missed_rejects": safety["missed_rejects"],
+            "missed_rejects_by_reason": safety["missed_by_reason"],
+            "alarm": safety["alarm"],
+            "inspection_halted": safety["halt_reason"] or False,
+            "uninspected_frames": self.uninspected,
+            "plc_links": safety["plc_links"],
             "detector_errors": self.detector_errors,
             "events_written": headline.pop("events_written", None),
             "dropped_frames": self.source.dropped,

@@ -5,7 +5,13 @@ created there first, and one per PLC brand.
 
 Nodes, under ``Objects/Station`` in namespace ``urn:defectdet:station`` (all read-only, refreshed
 every ``update_s`` from counters ``emit`` keeps; the loop never waits for a client): see
-:data:`NODES`. Security: ``security_policy`` (``none`` or e.g. ``Basic256Sha256_SignAndEncrypt``,
+:data:`NODES`. Node ids are strings that never change between versions: the object is
+``ns=<idx>;s=Station``, each variable ``ns=<idx>;s=Station.<name>`` (``ns=2;s=Station.Frames``),
+``<idx>`` being the namespace index of ``urn:defectdet:station``. ``Ready`` is true only while
+frames are inspected within ``capture.stall_s`` (and inspection is not halted); ``Heartbeat`` goes
+up at a refresh only when frames were inspected since the last one, so it stops when inspection
+stops; ``MissedRejects`` and ``Alarm`` tell of NG parts whose reject the PLC never got.
+Security: ``security_policy`` (``none`` or e.g. ``Basic256Sha256_SignAndEncrypt``,
 with ``certificate`` and ``private_key`` files). Anonymous access only on loopback: an endpoint on
 any other address needs a signing policy and a certificate, and then accepts certificate
 (X509) user tokens only. asyncua is imported when the server is built.
@@ -21,6 +27,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 from .live import LOOPBACK, AsyncService, LineCounters, health
+from .safety import LineSafety
 from .signals import SignalError
 from .sink import BaseSink
 
@@ -60,7 +67,22 @@ NODES: tuple[tuple[str, str, Callable[[Mapping[str, Any]], Any]], ...] = (
     ("SinkErrors", "UInt64", lambda s: s["sink_errors"]),
     ("Heartbeat", "UInt32", lambda s: s["heartbeat"] & 0xFFFFFFFF),
     ("Healthy", "Boolean", lambda s: s["healthy"]),
+    ("Ready", "Boolean", lambda s: bool(s["ready"])),
+    ("MissedRejects", "UInt64", lambda s: int(s["missed_rejects"])),
+    ("Alarm", "Boolean", lambda s: bool(s["alarm"])),
+    ("InspectionHalted", "Boolean", lambda s: bool(s["halted"])),
+    (
+        "PlcLink",
+        "String",
+        lambda s: ",".join(f"{k}:{'up' if v else 'down'}" for k, v in sorted(s["plc_links"].items())),
+    ),
+    ("RunId", "String", lambda s: s["run_id"]),
 )
+
+
+def node_id(idx: int, name: str = "") -> str:
+    """The string node id of the Station object (``name`` empty) or of one of its variables."""
+    return f"ns={idx};s=Station" + (f".{name}" if name else "")
 
 
 def check_security(key: str, endpoint: str, policy: str, certificate: Optional[str], private_key: Optional[str]) -> str:
@@ -97,8 +119,10 @@ class OpcUaServer(BaseSink):
         self.certificate, self.private_key, self.update_s = certificate, private_key, float(update_s)
         self.info, self.status = dict(info or {}), status
         self.counters = LineCounters()
+        self.safety = LineSafety()  # the loop hands its own
+        self.run_id = ""
         self.service = AsyncService("opcua")
-        self.updates = self.failed = self.heartbeat = 0
+        self.updates = self.failed = self.heartbeat = self._beat_frames = 0
         self._server: Any = None
         self._nodes: dict[str, Any] = {}
         self._last_emit = 0.0
@@ -120,10 +144,14 @@ class OpcUaServer(BaseSink):
                 else:
                     server.set_security_IDs(["Basic256Sha256"])
         idx = await server.register_namespace(NAMESPACE)
-        station = await server.nodes.objects.add_object(idx, "Station")
+        station = await server.nodes.objects.add_object(node_id(idx), ua.QualifiedName("Station", idx))
         state = self._state()
-        for name, kind, value in NODES:
-            self._nodes[name] = await station.add_variable(idx, name, ua.Variant(value(state), getattr(ua.VariantType, kind)))
+        for name, kind, value in NODES:  # browse names in our namespace, as before the string ids
+            self._nodes[name] = await station.add_variable(
+                node_id(idx, name),
+                ua.QualifiedName(name, idx),
+                ua.Variant(value(state), getattr(ua.VariantType, kind)),
+            )
         try:
             await server.start()
         except OSError as e:
@@ -132,17 +160,23 @@ class OpcUaServer(BaseSink):
         self.service.spawn(self._refresh())
 
     def _state(self) -> dict[str, Any]:
-        s = {**self.counters.read(), **health(self.status)}  # no dict | dict: the station runs on Python 3.8
+        s = {
+            **self.counters.read(),
+            **health(self.status),
+            **self.safety.state(),
+        }  # no dict | dict: Python 3.8
         healthy = self._last_emit > 0 and time.monotonic() - self._last_emit < max(5.0, 4 * self.update_s)
         return {**s, "model": str(self.info.get("model", "")), "source": str(self.info.get("source", "")),
-                "heartbeat": self.heartbeat, "healthy": healthy}
+                "heartbeat": self.heartbeat, "healthy": healthy, "run_id": self.run_id}
 
     async def _refresh(self) -> None:
         import asyncio
 
         ua = self.ua.ua
         while self._running:
-            self.heartbeat += 1
+            frames = self.counters.frames
+            if frames != self._beat_frames:  # beats only while frames are inspected
+                self.heartbeat, self._beat_frames = self.heartbeat + 1, frames
             state = self._state()
             try:
                 for name, kind, value in NODES:
@@ -160,6 +194,7 @@ class OpcUaServer(BaseSink):
 
     def emit(self, result: Any) -> None:
         self.counters.add(result)
+        self.run_id = result.run_id
         self._last_emit = time.monotonic()
 
     def close(self) -> None:

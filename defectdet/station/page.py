@@ -3,7 +3,8 @@
 Routes (GET only; served by aiohttp from its own thread, see :mod:`.web`):
 
 * ``/`` — the page (:data:`~.page_html.PAGE`): the live stream, OK/NG/yield, NG per class, the last
-  NG parts, the model and thresholds in force, health; it polls ``/api/state`` once a second;
+  NG parts, the model and thresholds in force, health, and line safety (a red banner once a reject
+  was missed or inspection halted; ready, missed rejects, PLC link); it polls ``/api/state`` once a second;
 * ``/api/state`` — that state as JSON;
 * ``/stream.mjpg`` — the annotated stream as MJPEG, at most ``stream_fps`` frames/s per client;
 * ``/ng/<id>.jpg`` — one of the last ``keep_ng`` NG parts (its first NG frame, annotated).
@@ -28,6 +29,7 @@ import cv2
 
 from .live import LineCounters, health, top_defect
 from .page_html import PAGE
+from .safety import LineSafety
 from .sink import BaseSink
 from .web import HttpServer
 
@@ -58,6 +60,7 @@ class OperatorPage(BaseSink):
         self.stream_fps, self.stream_width, self.quality = max(float(stream_fps), 0.1), int(stream_width), int(jpeg_quality)
         self.write_timeout_s = float(write_timeout_s)
         self.counters = LineCounters()
+        self.safety = LineSafety()  # the loop hands its own: missed rejects, alarm, ready, PLC links
         self._latest: Any = None
         self._ng: collections.deque[dict[str, Any]] = collections.deque(maxlen=max(int(keep_ng), 1))
         self._ids = itertools.count(1)
@@ -85,7 +88,7 @@ class OperatorPage(BaseSink):
 
     def stats(self) -> dict[str, Any]:
         return {"streamed": self.streamed, "slow_clients": self.slow_clients, "refused": self.server.refused,
-                "url": self.server.url}
+                "url": self.server.url + "/"}  # opens the page (a wildcard bind names this machine)
 
     # -- the server's side -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -94,6 +97,7 @@ class OperatorPage(BaseSink):
         now.pop("latency_buckets"), now.pop("latency_sum_ms")
         ng = [{k: v for k, v in e.items() if k not in ("result", "jpeg")} for e in reversed(self._ng)]
         return {**now, "health": {**health(self.status), "stream_clients": self.clients}, "ng_parts": ng,
+                      "safety": self.safety.state(), "run_id": getattr(self._latest, "run_id", ""),
                       "model": self.info.get("model", ""), "source": self.info.get("source", ""),
                       "conf": self.info.get("conf"), "thresholds": self.info.get("thresholds", {}),
                       "decision": self.info.get("decision", {})}

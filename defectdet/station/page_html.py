@@ -16,9 +16,11 @@ PAGE = """<!doctype html>
  h2{font-size:14px;margin:.6em 0 .3em;color:#9aa4b0;text-transform:uppercase;letter-spacing:.05em}
  #ng{display:grid;grid-template-columns:repeat(6,1fr);gap:.5em} #ng figure{margin:0} #ng img{width:100%;border-radius:4px}
  #ng figcaption{font-size:12px;color:#9aa4b0} .last-NG{color:#ef5350} .last-OK{color:#4cc86a}
+ #alarm{display:none;background:#b71c1c;color:#fff;font-weight:bold;padding:.6em 1em;font-size:16px}
 </style></head><body>
 <header><h1>defectdet station</h1><span>model <code id="model">-</code></span><span>source <code id="source">-</code></span>
-<span>last <b id="last">-</b></span></header>
+<span>last <b id="last">-</b></span><span>ready <b id="ready">-</b></span></header>
+<div id="alarm" role="alert"></div>
 <main><section>
  <div class="tiles"><div class="tile"><span>frames</span><b id="frames">0</b></div>
   <div class="tile ok"><span>OK</span><b id="ok">0</b></div><div class="tile ng"><span>NG</span><b id="ng-count">0</b></div>
@@ -49,8 +51,17 @@ async function tick() {
   $("model").textContent = s.model; $("source").textContent = s.source;
   $("last").textContent = s.last.result ? s.last.result + (s.last.class ? " " + s.last.class + " " + s.last.confidence.toFixed(2) : "") : "-";
   $("last").className = "last-" + (s.last.result || "");
-  const h = s.health;
-  rows($("health"), [["frames/s", fmt(s.fps)], ["latency p50 / p99 ms", fmt(s.latency_p50_ms) + " / " + fmt(s.latency_p99_ms)],
+  const h = s.health, sf = s.safety;
+  $("ready").textContent = sf.ready ? "yes" : "NO";
+  const alarm = sf.halted ? "INSPECTION STOPPED: " + sf.halt_reason + ". " : "";
+  $("alarm").textContent = sf.alarm ? alarm + sf.missed_rejects +
+    " MISSED REJECT(S): NG parts may be in the OK bin (" +
+    sf.alarm_reason + ")" : "";
+  $("alarm").style.display = sf.alarm ? "block" : "none";
+  const links = Object.entries(sf.plc_links).map(([k, v]) => k + " " + (v ? "up" : "DOWN")).join(", ") || "-";
+  rows($("health"), [["ready", sf.ready ? "yes" : "no"], ["missed rejects", sf.missed_rejects],
+    ["PLC link", links],
+    ["frames/s", fmt(s.fps)], ["latency p50 / p99 ms", fmt(s.latency_p50_ms) + " / " + fmt(s.latency_p99_ms)],
     ["dropped frames", h.dropped], ["reconnects", h.reconnects], ["sink errors", h.sink_errors],
     ["detector errors", h.detector_errors], ["stream clients", h.stream_clients]]);
   rows($("classes"), Object.entries(s.per_class).sort((a, b) => b[1] - a[1]));

@@ -34,6 +34,9 @@ class SinkContext:
     stop: Optional[Callable[[str], None]] = None  # asks the loop to end, with a reason (a window's q key)
     status: Optional[Callable[[], Mapping[str, Any]]] = None  # the loop's summary so far (health for servers)
     info: Mapping[str, Any] = field(default_factory=dict)  # what is in force: model id, thresholds, source
+    safety: Any = (
+        None  # the run's LineSafety (missed rejects, alarm, ready); the loop also hands it to every sink
+    )
 
 
 class Section(dict):
@@ -123,7 +126,7 @@ def _modbus(s: Section, ctx: SinkContext) -> Sink:
     return ModbusOutput(str(s["host"]), s.number("port", int), s.number("unit", int), s.number("reject_coil", int), alarm,
                         s.number("pulse_ms"), s.number("alarm_ms"), s.number("registers", int), s.number("update_s"),
                         s.number("timeout_s"), s.number("backoff_s"), s.number("backoff_max_s"), s.number("max_delay_ms"),
-                        s.number("queue", int))
+                        s.number("queue", int), safety=ctx.safety)
 
 
 def _metrics(s: Section, ctx: SinkContext) -> Sink:
@@ -240,16 +243,23 @@ def section(cfg: Mapping[str, Any], key: str) -> Section:
     return Section(key, node)
 
 
-def build_sinks(cfg: Mapping[str, Any], out: str | Path, live: bool = True,
-                stop: Optional[Callable[[str], None]] = None, entries: tuple[SinkEntry, ...] = SINKS,
-                status: Optional[Callable[[], Mapping[str, Any]]] = None, info: Optional[Mapping[str, Any]] = None) -> list[Sink]:
+def build_sinks(
+    cfg: Mapping[str, Any],
+    out: str | Path,
+    live: bool = True,
+    stop: Optional[Callable[[str], None]] = None,
+    entries: tuple[SinkEntry, ...] = SINKS,
+    status: Optional[Callable[[], Mapping[str, Any]]] = None,
+    info: Optional[Mapping[str, Any]] = None,
+    safety: Any = None,
+) -> list[Sink]:
     """The sinks a merged config enables, in emit order. Nothing here touches the output folder yet.
 
     ``live``: a camera/stream, where e.g. a snapshot writer that falls behind drops snapshots
     rather than hold up the next decision; a file or folder waits instead (every frame is inspected
     anyway). ``stop(reason)`` ends the run (the window's q/Esc); ``status()`` is the loop's summary so
     far and ``info`` what is in force (``model``, ``thresholds``, ``source``), for the line-facing servers."""
-    ctx = SinkContext(Path(out), bool(live), stop, status, dict(info or {}))
+    ctx = SinkContext(Path(out), bool(live), stop, status, dict(info or {}), safety)
     sinks = []
     for entry in entries:
         s = section(cfg, entry.key)

@@ -1,12 +1,20 @@
-"""``defectdet report --events runs/inspect/line1 [--since ISO] [--until ISO] --out report/``: a shift report.
+"""``defectdet report --events RUNS [--since T] [--until T] [--tz ZONE] --out report/``: a shift report.
 
 Reads every ``events.jsonl`` (with its rotated ``events.NNNNNN.jsonl``) and ``tally.jsonl`` under
-``--events`` (one run folder, or a folder of runs), keeps what falls in ``[since, until)`` (UTC;
-``2024-05-01T06:00``, a trailing ``Z`` or an offset also work), and writes into ``--out``:
-``report.md`` (frames, OK, NG, yield; NG per class; per hour: frames, NG, yield; the top NG
-snapshots, copied beside it), ``per_hour.png`` and ``per_class.png`` (matplotlib, from the
-``train`` extra; ``--no-charts`` without it). Frames and yield come from the tally (the event log
-holds NG frames only); without a tally the report gives NG counts and says the yield is unknown.
+``--events`` (one run folder, or a folder of runs), keeps what falls in ``[since, until)``, and
+writes into ``--out`` ``report.md`` and ``report.html`` (one self-contained file, charts and
+snapshots embedded: it opens from a USB stick), with ``per_hour.png``, ``per_class.png`` and the
+snapshots beside the Markdown (``--no-charts``: no matplotlib needed, no charts).
+
+It speaks in parts: a rejected part is one reject trigger (the first NG frame of a part, or each
+NG frame with ``signals.trigger: frame``), which every NG event names (``part``); missed rejects
+(NG parts whose reject the PLC never got) come from the event log's ``missed_reject`` lines. The
+parts inspected, and so the yield in parts, are known when the station could count them (one frame
+per part, or a source numbering its parts: the tally's ``parts``); frames and the frame yield come
+from the tally (the event log holds NG frames only). Runs are told apart by their run id (a re-run
+into the same folder is another run; logs from before run ids are split where frame numbers
+restart). Hours are in ``--tz`` (default: this machine's zone), and naive ``--since``/``--until``
+times too; a window that cuts a tally interval counts the intervals it overlaps, and says so.
 """
 
 from __future__ import annotations
@@ -14,157 +22,234 @@ from __future__ import annotations
 import argparse
 import collections
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional, Tuple
 
 from ..config import atomic_write_text
-from ..errors import ConfigError, DefectdetError
+from ..errors import ConfigError
+from .report_text import (
+    charts,
+    headline,
+    local,
+    markdown,
+    parse_time,
+    parse_zone,
+    rate,
+    tables,
+    utc_time,
+    when,
+    yield_notes,
+)
 from .sinks import read_events
 from .tally import read_tally
 
-
-def parse_time(key: str, text: Optional[str]) -> Optional[datetime]:
-    """An ISO 8601 time (naive = UTC) -> an aware datetime; a bad one is a one-line ConfigError."""
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{key}={text!r}: expected an ISO 8601 time, e.g. 2024-05-01T06:00 (UTC) or 2024-05-01T08:00+02:00") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+Part = Tuple[str, Any]  # (run id, part number)
 
 
-def _in(ts: str, since: Optional[datetime], until: Optional[datetime]) -> bool:
-    t = parse_time("ts", ts)
+def _in(t: datetime, since: Optional[datetime], until: Optional[datetime]) -> bool:
     return (since is None or t >= since) and (until is None or t < until)
 
 
+def _run_ids(folder: Path, records: list[dict[str, Any]]) -> None:
+    """Give records without a run id (logs from before run ids) one per stretch where frame numbers only
+    grow."""
+    k, last = 1, -1
+    for r in records:
+        if r.get("run"):
+            continue
+        frame = int(r.get("frame", 0))
+        if frame < last:
+            k += 1
+        last = frame
+        r["run"] = f"{folder.name}#{k} (no run id)"
+
+
 def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) -> dict[str, Any]:
-    """Events and tally intervals under ``folder`` in the window, each event with its run folder."""
+    """Events, missed-reject records and tally intervals under ``folder`` in the window, each with its
+    run folder."""
     if not folder.is_dir():
         raise ConfigError(f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of runs)")
     logs = sorted({p.parent for p in folder.rglob("events*.jsonl")})
-    events = [(run, e) for run in logs for e in read_events(run / "events.jsonl") if _in(e["ts"], since, until)]
-    tally = [t for p in sorted(folder.rglob("tally.jsonl")) for t in read_tally(p) if _in(t["ts"], since, until)]
-    if not logs and not tally:
+    tallies = sorted(folder.rglob("tally.jsonl"))
+    if not logs and not tallies:
         raise ConfigError(f"--events {folder}: no events.jsonl or tally.jsonl found under it")
-    return {"events": events, "tally": tally, "runs": len({*logs, *(p.parent for p in folder.rglob("tally.jsonl"))})}
+    events, missed, torn = [], [], []
+    for run in logs:
+        records = [
+            r
+            for r in read_events(run / "events.jsonl", records=True, torn=torn)
+            if isinstance(r, dict) and "ts" in r
+        ]
+        _run_ids(run, records)
+        for r in records:
+            if not _in(utc_time(r["ts"]), since, until):
+                continue
+            if r.get("type") == "missed_reject":
+                missed.append(r)
+            elif "type" not in r:
+                events.append((run, r))
+    tally, cut = [], False
+    for p in tallies:
+        for t in read_tally(p):
+            start, end = utc_time(t["ts"]), utc_time(t.get("until", t["ts"]))
+            if (until is None or start < until) and (since is None or end > since):  # overlaps the window
+                if not t.get("run"):  # a tally from before run ids
+                    t["run"] = f"{p.parent.name}#1 (no run id)"
+                tally.append(t)
+                cut = cut or (since is not None and start < since) or (until is not None and end > until)
+    return {
+        "events": events,
+        "missed": missed,
+        "tally": tally,
+        "tally_files": len(tallies),
+        "tally_cut": cut,
+        "torn": torn,
+        "folders": len({*logs, *(p.parent for p in tallies)}),
+    }
 
 
-def summarise(data: dict[str, Any]) -> dict[str, Any]:
-    """Totals, NG per class, per-hour rows, from collected events and tally."""
-    events, tally = [e for _, e in data["events"]], data["tally"]
-    per_class = collections.Counter(c for e in events for c in {d["class_name"] for d in e["detections"]})
-    hours: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"frames": 0, "ok": 0, "ng": 0, "events": 0})
+def parts_of(events: list[tuple[Path, dict[str, Any]]]) -> dict[Part, list[tuple[Path, dict[str, Any]]]]:
+    """NG frames grouped by part: the part number events carry; for older logs, consecutive frame numbers."""
+    parts: dict[Part, list] = collections.defaultdict(list)
+    last: dict[str, tuple[int, Any]] = {}  # run -> (last frame, its part key) for logs without part numbers
+    for run_dir, e in events:
+        run = e["run"]
+        if "part" in e:
+            parts[(run, e["part"])].append((run_dir, e))
+            continue
+        frame = int(e["frame"])
+        prev = last.get(run)
+        key = prev[1] if prev is not None and frame == prev[0] + 1 else f"f{frame}"
+        last[run] = (frame, key)
+        parts[(run, key)].append((run_dir, e))
+    return parts
+
+
+def _classes(frames: list[tuple[Path, dict[str, Any]]]) -> set[str]:
+    return {d["class_name"] for _, e in frames for d in e["detections"]}
+
+
+def _hour(ts: str, zone: Optional[tzinfo]) -> str:
+    return local(utc_time(ts), zone).strftime("%Y-%m-%d %H:00")
+
+
+def summarise(data: dict[str, Any], zone: Optional[tzinfo] = None) -> dict[str, Any]:
+    """Totals in parts and frames, NG parts per class, per-hour rows (in ``zone``) and per-run rows."""
+    events, tally, missed = data["events"], data["tally"], data["missed"]
+    parts = parts_of(events)
+    first = {key: min(e["ts"] for _, e in frames) for key, frames in parts.items()}
+    blank = {
+        "frames": 0,
+        "ok": 0,
+        "parts": 0,
+        "parts_known": True,
+        "rejected": 0,
+        "missed": 0,
+        "ng_frames": 0,
+    }
+    hours: dict[str, dict[str, Any]] = collections.defaultdict(lambda: dict(blank))
+    runs: dict[str, dict[str, Any]] = collections.defaultdict(lambda: {**blank, "first": "", "last": ""})
     for t in tally:
-        h = hours[t["ts"][:13]]
-        h["frames"] += t["frames"]
-        h["ok"] += t["ok"]
-        h["ng"] += t["ng"]
-    for e in events:
-        hours[e["ts"][:13]]["events"] += 1
+        for row in (hours[_hour(t["ts"], zone)], runs[t["run"]]):
+            row["frames"] += t["frames"]
+            row["ok"] += t["ok"]
+            row["parts"] += t.get("parts") or 0
+            row["parts_known"] = row["parts_known"] and t.get("parts") is not None
+    for key, ts in first.items():
+        hours[_hour(ts, zone)]["rejected"] += 1
+        runs[key[0]]["rejected"] += 1
+    for m in missed:
+        hours[_hour(m["ts"], zone)]["missed"] += 1
+        runs[m["run"]]["missed"] += 1
+    for _, e in events:
+        hours[_hour(e["ts"], zone)]["ng_frames"] += 1
+        row = runs[e["run"]]
+        row["ng_frames"] += 1
+    for rec in [e for _, e in events] + missed + tally:
+        row = runs[rec["run"]]
+        row["first"] = min(row["first"] or rec["ts"], rec["ts"])
+        row["last"] = max(row["last"], rec["ts"])
     frames = sum(t["frames"] for t in tally) if tally else None
     ok = sum(t["ok"] for t in tally) if tally else None
-    ng = sum(t["ng"] for t in tally) if tally else len(events)
-    return {"frames": frames, "ok": ok, "ng": ng, "yield": (ok / frames) if frames else None, "ng_events": len(events),
-            "per_class": dict(per_class.most_common()), "hours": dict(sorted(hours.items())), "runs": data["runs"]}
+    parts_known = bool(tally) and all(t.get("parts") is not None for t in tally)
+    inspected = sum(t["parts"] for t in tally) if parts_known else None
+    per_class = collections.Counter(c for frames_ in parts.values() for c in _classes(frames_))
+    return {"rejected": len(parts), "missed": len(missed), "parts": inspected,
+            "yield_parts": rate(inspected - len(parts), inspected) if inspected else None,
+            "frames": frames, "ok": ok, "ng_frames": len(events), "yield": rate(ok, frames),
+            "per_class": dict(per_class.most_common()), "hours": dict(sorted(hours.items())),
+            "runs": dict(sorted(runs.items(), key=lambda kv: kv[1]["first"])), "folders": data["folders"],
+            "tally_files": data["tally_files"], "tally_cut": data["tally_cut"], "missed_records": missed,
+            "torn": data.get("torn", [])}
 
 
 def _top(event: dict[str, Any]) -> float:
     return max((d["confidence"] for d in event["detections"]), default=0.0)
 
 
-def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[tuple[dict[str, Any], Optional[str]]]:
-    """The ``n`` most confident NG events; their annotated snapshot copied to ``out/snapshots`` when it still exists."""
-    ranked = sorted(data["events"], key=lambda re: -_top(re[1]))[:n]
+def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[dict[str, Any]]:
+    """One row per NG part, the ``n`` most confident parts: the part's most confident frame that has an
+    annotated snapshot still on disk (copied to ``out/snapshots``), else its most confident frame."""
     rows = []
-    for run, e in ranked:
-        name = next((s for s in e.get("snapshots", []) if "_annotated" in s), None)
-        src = run / "snapshots" / name if name else None
-        if src is not None and src.is_file():
+    for (run, _part), frames in parts_of(data["events"]).items():
+        ranked = sorted(frames, key=lambda fe: -_top(fe[1]))
+        pick, src = ranked[0], None
+        for run_dir, e in ranked:
+            name = next((s for s in e.get("snapshots", []) if "_annotated" in s), None)
+            if name and (run_dir / "snapshots" / name).is_file():
+                pick, src = (run_dir, e), run_dir / "snapshots" / name
+                break
+        rows.append({"run": run, "event": pick[1], "frames": len(frames), "classes": sorted(_classes(frames)),
+                     "confidence": max(_top(e) for _, e in frames), "src": src, "path": None})
+    rows = sorted(rows, key=lambda r: -r["confidence"])[:n]
+    for r in rows:
+        if r["src"] is not None:  # deleted by the snapshot quota, snapshots off, or never written: no picture
             (out / "snapshots").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out / "snapshots" / name)
-            rows.append((e, f"snapshots/{name}"))
-        else:
-            rows.append((e, None))  # deleted by the snapshot quota, or snapshots were off
+            shutil.copyfile(r["src"], out / "snapshots" / r["src"].name)
+            r["path"] = f"snapshots/{r['src'].name}"
     return rows
-
-
-def _pct(v: Optional[float]) -> str:
-    return "unknown (no tally.jsonl)" if v is None else f"{100 * v:.2f} %"
-
-
-def markdown(s: dict[str, Any], window: str, tops: Iterable[tuple[dict[str, Any], Optional[str]]], charts: bool) -> str:
-    lines = [f"# Shift report: {window}", "", f"{s['runs']} run folder(s).", "",
-             "| frames | OK | NG | yield |", "|---|---|---|---|",
-             f"| {s['frames'] if s['frames'] is not None else '-'} | {s['ok'] if s['ok'] is not None else '-'} | {s['ng']} | {_pct(s['yield'])} |",
-             "", "## NG per class", "", "NG frames with a defect of the class (a frame may count for several).", "",
-             "| class | NG frames |", "|---|---|", *[f"| {c} | {n} |" for c, n in s["per_class"].items()], "",
-             "## Per hour (UTC)", "", "| hour | frames | NG | yield | NG events |", "|---|---|---|---|---|"]
-    for hour, h in s["hours"].items():
-        y = f"{100 * h['ok'] / h['frames']:.2f} %" if h["frames"] else "-"
-        lines.append(f"| {hour}:00 | {h['frames'] or '-'} | {h['ng'] if h['frames'] else h['events']} | {y} | {h['events']} |")
-    if charts:
-        lines += ["", "![NG and yield per hour](per_hour.png)", "", "![NG per class](per_class.png)"]
-    lines += ["", "## Top NG snapshots", "", "| time | frame | classes | top confidence | snapshot |", "|---|---|---|---|---|"]
-    for e, path in tops:
-        classes = ", ".join(sorted({d["class_name"] for d in e["detections"]}))
-        pic = f"![{e['frame']}]({path})" if path else "(not kept)"
-        lines.append(f"| {e['ts']} | {e['frame']} | {classes} | {_top(e):.3f} | {pic} |")
-    return "\n".join(lines) + "\n"
-
-
-def charts(s: dict[str, Any], out: Path) -> None:
-    """per_hour.png (NG bars, yield line) and per_class.png, with matplotlib's Agg backend."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise DefectdetError("charts need matplotlib: pip install matplotlib (or 'defectdet[train]'), or pass --no-charts") from None
-    hours = list(s["hours"])
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.bar(range(len(hours)), [h["ng"] if h["frames"] else h["events"] for h in s["hours"].values()], color="#d9534f")
-    ax.set_xticks(range(len(hours)), [h[11:13] + ":00" for h in hours], rotation=45)
-    ax.set_ylabel("NG frames")
-    ax.set_title("NG and yield per hour (UTC)")
-    if s["frames"]:
-        ax2 = ax.twinx()
-        ax2.plot(range(len(hours)), [100 * h["ok"] / h["frames"] if h["frames"] else float("nan") for h in s["hours"].values()],
-                 color="#2b7bba", marker="o")
-        ax2.set_ylabel("yield %")
-    fig.tight_layout()
-    fig.savefig(out / "per_hour.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.barh(list(s["per_class"])[::-1], list(s["per_class"].values())[::-1], color="#d9534f")
-    ax.set_xlabel("NG frames")
-    ax.set_title("NG per class")
-    fig.tight_layout()
-    fig.savefig(out / "per_class.png", dpi=100)
-    plt.close(fig)
 
 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet report``."""
+    from .report_html import html
+
     ap = argparse.ArgumentParser(prog="defectdet report", description=__doc__.split("\n\n")[1].split(". ")[0] + ".")
     ap.add_argument("--events", required=True, help="a run folder of defectdet inspect (or a folder of runs)")
-    ap.add_argument("--since", help="start of the shift, ISO 8601 (UTC unless an offset is given)")
+    ap.add_argument("--since", help="start of the shift, ISO 8601 (in --tz unless an offset is given)")
     ap.add_argument("--until", help="end of the shift (exclusive)")
+    ap.add_argument(
+        "--tz",
+        help="zone of the hours and of naive --since/--until: local (default: this machine's), UTC, "
+        "an IANA name (Europe/Berlin) or an offset (+02:00)",
+    )
     ap.add_argument("--out", default="report", help="output folder (default report/)")
-    ap.add_argument("--top", type=int, default=8, help="NG snapshots shown (most confident first)")
-    ap.add_argument("--no-charts", action="store_true", help="Markdown only (no matplotlib needed)")
+    ap.add_argument(
+        "--top", type=int, default=8, help="NG parts shown with a snapshot (most confident first)"
+    )
+    ap.add_argument("--no-charts", action="store_true", help="no charts (no matplotlib needed)")
     a = ap.parse_args(argv)
-    since, until = parse_time("--since", a.since), parse_time("--until", a.until)
+    zone = parse_zone(a.tz)
+    since, until = parse_time("--since", a.since, zone), parse_time("--until", a.until, zone)
     data = collect(Path(a.events), since, until)
     out = Path(a.out)
+    s = summarise(data, zone)
     out.mkdir(parents=True, exist_ok=True)
-    s = summarise(data)
     if not a.no_charts:
-        charts(s, out)
-    window = f"{a.since or 'start'} to {a.until or 'end'} (UTC)"
-    atomic_write_text(out / "report.md", markdown(s, window, top_snapshots(data, out, a.top), not a.no_charts))
-    print(f"{out / 'report.md'}: {s['frames'] if s['frames'] is not None else '?'} frames, {s['ng']} NG, yield {_pct(s['yield'])}")
+        charts(s, out, zone)
+    start = when(since.isoformat(), zone) if since else "start"
+    window = f"{start} to {when(until.isoformat(), zone) if until else 'end'}"
+    tops = top_snapshots(data, out, a.top)
+    atomic_write_text(out / "report.md", markdown(s, window, tops, not a.no_charts, zone))
+    atomic_write_text(
+        out / "report.html",
+        html(f"Shift report: {window}", headline(s, window, zone), tables(s, tops, zone), out),
+    )
+    y_parts, y_frames = yield_notes(s)
+    print(
+        f"{out / 'report.md'}, {out / 'report.html'}: {s['rejected']} rejected part(s), "
+        f"{s['missed']} missed reject(s), "
+        f"yield {y_parts.split(' (')[0]} in parts, {y_frames.split(' (')[0]} in frames"
+    )
     return 0

@@ -5,6 +5,7 @@ shared by the sinks (:mod:`defectdet.station.sink` declares the sink contract ar
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -24,6 +25,23 @@ def utc_iso(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
+class SnapshotJob:
+    """The snapshots planned for one NG frame: done once they are written, dropped or failed.
+
+    The event log writes the frame's event only when its job is done, naming the files that were
+    written (``written``) and, when some were not, why (``error``): an event never names a file
+    that is not on disk."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.written, self.error = list(names), [], ""
+        self.done = threading.Event()
+
+    def finish(self, written: Optional[list[str]] = None, error: str = "") -> None:
+        """Mark the job done (from the writer thread or the loop's)."""
+        self.written, self.error = list(written or []), error
+        self.done.set()
+
+
 @dataclass
 class FrameResult:
     """One inspected frame, as the sinks see it."""
@@ -37,6 +55,10 @@ class FrameResult:
     trigger: bool = False  # reject/alarm outputs fire (rising edge, or every NG frame)
     roi: Optional[np.ndarray] = None  # (K, 1, 2) ROI polygon in pixels, drawn on the overlay
     snapshots: list[str] = field(default_factory=list)  # filled by Snapshots, recorded in the event
+    run_id: str = ""  # the run (safety.new_run_id), in every event
+    part: int = 0  # NG frames: the run's NG part number (a reject trigger starts the next); OK frames: 0
+    new_part: Optional[bool] = None  # this frame shows a new part (None: the station cannot tell)
+    snapshot_job: Optional[SnapshotJob] = None  # set by Snapshots: the event waits for it
     _annotated: Optional[np.ndarray] = None
 
     def annotated(self) -> np.ndarray:
@@ -58,7 +80,19 @@ class FrameResult:
             "latency_ms": round(self.latency_ms, 2),
             "model": self.model_id,
         }
-        if self.snapshots:
+        if self.run_id:
+            rec["run"] = self.run_id
+        if self.part:
+            rec["part"], rec["trigger"] = self.part, bool(self.trigger)
+        job = self.snapshot_job
+        if job is not None and job.done.is_set():  # only the files written
+            if job.written:
+                rec["snapshots"] = list(job.written)
+            if job.error:
+                rec["snapshots_missing"] = job.error
+        elif job is not None:
+            rec["snapshots_missing"] = "not written before the run ended"
+        elif self.snapshots:
             rec["snapshots"] = list(self.snapshots)
         if self.frame.info:
             rec["info"] = self.frame.info

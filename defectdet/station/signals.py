@@ -5,6 +5,10 @@ set (the loop sets it on the first NG frame of a part, or on every NG frame with
 None of them blocks the loop: the GPIO pin is released by a timer, paho-mqtt publishes from its
 own network thread, webhooks are posted by a worker thread from a bounded queue.
 
+A reject that an output (the PLC) could not deliver is an alarm: stdout prints ``ALARM {record}``,
+MQTT publishes the record to ``<topic>/alarm``, the webhook posts it (``missed_reject``; the GPIO
+pin is a reject gate, which a late pulse would fire on the wrong part, so it stays still).
+
 Jetson.GPIO and paho-mqtt are imported only when their output is constructed; a missing package
 gives a one-line :class:`SignalError` saying what to install.
 """
@@ -49,6 +53,9 @@ class StdoutSignal(BaseSink):
         if result.trigger:
             print("NG " + payload(result).decode(), flush=True)
             self.sent += 1
+
+    def missed_reject(self, record: dict) -> None:
+        print("ALARM " + json.dumps(record, separators=(",", ":")), flush=True)
 
     def stats(self) -> dict[str, Any]:
         return {"sent": self.sent}
@@ -168,6 +175,14 @@ class MqttSignal(BaseSink):
         with self._lock:
             self.sent += 1
 
+    def missed_reject(self, record: dict) -> None:
+        body = json.dumps(record, separators=(",", ":")).encode()
+        info = self.client.publish(f"{self.topic}/alarm", body, qos=self.qos, retain=self.retain)
+        if info.rc not in (self.mqtt.MQTT_ERR_SUCCESS, self.mqtt.MQTT_ERR_NO_CONN):
+            raise OSError(f"mqtt alarm to {self.topic}/alarm failed: {self.mqtt.error_string(info.rc)}")
+        with self._lock:
+            self.sent += 1
+
     def stats(self) -> dict[str, Any]:
         return {"sent": self.sent}
 
@@ -198,10 +213,15 @@ class WebhookSignal(BaseSink):
         self._thread.start()
 
     def emit(self, result: Any) -> None:
-        if not result.trigger:
-            return
+        if result.trigger:
+            self._put(payload(result))
+
+    def missed_reject(self, record: dict) -> None:
+        self._put(json.dumps(record, separators=(",", ":")).encode())
+
+    def _put(self, body: bytes) -> None:
         try:
-            self._q.put_nowait(payload(result))
+            self._q.put_nowait(body)
         except queue.Full:
             self.dropped += 1
             raise OSError(f"webhook {self.url}: {self._q.maxsize} messages waiting; this one dropped") from None

@@ -9,7 +9,9 @@ metrics endpoint. The loop calls, in this order and from one thread:
   ``result.decision.ng`` and ``result.trigger`` say whether to act);
 * ``close()`` once, when the run ends (flush, disconnect, release);
 
-and reads ``stats()`` whenever it reports (``summary.json``, status): a fresh ``dict`` of the
+and, for a sink with a ``missed_reject(record)`` method, hands it every reject an output could not
+deliver (:mod:`.safety`: the event log records it, MQTT/webhook/stdout send an alarm);
+it reads ``stats()`` whenever it reports (``summary.json``, status): a fresh ``dict`` of the
 sink's own counters as plain JSON values. ``stats()`` may be called from another thread while
 ``emit`` runs, so it only reads counters and never blocks. ``name`` keys the sink in the summary's
 ``sinks`` block; ``summary_keys`` maps top-level ``summary.json`` keys the sink fills to its stats
@@ -82,7 +84,7 @@ class Guard:
         self._logged_at = -float("inf")
 
     def _failed(self, action: str, e: BaseException) -> None:
-        self.errors += 1
+        self.errors += int(getattr(e, "failures", 1))  # an exception may stand for several failed writes
         self.last_error = f"{self.name}: {action} failed: {e.__class__.__name__}: {e}"
         now = time.monotonic()
         if now - self._logged_at >= self.log_every_s:
@@ -106,6 +108,17 @@ class Guard:
             self.sink.close()
         except Exception as e:
             self._failed("close", e)
+
+    def notify(self, record: Mapping[str, Any]) -> None:
+        """Hand a missed-reject record to the sink's ``missed_reject(record)``, when it has one (the
+        event log writes it, alarm outputs send it)."""
+        handler = getattr(self.sink, "missed_reject", None)
+        if handler is None:
+            return
+        try:
+            handler(dict(record))
+        except Exception as e:
+            self._failed("alarm", e)
 
     def stats(self) -> dict[str, Any]:
         """The sink's own counters, then ``errors`` and ``last_error`` (None when it never failed)."""

@@ -9,9 +9,11 @@ a reminder every ``log_every_s``) and counted, and the loop goes on deciding and
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -26,7 +28,12 @@ from .sink import BaseSink
 class EventLog(BaseSink):
     """One JSON line per NG frame: appended, flushed and fsync'd; rotated by size; never truncated.
 
-    The file exists from :meth:`open` on (created empty when new).
+    The file exists from :meth:`open` on (created empty when new). An NG frame whose snapshots are
+    being written (:class:`SnapshotJob`) is written once they are on disk (or known lost), by the
+    next :meth:`emit` (the loop's thread: one frame later on a live line), in frame order;
+    :meth:`close` writes what is left. Each missed reject (:meth:`missed_reject`) is a line too:
+    ``{"type": "missed_reject", ...}``
+    (:func:`read_events` yields frame events only unless asked for records).
 
     ``events.jsonl`` is renamed ``events.000001.jsonl`` (the next free number) when a line would take
     it past ``max_bytes``; old files are never deleted. A write that fails half-way (disk full) is
@@ -39,9 +46,13 @@ class EventLog(BaseSink):
     def __init__(self, path: str | os.PathLike, max_bytes: int = 50 * 2**20, fsync: bool = True):
         self.path = Path(path)
         self.max_bytes, self.fsync = int(max_bytes), bool(fsync)
-        self.written = 0
+        self.written = self.records = 0
         self._fd: Optional[int] = None
         self._size = 0
+        self._lock = threading.RLock()
+        self._waiting: collections.deque[FrameResult] = (
+            collections.deque()
+        )  # NG frames whose snapshots are pending
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,10 +83,40 @@ class EventLog(BaseSink):
 
     def emit(self, result: FrameResult) -> None:
         if result.decision.ng:
-            self.write(result.event())
+            with self._lock:
+                self._waiting.append(result)
+        self.drain()
 
-    def write(self, record: dict[str, Any]) -> None:
+    def drain(self, force: bool = False) -> None:
+        """Write the waiting NG events whose snapshots are done, in frame order (``force``: all of them)."""
+        error, failures = None, 0
+        with self._lock:
+            while self._waiting:
+                job = self._waiting[0].snapshot_job
+                if job is not None and not job.done.is_set() and not force:
+                    break
+                try:
+                    self._write(self._waiting.popleft().event(), True)
+                except OSError as e:  # this event is lost (counted: written < ng); the next ones are tried
+                    error, failures = error or e, failures + 1
+        if error is not None:
+            error.failures = failures  # the guard counts each lost event
+            raise error
+
+    def missed_reject(self, record: dict[str, Any]) -> None:
+        """One line for a reject an output could not deliver."""
+        with self._lock:
+            was_closed = self._fd is None
+            self.write(record, frame=False)
+            if was_closed:  # after close (an output's last misses): close again
+                self._close_fd()
+
+    def write(self, record: dict[str, Any], frame: bool = True) -> None:
         """Append one record as a line; raises OSError (after cutting back any partial line) on failure."""
+        with self._lock:
+            self._write(record, frame)
+
+    def _write(self, record: dict[str, Any], frame: bool) -> None:
         line = (json.dumps(record, separators=(",", ":"), default=_json_default) + "\n").encode()
         if self._fd is None:
             self._open()
@@ -97,7 +138,10 @@ class EventLog(BaseSink):
             self._close_fd()
             raise
         self._size += len(line)
-        self.written += 1
+        if frame:
+            self.written += 1
+        else:
+            self.records += 1
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -105,9 +149,14 @@ class EventLog(BaseSink):
             self._fd = None
 
     def close(self) -> None:
-        if self._fd is not None and self.fsync:
-            os.fsync(self._fd)
-        self._close_fd()
+        """Write the waiting events (the snapshots closed first: theirs are done or lost), then close."""
+        with self._lock:
+            try:
+                self.drain(force=True)
+            finally:
+                if self._fd is not None and self.fsync:
+                    os.fsync(self._fd)
+                self._close_fd()
 
     def stats(self) -> dict[str, Any]:
         return {"written": self.written}
@@ -133,8 +182,12 @@ def rotated_files(path: str | os.PathLike) -> list[Path]:
     return sorted(found, key=_rotation_number)
 
 
-def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Every event of a log and its rotated files, oldest first (a malformed line raises ValueError)."""
+def read_events(
+    path: str | os.PathLike, records: bool = False, torn: Optional[list[str]] = None
+) -> Iterator[dict[str, Any]]:
+    """Every frame event of a log and its rotated files, oldest first (a malformed line raises ValueError;
+    with a ``torn`` list, ``file:line`` is appended to it and the line skipped: a run killed mid-write);
+    ``records``: also the other lines (``{"type": "missed_reject", ...}``)."""
     path = Path(path)
     for p in [*rotated_files(path), path]:
         if not p.exists():
@@ -143,9 +196,14 @@ def read_events(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             for no, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        rec = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise ValueError(f"{p}:{no}: malformed JSON line ({e.msg})") from None
+                        if torn is None:
+                            raise ValueError(f"{p}:{no}: malformed JSON line ({e.msg})") from None
+                        torn.append(f"{p}:{no}")
+                        continue
+                    if records or not (isinstance(rec, dict) and "type" in rec):
+                        yield rec
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from ..config import atomic_write_bytes
-from .result import FrameResult, utc_iso
+from .result import FrameResult, SnapshotJob, utc_iso
 from .sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -25,14 +25,17 @@ LOG = logging.getLogger("defectdet.inspect")
 class Snapshots(BaseSink):
     """NG frames as files (raw and/or annotated) under a disk quota: the oldest are deleted first.
 
-    Names start with the UTC time, so name order is age order, also across runs into the same folder.
+    Names start with the UTC time, so name order is age order, also across runs into the same folder,
+    then the run id: ``<UTC time>_<run id>_f<frame>_<kind>.<ext>``.
     With ``queue > 0`` (the default) a writer thread draws, encodes and writes the files, so a slow
     disk or a large PNG never holds up the next decision: :meth:`emit` records the names in the
     event and queues the frame. A full queue drops that frame's snapshots (counted in ``dropped``;
     with ``block=True``, for files and folders where every frame is inspected anyway, it waits);
     a drop, and a write that fails in the thread (counted in ``failed``), raises ``OSError`` from the
     next :meth:`emit` or from :meth:`close`, so the loop's guard logs it. ``queue=0`` writes in the
-    caller's thread. :meth:`close` writes what is queued (at most ``close_timeout_s``).
+    caller's thread. :meth:`close` writes what is queued (at most ``close_timeout_s``). Each NG
+    frame gets a :class:`~.sinks.SnapshotJob` (``result.snapshot_job``), done once its files are
+    written or lost: the event log waits for it, so an event names only files that exist.
 
     The event log has priority on a filling disk: a frame whose snapshots would leave less than
     ``min_free_mb`` free on the disk holding ``folder`` is not saved (logged, then every
@@ -94,13 +97,23 @@ class Snapshots(BaseSink):
     def emit(self, result: FrameResult) -> None:
         if not result.decision.ng:
             return
-        stem = f"{utc_iso(result.frame.timestamp).replace(':', '').replace('-', '')}_f{result.frame.index:08d}"
+        run = f"_{result.run_id}" if result.run_id else ""
+        when = utc_iso(result.frame.timestamp).replace(":", "").replace("-", "")
+        stem = f"{when}{run}_f{result.frame.index:08d}"
         kinds = (["annotated"] if self.annotated else []) + (["raw"] if self.raw else [])  # name order = age
         paths = [self.folder / f"{stem}_{kind}{self.formats[kind]}" for kind in kinds]
+        job = result.snapshot_job = SnapshotJob([p.name for p in paths])
         if not self._room(result, len(paths)):
+            job.finish(error="not saved: free disk space under snapshots.min_free_mb")
             return
         if self.queue_size <= 0:
-            self._save(result, kinds, paths, names=result.snapshots)
+            try:
+                self._save(result, kinds, paths, names=result.snapshots)
+            finally:
+                job.finish(
+                    result.snapshots,
+                    "" if len(result.snapshots) == len(paths) else "not written: write failed",
+                )
             return
         if self._thread is None:
             self._queue = queue_module.Queue(self.queue_size)
@@ -110,6 +123,7 @@ class Snapshots(BaseSink):
             self._queue.put((result, kinds, paths), block=self.block)
         except queue_module.Full:
             self.dropped += 1
+            job.finish(error="not saved: the snapshot writer was behind (queue full)")
             raise OSError(f"{self.folder}: the snapshot writer is {self.queue_size} frames behind (slow disk?): "
                           f"frame {result.frame.index} not saved ({self.dropped} dropped so far)") from None
         result.snapshots.extend(p.name for p in paths)
@@ -125,15 +139,21 @@ class Snapshots(BaseSink):
     def _run(self) -> None:
         while True:
             job = self._queue.get()
+            written: list[str] = []
+            error = "not saved: free disk space under snapshots.min_free_mb"
             try:
                 if job is None:
                     return
                 if self._room(job[0], len(job[2])):  # the disk may have filled while the job waited
-                    self._save(*job)
+                    self._save(*job, names=written)
+                    error = ""
             except Exception as e:  # reported by the next emit/close, on the loop's thread
                 self.failed += 1
                 self._errors.append(f"frame {job[0].frame.index}: {e.__class__.__name__}: {e}")
+                error = f"not written: {e.__class__.__name__}"
             finally:
+                if job is not None and job[0].snapshot_job is not None:
+                    job[0].snapshot_job.finish(written, error)
                 self._queue.task_done()
 
     def _raise_errors(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 from typing import Any, Callable, Optional
 
 from .live import AsyncService
@@ -38,7 +39,9 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        """A URL that opens the server: a wildcard bind (0.0.0.0, ::) names this machine instead."""
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def _authorised(self, request: Any) -> bool:
