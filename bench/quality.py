@@ -395,41 +395,56 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
     return str(Path(data).resolve())
 
 
-def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[str], stats: dict) -> int:
-    """``--kfold K``: each arm/seed trains one model per fold (resumable like any arm), then the held-out
-    detections of all folds are pooled into ``<out>/<set>-kfold<K>/<arm>/seed<s>/kfold.json``."""
+def _kfold_fold(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: int,
+                opts: argparse.Namespace, stats: dict) -> tuple[dict, list]:
+    """One fold of ``--kfold``: its result.json and held-out detections (``dets.json.gz``) from ``--out``,
+    else from ``--archive`` (what an earlier session kept), else trained and evaluated here; both are
+    archived as soon as they exist."""
     from bench import kfold as KF
     from defectdet.evaluate import collect_detections, read_split
+
+    rel = Path(data_tag(data)) / arm / f"seed{seed}"
+    run_dir, kept = out / rel, (Path(opts.archive) / rel if opts.archive else None)
+    for name in ("result.json", "dets.json.gz"):
+        if kept is not None and (kept / name).is_file() and not (run_dir / name).is_file():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept / name, run_dir / name)
+    res = run_arm(out, data, arm, settings, budget, seed, opts, stats)
+    dets_path = run_dir / "dets.json.gz"
+    if not dets_path.is_file():
+        names, images = read_split(data, "val")
+        imgsz = int(res["resolved"].get("eval_imgsz") or budget["imgsz"])
+        dets = collect_detections(str(run_dir / "weights" / "last.pt"), images, len(names), imgsz=imgsz,
+                                  device=opts.device)[0]
+        KF.save_detections(dets_path, dets)
+    if kept is not None:
+        atomic_write_text(kept / "result.json", json.dumps(res, indent=1) + "\n")
+        if not (kept / "dets.json.gz").is_file():
+            shutil.copyfile(dets_path, kept / "dets.json.gz")
+    return res, KF.load_detections(dets_path)
+
+
+def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[str], stats: dict) -> int:
+    """``--kfold K``: each arm/seed trains one model per fold (resumable like any arm, and across sessions
+    through ``--archive``), then the held-out detections of all folds are pooled into
+    ``<out>/<set>-kfold<K>/<arm>/seed<s>/kfold.json``."""
+    from bench import kfold as KF
+    from defectdet.evaluate import read_split
 
     rows = []
     for seed in opts.seeds or budget["seeds"]:
         for d in datasets:
             base = out / f"{data_tag(d)}-kfold{opts.kfold}"
             yamls = KF.make_fold_yamls(d, opts.kfold, base)
+            names, _ = read_split(yamls[0], "val")
             for arm, settings in arms_for(stats[d], opts.arms).items():
-                path = base / arm / f"seed{seed}" / "kfold.json"
-                results = []
-                for y in yamls:  # each fold's own result.json is archived as soon as it exists
-                    results.append(run_arm(out, y, arm, settings, budget, seed, opts, stats[d]))
-                    if opts.archive:
-                        kept = Path(opts.archive) / data_tag(y) / arm / f"seed{seed}" / "result.json"
-                        atomic_write_text(kept, json.dumps(results[-1], indent=1) + "\n")
-                if not path.exists():
-                    folds = []
-                    for y, r in zip(yamls, results):
-                        names, images = read_split(y, "val")
-                        weights = out / data_tag(y) / arm / f"seed{seed}" / "weights" / "last.pt"
-                        imgsz = int(r["resolved"].get("eval_imgsz") or budget["imgsz"])
-                        folds.append(collect_detections(str(weights), images, len(names), imgsz=imgsz,
-                                                        device=opts.device)[0])
-                    res = {"data_tag": f"{data_tag(d)}-kfold{opts.kfold}", "arm": arm, "seed": seed,
-                           "loss": results[0]["loss"], "budget": budget, "data": d,
-                           "kfold": KF.pooled_result(results, folds, names, LINE_ESCAPE, opts.target_escape)}
-                    atomic_write_text(path, json.dumps(res, indent=1) + "\n")
-                res = json.loads(path.read_text())
-                if opts.archive:
-                    kept = Path(opts.archive) / res["data_tag"] / arm / f"seed{seed}" / "kfold.json"
-                    atomic_write_text(kept, json.dumps(res, indent=1) + "\n")
+                folds = [_kfold_fold(out, y, arm, settings, budget, seed, opts, stats[d]) for y in yamls]
+                res = {"data_tag": f"{data_tag(d)}-kfold{opts.kfold}", "arm": arm, "seed": seed,
+                       "loss": folds[0][0]["loss"], "budget": budget, "data": d,
+                       "kfold": KF.pooled_result([r for r, _ in folds], [x for _, x in folds], names, LINE_ESCAPE,
+                                                 opts.target_escape)}
+                for where in [base] + ([Path(opts.archive) / res["data_tag"]] if opts.archive else []):
+                    atomic_write_text(where / arm / f"seed{seed}" / "kfold.json", json.dumps(res, indent=1) + "\n")
                 rows.append(res)
     text = KF.kfold_table(rows)
     atomic_write_text(out / "quality_kfold.md", text)

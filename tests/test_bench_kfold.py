@@ -88,6 +88,17 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     kept = tmp_path / "kept"
     assert Q.main([*args, "--archive", str(kept)]) == 0
     assert capsys.readouterr().out.count("quality: cached") == 2
-    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*.json")) == [
-        "synthetic-kfold2-fold0/recipe/seed0/result.json", "synthetic-kfold2-fold1/recipe/seed0/result.json",
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*.json*")) == [
+        "synthetic-kfold2-fold0/recipe/seed0/dets.json.gz", "synthetic-kfold2-fold0/recipe/seed0/result.json",
+        "synthetic-kfold2-fold1/recipe/seed0/dets.json.gz", "synthetic-kfold2-fold1/recipe/seed0/result.json",
         "synthetic-kfold2/recipe/seed0/kfold.json"]
+    # a later session on a fresh machine: the same --out, emptied; the archive alone -> pooled, nothing trained
+    import shutil
+
+    moved = shutil.move(str(kept), str(tmp_path.parent / f"{tmp_path.name}-kept"))
+    shutil.rmtree(tmp_path)
+    capsys.readouterr()
+    assert Q.main([*args, "--archive", moved]) == 0
+    assert capsys.readouterr().out.count("quality: cached") == 2
+    again = json.loads((tmp_path / "synthetic-kfold2" / "recipe" / "seed0" / "kfold.json").read_text())
+    assert again["kfold"]["line"] == kf["line"] and not (tmp_path / "synthetic-kfold2-fold0" / "recipe" / "seed0" / "weights").exists()
