@@ -100,13 +100,15 @@ def _logs_to(stream: Any):
 
     handlers = [h for h in logging.getLogger("ultralytics").handlers if isinstance(h, logging.StreamHandler)]
     before = [h.stream for h in handlers]
-    for h in handlers:
-        h.setStream(stream)
+    for h in handlers:  # not setStream(): it flushes the old stream, which may be closed (a finished capture)
+        with h.lock:
+            h.stream = stream
     try:
         yield
     finally:
         for h, old in zip(handlers, before):
-            h.setStream(old)
+            with h.lock:
+                h.stream = old
 
 
 def default_out(model: Path) -> Path:

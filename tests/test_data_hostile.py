@@ -114,8 +114,10 @@ def test_bomb_header_in_check_stats_train_and_val(ds, tmp_path, capsys):
     with pytest.raises(DataError) as e:  # `defectdet val` reads the split before the model runs
         read_split(ds / "data.yaml", "val")
     assert str(e.value) == f"{bomb}: {BOMB}"
+    from modelfiles import tiny_onnx
+
     model = tmp_path / "m.onnx"
-    model.write_bytes(b"not read: the data fails first")
+    model.write_bytes(tiny_onnx())  # a valid file (a bad one is refused first, tests/test_model_files.py): never run
     rc, _, err = run(capsys, "val", "--model", str(model), "--data", str(ds / "data.yaml"))
     assert rc == 2 and err.splitlines() == [f"defectdet val: error: {bomb}: {BOMB}"]
 

@@ -165,8 +165,8 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         decider = Decider(det.names, thresholds=det.operating, roi=d["roi"], roi_units=d["roi_units"],
                           debounce_k=d["debounce_k"], debounce_n=d["debounce_n"])
         loop: Any = None  # the window's q/Esc stops the loop built just below; servers read its summary
-        mid = res.model_id
-        info = {"model": mid, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
+        mid, run_id = res.model_id, new_run_id()  # the run's id: events, tally, snapshots, review items, summary
+        info = {"model": mid, "run_id": run_id, "source": source.spec.uri, "names": [det.names[i] for i in sorted(det.names)], "conf": float(cfg["conf"]),
                 "thresholds": det.operating.by_name(ndigits=4), "decision": dict(d), **res.info}
         if cfg["review"]["enabled"]:  # near misses must reach the review queue: the detector keeps them, the decider not
             from .review import detector_floor
@@ -178,7 +178,7 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop
         loop = loop_class(det, source, decider, sinks, signal_on=cfg["signals"]["trigger"], max_frames=int(cfg["max_frames"] or 0),
                           duration=float(cfg["duration"] or 0), status_every=float(cfg["status_every"]),
-                          model_id=mid, out_dir=out, safety=safety, run_id=new_run_id())
+                          model_id=mid, out_dir=out, safety=safety, run_id=run_id)
         LOG.info(
             "inspecting %s with %r -> %s (run %s, plc.on_failure=%s)",
             source.spec.uri,

@@ -28,7 +28,6 @@ import logging
 import os
 import queue as queue_module
 import random
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -39,17 +38,13 @@ import numpy as np
 
 from ..config import atomic_write_bytes, atomic_write_text
 from ..errors import ConfigError
+from .safety import new_run_id
 from .sink import BaseSink
 from .sinks import utc_iso
 
 LOG = logging.getLogger("defectdet.inspect")
 KINDS = ("ng", "near_miss", "audit")
 MAX_PART_FRAMES = 600  # a run of NG (or near-miss) frames longer than this is cut into parts (a stopped line)
-
-
-def new_run_id() -> str:
-    """``20261207T004512Z-3fa2c1``: the UTC start time and 24 random bits."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def detector_floor(thresholds: np.ndarray, band: float) -> np.ndarray:
