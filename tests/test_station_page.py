@@ -181,6 +181,7 @@ def test_operator_page_in_a_real_browser(model, tmp_path):
 def test_review_view_in_a_real_browser(model, tmp_path):
     """The review view (defectdet/station/review_page.py): no token, a refused write; the run's token,
     a missed defect drawn on the picture with a new class and saved, then a false reject."""
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install 'defectdet[dev]')")
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
 
