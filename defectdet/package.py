@@ -202,14 +202,6 @@ def write_package_bundle(out: Path, files: dict[str, Path], gate: dict[str, Any]
     return write_bundle(out, files, models, deployed, models[deployed].replace(".onnx", ".json"), extra=extra)
 
 
-def run_info_file(model: Path) -> Path | None:
-    """``<run>/defectdet.yaml`` of a checkpoint at ``<run>/weights/best.pt`` (or beside it)."""
-    for run in (model.resolve().parent.parent, model.resolve().parent):
-        if RunInfo.path(run).is_file():
-            return RunInfo.path(run)
-    return None
-
-
 def package(
     model: str | Path,
     data: str | Path,
@@ -249,7 +241,7 @@ def package(
         gate = _int8_steps(steps, onnx, data, work, target_escape, calib_images, method, limits) if int8 else None
         bundle = steps.run(
             STEP_NAMES[4],
-            lambda: _write(out, work, gate, run_info_file(model), steps.log, target_escape),
+            lambda: _write(out, work, gate, RunInfo.locate(model), steps.log, target_escape),
             lambda b: f"{b.path} (id {b.short_id})",
         )
     finally:

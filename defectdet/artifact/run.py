@@ -166,11 +166,14 @@ class RunInfo:
         return Path(run_dir) / RUN_INFO_NAME
 
     @classmethod
-    def find(cls, checkpoint: str | os.PathLike) -> Optional[RunInfo]:
-        """The RunInfo of the run a checkpoint (``<run>/weights/best.pt``) or a file beside it came
-        from: ``<run>/defectdet.yaml``, else one in the checkpoint's own folder; None when neither is."""
+    def locate(cls, checkpoint: str | os.PathLike) -> Optional[Path]:
+        """The ``defectdet.yaml`` of the run a checkpoint (``<run>/weights/best.pt``) or a file beside it
+        came from: ``<run>/defectdet.yaml``, else one in the checkpoint's own folder; None when neither is."""
         ckpt = Path(checkpoint).resolve()
-        for run in (ckpt.parent.parent, ckpt.parent):
-            if cls.path(run).is_file():
-                return cls.load(cls.path(run))
-        return None
+        return next((cls.path(run) for run in (ckpt.parent.parent, ckpt.parent) if cls.path(run).is_file()), None)
+
+    @classmethod
+    def find(cls, checkpoint: str | os.PathLike) -> Optional[RunInfo]:
+        """The RunInfo at :meth:`locate`; None when there is none."""
+        path = cls.locate(checkpoint)
+        return cls.load(path) if path is not None else None

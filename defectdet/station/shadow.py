@@ -20,7 +20,6 @@ is shadowed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ..artifact import model_id
 from ..config import atomic_write_text
 from .decisions import Decider
 from .sink import BaseSink
@@ -219,15 +219,6 @@ def _vector(thresholds: Sequence[float]) -> Any:
     return np.asarray(thresholds, np.float32).reshape(-1)
 
 
-def file_id(path: Path) -> str:
-    """``candidate.onnx:1a2b3c4d5e6f``: the name and the start of the SHA-256, as the live model's id is made."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"{path.name}:{h.hexdigest()[:12]}"
-
-
 def open_shadow(s: Mapping[str, Any], ctx: Any) -> ShadowSink:
     """The ``shadow:`` section -> a :class:`ShadowSink` (the candidate loads now)."""
     from ..runtime import Detector
@@ -242,7 +233,7 @@ def open_shadow(s: Mapping[str, Any], ctx: Any) -> ShadowSink:
         det.names,
         det.thresholds,
         ctx.out / s["file"],
-        file_id(path),
+        model_id(path),
         decision.get("roi"),
         decision.get("roi_units", "fraction"),
         block=not ctx.live,
