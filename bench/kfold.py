@@ -92,16 +92,18 @@ def load_detections(path: Path) -> list[M.ImageDetections]:
 
 
 def fit_thresholds(images: list[M.ImageDetections], names: list[str], target_escape: float, rule: str = "any",
-                   threshold_rule: str = "per-class", confidence: float | None = None) -> dict[str, float]:
-    """{class: threshold} calibrated on ``images``: per class (``defectdet val --target-escape``) or one
-    threshold on the part score (:mod:`defectdet.part_rule`, optionally with a bootstrap ``confidence``)."""
+                   threshold_rule: str = "per-class", confidence: float | None = None) -> tuple[dict[str, float], bool]:
+    """({class: threshold}, target reached) calibrated on ``images``: per class (``defectdet val
+    --target-escape``) or one threshold on the part score (:mod:`defectdet.part_rule`, optionally with a
+    bootstrap ``confidence``)."""
     from defectdet.evaluate import build_report
     from defectdet.part_rule import calibrate_part_threshold
 
     if threshold_rule == "per-class":
-        return dict(build_report(images, names, target_escape=target_escape, escape_rule=rule).thresholds)
+        rep = build_report(images, names, target_escape=target_escape, escape_rule=rule)
+        return dict(rep.thresholds), bool(rep.calibration["reachable"])
     cal = calibrate_part_threshold(M.PartScores.from_images(images, len(names), rule), target_escape, confidence)
-    return {n: float(t) for n, t in zip(names, cal.thresholds)}
+    return {n: float(t) for n, t in zip(names, cal.thresholds)}, cal.reachable
 
 
 def cross_fitted(fold_images: list[list[M.ImageDetections]], names: list[str], target_escape: float,
@@ -111,25 +113,19 @@ def cross_fitted(fold_images: list[list[M.ImageDetections]], names: list[str], t
     from defectdet.evaluate import build_report
 
     tot = {"escapes": 0, "n_defective": 0, "overkills": 0, "n_clean": 0}
-    per_fold = []
+    per_fold, reachable = [], True
     for f, test in enumerate(fold_images):
         cal = [im for g, ims in enumerate(fold_images) if g != f for im in ims]
-        th = fit_thresholds(cal, names, target_escape, rule, threshold_rule, confidence)
+        th, ok = fit_thresholds(cal, names, target_escape, rule, threshold_rule, confidence)
+        reachable &= ok
         rep = build_report(test, names, thresholds=th, escape_rule=rule)
-        per_fold.append({"thresholds": th, **{k: getattr(rep, k) for k in tot}})
+        per_fold.append({"thresholds": th, "reachable": ok, **{k: getattr(rep, k) for k in tot}})
         for k in tot:
             tot[k] += getattr(rep, k)
-    return {**tot, "target_escape": target_escape, "rule": rule, "threshold_rule": threshold_rule,
+    return {**tot, "reachable": reachable, "target_escape": target_escape, "rule": rule, "threshold_rule": threshold_rule,
             "confidence": confidence, "per_fold": per_fold,
             "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
             "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None}
-
-
-def part_score(images: list[M.ImageDetections], nc: int) -> tuple[np.ndarray, np.ndarray]:
-    """(P,) the highest detection confidence of each part (any class: the line's reject) and (P,) bool
-    defective."""
-    s = M.PartScores.from_images(images, nc, "any")
-    return s.top.max(1), s.defective
 
 
 def operating_curve(images: list[M.ImageDetections], nc: int, max_escapes: int = 2,
@@ -137,7 +133,10 @@ def operating_curve(images: list[M.ImageDetections], nc: int, max_escapes: int =
     """The pooled trade-off of one part score and one threshold: the overkill at the lowest threshold
     that lets at most ``max_escapes`` defective parts through, and the escapes at the highest
     overkill <= ``max_overkill``. Fitted on the parts it counts: a description of the scores, not a KPI."""
-    score, defective = part_score(images, nc)
+    from defectdet.part_rule import part_scores
+
+    s = M.PartScores.from_images(images, nc, "any")  # the line's rule: any detection rejects
+    score, defective = part_scores(s)[1], s.defective  # (P,) a part's highest confidence, (P,)
     pos, neg = np.sort(score[defective])[::-1], score[~defective]  # (D,) descending, (G,)
     n_def, n_clean = len(pos), len(neg)
     out: dict[str, Any] = {"n_defective": n_def, "n_clean": n_clean}

@@ -121,23 +121,12 @@ def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_i
 def cross_calibrated_kpis(images: list[M.ImageDetections], names: list[str], target_escape: float,
                           folds: int = 2, rule: str = "box") -> dict[str, Any]:
     """Escape/overkill at thresholds calibrated (``defectdet val --target-escape``) on the other folds;
-    parts go to fold ``index % folds`` and the counts of all folds are summed. ``rule``: what catches a
-    defective part, in the calibration and the count (``defectdet.metrics.ESCAPE_RULES``)."""
-    from defectdet.evaluate import build_report
+    parts go to fold ``index % folds`` and the counts of all folds are summed (:func:`bench.kfold.cross_fitted`).
+    ``rule``: what catches a defective part, in the calibration and the count (``defectdet.metrics.ESCAPE_RULES``)."""
+    from bench.kfold import cross_fitted
 
-    tot = {"escapes": 0, "n_defective": 0, "overkills": 0, "n_clean": 0}
-    reachable = True
-    for f in range(folds):
-        test = images[f::folds]
-        cal = [im for i, im in enumerate(images) if i % folds != f]
-        fitted = build_report(cal, names, target_escape=target_escape, escape_rule=rule)
-        reachable &= bool(fitted.calibration["reachable"])
-        rep = build_report(test, names, thresholds=fitted.thresholds, escape_rule=rule)
-        for k in tot:
-            tot[k] += getattr(rep, k)
-    return {**tot, "reachable": reachable,
-            "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
-            "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None}
+    r = cross_fitted([images[f::folds] for f in range(folds)], names, target_escape, rule)
+    return {k: r[k] for k in ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")}
 
 
 def rarest_class(stats: dict) -> int:
