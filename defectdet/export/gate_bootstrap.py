@@ -36,24 +36,17 @@ class _Model:
 
     def metrics(self, idx: np.ndarray, thresholds: np.ndarray, names: list[str]) -> dict[str, float]:
         """mAP50, AP50[c], recall[c] (at ``thresholds``), escape_rate, overkill_rate on images ``idx``."""
-        correct = np.concatenate([self.correct[i] for i in idx])  # (D,)
-        conf = np.concatenate([self.conf[i] for i in idx])  # (D,)
-        cls = np.concatenate([self.cls[i] for i in idx])  # (D,)
-        n_gt = self.gt[idx].sum(0)  # (nc,)
+        stats = M.BoxStats(correct=np.concatenate([self.correct[i] for i in idx])[:, None],  # (D, 1): IoU 0.5
+                           conf=np.concatenate([self.conf[i] for i in idx]),  # (D,)
+                           cls=np.concatenate([self.cls[i] for i in idx]),  # (D,)
+                           n_gt=self.gt[idx].sum(0))  # (nc,)
+        ap = M.ap_per_class(stats)[0][:, 0]  # (nc,) AP50
+        recall = M.pr_at_thresholds(stats, thresholds)[1]  # (nc,)
         out: dict[str, float] = {}
-        aps = []
         for c, name in enumerate(names):
-            k = np.flatnonzero(cls == c)
-            k = k[np.argsort(-conf[k], kind="stable")]
-            tp = correct[k].astype(np.float64)  # (K,)
-            if n_gt[c] == 0:
-                continue
-            tpc, fpc = tp.cumsum(), (1 - tp).cumsum()
-            ap = M.compute_ap(tpc / n_gt[c], tpc / np.maximum(tpc + fpc, 1e-16))[0] if len(k) else 0.0
-            aps.append(ap)
-            out[f"AP50[{name}]"] = ap
-            out[f"recall[{name}]"] = float(tp[conf[k] >= thresholds[c]].sum() / n_gt[c])
-        out["mAP50"] = float(np.mean(aps)) if aps else 0.0
+            if stats.n_gt[c]:
+                out[f"AP50[{name}]"], out[f"recall[{name}]"] = float(ap[c]), float(recall[c])
+        out["mAP50"] = M.mean_ap(ap[:, None], stats.n_gt)[0]
         sub = M.PartScores(hit=self.parts.hit[idx], top=self.parts.top[idx], defective=self.parts.defective[idx])
         kpi = M.part_kpis(sub, thresholds)
         out["escape_rate"] = kpi["escape_rate"] if kpi["n_defective"] else float("nan")
