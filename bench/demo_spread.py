@@ -83,9 +83,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"passed, no good part rejected on the conveyor). Range: mAP50 {rng('map50', '.3f')}, weakest "
                      f"class AP50 {rng('min_ap50', '.2f')}, escape {rng('escape', '.1%')}, overkill "
                      f"{rng('overkill', '.1%')}, good parts rejected {rng('false_rejects', 'd')}.")
-        extra = {" ".join(r["extra"]) for r in rows}
-        lines.append(f"Runs: `defectdet demo --seed S --threads T{(' ' + extra.pop()) if len(extra) == 1 and '' not in extra else ''}`"
-                     f" (`python bench/demo_spread.py`), one at a time.")
+        extra = {" ".join(r["extra"]) for r in rows}  # the options every run was given besides seed and threads
+        shown = f" {next(iter(extra))}" if len(extra) == 1 and extra != {""} else ""
+        lines.append(f"Runs: `defectdet demo --seed S --threads T{shown}` (`python bench/demo_spread.py`), one at a time.")
     return "\n".join(lines) + "\n"
 
 
