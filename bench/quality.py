@@ -297,6 +297,13 @@ def evaluate_arm(weights: Path, data: str, imgsz: int, device: str, rarest: int,
     }
 
 
+def portable(fingerprint: dict) -> dict:
+    """``fingerprint`` with a model yaml of this project named from ``configs/``, whichever checkout ran it."""
+    model = str(fingerprint.get("model", ""))
+    tail = model.replace("\\", "/").rpartition("/configs/models/")
+    return {**fingerprint, "model": f"configs/models/{tail[2]}"} if tail[1] else fingerprint
+
+
 def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: int, opts: argparse.Namespace,
             stats: dict, callbacks: dict | None = None) -> dict[str, Any]:
     """Train + evaluate one arm/seed, or load its cached ``result.json`` (same budget required)."""
@@ -308,7 +315,7 @@ def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: 
     cached = run_dir / "result.json"
     if cached.exists():
         res = json.loads(cached.read_text())
-        if res["fingerprint"] != fingerprint:
+        if portable(res["fingerprint"]) != portable(fingerprint):
             raise ConfigError(f"{cached}: made with another budget ({res['fingerprint']}); expected {fingerprint}: "
                               "use another --out or delete it")
         if res["eval"] == eval_cfg:

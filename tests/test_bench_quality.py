@@ -277,3 +277,14 @@ def test_update_page_replaces_only_the_marked_table(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(Q.ConfigError, match="expected one '<!-- t:start -->' line"):
         update_page(readme, "t", "x")
+
+
+def test_cache_from_another_checkout_is_the_same_budget():
+    """A result.json made in another clone names the project's model yaml by another absolute path; the
+    cache is still the same budget (a session resumes from its archive in any checkout), another
+    model is not."""
+    here = {"model": str(Q.ROOT / "configs" / "models" / "defectdet-pico.yaml"), "imgsz": 320, "epochs": 30}
+    there = {**here, "model": "/elsewhere/clone/configs/models/defectdet-pico.yaml"}
+    assert Q.portable(here) == Q.portable(there) == {**here, "model": "configs/models/defectdet-pico.yaml"}
+    assert Q.portable({**here, "model": "/elsewhere/configs/models/yolo11n.yaml"}) != Q.portable(here)
+    assert Q.portable({**here, "model": "yolo11n.yaml"})["model"] == "yolo11n.yaml"
