@@ -37,62 +37,106 @@ def outcome(summary: dict[str, Any]) -> dict[str, Any]:
     aps = {n: float(c["ap50"]) for n, c in summary["per_class"].items()}
     line = summary["inspect"]
     learnt = all(v >= LEARNT_AP50 for v in aps.values())
-    return {"map50": float(summary["map50"]), "min_ap50": min(aps.values()), "weakest": min(aps, key=aps.get),
-            "learnt": learnt, "escape": float(summary["escape_rate"]), "overkill": float(summary["overkill_rate"]),
-            "gate": summary["gate"], "caught": f"{line['caught']}/{line['defective_parts']}",
-            "false_rejects": int(line["false_rejects"]), "good_parts": int(line["good_parts"]),
-            "seconds": float(summary["seconds"]),
-            "ok": learnt and summary["gate"] == "pass" and int(line["false_rejects"]) == 0}
+    return {
+        "map50": float(summary["map50"]),
+        "min_ap50": min(aps.values()),
+        "weakest": min(aps, key=aps.get),
+        "learnt": learnt,
+        "escape": float(summary["escape_rate"]),
+        "overkill": float(summary["overkill_rate"]),
+        "gate": summary["gate"],
+        "caught": f"{line['caught']}/{line['defective_parts']}",
+        "false_rejects": int(line["false_rejects"]),
+        "good_parts": int(line["good_parts"]),
+        "seconds": float(summary["seconds"]),
+        "ok": learnt and summary["gate"] == "pass" and int(line["false_rejects"]) == 0,
+    }
 
 
 def run_one(out: Path, seed: int, threads: int, extra: list[str]) -> dict[str, Any]:
     """One demo run (or its cached summary); returns its outcome."""
     run = out / f"seed{seed}-threads{threads}"
     stamp = run / "spread.json"
-    if (run / "summary.yaml").is_file() and stamp.is_file() and json.loads(stamp.read_text())["extra"] == extra:
+    if (
+        (run / "summary.yaml").is_file()
+        and stamp.is_file()
+        and json.loads(stamp.read_text())["extra"] == extra
+    ):
         print(f"demo_spread: cached {run}")
     else:
-        cmd = [sys.executable, "-m", "defectdet.cli", "demo", "--out", str(run), "--seed", str(seed),
-               "--threads", str(threads), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "defectdet.cli",
+            "demo",
+            "--out",
+            str(run),
+            "--seed",
+            str(seed),
+            "--threads",
+            str(threads),
+            *extra,
+        ]
         print("demo_spread: " + " ".join(cmd), flush=True)
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
         load0 = os.getloadavg()[0]
         if subprocess.run(cmd, env=env, cwd=ROOT).returncode != 0:
             raise ConfigError(f"{run}: `defectdet demo` failed (its output is above)")
-        atomic_write_text(stamp, json.dumps({"extra": extra, "load_1m_start": round(load0, 2),
-                                             "load_1m_end": round(os.getloadavg()[0], 2)}) + "\n")
+        atomic_write_text(
+            stamp,
+            json.dumps(
+                {
+                    "extra": extra,
+                    "load_1m_start": round(load0, 2),
+                    "load_1m_end": round(os.getloadavg()[0], 2),
+                }
+            )
+            + "\n",
+        )
     res = outcome(load_yaml(run / "summary.yaml", kind="demo summary"))
     return {"seed": seed, "threads": threads, **res, **json.loads(stamp.read_text())}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Every run, then the range of each number over the runs."""
-    head = ("| seed | threads | mAP50 | weakest class AP50 | escape | overkill | INT8 gate | conveyor: defective "
-            "rejected | good rejected | outcome | s |")
+    head = (
+        "| seed | threads | mAP50 | weakest class AP50 | escape | overkill | INT8 gate | conveyor: defective "
+        "rejected | good rejected | outcome | s |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['threads']} | {r['map50']:.3f} | {r['weakest']} {r['min_ap50']:.2f} | "
-                     f"{r['escape']:.1%} | {r['overkill']:.1%} | {r['gate']} | {r['caught']} | "
-                     f"{r['false_rejects']}/{r['good_parts']} | {'held' if r['ok'] else '**missed**'} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['seed']} | {r['threads']} | {r['map50']:.3f} | {r['weakest']} {r['min_ap50']:.2f} | "
+            f"{r['escape']:.1%} | {r['overkill']:.1%} | {r['gate']} | {r['caught']} | "
+            f"{r['false_rejects']}/{r['good_parts']} | {'held' if r['ok'] else '**missed**'} | {r['seconds']:.0f} |"
+        )
     if rows:
+
         def rng(k, fmt):
             v = [r[k] for r in rows]
             return f"{format(min(v), fmt)}–{format(max(v), fmt)}"
+
         held = sum(r["ok"] for r in rows)
-        lines.append(f"\n{held} of {len(rows)} runs reached the outcome (every class AP50 ≥ {LEARNT_AP50}, INT8 gate "
-                     f"passed, no good part rejected on the conveyor). Range: mAP50 {rng('map50', '.3f')}, weakest "
-                     f"class AP50 {rng('min_ap50', '.2f')}, escape {rng('escape', '.1%')}, overkill "
-                     f"{rng('overkill', '.1%')}, good parts rejected {rng('false_rejects', 'd')}.")
-        extra = {" ".join(r["extra"]) for r in rows}  # the options every run was given besides seed and threads
+        lines.append(
+            f"\n{held} of {len(rows)} runs reached the outcome (every class AP50 ≥ {LEARNT_AP50}, INT8 gate "
+            f"passed, no good part rejected on the conveyor). Range: mAP50 {rng('map50', '.3f')}, weakest "
+            f"class AP50 {rng('min_ap50', '.2f')}, escape {rng('escape', '.1%')}, overkill "
+            f"{rng('overkill', '.1%')}, good parts rejected {rng('false_rejects', 'd')}."
+        )
+        extra = {
+            " ".join(r["extra"]) for r in rows
+        }  # the options every run was given besides seed and threads
         shown = f" {next(iter(extra))}" if len(extra) == 1 and extra != {""} else ""
-        lines.append(f"Runs: `defectdet demo --seed S --threads T{shown}` (`python bench/demo_spread.py`), one at a time.")
+        lines.append(
+            f"Runs: `defectdet demo --seed S --threads T{shown}` (`python bench/demo_spread.py`), one at a time."
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])

@@ -60,8 +60,12 @@ def make_fold_yamls(data: str, k: int, out: Path) -> list[str]:
         rest = [str(p) for p, g in zip(images, fold) if g != f]
         atomic_write_text(d / "train.txt", "\n".join(rest) + "\n")
         atomic_write_text(d / "val.txt", "\n".join(held) + "\n")
-        body = [f"# fold {f} of {k} of {data}: trains on the other folds, scored on this one",
-                f"train: {d / 'train.txt'}", f"val: {d / 'val.txt'}", "names:"]
+        body = [
+            f"# fold {f} of {k} of {data}: trains on the other folds, scored on this one",
+            f"train: {d / 'train.txt'}",
+            f"val: {d / 'val.txt'}",
+            "names:",
+        ]
         body += [f"  {i}: {n}" for i, n in enumerate(names)]
         atomic_write_text(d / "data.yaml", "\n".join(body) + "\n")
         yamls.append(str(d / "data.yaml"))
@@ -73,9 +77,17 @@ def save_detections(path: Path, images: list[M.ImageDetections]) -> Path:
     pooling needs, so that a later session pools without the fold's weights."""
     import gzip
 
-    rows = [{"name": im.name, "boxes": np.round(im.boxes, 1).tolist(), "conf": np.round(im.conf, 5).tolist(),
-             "cls": im.cls.tolist(), "gt_boxes": np.round(im.gt_boxes, 1).tolist(), "gt_cls": im.gt_cls.tolist()}
-            for im in images]
+    rows = [
+        {
+            "name": im.name,
+            "boxes": np.round(im.boxes, 1).tolist(),
+            "conf": np.round(im.conf, 5).tolist(),
+            "cls": im.cls.tolist(),
+            "gt_boxes": np.round(im.gt_boxes, 1).tolist(),
+            "gt_cls": im.gt_cls.tolist(),
+        }
+        for im in images
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     with gzip.open(tmp, "wt", encoding="utf-8") as f:
@@ -91,8 +103,14 @@ def load_detections(path: Path) -> list[M.ImageDetections]:
         return [M.ImageDetections(**row) for row in json.load(f)]
 
 
-def fit_thresholds(images: list[M.ImageDetections], names: list[str], target_escape: float, rule: str = "any",
-                   threshold_rule: str = "per-class", confidence: float | None = None) -> tuple[dict[str, float], bool]:
+def fit_thresholds(
+    images: list[M.ImageDetections],
+    names: list[str],
+    target_escape: float,
+    rule: str = "any",
+    threshold_rule: str = "per-class",
+    confidence: float | None = None,
+) -> tuple[dict[str, float], bool]:
     """({class: threshold}, target reached) calibrated on ``images``: per class (``defectdet val
     --target-escape``) or one threshold on the part score (:mod:`defectdet.part_rule`, optionally with a
     bootstrap ``confidence``)."""
@@ -102,12 +120,20 @@ def fit_thresholds(images: list[M.ImageDetections], names: list[str], target_esc
     if threshold_rule == "per-class":
         rep = build_report(images, names, target_escape=target_escape, escape_rule=rule)
         return dict(rep.thresholds), bool(rep.calibration["reachable"])
-    cal = calibrate_part_threshold(M.PartScores.from_images(images, len(names), rule), target_escape, confidence)
+    cal = calibrate_part_threshold(
+        M.PartScores.from_images(images, len(names), rule), target_escape, confidence
+    )
     return {n: float(t) for n, t in zip(names, cal.thresholds)}, cal.reachable
 
 
-def cross_fitted(fold_images: list[list[M.ImageDetections]], names: list[str], target_escape: float,
-                 rule: str = "any", threshold_rule: str = "per-class", confidence: float | None = None) -> dict[str, Any]:
+def cross_fitted(
+    fold_images: list[list[M.ImageDetections]],
+    names: list[str],
+    target_escape: float,
+    rule: str = "any",
+    threshold_rule: str = "per-class",
+    confidence: float | None = None,
+) -> dict[str, Any]:
     """Escapes/overkills of every fold at thresholds calibrated (:func:`fit_thresholds`) on the held-out
     parts of the other folds; counts summed over the folds."""
     from defectdet.evaluate import build_report
@@ -122,14 +148,22 @@ def cross_fitted(fold_images: list[list[M.ImageDetections]], names: list[str], t
         per_fold.append({"thresholds": th, "reachable": ok, **{k: getattr(rep, k) for k in tot}})
         for k in tot:
             tot[k] += getattr(rep, k)
-    return {**tot, "reachable": reachable, "target_escape": target_escape, "rule": rule, "threshold_rule": threshold_rule,
-            "confidence": confidence, "per_fold": per_fold,
-            "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
-            "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None}
+    return {
+        **tot,
+        "reachable": reachable,
+        "target_escape": target_escape,
+        "rule": rule,
+        "threshold_rule": threshold_rule,
+        "confidence": confidence,
+        "per_fold": per_fold,
+        "escape": tot["escapes"] / tot["n_defective"] if tot["n_defective"] else None,
+        "overkill": tot["overkills"] / tot["n_clean"] if tot["n_clean"] else None,
+    }
 
 
-def operating_curve(images: list[M.ImageDetections], nc: int, max_escapes: int = 2,
-                    max_overkill: float = 0.05) -> dict[str, Any]:
+def operating_curve(
+    images: list[M.ImageDetections], nc: int, max_escapes: int = 2, max_overkill: float = 0.05
+) -> dict[str, Any]:
     """The pooled trade-off of one part score and one threshold: the overkill at the lowest threshold
     that lets at most ``max_escapes`` defective parts through, and the escapes at the highest
     overkill <= ``max_overkill``. Fitted on the parts it counts: a description of the scores, not a KPI."""
@@ -143,9 +177,12 @@ def operating_curve(images: list[M.ImageDetections], nc: int, max_escapes: int =
     if n_def > max_escapes:
         t = pos[n_def - 1 - max_escapes]  # catches all but max_escapes defective parts
         ok = bool(np.isfinite(t))  # -inf: more parts than that have no detection at all
-        out.update(max_escapes=max_escapes, reachable=ok,
-                   overkill_at=float((neg >= t).mean()) if ok and n_clean else None,
-                   overkills_at=int((neg >= t).sum()) if ok else None)
+        out.update(
+            max_escapes=max_escapes,
+            reachable=ok,
+            overkill_at=float((neg >= t).mean()) if ok and n_clean else None,
+            overkills_at=int((neg >= t).sum()) if ok else None,
+        )
     if n_clean:
         allowed = int(np.floor(max_overkill * n_clean + 1e-9))
         t = np.sort(neg)[::-1][allowed] if allowed < n_clean else -np.inf  # the first clean score not allowed
@@ -155,8 +192,13 @@ def operating_curve(images: list[M.ImageDetections], nc: int, max_escapes: int =
     return out
 
 
-def pooled_result(fold_results: list[dict], fold_images: list[list[M.ImageDetections]], names: list[str],
-                  line_escape: float, target_escape: float) -> dict[str, Any]:
+def pooled_result(
+    fold_results: list[dict],
+    fold_images: list[list[M.ImageDetections]],
+    names: list[str],
+    line_escape: float,
+    target_escape: float,
+) -> dict[str, Any]:
     """The k-fold row of one arm/seed: per-fold mAP50, mAP50 of the pooled held-out detections, and the
     part KPIs of the line's rule (any detection rejects) cross-fitted at ``line_escape`` and
     ``target_escape``, with the pooled operating curve."""
@@ -166,8 +208,12 @@ def pooled_result(fold_results: list[dict], fold_images: list[list[M.ImageDetect
     rep = build_report(pooled, names)
     folds_map = [r["map50"] for r in fold_results]
     return {
-        "folds": len(fold_results), "map50_folds": folds_map, "map50_median": float(np.median(folds_map)),
-        "map50_pooled": rep.map50, "map50_95_pooled": rep.map50_95, "per_class": rep.per_class,
+        "folds": len(fold_results),
+        "map50_folds": folds_map,
+        "map50_median": float(np.median(folds_map)),
+        "map50_pooled": rep.map50,
+        "map50_95_pooled": rep.map50_95,
+        "per_class": rep.per_class,
         "line": cross_fitted(fold_images, names, line_escape, "any"),
         "target": cross_fitted(fold_images, names, target_escape, "any"),
         "line_part": cross_fitted(fold_images, names, line_escape, "any", "part"),
@@ -184,8 +230,13 @@ def _pct(n, d) -> str:
     return f"{n}/{d} ({n / d:.1%})" if d else "n/a"
 
 
-RULES = (("line", "per-class @1%"), ("line_part", "part score @1%"), ("line_part90", "part score @1%, 90% conf."),
-         ("target", "per-class @5%"), ("target_part90", "part score @5%, 90% conf."))
+RULES = (
+    ("line", "per-class @1%"),
+    ("line_part", "part score @1%"),
+    ("line_part90", "part score @1%, 90% conf."),
+    ("target", "per-class @5%"),
+    ("target_part90", "part score @5%, 90% conf."),
+)
 
 
 def kfold_table(rows: list[dict]) -> str:
@@ -195,21 +246,32 @@ def kfold_table(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         k, cv = r["kfold"], r["kfold"]["curve"]
-        first = (f"| {r['data_tag']} | {r['arm']} | {r['seed']} | "
-                 f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | {k['map50_pooled']:.3f} |")
+        first = (
+            f"| {r['data_tag']} | {r['arm']} | {r['seed']} | "
+            f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | {k['map50_pooled']:.3f} |"
+        )
         for key, label in RULES:
             if key in k:
-                lines.append(f"{first} {label} | {_pct(k[key]['escapes'], k[key]['n_defective'])} | "
-                             f"{_pct(k[key]['overkills'], k[key]['n_clean'])} |")
+                lines.append(
+                    f"{first} {label} | {_pct(k[key]['escapes'], k[key]['n_defective'])} | "
+                    f"{_pct(k[key]['overkills'], k[key]['n_clean'])} |"
+                )
                 first = "| | | | | |"
-        ovk = (_pct(cv["overkills_at"], cv["n_clean"]) if cv.get("overkills_at") is not None else "unreachable")
+        ovk = _pct(cv["overkills_at"], cv["n_clean"]) if cv.get("overkills_at") is not None else "unreachable"
         lines.append(f"{first} pooled curve: ≤ {cv.get('max_escapes')} escapes | | {ovk} |")
-        lines.append(f"| | | | | | pooled curve: ≤ {cv.get('max_overkill', 0):.0%} overkill | "
-                     f"{_pct(cv['escapes_at'], cv['n_defective'])} | |")
+        lines.append(
+            f"| | | | | | pooled curve: ≤ {cv.get('max_overkill', 0):.0%} overkill | "
+            f"{_pct(cv['escapes_at'], cv['n_defective'])} | |"
+        )
     ips = [v for r in rows for v in r["kfold"]["images_per_s"] if v]
     loads = [v for r in rows for v in r["kfold"].get("load_1m", []) if v is not None]
     if ips:
-        lines.append(f"\ntrain img/s (median over folds and runs): {np.median(ips):.1f}"
-                     + (f" at a median 1-minute load of {np.median(loads):.1f} (2 = this run alone on 2 cores)"
-                        if loads else ""))
+        lines.append(
+            f"\ntrain img/s (median over folds and runs): {np.median(ips):.1f}"
+            + (
+                f" at a median 1-minute load of {np.median(loads):.1f} (2 = this run alone on 2 cores)"
+                if loads
+                else ""
+            )
+        )
     return "\n".join(lines) + "\n"

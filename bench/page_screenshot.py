@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "operator-page.png"), help="where the PNG goes")
+    ap.add_argument(
+        "--out", default=str(ROOT / "docs" / "img" / "operator-page.png"), help="where the PNG goes"
+    )
     a = ap.parse_args(argv)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DEFECTDET_PAGE_SCREENSHOT": str(Path(a.out).resolve()), "PYTHONPATH": str(ROOT)}

@@ -88,21 +88,53 @@ from defectdet.errors import ConfigError  # noqa: E402
 DEEPPCB = ROOT.parent / "shared" / "data" / "deeppcb"
 DEFAULT_DATA = [str(DEEPPCB / "data_rare.yaml"), str(DEEPPCB / "data.yaml")]
 BUDGETS = {  # the equal budget every arm gets; see the module docstring for why
-    "cpu": {"model": str(ROOT / "configs" / "models" / "defectdet-pico.yaml"), "imgsz": 320, "batch": 16,
-            "epochs": 30, "workers": 2, "seeds": [0]},
-    "gpu": {"model": "yolo11n.yaml", "imgsz": 640, "batch": 32, "epochs": 100, "workers": 8, "seeds": [0, 1, 2]},
+    "cpu": {
+        "model": str(ROOT / "configs" / "models" / "defectdet-pico.yaml"),
+        "imgsz": 320,
+        "batch": 16,
+        "epochs": 30,
+        "workers": 2,
+        "seeds": [0],
+    },
+    "gpu": {
+        "model": "yolo11n.yaml",
+        "imgsz": 640,
+        "batch": 32,
+        "epochs": 100,
+        "workers": 8,
+        "seeds": [0, 1, 2],
+    },
 }
 TARGET_ESCAPE = 0.05  # escape target of the threshold calibration
-LINE_ESCAPE = 0.01  # a line's escape target: reported beside TARGET_ESCAPE (one escape in ~150 parts per half)
-BASELINE_RECIPE = {"sampling": "uniform", "crop": "off", "paste": 0.0}  # the data recipe before defectdet had one
-FEATURES = {"defect": {"sampling": "defect"}, "repeat": {"sampling": "repeat"}, "native": {"crop": "native"},
-            "paste": {"paste": 0.5}, "defect80": {"sampling": "defect", "defect_fraction": 0.8},
-            "flip": {"flipud": 0.5}, "rot": {"rot90": 0.75},
-            **{f"lr{n}": {"optimizer": "AdamW", "lr0": n / 1000, "momentum": 0.9, "warmup_bias_lr": 0.0}
-               for n in (3, 5, 1)},
-            "nomosaic": {"mosaic": 0.0}, "nbs16": {"nbs": 16}}
+LINE_ESCAPE = (
+    0.01  # a line's escape target: reported beside TARGET_ESCAPE (one escape in ~150 parts per half)
+)
+BASELINE_RECIPE = {
+    "sampling": "uniform",
+    "crop": "off",
+    "paste": 0.0,
+}  # the data recipe before defectdet had one
+FEATURES = {
+    "defect": {"sampling": "defect"},
+    "repeat": {"sampling": "repeat"},
+    "native": {"crop": "native"},
+    "paste": {"paste": 0.5},
+    "defect80": {"sampling": "defect", "defect_fraction": 0.8},
+    "flip": {"flipud": 0.5},
+    "rot": {"rot90": 0.75},
+    **{
+        f"lr{n}": {"optimizer": "AdamW", "lr0": n / 1000, "momentum": 0.9, "warmup_bias_lr": 0.0}
+        for n in (3, 5, 1)
+    },
+    "nomosaic": {"mosaic": 0.0},
+    "nbs16": {"nbs": 16},
+}
+
+
 # ----------------------------------------------------------------------------- metrics (numpy)
-def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float) -> dict[str, Any]:
+def recall_at_fp_rate(
+    images: list[M.ImageDetections], c: int, nc: int, fp_per_image: float
+) -> dict[str, Any]:
     """Box recall (IoU 0.5) of class ``c`` at the lowest confidence threshold whose false positives of
     class ``c`` number at most ``fp_per_image * len(images)``; ties in confidence are kept together."""
     stats = M.BoxStats.from_images(images, nc)
@@ -118,15 +150,18 @@ def recall_at_fp_rate(images: list[M.ImageDetections], c: int, nc: int, fp_per_i
     return {"recall": float(ctp[k] / n_gt), "threshold": float(conf[k]), "fp": int(cfp[k]), "n_gt": n_gt}
 
 
-def cross_calibrated_kpis(images: list[M.ImageDetections], names: list[str], target_escape: float,
-                          folds: int = 2, rule: str = "box") -> dict[str, Any]:
+def cross_calibrated_kpis(
+    images: list[M.ImageDetections], names: list[str], target_escape: float, folds: int = 2, rule: str = "box"
+) -> dict[str, Any]:
     """Escape/overkill at thresholds calibrated (``defectdet val --target-escape``) on the other folds;
     parts go to fold ``index % folds`` and the counts of all folds are summed (:func:`bench.kfold.cross_fitted`).
     ``rule``: what catches a defective part, in the calibration and the count (``defectdet.metrics.ESCAPE_RULES``)."""
     from bench.kfold import cross_fitted
 
     r = cross_fitted([images[f::folds] for f in range(folds)], names, target_escape, rule)
-    return {k: r[k] for k in ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")}
+    return {
+        k: r[k] for k in ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")
+    }
 
 
 def rarest_class(stats: dict) -> int:
@@ -177,8 +212,10 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
         base = rec if base == "recommended" else base
         bad = [f for f in features if f not in FEATURES]
         if (base not in arms and base != "recipe") or bad:
-            raise ConfigError(f"--arms {w}: expected one of {', '.join(arms)}, 'recommended' or 'recipe', optionally "
-                              f"followed by +feature ({', '.join(FEATURES)})")
+            raise ConfigError(
+                f"--arms {w}: expected one of {', '.join(arms)}, 'recommended' or 'recipe', optionally "
+                f"followed by +feature ({', '.join(FEATURES)})"
+            )
         settings = {} if base == "recipe" else dict(arms[base])
         for f in features:
             settings.update(FEATURES[f])
@@ -189,10 +226,13 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
 
 def loss_label(s: dict) -> str:
     """``qfl γ=2 cls=4`` — the loss settings of an arm in one short string."""
-    parts = [s.get("cls_loss", "auto")] + [f"{g}={s[k]:g}" for k, g in (("gamma", "γ"), ("alpha", "α"), ("cls", "cls"))
-                               if s.get(k) is not None]
+    parts = [s.get("cls_loss", "auto")] + [
+        f"{g}={s[k]:g}" for k, g in (("gamma", "γ"), ("alpha", "α"), ("cls", "cls")) if s.get(k) is not None
+    ]
     parts += [f"{k}={s[k]}" for k in ("sampling", "crop") if s.get(k) not in (None, "uniform", "off")]
-    parts += [f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None]
+    parts += [
+        f"defect_fraction={s['defect_fraction']:g}" for _ in [0] if s.get("defect_fraction") is not None
+    ]
     parts += [f"{k}={s[k]:g}" for k in ("paste", "flipud", "rot90", "lr0") if s.get(k)]
     parts += [f"mosaic={s['mosaic']:g}" for _ in [0] if s.get("mosaic") is not None]
     parts += [f"nbs={s['nbs']}" for _ in [0] if s.get("nbs") is not None]
@@ -212,9 +252,11 @@ class EpochTimer:
 
     def end(self, trainer) -> None:
         rows = json.loads(self.path.read_text()) if self.path.exists() else {}
-        rows[str(trainer.epoch)] = {"seconds": time.perf_counter() - self.t0,
-                                    "images": len(trainer.train_loader.dataset),
-                                    "load_1m": round(os.getloadavg()[0], 2)}  # other jobs slow this epoch
+        rows[str(trainer.epoch)] = {
+            "seconds": time.perf_counter() - self.t0,
+            "images": len(trainer.train_loader.dataset),
+            "load_1m": round(os.getloadavg()[0], 2),
+        }  # other jobs slow this epoch
         atomic_write_text(self.path, json.dumps(rows, indent=1))
 
     def load(self) -> float | None:
@@ -242,8 +284,15 @@ def _checkpoint_state(last: Path) -> str:
     return "resumable" if ckpt.get("epoch", -1) >= 0 and ckpt.get("optimizer") is not None else "finished"
 
 
-def train_arm(run_dir: Path, data: str, settings: dict, budget: dict, seed: int, device: str,
-              callbacks: dict | None = None) -> Path:
+def train_arm(
+    run_dir: Path,
+    data: str,
+    settings: dict,
+    budget: dict,
+    seed: int,
+    device: str,
+    callbacks: dict | None = None,
+) -> Path:
     """Train one arm/seed into ``run_dir`` (resuming from ``last.pt``); returns the final weights."""
     from defectdet.train import train
 
@@ -256,9 +305,22 @@ def train_arm(run_dir: Path, data: str, settings: dict, budget: dict, seed: int,
     for event, fns in (callbacks or {}).items():
         cbs.setdefault(event, []).extend(fns)
     args = {k: v for k, v in settings.items() if k != "recommended"}
-    args.update(data=data, imgsz=budget["imgsz"], batch=budget["batch"], epochs=budget["epochs"],
-                workers=budget["workers"], seed=seed, deterministic=True, device=device, val=False, plots=False,
-                project=str(run_dir.parent), name=run_dir.name, exist_ok=True, verbose=False)
+    args.update(
+        data=data,
+        imgsz=budget["imgsz"],
+        batch=budget["batch"],
+        epochs=budget["epochs"],
+        workers=budget["workers"],
+        seed=seed,
+        deterministic=True,
+        device=device,
+        val=False,
+        plots=False,
+        project=str(run_dir.parent),
+        name=run_dir.name,
+        exist_ok=True,
+        verbose=False,
+    )
     if state == "resumable":
         print(f"quality: resuming {run_dir} from {last}")
         train(callbacks=cbs, **args, model=str(last), resume=True)
@@ -269,8 +331,16 @@ def train_arm(run_dir: Path, data: str, settings: dict, budget: dict, seed: int,
     return last
 
 
-def evaluate_arm(weights: Path, data: str, imgsz: int, device: str, rarest: int,
-                 fp_per_image: float, target_escape: float, max_images: int | None = None) -> dict[str, Any]:
+def evaluate_arm(
+    weights: Path,
+    data: str,
+    imgsz: int,
+    device: str,
+    rarest: int,
+    fp_per_image: float,
+    target_escape: float,
+    max_images: int | None = None,
+) -> dict[str, Any]:
     """Every metric of the table for one trained arm (one inference pass over the val split)."""
     from defectdet.evaluate import build_report, collect_detections, read_split
 
@@ -280,20 +350,38 @@ def evaluate_arm(weights: Path, data: str, imgsz: int, device: str, rarest: int,
     dets, _ = collect_detections(str(weights), images, len(names), imgsz=imgsz, device=device)
     rep = build_report(dets, names)
     labelled = [n for n, v in rep.per_class.items() if v["labels"] > 0]
-    pr_mean = np.mean([rep.pr_curves[n]["precision"] for n in labelled], 0) if labelled else np.zeros(101)  # (101,)
+    pr_mean = (
+        np.mean([rep.pr_curves[n]["precision"] for n in labelled], 0) if labelled else np.zeros(101)
+    )  # (101,)
     cal = cross_calibrated_kpis(dets, names, target_escape)
     line = cross_calibrated_kpis(dets, names, LINE_ESCAPE)
-    line_any = cross_calibrated_kpis(dets, names, LINE_ESCAPE, rule="any")  # a part is rejected by any detection
+    line_any = cross_calibrated_kpis(
+        dets, names, LINE_ESCAPE, rule="any"
+    )  # a part is rejected by any detection
     rare = recall_at_fp_rate(dets, rarest, len(names), fp_per_image)
     return {
-        "map50": rep.map50, "map50_95": rep.map50_95, "rare_recall": rare["recall"], "rare": rare,
-        "escape": cal["escape"], "overkill": cal["overkill"], "calibration": cal,
-        "escape_line": line["escape"], "overkill_line": line["overkill"], "calibration_line": line, "imgsz": imgsz,
-        "escape_line_any": line_any["escape"], "overkill_line_any": line_any["overkill"], "calibration_line_any": line_any,
+        "map50": rep.map50,
+        "map50_95": rep.map50_95,
+        "rare_recall": rare["recall"],
+        "rare": rare,
+        "escape": cal["escape"],
+        "overkill": cal["overkill"],
+        "calibration": cal,
+        "escape_line": line["escape"],
+        "overkill_line": line["overkill"],
+        "calibration_line": line,
+        "imgsz": imgsz,
+        "escape_line_any": line_any["escape"],
+        "overkill_line_any": line_any["overkill"],
+        "calibration_line_any": line_any,
         "max_f1": {"escape": rep.escape_rate, "overkill": rep.overkill_rate if rep.n_clean else None},
-        "per_class": rep.per_class, "n_images": len(dets),
-        "pr": {"recall": M.RECALL_GRID.round(4).tolist(), "mean": pr_mean.round(5).tolist(),
-               "rarest": rep.pr_curves[names[rarest]]["precision"]},
+        "per_class": rep.per_class,
+        "n_images": len(dets),
+        "pr": {
+            "recall": M.RECALL_GRID.round(4).tolist(),
+            "mean": pr_mean.round(5).tolist(),
+            "rarest": rep.pr_curves[names[rarest]]["precision"],
+        },
     }
 
 
@@ -304,20 +392,39 @@ def portable(fingerprint: dict) -> dict:
     return {**fingerprint, "model": f"configs/models/{tail[2]}"} if tail[1] else fingerprint
 
 
-def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: int, opts: argparse.Namespace,
-            stats: dict, callbacks: dict | None = None) -> dict[str, Any]:
+def run_arm(
+    out: Path,
+    data: str,
+    arm: str,
+    settings: dict,
+    budget: dict,
+    seed: int,
+    opts: argparse.Namespace,
+    stats: dict,
+    callbacks: dict | None = None,
+) -> dict[str, Any]:
     """Train + evaluate one arm/seed, or load its cached ``result.json`` (same budget required)."""
     run_dir = out / data_tag(data) / arm / f"seed{seed}"
-    fingerprint = {**{k: budget[k] for k in FINGERPRINT}, "seed": seed, "data": str(data),
-                   "settings": {k: v for k, v in settings.items() if k != "recommended"}}
-    eval_cfg = {"fp_per_image": opts.fp_per_image, "target_escape": opts.target_escape,
-                "max_val_images": opts.max_val_images, "escape_rules": list(M.ESCAPE_RULES)}
+    fingerprint = {
+        **{k: budget[k] for k in FINGERPRINT},
+        "seed": seed,
+        "data": str(data),
+        "settings": {k: v for k, v in settings.items() if k != "recommended"},
+    }
+    eval_cfg = {
+        "fp_per_image": opts.fp_per_image,
+        "target_escape": opts.target_escape,
+        "max_val_images": opts.max_val_images,
+        "escape_rules": list(M.ESCAPE_RULES),
+    }
     cached = run_dir / "result.json"
     if cached.exists():
         res = json.loads(cached.read_text())
         if portable(res["fingerprint"]) != portable(fingerprint):
-            raise ConfigError(f"{cached}: made with another budget ({res['fingerprint']}); expected {fingerprint}: "
-                              "use another --out or delete it")
+            raise ConfigError(
+                f"{cached}: made with another budget ({res['fingerprint']}); expected {fingerprint}: "
+                "use another --out or delete it"
+            )
         if res["eval"] == eval_cfg:
             print(f"quality: cached {cached}")
             return res
@@ -327,24 +434,47 @@ def run_arm(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: 
     rarest = rarest_class(stats)
     run_info = RunInfo.load(RunInfo.path(run_dir))  # what auto keys became, and the native size
     resolved = run_info.to_dict()
-    res = evaluate_arm(weights, data, int(run_info.deploy_imgsz or budget["imgsz"]), opts.device, rarest,
-                       opts.fp_per_image, opts.target_escape, opts.max_val_images)
-    res.update(fingerprint=fingerprint, eval=eval_cfg, data_tag=data_tag(data), arm=arm, seed=seed,
-               loss=loss_label({**settings, **resolved}), resolved=resolved,
-               recommended=bool(settings.get("recommended")), rarest_class=stats["names"][rarest],
-               images_per_s=EpochTimer(run_dir).images_per_s(), load_1m=EpochTimer(run_dir).load(),
-               omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"), wall_s=round(time.time() - t0, 1),
-               budget=budget, device=str(opts.device))
+    res = evaluate_arm(
+        weights,
+        data,
+        int(run_info.deploy_imgsz or budget["imgsz"]),
+        opts.device,
+        rarest,
+        opts.fp_per_image,
+        opts.target_escape,
+        opts.max_val_images,
+    )
+    res.update(
+        fingerprint=fingerprint,
+        eval=eval_cfg,
+        data_tag=data_tag(data),
+        arm=arm,
+        seed=seed,
+        loss=loss_label({**settings, **resolved}),
+        resolved=resolved,
+        recommended=bool(settings.get("recommended")),
+        rarest_class=stats["names"][rarest],
+        images_per_s=EpochTimer(run_dir).images_per_s(),
+        load_1m=EpochTimer(run_dir).load(),
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+        wall_s=round(time.time() - t0, 1),
+        budget=budget,
+        device=str(opts.device),
+    )
     atomic_write_text(cached, json.dumps(res, indent=1) + "\n")
-    print(f"quality: {data_tag(data)} {arm} seed {seed}: mAP50 {res['map50']:.3f}  R_rare {res['rare_recall']:.3f}  "
-          f"({res['wall_s']:.0f} s)")
+    print(
+        f"quality: {data_tag(data)} {arm} seed {seed}: mAP50 {res['map50']:.3f}  R_rare {res['rare_recall']:.3f}  "
+        f"({res['wall_s']:.0f} s)"
+    )
     return res
 
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/quality.py", description=__doc__.split("\n")[0])
-    p.add_argument("--data", nargs="+", default=DEFAULT_DATA, help="data.yaml files, or 'synthetic' (smoke runs)")
+    p.add_argument(
+        "--data", nargs="+", default=DEFAULT_DATA, help="data.yaml files, or 'synthetic' (smoke runs)"
+    )
     p.add_argument("--arms", nargs="+", help=f"subset of {', '.join(LOSS_ARMS)}, recommended (default: all)")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="cpu", help="equal per-arm budget preset")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the budget's)")
@@ -352,23 +482,46 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{k}", type=int, help=f"override the budget's {k}")
     p.add_argument("--model", help="override the budget's model yaml")
     p.add_argument("--device", default="cpu", help="cpu, 0, ... (a GPU for larger budgets)")
-    p.add_argument("--out", default=str(ROOT / "runs" / "bench_quality"), help="results cache and report folder")
-    p.add_argument("--report-only", action="store_true", help="rebuild the table and plots from the cached JSON")
-    p.add_argument("--archive", help="also copy every arm's result.json into this folder, in the cache's layout "
-                                     "(small, to commit: --report-only --out ARCHIVE rebuilds the table without the runs)")
-    p.add_argument("--page", "--readme", dest="page",
-                   help="also write the table into this docs page (docs/quality.md) between the "
-                        "<!-- MARKER:start/end --> lines")
+    p.add_argument(
+        "--out", default=str(ROOT / "runs" / "bench_quality"), help="results cache and report folder"
+    )
+    p.add_argument(
+        "--report-only", action="store_true", help="rebuild the table and plots from the cached JSON"
+    )
+    p.add_argument(
+        "--archive",
+        help="also copy every arm's result.json into this folder, in the cache's layout "
+        "(small, to commit: --report-only --out ARCHIVE rebuilds the table without the runs)",
+    )
+    p.add_argument(
+        "--page",
+        "--readme",
+        dest="page",
+        help="also write the table into this docs page (docs/quality.md) between the "
+        "<!-- MARKER:start/end --> lines",
+    )
     p.add_argument("--marker", default="quality-table", help="the marker in --page (default: quality-table)")
-    p.add_argument("--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall")
-    p.add_argument("--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration")
+    p.add_argument(
+        "--fp-per-image", type=float, default=FP_PER_IMAGE, help="FP budget of the rare-class recall"
+    )
+    p.add_argument(
+        "--target-escape", type=float, default=TARGET_ESCAPE, help="escape target of the calibration"
+    )
     p.add_argument("--max-val-images", type=int, help="evaluate an evenly spaced val subset (smoke runs)")
-    p.add_argument("--kfold", type=int, help="K-fold cross-validation: pool train+val, deal K stratified folds, train "
-                   "one model per fold and pool the held-out part KPIs (bench/kfold.py)")
+    p.add_argument(
+        "--kfold",
+        type=int,
+        help="K-fold cross-validation: pool train+val, deal K stratified folds, train "
+        "one model per fold and pool the held-out part KPIs (bench/kfold.py)",
+    )
     p.add_argument("--synthetic-images", type=int, default=200, help="size of the --data synthetic set")
     p.add_argument("--synthetic-defect-rate", type=float, default=0.3, help="share of defective parts in it")
-    p.add_argument("--synthetic-px", type=int, help="its parts' image size (default: the budget's imgsz; larger "
-                   "sizes make crop=auto train on native-scale windows)")
+    p.add_argument(
+        "--synthetic-px",
+        type=int,
+        help="its parts' image size (default: the budget's imgsz; larger "
+        "sizes make crop=auto train on native-scale windows)",
+    )
     return p
 
 
@@ -380,7 +533,11 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
         rate, px, n = opts.synthetic_defect_rate, max(opts.synthetic_px or imgsz, 64), opts.synthetic_images
         if not 0 < rate < 1:
             raise ConfigError(f"--synthetic-defect-rate {rate}: expected a fraction in (0, 1)")
-        name = "synthetic" if (rate, opts.synthetic_px) == (0.3, None) else f"synthetic-{rate * 100:g}pct-{px}px-{n}"
+        name = (
+            "synthetic"
+            if (rate, opts.synthetic_px) == (0.3, None)
+            else f"synthetic-{rate * 100:g}pct-{px}px-{n}"
+        )
         yaml_path = out / name / "data" / "data.yaml"  # one folder per set: no stale reuse
         if not yaml_path.exists():
             make_dataset(yaml_path.parent, images=n, defect_rate=rate, imgsz=px, seed=0, video_frames=0)
@@ -391,8 +548,16 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
     return str(Path(data).resolve())
 
 
-def _kfold_fold(out: Path, data: str, arm: str, settings: dict, budget: dict, seed: int,
-                opts: argparse.Namespace, stats: dict) -> tuple[dict, list]:
+def _kfold_fold(
+    out: Path,
+    data: str,
+    arm: str,
+    settings: dict,
+    budget: dict,
+    seed: int,
+    opts: argparse.Namespace,
+    stats: dict,
+) -> tuple[dict, list]:
     """One fold of ``--kfold``: its result.json and held-out detections (``dets.json.gz``) from ``--out``,
     else from ``--archive`` (what an earlier session kept), else trained and evaluated here; both are
     archived as soon as they exist."""
@@ -410,8 +575,9 @@ def _kfold_fold(out: Path, data: str, arm: str, settings: dict, budget: dict, se
     if not dets_path.is_file():
         names, images = read_split(data, "val")
         imgsz = int(res["resolved"].get("eval_imgsz") or budget["imgsz"])
-        dets = collect_detections(str(run_dir / "weights" / "last.pt"), images, len(names), imgsz=imgsz,
-                                  device=opts.device)[0]
+        dets = collect_detections(
+            str(run_dir / "weights" / "last.pt"), images, len(names), imgsz=imgsz, device=opts.device
+        )[0]
         KF.save_detections(dets_path, dets)
     if kept is not None:
         atomic_write_text(kept / "result.json", json.dumps(res, indent=1) + "\n")
@@ -435,12 +601,21 @@ def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[
             names, _ = read_split(yamls[0], "val")
             for arm, settings in arms_for(stats[d], opts.arms).items():
                 folds = [_kfold_fold(out, y, arm, settings, budget, seed, opts, stats[d]) for y in yamls]
-                res = {"data_tag": f"{data_tag(d)}-kfold{opts.kfold}", "arm": arm, "seed": seed,
-                       "loss": folds[0][0]["loss"], "budget": budget, "data": d,
-                       "kfold": KF.pooled_result([r for r, _ in folds], [x for _, x in folds], names, LINE_ESCAPE,
-                                                 opts.target_escape)}
+                res = {
+                    "data_tag": f"{data_tag(d)}-kfold{opts.kfold}",
+                    "arm": arm,
+                    "seed": seed,
+                    "loss": folds[0][0]["loss"],
+                    "budget": budget,
+                    "data": d,
+                    "kfold": KF.pooled_result(
+                        [r for r, _ in folds], [x for _, x in folds], names, LINE_ESCAPE, opts.target_escape
+                    ),
+                }
                 for where in [base] + ([Path(opts.archive) / res["data_tag"]] if opts.archive else []):
-                    atomic_write_text(where / arm / f"seed{seed}" / "kfold.json", json.dumps(res, indent=1) + "\n")
+                    atomic_write_text(
+                        where / arm / f"seed{seed}" / "kfold.json", json.dumps(res, indent=1) + "\n"
+                    )
                 rows.append(res)
     text = KF.kfold_table(rows)
     atomic_write_text(out / "quality_kfold.md", text)
@@ -455,8 +630,14 @@ def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     out = Path(opts.out).resolve()
     if not opts.report_only:
-        budget = {**BUDGETS[opts.budget], **{k: getattr(opts, k) for k in ("epochs", "imgsz", "batch", "workers", "model")
-                                            if getattr(opts, k) is not None}}
+        budget = {
+            **BUDGETS[opts.budget],
+            **{
+                k: getattr(opts, k)
+                for k in ("epochs", "imgsz", "batch", "workers", "model")
+                if getattr(opts, k) is not None
+            },
+        }
         from defectdet.data.stats import dataset_stats
 
         datasets = [d for d in (_resolve_data(d, out, opts, budget["imgsz"]) for d in opts.data) if d]

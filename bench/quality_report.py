@@ -19,12 +19,18 @@ FINGERPRINT = ("model", "imgsz", "batch", "epochs")  # what makes cached results
 FP_PER_IMAGE = 0.1  # false positives of the rarest class per image, for its recall
 MIN_BASELINE_MAP50 = 0.3  # below this the BCE baseline has not learnt: deltas are noise
 COLUMNS = (  # (result key, header, format spec)
-    ("map50", "mAP50", ".3f"), ("map50_95", "mAP50-95", ".3f"), ("rare_recall", "R_rare@{fp}FP/img", ".3f"),
-    ("escape", "escape@cal", ".1%"), ("overkill", "overkill@cal", ".1%"),
-    ("escape_line", "escape@cal1%", ".1%"), ("overkill_line", "overkill@cal1%", ".1%"),
-    ("escape_line_any", "escape@cal1% any-det", ".1%"), ("overkill_line_any", "overkill@cal1% any-det", ".1%"),
+    ("map50", "mAP50", ".3f"),
+    ("map50_95", "mAP50-95", ".3f"),
+    ("rare_recall", "R_rare@{fp}FP/img", ".3f"),
+    ("escape", "escape@cal", ".1%"),
+    ("overkill", "overkill@cal", ".1%"),
+    ("escape_line", "escape@cal1%", ".1%"),
+    ("overkill_line", "overkill@cal1%", ".1%"),
+    ("escape_line_any", "escape@cal1% any-det", ".1%"),
+    ("overkill_line_any", "overkill@cal1% any-det", ".1%"),
     ("d_map50", "ΔmAP50 vs bce", "+.3f"),
-    ("images_per_s", "train img/s", ".1f"), ("load_1m", "load 1m", ".1f"),
+    ("images_per_s", "train img/s", ".1f"),
+    ("load_1m", "load 1m", ".1f"),
 )
 
 
@@ -51,9 +57,18 @@ def aggregate(results: list[dict]) -> list[dict]:
     bce = {(r["data_tag"], r["seed"]): r["map50"] for r in results if r["arm"] == "bce"}
     rows: dict[tuple[str, str], dict] = {}
     for r in results:
-        row = rows.setdefault((r["data_tag"], r["arm"]), {"data_tag": r["data_tag"], "arm": r["arm"],
-                              "loss": r["loss"], "recommended": r.get("recommended", False), "seeds": [],
-                              "rarest": r["rarest_class"], **{k: [] for k, _, _ in COLUMNS}})
+        row = rows.setdefault(
+            (r["data_tag"], r["arm"]),
+            {
+                "data_tag": r["data_tag"],
+                "arm": r["arm"],
+                "loss": r["loss"],
+                "recommended": r.get("recommended", False),
+                "seeds": [],
+                "rarest": r["rarest_class"],
+                **{k: [] for k, _, _ in COLUMNS},
+            },
+        )
         row["seeds"].append(r["seed"])
         for key, _, _ in COLUMNS:
             v = r.get(key)
@@ -80,7 +95,9 @@ def markdown_table(rows: list[dict], fp_per_image: float = FP_PER_IMAGE) -> str:
     for r in rows:
         arm = r["arm"] + (" (recommended)" if r["recommended"] else "")
         cells = [_cell(r[k], p) for k, _, p in COLUMNS]
-        out.append(f"| {r['data_tag']} | {arm} | {r['loss']} | {len(r['seeds'])} | " + " | ".join(cells) + " |")
+        out.append(
+            f"| {r['data_tag']} | {arm} | {r['loss']} | {len(r['seeds'])} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(out)
 
 
@@ -92,8 +109,10 @@ def baseline_warnings(rows: list[dict]) -> list[str]:
         if base is None:
             out.append(f"WARNING: {tag}: no bce baseline result: the deltas have no reference")
         elif (m := statistics.median(base["map50"])) < MIN_BASELINE_MAP50:
-            out.append(f"WARNING: {tag}: the BCE baseline's mAP50 is {m:.3f} < {MIN_BASELINE_MAP50}: "
-                       "comparison is noise at this budget (train longer, or on a GPU: --budget gpu --device 0)")
+            out.append(
+                f"WARNING: {tag}: the BCE baseline's mAP50 is {m:.3f} < {MIN_BASELINE_MAP50}: "
+                "comparison is noise at this budget (train longer, or on a GPU: --budget gpu --device 0)"
+            )
     return out
 
 
@@ -123,10 +142,17 @@ def plot_pr(results: list[dict], path: Path) -> Path:
                 rs = [r for r in results if r["data_tag"] == tag and r["arm"] == arm]
                 rec = rs[0]["pr"]["recall"]
                 mean, rare = (np.mean([r["pr"][k] for r in rs], 0) for k in ("mean", "rarest"))  # (101,) each
-                ax.plot(rec, mean, color=f"C{i}", label=f"{arm} mAP50 {np.median([r['map50'] for r in rs]):.3f}")
+                ax.plot(
+                    rec, mean, color=f"C{i}", label=f"{arm} mAP50 {np.median([r['map50'] for r in rs]):.3f}"
+                )
                 ax.plot(rec, rare, color=f"C{i}", ls="--", lw=0.8)
-            ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-                   title=f"{tag}: all classes (solid), {rs[0]['rarest_class']} (dashed)")
+            ax.set(
+                xlabel="recall",
+                ylabel="precision",
+                xlim=(0, 1),
+                ylim=(0, 1.02),
+                title=f"{tag}: all classes (solid), {rs[0]['rarest_class']} (dashed)",
+            )
             ax.legend(fontsize=7, loc="lower left")
 
     return _png(draw, path, size=(6.0 * len(tags), 4.8))
@@ -148,14 +174,25 @@ def plot_bars(rows: list[dict], path: Path, fp_per_image: float = FP_PER_IMAGE) 
                     if r is None or not r[key]:
                         continue
                     med, v = statistics.median(r[key]), r[key]
-                    ax.bar(j + (i - (len(arms) - 1) / 2) * width, med, width, color=f"C{i}",
-                           yerr=[[med - min(v)], [max(v) - med]], capsize=2)
+                    ax.bar(
+                        j + (i - (len(arms) - 1) / 2) * width,
+                        med,
+                        width,
+                        color=f"C{i}",
+                        yerr=[[med - min(v)], [max(v) - med]],
+                        capsize=2,
+                    )
             ax.set_xticks(range(len(tags)), tags, rotation=20, fontsize=7)
             ax.set_title(head.format(fp=fp_per_image), fontsize=9)
         from matplotlib.patches import Patch  # one entry per arm, whichever datasets it ran on
 
-        fig.legend(handles=[Patch(color=f"C{i}", label=arm) for i, arm in enumerate(arms)], loc="lower center",
-                   ncol=len(arms), fontsize=8, bbox_to_anchor=(0.5, 1.0))
+        fig.legend(
+            handles=[Patch(color=f"C{i}", label=arm) for i, arm in enumerate(arms)],
+            loc="lower center",
+            ncol=len(arms),
+            fontsize=8,
+            bbox_to_anchor=(0.5, 1.0),
+        )
 
     return _png(draw, path, size=(3.2 * len(metrics), 4.0))
 
@@ -174,15 +211,18 @@ def report(out: Path) -> str:
     results.sort(key=lambda r: (tags[r["data_tag"]], arm_rank(r["arm"]), r["arm"], r["seed"]))
     rows = aggregate(results)
     budgets = {json.dumps({k: _shown(r["budget"][k]) for k in FINGERPRINT}, sort_keys=True) for r in results}
-    text = "\n".join([
-        markdown_table(rows, fp_per_image), "",
-        f"budget: {'; '.join(sorted(budgets))}. Rarest class: "
-        + ", ".join(f"{t} {next(r['rarest'] for r in rows if r['data_tag'] == t)}" for t in tags)
-        + f". escape/overkill at thresholds calibrated for {target:.0%} (and 1%, a line's target) escape on one half "
-        "of val, counted on the other half, both ways round; a defective part counts as caught by a correct box "
-        "(right class, IoU >= 0.5), or, in the any-det columns, by any detection (the line's reject rule).",
-        *baseline_warnings(rows),
-    ])
+    text = "\n".join(
+        [
+            markdown_table(rows, fp_per_image),
+            "",
+            f"budget: {'; '.join(sorted(budgets))}. Rarest class: "
+            + ", ".join(f"{t} {next(r['rarest'] for r in rows if r['data_tag'] == t)}" for t in tags)
+            + f". escape/overkill at thresholds calibrated for {target:.0%} (and 1%, a line's target) escape on one half "
+            "of val, counted on the other half, both ways round; a defective part counts as caught by a correct box "
+            "(right class, IoU >= 0.5), or, in the any-det columns, by any detection (the line's reject rule).",
+            *baseline_warnings(rows),
+        ]
+    )
     atomic_write_text(out / "quality.md", text + "\n")
     atomic_write_text(out / "quality.json", json.dumps({"rows": rows, "results": results}, indent=1) + "\n")
     plot_pr(results, out / "quality_pr.png")
@@ -200,4 +240,3 @@ def update_page(page: Path, marker: str, text: str) -> Path:
     head, rest = doc.split(start)
     _, tail = rest.split(end)
     return atomic_write_text(page, f"{head}{start}\n{text.strip()}\n{end}{tail}")
-

@@ -32,9 +32,22 @@ def train_model(data: Path, epochs: int, imgsz: int, fraction: float, out: Path)
     """A checkpoint from the foundation tooling (``defectdet.train.train``, BCE baseline)."""
     from defectdet.train import train
 
-    run = train(model="yolo11n.yaml", data=str(data), epochs=epochs, imgsz=imgsz, cls_loss="bce", device="cpu",
-                project=str(out), name="bench", exist_ok=True, plots=False, workers=0, batch=16,
-                fraction=fraction, val=False)
+    run = train(
+        model="yolo11n.yaml",
+        data=str(data),
+        epochs=epochs,
+        imgsz=imgsz,
+        cls_loss="bce",
+        device="cpu",
+        project=str(out),
+        name="bench",
+        exist_ok=True,
+        plots=False,
+        workers=0,
+        batch=16,
+        fraction=fraction,
+        val=False,
+    )
     return run / "weights" / "last.pt"
 
 
@@ -71,28 +84,41 @@ def accuracy(models: dict[str, Path], data: Path, imgsz: int, max_images: int) -
     for name, path in models.items():
         r = evaluate(str(path), data, imgsz=imgsz, max_images=max_images, thresholds=op)
         op = op or r.thresholds
-        out[name] = {"map50": r.map50, "map50_95": r.map50_95, "escape_rate": r.escape_rate,
-                     "overkill_rate": r.overkill_rate, "images": r.n_images}
+        out[name] = {
+            "map50": r.map50,
+            "map50_95": r.map50_95,
+            "escape_rate": r.escape_rate,
+            "overkill_rate": r.overkill_rate,
+            "images": r.n_images,
+        }
     return out
 
 
 def table(rows: dict[str, dict], lat: dict[str, float], acc: dict[str, dict]) -> str:
     base_ms, base_map = lat["fp32"], acc["fp32"]["map50"]
-    lines = ["| model | median ms | × FP32 | mAP50 | Δ mAP50 (pts) | mAP50-95 | escape | overkill |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | median ms | × FP32 | mAP50 | Δ mAP50 (pts) | mAP50-95 | escape | overkill |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in rows:
         a = acc[name]
-        lines.append(f"| {rows[name]['label']} | {lat[name]:.1f} | {lat[name] / base_ms:.2f} | {a['map50']:.3f} | "
-                     f"{100 * (a['map50'] - base_map):+.2f} | {a['map50_95']:.3f} | {a['escape_rate']:.1%} | "
-                     f"{a['overkill_rate']:.1%} |")
+        lines.append(
+            f"| {rows[name]['label']} | {lat[name]:.1f} | {lat[name] / base_ms:.2f} | {a['map50']:.3f} | "
+            f"{100 * (a['map50'] - base_map):+.2f} | {a['map50_95']:.3f} | {a['escape_rate']:.1%} | "
+            f"{a['overkill_rate']:.1%} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="trained .pt checkpoint (else --train-epochs trains one)")
-    p.add_argument("--train-epochs", type=int, default=0, help="train a BCE yolo11n for this many epochs first")
-    p.add_argument("--train-fraction", type=float, default=1.0, help="share of the train split used by --train-epochs")
+    p.add_argument(
+        "--train-epochs", type=int, default=0, help="train a BCE yolo11n for this many epochs first"
+    )
+    p.add_argument(
+        "--train-fraction", type=float, default=1.0, help="share of the train split used by --train-epochs"
+    )
     p.add_argument("--data", default=str(DEFAULT_DATA), help="data.yaml (default: DeepPCB with templates)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--calib-images", type=int, default=128)
@@ -104,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     data, out = Path(a.data), Path(a.out)
     if not data.is_file():
-        print(f"bench/quantize.py: {data} not found: skipped (the DeepPCB benchmark needs ../shared/data/deeppcb)")
+        print(
+            f"bench/quantize.py: {data} not found: skipped (the DeepPCB benchmark needs ../shared/data/deeppcb)"
+        )
         return 0
     if a.model is None and not a.train_epochs:
         print("bench/quantize.py: give --model best.pt or --train-epochs N")
@@ -118,19 +146,38 @@ def main(argv: list[str] | None = None) -> int:
     rows = {"fp32": {"label": "FP32 ONNX", "path": fp32}}
     for target in ("tensorrt", "cpu"):
         t = time.perf_counter()
-        q = quantize_onnx(fp32, data, calib_images=a.calib_images, method=a.method, target=target,
-                          out=out / f"model.int8-{target}.onnx")
-        rows[target] = {"label": f"INT8 Q/DQ ({target} form)", "path": q.onnx, "quantize_s": time.perf_counter() - t,
-                        "output_error": q.report["output_error"]}
+        q = quantize_onnx(
+            fp32,
+            data,
+            calib_images=a.calib_images,
+            method=a.method,
+            target=target,
+            out=out / f"model.int8-{target}.onnx",
+        )
+        rows[target] = {
+            "label": f"INT8 Q/DQ ({target} form)",
+            "path": q.onnx,
+            "quantize_s": time.perf_counter() - t,
+            "output_error": q.report["output_error"],
+        }
     models = {k: v["path"] for k, v in rows.items()}
     lat = latency(models, split_images(data, "val")[0], a.imgsz, a.threads, a.runs)
     acc = accuracy(models, data, a.imgsz, a.max_images)
     md = table(rows, lat, acc)
-    print(f"\nDeepPCB val ({acc['fp32']['images']} images, {a.imgsz}px), onnxruntime CPU, {a.threads} threads, "
-          f"checkpoint {ckpt}\n{md}")
-    result = {"args": vars(a), "checkpoint": str(ckpt), "latency_ms": lat, "accuracy": acc,
-              "rows": {k: {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()} for k, v in rows.items()},
-              "table": md}
+    print(
+        f"\nDeepPCB val ({acc['fp32']['images']} images, {a.imgsz}px), onnxruntime CPU, {a.threads} threads, "
+        f"checkpoint {ckpt}\n{md}"
+    )
+    result = {
+        "args": vars(a),
+        "checkpoint": str(ckpt),
+        "latency_ms": lat,
+        "accuracy": acc,
+        "rows": {
+            k: {kk: str(vv) if isinstance(vv, Path) else vv for kk, vv in v.items()} for k, v in rows.items()
+        },
+        "table": md,
+    }
     from defectdet.config import atomic_write_text
 
     atomic_write_text(out / "bench_quantize.json", json.dumps(result, indent=1) + "\n")

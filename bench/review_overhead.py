@@ -74,21 +74,28 @@ def measure(a: argparse.Namespace) -> dict:
                 if arm == "on":
                     queue_stats.append(summary["sinks"]["review"])
     ratio = np.array(fps["on"]) / np.array(fps["off"])
-    return {"fps": {k: round(float(np.median(v)), 2) for k, v in fps.items()},
-            "on_over_off": round(float(np.median(ratio)), 3), "rounds": fps,
-            "review_last_round": {k: queue_stats[-1][k] for k in ("queued", "written", "dropped", "bytes")}}
+    return {
+        "fps": {k: round(float(np.median(v)), 2) for k, v in fps.items()},
+        "on_over_off": round(float(np.median(ratio)), 3),
+        "rounds": fps,
+        "review_last_round": {k: queue_stats[-1][k] for k in ("queued", "written", "dropped", "bytes")},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
+    ap.add_argument(
+        "--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)"
+    )
     ap.add_argument("--imgsz", type=int, default=320, help="stand-in model input size (default 320)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds, arms alternating (default 5)")
     ap.add_argument("--frames", type=int, default=300, help="frames per arm and round (default 300)")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    ap.add_argument("--ng-rate", type=float, default=0.1, help="fraction of NG frames to set the threshold for")
+    ap.add_argument(
+        "--ng-rate", type=float, default=0.1, help="fraction of NG frames to set the threshold for"
+    )
     ap.add_argument("--near-band", type=float, default=0.1, help="review.near_band (default 0.1)")
     ap.add_argument("--audit-rate", type=float, default=0.002, help="review.audit_rate (default 0.002)")
     ap.add_argument("--budget-mb", type=float, default=200.0, help="review.budget_mb (default 200)")
@@ -98,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     res = measure(a)
     f = res["fps"]
-    text = (f"pipelined loop, ONNX Runtime CPU, {a.threads} thread(s), {a.frames} frames {a.width}x{a.height} per arm "
-            f"and round, {a.rounds} rounds, NG rate ~{a.ng_rate:g}, events + snapshots on in both arms\n"
-            f"| review off fps | review on fps | **on/off** |\n|---:|---:|---:|\n"
-            f"| {f['off']:.1f} | {f['on']:.1f} | **{res['on_over_off']:.3f}** |\n"
-            f"review queue (last round): {res['review_last_round']}")
+    text = (
+        f"pipelined loop, ONNX Runtime CPU, {a.threads} thread(s), {a.frames} frames {a.width}x{a.height} per arm "
+        f"and round, {a.rounds} rounds, NG rate ~{a.ng_rate:g}, events + snapshots on in both arms\n"
+        f"| review off fps | review on fps | **on/off** |\n|---:|---:|---:|\n"
+        f"| {f['off']:.1f} | {f['on']:.1f} | **{res['on_over_off']:.3f}** |\n"
+        f"review queue (last round): {res['review_last_round']}"
+    )
     print(text)
     (a.json or a.out / "review_overhead.json").write_text(json.dumps({"table": text, **res}, indent=1) + "\n")
     return 0

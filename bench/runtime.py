@@ -53,8 +53,15 @@ def write_card(onnx_path: Path, names, imgsz, **extra) -> Path:
     from defectdet.artifact import ModelCard, Preprocess
 
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    card = ModelCard(names=dict(enumerate(names)), imgsz=(h, w), strides=(8, 16, 32), preprocess=Preprocess(),
-                     input_name="images", output_layout=f"xywh+cls (1, {4 + len(names)}, A)", cls_loss="bce")
+    card = ModelCard(
+        names=dict(enumerate(names)),
+        imgsz=(h, w),
+        strides=(8, 16, 32),
+        preprocess=Preprocess(),
+        input_name="images",
+        output_layout=f"xywh+cls (1, {4 + len(names)}, A)",
+        cls_loss="bce",
+    )
     return card.replace(**extra).save(onnx_path)
 
 
@@ -72,10 +79,14 @@ def _calibrate(net, x, logit_mean: float, logit_std: float) -> None:
             m.momentum = None  # cumulative average: one pass sets the statistics
             m.reset_running_stats()
     head = net.model[-1]
-    convs = [seq[-1] for seq in [*head.cv3, *(getattr(head, "one2one_cv3", None) or [])]]  # Conv2d(c, nc, 1) per level
+    convs = [
+        seq[-1] for seq in [*head.cv3, *(getattr(head, "one2one_cv3", None) or [])]
+    ]  # Conv2d(c, nc, 1) per level
     z: dict[int, torch.Tensor] = {}
     hooks = [
-        c.register_forward_hook(lambda m, i, o, k=k: z.__setitem__(k, o - m.bias.view(1, -1, 1, 1)))  # W.f, (B, nc, h, w)
+        c.register_forward_hook(
+            lambda m, i, o, k=k: z.__setitem__(k, o - m.bias.view(1, -1, 1, 1))
+        )  # W.f, (B, nc, h, w)
         for k, c in enumerate(convs)
     ]
     with torch.no_grad():
@@ -132,7 +143,9 @@ def make_model(
     torch.manual_seed(seed)
     yolo = YOLO(str(cfg_path), task="detect")
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    parts = [make_image(seed, i, max(h, w), i % 2 == 0)[0] for i in range(4)] + [conveyor_frame(seed, 5 * i)[0] for i in range(4)]
+    parts = [make_image(seed, i, max(h, w), i % 2 == 0)[0] for i in range(4)] + [
+        conveyor_frame(seed, 5 * i)[0] for i in range(4)
+    ]
     imgs = np.stack([letterbox(im, (h, w))[0] for im in parts])  # (8, h, w, 3) BGR
     x = torch.from_numpy(imgs[..., ::-1].copy()).permute(0, 3, 1, 2).float() / 255  # (8, 3, h, w) RGB
     _calibrate(yolo.model, x, logit_mean, logit_std)
@@ -141,7 +154,9 @@ def make_model(
         yolo.save(out / "model.pt")
     yolo.model.pt_path = str(out / "model.pt")  # ultralytics names the export after this: out/model.onnx
     e2e_kw = {"nms": False} if e2e else {}  # ultralytics 8.4 exports the one-to-one head only when nms=False
-    onnx_path = Path(yolo.export(format="onnx", imgsz=[h, w], opset=17, simplify=True, verbose=False, **e2e_kw))
+    onnx_path = Path(
+        yolo.export(format="onnx", imgsz=[h, w], opset=17, simplify=True, verbose=False, **e2e_kw)
+    )
     if sidecar:
         layout = {"output_layout": "xyxy+conf+cls (1, 300, 6)"} if e2e else {}
         write_card(onnx_path, names, (h, w), **layout)
@@ -272,8 +287,16 @@ def _serve(kind: str, model: Path, n: int, threads: int, conf: float, iou: float
     conn.send((_vm_hwm_mib(), _vm_hwm_mib() - base))
 
 
-def throughput(model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, block: int,
-               paths: dict[str, tuple[str, Path]] | None = None):
+def throughput(
+    model: Path,
+    n: int,
+    threads: int,
+    conf: float,
+    iou: float,
+    warmup: int,
+    block: int,
+    paths: dict[str, tuple[str, Path]] | None = None,
+):
     """Run each path in its own interpreter, taking turns on blocks of frames (rotating who goes first)
     so load from other processes hits all alike; only one computes at a time. ``paths``: label ->
     (runner kind, model); default (a), (b), (c) on ``model``. Returns per-path rows (wall, pre,
@@ -285,7 +308,9 @@ def throughput(model: Path, n: int, threads: int, conf: float, iou: float, warmu
     pipes, procs = {}, []
     for label, (kind, path) in paths.items():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(kind, path, n, threads, conf, iou, warmup, child), daemon=True)
+        proc = ctx.Process(
+            target=_serve, args=(kind, path, n, threads, conf, iou, warmup, child), daemon=True
+        )
         proc.start()
         pipes[label], procs = parent, procs + [proc]
     try:
@@ -310,15 +335,19 @@ def throughput(model: Path, n: int, threads: int, conf: float, iou: float, warmu
 
 
 # -- fresh-interpreter import time --------------------------------------------------------------
-_IMPORT = "import time; t = time.perf_counter(); import defectdet.runtime, sys; dt = time.perf_counter() - t; " \
+_IMPORT = (
+    "import time; t = time.perf_counter(); import defectdet.runtime, sys; dt = time.perf_counter() - t; "
     "print(dt, 'torch' in sys.modules, 'ultralytics' in sys.modules)"
+)
 
 
 def import_time(repeats: int = 3) -> tuple[float, bool]:
     """Median seconds to import defectdet.runtime in a fresh interpreter; and whether torch came along."""
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _IMPORT], capture_output=True, text=True, cwd=ROOT, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _IMPORT], capture_output=True, text=True, cwd=ROOT, check=True
+        )
         dt, torch_in, ul_in = out.stdout.split()
         runs.append((float(dt), torch_in == "True" or ul_in == "True"))
     return statistics.median(r[0] for r in runs), any(r[1] for r in runs)
@@ -349,14 +378,24 @@ def summarise(times: dict[str, list[tuple[float, ...]]]) -> dict[str, dict[str, 
     out = {}
     for k, rows in times.items():
         arr = np.array(rows)[:, :4]  # (N, 4): wall, pre, infer, post
-        out[k] = {"fps": len(arr) / (arr[:, 0].sum() / 1e3), **dict(zip(("wall", "pre", "infer", "post"), np.median(arr, 0)))}
+        out[k] = {
+            "fps": len(arr) / (arr[:, 0].sum() / 1e3),
+            **dict(zip(("wall", "pre", "infer", "post"), np.median(arr, 0))),
+        }
     return out
 
 
 def table(s: dict[str, dict[str, float]]) -> str:
-    label = {"a": "(a) raw session.run (model only)", "b": "(b) defectdet Detector", "c": "(c) ultralytics predict(stream=True)",
-             "d": "(d) defectdet Detector.stream (next letterbox overlapped)"}
-    lines = ["| path | frames/s | pre ms | infer ms | post ms | per-frame ms |", "|---|---:|---:|---:|---:|---:|"]
+    label = {
+        "a": "(a) raw session.run (model only)",
+        "b": "(b) defectdet Detector",
+        "c": "(c) ultralytics predict(stream=True)",
+        "d": "(d) defectdet Detector.stream (next letterbox overlapped)",
+    }
+    lines = [
+        "| path | frames/s | pre ms | infer ms | post ms | per-frame ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for k in (k for k in ("a", "b", "c", "d") if k in s):
         r = s[k]
         pre = "-" if k == "a" else f"{r['pre']:.2f}"
@@ -371,8 +410,10 @@ def _ratios(s: dict, k: str) -> tuple[float, float]:
 
 
 def _target_line(k: str, kc: float, ka: float) -> str:
-    return (f"{k}/c = {kc:.2f} (target >= 1.2: {'met' if kc >= 1.2 else 'MISSED'})   "
-            f"{k}/a = {ka:.3f} (target >= 0.95: {'met' if ka >= 0.95 else 'MISSED'})   [frames/s ratios]")
+    return (
+        f"{k}/c = {kc:.2f} (target >= 1.2: {'met' if kc >= 1.2 else 'MISSED'})   "
+        f"{k}/a = {ka:.3f} (target >= 0.95: {'met' if ka >= 0.95 else 'MISSED'})   [frames/s ratios]"
+    )
 
 
 def report(s: dict, rows: dict, rss: dict, imp: float, torch_in: bool, header: str) -> dict:
@@ -389,14 +430,32 @@ def report(s: dict, rows: dict, rss: dict, imp: float, torch_in: bool, header: s
         dc, da = _ratios(s, "d")
         print(_target_line("d", dc, da))
         extra = {"d_over_c": dc, "d_over_a": da}
-    print(f"same box count (b vs c) on {int((nb == nc).sum())}/{len(nb)} frames; mean boxes/frame {nb.mean():.1f}")
+    print(
+        f"same box count (b vs c) on {int((nb == nc).sum())}/{len(nb)} frames; mean boxes/frame {nb.mean():.1f}"
+    )
     print(f"import defectdet.runtime: {imp:.3f} s (target < 0.5 s), torch/ultralytics imported: {torch_in}")
     (pb, db), (pc, dc) = rss["b"], rss["c"]
-    print(f"peak RSS: Detector process {pb:.0f} MiB ({db:.0f} above the frames + numpy/OpenCV baseline), "
-          f"ultralytics process {pc:.0f} MiB ({dc:.0f} above it)")
-    return {"paths": s, "b_over_c": bc, "b_over_a": ba, "b_over_c_median": bc_med, "b_over_a_median": ba_med,
-            "import_s": imp, "rss_mib": {"detector": pb, "ultralytics": pc, "detector_above_base": db, "ultralytics_above_base": dc},
-            "same_count_frames": int((nb == nc).sum()), "boxes_per_frame": float(nb.mean()), **extra}
+    print(
+        f"peak RSS: Detector process {pb:.0f} MiB ({db:.0f} above the frames + numpy/OpenCV baseline), "
+        f"ultralytics process {pc:.0f} MiB ({dc:.0f} above it)"
+    )
+    return {
+        "paths": s,
+        "b_over_c": bc,
+        "b_over_a": ba,
+        "b_over_c_median": bc_med,
+        "b_over_a_median": ba_med,
+        "import_s": imp,
+        "rss_mib": {
+            "detector": pb,
+            "ultralytics": pc,
+            "detector_above_base": db,
+            "ultralytics_above_base": dc,
+        },
+        "same_count_frames": int((nb == nc).sum()),
+        "boxes_per_frame": float(nb.mean()),
+        **extra,
+    }
 
 
 def input_models(out_dir: Path, imgsz: int) -> dict[str, Path]:
@@ -404,25 +463,38 @@ def input_models(out_dir: Path, imgsz: int) -> dict[str, Path]:
     from defectdet.export.onnx import export_onnx
 
     pt = make_model(Path(out_dir) / "src", imgsz, save_pt=True).with_suffix(".pt")
-    return {dtype: export_onnx(pt, imgsz=imgsz, out=Path(out_dir) / dtype / "model.onnx", check_parity=False,
-                               input_dtype=dtype).onnx for dtype in ("float32", "uint8")}
+    return {
+        dtype: export_onnx(
+            pt, imgsz=imgsz, out=Path(out_dir) / dtype / "model.onnx", check_parity=False, input_dtype=dtype
+        ).onnx
+        for dtype in ("float32", "uint8")
+    }
 
 
 def input_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
     """Detector with float32 vs uint8 input, per size: frames/s, per-frame medians, uint8/float32 ratios."""
-    lines = ["| imgsz | input | frames/s | pre ms | infer ms | post ms | per-frame ms |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| imgsz | input | frames/s | pre ms | infer ms | post ms | per-frame ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for size, s in results.items():
         for k in ("float32", "uint8"):
             r = s[k]
-            lines.append(f"| {size} | {k}: Detector | {r['fps']:.1f} | {r['pre']:.2f} | {r['infer']:.2f} | {r['post']:.2f} | {r['wall']:.2f} |")
+            lines.append(
+                f"| {size} | {k}: Detector | {r['fps']:.1f} | {r['pre']:.2f} | {r['infer']:.2f} | {r['post']:.2f} | {r['wall']:.2f} |"
+            )
         for k in ("float32", "uint8"):
             r = s[f"{k} model only"]
-            lines.append(f"| {size} | {k}: session.run only | {r['fps']:.1f} | - | {r['infer']:.2f} | - | {r['wall']:.2f} |")
+            lines.append(
+                f"| {size} | {k}: session.run only | {r['fps']:.1f} | - | {r['infer']:.2f} | - | {r['wall']:.2f} |"
+            )
         f, u = s["float32"], s["uint8"]
         fa, ua = s["float32 model only"], s["uint8 model only"]
-        lines.append(f"| {size} | **Detector uint8/float32 = {u['fps'] / f['fps']:.3f}** (frames/s), "
-                     f"{f['wall'] / u['wall']:.3f} (medians); session.run {ua['fps'] / fa['fps']:.3f}, "
-                     f"{fa['wall'] / ua['wall']:.3f} | | | | | |")
+        lines.append(
+            f"| {size} | **Detector uint8/float32 = {u['fps'] / f['fps']:.3f}** (frames/s), "
+            f"{f['wall'] / u['wall']:.3f} (medians); session.run {ua['fps'] / fa['fps']:.3f}, "
+            f"{fa['wall'] / ua['wall']:.3f} | | | | | |"
+        )
     return "\n".join(lines)
 
 
@@ -433,25 +505,48 @@ def compare_inputs(a: argparse.Namespace) -> dict:
     for size in a.imgsz:
         with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
             models = input_models(Path(tmp), size)
-            rows, _ = throughput(models["float32"], a.frames, a.threads, a.conf, a.iou, a.warmup, a.block,
-                                 paths={**{k: ("b", m) for k, m in models.items()},
-                                        **{f"{k} model only": ("a", m) for k, m in models.items()}})
+            rows, _ = throughput(
+                models["float32"],
+                a.frames,
+                a.threads,
+                a.conf,
+                a.iou,
+                a.warmup,
+                a.block,
+                paths={
+                    **{k: ("b", m) for k, m in models.items()},
+                    **{f"{k} model only": ("a", m) for k, m in models.items()},
+                },
+            )
         results[size] = summarise(rows)
-    print(f"\nDetector, stand-in yolo11n exported with --input float32 / uint8 (NHWC), {a.frames} conveyor frames "
-          f"640x480 BGR, {a.threads} threads, ORT CPU; each in its own process, alternating blocks of {a.block} frames\n")
+    print(
+        f"\nDetector, stand-in yolo11n exported with --input float32 / uint8 (NHWC), {a.frames} conveyor frames "
+        f"640x480 BGR, {a.threads} threads, ORT CPU; each in its own process, alternating blocks of {a.block} frames\n"
+    )
     print(input_table(results))
-    return {"inputs": {str(k): v for k, v in results.items()},
-            "uint8_over_float32": {str(k): v["uint8"]["fps"] / v["float32"]["fps"] for k, v in results.items()}}
+    return {
+        "inputs": {str(k): v for k, v in results.items()},
+        "uint8_over_float32": {str(k): v["uint8"]["fps"] / v["float32"]["fps"] for k, v in results.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
-    ap.add_argument("--imgsz", type=int, nargs="+", default=[320], help="stand-in model input size(s) (default 320)")
-    ap.add_argument("--inputs", action="store_true",
-                    help="compare the Detector on float32- and uint8-input exports of the stand-in, at each --imgsz")
+    ap.add_argument(
+        "--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)"
+    )
+    ap.add_argument(
+        "--imgsz", type=int, nargs="+", default=[320], help="stand-in model input size(s) (default 320)"
+    )
+    ap.add_argument(
+        "--inputs",
+        action="store_true",
+        help="compare the Detector on float32- and uint8-input exports of the stand-in, at each --imgsz",
+    )
     ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=2, help="ORT intra-op threads and torch threads (default 2)")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="ORT intra-op threads and torch threads (default 2)"
+    )
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.7)
     ap.add_argument("--warmup", type=int, default=10)
@@ -475,8 +570,10 @@ def compare_paths(a: argparse.Namespace) -> dict:
         rows, rss = throughput(model, a.frames, a.threads, a.conf, a.iou, a.warmup, a.block)
     imp, torch_in = import_time()
     name = model.name if a.model else f"stand-in yolo11n {size}x{size}"
-    header = (f"model {name}, {a.frames} conveyor frames 640x480 BGR, {a.threads} threads, ORT CPU, "
-              f"conf {a.conf}, iou {a.iou}; each path in its own process, alternating blocks of {a.block} frames")
+    header = (
+        f"model {name}, {a.frames} conveyor frames 640x480 BGR, {a.threads} threads, ORT CPU, "
+        f"conf {a.conf}, iou {a.iou}; each path in its own process, alternating blocks of {a.block} frames"
+    )
     return report(summarise(rows), rows, rss, imp, torch_in, header)
 
 

@@ -57,7 +57,12 @@ class Probe:
 
     def __init__(self, every: int, bare_det=None, frames=(), bare_every: int = 200, bare_n: int = 20):
         self.every, self.n, self.samples, self.detector_ms = int(every), 0, [], 0.0
-        self.bare_det, self.frames, self.bare_every, self.bare_n = bare_det, list(frames), int(bare_every), int(bare_n)
+        self.bare_det, self.frames, self.bare_every, self.bare_n = (
+            bare_det,
+            list(frames),
+            int(bare_every),
+            int(bare_n),
+        )
         self.bare_s, self.bare_frames = 0.0, 0
 
     def emit(self, result) -> None:
@@ -114,15 +119,24 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
     from defectdet.station.sinks import EventLog
     from defectdet.station.snapshots import Snapshots
 
-    with Detector(model, conf=conf, threads=a.threads) as det, Detector(model, conf=conf, threads=a.threads) as bare:
+    with Detector(model, conf=conf, threads=a.threads) as det, Detector(
+        model, conf=conf, threads=a.threads
+    ) as bare:
         for f in frames[:5]:
             bare(f)
         probe = Probe(a.every, bare, frames, a.bare_every, a.bare_n)
         src = FrameSource(f"synthetic://?width={a.width}&height={a.height}&frames={a.frames}")
         sinks = [Snapshots(out / "snapshots", quota_mb=50, queue=a.snapshot_queue)] if a.snapshots else []
         sinks += [EventLog(out / "events.jsonl"), probe]
-        loop = (PipelinedLoop if a.pipeline == "on" else InspectionLoop)(det, src, Decider(det.names, thresholds=det.operating), sinks, status_every=15,
-                              out_dir=out, model_id=model_id(model))
+        loop = (PipelinedLoop if a.pipeline == "on" else InspectionLoop)(
+            det,
+            src,
+            Decider(det.names, thresholds=det.operating),
+            sinks,
+            status_every=15,
+            out_dir=out,
+            model_id=model_id(model),
+        )
         summary = loop.run()
     return summary, probe
 
@@ -174,7 +188,9 @@ def loop_run(det, loop_class, frames: list[np.ndarray], n: int, out: Path) -> di
 
     src = FrameSource(parse_source("synthetic://"), opener=lambda spec: MemoryReader(frames, n))
     sinks = [Snapshots(out / "snapshots", quota_mb=50), EventLog(out / "events.jsonl")]
-    return loop_class(det, src, Decider(det.names, thresholds=det.operating), sinks, status_every=0, out_dir=out).run()
+    return loop_class(
+        det, src, Decider(det.names, thresholds=det.operating), sinks, status_every=0, out_dir=out
+    ).run()
 
 
 def compare(a: argparse.Namespace) -> dict:
@@ -193,14 +209,21 @@ def compare(a: argparse.Namespace) -> dict:
         rows: dict[str, list] = {"a": [], "s": [], "p": []}
         stages: list[dict] = []
         with Detector(model, conf=conf, threads=a.threads) as det:
-            loop_run(det, PipelinedLoop, frames, 20, Path(tempfile.mkdtemp(prefix="warm-", dir=a.out)))  # warm-up
+            loop_run(
+                det, PipelinedLoop, frames, 20, Path(tempfile.mkdtemp(prefix="warm-", dir=a.out))
+            )  # warm-up
             for r in range(a.rounds):
-                for arm in ["a", "s", "p"][r % 3:] + ["a", "s", "p"][: r % 3]:
+                for arm in ["a", "s", "p"][r % 3 :] + ["a", "s", "p"][: r % 3]:
                     if arm == "a":
                         rows["a"].append(model_only_fps(model, frames, a.frames, a.threads))
                         continue
-                    summary = loop_run(det, PipelinedLoop if arm == "p" else InspectionLoop, frames, a.frames,
-                                       Path(tempfile.mkdtemp(prefix=f"{arm}-", dir=a.out)))
+                    summary = loop_run(
+                        det,
+                        PipelinedLoop if arm == "p" else InspectionLoop,
+                        frames,
+                        a.frames,
+                        Path(tempfile.mkdtemp(prefix=f"{arm}-", dir=a.out)),
+                    )
                     rows[arm].append(summary["fps"])
                     if arm == "p":
                         stages.append({k: v["p50"] for k, v in summary["stages_ms"].items()})
@@ -218,17 +241,22 @@ def compare(a: argparse.Namespace) -> dict:
 
 def compare_table(results: dict, a: argparse.Namespace) -> str:
     """The README table of :func:`compare`'s results."""
-    lines = [f"ONNX Runtime CPU, {a.threads} intra-op thread(s), {a.frames} frames {a.width}x{a.height} per arm and round, "
-             f"{a.rounds} rounds (arms interleaved, medians; ratios: median of the per-round ratios), NG rate ~{a.ng_rate:g}, "
-             "events + snapshots on", "",
-             "| imgsz | (a) model only fps | (s) sequential loop fps | (p) pipelined loop fps | s/a | **p/a** | p/s "
-             "| pipelined stage p50 ms: pre / infer / post / decide / sinks |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        f"ONNX Runtime CPU, {a.threads} intra-op thread(s), {a.frames} frames {a.width}x{a.height} per arm and round, "
+        f"{a.rounds} rounds (arms interleaved, medians; ratios: median of the per-round ratios), NG rate ~{a.ng_rate:g}, "
+        "events + snapshots on",
+        "",
+        "| imgsz | (a) model only fps | (s) sequential loop fps | (p) pipelined loop fps | s/a | **p/a** | p/s "
+        "| pipelined stage p50 ms: pre / infer / post / decide / sinks |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for imgsz, r in results.items():
         f, st = r["fps"], r["stages_p50_ms"]
         stage = " / ".join(f"{st[k]:.2f}" for k in ("pre", "infer", "post", "decide", "sinks"))
-        lines.append(f"| {imgsz} | {f['a']:.1f} | {f['s']:.1f} | {f['p']:.1f} | {r['s_over_a']:.2f} | **{r['p_over_a']:.2f}** "
-                     f"| {r['p_over_s']:.2f} | {stage} |")
+        lines.append(
+            f"| {imgsz} | {f['a']:.1f} | {f['s']:.1f} | {f['p']:.1f} | {r['s_over_a']:.2f} | **{r['p_over_a']:.2f}** "
+            f"| {r['p_over_s']:.2f} | {stage} |"
+        )
     return "\n".join(lines)
 
 
@@ -257,21 +285,50 @@ def analyse(probe: Probe, warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)")
-    ap.add_argument("--imgsz", type=int, nargs="+", default=[320], help="stand-in model input size(s) (default 320; soak: the first)")
-    ap.add_argument("--pipeline", choices=("on", "off"), default="on", help="soak the pipelined (on) or sequential (off) loop")
-    ap.add_argument("--compare", action="store_true", help="frames/s of model only vs sequential vs pipelined loop (see above)")
+    ap.add_argument(
+        "--model", type=Path, help="ONNX model with its sidecar (default: build a stand-in yolo11n)"
+    )
+    ap.add_argument(
+        "--imgsz",
+        type=int,
+        nargs="+",
+        default=[320],
+        help="stand-in model input size(s) (default 320; soak: the first)",
+    )
+    ap.add_argument(
+        "--pipeline",
+        choices=("on", "off"),
+        default="on",
+        help="soak the pipelined (on) or sequential (off) loop",
+    )
+    ap.add_argument(
+        "--compare",
+        action="store_true",
+        help="frames/s of model only vs sequential vs pipelined loop (see above)",
+    )
     ap.add_argument("--rounds", type=int, default=5, help="--compare: rounds (arms interleaved)")
-    ap.add_argument("--frames", type=int, help="frames of the soak (default 10,000) / per arm and round of --compare (default 300)")
+    ap.add_argument(
+        "--frames",
+        type=int,
+        help="frames of the soak (default 10,000) / per arm and round of --compare (default 300)",
+    )
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    ap.add_argument("--ng-rate", type=float, default=0.1, help="fraction of NG frames to set the threshold for")
-    ap.add_argument("--bare-every", type=int, default=200, help="loop frames between turns of the bare Detector")
+    ap.add_argument(
+        "--ng-rate", type=float, default=0.1, help="fraction of NG frames to set the threshold for"
+    )
+    ap.add_argument(
+        "--bare-every", type=int, default=200, help="loop frames between turns of the bare Detector"
+    )
     ap.add_argument("--bare-n", type=int, default=20, help="bare Detector frames per turn")
     ap.add_argument("--snapshots", type=int, default=1, help="1: NG snapshots (raw + annotated) on, 0: off")
-    ap.add_argument("--snapshot-queue", type=int, default=8,
-                    help="frames the snapshot writer thread may fall behind (0: write in the loop's thread)")
+    ap.add_argument(
+        "--snapshot-queue",
+        type=int,
+        default=8,
+        help="frames the snapshot writer thread may fall behind (0: write in the loop's thread)",
+    )
     ap.add_argument("--every", type=int, default=100, help="frames between RSS samples")
     ap.add_argument("--warmup", type=int, default=500, help="frames before RSS growth is measured")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_soak")
@@ -283,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         results = compare(a)
         text = compare_table(results, a)
         print(text)
-        (a.json or a.out / "compare.json").write_text(json.dumps({"table": text, "results": results}, indent=1) + "\n")
+        (a.json or a.out / "compare.json").write_text(
+            json.dumps({"table": text, "results": results}, indent=1) + "\n"
+        )
         return 0
     model = a.model or build_model(a.out / "model", a.imgsz[0])
     from defectdet.station.sources import SyntheticReader
@@ -294,15 +353,27 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="soak-", dir=a.out))
     summary, probe = soak(model, a, conf, frames, run_dir)
     res = analyse(probe, a.warmup)
-    res.update({
-        "frames": summary["frames"], "ng": summary["ng"], "ng_rate": round(summary["ng"] / max(summary["frames"], 1), 3),
-        "events_written": summary["events_written"], "detector_errors": summary["detector_errors"],
-        "snapshots": bool(a.snapshots), "snapshot_queue": a.snapshot_queue,
-        "snapshots_dropped": summary["sinks"].get("snapshots", {}).get("dropped"), "conf": round(conf, 4), "latency_ms": summary["latency_ms"],
-        "pipeline": summary["pipeline"], "stages_p50_ms": {k: v["p50"] for k, v in summary["stages_ms"].items()},
-        "model": str(model), "frame_size": [a.width, a.height], "threads": a.threads, "torch_imported": "torch" in sys.modules,
-        "targets": {"rss_growth_mib": "< 5", "loop_vs_bare": ">= 0.95"},
-    })
+    res.update(
+        {
+            "frames": summary["frames"],
+            "ng": summary["ng"],
+            "ng_rate": round(summary["ng"] / max(summary["frames"], 1), 3),
+            "events_written": summary["events_written"],
+            "detector_errors": summary["detector_errors"],
+            "snapshots": bool(a.snapshots),
+            "snapshot_queue": a.snapshot_queue,
+            "snapshots_dropped": summary["sinks"].get("snapshots", {}).get("dropped"),
+            "conf": round(conf, 4),
+            "latency_ms": summary["latency_ms"],
+            "pipeline": summary["pipeline"],
+            "stages_p50_ms": {k: v["p50"] for k, v in summary["stages_ms"].items()},
+            "model": str(model),
+            "frame_size": [a.width, a.height],
+            "threads": a.threads,
+            "torch_imported": "torch" in sys.modules,
+            "targets": {"rss_growth_mib": "< 5", "loop_vs_bare": ">= 0.95"},
+        }
+    )
     text = json.dumps(res, indent=1)
     print(text)
     (a.json or a.out / "soak.json").write_text(text + "\n")

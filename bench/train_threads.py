@@ -37,10 +37,21 @@ def images_per_s(data: Path, project: Path, threads, epochs: int, name: str) -> 
     timer = EpochTimer(project / name)  # the run folder (exist_ok: ultralytics keeps the name)
     before = torch.get_num_threads()
     try:
-        train(callbacks={"on_train_epoch_start": [timer.start], "on_train_epoch_end": [timer.end]},
-              **loss_settings(DEMO["cls_loss"]), model="yolo11n.yaml", data=str(data), epochs=epochs,
-              imgsz=DEMO["imgsz"], batch=DEMO["batch"], seed=DEMO["seed"], project=str(project), name=name,
-              exist_ok=True, threads=threads, **{**TRAIN_EXTRA, "val": False})
+        train(
+            callbacks={"on_train_epoch_start": [timer.start], "on_train_epoch_end": [timer.end]},
+            **loss_settings(DEMO["cls_loss"]),
+            model="yolo11n.yaml",
+            data=str(data),
+            epochs=epochs,
+            imgsz=DEMO["imgsz"],
+            batch=DEMO["batch"],
+            seed=DEMO["seed"],
+            project=str(project),
+            name=name,
+            exist_ok=True,
+            threads=threads,
+            **{**TRAIN_EXTRA, "val": False},
+        )
     finally:
         torch.set_num_threads(before)
     rows = json.loads(timer.path.read_text())
@@ -49,8 +60,12 @@ def images_per_s(data: Path, project: Path, threads, epochs: int, name: str) -> 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", nargs="+", default=["auto", "1", "2"],
-                    help="settings to compare; auto = ultralytics' os.cpu_count() - 1")
+    ap.add_argument(
+        "--threads",
+        nargs="+",
+        default=["auto", "1", "2"],
+        help="settings to compare; auto = ultralytics' os.cpu_count() - 1",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each setting once per round)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is warm-up, not timed)")
     ap.add_argument("--images", type=int, default=DEMO["images"], help="synthetic parts")
@@ -61,17 +76,28 @@ def main(argv=None) -> int:
     from defectdet.data.synthetic import make_dataset
 
     with tempfile.TemporaryDirectory(prefix="defectdet-threads-") as tmp:
-        data = make_dataset(Path(tmp) / "data", images=a.images, defect_rate=DEMO["defect_rate"], imgsz=DEMO["imgsz"],
-                            seed=DEMO["seed"], video_frames=0, defect_scale=DEMO["defect_scale"])
+        data = make_dataset(
+            Path(tmp) / "data",
+            images=a.images,
+            defect_rate=DEMO["defect_rate"],
+            imgsz=DEMO["imgsz"],
+            seed=DEMO["seed"],
+            video_frames=0,
+            defect_scale=DEMO["defect_scale"],
+        )
         runs: dict = {t: [] for t in settings}
         for r in range(a.rounds):
             for t in settings:
                 runs[t].append(images_per_s(data, Path(tmp) / "runs", t, a.epochs, f"r{r}_{t}"))
-                print(f"train_threads: round {r + 1}/{a.rounds} threads={t or 'auto'}: {runs[t][-1]:.1f} img/s",
-                      flush=True)
+                print(
+                    f"train_threads: round {r + 1}/{a.rounds} threads={t or 'auto'}: {runs[t][-1]:.1f} img/s",
+                    flush=True,
+                )
     default = max(1, min(8, (os.cpu_count() or 1) - 1))
-    print(f"\nyolo11n, {a.images} parts at {DEMO['imgsz']} px, batch {DEMO['batch']}, {a.epochs} epochs x "
-          f"{a.rounds} rounds, {os.cpu_count()} CPUs; medians over rounds, ratios paired per round")
+    print(
+        f"\nyolo11n, {a.images} parts at {DEMO['imgsz']} px, batch {DEMO['batch']}, {a.epochs} epochs x "
+        f"{a.rounds} rounds, {os.cpu_count()} CPUs; medians over rounds, ratios paired per round"
+    )
     print(f"| threads | train img/s (median) | min-max | vs {a.threads[0]} (paired) |\n|---|---|---|---|")
     for t in settings:
         v = runs[t]

@@ -110,11 +110,14 @@ def _identity() -> dict:
 # ----------------------------------------------------------------------------- probes
 def versions() -> List[Check]:
     py = sys.version_info
-    out = [Check("python", py >= (3, 8), ".".join(map(str, py[:3])), "Python 3.8 or newer (JetPack 5 ships 3.8)")]
-    for name, fix in (("numpy", "pip install numpy"),
-                      ("cv2", "JetPack's python3-opencv (with GStreamer), or pip install opencv-python-headless"),
-                      ("onnxruntime", "pip install onnxruntime (on a Jetson: the onnxruntime-gpu wheel for your "
-                                      "JetPack)")):
+    out = [
+        Check("python", py >= (3, 8), ".".join(map(str, py[:3])), "Python 3.8 or newer (JetPack 5 ships 3.8)")
+    ]
+    for name, fix in (
+        ("numpy", "pip install numpy"),
+        ("cv2", "JetPack's python3-opencv (with GStreamer), or pip install opencv-python-headless"),
+        ("onnxruntime", "pip install onnxruntime (on a Jetson: the onnxruntime-gpu wheel for your JetPack)"),
+    ):
         m = _module(name)
         label = {"cv2": "opencv"}.get(name, name)
         out.append(Check(label, m is not None, getattr(m, "__version__", "?") if m else "not installed", fix))
@@ -122,13 +125,27 @@ def versions() -> List[Check]:
             out[-1].detail += f" ({', '.join(m.get_available_providers())})"
     out.append(opencv_gstreamer(_module("cv2")))
     trt, cuda = _module("tensorrt"), _module("pycuda")
-    out.append(Check("tensorrt", trt is not None and _trt_supported(getattr(trt, "__version__", "0")),
-                     getattr(trt, "__version__", "?") if trt else "not importable",
-                     "on the Jetson: sudo apt install python3-libnvinfer (JetPack); a virtualenv needs "
-                     "--system-site-packages; TensorRT 8.5 or newer"))
-    out.append(Check("pycuda", cuda is not None, getattr(cuda, "VERSION_TEXT", "present") if cuda else "not installed",
-                     "export PATH=/usr/local/cuda/bin:$PATH; pip install 'defectdet[jetson]'"))
-    for name in ("torch", "ultralytics"):  # asked of the installed metadata: importing them is slow and chatty
+    out.append(
+        Check(
+            "tensorrt",
+            trt is not None and _trt_supported(getattr(trt, "__version__", "0")),
+            getattr(trt, "__version__", "?") if trt else "not importable",
+            "on the Jetson: sudo apt install python3-libnvinfer (JetPack); a virtualenv needs "
+            "--system-site-packages; TensorRT 8.5 or newer",
+        )
+    )
+    out.append(
+        Check(
+            "pycuda",
+            cuda is not None,
+            getattr(cuda, "VERSION_TEXT", "present") if cuda else "not installed",
+            "export PATH=/usr/local/cuda/bin:$PATH; pip install 'defectdet[jetson]'",
+        )
+    )
+    for name in (
+        "torch",
+        "ultralytics",
+    ):  # asked of the installed metadata: importing them is slow and chatty
         v = _dist_version(name)
         out.append(Check(name, None, f"{v} (training, export)" if v else "absent (not needed on the device)"))
     return out

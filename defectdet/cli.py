@@ -15,19 +15,55 @@ from .errors import DefectdetError
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("defectdet.demo", "synthetic rare-defect data -> focal training -> validation, end to end"),
     "synth": ("defectdet.data.synthetic", "write a synthetic rare-defect YOLO dataset (+ a video of parts)"),
-    "data": ("defectdet.data.cli", "check a dataset (every problem, file:line), stats + focal preset, convert COCO/VOC"),
+    "data": (
+        "defectdet.data.cli",
+        "check a dataset (every problem, file:line), stats + focal preset, convert COCO/VOC",
+    ),
     "train": ("defectdet.train", "train a detector with a focal-family classification loss"),
-    "val": ("defectdet.evaluate", "mAP + part KPIs (escape, overkill) of a .pt/.onnx model; calibrate thresholds"),
-    "export": ("defectdet.export.onnx", "checkpoint -> static ONNX with metadata + sidecar JSON, parity vs PyTorch"),
-    "quantize": ("defectdet.export.quantize", "ONNX -> INT8 Q/DQ ONNX calibrated on defect images, then the accuracy gate"),
-    "gate": ("defectdet.export.gate", "FP32 vs INT8 ONNX on the CPU: refuse an mAP50 / per-class recall / escape drop"),
-    "package": ("defectdet.package", "best.pt -> export, calibrated thresholds, INT8 + gate -> one verified model.bundle"),
-    "checks": ("defectdet.checks", "can this machine run the station? versions, GPU/DLA, GStreamer, camera, disk (✔/✘)"),
-    "build-engine": ("defectdet.export.tensorrt", "bundle or ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA)"),
-    "inspect": ("defectdet.station.inspect_cli", "live inspection: camera/video/folder -> OK/NG, events, snapshots, reject signals"),
-    "review": ("defectdet.station.review_cli", "the review view of a finished run (confirm, correct, mark false rejects)"),
-    "compare": ("defectdet.compare", "a shadow model against the live one: agreement, escapes and overkill on reviewed frames"),
-    "report": ("defectdet.station.report", "shift report from inspection runs: yield, NG per class and per hour, top NG snapshots"),
+    "val": (
+        "defectdet.evaluate",
+        "mAP + part KPIs (escape, overkill) of a .pt/.onnx model; calibrate thresholds",
+    ),
+    "export": (
+        "defectdet.export.onnx",
+        "checkpoint -> static ONNX with metadata + sidecar JSON, parity vs PyTorch",
+    ),
+    "quantize": (
+        "defectdet.export.quantize",
+        "ONNX -> INT8 Q/DQ ONNX calibrated on defect images, then the accuracy gate",
+    ),
+    "gate": (
+        "defectdet.export.gate",
+        "FP32 vs INT8 ONNX on the CPU: refuse an mAP50 / per-class recall / escape drop",
+    ),
+    "package": (
+        "defectdet.package",
+        "best.pt -> export, calibrated thresholds, INT8 + gate -> one verified model.bundle",
+    ),
+    "checks": (
+        "defectdet.checks",
+        "can this machine run the station? versions, GPU/DLA, GStreamer, camera, disk (✔/✘)",
+    ),
+    "build-engine": (
+        "defectdet.export.tensorrt",
+        "bundle or ONNX -> TensorRT .engine on the Jetson (FP16 / INT8, DLA)",
+    ),
+    "inspect": (
+        "defectdet.station.inspect_cli",
+        "live inspection: camera/video/folder -> OK/NG, events, snapshots, reject signals",
+    ),
+    "review": (
+        "defectdet.station.review_cli",
+        "the review view of a finished run (confirm, correct, mark false rejects)",
+    ),
+    "compare": (
+        "defectdet.compare",
+        "a shadow model against the live one: agreement, escapes and overkill on reviewed frames",
+    ),
+    "report": (
+        "defectdet.station.report",
+        "shift report from inspection runs: yield, NG per class and per hour, top NG snapshots",
+    ),
 }
 
 # What runs on Python 3.8 (JetPack 5): the torch-free station (inspect, its shift report), the engine
@@ -41,7 +77,11 @@ def _python() -> tuple[int, int]:
 
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = ["usage: defectdet <command> [options]   (defectdet <command> --help for details)", "", "commands:"]
+    lines = [
+        "usage: defectdet <command> [options]   (defectdet <command> --help for details)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -61,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"defectdet: unknown command {name!r}; expected one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     if _python() < (3, 9) and name not in PY38_COMMANDS:
-        print(f"defectdet {name}: needs Python 3.9 or newer (this is {'.'.join(map(str, _python()))}); on Python 3.8 "
-              f"(JetPack 5) defectdet runs {', '.join(PY38_COMMANDS[:-1])} and {PY38_COMMANDS[-1]} only — train, validate and export on a workstation",
-              file=sys.stderr)
+        print(
+            f"defectdet {name}: needs Python 3.9 or newer (this is {'.'.join(map(str, _python()))}); on Python 3.8 "
+            f"(JetPack 5) defectdet runs {', '.join(PY38_COMMANDS[:-1])} and {PY38_COMMANDS[-1]} only — train, validate and export on a workstation",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     try:

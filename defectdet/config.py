@@ -55,12 +55,15 @@ def load_yaml(path: str | os.PathLike, *, kind: str = "config") -> dict[str, Any
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of key: value at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{p}: expected a mapping of key: value at the top level, got {type(data).__name__}"
+        )
     return data
 
 
-def load_json_object(path: str | os.PathLike, expected: str, error: type[Exception] = ConfigError,
-                     encoding: str = "utf-8") -> dict[str, Any]:
+def load_json_object(
+    path: str | os.PathLike, expected: str, error: type[Exception] = ConfigError, encoding: str = "utf-8"
+) -> dict[str, Any]:
     """Read a JSON object; every failure is one ``error`` naming the file (and line) and ``expected``."""
     p = Path(path)
     try:

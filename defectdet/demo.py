@@ -49,8 +49,15 @@ DEMO = {
 }
 # Training settings for a short from-scratch CPU run: an optimizer step every batch (nbs = batch),
 # one warm-up epoch, no mosaic, validation after the last epoch only (best.pt is the final model).
-TRAIN_EXTRA = {"nbs": 16, "warmup_epochs": 1.0, "mosaic": 0.0, "workers": 2, "plots": False, "device": "cpu",
-               "val": False}
+TRAIN_EXTRA = {
+    "nbs": 16,
+    "warmup_epochs": 1.0,
+    "mosaic": 0.0,
+    "workers": 2,
+    "plots": False,
+    "device": "cpu",
+    "val": False,
+}
 
 
 class Steps:
@@ -80,12 +87,29 @@ def loss_settings(cls_loss: str) -> dict[str, Any]:
     return {"cls_loss": "auto"} if cls_loss == "auto" else load_yaml(resolve_config(cls_loss, "train"))
 
 
-def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, seed: int, batch: int,
-             defect_rate: float, defect_scale: float, target_escape: float, paste: float = 0.0,
-             model: str = DEMO["model"], sampling: str = DEMO["sampling"], part_px: int = 0,
-             val_fraction: float = 0.2, calib_images: int = DEMO["calib_images"],
-             quant_method: str = DEMO["quant_method"], threads: int = DEMO["threads"]) -> dict[str, Any]:
-    settings = {k: v for k, v in locals().items() if k != "out"}  # the arguments (first line: nothing else yet)
+def run_demo(
+    out: Path,
+    images: int,
+    epochs: int,
+    imgsz: int,
+    cls_loss: str,
+    seed: int,
+    batch: int,
+    defect_rate: float,
+    defect_scale: float,
+    target_escape: float,
+    paste: float = 0.0,
+    model: str = DEMO["model"],
+    sampling: str = DEMO["sampling"],
+    part_px: int = 0,
+    val_fraction: float = 0.2,
+    calib_images: int = DEMO["calib_images"],
+    quant_method: str = DEMO["quant_method"],
+    threads: int = DEMO["threads"],
+) -> dict[str, Any]:
+    settings = {
+        k: v for k, v in locals().items() if k != "out"
+    }  # the arguments (first line: nothing else yet)
     from .artifact import RunInfo
     from .data.synthetic import make_dataset
     from .evaluate import evaluate, write_thresholds
@@ -95,14 +119,37 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
     part_px = part_px or imgsz
     data = steps.run(
         f"1. synthetic data: {images} parts, {defect_rate:.0%} defective, {part_px}px",
-        lambda: make_dataset(out / "data", images=images, defect_rate=defect_rate, imgsz=part_px, seed=seed,
-                             video_frames=240, defect_scale=defect_scale, val_fraction=val_fraction),
+        lambda: make_dataset(
+            out / "data",
+            images=images,
+            defect_rate=defect_rate,
+            imgsz=part_px,
+            seed=seed,
+            video_frames=240,
+            defect_scale=defect_scale,
+            val_fraction=val_fraction,
+        ),
     )
     run = steps.run(
         f"2. train {Path(model).stem} from scratch, cls_loss={cls_loss}, sampling={sampling}, {epochs} epochs on the CPU",
-        lambda: train(**{**loss_settings(cls_loss), "model": model, "data": str(data), "epochs": epochs, "imgsz": imgsz,
-                         "batch": batch, "sampling": sampling, "paste": paste, "seed": seed, "project": str(out.resolve()),
-                         "name": "train", "exist_ok": True, "threads": threads or None, **TRAIN_EXTRA}),
+        lambda: train(
+            **{
+                **loss_settings(cls_loss),
+                "model": model,
+                "data": str(data),
+                "epochs": epochs,
+                "imgsz": imgsz,
+                "batch": batch,
+                "sampling": sampling,
+                "paste": paste,
+                "seed": seed,
+                "project": str(out.resolve()),
+                "name": "train",
+                "exist_ok": True,
+                "threads": threads or None,
+                **TRAIN_EXTRA,
+            }
+        ),
     )
     best = run / "weights" / "best.pt"
     info = RunInfo.load(RunInfo.path(run))
@@ -114,40 +161,75 @@ def run_demo(out: Path, images: int, epochs: int, imgsz: int, cls_loss: str, see
         print(report.summary())
         return report, write_thresholds(report, out / "val" / "thresholds.yaml")
 
-    report, thresholds = steps.run(f"3. validate: part KPIs, thresholds calibrated for escape <= {target_escape:.0%} "
-                                   "(a part is rejected by any detection, as on the line)", validate)
-    onnx, parity = steps.run("4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
-                             lambda: _export(best, size, thresholds))
-    deployed, gate, gate_json = steps.run("5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
-                                          lambda: _quantize_and_gate(onnx, data, target_escape, calib_images,
-                                                                     quant_method))
-    bundle, bundle_id = steps.run("6. bundle: models, thresholds, reports and run settings in one verified file",
-                                  lambda: _bundle(out, onnx, gate_json, thresholds, run, target_escape))
-    line = steps.run(f"7. inspect the conveyor video with {bundle.name} ({deployed.name}, ONNX Runtime)",
-                     lambda: _inspect(bundle, data.parent / "parts.mp4", None, out / "inspect"))  # its own thresholds
+    report, thresholds = steps.run(
+        f"3. validate: part KPIs, thresholds calibrated for escape <= {target_escape:.0%} "
+        "(a part is rejected by any detection, as on the line)",
+        validate,
+    )
+    onnx, parity = steps.run(
+        "4. export ONNX (static, metadata + sidecar), parity vs PyTorch",
+        lambda: _export(best, size, thresholds),
+    )
+    deployed, gate, gate_json = steps.run(
+        "5. INT8 Q/DQ (calibrated on train images, half defective) + accuracy gate",
+        lambda: _quantize_and_gate(onnx, data, target_escape, calib_images, quant_method),
+    )
+    bundle, bundle_id = steps.run(
+        "6. bundle: models, thresholds, reports and run settings in one verified file",
+        lambda: _bundle(out, onnx, gate_json, thresholds, run, target_escape),
+    )
+    line = steps.run(
+        f"7. inspect the conveyor video with {bundle.name} ({deployed.name}, ONNX Runtime)",
+        lambda: _inspect(bundle, data.parent / "parts.mp4", None, out / "inspect"),
+    )  # its own thresholds
 
     summary = {
-        "seconds": round(steps.total, 1), "steps": steps.times, "settings": settings, "model": str(best),
+        "seconds": round(steps.total, 1),
+        "steps": steps.times,
+        "settings": settings,
+        "model": str(best),
         "thresholds": str(thresholds),
         "train": {k: v for k, v in info.to_dict().items() if k != "data"},  # auto resolved
-        "map50": report.map50, "map50_95": report.map50_95, "escape_rate": report.escape_rate,
-        "overkill_rate": report.overkill_rate, "escapes": report.escapes, "overkills": report.overkills,
-        "n_defective": report.n_defective, "n_clean": report.n_clean, "val_imgsz": size,
-        "per_class": {name: {"ap50": c["ap50"], "labels": int(c["labels"])} for name, c in report.per_class.items()},
-        "onnx": str(onnx), "parity": parity, "deployed": str(deployed), "gate": gate,
-        "gate_report": str(gate_json), "bundle": str(bundle), "bundle_id": bundle_id, "inspect": line,
+        "map50": report.map50,
+        "map50_95": report.map50_95,
+        "escape_rate": report.escape_rate,
+        "overkill_rate": report.overkill_rate,
+        "escapes": report.escapes,
+        "overkills": report.overkills,
+        "n_defective": report.n_defective,
+        "n_clean": report.n_clean,
+        "val_imgsz": size,
+        "per_class": {
+            name: {"ap50": c["ap50"], "labels": int(c["labels"])} for name, c in report.per_class.items()
+        },
+        "onnx": str(onnx),
+        "parity": parity,
+        "deployed": str(deployed),
+        "gate": gate,
+        "gate_report": str(gate_json),
+        "bundle": str(bundle),
+        "bundle_id": bundle_id,
+        "inspect": line,
     }
     dump_yaml(out / "summary.yaml", summary)
     print("\n=== summary " + "=" * 60)
     print(f"  mAP50 {report.map50:.3f}   mAP50-95 {report.map50_95:.3f}")
-    print(f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts passed)")
-    print(f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts rejected)")
+    print(
+        f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts passed)"
+    )
+    print(
+        f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts rejected)"
+    )
     print(f"  INT8 gate: {gate}; deployed model {deployed}")
-    print(f"  bundle {bundle}  id {bundle_id}  (docs/bundle.md: copy it to the device, build-engine, inspect)")
-    print(f"  conveyor: {line['frames']} frames at {line['fps']:.1f} frames/s, {line['events_written']} NG events; "
-          f"parts: {line['caught']} of {line['defective_parts']} defective rejected, "
-          f"{line['false_rejects']} of {line['good_parts']} good rejected, judged on frames with the part in "
-          f"position ({line['ng_while_moving_in_or_out']} NG frames while a part moved in or out)  ({out / 'inspect'})")
+    print(
+        f"  bundle {bundle}  id {bundle_id}  (docs/bundle.md: copy it to the device, build-engine, inspect)"
+    )
+    print(
+        f"  conveyor: {line['frames']} frames at {line['fps']:.1f} frames/s, {line['events_written']} NG events; "
+        f"parts: {line['caught']} of {line['defective_parts']} defective rejected, "
+        f"{line['false_rejects']} of {line['good_parts']} good rejected, judged on frames with the part in "
+        f"position ({line['ng_while_moving_in_or_out']} NG frames while a part moved in or out)  ({out / 'inspect'})"
+    )
     print(f"  checkpoint {best}\n  thresholds {thresholds}\n  plots {out / 'val'}/*.png")
     per_step = ", ".join(f"{name.split(':')[0]} {sec:.0f}s" for name, sec in steps.times.items())
     print(f"  total {steps.total:.0f} s  ({per_step})")
@@ -164,8 +246,9 @@ def _export(best: Path, imgsz: int, thresholds: Path) -> tuple[Path, dict[str, A
     return res.onnx, dict(res.parity)
 
 
-def _quantize_and_gate(onnx: Path, data: Path, target_escape: float, calib_images: int,
-                       method: str) -> tuple[Path, str, Path]:
+def _quantize_and_gate(
+    onnx: Path, data: Path, target_escape: float, calib_images: int, method: str
+) -> tuple[Path, str, Path]:
     """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 with each model at
     its own thresholds calibrated for ``target_escape`` under the line's rule (an INT8 model that passes deploys with
     its own, written into its sidecar). A refused INT8 model is not deployed: the demo goes on
@@ -183,8 +266,9 @@ def _quantize_and_gate(onnx: Path, data: Path, target_escape: float, calib_image
     return q.onnx, result.decision, result.report_path
 
 
-def _bundle(out: Path, onnx: Path, gate_json: Path, thresholds: Path, run: Path,
-            target_escape: float) -> tuple[Path, str]:
+def _bundle(
+    out: Path, onnx: Path, gate_json: Path, thresholds: Path, run: Path, target_escape: float
+) -> tuple[Path, str]:
     """``out/model.bundle`` from what the steps wrote (as ``defectdet package`` bundles them); the INT8
     model goes in when it passed the gate. Returns (its path, its id)."""
     from .package import bundle_members, gate_summary, write_package_bundle
@@ -207,8 +291,16 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
 
     from .station.inspect_cli import load_config, run
 
-    cfg = load_config(None, [], {"model": str(model), "source": str(video), "out": str(out),
-                                 "thresholds": str(thresholds) if thresholds else None})
+    cfg = load_config(
+        None,
+        [],
+        {
+            "model": str(model),
+            "source": str(video),
+            "out": str(out),
+            "thresholds": str(thresholds) if thresholds else None,
+        },
+    )
     summary = run(cfg)
     truth = json.loads(video.with_suffix(".json").read_text())
     per_part, in_view = truth["frames_per_part"], set(truth["in_position_frames"])
@@ -221,36 +313,57 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
     defective = {p["part"] for p in truth["parts"] if p["defective"]}
     good = {p["part"] for p in truth["parts"]} - defective
     keys = ("frames", "fps", "events_written", "latency_ms", "ng", "ok")
-    return {**{k: summary.get(k) for k in keys}, "defective_parts": len(defective), "good_parts": len(good),
-            "caught": len(defective & ng_parts), "false_rejects": len(good & ng_parts),
-            "ng_while_moving_in_or_out": len(ng_frames - in_view)}
+    return {
+        **{k: summary.get(k) for k in keys},
+        "defective_parts": len(defective),
+        "good_parts": len(good),
+        "caught": len(defective & ng_parts),
+        "false_rejects": len(good & ng_parts),
+        "ng_while_moving_in_or_out": len(ng_frames - in_view),
+    }
 
 
 def cli(argv: list[str]) -> int:
     from .errors import exit_statuses
 
-    ap = argparse.ArgumentParser(prog="defectdet demo", description=__doc__.split("\n\n")[0], **exit_statuses(
-        (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),
-        (2, "a step failed (one line on stderr)")))
+    ap = argparse.ArgumentParser(
+        prog="defectdet demo",
+        description=__doc__.split("\n\n")[0],
+        **exit_statuses(
+            (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),
+            (2, "a step failed (one line on stderr)"),
+        ),
+    )
     ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     from .export.quantize import METHODS
 
     for key, val in DEMO.items():
-        ap.add_argument(f"--{key.replace('_', '-')}", type=type(val), default=val,
-                        **({"choices": METHODS} if key == "quant_method" else {}))
+        ap.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=type(val),
+            default=val,
+            **({"choices": METHODS} if key == "quant_method" else {}),
+        )
     a = ap.parse_args(argv)
     from .runtime.postprocess import check_number
 
     inf = float("inf")
     for key, expected, lo, hi, integer in (
-            ("images", "an integer >= 2 (one train and one val part)", 2, inf, True),
-            ("calib_images", "an integer >= 1", 1, inf, True), ("threads", "an integer >= 0 (0: every core)", 0, inf, True),
-            ("epochs", "an integer >= 1", 1, inf, True), ("batch", "an integer >= 1", 1, inf, True),
-            ("imgsz", "an integer >= 32 (pixels)", 32, inf, True), ("part_px", "an integer >= 32 (pixels)", 32, inf, True),
-            ("defect_rate", "a fraction in [0, 1]", 0.0, 1.0, False), ("paste", "a probability in [0, 1]", 0.0, 1.0, False),
-            ("val_fraction", "a fraction in (0, 1)", 1e-6, 1 - 1e-6, False),
-            ("defect_scale", "a size multiplier in (0, 10]", 1e-6, 10.0, False),
-            ("target_escape", "an escape rate in [0, 1]", 0.0, 1.0, False)):
-        check_number(f"--{key.replace('_', '-')}", getattr(a, key), expected, lo, hi, integer)  # BadValue: exit 2
+        ("images", "an integer >= 2 (one train and one val part)", 2, inf, True),
+        ("calib_images", "an integer >= 1", 1, inf, True),
+        ("threads", "an integer >= 0 (0: every core)", 0, inf, True),
+        ("epochs", "an integer >= 1", 1, inf, True),
+        ("batch", "an integer >= 1", 1, inf, True),
+        ("imgsz", "an integer >= 32 (pixels)", 32, inf, True),
+        ("part_px", "an integer >= 32 (pixels)", 32, inf, True),
+        ("defect_rate", "a fraction in [0, 1]", 0.0, 1.0, False),
+        ("paste", "a probability in [0, 1]", 0.0, 1.0, False),
+        ("val_fraction", "a fraction in (0, 1)", 1e-6, 1 - 1e-6, False),
+        ("defect_scale", "a size multiplier in (0, 10]", 1e-6, 10.0, False),
+        ("target_escape", "an escape rate in [0, 1]", 0.0, 1.0, False),
+    ):
+        check_number(
+            f"--{key.replace('_', '-')}", getattr(a, key), expected, lo, hi, integer
+        )  # BadValue: exit 2
     run_demo(Path(a.out), **{key: getattr(a, key) for key in DEMO})
     return 0

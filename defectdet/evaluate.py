@@ -57,7 +57,9 @@ class EvalReport:
     data: str = ""
     split: str = "val"
     imgsz: int | list[int] | None = None
-    escape_rule: str = "box"  # what catches a defective part: a correct box, or any detection (the line's reject)
+    escape_rule: str = (
+        "box"  # what catches a defective part: a correct box, or any detection (the line's reject)
+    )
     detections: list[M.ImageDetections] | None = field(default=None, repr=False)  # per image (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,7 +110,9 @@ def _read_labels(path: Path, nc: int) -> tuple[np.ndarray, np.ndarray]:
     wrong = [r[0] for r in rows if r[0] >= nc]
     if bad or wrong:
         what = f"{bad} invalid row(s)" if bad else f"class {wrong[0]} outside 0..{nc - 1}"
-        raise DataError(f"{path}: {what}; expected 'class cx cy w h' rows (run defectdet data check for details)")
+        raise DataError(
+            f"{path}: {what}; expected 'class cx cy w h' rows (run defectdet data check for details)"
+        )
     b = np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4)  # (M, 4) cx cy w h
     xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)  # (M, 4)
     return np.asarray([r[0] for r in rows], dtype=np.int64), xyxy
@@ -176,8 +180,12 @@ def collect_detections(
     with float_copy(model) as runnable:  # a uint8-input ONNX: its float view, for ultralytics
         yolo = _load_model(runnable)
         model_nc = len(getattr(yolo, "names", None) or {})
-        if model_nc and model_nc != nc and model_nc != 999:  # 999: ultralytics' names for an ONNX without metadata
-            raise DataError(f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes")
+        if (
+            model_nc and model_nc != nc and model_nc != 999
+        ):  # 999: ultralytics' names for an ONNX without metadata
+            raise DataError(
+                f"{model}: the model has {model_nc} classes but the data has {nc}; expected the same classes"
+            )
         if imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
             imgsz = _onnx_imgsz(Path(str(model)), Path(str(runnable)))
         elif imgsz is None and isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
@@ -219,7 +227,9 @@ def operating_thresholds(thresholds: Any, names: list[str]) -> Thresholds | None
     classes = dict(enumerate(names))
     if isinstance(thresholds, (int, float)) and not isinstance(thresholds, bool):
         if not 0.0 <= float(thresholds) <= 1.0:
-            raise ConfigError(f"--thresholds {thresholds}: expected one confidence in [0, 1] or a thresholds YAML")
+            raise ConfigError(
+                f"--thresholds {thresholds}: expected one confidence in [0, 1] or a thresholds YAML"
+            )
         return Thresholds.uniform(classes, float(thresholds))
     return Thresholds.load(thresholds, classes)
 
@@ -236,8 +246,13 @@ def _kpi_curve(scores: M.PartScores, n: int = 101) -> dict[str, list[float]]:
 
 
 def build_report(
-    images: list[M.ImageDetections], names: list[str], thresholds: Any = None, target_escape: float | None = None,
-    escape_rule: str = "box", threshold_rule: str = "per-class", confidence: float | None = None,
+    images: list[M.ImageDetections],
+    names: list[str],
+    thresholds: Any = None,
+    target_escape: float | None = None,
+    escape_rule: str = "box",
+    threshold_rule: str = "per-class",
+    confidence: float | None = None,
 ) -> EvalReport:
     """Every metric of the report from collected detections (no model needed: testable alone).
 
@@ -264,32 +279,63 @@ def build_report(
         else:
             cal = M.calibrate_thresholds(scores, op, target_escape, active=stats.n_gt > 0)
         op, source = cal.thresholds, "calibrated"
-        calibration = {"target_escape": target_escape, "reachable": cal.reachable, "allowed_escapes": cal.allowed_escapes,
-                       "threshold_rule": threshold_rule, "confidence": confidence}
+        calibration = {
+            "target_escape": target_escape,
+            "reachable": cal.reachable,
+            "allowed_escapes": cal.allowed_escapes,
+            "threshold_rule": threshold_rule,
+            "confidence": confidence,
+        }
     p, r = M.pr_at_thresholds(stats, op)
     kpis = M.part_kpis(scores, op)
     per_class = {
-        n: {"ap50": float(ap[c, 0]), "ap50_95": float(ap[c].mean()), "precision": float(p[c]),
-            "recall": float(r[c]), "labels": int(stats.n_gt[c])}
+        n: {
+            "ap50": float(ap[c, 0]),
+            "ap50_95": float(ap[c].mean()),
+            "precision": float(p[c]),
+            "recall": float(r[c]),
+            "labels": int(stats.n_gt[c]),
+        }
         for c, n in enumerate(names)
     }
     return EvalReport(
-        map50=map50, map50_95=map50_95, per_class=per_class,
-        escape_rate=kpis["escape_rate"], overkill_rate=kpis["overkill_rate"],
-        escapes=kpis["escapes"], overkills=kpis["overkills"], n_images=len(images),
-        n_defective=kpis["n_defective"], n_clean=kpis["n_clean"],
+        map50=map50,
+        map50_95=map50_95,
+        per_class=per_class,
+        escape_rate=kpis["escape_rate"],
+        overkill_rate=kpis["overkill_rate"],
+        escapes=kpis["escapes"],
+        overkills=kpis["overkills"],
+        n_images=len(images),
+        n_defective=kpis["n_defective"],
+        n_clean=kpis["n_clean"],
         thresholds={n: float(op[c]) for c, n in enumerate(names)},
         per_class_recall_at_op={n: float(r[c]) for c, n in enumerate(names)},
-        pr_curves={n: {"recall": M.RECALL_GRID.round(4).tolist(), "precision": pr[c].round(6).tolist()}
-                   for c, n in enumerate(names)},
-        kpi_curve=_kpi_curve(scores), threshold_source=source, calibration=calibration, escape_rule=escape_rule,
+        pr_curves={
+            n: {"recall": M.RECALL_GRID.round(4).tolist(), "precision": pr[c].round(6).tolist()}
+            for c, n in enumerate(names)
+        },
+        kpi_curve=_kpi_curve(scores),
+        threshold_source=source,
+        calibration=calibration,
+        escape_rule=escape_rule,
     )
 
 
 def evaluate(
-    model: Any, data: str | os.PathLike, imgsz=None, conf: float = 0.001, iou: float = 0.7, device="cpu",
-    thresholds: Any = None, split: str = "val", max_images: int | None = None, target_escape: float | None = None,
-    escape_rule: str = "box", threshold_rule: str = "per-class", confidence: float | None = None,
+    model: Any,
+    data: str | os.PathLike,
+    imgsz=None,
+    conf: float = 0.001,
+    iou: float = 0.7,
+    device="cpu",
+    thresholds: Any = None,
+    split: str = "val",
+    max_images: int | None = None,
+    target_escape: float | None = None,
+    escape_rule: str = "box",
+    threshold_rule: str = "per-class",
+    confidence: float | None = None,
 ) -> EvalReport:
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
@@ -304,14 +350,23 @@ def evaluate(
     if not hasattr(model, "predict") and str(model).endswith(".onnx"):
         from .artifact import load_onnx
 
-        load_onnx(model, weights=False)  # empty, text, truncated, wrong opset: one line before any data is read
+        load_onnx(
+            model, weights=False
+        )  # empty, text, truncated, wrong opset: one line before any data is read
     names, images = read_split(data, split)
     thresholds = operating_thresholds(thresholds, names)  # a bad file fails here, not after the predictions
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
     dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
-    report = build_report(dets, names, thresholds=thresholds, target_escape=target_escape, escape_rule=escape_rule,
-                          threshold_rule=threshold_rule, confidence=confidence)
+    report = build_report(
+        dets,
+        names,
+        thresholds=thresholds,
+        target_escape=target_escape,
+        escape_rule=escape_rule,
+        threshold_rule=threshold_rule,
+        confidence=confidence,
+    )
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
     report.detections = dets  # for paired comparisons (the INT8 gate's bootstrap)
     return report
@@ -322,11 +377,21 @@ def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
     cal = report.calibration or {}
     values = dict(enumerate(report.thresholds.values()))
     return Thresholds.of(dict(enumerate(report.thresholds)), values).save(
-        path, target_escape=cal.get("target_escape"), reachable=cal.get("reachable", True),
-        escape_rule=report.escape_rule, achieved={"escape_rate": report.escape_rate, "overkill_rate": report.overkill_rate,
-                  "escapes": report.escapes, "overkills": report.overkills,
-                  "n_defective": report.n_defective, "n_clean": report.n_clean},
-        model=report.model, data=report.data, split=report.split,
+        path,
+        target_escape=cal.get("target_escape"),
+        reachable=cal.get("reachable", True),
+        escape_rule=report.escape_rule,
+        achieved={
+            "escape_rate": report.escape_rate,
+            "overkill_rate": report.overkill_rate,
+            "escapes": report.escapes,
+            "overkills": report.overkills,
+            "n_defective": report.n_defective,
+            "n_clean": report.n_clean,
+        },
+        model=report.model,
+        data=report.data,
+        split=report.split,
     )
 
 
@@ -348,9 +413,16 @@ def _plot_pr(rep: EvalReport) -> bytes:
 
     def draw(ax):
         for name, curve in rep.pr_curves.items():
-            ax.plot(curve["recall"], curve["precision"], label=f"{name} AP50 {rep.per_class[name]['ap50']:.3f}")
-        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-               title=f"PR curves (IoU 0.5), mAP50 {rep.map50:.3f}, mAP50-95 {rep.map50_95:.3f}")
+            ax.plot(
+                curve["recall"], curve["precision"], label=f"{name} AP50 {rep.per_class[name]['ap50']:.3f}"
+            )
+        ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            title=f"PR curves (IoU 0.5), mAP50 {rep.map50:.3f}, mAP50-95 {rep.map50_95:.3f}",
+        )
         ax.legend(fontsize=8, loc="lower left")
 
     return _figure_png(draw)
@@ -363,10 +435,19 @@ def _plot_kpis(rep: EvalReport) -> bytes:
         k = rep.kpi_curve
         ax.plot(k["conf"], k["escape_rate"], color="C3", label="escape rate (defective parts)")
         ax.plot(k["conf"], k["overkill_rate"], color="C0", label="overkill rate (clean parts)")
-        ax.axhline(rep.escape_rate, color="C3", ls="--", lw=0.8, label=f"escape at op ({rep.threshold_source})")
-        ax.axhline(rep.overkill_rate, color="C0", ls="--", lw=0.8, label=f"overkill at op ({rep.threshold_source})")
-        ax.set(xlabel="one confidence threshold for all classes", ylabel="rate", xlim=(0, 1), ylim=(0, 1.02),
-               title=f"part KPIs: {rep.n_defective} defective, {rep.n_clean} clean parts")
+        ax.axhline(
+            rep.escape_rate, color="C3", ls="--", lw=0.8, label=f"escape at op ({rep.threshold_source})"
+        )
+        ax.axhline(
+            rep.overkill_rate, color="C0", ls="--", lw=0.8, label=f"overkill at op ({rep.threshold_source})"
+        )
+        ax.set(
+            xlabel="one confidence threshold for all classes",
+            ylabel="rate",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+            title=f"part KPIs: {rep.n_defective} defective, {rep.n_clean} clean parts",
+        )
         ax.legend(fontsize=8)
 
     return _figure_png(draw)
@@ -374,11 +455,16 @@ def _plot_kpis(rep: EvalReport) -> bytes:
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="defectdet val", description="mAP and part-level KPIs (escape, overkill) "
-                                "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.", **exit_statuses(
-        (0, "the report (and any thresholds) written"),
-        (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
-        before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1."))
+    p = argparse.ArgumentParser(
+        prog="defectdet val",
+        description="mAP and part-level KPIs (escape, overkill) "
+        "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.",
+        **exit_statuses(
+            (0, "the report (and any thresholds) written"),
+            (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
+            before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1.",
+        ),
+    )
     p.add_argument("--model", help="a .pt checkpoint or an .onnx model (FP32 or INT8 Q/DQ)")
     p.add_argument("--data", help="data.yaml")
     p.add_argument("--split", default="val", help="split of data.yaml to evaluate (default val)")
@@ -387,21 +473,41 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
     p.add_argument("--device", default="cpu", help="cpu, 0, ...")
     p.add_argument("--max-images", type=int, help="evaluate an evenly spaced subset of this many images")
-    p.add_argument("--thresholds", help="operating thresholds: a thresholds YAML or one conf for all classes "
-                   "(default: each class at its max-F1 confidence)")
+    p.add_argument(
+        "--thresholds",
+        help="operating thresholds: a thresholds YAML or one conf for all classes "
+        "(default: each class at its max-F1 confidence)",
+    )
     p.add_argument("--target-escape", type=float, help="calibrate thresholds to this escape rate, e.g. 0.01")
-    p.add_argument("--escape-rule", default="box", help="what catches a defective part in the escape count and the "
-                   "calibration: box (a correct detection: right class, IoU >= 0.5; default) or any (any detection, "
-                   "as the inspection loop rejects a part)")
-    p.add_argument("--threshold-rule", default="per-class", help="with --target-escape: per-class thresholds (default) "
-                   "or part (one threshold for every class on a part's highest score; few labels per class)")
-    p.add_argument("--confidence", type=float, help="with --threshold-rule part: meet the escape target with this "
-                   "confidence over bootstrap resamples of the defective parts (e.g. 0.9): a margin, paid in overkill")
+    p.add_argument(
+        "--escape-rule",
+        default="box",
+        help="what catches a defective part in the escape count and the "
+        "calibration: box (a correct detection: right class, IoU >= 0.5; default) or any (any detection, "
+        "as the inspection loop rejects a part)",
+    )
+    p.add_argument(
+        "--threshold-rule",
+        default="per-class",
+        help="with --target-escape: per-class thresholds (default) "
+        "or part (one threshold for every class on a part's highest score; few labels per class)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        help="with --threshold-rule part: meet the escape target with this "
+        "confidence over bootstrap resamples of the defective parts (e.g. 0.9): a margin, paid in overkill",
+    )
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
-    p.add_argument("--write-sidecar", metavar="MODEL.onnx",
-                   help="also write the operating thresholds into this exported model's sidecar MODEL.json (the runtime's)")
-    p.add_argument("overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)")
+    p.add_argument(
+        "--write-sidecar",
+        metavar="MODEL.onnx",
+        help="also write the operating thresholds into this exported model's sidecar MODEL.json (the runtime's)",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)"
+    )
     return p
 
 
@@ -414,19 +520,25 @@ def _args(argv: list[str]) -> argparse.Namespace:
             raise ConfigError(f"unknown option {key!r}; expected one of: {', '.join(sorted(vars(args)))}")
         setattr(args, key, value)
     if not args.model or not args.data:
-        raise ConfigError("--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)")
+        raise ConfigError(
+            "--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)"
+        )
     if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
         raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
     M.check_escape_rule(args.escape_rule, f"--escape-rule {args.escape_rule}")
     from .part_rule import THRESHOLD_RULES, check_confidence
 
     if args.threshold_rule not in THRESHOLD_RULES:
-        raise ConfigError(f"--threshold-rule {args.threshold_rule}: expected one of {', '.join(THRESHOLD_RULES)}")
+        raise ConfigError(
+            f"--threshold-rule {args.threshold_rule}: expected one of {', '.join(THRESHOLD_RULES)}"
+        )
     if args.confidence is not None:
         check_confidence(float(args.confidence), "--confidence")
         if args.threshold_rule != "part" or args.target_escape is None:
-            raise ConfigError(f"--confidence {args.confidence}: expected together with --target-escape and "
-                              "--threshold-rule part")
+            raise ConfigError(
+                f"--confidence {args.confidence}: expected together with --target-escape and "
+                "--threshold-rule part"
+            )
         args.confidence = float(args.confidence)
     if args.write_sidecar:
         ModelCard.load(args.write_sidecar).with_thresholds(None)  # a missing sidecar or names fails now
@@ -443,9 +555,19 @@ def cli(argv: list[str]) -> int:
     except ValueError:
         pass  # a YAML path
     report = evaluate(
-        args.model, args.data, imgsz=args.imgsz, conf=args.conf, iou=args.iou, device=args.device,
-        thresholds=thresholds, split=args.split, max_images=args.max_images, target_escape=args.target_escape,
-        escape_rule=args.escape_rule, threshold_rule=args.threshold_rule, confidence=args.confidence,
+        args.model,
+        args.data,
+        imgsz=args.imgsz,
+        conf=args.conf,
+        iou=args.iou,
+        device=args.device,
+        thresholds=thresholds,
+        split=args.split,
+        max_images=args.max_images,
+        target_escape=args.target_escape,
+        escape_rule=args.escape_rule,
+        threshold_rule=args.threshold_rule,
+        confidence=args.confidence,
     )
     out = Path(args.out or Path("runs") / "val" / Path(str(args.model)).stem)
     paths = report.save(out)

@@ -28,7 +28,9 @@ _EPS = 1e-12  # floor for the modulating base, so u**g has finite gradients for 
 
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"Invalid reduction {reduction!r}; expected one of {', '.join(map(repr, REDUCTIONS))}")
+        raise ValueError(
+            f"Invalid reduction {reduction!r}; expected one of {', '.join(map(repr, REDUCTIONS))}"
+        )
 
 
 def _check_exponent(name: str, value: float) -> None:
@@ -187,7 +189,9 @@ def _class_alpha(alpha, n_cls: int, device) -> torch.Tensor:
         return torch.full((n_cls,), float(alpha), device=device)
     a = torch.as_tensor(alpha, dtype=torch.float32, device=device).flatten()
     if a.numel() != n_cls:
-        raise ValueError(f"Invalid alpha: {a.numel()} values for {n_cls} classes; expected one per class or a number")
+        raise ValueError(
+            f"Invalid alpha: {a.numel()} values for {n_cls} classes; expected one per class or a number"
+        )
     if bool(((a < 0) | (a > 1)).any()):
         raise ValueError(f"Invalid alpha={a.tolist()}; expected every value in [0, 1]")
     return a
@@ -219,10 +223,17 @@ class ClsLossSpec:
 # name -> spec: the one place to add a classification loss (see CONTRIBUTING.md)
 CLS_LOSS_SPECS: dict[str, ClsLossSpec] = {
     "bce": ClsLossSpec(_bce, None, None, 0.5),
-    "focal": ClsLossSpec(lambda x, t, gamma, alpha: sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma), 2.0, 0.25, 4.0),
+    "focal": ClsLossSpec(
+        lambda x, t, gamma, alpha: sigmoid_focal_loss(x, t, alpha=alpha, gamma=gamma), 2.0, 0.25, 4.0
+    ),
     "qfl": ClsLossSpec(lambda x, t, gamma, alpha: quality_focal_loss(x, t, beta=gamma), 2.0, None, 4.0),
-    "vfl": ClsLossSpec(lambda x, t, gamma, alpha: varifocal_loss(x, t, alpha=alpha, gamma=gamma), 2.0, 0.75, 3.0,
-                       needs_alpha=True),
+    "vfl": ClsLossSpec(
+        lambda x, t, gamma, alpha: varifocal_loss(x, t, alpha=alpha, gamma=gamma),
+        2.0,
+        0.75,
+        3.0,
+        needs_alpha=True,
+    ),
 }
 CLS_LOSSES = tuple(CLS_LOSS_SPECS)
 
@@ -230,5 +241,7 @@ CLS_LOSSES = tuple(CLS_LOSS_SPECS)
 def cls_loss_spec(name: str) -> ClsLossSpec:
     """The registered loss ``name``; ValueError listing the valid names otherwise."""
     if name not in CLS_LOSS_SPECS:
-        raise ValueError(f"Invalid classification loss {name!r}; expected one of {', '.join(map(repr, CLS_LOSSES))}")
+        raise ValueError(
+            f"Invalid classification loss {name!r}; expected one of {', '.join(map(repr, CLS_LOSSES))}"
+        )
     return CLS_LOSS_SPECS[name]

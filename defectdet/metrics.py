@@ -29,7 +29,10 @@ from .errors import BadValue
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # (T,) COCO IoU thresholds; column 0 is IoU 0.5
 RECALL_GRID = np.linspace(0.0, 1.0, 101)  # (101,) COCO recall points
-ESCAPE_RULES = ("box", "any")  # what catches a defective part: a correct box, or any detection (the line's reject)
+ESCAPE_RULES = (
+    "box",
+    "any",
+)  # what catches a defective part: a correct box, or any detection (the line's reject)
 
 
 def check_escape_rule(rule: str, what: str) -> str:
@@ -38,6 +41,8 @@ def check_escape_rule(rule: str, what: str) -> str:
     if rule not in ESCAPE_RULES:
         raise BadValue(f"{what}: expected one of {', '.join(ESCAPE_RULES)}")
     return rule
+
+
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2.0 renamed trapz
 
 
@@ -262,7 +267,9 @@ class PartScores:
         conf = np.concatenate([im.conf for im in images]) if images else np.zeros(0)  # (D,)
         pred = np.concatenate([im.cls for im in images]) if images else np.zeros(0, dtype=np.int64)  # (D,)
         by_class = [conf[pred == c] for c in range(nc)]
-        return cls(hit=hit, top=top, defective=defective, names=[im.name for im in images], class_conf=by_class)
+        return cls(
+            hit=hit, top=top, defective=defective, names=[im.name for im in images], class_conf=by_class
+        )
 
 
 def part_kpis(scores: PartScores, thresholds: np.ndarray) -> dict[str, float | int]:

@@ -168,37 +168,65 @@ def gate_summary(report: Path) -> dict[str, Any]:
 
     doc = load_json_object(report, "the gate report `defectdet gate` writes")
     int8 = doc.get("int8") or {}
-    return {"decision": doc["decision"], "reasons": list(doc.get("reasons") or []),
-            "warnings": list(doc.get("warnings") or []), "map50": int8.get("map50"),
-            "escape_rate": int8.get("escape_rate"), "overkill_rate": int8.get("overkill_rate"),
-            "passed": doc["decision"] in ("pass", "forced"), "report": report}
+    return {
+        "decision": doc["decision"],
+        "reasons": list(doc.get("reasons") or []),
+        "warnings": list(doc.get("warnings") or []),
+        "map50": int8.get("map50"),
+        "escape_rate": int8.get("escape_rate"),
+        "overkill_rate": int8.get("overkill_rate"),
+        "passed": doc["decision"] in ("pass", "forced"),
+        "report": report,
+    }
 
 
-def bundle_members(fp32: Path, val_dir: Path, thresholds: Path, int8: Path | None = None,
-                   gate: dict[str, Any] | None = None, run_info: Path | None = None) -> dict[str, Path]:
+def bundle_members(
+    fp32: Path,
+    val_dir: Path,
+    thresholds: Path,
+    int8: Path | None = None,
+    gate: dict[str, Any] | None = None,
+    run_info: Path | None = None,
+) -> dict[str, Path]:
     """Bundle member -> file: the FP32 ONNX + sidecar + thresholds, the validation report (JSON, PNGs),
     the gate's report, the INT8 ONNX + sidecar + thresholds when it passed, the run's settings."""
-    files = {"fp32/model.onnx": fp32, "fp32/model.json": fp32.with_suffix(".json"), "thresholds/fp32.yaml": thresholds}
-    files.update({f"reports/val/{p.name}": p for p in sorted(val_dir.iterdir()) if p.suffix in (".json", ".png")})
+    files = {
+        "fp32/model.onnx": fp32,
+        "fp32/model.json": fp32.with_suffix(".json"),
+        "thresholds/fp32.yaml": thresholds,
+    }
+    files.update(
+        {f"reports/val/{p.name}": p for p in sorted(val_dir.iterdir()) if p.suffix in (".json", ".png")}
+    )
     if gate is not None and int8 is not None:
         files["reports/gate.json"] = gate["report"]
         if gate["passed"]:
-            files.update({"int8/model.int8.onnx": int8, "int8/model.int8.json": int8.with_suffix(".json"),
-                          "thresholds/int8.yaml": int8.with_suffix(".thresholds.yaml")})
+            files.update(
+                {
+                    "int8/model.int8.onnx": int8,
+                    "int8/model.int8.json": int8.with_suffix(".json"),
+                    "thresholds/int8.yaml": int8.with_suffix(".thresholds.yaml"),
+                }
+            )
     if run_info is not None:
         files["run/defectdet.yaml"] = run_info
     return files
 
 
-def write_package_bundle(out: Path, files: dict[str, Path], gate: dict[str, Any] | None, target_escape: float) -> Any:
+def write_package_bundle(
+    out: Path, files: dict[str, Path], gate: dict[str, Any] | None, target_escape: float
+) -> Any:
     """The bundle of ``files`` (:func:`bundle_members`): INT8 deploys when it passed the gate, else FP32;
     the card is the deployed model's sidecar. Returns it opened."""
     from .artifact.bundle import write_bundle
 
     deployed = "int8" if gate is not None and gate["passed"] else "fp32"
     models = {"fp32": "fp32/model.onnx", **({"int8": "int8/model.int8.onnx"} if deployed == "int8" else {})}
-    extra = {"target_escape": target_escape, "escape_rule": "any",
-             "gate": {k: gate[k] for k in ("decision", "reasons")} if gate else None}
+    extra = {
+        "target_escape": target_escape,
+        "escape_rule": "any",
+        "gate": {k: gate[k] for k in ("decision", "reasons")} if gate else None,
+    }
     return write_bundle(out, files, models, deployed, models[deployed].replace(".onnx", ".json"), extra=extra)
 
 
@@ -238,7 +266,11 @@ def package(
             lambda: _validate(onnx, data, target_escape, work),
             _kpis,
         )
-        gate = _int8_steps(steps, onnx, data, work, target_escape, calib_images, method, limits) if int8 else None
+        gate = (
+            _int8_steps(steps, onnx, data, work, target_escape, calib_images, method, limits)
+            if int8
+            else None
+        )
         bundle = steps.run(
             STEP_NAMES[4],
             lambda: _write(out, work, gate, RunInfo.locate(model), steps.log, target_escape),
@@ -249,16 +281,32 @@ def package(
     return Packaged(bundle, val, gate, steps.log, steps.seconds)
 
 
-def _int8_steps(steps: Progress, onnx: Path, data: Path, work: Path, target_escape: float, calib_images: int,
-                method: str, limits: Any) -> dict[str, Any]:
+def _int8_steps(
+    steps: Progress,
+    onnx: Path,
+    data: Path,
+    work: Path,
+    target_escape: float,
+    calib_images: int,
+    method: str,
+    limits: Any,
+) -> dict[str, Any]:
     """Quantize, then gate; returns the gate's decision (see :func:`_gate`)."""
     from .export.gate import Limits
     from .export.quantize import quantize_onnx
 
     q = steps.run(
         STEP_NAMES[2],
-        lambda: quantize_onnx(onnx, data, calib_images=calib_images, method=method,
-                              out=work / "int8" / "model.int8.onnx", show_progress=False).onnx,
+        lambda: (
+            quantize_onnx(
+                onnx,
+                data,
+                calib_images=calib_images,
+                method=method,
+                out=work / "int8" / "model.int8.onnx",
+                show_progress=False,
+            ).onnx
+        ),
         lambda p: p.name,
     )
     return steps.run(
@@ -268,10 +316,17 @@ def _int8_steps(steps: Progress, onnx: Path, data: Path, work: Path, target_esca
     )
 
 
-def _write(out: Path, work: Path, gate: dict[str, Any] | None, run_info: Path | None, log: Path,
-           target_escape: float) -> Any:
-    files = bundle_members(work / "fp32" / "model.onnx", work / "reports" / "val", work / "thresholds" / "fp32.yaml",
-                           work / "int8" / "model.int8.onnx", gate, run_info)
+def _write(
+    out: Path, work: Path, gate: dict[str, Any] | None, run_info: Path | None, log: Path, target_escape: float
+) -> Any:
+    files = bundle_members(
+        work / "fp32" / "model.onnx",
+        work / "reports" / "val",
+        work / "thresholds" / "fp32.yaml",
+        work / "int8" / "model.int8.onnx",
+        gate,
+        run_info,
+    )
     return write_package_bundle(out, {**files, "reports/package.log": log}, gate, target_escape)
 
 

@@ -45,8 +45,13 @@ def _threshold(defect_scores: np.ndarray, allowed: int) -> float:
     return float(np.sort(defect_scores)[allowed]) if allowed < len(defect_scores) else np.inf
 
 
-def calibrate_part_threshold(scores: PartScores, target_escape: float, confidence: float | None = None,
-                             n_boot: int = 2000, seed: int = 0) -> Calibration:
+def calibrate_part_threshold(
+    scores: PartScores,
+    target_escape: float,
+    confidence: float | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Calibration:
     """One threshold for every class meeting ``target_escape`` on the calibration parts (at
     ``confidence`` over bootstrap resamples of the defective parts when given); see the module doc."""
     if not 0.0 <= target_escape < 1.0:
@@ -75,4 +80,6 @@ def calibrate_part_threshold(scores: PartScores, target_escape: float, confidenc
     if below.size and np.isfinite(t):
         t = (below.max() + t) / 2  # the middle of the gap: the same decisions here, more margin
     th = np.full(nc, min(t, 1.0))  # a threshold file holds confidences in [0, 1]
-    return Calibration(thresholds=th, reachable=reachable, allowed_escapes=allowed, kpis=part_kpis(scores, th))
+    return Calibration(
+        thresholds=th, reachable=reachable, allowed_escapes=allowed, kpis=part_kpis(scores, th)
+    )

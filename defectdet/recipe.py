@@ -39,9 +39,26 @@ from .data import crops as C
 from .data import paste as P
 from .errors import ConfigError
 
-RECIPE_KEYS = ("sampling", "defect_fraction", "repeat_thresh", "paste", "paste_max", "paste_roi", "crop", "rot90")
-RECIPE_DEFAULTS = {"sampling": "auto", "defect_fraction": S.DEFAULT_DEFECT_FRACTION, "repeat_thresh": None,
-                   "paste": 0.0, "paste_max": P.DEFAULT_PASTE_MAX, "paste_roi": None, "crop": "auto", "rot90": 0.0}
+RECIPE_KEYS = (
+    "sampling",
+    "defect_fraction",
+    "repeat_thresh",
+    "paste",
+    "paste_max",
+    "paste_roi",
+    "crop",
+    "rot90",
+)
+RECIPE_DEFAULTS = {
+    "sampling": "auto",
+    "defect_fraction": S.DEFAULT_DEFECT_FRACTION,
+    "repeat_thresh": None,
+    "paste": 0.0,
+    "paste_max": P.DEFAULT_PASTE_MAX,
+    "paste_roi": None,
+    "crop": "auto",
+    "rot90": 0.0,
+}
 NATIVE_FACTOR = 1.5  # crop=auto trains on native windows when images are at least this much larger than imgsz
 
 
@@ -67,7 +84,13 @@ def train_image_sides(data_yaml, limit: Optional[int] = 200) -> np.ndarray:
     from .data.formats import as_data_yaml, image_size, list_images, load_data_yaml
 
     spec = load_data_yaml(as_data_yaml(data_yaml))
-    refs = [r for src in spec.splits.get("train", []) if src.exists() for r in list_images(src) if r.path.is_file()]
+    refs = [
+        r
+        for src in spec.splits.get("train", [])
+        if src.exists()
+        for r in list_images(src)
+        if r.path.is_file()
+    ]
     pick = [refs[i] for i in _spaced(len(refs), limit)]
     sizes = []
     for r in pick:
@@ -114,10 +137,17 @@ def resolve_recipe(checked: dict[str, Any], data_yaml, imgsz: int, need_stats: b
         if r["sampling"] == "defect" and 0 < free < 1:
             stats = sampled_stats(stats, max(r["defect_fraction"], 1 - free))
     mode = r["sampling"]
-    recipe = Recipe(sampling=mode, defect_fraction=r["defect_fraction"] if mode == "defect" else None,
-                    repeat_thresh=r["repeat_thresh"] if mode == "repeat" else None, paste=float(r["paste"]),
-                    paste_max=int(r["paste_max"]), paste_roi=str(r["paste_roi"]) if r["paste_roi"] else None,
-                    crop=r["crop"], rot90=float(r["rot90"]), eval_imgsz=eval_imgsz)
+    recipe = Recipe(
+        sampling=mode,
+        defect_fraction=r["defect_fraction"] if mode == "defect" else None,
+        repeat_thresh=r["repeat_thresh"] if mode == "repeat" else None,
+        paste=float(r["paste"]),
+        paste_max=int(r["paste_max"]),
+        paste_roi=str(r["paste_roi"]) if r["paste_roi"] else None,
+        crop=r["crop"],
+        rot90=float(r["rot90"]),
+        eval_imgsz=eval_imgsz,
+    )
     return recipe, stats
 
 
@@ -128,10 +158,15 @@ def sampled_stats(stats: dict, defect_share: float) -> dict:
     train = dict(stats["splits"]["train"])
     a = dict(train["anchors"])
     pos = defect_share * a["positive_fraction_in_defect_images"]
-    a.update(positive_fraction=round(pos, 8), negatives_per_positive=round((1 - pos) / pos, 1) if pos else None)
+    a.update(
+        positive_fraction=round(pos, 8), negatives_per_positive=round((1 - pos) / pos, 1) if pos else None
+    )
     train.update(anchors=a, defect_free_fraction=round(1 - defect_share, 6))
-    return {**stats, "splits": {**stats["splits"], "train": train},
-            "sampler": {"sampling": "defect", "defect_share": round(defect_share, 6)}}
+    return {
+        **stats,
+        "splits": {**stats["splits"], "train": train},
+        "sampler": {"sampling": "defect", "defect_share": round(defect_share, 6)},
+    }
 
 
 class TrainDataCallback:
@@ -151,8 +186,9 @@ class TrainDataCallback:
 
     def dataloader(self, trainer, default, dataset_path, batch_size, rank, mode):
         if mode == "train":
-            return ad.train_loader(trainer, dataset_path, batch_size, rank,
-                                   lambda ds, r, w: self.prepare(trainer, ds, r, w))
+            return ad.train_loader(
+                trainer, dataset_path, batch_size, rank, lambda ds, r, w: self.prepare(trainer, ds, r, w)
+            )
         if self.recipe.eval_imgsz:
             return ad.val_loader_at(trainer, dataset_path, batch_size, rank, self.recipe.eval_imgsz)
         return default(dataset_path, batch_size, rank, mode)
@@ -163,13 +199,22 @@ class TrainDataCallback:
         r, imgsz = self.recipe, int(trainer.args.imgsz)
         native = r.crop == "native"
         bank = self._bank(dataset) if r.paste > 0 else None
-        shown = {"sampling": r.sampling, "crop": r.crop, "eval_imgsz": r.eval_imgsz, "paste": r.paste,
-                 "rot90": r.rot90, "defect_fraction": r.defect_fraction, "repeat_thresh": r.repeat_thresh}
+        shown = {
+            "sampling": r.sampling,
+            "crop": r.crop,
+            "eval_imgsz": r.eval_imgsz,
+            "paste": r.paste,
+            "rot90": r.rot90,
+            "defect_fraction": r.defect_fraction,
+            "repeat_thresh": r.repeat_thresh,
+        }
         print("defectdet: training data " + ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None))
         if bank is not None or native or r.rot90 > 0:
             ad.hook_images(dataset, self._transform(bank, imgsz, native), native=native)
             if bank is not None and rank == 0 and ad.is_main_rank() and ad.save_dir(trainer):
-                self._preview(dataset, bank, ad.save_dir(trainer) / "paste_preview.jpg", int(trainer.args.seed))
+                self._preview(
+                    dataset, bank, ad.save_dir(trainer) / "paste_preview.jpg", int(trainer.args.seed)
+                )
         if r.sampling == "uniform":
             return None
         classes = ad.dataset_classes(dataset)
@@ -181,12 +226,15 @@ class TrainDataCallback:
     def _bank(self, dataset) -> P.DefectBank:
         classes, boxes = ad.dataset_classes(dataset), ad.dataset_boxes(dataset)
         if all(len(c) for c in classes):
-            raise ConfigError(f"paste={self.recipe.paste}: the train split has no defect-free image to "
-                              "paste onto "
-                              "(expected some images without boxes; use paste=0)")
+            raise ConfigError(
+                f"paste={self.recipe.paste}: the train split has no defect-free image to "
+                "paste onto "
+                "(expected some images without boxes; use paste=0)"
+            )
         idx = [i for i, c in enumerate(classes) if len(c)]
-        return P.DefectBank.from_files([dataset.im_files[i] for i in idx], [boxes[i] for i in idx],
-                                       [classes[i] for i in idx])
+        return P.DefectBank.from_files(
+            [dataset.im_files[i] for i in idx], [boxes[i] for i in idx], [classes[i] for i in idx]
+        )
 
     def _transform(self, bank: Optional[P.DefectBank], imgsz: int, native: bool):
         p, n_max, p_turn, roi = self.recipe.paste, self.recipe.paste_max, self.recipe.rot90, self.roi
@@ -216,8 +264,9 @@ class TrainDataCallback:
         for i in rng.choice(clean, size=min(n, len(clean)), replace=False):
             img = cv2.imread(str(dataset.im_files[int(i)]), cv2.IMREAD_COLOR)
             if img is not None:
-                out, added, _ = P.paste_defects(img, np.zeros((0, 4)), bank, rng, self.recipe.paste_max,
-                                                self.roi)
+                out, added, _ = P.paste_defects(
+                    img, np.zeros((0, 4)), bank, rng, self.recipe.paste_max, self.roi
+                )
                 samples.append((out, np.zeros((0, 4)), added))
         if samples:
             P.preview_grid(samples, path)

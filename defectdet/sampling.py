@@ -36,11 +36,17 @@ def check_sampling(mode, defect_fraction=None, repeat_thresh=None) -> None:
     """ConfigError naming the key for a bad sampling mode or parameter."""
     if mode not in SAMPLING_MODES:
         raise ConfigError(f"sampling={mode!r}: expected one of {', '.join(SAMPLING_MODES)} (or auto)")
-    if defect_fraction is not None and (isinstance(defect_fraction, bool) or not isinstance(defect_fraction, (int, float))
-                                        or not 0 < defect_fraction < 1):
+    if defect_fraction is not None and (
+        isinstance(defect_fraction, bool)
+        or not isinstance(defect_fraction, (int, float))
+        or not 0 < defect_fraction < 1
+    ):
         raise ConfigError(f"defect_fraction={defect_fraction!r}: expected a number in (0, 1), e.g. 0.5")
-    if repeat_thresh is not None and (isinstance(repeat_thresh, bool) or not isinstance(repeat_thresh, (int, float))
-                                      or not 0 < repeat_thresh <= 1):
+    if repeat_thresh is not None and (
+        isinstance(repeat_thresh, bool)
+        or not isinstance(repeat_thresh, (int, float))
+        or not 0 < repeat_thresh <= 1
+    ):
         raise ConfigError(f"repeat_thresh={repeat_thresh!r}: expected a number in (0, 1], e.g. 0.1")
 
 
@@ -60,8 +66,13 @@ def _repeat_factors(pres: np.ndarray, thresh: float) -> np.ndarray:
     return np.where(pres.any(1), (pres * r_c).max(1), 1.0)
 
 
-def image_weights(classes: Sequence[np.ndarray], nc: int, mode: str, defect_fraction: Optional[float] = None,
-                  repeat_thresh: Optional[float] = None) -> np.ndarray:
+def image_weights(
+    classes: Sequence[np.ndarray],
+    nc: int,
+    mode: str,
+    defect_fraction: Optional[float] = None,
+    repeat_thresh: Optional[float] = None,
+) -> np.ndarray:
     """(N,) sampling probabilities (sum 1) of the training images whose box classes are ``classes``."""
     check_sampling(mode, defect_fraction, repeat_thresh)
     n = len(classes)
@@ -94,7 +105,9 @@ class WeightedEpochSampler:
     def __init__(self, weights: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1):
         w = np.asarray(weights, dtype=np.float64)
         if w.ndim != 1 or not len(w) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-            raise ValueError("weights must be a non-empty 1-D array of finite non-negative numbers with a positive sum")
+            raise ValueError(
+                "weights must be a non-empty 1-D array of finite non-negative numbers with a positive sum"
+            )
         self.p = w / w.sum()
         self.seed, self.rank, self.world_size = int(seed), int(rank), max(int(world_size), 1)
         self.per_rank = math.ceil(len(w) / self.world_size)
@@ -109,7 +122,7 @@ class WeightedEpochSampler:
         return rng.choice(len(self.p), size=self.per_rank * self.world_size, replace=True, p=self.p)
 
     def __iter__(self):
-        idx = self.indices(self.epoch)[self.rank::self.world_size]
+        idx = self.indices(self.epoch)[self.rank :: self.world_size]
         self.epoch += 1
         return iter(idx.tolist())
 

@@ -57,7 +57,9 @@ class ClsLoss(nn.Module):
         super().__init__()
         self.kind, self.gamma, self.alpha = kind, gamma, alpha
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (B, A, nc) -> (B, A, nc)
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:  # (B, A, nc) -> (B, A, nc)
         return losses.cls_loss_spec(self.kind).fn(logits, targets, self.gamma, self.alpha)
 
     def extra_repr(self) -> str:
@@ -93,7 +95,9 @@ class ClsLossCallback:
         self.cls_loss, self.gamma, self.alpha = cls_loss, gamma, alpha
 
     def __call__(self, trainer) -> None:
-        crits = [install_cls_loss(m, self.cls_loss, self.gamma, self.alpha) for m in ad.training_models(trainer)]
+        crits = [
+            install_cls_loss(m, self.cls_loss, self.gamma, self.alpha) for m in ad.training_models(trainer)
+        ]
         print(f"defectdet: {type(crits[0]).__name__} classification term = {ad.cls_term(crits[0])!r}")
 
 
@@ -164,7 +168,8 @@ class RunInfoCallback:
         if ad.is_main_rank():
             a = trainer.args  # as built
             self.info.replace(optimizer=str(a.optimizer), lr0=float(a.lr0), nbs=int(a.nbs)).save(
-                RunInfo.path(trainer.save_dir))
+                RunInfo.path(trainer.save_dir)
+            )
 
 
 # --------------------------------------------------------------------------- settings
@@ -178,8 +183,10 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     if unknown:
         import difflib
 
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, DEFAULT_CFG_DICT, 1)) else k
-                 for k in unknown]
+        hints = [
+            f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, DEFAULT_CFG_DICT, 1)) else k
+            for k in unknown
+        ]
         raise ConfigError(
             f"unknown training key(s): {', '.join(hints)}; expected ultralytics {ul.__version__} training "
             f"arguments or {', '.join(DEFECTDET_KEYS)}"
@@ -187,7 +194,9 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return ours, theirs
 
 
-def resolve_loss(ours: dict[str, Any], ul_args: dict[str, Any], stats: Optional[dict] = None) -> dict[str, Any]:
+def resolve_loss(
+    ours: dict[str, Any], ul_args: dict[str, Any], stats: Optional[dict] = None
+) -> dict[str, Any]:
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given.
     ``stats``: the data as training sees it (``recipe.resolve_recipe``), for ``cls_loss=auto``."""
     # Default auto: on DeepPCB's rare split the recommended focal preset had about twice BCE's mAP50,
@@ -234,10 +243,15 @@ def data_summary(stats: Optional[dict]) -> Optional[dict[str, Any]]:
     if stats is None:
         return None
     train = stats["splits"]["train"]
-    facts = {"imgsz": stats.get("imgsz"), "images": train.get("images"),
-             "defect_free_fraction": train.get("defect_free_fraction"),
-             "negatives_per_positive": (train.get("anchors") or {}).get("negatives_per_positive")}
-    return {k: None if v is None else (int(v) if k in ("imgsz", "images") else float(v)) for k, v in facts.items()}
+    facts = {
+        "imgsz": stats.get("imgsz"),
+        "images": train.get("images"),
+        "defect_free_fraction": train.get("defect_free_fraction"),
+        "negatives_per_positive": (train.get("anchors") or {}).get("negatives_per_positive"),
+    }
+    return {
+        k: None if v is None else (int(v) if k in ("imgsz", "images") else float(v)) for k, v in facts.items()
+    }
 
 
 def model_path(model: Any) -> str:
@@ -259,7 +273,9 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     """
     ours, ul_args = split_settings(merged(DEFAULTS, settings))
     if ul_args.get("data") is None:
-        raise ConfigError("data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)")
+        raise ConfigError(
+            "data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)"
+        )
     check_numbers(ul_args)  # bad values fail before the data check
     threads = check_threads(ours.pop("threads", None))
     checked = check_recipe({k: ours.pop(k) for k in RECIPE_KEYS if k in ours})
@@ -268,21 +284,35 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
     roi = load_roi(checked["paste_roi"])  # read once; a bad mask fails now, not in a data-loader worker
     ul_args["data"] = _check_data(ul_args["data"], bool(ours.pop("strict", True)), ul_args.get("imgsz"))
     imgsz = training_imgsz(ul_args)
-    recipe, stats = resolve_recipe(checked, ul_args["data"], imgsz,
-                                   need_stats=ours.get("cls_loss", DEFAULT_CLS_LOSS) == "auto")
+    recipe, stats = resolve_recipe(
+        checked, ul_args["data"], imgsz, need_stats=ours.get("cls_loss", DEFAULT_CLS_LOSS) == "auto"
+    )
     loss = resolve_loss(ours, ul_args, stats)
     ul_args.setdefault("name", loss["cls_loss"])
-    device = str(ul_args.get("device") if ul_args.get("device") is not None else
-                 ("0" if torch.cuda.is_available() else "cpu"))
+    device = str(
+        ul_args.get("device")
+        if ul_args.get("device") is not None
+        else ("0" if torch.cuda.is_available() else "cpu")
+    )
     ul_args.setdefault("amp", device.lower() not in ("cpu", "mps"))  # explicit: no AMP self-check download
     from ultralytics import YOLO
 
     yolo = YOLO(model_path(ul_args.pop("model")), task="detect")
     guard = NonFiniteLossGuard()
-    yolo.add_callback("on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"]))
-    info = RunInfo(cls_loss=loss["cls_loss"], gamma=loss["gamma"], alpha=loss["alpha"], cls=loss["cls"],
-                   data=str(ul_args["data"]), imgsz=imgsz, recipe=recipe, data_stats=data_summary(stats),
-                   threads=threads if device.lower() == "cpu" else None)  # CPU training threads (CpuThreads)
+    yolo.add_callback(
+        "on_pretrain_routine_end", ClsLossCallback(loss["cls_loss"], loss["gamma"], loss["alpha"])
+    )
+    info = RunInfo(
+        cls_loss=loss["cls_loss"],
+        gamma=loss["gamma"],
+        alpha=loss["alpha"],
+        cls=loss["cls"],
+        data=str(ul_args["data"]),
+        imgsz=imgsz,
+        recipe=recipe,
+        data_stats=data_summary(stats),
+        threads=threads if device.lower() == "cpu" else None,
+    )  # CPU training threads (CpuThreads)
     yolo.add_callback("on_pretrain_routine_end", RunInfoCallback(info))
     yolo.add_callback("on_pretrain_routine_start", CpuThreads(threads))
     yolo.add_callback("on_pretrain_routine_start", TrainDataCallback(recipe, roi))
@@ -303,7 +333,9 @@ def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
     ``defectdet.yaml``).
     """
     yolo, ul_args, loss = prepare(callbacks, **settings)
-    print(f"defectdet train: cls_loss={loss['cls_loss']} gamma={loss['gamma']} alpha={loss['alpha']} cls={loss['cls']}")
+    print(
+        f"defectdet train: cls_loss={loss['cls_loss']} gamma={loss['gamma']} alpha={loss['alpha']} cls={loss['cls']}"
+    )
     from .trainer import DefectdetTrainer
 
     yolo.train(trainer=DefectdetTrainer, **ul_args)
@@ -349,7 +381,9 @@ def cli(argv: list[str]) -> int:
         "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW at "
         "lr0 0.003 and an optimizer step every batch (ultralytics' own auto rule otherwise).",
     )
-    ap.add_argument("--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)")
+    ap.add_argument(
+        "--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)"
+    )
     ap.add_argument("overrides", nargs="*", metavar="key=value")
     a = ap.parse_args(argv)
     run = train(**load_settings(a.config, a.overrides))

@@ -34,8 +34,9 @@ SHORT_RUN_ITERATIONS = 10000  # ultralytics' optimizer=auto picks AdamW at or be
 def trains_from_scratch(args) -> bool:
     """True when ultralytics builds the model from a yaml with random weights (no .pt, no
     ``pretrained=<weights file>``)."""
-    return (str(getattr(args, "model", "")).lower().endswith((".yaml", ".yml"))
-            and not isinstance(getattr(args, "pretrained", None), (str, Path)))
+    return str(getattr(args, "model", "")).lower().endswith((".yaml", ".yml")) and not isinstance(
+        getattr(args, "pretrained", None), (str, Path)
+    )
 
 
 def scratch_optimizer(name, iterations: float, from_scratch: bool):
@@ -54,7 +55,9 @@ class DefectdetTrainer(DetectionTrainer):
     def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         from .recipe import TrainDataCallback
 
-        recipe = next((cb for fns in self.callbacks.values() for cb in fns if isinstance(cb, TrainDataCallback)), None)
+        recipe = next(
+            (cb for fns in self.callbacks.values() for cb in fns if isinstance(cb, TrainDataCallback)), None
+        )
         if recipe is None:
             return super().get_dataloader(dataset_path, batch_size, rank, mode)
         return recipe.dataloader(self, super().get_dataloader, dataset_path, batch_size, rank, mode)
@@ -67,9 +70,11 @@ class DefectdetTrainer(DetectionTrainer):
             # batch x accumulate / nbs) from nbs just before building the optimizer, and reads both afterwards
             # (the warm-up, a rebuild); with nbs = batch and accumulate 1 that scale is 1
             self.args.nbs, self.accumulate, decay = self.batch_size, 1, self.args.weight_decay
-            LOGGER.info(f"optimizer: optimizer=auto, training from scratch ({iterations} iterations at ultralytics' "
-                        f"nominal batch): {name}(lr={lr}, momentum={momentum}), a step every batch "
-                        f"(nbs={self.args.nbs}); defectdet.trainer.SCRATCH_LR0; set optimizer= to choose your own")
+            LOGGER.info(
+                f"optimizer: optimizer=auto, training from scratch ({iterations} iterations at ultralytics' "
+                f"nominal batch): {name}(lr={lr}, momentum={momentum}), a step every batch "
+                f"(nbs={self.args.nbs}); defectdet.trainer.SCRATCH_LR0; set optimizer= to choose your own"
+            )
             # recorded like ultralytics' own auto choice, so a resumed run rebuilds the same optimizer
             self.args.optimizer, self.args.lr0, self.args.momentum = name, lr, momentum
             self.args.warmup_bias_lr = 0.0  # as ultralytics' auto sets it for AdamW

@@ -33,7 +33,9 @@ def replace_cls_term(model, make_term: Callable[[], Any]):
     from .errors import TrainingError
 
     criterion = model.init_criterion()
-    branches = [getattr(criterion, b) for b in ("one2many", "one2one") if hasattr(criterion, b)] or [criterion]
+    branches = [getattr(criterion, b) for b in ("one2many", "one2one") if hasattr(criterion, b)] or [
+        criterion
+    ]
     if not all(hasattr(b, "bce") for b in branches):
         raise TrainingError(
             f"{type(criterion).__name__} has no element-wise classification term to replace; "
@@ -127,12 +129,20 @@ def set_label_boxes(label: dict, img: np.ndarray, boxes: np.ndarray, classes: np
 
     h, w = img.shape[:2]
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    xywhn = np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
-                      (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], 1).astype(np.float32)  # (K, 4)
+    xywhn = np.stack(
+        [
+            (b[:, 0] + b[:, 2]) / 2 / w,
+            (b[:, 1] + b[:, 3]) / 2 / h,
+            (b[:, 2] - b[:, 0]) / w,
+            (b[:, 3] - b[:, 1]) / h,
+        ],
+        1,
+    ).astype(np.float32)  # (K, 4)
     label["img"] = img
     label["resized_shape"] = img.shape[:2]
-    label["instances"] = Instances(xywhn, np.zeros((0, 1000, 2), dtype=np.float32), None,
-                                   bbox_format="xywh", normalized=True)
+    label["instances"] = Instances(
+        xywhn, np.zeros((0, 1000, 2), dtype=np.float32), None, bbox_format="xywh", normalized=True
+    )
     label["cls"] = np.asarray(classes, dtype=np.float32).reshape(-1, 1)
     return label
 
@@ -189,18 +199,34 @@ def train_loader(trainer, dataset_path: str, batch_size: int, rank: int, prepare
         dataset = trainer.build_dataset(dataset_path, "train", batch_size)
     sampler = prepare(dataset, max(RANK, 0), max(int(getattr(trainer, "world_size", 1) or 1), 1))
     if sampler is None:
-        return build_dataloader(dataset, batch=batch_size, workers=trainer.args.workers, shuffle=True, rank=rank,
-                                drop_last=trainer.args.compile, device=trainer.device)
+        return build_dataloader(
+            dataset,
+            batch=batch_size,
+            workers=trainer.args.workers,
+            shuffle=True,
+            rank=rank,
+            drop_last=trainer.args.compile,
+            device=trainer.device,
+        )
     batch = min(batch_size, len(dataset))
     batches = -(-len(sampler) // max(batch, 1))
     nd = torch.cuda.device_count() if trainer.device.type == "cuda" else 0
     nw = min(os.cpu_count() // max(nd, 1), trainer.args.workers, 0 if batches <= 1 else batches)
     generator = torch.Generator()
     generator.manual_seed((6148914691236517205 + RANK + int(trainer.args.seed)) % (1 << 64))
-    return InfiniteDataLoader(dataset=dataset, batch_size=batch, shuffle=False, num_workers=nw, sampler=sampler,
-                              prefetch_factor=4 if nw > 0 else None, pin_memory=nd > 0,
-                              collate_fn=getattr(dataset, "collate_fn", None), worker_init_fn=seed_worker,
-                              generator=generator, drop_last=False)
+    return InfiniteDataLoader(
+        dataset=dataset,
+        batch_size=batch,
+        shuffle=False,
+        num_workers=nw,
+        sampler=sampler,
+        prefetch_factor=4 if nw > 0 else None,
+        pin_memory=nd > 0,
+        collate_fn=getattr(dataset, "collate_fn", None),
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=False,
+    )
 
 
 def val_loader_at(trainer, dataset_path: str, batch_size: int, rank: int, imgsz: int):
@@ -212,9 +238,17 @@ def val_loader_at(trainer, dataset_path: str, batch_size: int, rank: int, imgsz:
     args.imgsz = int(imgsz)
     gs = max(int(unwrap_model(trainer.model).stride.max()), 32)
     with torch_distributed_zero_first(rank):
-        dataset = build_yolo_dataset(args, dataset_path, batch_size, trainer.data, mode="val", rect=True, stride=gs)
-    return build_dataloader(dataset, batch=batch_size, workers=trainer.args.workers * 2, shuffle=False,
-                            rank=rank, device=trainer.device)
+        dataset = build_yolo_dataset(
+            args, dataset_path, batch_size, trainer.data, mode="val", rect=True, stride=gs
+        )
+    return build_dataloader(
+        dataset,
+        batch=batch_size,
+        workers=trainer.args.workers * 2,
+        shuffle=False,
+        rank=rank,
+        device=trainer.device,
+    )
 
 
 def dataset_shapes(dataset) -> np.ndarray:

@@ -45,8 +45,11 @@ def stand_in_model(out_dir, name: str) -> Path:
         return out_dir / "model.onnx"
     import pytest
 
-    pytest.importorskip("ultralytics", reason="the stand-in model is exported with ultralytics (absent here, "
-                        "and no $DEFECTDET_STANDIN_CACHE)")
+    pytest.importorskip(
+        "ultralytics",
+        reason="the stand-in model is exported with ultralytics (absent here, "
+        "and no $DEFECTDET_STANDIN_CACHE)",
+    )
     imgsz, kw = STANDINS[name]
     path = load("runtime").make_model(out_dir, imgsz, **kw)
     if cached is not None:

@@ -49,9 +49,12 @@ class Plc:
         from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
         from pymodbus.server import ModbusTcpServer
 
-        device = ModbusDeviceContext(co=ModbusSequentialDataBlock(1, [False] * 16), hr=ModbusSequentialDataBlock(1, [0] * 32))
-        self.server = ModbusTcpServer(ModbusServerContext(devices=device), address=("127.0.0.1", self.port),
-                                      trace_pdu=self._trace)
+        device = ModbusDeviceContext(
+            co=ModbusSequentialDataBlock(1, [False] * 16), hr=ModbusSequentialDataBlock(1, [0] * 32)
+        )
+        self.server = ModbusTcpServer(
+            ModbusServerContext(devices=device), address=("127.0.0.1", self.port), trace_pdu=self._trace
+        )
         await self.server.serve_forever(background=True)
 
     def start(self) -> Plc:
@@ -133,7 +136,9 @@ def get(url: str, timeout: float = 5.0, headers: dict | None = None) -> tuple[in
         return e.code, e.read()
 
 
-logging.getLogger("pymodbus").setLevel(logging.ERROR)  # its deprecation notes about the test server's datastore
+logging.getLogger("pymodbus").setLevel(
+    logging.ERROR
+)  # its deprecation notes about the test server's datastore
 
 
 class Inspect:
@@ -149,8 +154,13 @@ class Inspect:
         self.stderr_path = Path(cwd) / "stderr.txt"
         self.err = open(self.stderr_path, "wb")
         env = {**os.environ, "PYTHONPATH": str(root), "ORT_DISABLE_TELEMETRY": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "defectdet.cli", "inspect", *args], stdout=subprocess.PIPE,
-                                     stderr=self.err, env=env, cwd=cwd)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "defectdet.cli", "inspect", *args],
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            env=env,
+            cwd=cwd,
+        )
 
     def stderr(self) -> str:
         self.err.flush()

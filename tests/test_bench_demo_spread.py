@@ -14,13 +14,21 @@ S = benchscripts.load("demo_spread")
 
 
 def _summary(aps=(0.9, 0.6), gate="pass", false_rejects=0, map50=0.7):
-    return {"per_class": {n: {"ap50": a, "labels": 9} for n, a in zip(("scratch", "crack"), aps)},
-            "map50": map50, "escape_rate": 0.03, "overkill_rate": 0.02, "gate": gate, "seconds": 170.0,
-            "inspect": {"caught": 1, "defective_parts": 1, "false_rejects": false_rejects, "good_parts": 9}}
+    return {
+        "per_class": {n: {"ap50": a, "labels": 9} for n, a in zip(("scratch", "crack"), aps)},
+        "map50": map50,
+        "escape_rate": 0.03,
+        "overkill_rate": 0.02,
+        "gate": gate,
+        "seconds": 170.0,
+        "inspect": {"caught": 1, "defective_parts": 1, "false_rejects": false_rejects, "good_parts": 9},
+    }
 
 
-@pytest.mark.parametrize("kw, ok", [({}, True), ({"aps": (0.9, 0.2)}, False), ({"gate": "refused"}, False),
-                                    ({"false_rejects": 1}, False)])
+@pytest.mark.parametrize(
+    "kw, ok",
+    [({}, True), ({"aps": (0.9, 0.2)}, False), ({"gate": "refused"}, False), ({"false_rejects": 1}, False)],
+)
 def test_outcome_needs_every_class_the_gate_and_no_false_reject(kw, ok):
     o = S.outcome(_summary(**kw))
     assert o["ok"] is ok
@@ -28,8 +36,10 @@ def test_outcome_needs_every_class_the_gate_and_no_false_reject(kw, ok):
 
 
 def test_table_lists_runs_and_the_range():
-    rows = [{"seed": s, "threads": t, **S.outcome(_summary(map50=m, false_rejects=f)), "extra": []}
-            for s, t, m, f in ((0, 1, 0.70, 0), (0, 2, 0.64, 2))]
+    rows = [
+        {"seed": s, "threads": t, **S.outcome(_summary(map50=m, false_rejects=f)), "extra": []}
+        for s, t, m, f in ((0, 1, 0.70, 0), (0, 2, 0.64, 2))
+    ]
     text = S.table(rows)
     assert "| 0 | 1 | 0.700 | crack 0.60 |" in text and "| 0 | 2 | 0.640 |" in text
     assert "1 of 2 runs reached the outcome" in text and "mAP50 0.640–0.700" in text

@@ -21,9 +21,14 @@ FAR = [200.0, 200.0, 240.0, 240.0]  # IoU 0 with GT
 def _part(score=None, defective=False, name=""):
     """One part; ``score``: the confidence of its one detection (far from the defect), None = no detection."""
     dets = [] if score is None else [(FAR, score, 0)]
-    return M.ImageDetections(boxes=np.array([d[0] for d in dets]).reshape(-1, 4), conf=[d[1] for d in dets],
-                             cls=[d[2] for d in dets], gt_boxes=np.array([GT] if defective else []).reshape(-1, 4),
-                             gt_cls=[0] if defective else [], name=name)
+    return M.ImageDetections(
+        boxes=np.array([d[0] for d in dets]).reshape(-1, 4),
+        conf=[d[1] for d in dets],
+        cls=[d[2] for d in dets],
+        gt_boxes=np.array([GT] if defective else []).reshape(-1, 4),
+        gt_cls=[0] if defective else [],
+        name=name,
+    )
 
 
 def test_deal_folds_is_stratified_and_deterministic():
@@ -69,8 +74,26 @@ def test_operating_curve_worked_numbers():
 def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     """2 folds x 1 epoch at imgsz 64 on a synthetic set: every image held out exactly once, a pooled
     kfold.json, the table, and a rerun that trains nothing."""
-    args = ["--data", "synthetic", "--synthetic-images", "40", "--imgsz", "64", "--batch", "8", "--workers", "0",
-            "--arms", "recipe", "--epochs", "1", "--kfold", "2", "--out", str(tmp_path)]
+    args = [
+        "--data",
+        "synthetic",
+        "--synthetic-images",
+        "40",
+        "--imgsz",
+        "64",
+        "--batch",
+        "8",
+        "--workers",
+        "0",
+        "--arms",
+        "recipe",
+        "--epochs",
+        "1",
+        "--kfold",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     assert Q.main(args) == 0
     base = tmp_path / "synthetic-kfold2"
     held = [set((base / f"fold{f}" / "val.txt").read_text().split()) for f in range(2)]
@@ -89,9 +112,12 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     assert Q.main([*args, "--archive", str(kept)]) == 0
     assert capsys.readouterr().out.count("quality: cached") == 2
     assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*.json*")) == [
-        "synthetic-kfold2-fold0/recipe/seed0/dets.json.gz", "synthetic-kfold2-fold0/recipe/seed0/result.json",
-        "synthetic-kfold2-fold1/recipe/seed0/dets.json.gz", "synthetic-kfold2-fold1/recipe/seed0/result.json",
-        "synthetic-kfold2/recipe/seed0/kfold.json"]
+        "synthetic-kfold2-fold0/recipe/seed0/dets.json.gz",
+        "synthetic-kfold2-fold0/recipe/seed0/result.json",
+        "synthetic-kfold2-fold1/recipe/seed0/dets.json.gz",
+        "synthetic-kfold2-fold1/recipe/seed0/result.json",
+        "synthetic-kfold2/recipe/seed0/kfold.json",
+    ]
     # a later session on a fresh machine: the same --out, emptied; the archive alone -> pooled, nothing trained
     import shutil
 
@@ -101,4 +127,7 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     assert Q.main([*args, "--archive", moved]) == 0
     assert capsys.readouterr().out.count("quality: cached") == 2
     again = json.loads((tmp_path / "synthetic-kfold2" / "recipe" / "seed0" / "kfold.json").read_text())
-    assert again["kfold"]["line"] == kf["line"] and not (tmp_path / "synthetic-kfold2-fold0" / "recipe" / "seed0" / "weights").exists()
+    assert (
+        again["kfold"]["line"] == kf["line"]
+        and not (tmp_path / "synthetic-kfold2-fold0" / "recipe" / "seed0" / "weights").exists()
+    )

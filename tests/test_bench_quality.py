@@ -28,9 +28,14 @@ MISS = [200.0, 200.0, 240.0, 240.0]  # IoU 0 with GT
 def _img(dets=(), gt_cls=(), name=""):
     """An image with one GT box per entry of ``gt_cls`` (all at GT) and detections (box, conf, cls)."""
     boxes = [d[0] for d in dets]
-    return M.ImageDetections(boxes=np.array(boxes).reshape(-1, 4), conf=[d[1] for d in dets],
-                             cls=[d[2] for d in dets], gt_boxes=np.array([GT] * len(gt_cls)).reshape(-1, 4),
-                             gt_cls=list(gt_cls), name=name)
+    return M.ImageDetections(
+        boxes=np.array(boxes).reshape(-1, 4),
+        conf=[d[1] for d in dets],
+        cls=[d[2] for d in dets],
+        gt_boxes=np.array([GT] * len(gt_cls)).reshape(-1, 4),
+        gt_cls=list(gt_cls),
+        name=name,
+    )
 
 
 # ----------------------------------------------------------------------------- recall at FP/image
@@ -38,20 +43,27 @@ def _rare_case():
     """10 images, 4 'rare' defects. Rare-class detections by confidence:
     0.9 TP, 0.8 FP, 0.7 TP, 0.6 FP, 0.5 TP, 0.4 FP, 0.3 TP; 'common' detections are noise elsewhere."""
     imgs = [
-        _img([(HIT, 0.9, 1)], [1]), _img([(MISS, 0.8, 1)]), _img([(HIT, 0.7, 1)], [1]),
-        _img([(MISS, 0.6, 1), (MISS, 0.95, 0)]), _img([(HIT, 0.5, 1)], [1]), _img([(MISS, 0.4, 1)]),
+        _img([(HIT, 0.9, 1)], [1]),
+        _img([(MISS, 0.8, 1)]),
+        _img([(HIT, 0.7, 1)], [1]),
+        _img([(MISS, 0.6, 1), (MISS, 0.95, 0)]),
+        _img([(HIT, 0.5, 1)], [1]),
+        _img([(MISS, 0.4, 1)]),
         _img([(HIT, 0.3, 1)], [1]),
     ]
     return imgs + [_img() for _ in range(3)]
 
 
-@pytest.mark.parametrize("fp_per_image, recall, threshold, fp", [
-    (0.0, 0.25, 0.9, 0),  # no FP allowed: stop before 0.8 -> 1 of 4
-    (0.1, 0.50, 0.7, 1),  # 1 FP in 10 images: down to 0.7 -> 2 of 4
-    (0.2, 0.75, 0.5, 2),  # 2 FPs -> 3 of 4
-    (0.3, 1.00, 0.3, 3),  # 3 FPs -> all 4
-    (5.0, 1.00, 0.3, 3),
-])
+@pytest.mark.parametrize(
+    "fp_per_image, recall, threshold, fp",
+    [
+        (0.0, 0.25, 0.9, 0),  # no FP allowed: stop before 0.8 -> 1 of 4
+        (0.1, 0.50, 0.7, 1),  # 1 FP in 10 images: down to 0.7 -> 2 of 4
+        (0.2, 0.75, 0.5, 2),  # 2 FPs -> 3 of 4
+        (0.3, 1.00, 0.3, 3),  # 3 FPs -> all 4
+        (5.0, 1.00, 0.3, 3),
+    ],
+)
 def test_recall_at_fp_rate_worked_numbers(fp_per_image, recall, threshold, fp):
     out = Q.recall_at_fp_rate(_rare_case(), c=1, nc=2, fp_per_image=fp_per_image)
     assert out["recall"] == pytest.approx(recall)
@@ -63,10 +75,14 @@ def test_recall_at_fp_rate_ignores_other_classes_and_scale():
     """Only the class's own false positives count, and only the ranking matters (a monotone re-scaling
     of every confidence, as a focal loss causes, gives the same recall)."""
     base = Q.recall_at_fp_rate(_rare_case(), 1, 2, 0.1)["recall"]
-    squashed = [M.ImageDetections(im.boxes, im.conf ** 3, im.cls, im.gt_boxes, im.gt_cls) for im in _rare_case()]
+    squashed = [
+        M.ImageDetections(im.boxes, im.conf**3, im.cls, im.gt_boxes, im.gt_cls) for im in _rare_case()
+    ]
     assert Q.recall_at_fp_rate(squashed, 1, 2, 0.1)["recall"] == base
     noisy = _rare_case() + [_img([(MISS, 0.99, 0)] * 5) for _ in range(2)]  # 10 'common' FPs at the top
-    assert Q.recall_at_fp_rate(noisy, 1, 2, 0.1)["recall"] == pytest.approx(0.5)  # 12 images: 1.2 -> 1 rare FP
+    assert Q.recall_at_fp_rate(noisy, 1, 2, 0.1)["recall"] == pytest.approx(
+        0.5
+    )  # 12 images: 1.2 -> 1 rare FP
 
 
 def test_recall_at_fp_rate_keeps_ties_together():
@@ -121,14 +137,31 @@ def test_cross_calibrated_kpis_without_clean_parts_has_no_overkill():
 
 # ----------------------------------------------------------------------------- table
 def _result(arm, seed, map50, tag="d", **kw):
-    base = {"data_tag": tag, "arm": arm, "seed": seed, "map50": map50, "map50_95": map50 / 2, "rare_recall": 0.5,
-            "escape": 0.04, "overkill": None, "images_per_s": 10.0, "loss": arm, "rarest_class": "rare"}
+    base = {
+        "data_tag": tag,
+        "arm": arm,
+        "seed": seed,
+        "map50": map50,
+        "map50_95": map50 / 2,
+        "rare_recall": 0.5,
+        "escape": 0.04,
+        "overkill": None,
+        "images_per_s": 10.0,
+        "loss": arm,
+        "rarest_class": "rare",
+    }
     return {**base, **kw}
 
 
 def test_aggregate_median_spread_and_paired_delta():
-    results = [_result("bce", 0, 0.40), _result("bce", 1, 0.50), _result("bce", 2, 0.60),
-               _result("qfl", 0, 0.45), _result("qfl", 1, 0.49), _result("qfl", 2, 0.70)]
+    results = [
+        _result("bce", 0, 0.40),
+        _result("bce", 1, 0.50),
+        _result("bce", 2, 0.60),
+        _result("qfl", 0, 0.45),
+        _result("qfl", 1, 0.49),
+        _result("qfl", 2, 0.70),
+    ]
     rows = {r["arm"]: r for r in Q.aggregate(results)}
     assert rows["bce"]["d_map50"] == [] and rows["bce"]["overkill"] == []
     assert rows["qfl"]["d_map50"] == pytest.approx([0.05, -0.01, 0.10])  # paired by seed
@@ -151,8 +184,11 @@ def test_baseline_warning_only_below_threshold():
 def _stats(neg_per_pos, counts=(5, 2, 9)):
     """The part of dataset_stats that recommend_preset and rarest_class read."""
     anchors = {"negatives_per_positive": neg_per_pos, "positive_fraction_in_defect_images": 1e-4}
-    split = {"anchors": anchors, "defect_free_fraction": 0.5,
-             "instances_per_class": dict(zip(("a", "b", "c"), counts))}
+    split = {
+        "anchors": anchors,
+        "defect_free_fraction": 0.5,
+        "instances_per_class": dict(zip(("a", "b", "c"), counts)),
+    }
     return {"splits": {"train": split}, "names": ["a", "b", "c"]}
 
 
@@ -165,7 +201,9 @@ def test_arms_add_the_recommended_preset_unless_it_is_a_duplicate():
     assert list(Q.arms_for(_stats(50.0), ["bce", "recommended"])) == ["bce", "focal_balanced"]
     with pytest.raises(Q.ConfigError, match="--arms nope: expected one of bce, focal, qfl, vfl"):
         Q.arms_for(_stats(50.0), ["bce", "nope"])
-    with pytest.raises(Q.ConfigError, match=r"--arms bce\+tiles: .*optionally followed by \+feature \(defect"):
+    with pytest.raises(
+        Q.ConfigError, match=r"--arms bce\+tiles: .*optionally followed by \+feature \(defect"
+    ):
         Q.arms_for(_stats(50.0), ["bce+tiles"])
 
 
@@ -185,7 +223,9 @@ def test_recipe_arms_pin_or_add_the_data_recipe():
 def test_rarest_class_and_loss_label():
     assert Q.rarest_class(_stats(1.0)) == 1
     assert Q.rarest_class(_stats(1.0, counts=(3, 7, 3))) == 0  # ties: lowest id
-    assert Q.loss_label({"cls_loss": "vfl", "gamma": 2.0, "alpha": 0.75, "cls": 3.0}) == "vfl γ=2 α=0.75 cls=3"
+    assert (
+        Q.loss_label({"cls_loss": "vfl", "gamma": 2.0, "alpha": 0.75, "cls": 3.0}) == "vfl γ=2 α=0.75 cls=3"
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -227,7 +267,9 @@ def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
     kept = tmp_path / "kept"  # --archive: result.json copies alone rebuild the same table
     assert Q.main([*args, "--archive", str(kept)]) == 0
     assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
-        "synthetic/bce/seed0/result.json", "synthetic/qfl/seed0/result.json"]
+        "synthetic/bce/seed0/result.json",
+        "synthetic/qfl/seed0/result.json",
+    ]
     assert Q.main(["--report-only", "--out", str(kept)]) == 0
     assert (kept / "quality.md").read_text() == text
 
@@ -235,8 +277,18 @@ def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
 def test_synthetic_sets_get_their_own_folder_and_tag(tmp_path):
     """A synthetic set with another defect rate or part size is made in its own folder (a cached set of
     other parts is never reused) and reported under its own tag."""
-    opts = Q._parser().parse_args(["--data", "synthetic", "--synthetic-images", "10", "--synthetic-defect-rate",
-                                   "0.2", "--synthetic-px", "96"])
+    opts = Q._parser().parse_args(
+        [
+            "--data",
+            "synthetic",
+            "--synthetic-images",
+            "10",
+            "--synthetic-defect-rate",
+            "0.2",
+            "--synthetic-px",
+            "96",
+        ]
+    )
     data = Q._resolve_data("synthetic", tmp_path, opts, 64)
     assert Q.data_tag(data) == "synthetic-20pct-96px-10" and Path(data).is_file()
     assert len(list((Path(data).parent / "images").rglob("*.png"))) == 10

@@ -202,11 +202,16 @@ def test_engine_keys_and_matching_engines(tmp_path):
 def test_device_cache_elsewhere_and_unwritable(tmp_path, monkeypatch):
     b = make_bundle(tmp_path)
     monkeypatch.setenv("DEFECTDET_BUNDLE_CACHE", str(tmp_path / "var"))
-    assert b.model_file() == tmp_path / "var" / "model.bundle.cache" / b.id[:16] / "files" / "fp32" / "model.onnx"
+    assert (
+        b.model_file()
+        == tmp_path / "var" / "model.bundle.cache" / b.id[:16] / "files" / "fp32" / "model.onnx"
+    )
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("DEFECTDET_BUNDLE_CACHE", str(blocker))
     with pytest.raises(BundleError) as e:
         b.extract()
-    assert str(e.value).startswith(f"{b.path}: cannot write its device cache {blocker / 'model.bundle.cache'}")
+    assert str(e.value).startswith(
+        f"{b.path}: cannot write its device cache {blocker / 'model.bundle.cache'}"
+    )
     assert "DEFECTDET_BUNDLE_CACHE" in str(e.value) and "\n" not in str(e.value)

@@ -144,7 +144,10 @@ def test_versions_report_what_is_importable(monkeypatch):
 
 
 def test_camera_reads_one_frame_and_names_a_bad_source(tmp_path, monkeypatch):
-    assert C.camera("synthetic://?width=64&height=48").detail == "synthetic://?width=64&height=48: 64x48 frame read"
+    assert (
+        C.camera("synthetic://?width=64&height=48").detail
+        == "synthetic://?width=64&height=48: 64x48 frame read"
+    )
     c = C.camera(str(tmp_path / "nothing"))
     assert c.ok is False and "nothing" in c.detail
     import threading
@@ -152,6 +155,7 @@ def test_camera_reads_one_frame_and_names_a_bad_source(tmp_path, monkeypatch):
     from defectdet.station import sources
 
     hang = threading.Event()
+
     def never(spec):  # a camera that never answers (until the test ends)
         hang.wait(5)
         return types.SimpleNamespace(read=lambda: (None, {}), release=lambda: None)

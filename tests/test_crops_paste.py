@@ -11,10 +11,14 @@ from defectdet.errors import ConfigError
 
 # ----------------------------------------------------------------------------- windows
 def test_crop_boxes_shifts_clips_and_drops_slivers_exactly():
-    boxes = np.array([[110, 120, 130, 150],    # inside the window: shifted by (100, 100)
-                      [90, 150, 120, 170],     # 2/3 inside: clipped to x >= 0
-                      [395, 100, 420, 120],    # 5 of 25 px wide inside: 20% < 30%, dropped
-                      [600, 600, 610, 610]])   # outside
+    boxes = np.array(
+        [
+            [110, 120, 130, 150],  # inside the window: shifted by (100, 100)
+            [90, 150, 120, 170],  # 2/3 inside: clipped to x >= 0
+            [395, 100, 420, 120],  # 5 of 25 px wide inside: 20% < 30%, dropped
+            [600, 600, 610, 610],
+        ]
+    )  # outside
     out, keep = C.crop_boxes(boxes, (100, 100, 300, 300), min_visible=0.3)
     assert keep.tolist() == [0, 1]
     assert np.array_equal(out, [[10, 20, 30, 50], [0, 50, 20, 70]])
@@ -37,26 +41,34 @@ def test_native_window_cuts_the_pixels_the_boxes_point_at():
     rng = np.random.default_rng(1)
     img = np.zeros((640, 640, 3), np.uint8)
     img[300:310, 200:220] = 255  # the defect
-    crop, boxes, keep, (x0, y0, _, _) = C.native_window(img, np.array([[200.0, 300, 220, 310]]), 320, rng, 1.0)
+    crop, boxes, keep, (x0, y0, _, _) = C.native_window(
+        img, np.array([[200.0, 300, 220, 310]]), 320, rng, 1.0
+    )
     assert crop.shape == (320, 320, 3) and keep.tolist() == [0]
     x1, y1, x2, y2 = boxes[0].astype(int)
-    assert (x1, y1) == (200 - x0, 300 - y0) and crop[y1:y2, x1:x2].min() == 255 and crop.sum() == 255 * 3 * 200
+    assert (
+        (x1, y1) == (200 - x0, 300 - y0) and crop[y1:y2, x1:x2].min() == 255 and crop.sum() == 255 * 3 * 200
+    )
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
 def test_quarter_turns_move_boxes_with_the_pixels(k):
     img = np.zeros((120, 200, 3), np.uint8)
-    boxes = np.array([[10.0, 20, 50, 35], [150, 90, 200, 120]])  # the second touches the right and bottom edges
+    boxes = np.array(
+        [[10.0, 20, 50, 35], [150, 90, 200, 120]]
+    )  # the second touches the right and bottom edges
     for x1, y1, x2, y2 in boxes.astype(int):
         img[y1:y2, x1:x2] = 255
     out, turned = C.rotate90(img, boxes, k)
     assert out.shape == ((120, 200, 3) if k % 2 == 0 else (200, 120, 3)) and out.flags["C_CONTIGUOUS"]
     for x1, y1, x2, y2 in turned:
         assert x1 >= 0 and y1 >= 0 and x2 <= out.shape[1] and y2 <= out.shape[0]
-        assert out[int(y1):int(y2), int(x1):int(x2)].min() == 255  # the box covers its defect's pixels...
+        assert out[int(y1) : int(y2), int(x1) : int(x2)].min() == 255  # the box covers its defect's pixels...
     assert out.sum() == img.sum() == 255 * 3 * (40 * 15 + 50 * 30)  # ...and nothing else moved in or out
     ys, xs = np.nonzero(out[..., 0])
-    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(turned.min(0)[:2]) + tuple(turned.max(0)[2:])
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(turned.min(0)[:2]) + tuple(
+        turned.max(0)[2:]
+    )
 
 
 def test_one_quarter_turn_by_the_formula():
@@ -100,7 +112,7 @@ def test_paste_adds_correct_boxes_and_keeps_the_original_ones():
     for x1, y1, x2, y2 in added:
         assert 0 <= x1 < x2 <= 200 and 0 <= y1 < y2 <= 200
         assert not (x1 < 40 and x2 > 10 and y1 < 40 and y2 > 10)  # no overlap with an existing box
-        inner = out[int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1]
+        inner = out[int(np.ceil(y1)) + 1 : int(y2) - 1, int(np.ceil(x1)) + 1 : int(x2) - 1]
         assert inner.min() > 200  # the box holds the pasted defect (size range keeps it 20 x 10 px)
         assert x2 - x1 == pytest.approx(20, abs=0.5) and y2 - y1 == pytest.approx(10, abs=0.5)
     assert (out != img).any() and img[10:40, 10:40].max() == 7  # the input was not modified
@@ -124,11 +136,14 @@ def test_paste_respects_the_roi():
         assert all((b[0] + b[2]) / 2 >= 100 for b in added)
 
 
-@pytest.mark.parametrize("p, n, match", [
-    (2, None, r"paste=2: expected a probability in \[0, 1\]"),
-    ("yes", None, r"paste='yes'"),
-    (0.5, 0, r"paste_max=0: expected a whole number >= 1"),
-])
+@pytest.mark.parametrize(
+    "p, n, match",
+    [
+        (2, None, r"paste=2: expected a probability in \[0, 1\]"),
+        ("yes", None, r"paste='yes'"),
+        (0.5, 0, r"paste_max=0: expected a whole number >= 1"),
+    ],
+)
 def test_bad_paste_values(p, n, match):
     with pytest.raises(ConfigError, match=match):
         P.check_paste(p, n)
@@ -146,4 +161,3 @@ def test_a_defect_from_another_surface_is_not_pasted():
     assert len(added) == 0 and np.array_equal(out, bright)
     out, added, _ = P.paste_defects(bright, np.zeros((0, 4)), bank, np.random.default_rng(0), max_cost=255)
     assert len(added) >= 1  # without the limit it would have been pasted
-

@@ -46,16 +46,23 @@ def test_label_path_replaces_last_images_folder():
     assert label_path(Path("/flat/x.jpg")) == Path("/flat/x.txt")  # no images/ folder: beside the image
 
 
-@pytest.mark.parametrize("root_line, root", [("", "cfg"), ("path: ../data\n", "data"), ("path: {abs}\n", "data")])
+@pytest.mark.parametrize(
+    "root_line, root", [("", "cfg"), ("path: ../data\n", "data"), ("path: {abs}\n", "data")]
+)
 def test_path_resolves_against_the_yaml_folder(tmp_path, root_line, root):
     (tmp_path / "data" / "images" / "train").mkdir(parents=True)
     (tmp_path / "cfg").mkdir()
     y = tmp_path / "cfg" / "data.yaml"
-    y.write_text(root_line.format(abs=tmp_path / "data") + "train: images/train\nval: [images/train, v.txt]\nnames: [a]\n")
+    y.write_text(
+        root_line.format(abs=tmp_path / "data")
+        + "train: images/train\nval: [images/train, v.txt]\nnames: [a]\n"
+    )
     spec = load_data_yaml(y)
     assert spec.root == tmp_path / root
-    assert spec.splits == {"train": [tmp_path / root / "images/train"],
-                           "val": [tmp_path / root / "images/train", tmp_path / root / "v.txt"]}
+    assert spec.splits == {
+        "train": [tmp_path / root / "images/train"],
+        "val": [tmp_path / root / "images/train", tmp_path / root / "v.txt"],
+    }
     assert spec.lines["names"] == (4 if root_line else 3)
 
 
@@ -64,12 +71,18 @@ def test_list_file_lines_resolve_against_the_list(tmp_path):
     lst = tmp_path / "d" / "list.txt"
     lst.write_text(f"./images/a.png\n\nimages/b.png\n{a}\nnotes.md\n")
     refs = list_images(lst)
-    assert [(r.path, r.line) for r in refs] == [(a, 1), (b, 3), (a, 4)]  # non-image lines ignored, as ultralytics
+    assert [(r.path, r.line) for r in refs] == [
+        (a, 1),
+        (b, 3),
+        (a, 4),
+    ]  # non-image lines ignored, as ultralytics
 
 
 def test_read_labels_polygons_become_boxes(tmp_path):
     f = tmp_path / "l.txt"
-    f.write_text("1 0.1 0.2 0.5 0.2 0.3 0.6\n0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0 0.2\nx 1 2 3 4\nnan .5 .5 .1 .1\n")
+    f.write_text(
+        "1 0.1 0.2 0.5 0.2 0.3 0.6\n0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0 0.2\nx 1 2 3 4\nnan .5 .5 .1 .1\n"
+    )
     rows, bad = read_labels(f)
     assert bad == 3
     assert rows[1] == (0, 0.5, 0.5, 0.2, 0.2)
@@ -77,11 +90,16 @@ def test_read_labels_polygons_become_boxes(tmp_path):
 
 
 def test_stratified_split_keeps_defects_in_both_splits():
-    samples = [Sample(Path(f"{i}.png"), 10, 10, [(0, .5, .5, .1, .1)] if i < 4 else [], rel=f"{i}.png") for i in range(20)]
+    samples = [
+        Sample(Path(f"{i}.png"), 10, 10, [(0, 0.5, 0.5, 0.1, 0.1)] if i < 4 else [], rel=f"{i}.png")
+        for i in range(20)
+    ]
     stratified_split(samples, 0.25)
     split = {s.rel: s.split for s in samples}
     assert sum(v == "val" for v in split.values()) == 1 + 4  # round(4*.25)=1 defect, round(16*.25)=4 clean
-    assert any(s.split == "val" and s.boxes for s in samples) and any(s.split == "train" and s.boxes for s in samples)
+    assert any(s.split == "val" and s.boxes for s in samples) and any(
+        s.split == "train" and s.boxes for s in samples
+    )
     stratified_split(samples, 0.25)
     assert {s.rel: s.split for s in samples} == split  # deterministic
 
@@ -96,10 +114,12 @@ def coco_sample(root: Path) -> Path:
         images = [{"id": i + 1, "file_name": n, "width": 40, "height": 30} for i, n in enumerate(names)]
         for n in names:
             img(root / "images" / split / n)
-        anns = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [4, 3, 10, 6], "iscrowd": 0},
-                {"id": 2, "image_id": 1, "category_id": 7, "bbox": [20.5, 10, 8, 12.5], "iscrowd": 0},
-                {"id": 3, "image_id": 2, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 1},
-                {"id": 4, "image_id": 2, "category_id": 3, "bbox": [35, 25, 10, 10], "iscrowd": 0}]
+        anns = [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [4, 3, 10, 6], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 7, "bbox": [20.5, 10, 8, 12.5], "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 3, "bbox": [0, 0, 2, 2], "iscrowd": 1},
+            {"id": 4, "image_id": 2, "category_id": 3, "bbox": [35, 25, 10, 10], "iscrowd": 0},
+        ]
         doc = {"images": images, "annotations": anns, "categories": CATS}
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
@@ -114,7 +134,11 @@ def test_coco_to_yolo_and_back(tmp_path, capsys):
     assert f"note: {src}/annotations/instances_train.json: 1 boxes clipped to the image" in out
     y = tmp_path / "yolo" / "data.yaml"
     data = yaml.safe_load(y.read_text())
-    assert data == {"train": "images/train", "val": "images/val", "names": {0: "scratch", 1: "spot", 2: "dent"}}
+    assert data == {
+        "train": "images/train",
+        "val": "images/val",
+        "names": {0: "scratch", 1: "spot", 2: "dent"},
+    }
     rows, bad = read_labels(tmp_path / "yolo/labels/train/p1.txt")
     assert bad == 0 and [r[0] for r in rows] == [0, 2]  # scratch (id 2) -> 0, dent (id 7) -> 2
     assert np.allclose(rows[0][1:], [(4 + 5) / 40, (3 + 3) / 30, 10 / 40, 6 / 30], atol=1e-6)
@@ -124,11 +148,16 @@ def test_coco_to_yolo_and_back(tmp_path, capsys):
     assert (tmp_path / "yolo/labels/train/p3.txt").read_text() == ""  # defect-free image: empty label
     assert os.path.islink(tmp_path / "yolo/images/train/p1.png")  # linked by default
 
-    assert main(["data", "convert", "--from", "yolo", str(y), "--to", "coco", "--out", str(tmp_path / "back")]) == 0
+    assert (
+        main(["data", "convert", "--from", "yolo", str(y), "--to", "coco", "--out", str(tmp_path / "back")])
+        == 0
+    )
     back = json.loads((tmp_path / "back/annotations/instances_train.json").read_text())
     assert [c["name"] for c in back["categories"]] == ["scratch", "spot", "dent"]
     by_name = {im["file_name"]: im["id"] for im in back["images"]}
-    boxes = sorted((a["bbox"], a["category_id"]) for a in back["annotations"] if a["image_id"] == by_name["p1.png"])
+    boxes = sorted(
+        (a["bbox"], a["category_id"]) for a in back["annotations"] if a["image_id"] == by_name["p1.png"]
+    )
     assert boxes == [([4.0, 3.0, 10.0, 6.0], 1), ([20.5, 10.0, 8.0, 12.5], 3)]
 
 
@@ -144,20 +173,31 @@ def test_coco_missing_image_names_the_folder_option(tmp_path, capsys):
     (src / "images/train/p1.png").unlink()
     assert main(["data", "convert", "--from", "coco", str(src), "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"defectdet data: error: {src}/annotations/instances_train.json: image 'p1.png' not found in ")
+    assert err.startswith(
+        f"defectdet data: error: {src}/annotations/instances_train.json: image 'p1.png' not found in "
+    )
     assert err.rstrip().endswith("pass the image folder (--images DIR)") and not (tmp_path / "y").exists()
 
 
 # ------------------------------------------------------------------------------------- VOC
 def voc_xml(name: str, objects: list[tuple[str, int, int, int, int]], w=40, h=30) -> str:
-    objs = "".join(f"<object><name>{c}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-                   f"<xmax>{x}</xmax><ymax>{y}</ymax></bndbox></object>" for c, a, b, x, y in objects)
-    return f"<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height><depth>3</depth>" \
-           f"</size>{objs}</annotation>"
+    objs = "".join(
+        f"<object><name>{c}</name><difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
+        f"<xmax>{x}</xmax><ymax>{y}</ymax></bndbox></object>"
+        for c, a, b, x, y in objects
+    )
+    return (
+        f"<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height><depth>3</depth>"
+        f"</size>{objs}</annotation>"
+    )
 
 
-VOC_BOXES = {"a1": [("spot", 2, 3, 12, 9), ("crack", 20, 5, 39, 29)], "a2": [], "a3": [("crack", 0, 0, 40, 30)],
-             "b1": [("spot", 5, 5, 9, 8)]}
+VOC_BOXES = {
+    "a1": [("spot", 2, 3, 12, 9), ("crack", 20, 5, 39, 29)],
+    "a2": [],
+    "a3": [("crack", 0, 0, 40, 30)],
+    "b1": [("spot", 5, 5, 9, 8)],
+}
 
 
 def voc_sample(root: Path) -> Path:
@@ -176,14 +216,18 @@ def parse_voc(folder: Path) -> dict[str, list[tuple[str, int, int, int, int]]]:
     out = {}
     for f in sorted((folder / "Annotations").glob("*.xml")):
         root = ET.parse(f).getroot()
-        out[f.stem] = [(o.findtext("name"), *(int(o.findtext(f"bndbox/{t}")) for t in ("xmin", "ymin", "xmax", "ymax")))
-                       for o in root.iter("object")]
+        out[f.stem] = [
+            (o.findtext("name"), *(int(o.findtext(f"bndbox/{t}")) for t in ("xmin", "ymin", "xmax", "ymax")))
+            for o in root.iter("object")
+        ]
     return out
 
 
 def test_voc_to_yolo_and_back_is_exact(tmp_path, capsys):
     src = voc_sample(tmp_path / "voc")
-    assert main(["data", "convert", "--from", "voc", str(src), "--out", str(tmp_path / "yolo"), "--copy"]) == 0
+    assert (
+        main(["data", "convert", "--from", "voc", str(src), "--out", str(tmp_path / "yolo"), "--copy"]) == 0
+    )
     assert "wrote" in capsys.readouterr().out
     y = tmp_path / "yolo/data.yaml"
     assert yaml.safe_load(y.read_text())["names"] == {0: "spot", 1: "crack"}  # classes.txt order
@@ -191,7 +235,10 @@ def test_voc_to_yolo_and_back_is_exact(tmp_path, capsys):
     assert not os.path.islink(tmp_path / "yolo/images/val/b1.png")  # --copy
     rows, _ = read_labels(tmp_path / "yolo/labels/train/a1.txt")
     assert np.allclose(rows[0][1:], [7 / 40, 6 / 30, 10 / 40, 6 / 30], atol=1e-6) and rows[1][0] == 1
-    assert main(["data", "convert", "--from", "yolo", str(y), "--to", "voc", "--out", str(tmp_path / "back")]) == 0
+    assert (
+        main(["data", "convert", "--from", "yolo", str(y), "--to", "voc", "--out", str(tmp_path / "back")])
+        == 0
+    )
     assert parse_voc(tmp_path / "back") == VOC_BOXES
     assert (tmp_path / "back/classes.txt").read_text() == "spot\ncrack\n"
     assert (tmp_path / "back/ImageSets/Main/val.txt").read_text() == "b1\n"
@@ -210,8 +257,12 @@ def test_neu_det_layout(tmp_path):
     col = voc.read_voc(root)
     assert col.names == ["crazing", "patches"] and col.notes == []
     got = {s.image.name: (s.split, s.boxes[0][0]) for s in col.samples}
-    assert got == {"crazing_1.jpg": ("train", 0), "patches_1.jpg": ("train", 1), "crazing_2.jpg": ("train", 0),
-                   "patches_2.jpg": ("val", 1)}
+    assert got == {
+        "crazing_1.jpg": ("train", 0),
+        "patches_1.jpg": ("train", 1),
+        "crazing_2.jpg": ("train", 0),
+        "patches_2.jpg": ("val", 1),
+    }
 
 
 def test_voc_class_not_in_list(tmp_path, capsys):
@@ -219,7 +270,10 @@ def test_voc_class_not_in_list(tmp_path, capsys):
     (src / "Annotations/a2.xml").write_text(voc_xml("a2.png", [("dent", 1, 1, 5, 5)]).replace("><", ">\n<"))
     assert main(["data", "convert", "--from", "voc", str(src), "--out", str(tmp_path / "y")]) == 2
     line = capsys.readouterr().err.strip()
-    assert line == f"defectdet data: error: {src}/Annotations/a2.xml:8: class 'dent' is not in the class list ['spot', 'crack']"
+    assert (
+        line
+        == f"defectdet data: error: {src}/Annotations/a2.xml:8: class 'dent' is not in the class list ['spot', 'crack']"
+    )
 
 
 # ------------------------------------------------------------------------------- prepare_data
@@ -285,7 +339,10 @@ def test_ultralytics_reads_all_three_formats(tmp_path):
         d = check_det_dataset(str(prepare_data(src)))
         for split in ("train", "val"):
             ds = YOLODataset(img_path=d[split], data=d, task="detect", imgsz=64, augment=False, hyp=get_cfg())
-            assert (len(ds.labels), sum(len(lb["cls"]) for lb in ds.labels)) == expected[fmt][split], (fmt, split)
+            assert (len(ds.labels), sum(len(lb["cls"]) for lb in ds.labels)) == expected[fmt][split], (
+                fmt,
+                split,
+            )
 
 
 @pytest.mark.slow
@@ -297,15 +354,29 @@ def test_all_three_formats_train(tmp_path):
     sources = {"coco": coco_sample(tmp_path / "coco"), "voc": voc_sample(tmp_path / "voc")}
     sources["yolo"] = write_yolo(coco.read_coco(sources["coco"]), tmp_path / "yolo")
     for fmt, src in sources.items():
-        YOLO("yolo11n.yaml").train(data=str(prepare_data(src)), epochs=1, imgsz=64, batch=2, device="cpu", plots=False,
-                                   workers=0, amp=False, project=str(tmp_path / "runs"), name=fmt, val=True)
+        YOLO("yolo11n.yaml").train(
+            data=str(prepare_data(src)),
+            epochs=1,
+            imgsz=64,
+            batch=2,
+            device="cpu",
+            plots=False,
+            workers=0,
+            amp=False,
+            project=str(tmp_path / "runs"),
+            name=fmt,
+            val=True,
+        )
         assert (tmp_path / "runs" / fmt / "weights" / "best.pt").is_file(), fmt
 
 
-@pytest.mark.parametrize("fmt, expected", [
-    ("coco", "not found; expected a COCO json file or a folder with annotations/*.json"),
-    ("voc", "not found or not a folder; expected a Pascal VOC folder of .xml annotations"),
-])
+@pytest.mark.parametrize(
+    "fmt, expected",
+    [
+        ("coco", "not found; expected a COCO json file or a folder with annotations/*.json"),
+        ("voc", "not found or not a folder; expected a Pascal VOC folder of .xml annotations"),
+    ],
+)
 def test_convert_missing_source_is_one_line(tmp_path, capsys, fmt, expected):
     assert main(["data", "convert", "--from", fmt, str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err == f"defectdet data: error: {tmp_path / 'nope'}: {expected}\n"

@@ -40,8 +40,12 @@ def bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -56,7 +60,9 @@ def bad_png(path: Path, kind: str) -> tuple[Path, str]:
         path.write_bytes(b"plain text, not image data\n")
         return path, "unreadable image (cannot identify image file), expected a png image"
     assert kind == "undecodable", kind
-    return bomb_png(path, 32, 32), "OpenCV cannot decode the image (truncated or corrupt data); expected a complete png image"
+    return bomb_png(
+        path, 32, 32
+    ), "OpenCV cannot decode the image (truncated or corrupt data); expected a complete png image"
 
 
 def label(d: Path, split: str, name: str, text: str) -> None:
@@ -104,7 +110,9 @@ def test_bomb_header_in_check_stats_train_and_val(ds, tmp_path, capsys):
     bomb = bomb_png(ds / "images" / "val" / "bomb.png")
     rc, out, _ = run(capsys, "data", "check", str(ds / "data.yaml"))
     assert rc == 1 and f"error: {bomb}: {BOMB}" in out.splitlines()
-    rc, out, _ = run(capsys, "data", "stats", str(ds / "data.yaml"), "--imgsz", "64", "--out", str(tmp_path / "s"))
+    rc, out, _ = run(
+        capsys, "data", "stats", str(ds / "data.yaml"), "--imgsz", "64", "--out", str(tmp_path / "s")
+    )
     assert rc == 0 and f"warning: {bomb}: {BOMB}" in out.splitlines()
     assert "1 images with errors left out" in out
     logged: list[str] = []
@@ -117,7 +125,9 @@ def test_bomb_header_in_check_stats_train_and_val(ds, tmp_path, capsys):
     from modelfiles import tiny_onnx
 
     model = tmp_path / "m.onnx"
-    model.write_bytes(tiny_onnx())  # a valid file (a bad one is refused first, tests/test_model_files.py): never run
+    model.write_bytes(
+        tiny_onnx()
+    )  # a valid file (a bad one is refused first, tests/test_model_files.py): never run
     rc, _, err = run(capsys, "val", "--model", str(model), "--data", str(ds / "data.yaml"))
     assert rc == 2 and err.splitlines() == [f"defectdet val: error: {bomb}: {BOMB}"]
 
@@ -133,7 +143,10 @@ def test_symlink_loop_and_links_to_one_file_count_each_real_file_once(ds, capsys
     scan = scan_images(train)
     assert scan.files == [train / "a.png", train / "b.png", train / "sub" / "d.png"]
     assert scan.loops == [(train / "loop", train)]
-    assert sorted(scan.repeats) == [(train / "a_link.png", train / "a.png"), (train / "sub_again", train / "sub")]
+    assert sorted(scan.repeats) == [
+        (train / "a_link.png", train / "a.png"),
+        (train / "sub_again", train / "sub"),
+    ]
     assert [r.path for r in list_images(train)] == scan.files
     rep = check_dataset(ds / "data.yaml")
     assert rep.images == {"train": 3, "val": 1}
@@ -147,9 +160,11 @@ def test_symlink_loop_and_links_to_one_file_count_each_real_file_once(ds, capsys
 # ------------------------------------------------------------------------------- foreign formats
 def _coco(tmp_path: Path, bbox: list[float]) -> Path:
     img(tmp_path / "coco" / "images" / "p.png", (100, 80))
-    doc = {"images": [{"id": 1, "file_name": "p.png", "width": 100, "height": 80}],
-           "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}],
-           "categories": [{"id": 1, "name": "scratch"}]}
+    doc = {
+        "images": [{"id": 1, "file_name": "p.png", "width": 100, "height": 80}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": bbox, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "scratch"}],
+    }
     (tmp_path / "coco" / "instances.json").write_text(json.dumps(doc))
     return tmp_path / "coco" / "instances.json"
 
@@ -158,12 +173,16 @@ def _coco(tmp_path: Path, bbox: list[float]) -> Path:
 def test_coco_box_with_negative_size_is_an_error_in_check_and_convert(tmp_path, monkeypatch, capsys, bbox):
     monkeypatch.setenv("DEFECTDET_HOME", str(tmp_path / "home"))
     js = _coco(tmp_path, bbox)
-    want = (f"{js}: annotation #0 (id 7, image id 1): bbox {bbox} has a negative width/height or a non-finite "
-            "number; expected [x_min, y_min, width, height] in pixels with width, height >= 0")
+    want = (
+        f"{js}: annotation #0 (id 7, image id 1): bbox {bbox} has a negative width/height or a non-finite "
+        "number; expected [x_min, y_min, width, height] in pixels with width, height >= 0"
+    )
     rc, _, err = run(capsys, "data", "check", str(js))
     assert rc == 2 and err.splitlines() == [f"defectdet data: error: {want}"]
     rc, _, err = run(capsys, "data", "convert", "--from", "coco", str(js), "--out", str(tmp_path / "out"))
-    assert rc == 2 and err.splitlines() == [f"defectdet data: error: {want}"] and not (tmp_path / "out").exists()
+    assert (
+        rc == 2 and err.splitlines() == [f"defectdet data: error: {want}"] and not (tmp_path / "out").exists()
+    )
 
 
 def test_coco_zero_size_box_is_still_skipped_with_a_note(tmp_path, capsys):
@@ -176,21 +195,29 @@ def test_voc_inverted_box_is_an_error(tmp_path, capsys):
     img(tmp_path / "voc" / "JPEGImages" / "p.png", (100, 80))
     (tmp_path / "voc" / "Annotations").mkdir()
     xml = tmp_path / "voc" / "Annotations" / "p.xml"
-    xml.write_text("<annotation><filename>p.png</filename><size><width>100</width><height>80</height></size>\n"
-                   "<object><name>scratch</name><bndbox><xmin>60</xmin><ymin>10</ymin><xmax>40</xmax>"
-                   "<ymax>30</ymax></bndbox></object></annotation>\n")
-    rc, _, err = run(capsys, "data", "convert", "--from", "voc", str(tmp_path / "voc"), "--out", str(tmp_path / "o"))
+    xml.write_text(
+        "<annotation><filename>p.png</filename><size><width>100</width><height>80</height></size>\n"
+        "<object><name>scratch</name><bndbox><xmin>60</xmin><ymin>10</ymin><xmax>40</xmax>"
+        "<ymax>30</ymax></bndbox></object></annotation>\n"
+    )
+    rc, _, err = run(
+        capsys, "data", "convert", "--from", "voc", str(tmp_path / "voc"), "--out", str(tmp_path / "o")
+    )
     assert rc == 2 and err.splitlines() == [
         f"defectdet data: error: {xml}:2: <bndbox> xmin 60 xmax 40 ymin 10 ymax 30; "
-        "expected xmin <= xmax and ymin <= ymax (pixel edges)"]
+        "expected xmin <= xmax and ymin <= ymax (pixel edges)"
+    ]
 
 
 # ------------------------------------------------------------------------------- stats vs check
-@pytest.mark.parametrize("yaml_text, kind", [
-    ("train: images/train\nval: images/val\nnames: {0: scratch, 2: spot}\n", "names"),  # a gap
-    ("train: images/train\nval: images/val\n", "names"),  # no names
-    ("train: images/nowhere\nval: images/val\nnames: [scratch, spot]\n", "missing-split"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, kind",
+    [
+        ("train: images/train\nval: images/val\nnames: {0: scratch, 2: spot}\n", "names"),  # a gap
+        ("train: images/train\nval: images/val\n", "names"),  # no names
+        ("train: images/nowhere\nval: images/val\nnames: [scratch, spot]\n", "missing-split"),
+    ],
+)
 def test_stats_refuses_what_check_calls_dataset_level(ds, capsys, yaml_text, kind):
     (ds / "data.yaml").write_text(yaml_text)
     fatal = check_dataset(ds / "data.yaml").fatal
@@ -203,9 +230,11 @@ def test_stats_refuses_what_check_calls_dataset_level(ds, capsys, yaml_text, kin
 
 
 def test_stats_leaves_out_exactly_the_images_check_flags(ds):
-    for name, text in (("x", "5 0.5 0.5 0.2 0.2\n"),  # class id out of range
-                       ("y", "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n"),  # duplicate box
-                       ("z", "1 0.5 0.5 0.1 0.1\n")):  # clean
+    for name, text in (
+        ("x", "5 0.5 0.5 0.2 0.2\n"),  # class id out of range
+        ("y", "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n"),  # duplicate box
+        ("z", "1 0.5 0.5 0.1 0.1\n"),
+    ):  # clean
         img(ds / "images" / "train" / f"{name}.png")
         label(ds, "train", name, text)
     rep = check_dataset(ds / "data.yaml")
@@ -219,14 +248,20 @@ def test_stats_leaves_out_exactly_the_images_check_flags(ds):
 
 
 # ------------------------------------------------------------------------------- numeric options
-@pytest.mark.parametrize("argv, option", [
-    (["check", "D", "--imgsz", "abc"], "--imgsz"), (["check", "D", "--imgsz", "0"], "--imgsz"),
-    (["stats", "D", "--imgsz", "-5"], "--imgsz"), (["stats", "D", "--imgsz", "1e3"], "--imgsz"),
-    (["stats", "D", "--strides", "8,0"], "--strides"), (["stats", "D", "--strides", ""], "--strides"),
-    (["convert", "--from", "coco", "D", "--out", "O", "--val-fraction", "1.5"], "--val-fraction"),
-    (["convert", "--from", "coco", "D", "--out", "O", "--val-fraction", "nan"], "--val-fraction"),
-    (["convert", "--from", "coco", "D", "--out", "O", "--val-fraction", "x"], "--val-fraction"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["check", "D", "--imgsz", "abc"], "--imgsz"),
+        (["check", "D", "--imgsz", "0"], "--imgsz"),
+        (["stats", "D", "--imgsz", "-5"], "--imgsz"),
+        (["stats", "D", "--imgsz", "1e3"], "--imgsz"),
+        (["stats", "D", "--strides", "8,0"], "--strides"),
+        (["stats", "D", "--strides", ""], "--strides"),
+        (["convert", "--from", "coco", "D", "--out", "O", "--val-fraction", "1.5"], "--val-fraction"),
+        (["convert", "--from", "coco", "D", "--out", "O", "--val-fraction", "nan"], "--val-fraction"),
+        (["convert", "--from", "coco", "D", "--out", "O", "--val-fraction", "x"], "--val-fraction"),
+    ],
+)
 def test_bad_numeric_options_are_one_line(ds, capsys, argv, option):
     argv = [str(ds / "data.yaml") if a == "D" else a for a in argv]
     rc, out, err = run(capsys, "data", *argv)
@@ -246,4 +281,6 @@ def test_export_of_a_corrupt_checkpoint_names_the_users_file(tmp_path, capsys):
     pt.write_bytes(b"PK\x03\x04 truncated zip, not a checkpoint")
     rc, _, err = run(capsys, "export", "--model", str(pt))
     assert rc == 2 and len(err.splitlines()) == 1
-    assert err.startswith(f"defectdet export: error: {pt}: cannot load checkpoint (") and ".export-" not in err
+    assert (
+        err.startswith(f"defectdet export: error: {pt}: cannot load checkpoint (") and ".export-" not in err
+    )

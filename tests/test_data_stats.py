@@ -56,9 +56,12 @@ def test_counts_and_anchor_imbalance_follow_the_formula(ds):
     assert a["positive_fraction"] == pytest.approx(p, rel=1e-5)
     assert a["negatives_per_positive"] == pytest.approx((1 - p) / p, abs=0.1)
     # the printed decomposition: positive fraction = (1 - defect-free) x positive fraction in defect images
-    assert a["positive_fraction"] == pytest.approx((1 - tr["defect_free_fraction"]) *
-                                                   a["positive_fraction_in_defect_images"], rel=1e-5)
-    assert tr["box_min_side_px_p10_p50_p90"][1] == pytest.approx((9.6 + 48) / 2)  # median of the two min sides
+    assert a["positive_fraction"] == pytest.approx(
+        (1 - tr["defect_free_fraction"]) * a["positive_fraction_in_defect_images"], rel=1e-5
+    )
+    assert tr["box_min_side_px_p10_p50_p90"][1] == pytest.approx(
+        (9.6 + 48) / 2
+    )  # median of the two min sides
     val = s["splits"]["val"]
     assert (val["excluded_images"], val["images"], val["instances"], tr["excluded_images"]) == (1, 1, 1, 0)
     # val box: 4x3 px -> 6.4x4.8 px at 64, below the smallest stride, fewer than one anchor centre inside
@@ -67,15 +70,25 @@ def test_counts_and_anchor_imbalance_follow_the_formula(ds):
 
 
 def _split(ratio, f0=0.5, q=1e-3):
-    return {"anchors": {"negatives_per_positive": ratio, "positive_fraction_in_defect_images": q},
-            "defect_free_fraction": f0}
+    return {
+        "anchors": {"negatives_per_positive": ratio, "positive_fraction_in_defect_images": q},
+        "defect_free_fraction": f0,
+    }
 
 
-@pytest.mark.parametrize("ratio, preset, gamma, alpha", [
-    (50.0, "balanced", 0.0, 0.5), (244.0, "balanced", 0.0, 0.5), (499.9, "balanced", 0.0, 0.5), (500.0, "mild", 1.0, 0.5),
-    (1500.0, "mild", 1.0, 0.5), (5000.0, "standard", 2.0, 0.25), (2e4, "extreme", 4.0, 0.1),
-    (None, "extreme", 4.0, 0.1),  # no positive at all
-])
+@pytest.mark.parametrize(
+    "ratio, preset, gamma, alpha",
+    [
+        (50.0, "balanced", 0.0, 0.5),
+        (244.0, "balanced", 0.0, 0.5),
+        (499.9, "balanced", 0.0, 0.5),
+        (500.0, "mild", 1.0, 0.5),
+        (1500.0, "mild", 1.0, 0.5),
+        (5000.0, "standard", 2.0, 0.25),
+        (2e4, "extreme", 4.0, 0.1),
+        (None, "extreme", 4.0, 0.1),  # no positive at all
+    ],
+)
 def test_recommendation_bands(ratio, preset, gamma, alpha):
     rec = recommend_preset({"splits": {"train": _split(ratio)}})
     assert (rec["preset"], rec["gamma"], rec["alpha"], rec["cls_loss"]) == (preset, gamma, alpha, "focal")
@@ -89,7 +102,12 @@ def test_the_defect_sampler_makes_the_recommendation_bce_equivalent(ratio):
     answered the imbalance: balanced (gamma 0, = BCE) at any anchor ratio; without it, the bands."""
     stats = {"splits": {"train": _split(ratio)}, "sampler": {"sampling": "defect", "defect_share": 0.5}}
     rec = recommend_preset(stats)
-    assert (rec["preset"], rec["gamma"], rec["alpha"], rec["config"]) == ("balanced", 0.0, 0.5, "focal_balanced")
+    assert (rec["preset"], rec["gamma"], rec["alpha"], rec["config"]) == (
+        "balanced",
+        0.0,
+        0.5,
+        "focal_balanced",
+    )
     assert "sampling=defect draws 50% defective images" in rec["rule"]
     if ratio and ratio >= 500:
         assert recommend_preset({"splits": {"train": _split(ratio)}})["preset"] != "balanced"
@@ -107,7 +125,9 @@ def test_defect_free_images_raise_the_imbalance(ds):
     for i in range(20):
         img(ds / "images/train" / f"clean{i}.png")
     after = dataset_stats(ds / "data.yaml", imgsz=64)["splits"]["train"]["anchors"]
-    assert after["positive_fraction"] == pytest.approx(before["positive_fraction"] * 3 / 23, rel=1e-5)  # 3 -> 23 images
+    assert after["positive_fraction"] == pytest.approx(
+        before["positive_fraction"] * 3 / 23, rel=1e-5
+    )  # 3 -> 23 images
     assert after["positive_fraction_in_defect_images"] == before["positive_fraction_in_defect_images"]
     assert after["negatives_per_positive"] > before["negatives_per_positive"]
 
@@ -127,19 +147,26 @@ def test_stats_cli_writes_text_json_and_figure(ds, tmp_path, capsys):
 def test_stats_cli_bad_strides_is_one_line(ds, capsys):
     assert main(["data", "stats", str(ds / "data.yaml"), "--strides", "8,x"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "defectdet data: error: --strides '8,x': expected comma-separated integers like 8,16,32")
+        "defectdet data: error: --strides '8,x': expected comma-separated integers like 8,16,32"
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DEEPPCB / "stats.json").is_file(), reason="DeepPCB not present at ../shared/data/deeppcb")
+@pytest.mark.skipif(
+    not (DEEPPCB / "stats.json").is_file(), reason="DeepPCB not present at ../shared/data/deeppcb"
+)
 def test_deeppcb_matches_its_stats_json(tmp_path, capsys):
     ref = json.loads((DEEPPCB / "stats.json").read_text())
     bal = dataset_stats(DEEPPCB / "data.yaml")["splits"]
     for split in ("train", "val"):
         assert bal[split]["instances_per_class"] == ref[split]["instances_per_class"]
         assert bal[split]["defect_free_fraction"] == ref[split]["frac_zero_box_images"]
-        assert bal[split]["boxes_per_image"]["mean"] == pytest.approx(ref[split]["mean_boxes_per_image"], abs=1e-3)
-        assert bal[split]["box_area_frac_p10_p50_p90"][1] == pytest.approx(ref[split]["median_box_area_frac"], rel=1e-3)
+        assert bal[split]["boxes_per_image"]["mean"] == pytest.approx(
+            ref[split]["mean_boxes_per_image"], abs=1e-3
+        )
+        assert bal[split]["box_area_frac_p10_p50_p90"][1] == pytest.approx(
+            ref[split]["median_box_area_frac"], rel=1e-3
+        )
     neg = dataset_stats(DEEPPCB / "data_with_negatives.yaml")["splits"]
     assert neg["train"]["defect_free_fraction"] == ref["train"]["frac_zero_box_images_with_templates"]
     assert main(["data", "stats", str(DEEPPCB / "data_rare.yaml"), "--out", str(tmp_path / "rare")]) == 0
@@ -148,7 +175,9 @@ def test_deeppcb_matches_its_stats_json(tmp_path, capsys):
     assert rare["splits"]["val"]["instances_per_class"] == ref["val"]["instances_per_class"]
     assert rare["splits"]["val"]["defect_free_fraction"] == ref["val"]["frac_zero_box_images_with_templates"]
     train = rare["splits"]["train"]
-    assert train["defect_free_images"] == ref["train"]["template_neg_images"]  # all templates + some defect images
+    assert (
+        train["defect_free_images"] == ref["train"]["template_neg_images"]
+    )  # all templates + some defect images
     assert train["defect_free_fraction"] > 0.9
     assert rare["recommendation"]["gamma"] > 0  # rare regime: focusing recommended
     assert (tmp_path / "rare/stats.png").is_file()

@@ -49,10 +49,14 @@ def test_scripts_are_strict_and_executable(name):
     assert os.access(DEPLOY / name, os.X_OK), f"{name} is not executable (chmod +x)"
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)"
+)
 def test_shellcheck_clean():
     scripts = [str(DEPLOY / s) for s in SCRIPTS] + [str(ROOT / ".ci" / "run"), str(ROOT / ".ci" / "py38.sh")]
-    out = _run(["shellcheck", "-x", "--source-path=SCRIPTDIR", "--severity=style", *scripts])  # -x: follow paths.sh
+    out = _run(
+        ["shellcheck", "-x", "--source-path=SCRIPTDIR", "--severity=style", *scripts]
+    )  # -x: follow paths.sh
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -67,8 +71,10 @@ def test_help_prints_usage_and_unknown_options_fail(name):
 # ----------------------------------------------------------------------------------- setup.sh
 def test_setup_refuses_this_non_jetson_machine(tmp_path):
     """With an empty fake root the very first check fails: nothing is read or written elsewhere."""
-    out = _run(["bash", str(DEPLOY / "setup.sh")], env={"DEFECTDET_FAKE_ROOT": str(tmp_path / "empty"),
-                                                       "DEFECTDET_VENV": str(tmp_path / "venv")})
+    out = _run(
+        ["bash", str(DEPLOY / "setup.sh")],
+        env={"DEFECTDET_FAKE_ROOT": str(tmp_path / "empty"), "DEFECTDET_VENV": str(tmp_path / "venv")},
+    )
     assert out.returncode == 1
     assert "not an NVIDIA Jetson" in out.stderr and "nv_tegra_release not found" in out.stderr
     assert not (tmp_path / "venv").exists()
@@ -77,7 +83,9 @@ def test_setup_refuses_this_non_jetson_machine(tmp_path):
 @pytest.mark.skipif(Path("/etc/nv_tegra_release").exists(), reason="this machine is a Jetson")
 def test_setup_refuses_without_fake_root(tmp_path):
     out = _run(["bash", str(DEPLOY / "setup.sh"), "--venv", str(tmp_path / "venv")])
-    assert out.returncode == 1 and "error: not an NVIDIA Jetson: /etc/nv_tegra_release not found" in out.stderr
+    assert (
+        out.returncode == 1 and "error: not an NVIDIA Jetson: /etc/nv_tegra_release not found" in out.stderr
+    )
     assert not (tmp_path / "venv").exists()
 
 
@@ -87,15 +95,19 @@ def _fake_jetson(root: Path, l4t: str, trt: str = "10.3.0.30", gstreamer: bool =
     major, rev = l4t.lstrip("R").split(".", 1)
     (root / "etc").mkdir(parents=True)
     (root / "etc/nv_tegra_release").write_text(
-        f"# R{major} (release), REVISION: {rev}, GCID: 1, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025\n")
+        f"# R{major} (release), REVISION: {rev}, GCID: 1, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025\n"
+    )
     (root / "proc/device-tree").mkdir(parents=True)
     (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")
     cuda_bin, tools = root / "usr/local/cuda/bin", root / "tools"
     cuda_bin.mkdir(parents=True)
     tools.mkdir()
     gst_inspect = 'for e in ${DEFECTDET_TEST_NO_GST:-}; do [ "$e" = "$2" ] && exit 1; done; exit 0'  # all elements but these
-    for exe, text in ((cuda_bin / "nvcc", 'echo "Cuda compilation tools, release 12.6, V12.6.68"'), (tools / "g++", "exit 0"),
-                      (tools / "gst-inspect-1.0", gst_inspect)):
+    for exe, text in (
+        (cuda_bin / "nvcc", 'echo "Cuda compilation tools, release 12.6, V12.6.68"'),
+        (tools / "g++", "exit 0"),
+        (tools / "gst-inspect-1.0", gst_inspect),
+    ):
         exe.write_text(f"#!/bin/sh\n{text}\n")
         exe.chmod(0o755)
     include = root / sysconfig.get_paths()["include"].lstrip("/")
@@ -104,8 +116,13 @@ def _fake_jetson(root: Path, l4t: str, trt: str = "10.3.0.30", gstreamer: bool =
     site = root / "usr/lib/python3/dist-packages"
     _fake_module(site / "tensorrt", trt)
     _fake_cv2(site / "cv2", gstreamer)
-    return {"DEFECTDET_FAKE_ROOT": str(root), "DEFECTDET_PYTHON": sys.executable, "PYTHONPATH": str(site),
-            "PATH": f"{tools}:{os.environ['PATH']}", "DEFECTDET_VENV": str(root / "venv")}
+    return {
+        "DEFECTDET_FAKE_ROOT": str(root),
+        "DEFECTDET_PYTHON": sys.executable,
+        "PYTHONPATH": str(site),
+        "PATH": f"{tools}:{os.environ['PATH']}",
+        "DEFECTDET_VENV": str(root / "venv"),
+    }
 
 
 def _fake_module(folder: Path, version: str, body: str = "") -> None:
@@ -124,7 +141,7 @@ def _readme_jetpack_table() -> list[dict]:
     start = next(i for i, line in enumerate(lines) if line.startswith("| JetPack |"))
     header = [c.strip() for c in lines[start].strip("|").split("|")]
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
@@ -133,7 +150,14 @@ def _readme_jetpack_table() -> list[dict]:
 
 def test_readme_jetpack_table_is_the_issue_table():
     table = {r["JetPack"]: r["TensorRT"] for r in _readme_jetpack_table()}
-    assert table == {"5.1": "8.5.2", "5.1.1": "8.5.2", "5.1.2": "8.5.2", "6.0": "8.6.2", "6.1": "10.3", "6.2": "10.3"}
+    assert table == {
+        "5.1": "8.5.2",
+        "5.1.1": "8.5.2",
+        "5.1.2": "8.5.2",
+        "6.0": "8.6.2",
+        "6.1": "10.3",
+        "6.2": "10.3",
+    }
 
 
 @pytest.mark.parametrize("row", _readme_jetpack_table(), ids=lambda r: f"JetPack{r['JetPack']}")
@@ -143,7 +167,9 @@ def test_setup_routes_l4t_to_the_readme_jetpack_and_tensorrt(tmp_path, row):
     env = _fake_jetson(tmp_path / "root", l4t, trt=row["TensorRT"] + ".0")
     out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)
     assert out.returncode == 0, out.stderr
-    assert re.search(rf"JetPack +{re.escape(row['JetPack'])} \(ships TensorRT {re.escape(row['TensorRT'])}\)", out.stdout)
+    assert re.search(
+        rf"JetPack +{re.escape(row['JetPack'])} \(ships TensorRT {re.escape(row['TensorRT'])}\)", out.stdout
+    )
     assert "checks passed (--check: nothing installed)" in out.stdout
     assert "warning" not in out.stderr, out.stderr  # the fake TensorRT is the one that JetPack ships
     assert not (tmp_path / "root/venv").exists()  # a fake root forces --check
@@ -153,9 +179,15 @@ def test_setup_probes_nvidias_gstreamer_elements_and_warns_with_the_package(tmp_
     env = _fake_jetson(tmp_path / "root", "R36.4.3")
     out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)
     assert out.returncode == 0 and "nvarguscamerasrc, nvvidconv, nvv4l2decoder present" in out.stdout
-    out = _run(["bash", str(DEPLOY / "setup.sh")], env={**env, "DEFECTDET_TEST_NO_GST": "nvarguscamerasrc nvvidconv avdec_h264"})
+    out = _run(
+        ["bash", str(DEPLOY / "setup.sh")],
+        env={**env, "DEFECTDET_TEST_NO_GST": "nvarguscamerasrc nvvidconv avdec_h264"},
+    )
     assert out.returncode == 0, out.stderr  # a USB camera needs none of them: warnings, not problems
-    assert "GStreamer has no nvarguscamerasrc nvvidconv: CSI cameras" in out.stderr and "nvidia-l4t-gstreamer" in out.stderr
+    assert (
+        "GStreamer has no nvarguscamerasrc nvvidconv: CSI cameras" in out.stderr
+        and "nvidia-l4t-gstreamer" in out.stderr
+    )
     assert "no avdec_h264" in out.stderr and "gstreamer1.0-libav" in out.stderr
     assert "missing nvarguscamerasrc nvvidconv" in out.stdout
 
@@ -195,7 +227,11 @@ def test_setup_lists_every_missing_piece_with_its_fix(tmp_path):
     (tmp_path / "root/usr/local/cuda/bin/nvcc").unlink()
     out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)
     assert out.returncode == 1 and "3 problem(s)" in out.stderr
-    for fix in ("sudo apt install python3-libnvinfer", "sudo apt install --reinstall nvidia-opencv", "nvidia-jetpack"):
+    for fix in (
+        "sudo apt install python3-libnvinfer",
+        "sudo apt install --reinstall nvidia-opencv",
+        "nvidia-jetpack",
+    ):
         assert fix in out.stderr
     out = _run(["bash", str(DEPLOY / "setup.sh"), "--no-pycuda"], env=env)  # nvcc only matters for pycuda
     assert "2 problem(s)" in out.stderr
@@ -224,7 +260,9 @@ def test_setup_installs_the_apt_prerequisites_it_prints_and_checks_again(tmp_pat
     shutil.rmtree(root / "usr/lib/python3/dist-packages/tensorrt")
     (root / "usr/local/cuda/bin/nvcc").unlink()
     log = _fake_apt(root, env)
-    out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)  # without the flag, not on a terminal: printed only
+    out = _run(
+        ["bash", str(DEPLOY / "setup.sh")], env=env
+    )  # without the flag, not on a terminal: printed only
     assert out.returncode == 1 and not log.exists()
     assert "install -y nvidia-jetpack python3-libnvinfer" in out.stdout
     assert "setup.sh --install-prerequisites" in out.stderr
@@ -234,7 +272,9 @@ def test_setup_installs_the_apt_prerequisites_it_prints_and_checks_again(tmp_pat
     assert "checking again" in out.stdout and "checks passed" in out.stdout
 
 
-@pytest.mark.parametrize("l4t, jetpack, trt", [("R35.1.0", "5.0.2", "8.4.1.5"), ("R32.7.4", "4.x", "8.2.1.8")])
+@pytest.mark.parametrize(
+    "l4t, jetpack, trt", [("R35.1.0", "5.0.2", "8.4.1.5"), ("R32.7.4", "4.x", "8.2.1.8")]
+)
 def test_setup_refuses_jetpack_5_0_and_older(tmp_path, l4t, jetpack, trt):
     env = _fake_jetson(tmp_path / "root", l4t, trt=trt)
     out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)
@@ -249,7 +289,10 @@ def test_setup_accepts_jetpack_5_1_on_a_xavier(tmp_path, l4t, jetpack):
     (tmp_path / "root/proc/device-tree/model").write_bytes(b"NVIDIA Jetson Xavier NX Developer Kit\0")
     out = _run(["bash", str(DEPLOY / "setup.sh")], env=env)
     assert out.returncode == 0, out.stderr
-    assert f"JetPack {jetpack} (ships TensorRT 8.5.2)" in " ".join(out.stdout.split()) and "warning" not in out.stderr
+    assert (
+        f"JetPack {jetpack} (ships TensorRT 8.5.2)" in " ".join(out.stdout.split())
+        and "warning" not in out.stderr
+    )
 
 
 def test_setup_refuses_tensorrt_older_than_8_5(tmp_path):
@@ -264,21 +307,27 @@ def test_setup_upgrades_a_pip_too_old_for_editable_installs(tmp_path):
     bin_.mkdir(parents=True)
     log = tmp_path / "calls"
     for version in ("20.0.2", "23.0"):
-        (bin_ / "python").write_text(f'#!/bin/sh\nif [ "$3" = "--version" ]; then echo "pip {version} from x"; '
-                                     f'else echo "$@" >>{log}; fi\n')
+        (bin_ / "python").write_text(
+            f'#!/bin/sh\nif [ "$3" = "--version" ]; then echo "pip {version} from x"; '
+            f'else echo "$@" >>{log}; fi\n'
+        )
         (bin_ / "python").chmod(0o755)
         script = f'source {shlex.quote(str(DEPLOY / "setup.sh"))}; VENV={shlex.quote(str(tmp_path / "venv"))}; ensure_pip "$VENV/bin/python"'
         out = _run(["bash", "-c", script])
         assert out.returncode == 0, out.stderr
-    assert log.read_text().splitlines() == ["-m pip install -q --upgrade pip>=21.3"]  # only the old pip was upgraded
+    assert log.read_text().splitlines() == [
+        "-m pip install -q --upgrade pip>=21.3"
+    ]  # only the old pip was upgraded
 
 
 def test_setup_summary_reports_the_venvs_packages():
     """The summary's Python part runs in a venv (here: the test's own) and names what it found."""
     venv = Path(sys.executable).parent.parent
-    script = (f'source {shlex.quote(str(DEPLOY / "setup.sh"))}; VENV={shlex.quote(str(venv))}; '
-              'FOUND[model]="Jetson AGX Orin"; FOUND[l4t]=36.4.3; FOUND[jetpack]=6.2; FOUND[trt_expected]=10.3; '
-              'summary "$VENV/bin/python"')
+    script = (
+        f"source {shlex.quote(str(DEPLOY / 'setup.sh'))}; VENV={shlex.quote(str(venv))}; "
+        'FOUND[model]="Jetson AGX Orin"; FOUND[l4t]=36.4.3; FOUND[jetpack]=6.2; FOUND[trt_expected]=10.3; '
+        'summary "$VENV/bin/python"'
+    )
     out = _run(["bash", "-c", script])
     assert out.returncode == 0, out.stderr
     from defectdet import __version__
@@ -307,8 +356,14 @@ def _tighter(spec: str, want: str) -> bool:
 
 def test_setup_installs_pyprojects_edge_requirements_without_opencv():
     project = _pyproject()["project"]
-    want = [r for r in project["dependencies"] + project["optional-dependencies"]["edge"] if not r.startswith("opencv-python")]
-    assert len(want) < len(project["dependencies"] + project["optional-dependencies"]["edge"])  # the Jetson gets no pip OpenCV
+    want = [
+        r
+        for r in project["dependencies"] + project["optional-dependencies"]["edge"]
+        if not r.startswith("opencv-python")
+    ]
+    assert len(want) < len(
+        project["dependencies"] + project["optional-dependencies"]["edge"]
+    )  # the Jetson gets no pip OpenCV
     text = (DEPLOY / "setup.sh").read_text()
     edge, jetson = _bash_array(text, "EDGE_REQUIREMENTS"), _bash_array(text, "JETSON_REQUIREMENTS")
     assert len(edge) == len(want) and all(_tighter(e, w) for e, w in zip(edge, want)), (edge, want)
@@ -350,8 +405,10 @@ def test_env_file_defines_every_variable_the_unit_uses_each_commented():
     for i, line in enumerate(lines):
         if line and not line.startswith("#"):
             m = re.fullmatch(r'([A-Z_]+)="([^"$`\\]*)"', line)
-            assert m, f"{ENV_FILE.name}:{i + 1}: expected KEY=\"value\", got {line!r}"
-            assert lines[i - 1].startswith("#"), f"{ENV_FILE.name}:{i + 1}: {m.group(1)} has no comment above it"
+            assert m, f'{ENV_FILE.name}:{i + 1}: expected KEY="value", got {line!r}'
+            assert lines[i - 1].startswith("#"), (
+                f"{ENV_FILE.name}:{i + 1}: {m.group(1)} has no comment above it"
+            )
             defined[m.group(1)] = m.group(2)
     assert set(defined) == used
     assert all(defined[k] for k in used - {"DEFECTDET_ARGS"})
@@ -365,8 +422,16 @@ def staged(tmp_path):
     (venv / "bin/defectdet").write_text("#!/bin/sh\n")
     (venv / "bin/defectdet").chmod(0o755)
     user = _run(["id", "-un"]).stdout.strip()
-    args = ["bash", str(DEPLOY / "install-service.sh"), "--root", str(tmp_path / "root"), "--venv", str(venv),
-            "--user", user]
+    args = [
+        "bash",
+        str(DEPLOY / "install-service.sh"),
+        "--root",
+        str(tmp_path / "root"),
+        "--venv",
+        str(venv),
+        "--user",
+        user,
+    ]
     out = _run(args + ["--model", "models/m.engine", "--source", "usb://0?width=1280&height=720&fourcc=MJPG"])
     assert out.returncode == 0, out.stderr
     return {"root": tmp_path / "root", "venv": venv, "args": args, "user": user}
@@ -380,7 +445,9 @@ def test_install_service_renders_unit_and_settings(staged):
     env = _env_values(staged["root"] / "etc/defectdet/defectdet.env")
     assert env["DEFECTDET_MODEL"] == str(ROOT / "models/m.engine")  # made absolute
     assert env["DEFECTDET_SOURCE"] == "usb://0?width=1280&height=720&fourcc=MJPG"
-    assert (staged["root"] / "etc/defectdet/inspect.yaml").read_text() == (ROOT / "configs/inspect.yaml").read_text()
+    assert (staged["root"] / "etc/defectdet/inspect.yaml").read_text() == (
+        ROOT / "configs/inspect.yaml"
+    ).read_text()
 
 
 def test_install_service_keeps_user_edits_on_rerun(staged):
@@ -403,8 +470,10 @@ def test_install_service_needs_root_without_stage_folder(tmp_path):
     fake_id.parent.mkdir()
     fake_id.write_text('#!/bin/sh\n[ "$1" = -u ] && echo 1000 && exit 0\nexec /usr/bin/id "$@"\n')
     fake_id.chmod(0o755)
-    out = _run(["bash", str(DEPLOY / "install-service.sh"), "--model", "x.engine"],
-               env={"PATH": f"{fake_id.parent}:{os.environ['PATH']}"})
+    out = _run(
+        ["bash", str(DEPLOY / "install-service.sh"), "--model", "x.engine"],
+        env={"PATH": f"{fake_id.parent}:{os.environ['PATH']}"},
+    )
     assert out.returncode != 0 and "needs root: sudo" in out.stderr and "--model x.engine" in out.stderr
 
 
@@ -443,8 +512,12 @@ def test_service_command_line_parses_with_defectdet_inspect(staged):
     argv = _systemd_argv(exec_start, env)
     assert argv[:2] == [f"{staged['venv']}/bin/defectdet", "inspect"]
     a = _parser().parse_args(argv[2:])
-    assert (a.model, a.source, a.out, a.backend) == (env["DEFECTDET_MODEL"], env["DEFECTDET_SOURCE"],
-                                                      env["DEFECTDET_OUT"], "tensorrt")
+    assert (a.model, a.source, a.out, a.backend) == (
+        env["DEFECTDET_MODEL"],
+        env["DEFECTDET_SOURCE"],
+        env["DEFECTDET_OUT"],
+        "tensorrt",
+    )
     cfg = load_config(a.config, a.overrides, {"model": a.model, "source": a.source})
     assert cfg["signals"]["gpio"]["enabled"] is True and cfg["snapshots"]["quota_mb"] == 100
 
@@ -475,16 +548,25 @@ def _tiny_model(path: Path, seed: int = 0, nc: int = 2) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     c = 4 + nc
-    w = numpy_helper.from_array(np.random.default_rng(seed).normal(0, 1, (c, 3, 1, 1)).astype(np.float32), "w")
+    w = numpy_helper.from_array(
+        np.random.default_rng(seed).normal(0, 1, (c, 3, 1, 1)).astype(np.float32), "w"
+    )
     shape = numpy_helper.from_array(np.array([1, c, 4], dtype=np.int64), "shape")
     nodes = [
-        helper.make_node("AveragePool", ["images"], ["p"], kernel_shape=[32, 32], strides=[32, 32]),  # (1, 3, 2, 2)
+        helper.make_node(
+            "AveragePool", ["images"], ["p"], kernel_shape=[32, 32], strides=[32, 32]
+        ),  # (1, 3, 2, 2)
         helper.make_node("Conv", ["p", "w"], ["c"]),  # (1, 4+nc, 2, 2)
         helper.make_node("Sigmoid", ["c"], ["s"]),
         helper.make_node("Reshape", ["s", "shape"], ["output0"]),  # (1, 4+nc, 4)
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, c, 4])], [w, shape])
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, c, 4])],
+        [w, shape],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -503,7 +585,10 @@ def test_build_engine_self_check_times_the_model(tmp_path):
     model = _tiny_model(tmp_path / "model.onnx")
     out = _build_engine("--self-check-only", model, "--runs", 7, "--warmup", 1)
     assert out.returncode == 0, out.stderr
-    m = re.search(r"latency over 7 runs \(after 1 warm-up\): inference median ([0-9.]+) ms, p90 ([0-9.]+) ms", out.stdout)
+    m = re.search(
+        r"latency over 7 runs \(after 1 warm-up\): inference median ([0-9.]+) ms, p90 ([0-9.]+) ms",
+        out.stdout,
+    )
     assert m, out.stdout
     assert 0 < float(m.group(1)) <= float(m.group(2))
     assert "backend=onnxruntime" in out.stdout and re.search(r"\d+ detection\(s\)", out.stdout)
@@ -513,7 +598,9 @@ def test_build_engine_compares_scores_with_onnx_runtime(tmp_path):
     model = _tiny_model(tmp_path / "a/model.onnx", seed=0)
     other = _tiny_model(tmp_path / "b/model.onnx", seed=5)
     same = _build_engine("--self-check-only", model, "--runs", 2, "--warmup", 0, "--compare-with", model)
-    assert same.returncode == 0 and "max score difference 0.0000 (ok)" in same.stdout, same.stdout + same.stderr
+    assert same.returncode == 0 and "max score difference 0.0000 (ok)" in same.stdout, (
+        same.stdout + same.stderr
+    )
     diff = _build_engine("--self-check-only", model, "--runs", 2, "--warmup", 0, "--compare-with", other)
     assert diff.returncode == 0 and "(LARGE" in diff.stdout, diff.stdout + diff.stderr
 
@@ -533,6 +620,7 @@ def test_build_engine_rejects_bad_counts(tmp_path):
 def test_build_engine_without_tensorrt_fails_clearly_and_writes_nothing(tmp_path):
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("tensorrt is importable here: the build would run")
     except ImportError:
         pass
@@ -554,7 +642,11 @@ def test_builder_routes_every_readme_tensorrt_to_the_flag_based_path(row):
     trt = row["TensorRT"]
     fp16_dla = plan_build(EngineOptions(onnx=Path("model.onnx"), fp16=True, dla_core=0), ModelInfo(), trt)
     assert fp16_dla.builder_flags == ["FP16", "GPU_FALLBACK"] and fp16_dla.dla_core == 0
-    qdq = plan_build(EngineOptions(onnx=Path("model.int8.onnx"), int8=True, fp16=True), ModelInfo(qdq=True, gate="pass"), trt)
+    qdq = plan_build(
+        EngineOptions(onnx=Path("model.int8.onnx"), int8=True, fp16=True),
+        ModelInfo(qdq=True, gate="pass"),
+        trt,
+    )
     assert qdq.quantization == "explicit" and set(qdq.builder_flags) == {"INT8", "FP16"}
     assert ("EXPLICIT_BATCH" in fp16_dla.network_flags) == trt.startswith("8.")
 
@@ -577,4 +669,4 @@ def test_dockerfile_build_check_is_valid_python():
     assert m, "RUN python -c '...' not found"
     code = m.group(1).replace("\\\n", "")
     compile(code, "Dockerfile-check", "exec")
-    assert "find_spec(\"tensorrt\")" in code and "GStreamer:" in code
+    assert 'find_spec("tensorrt")' in code and "GStreamer:" in code

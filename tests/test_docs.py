@@ -32,7 +32,7 @@ def _pages() -> list[Path]:
 def test_readme_is_a_front_door_that_starts_with_the_two_commands():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 250
-    block = lines[lines.index("```bash") + 1:]
+    block = lines[lines.index("```bash") + 1 :]
     assert block[0].startswith("make demo") and block[1].startswith("make test")
     assert "```bash" in lines[:4]  # the first thing after the title
 
@@ -76,13 +76,18 @@ def test_every_page_is_in_the_nav():
 HAVE_MKDOCS = all(importlib.util.find_spec(m) is not None for m in ("mkdocs", "material"))
 
 
-@pytest.mark.skipif(not HAVE_MKDOCS,
-                    reason="mkdocs-material is not installed (pip install -e '.[dev]')")
+@pytest.mark.skipif(not HAVE_MKDOCS, reason="mkdocs-material is not installed (pip install -e '.[dev]')")
 def test_the_site_builds_strictly(tmp_path):
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     site = tmp_path / "site"
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     warnings = [line for line in run.stderr.splitlines() if line.startswith(("WARNING", "ERROR"))]
     assert run.returncode == 0, "\n".join(warnings) or run.stderr[-2000:]
     assert (site / "index.html").is_file() and (site / "img" / "operator-page.png").is_file()

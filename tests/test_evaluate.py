@@ -36,12 +36,24 @@ def _write_dataset(root: Path, n_val: int = 8, imgsz: int = 128) -> Path:
                 c = (i // 2) % 2
                 x, y = rng.integers(5, 30, 2)
                 w, h = rng.integers(60, 90, 2)
-                cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + h)), (255, 255, 255) if c == 0 else (0, 0, 255), -1)
-                lines.append(f"{c} {(x + w / 2) / imgsz:.6f} {(y + h / 2) / imgsz:.6f} {w / imgsz:.6f} {h / imgsz:.6f}")
+                cv2.rectangle(
+                    img,
+                    (int(x), int(y)),
+                    (int(x + w), int(y + h)),
+                    (255, 255, 255) if c == 0 else (0, 0, 255),
+                    -1,
+                )
+                lines.append(
+                    f"{c} {(x + w / 2) / imgsz:.6f} {(y + h / 2) / imgsz:.6f} {w / imgsz:.6f} {h / imgsz:.6f}"
+                )
             cv2.imwrite(str(root / "images" / split / f"{i:03d}.png"), img)
             (root / "labels" / split / f"{i:03d}.txt").write_text("\n".join(lines))
     data = root / "data.yaml"  # relative path: resolves against the yaml's folder, not the cwd
-    data.write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val", "names": dict(enumerate(NAMES))}))
+    data.write_text(
+        yaml.safe_dump(
+            {"path": ".", "train": "images/train", "val": "images/val", "names": dict(enumerate(NAMES))}
+        )
+    )
     return data
 
 
@@ -60,7 +72,9 @@ def _tiny_models(out: Path, data: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     net = DetectionModel("yolo11n.yaml", nc=2, verbose=False)
     files = sorted((data.parent / "images" / "val").glob("*.png"))
-    ims = torch.stack([torch.from_numpy(cv2.imread(str(f))[:, :, ::-1].transpose(2, 0, 1).copy()) for f in files])
+    ims = torch.stack(
+        [torch.from_numpy(cv2.imread(str(f))[:, :, ::-1].transpose(2, 0, 1).copy()) for f in files]
+    )
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -87,7 +101,10 @@ def _quantize(onnx_path: Path, files: list[Path]) -> Path:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            arrays = [cv2.imread(str(f))[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255 for f in files]
+            arrays = [
+                cv2.imread(str(f))[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32) / 255
+                for f in files
+            ]
             self.it = iter({"images": np.ascontiguousarray(a)} for a in arrays)  # (1, 3, 128, 128)
 
         def get_next(self):
@@ -96,10 +113,22 @@ def _quantize(onnx_path: Path, files: list[Path]) -> Path:
     ops = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
     out = onnx_path.with_name("tiny_int8.onnx")
     quantize_static(
-        str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=ops,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                       "AddQDQPairToWeight": True, "DedicatedQDQPair": True, "OpTypesToExcludeOutputQuantization": ops},
+        str(onnx_path),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=ops,
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": ops,
+        },
     )
     return out
 
@@ -177,8 +206,13 @@ def test_build_report_metrics_kpis_and_given_thresholds():
     # scratch: 1 label, TP 0.9 then FP 0.3 (clean part) and FP 0.2 (wrong class on b) -> AP 0.995
     # spot: 1 label, TP 0.4 -> AP 0.995; at 0.5 nothing of spot passes -> recall 0
     assert rep.map50 == pytest.approx(0.995) and rep.per_class["spot"]["recall"] == 0.0
-    assert rep.per_class["scratch"] == {"ap50": pytest.approx(0.995), "ap50_95": pytest.approx(0.995),
-                                        "precision": 1.0, "recall": 1.0, "labels": 1}
+    assert rep.per_class["scratch"] == {
+        "ap50": pytest.approx(0.995),
+        "ap50_95": pytest.approx(0.995),
+        "precision": 1.0,
+        "recall": 1.0,
+        "labels": 1,
+    }
     assert rep.per_class_recall_at_op == {"scratch": 1.0, "spot": 0.0}
     assert (rep.escapes, rep.n_defective, rep.overkills, rep.n_clean, rep.n_images) == (1, 2, 0, 2, 4)
     assert rep.escape_rate == 0.5 and rep.overkill_rate == 0.0
@@ -197,8 +231,14 @@ def test_calibrated_report_and_thresholds_yaml(tmp_path):
     doc = yaml.safe_load(E.write_thresholds(rep, tmp_path / "t" / "thresholds.yaml").read_text())
     assert set(doc) >= {"thresholds", "target_escape", "achieved", "model", "data"}
     assert doc["thresholds"] == rep.thresholds and doc["target_escape"] == 0.0 and doc["escape_rule"] == "box"
-    assert doc["achieved"] == {"escape_rate": 0.0, "overkill_rate": 0.0, "escapes": 0, "overkills": 0,
-                               "n_defective": 2, "n_clean": 2}
+    assert doc["achieved"] == {
+        "escape_rate": 0.0,
+        "overkill_rate": 0.0,
+        "escapes": 0,
+        "overkills": 0,
+        "n_defective": 2,
+        "n_clean": 2,
+    }
     assert (doc["model"], doc["data"], doc["reachable"]) == ("m.onnx", "d.yaml", True)
     # the written file is a valid --thresholds input and reproduces the same decisions
     again = E.build_report(_constructed_images(), NAMES, thresholds=str(tmp_path / "t" / "thresholds.yaml"))
@@ -232,11 +272,17 @@ def test_save_writes_json_and_pngs_atomically(tmp_path):
     assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(rep.to_dict()))
     for key in ("pr", "kpi"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part_kpis.png", "pr_curves.png", "val_report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "part_kpis.png",
+        "pr_curves.png",
+        "val_report.json",
+    ]
     # max-F1 thresholds: scratch 0.9 (TP, then two FPs), spot 0.4 (its only box, a TP)
     assert rep.thresholds == {"scratch": 0.9, "spot": 0.4}
-    assert ("thresholds: max-f1, caught by a correct box): escape 0.0% (0 of 2 defective), overkill 0.0% (0 of 2 clean)"
-            in rep.summary())
+    assert (
+        "thresholds: max-f1, caught by a correct box): escape 0.0% (0 of 2 defective), overkill 0.0% (0 of 2 clean)"
+        in rep.summary()
+    )
 
 
 def test_escape_rule_any_counts_as_the_line_rejects(tmp_path):
@@ -263,7 +309,9 @@ def test_val_pt_onnx_and_int8_share_the_path_and_agree(tiny):
     for a, b in zip(dets["pt"], dets["onnx"]):  # same boxes and scores, up to float noise
         top = np.sort(a.conf)[-5:]
         np.testing.assert_allclose(np.sort(b.conf)[-5:], top, atol=2e-3)
-    reports = {k: E.evaluate(tiny[k], tiny["data"], imgsz=128 if k == "pt" else None) for k in ("pt", "onnx", "int8")}
+    reports = {
+        k: E.evaluate(tiny[k], tiny["data"], imgsz=128 if k == "pt" else None) for k in ("pt", "onnx", "int8")
+    }
     ref = reports["pt"].to_dict()
     for k in ("onnx", "int8"):
         d = reports[k].to_dict()
@@ -271,8 +319,13 @@ def test_val_pt_onnx_and_int8_share_the_path_and_agree(tiny):
         assert (d["n_images"], d["n_defective"], d["n_clean"], d["imgsz"]) == (8, 4, 4, [128, 128])
     # FP32 ONNX agrees with PyTorch in the metrics; part KPIs may differ by at most one part of four
     d = reports["onnx"].to_dict()
-    assert d["map50"] == pytest.approx(ref["map50"], abs=0.02) and d["map50_95"] == pytest.approx(ref["map50_95"], abs=0.02)
-    assert abs(d["escape_rate"] - ref["escape_rate"]) <= 0.25 and abs(d["overkill_rate"] - ref["overkill_rate"]) <= 0.25
+    assert d["map50"] == pytest.approx(ref["map50"], abs=0.02) and d["map50_95"] == pytest.approx(
+        ref["map50_95"], abs=0.02
+    )
+    assert (
+        abs(d["escape_rate"] - ref["escape_rate"]) <= 0.25
+        and abs(d["overkill_rate"] - ref["overkill_rate"]) <= 0.25
+    )
     # INT8 runs the same path over the same images. Its metrics are not compared with FP32's: these weights
     # are random, their scores crowd together, and INT8 rounding reorders them (top scores moved by up to 0.3
     # and mAP50 by 0.16 on one CPU, by less than 0.1 on another); test_export_quantize measures the Q/DQ error.
@@ -283,7 +336,18 @@ def test_val_pt_onnx_and_int8_share_the_path_and_agree(tiny):
 
 def test_cli_val_writes_report_and_thresholds(tiny, tmp_path, capsys):
     out = tmp_path / "val"
-    rc = dd_cli.main(["val", "--model", str(tiny["onnx"]), "--data", str(tiny["data"]), "--out", str(out), "target_escape=0.25"])
+    rc = dd_cli.main(
+        [
+            "val",
+            "--model",
+            str(tiny["onnx"]),
+            "--data",
+            str(tiny["data"]),
+            "--out",
+            str(out),
+            "target_escape=0.25",
+        ]
+    )
     doc = yaml.safe_load((out / "thresholds.yaml").read_text())
     assert rc == (0 if doc["reachable"] else 1)
     assert set(doc["thresholds"]) == set(NAMES) and doc["target_escape"] == 0.25
@@ -296,7 +360,11 @@ def test_cli_val_writes_report_and_thresholds(tiny, tmp_path, capsys):
 def test_class_count_mismatch_is_refused(tiny, tmp_path):
     data = tmp_path / "three.yaml"
     root = tiny["data"].parent
-    data.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val", "names": ["a", "b", "c"]}))
+    data.write_text(
+        yaml.safe_dump(
+            {"path": str(root), "train": "images/train", "val": "images/val", "names": ["a", "b", "c"]}
+        )
+    )
     with pytest.raises(DataError, match="the model has 2 classes but the data has 3"):
         E.evaluate(tiny["onnx"], data)
 
@@ -306,10 +374,15 @@ def test_class_count_mismatch_is_refused(tiny, tmp_path):
     [
         (["val"], "--model and --data are required"),
         (["val", "--model", "nope.pt", "--data", "d.yaml"], "nope.pt: model file not found"),
-        (["val", "--model", "m.pt", "--data", "d.yaml", "--target-escape", "1.5"], "expected a rate in [0, 1)"),
+        (
+            ["val", "--model", "m.pt", "--data", "d.yaml", "--target-escape", "1.5"],
+            "expected a rate in [0, 1)",
+        ),
         (["val", "--model", "m.pt", "--data", "d.yaml", "colour=red"], "unknown option 'colour'"),
-        (["val", "--model", "m.pt", "--data", "d.yaml", "--escape-rule", "strict"],
-         "--escape-rule strict: expected one of box, any"),
+        (
+            ["val", "--model", "m.pt", "--data", "d.yaml", "--escape-rule", "strict"],
+            "--escape-rule strict: expected one of box, any",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
@@ -322,7 +395,9 @@ def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- real dataset
 @pytest.mark.slow
-@pytest.mark.skipif(not (DEEPPCB / "data_rare.yaml").is_file(), reason="DeepPCB not present at ../shared/data/deeppcb")
+@pytest.mark.skipif(
+    not (DEEPPCB / "data_rare.yaml").is_file(), reason="DeepPCB not present at ../shared/data/deeppcb"
+)
 def test_read_deeppcb_rare_split_matches_its_stats():
     stats = json.loads((DEEPPCB / "stats.json").read_text())
     names, images = E.read_split(DEEPPCB / "data_rare.yaml", "val")
@@ -336,7 +411,9 @@ def test_read_deeppcb_rare_split_matches_its_stats():
 
 
 def test_part_threshold_rule_gives_one_threshold_and_records_it():
-    rep = E.build_report(_constructed_images(), NAMES, target_escape=0.0, escape_rule="any", threshold_rule="part")
+    rep = E.build_report(
+        _constructed_images(), NAMES, target_escape=0.0, escape_rule="any", threshold_rule="part"
+    )
     assert len(set(rep.thresholds.values())) == 1 and rep.escapes == 0
     assert rep.calibration["threshold_rule"] == "part" and rep.calibration["confidence"] is None
     # a.png 0.9 (scratch) and b.png 0.4 (spot) are the defective parts: one threshold at or under 0.4 catches
@@ -346,11 +423,20 @@ def test_part_threshold_rule_gives_one_threshold_and_records_it():
     assert per_class.calibration["threshold_rule"] == "per-class"
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--threshold-rule", "global"], "--threshold-rule global: expected one of per-class, part"),
-    (["--confidence", "0.9", "--target-escape", "0.01"], "expected together with --target-escape and --threshold-rule part"),
-    (["--confidence", "1.2", "--target-escape", "0.01", "--threshold-rule", "part"], "--confidence=1.2: expected a probability"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--threshold-rule", "global"], "--threshold-rule global: expected one of per-class, part"),
+        (
+            ["--confidence", "0.9", "--target-escape", "0.01"],
+            "expected together with --target-escape and --threshold-rule part",
+        ),
+        (
+            ["--confidence", "1.2", "--target-escape", "0.01", "--threshold-rule", "part"],
+            "--confidence=1.2: expected a probability",
+        ),
+    ],
+)
 def test_val_threshold_rule_options_are_checked(argv, match):
     with pytest.raises(DefectdetError, match=match):
         E._args(["--model", "m.onnx", "--data", "d.yaml", *argv])

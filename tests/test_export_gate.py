@@ -16,22 +16,52 @@ from defectdet.export import GateRefused
 from defectdet.export.gate import Limits, compare, run_gate
 
 
-def report(map50=0.80, map50_95=0.50, escape=0.02, recalls=None, labels=None, thresholds=None, aps=None,
-           overkill=0.10, calibration=None):
+def report(
+    map50=0.80,
+    map50_95=0.50,
+    escape=0.02,
+    recalls=None,
+    labels=None,
+    thresholds=None,
+    aps=None,
+    overkill=0.10,
+    calibration=None,
+):
     recalls = recalls or {"scratch": 0.90, "crack": 0.70}
     labels, aps = labels or {}, aps or {}
-    per_class = {n: {"recall": r, "ap50": aps.get(n, 0.8), "labels": labels.get(n, 10)} for n, r in recalls.items()}
-    return SimpleNamespace(map50=map50, map50_95=map50_95, escape_rate=escape, overkill_rate=overkill, per_class=per_class,
-                           calibration=calibration, escapes=2, overkills=10, n_defective=100, n_clean=100,
-                           model="model.int8.onnx", data="d.yaml", split="val", escape_rule="box",
-                           thresholds=thresholds or {n: 0.3 for n in recalls},
-                           to_dict=lambda: {"map50": map50, "pr_curves": {"x": [1]}, "escape_rate": escape})
+    per_class = {
+        n: {"recall": r, "ap50": aps.get(n, 0.8), "labels": labels.get(n, 10)} for n, r in recalls.items()
+    }
+    return SimpleNamespace(
+        map50=map50,
+        map50_95=map50_95,
+        escape_rate=escape,
+        overkill_rate=overkill,
+        per_class=per_class,
+        calibration=calibration,
+        escapes=2,
+        overkills=10,
+        n_defective=100,
+        n_clean=100,
+        model="model.int8.onnx",
+        data="d.yaml",
+        split="val",
+        escape_rule="box",
+        thresholds=thresholds or {n: 0.3 for n in recalls},
+        to_dict=lambda: {"map50": map50, "pr_curves": {"x": [1]}, "escape_rate": escape},
+    )
 
 
 def test_identical_reports_pass():
     r = compare(report(), report())
     assert r.passed and r.decision == "pass" and not r.reasons
-    assert {c.metric for c in r.checks} == {"mAP50", "mAP50-95", "recall[scratch]", "recall[crack]", "escape_rate"}
+    assert {c.metric for c in r.checks} == {
+        "mAP50",
+        "mAP50-95",
+        "recall[scratch]",
+        "recall[crack]",
+        "escape_rate",
+    }
 
 
 def test_map50_drop_in_points_against_max_drop():
@@ -53,7 +83,9 @@ def test_one_class_recall_drop_refuses_even_when_map_holds():
     # a rare class can vanish under INT8 while the mean barely moves: per-class recall catches it
     r = compare(report(), report(recalls={"scratch": 0.90, "crack": 0.67}))
     assert not r.passed and len(r.reasons) == 1 and r.reasons[0].startswith("recall[crack] dropped 3.00")
-    assert compare(report(), report(recalls={"scratch": 0.90, "crack": 0.67}), Limits(max_class_drop=3.0)).passed
+    assert compare(
+        report(), report(recalls={"scratch": 0.90, "crack": 0.67}), Limits(max_class_drop=3.0)
+    ).passed
 
 
 def test_class_missing_from_int8_report_counts_as_zero_recall():
@@ -107,8 +139,9 @@ class FakeEvaluator:
 def models(tmp_path):
     (tmp_path / "model.onnx").write_bytes(tiny_onnx())  # the gate reads both files before evaluating
     (tmp_path / "model.int8.onnx").write_bytes(tiny_onnx())
-    (tmp_path / "model.int8.json").write_text(json.dumps({"names": {"0": "scratch", "1": "crack"},
-                                                         "precision": "int8-qdq"}))
+    (tmp_path / "model.int8.json").write_text(
+        json.dumps({"names": {"0": "scratch", "1": "crack"}, "precision": "int8-qdq"})
+    )
     return tmp_path
 
 
@@ -116,7 +149,10 @@ def test_run_gate_pass_writes_report_and_sidecar(models):
     ev = FakeEvaluator(report(), report(map50=0.795))
     r = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", evaluator=ev)
     assert r.decision == "pass"
-    assert ev.thresholds == {"model.onnx": None, "model.int8.onnx": None}  # no deployed thresholds: own max-F1
+    assert ev.thresholds == {
+        "model.onnx": None,
+        "model.int8.onnx": None,
+    }  # no deployed thresholds: own max-F1
     doc = json.loads((models / "model.int8.gate.json").read_text())
     assert doc["decision"] == "pass" and "pr_curves" not in doc["fp32"]
     side = json.loads((models / "model.int8.json").read_text())
@@ -134,8 +170,9 @@ def test_run_gate_refuses_then_force_accepts(models):
 
 
 def test_deployed_thresholds_from_the_fp32_sidecar_apply_to_both(models):
-    (models / "model.json").write_text(json.dumps({"names": {"0": "scratch", "1": "crack"},
-                                                   "thresholds": {"0": 0.4, "crack": 0.2}}))
+    (models / "model.json").write_text(
+        json.dumps({"names": {"0": "scratch", "1": "crack"}, "thresholds": {"0": 0.4, "crack": 0.2}})
+    )
     ev = FakeEvaluator(report(), report())
     run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev)
     assert ev.thresholds["model.onnx"] == ev.thresholds["model.int8.onnx"] == {"scratch": 0.4, "crack": 0.2}
@@ -153,29 +190,65 @@ def test_cli_gate_refusal_exits_nonzero_with_one_line(models, monkeypatch, capsy
     from defectdet.export import gate
 
     monkeypatch.setattr(gate, "_default_evaluator", lambda: FakeEvaluator(report(), report(escape=0.10)))
-    rc = main(["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx"),
-               "--data", "d.yaml"])
+    rc = main(
+        [
+            "gate",
+            "--fp32",
+            str(models / "model.onnx"),
+            "--int8",
+            str(models / "model.int8.onnx"),
+            "--data",
+            "d.yaml",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "escape_rate rose 8.00 points" in err[0]
-    assert main(["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx"),
-                 "--data", "d.yaml", "--max-escape-rise", "10"]) == 0
+    assert (
+        main(
+            [
+                "gate",
+                "--fp32",
+                str(models / "model.onnx"),
+                "--int8",
+                str(models / "model.int8.onnx"),
+                "--data",
+                "d.yaml",
+                "--max-escape-rise",
+                "10",
+            ]
+        )
+        == 0
+    )
 
 
 def test_missing_model_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="model not found"):
-        run_gate(tmp_path / "nope.onnx", tmp_path / "nope.int8.onnx", "d.yaml", evaluator=lambda *a, **k: None)
+        run_gate(
+            tmp_path / "nope.onnx", tmp_path / "nope.int8.onnx", "d.yaml", evaluator=lambda *a, **k: None
+        )
 
 
 # ----------------------------------------------------------------------------- recalibrated gate
 def test_recalibrated_compare_gates_ap50_and_overkill_not_recall():
     fp32 = report(recalls={"scratch": 0.90, "crack": 0.70}, overkill=0.20)
-    shifted = report(recalls={"scratch": 0.80, "crack": 0.60}, overkill=0.21)  # recall at another operating point
+    shifted = report(
+        recalls={"scratch": 0.80, "crack": 0.60}, overkill=0.21
+    )  # recall at another operating point
     assert not compare(fp32, shifted).passed  # at shared thresholds a 10-point recall drop refuses
     r = compare(fp32, shifted, recalibrated=True)
-    assert r.passed and {c.metric for c in r.checks} == {"mAP50", "mAP50-95", "AP50[scratch]", "AP50[crack]",
-                                                          "escape_rate", "overkill_rate"}
+    assert r.passed and {c.metric for c in r.checks} == {
+        "mAP50",
+        "mAP50-95",
+        "AP50[scratch]",
+        "AP50[crack]",
+        "escape_rate",
+        "overkill_rate",
+    }
     r = compare(fp32, report(overkill=0.23, aps={"crack": 0.75}), recalibrated=True)
-    assert r.reasons == ["AP50[crack] dropped 5.00 points (limit 2.00)", "overkill_rate rose 3.00 points (limit 2.00)"]
+    assert r.reasons == [
+        "AP50[crack] dropped 5.00 points (limit 2.00)",
+        "overkill_rate rose 3.00 points (limit 2.00)",
+    ]
     assert compare(fp32, report(overkill=0.23), Limits(max_overkill_rise=3.5), recalibrated=True).passed
 
 
@@ -183,38 +256,72 @@ def test_recalibrated_gate_calibrates_each_model_and_deploys_int8_thresholds(mod
     import yaml
 
     (models / "model.json").write_text(json.dumps({"names": {"0": "scratch"}, "thresholds": {"0": 0.4}}))
-    ev = FakeEvaluator(report(thresholds={"scratch": 0.35, "crack": 0.2}),
-                       report(thresholds={"scratch": 0.31, "crack": 0.17}, overkill=0.11,
-                              calibration={"target_escape": 0.01, "reachable": True}))
+    ev = FakeEvaluator(
+        report(thresholds={"scratch": 0.35, "crack": 0.2}),
+        report(
+            thresholds={"scratch": 0.31, "crack": 0.17},
+            overkill=0.11,
+            calibration={"target_escape": 0.01, "reachable": True},
+        ),
+    )
     r = run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev, recalibrate=0.01)
     assert r.decision == "pass" and ev.kw["target_escape"] == 0.01
-    assert ev.thresholds == {"model.onnx": None, "model.int8.onnx": None}  # own calibration, not the sidecar's
+    assert ev.thresholds == {
+        "model.onnx": None,
+        "model.int8.onnx": None,
+    }  # own calibration, not the sidecar's
     own = yaml.safe_load((models / "model.int8.thresholds.yaml").read_text())
     assert own["thresholds"] == {"scratch": 0.31, "crack": 0.17} and own["target_escape"] == 0.01
-    assert own["achieved"] == {"escape_rate": 0.02, "overkill_rate": 0.11, "escapes": 2, "overkills": 10,
-                               "n_defective": 100, "n_clean": 100}
+    assert own["achieved"] == {
+        "escape_rate": 0.02,
+        "overkill_rate": 0.11,
+        "escapes": 2,
+        "overkills": 10,
+        "n_defective": 100,
+        "n_clean": 100,
+    }
     assert own["reachable"] is True and own["model"] == "model.int8.onnx"  # as `defectdet val` writes it
     side = json.loads((models / "model.int8.json").read_text())
     assert side["thresholds"] == own["thresholds"] and side["gate"]["decision"] == "pass"
     assert "model.int8.thresholds.yaml (also in its sidecar)" in capsys.readouterr().out
     from defectdet.artifact import load_thresholds
 
-    assert load_thresholds(models / "model.int8.thresholds.yaml", {0: "scratch", 1: "crack"}) == {0: 0.31, 1: 0.17}
+    assert load_thresholds(models / "model.int8.thresholds.yaml", {0: "scratch", 1: "crack"}) == {
+        0: 0.31,
+        1: 0.17,
+    }
 
 
 def test_recalibrated_gate_under_the_line_rule_passes_it_to_the_evaluator(models):
     ev = FakeEvaluator(report(), report())
-    run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev, recalibrate=0.05,
-             escape_rule="any")
+    run_gate(
+        models / "model.onnx",
+        models / "model.int8.onnx",
+        "d.yaml",
+        evaluator=ev,
+        recalibrate=0.05,
+        escape_rule="any",
+    )
     assert ev.kw["escape_rule"] == "any" and ev.kw["target_escape"] == 0.05
 
 
-@pytest.mark.parametrize("kw, match", [({"recalibrate": 1.5}, "expected a target escape rate in"),
-                                       ({"recalibrate": 0.01, "thresholds": "th.yaml"}, "exclude each other"),
-                                       ({"escape_rule": "strict"}, "--escape-rule strict: expected one of box, any")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"recalibrate": 1.5}, "expected a target escape rate in"),
+        ({"recalibrate": 0.01, "thresholds": "th.yaml"}, "exclude each other"),
+        ({"escape_rule": "strict"}, "--escape-rule strict: expected one of box, any"),
+    ],
+)
 def test_recalibrate_bad_arguments(models, kw, match):
     with pytest.raises(ConfigError, match=match):
-        run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=FakeEvaluator(report(), report()), **kw)
+        run_gate(
+            models / "model.onnx",
+            models / "model.int8.onnx",
+            "d.yaml",
+            evaluator=FakeEvaluator(report(), report()),
+            **kw,
+        )
 
 
 def test_cli_recalibrate_and_overkill_limit(models, monkeypatch, capsys):
@@ -222,8 +329,17 @@ def test_cli_recalibrate_and_overkill_limit(models, monkeypatch, capsys):
     from defectdet.export import gate
 
     monkeypatch.setattr(gate, "_default_evaluator", lambda: FakeEvaluator(report(), report(overkill=0.13)))
-    argv = ["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx"), "--data", "d.yaml",
-            "--recalibrate", "0.02"]
+    argv = [
+        "gate",
+        "--fp32",
+        str(models / "model.onnx"),
+        "--int8",
+        str(models / "model.int8.onnx"),
+        "--data",
+        "d.yaml",
+        "--recalibrate",
+        "0.02",
+    ]
     assert main(argv) == 2 and "overkill_rate rose 3.00 points (limit 2.00)" in capsys.readouterr().err
     assert main([*argv, "--max-overkill-rise", "3.5"]) == 0
     assert (models / "model.int8.thresholds.yaml").is_file()
@@ -250,9 +366,16 @@ def _images(n, found_every=1, seed=0):
     out = []
     for i in range(n):
         hit = i % found_every == 0
-        out.append(ImageDetections(boxes=[[10, 10, 50, 50]] if hit else np.zeros((0, 4)),
-                                   conf=[0.5 + 0.4 * rng.random()] if hit else [], cls=[0] if hit else [],
-                                   gt_boxes=[[10, 10, 50, 50]], gt_cls=[0], name=f"img{i}.png"))
+        out.append(
+            ImageDetections(
+                boxes=[[10, 10, 50, 50]] if hit else np.zeros((0, 4)),
+                conf=[0.5 + 0.4 * rng.random()] if hit else [],
+                cls=[0] if hit else [],
+                gt_boxes=[[10, 10, 50, 50]],
+                gt_cls=[0],
+                name=f"img{i}.png",
+            )
+        )
     return out
 
 
@@ -272,10 +395,17 @@ def test_paired_intervals_see_a_real_loss_and_no_loss_between_equal_models():
 def test_run_gate_records_the_bootstrap_intervals(models):
     fp32, int8 = report(map50=0.80), report(map50=0.80)
     fp32.detections, int8.detections = _images(30), _images(30)
-    r = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", evaluator=FakeEvaluator(fp32, int8))
+    r = run_gate(
+        models / "model.onnx", models / "model.int8.onnx", "data.yaml", evaluator=FakeEvaluator(fp32, int8)
+    )
     doc = json.loads((models / "model.int8.gate.json").read_text())
     assert r.decision == "pass" and doc["bootstrap"]["level"] == 0.9
     assert doc["bootstrap"]["intervals"]["mAP50"] == [0.0, 0.0]
-    r0 = run_gate(models / "model.onnx", models / "model.int8.onnx", "data.yaml", Limits(confidence=0),
-                  evaluator=FakeEvaluator(fp32, int8))
+    r0 = run_gate(
+        models / "model.onnx",
+        models / "model.int8.onnx",
+        "data.yaml",
+        Limits(confidence=0),
+        evaluator=FakeEvaluator(fp32, int8),
+    )
     assert all(c.interval is None for c in r0.checks)

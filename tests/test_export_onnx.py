@@ -58,7 +58,9 @@ def test_onnx_is_valid_static_and_opset_17(exported):
     assert m.graph.input[0].name == "images" and dims == [1, 3, IMGSZ, IMGSZ]  # static
     anchors = sum((IMGSZ // s) ** 2 for s in (8, 16, 32))
     assert [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] == [1, 4 + len(NAMES), anchors]
-    assert {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {17}  # TensorRT 8.6 parses <= 17
+    assert {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {
+        17
+    }  # TensorRT 8.6 parses <= 17
 
 
 def test_users_best_onnx_is_not_overwritten(exported):
@@ -78,8 +80,14 @@ def test_metadata_embedded_and_in_sidecar(exported):
     side = json.loads(r.sidecar.read_text())
     assert side["names"] == {"0": "scratch", "1": "crack"} and side["imgsz"] == [IMGSZ, IMGSZ]
     assert side["strides"] == [8, 16, 32] and side["input_name"] == "images"
-    assert side["preprocess"] == {"letterbox": True, "rgb": True, "scale": 1 / 255, "pad_value": 114,
-                                  "dtype": "float32", "layout": "NCHW"}
+    assert side["preprocess"] == {
+        "letterbox": True,
+        "rgb": True,
+        "scale": 1 / 255,
+        "pad_value": 114,
+        "dtype": "float32",
+        "layout": "NCHW",
+    }
     assert side["output_layout"] == "xywh+cls (1, 4+nc, A)" and side["precision"] == "fp32"
     assert side["cls_loss"] == "qfl" and side["source"] == {"checkpoint": str(ckpt.resolve()), "sha256": sha}
 
@@ -142,7 +150,12 @@ def exported_uint8(exported, tmp_path_factory):
 
     ckpt, _ = exported
     out = tmp_path_factory.mktemp("u8") / "model.onnx"
-    assert dd_cli.main(["export", "--model", str(ckpt), "--imgsz", str(IMGSZ), "--input", "uint8", "--out", str(out)]) == 0
+    assert (
+        dd_cli.main(
+            ["export", "--model", str(ckpt), "--imgsz", str(IMGSZ), "--input", "uint8", "--out", str(out)]
+        )
+        == 0
+    )
     return out
 
 
@@ -153,19 +166,34 @@ def test_uint8_export_takes_the_bgr_frame_and_normalises_in_the_graph(exported, 
     inp = m.graph.input[0]
     assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, IMGSZ, IMGSZ, 3]
-    assert [n.op_type for n in m.graph.node[:4]] == ["Cast", "Transpose", "Gather", "Div"]  # Cast first: TensorRT's UINT8 rule
+    assert [n.op_type for n in m.graph.node[:4]] == [
+        "Cast",
+        "Transpose",
+        "Gather",
+        "Div",
+    ]  # Cast first: TensorRT's UINT8 rule
     assert {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {17}
     side = json.loads(exported_uint8.with_suffix(".json").read_text())
-    assert side["preprocess"] == {"letterbox": True, "rgb": False, "scale": 1 / 255, "pad_value": 114,
-                                  "dtype": "uint8", "layout": "NHWC"}
+    assert side["preprocess"] == {
+        "letterbox": True,
+        "rgb": False,
+        "scale": 1 / 255,
+        "pad_value": 114,
+        "dtype": "uint8",
+        "layout": "NHWC",
+    }
     assert side["imgsz"] == [IMGSZ, IMGSZ] and side["input_shape"] == [1, IMGSZ, IMGSZ, 3]
-    assert side["parity"]["ok"] and side["parity"]["boxes_max_abs"] < 1e-2  # against PyTorch on the normalised bytes
+    assert (
+        side["parity"]["ok"] and side["parity"]["boxes_max_abs"] < 1e-2
+    )  # against PyTorch on the normalised bytes
     props = {p.key: p.value for p in m.metadata_props}
     assert json.loads(props["defectdet"])["preprocess"]["dtype"] == "uint8"
     # the same bytes give the float export's outputs
     u = np.random.default_rng(1).integers(0, 256, (1, IMGSZ, IMGSZ, 3), dtype=np.uint8)
     x = np.ascontiguousarray(u.transpose(0, 3, 1, 2)[:, ::-1]).astype(np.float32) / np.float32(255)
-    y8 = ort.InferenceSession(str(exported_uint8), providers=["CPUExecutionProvider"]).run(None, {"images": u})[0]
+    y8 = ort.InferenceSession(str(exported_uint8), providers=["CPUExecutionProvider"]).run(
+        None, {"images": u}
+    )[0]
     y = ort.InferenceSession(str(r.onnx), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
     np.testing.assert_allclose(y8, y, atol=1e-4, rtol=0)
 
@@ -193,7 +221,10 @@ def test_sidecars_without_dtype_and_layout_read_as_float32_nchw(exported, export
     side = json.loads(r.sidecar.read_text())
     for name, model in (("old", r.onnx), ("lying", exported_uint8)):
         shutil.copy(model, tmp_path / f"{name}.onnx")
-        old = {**side, "preprocess": {k: side["preprocess"][k] for k in ("letterbox", "rgb", "scale", "pad_value")}}
+        old = {
+            **side,
+            "preprocess": {k: side["preprocess"][k] for k in ("letterbox", "rgb", "scale", "pad_value")},
+        }
         (tmp_path / f"{name}.json").write_text(json.dumps(old))
     pre = load_metadata(tmp_path / "old.onnx").preprocess
     assert (pre.dtype, pre.layout) == ("float32", "NCHW")
@@ -202,7 +233,9 @@ def test_sidecars_without_dtype_and_layout_read_as_float32_nchw(exported, export
     with pytest.raises(MetadataError, match="imgsz|dtype"):
         Detector(tmp_path / "lying.onnx")
     (tmp_path / "bad.onnx").write_bytes(r.onnx.read_bytes())
-    (tmp_path / "bad.json").write_text(json.dumps({**side, "preprocess": {**side["preprocess"], "dtype": "int4"}}))
+    (tmp_path / "bad.json").write_text(
+        json.dumps({**side, "preprocess": {**side["preprocess"], "dtype": "int4"}})
+    )
     with pytest.raises(MetadataError, match="preprocess.dtype"):
         load_metadata(tmp_path / "bad.onnx")
 

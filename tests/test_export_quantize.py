@@ -21,8 +21,9 @@ cv2 = pytest.importorskip("cv2")
 IMGSZ = 64
 
 
-def make_shapes_dataset(root: Path, n_train: int = 12, n_val: int = 4, size: int = 96, seed: int = 0,
-                        defect_every: int = 2) -> Path:
+def make_shapes_dataset(
+    root: Path, n_train: int = 12, n_val: int = 4, size: int = 96, seed: int = 0, defect_every: int = 2
+) -> Path:
     """Bright squares (class 0) and discs (class 1) on dark noise; every ``defect_every``-th image
     has shapes, the rest are clean parts with empty label files."""
     rng = np.random.default_rng(seed)
@@ -40,7 +41,9 @@ def make_shapes_dataset(root: Path, n_train: int = 12, n_val: int = 4, size: int
                         cv2.rectangle(img, (x, y), (x + s, y + s), (230, 230, 230), -1)
                     else:
                         cv2.circle(img, (x + s // 2, y + s // 2), s // 2, (60, 200, 250), -1)
-                    rows.append(f"{c} {(x + s / 2) / size:.5f} {(y + s / 2) / size:.5f} {s / size:.5f} {s / size:.5f}")
+                    rows.append(
+                        f"{c} {(x + s / 2) / size:.5f} {(y + s / 2) / size:.5f} {s / size:.5f} {s / size:.5f}"
+                    )
             cv2.imwrite(str(root / "images" / split / f"{i:03d}.png"), img)
             (root / "labels" / split / f"{i:03d}.txt").write_text("\n".join(rows))
     (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames:\n  0: square\n  1: disc\n")
@@ -135,11 +138,20 @@ def test_cpu_form_is_uint8_and_keeps_the_head_decoding_float(quantized, tmp_path
     from defectdet.export.quantize import downstream, quantize_onnx
 
     fp32, r, data = quantized
-    q = quantize_onnx(fp32, data, calib_images=4, method="minmax", target="cpu", out=tmp_path / "m.cpu.onnx",
-                      show_progress=False)
+    q = quantize_onnx(
+        fp32,
+        data,
+        calib_images=4,
+        method="minmax",
+        target="cpu",
+        out=tmp_path / "m.cpu.onnx",
+        show_progress=False,
+    )
     m = onnx.load(str(q.onnx))
     inits = {i.name: i for i in m.graph.initializer}
-    zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    zps = [
+        onnx.numpy_helper.to_array(inits[n.input[2]]) for n in m.graph.node if n.op_type == "QuantizeLinear"
+    ]
     assert zps and all(z.dtype == np.uint8 for z in zps)
     prod = _producers(m)
     kept = set(q.report["kept_float"])
@@ -209,10 +221,25 @@ def test_a_bad_calibration_image_is_one_line_naming_it_and_writes_nothing(quanti
 
     fp32, _, _ = quantized
     data = make_shapes_dataset(tmp_path / "d", n_train=3, n_val=1)
-    bad, why = bad_png(tmp_path / "d" / "images" / "train" / "zz.png", kind)  # no label file: a defect-free part
+    bad, why = bad_png(
+        tmp_path / "d" / "images" / "train" / "zz.png", kind
+    )  # no label file: a defect-free part
     out = tmp_path / "out" / "m.int8.onnx"
-    rc = main(["quantize", "--model", str(fp32), "--data", str(data), "--calib-images", "50", "--method", "minmax",
-               "--out", str(out)])
+    rc = main(
+        [
+            "quantize",
+            "--model",
+            str(fp32),
+            "--data",
+            str(data),
+            "--calib-images",
+            "50",
+            "--method",
+            "minmax",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert err.replace("\r", "\n").strip().splitlines()[-1] == f"defectdet quantize: error: {bad}: {why}"
@@ -229,7 +256,9 @@ def quantized_uint8(quantized):
     from defectdet.export.quantize import quantize_onnx
 
     fp32, _, data = quantized
-    u8 = export_onnx(fp32.parent / "best.pt", imgsz=IMGSZ, out=fp32.parent / "u8" / "model.onnx", input_dtype="uint8").onnx
+    u8 = export_onnx(
+        fp32.parent / "best.pt", imgsz=IMGSZ, out=fp32.parent / "u8" / "model.onnx", input_dtype="uint8"
+    ).onnx
     return u8, quantize_onnx(u8, data, calib_images=8, method="minmax", show_progress=False)
 
 
@@ -240,19 +269,31 @@ def test_uint8_model_quantizes_with_the_same_scales(quantized, quantized_uint8):
     m = onnx.load(str(r8.onnx))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim] == [1, IMGSZ, IMGSZ, 3]
-    assert m.graph.node[0].op_type == "Cast" and {o.version for o in m.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    assert m.graph.node[0].op_type == "Cast" and {
+        o.version for o in m.opset_import if o.domain in ("", "ai.onnx")
+    } == {17}
 
     def scales(path):  # quantized tensor -> its scale(s); the uint8 graph's first conv reads the Div's output
         g = onnx.load(str(path)).graph
         inits = {i.name: onnx.numpy_helper.to_array(i) for i in g.initializer}
         rename = {"defectdet_input/normalised": "images"}
-        return {rename.get(n.input[0], n.input[0]): inits[n.input[1]].tolist() for n in g.node if n.op_type == "QuantizeLinear"}
+        return {
+            rename.get(n.input[0], n.input[0]): inits[n.input[1]].tolist()
+            for n in g.node
+            if n.op_type == "QuantizeLinear"
+        }
 
     assert scales(r8.onnx) == scales(r.onnx) and r8.report["quantized_convs"] == r.report["quantized_convs"]
     side = json.loads(r8.sidecar.read_text())
-    assert side["preprocess"]["dtype"] == "uint8" and side["preprocess"]["layout"] == "NHWC" and not side["preprocess"]["rgb"]
+    assert (
+        side["preprocess"]["dtype"] == "uint8"
+        and side["preprocess"]["layout"] == "NHWC"
+        and not side["preprocess"]["rgb"]
+    )
     assert side["imgsz"] == [IMGSZ, IMGSZ] and side["precision"] == "int8-qdq"
-    assert r8.report["output_error"]["boxes_rel_l2"] == pytest.approx(r.report["output_error"]["boxes_rel_l2"], rel=1e-3)
+    assert r8.report["output_error"]["boxes_rel_l2"] == pytest.approx(
+        r.report["output_error"]["boxes_rel_l2"], rel=1e-3
+    )
 
 
 def test_val_and_gate_accept_uint8_models(quantized, quantized_uint8):
@@ -265,8 +306,12 @@ def test_val_and_gate_accept_uint8_models(quantized, quantized_uint8):
     for float_model, uint8_model in ((fp32, u8), (r.onnx, r8.onnx)):
         a, b = evaluate(str(float_model), data).to_dict(), evaluate(str(uint8_model), data).to_dict()
         assert b["imgsz"] == [IMGSZ, IMGSZ]
-        assert (b["map50"], b["map50_95"], b["escape_rate"], b["overkill_rate"]) == \
-            (a["map50"], a["map50_95"], a["escape_rate"], a["overkill_rate"])
+        assert (b["map50"], b["map50_95"], b["escape_rate"], b["overkill_rate"]) == (
+            a["map50"],
+            a["map50_95"],
+            a["escape_rate"],
+            a["overkill_rate"],
+        )
     g = run_gate(u8, r8.onnx, data, force=True)
     assert g.report_path == r8.onnx.with_suffix(".gate.json") and g.report_path.is_file()
     assert "gate" in json.loads(r8.sidecar.read_text())

@@ -53,12 +53,21 @@ def test_trt86_qdq_is_explicit_int8_with_explicit_batch():
     assert (p.quantization, p.precision) == ("explicit", "int8-qdq+fp16")
 
 
-@pytest.mark.parametrize("kw,info", [
-    ({"int8": True, "fp16": True}, QDQ_PASSED),  # explicit INT8 from `defectdet quantize`
-    ({"fp16": True, "dla_core": 1}, FP32),  # FP16 on the DLA (Xavier NX / AGX Xavier have two cores)
-    ({"int8": True, "fp16": True, "dla_core": 0, "calib_data": Path("d.yaml")}, FP32),  # implicit INT8 on the DLA
-    ({"fp16": True, "shape": (1, 3, 320, 320)}, ModelInfo(opset=17, input_shape=(0, 3, 0, 0))),  # a dynamic input
-])
+@pytest.mark.parametrize(
+    "kw,info",
+    [
+        ({"int8": True, "fp16": True}, QDQ_PASSED),  # explicit INT8 from `defectdet quantize`
+        ({"fp16": True, "dla_core": 1}, FP32),  # FP16 on the DLA (Xavier NX / AGX Xavier have two cores)
+        (
+            {"int8": True, "fp16": True, "dla_core": 0, "calib_data": Path("d.yaml")},
+            FP32,
+        ),  # implicit INT8 on the DLA
+        (
+            {"fp16": True, "shape": (1, 3, 320, 320)},
+            ModelInfo(opset=17, input_shape=(0, 3, 0, 0)),
+        ),  # a dynamic input
+    ],
+)
 def test_trt85_plans_and_prints_what_86_does(kw, info):
     """JetPack 5.1.x's TensorRT 8.5.2 has the 8.6 builder API and trtexec flags (sources in engine_plan.py):
     the same flags, quantization, DLA, profile and trtexec line; only the recorded version differs."""
@@ -119,13 +128,17 @@ def test_dla_on_weakly_typed_versions(tmp_path):
 
 def test_option_and_model_checks():
     for old in ("8.4.1.5", "8.2", "7.1.3"):  # JetPack 5.0.x ships 8.4.1, 4.6 ships 8.2.1
-        with pytest.raises(ConfigError, match=rf"TensorRT {old}: 8.5 or newer expected \(JetPack 5.1.x ships 8.5.2"):
+        with pytest.raises(
+            ConfigError, match=rf"TensorRT {old}: 8.5 or newer expected \(JetPack 5.1.x ships 8.5.2"
+        ):
             plan_build(opts(), FP32, old)
     for v in ("8.5.2.2", "8.6.2"):  # both parse opset <= 17 (onnx-tensorrt 8.5-GA / 8.6-GA docs/operators.md)
         with pytest.raises(ConfigError) as e:
             plan_build(opts(), ModelInfo(opset=18), v)
-        assert str(e.value) == (f"m/model.onnx: opset 18, TensorRT {v[:3]} parses <= 17; "
-                                "re-export with `defectdet export --opset 17`")
+        assert str(e.value) == (
+            f"m/model.onnx: opset 18, TensorRT {v[:3]} parses <= 17; "
+            "re-export with `defectdet export --opset 17`"
+        )
         assert plan_build(opts(), ModelInfo(opset=17), v).precision == "fp32"
     assert plan_build(opts(), ModelInfo(opset=18), "10.3").precision == "fp32"
     with pytest.raises(ConfigError, match="--workspace"):
@@ -150,14 +163,34 @@ def test_qdq_model_must_have_passed_the_gate(gate):
 
 # ----------------------------------------------------------------------------- trtexec line
 def test_trtexec_command_mirrors_the_plan(tmp_path):
-    o = opts(int8=True, fp16=True, workspace_mb=2048, dla_core=0, calib_cache=tmp_path / "c.cache",
-             calib_data=tmp_path / "d.yaml")
+    o = opts(
+        int8=True,
+        fp16=True,
+        workspace_mb=2048,
+        dla_core=0,
+        calib_cache=tmp_path / "c.cache",
+        calib_data=tmp_path / "d.yaml",
+    )
     cmd = trtexec_command(o, plan_build(o, FP32, "8.6.2"))
-    assert cmd[:4] == ["trtexec", "--onnx=m/model.onnx", "--saveEngine=m/model.engine", "--memPoolSize=workspace:2048"]
-    assert {"--int8", "--fp16", f"--calib={tmp_path / 'c.cache'}", "--useDLACore=0", "--allowGPUFallback"} <= set(cmd)
+    assert cmd[:4] == [
+        "trtexec",
+        "--onnx=m/model.onnx",
+        "--saveEngine=m/model.engine",
+        "--memPoolSize=workspace:2048",
+    ]
+    assert {
+        "--int8",
+        "--fp16",
+        f"--calib={tmp_path / 'c.cache'}",
+        "--useDLACore=0",
+        "--allowGPUFallback",
+    } <= set(cmd)
     strong = trtexec_command(opts(), plan_build(opts(), QDQ_PASSED, "11.0"))
     assert not any(c in strong for c in ("--int8", "--fp16"))  # precision comes from the ONNX on 11.x
-    assert trtexec_command(opts(out=Path("x.engine")), plan_build(opts(), FP32, "10.3"))[2] == "--saveEngine=x.engine"
+    assert (
+        trtexec_command(opts(out=Path("x.engine")), plan_build(opts(), FP32, "10.3"))[2]
+        == "--saveEngine=x.engine"
+    )
 
 
 def test_trt1141_restored_the_dla_for_fp16_typed_models():
@@ -189,7 +222,9 @@ DYNAMIC = ModelInfo(opset=17, input_name="input", input_shape=(0, 3, 0, 0))
 
 
 def test_dynamic_input_needs_a_shape_for_its_profile():
-    with pytest.raises(ConfigError, match=r"input 'input' has dynamic dims \[0, 2, 3\] \(shape \?x3x\?x\?\); pass --shape"):
+    with pytest.raises(
+        ConfigError, match=r"input 'input' has dynamic dims \[0, 2, 3\] \(shape \?x3x\?x\?\); pass --shape"
+    ):
         plan_build(opts(fp16=True), DYNAMIC, "10.3")
     p = plan_build(opts(fp16=True, shape=(1, 3, 320, 320)), DYNAMIC, "10.3")
     assert p.profile == ("input", (1, 3, 320, 320))
@@ -204,8 +239,14 @@ def test_dynamic_input_needs_a_shape_for_its_profile():
 
 
 # ----------------------------------------------------------------------------- model inspection
-def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 17, uint8: bool = False,
-               batch: int | str = 1) -> Path:
+def _tiny_onnx(
+    path: Path,
+    qdq: bool = False,
+    fp16: bool = False,
+    opset: int = 17,
+    uint8: bool = False,
+    batch: int | str = 1,
+) -> Path:
     """A one-conv graph (optionally with Q/DQ on the input, or FP16 weights) and its sidecar."""
     dtype, np_t = (TensorProto.FLOAT16, np.float16) if fp16 else (TensorProto.FLOAT, np.float32)
     w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np_t), "w")
@@ -214,10 +255,14 @@ def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 1
         nodes.append(helper.make_node("Cast", ["images"], ["x16"], to=TensorProto.FLOAT16))
         conv_in = "x16"
     if qdq:
-        inits += [numpy_helper.from_array(np.array(0.01, np.float32), "s"),
-                  numpy_helper.from_array(np.array(0, np.uint8 if uint8 else np.int8), "z")]
-        nodes += [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
-                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        inits += [
+            numpy_helper.from_array(np.array(0.01, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.uint8 if uint8 else np.int8), "z"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        ]
         conv_in = "dq"
     nodes.append(helper.make_node("Conv", [conv_in, "w"], ["y"]))
     out_t = dtype
@@ -226,13 +271,20 @@ def _tiny_onnx(path: Path, qdq: bool = False, fp16: bool = False, opset: int = 1
         out_t, nodes[-1].output[0] = TensorProto.FLOAT, "out"
     else:
         nodes[-1].output[0] = "out"
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 8, 8])],
-                          [helper.make_tensor_value_info("out", out_t, [batch, 4, 8, 8])], inits)
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("out", out_t, [batch, 4, 8, 8])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     onnx.checker.check_model(m)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(m, path)
-    path.with_suffix(".json").write_text(json.dumps({"names": {"0": "a"}, "imgsz": [8, 8], "precision": "fp32"}))
+    path.with_suffix(".json").write_text(
+        json.dumps({"names": {"0": "a"}, "imgsz": [8, 8], "precision": "fp32"})
+    )
     return path
 
 
@@ -270,8 +322,16 @@ class _FakeParserError:
 
 def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
     """Just enough of the tensorrt module's surface to drive build_engine's call sequence."""
-    calls = SimpleNamespace(network_flags=None, config_flags=[], pool=None, profile=None, profiles=[], batches=0,
-                            replayed=None, scales=b"scales")
+    calls = SimpleNamespace(
+        network_flags=None,
+        config_flags=[],
+        pool=None,
+        profile=None,
+        profiles=[],
+        batches=0,
+        replayed=None,
+        scales=b"scales",
+    )
 
     class Parser:
         num_errors = 0 if parse_ok else 2
@@ -336,8 +396,11 @@ def _fake_trt(version: str, parse_ok: bool) -> SimpleNamespace:
             return b"PLAN"
 
     trt = SimpleNamespace(
-        __version__=version, Logger=type("Logger", (), {"WARNING": 1, "VERBOSE": 0, "__init__": lambda s, lv: None}),
-        Builder=Builder, OnnxParser=Parser, MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
+        __version__=version,
+        Logger=type("Logger", (), {"WARNING": 1, "VERBOSE": 0, "__init__": lambda s, lv: None}),
+        Builder=Builder,
+        OnnxParser=Parser,
+        MemoryPoolType=SimpleNamespace(WORKSPACE="WORKSPACE"),
         BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FALLBACK"),
         NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
         IInt8EntropyCalibrator2=CALIBRATOR_BASE.IInt8EntropyCalibrator2,
@@ -355,8 +418,9 @@ def test_parser_errors_are_all_logged_then_raised(tmp_path, capsys):
 
 def test_build_call_sequence_and_sidecar(tmp_path):
     trt, calls = _fake_trt("8.6.2", parse_ok=True)
-    engine, plan = build_engine(EngineOptions(onnx=_tiny_onnx(tmp_path / "model.onnx"), fp16=True, workspace_mb=64),
-                                trt=trt)
+    engine, plan = build_engine(
+        EngineOptions(onnx=_tiny_onnx(tmp_path / "model.onnx"), fp16=True, workspace_mb=64), trt=trt
+    )
     assert engine == tmp_path / "model.engine" and engine.read_bytes() == b"PLAN"
     assert calls.network_flags == 1 << 0  # EXPLICIT_BATCH on 8.6
     assert calls.config_flags == ["FP16"] and calls.pool == ("WORKSPACE", 64 << 20)
@@ -371,12 +435,18 @@ def test_trt85_build_call_sequence(tmp_path):
     engine section records 8.5.2.2 (JetPack 5.1.x)."""
     trt, calls = _fake_trt("8.5.2.2", parse_ok=True)
     q = _tiny_onnx(tmp_path / "model.int8.onnx", qdq=True)
-    q.with_suffix(".json").write_text(json.dumps({"names": {"0": "a"}, "precision": "int8-qdq", "gate": {"decision": "pass"}}))
+    q.with_suffix(".json").write_text(
+        json.dumps({"names": {"0": "a"}, "precision": "int8-qdq", "gate": {"decision": "pass"}})
+    )
     engine, plan = build_engine(EngineOptions(onnx=q, int8=True, fp16=True, workspace_mb=256), trt=trt)
     assert engine.read_bytes() == b"PLAN" and calls.network_flags == 1 << 0
     assert calls.config_flags == ["INT8", "FP16"] and calls.pool == ("WORKSPACE", 256 << 20)
     side = json.loads(q.with_suffix(".json").read_text())["engine"]
-    assert (side["tensorrt"], side["precision"], side["quantization"]) == ("8.5.2.2", "int8-qdq+fp16", "explicit")
+    assert (side["tensorrt"], side["precision"], side["quantization"]) == (
+        "8.5.2.2",
+        "int8-qdq+fp16",
+        "explicit",
+    )
 
 
 def test_dynamic_onnx_builds_with_a_profile(tmp_path):
@@ -398,9 +468,14 @@ def test_cli_dry_run(tmp_path, capsys):
     assert "builder flags ['FP16']" in out and "trtexec --onnx=" in out
     assert main(["build-engine", "--model", str(p), "--int8", "--dry-run", "--trt-version", "11.0"]) == 2
     assert "removed implicit INT8" in capsys.readouterr().err
-    assert main(["build-engine", "--model", str(p), "--shape", "1x3x8", "--dry-run", "--trt-version", "10.3"]) == 2
+    assert (
+        main(["build-engine", "--model", str(p), "--shape", "1x3x8", "--dry-run", "--trt-version", "10.3"])
+        == 2
+    )
     assert "--shape 1x3x8: input 'images' is 1x3x8x8" in capsys.readouterr().err
-    assert main(["build-engine", "--model", str(p), "--shape", "big", "--dry-run", "--trt-version", "10.3"]) == 2
+    assert (
+        main(["build-engine", "--model", str(p), "--shape", "big", "--dry-run", "--trt-version", "10.3"]) == 2
+    )
     assert "expected sizes joined by x" in capsys.readouterr().err
 
 
@@ -419,7 +494,9 @@ def _cuda_device() -> bool:
     return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
-@pytest.mark.skipif(not _tensorrt_importable(), reason="tensorrt is not importable (it ships with JetPack / NVIDIA's index)")
+@pytest.mark.skipif(
+    not _tensorrt_importable(), reason="tensorrt is not importable (it ships with JetPack / NVIDIA's index)"
+)
 @pytest.mark.skipif(not _cuda_device(), reason="no CUDA device: TensorRT's builder needs a GPU")
 def test_real_tensorrt_build(tmp_path):
     import tensorrt as trt
@@ -437,7 +514,9 @@ def fake_pycuda(monkeypatch):
     import types
 
     copies = []
-    driver = types.SimpleNamespace(mem_alloc=lambda n: 0xD00D, memcpy_htod=lambda dst, x: copies.append(x.copy()))
+    driver = types.SimpleNamespace(
+        mem_alloc=lambda n: 0xD00D, memcpy_htod=lambda dst, x: copies.append(x.copy())
+    )
     monkeypatch.setitem(sys.modules, "pycuda", types.SimpleNamespace(driver=driver, autoinit=None))
     monkeypatch.setitem(sys.modules, "pycuda.autoinit", types.ModuleType("pycuda.autoinit"))
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
@@ -470,18 +549,25 @@ def test_implicit_calibrator_feeds_images_preprocessed_as_the_model_records(tmp_
     data = _calibration_data(tmp_path)
     model = tmp_path / "model.onnx"
     model.write_bytes(b"x")
-    model.with_suffix(".json").write_text(json.dumps({"names": {"0": "scratch"}, "imgsz": [32, 32],
-                                                      "preprocess": {"letterbox": False}}))
+    model.with_suffix(".json").write_text(
+        json.dumps({"names": {"0": "scratch"}, "imgsz": [32, 32], "preprocess": {"letterbox": False}})
+    )
     cache = tmp_path / "calib.cache"
     cal = tensorrt_calibrator(CALIBRATOR_BASE, model, (1, 3, 32, 32), data, 8, cache)
     assert cal.get_batch_size() == 1 and cal.read_calibration_cache() is None
     assert [cal.get_batch(["images"]) for _ in range(4)] == [[0xD00D]] * 3 + [None]
-    stretched = load_images(sorted((tmp_path / "images").glob("*.png")), (32, 32), Preprocess(letterbox=False))
+    stretched = load_images(
+        sorted((tmp_path / "images").glob("*.png")), (32, 32), Preprocess(letterbox=False)
+    )
     copies = fake_pycuda
-    assert sorted(float(c.mean()) for c in copies) == pytest.approx(sorted(float(x.mean()) for x in stretched))
+    assert sorted(float(c.mean()) for c in copies) == pytest.approx(
+        sorted(float(x.mean()) for x in stretched)
+    )
     assert all((c == c.flat[0]).all() for c in copies)  # stretched: no grey letterbox bands
     cal.write_calibration_cache(b"scales")
-    assert cache.read_bytes() == b"scales" and cal.read_calibration_cache() == b"scales" and cal.failure is None
+    assert (
+        cache.read_bytes() == b"scales" and cal.read_calibration_cache() == b"scales" and cal.failure is None
+    )
 
 
 @pytest.mark.parametrize("kind", ["bomb", "not-an-image"])
@@ -499,8 +585,9 @@ def test_calibrator_refuses_a_bad_image_before_calibrating(tmp_path, fake_pycuda
     assert str(e.value) == f"{bad}: {why}" and fake_pycuda == []
 
 
-def test_an_image_failing_mid_calibration_stops_the_build_and_writes_nothing(tmp_path, fake_pycuda, monkeypatch,
-                                                                             capsys):
+def test_an_image_failing_mid_calibration_stops_the_build_and_writes_nothing(
+    tmp_path, fake_pycuda, monkeypatch, capsys
+):
     """An image whose header passes but whose data does not decode: TensorRT takes an exception from
     get_batch as the end of the data (NVIDIA/TensorRT python/src/infer/pyInt8.cpp) and would build from the
     batches before it, so the calibrator keeps the error, writes no cache, and `build-engine` exits 2 with
@@ -512,7 +599,10 @@ def test_an_image_failing_mid_calibration_stops_the_build_and_writes_nothing(tmp
     trt, calls = _fake_trt("8.5.2.2", parse_ok=True)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     argv = ["build-engine", "--model", str(model), "--int8", "--fp16", "--calib-data", str(data)]
-    assert main(argv + ["--calib-cache", str(tmp_path / "good.cache"), "--out", str(tmp_path / "good.engine")]) == 0
+    assert (
+        main(argv + ["--calib-cache", str(tmp_path / "good.cache"), "--out", str(tmp_path / "good.engine")])
+        == 0
+    )
     assert calls.batches == 3 and (tmp_path / "good.cache").read_bytes() == b"scales"  # the fake calibrates
     capsys.readouterr()
     bad, why = bad_png(tmp_path / "d" / "images" / "3.png", "undecodable")
@@ -520,7 +610,12 @@ def test_an_image_failing_mid_calibration_stops_the_build_and_writes_nothing(tmp
     assert main(argv + ["--calib-cache", str(cache), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.replace("\r", "\n").strip().splitlines()[-1] == f"defectdet build-engine: error: {bad}: {why}"
-    assert "Traceback" not in err and not out.exists() and not cache.exists() and not out.with_suffix(".json").exists()
+    assert (
+        "Traceback" not in err
+        and not out.exists()
+        and not cache.exists()
+        and not out.with_suffix(".json").exists()
+    )
 
 
 def test_a_calibration_cache_is_bound_to_its_model(tmp_path, fake_pycuda, monkeypatch, capsys):
@@ -546,7 +641,9 @@ def test_a_calibration_cache_is_bound_to_its_model(tmp_path, fake_pycuda, monkey
 
     calls.batches = 0  # the same model again, without images: its own cache is replayed
     assert main(base) == 0 and calls.batches == 0 and calls.replayed == b"scales"
-    assert json.loads(model.with_suffix(".json").read_text())["engine"]["calibration_cache"]["replayed"] is True
+    assert (
+        json.loads(model.with_suffix(".json").read_text())["engine"]["calibration_cache"]["replayed"] is True
+    )
 
     retrained = onnx.load(str(model))  # new weights: another model file, the old cache stays beside it
     retrained.graph.initializer[0].raw_data = bytes(len(retrained.graph.initializer[0].raw_data))
@@ -578,5 +675,7 @@ def test_build_engine_keeps_the_cause_of_a_tensorrt_that_fails_to_load(tmp_path,
     (pkg / "__init__.py").write_text("raise OSError('libnvinfer.so.10: cannot open shared object file')\n")
     monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path / "fake"))
-    with pytest.raises(ExportError, match=r"tensorrt failed to import \(OSError: libnvinfer.so.10: cannot open"):
+    with pytest.raises(
+        ExportError, match=r"tensorrt failed to import \(OSError: libnvinfer.so.10: cannot open"
+    ):
         import_tensorrt()

@@ -44,9 +44,28 @@ def trained(tmp_path_factory):
     from ultralytics import YOLO
 
     y = YOLO("yolo11n.yaml")
-    y.train(data=str(data), epochs=40, imgsz=IMGSZ, batch=16, device="cpu", workers=0, amp=False, plots=False,
-            val=False, mosaic=0.0, close_mosaic=0, warmup_epochs=1, optimizer="AdamW", lr0=0.004, seed=0,
-            deterministic=True, project=str(root / "runs"), name="shapes", exist_ok=True, verbose=False)
+    y.train(
+        data=str(data),
+        epochs=40,
+        imgsz=IMGSZ,
+        batch=16,
+        device="cpu",
+        workers=0,
+        amp=False,
+        plots=False,
+        val=False,
+        mosaic=0.0,
+        close_mosaic=0,
+        warmup_epochs=1,
+        optimizer="AdamW",
+        lr0=0.004,
+        seed=0,
+        deterministic=True,
+        project=str(root / "runs"),
+        name="shapes",
+        exist_ok=True,
+        verbose=False,
+    )
     ckpt = root / "runs" / "shapes" / "weights" / "last.pt"
     fp32 = export_onnx(ckpt, imgsz=IMGSZ, out=root / "model" / "model.onnx").onnx
     sound = quantize_onnx(fp32, data, calib_images=32, show_progress=False).onnx
@@ -57,8 +76,13 @@ def trained(tmp_path_factory):
     (blank / "labels" / "train" / "blank.txt").write_text("")
     shutil.copytree(blank / "images" / "train", blank / "images" / "val")
     (blank / "data.yaml").write_text("train: images/train\nval: images/val\nnames:\n  0: square\n  1: disc\n")
-    damaged = quantize_onnx(fp32, blank / "data.yaml", calib_images=1, show_progress=False,
-                            out=root / "model" / "damaged.int8.onnx").onnx
+    damaged = quantize_onnx(
+        fp32,
+        blank / "data.yaml",
+        calib_images=1,
+        show_progress=False,
+        out=root / "model" / "damaged.int8.onnx",
+    ).onnx
     return data, fp32, sound, damaged
 
 
@@ -107,8 +131,15 @@ def test_cpu_form_passes_the_gate(trained, tmp_path):
     from defectdet.export.quantize import quantize_onnx
 
     data, fp32, _, _ = trained
-    q = quantize_onnx(fp32, data, calib_images=32, method="minmax", target="cpu", out=tmp_path / "m.cpu.onnx",
-                      show_progress=False)
+    q = quantize_onnx(
+        fp32,
+        data,
+        calib_images=32,
+        method="minmax",
+        target="cpu",
+        out=tmp_path / "m.cpu.onnx",
+        show_progress=False,
+    )
     assert run_gate(fp32, q.onnx, data).decision == "pass"
 
 
@@ -117,6 +148,22 @@ def test_cli_quantize_runs_the_gate(trained, tmp_path):
 
     data, fp32, _, _ = trained
     out = tmp_path / "cli.int8.onnx"
-    assert main(["quantize", "--model", str(fp32), "--data", str(data), "--calib-images", "16",
-                 "--method", "minmax", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quantize",
+                "--model",
+                str(fp32),
+                "--data",
+                str(data),
+                "--calib-images",
+                "16",
+                "--method",
+                "minmax",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.with_suffix(".json").read_text())["gate"]["decision"] == "pass"

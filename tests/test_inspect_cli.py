@@ -35,7 +35,9 @@ def model(tmp_path_factory):
 def video(tmp_path_factory):
     from defectdet.data.synthetic import make_video
 
-    return make_video(tmp_path_factory.mktemp("video") / "parts.mp4", frames=30, width=320, height=240, defect_rate=0.5)
+    return make_video(
+        tmp_path_factory.mktemp("video") / "parts.mp4", frames=30, width=320, height=240, defect_rate=0.5
+    )
 
 
 def _frames(path):
@@ -52,7 +54,11 @@ def test_config_file_lists_every_key_with_its_default():
     assert merge_config(DEFAULTS, doc, "inspect.yaml") == DEFAULTS  # no unknown key, same values
 
     def keys(d, prefix=""):
-        return {k for key, v in d.items() for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {prefix + key})}
+        return {
+            k
+            for key, v in d.items()
+            for k in (keys(v, f"{prefix}{key}.") if isinstance(v, dict) else {prefix + key})
+        }
 
     assert keys(doc) == keys(DEFAULTS)
 
@@ -69,8 +75,20 @@ def test_unknown_keys_and_missing_source_are_one_line_errors(model, capsys):
 
 def test_video_file_every_frame_events_match_the_detector(model, video, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["inspect", "--model", str(model), "--source", str(video), "--out", str(out), CONF, "record.enabled=true",
-               "status_every=0"])
+    rc = main(
+        [
+            "inspect",
+            "--model",
+            str(model),
+            "--source",
+            str(video),
+            "--out",
+            str(out),
+            CONF,
+            "record.enabled=true",
+            "status_every=0",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(capsys.readouterr().out)  # printed too
@@ -81,9 +99,13 @@ def test_video_file_every_frame_events_match_the_detector(model, video, tmp_path
     assert summary["frames"] == len(frames) == 30 and summary["stop_reason"] == "end of source"
     assert 0 < len(expected_ng) < 30
     events = list(read_events(out / "events.jsonl"))
-    assert [e["frame"] for e in events] == expected_ng == [e["frame"] for e in events if e["decision"] == "NG"]
+    assert (
+        [e["frame"] for e in events] == expected_ng == [e["frame"] for e in events if e["decision"] == "NG"]
+    )
     assert summary["ng"] == summary["events_written"] == len(events)
-    assert all(e["model"].startswith("model.onnx:") and e["source"] == str(video) and e["detections"] for e in events)
+    assert all(
+        e["model"].startswith("model.onnx:") and e["source"] == str(video) and e["detections"] for e in events
+    )
     assert len(list((out / "snapshots").iterdir())) == 2 * len(events)
     assert len(_frames(out / "annotated.mp4")) == 30
     assert summary["latency_ms"]["p50"] > 0 and summary["fps"] > 0
@@ -95,7 +117,22 @@ def test_image_folder(model, video, tmp_path):
     for i, f in enumerate(_frames(video)[:8]):
         cv2.imwrite(str(folder / f"part_{i:03d}.png"), f)
     out = tmp_path / "run"
-    assert main(["inspect", "--model", str(model), "--source", str(folder), "--out", str(out), CONF, "status_every=0"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(model),
+                "--source",
+                str(folder),
+                "--out",
+                str(out),
+                CONF,
+                "status_every=0",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 8
     events = list(read_events(out / "events.jsonl"))
@@ -104,11 +141,33 @@ def test_image_folder(model, video, tmp_path):
 
 def test_synthetic_with_max_frames_and_a_config_file(model, tmp_path):
     cfg = tmp_path / "line.yaml"
-    cfg.write_text(yaml.safe_dump({"conf": 0.5, "status_every": 0, "snapshots": {"enabled": False},
-                                   "decision": {"roi": [0.25, 0.0, 0.75, 1.0]}, "signals": {"stdout": {"enabled": True}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "conf": 0.5,
+                "status_every": 0,
+                "snapshots": {"enabled": False},
+                "decision": {"roi": [0.25, 0.0, 0.75, 1.0]},
+                "signals": {"stdout": {"enabled": True}},
+            }
+        )
+    )
     out = tmp_path / "run"
-    rc = main(["inspect", "--model", str(model), "--source", "synthetic://?width=320&height=240", "--out", str(out),
-               "--config", str(cfg), "--max-frames", "24"])
+    rc = main(
+        [
+            "inspect",
+            "--model",
+            str(model),
+            "--source",
+            "synthetic://?width=320&height=240",
+            "--out",
+            str(out),
+            "--config",
+            str(cfg),
+            "--max-frames",
+            "24",
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert rc == 0 and summary["frames"] == 24 and summary["stop_reason"] == "max_frames"
     assert not (out / "snapshots").exists() and summary["sinks"]["stdout"]["sent"] == summary["triggers"]
@@ -121,8 +180,21 @@ def test_an_unwritable_out_exits_3_saying_why_on_stderr(model, tmp_path, capsys)
     all fail; the run still decides every frame, then exits 3 with the reasons on stderr and in the printed summary."""
     (tmp_path / "blocker").write_text("a file, not a folder")
     out = tmp_path / "blocker" / "out"
-    rc = main(["inspect", "--model", str(model), "--source", "synthetic://?width=320&height=240&defect_rate=1",
-               "--out", str(out), "--max-frames", "12", CONF, "status_every=0"])
+    rc = main(
+        [
+            "inspect",
+            "--model",
+            str(model),
+            "--source",
+            "synthetic://?width=320&height=240&defect_rate=1",
+            "--out",
+            str(out),
+            "--max-frames",
+            "12",
+            CONF,
+            "status_every=0",
+        ]
+    )
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert rc == 3 and summary["frames"] == 12 and summary["degraded"] is True
@@ -138,8 +210,21 @@ def test_an_unwritable_out_exits_3_saying_why_on_stderr(model, tmp_path, capsys)
 def test_sigterm_ends_the_run_within_2_s_with_valid_jsonl(model, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ORT_DISABLE_TELEMETRY": "1"}
-    cmd = [sys.executable, "-m", "defectdet.cli", "inspect", "--model", str(model), "--out", str(out), CONF,
-           "--source", "synthetic://?width=320&height=240&fps=30&live=1", "status_every=0.5", "events.fsync=true"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "defectdet.cli",
+        "inspect",
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        CONF,
+        "--source",
+        "synthetic://?width=320&height=240&fps=30&live=1",
+        "status_every=0.5",
+        "events.fsync=true",
+    ]
     with open(tmp_path / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=tmp_path)
         try:
@@ -163,7 +248,9 @@ def test_sigterm_ends_the_run_within_2_s_with_valid_jsonl(model, tmp_path):
     events = [json.loads(line) for line in text.splitlines()]  # valid JSON to the last line
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(stdout)
-    assert summary["stop_reason"] == "SIGTERM" and summary["events_written"] == len(events) == summary["ng"] > 0
+    assert (
+        summary["stop_reason"] == "SIGTERM" and summary["events_written"] == len(events) == summary["ng"] > 0
+    )
     assert "SIGTERM: finishing the current frame" in (tmp_path / "stderr.txt").read_text()
 
 
@@ -181,8 +268,23 @@ def test_snapshots_wait_for_the_disk_on_files_and_drop_on_cameras(tmp_path):
 
 
 def _run_events(model, source, out, *overrides):
-    assert main(["inspect", "--model", str(model), "--source", str(source), "--out", str(out), CONF, "status_every=0",
-                 *overrides]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                "--model",
+                str(model),
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                CONF,
+                "status_every=0",
+                *overrides,
+            ]
+        )
+        == 0
+    )
     events = [
         {
             k: v for k, v in e.items() if k not in ("ts", "latency_ms", "run")
@@ -198,7 +300,9 @@ def test_pipelined_and_sequential_loops_give_identical_events_on_a_file_and_a_fo
     for i, f in enumerate(_frames(video)[:12]):
         cv2.imwrite(str(folder / f"part_{i:03d}.png"), f)
     for source in (video, folder):
-        seq, s_sum = _run_events(model, source, tmp_path / f"seq-{source.name}", "pipeline=off", "snapshots.enabled=false")
+        seq, s_sum = _run_events(
+            model, source, tmp_path / f"seq-{source.name}", "pipeline=off", "snapshots.enabled=false"
+        )
         pipe, p_sum = _run_events(model, source, tmp_path / f"pipe-{source.name}", "snapshots.enabled=false")
         assert seq and pipe == seq  # content and order
         assert (s_sum["pipeline"], p_sum["pipeline"]) == (False, True)

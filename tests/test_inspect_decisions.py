@@ -24,9 +24,14 @@ SHAPE = (100, 200, 3)  # H, W, C
 def test_per_class_thresholds_strictly_above():
     d = Decider(NAMES, conf=0.5, thresholds={"spot": 0.8, 2: 0.1})
     assert d.thresholds.tolist() == pytest.approx([0.5, 0.8, 0.1, 0.5])
-    frame = dets((0, 0, 10, 10, 0.5, 0), (0, 0, 10, 10, 0.79, 1), (0, 0, 10, 10, 0.11, 2), (0, 0, 10, 10, 0.51, 3))
+    frame = dets(
+        (0, 0, 10, 10, 0.5, 0), (0, 0, 10, 10, 0.79, 1), (0, 0, 10, 10, 0.11, 2), (0, 0, 10, 10, 0.51, 3)
+    )
     kept = d.defects(frame, SHAPE)
-    assert kept.class_name.tolist() == ["crack", "dent"]  # scratch at exactly 0.5 and spot below 0.8 do not count
+    assert kept.class_name.tolist() == [
+        "crack",
+        "dent",
+    ]  # scratch at exactly 0.5 and spot below 0.8 do not count
     assert d(frame, SHAPE).ng
     assert not d(dets((0, 0, 10, 10, 0.5, 0)), SHAPE).ng
 
@@ -88,8 +93,14 @@ def test_debounce_k_of_n():
     seq = [hit, miss, hit, miss, miss, hit, hit, hit, miss, miss, miss]
     got = [d(x, SHAPE) for x in seq]
     raw = [len(x) > 0 for x in seq]
-    expected = [sum(raw[max(0, i - 2) : i + 1]) >= 2 for i in range(len(seq))]  # k of the last n, this one included
-    assert [g.ng for g in got] == expected == [False, False, True, False, False, False, True, True, True, False, False]
+    expected = [
+        sum(raw[max(0, i - 2) : i + 1]) >= 2 for i in range(len(seq))
+    ]  # k of the last n, this one included
+    assert (
+        [g.ng for g in got]
+        == expected
+        == [False, False, True, False, False, False, True, True, True, False, False]
+    )
     assert [g.raw_ng for g in got] == raw
     rising = [g.ng and not (i and got[i - 1].ng) for i, g in enumerate(got)]
     assert [g.rising for g in got] == rising

@@ -69,13 +69,21 @@ class ScriptedReader:
     fps = None
 
     def __init__(self, counter, fail_after=None, limit=None, period=0.0):
-        self.counter, self.fail_after, self.limit, self.period, self.reads = counter, fail_after, limit, period, 0
+        self.counter, self.fail_after, self.limit, self.period, self.reads = (
+            counter,
+            fail_after,
+            limit,
+            period,
+            0,
+        )
 
     def read(self):
         self.reads += 1
         if self.period:
             time.sleep(self.period)
-        if (self.fail_after is not None and self.reads > self.fail_after) or (self.limit and self.counter[0] >= self.limit):
+        if (self.fail_after is not None and self.reads > self.fail_after) or (
+            self.limit and self.counter[0] >= self.limit
+        ):
             return None, {}
         img = marked(self.counter[0])
         self.counter[0] += 1
@@ -107,11 +115,18 @@ def file_source(n):
 
 def test_every_frame_decided_and_every_ng_frame_logged_once(Loop, tmp_path):
     rec, n = Recorder(), 60
-    loop = Loop(FakeDetector(), file_source(n), Decider(NAMES),
-                          [Snapshots(tmp_path / "snaps", queue=n), EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
+    loop = Loop(
+        FakeDetector(),
+        file_source(n),
+        Decider(NAMES),
+        [Snapshots(tmp_path / "snaps", queue=n), EventLog(tmp_path / "events.jsonl"), rec],
+        out_dir=tmp_path,
+    )
     summary = loop.run()
     expected_ng = [i for i in range(n) if is_defective(i)]
-    assert summary["frames"] == n and summary["ng"] == len(expected_ng) and summary["ok"] == n - len(expected_ng)
+    assert (
+        summary["frames"] == n and summary["ng"] == len(expected_ng) and summary["ok"] == n - len(expected_ng)
+    )
     assert rec.ng == expected_ng
     assert [e["frame"] for e in read_events(tmp_path / "events.jsonl")] == expected_ng
     assert summary["events_written"] == len(expected_ng)
@@ -131,8 +146,14 @@ def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(Lo
 
     src = FrameSource(parse_source("0"), opener=opener, backoff_s=0.01, stall_s=0)  # a live camera
     rec = Recorder()
-    loop = Loop(FakeDetector(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec],
-                          max_frames=120, out_dir=tmp_path)
+    loop = Loop(
+        FakeDetector(),
+        src,
+        Decider(NAMES),
+        [EventLog(tmp_path / "events.jsonl"), rec],
+        max_frames=120,
+        out_dir=tmp_path,
+    )
     summary = loop.run()
     events = [e["frame"] for e in read_events(tmp_path / "events.jsonl")]
     assert summary["reconnects"] == k and len(conns) == k + 1
@@ -140,7 +161,9 @@ def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(Lo
     assert summary["events_written"] == summary["ng"] == len(events) == len(rec.ng)
     assert len(set(rec.ng)) == len(rec.ng)  # nothing duplicated
     assert all(is_defective(i) for i in rec.ng)  # NG exactly where the line had defects ...
-    assert summary["frames"] + summary["dropped_frames"] <= counter[0]  # ... and frames never seen are counted as dropped
+    assert (
+        summary["frames"] + summary["dropped_frames"] <= counter[0]
+    )  # ... and frames never seen are counted as dropped
 
 
 def _unwritable(tmp_path):
@@ -160,7 +183,9 @@ def test_read_only_output_keeps_deciding_and_signalling(Loop, tmp_path, caplog):
     assert summary["frames"] == n and rec.ng == [i for i in range(n) if is_defective(i)]
     assert len(rec.triggers) == summary["triggers"] == 6  # the reject output still fired for every part
     assert summary["events_written"] == 0
-    assert summary["sinks"]["events"]["errors"] == summary["ng"] + 1  # creating the file at start, then every NG frame
+    assert (
+        summary["sinks"]["events"]["errors"] == summary["ng"] + 1
+    )  # creating the file at start, then every NG frame
     text = caplog.text
     assert "events: open failed: NotADirectoryError" in text and str(out) in text
     assert "snapshots: emit failed" in text and "summary: cannot write" in text
@@ -206,7 +231,10 @@ def test_limits_and_status_lines(Loop, caplog):
     assert summary["stop_reason"] == "duration" and 0.6 <= summary["seconds"] < 1.5
     status = [r.getMessage() for r in caplog.records if "fps |" in r.getMessage()]
     assert len(status) >= 2
-    assert all("latency p50" in s and "dropped" in s and "reconnects 0" in s and " ok " in s and " ng " in s for s in status)
+    assert all(
+        "latency p50" in s and "dropped" in s and "reconnects 0" in s and " ok " in s and " ng " in s
+        for s in status
+    )
     assert status[-1].startswith("done: ")
     loop2 = Loop(FakeDetector(), file_source(1000), Decider(NAMES), max_frames=25)
     assert loop2.run()["frames"] == 25
@@ -229,7 +257,9 @@ def test_latency_percentiles_within_one_percent():
     for v in values:
         stats.add(float(v))
     for q in (50, 90, 99):
-        assert stats.percentile(q) == pytest.approx(np.percentile(values, q, method="inverted_cdf"), rel=0.011)
+        assert stats.percentile(q) == pytest.approx(
+            np.percentile(values, q, method="inverted_cdf"), rel=0.011
+        )
     assert stats.recent_percentile(50) == pytest.approx(np.percentile(values[-100:], 50))
     assert LatencyStats().percentile(50) is None
 
@@ -248,8 +278,14 @@ def test_a_failing_frame_is_skipped_but_a_failing_detector_ends_the_run(Loop, tm
     loop = Loop(Flaky(lambda i: i in (5, 6, 30)), file_source(40), Decider(NAMES), max_detector_errors=3)
     with caplog.at_level(logging.ERROR, "defectdet.inspect"):
         summary = loop.run()
-    assert summary["frames"] == 37 and summary["detector_errors"] == 3 and "frame 5: detector failed" in caplog.text
-    loop = Loop(Flaky(lambda i: i >= 10), file_source(40), Decider(NAMES), max_detector_errors=3, out_dir=tmp_path)
+    assert (
+        summary["frames"] == 37
+        and summary["detector_errors"] == 3
+        and "frame 5: detector failed" in caplog.text
+    )
+    loop = Loop(
+        Flaky(lambda i: i >= 10), file_source(40), Decider(NAMES), max_detector_errors=3, out_dir=tmp_path
+    )
     with pytest.raises(ValueError, match="expected values"):
         loop.run()
     summary = json.loads((tmp_path / "summary.json").read_text())  # still written by the finally
@@ -315,12 +351,22 @@ class StagedFake(FakeDetector):
 
 def test_pipeline_stages_keep_frame_order_and_buffers_intact(tmp_path):
     det, rec, n = StagedFake(), Recorder(), 80
-    loop = PipelinedLoop(det, file_source(n), Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
+    loop = PipelinedLoop(
+        det, file_source(n), Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path
+    )
     summary, error = run_joined(loop)
     assert error is None and det.decoded == list(range(n))
     expected_ng = [i for i in range(n) if is_defective(i)]
-    assert rec.ng == expected_ng and [e["frame"] for e in read_events(tmp_path / "events.jsonl")] == expected_ng
-    assert summary["pipeline"] is True and set(summary["stages_ms"]) == {"pre", "infer", "post", "decide", "sinks"}
+    assert (
+        rec.ng == expected_ng and [e["frame"] for e in read_events(tmp_path / "events.jsonl")] == expected_ng
+    )
+    assert summary["pipeline"] is True and set(summary["stages_ms"]) == {
+        "pre",
+        "infer",
+        "post",
+        "decide",
+        "sinks",
+    }
     assert all(v["p50"] is not None and v["p99"] >= v["p50"] for v in summary["stages_ms"].values())
     assert not stage_threads()
 
@@ -366,10 +412,17 @@ def test_a_stage_that_raises_ends_the_run_with_its_error_and_joins_every_thread(
 def test_a_stop_mid_run_finishes_the_frames_inside_and_joins_every_thread(tmp_path):
     counter = [0]
     src = FrameSource(parse_source("0"), opener=lambda spec: ScriptedReader(counter, period=0.002), stall_s=0)
-    loop = PipelinedLoop(StagedFake(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl")], out_dir=tmp_path)
+    loop = PipelinedLoop(
+        StagedFake(), src, Decider(NAMES), [EventLog(tmp_path / "events.jsonl")], out_dir=tmp_path
+    )
     threading.Timer(0.4, loop.request_stop, args=("SIGTERM",)).start()
     summary, error = run_joined(loop)
-    assert error is None and summary["stop_reason"] == "SIGTERM" and summary["frames"] > 0 and not stage_threads()
+    assert (
+        error is None
+        and summary["stop_reason"] == "SIGTERM"
+        and summary["frames"] > 0
+        and not stage_threads()
+    )
     assert summary["events_written"] == summary["ng"] == len(list(read_events(tmp_path / "events.jsonl")))
 
 
@@ -451,11 +504,18 @@ def test_two_slot_detector_overlaps_frames_and_keeps_order_and_events(tmp_path):
     are those of the sequential loop, in the same order."""
     n = 80
     (tmp_path / "seq").mkdir()
-    ref = InspectionLoop(StagedFake(), file_source(n), Decider(NAMES), [EventLog(tmp_path / "seq" / "events.jsonl")],
-                         out_dir=tmp_path / "seq")
+    ref = InspectionLoop(
+        StagedFake(),
+        file_source(n),
+        Decider(NAMES),
+        [EventLog(tmp_path / "seq" / "events.jsonl")],
+        out_dir=tmp_path / "seq",
+    )
     ref.run()
     det, rec = OverlapFake(), Recorder()
-    loop = PipelinedLoop(det, file_source(n), Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path)
+    loop = PipelinedLoop(
+        det, file_source(n), Decider(NAMES), [EventLog(tmp_path / "events.jsonl"), rec], out_dir=tmp_path
+    )
     summary, error = run_joined(loop)
     assert error is None and summary["frames"] == n and summary["in_flight"] == 2
     assert det.decoded == list(range(n)) and det.most == 2
@@ -463,7 +523,9 @@ def test_two_slot_detector_overlaps_frames_and_keeps_order_and_events(tmp_path):
     assert len(overlapped) > n // 2  # the pre stage keeps up with this fake, so most frames overlap
     strip = ("ts", "latency_ms", "run")  # when it happened, how long it took, which run; the rest must match
     events = [{k: v for k, v in e.items() if k not in strip} for e in read_events(tmp_path / "events.jsonl")]
-    reference = [{k: v for k, v in e.items() if k not in strip} for e in read_events(tmp_path / "seq" / "events.jsonl")]
+    reference = [
+        {k: v for k, v in e.items() if k not in strip} for e in read_events(tmp_path / "seq" / "events.jsonl")
+    ]
     assert events == reference and [e["frame"] for e in events] == [i for i in range(n) if is_defective(i)]
     assert summary["stages_ms"]["infer"]["p50"] is not None and not stage_threads()
 
@@ -475,7 +537,10 @@ def test_two_slot_detector_failures_are_counted_in_frame_order(tmp_path, caplog)
         summary, error = run_joined(loop)
     assert error is None and summary["frames"] == 37 and summary["detector_errors"] == 3
     assert det.decoded == [i for i in range(40) if i not in (5, 6, 30)]
-    assert "frame 5: detector failed (ValueError: frame 5: enqueue failed)" in caplog.text and not stage_threads()
+    assert (
+        "frame 5: detector failed (ValueError: frame 5: enqueue failed)" in caplog.text
+        and not stage_threads()
+    )
     # failures in a row are counted in frame order: a submit failure (5) then two collect failures (6, 7)
     det = OverlapFake(fail_submit={5}, fail_collect={6, 7})
     summary, error = run_joined(PipelinedLoop(det, file_source(40), Decider(NAMES), max_detector_errors=3))

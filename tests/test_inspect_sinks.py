@@ -41,9 +41,15 @@ NAMES = {0: "scratch", 1: "spot"}
 def make_result(index=0, ng=True, trigger=True, image=None, seed=0):
     if image is None:
         image = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    d = Detections.from_arrays(np.array([[5, 6, 20, 30]], np.float32), [0.9], [1], NAMES) if ng else Detections.empty()
+    d = (
+        Detections.from_arrays(np.array([[5, 6, 20, 30]], np.float32), [0.9], [1], NAMES)
+        if ng
+        else Detections.empty()
+    )
     frame = Frame(image, index, time.time(), time.perf_counter(), {"part": index // 3})
-    return FrameResult(frame, d, Decision(ng, ng, trigger, d), 12.5, "synthetic://", "model.onnx:abc", trigger)
+    return FrameResult(
+        frame, d, Decision(ng, ng, trigger, d), 12.5, "synthetic://", "model.onnx:abc", trigger
+    )
 
 
 # --------------------------------------------------------------------------- event log
@@ -51,7 +57,9 @@ def test_event_record_has_the_issue_fields():
     rec = make_result(7).event()
     assert {"ts", "frame", "source", "detections", "latency_ms", "model"} <= set(rec)
     assert rec["ts"].endswith("Z") and rec["frame"] == 7 and rec["decision"] == "NG"
-    assert rec["detections"] == [{"xyxy": [5.0, 6.0, 20.0, 30.0], "confidence": 0.9, "class_id": 1, "class_name": "spot"}]
+    assert rec["detections"] == [
+        {"xyxy": [5.0, 6.0, 20.0, 30.0], "confidence": 0.9, "class_id": 1, "class_name": "spot"}
+    ]
 
 
 def test_event_log_appends_only_ng_frames_and_keeps_earlier_runs(tmp_path):
@@ -74,7 +82,10 @@ def test_event_log_rotates_by_size_and_never_loses_a_line(tmp_path):
         log.emit(make_result(i))
     log.close()
     rotated = rotated_files(path)
-    assert len(rotated) >= 3 and [p.name for p in rotated[:2]] == ["events.000001.jsonl", "events.000002.jsonl"]
+    assert len(rotated) >= 3 and [p.name for p in rotated[:2]] == [
+        "events.000001.jsonl",
+        "events.000002.jsonl",
+    ]
     assert all(p.stat().st_size <= 1000 for p in [*rotated, path])
     assert [e["frame"] for e in read_events(path)] == list(range(n))  # oldest file first, nothing lost
     log2 = EventLog(path, max_bytes=1000)  # a restart continues numbering, never overwrites
@@ -208,7 +219,9 @@ def test_snapshot_write_failure_in_the_thread_reaches_the_guard(tmp_path, caplog
         assert snaps.flush(10)
         guard.close()  # frame 1 failed too: reported by close
     assert guard.errors == 2 and snaps.failed == 2 and snaps.written == 0
-    assert "snapshots: emit failed: OSError:" in caplog.text and "snapshot not written: frame 0: " in caplog.text
+    assert (
+        "snapshots: emit failed: OSError:" in caplog.text and "snapshot not written: frame 0: " in caplog.text
+    )
     assert "frame 1: " in guard.last_error and guard.last_error.startswith("snapshots: close failed")
 
 
@@ -267,7 +280,9 @@ def test_guard_logs_a_failing_sink_once_and_counts(caplog):
             g.emit(make_result(i))
     assert g.errors == 5
     msgs = [r.getMessage() for r in caplog.records]
-    assert len(msgs) == 1 and "events: emit failed: PermissionError" in msgs[0] and "/ro/events.jsonl" in msgs[0]
+    assert (
+        len(msgs) == 1 and "events: emit failed: PermissionError" in msgs[0] and "/ro/events.jsonl" in msgs[0]
+    )
     assert "goes on deciding" in msgs[0]
 
 
@@ -350,8 +365,10 @@ def _jetson_gpio():
     return None
 
 
-@pytest.mark.skipif(_jetson_gpio() is not None or not Path("/etc/nv_tegra_release").exists(),
-                    reason="no Jetson.GPIO / not a Jetson: the real pin pulse is tested on the device")
+@pytest.mark.skipif(
+    _jetson_gpio() is not None or not Path("/etc/nv_tegra_release").exists(),
+    reason="no Jetson.GPIO / not a Jetson: the real pin pulse is tested on the device",
+)
 def test_real_jetson_gpio_pulse():
     s = GpioSignal(pin=int(os.environ.get("DEFECTDET_TEST_GPIO_PIN", "18")), pulse_ms=20)
     s.pulse()
@@ -395,7 +412,9 @@ def test_webhook_posts_each_trigger_as_json():
 
 
 def test_webhook_failures_never_reach_the_loop(caplog):
-    s = WebhookSignal(f"http://127.0.0.1:{_free_port()}/ng", timeout_s=0.5, queue_size=2)  # nothing listens there
+    s = WebhookSignal(
+        f"http://127.0.0.1:{_free_port()}/ng", timeout_s=0.5, queue_size=2
+    )  # nothing listens there
     s.emit(make_result(0))
     s.close(timeout=2)
     assert s.failed == 1 and s.sent == 0 and "POST failed" in caplog.text
@@ -421,7 +440,11 @@ def broker(tmp_path):
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
 
     def start():
-        procs.append(subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             with socket.socket() as s:

@@ -41,13 +41,19 @@ def test_parse_source_kinds(uri, kind, target, live):
 
 
 def test_parse_source_options_are_typed():
-    assert parse_source("usb://1?width=640&height=480&fourcc=MJPG").options == {"width": 640, "height": 480, "fourcc": "MJPG"}
+    assert parse_source("usb://1?width=640&height=480&fourcc=MJPG").options == {
+        "width": 640,
+        "height": 480,
+        "fourcc": "MJPG",
+    }
     syn = parse_source("synthetic://?width=320&defect_rate=0.5")
     assert syn.options["width"] == 320 and syn.options["defect_rate"] == 0.5 and syn.options["height"] == 480
 
 
 def test_rtsp_options_live_in_the_fragment_and_the_url_keeps_its_query():
-    spec = parse_source("rtsp://user:pw@10.0.0.5:554/stream?channel=1#backend=ffmpeg&latency=50&transport=udp")
+    spec = parse_source(
+        "rtsp://user:pw@10.0.0.5:554/stream?channel=1#backend=ffmpeg&latency=50&transport=udp"
+    )
     assert spec.kind == "stream" and spec.live
     assert spec.target == "rtsp://user:pw@10.0.0.5:554/stream?channel=1"
     assert spec.options == {"backend": "ffmpeg", "latency": 50, "transport": "udp"}
@@ -83,24 +89,38 @@ def test_parse_source_errors_are_one_clear_line(uri, message):
 # --------------------------------------------------------------------------- pipelines
 def test_csi_pipeline_is_argus_to_bgr_appsink_keeping_one_buffer():
     p = csi_pipeline(1, 1920, 1080, 30, flip=2, out_width=960, out_height=540)
-    assert p.startswith("nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM), width=(int)1920, height=(int)1080")
+    assert p.startswith(
+        "nvarguscamerasrc sensor-id=1 ! video/x-raw(memory:NVMM), width=(int)1920, height=(int)1080"
+    )
     assert "framerate=(fraction)30/1" in p and "nvvidconv flip-method=2" in p
     assert "width=(int)960, height=(int)540, format=(string)BGRx" in p
     assert p.endswith("video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false")
-    assert [e.split()[0] for e in p.split(" ! ")][::2] == ["nvarguscamerasrc", "nvvidconv", "videoconvert", "appsink"]
+    assert [e.split()[0] for e in p.split(" ! ")][::2] == [
+        "nvarguscamerasrc",
+        "nvvidconv",
+        "videoconvert",
+        "appsink",
+    ]
 
 
 def test_rtsp_pipeline_low_latency_and_decoder_choice():
     soft = rtsp_pipeline("rtsp://cam/s", latency=0, transport="tcp", codec="h264", decoder="avdec_h264")
-    assert soft.startswith('rtspsrc location="rtsp://cam/s" latency=0 protocols=tcp drop-on-latency=true ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert')
+    assert soft.startswith(
+        'rtspsrc location="rtsp://cam/s" latency=0 protocols=tcp drop-on-latency=true ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert'
+    )
     assert "nvvidconv" not in soft and soft.endswith("appsink drop=true max-buffers=1 sync=false")
     hw = rtsp_pipeline("rtsp://cam/s", codec="h265", decoder="nvv4l2decoder")
-    assert "rtph265depay ! h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert" in hw
+    assert (
+        "rtph265depay ! h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert"
+        in hw
+    )
     with pytest.raises(SourceError, match="codec"):
         rtsp_pipeline("rtsp://cam/s", codec="mjpeg")
 
 
-@pytest.mark.skipif(has_gstreamer(), reason="this OpenCV has GStreamer; the error path is for builds without it")
+@pytest.mark.skipif(
+    has_gstreamer(), reason="this OpenCV has GStreamer; the error path is for builds without it"
+)
 def test_csi_without_gstreamer_says_what_to_do():
     with pytest.raises(SourceError, match="no GStreamer support.*JetPack's OpenCV"):
         open_reader(parse_source("csi://0"))
@@ -123,7 +143,9 @@ def test_missing_camera_and_unreachable_stream_are_clear_errors():
     with pytest.raises(SourceError, match="FFmpeg cannot open the stream"):
         open_reader(parse_source("rtsp://127.0.0.1:9/none#backend=ffmpeg&timeout_ms=1000"))
     assert time.monotonic() - t < 10
-    assert ("OPENCV_FFMPEG_CAPTURE_OPTIONS" in os.environ) == had_options  # low-delay flags left there cost video files a frame
+    assert (
+        "OPENCV_FFMPEG_CAPTURE_OPTIONS" in os.environ
+    ) == had_options  # low-delay flags left there cost video files a frame
 
 
 # --------------------------------------------------------------------------- readers
@@ -345,8 +367,9 @@ def test_a_stalled_csi_camera_waits_for_the_sensor_before_reopening():
 
 def test_a_csi_camera_whose_session_never_lets_go_ends_the_run_for_a_restart():
     sensor = ArgusSensor()
-    src = FrameSource("csi://0", opener=sensor.open, stall_s=0.3, backoff_s=0.01, release_wait_s=0.5,
-                      give_up_s=30).start()
+    src = FrameSource(
+        "csi://0", opener=sensor.open, stall_s=0.3, backoff_s=0.01, release_wait_s=0.5, give_up_s=30
+    ).start()
     t0 = time.monotonic()
     while not src.done and time.monotonic() - t0 < 5:
         src.read(0.1)

@@ -58,7 +58,11 @@ def test_ratio_to_ce_is_alpha_t_times_modulating_factor(alpha, gamma):
     t = (torch.rand(200) > 0.5).double()
     p = torch.sigmoid(x)
     p_t = torch.where(t > 0, p, 1 - p)  # float64 reference: 1 - p_t keeps its digits near p_t = 1
-    a_t = torch.ones_like(t) if alpha is None else torch.where(t > 0, torch.tensor(alpha), torch.tensor(1 - alpha))
+    a_t = (
+        torch.ones_like(t)
+        if alpha is None
+        else torch.where(t > 0, torch.tensor(alpha), torch.tensor(1 - alpha))
+    )
     fl = sigmoid_focal_loss(x.float(), t.float(), alpha=alpha, gamma=gamma).double()
     ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
     # FL = a_t (1 - p_t)^g * CE, i.e. FL / CE = a_t (1 - p_t)^g; compared as a product because float32 CE of a
@@ -79,7 +83,9 @@ def test_matches_torchvision_where_available():
         assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
     # torchvision disables alpha with a negative value; ours with None
     ref = tv_ops.sigmoid_focal_loss(x, t, alpha=-1, gamma=2.0, reduction="mean")
-    assert sigmoid_focal_loss(x, t, alpha=None, reduction="mean").item() == pytest.approx(ref.item(), rel=1e-5)
+    assert sigmoid_focal_loss(x, t, alpha=None, reduction="mean").item() == pytest.approx(
+        ref.item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -143,7 +149,9 @@ def test_softmax_focal_against_formula_with_alpha_and_ignore():
     got_none = softmax_focal_loss(logits, targets, gamma=2.0, alpha=alpha, reduction="none")
     assert got_none[2].item() == 0.0
     assert torch.allclose(got_none[rows], per, atol=1e-6)
-    assert softmax_focal_loss(logits, targets, gamma=2.0, alpha=alpha).item() == pytest.approx(per.mean().item(), rel=1e-5)
+    assert softmax_focal_loss(logits, targets, gamma=2.0, alpha=alpha).item() == pytest.approx(
+        per.mean().item(), rel=1e-5
+    )
     # gamma = 0 without alpha is cross-entropy with the same ignore semantics
     ce = F.cross_entropy(logits, targets, ignore_index=-100)
     assert softmax_focal_loss(logits, targets, gamma=0.0).item() == pytest.approx(ce.item(), rel=1e-6)
@@ -171,8 +179,14 @@ def test_softmax_focal_dense_shapes_and_extremes():
         (lambda x, t: quality_focal_loss(x, t, beta=-2), "beta=-2"),
         (lambda x, t: varifocal_loss(x, t, alpha=None), r"alpha=None.*\[0, 1\]"),
         (lambda x, t: softmax_focal_loss(x.view(1, 4), t.long(), reduction="max"), "expected one of"),
-        (lambda x, t: softmax_focal_loss(x.view(1, 4), torch.zeros(1).long(), alpha=[0.1, 0.2]), "one per class"),
-        (lambda x, t: softmax_focal_loss(x.view(1, 4), torch.zeros(1).long(), alpha=[0, 0, 0, 2]), r"\[0, 1\]"),
+        (
+            lambda x, t: softmax_focal_loss(x.view(1, 4), torch.zeros(1).long(), alpha=[0.1, 0.2]),
+            "one per class",
+        ),
+        (
+            lambda x, t: softmax_focal_loss(x.view(1, 4), torch.zeros(1).long(), alpha=[0, 0, 0, 2]),
+            r"\[0, 1\]",
+        ),
         (lambda x, t: softmax_focal_loss(x.view(2, 2), torch.zeros(3).long()), "Shape mismatch"),
     ],
 )
@@ -191,5 +205,7 @@ def test_the_registry_is_the_one_list_of_classification_losses():
     assert torch.allclose(L.cls_loss_spec("focal").fn(x, t, 0.0, None), bce)  # gamma=0, no alpha: BCE
     assert torch.allclose(L.cls_loss_spec("qfl").fn(x, t, 2.0, None), L.quality_focal_loss(x, t, beta=2.0))
     assert L.cls_loss_spec("vfl").needs_alpha and L.cls_loss_spec("vfl").gain == 3.0
-    with pytest.raises(ValueError, match=r"Invalid classification loss 'dice'; expected one of 'bce', 'focal'"):
+    with pytest.raises(
+        ValueError, match=r"Invalid classification loss 'dice'; expected one of 'bce', 'focal'"
+    ):
         L.cls_loss_spec("dice")

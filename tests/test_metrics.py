@@ -20,7 +20,9 @@ def _img(boxes=(), conf=(), cls=(), gt_boxes=(), gt_cls=(), name=""):
 def _stats(correct50, conf, cls, n_gt):
     """BoxStats with the same correctness at every IoU threshold (hand cases are IoU-independent)."""
     correct = np.repeat(np.asarray(correct50, dtype=bool)[:, None], len(M.IOU_THRESHOLDS), 1)  # (D, T)
-    return M.BoxStats(correct=correct, conf=np.asarray(conf, float), cls=np.asarray(cls), n_gt=np.asarray(n_gt))
+    return M.BoxStats(
+        correct=correct, conf=np.asarray(conf, float), cls=np.asarray(cls), n_gt=np.asarray(n_gt)
+    )
 
 
 # ----------------------------------------------------------------------------- boxes
@@ -157,7 +159,9 @@ def test_part_scores_and_kpis():
 
 
 def _scores(hit, top, defective):
-    return M.PartScores(hit=np.asarray(hit, float), top=np.asarray(top, float), defective=np.asarray(defective))
+    return M.PartScores(
+        hit=np.asarray(hit, float), top=np.asarray(top, float), defective=np.asarray(defective)
+    )
 
 
 def test_calibration_one_class_known_answer():
@@ -216,12 +220,17 @@ def test_calibration_single_class_matches_brute_force():
         n_def, n_clean = rng.integers(3, 15), rng.integers(3, 15)
         hit = np.where(rng.random(n_def) < 0.85, rng.random(n_def), NEG)
         clean = np.where(rng.random(n_clean) < 0.8, rng.random(n_clean), NEG)
-        s = _scores(np.r_[hit, [NEG] * n_clean][:, None], np.r_[hit, clean][:, None], np.r_[[True] * n_def, [False] * n_clean])
+        s = _scores(
+            np.r_[hit, [NEG] * n_clean][:, None],
+            np.r_[hit, clean][:, None],
+            np.r_[[True] * n_def, [False] * n_clean],
+        )
         target = [0.0, 0.1, 0.3][trial % 3]
         cal = M.calibrate_thresholds(s, np.array([1.0]), target)
         allowed = int(np.floor(target * n_def + 1e-9))
         feasible = [
-            M.part_kpis(s, np.array([t])) for t in np.r_[hit, clean, 1.0, 2.0]
+            M.part_kpis(s, np.array([t]))
+            for t in np.r_[hit, clean, 1.0, 2.0]
             if M.part_kpis(s, np.array([t]))["escapes"] <= max(allowed, int((hit == NEG).sum()))
         ]
         best = min(k["overkills"] for k in feasible)
@@ -235,7 +244,9 @@ def test_calibration_multi_class_meets_target_and_no_single_raise_helps():
     hit = np.where(rng.random((n_def, nc)) < 0.5, rng.random((n_def, nc)), NEG)
     hit[:, 0] = np.maximum(hit[:, 0], 0.05)  # every part reachable through class 0
     clean = np.where(rng.random((n_clean, nc)) < 0.6, rng.random((n_clean, nc)) * 0.7, NEG)
-    s = _scores(np.r_[hit, np.full((n_clean, nc), NEG)], np.r_[hit, clean], np.r_[[True] * n_def, [False] * n_clean])
+    s = _scores(
+        np.r_[hit, np.full((n_clean, nc), NEG)], np.r_[hit, clean], np.r_[[True] * n_def, [False] * n_clean]
+    )
     start = np.full(nc, 0.8)
     cal = M.calibrate_thresholds(s, start, 0.1)
     assert cal.reachable and cal.kpis["escapes"] <= 3
@@ -260,5 +271,7 @@ def test_metrics_imports_numpy_only():
     import sys
 
     code = "import sys, defectdet.metrics; print(sorted(m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"

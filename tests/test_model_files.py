@@ -42,8 +42,15 @@ def _argv(command: str, model: Path, data: Path, tmp_path: Path) -> list:
         "gate": ["gate", "--fp32", str(model), "--int8", str(model), "--data", str(data)],
         "build-engine": ["build-engine", "--model", str(model), "--dry-run", "--trt-version", "10.3"],
         "build-engine-fp16": ["build-engine", "--model", str(model), "--fp16"],
-        "inspect": ["inspect", "--model", str(model), "--source", str(data.parent / "images"),
-                    "--out", str(tmp_path / "out")],
+        "inspect": [
+            "inspect",
+            "--model",
+            str(model),
+            "--source",
+            str(data.parent / "images"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
         "export": ["export", "--model", str(model)],
     }[command]
 
@@ -82,8 +89,11 @@ def test_sniffing_needs_no_onnx_package(tmp_path):
     assert sniff_onnx(write_model(tmp_path, "good.onnx", tiny_onnx())) == tmp_path / "good.onnx"
 
 
-@pytest.mark.parametrize("command", [pytest.param(c, marks=WORKSTATION) for c in ("val", "quantize", "gate")]
-                         + ["build-engine", "build-engine-fp16", "inspect"])
+@pytest.mark.parametrize(
+    "command",
+    [pytest.param(c, marks=WORKSTATION) for c in ("val", "quantize", "gate")]
+    + ["build-engine", "build-engine-fp16", "inspect"],
+)
 @pytest.mark.parametrize("kind", ["empty", "text", "truncated", "random", "new-opset"])
 def test_every_command_refuses_a_bad_model_in_one_line(tmp_path, data_yaml, capsys, command, kind):
     blob, word = BAD[kind]
@@ -103,13 +113,28 @@ def test_export_refuses_an_onnx_as_its_input(tmp_path, data_yaml, capsys):
     assert len(err) == 1 and str(model) in err[0] and "expected an ultralytics .pt" in err[0]
 
 
-@pytest.mark.parametrize("command, kind", [("build-engine", "truncated"), ("inspect", "random"),
-                                           pytest.param("quantize", "text", marks=WORKSTATION)])
+@pytest.mark.parametrize(
+    "command, kind",
+    [
+        ("build-engine", "truncated"),
+        ("inspect", "random"),
+        pytest.param("quantize", "text", marks=WORKSTATION),
+    ],
+)
 def test_python_dash_m_defectdet_prints_one_line_and_exits_2(tmp_path, data_yaml, command, kind):
     model = write_model(tmp_path, f"{kind}.onnx", BAD[kind][0])
-    p = subprocess.run([sys.executable, "-m", "defectdet", *_argv(command, model, data_yaml, tmp_path)],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p = subprocess.run(
+        [sys.executable, "-m", "defectdet", *_argv(command, model, data_yaml, tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2, p.stderr
-    assert len(lines) == 1 and lines[0].startswith(f"defectdet {command}: error: {model}") and BAD[kind][1] in lines[0]
+    assert (
+        len(lines) == 1
+        and lines[0].startswith(f"defectdet {command}: error: {model}")
+        and BAD[kind][1] in lines[0]
+    )

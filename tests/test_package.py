@@ -292,8 +292,15 @@ def test_checks_names_the_backend_a_bundle_will_run_on(packaged):
         raise BackendUnavailable("tensorrt and pycuda not installed")
 
     c = C.model_backend(str(p.bundle.path), no_gpu)
-    assert c.ok is False and p.bundle.label in c.detail and "ONNX Runtime" in c.detail and "JetPack's TensorRT" in c.fix
-    other = dict(ORIN, gpu="Xavier", compute_capability="7.2")  # TensorRT here, but no engine for this device yet
+    assert (
+        c.ok is False
+        and p.bundle.label in c.detail
+        and "ONNX Runtime" in c.detail
+        and "JetPack's TensorRT" in c.fix
+    )
+    other = dict(
+        ORIN, gpu="Xavier", compute_capability="7.2"
+    )  # TensorRT here, but no engine for this device yet
     c = C.model_backend(str(p.bundle.path), lambda: other)
     assert c.ok is False and "no engine for this device yet" in c.detail
     assert c.fix == f"defectdet build-engine {p.bundle.path}"
@@ -313,8 +320,12 @@ def test_dla_int8_calibrates_once_into_a_cache_paired_with_the_fp32_model(packag
         build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=0, **kw)
     with pytest.raises(ConfigError, match="--dla-core 2: this device has 2 DLA core"):
         build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=2, **kw)
-    r = build_bundle_engine(p.bundle.path, build_engine, trt, "int8", dla_core=0, calib_data=data, calib_images=4, **kw)
-    assert r.key == "orin-sm87_dla0_trt10.3.0_int8" and calls.batches > 0 and len(fake_pycuda) == calls.batches
+    r = build_bundle_engine(
+        p.bundle.path, build_engine, trt, "int8", dla_core=0, calib_data=data, calib_images=4, **kw
+    )
+    assert (
+        r.key == "orin-sm87_dla0_trt10.3.0_int8" and calls.batches > 0 and len(fake_pycuda) == calls.batches
+    )
     sha = p.bundle.manifest["files"]["fp32/model.onnx"]["sha256"]
     cache = tmp_path / p.bundle.id[:16] / "calib" / f"{sha[:16]}.calib.cache"
     assert cache.read_bytes() == b"scales"
@@ -326,7 +337,16 @@ def test_dla_int8_calibrates_once_into_a_cache_paired_with_the_fp32_model(packag
 
 def test_build_engine_setting_must_be_a_boolean(packaged, tmp_path, capsys):
     p, _, _ = packaged
-    argv = ["inspect", "--model", str(p.bundle.path), "--source", "synthetic://?frames=1", "--out", str(tmp_path)]
+    argv = [
+        "inspect",
+        "--model",
+        str(p.bundle.path),
+        "--source",
+        "synthetic://?frames=1",
+        "--out",
+        str(tmp_path),
+    ]
     assert main([*argv, "build_engine=maybe"]) == 2
-    assert capsys.readouterr().err.strip() == ("defectdet inspect: error: build_engine='maybe': expected on (true) "
-                                               "or off (false)")
+    assert capsys.readouterr().err.strip() == (
+        "defectdet inspect: error: build_engine='maybe': expected on (true) or off (false)"
+    )

@@ -82,8 +82,14 @@ def _venv(tmp: Path) -> Path:
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (site / "zz_outer.pth").write_text("".join(f"{p}\n" for p in sorted(outer)))
     return py
@@ -114,11 +120,33 @@ def test_pyproject_lists_every_subpackage():
 
 
 def test_wheel_in_a_fresh_venv_finds_presets_and_inspect_config(source, dataset, tmp_path):
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
-         source, cwd=tmp_path, home=tmp_path)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        tmp_path / "dist",
+        source,
+        cwd=tmp_path,
+        home=tmp_path,
+    )
     wheel = next((tmp_path / "dist").glob("defectdet-*.whl"))
     py = _venv(tmp_path)
-    _run(sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", wheel, cwd=tmp_path, home=tmp_path)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        py,
+        "install",
+        "--no-deps",
+        wheel,
+        cwd=tmp_path,
+        home=tmp_path,
+    )
     found = _probe(py, tmp_path, dataset)
     assert Path(found["package"]).is_relative_to(tmp_path / "venv")
     _assert_complete(found, Path(found["package"]).parent / "configs")
@@ -126,8 +154,20 @@ def test_wheel_in_a_fresh_venv_finds_presets_and_inspect_config(source, dataset,
 
 def test_editable_install_reads_the_checkout_configs(source, dataset, tmp_path):
     py = _venv(tmp_path)
-    _run(sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-build-isolation", "-e", source,
-         cwd=tmp_path, home=tmp_path)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        py,
+        "install",
+        "--no-deps",
+        "--no-build-isolation",
+        "-e",
+        source,
+        cwd=tmp_path,
+        home=tmp_path,
+    )
     found = _probe(py, tmp_path, dataset)
     assert Path(found["package"]) == source / "defectdet" / "__init__.py"
     _assert_complete(found, source / "configs")

@@ -30,7 +30,11 @@ def test_point_threshold_meets_the_target_at_the_midpoint():
     assert cal.reachable and cal.allowed_escapes == 1
     assert (cal.kpis["escapes"], cal.kpis["overkills"]) == (1, 1)  # 0.3 escapes; clean 0.55 flagged
     cal0 = calibrate_part_threshold(s, 0.0)  # no escape allowed: under 0.3, above clean 0.25
-    assert cal0.thresholds[0] == pytest.approx(0.275) and cal0.kpis["escapes"] == 0 and cal0.kpis["overkills"] == 1
+    assert (
+        cal0.thresholds[0] == pytest.approx(0.275)
+        and cal0.kpis["escapes"] == 0
+        and cal0.kpis["overkills"] == 1
+    )
 
 
 def test_confidence_lowers_the_threshold_deterministically():
@@ -40,7 +44,9 @@ def test_confidence_lowers_the_threshold_deterministically():
     point = calibrate_part_threshold(s, 0.05)
     bound = calibrate_part_threshold(s, 0.05, confidence=0.9)
     assert bound.thresholds[0] < point.thresholds[0]
-    assert bound.kpis["escapes"] <= point.kpis["escapes"] and bound.kpis["overkills"] >= point.kpis["overkills"]
+    assert (
+        bound.kpis["escapes"] <= point.kpis["escapes"] and bound.kpis["overkills"] >= point.kpis["overkills"]
+    )
     assert np.array_equal(bound.thresholds, calibrate_part_threshold(s, 0.05, confidence=0.9).thresholds)
     # the bound: over resampled calibration sets, escape <= target holds for about 90 % at this threshold
     d = np.array(defect)

@@ -30,8 +30,12 @@ def _module_file(name: str):
 def edge_files() -> list:
     """The edge packages, the CLI entry point, build-engine, and (transitively) every defectdet module they import."""
     todo = [p for pkg in EDGE_PACKAGES for p in (ROOT / "defectdet" / pkg).rglob("*.py")]
-    todo += [ROOT / "defectdet/__init__.py", ROOT / "defectdet/cli.py", ROOT / "defectdet/export/tensorrt.py",
-             ROOT / "defectdet/checks.py"]
+    todo += [
+        ROOT / "defectdet/__init__.py",
+        ROOT / "defectdet/cli.py",
+        ROOT / "defectdet/export/tensorrt.py",
+        ROOT / "defectdet/checks.py",
+    ]
     seen = set()
     while todo:
         p = todo.pop()
@@ -50,26 +54,48 @@ def edge_files() -> list:
 
 def test_the_edge_set_is_what_the_jetson_runs():
     names = {str(p.relative_to(ROOT)) for p in edge_files()}
-    for must in ("defectdet/station/loop.py", "defectdet/runtime/backends/tensorrt.py", "defectdet/config.py",
-                 "defectdet/errors.py", "defectdet/cli.py", "defectdet/data/synthetic.py"):
+    for must in (
+        "defectdet/station/loop.py",
+        "defectdet/runtime/backends/tensorrt.py",
+        "defectdet/config.py",
+        "defectdet/errors.py",
+        "defectdet/cli.py",
+        "defectdet/data/synthetic.py",
+    ):
         assert must in names
     assert "defectdet/export/tensorrt.py" in names  # build-engine runs on the Jetson
-    assert {"defectdet/checks.py", "defectdet/artifact/bundle.py", "defectdet/export/bundle_engine.py"} <= names
+    assert {
+        "defectdet/checks.py",
+        "defectdet/artifact/bundle.py",
+        "defectdet/export/bundle_engine.py",
+    } <= names
     assert not any(n.startswith(("defectdet/train", "defectdet/losses")) for n in names)
 
 
 # ----------------------------------------------------------------------------------- vermin
 def _vermin(files, eval_annotations: bool) -> subprocess.CompletedProcess:
     run = "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())"  # vermin has no __main__
-    args = [sys.executable, "-c", run, f"-t={FLOOR[0]}.{FLOOR[1]}-", "--no-tips", "--violations", "--no-parse-comments"]
+    args = [
+        sys.executable,
+        "-c",
+        run,
+        f"-t={FLOOR[0]}.{FLOOR[1]}-",
+        "--no-tips",
+        "--violations",
+        "--no-parse-comments",
+    ]
     args += ["--eval-annotations"] if eval_annotations else []
-    return subprocess.run(args + [str(f) for f in files], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        args + [str(f) for f in files], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
 
 
 def test_vermin_finds_nothing_newer_than_python_3_8():
     pytest.importorskip("vermin", reason="vermin not installed (pip install -e '.[dev]')")
     files = edge_files()
-    lazy = [f for f in files if FUTURE in f.read_text(encoding="utf-8")]  # annotations are never evaluated there
+    lazy = [
+        f for f in files if FUTURE in f.read_text(encoding="utf-8")
+    ]  # annotations are never evaluated there
     for group, evaluate in ((lazy, False), ([f for f in files if f not in lazy], True)):
         if group:
             out = _vermin(group, evaluate)
@@ -77,8 +103,15 @@ def test_vermin_finds_nothing_newer_than_python_3_8():
 
 
 # ----------------------------------------------------------------------------------- what vermin misses
-NEWER_METHODS = {"removeprefix": "3.9", "removesuffix": "3.9", "is_relative_to": "3.9", "with_stem": "3.9",
-                 "readlink": "3.9", "bit_count": "3.10", "cache": "3.9"}
+NEWER_METHODS = {
+    "removeprefix": "3.9",
+    "removesuffix": "3.9",
+    "is_relative_to": "3.9",
+    "with_stem": "3.9",
+    "readlink": "3.9",
+    "bit_count": "3.10",
+    "cache": "3.9",
+}
 GENERICS = {"list", "dict", "tuple", "set", "frozenset", "type"}
 
 
@@ -100,7 +133,11 @@ def newer_than_38(source: str) -> list:
                 found.append(f"{line}: dict | dict (3.9)")
         elif isinstance(node, ast.Attribute) and node.attr in NEWER_METHODS and id(node) not in annotations:
             found.append(f"{line}: .{node.attr} ({NEWER_METHODS[node.attr]})")
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "zip" and any(k.arg == "strict" for k in node.keywords):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", "") == "zip"
+            and any(k.arg == "strict" for k in node.keywords)
+        ):
             found.append(f"{line}: zip(strict=) (3.10)")
         elif type(node).__name__ == "Match":
             found.append(f"{line}: match statement (3.10)")
@@ -112,8 +149,17 @@ def newer_than_38(source: str) -> list:
 
 def _annotations(node):
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        yield from (a.annotation for a in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs,
-                                            node.args.vararg, node.args.kwarg] if a is not None and a.annotation)
+        yield from (
+            a.annotation
+            for a in [
+                *node.args.args,
+                *node.args.kwonlyargs,
+                *node.args.posonlyargs,
+                node.args.vararg,
+                node.args.kwarg,
+            ]
+            if a is not None and a.annotation
+        )
         if node.returns:
             yield node.returns
     elif isinstance(node, ast.AnnAssign):
@@ -121,15 +167,22 @@ def _annotations(node):
 
 
 def test_the_ast_check_catches_what_it_should():
-    bad = ("d = {} | {'a': 1}\nx = 'ab'.removeprefix('a')\nfor a, b in zip([], [], strict=True): pass\n"
-           "v: list[int] = list[int]()\ndef f(x: dict[str, int]) -> None: ...\n")
+    bad = (
+        "d = {} | {'a': 1}\nx = 'ab'.removeprefix('a')\nfor a, b in zip([], [], strict=True): pass\n"
+        "v: list[int] = list[int]()\ndef f(x: dict[str, int]) -> None: ...\n"
+    )
     assert len(newer_than_38(bad)) == 6  # list[int] twice (annotation and call), dict[...] in an annotation
-    assert newer_than_38(f"{FUTURE}\nv: list[int] = []\ndef f(x: dict[str, int]) -> tuple[int, ...]: ...\n") == []
+    assert (
+        newer_than_38(f"{FUTURE}\nv: list[int] = []\ndef f(x: dict[str, int]) -> tuple[int, ...]: ...\n")
+        == []
+    )
 
 
 @pytest.mark.parametrize("path", edge_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_construct_newer_than_python_3_8(path):
-    assert newer_than_38(path.read_text(encoding="utf-8")) == [], f"{path.relative_to(ROOT)} needs a Python newer than 3.8"
+    assert newer_than_38(path.read_text(encoding="utf-8")) == [], (
+        f"{path.relative_to(ROOT)} needs a Python newer than 3.8"
+    )
 
 
 # ----------------------------------------------------------------------------------- the split floor
@@ -139,17 +192,23 @@ def test_pyproject_floor_is_3_8_and_the_training_extra_needs_3_9():
     assert project["requires-python"] == ">=3.8"
     assert all("python_version >= '3.9'" in r for r in project["optional-dependencies"]["train"])
     assert not any("python_version" in r for r in project["dependencies"])  # the core installs everywhere
-    edge = project["optional-dependencies"]["edge"]  # the edge extra too: only onnxruntime's floor differs on 3.8
-    assert [r for r in edge if "python_version" in r] == ["onnxruntime>=1.17; python_version >= '3.9'",
-                                                          "onnxruntime>=1.16; python_version < '3.9'"]
+    edge = project["optional-dependencies"][
+        "edge"
+    ]  # the edge extra too: only onnxruntime's floor differs on 3.8
+    assert [r for r in edge if "python_version" in r] == [
+        "onnxruntime>=1.17; python_version >= '3.9'",
+        "onnxruntime>=1.16; python_version < '3.9'",
+    ]
 
 
 def test_training_commands_on_python_3_8_are_one_line_errors(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_python", lambda: (3, 8))
     assert cli.main(["train", "data=x.yaml"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("defectdet train: needs Python 3.9 or newer (this is 3.8); on Python 3.8 (JetPack 5) defectdet "
-                   "runs inspect, report, build-engine and checks only — train, validate and export on a workstation")
+    assert err == (
+        "defectdet train: needs Python 3.9 or newer (this is 3.8); on Python 3.8 (JetPack 5) defectdet "
+        "runs inspect, report, build-engine and checks only — train, validate and export on a workstation"
+    )
     with pytest.raises(SystemExit) as e:  # inspect itself goes on
         cli.main(["inspect", "--help"])
     assert e.value.code == 0

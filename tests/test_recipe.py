@@ -29,7 +29,9 @@ def rare_data(tmp_path_factory):
     from defectdet.data.synthetic import make_dataset
 
     # 40 parts at 256 px, 20% defective: rare, and twice the training size (native windows apply)
-    return make_dataset(tmp_path_factory.mktemp("rare"), images=40, defect_rate=0.2, imgsz=256, seed=1, video_frames=0)
+    return make_dataset(
+        tmp_path_factory.mktemp("rare"), images=40, defect_rate=0.2, imgsz=256, seed=1, video_frames=0
+    )
 
 
 def _trainer(data, tmp_path, **recipe):
@@ -53,7 +55,9 @@ def test_train_loader_and_mosaic_draw_half_defective_images(rare_data, tmp_path)
     assert 0.1 < defective.mean() < 0.35  # the data is rare...
     draws = np.concatenate([list(loader.sampler) for _ in range(200)])
     assert len(loader.sampler) == len(ds)  # ...the epoch length is unchanged...
-    assert defective[draws].mean() == pytest.approx(0.5, abs=0.03)  # ...and half of what is drawn is defective
+    assert defective[draws].mean() == pytest.approx(
+        0.5, abs=0.03
+    )  # ...and half of what is drawn is defective
     from ultralytics.data.augment import Mosaic
 
     mosaic = next(t for t in _walk(ds.transforms) if isinstance(t, Mosaic))
@@ -147,16 +151,19 @@ def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_pa
     assert "training data sampling=defect, crop=native" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("sampling", "foo", r"sampling='foo': expected one of uniform, defect, repeat"),
-    ("paste", 2, r"paste=2: expected a probability in \[0, 1\]"),
-    ("rot90", 2, r"rot90=2: expected a probability in \[0, 1\]"),
-    ("crop", "tiles", r"crop='tiles': expected one of auto, off, native"),
-    ("defect_fraction", 1.5, r"defect_fraction=1.5"),
-    ("paste_roi", "/nonexistent/mask.png", r"paste_roi=/nonexistent/mask.png: cannot read the mask"),
-    ("epochs", 0, r"epochs=0: expected a whole number >= 1"),
-    ("imgsz", -5, r"imgsz=-5: expected a whole number of pixels >= 32"),
-])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("sampling", "foo", r"sampling='foo': expected one of uniform, defect, repeat"),
+        ("paste", 2, r"paste=2: expected a probability in \[0, 1\]"),
+        ("rot90", 2, r"rot90=2: expected a probability in \[0, 1\]"),
+        ("crop", "tiles", r"crop='tiles': expected one of auto, off, native"),
+        ("defect_fraction", 1.5, r"defect_fraction=1.5"),
+        ("paste_roi", "/nonexistent/mask.png", r"paste_roi=/nonexistent/mask.png: cannot read the mask"),
+        ("epochs", 0, r"epochs=0: expected a whole number >= 1"),
+        ("imgsz", -5, r"imgsz=-5: expected a whole number of pixels >= 32"),
+    ],
+)
 def test_bad_recipe_values_fail_before_training(rare_data, tmp_path, key, value, match):
     from defectdet.train import train
 
@@ -166,21 +173,35 @@ def test_bad_recipe_values_fail_before_training(rare_data, tmp_path, key, value,
 
 def test_paste_needs_defect_free_images():
     cb = TrainDataCallback(Recipe(paste=0.5))
-    every_image_defective = SimpleNamespace(labels=[{"cls": np.zeros((1, 1)), "bboxes": np.full((1, 4), 0.5)}] * 3,
-                                            im_files=["a.jpg", "b.jpg", "c.jpg"])
+    every_image_defective = SimpleNamespace(
+        labels=[{"cls": np.zeros((1, 1)), "bboxes": np.full((1, 4), 0.5)}] * 3,
+        im_files=["a.jpg", "b.jpg", "c.jpg"],
+    )
     with pytest.raises(ConfigError, match="no defect-free image to paste onto"):
         cb._bank(every_image_defective)
 
 
 def test_auto_rules():
-    assert auto_crop(np.array([[640, 640]] * 3), 320) == "native" and auto_crop(np.array([[400, 400]]), 320) == "off"
+    assert (
+        auto_crop(np.array([[640, 640]] * 3), 320) == "native"
+        and auto_crop(np.array([[400, 400]]), 320) == "off"
+    )
     assert check_recipe({})["sampling"] == "auto"
 
 
 def test_sampled_stats_count_the_share_the_sampler_leaves():
-    stats = {"splits": {"train": {"defect_free_fraction": 0.9,
-                                  "anchors": {"positive_fraction_in_defect_images": 0.01, "positive_fraction": 0.001,
-                                              "negatives_per_positive": 999.0}}}}
+    stats = {
+        "splits": {
+            "train": {
+                "defect_free_fraction": 0.9,
+                "anchors": {
+                    "positive_fraction_in_defect_images": 0.01,
+                    "positive_fraction": 0.001,
+                    "negatives_per_positive": 999.0,
+                },
+            }
+        }
+    }
     s = sampled_stats(stats, 0.5)["splits"]["train"]
     assert s["defect_free_fraction"] == 0.5 and s["anchors"]["positive_fraction"] == 0.005
     assert s["anchors"]["negatives_per_positive"] == pytest.approx(199.0)  # (1 - 0.005) / 0.005
@@ -192,7 +213,12 @@ def test_sampled_stats_count_the_share_the_sampler_leaves():
 def test_resolve_recipe_on_a_rare_set(rare_data):
     r, stats = resolve_recipe(check_recipe({}), str(rare_data), 128, need_stats=True)
     assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction, r.repeat_thresh) == (
-        "defect", "native", 256, 0.5, None)
+        "defect",
+        "native",
+        256,
+        0.5,
+        None,
+    )
     assert stats["imgsz"] == 256 and stats["splits"]["train"]["defect_free_fraction"] == 0.5
     assert stats["sampler"]["sampling"] == "defect"  # cls_loss=auto then recommends the BCE-equivalent preset
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -130,7 +130,9 @@ def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):  # noqa: F811
     assert main([*base, "review.image_format=gif"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and "not a run folder" in err[0] and "no review queue here" in err[1]
-    assert "missing.onnx" in err[2] and "review.near_band=2" in err[3] and "review.image_format='gif'" in err[4]
+    assert (
+        "missing.onnx" in err[2] and "review.near_band=2" in err[3] and "review.image_format='gif'" in err[4]
+    )
 
 
 def test_review_overhead_bench_smoke(model, tmp_path, capsys):  # noqa: F811

@@ -438,4 +438,6 @@ def test_a_slow_shadow_on_a_live_line_shadows_a_share_and_says_so(tmp_path):
     assert len(log.having("cannot keep up")) == 1
     meta = json.loads((tmp_path / "shadow.json").read_text())
     assert meta["skipped"] == s["skipped"] and meta["live_model"] == "live.onnx:aaa"
-    assert len((tmp_path / "shadow.jsonl").read_text().splitlines()) == s["shadowed"]  # each one a disagreement
+    assert (
+        len((tmp_path / "shadow.jsonl").read_text().splitlines()) == s["shadowed"]
+    )  # each one a disagreement

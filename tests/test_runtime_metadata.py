@@ -83,7 +83,9 @@ def test_missing_metadata_names_what_and_where(tmp_path):
     with pytest.raises(MetadataError) as e:
         load_metadata(model, {"task": "detect"})
     msg = str(e.value)
-    assert "'names'" in msg and "'imgsz'" in msg and "bare.json (not found)" in msg and "metadata_props" in msg
+    assert (
+        "'names'" in msg and "'imgsz'" in msg and "bare.json (not found)" in msg and "metadata_props" in msg
+    )
     with pytest.raises(MetadataError, match="'imgsz'") as e:
         load_metadata(_sidecar(tmp_path, names={"0": "a"}), {})
     assert "'names'" not in str(e.value)
@@ -142,7 +144,10 @@ def test_thresholds_yaml_by_name_and_id(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("thresholds:\n  rust: 0.3\n", r"thresholds\.yaml: threshold for unknown class 'rust'; expected one of"),
+        (
+            "thresholds:\n  rust: 0.3\n",
+            r"thresholds\.yaml: threshold for unknown class 'rust'; expected one of",
+        ),
         ("thresholds:\n  spot: high\n", "must be a number in"),
         ("scratch: 0.3\n", "top-level 'thresholds:'"),
         ("thresholds: [\n", r"thresholds\.yaml:\d+: malformed YAML"),

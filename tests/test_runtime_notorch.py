@@ -75,7 +75,10 @@ def edge_imports() -> dict:
 def forbidden(module: str) -> bool:
     if module.split(".")[0] in ("torch", "torchvision", "ultralytics"):
         return True
-    return any(module == x or module.startswith(x + ".") for x in ("defectdet.train", "defectdet.losses", "defectdet.export"))
+    return any(
+        module == x or module.startswith(x + ".")
+        for x in ("defectdet.train", "defectdet.losses", "defectdet.export")
+    )
 
 
 def test_runtime_and_station_sources_import_no_framework_even_lazily():
@@ -93,12 +96,21 @@ def test_import_scanner_sees_lazy_and_relative_imports():
 
 
 def test_tensorrt_and_pycuda_only_in_their_backend():
-    hits = [f for f, mods in edge_imports().items() if any(m.split(".")[0] in ("tensorrt", "pycuda") for m in mods)]
+    hits = [
+        f
+        for f, mods in edge_imports().items()
+        if any(m.split(".")[0] in ("tensorrt", "pycuda") for m in mods)
+    ]
     assert hits == ["defectdet/runtime/backends/tensorrt.py"]
 
 
 def test_the_detector_does_not_depend_on_the_station():
     """One way only: defectdet.station builds on defectdet.runtime, never the reverse."""
-    back = [f"{f}: {m}" for f, mods in edge_imports().items() if f.startswith("defectdet/runtime/")
-            for m in mods if m == "defectdet.station" or m.startswith("defectdet.station.")]
+    back = [
+        f"{f}: {m}"
+        for f, mods in edge_imports().items()
+        if f.startswith("defectdet/runtime/")
+        for m in mods
+        if m == "defectdet.station" or m.startswith("defectdet.station.")
+    ]
     assert back == []

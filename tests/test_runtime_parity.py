@@ -41,10 +41,16 @@ def frames(tmp_path_factory):
     """Synthetic set images (square), conveyor frames (640x480), odd sizes (letterbox rounding)."""
     from defectdet.data.synthetic import conveyor_frame, make_dataset
 
-    data = make_dataset(tmp_path_factory.mktemp("synth"), images=10, defect_rate=0.5, imgsz=200, seed=1, video_frames=0)
+    data = make_dataset(
+        tmp_path_factory.mktemp("synth"), images=10, defect_rate=0.5, imgsz=200, seed=1, video_frames=0
+    )
     imgs = [cv2.imread(str(p)) for p in sorted((data.parent / "images").rglob("*.png"))][:6]
     conveyor = [conveyor_frame(0, i)[0] for i in (3, 11, 17, 30)]
-    odd = [conveyor[0][:333, :517].copy(), cv2.resize(imgs[0], (1001, 97)), np.ascontiguousarray(conveyor[1][::-1])]
+    odd = [
+        conveyor[0][:333, :517].copy(),
+        cv2.resize(imgs[0], (1001, 97)),
+        np.ascontiguousarray(conveyor[1][::-1]),
+    ]
     return imgs + conveyor + odd
 
 
@@ -108,7 +114,9 @@ def test_per_class_thresholds_equal_filtering_ultralytics_output(model, frames):
     yolo = _ultralytics(model)
     with Detector(model, conf=0.25, thresholds={"scratch": 0.5, "crack": 0.15}) as det:
         for f in frames[:6]:
-            r = Detections.from_ultralytics(yolo.predict(f, conf=0.15, iou=0.7, imgsz=list(det.imgsz), verbose=False)[0])
+            r = Detections.from_ultralytics(
+                yolo.predict(f, conf=0.15, iou=0.7, imgsz=list(det.imgsz), verbose=False)[0]
+            )
             need = np.array([thr.get(int(c), 0.25) for c in r.class_id], np.float32)
             assert_same(det(f), r[r.confidence > need])
 
@@ -187,13 +195,16 @@ def test_stream_equals_one_by_one_and_overlaps_the_next_letterbox(model, frames)
             def run(fs):
                 log.append(("pre start", threading.current_thread().name))
                 return pre(fs)
+
             return run
 
         det.forward, det.new_preprocessor = slow_forward, recording_pre
         again = list(det.stream(frames[:4]))
         assert [len(a) for a in again] == [len(w) for w in want[:4]]
         events = [e for e, _ in log]
-        assert events.index("pre start", 1) < events.index("forward end")  # frame 1 letterboxed during forward(0)
+        assert events.index("pre start", 1) < events.index(
+            "forward end"
+        )  # frame 1 letterboxed during forward(0)
         assert all(name.startswith("detector-pre") for e, name in log if e == "pre start")
         assert all(not name.startswith("detector-pre") for e, name in log if e.startswith("forward"))
 
@@ -206,7 +217,9 @@ def test_tiling_a_mosaic_equals_detecting_each_tile(model, frames):
         expected = []
         for q, (dx, dy) in zip(quads, [(0, 0), (640, 0), (0, 480), (640, 480)]):
             d = plain(q)
-            expected.append(Detections(d.xyxy + np.float32([dx, dy, dx, dy]), d.confidence, d.class_id, d.class_name))
+            expected.append(
+                Detections(d.xyxy + np.float32([dx, dy, dx, dy]), d.confidence, d.class_id, d.class_name)
+            )
         got = tiled(mosaic)
         assert len(got) > 0
         assert_same(got, Detections.concat(expected))
@@ -236,7 +249,9 @@ def test_contract_with_defectdet_export(bench, frames, tmp_path):
     """What ``defectdet export`` writes (sidecar + metadata_props) is what the runtime reads."""
     export = pytest.importorskip("defectdet.export.onnx", reason="defectdet.export.onnx not available")
     src = bench.make_model(tmp_path / "src", 160, logit_mean=-3.0, logit_std=1.5, save_pt=True)
-    result = export.export_onnx(src.with_suffix(".pt"), imgsz=160, out=tmp_path / "out" / "model.onnx", check_parity=False)
+    result = export.export_onnx(
+        src.with_suffix(".pt"), imgsz=160, out=tmp_path / "out" / "model.onnx", check_parity=False
+    )
     with Detector(result.onnx) as det:
         assert det.metadata.source == str(result.sidecar)
         assert det.names == {0: "scratch", 1: "spot", 2: "crack", 3: "dent"} and det.imgsz == (160, 160)
@@ -274,10 +289,17 @@ def uint8_models(bench, tmp_path_factory):
     root = tmp_path_factory.mktemp("u8")
     src = bench.make_model(root / "src", 160, logit_mean=-3.0, logit_std=1.5, save_pt=True)
     ckpt = src.with_suffix(".pt")
-    kw = {"imgsz": 160, "check_parity": False}  # export parity is test_export_onnx's; this compares detections
+    kw = {
+        "imgsz": 160,
+        "check_parity": False,
+    }  # export parity is test_export_onnx's; this compares detections
     fp = export.export_onnx(ckpt, out=root / "fp" / "model.onnx", **kw).onnx
-    u8 = {lay: export.export_onnx(ckpt, out=root / lay / "model.onnx", input_dtype="uint8", input_layout=lay, **kw).onnx
-          for lay in ("NHWC", "NCHW")}
+    u8 = {
+        lay: export.export_onnx(
+            ckpt, out=root / lay / "model.onnx", input_dtype="uint8", input_layout=lay, **kw
+        ).onnx
+        for lay in ("NHWC", "NCHW")
+    }
     return fp, u8
 
 
@@ -292,7 +314,11 @@ def test_uint8_input_model_matches_ultralytics_on_the_float_model(uint8_models, 
         assert det.backend.input_spec().dtype == np.uint8
         for i, f in enumerate(frames):
             ours = det(f)
-            assert_same(ours, _theirs(yolo.predict(f, conf=0.05, iou=0.7, imgsz=[160, 160], verbose=False)[0]), f"frame {i}")
+            assert_same(
+                ours,
+                _theirs(yolo.predict(f, conf=0.05, iou=0.7, imgsz=[160, 160], verbose=False)[0]),
+                f"frame {i}",
+            )
             total += len(ours)
     assert total >= len(frames)
 

@@ -24,8 +24,18 @@ from defectdet.runtime.tiling import merge_tiles, tile_windows
         ((480, 640), (320, 320), (320, 240), (40, 40, 0, 0)),  # r = 0.5, dh = 80 split evenly
         ((480, 640), (640, 640), (640, 480), (80, 80, 0, 0)),  # r = 1
         ((100, 333), (128, 128), (128, 38), (45, 45, 0, 0)),  # r = 0.3844, h = round(38.44) = 38, dh/2 = 45
-        ((101, 100), (128, 128), (127, 128), (0, 0, 0, 1)),  # dw = 1: left = round(0.4) = 0, right = round(0.6) = 1
-        ((50, 60), (128, 192), (154, 128), (0, 0, 19, 19)),  # upscaling, rectangular input: r = min(2.56, 3.2)
+        (
+            (101, 100),
+            (128, 128),
+            (127, 128),
+            (0, 0, 0, 1),
+        ),  # dw = 1: left = round(0.4) = 0, right = round(0.6) = 1
+        (
+            (50, 60),
+            (128, 192),
+            (154, 128),
+            (0, 0, 19, 19),
+        ),  # upscaling, rectangular input: r = min(2.56, 3.2)
     ],
 )
 def test_letterbox_params_worked_numbers(orig, new, unpad, pads):
@@ -54,7 +64,9 @@ def test_to_chw_is_rgb_planes_divided_by_255_exactly():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
     out = to_chw(img, np.empty((3, 16, 24), np.float32))
-    expected = img[..., ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(255)  # torch's .float().div_(255)
+    expected = img[..., ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(
+        255
+    )  # torch's .float().div_(255)
     assert out.dtype == np.float32 and np.array_equal(out, expected)
     bgr = to_chw(img, np.empty((3, 16, 24), np.float32), rgb=False, scale=1.0)
     assert np.array_equal(bgr, img.transpose(2, 0, 1).astype(np.float32))
@@ -85,7 +97,9 @@ def test_scale_boxes_inverts_the_letterbox():
     p = letterbox_params((480, 640), (320, 320))
     frame_boxes = np.array([[100, 50, 300, 200], [0, 0, 640, 480]], np.float32)
     sx, sy = p.gain
-    in_input = frame_boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([p.left, p.top] * 2, np.float32)
+    in_input = frame_boxes * np.array([sx, sy, sx, sy], np.float32) + np.array(
+        [p.left, p.top] * 2, np.float32
+    )
     back = scale_boxes(in_input.copy(), p)
     np.testing.assert_allclose(back, frame_boxes, atol=1e-3)
     clipped = scale_boxes(np.array([[-10, -10, 400, 400]], np.float32), p)
@@ -122,7 +136,11 @@ def _random_boxes(n, seed=0):
     rng = np.random.default_rng(seed)
     xy = rng.uniform(0, 200, (n, 2))
     wh = rng.uniform(5, 60, (n, 2))
-    return np.concatenate([xy, xy + wh], 1).astype(np.float32), rng.random(n).astype(np.float32), rng.integers(0, 3, n)
+    return (
+        np.concatenate([xy, xy + wh], 1).astype(np.float32),
+        rng.random(n).astype(np.float32),
+        rng.integers(0, 3, n),
+    )
 
 
 def _iou(a, b):
@@ -187,7 +205,9 @@ def test_detections_validates_shapes_and_values():
 
 
 def test_detections_select_concat_and_records():
-    d = Detections.from_arrays(np.array([[0, 0, 1, 1], [2, 2, 3, 3]]), np.array([0.2, 0.9]), np.array([0, 1]), {0: "a", 1: "b"})
+    d = Detections.from_arrays(
+        np.array([[0, 0, 1, 1], [2, 2, 3, 3]]), np.array([0.2, 0.9]), np.array([0, 1]), {0: "a", 1: "b"}
+    )
     assert d.sorted().class_name.tolist() == ["b", "a"]
     assert len(d[d.confidence > 0.5]) == 1 and len(d[0]) == 1
     assert len(Detections.concat([d, Detections.empty(), d])) == 4
@@ -196,7 +216,10 @@ def test_detections_select_concat_and_records():
 
 
 # -- tiling ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("shape, tiles, overlap", [((1080, 1920), (2, 3), 0.2), ((480, 640), (1, 1), 0.2), ((500, 701), (3, 2), 0.35)])
+@pytest.mark.parametrize(
+    "shape, tiles, overlap",
+    [((1080, 1920), (2, 3), 0.2), ((480, 640), (1, 1), 0.2), ((500, 701), (3, 2), 0.35)],
+)
 def test_tile_windows_cover_the_frame_with_the_requested_overlap(shape, tiles, overlap):
     wins = tile_windows(shape, tiles, overlap)
     assert len(wins) == tiles[0] * tiles[1]
@@ -219,8 +242,12 @@ def test_tile_windows_reject_bad_grids():
 def test_merge_tiles_shifts_and_drops_border_cut_copies():
     wins = [(0, 0, 120, 100), (80, 0, 200, 100)]
     names = {0: "crack"}
-    whole = Detections.from_arrays(np.array([[10, 10, 30, 30]]), np.array([0.9]), np.array([0]), names)  # in tile 2
-    cut = Detections.from_arrays(np.array([[90, 10, 110, 30]]), np.array([0.6]), np.array([0]), names)  # in tile 1
+    whole = Detections.from_arrays(
+        np.array([[10, 10, 30, 30]]), np.array([0.9]), np.array([0]), names
+    )  # in tile 2
+    cut = Detections.from_arrays(
+        np.array([[90, 10, 110, 30]]), np.array([0.6]), np.array([0]), names
+    )  # in tile 1
     merged = merge_tiles([cut, whole], wins, thr=0.7)
     assert len(merged) == 1 and merged.confidence[0] == pytest.approx(0.9)
     np.testing.assert_allclose(merged.xyxy[0], [90, 10, 110, 30])
@@ -236,19 +263,26 @@ def test_letterbox_fills_the_input_and_centres_for_many_sizes():
             img, _ = letterbox(np.zeros((h, w, 3), np.uint8), (320, 256))
             assert img.shape == (320, 256, 3)
             assert abs(p.top - p.bottom) <= 1 and abs(p.left - p.right) <= 1
-            assert cv2.resize(np.zeros((h, w), np.uint8), p.new_unpad).shape == (p.new_unpad[1], p.new_unpad[0])
+            assert cv2.resize(np.zeros((h, w), np.uint8), p.new_unpad).shape == (
+                p.new_unpad[1],
+                p.new_unpad[0],
+            )
 
 
 def test_merge_tiles_never_suppresses_within_one_tile():
     names = {0: "crack"}
-    nested = Detections.from_arrays(np.array([[0, 0, 100, 100], [10, 10, 20, 20]]), np.array([0.9, 0.8]), np.array([0, 0]), names)
+    nested = Detections.from_arrays(
+        np.array([[0, 0, 100, 100], [10, 10, 20, 20]]), np.array([0.9, 0.8]), np.array([0, 0]), names
+    )
     assert len(merge_tiles([nested], [(0, 0, 200, 200)], thr=0.5)) == 2  # IoS 1, but the same tile
     assert len(merge_tiles([nested[:1], nested[1:]], [(0, 0, 200, 200)] * 2, thr=0.5)) == 1  # different tiles
 
 
 def test_postprocess_drops_inverted_boxes_of_nms_free_heads():
     p = letterbox_params((100, 100), (100, 100))
-    pred = np.array([[10, 10, 20, 20, 0.9, 0], [30, 30, 25, 40, 0.8, 1], [5, 5, 6, 6, 0.1, 1]], np.float32)  # (N, 6)
+    pred = np.array(
+        [[10, 10, 20, 20, 0.9, 0], [30, 30, 25, 40, 0.8, 1], [5, 5, 6, 6, 0.1, 1]], np.float32
+    )  # (N, 6)
     det = postprocess(pred, p, threshold_vector(2, 0.25), {0: "a", 1: "b"}, end2end=True)
     assert det.class_name.tolist() == ["a"]  # row 2 has x2 < x1, row 3 is below conf
 

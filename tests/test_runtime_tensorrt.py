@@ -146,7 +146,9 @@ class FakeCuda(types.ModuleType):
 
     def memcpy_dtoh_async(self, host, dev, stream):
         self.log.append(("dtoh", stream.handle))
-        host[...] = np.frombuffer(self.memory[int(dev)][: host.nbytes].tobytes(), host.dtype).reshape(host.shape)
+        host[...] = np.frombuffer(self.memory[int(dev)][: host.nbytes].tobytes(), host.dtype).reshape(
+            host.shape
+        )
 
 
 class Severity(enum.IntEnum):
@@ -191,9 +193,13 @@ def make_fake_trt(cuda: FakeCuda, dynamic: bool = False, profile_max: int = 4) -
             if self.fail:
                 return False
             x_name, y_name = self.eng.names
-            x = np.frombuffer(cuda.memory[ptrs[x_name]].tobytes(), np.float32)[: int(np.prod(self.shapes[x_name]))]
+            x = np.frombuffer(cuda.memory[ptrs[x_name]].tobytes(), np.float32)[
+                : int(np.prod(self.shapes[x_name]))
+            ]
             xs = x.reshape(self.shapes[x_name])  # (B, 3, H, W); the ONNX has batch 1: run image by image
-            y = np.concatenate([self.eng.session.run(None, {"images": xs[i : i + 1]})[0] for i in range(len(xs))])
+            y = np.concatenate(
+                [self.eng.session.run(None, {"images": xs[i : i + 1]})[0] for i in range(len(xs))]
+            )
             cuda.memory[ptrs[y_name]][: y.nbytes] = np.frombuffer(y.astype(np.float32).tobytes(), np.uint8)
             return True
 
@@ -319,8 +325,13 @@ def test_engine_matches_onnx_and_frees_everything(fake, tmp_path, onnx_model, fr
             total += len(a)
         assert total > 0
         n_alloc = len(cuda.memory)
-        assert n_alloc == 4 and cuda.stack == []  # two slots x (one input + one output buffer); every push popped
-        assert ("stream.synchronize", 0xBEEF) not in cuda.log  # infer waits on the slot's event, not the stream
+        assert (
+            n_alloc == 4 and cuda.stack == []
+        )  # two slots x (one input + one output buffer); every push popped
+        assert (
+            "stream.synchronize",
+            0xBEEF,
+        ) not in cuda.log  # infer waits on the slot's event, not the stream
     assert cuda.memory == {} and cuda.freed == [True] * 4 and cuda.Ctx.detached
     det.close()  # idempotent
 
@@ -367,7 +378,9 @@ def test_cuda_failure_names_the_step(fake, tmp_path, onnx_model, frames):
     _, cuda = fake()
     with Detector(_engine(tmp_path, onnx_model)) as det:
         cuda.fail_on = "htod"
-        with pytest.raises(BackendError, match="CUDA failed to copy the input to the device: .*illegal memory"):
+        with pytest.raises(
+            BackendError, match="CUDA failed to copy the input to the device: .*illegal memory"
+        ):
             det(frames[0])
         assert cuda.stack == []  # the context was popped on the error path
         cuda.fail_on = None
@@ -482,7 +495,13 @@ def test_submit_collect_rotates_two_slots_in_order(fake, tmp_path, onnx_model, f
         assert [e[2] for e in execs[-4:]] == [id(c0), id(c1), id(c0), id(c0)]  # slot 0, 1, then the free one
         s0, s1 = b._slots[0].stream.handle, b._slots[1].stream.handle
         first = cuda.log[cuda.log.index(("execute", s0, id(c0))) - 1 :][:5]
-        assert first == [("htod", s0), ("execute", s0, id(c0)), ("dtoh", s0), ("event.record", s0), ("htod", s1)]
+        assert first == [
+            ("htod", s0),
+            ("execute", s0, id(c0)),
+            ("dtoh", s0),
+            ("event.record", s0),
+            ("htod", s1),
+        ]
         assert not any(e[0] == "stream.synchronize" for e in cuda.log)  # events only
         with pytest.raises(BackendError, match="collect\\(\\) with nothing submitted"):
             b.collect()
@@ -492,11 +511,15 @@ def test_submit_checks_its_input_and_a_failed_wait_frees_the_slot(fake, tmp_path
     _, cuda = fake()
     with Detector(_engine(tmp_path, onnx_model)) as det:
         b, x = det.backend, _batch(det, frames[0])
-        with pytest.raises(BackendError, match=r"submit\(\) expects \(1\.\.1, 3, 96, 96\), got \(2, 3, 96, 96\)"):
+        with pytest.raises(
+            BackendError, match=r"submit\(\) expects \(1\.\.1, 3, 96, 96\), got \(2, 3, 96, 96\)"
+        ):
             b.submit(np.concatenate([x, x]))
         b.submit(x)
         cuda.fail_on = "event"
-        with pytest.raises(BackendError, match="CUDA failed to wait for the inference to finish: .*launch failure"):
+        with pytest.raises(
+            BackendError, match="CUDA failed to wait for the inference to finish: .*launch failure"
+        ):
             b.collect()
         cuda.fail_on = None
         assert cuda.stack == [] and all(s.ticket is None for s in b._slots)
@@ -524,7 +547,9 @@ def test_a_dynamic_input_whose_profile_is_one_shape_runs_as_static(fake, tmp_pat
         assert b.slots == 2 and b.input_spec().shape[0] == 1
         t0, t1 = b.submit(x), b.submit(x)
         assert [b.collect()[0], b.collect()[0]] == [t0, t1]
-        assert [c for c in trt.calls if c[0] == "set_input_shape"] == [("set_input_shape", (1, 3, 96, 96))] * 2
+        assert [c for c in trt.calls if c[0] == "set_input_shape"] == [
+            ("set_input_shape", (1, 3, 96, 96))
+        ] * 2
 
 
 def test_completion_events_sleep_instead_of_spinning_a_core(fake, tmp_path, onnx_model):
@@ -563,7 +588,9 @@ def test_engine_without_tensorrt_says_what_to_install(tmp_path, onnx_model):
     with pytest.raises(BackendUnavailable) as e:
         Detector(eng)
     msg = str(e.value)
-    assert str(eng) in msg and "python3-libnvinfer" in msg and "pycuda" in msg and "backend='onnxruntime'" in msg
+    assert (
+        str(eng) in msg and "python3-libnvinfer" in msg and "pycuda" in msg and "backend='onnxruntime'" in msg
+    )
 
 
 def test_tensorrt_backend_refuses_an_onnx_file():
@@ -583,7 +610,11 @@ def test_real_engine_matches_onnxruntime(tmp_path, onnx_model, frames):
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    flags = (
+        0
+        if int(trt.__version__.split(".")[0]) >= 10
+        else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    )
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     assert parser.parse(onnx_model.read_bytes()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -641,17 +672,30 @@ def test_pipelined_loop_overlaps_two_frames_on_a_static_engine(fake, tmp_path, o
             if name == "seq":
                 with pytest.raises(BackendError, match="runs one call at a time; use forward"):
                     det.submit(np.zeros(det.backend.input_spec().shape[1:], np.float32)[None])
-            loop = loop_cls(det, FrameSource(parse_source(str(folder))), Decider(det.names), [EventLog(out / "events.jsonl")],
-                            out_dir=out)
+            loop = loop_cls(
+                det,
+                FrameSource(parse_source(str(folder))),
+                Decider(det.names),
+                [EventLog(out / "events.jsonl")],
+                out_dir=out,
+            )
             summary = loop.run()
         assert summary["frames"] == 3 * len(frames) and summary["detector_errors"] == 0
         assert summary["in_flight"] == (2 if name == "trt" else 1)
-        runs[name] = [(e["frame"], e["decision"], [d["class_id"] for d in e["detections"]], [d["xyxy"] for d in e["detections"]])
-                      for e in read_events(out / "events.jsonl")]
+        runs[name] = [
+            (
+                e["frame"],
+                e["decision"],
+                [d["class_id"] for d in e["detections"]],
+                [d["xyxy"] for d in e["detections"]],
+            )
+            for e in read_events(out / "events.jsonl")
+        ]
     assert runs["trt"] and [r[:3] for r in runs["trt"]] == [r[:3] for r in runs["seq"]]
     for a, b in zip(runs["trt"], runs["seq"]):
         np.testing.assert_allclose(a[3], b[3], atol=0.05)
     calls = [c[0] for c in cuda.log if c[0] in ("execute", "event.synchronize")]
-    assert "execute" in calls and any(a == b == "execute" for a, b in zip(calls, calls[1:])), \
+    assert "execute" in calls and any(a == b == "execute" for a, b in zip(calls, calls[1:])), (
         "no frame was submitted while the one before it was still in flight"
+    )
     assert cuda.memory == {}

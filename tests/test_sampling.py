@@ -54,7 +54,11 @@ def test_sampler_draws_with_the_weights_and_keeps_the_epoch_length():
 
 def test_sampler_is_deterministic_per_seed_and_epoch():
     w = np.full(50, 1 / 50)
-    a, b, c = WeightedEpochSampler(w, seed=1), WeightedEpochSampler(w, seed=1), WeightedEpochSampler(w, seed=2)
+    a, b, c = (
+        WeightedEpochSampler(w, seed=1),
+        WeightedEpochSampler(w, seed=1),
+        WeightedEpochSampler(w, seed=2),
+    )
     first_a, first_b, first_c = list(a), list(b), list(c)
     assert first_a == first_b and first_a != first_c
     assert list(a) != first_a  # the next pass is another epoch
@@ -73,12 +77,15 @@ def test_ranks_take_disjoint_slices_of_one_global_draw():
     assert parts[0] == glob[0::2].tolist() and parts[1] == glob[1::2].tolist()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mode": "foo"}, r"sampling='foo': expected one of uniform, defect, repeat"),
-    ({"mode": "defect", "defect_fraction": 2}, r"defect_fraction=2: expected a number in \(0, 1\)"),
-    ({"mode": "defect", "defect_fraction": "half"}, r"defect_fraction='half'"),
-    ({"mode": "repeat", "repeat_thresh": 0}, r"repeat_thresh=0: expected a number in \(0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "foo"}, r"sampling='foo': expected one of uniform, defect, repeat"),
+        ({"mode": "defect", "defect_fraction": 2}, r"defect_fraction=2: expected a number in \(0, 1\)"),
+        ({"mode": "defect", "defect_fraction": "half"}, r"defect_fraction='half'"),
+        ({"mode": "repeat", "repeat_thresh": 0}, r"repeat_thresh=0: expected a number in \(0, 1\]"),
+    ],
+)
 def test_bad_values_are_one_line_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         check_sampling(kwargs.pop("mode"), **kwargs)

@@ -34,8 +34,9 @@ def test_inspect_ranges_come_from_the_schema():
     from defectdet.station import settings as S
 
     assert S.RANGES == INSPECT.ranges() and S.Range is Range
-    numeric = [k.name for k in INSPECT
-               if isinstance(k.default, (int, float)) and not isinstance(k.default, bool)]
+    numeric = [
+        k.name for k in INSPECT if isinstance(k.default, (int, float)) and not isinstance(k.default, bool)
+    ]
     unchecked = set(numeric) - set(S.RANGES) - set(S.DETECTOR_KEYS)
     assert not unchecked, f"declare a range for {sorted(unchecked)} in defectdet/settings/inspect.py"
 
@@ -45,8 +46,15 @@ def test_inspect_flags_are_schema_keys_with_the_schemas_choices():
     the page), with the schema's choices, so --help and the settings reference cannot drift apart."""
     from defectdet.station.inspect_cli import _parser
 
-    special = {"config": None, "show": "display.show", "serve": "page.bind", "help": None, "overrides": None,
-               "review": "review.enabled", "shadow": "shadow.model"}
+    special = {
+        "config": None,
+        "show": "display.show",
+        "serve": "page.bind",
+        "help": None,
+        "overrides": None,
+        "review": "review.enabled",
+        "shadow": "shadow.model",
+    }
     for action in _parser()._actions:
         key = special.get(action.dest, action.dest)
         if key is None:
@@ -64,8 +72,11 @@ def test_the_registrys_number_reads_are_declared_ranges_of_the_same_kind():
     from defectdet.station import registry
 
     tree = ast.parse(Path(registry.__file__).read_text())
-    section_of = {c.args[2].id: c.args[0].value for c in ast.walk(tree)
-                  if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "SinkEntry"}
+    section_of = {
+        c.args[2].id: c.args[0].value
+        for c in ast.walk(tree)
+        if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "SinkEntry"
+    }
     reads = 0
     for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in section_of):
         for c in ast.walk(fn):
@@ -86,8 +97,9 @@ def test_the_yaml_file_is_the_one_the_schema_writes():
 
 
 def test_settings_page_is_the_one_the_schema_writes_and_lists_every_key():
-    assert (ROOT / "docs" / "settings.md").read_text() == R.render_markdown(), \
+    assert (ROOT / "docs" / "settings.md").read_text() == R.render_markdown(), (
         "run: python -m defectdet.settings.render"
+    )
     assert _documented("settings.md", "defectdet inspect") == INSPECT.names()
     assert _documented("settings.md", "defectdet train") == TRAIN.names()
 
@@ -141,13 +153,20 @@ def test_train_help_names_every_defectdet_key(capsys):
     assert not undocumented, f"defectdet train --help does not name {undocumented}"
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("epochs", 0, "a whole number >= 1"), ("imgsz", -5, "a whole number of pixels >= 32"),
-    ("batch", 0, "a whole number >= 1, -1 (auto)"), ("batch", 1.5, "a whole number >= 1, -1 (auto) or a GPU"),
-    ("workers", -1, "a whole number >= 0"), ("seed", "x", "a whole number >= 0"),
-    ("lr0", 0, "a number > 0"), ("lr0", float("nan"), "a number > 0"),
-    ("patience", True, "a whole number >= 0"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("epochs", 0, "a whole number >= 1"),
+        ("imgsz", -5, "a whole number of pixels >= 32"),
+        ("batch", 0, "a whole number >= 1, -1 (auto)"),
+        ("batch", 1.5, "a whole number >= 1, -1 (auto) or a GPU"),
+        ("workers", -1, "a whole number >= 0"),
+        ("seed", "x", "a whole number >= 0"),
+        ("lr0", 0, "a number > 0"),
+        ("lr0", float("nan"), "a number > 0"),
+        ("patience", True, "a whole number >= 0"),
+    ],
+)
 def test_train_bad_numbers_are_one_line_errors_naming_the_key(key, value, expected):
     pytest.importorskip("torch")
     from defectdet.train import check_numbers
@@ -159,8 +178,16 @@ def test_train_bad_numbers_are_one_line_errors_naming_the_key(key, value, expect
 
 
 def test_train_good_numbers_pass_unchanged():
-    ok = {"epochs": 3, "imgsz": 320, "batch": -1, "workers": 0, "seed": 7, "lr0": 0.003, "patience": 0,
-          "hsv_h": "not ours"}
+    ok = {
+        "epochs": 3,
+        "imgsz": 320,
+        "batch": -1,
+        "workers": 0,
+        "seed": 7,
+        "lr0": 0.003,
+        "patience": 0,
+        "hsv_h": "not ours",
+    }
     assert TRAIN.check(ok) == ok and TRAIN.check({**ok, "batch": 0.5})["batch"] == 0.5
     assert TRAIN.check({"epochs": None}) == {"epochs": None}  # not given: ultralytics' default
 
@@ -174,8 +201,14 @@ def test_schema_refuses_a_key_declared_twice_or_a_doc_over_one_line():
 
 
 def test_schema_checks_nested_and_flat_values_and_types_them():
-    s = Schema("x", [Key("n", 1, "n", range=Range(int, 1)), Key("sec.f", 0.5, "f", range=Range(float, 0, 1)),
-                     Key("free", None, "anything")])
+    s = Schema(
+        "x",
+        [
+            Key("n", 1, "n", range=Range(int, 1)),
+            Key("sec.f", 0.5, "f", range=Range(float, 0, 1)),
+            Key("free", None, "anything"),
+        ],
+    )
     assert s.check({"n": 3.0, "sec": {"f": 1}, "free": "x"}) == {"n": 3, "sec": {"f": 1.0}, "free": "x"}
     assert s.defaults() == {"n": 1, "sec": {"f": 0.5}, "free": None}
     with pytest.raises(ConfigError, match=r"^sec\.f=2: expected a number in \[0, 1\]$"):
@@ -204,12 +237,14 @@ def test_the_recipe_tables_defaults_are_the_codes():
         assert yaml.safe_load(stated) == default, f"training.md: {key} defaults to {stated}, code: {default}"
 
 
-STATED = re.compile(r"defaults? (?:to |is )?`([a-z_.]+)(?:=|: )([^`]+)`"
-                    r"|`([a-z_.]+)(?:=|: )([^`]+)`(?:,| \(| is| by)? ?(?:the )?default")
+STATED = re.compile(
+    r"defaults? (?:to |is )?`([a-z_.]+)(?:=|: )([^`]+)`"
+    r"|`([a-z_.]+)(?:=|: )([^`]+)`(?:,| \(| is| by)? ?(?:the )?default"
+)
 
 
 def test_defaults_stated_in_the_docs_are_the_codes():
-    """"defaults to `key=value`", "`key: value`, the default", ... in any page or the README must be the
+    """ "defaults to `key=value`", "`key: value`, the default", ... in any page or the README must be the
     schema's default."""
     schemas = {**{k.name: k for k in TRAIN}, **{k.name: k for k in INSPECT}}
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

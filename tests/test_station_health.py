@@ -35,9 +35,15 @@ MB = 2**20
 def test_exit_status_says_ok_source_failed_or_degraded():
     clean = {"ng": 3, "events_written": 3, "sinks": {"events": {"written": 3, "errors": 0}}}
     assert degraded_reasons(clean) == [] and exit_status({**clean, "degraded": False}) == EXIT_OK
-    lost = {"ng": 3, "events_written": 1, "sinks": {"events": {"errors": 2, "last_error": "events: emit failed: ENOSPC"}}}
-    assert degraded_reasons(lost) == ["events: 2 of 3 NG event(s) not written to the event log",
-                                      "events: 2 failure(s), the last: events: emit failed: ENOSPC"]
+    lost = {
+        "ng": 3,
+        "events_written": 1,
+        "sinks": {"events": {"errors": 2, "last_error": "events: emit failed: ENOSPC"}},
+    }
+    assert degraded_reasons(lost) == [
+        "events: 2 of 3 NG event(s) not written to the event log",
+        "events: 2 failure(s), the last: events: emit failed: ENOSPC",
+    ]
     assert exit_status({"degraded": True}) == EXIT_DEGRADED
     assert exit_status({"degraded": True, "source_error": "cam: gone"}) == EXIT_SOURCE_FAILED
 
@@ -66,7 +72,9 @@ class FileProbe(BaseSink):
 def test_events_file_exists_from_the_first_frame_even_without_ng(tmp_path):
     path = tmp_path / "out/events.jsonl"
     probe = FileProbe(path)
-    loop = InspectionLoop(FakeDetector(), file_source(3), Decider(NAMES), [probe, EventLog(path)], out_dir=tmp_path)
+    loop = InspectionLoop(
+        FakeDetector(), file_source(3), Decider(NAMES), [probe, EventLog(path)], out_dir=tmp_path
+    )
     summary = loop.run()  # frames 0..2 are all OK
     assert summary["ng"] == 0 and probe.seen == [True, True, True]
     assert path.read_bytes() == b"" and summary["degraded"] is False and exit_status(summary) == EXIT_OK
@@ -90,9 +98,13 @@ def tmpfs(tmp_path):
     """A 3 MB filesystem (mount -t tmpfs, root only), unmounted afterwards."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if out.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here ({out.stderr.strip() or 'not root'}); the simulated disk covers it")
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({out.stderr.strip() or 'not root'}); the simulated disk covers it"
+        )
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -127,7 +139,9 @@ def _fill(out: Path, min_free_mb: float) -> tuple:
     counter, n = [0], 80
     src = FrameSource(parse_source("synthetic://"), opener=lambda spec: NoisyReader(counter, limit=n))
     rec, snaps = Recorder(), Snapshots(out / "snapshots", queue=0, min_free_mb=min_free_mb)
-    loop = InspectionLoop(FakeDetector(), src, Decider(NAMES), [snaps, EventLog(out / "events.jsonl"), rec], out_dir=out)
+    loop = InspectionLoop(
+        FakeDetector(), src, Decider(NAMES), [snaps, EventLog(out / "events.jsonl"), rec], out_dir=out
+    )
     summary = loop.run()
     assert rec.ng == [i for i in range(n) if is_defective(i)]  # 24 NG frames, decided whatever the disk does
     return summary, [e["frame"] for e in read_events(out / "events.jsonl")], rec.ng
@@ -144,7 +158,9 @@ def test_filling_disk_drops_snapshots_first_and_loses_no_ng_event(disk, request,
     assert snaps["written"] / 2 + snaps["dropped_low_disk"] == len(ng)  # two files per NG frame, or none
     assert "under snapshots.min_free_mb=0.5" in caplog.text and "kept for the event log" in caplog.text
     assert summary["degraded"] and exit_status(summary) == EXIT_DEGRADED
-    assert any("not saved: free disk space under snapshots.min_free_mb" in r for r in summary["degraded_reasons"])
+    assert any(
+        "not saved: free disk space under snapshots.min_free_mb" in r for r in summary["degraded_reasons"]
+    )
 
 
 def test_without_the_floor_events_can_be_lost_and_the_run_says_so(tmpfs):
@@ -177,11 +193,18 @@ def test_a_truncated_video_ends_early_and_degraded(tmp_path):
         loop = InspectionLoop(FakeDetector(), FrameSource(str(video)), Decider(NAMES), out_dir=tmp_path)
         summary = loop.run()
         if frames:
-            assert summary["frames"] == 50 and summary["source_ended_early"] is None and not summary["degraded"]
+            assert (
+                summary["frames"] == 50 and summary["source_ended_early"] is None and not summary["degraded"]
+            )
             continue
         assert 0 < summary["frames"] < 50 and summary["stop_reason"] == "source ended early"
-        assert summary["source_ended_early"].startswith(f"{cut}: source ended early: {summary['frames']} of 50 frames")
-        assert summary["degraded_reasons"] == [summary["source_ended_early"]] and exit_status(summary) == EXIT_DEGRADED
+        assert summary["source_ended_early"].startswith(
+            f"{cut}: source ended early: {summary['frames']} of 50 frames"
+        )
+        assert (
+            summary["degraded_reasons"] == [summary["source_ended_early"]]
+            and exit_status(summary) == EXIT_DEGRADED
+        )
 
 
 def test_a_live_source_that_does_not_open_at_start_is_retried_with_backoff(caplog):
@@ -197,14 +220,19 @@ def test_a_live_source_that_does_not_open_at_start_is_retried_with_backoff(caplo
     with caplog.at_level(logging.WARNING, "defectdet.inspect"):
         summary = InspectionLoop(FakeDetector(), src, Decider(NAMES), max_frames=20).run()
     assert summary["frames"] == 20 and len(attempts) == 4 and summary["reconnects"] == 0
-    assert "0: cannot open the camera; retrying in the background" in caplog.text and "opened after 4 attempt(s)" in caplog.text
+    assert (
+        "0: cannot open the camera; retrying in the background" in caplog.text
+        and "opened after 4 attempt(s)" in caplog.text
+    )
 
 
 def test_a_live_source_that_never_opens_gives_up_with_exit_1():
     def opener(spec):
         raise SourceError(f"{spec.uri}: cannot open the camera")
 
-    src = FrameSource(parse_source("0"), opener=opener, backoff_s=0.01, backoff_max_s=0.02, give_up_s=0.3, stall_s=0)
+    src = FrameSource(
+        parse_source("0"), opener=opener, backoff_s=0.01, backoff_max_s=0.02, give_up_s=0.3, stall_s=0
+    )
     summary = InspectionLoop(FakeDetector(), src, Decider(NAMES), duration=5).run()
     assert summary["stop_reason"] == "source gave up" and "giving up" in summary["source_error"]
     assert summary["seconds"] < 3 and exit_status(summary) == EXIT_SOURCE_FAILED
@@ -227,7 +255,9 @@ def _numeric_keys(d, prefix=""):
 
 
 def test_every_numeric_default_has_a_range():
-    assert set(_numeric_keys(DEFAULTS)) - set(DETECTOR_KEYS) <= set(RANGES), "add the key's range to station/settings.py RANGES"
+    assert set(_numeric_keys(DEFAULTS)) - set(DETECTOR_KEYS) <= set(RANGES), (
+        "add the key's range to station/settings.py RANGES"
+    )
     assert check_numbers(DEFAULTS) == DEFAULTS  # the defaults are in range
 
 
@@ -257,12 +287,15 @@ def test_a_bad_numeric_value_is_a_one_line_error_naming_the_key_and_range(key, v
     assert msg.startswith(f"{key}={value!r}: expected {RANGES[key].describe()}") and "\n" not in msg
 
 
-@pytest.mark.parametrize("override, message", [
-    ("snapshots.quota_mb=abc", "snapshots.quota_mb='abc': expected a number >= 0"),
-    ("capture.backoff_s=0", "capture.backoff_s=0: expected a number > 0"),
-    ("signals.mqtt.qos=3", "signals.mqtt.qos=3: expected an integer in [0, 2]"),
-    ("threads=0", "threads=0: expected null or an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("snapshots.quota_mb=abc", "snapshots.quota_mb='abc': expected a number >= 0"),
+        ("capture.backoff_s=0", "capture.backoff_s=0: expected a number > 0"),
+        ("signals.mqtt.qos=3", "signals.mqtt.qos=3: expected an integer in [0, 2]"),
+        ("threads=0", "threads=0: expected null or an integer >= 1"),
+    ],
+)
 def test_cli_overrides_out_of_range_exit_2_with_one_line(override, message, tmp_path, capsys):
     assert main(["inspect", "--model", str(tmp_path / "m.onnx"), "--source", "synthetic://", override]) == 2
     err = capsys.readouterr().err.strip()
@@ -271,4 +304,6 @@ def test_cli_overrides_out_of_range_exit_2_with_one_line(override, message, tmp_
 
 def test_in_range_values_are_typed():
     cfg = check_numbers({**DEFAULTS, "max_frames": 10.0, "threads": None, "duration": 1})
-    assert cfg["max_frames"] == 10 and isinstance(cfg["max_frames"], int) and isinstance(cfg["duration"], float)
+    assert (
+        cfg["max_frames"] == 10 and isinstance(cfg["max_frames"], int) and isinstance(cfg["duration"], float)
+    )

@@ -23,11 +23,27 @@ def test_inspect_with_modbus_opcua_metrics_and_the_page(model, tmp_path):  # noq
     plc = Plc().start()
     page, metrics, ua = free_port(), free_port(), f"opc.tcp://127.0.0.1:{free_port()}/defectdet"
     out = tmp_path / "run"
-    args = ["--model", str(model), "--source", "synthetic://?width=320&height=240&fps=15&frames=90", "--out", str(out),
-            "--serve", f"127.0.0.1:{page}", "conf=0.5", "status_every=0",
-            "signals.modbus.enabled=true", f"signals.modbus.port={plc.port}", "signals.modbus.pulse_ms=20",
-            "signals.modbus.alarm_ms=20", "signals.modbus.update_s=0.2",
-            "opcua.enabled=true", f"opcua.endpoint={ua}", "metrics.enabled=true", f"metrics.bind=127.0.0.1:{metrics}"]
+    args = [
+        "--model",
+        str(model),
+        "--source",
+        "synthetic://?width=320&height=240&fps=15&frames=90",
+        "--out",
+        str(out),
+        "--serve",
+        f"127.0.0.1:{page}",
+        "conf=0.5",
+        "status_every=0",
+        "signals.modbus.enabled=true",
+        f"signals.modbus.port={plc.port}",
+        "signals.modbus.pulse_ms=20",
+        "signals.modbus.alarm_ms=20",
+        "signals.modbus.update_s=0.2",
+        "opcua.enabled=true",
+        f"opcua.endpoint={ua}",
+        "metrics.enabled=true",
+        f"metrics.bind=127.0.0.1:{metrics}",
+    ]
     run = Inspect(args, tmp_path)
     try:
         run.wait_for(f"http://127.0.0.1:{page}/api/state")
@@ -41,7 +57,10 @@ def test_inspect_with_modbus_opcua_metrics_and_the_page(model, tmp_path):  # noq
             run.proc.kill()
         plc.close()
     assert summary["frames"] == 90 and summary["stop_reason"] == "end of source", run.stderr()
-    assert summary["triggers"] > 0 and plc.rising_edges(0) == summary["triggers"] == summary["sinks"]["modbus"]["pulses"]
+    assert (
+        summary["triggers"] > 0
+        and plc.rising_edges(0) == summary["triggers"] == summary["sinks"]["modbus"]["pulses"]
+    )
     assert block[:6] == registers(summary)
     assert len(list(read_events(out / "events.jsonl"))) == summary["ng"] > 0
     assert nodes["ModelId"] == summary["model"] and nodes["Frames"] <= summary["frames"]

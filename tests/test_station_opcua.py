@@ -31,7 +31,9 @@ def read_nodes(endpoint: str, names) -> dict:
             ns = await c.get_namespace_index("urn:defectdet:station")
             out = {}
             for name in names:
-                out[name] = await (await c.nodes.objects.get_child([f"{ns}:Station", f"{ns}:{name}"])).read_value()
+                out[name] = await (
+                    await c.nodes.objects.get_child([f"{ns}:Station", f"{ns}:{name}"])
+                ).read_value()
             return out
 
     return asyncio.run(go())
@@ -52,8 +54,12 @@ def read_by_string_id(endpoint: str, names) -> dict:
 def server(**kw):
     from defectdet.station.opcua import OpcUaServer
 
-    return OpcUaServer(f"opc.tcp://127.0.0.1:{free_port()}/defectdet", update_s=0.1,
-                       info={"model": "m.onnx:abc", "source": "synthetic://"}, **kw)
+    return OpcUaServer(
+        f"opc.tcp://127.0.0.1:{free_port()}/defectdet",
+        update_s=0.1,
+        info={"model": "m.onnx:abc", "source": "synthetic://"},
+        **kw,
+    )
 
 
 def test_nodes_equal_the_counters():
@@ -76,8 +82,15 @@ def test_nodes_equal_the_counters():
         "Ready": False,
     }  # no frame, no beat; no loop: not ready
     assert (got["Frames"], got["OK"], got["NG"], got["NGParts"]) == (7, 4, 3, 3)
-    assert got["Yield"] == pytest.approx(4 / 7, abs=1e-4) and got["LastResult"] == "OK" and got["LastFrame"] == 6
-    assert (got["LastClass"], got["LastNGClass"], got["LastNGFrame"], got["LastNGConfidence"]) == ("", "spot", 4, pytest.approx(0.9))
+    assert (
+        got["Yield"] == pytest.approx(4 / 7, abs=1e-4) and got["LastResult"] == "OK" and got["LastFrame"] == 6
+    )
+    assert (got["LastClass"], got["LastNGClass"], got["LastNGFrame"], got["LastNGConfidence"]) == (
+        "",
+        "spot",
+        4,
+        pytest.approx(0.9),
+    )
     assert got["ModelId"] == "m.onnx:abc" and got["Source"] == "synthetic://" and got["Healthy"] is True
     assert (
         1 <= got["Heartbeat"] <= 2 and got["LatencyP50Ms"] == pytest.approx(12.5) and got["SinkErrors"] == 0
@@ -88,8 +101,13 @@ def test_values_move_while_the_loop_runs_and_clients_cannot_write(tmp_path):
     from asyncua import Client, ua
 
     opc = server()
-    loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=160&seed=1&fps=40"), Decider(NAMES),
-                          [EventLog(tmp_path / "events.jsonl", fsync=False), opc], status_every=0)
+    loop = InspectionLoop(
+        EveryThirdNg(),
+        FrameSource("synthetic://?frames=160&seed=1&fps=40"),
+        Decider(NAMES),
+        [EventLog(tmp_path / "events.jsonl", fsync=False), opc],
+        status_every=0,
+    )
     opc.status, seen, refused = loop.summary, [], []
 
     def client():
@@ -128,8 +146,13 @@ def test_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
     try:
         with LogLines() as log:
             opc = OpcUaServer(f"opc.tcp://127.0.0.1:{busy.port}/defectdet")
-            loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=30&seed=1"), Decider(NAMES),
-                                  [EventLog(tmp_path / "events.jsonl", fsync=False), opc], status_every=0)
+            loop = InspectionLoop(
+                EveryThirdNg(),
+                FrameSource("synthetic://?frames=30&seed=1"),
+                Decider(NAMES),
+                [EventLog(tmp_path / "events.jsonl", fsync=False), opc],
+                status_every=0,
+            )
             summary = loop.run()
     finally:
         busy.close()
@@ -138,14 +161,27 @@ def test_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
     assert summary["frames"] == 30 and len(list(read_events(tmp_path / "events.jsonl"))) == 10
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"opcua.endpoint": "opc.tcp://0.0.0.0:4840/x"},
-     r"^opcua.endpoint on '0.0.0.0' \(beyond 127.0.0.1\) refuses anonymous access: set opcua.security_policy"),
-    ({"opcua.security_policy": "Basic256Sha256_SignAndEncrypt"},
-     r"^opcua.security_policy=Basic256Sha256_SignAndEncrypt: set opcua.certificate and opcua.private_key"),
-    ({"opcua.security_policy": "tight"}, r"^opcua.security_policy='tight': expected one of none, Basic256Sha256_Sign"),
-    ({"opcua.endpoint": "http://127.0.0.1:4840"}, r"^opcua.endpoint='http://127.0.0.1:4840': expected opc.tcp://host:port/path"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"opcua.endpoint": "opc.tcp://0.0.0.0:4840/x"},
+            r"^opcua.endpoint on '0.0.0.0' \(beyond 127.0.0.1\) refuses anonymous access: set opcua.security_policy",
+        ),
+        (
+            {"opcua.security_policy": "Basic256Sha256_SignAndEncrypt"},
+            r"^opcua.security_policy=Basic256Sha256_SignAndEncrypt: set opcua.certificate and opcua.private_key",
+        ),
+        (
+            {"opcua.security_policy": "tight"},
+            r"^opcua.security_policy='tight': expected one of none, Basic256Sha256_Sign",
+        ),
+        (
+            {"opcua.endpoint": "http://127.0.0.1:4840"},
+            r"^opcua.endpoint='http://127.0.0.1:4840': expected opc.tcp://host:port/path",
+        ),
+    ],
+)
 def test_security_settings_are_one_line_config_errors(tmp_path, settings, message):
     cfg = merge_config(DEFAULTS, {"opcua.enabled": True, **settings}, "t")
     with pytest.raises(ConfigError, match=message):

@@ -29,9 +29,16 @@ def page_run(tmp_path, during=None, uri="synthetic://?frames=90&seed=1&fps=45", 
     """The loop with an event log and the page; ``during(page)`` runs on a thread while the loop runs."""
     from defectdet.station.page import OperatorPage
 
-    page = OperatorPage(port=0, info={"model": "m.onnx:abc", "thresholds": {NAMES[0]: 0.5}, "conf": 0.25}, **kw)
-    loop = InspectionLoop(EveryThirdNg(), FrameSource(uri), Decider(NAMES),
-                          [EventLog(tmp_path / "events.jsonl", fsync=False), page], status_every=0)
+    page = OperatorPage(
+        port=0, info={"model": "m.onnx:abc", "thresholds": {NAMES[0]: 0.5}, "conf": 0.25}, **kw
+    )
+    loop = InspectionLoop(
+        EveryThirdNg(),
+        FrameSource(uri),
+        Decider(NAMES),
+        [EventLog(tmp_path / "events.jsonl", fsync=False), page],
+        status_every=0,
+    )
     page.status, seen = loop.summary, []
 
     def work():
@@ -46,7 +53,9 @@ def page_run(tmp_path, during=None, uri="synthetic://?frames=90&seed=1&fps=45", 
     summary = loop.run()
     if worker:
         worker.join(30)
-    assert len(list(read_events(tmp_path / "events.jsonl"))) == summary["ng"] > 0, "every NG frame is in the events"
+    assert len(list(read_events(tmp_path / "events.jsonl"))) == summary["ng"] > 0, (
+        "every NG frame is in the events"
+    )
     return summary, page, seen
 
 
@@ -55,13 +64,28 @@ def test_state_routes_and_pictures_follow_the_loop(tmp_path):
         time.sleep(0.8)
         state = json.loads(get(page.server.url + "/api/state")[1])
         part = state["ng_parts"][0]
-        return state, get(page.server.url + "/"), get(page.server.url + f"/ng/{part['id']}.jpg"), get(page.server.url + "/ng/0.jpg")
+        return (
+            state,
+            get(page.server.url + "/"),
+            get(page.server.url + f"/ng/{part['id']}.jpg"),
+            get(page.server.url + "/ng/0.jpg"),
+        )
 
     summary, page, [(state, html, picture, missing)] = page_run(tmp_path, during)
     assert 0 < state["frames"] < summary["frames"] and state["ok"] + state["ng"] == state["frames"]
-    assert state["model"] == "m.onnx:abc" and state["thresholds"] == {NAMES[0]: 0.5} and state["health"]["sink_errors"] == 0
-    assert state["per_class"] == {NAMES[0]: state["ng"]} and state["fps"] > 0 and state["latency_p99_ms"] is not None
-    assert html[0] == 200 and b"stream.mjpg" in html[1] and picture[0] == 200 and picture[1][:2] == b"\xff\xd8"
+    assert (
+        state["model"] == "m.onnx:abc"
+        and state["thresholds"] == {NAMES[0]: 0.5}
+        and state["health"]["sink_errors"] == 0
+    )
+    assert (
+        state["per_class"] == {NAMES[0]: state["ng"]}
+        and state["fps"] > 0
+        and state["latency_p99_ms"] is not None
+    )
+    assert (
+        html[0] == 200 and b"stream.mjpg" in html[1] and picture[0] == 200 and picture[1][:2] == b"\xff\xd8"
+    )
     assert missing[0] == 404 and len(state["ng_parts"]) <= 8
     final = page.state()
     assert (final["frames"], final["ok"], final["ng"]) == (summary["frames"], summary["ok"], summary["ng"])
@@ -74,7 +98,9 @@ def test_the_page_is_read_only(tmp_path):
     def during(page):
         time.sleep(0.3)
         try:
-            urllib.request.urlopen(urllib.request.Request(page.server.url + "/api/state", data=b"{}", method="POST"), timeout=5)
+            urllib.request.urlopen(
+                urllib.request.Request(page.server.url + "/api/state", data=b"{}", method="POST"), timeout=5
+            )
         except urllib.error.HTTPError as e:
             return e.code
 
@@ -88,8 +114,13 @@ def test_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
     log_path = tmp_path / "events.jsonl"
     try:
         with LogLines() as log:
-            loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=30&seed=1"), Decider(NAMES),
-                                  [EventLog(log_path, fsync=False), OperatorPage(port=busy.port)], status_every=0)
+            loop = InspectionLoop(
+                EveryThirdNg(),
+                FrameSource("synthetic://?frames=30&seed=1"),
+                Decider(NAMES),
+                [EventLog(log_path, fsync=False), OperatorPage(port=busy.port)],
+                status_every=0,
+            )
             summary = loop.run()
     finally:
         busy.close()
@@ -108,8 +139,15 @@ def test_a_stream_client_that_never_reads_is_dropped_and_never_slows_the_loop(tm
         s.close()
 
     with LogLines() as log:
-        summary, page, _ = page_run(tmp_path, during, uri="synthetic://?frames=240&seed=1&fps=50&width=1280&height=960",
-                                    stream_fps=30, stream_width=1280, jpeg_quality=95, write_timeout_s=1.0)
+        summary, page, _ = page_run(
+            tmp_path,
+            during,
+            uri="synthetic://?frames=240&seed=1&fps=50&width=1280&height=960",
+            stream_fps=30,
+            stream_width=1280,
+            jpeg_quality=95,
+            write_timeout_s=1.0,
+        )
     lines = log.having("read nothing")
     assert len(lines) == 1 and "disconnected" in lines[0] and page.slow_clients == 1
     # 4.8 s of frames at 50 fps; a loop that waited on the stalled client (1 s write timeout) would take >= 240 s
@@ -129,12 +167,20 @@ def model(tmp_path_factory):
 def chrome():
     if not (CHROMIUM and DRIVER):
         pytest.skip("no chromium + chromedriver here (Debian: apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install 'defectdet[dev]')")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install 'defectdet[dev]')"
+    )
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         opts.add_argument(arg)
     try:
         return webdriver.Chrome(service=Service(DRIVER), options=opts)
@@ -147,8 +193,24 @@ def test_operator_page_in_a_real_browser(model, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     port, out = free_port(), tmp_path / "run"
-    run = Inspect(["--model", str(model), "--source", "synthetic://?width=640&height=480&fps=15&live=1", "--out", str(out),
-                   "--serve", f"127.0.0.1:{port}", "--duration", "90", "conf=0.5", "status_every=0", "page.stream_fps=10"], tmp_path)
+    run = Inspect(
+        [
+            "--model",
+            str(model),
+            "--source",
+            "synthetic://?width=640&height=480&fps=15&live=1",
+            "--out",
+            str(out),
+            "--serve",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "90",
+            "conf=0.5",
+            "status_every=0",
+            "page.stream_fps=10",
+        ],
+        tmp_path,
+    )
     driver = None
     try:
         run.wait_for(f"http://127.0.0.1:{port}/api/state")
@@ -160,7 +222,9 @@ def test_operator_page_in_a_real_browser(model, tmp_path):
         first = int(text("frames"))
         wait.until(lambda d: int(text("frames")) > first)  # the counters change
         js = "const i = document.getElementById(arguments[0]); return i !== null && i.complete && i.naturalWidth;"
-        assert wait.until(lambda d: d.execute_script(js, "stream")) > 0  # the live stream's first frame arrived
+        assert (
+            wait.until(lambda d: d.execute_script(js, "stream")) > 0
+        )  # the live stream's first frame arrived
         ng = "return Array.from(document.querySelectorAll('#ng img')).filter(i => i.complete && i.naturalWidth > 0).length"
         wait.until(lambda d: d.execute_script(ng) >= 3)  # NG pictures arrived
         wait.until(lambda d: "model.onnx:" in text("model") and "%" in text("yield"))
@@ -187,9 +251,26 @@ def test_review_view_in_a_real_browser(model, tmp_path):
 
     port, out = free_port(), tmp_path / "run"
     source = "synthetic://?width=640&height=480&fps=10&live=1"
-    run = Inspect(["--model", str(model), "--source", source, "--out", str(out), "--serve", f"127.0.0.1:{port}",
-                   "--review", "--duration", "90", "conf=0.5", "status_every=0",
-                   "review.audit_rate=0.2", "snapshots.enabled=false"], tmp_path)
+    run = Inspect(
+        [
+            "--model",
+            str(model),
+            "--source",
+            source,
+            "--out",
+            str(out),
+            "--serve",
+            f"127.0.0.1:{port}",
+            "--review",
+            "--duration",
+            "90",
+            "conf=0.5",
+            "status_every=0",
+            "review.audit_rate=0.2",
+            "snapshots.enabled=false",
+        ],
+        tmp_path,
+    )
     driver, log = None, out / "review" / "review.jsonl"
     try:
         run.wait_for(f"http://127.0.0.1:{port}/api/state")
@@ -210,8 +291,14 @@ def test_review_view_in_a_real_browser(model, tmp_path):
         driver.find_element("css selector", "#list .item").click()
         wait.until(lambda d: d.execute_script("return document.getElementById('cv').width") > 0)
         canvas = driver.find_element("id", "cv")
-        (ActionChains(driver).move_to_element_with_offset(canvas, -60, -40).click_and_hold()
-         .move_by_offset(50, 40).release().perform())  # a box drawn round a missed defect
+        (
+            ActionChains(driver)
+            .move_to_element_with_offset(canvas, -60, -40)
+            .click_and_hold()
+            .move_by_offset(50, 40)
+            .release()
+            .perform()
+        )  # a box drawn round a missed defect
         cls = driver.find_elements("css selector", "#boxes input.cls")[-1]
         cls.clear()
         cls.send_keys("glue_blob\n")
@@ -241,8 +328,11 @@ def test_shift_report_html_opens_in_a_real_browser_with_its_images(tmp_path):
     from defectdet.station.tally import Tally
 
     run = tmp_path / "line1"
-    sinks = [Snapshots(run / "snapshots", raw=False, queue=0), EventLog(run / "events.jsonl", fsync=False),
-             Tally(run / "tally.jsonl")]
+    sinks = [
+        Snapshots(run / "snapshots", raw=False, queue=0),
+        EventLog(run / "events.jsonl", fsync=False),
+        Tally(run / "tally.jsonl"),
+    ]
     for i in range(6):
         r = make_result(
             i,

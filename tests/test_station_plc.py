@@ -38,8 +38,18 @@ def run(sinks, uri, tmp_path):
 def modbus(port, **kw):
     from defectdet.station.modbus import ModbusOutput
 
-    return ModbusOutput(port=port, **{"pulse_ms": 30.0, "alarm_ms": 60.0, "update_s": 0.1, "backoff_s": 0.1,
-                                      "backoff_max_s": 0.4, "timeout_s": 0.5} | kw)
+    return ModbusOutput(
+        port=port,
+        **{
+            "pulse_ms": 30.0,
+            "alarm_ms": 60.0,
+            "update_s": 0.1,
+            "backoff_s": 0.1,
+            "backoff_max_s": 0.4,
+            "timeout_s": 0.5,
+        }
+        | kw,
+    )
 
 
 def registers(summary):
@@ -84,7 +94,9 @@ def test_plc_unreachable_at_start_is_one_line_and_the_counters_arrive_once_it_is
         with LogLines() as log:
             summary = run([out], "synthetic://?frames=120&seed=1&fps=40", tmp_path)
         assert len(log.having("modbus: PLC at")) == 1 and "unreachable" in log.having("modbus: PLC at")[0]
-        assert len(log.having("connected to the PLC")) == 1 and "again" in log.having("connected to the PLC")[0]
+        assert (
+            len(log.having("connected to the PLC")) == 1 and "again" in log.having("connected to the PLC")[0]
+        )
         assert out.pulses + out.missed == summary["triggers"] and out.missed > 0 and out.pulses > 0
         assert plc.rising_edges(0) == out.pulses
         assert plc.read(0, 9)[:6] == registers(summary)
@@ -101,7 +113,9 @@ def test_plc_lost_mid_run_every_decision_goes_on(tmp_path):
         with LogLines() as log:
             summary = run([out], "synthetic://?frames=150&seed=1&fps=50", tmp_path)
         assert summary["frames"] == 150 and summary["seconds"] < 5.0  # the loop never waited for the PLC
-        assert len(log.having("unreachable")) == 1 and len(log.having("connected to the PLC at")) == 2  # at start, again
+        assert (
+            len(log.having("unreachable")) == 1 and len(log.having("connected to the PLC at")) == 2
+        )  # at start, again
         assert len(log.having(" again ")) == 1
         assert out.reconnects >= 1 and out.pulses + out.missed == summary["triggers"]
         assert plc.rising_edges(0) == out.pulses
@@ -113,8 +127,11 @@ def test_plc_lost_mid_run_every_decision_goes_on(tmp_path):
 def scrape(url, token=None):
     status, body = get(url, headers={"Authorization": f"Bearer {token}"} if token else None)
     assert status == 200, body
-    return {s.name + "|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())): s.value
-            for family in parser.text_string_to_metric_families(body.decode()) for s in family.samples}
+    return {
+        s.name + "|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())): s.value
+        for family in parser.text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def test_metrics_parse_and_equal_the_summary(tmp_path):
@@ -128,8 +145,13 @@ def test_metrics_parse_and_equal_the_summary(tmp_path):
     timer.join()
     assert seen and seen[0]["defectdet_frames_total|model=m.onnx:abc"] > 0  # served while the loop ran
     m = seen[0]
-    assert m["defectdet_dropped_frames_total|model=m.onnx:abc"] == 0 and "defectdet_sink_errors_total|model=m.onnx:abc" in m
-    assert m["defectdet_latency_seconds_count|model=m.onnx:abc"] == m["defectdet_frames_total|model=m.onnx:abc"]
+    assert (
+        m["defectdet_dropped_frames_total|model=m.onnx:abc"] == 0
+        and "defectdet_sink_errors_total|model=m.onnx:abc" in m
+    )
+    assert (
+        m["defectdet_latency_seconds_count|model=m.onnx:abc"] == m["defectdet_frames_total|model=m.onnx:abc"]
+    )
     final = metrics.counters.read()
     assert (final["frames"], final["ok"], final["ng"]) == (summary["frames"], summary["ok"], summary["ng"])
     assert final["per_class"] == {NAMES[0]: summary["ng"]}
@@ -151,11 +173,19 @@ def test_metrics_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
 
 @pytest.mark.parametrize("key", ["metrics"])
 def test_beyond_loopback_needs_a_token(tmp_path, monkeypatch, key):
-    cfg = merge_config(DEFAULTS, {f"{key}.enabled": True, f"{key}.bind": "0.0.0.0:9108", "snapshots.enabled": False}, "t")
-    with pytest.raises(ConfigError, match=rf"^{key}.bind on '0.0.0.0' \(beyond 127.0.0.1\) needs an access token"):
+    cfg = merge_config(
+        DEFAULTS, {f"{key}.enabled": True, f"{key}.bind": "0.0.0.0:9108", "snapshots.enabled": False}, "t"
+    )
+    with pytest.raises(
+        ConfigError, match=rf"^{key}.bind on '0.0.0.0' \(beyond 127.0.0.1\) needs an access token"
+    ):
         build_sinks(cfg, tmp_path)
-    cfg = merge_config(cfg, {f"{key}.token_env": "LINE_TOKEN", f"{key}.bind": f"127.0.0.1:{free_port()}"}, "t")
-    with pytest.raises(ConfigError, match=rf"^{key}.token_env='LINE_TOKEN': that environment variable is not set$"):
+    cfg = merge_config(
+        cfg, {f"{key}.token_env": "LINE_TOKEN", f"{key}.bind": f"127.0.0.1:{free_port()}"}, "t"
+    )
+    with pytest.raises(
+        ConfigError, match=rf"^{key}.token_env='LINE_TOKEN': that environment variable is not set$"
+    ):
         build_sinks(cfg, tmp_path)
     monkeypatch.setenv("LINE_TOKEN", "s3cret")
     sink = build_sinks(cfg, tmp_path)[-1]

@@ -22,7 +22,11 @@ T0 = datetime(2024, 5, 1, 6, 0, tzinfo=timezone.utc).timestamp()  # a shift star
 
 
 def result(i, t, ng, cls=0, conf=0.9):
-    d = Detections.from_arrays(np.array([[5, 6, 20, 30]], np.float32), [conf], [cls], NAMES) if ng else Detections.empty()
+    d = (
+        Detections.from_arrays(np.array([[5, 6, 20, 30]], np.float32), [conf], [cls], NAMES)
+        if ng
+        else Detections.empty()
+    )
     frame = Frame(np.zeros((48, 64, 3), np.uint8), i, t, time.perf_counter())
     return FrameResult(frame, d, Decision(ng, ng, ng, d), 5.0, "synthetic://", "m.onnx:abc", ng)
 
@@ -32,7 +36,10 @@ def run(tmp_path):
     """3 hours, one frame a minute: every 10th NG (spot on every 30th, scratch otherwise); small event files rotate."""
     run = tmp_path / "runs" / "line1"
     (run / "snapshots").mkdir(parents=True)
-    log, tally = EventLog(run / "events.jsonl", max_bytes=2000, fsync=False), Tally(run / "tally.jsonl", every_s=60)
+    log, tally = (
+        EventLog(run / "events.jsonl", max_bytes=2000, fsync=False),
+        Tally(run / "tally.jsonl", every_s=60),
+    )
     for i in range(180):
         ng = i % 10 == 0
         r = result(i, T0 + 60 * i + 5, ng, cls=1 if i % 30 == 0 else 0, conf=0.5 + i / 400)
@@ -61,15 +68,37 @@ def test_report_counts_yield_classes_hours_and_top_snapshots(run, tmp_path, caps
         and "| 2024-05-01 08:00 | 60 | - | 6 | 0 | 6 | 90.00 % |" in md
     )
     for i in (170, 160, 150):  # the most confident NG parts, their snapshots copied beside the report
-        assert f"](snapshots/s{i:03d}_annotated.jpg)" in md and (out / "snapshots" / f"s{i:03d}_annotated.jpg").is_file()
-    assert (out / "per_hour.png").read_bytes()[:4] == b"\x89PNG" and (out / "per_class.png").stat().st_size > 1000
+        assert (
+            f"](snapshots/s{i:03d}_annotated.jpg)" in md
+            and (out / "snapshots" / f"s{i:03d}_annotated.jpg").is_file()
+        )
+    assert (out / "per_hour.png").read_bytes()[:4] == b"\x89PNG" and (
+        out / "per_class.png"
+    ).stat().st_size > 1000
     assert "162" not in capsys.readouterr().err
 
 
 def test_since_until_keep_one_hour(run, tmp_path):
     out = tmp_path / "r"
-    assert main(["report", "--events", str(run), "--since", "2024-05-01T07:00", "--until", "2024-05-01T10:00+02:00",
-                 "--out", str(out), "--no-charts", "--tz", "UTC"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--events",
+                str(run),
+                "--since",
+                "2024-05-01T07:00",
+                "--until",
+                "2024-05-01T10:00+02:00",
+                "--out",
+                str(out),
+                "--no-charts",
+                "--tz",
+                "UTC",
+            ]
+        )
+        == 0
+    )
     md = (out / "report.md").read_text()
     assert "| 6 | 0 | - |" in md and "| 60 | 6 | 90.00 % |" in md
     assert "06:00" not in md.split("## Runs")[0].split("Per hour")[1]
@@ -124,7 +153,10 @@ def test_without_a_tally_the_yield_is_unknown(run, tmp_path):
 def test_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
     assert main(["report", "--events", str(run), "--since", "yesterday", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("defectdet report: error: --since='yesterday': expected an ISO 8601 time") and len(err.splitlines()) == 1
+    assert (
+        err.startswith("defectdet report: error: --since='yesterday': expected an ISO 8601 time")
+        and len(err.splitlines()) == 1
+    )
     assert main(["report", "--events", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     assert "no such folder" in capsys.readouterr().err
     assert main(["report", "--events", str(run), "--tz", "Mars/Olympus", "--out", str(tmp_path / "r")]) == 2
@@ -167,8 +199,11 @@ def test_report_counts_parts_not_frames_and_its_html_embeds_every_picture(tmp_pa
     for i in range(360):
         cv2.imwrite(str(images / f"{i:04d}.png"), np.full((32, 48, 3), i % 256, np.uint8))
     run = tmp_path / "line1"
-    sinks = [Snapshots(run / "snapshots", raw=False, block=True), EventLog(run / "events.jsonl", fsync=False),
-             Tally(run / "tally.jsonl")]
+    sinks = [
+        Snapshots(run / "snapshots", raw=False, block=True),
+        EventLog(run / "events.jsonl", fsync=False),
+        Tally(run / "tally.jsonl"),
+    ]
     summary = InspectionLoop(
         ThreeNgFramesPerPart(), FrameSource(str(images)), Decider(NAMES), sinks, status_every=0, out_dir=run
     ).run()

@@ -17,8 +17,20 @@ SOURCE = "synthetic://?width=320&height=240&fps=30&live=1"
 
 def test_sigkill_then_a_rerun_into_one_folder_stay_two_runs(model, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "line1"
-    run = Inspect(["--model", str(model), "--source", SOURCE, "--out", str(out), "conf=0.5", "status_every=0",
-                   "snapshots.queue=64"], tmp_path)
+    run = Inspect(
+        [
+            "--model",
+            str(model),
+            "--source",
+            SOURCE,
+            "--out",
+            str(out),
+            "conf=0.5",
+            "status_every=0",
+            "snapshots.queue=64",
+        ],
+        tmp_path,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (out / "events.jsonl").exists() or (out / "events.jsonl").read_bytes().count(b"\n") < 6:

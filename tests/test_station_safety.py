@@ -106,8 +106,11 @@ def test_plc_stopped_8s_every_missed_reject_is_counted_shown_alarmed_and_degrade
             out["opcua"].endpoint, ["MissedRejects", "Alarm", "PlcLink", "Ready"]
         )
 
-    timers = [after_first_frame(loop, 1.5, plc.stop), after_first_frame(loop, 9.5, plc.start),
-              after_first_frame(loop, 0, during_the_outage)]
+    timers = [
+        after_first_frame(loop, 1.5, plc.stop),
+        after_first_frame(loop, 9.5, plc.start),
+        after_first_frame(loop, 0, during_the_outage),
+    ]
     for t in timers:
         t.start()
     try:
@@ -185,9 +188,15 @@ def test_on_failure_stop_drops_ready_within_stall_s_and_stops_inspecting(tmp_pat
     plc = Plc().start()
     out = line_outputs(plc.port)
     safety = LineSafety("stop", ready_s=0.5)
-    loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=75&seed=1&fps=15"), Decider(NAMES),
-                          [EventLog(tmp_path / "events.jsonl", fsync=False), out["modbus"], out["opcua"]],
-                          status_every=0, out_dir=tmp_path, safety=safety)
+    loop = InspectionLoop(
+        EveryThirdNg(),
+        FrameSource("synthetic://?frames=75&seed=1&fps=15"),
+        Decider(NAMES),
+        [EventLog(tmp_path / "events.jsonl", fsync=False), out["modbus"], out["opcua"]],
+        status_every=0,
+        out_dir=tmp_path,
+        safety=safety,
+    )
     readings = []  # (time, Ready) as an OPC UA client saw them
 
     def poll():
@@ -201,8 +210,11 @@ def test_on_failure_stop_drops_ready_within_stall_s_and_stops_inspecting(tmp_pat
                 pass
             time.sleep(0.05)
 
-    timers = [after_first_frame(loop, 1.0, plc.stop), after_first_frame(loop, 3.0, plc.start),
-              after_first_frame(loop, 0, poll)]
+    timers = [
+        after_first_frame(loop, 1.0, plc.stop),
+        after_first_frame(loop, 3.0, plc.start),
+        after_first_frame(loop, 0, poll),
+    ]
     for t in timers:
         t.start()
     try:
@@ -241,8 +253,13 @@ def test_a_full_queue_and_a_late_pulse_are_the_same_failure(tmp_path):
     """Both paths agree: a pulse dropped from a full queue and one that found no PLC are missed rejects
     alike."""
     out = modbus(free_port(), queue_size=1)  # nobody listens there
-    loop = InspectionLoop(EveryThirdNg(), FrameSource("synthetic://?frames=30&seed=1"), Decider(NAMES),
-                          [EventLog(tmp_path / "events.jsonl", fsync=False), out], status_every=0)
+    loop = InspectionLoop(
+        EveryThirdNg(),
+        FrameSource("synthetic://?frames=30&seed=1"),
+        Decider(NAMES),
+        [EventLog(tmp_path / "events.jsonl", fsync=False), out],
+        status_every=0,
+    )
     summary = loop.run()
     by = summary["missed_rejects_by_reason"]
     assert (

@@ -68,8 +68,11 @@ def test_a_new_output_is_one_class_and_one_registry_entry(tmp_path):
     entries = (*SINKS, PLC)
     defaults = sink_defaults(entries)
     assert defaults["signals"]["plc"] == {"enabled": False, "unit": 1}
-    cfg = merge_config({**DEFAULTS, "signals": {**DEFAULTS["signals"], **defaults["signals"]}},  # 3.8: no dict |
-                       {"signals.plc.enabled": True, "signals.plc.unit": 7, "snapshots.enabled": False}, "test")
+    cfg = merge_config(
+        {**DEFAULTS, "signals": {**DEFAULTS["signals"], **defaults["signals"]}},  # 3.8: no dict |
+        {"signals.plc.enabled": True, "signals.plc.unit": 7, "snapshots.enabled": False},
+        "test",
+    )
     sinks = build_sinks(cfg, tmp_path, live=False, entries=entries)
     assert [s.name for s in sinks] == ["events", "tally", "plc"]
     plc = sinks[-1]
@@ -83,12 +86,24 @@ def test_a_new_output_is_one_class_and_one_registry_entry(tmp_path):
 def test_registry_builds_the_enabled_sinks_in_emit_order(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    on = {"record.enabled": True, "signals.stdout.enabled": True, "signals.webhook.enabled": True,
-          "signals.webhook.url": "http://127.0.0.1:9/ng", "display.show": True}
+    on = {
+        "record.enabled": True,
+        "signals.stdout.enabled": True,
+        "signals.webhook.enabled": True,
+        "signals.webhook.url": "http://127.0.0.1:9/ng",
+        "display.show": True,
+    }
     with caplog.at_level(logging.WARNING, "defectdet.inspect"):
         sinks = build_sinks(merge_config(DEFAULTS, on, "test"), tmp_path)
     try:
-        assert [type(s) for s in sinks] == [Snapshots, EventLog, Tally, VideoRecorder, StdoutSignal, WebhookSignal]
+        assert [type(s) for s in sinks] == [
+            Snapshots,
+            EventLog,
+            Tally,
+            VideoRecorder,
+            StdoutSignal,
+            WebhookSignal,
+        ]
         assert "no display" in caplog.text  # the window is skipped with one warning, the run stays headless
     finally:
         sinks[-1].close()
@@ -96,11 +111,14 @@ def test_registry_builds_the_enabled_sinks_in_emit_order(tmp_path, monkeypatch, 
     assert build_sinks(merge_config(DEFAULTS, off, "test"), tmp_path) == []
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("snapshots.queue", "many", "snapshots.queue='many': expected an integer"),
-    ("events.max_mb", "big", "events.max_mb='big': expected a number"),
-    ("signals.gpio.pin", True, "signals.gpio.pin=True: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("snapshots.queue", "many", "snapshots.queue='many': expected an integer"),
+        ("events.max_mb", "big", "events.max_mb='big': expected a number"),
+        ("signals.gpio.pin", True, "signals.gpio.pin=True: expected an integer"),
+    ],
+)
 def test_bad_sink_values_are_one_line_config_errors(tmp_path, key, value, message):
     cfg = merge_config(DEFAULTS, {key: value, "signals.gpio.enabled": True}, "test")
     with pytest.raises(ConfigError) as e:
@@ -117,17 +135,30 @@ def test_every_builtin_sink_reports_the_same_counters_as_before(tmp_path):
     """The summary's per-sink keys, in order, as summary.json has always had them."""
     mqtt = MqttSignal(port=9, keepalive=5)  # never connects: the broker's absence does not matter here
     webhook = WebhookSignal("http://127.0.0.1:9/ng")
-    sinks = [Snapshots(tmp_path / "s", queue=0), EventLog(tmp_path / "e.jsonl"), VideoRecorder(tmp_path / "v.mp4"),
-             StdoutSignal(), GpioSignal(12, gpio=FakeGPIO()), mqtt, webhook]
+    sinks = [
+        Snapshots(tmp_path / "s", queue=0),
+        EventLog(tmp_path / "e.jsonl"),
+        VideoRecorder(tmp_path / "v.mp4"),
+        StdoutSignal(),
+        GpioSignal(12, gpio=FakeGPIO()),
+        mqtt,
+        webhook,
+    ]
     try:
         got = {s.name: list(Guard(s).stats()) for s in sinks}
     finally:
         mqtt.close(timeout=0)
         webhook.close(timeout=0)
     tail = ["errors", "last_error"]
-    assert got == {"snapshots": ["written", "deleted", "dropped", "failed", "dropped_low_disk", "min_free_mb", *tail], "events": ["written", *tail],
-                   "video": ["written", *tail], "stdout": ["sent", *tail], "gpio": ["pulses", *tail],
-                   "mqtt": ["sent", *tail], "webhook": ["sent", "failed", "dropped", *tail]}
+    assert got == {
+        "snapshots": ["written", "deleted", "dropped", "failed", "dropped_low_disk", "min_free_mb", *tail],
+        "events": ["written", *tail],
+        "video": ["written", *tail],
+        "stdout": ["sent", *tail],
+        "gpio": ["pulses", *tail],
+        "mqtt": ["sent", *tail],
+        "webhook": ["sent", "failed", "dropped", *tail],
+    }
 
 
 def test_guard_refuses_an_object_that_is_not_a_sink():
@@ -155,7 +186,10 @@ def test_a_sink_failing_to_open_or_report_never_stops_the_loop(caplog):
     with caplog.at_level(logging.ERROR, "defectdet.inspect"):
         summary = run_loop([sink])
     assert summary["frames"] == 12 and sink.pulses == summary["triggers"] > 0  # emit still ran on every frame
-    assert summary["sinks"]["plc"]["errors"] == 2 and "stats failed: RuntimeError" in summary["sinks"]["plc"]["last_error"]
+    assert (
+        summary["sinks"]["plc"]["errors"] == 2
+        and "stats failed: RuntimeError" in summary["sinks"]["plc"]["last_error"]
+    )
     assert "plc: open failed: ConnectionRefusedError" in caplog.text
     assert summary["plc_pulses"] is None  # its stats could not be read
 

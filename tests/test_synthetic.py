@@ -22,7 +22,9 @@ def test_dataset_is_rare_stratified_valid_and_deterministic(tmp_path):
     for split in ("train", "val"):
         assert _labels(ra, split) == _labels(rb, split)
         for name in list(_labels(ra, split))[:5]:
-            assert (ra / "images" / split / f"{name}.png").read_bytes() == (rb / "images" / split / f"{name}.png").read_bytes()
+            assert (ra / "images" / split / f"{name}.png").read_bytes() == (
+                rb / "images" / split / f"{name}.png"
+            ).read_bytes()
     assert _labels(ra, "train") != _labels(rc, "train")
     train, val = _labels(ra, "train"), _labels(ra, "val")
     assert len(train) + len(val) == 50 and len(val) == 10
@@ -48,12 +50,17 @@ def test_image_generation_independent_of_order_and_boxes_cover_the_defect():
     assert np.array_equal(img1, img2) and boxes1 == boxes2 and len(boxes1) >= 1
     clean, none = make_image(0, 7, 128, False)
     assert none == []
-    diff = np.abs(img1.astype(int) - clean.astype(int)).max(axis=2) > 25  # where the defect changed the surface
+    diff = (
+        np.abs(img1.astype(int) - clean.astype(int)).max(axis=2) > 25
+    )  # where the defect changed the surface
     ys, xs = np.nonzero(diff)
     assert len(xs) > 0
     inside = np.zeros_like(diff)
     for _, x, y, w, h in boxes1:
-        inside[int((y - h / 2) * 128) : int(np.ceil((y + h / 2) * 128)), int((x - w / 2) * 128) : int(np.ceil((x + w / 2) * 128))] = True
+        inside[
+            int((y - h / 2) * 128) : int(np.ceil((y + h / 2) * 128)),
+            int((x - w / 2) * 128) : int(np.ceil((x + w / 2) * 128)),
+        ] = True
     assert inside[diff].mean() > 0.95
 
 
@@ -97,7 +104,9 @@ def test_conveyor_ground_truth_matches_frames():
     assert seen_defective
 
 
-@pytest.mark.parametrize("kwargs, match", [({"images": 1}, "at least 2"), ({"defect_rate": 1.5}, r"\[0, 1\]")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"images": 1}, "at least 2"), ({"defect_rate": 1.5}, r"\[0, 1\]")]
+)
 def test_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_dataset(tmp_path, **{"images": 10, **kwargs})
@@ -108,4 +117,6 @@ def test_conveyor_part_drawn_at_training_size_is_scaled_up():
     part, _ = make_image(1, 0, 160, True)
     assert info["in_position"] and frame.shape == (480, 480, 3)
     small = cv2.resize(frame, (160, 160), interpolation=cv2.INTER_AREA)
-    assert np.abs(small.astype(int) - part.astype(int)).mean() < 6  # the camera sees the part at its own scale
+    assert (
+        np.abs(small.astype(int) - part.astype(int)).mean() < 6
+    )  # the camera sees the part at its own scale

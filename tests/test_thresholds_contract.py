@@ -23,30 +23,53 @@ NAMES = ["scratch", "spot", "crack", "dent"]
 
 # file text -> the thresholds it sets, by name (every other class keeps the command's default)
 GOOD = {
-    "names": ("thresholds:\n  scratch: 0.35\n  spot: 0.2\n  crack: 0.5\n  dent: 0.6\n",
-              {"scratch": 0.35, "spot": 0.2, "crack": 0.5, "dent": 0.6}),
-    "ids": ("thresholds:\n  0: 0.35\n  '1': 0.2\n  2: 0.5\n  3: 0.6\nnote: calibrated elsewhere\n",
-            {"scratch": 0.35, "spot": 0.2, "crack": 0.5, "dent": 0.6}),
+    "names": (
+        "thresholds:\n  scratch: 0.35\n  spot: 0.2\n  crack: 0.5\n  dent: 0.6\n",
+        {"scratch": 0.35, "spot": 0.2, "crack": 0.5, "dent": 0.6},
+    ),
+    "ids": (
+        "thresholds:\n  0: 0.35\n  '1': 0.2\n  2: 0.5\n  3: 0.6\nnote: calibrated elsewhere\n",
+        {"scratch": 0.35, "spot": 0.2, "crack": 0.5, "dent": 0.6},
+    ),
     "partial": ("thresholds:\n  crack: 0.45\n  3: 0.7\n", {"crack": 0.45, "dent": 0.7}),
 }
 # file text -> the error every command prints (after "<file>: ")
 BAD = {
-    "non-numeric": ("thresholds:\n  spot: high\n", "threshold for class 'spot' must be a number in [0, 1], got 'high'"),
+    "non-numeric": (
+        "thresholds:\n  spot: high\n",
+        "threshold for class 'spot' must be a number in [0, 1], got 'high'",
+    ),
     "out-of-range": ("thresholds:\n  0: 1.5\n", "threshold for class 0 must be a number in [0, 1], got 1.5"),
-    "boolean": ("thresholds:\n  dent: yes\n", "threshold for class 'dent' must be a number in [0, 1], got True"),
-    "unknown-class": ("thresholds:\n  rust: 0.3\n", "threshold for unknown class 'rust'; expected one of "
-                                                     "['scratch', 'spot', 'crack', 'dent'] or ids 0..3"),
-    "twice": ("thresholds:\n  scratch: 0.3\n  0: 0.4\n", "class 'scratch' has two thresholds (keys 'scratch' and 0); "
-                                                         "expected one per class"),
-    "no-mapping": ("scratch: 0.3\n", "expected a top-level 'thresholds:' mapping of class name or id -> confidence"),
-    "a-list": ("thresholds: [0.1, 0.2]\n", "'thresholds' must be a mapping of class name or id -> confidence, got list"),
+    "boolean": (
+        "thresholds:\n  dent: yes\n",
+        "threshold for class 'dent' must be a number in [0, 1], got True",
+    ),
+    "unknown-class": (
+        "thresholds:\n  rust: 0.3\n",
+        "threshold for unknown class 'rust'; expected one of "
+        "['scratch', 'spot', 'crack', 'dent'] or ids 0..3",
+    ),
+    "twice": (
+        "thresholds:\n  scratch: 0.3\n  0: 0.4\n",
+        "class 'scratch' has two thresholds (keys 'scratch' and 0); expected one per class",
+    ),
+    "no-mapping": (
+        "scratch: 0.3\n",
+        "expected a top-level 'thresholds:' mapping of class name or id -> confidence",
+    ),
+    "a-list": (
+        "thresholds: [0.1, 0.2]\n",
+        "'thresholds' must be a mapping of class name or id -> confidence, got list",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A 4-class ONNX stand-in at 96 px with its sidecar (as `defectdet export` writes it)."""
-    return benchscripts.load("runtime").make_model(tmp_path_factory.mktemp("model"), 96, logit_mean=-4.0, logit_std=1.5)
+    return benchscripts.load("runtime").make_model(
+        tmp_path_factory.mktemp("model"), 96, logit_mean=-4.0, logit_std=1.5
+    )
 
 
 @pytest.fixture
@@ -65,10 +88,12 @@ def data(tmp_path):
 def predictions(monkeypatch):
     """`val` and `gate` run their whole path except the model: fixed detections for the four images."""
     gt = [[0, 0, 10, 10]]
-    images = [M.ImageDetections([[0, 0, 10, 10]], [0.9], [0], gt, [0], name="0.png"),
-              M.ImageDetections([[0, 0, 10, 10]], [0.8], [1], gt, [1], name="1.png"),
-              M.ImageDetections([[0, 0, 10, 10]], [0.3], [2], np.zeros((0, 4)), [], name="2.png"),
-              M.ImageDetections(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], name="3.png")]
+    images = [
+        M.ImageDetections([[0, 0, 10, 10]], [0.9], [0], gt, [0], name="0.png"),
+        M.ImageDetections([[0, 0, 10, 10]], [0.8], [1], gt, [1], name="1.png"),
+        M.ImageDetections([[0, 0, 10, 10]], [0.3], [2], np.zeros((0, 4)), [], name="2.png"),
+        M.ImageDetections(np.zeros((0, 4)), [], [], np.zeros((0, 4)), [], name="3.png"),
+    ]
     monkeypatch.setattr(E, "collect_detections", lambda *a, **k: (images, [96, 96]))
 
 
@@ -95,14 +120,31 @@ def _gate(model, data, f):
     int8 = model.with_name("model.int8.onnx")
     shutil.copyfile(model, int8)
     shutil.copyfile(model.with_suffix(".json"), int8.with_suffix(".json"))
-    rc = main(["gate", "--fp32", str(model), "--int8", str(int8), "--data", str(data), "--thresholds", str(f)])
+    rc = main(
+        ["gate", "--fp32", str(model), "--int8", str(int8), "--data", str(data), "--thresholds", str(f)]
+    )
     doc = json.loads(int8.with_suffix(".gate.json").read_text()) if rc == 0 else {}
     return rc, (doc.get("fp32") or {}).get("thresholds"), (doc.get("int8") or {}).get("thresholds")
 
 
 def _inspect(model, f, out):
-    return main(["inspect", "--model", str(model), "--source", "synthetic://?width=160&height=120", "--max-frames", "1",
-                 "--thresholds", str(f), "--out", str(out), "status_every=0", "snapshots.enabled=false"])
+    return main(
+        [
+            "inspect",
+            "--model",
+            str(model),
+            "--source",
+            "synthetic://?width=160&height=120",
+            "--max-frames",
+            "1",
+            "--thresholds",
+            str(f),
+            "--out",
+            str(out),
+            "status_every=0",
+            "snapshots.enabled=false",
+        ]
+    )
 
 
 def _subset(thresholds, keys):
@@ -110,15 +152,18 @@ def _subset(thresholds, keys):
 
 
 @pytest.mark.parametrize("case", list(GOOD))
-def test_every_command_reads_a_thresholds_file_alike(case, model, data, predictions, decider_thresholds, tmp_path,
-                                                     capsys):
+def test_every_command_reads_a_thresholds_file_alike(
+    case, model, data, predictions, decider_thresholds, tmp_path, capsys
+):
     text, expected = GOOD[case]
     f = tmp_path / f"{case}.yaml"
     f.write_text(text)
     want = {k: pytest.approx(v) for k, v in expected.items()}
     with Detector(model, thresholds=f) as det:
         assert _subset(dict(zip(NAMES, det.thresholds.tolist())), expected) == want
-        assert all(t == pytest.approx(0.25) for n, t in zip(NAMES, det.thresholds.tolist()) if n not in expected)
+        assert all(
+            t == pytest.approx(0.25) for n, t in zip(NAMES, det.thresholds.tolist()) if n not in expected
+        )
     rc, val = _val(model, data, f, tmp_path / "val")
     assert rc == 0 and _subset(val, expected) == want
     rc, fp32, int8 = _gate(model, data, f)
@@ -127,12 +172,15 @@ def test_every_command_reads_a_thresholds_file_alike(case, model, data, predicti
     assert len(decider_thresholds) == 1 and _subset(decider_thresholds[0], expected) == want
     if case == "partial":  # val and gate take the other classes at their max-F1 confidence
         maxf1 = E.build_report(E.collect_detections()[0], NAMES).thresholds
-        assert val["scratch"] == pytest.approx(maxf1["scratch"]) and val["spot"] == pytest.approx(maxf1["spot"])
+        assert val["scratch"] == pytest.approx(maxf1["scratch"]) and val["spot"] == pytest.approx(
+            maxf1["spot"]
+        )
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_every_command_refuses_a_bad_thresholds_file_with_the_same_line(case, model, data, predictions, tmp_path,
-                                                                        capsys):
+def test_every_command_refuses_a_bad_thresholds_file_with_the_same_line(
+    case, model, data, predictions, tmp_path, capsys
+):
     text, message = BAD[case]
     f = tmp_path / f"{case}.yaml"
     f.write_text(text)
@@ -141,23 +189,31 @@ def test_every_command_refuses_a_bad_thresholds_file_with_the_same_line(case, mo
         Detector(model, thresholds=f)
     assert str(e.value) == expected
     capsys.readouterr()
-    commands = {"val": lambda: _val(model, data, f, tmp_path / "val")[0], "gate": lambda: _gate(model, data, f)[0],
-                "inspect": lambda: _inspect(model, f, tmp_path / "inspect")}
+    commands = {
+        "val": lambda: _val(model, data, f, tmp_path / "val")[0],
+        "gate": lambda: _gate(model, data, f)[0],
+        "inspect": lambda: _inspect(model, f, tmp_path / "inspect"),
+    }
     for name, run in commands.items():
         rc = run()
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and err == [f"defectdet {name}: error: {expected}"], name
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("iou=1.5", "iou=1.5: expected an IoU threshold in [0, 1]"),
-    ("conf=-0.1", "conf=-0.1: expected a confidence threshold in [0, 1]"),
-    ("max_det=0", "max_det=0: expected a positive integer"),
-    ("max_det=many", "max_det='many': expected a positive integer"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("iou=1.5", "iou=1.5: expected an IoU threshold in [0, 1]"),
+        ("conf=-0.1", "conf=-0.1: expected a confidence threshold in [0, 1]"),
+        ("max_det=0", "max_det=0: expected a positive integer"),
+        ("max_det=many", "max_det='many': expected a positive integer"),
+    ],
+)
 def test_bad_detector_settings_are_one_line_errors(setting, message, model, tmp_path, capsys):
     rc = main(["inspect", "--model", str(model), "--source", "synthetic://", "--out", str(tmp_path), setting])
-    assert rc == 2 and capsys.readouterr().err.strip().splitlines() == [f"defectdet inspect: error: {message}"]
+    assert rc == 2 and capsys.readouterr().err.strip().splitlines() == [
+        f"defectdet inspect: error: {message}"
+    ]
 
 
 def test_val_writes_calibrated_thresholds_into_the_sidecar(model, data, predictions, tmp_path, capsys):
@@ -165,12 +221,31 @@ def test_val_writes_calibrated_thresholds_into_the_sidecar(model, data, predicti
     shutil.copyfile(model, fp32)
     shutil.copyfile(model.with_suffix(".json"), fp32.with_suffix(".json"))
     out = tmp_path / "val"
-    rc = main(["val", "--model", str(fp32), "--data", str(data), "--target-escape", "0", "--out", str(out),
-               "--write-sidecar", str(fp32)])
-    assert rc == 0 and f"sidecar: {fp32.with_suffix('.json')} (thresholds: calibrated)" in capsys.readouterr().out
+    rc = main(
+        [
+            "val",
+            "--model",
+            str(fp32),
+            "--data",
+            str(data),
+            "--target-escape",
+            "0",
+            "--out",
+            str(out),
+            "--write-sidecar",
+            str(fp32),
+        ]
+    )
+    assert (
+        rc == 0
+        and f"sidecar: {fp32.with_suffix('.json')} (thresholds: calibrated)" in capsys.readouterr().out
+    )
     written = json.loads((out / "val_report.json").read_text())["thresholds"]
     side = json.loads(fp32.with_suffix(".json").read_text())
-    assert side["thresholds"] == written and side["names"] == json.loads(model.with_suffix(".json").read_text())["names"]
+    assert (
+        side["thresholds"] == written
+        and side["names"] == json.loads(model.with_suffix(".json").read_text())["names"]
+    )
     with Detector(fp32) as det:  # the runtime deploys them with no thresholds file
         assert dict(zip(NAMES, det.thresholds.tolist())) == {k: pytest.approx(v) for k, v in written.items()}
 
@@ -180,7 +255,9 @@ def test_val_write_sidecar_needs_an_exported_model(model, data, predictions, tmp
     shutil.copyfile(model, bare)
     rc = main(["val", "--model", str(model), "--data", str(data), "--write-sidecar", str(bare)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and f"{bare.with_suffix('.json')}: no sidecar beside other.onnx" in err[0]
+    assert (
+        rc == 2 and len(err) == 1 and f"{bare.with_suffix('.json')}: no sidecar beside other.onnx" in err[0]
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -192,8 +269,12 @@ def test_saved_onnx_has_the_mode_of_any_user_file(umask, tmp_path):
     from defectdet.artifact import save_onnx
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     old = os.umask(umask)
     try:
         path = save_onnx(helper.make_model(graph), tmp_path / "m.onnx")

@@ -91,13 +91,18 @@ def test_swap_keeps_ultralytics_normalisation_and_gain(kind, monkeypatch):
 def test_guard_names_epoch_batch_and_causes():
     guard = NonFiniteLossGuard()
     trainer = SimpleNamespace(
-        loss=torch.tensor(1.0), epoch=2, epochs=10,
-        args=SimpleNamespace(lr0=0.01, cls=4.0, amp=False), loss_items={"cls_loss": torch.tensor(float("nan"))},
+        loss=torch.tensor(1.0),
+        epoch=2,
+        epochs=10,
+        args=SimpleNamespace(lr0=0.01, cls=4.0, amp=False),
+        loss_items={"cls_loss": torch.tensor(float("nan"))},
     )
     guard.on_epoch_start(trainer)
     guard.on_batch_end(trainer)  # finite: nothing happens
     trainer.loss = torch.tensor(float("inf"))
-    with pytest.raises(TrainingError, match=r"epoch 3/10, batch 2 \(cls_loss=nan\).*lr0=0.01.*gamma.*cls=4.0"):
+    with pytest.raises(
+        TrainingError, match=r"epoch 3/10, batch 2 \(cls_loss=nan\).*lr0=0.01.*gamma.*cls=4.0"
+    ):
         guard.on_batch_end(trainer)
 
 
@@ -119,8 +124,12 @@ def test_settings_split_and_errors():
 
 def test_presets_and_overrides(tmp_path):
     expected = {
-        "bce": ("bce", None, None), "focal_mild": ("focal", 1.0, 0.5), "focal": ("focal", 2.0, 0.25),
-        "focal_extreme": ("focal", 4.0, 0.1), "focal_balanced": ("focal", 0.0, 0.5), "qfl": ("qfl", 2.0, None),
+        "bce": ("bce", None, None),
+        "focal_mild": ("focal", 1.0, 0.5),
+        "focal": ("focal", 2.0, 0.25),
+        "focal_extreme": ("focal", 4.0, 0.1),
+        "focal_balanced": ("focal", 0.0, 0.5),
+        "qfl": ("qfl", 2.0, None),
         "vfl": ("vfl", 2.0, 0.75),
     }
     assert {p.stem for p in (CONFIGS_DIR / "train").glob("*.yaml")} == set(expected)
@@ -155,8 +164,9 @@ def test_callbacks_survive_ddp_pickling():
 def tiny_data(tmp_path_factory):
     from defectdet.data.synthetic import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("synth"), images=24, defect_rate=0.5, imgsz=128, seed=3,
-                        video_frames=0)
+    return make_dataset(
+        tmp_path_factory.mktemp("synth"), images=24, defect_rate=0.5, imgsz=128, seed=3, video_frames=0
+    )
 
 
 def _load_without_defectdet(ckpt: Path) -> dict:
@@ -196,8 +206,14 @@ def _pickled_modules(ckpt: Path) -> set[str]:
 def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_data, tmp_path):
     run = train(data=str(tiny_data), cls_loss=kind, project=str(tmp_path), name=kind, **TINY)
     info = load_yaml(run / "defectdet.yaml")
-    assert info["cls_loss"] == kind and info["cls"] == {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}[kind]
-    assert (info["optimizer"], info["lr0"], info["nbs"]) == ("AdamW", 0.003, 8)  # auto from a yaml: a step every batch
+    assert (
+        info["cls_loss"] == kind and info["cls"] == {"bce": 0.5, "focal": 4.0, "qfl": 4.0, "vfl": 3.0}[kind]
+    )
+    assert (info["optimizer"], info["lr0"], info["nbs"]) == (
+        "AdamW",
+        0.003,
+        8,
+    )  # auto from a yaml: a step every batch
     best = run / "weights" / "best.pt"
     assert best.is_file() and (run / "weights" / "last.pt").is_file()
     modules = _pickled_modules(best)  # no defectdet class pickled into the checkpoint
@@ -210,8 +226,14 @@ def test_one_epoch_per_loss_and_plain_ultralytics_loads_checkpoint(kind, tiny_da
 def test_threads_sets_the_cpu_training_threads(tiny_data, tmp_path):
     seen, before = [], torch.get_num_threads()
     try:
-        run = train(callbacks={"on_train_epoch_start": [lambda t: seen.append(torch.get_num_threads())]},
-                    data=str(tiny_data), project=str(tmp_path), name="threads", threads=3, **TINY)
+        run = train(
+            callbacks={"on_train_epoch_start": [lambda t: seen.append(torch.get_num_threads())]},
+            data=str(tiny_data),
+            project=str(tmp_path),
+            name="threads",
+            threads=3,
+            **TINY,
+        )
     finally:
         torch.set_num_threads(before)
     assert seen == [3]  # not ultralytics' os.cpu_count() - 1
@@ -228,9 +250,17 @@ def test_non_finite_loss_stops_training_with_clear_error(tiny_data, tmp_path):
 
         unwrap_model(trainer.model).model[-1].cv3[0][2].bias.data.fill_(float("nan"))
 
-    with pytest.raises(TrainingError, match=r"non-finite training loss at epoch 1/1, batch 1 .*likely causes"):
-        train(callbacks={"on_train_batch_start": [poison]}, data=str(tiny_data), cls_loss="focal",
-              project=str(tmp_path), name="nan", **TINY)
+    with pytest.raises(
+        TrainingError, match=r"non-finite training loss at epoch 1/1, batch 1 .*likely causes"
+    ):
+        train(
+            callbacks={"on_train_batch_start": [poison]},
+            data=str(tiny_data),
+            cls_loss="focal",
+            project=str(tmp_path),
+            name="nan",
+            **TINY,
+        )
 
 
 def test_training_makes_no_network_connection(tiny_data, tmp_path):
@@ -250,15 +280,25 @@ def test_training_makes_no_network_connection(tiny_data, tmp_path):
         print("ATTEMPTS=" + json.dumps(attempts))
         sys.exit(rc)
     """)
-    args = [f"{k}={v}" for k, v in TINY.items()] + [f"data={tiny_data}", f"project={tmp_path}", "name=net",
-                                                    "cls_loss=qfl"]
+    args = [f"{k}={v}" for k, v in TINY.items()] + [
+        f"data={tiny_data}",
+        f"project={tmp_path}",
+        "name=net",
+        "cls_loss=qfl",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
     env["DEFECTDET_HOME"] = str(tmp_path / "home")  # a fresh config dir: font and settings made offline
-    r = subprocess.run([sys.executable, "-c", code, "train", *args], capture_output=True, text=True, env=env,
-                       timeout=600, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", code, "train", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     line = [x for x in r.stdout.splitlines() if x.startswith("ATTEMPTS=")][-1]
-    assert json.loads(line[len("ATTEMPTS="):]) == []
+    assert json.loads(line[len("ATTEMPTS=") :]) == []
     assert (tmp_path / "net" / "weights" / "best.pt").is_file()
     assert list((tmp_path / "home" / "ultralytics").rglob("Arial.ttf"))
 
@@ -288,14 +328,23 @@ def test_ddp_relaunch_file_carries_the_loss(tiny_data, tmp_path):
     from defectdet.train import prepare
     from defectdet.trainer import DefectdetTrainer
 
-    yolo, args, _ = prepare(data=str(tiny_data), cls_loss="vfl", sampling="defect", project=str(tmp_path),
-                            name="ddp", **TINY)
-    trainer = DefectdetTrainer(overrides={**args, "model": "yolo11n.yaml", "mode": "train"}, _callbacks=yolo.callbacks)
+    yolo, args, _ = prepare(
+        data=str(tiny_data), cls_loss="vfl", sampling="defect", project=str(tmp_path), name="ddp", **TINY
+    )
+    trainer = DefectdetTrainer(
+        overrides={**args, "model": "yolo11n.yaml", "mode": "train"}, _callbacks=yolo.callbacks
+    )
     trainer.model = trainer.get_model(cfg="yolo11n.yaml", weights=None)
     file = generate_ddp_file(trainer)
     try:
-        r = subprocess.run([sys.executable, file], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                           env={**os.environ, "DEFECTDET_HOME": str(tmp_path / "home")})
+        r = subprocess.run(
+            [sys.executable, file],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+            env={**os.environ, "DEFECTDET_HOME": str(tmp_path / "home")},
+        )
     finally:
         Path(file).unlink(missing_ok=True)
         Path(file).with_suffix(".pt").unlink(missing_ok=True)
@@ -313,9 +362,15 @@ def test_cls_loss_auto_takes_the_recommended_preset_with_its_gain(tiny_data, cap
     preset = load_yaml(CONFIGS_DIR / "train" / f"{rec['config']}.yaml")
     args = {"data": str(tiny_data), "imgsz": 128}
     loss = resolve_loss({"cls_loss": "auto"}, args)
-    assert (loss["cls_loss"], loss["gamma"], loss["alpha"]) == (preset["cls_loss"], preset.get("gamma"), preset.get("alpha"))
+    assert (loss["cls_loss"], loss["gamma"], loss["alpha"]) == (
+        preset["cls_loss"],
+        preset.get("gamma"),
+        preset.get("alpha"),
+    )
     assert loss["cls"] == preset["cls"] and f"cls_loss=auto -> {rec['config']}" in capsys.readouterr().out
-    mine = resolve_loss({"cls_loss": "auto", "gamma": 3.0}, {"data": str(tiny_data), "imgsz": 128, "cls": 0.9})
+    mine = resolve_loss(
+        {"cls_loss": "auto", "gamma": 3.0}, {"data": str(tiny_data), "imgsz": 128, "cls": 0.9}
+    )
     assert mine["gamma"] == 3.0 and mine["cls"] == 0.9  # the user's settings win over the preset's
 
 
@@ -325,21 +380,35 @@ def test_default_loss_is_auto_and_reduces_to_bce_on_balanced_data(tiny_data):
     from defectdet.train import DEFAULT_CLS_LOSS
 
     assert DEFAULT_CLS_LOSS == "auto"
-    balanced = {"splits": {"train": {"anchors": {"negatives_per_positive": 100.0,
-                                                 "positive_fraction_in_defect_images": 0.01},
-                                     "defect_free_fraction": 0.0}}}
+    balanced = {
+        "splits": {
+            "train": {
+                "anchors": {"negatives_per_positive": 100.0, "positive_fraction_in_defect_images": 0.01},
+                "defect_free_fraction": 0.0,
+            }
+        }
+    }
     assert resolve_loss({}, {}, balanced) == {"cls_loss": "focal", "gamma": 0.0, "alpha": 0.5, "cls": 1.0}
     with pytest.raises(ConfigError, match="cls_loss=auto needs data="):
         resolve_loss({}, {})
-    assert resolve_loss({"cls_loss": "bce"}, {}) == {"cls_loss": "bce", "gamma": None, "alpha": None, "cls": 0.5}
+    assert resolve_loss({"cls_loss": "bce"}, {}) == {
+        "cls_loss": "bce",
+        "gamma": None,
+        "alpha": None,
+        "cls": 0.5,
+    }
 
 
 def test_importing_train_changes_no_process_state():
     """Setup of ultralytics is an explicit call (prepare(), DefectdetTrainer), not an import side effect."""
-    code = ("import os, sys; import defectdet.train, defectdet.recipe, defectdet.ultralytics_adapter; "
-            "print('ultralytics' in sys.modules, 'YOLO_OFFLINE' in os.environ)")
+    code = (
+        "import os, sys; import defectdet.train, defectdet.recipe, defectdet.ultralytics_adapter; "
+        "print('ultralytics' in sys.modules, 'YOLO_OFFLINE' in os.environ)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "False"]
 
@@ -357,38 +426,80 @@ def test_model_names_defectdets_own_yamls_and_keeps_everything_else_as_given(tmp
     assert model_path(tmp_path / "best.pt") == str(tmp_path / "best.pt")
 
 
-@pytest.mark.parametrize("model, pretrained, name, iterations, expected", [
-    ("yolo11n.yaml", True, "auto", 630, ("AdamW", 0.003, 0.9)),  # short from-scratch run: defectdet's rate
-    ("defectdet-pico.YML", False, "auto", 10000, ("AdamW", 0.003, 0.9)),  # the limit itself is short
-    ("yolo11n.yaml", True, "auto", 10001, None),  # long run: ultralytics' rule
-    ("yolo11n.yaml", True, "SGD", 630, None),  # the user's optimizer
-    ("yolo11n.yaml", True, "AdamW", 630, None),
-    ("best.pt", True, "auto", 630, None),  # fine-tuning a user's checkpoint: ultralytics' rule
-    ("yolo11n.yaml", "weights/best.pt", "auto", 630, None),  # yaml + pretrained weights file: not from scratch
-])
-def test_scratch_optimizer_replaces_only_autos_short_from_scratch_choice(model, pretrained, name, iterations,
-                                                                         expected):
+@pytest.mark.parametrize(
+    "model, pretrained, name, iterations, expected",
+    [
+        (
+            "yolo11n.yaml",
+            True,
+            "auto",
+            630,
+            ("AdamW", 0.003, 0.9),
+        ),  # short from-scratch run: defectdet's rate
+        ("defectdet-pico.YML", False, "auto", 10000, ("AdamW", 0.003, 0.9)),  # the limit itself is short
+        ("yolo11n.yaml", True, "auto", 10001, None),  # long run: ultralytics' rule
+        ("yolo11n.yaml", True, "SGD", 630, None),  # the user's optimizer
+        ("yolo11n.yaml", True, "AdamW", 630, None),
+        ("best.pt", True, "auto", 630, None),  # fine-tuning a user's checkpoint: ultralytics' rule
+        (
+            "yolo11n.yaml",
+            "weights/best.pt",
+            "auto",
+            630,
+            None,
+        ),  # yaml + pretrained weights file: not from scratch
+    ],
+)
+def test_scratch_optimizer_replaces_only_autos_short_from_scratch_choice(
+    model, pretrained, name, iterations, expected
+):
     from defectdet.trainer import scratch_optimizer, trains_from_scratch
 
     args = SimpleNamespace(model=model, pretrained=pretrained)
     assert scratch_optimizer(name, iterations, trains_from_scratch(args)) == expected
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does, a step every batch (nbs = batch)
-    ({"batch": 16, "nbs": 64}, ("AdamW", 0.003, 0.0, 16)),
-    ({"optimizer": "SGD", "lr0": 0.02, "warmup_bias_lr": 0.1}, ("SGD", 0.02, 0.1, 64)),  # the user's own, untouched
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does, a step every batch (nbs = batch)
+        ({"batch": 16, "nbs": 64}, ("AdamW", 0.003, 0.0, 16)),
+        (
+            {"optimizer": "SGD", "lr0": 0.02, "warmup_bias_lr": 0.1},
+            ("SGD", 0.02, 0.1, 64),
+        ),  # the user's own, untouched
+    ],
+)
 def test_trainer_builds_the_optimizer_and_records_it_in_args(tiny_data, tmp_path, overrides, expected):
     from defectdet.trainer import DefectdetTrainer
 
-    trainer = DefectdetTrainer(overrides={"model": "yolo11n.yaml", "data": str(tiny_data), "mode": "train",
-                                          "project": str(tmp_path), "name": "opt", "device": "cpu", **overrides})
+    trainer = DefectdetTrainer(
+        overrides={
+            "model": "yolo11n.yaml",
+            "data": str(tiny_data),
+            "mode": "train",
+            "project": str(tmp_path),
+            "name": "opt",
+            "device": "cpu",
+            **overrides,
+        }
+    )
     trainer.accumulate = 4  # what ultralytics computed from nbs=64 just before building the optimizer
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    opt = trainer.build_optimizer(net, name=trainer.args.optimizer, lr=trainer.args.lr0,
-                                  momentum=trainer.args.momentum, decay=5e-4, iterations=630)
-    assert (type(opt).__name__, opt.param_groups[0]["lr"], trainer.args.warmup_bias_lr, trainer.args.nbs) == expected
+    opt = trainer.build_optimizer(
+        net,
+        name=trainer.args.optimizer,
+        lr=trainer.args.lr0,
+        momentum=trainer.args.momentum,
+        decay=5e-4,
+        iterations=630,
+    )
+    assert (
+        type(opt).__name__,
+        opt.param_groups[0]["lr"],
+        trainer.args.warmup_bias_lr,
+        trainer.args.nbs,
+    ) == expected
     assert (trainer.args.optimizer, trainer.args.lr0) == expected[:2]  # what checkpoints carry for resume
     assert trainer.accumulate == (1 if expected[0] == "AdamW" else 4)
     decayed = [g["weight_decay"] for g in opt.param_groups if g["weight_decay"]]
@@ -401,12 +512,14 @@ def test_the_run_file_records_the_data_facts_as_plain_numbers(tmp_path):
 
     from defectdet.artifact import RunInfo
 
-    train = {"images": np.int64(40), "defect_free_fraction": np.float64(0.5),
-             "anchors": {"negatives_per_positive": np.float64(199.0)}}
+    train = {
+        "images": np.int64(40),
+        "defect_free_fraction": np.float64(0.5),
+        "anchors": {"negatives_per_positive": np.float64(199.0)},
+    }
     stats = {"imgsz": np.int64(256), "splits": {"train": train}}
     facts = data_summary(stats)
     assert facts == {"imgsz": 256, "images": 40, "defect_free_fraction": 0.5, "negatives_per_positive": 199.0}
     assert data_summary(None) is None
     RunInfo(cls_loss="focal", data_stats=facts).save(tmp_path / "defectdet.yaml")
     assert RunInfo.load(tmp_path / "defectdet.yaml").data_stats == facts
-

@@ -105,8 +105,15 @@ def write_bundle(
             raise BundleError(f"{out}: {what} names {name}, which is not among the members")
     if deployed not in models:
         raise BundleError(f"{out}: deployed={deployed!r}; expected one of {sorted(models)}")
-    manifest: Dict[str, Any] = {"format": FORMAT, "version": VERSION, "files": entries, "models": dict(models),
-                                "deployed": deployed, "card": card, **dict(extra or {})}
+    manifest: Dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "files": entries,
+        "models": dict(models),
+        "deployed": deployed,
+        "card": card,
+        **dict(extra or {}),
+    }
     if calibration:
         cache, model = calibration["cache"], calibration["model"]
         for name in (cache, model):
@@ -235,8 +242,10 @@ class Bundle:
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".files-", dir=dst.parent))
         except OSError as e:
-            raise BundleError(f"{self.path}: cannot write its device cache {dst.parent} ({e.strerror or e}); make "
-                              f"it writable, or point {CACHE_ENV} at a writable folder") from None
+            raise BundleError(
+                f"{self.path}: cannot write its device cache {dst.parent} ({e.strerror or e}); make "
+                f"it writable, or point {CACHE_ENV} at a writable folder"
+            ) from None
         try:
             self._unpack(tmp)
             if dst.exists():
@@ -256,7 +265,9 @@ class Bundle:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 data = z.read(name)
                 if _sha256(data) != entry["sha256"]:
-                    raise BundleError(f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)")
+                    raise BundleError(
+                        f"{self.path}: {name}: sha256 differs from the manifest (changed after packaging)"
+                    )
                 target.write_bytes(data)
 
     def _stale(self, folder: Path) -> bool:
@@ -281,7 +292,9 @@ def _read_manifest(path: Path, z: zipfile.ZipFile) -> tuple:
     try:
         raw = z.read(MANIFEST)
     except KeyError:
-        raise BundleError(f"{path}: no {MANIFEST}; expected a bundle written by `defectdet package`") from None
+        raise BundleError(
+            f"{path}: no {MANIFEST}; expected a bundle written by `defectdet package`"
+        ) from None
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except ValueError as e:
@@ -291,7 +304,9 @@ def _read_manifest(path: Path, z: zipfile.ZipFile) -> tuple:
             f"{path}: {MANIFEST}: format is not {FORMAT!r}; expected a bundle written by `defectdet package`"
         )
     if manifest.get("version") != VERSION:
-        raise BundleError(f"{path}: {MANIFEST}: version {manifest.get('version')!r}; this defectdet reads {VERSION}")
+        raise BundleError(
+            f"{path}: {MANIFEST}: version {manifest.get('version')!r}; this defectdet reads {VERSION}"
+        )
     for key, kind in (("files", dict), ("models", dict), ("deployed", str), ("card", str)):
         if not isinstance(manifest.get(key), kind):
             raise BundleError(f"{path}: {MANIFEST}: '{key}' missing or not a {kind.__name__}")
@@ -314,7 +329,10 @@ def _verify(path: Path, z: zipfile.ZipFile, manifest: Dict[str, Any]) -> None:
                 h.update(block)
         if h.hexdigest() != files[name].get("sha256"):
             raise BundleError(f"{path}: {name}: sha256 differs from the manifest (changed after packaging)")
-    for what, name in [*((f"models.{k}", v) for k, v in manifest["models"].items()), ("card", manifest["card"])]:
+    for what, name in [
+        *((f"models.{k}", v) for k, v in manifest["models"].items()),
+        ("card", manifest["card"]),
+    ]:
         if name not in files:
             raise BundleError(f"{path}: {MANIFEST}: {what} names {name}, which the bundle does not hold")
     if manifest["deployed"] not in manifest["models"]:
@@ -387,6 +405,11 @@ def matching_engines(
     if not root.is_dir():
         return []
     head, trt = device_prefix(gpu, compute_capability), f"_trt{_slug(tensorrt).replace('-', '.')}_"
-    found = [e for d in root.iterdir() if d.is_dir() and d.name.startswith(head) and trt in d.name
-             for e in d.glob("*.engine") if e.is_file()]
+    found = [
+        e
+        for d in root.iterdir()
+        if d.is_dir() and d.name.startswith(head) and trt in d.name
+        for e in d.glob("*.engine")
+        if e.is_file()
+    ]
     return sorted(found, key=lambda e: e.stat().st_mtime, reverse=True)

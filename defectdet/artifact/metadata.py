@@ -79,7 +79,11 @@ def _imgsz(value: Any, where: str) -> tuple[int, int]:
     value = literal(value)
     if isinstance(value, int):
         value = (value, value)
-    if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, int) and v > 0 for v in value)
+    ):
         raise MetadataError(f"{where}: 'imgsz' must be [H, W] (positive integers), got {value!r}")
     return int(value[0]), int(value[1])
 
@@ -103,13 +107,17 @@ def _preprocess(value: Any, where: str) -> Preprocess:
     keys = [f.name for f in fields(Preprocess)]
     unknown = set(value) - set(keys)
     if unknown:
-        raise MetadataError(f"{where}: unknown 'preprocess' keys {sorted(unknown)}; expected {', '.join(keys)}")
+        raise MetadataError(
+            f"{where}: unknown 'preprocess' keys {sorted(unknown)}; expected {', '.join(keys)}"
+        )
     d = Preprocess()  # a sidecar written before dtype/layout existed: float32 NCHW
     dtype, layout = str(value.get("dtype", d.dtype)), str(value.get("layout", d.layout))
     if dtype not in INPUT_DTYPES:
         raise MetadataError(f"{where}: 'preprocess.dtype' must be one of {list(INPUT_DTYPES)}, got {dtype!r}")
     if layout not in INPUT_LAYOUTS:
-        raise MetadataError(f"{where}: 'preprocess.layout' must be one of {list(INPUT_LAYOUTS)}, got {layout!r}")
+        raise MetadataError(
+            f"{where}: 'preprocess.layout' must be one of {list(INPUT_LAYOUTS)}, got {layout!r}"
+        )
     return Preprocess(
         letterbox=bool(value.get("letterbox", d.letterbox)),
         rgb=bool(value.get("rgb", d.rgb)),

@@ -56,7 +56,7 @@ def _is_engine(path: Path, head: bytes) -> bool:
     if not 0 < n < len(head) - 4 or head[4:5] != b"{":
         return False
     try:
-        return isinstance(json.loads(head[4:4 + n]), dict)
+        return isinstance(json.loads(head[4 : 4 + n]), dict)
     except (ValueError, UnicodeDecodeError):
         return False
 
@@ -77,35 +77,55 @@ def sniff_onnx(path: str | os.PathLike) -> Path:
     with open(path, "rb") as f:
         head = f.read(_HEAD)
     if head.startswith(b"version https://git-lfs"):
-        raise ModelFileError(f"{path}: a Git LFS pointer ({size} bytes), not the model; run `git lfs pull`, "
-                             f"or copy the real file; {EXPECTED}")
+        raise ModelFileError(
+            f"{path}: a Git LFS pointer ({size} bytes), not the model; run `git lfs pull`, "
+            f"or copy the real file; {EXPECTED}"
+        )
     if head.startswith(b"PK\x03\x04"):
-        raise ModelFileError(f"{path}: a zip archive (a PyTorch .pt checkpoint?), not an ONNX model; "
-                             "export it with `defectdet export`")
+        raise ModelFileError(
+            f"{path}: a zip archive (a PyTorch .pt checkpoint?), not an ONNX model; "
+            "export it with `defectdet export`"
+        )
     if _is_engine(path, head):
-        raise ModelFileError(f"{path}: a TensorRT .engine (ultralytics header), not an ONNX model; "
-                             "run it with a .engine name (the TensorRT backend)")
+        raise ModelFileError(
+            f"{path}: a TensorRT .engine (ultralytics header), not an ONNX model; "
+            "run it with a .engine name (the TensorRT backend)"
+        )
     if head[0] != _MODELPROTO_FIRST_BYTE and _is_text(head):  # a ModelProto's first byte is not text
         first = head.decode("utf-8", "replace").strip().splitlines()[0][:40] if head.strip() else ""
-        raise ModelFileError(f"{path}: a text file ({size} bytes, starts {first!r}), not an ONNX model; {EXPECTED}")
+        raise ModelFileError(
+            f"{path}: a text file ({size} bytes, starts {first!r}), not an ONNX model; {EXPECTED}"
+        )
     if head[0] != _MODELPROTO_FIRST_BYTE:
-        raise ModelFileError(f"{path}: not an ONNX model ({size} bytes of unrecognised binary data: an ONNX file "
-                             f"starts with its ir_version field); {EXPECTED}")
+        raise ModelFileError(
+            f"{path}: not an ONNX model ({size} bytes of unrecognised binary data: an ONNX file "
+            f"starts with its ir_version field); {EXPECTED}"
+        )
     return path
 
 
 def _corrupt(path: Path, detail: str) -> ModelFileError:
     size = path.stat().st_size
-    return ModelFileError(f"{path}: truncated or corrupt ONNX file ({size} bytes; {detail}); copy it again "
-                          f"or re-export; {EXPECTED}")
+    return ModelFileError(
+        f"{path}: truncated or corrupt ONNX file ({size} bytes; {detail}); copy it again "
+        f"or re-export; {EXPECTED}"
+    )
 
 
 def _check_structure(path: Path, model: Any) -> None:
     """A parsed ModelProto with a graph, inputs, outputs and a supported opset."""
     g = model.graph
     if model.ir_version <= 0 or not len(g.node) or not len(g.input) or not len(g.output):
-        missing = [w for w, ok in (("ir_version", model.ir_version > 0), ("nodes", len(g.node)),
-                                   ("inputs", len(g.input)), ("outputs", len(g.output))) if not ok]
+        missing = [
+            w
+            for w, ok in (
+                ("ir_version", model.ir_version > 0),
+                ("nodes", len(g.node)),
+                ("inputs", len(g.input)),
+                ("outputs", len(g.output)),
+            )
+            if not ok
+        ]
         raise _corrupt(path, f"parsed, but it has no {', no '.join(missing)}")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
@@ -114,12 +134,16 @@ def _check_structure(path: Path, model: Any) -> None:
 
     top = onnx.defs.onnx_opset_version()
     if opset < MIN_OPSET:
-        raise ModelFileError(f"{path}: opset {opset} is older than {MIN_OPSET}, the oldest defectdet reads; "
-                             f"re-export with `defectdet export --opset {TRT86_MAX_OPSET}`")
+        raise ModelFileError(
+            f"{path}: opset {opset} is older than {MIN_OPSET}, the oldest defectdet reads; "
+            f"re-export with `defectdet export --opset {TRT86_MAX_OPSET}`"
+        )
     if opset > top:
-        raise ModelFileError(f"{path}: opset {opset} is newer than this onnx {onnx.__version__} knows (<= {top}); "
-                             f"re-export with `defectdet export --opset {TRT86_MAX_OPSET}` (TensorRT 8.5/8.6 "
-                             f"parse <= {TRT86_MAX_OPSET})")
+        raise ModelFileError(
+            f"{path}: opset {opset} is newer than this onnx {onnx.__version__} knows (<= {top}); "
+            f"re-export with `defectdet export --opset {TRT86_MAX_OPSET}` (TensorRT 8.5/8.6 "
+            f"parse <= {TRT86_MAX_OPSET})"
+        )
 
 
 def _external(model: Any) -> bool:
@@ -139,13 +163,17 @@ def load_onnx(path: str | os.PathLike, weights: bool = True, check: bool = True)
         import onnx
         from google.protobuf.message import DecodeError
     except ImportError as e:
-        raise OnnxMissing(f"{path}: the `onnx` package is needed to read it ({e}); pip install onnx") from None
+        raise OnnxMissing(
+            f"{path}: the `onnx` package is needed to read it ({e}); pip install onnx"
+        ) from None
     try:
         model = onnx.load(str(path), load_external_data=weights)
     except DecodeError as e:
         raise _corrupt(path, f"protobuf: {str(e).splitlines()[0][:80]}") from None
     except (OSError, ValueError, RuntimeError) as e:  # a missing external-data file, a bad field value
-        raise _corrupt(path, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}") from None
+        raise _corrupt(
+            path, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+        ) from None
     _check_structure(path, model)
     if check and not _external(model):
         try:

@@ -44,6 +44,7 @@ def save_onnx(model: Any, path: str | os.PathLike) -> Path:
 
 def io_shapes(model: Any) -> tuple[str, list[int], str, list[int]]:
     """(input name, input shape, output name, output shape) of a static single-input ONNX graph."""
+
     def dims(v):
         return [d.dim_value for d in v.type.tensor_type.shape.dim]
 

@@ -170,7 +170,9 @@ class RunInfo:
         """The ``defectdet.yaml`` of the run a checkpoint (``<run>/weights/best.pt``) or a file beside it
         came from: ``<run>/defectdet.yaml``, else one in the checkpoint's own folder; None when neither is."""
         ckpt = Path(checkpoint).resolve()
-        return next((cls.path(run) for run in (ckpt.parent.parent, ckpt.parent) if cls.path(run).is_file()), None)
+        return next(
+            (cls.path(run) for run in (ckpt.parent.parent, ckpt.parent) if cls.path(run).is_file()), None
+        )
 
     @classmethod
     def find(cls, checkpoint: str | os.PathLike) -> Optional[RunInfo]:

@@ -47,7 +47,9 @@ class Preprocess:
 
     letterbox: bool = True  # True: keep aspect, pad centred (ultralytics LetterBox); False: stretch
     rgb: bool = True  # the input wants RGB; frames arrive BGR (OpenCV)
-    scale: float = 1 / 255  # pixel multiplier (applied as a division by 255 when it is 1/255, as ultralytics does)
+    scale: float = (
+        1 / 255
+    )  # pixel multiplier (applied as a division by 255 when it is 1/255, as ultralytics does)
     pad_value: int = 114  # letterbox border grey level
     dtype: str = "float32"  # the input tensor's type: float32 | uint8 (INPUT_DTYPES)
     layout: str = "NCHW"  # the input tensor's layout: NCHW (B, 3, H, W) | NHWC (B, H, W, 3) (INPUT_LAYOUTS)
@@ -72,11 +74,15 @@ def parse_names(value: Any, where: str) -> dict[int, str]:
     if isinstance(value, (list, tuple)):
         value = dict(enumerate(value))
     if not isinstance(value, Mapping) or not value:
-        raise MetadataError(f"{where}: 'names' must be a non-empty mapping of class id -> name, got {value!r:.80}")
+        raise MetadataError(
+            f"{where}: 'names' must be a non-empty mapping of class id -> name, got {value!r:.80}"
+        )
     try:
         names = {int(k): str(v) for k, v in value.items()}
     except (TypeError, ValueError):
-        raise MetadataError(f"{where}: 'names' keys must be class ids (integers), got {list(value)[:5]}") from None
+        raise MetadataError(
+            f"{where}: 'names' keys must be class ids (integers), got {list(value)[:5]}"
+        ) from None
     if sorted(names) != list(range(len(names))):
         raise MetadataError(f"{where}: 'names' ids must be 0..{len(names) - 1}, got {sorted(names)[:10]}")
     return names

@@ -37,8 +37,9 @@ def _number(kind: type, lo: float, hi: float | None = None, what: str = ""):
             v = None
         if v is None or not math.isfinite(v) or v < lo or (hi is not None and v >= hi):
             span = f"in [{lo:g}, {hi:g})" if hi is not None else f">= {lo:g}"
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {'a whole number' if kind is int else 'a number'} "
-                                             f"{span}{what}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected {'a whole number' if kind is int else 'a number'} {span}{what}"
+            )
         return v
 
     return parse
@@ -46,7 +47,9 @@ def _number(kind: type, lo: float, hi: float | None = None, what: str = ""):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="defectdet data", description="dataset check, statistics and conversion")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{check,stats,convert,harvest}", parser_class=_Parser)
+    sub = p.add_subparsers(
+        dest="action", required=True, metavar="{check,stats,convert,harvest}", parser_class=_Parser
+    )
     px = _number(int, 1, what=" (pixels)")
     c = sub.add_parser("check", help="strict check: every problem with file:line, exit 1 on errors")
     c.add_argument("data", help="data.yaml, COCO .json or VOC folder")
@@ -60,12 +63,21 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("convert", help="convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)")
     v.add_argument("src", help="COCO json or folder, VOC folder, or data.yaml")
     v.add_argument("--from", dest="fmt", choices=("coco", "voc", "yolo"), required=True, help="source format")
-    v.add_argument("--to", choices=("yolo", "coco", "voc"), default="yolo", help="target format (default yolo)")
+    v.add_argument(
+        "--to", choices=("yolo", "coco", "voc"), default="yolo", help="target format (default yolo)"
+    )
     v.add_argument("--out", required=True, help="output folder (new or empty)")
     v.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
     v.add_argument("--images", default=None, help="COCO: the folder file_name is relative to (auto-detected)")
-    v.add_argument("--names", default=None, help="VOC: class order, comma-separated (default classes.txt or A-Z)")
-    v.add_argument("--val-fraction", type=_number(float, 0, 1), default=0.2, help="val share when the source has no split")
+    v.add_argument(
+        "--names", default=None, help="VOC: class order, comma-separated (default classes.txt or A-Z)"
+    )
+    v.add_argument(
+        "--val-fraction",
+        type=_number(float, 0, 1),
+        default=0.2,
+        help="val share when the source has no split",
+    )
     return p
 
 
@@ -126,8 +138,10 @@ def _convert(args: argparse.Namespace) -> int:
     for s in col.samples:
         splits[s.split] = splits.get(s.split, 0) + 1
     boxes = sum(len(s.boxes) for s in col.samples)
-    print(f"wrote {out}: {len(col.samples)} images ({', '.join(f'{k} {v}' for k, v in splits.items())}), "
-          f"{boxes} boxes, {len(col.names)} classes: {', '.join(col.names)}")
+    print(
+        f"wrote {out}: {len(col.samples)} images ({', '.join(f'{k} {v}' for k, v in splits.items())}), "
+        f"{boxes} boxes, {len(col.names)} classes: {', '.join(col.names)}"
+    )
     return 0
 
 

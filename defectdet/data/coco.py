@@ -55,8 +55,15 @@ def _image_dir(path: Path, images: list[dict[str, Any]], given: Path | None) -> 
     if given is not None or not images:
         return given or path.parent
     stem = path.stem.removeprefix("instances_")
-    cands = [path.parent, path.parent / "images", path.parent.parent / "images", path.parent.parent / stem,
-             path.parent / stem, path.parent.parent / "images" / (split_of(stem) or stem), path.parent.parent]
+    cands = [
+        path.parent,
+        path.parent / "images",
+        path.parent.parent / "images",
+        path.parent.parent / stem,
+        path.parent / stem,
+        path.parent.parent / "images" / (split_of(stem) or stem),
+        path.parent.parent,
+    ]
     first = str(images[0].get("file_name", ""))
     for c in cands:
         if (c / first).is_file():
@@ -91,10 +98,16 @@ def _read_one(path: Path, split: str, images_dir: Path | None, col: Collection) 
         if not f.is_file():
             raise DataError(f"{path}: image id {im['id']}: {f} not found; expected it under {base}")
         try:
-            w, h = (int(im["width"]), int(im["height"])) if im.get("width") and im.get("height") else image_size(f)
+            w, h = (
+                (int(im["width"]), int(im["height"]))
+                if im.get("width") and im.get("height")
+                else image_size(f)
+            )
         except (TypeError, ValueError, OSError) as e:
-            raise DataError(f"{path}: image id {im['id']}: bad size or unreadable image ({e}); "
-                            "expected integer 'width'/'height' and a readable image") from None
+            raise DataError(
+                f"{path}: image id {im['id']}: bad size or unreadable image ({e}); "
+                "expected integer 'width'/'height' and a readable image"
+            ) from None
         by_id[im["id"]] = Sample(f, w, h, [], split, str(im["file_name"]))
     crowd = clipped = empty = 0
     for i, ann in enumerate(doc["annotations"]):
@@ -103,14 +116,20 @@ def _read_one(path: Path, split: str, images_dir: Path | None, col: Collection) 
             cls = cat_index[int(ann["category_id"])]
             box = _box(ann, s.width, s.height) if s is not None else None
         except _BadBox:
-            raise DataError(f"{path}: annotation #{i} (id {ann.get('id')}, image id {ann.get('image_id')}): bbox "
-                            f"{ann['bbox']} has a negative width/height or a non-finite number; expected "
-                            "[x_min, y_min, width, height] in pixels with width, height >= 0") from None
+            raise DataError(
+                f"{path}: annotation #{i} (id {ann.get('id')}, image id {ann.get('image_id')}): bbox "
+                f"{ann['bbox']} has a negative width/height or a non-finite number; expected "
+                "[x_min, y_min, width, height] in pixels with width, height >= 0"
+            ) from None
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"{path}: annotation #{i} (id {ann.get('id')}) needs a known 'category_id' and "
-                            f"'bbox': [x, y, w, h]; got {str(ann)[:80]}") from None
+            raise DataError(
+                f"{path}: annotation #{i} (id {ann.get('id')}) needs a known 'category_id' and "
+                f"'bbox': [x, y, w, h]; got {str(ann)[:80]}"
+            ) from None
         if s is None:
-            raise DataError(f"{path}: annotation #{i} (id {ann.get('id')}) names unknown image_id {ann.get('image_id')!r}")
+            raise DataError(
+                f"{path}: annotation #{i} (id {ann.get('id')}) names unknown image_id {ann.get('image_id')!r}"
+            )
         if ann.get("iscrowd"):
             crowd += 1
         elif box is None:
@@ -119,14 +138,19 @@ def _read_one(path: Path, split: str, images_dir: Path | None, col: Collection) 
             clipped += box[4]
             s.boxes.append((cls, *box[:4]))
     col.samples.extend(by_id.values())
-    for n, what in ((crowd, "crowd annotations skipped"), (clipped, "boxes clipped to the image"),
-                    (empty, "zero-area boxes skipped")):
+    for n, what in (
+        (crowd, "crowd annotations skipped"),
+        (clipped, "boxes clipped to the image"),
+        (empty, "zero-area boxes skipped"),
+    ):
         if n:
             col.notes.append(f"{path}: {n} {what}")
     return names
 
 
-def read_coco(src: str | os.PathLike, images: str | os.PathLike | None = None, val_fraction: float = 0.2) -> Collection:
+def read_coco(
+    src: str | os.PathLike, images: str | os.PathLike | None = None, val_fraction: float = 0.2
+) -> Collection:
     """Read a COCO json, or a folder of them (``*.json`` / ``annotations/*.json``, the split taken
     from the name: ``instances_train.json``...). One json without a split name is split train/val
     (stratified, deterministic, ``val_fraction``); so is a dataset that has no val json."""
@@ -135,7 +159,9 @@ def read_coco(src: str | os.PathLike, images: str | os.PathLike | None = None, v
         raise DataError(f"{src}: not found; expected a COCO json file or a folder with annotations/*.json")
     files = [src] if src.is_file() else sorted(src.glob("*.json")) + sorted(src.glob("annotations/*.json"))
     if not files:
-        raise DataError(f"{src}: no COCO .json found; expected a json file or a folder with annotations/*.json")
+        raise DataError(
+            f"{src}: no COCO .json found; expected a json file or a folder with annotations/*.json"
+        )
     splits = [split_of(f.stem) for f in files]
     if len(files) > 1 and None in splits:
         bad = files[splits.index(None)]
@@ -144,13 +170,17 @@ def read_coco(src: str | os.PathLike, images: str | os.PathLike | None = None, v
     for f, split in zip(files, splits):
         got = _read_one(f, split or "train", Path(images) if images else None, col)
         if names is not None and got != names:
-            raise DataError(f"{f}: categories {got} differ from {names} in {files[0]}; expected the same classes")
+            raise DataError(
+                f"{f}: categories {got} differ from {names} in {files[0]}; expected the same classes"
+            )
         names = got
     col.names = names or []
     if not any(s.split == "val" for s in col.samples):
         stratified_split([s for s in col.samples if s.split != "test"], val_fraction)
-        col.notes.append(f"no val split in {src}: split train/val {1 - val_fraction:.0%}/{val_fraction:.0%} "
-                         "(stratified by defect/defect-free)")
+        col.notes.append(
+            f"no val split in {src}: split train/val {1 - val_fraction:.0%}/{val_fraction:.0%} "
+            "(stratified by defect/defect-free)"
+        )
     return col
 
 
@@ -162,17 +192,37 @@ def write_coco(col: Collection, out_dir: str | os.PathLike, copy: bool = False) 
         docs: dict[str, dict[str, list[Any]]] = {}
         used: dict[str, set[str]] = {}
         for s in col.samples:
-            doc = docs.setdefault(s.split, {"images": [], "annotations": [], "categories": [
-                {"id": i + 1, "name": n, "supercategory": "defect"} for i, n in enumerate(col.names)]})
+            doc = docs.setdefault(
+                s.split,
+                {
+                    "images": [],
+                    "annotations": [],
+                    "categories": [
+                        {"id": i + 1, "name": n, "supercategory": "defect"} for i, n in enumerate(col.names)
+                    ],
+                },
+            )
             rel = unique_rel(s, used.setdefault(s.split, set()))
             place_image(s.image, tmp / "images" / s.split / rel, copy)
             im_id = len(doc["images"]) + 1
             doc["images"].append({"id": im_id, "file_name": rel, "width": s.width, "height": s.height})
             for c, cx, cy, bw, bh in s.boxes:
-                box = [round((cx - bw / 2) * s.width, 3), round((cy - bh / 2) * s.height, 3),
-                       round(bw * s.width, 3), round(bh * s.height, 3)]
-                doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": im_id, "category_id": c + 1,
-                                           "bbox": box, "area": round(box[2] * box[3], 3), "iscrowd": 0})
+                box = [
+                    round((cx - bw / 2) * s.width, 3),
+                    round((cy - bh / 2) * s.height, 3),
+                    round(bw * s.width, 3),
+                    round(bh * s.height, 3),
+                ]
+                doc["annotations"].append(
+                    {
+                        "id": len(doc["annotations"]) + 1,
+                        "image_id": im_id,
+                        "category_id": c + 1,
+                        "bbox": box,
+                        "area": round(box[2] * box[3], 3),
+                        "iscrowd": 0,
+                    }
+                )
         for split, doc in docs.items():
             atomic_write_text(tmp / "annotations" / f"instances_{split}.json", json.dumps(doc, indent=1))
     return out

@@ -23,8 +23,13 @@ DEFAULT_CENTRED_SHARE = 0.5
 DEFAULT_MIN_VISIBLE = 0.3
 
 
-def choose_window(hw: tuple[int, int], boxes: np.ndarray, size: int, rng: np.random.Generator,
-                  centred_share: float = DEFAULT_CENTRED_SHARE) -> tuple[int, int, int, int]:
+def choose_window(
+    hw: tuple[int, int],
+    boxes: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    centred_share: float = DEFAULT_CENTRED_SHARE,
+) -> tuple[int, int, int, int]:
     """``(x0, y0, w, h)`` of a ``size`` x ``size`` window inside an image of ``hw`` = (H, W) (the whole
     side where the image is smaller). ``boxes`` (K, 4) xyxy pixels; with probability
     ``centred_share`` the window holds one of them (picked at random) entirely, where it fits."""
@@ -47,27 +52,40 @@ def choose_window(hw: tuple[int, int], boxes: np.ndarray, size: int, rng: np.ran
     return x0, y0, w, h
 
 
-def crop_boxes(boxes: np.ndarray, window: tuple[int, int, int, int],
-               min_visible: float = DEFAULT_MIN_VISIBLE) -> tuple[np.ndarray, np.ndarray]:
+def crop_boxes(
+    boxes: np.ndarray, window: tuple[int, int, int, int], min_visible: float = DEFAULT_MIN_VISIBLE
+) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (K, 4) xyxy in image pixels -> (boxes in window pixels (M, 4), kept indices (M,))."""
     x0, y0, w, h = window
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    clipped = np.stack([np.clip(b[:, 0] - x0, 0, w), np.clip(b[:, 1] - y0, 0, h),
-                        np.clip(b[:, 2] - x0, 0, w), np.clip(b[:, 3] - y0, 0, h)], 1)  # (K, 4)
+    clipped = np.stack(
+        [
+            np.clip(b[:, 0] - x0, 0, w),
+            np.clip(b[:, 1] - y0, 0, h),
+            np.clip(b[:, 2] - x0, 0, w),
+            np.clip(b[:, 3] - y0, 0, h),
+        ],
+        1,
+    )  # (K, 4)
     area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # (K,)
     left = np.maximum(clipped[:, 2] - clipped[:, 0], 0) * np.maximum(clipped[:, 3] - clipped[:, 1], 0)
     keep = np.flatnonzero((left > 0) & (left >= min_visible * np.maximum(area, 1e-12)))
     return clipped[keep], keep
 
 
-def native_window(img: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.Generator,
-                  centred_share: float = DEFAULT_CENTRED_SHARE, min_visible: float = DEFAULT_MIN_VISIBLE,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+def native_window(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    centred_share: float = DEFAULT_CENTRED_SHARE,
+    min_visible: float = DEFAULT_MIN_VISIBLE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Cut one training window: (window image, its boxes (M, 4) xyxy, kept indices, window)."""
     win = choose_window(img.shape[:2], boxes, size, rng, centred_share)
     x0, y0, w, h = win
     out, keep = crop_boxes(boxes, win, min_visible)
-    return np.ascontiguousarray(img[y0:y0 + h, x0:x0 + w]), out, keep, win
+    return np.ascontiguousarray(img[y0 : y0 + h, x0 : x0 + w]), out, keep, win
 
 
 def native_size(shapes: np.ndarray, stride: int = 32, imgsz: Optional[int] = None) -> int:

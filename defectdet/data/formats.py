@@ -32,7 +32,9 @@ from .images import image_size, is_image_name, scan_images
 
 SPLITS = ("train", "val", "test")
 # .txt files that sit among labels but are not label files (labelImg writes classes.txt).
-NOT_LABELS = frozenset({"classes.txt", "labels.txt", "predefined_classes.txt", "train.txt", "val.txt", "test.txt"})
+NOT_LABELS = frozenset(
+    {"classes.txt", "labels.txt", "predefined_classes.txt", "train.txt", "val.txt", "test.txt"}
+)
 
 
 def label_path(image: str | os.PathLike) -> Path:
@@ -114,11 +116,15 @@ def load_data_yaml(data_yaml: str | os.PathLike) -> DataSpec:
     for split in SPLITS:
         if split not in raw or (split == "test" and raw[split] is None):
             if split != "test":
-                raise DataError(f"{p}: no '{split}:' key; expected '{split}: images/{split}' (a folder, .txt list or list)")
+                raise DataError(
+                    f"{p}: no '{split}:' key; expected '{split}: images/{split}' (a folder, .txt list or list)"
+                )
             continue
         entries = raw[split] if isinstance(raw[split], list) else [raw[split]]
         if not entries or not all(isinstance(e, str) and e.strip() for e in entries):
-            raise DataError(f"{spec.where(split)}: '{split}' must be a path or a list of paths, got {raw[split]!r}")
+            raise DataError(
+                f"{spec.where(split)}: '{split}' must be a path or a list of paths, got {raw[split]!r}"
+            )
         spec.splits[split] = [_resolve_entry(spec.root, e) for e in entries]
     return spec
 
@@ -151,7 +157,9 @@ def read_list_file(path: Path) -> list[str]:
     try:
         return [s.strip() for s in path.read_text(encoding="utf-8-sig").splitlines()]
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read image list ({e.__class__.__name__}); expected UTF-8 text") from None
+        raise DataError(
+            f"{path}: cannot read image list ({e.__class__.__name__}); expected UTF-8 text"
+        ) from None
 
 
 def read_labels(path: Path) -> tuple[list[tuple[int, float, float, float, float]], int]:
@@ -177,8 +185,19 @@ def read_labels(path: Path) -> tuple[list[tuple[int, float, float, float, float]
             continue
         if len(vals) >= 7 and len(vals) % 2 == 1:  # polygon: class x1 y1 x2 y2 ...
             xs, ys = vals[1::2], vals[2::2]
-            vals = [vals[0], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
-        if len(vals) != 5 or vals[0] != int(vals[0]) or not all(0 <= v <= 1 for v in vals[1:]) or min(vals[3:]) <= 0:
+            vals = [
+                vals[0],
+                (min(xs) + max(xs)) / 2,
+                (min(ys) + max(ys)) / 2,
+                max(xs) - min(xs),
+                max(ys) - min(ys),
+            ]
+        if (
+            len(vals) != 5
+            or vals[0] != int(vals[0])
+            or not all(0 <= v <= 1 for v in vals[1:])
+            or min(vals[3:]) <= 0
+        ):
             bad += 1
             continue
         rows.append((int(vals[0]), *vals[1:]))
@@ -195,14 +214,18 @@ def read_yolo(data_yaml: str | os.PathLike) -> Collection:
     for split, sources in spec.splits.items():
         for src in sources:
             if not src.exists():
-                raise DataError(f"{spec.where(split)}: {src} not found; expected a folder of images or a .txt list")
+                raise DataError(
+                    f"{spec.where(split)}: {src} not found; expected a folder of images or a .txt list"
+                )
             for ref in list_images(src):
                 rows, n_bad = read_labels(label_path(ref.path))
                 bad += n_bad
                 try:
                     w, h = image_size(ref.path)
                 except OSError:
-                    raise DataError(f"{ref.path}: unreadable image; run 'defectdet data check {spec.yaml_path}'") from None
+                    raise DataError(
+                        f"{ref.path}: unreadable image; run 'defectdet data check {spec.yaml_path}'"
+                    ) from None
                 rel = os.path.relpath(ref.path, src) if src.is_dir() else ref.path.name
                 samples.append(Sample(ref.path, w, h, rows, split, rel))
     notes = [f"skipped {bad} invalid label rows (see 'defectdet data check {spec.yaml_path}')"] if bad else []
@@ -248,7 +271,9 @@ def detect_format(data: str | os.PathLike) -> str:
             return "voc"
     elif not p.exists():
         raise DataError(f"{p}: dataset not found; expected a data.yaml, a COCO .json or a VOC folder")
-    raise DataError(f"{p}: unknown dataset format; expected a data.yaml, a COCO .json or a VOC folder of .xml")
+    raise DataError(
+        f"{p}: unknown dataset format; expected a data.yaml, a COCO .json or a VOC folder of .xml"
+    )
 
 
 def as_data_yaml(data: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -263,12 +288,20 @@ def _digest(*parts: Any) -> str:
 
 def _source_stamp(p: Path) -> list[tuple[str, int, int]]:
     """(file, size, mtime) of the annotation files a conversion reads: its cache key."""
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.suffix.lower() in (".json", ".xml", ".txt"))
+    files = (
+        [p]
+        if p.is_file()
+        else sorted(f for f in p.rglob("*") if f.suffix.lower() in (".json", ".xml", ".txt"))
+    )
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
-def prepare_data(data: str | os.PathLike, cache_dir: str | os.PathLike | None = None, *,
-                 skip: Iterable[str | os.PathLike] | None = None) -> Path:
+def prepare_data(
+    data: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    skip: Iterable[str | os.PathLike] | None = None,
+) -> Path:
     """A data.yaml ultralytics can train on, from a data.yaml, a COCO json or a VOC folder.
 
     COCO/VOC are converted once into ``cache_dir`` (default ``$DEFECTDET_HOME/data``; images are
@@ -301,11 +334,16 @@ def _resolved_yaml(yaml_path: Path, cache: Path, skip: set[str]) -> Path:
     spec = load_data_yaml(yaml_path)
     root = spec.raw.get("path")
     lists_relative = any(
-        src.is_file() and any(ln and not os.path.isabs(ln) and not ln.startswith("./") for ln in read_list_file(src))
-        for sources in spec.splits.values() for src in sources
+        src.is_file()
+        and any(ln and not os.path.isabs(ln) and not ln.startswith("./") for ln in read_list_file(src))
+        for sources in spec.splits.values()
+        for src in sources
     )
-    tilde = any(str(e).startswith("~") for k in spec.splits for e in (spec.raw[k] if isinstance(spec.raw[k], list)
-                                                                      else [spec.raw[k]]))
+    tilde = any(
+        str(e).startswith("~")
+        for k in spec.splits
+        for e in (spec.raw[k] if isinstance(spec.raw[k], list) else [spec.raw[k]])
+    )
     if not skip and (root is None or os.path.isabs(str(root))) and not lists_relative and not tilde:
         return yaml_path  # ultralytics resolves this one exactly as we do
     skip_abs = {os.path.abspath(s) for s in skip}
@@ -313,7 +351,13 @@ def _resolved_yaml(yaml_path: Path, cache: Path, skip: set[str]) -> Path:
     data = dict(spec.raw, path=str(spec.root))
     for split, sources in spec.splits.items():
         if skip or any(s.is_file() for s in sources):
-            kept = [str(r.path) for s in sources if s.exists() for r in list_images(s) if str(r.path) not in skip_abs]
+            kept = [
+                str(r.path)
+                for s in sources
+                if s.exists()
+                for r in list_images(s)
+                if str(r.path) not in skip_abs
+            ]
             data[split] = str(atomic_write_text(out / f"{split}.txt", "".join(f"{k}\n" for k in kept)))
         else:
             data[split] = [str(s) for s in sources] if len(sources) > 1 else str(sources[0])

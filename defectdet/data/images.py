@@ -31,9 +31,17 @@ class ImageTooLarge(DataError):
     """An image header declares more pixels than :data:`MAX_IMAGE_PIXELS` (hostile or corrupt)."""
 
     def __init__(self, path: str | os.PathLike, pixels: int | None, size: tuple[int, int] | None = None):
-        what = f"{size[0]}x{size[1]} = {pixels:,} pixels" if size else f"{pixels:,} pixels" if pixels else "too many pixels"
-        self.message = (f"image header declares {what}, expected at most {MAX_IMAGE_PIXELS:,} "
-                        "(a hostile or corrupt header; not decoded)")
+        what = (
+            f"{size[0]}x{size[1]} = {pixels:,} pixels"
+            if size
+            else f"{pixels:,} pixels"
+            if pixels
+            else "too many pixels"
+        )
+        self.message = (
+            f"image header declares {what}, expected at most {MAX_IMAGE_PIXELS:,} "
+            "(a hostile or corrupt header; not decoded)"
+        )
         super().__init__(f"{path}: {self.message}")
 
 
@@ -41,8 +49,12 @@ class UnreadableImage(DataError):
     """An image file PIL cannot open (empty, truncated before its header, not an image at all)."""
 
     def __init__(self, path: str | os.PathLike, error: Exception):
-        why = str(error).split(chr(39))[0].strip()  # "cannot identify image file '/x.png'" -> without the path
-        self.message = f"unreadable image ({why}), expected a {Path(path).suffix.lstrip('.') or 'jpg/png'} image"
+        why = (
+            str(error).split(chr(39))[0].strip()
+        )  # "cannot identify image file '/x.png'" -> without the path
+        self.message = (
+            f"unreadable image ({why}), expected a {Path(path).suffix.lstrip('.') or 'jpg/png'} image"
+        )
         super().__init__(f"{path}: {self.message}")
 
 
@@ -137,26 +149,48 @@ def check_image(path: Path) -> tuple[list[tuple[str, str, bool]], tuple[int, int
         fmt, size, mode = (im.format or "?"), im.size, im.mode
         out: list[tuple[str, str, bool]] = []
         if fmt.lower() not in IMG_FORMATS | {"jpeg2000"}:
-            return [("format", f"{fmt} image data, expected one of {', '.join(sorted(IMG_FORMATS))}", True)], None
+            return [
+                ("format", f"{fmt} image data, expected one of {', '.join(sorted(IMG_FORMATS))}", True)
+            ], None
         try:
             bits, orient = _bit_depth(im, path), im.getexif().get(0x0112, 1)
             im.load()
         except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken data
             why = str(e).split(" (")[0]  # "image file is truncated (12 bytes not processed)" -> stable text
-            return [("corrupt-image", f"truncated or corrupt {fmt} image ({why}), expected a complete file", True)], None
+            return [
+                ("corrupt-image", f"truncated or corrupt {fmt} image ({why}), expected a complete file", True)
+            ], None
     if fmt == "JPEG" and _jpeg_truncated(path):
-        out.append(("corrupt-image", "JPEG does not end with an end-of-image marker (cut short or trailing bytes), "
-                    "expected a complete file (ultralytics would rewrite it in place)", True))
+        out.append(
+            (
+                "corrupt-image",
+                "JPEG does not end with an end-of-image marker (cut short or trailing bytes), "
+                "expected a complete file (ultralytics would rewrite it in place)",
+                True,
+            )
+        )
     if min(size) < 10:
         out.append(("small-image", f"image is {size[0]}x{size[1]} px, expected at least 10x10", True))
     if bits > 8:
-        out.append(("16-bit", f"{bits}-bit image, expected 8-bit: the trainer keeps only the high byte (12-bit "
-                    "data turns almost black); convert to 8-bit with your own scaling", True))
+        out.append(
+            (
+                "16-bit",
+                f"{bits}-bit image, expected 8-bit: the trainer keeps only the high byte (12-bit "
+                "data turns almost black); convert to 8-bit with your own scaling",
+                True,
+            )
+        )
     elif mode in GRAY_MODES:
         out.append(("grayscale", f"grayscale image (mode {mode})", False))  # summarized per split
     if orient not in (1, None):
-        out.append(("exif-rotation", f"EXIF orientation {orient}: the image is rotated on load, expected labels "
-                    "drawn on the rotated view", False))
+        out.append(
+            (
+                "exif-rotation",
+                f"EXIF orientation {orient}: the image is rotated on load, expected labels "
+                "drawn on the rotated view",
+                False,
+            )
+        )
     return out, size
 
 
@@ -173,7 +207,9 @@ class FolderScan:
 
     files: list[Path] = field(default_factory=list)  # sorted; the path with the fewest symlinks wins
     loops: list[tuple[Path, Path]] = field(default_factory=list)  # (symlink, the folder above it it leads to)
-    repeats: list[tuple[Path, Path]] = field(default_factory=list)  # (path left out, path kept): same file/folder
+    repeats: list[tuple[Path, Path]] = field(
+        default_factory=list
+    )  # (path left out, path kept): same file/folder
 
 
 def scan_images(folder: str | os.PathLike) -> FolderScan:

@@ -34,7 +34,9 @@ def check_probability(key: str, p) -> None:
 
 def check_paste(p, paste_max=None) -> None:
     check_probability("paste", p)
-    if paste_max is not None and (isinstance(paste_max, bool) or not isinstance(paste_max, int) or paste_max < 1):
+    if paste_max is not None and (
+        isinstance(paste_max, bool) or not isinstance(paste_max, int) or paste_max < 1
+    ):
         raise ConfigError(f"paste_max={paste_max!r}: expected a whole number >= 1 (defects pasted per image)")
 
 
@@ -49,11 +51,18 @@ class Patch:
 @dataclass
 class DefectBank:
     patches: list[Patch]
-    size_range: dict[int, tuple[float, float]] = field(default_factory=dict)  # class -> (min, max) box side / image side
+    size_range: dict[int, tuple[float, float]] = field(
+        default_factory=dict
+    )  # class -> (min, max) box side / image side
 
     @classmethod
-    def from_images(cls, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray],
-                    margin: float = DEFAULT_MARGIN) -> DefectBank:
+    def from_images(
+        cls,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[np.ndarray],
+        classes: Sequence[np.ndarray],
+        margin: float = DEFAULT_MARGIN,
+    ) -> DefectBank:
         """Patches of every box of every image (boxes (K, 4) xyxy pixels, classes (K,))."""
         patches, sizes = [], {}
         for img, bx, cl in zip(images, boxes, classes):
@@ -65,14 +74,25 @@ class DefectBank:
                 px2, py2 = int(min(W, np.ceil(x2 + m))), int(min(H, np.ceil(y2 + m)))
                 if px2 - px1 < 2 or py2 - py1 < 2 or x2 <= x1 or y2 <= y1:
                     continue
-                patches.append(Patch(img[py1:py2, px1:px2].copy(), np.array([x1 - px1, y1 - py1, x2 - px1, y2 - py1]),
-                                     int(c), side))
+                patches.append(
+                    Patch(
+                        img[py1:py2, px1:px2].copy(),
+                        np.array([x1 - px1, y1 - py1, x2 - px1, y2 - py1]),
+                        int(c),
+                        side,
+                    )
+                )
                 sizes.setdefault(int(c), []).append(max(x2 - x1, y2 - y1) / side)
         return cls(patches, {c: (float(min(v)), float(max(v))) for c, v in sizes.items()})
 
     @classmethod
-    def from_files(cls, files: Sequence[str], boxes_xywhn: Sequence[np.ndarray], classes: Sequence[np.ndarray],
-                   margin: float = DEFAULT_MARGIN) -> DefectBank:
+    def from_files(
+        cls,
+        files: Sequence[str],
+        boxes_xywhn: Sequence[np.ndarray],
+        classes: Sequence[np.ndarray],
+        margin: float = DEFAULT_MARGIN,
+    ) -> DefectBank:
         """Read the defective training images (normalised xywh boxes, as YOLO labels)."""
         import cv2
 
@@ -85,12 +105,21 @@ class DefectBank:
             if img is None:
                 raise DataError(f"{f}: cannot read the image for the defect bank (paste)")
             H, W = img.shape[:2]
-            xyxy = np.stack([(b[:, 0] - b[:, 2] / 2) * W, (b[:, 1] - b[:, 3] / 2) * H,
-                             (b[:, 0] + b[:, 2] / 2) * W, (b[:, 1] + b[:, 3] / 2) * H], 1)
+            xyxy = np.stack(
+                [
+                    (b[:, 0] - b[:, 2] / 2) * W,
+                    (b[:, 1] - b[:, 3] / 2) * H,
+                    (b[:, 0] + b[:, 2] / 2) * W,
+                    (b[:, 1] + b[:, 3] / 2) * H,
+                ],
+                1,
+            )
             imgs.append(img), bxs.append(xyxy), cls_.append(np.asarray(c).reshape(-1))
         bank = cls.from_images(imgs, bxs, cls_, margin)
         if not bank.patches:
-            raise ConfigError("paste: the training split has no labelled defect to copy (expected defective images)")
+            raise ConfigError(
+                "paste: the training split has no labelled defect to copy (expected defective images)"
+            )
         return bank
 
 
@@ -102,7 +131,9 @@ def load_roi(path: Optional[str]) -> Optional[np.ndarray]:
 
     m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if m is None:
-        raise ConfigError(f"paste_roi={path}: cannot read the mask (expected an image file, white where parts are)")
+        raise ConfigError(
+            f"paste_roi={path}: cannot read the mask (expected an image file, white where parts are)"
+        )
     return m > 127
 
 
@@ -119,8 +150,12 @@ def _overlaps_any(cand: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(N,) bool: candidate boxes (N, 4) that overlap any of ``boxes`` (K, 4), all xyxy."""
     if not len(boxes):
         return np.zeros(len(cand), dtype=bool)
-    ix = np.minimum(cand[:, None, 2], boxes[None, :, 2]) - np.maximum(cand[:, None, 0], boxes[None, :, 0])  # (N, K)
-    iy = np.minimum(cand[:, None, 3], boxes[None, :, 3]) - np.maximum(cand[:, None, 1], boxes[None, :, 1])  # (N, K)
+    ix = np.minimum(cand[:, None, 2], boxes[None, :, 2]) - np.maximum(
+        cand[:, None, 0], boxes[None, :, 0]
+    )  # (N, K)
+    iy = np.minimum(cand[:, None, 3], boxes[None, :, 3]) - np.maximum(
+        cand[:, None, 1], boxes[None, :, 1]
+    )  # (N, K)
     return ((ix > 0) & (iy > 0)).any(1)
 
 
@@ -138,9 +173,16 @@ def _scaled(patch: Patch, side: int, bank: DefectBank, rng: np.random.Generator)
     return img, patch.box * np.array([nw / w, nh / h, nw / w, nh / h])
 
 
-def paste_defects(img: np.ndarray, boxes: np.ndarray, bank: DefectBank, rng: np.random.Generator,
-                  max_n: int = DEFAULT_PASTE_MAX, roi: Optional[np.ndarray] = None, tries: int = 64,
-                  max_cost: float = MAX_CONTEXT_COST) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def paste_defects(
+    img: np.ndarray,
+    boxes: np.ndarray,
+    bank: DefectBank,
+    rng: np.random.Generator,
+    max_n: int = DEFAULT_PASTE_MAX,
+    roi: Optional[np.ndarray] = None,
+    tries: int = 64,
+    max_cost: float = MAX_CONTEXT_COST,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Paste 1..max_n defects onto ``img`` (H, W, C) uint8 whose boxes are ``boxes`` (K, 4) xyxy.
 
     Of ``tries`` random free positions, each defect goes where the target best matches the patch's
@@ -175,17 +217,21 @@ def paste_defects(img: np.ndarray, boxes: np.ndarray, bank: DefectBank, rng: np.
         if not ok.any():
             continue
         xs, ys, cand = xs[ok], ys[ok], cand[ok]
-        windows = np.lib.stride_tricks.sliding_window_view(out, (ph, pw), axis=(0, 1))  # (H-ph+1, W-pw+1, C, ph, pw)
+        windows = np.lib.stride_tricks.sliding_window_view(
+            out, (ph, pw), axis=(0, 1)
+        )  # (H-ph+1, W-pw+1, C, ph, pw)
         regions = windows[ys, xs].astype(np.float32)  # (n, C, ph, pw) copies
         diff = np.abs(regions - pimg.transpose(2, 0, 1).astype(np.float32)[None])  # (n, C, ph, pw)
         weight = np.broadcast_to(ring[..., 0], regions.shape[1:]).ravel()  # (C * ph * pw,)
-        costs = diff.reshape(len(xs), -1) @ weight / max(weight.sum(), 1e-6)  # (n,) mean |difference| on the ring
+        costs = (
+            diff.reshape(len(xs), -1) @ weight / max(weight.sum(), 1e-6)
+        )  # (n,) mean |difference| on the ring
         i = int(np.argmin(costs))  # the first of equal costs
         if costs[i] > max_cost:
             continue
         x0, y0, box = int(xs[i]), int(ys[i]), cand[i]
         region = regions[i].transpose(1, 2, 0)  # (ph, pw, C)
-        out[y0:y0 + ph, x0:x0 + pw] = np.clip(a * pimg + (1 - a) * region + 0.5, 0, 255).astype(np.uint8)
+        out[y0 : y0 + ph, x0 : x0 + pw] = np.clip(a * pimg + (1 - a) * region + 0.5, 0, 255).astype(np.uint8)
         taken = np.vstack([taken, box[None]])
         added.append(box), added_cls.append(patch.cls)
     return out, np.asarray(added, float).reshape(-1, 4), np.asarray(added_cls, dtype=int)
@@ -196,8 +242,9 @@ def _roi_at(roi: np.ndarray, cx: int, cy: int, H: int, W: int) -> bool:
     return bool(roi[min(ry, roi.shape[0] - 1), min(rx, roi.shape[1] - 1)])
 
 
-def preview_grid(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, cols: int = 4,
-                 tile: int = 320) -> Path:
+def preview_grid(
+    samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path, cols: int = 4, tile: int = 320
+) -> Path:
     """A JPEG grid of pasted samples (image, original boxes, pasted boxes): originals green, pasted
     red, so a user can judge whether the pasted defects look real."""
     import cv2
@@ -215,6 +262,6 @@ def preview_grid(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], p
         tiles.append(cv2.copyMakeBorder(t, 0, tile - t.shape[0], 0, tile - t.shape[1], cv2.BORDER_CONSTANT))
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))
-    grid = np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)])
+    grid = np.vstack([np.hstack(tiles[i : i + cols]) for i in range(0, len(tiles), cols)])
     ok, buf = cv2.imencode(".jpg", grid, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return atomic_write_bytes(path, buf.tobytes(), fsync=False)

@@ -48,10 +48,12 @@ BANDS = (
     (20000.0, "standard", 2.0, 0.25, "focal"),
     (math.inf, "extreme", 4.0, 0.1, "focal_extreme"),
 )
-RULE = ("imbalance = negative/positive anchors on the train split at imgsz "
-        "(positives ~ min(topk=10, anchor centres inside each box), defect-free images included); "
-        "< 500:1 -> balanced (gamma=0, focal loss can hurt balanced data), 500-2000:1 -> mild (gamma=1, alpha=0.5), "
-        "2000-20000:1 -> standard (gamma=2, alpha=0.25), >= 20000:1 -> extreme (gamma=4, alpha=0.1)")
+RULE = (
+    "imbalance = negative/positive anchors on the train split at imgsz "
+    "(positives ~ min(topk=10, anchor centres inside each box), defect-free images included); "
+    "< 500:1 -> balanced (gamma=0, focal loss can hurt balanced data), 500-2000:1 -> mild (gamma=1, alpha=0.5), "
+    "2000-20000:1 -> standard (gamma=2, alpha=0.25), >= 20000:1 -> extreme (gamma=4, alpha=0.1)"
+)
 
 
 def _quantiles(values: list[float], digits: int = 6, qs=(0.1, 0.5, 0.9)) -> list[float | None]:
@@ -72,8 +74,9 @@ def _read_split(images: list[Path], imgsz: int) -> tuple[list[int], np.ndarray]:
     return counts, np.array(boxes, dtype=float).reshape(-1, 5)
 
 
-def _split_stats(images: list[Path], excluded: int, names: list[str], imgsz: int,
-                 strides: tuple[int, ...]) -> dict[str, Any]:
+def _split_stats(
+    images: list[Path], excluded: int, names: list[str], imgsz: int, strides: tuple[int, ...]
+) -> dict[str, Any]:
     """Counts, box sizes and the anchor-level estimate for one split's images."""
     locations = sum(math.ceil(imgsz / s) ** 2 for s in strides)
     boxes_per_image, b = _read_split(images, imgsz)
@@ -93,9 +96,11 @@ def _split_stats(images: list[Path], excluded: int, names: list[str], imgsz: int
         "instances": int(sum(boxes_per_image)),
         "instances_per_class": dict(zip(names, per_class)),
         "excluded_images": excluded,  # images with errors in `defectdet data check`: left out
-        "boxes_per_image": {"mean": round(float(np.mean(boxes_per_image)), 3) if n else None,
-                            "mean_defect_images": round(sum(boxes_per_image) / n_def, 3) if n_def else None,
-                            "max": max(boxes_per_image, default=0)},
+        "boxes_per_image": {
+            "mean": round(float(np.mean(boxes_per_image)), 3) if n else None,
+            "mean_defect_images": round(sum(boxes_per_image) / n_def, 3) if n_def else None,
+            "max": max(boxes_per_image, default=0),
+        },
         "box_area_frac_p10_p50_p90": _quantiles(area_frac),
         "box_min_side_px_p10_p50_p90": _quantiles(min_side_px, digits=2),
         "boxes_below_min_stride": int(sum(s < min(strides) for s in min_side_px)),
@@ -112,7 +117,9 @@ def _split_stats(images: list[Path], excluded: int, names: list[str], imgsz: int
     }
 
 
-def dataset_stats(data_yaml: str | os.PathLike, imgsz: int = 640, strides: tuple[int, ...] = (8, 16, 32)) -> dict:
+def dataset_stats(
+    data_yaml: str | os.PathLike, imgsz: int = 640, strides: tuple[int, ...] = (8, 16, 32)
+) -> dict:
     """Statistics of every split of a data.yaml (or COCO json / VOC folder, converted first), plus the
     recommended focal preset (from the train split).
 
@@ -132,8 +139,15 @@ def dataset_stats(data_yaml: str | os.PathLike, imgsz: int = 640, strides: tuple
     for split, images in rep.paths.items():
         kept = [p for p in images if p not in rep.bad_files]
         splits[split] = _split_stats(kept, len(images) - len(kept), names, imgsz, tuple(strides))
-    stats = {"data": str(rep.data_yaml), "imgsz": imgsz, "strides": list(strides), "names": names,
-             "check": rep.summary(), "check_errors": [str(p) for p in rep.errors], "splits": splits}
+    stats = {
+        "data": str(rep.data_yaml),
+        "imgsz": imgsz,
+        "strides": list(strides),
+        "names": names,
+        "check": rep.summary(),
+        "check_errors": [str(p) for p in rep.errors],
+        "splits": splits,
+    }
     stats["recommendation"] = recommend_preset(stats)
     return stats
 
@@ -142,8 +156,9 @@ def _refuse_fatal(data: str | os.PathLike, rep: CheckReport) -> None:
     """One DataError line for what the checker calls dataset-level (skipping images cannot fix it)."""
     if rep.fatal:
         more = f" (and {len(rep.fatal) - 1} more dataset-level errors)" if len(rep.fatal) > 1 else ""
-        raise DataError(f"{rep.fatal[0]}{more}; no statistics for a dataset that 'defectdet data check {data}' "
-                        "refuses")
+        raise DataError(
+            f"{rep.fatal[0]}{more}; no statistics for a dataset that 'defectdet data check {data}' refuses"
+        )
 
 
 def recommend_preset(stats: dict) -> dict[str, Any]:
@@ -161,19 +176,35 @@ def recommend_preset(stats: dict) -> dict[str, Any]:
     sampler = stats.get("sampler") if "splits" in stats else None
     if sampler:  # the sampler already answers the imbalance: see the module docstring
         _, preset, gamma, alpha, config = BANDS[0]
-        return {"cls_loss": "focal", "gamma": gamma, "alpha": alpha, "preset": preset, "config": config,
-                "negatives_per_positive": None if math.isinf(ratio) else ratio,
-                "rule": (f"sampling={sampler['sampling']} draws {sampler['defect_share']:.0%} defective images "
-                         f"(sampled imbalance {ratio:,.0f}:1) -> {preset} (gamma={gamma:g}, alpha={alpha:g}). "
-                         f"Rule: with the defect sampler on, BCE-equivalent; otherwise {RULE}")}
+        return {
+            "cls_loss": "focal",
+            "gamma": gamma,
+            "alpha": alpha,
+            "preset": preset,
+            "config": config,
+            "negatives_per_positive": None if math.isinf(ratio) else ratio,
+            "rule": (
+                f"sampling={sampler['sampling']} draws {sampler['defect_share']:.0%} defective images "
+                f"(sampled imbalance {ratio:,.0f}:1) -> {preset} (gamma={gamma:g}, alpha={alpha:g}). "
+                f"Rule: with the defect sampler on, BCE-equivalent; otherwise {RULE}"
+            ),
+        }
     f0 = split["defect_free_fraction"] or 0.0
-    measured = (f"measured {ratio:,.0f}:1 = 1 / ((1 - defect-free {f0:.3f}) x positive fraction in defect images "
-                f"{a['positive_fraction_in_defect_images']:.2e}) -> {preset} (gamma={gamma:g}, alpha={alpha:g})")
+    measured = (
+        f"measured {ratio:,.0f}:1 = 1 / ((1 - defect-free {f0:.3f}) x positive fraction in defect images "
+        f"{a['positive_fraction_in_defect_images']:.2e}) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
+    )
     if math.isinf(ratio):
         measured = f"no labelled box in the train split (no positive anchor) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
-    return {"cls_loss": "focal", "gamma": gamma, "alpha": alpha, "preset": preset, "config": config,
-            "negatives_per_positive": None if math.isinf(ratio) else ratio,
-            "rule": f"{measured}. Rule: {RULE}"}
+    return {
+        "cls_loss": "focal",
+        "gamma": gamma,
+        "alpha": alpha,
+        "preset": preset,
+        "config": config,
+        "negatives_per_positive": None if math.isinf(ratio) else ratio,
+        "rule": f"{measured}. Rule: {RULE}",
+    }
 
 
 def format_stats(stats: dict) -> str:
@@ -203,16 +234,22 @@ def format_stats(stats: dict) -> str:
         if s["excluded_images"]:
             lines.append(f"  {s['excluded_images']} images with errors left out (run 'defectdet data check')")
     rec = stats["recommendation"]
-    lines.append(f"recommended: cls_loss={rec['cls_loss']} preset={rec['preset']} gamma={rec['gamma']:g} "
-                 f"alpha={rec['alpha']:g}")
+    lines.append(
+        f"recommended: cls_loss={rec['cls_loss']} preset={rec['preset']} gamma={rec['gamma']:g} "
+        f"alpha={rec['alpha']:g}"
+    )
     lines.append(f"  why: {rec['rule']}")
     return "\n".join(lines)
 
 
 def public(stats: dict) -> dict:
     """``stats`` without the private per-box arrays (what goes into stats.json)."""
-    return {**stats, "splits": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")}
-                                for k, v in stats["splits"].items()}}
+    return {
+        **stats,
+        "splits": {
+            k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in stats["splits"].items()
+        },
+    }
 
 
 def plot_stats(stats: dict, out_png: str | os.PathLike) -> Path:
@@ -227,12 +264,18 @@ def plot_stats(stats: dict, out_png: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     width = 0.8 / max(len(splits), 1)
     for i, (split, s) in enumerate(splits.items()):
-        ax[0, 0].bar(np.arange(len(names)) + i * width, list(s["instances_per_class"].values()), width, label=split)
+        ax[0, 0].bar(
+            np.arange(len(names)) + i * width, list(s["instances_per_class"].values()), width, label=split
+        )
         if s["_min_side_px"]:
             bins = np.geomspace(max(min(s["_min_side_px"]), 0.5), max(s["_min_side_px"]) + 1, 30)
             ax[0, 1].hist(s["_min_side_px"], bins=bins, alpha=0.5, label=split)
-        ax[1, 0].hist(s["_boxes_per_image"], bins=np.arange(max(s["_boxes_per_image"], default=0) + 2) - 0.5,
-                      alpha=0.5, label=split)
+        ax[1, 0].hist(
+            s["_boxes_per_image"],
+            bins=np.arange(max(s["_boxes_per_image"], default=0) + 2) - 0.5,
+            alpha=0.5,
+            label=split,
+        )
     ax[0, 0].set(title="instances per class", xticks=np.arange(len(names)) + 0.4 - width / 2)
     ax[0, 0].set_xticklabels(names, rotation=30, ha="right")
     for s in stats["strides"]:
@@ -247,8 +290,10 @@ def plot_stats(stats: dict, out_png: str | os.PathLike) -> Path:
     for a in (ax[0, 0], ax[0, 1], ax[1, 0]):
         a.legend()
     rec = stats["recommendation"]
-    fig.suptitle(f"{Path(stats['data']).name}: recommended {rec['preset']} (gamma={rec['gamma']:g}, "
-                 f"alpha={rec['alpha']:g})")
+    fig.suptitle(
+        f"{Path(stats['data']).name}: recommended {rec['preset']} (gamma={rec['gamma']:g}, "
+        f"alpha={rec['alpha']:g})"
+    )
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -142,8 +142,13 @@ DEFECT_FNS = (_scratch, _spot, _crack, _dent)
 
 
 # --------------------------------------------------------------------------- one image
-def make_image(seed: int, index: int, imgsz: int, defective: bool, defect_scale: float = 1.0,
-               ) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
+def make_image(
+    seed: int,
+    index: int,
+    imgsz: int,
+    defective: bool,
+    defect_scale: float = 1.0,
+) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
     """One BGR uint8 image and its YOLO boxes (cls, cx, cy, w, h normalised), deterministic in (seed, index).
 
     ``defect_scale`` multiplies the defects' size relative to the part (1.0: small, a few % of the side).
@@ -162,7 +167,9 @@ def make_image(seed: int, index: int, imgsz: int, defective: bool, defect_scale:
                 continue
             x0, x1 = max(xs.min() - 1, 0), min(xs.max() + 2, imgsz)
             y0, y1 = max(ys.min() - 1, 0), min(ys.max() + 2, imgsz)
-            boxes.append((cls, (x0 + x1) / 2 / imgsz, (y0 + y1) / 2 / imgsz, (x1 - x0) / imgsz, (y1 - y0) / imgsz))
+            boxes.append(
+                (cls, (x0 + x1) / 2 / imgsz, (y0 + y1) / 2 / imgsz, (x1 - x0) / imgsz, (y1 - y0) / imgsz)
+            )
     return np.clip(img, 0, 255).astype(np.uint8), boxes
 
 
@@ -231,15 +238,30 @@ def make_dataset(
         },
     )
     if video_frames > 0:
-        make_video(out / "parts.mp4", frames=video_frames, seed=seed, defect_rate=max(defect_rate, 0.1),
-                   defect_scale=defect_scale, part_imgsz=imgsz)
+        make_video(
+            out / "parts.mp4",
+            frames=video_frames,
+            seed=seed,
+            defect_rate=max(defect_rate, 0.1),
+            defect_scale=defect_scale,
+            part_imgsz=imgsz,
+        )
     return data_yaml
 
 
 # --------------------------------------------------------------------------- conveyor video
-def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, part: int = 0,
-                   frames_per_part: int = 24, defect_rate: float = 0.1, defect_scale: float = 1.0,
-                   part_imgsz: int = 0, dwell: float = 1 / 3) -> tuple[np.ndarray, dict]:
+def conveyor_frame(
+    seed: int,
+    frame: int,
+    width: int = 640,
+    height: int = 480,
+    part: int = 0,
+    frames_per_part: int = 24,
+    defect_rate: float = 0.1,
+    defect_scale: float = 1.0,
+    part_imgsz: int = 0,
+    dwell: float = 1 / 3,
+) -> tuple[np.ndarray, dict]:
     """Frame ``frame`` of an indexing conveyor: each part slides in over a dark belt, rests under the
     camera for ``dwell`` of its frames (centred), then slides out.
 
@@ -253,7 +275,7 @@ def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, p
     defective = bool(np.random.default_rng([seed, 7, k]).random() < defect_rate)
     img, boxes = _part_image(seed + 1, k, size, defective, defect_scale, part_imgsz or size)
     belt = np.full((height, width, 3), 38, np.uint8)
-    belt[:, :: 40] = 55  # belt seams give motion cues
+    belt[:, ::40] = 55  # belt seams give motion cues
     n_move = max(1, int(round(frames_per_part * (1 - dwell) / 2)))  # frames to slide in (and out)
     centre = (width - size) // 2
     if t < n_move:  # sliding in from the left edge
@@ -267,11 +289,22 @@ def conveyor_frame(seed: int, frame: int, width: int = 640, height: int = 480, p
     if xb > xa:
         belt[y0 : y0 + size, xa:xb] = img[:, xa - x0 : xb - x0]
     px = [
-        (c, x0 + (x - w / 2) * size, y0 + (y - h / 2) * size, x0 + (x + w / 2) * size, y0 + (y + h / 2) * size)
+        (
+            c,
+            x0 + (x - w / 2) * size,
+            y0 + (y - h / 2) * size,
+            x0 + (x + w / 2) * size,
+            y0 + (y + h / 2) * size,
+        )
         for c, x, y, w, h in boxes
     ]
-    return belt, {"part": k, "defective": defective, "in_view": x0 >= 0 and x0 + size <= width,
-                  "in_position": x0 == centre, "boxes": px}
+    return belt, {
+        "part": k,
+        "defective": defective,
+        "in_view": x0 >= 0 and x0 + size <= width,
+        "in_position": x0 == centre,
+        "boxes": px,
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -284,9 +317,18 @@ def _part_image(seed: int, index: int, size: int, defective: bool, defect_scale:
     return img, boxes
 
 
-def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1, defect_scale: float = 1.0,
-               fps: float = 15.0, width: int = 480, height: int = 480, frames_per_part: int = 24,
-               part_imgsz: int = 0) -> Path:
+def make_video(
+    path,
+    frames: int = 120,
+    seed: int = 0,
+    defect_rate: float = 0.1,
+    defect_scale: float = 1.0,
+    fps: float = 15.0,
+    width: int = 480,
+    height: int = 480,
+    frames_per_part: int = 24,
+    part_imgsz: int = 0,
+) -> Path:
     """Write a conveyor video (MP4, mp4v) and ``<stem>.json`` ground truth next to it.
 
     The default camera is square and framed on the inspection station, so a part at rest fills the
@@ -299,20 +341,39 @@ def make_video(path, frames: int = 120, seed: int = 0, defect_rate: float = 0.1,
     truth = []
     try:
         for f in range(frames):
-            frame, info = conveyor_frame(seed, f, width, height, frames_per_part=frames_per_part,
-                                         defect_rate=defect_rate, defect_scale=defect_scale, part_imgsz=part_imgsz)
+            frame, info = conveyor_frame(
+                seed,
+                f,
+                width,
+                height,
+                frames_per_part=frames_per_part,
+                defect_rate=defect_rate,
+                defect_scale=defect_scale,
+                part_imgsz=part_imgsz,
+            )
             writer.write(frame)
             truth.append(info)
     finally:
         writer.release()
     tmp.replace(path)
     parts = sorted({(t["part"], t["defective"]) for t in truth})
-    atomic_write_text(path.with_suffix(".json"), json.dumps({
-        "fps": fps, "frames": frames, "size": [width, height], "frames_per_part": frames_per_part,
-        "parts": [{"part": p, "defective": d} for p, d in parts],
-        "ng_frames": [i for i, t in enumerate(truth) if t["defective"] and t["in_position"]],
-        "in_position_frames": [i for i, t in enumerate(truth) if t["in_position"]],  # at rest under the camera
-    }, indent=1))
+    atomic_write_text(
+        path.with_suffix(".json"),
+        json.dumps(
+            {
+                "fps": fps,
+                "frames": frames,
+                "size": [width, height],
+                "frames_per_part": frames_per_part,
+                "parts": [{"part": p, "defective": d} for p, d in parts],
+                "ng_frames": [i for i, t in enumerate(truth) if t["defective"] and t["in_position"]],
+                "in_position_frames": [
+                    i for i, t in enumerate(truth) if t["in_position"]
+                ],  # at rest under the camera
+            },
+            indent=1,
+        ),
+    )
     return path
 
 
@@ -321,15 +382,20 @@ def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="defectdet synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--images", type=int, default=500, help="number of parts (default 500)")
-    ap.add_argument("--defect-rate", type=float, default=0.1, help="fraction of defective parts (default 0.1)")
+    ap.add_argument(
+        "--defect-rate", type=float, default=0.1, help="fraction of defective parts (default 0.1)"
+    )
     ap.add_argument("--imgsz", type=int, default=320, help="image side in pixels (default 320)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--video-frames", type=int, default=120, help="conveyor video length (0: no video)")
-    ap.add_argument("--defect-scale", type=float, default=1.0, help="defect size multiplier (1.0: small defects)")
+    ap.add_argument(
+        "--defect-scale", type=float, default=1.0, help="defect size multiplier (1.0: small defects)"
+    )
     a = ap.parse_args(argv)
-    data = make_dataset(a.out, a.images, a.defect_rate, a.imgsz, a.seed, a.val_fraction, a.video_frames,
-                        a.defect_scale)
+    data = make_dataset(
+        a.out, a.images, a.defect_rate, a.imgsz, a.seed, a.val_fraction, a.video_frames, a.defect_scale
+    )
     n_def = int(defect_flags(a.seed, a.images, a.defect_rate).sum())
     print(f"wrote {a.images} parts ({n_def} defective, {a.images - n_def} good) -> {data}")
     return 0

@@ -104,11 +104,21 @@ def _check_names(spec: DataSpec, rep: CheckReport) -> int | None:
 
     if raw_names is None:
         err("names", "no 'names:', expected the class names as a list or {id: name} mapping")
-    elif isinstance(raw_names, dict) and names is not None and sorted(map(int, raw_names)) != list(range(len(names))):
-        err("names", f"'names' ids are {sorted(map(int, raw_names))}, expected 0..{len(names) - 1} without gaps")
+    elif (
+        isinstance(raw_names, dict)
+        and names is not None
+        and sorted(map(int, raw_names)) != list(range(len(names)))
+    ):
+        err(
+            "names",
+            f"'names' ids are {sorted(map(int, raw_names))}, expected 0..{len(names) - 1} without gaps",
+        )
         return len(names)
     elif names is None:
-        err("names", f"'names' is {type(raw_names).__name__}, expected a list or {{id: name}} mapping with integer ids")
+        err(
+            "names",
+            f"'names' is {type(raw_names).__name__}, expected a list or {{id: name}} mapping with integer ids",
+        )
     elif not names:
         err("names", "'names' is empty, expected at least one class name")
     elif len(set(names)) != len(names):
@@ -127,8 +137,14 @@ def _split_images(spec: DataSpec, split: str, rep: CheckReport) -> list[ImageRef
     refs: list[ImageRef] = []
     for src in spec.splits[split]:
         if not src.exists():
-            rep.add(Problem(spec.yaml_path, spec.lines.get(split), "missing-split",
-                            f"split '{split}': {src} not found, expected a folder of images or a .txt list"))
+            rep.add(
+                Problem(
+                    spec.yaml_path,
+                    spec.lines.get(split),
+                    "missing-split",
+                    f"split '{split}': {src} not found, expected a folder of images or a .txt list",
+                )
+            )
             continue
         try:
             listed = _folder_images(src, rep) if src.is_dir() else list_images(src)
@@ -139,11 +155,25 @@ def _split_images(spec: DataSpec, split: str, rep: CheckReport) -> list[ImageRef
             if r.path.is_file():
                 refs.append(r)
             else:
-                rep.add(Problem(r.listed_in or src, r.line, "missing-image",
-                                f"image {r.path} not found, expected an existing image file"), image=r.path)
+                rep.add(
+                    Problem(
+                        r.listed_in or src,
+                        r.line,
+                        "missing-image",
+                        f"image {r.path} not found, expected an existing image file",
+                    ),
+                    image=r.path,
+                )
     if not refs and all(s.exists() for s in spec.splits[split]):
-        rep.add(Problem(spec.yaml_path, spec.lines.get(split), "empty-split", f"split '{split}' has no images, "
-                        f"expected .jpg/.png/.bmp/.tif/.webp files in {', '.join(map(str, spec.splits[split]))}"))
+        rep.add(
+            Problem(
+                spec.yaml_path,
+                spec.lines.get(split),
+                "empty-split",
+                f"split '{split}' has no images, "
+                f"expected .jpg/.png/.bmp/.tif/.webp files in {', '.join(map(str, spec.splits[split]))}",
+            )
+        )
     return refs
 
 
@@ -152,11 +182,26 @@ def _folder_images(folder: Path, rep: CheckReport) -> list[ImageRef]:
     the images over and over), files or folders reached twice through links are warnings."""
     scan = scan_images(folder)
     for link, target in scan.loops:
-        rep.add(Problem(link, None, "symlink-loop", f"symlink loop: leads back to {target}, expected a folder "
-                        "tree without loops (ultralytics would read its images again and again); remove the link"))
+        rep.add(
+            Problem(
+                link,
+                None,
+                "symlink-loop",
+                f"symlink loop: leads back to {target}, expected a folder "
+                "tree without loops (ultralytics would read its images again and again); remove the link",
+            )
+        )
     for dup, kept in scan.repeats:
-        rep.add(Problem(dup, None, "duplicate-image", f"same {'folder' if dup.is_dir() else 'file'} as {kept} "
-                        "(through a symlink): counted once, as that path"), error=False)
+        rep.add(
+            Problem(
+                dup,
+                None,
+                "duplicate-image",
+                f"same {'folder' if dup.is_dir() else 'file'} as {kept} "
+                "(through a symlink): counted once, as that path",
+            ),
+            error=False,
+        )
     return [ImageRef(f) for f in scan.files]
 
 
@@ -169,25 +214,48 @@ def _check_label_dirs(spec: DataSpec, splits: dict[str, list[ImageRef]], rep: Ch
             lbl = label_path(r.path)
             other = expected.setdefault(lbl, r.path)
             if other != r.path:
-                rep.add(Problem(r.path, None, "shared-label", f"uses the same label file {lbl} as {other.name}"),
-                        error=False)
+                rep.add(
+                    Problem(r.path, None, "shared-label", f"uses the same label file {lbl} as {other.name}"),
+                    error=False,
+                )
         if refs and not any(label_path(r.path).is_file() for r in refs):
-            rep.add(Problem(spec.yaml_path, spec.lines.get(split), "no-labels",
-                            f"split '{split}': no label files (expected e.g. {label_path(refs[0].path)}); "
-                            "every image counts as defect-free"), error=False)
-    roots = {label_path(src / "x.png").parent for srcs in spec.splits.values() for src in srcs if src.is_dir()}
+            rep.add(
+                Problem(
+                    spec.yaml_path,
+                    spec.lines.get(split),
+                    "no-labels",
+                    f"split '{split}': no label files (expected e.g. {label_path(refs[0].path)}); "
+                    "every image counts as defect-free",
+                ),
+                error=False,
+            )
+    roots = {
+        label_path(src / "x.png").parent for srcs in spec.splits.values() for src in srcs if src.is_dir()
+    }
     for root in sorted(r for r in roots if r.is_dir()):
         for f in sorted(root.rglob("*.txt")):
             if f not in expected and f.name not in NOT_LABELS and f.is_file():
-                img_dir = f"{os.sep}images{os.sep}".join(f"{f.parent}{os.sep}".rsplit(f"{os.sep}labels{os.sep}", 1))
+                img_dir = f"{os.sep}images{os.sep}".join(
+                    f"{f.parent}{os.sep}".rsplit(f"{os.sep}labels{os.sep}", 1)
+                )
                 img_dir = img_dir.rstrip(os.sep)
-                rep.add(Problem(f, None, "orphan-label",
-                                f"label without image: no {f.stem}.jpg/.png/... in {img_dir}, expected the image "
-                                "that this label describes (or delete the label)"))
+                rep.add(
+                    Problem(
+                        f,
+                        None,
+                        "orphan-label",
+                        f"label without image: no {f.stem}.jpg/.png/... in {img_dir}, expected the image "
+                        "that this label describes (or delete the label)",
+                    )
+                )
     train, val = ({r.path for r in splits.get(k, [])} for k in ("train", "val"))
     for p in sorted(train & val):
-        rep.add(Problem(p, None, "split-overlap", "image is in both train and val: val scores will be optimistic"),
-                error=False)
+        rep.add(
+            Problem(
+                p, None, "split-overlap", "image is in both train and val: val scores will be optimistic"
+            ),
+            error=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -208,10 +276,16 @@ def _row_problem(parts: list[str], nc: int | None) -> tuple[str, str] | None:
     if c != int(c):
         return "class-id", f"class id {parts[0]!r} is not an integer, expected 0..{(nc or 1) - 1}"
     if c < 0 or (nc is not None and c >= nc):
-        return "class-range", f"class id {int(c)} out of range, expected 0..{(nc or 1) - 1} ({nc} names in data.yaml)"
+        return (
+            "class-range",
+            f"class id {int(c)} out of range, expected 0..{(nc or 1) - 1} ({nc} names in data.yaml)",
+        )
     vals = [float(t) for t in parts[1:]]
     if not polygon and (vals[2] <= 0 or vals[3] <= 0):
-        return "degenerate-box", f"zero or negative box size (width {vals[2]:g}, height {vals[3]:g}), expected > 0"
+        return (
+            "degenerate-box",
+            f"zero or negative box size (width {vals[2]:g}, height {vals[3]:g}), expected > 0",
+        )
     for i, v in enumerate(vals):
         if not 0 <= v <= 1:
             hint = " (pixels? divide by the image size)" if v > 1.5 else ""
@@ -220,17 +294,27 @@ def _row_problem(parts: list[str], nc: int | None) -> tuple[str, str] | None:
     return None
 
 
-def _check_label(lbl: Path, nc: int | None, size: tuple[int, int] | None,
-                 imgsz: int | None) -> list[tuple[str, int | None, str, bool]]:
+def _check_label(
+    lbl: Path, nc: int | None, size: tuple[int, int] | None, imgsz: int | None
+) -> list[tuple[str, int | None, str, bool]]:
     """[(kind, line, message, is_error)] for one label file (missing file: a defect-free image)."""
     try:
         text = lbl.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         return []
     except UnicodeDecodeError as e:
-        return [("encoding", None, f"label file is not UTF-8 text (byte {e.start}), expected plain text rows", True)]
+        return [
+            (
+                "encoding",
+                None,
+                f"label file is not UTF-8 text (byte {e.start}), expected plain text rows",
+                True,
+            )
+        ]
     except OSError as e:
-        return [("unreadable-label", None, f"unreadable label file ({e.strerror}), expected a text file", True)]
+        return [
+            ("unreadable-label", None, f"unreadable label file ({e.strerror}), expected a text file", True)
+        ]
     out: list[tuple[str, int | None, str, bool]] = []
     seen: dict[tuple[str, ...], int] = {}
     kinds = set()
@@ -245,14 +329,28 @@ def _check_label(lbl: Path, nc: int | None, size: tuple[int, int] | None,
         kinds.add(len(parts) == 5)
         key = tuple(f"{float(t):.6f}" for t in parts)
         if key in seen:
-            out.append(("duplicate-box", no, f"duplicate of line {seen[key]} (same class and box), expected each box once", True))
+            out.append(
+                (
+                    "duplicate-box",
+                    no,
+                    f"duplicate of line {seen[key]} (same class and box), expected each box once",
+                    True,
+                )
+            )
             continue
         seen[key] = no
         if len(parts) == 5:
             out.extend(_box_warnings(no, [float(t) for t in parts[1:]], size, imgsz))
     if len(kinds) > 1:
-        out.append(("mixed-rows", None, "polygon rows mixed with box rows, expected all 5-field boxes "
-                    "(ultralytics drops such an image)", True))
+        out.append(
+            (
+                "mixed-rows",
+                None,
+                "polygon rows mixed with box rows, expected all 5-field boxes "
+                "(ultralytics drops such an image)",
+                True,
+            )
+        )
     return out
 
 
@@ -260,14 +358,28 @@ def _box_warnings(no: int, box: list[float], size: tuple[int, int] | None, imgsz
     x, y, w, h = box
     out = []
     if min(x - w / 2, y - h / 2) < -EDGE_TOL or max(x + w / 2, y + h / 2) > 1 + EDGE_TOL:
-        out.append(("edge-box", no, f"box extends past the image edge (x {x - w / 2:.4f}..{x + w / 2:.4f}, "
-                    f"y {y - h / 2:.4f}..{y + h / 2:.4f}), expected within [0, 1]; it will be clipped", False))
+        out.append(
+            (
+                "edge-box",
+                no,
+                f"box extends past the image edge (x {x - w / 2:.4f}..{x + w / 2:.4f}, "
+                f"y {y - h / 2:.4f}..{y + h / 2:.4f}), expected within [0, 1]; it will be clipped",
+                False,
+            )
+        )
     if imgsz and size:
         r = imgsz / max(size)
         pw, ph = w * size[0] * r, h * size[1] * r
         if min(pw, ph) < MIN_BOX_PX:
-            out.append(("tiny-box", no, f"box is {pw:.1f}x{ph:.1f} px at imgsz {imgsz}, expected >= {MIN_BOX_PX} px: "
-                        "ultralytics drops it (use a larger imgsz or tiles)", False))
+            out.append(
+                (
+                    "tiny-box",
+                    no,
+                    f"box is {pw:.1f}x{ph:.1f} px at imgsz {imgsz}, expected >= {MIN_BOX_PX} px: "
+                    "ultralytics drops it (use a larger imgsz or tiles)",
+                    False,
+                )
+            )
     return out
 
 
@@ -306,14 +418,28 @@ def check_dataset(data_yaml: str | os.PathLike, imgsz: int | None = None) -> Che
                 else:
                     rep.add(problem, error=is_error, image=image)
     for split, images in gray.items():  # one line per split, not thousands
-        rep.add(Problem(images[0], None, "grayscale", f"{len(images)} of {rep.images[split]} images in split "
-                        f"'{split}' are grayscale (e.g. this one): trained as 3 equal channels, feed camera frames "
-                        "the same way"), error=False)
+        rep.add(
+            Problem(
+                images[0],
+                None,
+                "grayscale",
+                f"{len(images)} of {rep.images[split]} images in split "
+                f"'{split}' are grayscale (e.g. this one): trained as 3 equal channels, feed camera frames "
+                "the same way",
+            ),
+            error=False,
+        )
     return rep
 
 
-def checked_data(data: str | os.PathLike, *, strict: bool = True, imgsz: int | None = None,
-                 cache_dir: str | os.PathLike | None = None, log=print) -> Path:
+def checked_data(
+    data: str | os.PathLike,
+    *,
+    strict: bool = True,
+    imgsz: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    log=print,
+) -> Path:
     """What ``defectdet train`` runs first: prepare (COCO/VOC -> cached YOLO), check, then either
     refuse (``strict=True``, or dataset-level errors) with one DataError line, or skip the bad
     images (``strict=False``) saying how many. Every error line goes through ``log`` first.
@@ -331,6 +457,8 @@ def checked_data(data: str | os.PathLike, *, strict: bool = True, imgsz: int | N
         why = "" if strict else f" ({len(rep.fatal)} dataset-level: skipping images cannot fix them)"
         more = "" if rep.fatal else f", or pass strict=False to skip the {len(rep.bad_files)} bad images"
         raise DataError(f"{data}: dataset has errors{why}: {rep.summary()}; {hint}{more}")
-    log(f"strict=False: skipping {len(rep.bad_files)} bad images of {sum(rep.images.values())} "
-        f"({len(rep.errors)} errors; {hint})")
+    log(
+        f"strict=False: skipping {len(rep.bad_files)} bad images of {sum(rep.images.values())} "
+        f"({len(rep.errors)} errors; {hint})"
+    )
     return prepare_data(yaml_path, cache_dir, skip=rep.bad_files)

@@ -23,8 +23,15 @@ from .collection import Collection, Sample, atomic_dir, place_image, stratified_
 from .images import image_size, is_image_name
 
 CLASS_FILES = ("classes.txt", "labels.txt", "predefined_classes.txt")
-FOLDER_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                 "test": "test", "testing": "test"}
+FOLDER_SPLITS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def _parse(xml: Path) -> tuple[ET.Element, list[int]]:
@@ -33,8 +40,10 @@ def _parse(xml: Path) -> tuple[ET.Element, list[int]]:
         text = xml.read_text(encoding="utf-8-sig")
         root = ET.fromstring(text)
     except ET.ParseError as e:
-        raise DataError(f"{xml}:{e.position[0]}: malformed XML ({str(e).split(':')[0]}); "
-                        "expected a Pascal VOC <annotation>") from None
+        raise DataError(
+            f"{xml}:{e.position[0]}: malformed XML ({str(e).split(':')[0]}); "
+            "expected a Pascal VOC <annotation>"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{xml}: cannot read ({e.__class__.__name__}); expected UTF-8 XML") from None
     if root.tag != "annotation":
@@ -65,8 +74,9 @@ def _num(xml: Path, line: int, box: ET.Element | None, tag: str) -> float:
     return v
 
 
-def _read_xml(xml: Path, index: dict[str, list[Path]], names: list[str] | None,
-              found: set[str], col: Collection) -> Sample:
+def _read_xml(
+    xml: Path, index: dict[str, list[Path]], names: list[str] | None, found: set[str], col: Collection
+) -> Sample:
     """One annotation file -> a Sample (classes by name; the caller maps names to ids)."""
     root, obj_lines = _parse(xml)
     image = _find_image(xml, root, index)
@@ -84,8 +94,10 @@ def _read_xml(xml: Path, index: dict[str, list[Path]], names: list[str] | None,
         bb = obj.find("bndbox")
         x0, y0, x1, y1 = (_num(xml, line, bb, t) for t in ("xmin", "ymin", "xmax", "ymax"))
         if x1 < x0 or y1 < y0:  # inverted, not empty: a defect must not vanish as "zero-area"
-            raise DataError(f"{xml}:{line}: <bndbox> xmin {x0:g} xmax {x1:g} ymin {y0:g} ymax {y1:g}; "
-                            "expected xmin <= xmax and ymin <= ymax (pixel edges)")
+            raise DataError(
+                f"{xml}:{line}: <bndbox> xmin {x0:g} xmax {x1:g} ymin {y0:g} ymax {y1:g}; "
+                "expected xmin <= xmax and ymin <= ymax (pixel edges)"
+            )
         x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, w), min(y1, h)
         if x1 <= x0 or y1 <= y0:
             col.notes.append(f"{xml}:{line}: zero-area box skipped (after clipping to {w}x{h})")
@@ -104,21 +116,31 @@ def _class_list(src: Path, names: list[str] | None) -> list[str] | None:
     return None
 
 
-def _assign_splits(src: Path, samples: list[Sample], xmls: list[Path], val_fraction: float, col: Collection) -> None:
+def _assign_splits(
+    src: Path, samples: list[Sample], xmls: list[Path], val_fraction: float, col: Collection
+) -> None:
     """ImageSets/Main lists, else a split folder on the xml path, else a stratified split."""
     sets = src / "ImageSets" / "Main"
     listed = {}
     for split in ("train", "val", "test"):
         if (sets / f"{split}.txt").is_file():
-            listed.update({ln.split()[0]: split for ln in (sets / f"{split}.txt").read_text().splitlines() if ln.strip()})
+            listed.update(
+                {
+                    ln.split()[0]: split
+                    for ln in (sets / f"{split}.txt").read_text().splitlines()
+                    if ln.strip()
+                }
+            )
     for s, xml in zip(samples, xmls):
         parts = [FOLDER_SPLITS.get(p.lower()) for p in xml.relative_to(src).parts[:-1]]
         s.split = listed.get(xml.stem) or next((p for p in parts if p), "")
     if all(s.split for s in samples) and any(s.split == "val" for s in samples):
         return
     stratified_split([s for s in samples if s.split != "test"], val_fraction)
-    col.notes.append(f"no complete train/val assignment in {src}: split train/val "
-                     f"{1 - val_fraction:.0%}/{val_fraction:.0%} (stratified by defect/defect-free)")
+    col.notes.append(
+        f"no complete train/val assignment in {src}: split train/val "
+        f"{1 - val_fraction:.0%}/{val_fraction:.0%} (stratified by defect/defect-free)"
+    )
 
 
 def read_voc(src: str | os.PathLike, names: list[str] | None = None, val_fraction: float = 0.2) -> Collection:
@@ -158,7 +180,12 @@ def _xml(s: Sample, rel: str, names: list[str]) -> str:
         ET.SubElement(obj, "name").text = names[c]
         ET.SubElement(obj, "difficult").text = "0"
         bb = ET.SubElement(obj, "bndbox")
-        edges = ((cx - bw / 2) * s.width, (cy - bh / 2) * s.height, (cx + bw / 2) * s.width, (cy + bh / 2) * s.height)
+        edges = (
+            (cx - bw / 2) * s.width,
+            (cy - bh / 2) * s.height,
+            (cx + bw / 2) * s.width,
+            (cy + bh / 2) * s.height,
+        )
         for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), edges):
             ET.SubElement(bb, tag).text = str(round(v))
     ET.indent(ann)
@@ -176,7 +203,9 @@ def write_voc(col: Collection, out_dir: str | os.PathLike, copy: bool = False) -
             rel = unique_rel(s, used, flat=True)
             place_image(s.image, tmp / "JPEGImages" / rel, copy)
             (tmp / "Annotations").mkdir(exist_ok=True)  # inside atomic_dir: plain writes are enough
-            (tmp / "Annotations" / f"{Path(rel).stem}.xml").write_text(_xml(s, rel, col.names), encoding="utf-8")
+            (tmp / "Annotations" / f"{Path(rel).stem}.xml").write_text(
+                _xml(s, rel, col.names), encoding="utf-8"
+            )
             lists.setdefault(s.split, []).append(Path(rel).stem)
         for split, stems in lists.items():
             atomic_write_text(tmp / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{x}\n" for x in stems))

@@ -74,10 +74,14 @@ def engine_options(
     if precision == "int8":  # the DLA: implicit INT8 on the FP32 model, with a cache paired to it
         calib = calibration_cache(bundle, files, cache)
         if not calib.is_file() and not kw.get("calib_data"):
-            raise ConfigError(f"{bundle.path}: INT8 on the DLA is calibrated on this device (the DLA runs no Q/DQ "
-                              f"model): pass --calib-data data.yaml once; the cache it writes ({calib}) serves "
-                              "later builds of this model")
-        return EngineOptions(onnx=fp32, out=out, int8=True, fp16=True, dla_core=dla_core, calib_cache=calib, **kw)
+            raise ConfigError(
+                f"{bundle.path}: INT8 on the DLA is calibrated on this device (the DLA runs no Q/DQ "
+                f"model): pass --calib-data data.yaml once; the cache it writes ({calib}) serves "
+                "later builds of this model"
+            )
+        return EngineOptions(
+            onnx=fp32, out=out, int8=True, fp16=True, dla_core=dla_core, calib_cache=calib, **kw
+        )
     return EngineOptions(onnx=fp32, out=out, fp16=precision == "fp16", dla_core=dla_core, **kw)
 
 
@@ -163,6 +167,8 @@ def dry_run(
     out = bundle.engines_dir(cache) / f"<this device>_trt{trt_version}_{precision}" / "model.engine"
     opts = engine_options(bundle, files, precision, dla_core, out, cache, **kw)
     plan = plan_build(opts, inspect_onnx(opts.onnx), trt_version)
-    return (f"{bundle.label}: {precision} from {opts.onnx.relative_to(files)} on TensorRT {trt_version}: "
-            f"builder flags {plan.builder_flags or '-'}, quantization {plan.quantization}\n  trtexec: "
-            + shlex.join(trtexec_command(opts, plan)))
+    return (
+        f"{bundle.label}: {precision} from {opts.onnx.relative_to(files)} on TensorRT {trt_version}: "
+        f"builder flags {plan.builder_flags or '-'}, quantization {plan.quantization}\n  trtexec: "
+        + shlex.join(trtexec_command(opts, plan))
+    )

@@ -37,8 +37,12 @@ def cache_identity(onnx: Path, input_shape: Sequence[int], trt_version: str) -> 
     """What a calibration cache depends on: the model's bytes, its pre-processing, the calibration
     input shape and the TensorRT version that wrote it."""
     meta = load_metadata(onnx, {})
-    return {"onnx_sha256": sha256_file(onnx), "preprocess": asdict(meta.preprocess),
-            "input_shape": [int(d) for d in input_shape], "tensorrt": str(trt_version)}
+    return {
+        "onnx_sha256": sha256_file(onnx),
+        "preprocess": asdict(meta.preprocess),
+        "input_shape": [int(d) for d in input_shape],
+        "tensorrt": str(trt_version),
+    }
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -56,11 +60,13 @@ def _mismatch(record: dict[str, Any] | None, identity: dict[str, Any], rec: Path
     diffs = [k for k in IDENTITY_KEYS if record.get(k) != identity[k]]
     if not diffs:
         return None
-    words = {"onnx_sha256": f"another model (sha256 {str(record.get('onnx_sha256'))[:12]}, this one "
-                            f"{identity['onnx_sha256'][:12]})",
-             "preprocess": "another pre-processing",
-             "input_shape": f"input shape {record.get('input_shape')} (this build {identity['input_shape']})",
-             "tensorrt": f"TensorRT {record.get('tensorrt')} (this is {identity['tensorrt']})"}
+    words = {
+        "onnx_sha256": f"another model (sha256 {str(record.get('onnx_sha256'))[:12]}, this one "
+        f"{identity['onnx_sha256'][:12]})",
+        "preprocess": "another pre-processing",
+        "input_shape": f"input shape {record.get('input_shape')} (this build {identity['input_shape']})",
+        "tensorrt": f"TensorRT {record.get('tensorrt')} (this is {identity['tensorrt']})",
+    }
     return "was calibrated for " + ", ".join(words[k] for k in diffs)
 
 
@@ -76,16 +82,23 @@ def replay_cache(cache: Path, identity: dict[str, Any], have_data: bool) -> bool
     if why is None:
         return True
     if have_data:
-        print(f"defectdet build-engine: note: the calibration cache {cache} {why}: recalibrating on --calib-data")
+        print(
+            f"defectdet build-engine: note: the calibration cache {cache} {why}: recalibrating on --calib-data"
+        )
         return False
-    raise ExportError(f"{cache}: this INT8 calibration cache {why}; replaying it would build with another "
-                      "model's scales: pass --calib-data to recalibrate (it overwrites the cache), or remove it")
+    raise ExportError(
+        f"{cache}: this INT8 calibration cache {why}; replaying it would build with another "
+        "model's scales: pass --calib-data to recalibrate (it overwrites the cache), or remove it"
+    )
 
 
 def write_record(cache: Path, identity: dict[str, Any]) -> Path:
     """Write the record beside a freshly written ``cache``."""
-    doc = {**identity, "cache_sha256": sha256_file(cache),
-           "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    doc = {
+        **identity,
+        "cache_sha256": sha256_file(cache),
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     return atomic_write_text(record_path(cache), json.dumps(doc, indent=1) + "\n")
 
 

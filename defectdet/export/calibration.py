@@ -74,8 +74,9 @@ def select_calibration(
     return [chosen[i] for i in order], k_bad
 
 
-def calibration_images(data: str | os.PathLike, n: int, split: str = "train", defect_fraction: float = 0.5,
-                       seed: int = 0) -> tuple[list[Path], int]:
+def calibration_images(
+    data: str | os.PathLike, n: int, split: str = "train", defect_fraction: float = 0.5, seed: int = 0
+) -> tuple[list[Path], int]:
     """:func:`select_calibration` over ``split`` of ``data``, every chosen header checked (hostile or
     unreadable: a DataError naming the file) before any calibration runs; returns (paths, n_defective)."""
     paths, n_bad = select_calibration(split_images(data, split), n, defect_fraction, seed)
@@ -84,8 +85,9 @@ def calibration_images(data: str | os.PathLike, n: int, split: str = "train", de
     return paths, n_bad
 
 
-def load_images(paths: Sequence[Path], imgsz: tuple[int, int],
-                preprocess: Preprocess = DEFAULT_PREPROCESS) -> np.ndarray:
+def load_images(
+    paths: Sequence[Path], imgsz: tuple[int, int], preprocess: Preprocess = DEFAULT_PREPROCESS
+) -> np.ndarray:
     """Read and pre-process images like the runtime (``preprocess``: the model's recorded settings;
     default letterbox, RGB, /255) -> (n, 3, H, W) float32, or the uint8 input form the model records."""
     import cv2
@@ -98,14 +100,17 @@ def load_images(paths: Sequence[Path], imgsz: tuple[int, int],
         checked_size(p)  # the header first: OpenCV would try to allocate what a hostile one declares
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:  # its header was fine: the data after it is not
-            raise DataError(f"{p}: OpenCV cannot decode the image (truncated or corrupt data); expected a complete "
-                            f"{p.suffix.lstrip('.') or 'jpg/png'} image")
+            raise DataError(
+                f"{p}: OpenCV cannot decode the image (truncated or corrupt data); expected a complete "
+                f"{p.suffix.lstrip('.') or 'jpg/png'} image"
+            )
         out[i] = pre([img])[0][0]  # (3, H, W) float32 or the uint8 input form
     return out
 
 
-def batches(paths: Sequence[Path], imgsz: tuple[int, int], size: int = 1,
-            preprocess: Preprocess = DEFAULT_PREPROCESS) -> Iterator[np.ndarray]:
+def batches(
+    paths: Sequence[Path], imgsz: tuple[int, int], size: int = 1, preprocess: Preprocess = DEFAULT_PREPROCESS
+) -> Iterator[np.ndarray]:
     """Pre-processed images in batches of ``size`` in the model's input form (the last one may be smaller)."""
     for i in range(0, len(paths), size):
         yield load_images(paths[i : i + size], imgsz, preprocess)
@@ -132,8 +137,13 @@ def progress(total: int, desc: str, show: bool = True):
     return tqdm(total=total, desc=desc, unit="img")
 
 
-def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, show: bool = True,
-                preprocess: Preprocess = DEFAULT_PREPROCESS):
+def make_reader(
+    paths: Sequence[Path],
+    imgsz: tuple[int, int],
+    input_name: str,
+    show: bool = True,
+    preprocess: Preprocess = DEFAULT_PREPROCESS,
+):
     """An onnxruntime ``CalibrationDataReader`` over ``paths`` (one image per ``get_next``) with the
     ``__len__`` / ``set_range`` that quantize_static uses to calibrate chunk by chunk."""
     from onnxruntime.quantization import CalibrationDataReader
@@ -160,8 +170,16 @@ def make_reader(paths: Sequence[Path], imgsz: tuple[int, int], input_name: str, 
     return Reader()
 
 
-def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: Path | None, n: int,
-                        cache: Path | None, replay: bool = False, identity: dict | None = None) -> Any:
+def tensorrt_calibrator(
+    trt: Any,
+    onnx: Path,
+    input_shape: Sequence[int],
+    data: Path | None,
+    n: int,
+    cache: Path | None,
+    replay: bool = False,
+    identity: dict | None = None,
+) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``n`` of ``data``'s train images (pycuda device buffer),
     pre-processed as ``onnx``'s sidecar records, writing ``cache`` (and, given the model's
     ``identity``, its record: :mod:`.calib_cache`). TensorRT reads the cache before asking for
@@ -170,11 +188,16 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
     import pycuda.autoinit  # noqa: F401  (a CUDA context for the device buffer)
     import pycuda.driver as cuda
 
-    shape = tuple(int(d) for d in input_shape)  # (1, 3, H, W) or (1, H, W, 3) uint8: the static batch of the export
+    shape = tuple(
+        int(d) for d in input_shape
+    )  # (1, 3, H, W) or (1, H, W, 3) uint8: the static batch of the export
     paths = calibration_images(data, n)[0] if data else []
     cache = Path(cache) if cache else None
     meta = load_metadata(onnx, {})
-    preprocess, itemsize = meta.preprocess, np.dtype(meta.preprocess.dtype).itemsize  # as the runtime applies it
+    preprocess, itemsize = (
+        meta.preprocess,
+        np.dtype(meta.preprocess.dtype).itemsize,
+    )  # as the runtime applies it
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self):
@@ -182,7 +205,9 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
             self.source = batches(paths, meta.imgsz, shape[0], preprocess)
             self.device = cuda.mem_alloc(int(np.prod(shape)) * itemsize)  # float32 or uint8 input buffer
             self.bar = progress(len(paths), "calibrating (TensorRT)")
-            self.failure: DefectdetError | None = None  # an image that failed mid-calibration (see the module doc)
+            self.failure: DefectdetError | None = (
+                None  # an image that failed mid-calibration (see the module doc)
+            )
             self.replay = replay
 
         def get_batch_size(self) -> int:
@@ -191,7 +216,9 @@ def tensorrt_calibrator(trt: Any, onnx: Path, input_shape: Sequence[int], data: 
         def get_batch(self, names):
             try:
                 x = next(self.source, None)  # (B, 3, H, W) float32 or the uint8 input form
-            except DefectdetError as e:  # raised here, TensorRT would print it and build on the batches so far
+            except (
+                DefectdetError
+            ) as e:  # raised here, TensorRT would print it and build on the batches so far
                 self.failure, x = e, None
             if x is None or x.shape[0] != shape[0]:
                 self.bar.close()

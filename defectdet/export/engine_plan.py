@@ -25,11 +25,15 @@ class EngineOptions:
     fp16: bool = False
     int8: bool = False
     workspace_mb: int = 1024  # builder scratch memory limit (MiB)
-    dla_core: int | None = None  # DLA core (AGX Orin, Orin NX 16 GB, AGX Xavier, Xavier NX have 2; Orin Nano none)
+    dla_core: int | None = (
+        None  # DLA core (AGX Orin, Orin NX 16 GB, AGX Xavier, Xavier NX have 2; Orin Nano none)
+    )
     calib_cache: Path | None = None  # implicit INT8: calibration cache read / written here
     calib_data: Path | None = None  # implicit INT8: data.yaml whose train images calibrate
     calib_images: int = 500
-    shape: tuple[int, ...] | None = None  # input shape for an ONNX with dynamic dims (the optimisation profile)
+    shape: tuple[int, ...] | None = (
+        None  # input shape for an ONNX with dynamic dims (the optimisation profile)
+    )
     force: bool = False  # build from a Q/DQ model the accuracy gate did not pass
     verbose: bool = False
 
@@ -60,7 +64,9 @@ class BuildPlan:
     quantization: str = "none"  # none | explicit (Q/DQ) | implicit (calibrator)
     dla_core: int | None = None
     precision: str = "fp32"  # recorded in the sidecar
-    calib_cache: Path | None = None  # implicit INT8: the cache the calibrator writes and trtexec --calib reads
+    calib_cache: Path | None = (
+        None  # implicit INT8: the cache the calibrator writes and trtexec --calib reads
+    )
     calib_replay: bool = False  # implicit INT8: the cache belongs to this model (calib_cache.replay_cache)
     profile: tuple[str, tuple[int, ...]] | None = None  # (input name, shape): min = opt = max
     notes: list[str] = field(default_factory=list)
@@ -110,16 +116,23 @@ def _plan_profile(opts: EngineOptions, info: ModelInfo) -> tuple[str, tuple[int,
     dynamic = [i for i, d in enumerate(dims) if d is None or d <= 0]
     if opts.shape is None:
         if dynamic:
-            raise ConfigError(f"{opts.onnx}: input {name!r} has dynamic dims {dynamic} (shape "
-                              f"{'x'.join('?' if i in dynamic else str(d) for i, d in enumerate(dims))}); "
-                              "pass --shape NxCxHxW (e.g. --shape 1x3x640x640) for its optimisation profile")
+            raise ConfigError(
+                f"{opts.onnx}: input {name!r} has dynamic dims {dynamic} (shape "
+                f"{'x'.join('?' if i in dynamic else str(d) for i, d in enumerate(dims))}); "
+                "pass --shape NxCxHxW (e.g. --shape 1x3x640x640) for its optimisation profile"
+            )
         return None
     shape = tuple(int(d) for d in opts.shape)
-    if len(shape) != len(dims) or any(d < 1 for d in shape) or any(
-            i not in dynamic and d != dims[i] for i, d in enumerate(shape)):
-        raise ConfigError(f"--shape {'x'.join(map(str, shape))}: input {name!r} is "
-                          f"{'x'.join('?' if i in dynamic else str(d) for i, d in enumerate(dims))}; "
-                          "expected its rank, positive sizes, and its fixed dims unchanged")
+    if (
+        len(shape) != len(dims)
+        or any(d < 1 for d in shape)
+        or any(i not in dynamic and d != dims[i] for i, d in enumerate(shape))
+    ):
+        raise ConfigError(
+            f"--shape {'x'.join(map(str, shape))}: input {name!r} is "
+            f"{'x'.join('?' if i in dynamic else str(d) for i, d in enumerate(dims))}; "
+            "expected its rank, positive sizes, and its fixed dims unchanged"
+        )
     return (name, shape) if dynamic else None
 
 
@@ -127,18 +140,26 @@ def _plan_strong(opts: EngineOptions, info: ModelInfo, plan: BuildPlan) -> Build
     """TensorRT >= 11: strongly typed; precision comes from the ONNX's types and Q/DQ nodes."""
     v = plan.version
     if opts.calib_cache or opts.calib_data or (opts.int8 and not info.qdq):
-        raise ConfigError(f"TensorRT {v} removed implicit INT8 calibration: quantize with `defectdet quantize` "
-                          "and build the Q/DQ model.int8.onnx")
+        raise ConfigError(
+            f"TensorRT {v} removed implicit INT8 calibration: quantize with `defectdet quantize` "
+            "and build the Q/DQ model.int8.onnx"
+        )
     if opts.fp16 and not info.fp16_typed:
-        raise ConfigError(f"TensorRT {v} has no FP16 builder flag: export an FP16-typed ONNX with "
-                          "`defectdet export --half` and build that")
+        raise ConfigError(
+            f"TensorRT {v} has no FP16 builder flag: export an FP16-typed ONNX with "
+            "`defectdet export --half` and build that"
+        )
     if opts.dla_core is not None:
         if release(v) < DLA_RESTORED:
-            raise ConfigError(f"TensorRT {v} has no DLA on Jetson (none in 11.0-11.3, 11.4.0 only on Windows on "
-                              "ARM; 11.4.1 restored it on AGX Orin): build with TensorRT 10.x (<= 10.7) or 11.4.1+")
+            raise ConfigError(
+                f"TensorRT {v} has no DLA on Jetson (none in 11.0-11.3, 11.4.0 only on Windows on "
+                "ARM; 11.4.1 restored it on AGX Orin): build with TensorRT 10.x (<= 10.7) or 11.4.1+"
+            )
         if info.qdq or not info.fp16_typed:
-            raise ConfigError(f"{opts.onnx}: a TensorRT {v} DLA build is strongly typed: it takes an FP16-typed ONNX "
-                              "(`defectdet export --half`), not an FP32 or Q/DQ one")
+            raise ConfigError(
+                f"{opts.onnx}: a TensorRT {v} DLA build is strongly typed: it takes an FP16-typed ONNX "
+                "(`defectdet export --half`), not an FP32 or Q/DQ one"
+            )
         plan.builder_flags, plan.dla_core = ["GPU_FALLBACK"], opts.dla_core
     plan.quantization = "explicit" if info.qdq else "none"
     plan.precision = "int8-qdq" if info.qdq else ("fp16" if info.fp16_typed else "fp32")
@@ -153,26 +174,36 @@ def _plan_weak(opts: EngineOptions, info: ModelInfo, plan: BuildPlan, major: int
     flags = plan.builder_flags
     if info.qdq:
         if opts.calib_cache or opts.calib_data:
-            raise ConfigError(f"{opts.onnx}: a Q/DQ model carries its own scales; --calib-cache/--calib-data "
-                              "are for implicit calibration of an FP32 model")
+            raise ConfigError(
+                f"{opts.onnx}: a Q/DQ model carries its own scales; --calib-cache/--calib-data "
+                "are for implicit calibration of an FP32 model"
+            )
         if opts.dla_core is not None:
-            raise ConfigError(f"{opts.onnx}: the DLA does not run Q/DQ (explicitly quantized) networks; build the "
-                              "FP32 model.onnx with --int8 --calib-cache (implicit INT8) or --fp16 for the DLA")
+            raise ConfigError(
+                f"{opts.onnx}: the DLA does not run Q/DQ (explicitly quantized) networks; build the "
+                "FP32 model.onnx with --int8 --calib-cache (implicit INT8) or --fp16 for the DLA"
+            )
         plan.quantization, plan.precision = "explicit", "int8-qdq"
         flags.append("INT8")
         if not opts.fp16:
-            plan.notes.append("add --fp16 so the layers kept in float (the head's outputs) run in FP16, not FP32")
+            plan.notes.append(
+                "add --fp16 so the layers kept in float (the head's outputs) run in FP16, not FP32"
+            )
     elif opts.int8:
         cache = Path(opts.calib_cache) if opts.calib_cache else None
         if not opts.calib_data and not (cache and cache.is_file()):
-            raise ConfigError("implicit INT8 from an FP32 model needs --calib-data data.yaml (or an existing "
-                              "--calib-cache); or build the Q/DQ model from `defectdet quantize`")
+            raise ConfigError(
+                "implicit INT8 from an FP32 model needs --calib-data data.yaml (or an existing "
+                "--calib-cache); or build the Q/DQ model from `defectdet quantize`"
+            )
         plan.quantization, plan.precision = "implicit", "int8-calibrated"
         plan.calib_cache = cache or default_calib_cache(opts.onnx)
         if not plan.calib_cache.is_file():
-            plan.notes.append(f"the trtexec line reads the calibration cache {plan.calib_cache}, which this build "
-                              "writes from --calib-data; trtexec cannot calibrate from images (without the cache it "
-                              "would build with dummy ranges)")
+            plan.notes.append(
+                f"the trtexec line reads the calibration cache {plan.calib_cache}, which this build "
+                "writes from --calib-data; trtexec cannot calibrate from images (without the cache it "
+                "would build with dummy ranges)"
+            )
         flags.append("INT8")
         if (major, minor) >= (10, 1):
             plan.notes.append("implicit INT8 calibration is deprecated since TensorRT 10.1 (removed in 11)")
@@ -193,19 +224,25 @@ def plan_build(opts: EngineOptions, info: ModelInfo, trt_version: str) -> BuildP
     """Validate options against the model and TensorRT version; raise ConfigError with the fix."""
     major, minor = parse_version(trt_version)
     if (major, minor) < OLDEST:
-        raise ConfigError(f"TensorRT {trt_version}: 8.5 or newer expected (JetPack 5.1.x ships 8.5.2, 6.0 ships 8.6.2); "
-                          "JetPack 5.0.x (8.4) and 4.x are not supported")
+        raise ConfigError(
+            f"TensorRT {trt_version}: 8.5 or newer expected (JetPack 5.1.x ships 8.5.2, 6.0 ships 8.6.2); "
+            "JetPack 5.0.x (8.4) and 4.x are not supported"
+        )
     if opts.workspace_mb < 1:
         raise ConfigError(f"--workspace {opts.workspace_mb}: expected a positive number of MiB")
     if opts.dla_core is not None and opts.dla_core < 0:
         raise ConfigError(f"--dla-core {opts.dla_core}: expected 0 or 1 (AGX/NX Orin, AGX Xavier, Xavier NX)")
     limit = PARSER_MAX_OPSET.get((major, minor), TRT86_MAX_OPSET) if major == 8 else None
     if limit is not None and info.opset > limit:
-        raise ConfigError(f"{opts.onnx}: opset {info.opset}, TensorRT {major}.{minor} parses <= {limit}; "
-                          f"re-export with `defectdet export --opset {limit}`")
+        raise ConfigError(
+            f"{opts.onnx}: opset {info.opset}, TensorRT {major}.{minor} parses <= {limit}; "
+            f"re-export with `defectdet export --opset {limit}`"
+        )
     if info.uint8_qdq:
-        raise ConfigError(f"{opts.onnx}: UINT8 Q/DQ (quantize --target cpu) is not TensorRT's form; "
-                          "quantize with --target tensorrt (symmetric INT8)")
+        raise ConfigError(
+            f"{opts.onnx}: UINT8 Q/DQ (quantize --target cpu) is not TensorRT's form; "
+            "quantize with --target tensorrt (symmetric INT8)"
+        )
     if info.qdq and info.gate not in GATE_OK and not opts.force:
         state = f"its gate decision is {info.gate!r}" if info.gate else "the accuracy gate never ran on it"
         raise ConfigError(f"{opts.onnx}: {state}; run `defectdet gate` (or pass --force to build it anyway)")
@@ -219,8 +256,12 @@ def plan_build(opts: EngineOptions, info: ModelInfo, trt_version: str) -> BuildP
 
 def trtexec_command(opts: EngineOptions, plan: BuildPlan) -> list[str]:
     """The ``trtexec`` line that builds the same engine (for logs, or a machine without Python TRT)."""
-    cmd = ["trtexec", f"--onnx={opts.onnx}", f"--saveEngine={opts.engine_path()}",
-           f"--memPoolSize=workspace:{opts.workspace_mb}"]  # MiB in 8.5, 8.6 and 10.x (unsuffixed)
+    cmd = [
+        "trtexec",
+        f"--onnx={opts.onnx}",
+        f"--saveEngine={opts.engine_path()}",
+        f"--memPoolSize=workspace:{opts.workspace_mb}",
+    ]  # MiB in 8.5, 8.6 and 10.x (unsuffixed)
     cmd += [f"--{f.lower()}" for f in plan.builder_flags if f in ("FP16", "INT8")]
     if plan.quantization == "implicit":
         cmd.append(f"--calib={plan.calib_cache}")  # trtexec reads a cache; it cannot calibrate from images

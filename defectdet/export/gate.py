@@ -46,8 +46,10 @@ from ..errors import ConfigError, exit_statuses
 from . import GateRefused
 
 # What `defectdet gate` and `defectdet quantize` exit with (their --help lists it).
-GATE_EXITS = ((0, "the INT8 model passed the gate (or was refused and --force accepted it)"),
-              (2, "the gate refused the INT8 model (the reasons on one line), or a bad option, file or value"))
+GATE_EXITS = (
+    (0, "the INT8 model passed the gate (or was refused and --force accepted it)"),
+    (2, "the gate refused the INT8 model (the reasons on one line), or a bad option, file or value"),
+)
 VACUOUS_MAP50 = 0.05  # below this the FP32 model detects (almost) nothing and no drop can be seen
 
 
@@ -59,13 +61,17 @@ class Limits:
     max_class_drop: float = 2.0  # per-class recall at the operating thresholds (AP50 when recalibrated)
     max_escape_rise: float = 1.0  # part escape rate
     max_overkill_rise: float = 2.0  # part overkill rate (recalibrated gate only)
-    confidence: float = 0.9  # a loss over its limit refuses only when this bootstrap interval is above 0; 0 = off
+    confidence: float = (
+        0.9  # a loss over its limit refuses only when this bootstrap interval is above 0; 0 = off
+    )
 
     def __post_init__(self):
         for k, v in asdict(self).items():
             if k == "confidence":
                 if not (v == 0 or 0.5 <= v < 1):
-                    raise ConfigError(f"gate-confidence={v}: expected 0 (point estimates) or a level in [0.5, 1)")
+                    raise ConfigError(
+                        f"gate-confidence={v}: expected 0 (point estimates) or a level in [0.5, 1)"
+                    )
             elif not v >= 0:  # also catches NaN
                 raise ConfigError(f"{k.replace('_', '-')}={v}: expected a non-negative number of points")
 
@@ -105,8 +111,10 @@ class GateResult:
         for c in self.checks:
             limit = "-" if c.limit is None else f"{c.limit:.2f}"
             ci = "-" if c.interval is None else f"{c.interval[0]:.1f}..{c.interval[1]:.1f}"
-            rows.append(f"{c.metric:<24}{c.fp32:>8.4f}{c.int8:>8.4f}{c.loss:>8.2f}{limit:>8}{ci:>16}  "
-                        f"{'yes' if c.ok else 'NO'}")
+            rows.append(
+                f"{c.metric:<24}{c.fp32:>8.4f}{c.int8:>8.4f}{c.loss:>8.2f}{limit:>8}{ci:>16}  "
+                f"{'yes' if c.ok else 'NO'}"
+            )
         return "\n".join(rows)
 
 
@@ -115,16 +123,29 @@ def _get(report: Any, key: str) -> Any:
     return report.get(key) if isinstance(report, dict) else getattr(report, key, None)
 
 
-def _check(metric: str, a: float, b: float, limit: float | None, rise: bool = False,
-           intervals: dict[str, tuple[float, float]] | None = None) -> Check:
+def _check(
+    metric: str,
+    a: float,
+    b: float,
+    limit: float | None,
+    rise: bool = False,
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> Check:
     loss = 100.0 * ((b - a) if rise else (a - b))  # points
     ci = (intervals or {}).get(metric)
     real = ci is None or ci[0] > 0  # without an interval every loss over the limit counts
-    return Check(metric, float(a), float(b), loss, limit, limit is None or loss <= limit + 1e-9 or not real, ci)
+    return Check(
+        metric, float(a), float(b), loss, limit, limit is None or loss <= limit + 1e-9 or not real, ci
+    )
 
 
-def compare(fp32: Any, int8: Any, limits: Limits = Limits(), recalibrated: bool = False,
-            intervals: dict[str, tuple[float, float]] | None = None) -> GateResult:
+def compare(
+    fp32: Any,
+    int8: Any,
+    limits: Limits = Limits(),
+    recalibrated: bool = False,
+    intervals: dict[str, tuple[float, float]] | None = None,
+) -> GateResult:
     """The gate's decision from two evaluation reports (``map50``, ``map50_95``, ``escape_rate``,
     ``per_class[name]["recall"]`` as fractions); pure, so it is testable without models.
     ``recalibrated``: each report at its own calibrated thresholds: per-class ``ap50`` is gated
@@ -133,15 +154,24 @@ def compare(fp32: Any, int8: Any, limits: Limits = Limits(), recalibrated: bool 
     refused only when its interval lies above zero."""
     key = "ap50" if recalibrated else "recall"
     iv = intervals
-    checks = [_check("mAP50", _get(fp32, "map50"), _get(int8, "map50"), limits.max_drop, intervals=iv),
-              _check("mAP50-95", _get(fp32, "map50_95"), _get(int8, "map50_95"), None)]
+    checks = [
+        _check("mAP50", _get(fp32, "map50"), _get(int8, "map50"), limits.max_drop, intervals=iv),
+        _check("mAP50-95", _get(fp32, "map50_95"), _get(int8, "map50_95"), None),
+    ]
     pc32, pc8 = _get(fp32, "per_class") or {}, _get(int8, "per_class") or {}
     for name, row in pc32.items():
         if row.get("labels", 1) == 0:
             continue  # no val instances: recall is undefined
         r8 = (pc8.get(name) or {}).get(key, 0.0)  # a class the INT8 report lacks was never found
-        checks.append(_check(f"{'AP50' if recalibrated else 'recall'}[{name}]", row[key], r8, limits.max_class_drop,
-                             intervals=iv))
+        checks.append(
+            _check(
+                f"{'AP50' if recalibrated else 'recall'}[{name}]",
+                row[key],
+                r8,
+                limits.max_class_drop,
+                intervals=iv,
+            )
+        )
     e32, e8 = _get(fp32, "escape_rate"), _get(int8, "escape_rate")
     warnings = []
     if e32 is not None and e8 is not None:
@@ -152,14 +182,23 @@ def compare(fp32: Any, int8: Any, limits: Limits = Limits(), recalibrated: bool 
     if recalibrated and o32 is not None and o8 is not None:
         checks.append(_check("overkill_rate", o32, o8, limits.max_overkill_rise, rise=True, intervals=iv))
     if _get(fp32, "map50") < VACUOUS_MAP50:
-        warnings.append(f"FP32 mAP50 is {_get(fp32, 'map50'):.3f}: the model detects almost nothing, "
-                        "so the gate cannot see an INT8 accuracy loss; train longer before trusting it")
-    reasons = [f"{c.metric} {'rose' if c.metric.endswith('_rate') else 'dropped'} {c.loss:.2f} points "
-               f"(limit {c.limit:.2f}" + (f"; interval {c.interval[0]:.1f} to {c.interval[1]:.1f})" if c.interval else ")")
-               for c in checks if not c.ok]
-    warnings += [f"{c.metric}: a loss of {c.loss:.2f} points is over its limit ({c.limit:.2f}) but its interval "
-                 f"({c.interval[0]:.1f} to {c.interval[1]:.1f}) includes no loss: not refused"
-                 for c in checks if c.ok and c.limit is not None and c.loss > c.limit + 1e-9]
+        warnings.append(
+            f"FP32 mAP50 is {_get(fp32, 'map50'):.3f}: the model detects almost nothing, "
+            "so the gate cannot see an INT8 accuracy loss; train longer before trusting it"
+        )
+    reasons = [
+        f"{c.metric} {'rose' if c.metric.endswith('_rate') else 'dropped'} {c.loss:.2f} points "
+        f"(limit {c.limit:.2f}"
+        + (f"; interval {c.interval[0]:.1f} to {c.interval[1]:.1f})" if c.interval else ")")
+        for c in checks
+        if not c.ok
+    ]
+    warnings += [
+        f"{c.metric}: a loss of {c.loss:.2f} points is over its limit ({c.limit:.2f}) but its interval "
+        f"({c.interval[0]:.1f} to {c.interval[1]:.1f}) includes no loss: not refused"
+        for c in checks
+        if c.ok and c.limit is not None and c.loss > c.limit + 1e-9
+    ]
     return GateResult(passed=not reasons, forced=False, checks=checks, reasons=reasons, warnings=warnings)
 
 
@@ -184,10 +223,18 @@ def gate_report_path(int8: str | os.PathLike) -> Path:
 def _record(result: GateResult, int8: Path, doc: dict[str, Any], thresholds: dict | None = None) -> None:
     """Write the gate report and put the decision (and the INT8 model's own ``thresholds``, when
     recalibrated) into the INT8 sidecar (atomically)."""
-    result.report_path = atomic_write_text(gate_report_path(int8), json.dumps(doc, indent=1, default=str) + "\n")
+    result.report_path = atomic_write_text(
+        gate_report_path(int8), json.dumps(doc, indent=1, default=str) + "\n"
+    )
     mapc = next(c for c in result.checks if c.metric == "mAP50")
-    gate = GateVerdict(decision=result.decision, report=result.report_path.name, date=doc["date"],
-                       map50_fp32=mapc.fp32, map50_int8=mapc.int8, reasons=tuple(result.reasons))
+    gate = GateVerdict(
+        decision=result.decision,
+        report=result.report_path.name,
+        date=doc["date"],
+        map50_fp32=mapc.fp32,
+        map50_int8=mapc.int8,
+        reasons=tuple(result.reasons),
+    )
     ModelCard.amend(int8, thresholds=thresholds, gate=gate)
 
 
@@ -209,9 +256,17 @@ def operating_point(fp32: Path, thresholds: Any) -> tuple[Any, str]:
 
 
 def run_gate(
-    fp32: str | os.PathLike, int8: str | os.PathLike, data: str | os.PathLike, limits: Limits = Limits(),
-    force: bool = False, imgsz: Any = None, max_images: int | None = None, thresholds: Any = None,
-    evaluator: Callable[..., Any] | None = None, recalibrate: float | None = None, escape_rule: str = "box",
+    fp32: str | os.PathLike,
+    int8: str | os.PathLike,
+    data: str | os.PathLike,
+    limits: Limits = Limits(),
+    force: bool = False,
+    imgsz: Any = None,
+    max_images: int | None = None,
+    thresholds: Any = None,
+    evaluator: Callable[..., Any] | None = None,
+    recalibrate: float | None = None,
+    escape_rule: str = "box",
 ) -> GateResult:
     """Evaluate both models on ``data``'s val split, compare, record; raise :class:`GateRefused`
     when refused and not ``force``. ``thresholds`` (a thresholds YAML / {class: conf}) sets both
@@ -225,19 +280,31 @@ def run_gate(
     for p in (fp32, int8):
         load_onnx(p, weights=False)  # a missing, empty, text, truncated or wrong-opset file: one line, now
     evaluate = evaluator or _default_evaluator()
-    kw = {"imgsz": imgsz, "conf": 0.001, "device": "cpu", "max_images": max_images, "escape_rule": escape_rule}
+    kw = {
+        "imgsz": imgsz,
+        "conf": 0.001,
+        "device": "cpu",
+        "max_images": max_images,
+        "escape_rule": escape_rule,
+    }
     if recalibrate is not None:
         if not 0 <= recalibrate < 1:
-            raise ConfigError(f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01")
+            raise ConfigError(
+                f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01"
+            )
         if thresholds is not None:
-            raise ConfigError("--thresholds and --recalibrate exclude each other: recalibrating fits each "
-                              "model's own thresholds")
+            raise ConfigError(
+                "--thresholds and --recalibrate exclude each other: recalibrating fits each "
+                "model's own thresholds"
+            )
         kw["target_escape"] = recalibrate
         source = f"each model's own, calibrated on val for escape <= {recalibrate:g}"
     else:
         kw["thresholds"], source = operating_point(fp32, thresholds)
-    print(f"defectdet gate: evaluating {fp32.name} (FP32) and {int8.name} (INT8) on {data} (val, CPU; "
-          f"thresholds: {source})")
+    print(
+        f"defectdet gate: evaluating {fp32.name} (FP32) and {int8.name} (INT8) on {data} (val, CPU; "
+        f"thresholds: {source})"
+    )
     r32 = evaluate(str(fp32), data, **kw)
     r8 = evaluate(str(int8), data, **kw)
     intervals = {}
@@ -254,22 +321,36 @@ def run_gate(
 
         own = {str(k): float(v) for k, v in (_get(r8, "thresholds") or {}).items()}
         write_thresholds(r8, thresholds_path(int8))  # the same YAML `defectdet val --target-escape` writes
-    doc = {"decision": result.decision, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "limits": asdict(limits), "bootstrap": {"level": limits.confidence, "intervals": intervals},
-           "thresholds": source, "data": str(data), "fp32_model": str(fp32),
-           "int8_model": str(int8), "checks": [asdict(c) for c in result.checks], "reasons": result.reasons,
-           "warnings": result.warnings, "fp32": _compact(r32), "int8": _compact(r8)}
+    doc = {
+        "decision": result.decision,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "limits": asdict(limits),
+        "bootstrap": {"level": limits.confidence, "intervals": intervals},
+        "thresholds": source,
+        "data": str(data),
+        "fp32_model": str(fp32),
+        "int8_model": str(int8),
+        "checks": [asdict(c) for c in result.checks],
+        "reasons": result.reasons,
+        "warnings": result.warnings,
+        "fp32": _compact(r32),
+        "int8": _compact(r8),
+    }
     _record(result, int8, doc, own)
     print(result.table())
     for w in result.warnings:
         print(f"defectdet gate: warning: {w}")
     if result.decision == "refused":
-        raise GateRefused(f"{int8.name} refused: {'; '.join(result.reasons)}; report {result.report_path} "
-                          "(--force accepts it anyway)")
+        raise GateRefused(
+            f"{int8.name} refused: {'; '.join(result.reasons)}; report {result.report_path} "
+            "(--force accepts it anyway)"
+        )
     verdict = "passed" if result.passed else f"refused but forced ({'; '.join(result.reasons)})"
     print(f"defectdet gate: {int8.name} {verdict}; report {result.report_path}")
     if own is not None:
-        print(f"defectdet gate: {int8.name} deploys with its own thresholds: {thresholds_path(int8)} (also in its sidecar)")
+        print(
+            f"defectdet gate: {int8.name} deploys with its own thresholds: {thresholds_path(int8)} (also in its sidecar)"
+        )
     return result
 
 
@@ -278,39 +359,85 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
     """The gate's options, shared by ``defectdet gate`` and ``defectdet quantize``."""
     d = Limits()
     g = p.add_argument_group("accuracy gate")
-    g.add_argument("--max-drop", type=float, default=d.max_drop, help=f"largest mAP50 drop, points (default {d.max_drop})")
-    g.add_argument("--max-class-drop", type=float, default=d.max_class_drop,
-                   help=f"largest per-class recall drop (AP50 with --recalibrate), points (default {d.max_class_drop})")
-    g.add_argument("--max-escape-rise", type=float, default=d.max_escape_rise,
-                   help=f"largest part escape-rate rise, points (default {d.max_escape_rise})")
-    g.add_argument("--max-overkill-rise", type=float, default=d.max_overkill_rise,
-                   help=f"largest part overkill-rate rise with --recalibrate, points (default {d.max_overkill_rise})")
-    g.add_argument("--gate-confidence", type=float, default=d.confidence,
-                   help="refuse a loss over its limit only when this paired-bootstrap interval over the val images lies "
-                        f"above zero (default {d.confidence}; 0 = the point estimates alone)")
-    g.add_argument("--thresholds", default=None, help="thresholds YAML (defectdet val --target-escape) for both models")
-    g.add_argument("--recalibrate", type=float, default=None, metavar="ESCAPE",
-                   help="calibrate each model's own thresholds on val for this escape rate (e.g. 0.01) and compare "
-                        "there; the INT8 thresholds go to <int8>.thresholds.yaml and its sidecar")
-    g.add_argument("--escape-rule", default="box", help="what catches a defective part in the escape rate and the "
-                   "calibration: box (a correct detection, default) or any (any detection, as the inspection loop rejects)")
-    g.add_argument("--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)")
+    g.add_argument(
+        "--max-drop",
+        type=float,
+        default=d.max_drop,
+        help=f"largest mAP50 drop, points (default {d.max_drop})",
+    )
+    g.add_argument(
+        "--max-class-drop",
+        type=float,
+        default=d.max_class_drop,
+        help=f"largest per-class recall drop (AP50 with --recalibrate), points (default {d.max_class_drop})",
+    )
+    g.add_argument(
+        "--max-escape-rise",
+        type=float,
+        default=d.max_escape_rise,
+        help=f"largest part escape-rate rise, points (default {d.max_escape_rise})",
+    )
+    g.add_argument(
+        "--max-overkill-rise",
+        type=float,
+        default=d.max_overkill_rise,
+        help=f"largest part overkill-rate rise with --recalibrate, points (default {d.max_overkill_rise})",
+    )
+    g.add_argument(
+        "--gate-confidence",
+        type=float,
+        default=d.confidence,
+        help="refuse a loss over its limit only when this paired-bootstrap interval over the val images lies "
+        f"above zero (default {d.confidence}; 0 = the point estimates alone)",
+    )
+    g.add_argument(
+        "--thresholds", default=None, help="thresholds YAML (defectdet val --target-escape) for both models"
+    )
+    g.add_argument(
+        "--recalibrate",
+        type=float,
+        default=None,
+        metavar="ESCAPE",
+        help="calibrate each model's own thresholds on val for this escape rate (e.g. 0.01) and compare "
+        "there; the INT8 thresholds go to <int8>.thresholds.yaml and its sidecar",
+    )
+    g.add_argument(
+        "--escape-rule",
+        default="box",
+        help="what catches a defective part in the escape rate and the "
+        "calibration: box (a correct detection, default) or any (any detection, as the inspection loop rejects)",
+    )
+    g.add_argument(
+        "--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)"
+    )
     g.add_argument("--force", action="store_true", help="accept the INT8 model even when the gate refuses it")
 
 
 def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> int:
     """Run the gate with parsed arguments; 0 when passed or forced (refusal raises)."""
     limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise, a.max_overkill_rise, a.gate_confidence)
-    run_gate(fp32, int8, data, limits, force=a.force, max_images=a.max_images, thresholds=a.thresholds,
-             recalibrate=a.recalibrate, escape_rule=a.escape_rule)
+    run_gate(
+        fp32,
+        int8,
+        data,
+        limits,
+        force=a.force,
+        max_images=a.max_images,
+        thresholds=a.thresholds,
+        recalibrate=a.recalibrate,
+        escape_rule=a.escape_rule,
+    )
     return 0
 
 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet gate``."""
-    p = argparse.ArgumentParser(prog="defectdet gate", description="Compare FP32 and INT8 ONNX models on the "
-                                "validation split (CPU) and refuse the INT8 model when it loses accuracy.",
-                                **exit_statuses(*GATE_EXITS))
+    p = argparse.ArgumentParser(
+        prog="defectdet gate",
+        description="Compare FP32 and INT8 ONNX models on the "
+        "validation split (CPU) and refuse the INT8 model when it loses accuracy.",
+        **exit_statuses(*GATE_EXITS),
+    )
     p.add_argument("--fp32", required=True, help="the FP32 model.onnx")
     p.add_argument("--int8", required=True, help="the INT8 model.int8.onnx")
     p.add_argument("--data", required=True, help="data.yaml (its val split is evaluated)")

@@ -36,10 +36,12 @@ class _Model:
 
     def metrics(self, idx: np.ndarray, thresholds: np.ndarray, names: list[str]) -> dict[str, float]:
         """mAP50, AP50[c], recall[c] (at ``thresholds``), escape_rate, overkill_rate on images ``idx``."""
-        stats = M.BoxStats(correct=np.concatenate([self.correct[i] for i in idx])[:, None],  # (D, 1): IoU 0.5
-                           conf=np.concatenate([self.conf[i] for i in idx]),  # (D,)
-                           cls=np.concatenate([self.cls[i] for i in idx]),  # (D,)
-                           n_gt=self.gt[idx].sum(0))  # (nc,)
+        stats = M.BoxStats(
+            correct=np.concatenate([self.correct[i] for i in idx])[:, None],  # (D, 1): IoU 0.5
+            conf=np.concatenate([self.conf[i] for i in idx]),  # (D,)
+            cls=np.concatenate([self.cls[i] for i in idx]),  # (D,)
+            n_gt=self.gt[idx].sum(0),
+        )  # (nc,)
         ap = M.ap_per_class(stats)[0][:, 0]  # (nc,) AP50
         recall = M.pr_at_thresholds(stats, thresholds)[1]  # (nc,)
         out: dict[str, float] = {}
@@ -47,7 +49,9 @@ class _Model:
             if stats.n_gt[c]:
                 out[f"AP50[{name}]"], out[f"recall[{name}]"] = float(ap[c]), float(recall[c])
         out["mAP50"] = M.mean_ap(ap[:, None], stats.n_gt)[0]
-        sub = M.PartScores(hit=self.parts.hit[idx], top=self.parts.top[idx], defective=self.parts.defective[idx])
+        sub = M.PartScores(
+            hit=self.parts.hit[idx], top=self.parts.top[idx], defective=self.parts.defective[idx]
+        )
         kpi = M.part_kpis(sub, thresholds)
         out["escape_rate"] = kpi["escape_rate"] if kpi["n_defective"] else float("nan")
         out["overkill_rate"] = kpi["overkill_rate"] if kpi["n_clean"] else float("nan")
@@ -59,8 +63,15 @@ def _thresholds(report: Any, names: list[str]) -> np.ndarray:
     return np.array([float((th or {}).get(n, 0.0)) for n in names])  # (nc,)
 
 
-def paired_intervals(fp32: Any, int8: Any, names: list[str], rule: str = "box", level: float = DEFAULT_LEVEL,
-                     n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict[str, tuple[float, float]]:
+def paired_intervals(
+    fp32: Any,
+    int8: Any,
+    names: list[str],
+    rule: str = "box",
+    level: float = DEFAULT_LEVEL,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """{metric: (low, high)} interval of the INT8 loss in points (positive = INT8 worse; for the rates,
     a rise) over paired bootstrap resamples of the images. Empty when either report lacks detections
     or the two were not made on the same images."""

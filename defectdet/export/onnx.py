@@ -72,7 +72,9 @@ def _load_checkpoint(checkpoint: Path, shown: Path | None = None):
         return YOLO(str(checkpoint), task="detect")
     except Exception as e:  # unpickling errors come in many types
         shown = shown or checkpoint
-        why = " ".join(f"{e.__class__.__name__}: {e}".replace(str(checkpoint), str(shown)).split())  # one line
+        why = " ".join(
+            f"{e.__class__.__name__}: {e}".replace(str(checkpoint), str(shown)).split()
+        )  # one line
         raise ExportError(f"{shown}: cannot load checkpoint ({why}); expected an ultralytics .pt") from None
 
 
@@ -82,14 +84,24 @@ def _ultralytics_export(checkpoint: Path, workdir: Path, imgsz: Any, opset: int,
     copy = workdir / checkpoint.name
     shutil.copyfile(checkpoint, copy)
     yolo = _load_checkpoint(copy, shown=checkpoint)
-    kwargs = {"format": "onnx", "opset": opset, "simplify": simplify, "dynamic": False, "batch": 1,
-              "device": "cpu", "nms": False, "verbose": False}
+    kwargs = {
+        "format": "onnx",
+        "opset": opset,
+        "simplify": simplify,
+        "dynamic": False,
+        "batch": 1,
+        "device": "cpu",
+        "nms": False,
+        "verbose": False,
+    }
     if imgsz is not None:
         kwargs["imgsz"] = imgsz
     try:
         return Path(yolo.export(**kwargs))
     except Exception as e:
-        raise ExportError(f"{checkpoint}: ultralytics ONNX export failed ({e.__class__.__name__}: {e})") from None
+        raise ExportError(
+            f"{checkpoint}: ultralytics ONNX export failed ({e.__class__.__name__}: {e})"
+        ) from None
 
 
 def toposort(graph: Any) -> None:
@@ -100,7 +112,9 @@ def toposort(graph: Any) -> None:
     while pending:
         ready = [n for n in pending if all(i in produced for i in n.input)]
         if not ready:
-            raise ExportError(f"graph has a cycle or dangling inputs at node {pending[0].name or pending[0].op_type}")
+            raise ExportError(
+                f"graph has a cycle or dangling inputs at node {pending[0].name or pending[0].op_type}"
+            )
         for n in ready:
             produced.update(n.output)
         ordered += ready
@@ -151,8 +165,12 @@ def parity(torch_model: Any, onnx_path: Path, precision: str = "fp32", seed: int
         raise ExportError(f"{onnx_path}: output shape {y_onnx.shape} differs from PyTorch's {y_pt.shape}")
     diff = np.abs(y_onnx.astype(np.float64) - y_pt)  # (1, 4+nc, A)
     tol = PARITY_TOL[precision]
-    out = {"boxes_max_abs": float(diff[:, :4].max()), "scores_max_abs": float(diff[:, 4:].max()),
-           "tolerance": tol, "seed": seed}
+    out = {
+        "boxes_max_abs": float(diff[:, :4].max()),
+        "scores_max_abs": float(diff[:, 4:].max()),
+        "tolerance": tol,
+        "seed": seed,
+    }
     out["ok"] = out["boxes_max_abs"] <= tol["boxes"] and out["scores_max_abs"] <= tol["scores"]
     return out
 
@@ -164,22 +182,36 @@ def default_output(checkpoint: Path, half: bool) -> Path:
 
 def _check_args(checkpoint: Path, opset: int) -> None:
     if not checkpoint.is_file():
-        raise ConfigError(f"{checkpoint}: checkpoint not found; expected a .pt from `defectdet train` (weights/best.pt)")
+        raise ConfigError(
+            f"{checkpoint}: checkpoint not found; expected a .pt from `defectdet train` (weights/best.pt)"
+        )
     if checkpoint.suffix != ".pt":
-        raise ConfigError(f"{checkpoint}: expected an ultralytics .pt checkpoint, got a {checkpoint.suffix or 'extensionless'} file")
+        raise ConfigError(
+            f"{checkpoint}: expected an ultralytics .pt checkpoint, got a {checkpoint.suffix or 'extensionless'} file"
+        )
     import onnx
 
     top = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= top:
-        raise ConfigError(f"--opset {opset}: expected {MIN_OPSET}..{top} (TensorRT 8.5/8.6 parse <= {TRT86_MAX_OPSET})")
+        raise ConfigError(
+            f"--opset {opset}: expected {MIN_OPSET}..{top} (TensorRT 8.5/8.6 parse <= {TRT86_MAX_OPSET})"
+        )
     if opset > TRT86_MAX_OPSET:
-        print(f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 (JetPack 5.1.x/6.0) cannot parse it")
+        print(
+            f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 (JetPack 5.1.x/6.0) cannot parse it"
+        )
 
 
 def export_onnx(
-    checkpoint: str | os.PathLike, imgsz: int | list[int] | None = None, opset: int = TRT86_MAX_OPSET,
-    half: bool = False, out: str | os.PathLike | None = None, simplify: bool = True, check_parity: bool = True,
-    input_dtype: str = "float32", input_layout: str = "NHWC",
+    checkpoint: str | os.PathLike,
+    imgsz: int | list[int] | None = None,
+    opset: int = TRT86_MAX_OPSET,
+    half: bool = False,
+    out: str | os.PathLike | None = None,
+    simplify: bool = True,
+    check_parity: bool = True,
+    input_dtype: str = "float32",
+    input_layout: str = "NHWC",
 ) -> ExportResult:
     """Export ``checkpoint`` to a static ONNX with metadata and a sidecar; returns paths and parity.
 
@@ -196,8 +228,10 @@ def export_onnx(
         raise ConfigError(f"--input {input_dtype}: expected one of {', '.join(INPUT_DTYPES)}")
     run = RunInfo.find(ckpt)
     if imgsz is None and run is not None and (imgsz := run.deploy_imgsz):
-        print(f"defectdet export: imgsz {imgsz}, the native size this crop=native model was validated at "
-              "(--imgsz to choose another)")
+        print(
+            f"defectdet export: imgsz {imgsz}, the native size this crop=native model was validated at "
+            "(--imgsz to choose another)"
+        )
     dst = Path(out) if out else default_output(ckpt, half)
     dst.parent.mkdir(parents=True, exist_ok=True)
     precision = "fp16" if half else "fp32"
@@ -210,8 +244,9 @@ def export_onnx(
         if half:
             model = to_fp16(model)
         preprocess = uint8_input(model, input_layout) if input_dtype == "uint8" else None
-        card = ModelCard.from_graph(model, ckpt, sha256_file(ckpt), strides, precision, opset, run,
-                                    preprocess)
+        card = ModelCard.from_graph(
+            model, ckpt, sha256_file(ckpt), strides, precision, opset, run, preprocess
+        )
         embed_metadata(model, {"strides": str(list(card.strides)), "defectdet": card.embedded_entry()})
         onnx.checker.check_model(model)
         staged = save_onnx(model, work / dst.name)
@@ -231,23 +266,63 @@ def export_onnx(
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="defectdet export", description="Export a checkpoint to a static ONNX "
-                                "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.", **exit_statuses(
-        (0, "model.onnx and its sidecar written"),
-        (2, "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or file")))
-    p.add_argument("--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)")
-    p.add_argument("--imgsz", type=int, nargs="+", default=None, metavar="N",
-                   help="input size N or H W (default: the training size stored in the checkpoint)")
-    p.add_argument("--opset", type=int, default=TRT86_MAX_OPSET, help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 parse <= 17)")
-    p.add_argument("--half", action="store_true", help="FP16-typed graph (FP32 I/O) for TensorRT 11's strongly typed FP16")
-    p.add_argument("--out", default=None, help="output .onnx (default: model.onnx / model.fp16.onnx next to the checkpoint)")
-    p.add_argument("--input", dest="input_dtype", choices=("float32", "uint8"), default="float32",
-                   help="image input type: float32 (RGB in [0, 1], what ultralytics exports; default) or uint8 "
-                        "(the letterboxed BGR frame as it is; /255, channel order and layout change in the graph)")
-    p.add_argument("--input-layout", choices=("nhwc", "nchw"), default="nhwc",
-                   help="with --input uint8: NHWC (B, H, W, 3), the OpenCV image (default), or NCHW planes")
+    p = argparse.ArgumentParser(
+        prog="defectdet export",
+        description="Export a checkpoint to a static ONNX "
+        "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.",
+        **exit_statuses(
+            (0, "model.onnx and its sidecar written"),
+            (
+                2,
+                "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or file",
+            ),
+        ),
+    )
+    p.add_argument(
+        "--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)"
+    )
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="input size N or H W (default: the training size stored in the checkpoint)",
+    )
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=TRT86_MAX_OPSET,
+        help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 parse <= 17)",
+    )
+    p.add_argument(
+        "--half",
+        action="store_true",
+        help="FP16-typed graph (FP32 I/O) for TensorRT 11's strongly typed FP16",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output .onnx (default: model.onnx / model.fp16.onnx next to the checkpoint)",
+    )
+    p.add_argument(
+        "--input",
+        dest="input_dtype",
+        choices=("float32", "uint8"),
+        default="float32",
+        help="image input type: float32 (RGB in [0, 1], what ultralytics exports; default) or uint8 "
+        "(the letterboxed BGR frame as it is; /255, channel order and layout change in the graph)",
+    )
+    p.add_argument(
+        "--input-layout",
+        choices=("nhwc", "nchw"),
+        default="nhwc",
+        help="with --input uint8: NHWC (B, H, W, 3), the OpenCV image (default), or NCHW planes",
+    )
     p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")
-    p.add_argument("--no-parity", dest="parity", action="store_false", help="skip the ONNX vs PyTorch comparison")
+    p.add_argument(
+        "--no-parity", dest="parity", action="store_false", help="skip the ONNX vs PyTorch comparison"
+    )
     return p
 
 
@@ -257,14 +332,27 @@ def cli(argv: list[str]) -> int:
     if a.imgsz is not None and len(a.imgsz) > 2:
         raise ConfigError(f"--imgsz {' '.join(map(str, a.imgsz))}: expected N or H W")
     imgsz = None if a.imgsz is None else (a.imgsz[0] if len(a.imgsz) == 1 else list(a.imgsz))
-    r = export_onnx(a.model, imgsz=imgsz, opset=a.opset, half=a.half, out=a.out, simplify=a.simplify, check_parity=a.parity,
-                    input_dtype=a.input_dtype, input_layout=a.input_layout.upper())
+    r = export_onnx(
+        a.model,
+        imgsz=imgsz,
+        opset=a.opset,
+        half=a.half,
+        out=a.out,
+        simplify=a.simplify,
+        check_parity=a.parity,
+        input_dtype=a.input_dtype,
+        input_layout=a.input_layout.upper(),
+    )
     m = r.metadata
-    print(f"defectdet export: {r.onnx} ({m['precision']}, opset {m['opset']}, input {m['input_shape']} "
-          f"{m['preprocess']['dtype']}, "
-          f"output {m['output_shape']}, cls_loss={m['cls_loss']})")
+    print(
+        f"defectdet export: {r.onnx} ({m['precision']}, opset {m['opset']}, input {m['input_shape']} "
+        f"{m['preprocess']['dtype']}, "
+        f"output {m['output_shape']}, cls_loss={m['cls_loss']})"
+    )
     if r.parity:
-        print(f"  parity vs PyTorch: max abs diff boxes {r.parity['boxes_max_abs']:.3g} px, "
-              f"scores {r.parity['scores_max_abs']:.3g} (limits {r.parity['tolerance']})")
+        print(
+            f"  parity vs PyTorch: max abs diff boxes {r.parity['boxes_max_abs']:.3g} px, "
+            f"scores {r.parity['scores_max_abs']:.3g} (limits {r.parity['tolerance']})"
+        )
     print(f"  metadata: {r.sidecar}")
     return 0

@@ -132,7 +132,9 @@ def resolve_keep_float(model: Any, keep_float: str | Sequence[str]) -> list[str]
     names = {n.name for n in model.graph.node}
     missing = [k for k in keep_float if k not in names]
     if missing:
-        raise ConfigError(f"--keep-float: no node named {missing[0]!r} in the model; expected auto, none or node names")
+        raise ConfigError(
+            f"--keep-float: no node named {missing[0]!r} in the model; expected auto, none or node names"
+        )
     return list(keep_float)
 
 
@@ -146,15 +148,31 @@ def quant_settings(target: str, method: str) -> dict[str, Any]:
         raise ConfigError(f"--method {method}: expected one of {', '.join(METHODS)}")
     if target not in TARGETS:
         raise ConfigError(f"--target {target}: expected one of {', '.join(TARGETS)}")
-    common = {"quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8,
-              "calibrate_method": {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
-                                   "percentile": CalibrationMethod.Percentile}[method]}
+    common = {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "weight_type": QuantType.QInt8,
+        "calibrate_method": {
+            "entropy": CalibrationMethod.Entropy,
+            "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile,
+        }[method],
+    }
     if target == "cpu":
         return {**common, "activation_type": QuantType.QUInt8, "extra_options": {"QuantizeBias": True}}
-    return {**common, "activation_type": QuantType.QInt8, "op_types_to_quantize": QUANT_OPS,
-            "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                              "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
-                              "OpTypesToExcludeOutputQuantization": QUANT_OPS}}
+    return {
+        **common,
+        "activation_type": QuantType.QInt8,
+        "op_types_to_quantize": QUANT_OPS,
+        "extra_options": {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": QUANT_OPS,
+        },
+    }
 
 
 def output_error(fp32: Path, int8: Path, x: np.ndarray) -> dict[str, float]:
@@ -174,8 +192,12 @@ def output_error(fp32: Path, int8: Path, x: np.ndarray) -> dict[str, float]:
     def rel(a, b):
         return float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
 
-    return {"images": int(len(x)), "boxes_rel_l2": rel(b0, b1), "logits_rel_l2": rel(logit(s0), logit(s1)),
-            "scores_max_abs": float(np.abs(s0 - s1).max())}
+    return {
+        "images": int(len(x)),
+        "boxes_rel_l2": rel(b0, b1),
+        "logits_rel_l2": rel(logit(s0), logit(s1)),
+        "scores_max_abs": float(np.abs(s0 - s1).max()),
+    }
 
 
 def _run_quantize_static(src: Path, dst: Path, reader: Any, settings: dict, keep: list[str], n: int) -> None:
@@ -208,23 +230,36 @@ def _base_card(model: Any, src: Path) -> ModelCard:
         return ModelCard.load(src)
     embedded = props(model)
     if "names" not in embedded:
-        raise ConfigError(f"{src}: no {side.name} and no 'names' in the ONNX metadata; export with `defectdet export`")
+        raise ConfigError(
+            f"{src}: no {side.name} and no 'names' in the ONNX metadata; export with `defectdet export`"
+        )
     stride = int(embedded.get("stride", 32))
-    return ModelCard.from_graph(model, src, sha256_file(src), [stride // 4, stride // 2, stride], "fp32",
-                                opset_version(model), RunInfo.find(src))
+    return ModelCard.from_graph(
+        model,
+        src,
+        sha256_file(src),
+        [stride // 4, stride // 2, stride],
+        "fp32",
+        opset_version(model),
+        RunInfo.find(src),
+    )
 
 
 def _int8_card(base: ModelCard, src: Path, target: str, report: dict[str, Any]) -> ModelCard:
     """The INT8 card, derived from the FP32 one: precision, the FP32 source and the report."""
-    return base.derive(precision="int8-qdq" if target == "tensorrt" else "int8-qdq-cpu",
-                       source_onnx={"path": str(src.resolve()), "sha256": sha256_file(src)},
-                       quantization=report)
+    return base.derive(
+        precision="int8-qdq" if target == "tensorrt" else "int8-qdq-cpu",
+        source_onnx={"path": str(src.resolve()), "sha256": sha256_file(src)},
+        quantization=report,
+    )
 
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
     """The FP32 ONNX (float32 or uint8 input) must be static and not already quantized; returns (input name, (H, W))."""
     if has_qdq(model):
-        raise ConfigError(f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote")
+        raise ConfigError(
+            f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote"
+        )
     name, shape, _, _ = io_shapes(model)
     if len(shape) != 4 or not all(shape):
         raise ConfigError(f"{src}: input {name} has shape {shape}; expected a static (1, 3, H, W) export")
@@ -233,9 +268,17 @@ def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
 
 
 def quantize_onnx(
-    model: str | os.PathLike, data: str | os.PathLike, calib_images: int = 500, method: str = "entropy",
-    out: str | os.PathLike | None = None, keep_float: str | Sequence[str] = "auto", split: str = "train",
-    defect_fraction: float = 0.5, seed: int = 0, target: str = "tensorrt", show_progress: bool = True,
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    calib_images: int = 500,
+    method: str = "entropy",
+    out: str | os.PathLike | None = None,
+    keep_float: str | Sequence[str] = "auto",
+    split: str = "train",
+    defect_fraction: float = 0.5,
+    seed: int = 0,
+    target: str = "tensorrt",
+    show_progress: bool = True,
 ) -> QuantResult:
     """Quantize an FP32 ONNX to INT8 Q/DQ calibrated on ``data``; writes the model and its sidecar
     (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error)."""
@@ -249,8 +292,10 @@ def quantize_onnx(
     paths, n_bad = calibration_images(data, calib_images, split, defect_fraction, seed)  # headers checked
     dst = Path(out) if out else default_output(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    print(f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} images "
-          f"({n_bad} defective), float: {len(keep)} head convs")
+    print(
+        f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} images "
+        f"({n_bad} defective), float: {len(keep)} head convs"
+    )
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
     try:
         staged = work / dst.name
@@ -262,13 +307,26 @@ def quantize_onnx(
             reader.bar.close()  # also when an image fails: the error line then starts a line of its own
         q = load_onnx(staged)
         cov = qdq_coverage(q)
-        card = _int8_card(base, src, target, {
-            "tool": "onnxruntime.quantization.quantize_static", "target": target, "method": method,
-            "data": str(Path(data).resolve()), "split": split, "calib_images": len(paths), "calib_defective": n_bad,
-            "seed": seed, "kept_float": keep, "float_head_tail": len(tail), "quantized_convs": len(cov["quantized"]),
-            "float_convs": cov["float"],
-            "opset": opset_version(q) or None,
-        })
+        card = _int8_card(
+            base,
+            src,
+            target,
+            {
+                "tool": "onnxruntime.quantization.quantize_static",
+                "target": target,
+                "method": method,
+                "data": str(Path(data).resolve()),
+                "split": split,
+                "calib_images": len(paths),
+                "calib_defective": n_bad,
+                "seed": seed,
+                "kept_float": keep,
+                "float_head_tail": len(tail),
+                "quantized_convs": len(cov["quantized"]),
+                "float_convs": cov["float"],
+                "opset": opset_version(q) or None,
+            },
+        )
         embed_metadata(q, {"defectdet": card.embedded_entry()})
         save_onnx(q, staged)
         load_onnx(staged)  # onnx.checker on what is written
@@ -285,22 +343,42 @@ def quantize_onnx(
 def _parser() -> argparse.ArgumentParser:
     from .gate import GATE_EXITS, add_gate_arguments
 
-    p = argparse.ArgumentParser(prog="defectdet quantize", description="INT8 Q/DQ quantization (onnxruntime) "
-                                "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.",
-                                **exit_statuses(*GATE_EXITS, before="--no-gate: 0 once the INT8 model is written."))
+    p = argparse.ArgumentParser(
+        prog="defectdet quantize",
+        description="INT8 Q/DQ quantization (onnxruntime) "
+        "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.",
+        **exit_statuses(*GATE_EXITS, before="--no-gate: 0 once the INT8 model is written."),
+    )
     p.add_argument("--model", required=True, help="FP32 model.onnx from `defectdet export`")
     p.add_argument("--data", required=True, help="data.yaml: calibration from --split, gate on val")
     p.add_argument("--calib-images", type=int, default=500, help="calibration images (default 500)")
-    p.add_argument("--method", choices=METHODS, default="entropy", help="activation range calibration (default entropy)")
-    p.add_argument("--target", choices=TARGETS, default="tensorrt",
-                   help="tensorrt: Q/DQ on conv inputs (what TensorRT builds from; default); "
-                        "cpu: onnxruntime's integer-kernel form for CPU deployment")
-    p.add_argument("--keep-float", default="auto", help="nodes left in float: auto (detection head outputs), none, or names")
+    p.add_argument(
+        "--method", choices=METHODS, default="entropy", help="activation range calibration (default entropy)"
+    )
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="tensorrt",
+        help="tensorrt: Q/DQ on conv inputs (what TensorRT builds from; default); "
+        "cpu: onnxruntime's integer-kernel form for CPU deployment",
+    )
+    p.add_argument(
+        "--keep-float",
+        default="auto",
+        help="nodes left in float: auto (detection head outputs), none, or names",
+    )
     p.add_argument("--split", default="train", help="split the calibration images come from (default train)")
-    p.add_argument("--defect-fraction", type=float, default=0.5, help="share of defective calibration images (default 0.5)")
+    p.add_argument(
+        "--defect-fraction",
+        type=float,
+        default=0.5,
+        help="share of defective calibration images (default 0.5)",
+    )
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
     p.add_argument("--out", default=None, help="output (default: <model>.int8.onnx beside the model)")
-    p.add_argument("--no-gate", dest="gate", action="store_false", help="skip the accuracy gate (not for deployment)")
+    p.add_argument(
+        "--no-gate", dest="gate", action="store_false", help="skip the accuracy gate (not for deployment)"
+    )
     add_gate_arguments(p)
     return p
 
@@ -308,14 +386,28 @@ def _parser() -> argparse.ArgumentParser:
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet quantize``: quantize, report, then gate (non-zero exit on refusal)."""
     a = _parser().parse_args(argv)
-    r = quantize_onnx(a.model, a.data, a.calib_images, a.method, a.out, a.keep_float, a.split,
-                      a.defect_fraction, a.seed, a.target)
+    r = quantize_onnx(
+        a.model,
+        a.data,
+        a.calib_images,
+        a.method,
+        a.out,
+        a.keep_float,
+        a.split,
+        a.defect_fraction,
+        a.seed,
+        a.target,
+    )
     q = r.report
     err = q["output_error"]
-    print(f"defectdet quantize: {r.onnx}: {q['quantized_convs']} convs with Q/DQ, "
-          f"{len(q['float_convs'])} in float: {', '.join(q['float_convs']) or '-'}")
-    print(f"  INT8 vs FP32 on {err['images']} calibration images: boxes rel. L2 {err['boxes_rel_l2']:.4f}, "
-          f"score logits rel. L2 {err['logits_rel_l2']:.4f}, max |score diff| {err['scores_max_abs']:.4f}")
+    print(
+        f"defectdet quantize: {r.onnx}: {q['quantized_convs']} convs with Q/DQ, "
+        f"{len(q['float_convs'])} in float: {', '.join(q['float_convs']) or '-'}"
+    )
+    print(
+        f"  INT8 vs FP32 on {err['images']} calibration images: boxes rel. L2 {err['boxes_rel_l2']:.4f}, "
+        f"score logits rel. L2 {err['logits_rel_l2']:.4f}, max |score diff| {err['scores_max_abs']:.4f}"
+    )
     print(f"  report: {r.sidecar}")
     if not a.gate:
         print("  accuracy gate skipped (--no-gate): run `defectdet gate` before deploying this model")

@@ -81,7 +81,9 @@ def inspect_onnx(path: Path) -> ModelInfo:
         m = load_onnx(path, weights=False)
     except OnnxMissing:
         if not side.is_file():
-            raise ConfigError(f"{path}: neither the `onnx` package nor {side.name} is here to describe the model") from None
+            raise ConfigError(
+                f"{path}: neither the `onnx` package nor {side.name} is here to describe the model"
+            ) from None
         prec = card.precision or "fp32"
         info.qdq, info.fp16_typed, info.opset = prec.startswith("int8"), prec == "fp16", card.opset or 0
         info.uint8_qdq = prec == "int8-qdq-cpu"
@@ -106,8 +108,10 @@ def import_tensorrt() -> Any:
     except Exception as e:  # ImportError, or OSError from a library it loads (libcuda, libnvinfer)
         from ..runtime.backends.tensorrt import import_failure
 
-        raise ExportError(f"tensorrt is not importable ({import_failure('tensorrt', e)}): build on the Jetson, "
-                          "whose JetPack ships it, or run the trtexec line printed above there") from None
+        raise ExportError(
+            f"tensorrt is not importable ({import_failure('tensorrt', e)}): build on the Jetson, "
+            "whose JetPack ships it, or run the trtexec line printed above there"
+        ) from None
     return trt
 
 
@@ -120,10 +124,14 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
     for i, err in enumerate(errors, 1):
         print(f"defectdet build-engine: ONNX parser error {i}/{len(errors)}: {err}", file=sys.stderr)
     first = errors[0].desc() if errors and hasattr(errors[0], "desc") else "no error reported"
-    raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed with {len(errors)} error(s); first: {first}")
+    raise ExportError(
+        f"{onnx_path}: TensorRT's ONNX parser failed with {len(errors)} error(s); first: {first}"
+    )
 
 
-def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, info: ModelInfo) -> tuple[Any, Any]:
+def _configure(
+    trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, info: ModelInfo
+) -> tuple[Any, Any]:
     """(a builder config carrying the plan's memory limit, flags, DLA and calibrator; the calibrator or None)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
@@ -131,8 +139,10 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         config.set_flag(getattr(trt.BuilderFlag, name))
     if plan.dla_core is not None:
         if builder.num_DLA_cores <= plan.dla_core:
-            raise ExportError(f"--dla-core {plan.dla_core}: this device has {builder.num_DLA_cores} DLA core(s) "
-                              "(Orin Nano has none)")
+            raise ExportError(
+                f"--dla-core {plan.dla_core}: this device has {builder.num_DLA_cores} DLA core(s) "
+                "(Orin Nano has none)"
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
     profile = calibrator = None
@@ -141,14 +151,24 @@ def _configure(trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, inf
         profile = builder.create_optimization_profile()
         profile.set_shape(name, min=shape, opt=shape, max=shape)
         if config.add_optimization_profile(profile) < 0:
-            raise ExportError(f"{opts.onnx}: TensorRT refused the optimisation profile {name}:{'x'.join(map(str, shape))}")
+            raise ExportError(
+                f"{opts.onnx}: TensorRT refused the optimisation profile {name}:{'x'.join(map(str, shape))}"
+            )
     if plan.quantization == "implicit":
         from .calibration import tensorrt_calibrator
 
         shape = plan.profile[1] if plan.profile else info.input_shape
         data = None if plan.calib_replay else opts.calib_data  # a replayed cache needs no images
-        calibrator = tensorrt_calibrator(trt, opts.onnx, shape, data, opts.calib_images, plan.calib_cache,
-                                         replay=plan.calib_replay, identity=_calib_identity(opts, plan, info))
+        calibrator = tensorrt_calibrator(
+            trt,
+            opts.onnx,
+            shape,
+            data,
+            opts.calib_images,
+            plan.calib_cache,
+            replay=plan.calib_replay,
+            identity=_calib_identity(opts, plan, info),
+        )
         config.int8_calibrator = calibrator
         if profile is not None:
             config.set_calibration_profile(profile)  # a dynamic input calibrates at the profile's shape
@@ -160,13 +180,18 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     onnx_path = Path(opts.onnx)
     info = inspect_onnx(onnx_path)
     if not sidecar_path(onnx_path).is_file():
-        raise ConfigError(f"{sidecar_path(onnx_path)}: missing; copy the sidecar JSON along with {onnx_path.name}")
+        raise ConfigError(
+            f"{sidecar_path(onnx_path)}: missing; copy the sidecar JSON along with {onnx_path.name}"
+        )
     if trt is None:
         try:
             trt = import_tensorrt()
         except ExportError:
             guess = plan_build(opts, info, "10.3")  # JetPack 6.1/6.2
-            print("defectdet build-engine: on a JetPack 6.1/6.2 device: " + shlex.join(trtexec_command(opts, guess)))
+            print(
+                "defectdet build-engine: on a JetPack 6.1/6.2 device: "
+                + shlex.join(trtexec_command(opts, guess))
+            )
             raise
     plan = plan_build(opts, info, trt.__version__)
     print("defectdet build-engine: equivalent: " + shlex.join(trtexec_command(opts, plan)))
@@ -174,7 +199,9 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
         print(f"defectdet build-engine: note: {note}")
     if plan.quantization == "implicit":
         # TensorRT replays a cache before asking for batches: only this model's cache may be offered
-        plan.calib_replay = replay_cache(plan.calib_cache, _calib_identity(opts, plan, info), opts.calib_data is not None)
+        plan.calib_replay = replay_cache(
+            plan.calib_cache, _calib_identity(opts, plan, info), opts.calib_data is not None
+        )
         import_pycuda_autoinit()  # the calibrator's CUDA context, current before the builder exists
     logger = trt.Logger(trt.Logger.VERBOSE if opts.verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -188,7 +215,9 @@ def build_engine(opts: EngineOptions, trt: Any = None) -> tuple[Path, BuildPlan]
     if calibrator is not None and calibrator.failure is not None:
         raise calibrator.failure  # an image failed mid-calibration: no engine from the batches before it
     if serialized is None:
-        raise ExportError(f"{onnx_path}: TensorRT {plan.version} failed to build the engine (see its log above)")
+        raise ExportError(
+            f"{onnx_path}: TensorRT {plan.version} failed to build the engine (see its log above)"
+        )
     engine = atomic_write_bytes(opts.engine_path(), bytes(serialized))
     write_engine_sidecar(opts, plan, engine)
     return engine, plan
@@ -206,8 +235,10 @@ def import_pycuda_autoinit() -> None:
     except Exception as e:  # ImportError, or pycuda's own error from cuInit (no GPU, no driver)
         from ..runtime.backends.tensorrt import import_failure
 
-        raise ExportError(f"implicit INT8 calibration needs pycuda and a CUDA device: {import_failure('pycuda', e)}; "
-                          "pip install 'defectdet[jetson]' on the Jetson") from None
+        raise ExportError(
+            f"implicit INT8 calibration needs pycuda and a CUDA device: {import_failure('pycuda', e)}; "
+            "pip install 'defectdet[jetson]' on the Jetson"
+        ) from None
 
 
 def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> Path:
@@ -216,8 +247,14 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
     src_side, dst_side = sidecar_path(opts.onnx), sidecar_path(engine)
     card = ModelCard.load(opts.onnx)
     section = {
-        "path": engine.name, "precision": plan.precision, "tensorrt": plan.version, "quantization": plan.quantization,
-        "dla_core": plan.dla_core, "input_shape": list(plan.profile[1]) if plan.profile else None, "workspace_mb": opts.workspace_mb, "builder_flags": plan.builder_flags,
+        "path": engine.name,
+        "precision": plan.precision,
+        "tensorrt": plan.version,
+        "quantization": plan.quantization,
+        "dla_core": plan.dla_core,
+        "input_shape": list(plan.profile[1]) if plan.profile else None,
+        "workspace_mb": opts.workspace_mb,
+        "builder_flags": plan.builder_flags,
         "source_onnx": {"path": str(Path(opts.onnx).resolve()), "sha256": sha256_file(opts.onnx)},
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -229,32 +266,71 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="defectdet build-engine", description="Build a TensorRT engine from an ONNX "
-                                "model on the Jetson (TensorRT 8.5 / 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
-                                **exit_statuses((0, "the engine and its sidecar written (--dry-run: the plan printed); "
-                                                    "for a bundle: also when its device cache already had it"),
-                                                (2, "the build failed, or a bad option, model or bundle (one line on "
-                                                    "stderr)"), before="defectdet build-engine model.bundle: builds this "
-                                                "device's engine into the bundle's device cache (docs/bundle.md)."))
+    p = argparse.ArgumentParser(
+        prog="defectdet build-engine",
+        description="Build a TensorRT engine from an ONNX "
+        "model on the Jetson (TensorRT 8.5 / 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
+        **exit_statuses(
+            (
+                0,
+                "the engine and its sidecar written (--dry-run: the plan printed); "
+                "for a bundle: also when its device cache already had it",
+            ),
+            (2, "the build failed, or a bad option, model or bundle (one line on stderr)"),
+            before="defectdet build-engine model.bundle: builds this "
+            "device's engine into the bundle's device cache (docs/bundle.md).",
+        ),
+    )
     p.add_argument("bundle", nargs="?", help="a model.bundle from `defectdet package` (instead of --model)")
     p.add_argument("--model", help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
     p.add_argument("--out", default=None, help="engine path (default: <model stem>.engine beside the model)")
-    p.add_argument("--fp16", action="store_true", help="FP16 kernels (8.5-10.x flag; 11.x: needs export --half)")
-    p.add_argument("--int8", action="store_true", help="INT8: explicit from a Q/DQ model, or implicit calibration (<= 10.x)")
-    p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
-    p.add_argument("--dla-core", type=int, default=None, help="run on this DLA core with GPU fallback (AGX/NX Orin, Xavier)")
-    p.add_argument("--calib-cache", default=None, help="implicit INT8 calibration cache (read if present, else written)")
+    p.add_argument(
+        "--fp16", action="store_true", help="FP16 kernels (8.5-10.x flag; 11.x: needs export --half)"
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="INT8: explicit from a Q/DQ model, or implicit calibration (<= 10.x)",
+    )
+    p.add_argument(
+        "--workspace", type=int, default=1024, help="builder workspace limit in MiB (default 1024)"
+    )
+    p.add_argument(
+        "--dla-core",
+        type=int,
+        default=None,
+        help="run on this DLA core with GPU fallback (AGX/NX Orin, Xavier)",
+    )
+    p.add_argument(
+        "--calib-cache", default=None, help="implicit INT8 calibration cache (read if present, else written)"
+    )
     p.add_argument("--calib-data", default=None, help="implicit INT8: data.yaml whose train images calibrate")
-    p.add_argument("--calib-images", type=int, default=500, help="implicit INT8 calibration images (default 500)")
-    p.add_argument("--shape", default=None, help="NxCxHxW: the input shape of an ONNX with dynamic dims (its profile)")
-    p.add_argument("--force", action="store_true", help="build a Q/DQ model that has not passed the accuracy gate")
+    p.add_argument(
+        "--calib-images", type=int, default=500, help="implicit INT8 calibration images (default 500)"
+    )
+    p.add_argument(
+        "--shape", default=None, help="NxCxHxW: the input shape of an ONNX with dynamic dims (its profile)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="build a Q/DQ model that has not passed the accuracy gate"
+    )
     p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
-    p.add_argument("--dry-run", action="store_true", help="validate and print the plan and trtexec line; build nothing")
-    p.add_argument("--trt-version", default=None, help="with --dry-run: plan for this TensorRT version (e.g. 10.3)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate and print the plan and trtexec line; build nothing"
+    )
+    p.add_argument(
+        "--trt-version", default=None, help="with --dry-run: plan for this TensorRT version (e.g. 10.3)"
+    )
     b = p.add_argument_group("bundle")
-    b.add_argument("--precision", default="auto", help="auto (INT8 when the bundle has it, else FP16), int8, fp16, fp32")
-    b.add_argument("--cache", dest="cache_dir", default=None,
-                   help="device cache folder (default <bundle>.cache beside the bundle)")
+    b.add_argument(
+        "--precision", default="auto", help="auto (INT8 when the bundle has it, else FP16), int8, fp16, fp32"
+    )
+    b.add_argument(
+        "--cache",
+        dest="cache_dir",
+        default=None,
+        help="device cache folder (default <bundle>.cache beside the bundle)",
+    )
     b.add_argument("--rebuild", action="store_true", help="build even when the device cache has this engine")
     return p
 
@@ -264,9 +340,16 @@ def _bundle_cli(a: argparse.Namespace) -> int:
     from .bundle_engine import build_bundle_engine, dry_run
 
     if a.model or a.out or a.shape or a.calib_cache:
-        raise ConfigError("a bundle carries its models: --model, --out, --shape and --calib-cache are for an .onnx")
-    kw = {"workspace_mb": a.workspace, "calib_data": Path(a.calib_data) if a.calib_data else None,
-          "calib_images": a.calib_images, "verbose": a.verbose, "force": a.force}
+        raise ConfigError(
+            "a bundle carries its models: --model, --out, --shape and --calib-cache are for an .onnx"
+        )
+    kw = {
+        "workspace_mb": a.workspace,
+        "calib_data": Path(a.calib_data) if a.calib_data else None,
+        "calib_images": a.calib_images,
+        "verbose": a.verbose,
+        "force": a.force,
+    }
     cache = Path(a.cache_dir) if a.cache_dir else None
     if a.dry_run:
         version = a.trt_version or import_tensorrt().__version__
@@ -276,8 +359,10 @@ def _bundle_cli(a: argparse.Namespace) -> int:
     try:
         trt = import_tensorrt()
     except ExportError:
-        print("defectdet build-engine: on a JetPack 6.1/6.2 device: "
-              + dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, "10.3", cache, **kw))
+        print(
+            "defectdet build-engine: on a JetPack 6.1/6.2 device: "
+            + dry_run(a.bundle, inspect_onnx, a.precision, a.dla_core, "10.3", cache, **kw)
+        )
         raise
     r = build_bundle_engine(a.bundle, build_engine, trt, a.precision, a.dla_core, cache, a.rebuild, **kw)
     state = "built" if r.built else "already in the device cache (--rebuild to build again)"
@@ -302,23 +387,37 @@ def cli(argv: list[str]) -> int:
     from ..artifact.bundle import is_bundle
 
     if is_bundle(a.model):
-        raise ConfigError(f"--model {a.model} is a bundle: build it with `defectdet build-engine {a.model}` (its engine "
-                          "goes into the bundle's device cache)")
+        raise ConfigError(
+            f"--model {a.model} is a bundle: build it with `defectdet build-engine {a.model}` (its engine "
+            "goes into the bundle's device cache)"
+        )
     opts = EngineOptions(
-        onnx=Path(a.model), out=Path(a.out) if a.out else None, fp16=a.fp16, int8=a.int8, workspace_mb=a.workspace,
-        dla_core=a.dla_core, calib_cache=Path(a.calib_cache) if a.calib_cache else None,
-        calib_data=Path(a.calib_data) if a.calib_data else None, calib_images=a.calib_images, force=a.force,
-        verbose=a.verbose, shape=parse_shape(a.shape) if a.shape else None,
+        onnx=Path(a.model),
+        out=Path(a.out) if a.out else None,
+        fp16=a.fp16,
+        int8=a.int8,
+        workspace_mb=a.workspace,
+        dla_core=a.dla_core,
+        calib_cache=Path(a.calib_cache) if a.calib_cache else None,
+        calib_data=Path(a.calib_data) if a.calib_data else None,
+        calib_images=a.calib_images,
+        force=a.force,
+        verbose=a.verbose,
+        shape=parse_shape(a.shape) if a.shape else None,
     )
     if a.dry_run:
         version = a.trt_version or import_tensorrt().__version__
         plan = plan_build(opts, inspect_onnx(opts.onnx), version)
-        print(f"defectdet build-engine: TensorRT {version}: network flags {plan.network_flags or '-'}, builder flags "
-              f"{plan.builder_flags or '-'}, quantization {plan.quantization}, precision {plan.precision}")
+        print(
+            f"defectdet build-engine: TensorRT {version}: network flags {plan.network_flags or '-'}, builder flags "
+            f"{plan.builder_flags or '-'}, quantization {plan.quantization}, precision {plan.precision}"
+        )
         for note in plan.notes:
             print(f"  note: {note}")
         print("  trtexec: " + shlex.join(trtexec_command(opts, plan)))
         return 0
     engine, plan = build_engine(opts)
-    print(f"defectdet build-engine: {engine} ({plan.precision}, TensorRT {plan.version}); metadata {engine.with_suffix('.json')}")
+    print(
+        f"defectdet build-engine: {engine} ({plan.precision}, TensorRT {plan.version}); metadata {engine.with_suffix('.json')}"
+    )
     return 0

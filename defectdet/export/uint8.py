@@ -45,7 +45,9 @@ def uint8_input(model: Any, layout: str = "NHWC") -> dict[str, Any]:
     tt = inp.type.tensor_type
     dims = [d.dim_value for d in tt.shape.dim]
     if tt.elem_type != TensorProto.FLOAT or len(dims) != 4 or dims[1] != 3 or not all(dims):
-        raise ExportError(f"input {inp.name!r}: expected a static (B, 3, H, W) float32 input to make uint8, got {dims}")
+        raise ExportError(
+            f"input {inp.name!r}: expected a static (B, 3, H, W) float32 input to make uint8, got {dims}"
+        )
     if is_uint8_input(model):
         raise ExportError(f"input {inp.name!r} already takes uint8")
     name, inner = inp.name, PREFIX + "normalised"
@@ -53,13 +55,28 @@ def uint8_input(model: Any, layout: str = "NHWC") -> dict[str, Any]:
         n.input[:] = [inner if i == name else i for i in n.input]
     nodes = [helper.make_node("Cast", [name], [PREFIX + "float"], name=PREFIX + "cast", to=TensorProto.FLOAT)]
     if layout == "NHWC":  # (B, H, W, 3) -> (B, 3, H, W)
-        nodes.append(helper.make_node("Transpose", [PREFIX + "float"], [PREFIX + "nchw"], name=PREFIX + "transpose",
-                                      perm=[0, 3, 1, 2]))
+        nodes.append(
+            helper.make_node(
+                "Transpose",
+                [PREFIX + "float"],
+                [PREFIX + "nchw"],
+                name=PREFIX + "transpose",
+                perm=[0, 3, 1, 2],
+            )
+        )
     cur = nodes[-1].output[0]  # (B, 3, H, W) float32 BGR, 0..255
-    nodes += [helper.make_node("Gather", [cur, PREFIX + "bgr2rgb"], [PREFIX + "rgb"], name=PREFIX + "bgr2rgb", axis=1),
-              helper.make_node("Div", [PREFIX + "rgb", PREFIX + "255"], [inner], name=PREFIX + "div255")]
-    g.initializer.extend([numpy_helper.from_array(np.array([2, 1, 0], np.int64), PREFIX + "bgr2rgb"),
-                          numpy_helper.from_array(np.array(255.0, np.float32), PREFIX + "255")])
+    nodes += [
+        helper.make_node(
+            "Gather", [cur, PREFIX + "bgr2rgb"], [PREFIX + "rgb"], name=PREFIX + "bgr2rgb", axis=1
+        ),
+        helper.make_node("Div", [PREFIX + "rgb", PREFIX + "255"], [inner], name=PREFIX + "div255"),
+    ]
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([2, 1, 0], np.int64), PREFIX + "bgr2rgb"),
+            numpy_helper.from_array(np.array(255.0, np.float32), PREFIX + "255"),
+        ]
+    )
     old = list(g.node)
     del g.node[:]
     g.node.extend(nodes + old)

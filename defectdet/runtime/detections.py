@@ -41,7 +41,9 @@ class Detections:
         n = xyxy.shape[0]
         for field, arr in (("confidence", conf), ("class_id", cls), ("class_name", name)):
             if arr.shape[0] != n:
-                raise ValueError(f"Detections.{field}: expected {n} entries (one per box), got {arr.shape[0]}")
+                raise ValueError(
+                    f"Detections.{field}: expected {n} entries (one per box), got {arr.shape[0]}"
+                )
         if n and not np.issubdtype(cls.dtype, np.integer):
             if not np.all(np.mod(cls, 1) == 0):
                 raise ValueError("Detections.class_id: expected integer class indices")
@@ -50,7 +52,9 @@ class Detections:
         if n and (np.any(xyxy[:, 2] < xyxy[:, 0]) or np.any(xyxy[:, 3] < xyxy[:, 1])):
             raise ValueError("Detections.xyxy: expected x2 >= x1 and y2 >= y1 for every box")
         if n and (conf.min() < 0.0 or conf.max() > 1.0):
-            raise ValueError(f"Detections.confidence: expected values in [0, 1], got [{conf.min()}, {conf.max()}]")
+            raise ValueError(
+                f"Detections.confidence: expected values in [0, 1], got [{conf.min()}, {conf.max()}]"
+            )
         if n and cls.min() < 0:
             raise ValueError("Detections.class_id: expected non-negative class indices")
         object.__setattr__(self, "xyxy", xyxy)
@@ -62,11 +66,17 @@ class Detections:
     @classmethod
     def empty(cls) -> Detections:
         """No detections."""
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, str))
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, str)
+        )
 
     @classmethod
     def from_arrays(
-        cls, xyxy: np.ndarray, confidence: np.ndarray, class_id: np.ndarray, names: Mapping[int, str] | np.ndarray
+        cls,
+        xyxy: np.ndarray,
+        confidence: np.ndarray,
+        class_id: np.ndarray,
+        names: Mapping[int, str] | np.ndarray,
     ) -> Detections:
         """Build from arrays and class names: a ``{class_id: name}`` map (unknown ids are named by their
         number) or a (nc,) str array indexed by id (the fast path the runtime uses)."""
@@ -99,8 +109,9 @@ class Detections:
             return x.cpu().numpy() if hasattr(x, "cpu") else np.asarray(x)
 
         # ultralytics' float32 scores can exceed 1 by an ulp (1.0000001): clip, they are probabilities
-        return cls.from_arrays(numpy(boxes.xyxy), np.clip(numpy(boxes.conf), 0.0, 1.0), numpy(boxes.cls),
-                               dict(result.names))
+        return cls.from_arrays(
+            numpy(boxes.xyxy), np.clip(numpy(boxes.conf), 0.0, 1.0), numpy(boxes.cls), dict(result.names)
+        )
 
     # -- access -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -110,7 +121,9 @@ class Detections:
         """Select by index, slice, index array or boolean mask; always returns Detections."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
-        return Detections(self.xyxy[index], self.confidence[index], self.class_id[index], self.class_name[index])
+        return Detections(
+            self.xyxy[index], self.confidence[index], self.class_id[index], self.class_name[index]
+        )
 
     def sorted(self) -> Detections:
         """Highest confidence first (stable)."""
@@ -119,7 +132,12 @@ class Detections:
     def to_list(self) -> list[dict[str, Any]]:
         """Plain Python records (JSON-serialisable) — one dict per detection."""
         return [
-            {"xyxy": [round(float(v), 2) for v in box], "confidence": round(float(c), 5), "class_id": int(k), "class_name": str(n)}
+            {
+                "xyxy": [round(float(v), 2) for v in box],
+                "confidence": round(float(c), 5),
+                "class_id": int(k),
+                "class_name": str(n),
+            }
             for box, c, k, n in zip(self.xyxy, self.confidence, self.class_id, self.class_name)
         ]
 

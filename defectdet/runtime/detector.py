@@ -85,7 +85,9 @@ class Detector:
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: model file not found")
         self.iou = check_number("iou", iou, "an IoU threshold in [0, 1]", 0.0, 1.0)
-        self.max_det = int(check_number("max_det", max_det, "a positive integer", 1, float("inf"), integer=True))
+        self.max_det = int(
+            check_number("max_det", max_det, "a positive integer", 1, float("inf"), integer=True)
+        )
         self.conf = check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0)
         self.tiles = check_grid(tiles, overlap) if tiles is not None else None
         self.overlap = float(overlap)
@@ -101,7 +103,9 @@ class Detector:
             self.backend.close()
             raise
         self._pre = Preprocessor(self.metadata.imgsz, self.metadata.preprocess)
-        self._name_table = np.array([self.metadata.names[i] for i in range(self.metadata.nc)], dtype=str)  # (nc,)
+        self._name_table = np.array(
+            [self.metadata.names[i] for i in range(self.metadata.nc)], dtype=str
+        )  # (nc,)
         self.timings = Timings()
 
     # -- properties ---------------------------------------------------------------------------
@@ -120,17 +124,27 @@ class Detector:
         m, where = self.metadata, self.metadata.source
         spec = self.backend.input_spec()
         if m.input_name and m.input_name != spec.name:
-            raise MetadataError(f"{where}: input_name {m.input_name!r} but the model's input is {spec.name!r}")
-        if len(spec.shape) != 4 or any(s is not None and s != t for s, t in zip(spec.shape[1:], m.input_shape()[1:])):
-            raise MetadataError(f"{where}: imgsz {list(m.imgsz)} in layout {m.preprocess.layout} but the model input "
-                                f"{spec.name!r} has shape {spec.shape}")
+            raise MetadataError(
+                f"{where}: input_name {m.input_name!r} but the model's input is {spec.name!r}"
+            )
+        if len(spec.shape) != 4 or any(
+            s is not None and s != t for s, t in zip(spec.shape[1:], m.input_shape()[1:])
+        ):
+            raise MetadataError(
+                f"{where}: imgsz {list(m.imgsz)} in layout {m.preprocess.layout} but the model input "
+                f"{spec.name!r} has shape {spec.shape}"
+            )
         if (spec.dtype == np.uint8) != (m.preprocess.dtype == "uint8"):
-            raise MetadataError(f"{where}: preprocess.dtype {m.preprocess.dtype!r} but the model input {spec.name!r} "
-                                f"takes {spec.dtype}; export again or fix the sidecar")
+            raise MetadataError(
+                f"{where}: preprocess.dtype {m.preprocess.dtype!r} but the model input {spec.name!r} "
+                f"takes {spec.dtype}; export again or fix the sidecar"
+            )
         out = self.backend.output_specs()[0].shape
         if m.end2end:
             if len(out) != 3 or out[2] != 6:
-                raise MetadataError(f"{where}: output_layout {m.output_layout!r} wants (B, N, 6), the model gives {out}")
+                raise MetadataError(
+                    f"{where}: output_layout {m.output_layout!r} wants (B, N, 6), the model gives {out}"
+                )
             return
         if len(out) != 3 or (out[1] is not None and out[1] != 4 + m.nc):
             raise MetadataError(
@@ -173,7 +187,10 @@ class Detector:
             for frame in frames:
                 yield self(frame)
             return
-        pres = (self.new_preprocessor(), self.new_preprocessor())  # frame n's buffer is not touched while n+1 is made
+        pres = (
+            self.new_preprocessor(),
+            self.new_preprocessor(),
+        )  # frame n's buffer is not touched while n+1 is made
 
         def prepare(pre: Preprocessor, frame: np.ndarray) -> tuple[Any, Any, float]:
             t = time.perf_counter()
@@ -216,7 +233,11 @@ class Detector:
         slots (the copies and compute of one frame overlap another's), 1 when the backend only runs
         one call at a time (ONNX Runtime; a dynamic-batch engine)."""
         slots = getattr(self.backend, "slots", 1)
-        return slots if isinstance(slots, int) and slots > 1 and callable(getattr(self.backend, "submit", None)) else 1
+        return (
+            slots
+            if isinstance(slots, int) and slots > 1 and callable(getattr(self.backend, "submit", None))
+            else 1
+        )
 
     def submit(self, batch: np.ndarray) -> int:
         """Start :meth:`forward` on ``batch`` without waiting (``in_flight`` > 1); returns a ticket.
@@ -225,7 +246,9 @@ class Detector:
         buffer may be reused at once. Results come back in submission order from :meth:`collect`.
         """
         if self.in_flight == 1:
-            raise BackendError(f"{self.model_path}: the {self.backend.name} backend runs one call at a time; use forward()")
+            raise BackendError(
+                f"{self.model_path}: the {self.backend.name} backend runs one call at a time; use forward()"
+            )
         return self.backend.submit(batch)
 
     def collect(self) -> tuple[int, np.ndarray]:
@@ -235,7 +258,9 @@ class Detector:
 
     def decode(self, pred: np.ndarray, params: Any) -> Detections:
         """One image's output (4+nc, A) or (N, 6) and its LetterboxParams -> Detections in frame pixels (thresholds, NMS, max_det)."""
-        return postprocess(pred, params, self.thresholds, self._name_table, self.iou, self.max_det, self.metadata.end2end)
+        return postprocess(
+            pred, params, self.thresholds, self._name_table, self.iou, self.max_det, self.metadata.end2end
+        )
 
     def _detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """Pre-process into one batch, run the backend, post-process each image."""

@@ -23,7 +23,9 @@ from .preprocess import LetterboxParams
 MAX_NMS = 30000  # ultralytics' cap on boxes entering NMS
 
 
-def decode_xywh_cls(pred: np.ndarray, thresholds: np.ndarray, max_nms: int = MAX_NMS) -> tuple[np.ndarray, ...]:
+def decode_xywh_cls(
+    pred: np.ndarray, thresholds: np.ndarray, max_nms: int = MAX_NMS
+) -> tuple[np.ndarray, ...]:
     """One image's (4+nc, A) head output -> candidates above their class threshold.
 
     Returns (xyxy (N, 4) float32 in input pixels, conf (N,) float32, cls (N,) int32), sorted by
@@ -67,7 +69,12 @@ def nms_cv2(xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, iou: float) -> 
 
 
 def nms_numpy(
-    xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray, thr: float, metric: str = "iou", groups: np.ndarray | None = None
+    xyxy: np.ndarray,
+    conf: np.ndarray,
+    cls: np.ndarray,
+    thr: float,
+    metric: str = "iou",
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class-aware greedy NMS in numpy; indices kept, highest confidence first.
 
@@ -86,7 +93,9 @@ def nms_numpy(
     lt = np.maximum(boxes[:, None, :2], boxes[None, :, :2])  # (N, N, 2)
     rb = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])  # (N, N, 2)
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)  # (N, N)
-    denom = area[:, None] + area[None, :] - inter if metric == "iou" else np.minimum(area[:, None], area[None, :])
+    denom = (
+        area[:, None] + area[None, :] - inter if metric == "iou" else np.minimum(area[:, None], area[None, :])
+    )
     overlap = np.where(rival, inter / np.maximum(denom, 1e-9), 0.0)  # (N, N)
     alive = np.ones(len(order), bool)
     for i in range(len(order)):
@@ -125,7 +134,9 @@ def postprocess(
         xyxy, conf, cls = decode_xywh_cls(pred, thresholds)
         keep = nms_cv2(xyxy, conf, cls, iou)[:max_det]
     xyxy = scale_boxes(np.ascontiguousarray(xyxy[keep]), params)  # (K, 4) frame pixels
-    ok = (xyxy[:, 2] >= xyxy[:, 0]) & (xyxy[:, 3] >= xyxy[:, 1])  # an inverted box (NMS-free heads can emit them) is no detection
+    ok = (xyxy[:, 2] >= xyxy[:, 0]) & (
+        xyxy[:, 3] >= xyxy[:, 1]
+    )  # an inverted box (NMS-free heads can emit them) is no detection
     if not ok.all():
         xyxy, keep = xyxy[ok], keep[ok]
     # a float32 sigmoid can round to 1.0000001; scores are probabilities
@@ -140,7 +151,9 @@ def threshold_vector(nc: int, conf: float, per_class: Mapping[int, float] | None
     return out
 
 
-def check_number(key: str, value: object, expected: str, lo: float, hi: float, integer: bool = False) -> float:
+def check_number(
+    key: str, value: object, expected: str, lo: float, hi: float, integer: bool = False
+) -> float:
     """``value`` as a number in [lo, hi] (an int when ``integer``), else a one-line :class:`BadValue`
     ``key=value: expected ...`` (what ``defectdet inspect iou=1.5`` prints)."""
     try:

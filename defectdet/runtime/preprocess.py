@@ -31,7 +31,9 @@ class LetterboxParams:
     gain: tuple[float, float]  # (gain_x, gain_y) = resized / original, per axis
 
 
-def letterbox_params(orig_hw: tuple[int, int], new_hw: tuple[int, int], letterbox: bool = True) -> LetterboxParams:
+def letterbox_params(
+    orig_hw: tuple[int, int], new_hw: tuple[int, int], letterbox: bool = True
+) -> LetterboxParams:
     """ultralytics' ``LetterBox.get_params`` (auto=False, scaleup=True, center=True) or a plain stretch."""
     h0, w0 = int(orig_hw[0]), int(orig_hw[1])
     H, W = int(new_hw[0]), int(new_hw[1])
@@ -54,7 +56,9 @@ def letterbox(
     if (frame.shape[1], frame.shape[0]) != p.new_unpad:
         img = cv2.resize(frame, p.new_unpad, interpolation=cv2.INTER_LINEAR)  # (new_h, new_w, 3)
     if p.top or p.bottom or p.left or p.right:
-        img = cv2.copyMakeBorder(img, p.top, p.bottom, p.left, p.right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+        img = cv2.copyMakeBorder(
+            img, p.top, p.bottom, p.left, p.right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3
+        )
     return img, p  # (H, W, 3) uint8
 
 
@@ -110,7 +114,9 @@ class Preprocessor:
         self._direct = self.uint8 and s.layout == "NHWC" and not s.rgb  # the canvas is the input itself
         self._buf = self._alloc(1)
         self._canvas = np.empty((*self.imgsz, 3), np.uint8)  # (H, W, 3) letterboxed BGR
-        self._drawn: dict[int, LetterboxParams] = {}  # canvas (-1, or an input slot) -> the layout its padding was drawn for
+        self._drawn: dict[
+            int, LetterboxParams
+        ] = {}  # canvas (-1, or an input slot) -> the layout its padding was drawn for
 
     def input_shape(self, n: int = 1) -> tuple[int, int, int, int]:
         """The batch this makes for ``n`` frames: (n, 3, H, W), or (n, H, W, 3) for an NHWC uint8 model."""
@@ -118,7 +124,9 @@ class Preprocessor:
         return (n, h, w, 3) if self.uint8 and self.settings.layout == "NHWC" else (n, 3, h, w)
 
     def _alloc(self, n: int) -> np.ndarray:
-        self._drawn = {k: v for k, v in getattr(self, "_drawn", {}).items() if k < 0}  # new slots: padding undrawn
+        self._drawn = {
+            k: v for k, v in getattr(self, "_drawn", {}).items() if k < 0
+        }  # new slots: padding undrawn
         return np.empty(self.input_shape(n), np.uint8 if self.uint8 else np.float32)
 
     def letterbox(self, frame: np.ndarray, slot: int = -1) -> tuple[np.ndarray, LetterboxParams]:
@@ -130,7 +138,9 @@ class Preprocessor:
         if self._drawn.get(slot) != p:
             canvas[...] = s.pad_value
             self._drawn[slot] = p
-        inner = canvas[p.top : p.top + p.new_unpad[1], p.left : p.left + p.new_unpad[0]]  # (new_h, new_w, 3) view
+        inner = canvas[
+            p.top : p.top + p.new_unpad[1], p.left : p.left + p.new_unpad[0]
+        ]  # (new_h, new_w, 3) view
         if (frame.shape[1], frame.shape[0]) != p.new_unpad:
             cv2.resize(frame, p.new_unpad, dst=inner, interpolation=cv2.INTER_LINEAR)
         else:

@@ -42,11 +42,15 @@ def _spans(size: int, n: int, overlap: float) -> list[tuple[int, int]]:
     return spans
 
 
-def tile_windows(shape_hw: tuple[int, int], tiles: Sequence[int], overlap: float = 0.2) -> list[tuple[int, int, int, int]]:
+def tile_windows(
+    shape_hw: tuple[int, int], tiles: Sequence[int], overlap: float = 0.2
+) -> list[tuple[int, int, int, int]]:
     """Windows ``(x0, y0, x1, y1)`` of a (rows, cols) grid over a frame of shape (h, w), row-major."""
     rows, cols = check_grid(tiles, overlap)
     h, w = int(shape_hw[0]), int(shape_hw[1])
-    return [(x0, y0, x1, y1) for (y0, y1) in _spans(h, rows, overlap) for (x0, x1) in _spans(w, cols, overlap)]
+    return [
+        (x0, y0, x1, y1) for (y0, y1) in _spans(h, rows, overlap) for (x0, x1) in _spans(w, cols, overlap)
+    ]
 
 
 def merge_tiles(
@@ -68,5 +72,7 @@ def merge_tiles(
     if not shifted:
         return Detections.empty()
     allx = Detections.concat(shifted)
-    keep = nms_numpy(allx.xyxy, allx.confidence, allx.class_id, thr, metric="ios", groups=np.concatenate(tile_of))
+    keep = nms_numpy(
+        allx.xyxy, allx.confidence, allx.class_id, thr, metric="ios", groups=np.concatenate(tile_of)
+    )
     return allx[keep[:max_det]]

@@ -52,8 +52,13 @@ class Range:
         if value is None and self.nullable:
             return None
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        if number is not None and self.kind is int and isinstance(number, float) and math.isfinite(number) \
-                and number % 1 == 0:
+        if (
+            number is not None
+            and self.kind is int
+            and isinstance(number, float)
+            and math.isfinite(number)
+            and number % 1 == 0
+        ):
             number = int(number)  # 10.0 -> 10
         ok = number is not None and math.isfinite(number) and (self.kind is float or isinstance(number, int))
         ok = ok and (self.low is None or number > self.low or (number == self.low and not self.open_low))

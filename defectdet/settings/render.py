@@ -42,7 +42,7 @@ def render_yaml(schema: Schema = INSPECT, header: tuple = HEADER) -> str:
         if parents and common == 0 or (not parents and (open_path or key.gap)):
             lines.append("")  # a blank line before each top-level section and each group of top-level keys
         for depth in range(common, len(parents)):
-            name = ".".join(parents[:depth + 1])
+            name = ".".join(parents[: depth + 1])
             lines.append(_commented("  " * depth + f"{parents[depth]}:", schema.sections.get(name, "")))
         open_path = parents
         literal = key.literal if key.literal is not None else yaml_value(key.default)
@@ -94,7 +94,7 @@ def render_markdown() -> str:
         "",
         "Layers, later winning: these defaults, `configs/inspect.yaml` (or `--config FILE`), `key=value`",
         "overrides (dotted for nested keys: `snapshots.quota_mb=100`), then the flags (`--model`,",
-        "`--source`, `--out`, ...). Keys whose values read \"see the description\" are checked where they",
+        '`--source`, `--out`, ...). Keys whose values read "see the description" are checked where they',
         "are used.",
         "",
         *table(INSPECT),
@@ -115,8 +115,9 @@ TARGETS = {"configs/inspect.yaml": render_yaml, "docs/settings.md": render_markd
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m defectdet.settings.render",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m defectdet.settings.render", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--check", action="store_true", help="only compare; exit 1 when a file differs")
     ap.add_argument("--root", default=str(ROOT), help="the checkout to write into (default: this one)")
     a = ap.parse_args(argv)

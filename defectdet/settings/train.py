@@ -35,47 +35,116 @@ _P = "a probability in [0, 1]"
 # ultralytics' arguments whose bad values would otherwise end in a traceback or be silently bent
 # (imgsz=-5 trains at 32), and the two whose defaults defectdet sets.
 ULTRALYTICS_KEYS = [
-    Key("model", "yolo11n.yaml", "a model yaml (from scratch), a .pt to fine-tune, or a defectdet model "
-        "by name (defectdet-pico.yaml: configs/models/)", kind=str),
+    Key(
+        "model",
+        "yolo11n.yaml",
+        "a model yaml (from scratch), a .pt to fine-tune, or a defectdet model "
+        "by name (defectdet-pico.yaml: configs/models/)",
+        kind=str,
+    ),
     Key("project", "runs/train", "where run folders go (<project>/<name>)", kind=str),
-    Key("epochs", ULTRALYTICS, "training epochs", test=lambda v: _int(v) and v >= 1,
-        expected="a whole number >= 1"),
-    Key("imgsz", ULTRALYTICS, "training image size (the window size under crop=native)",
-        test=lambda v: _int(v) and v >= 32, expected="a whole number of pixels >= 32 (a multiple of 32)"),
-    Key("batch", ULTRALYTICS, "images per batch", test=_batch,
-        expected="a whole number >= 1, -1 (auto) or a GPU memory fraction in (0, 1)"),
+    Key(
+        "epochs",
+        ULTRALYTICS,
+        "training epochs",
+        test=lambda v: _int(v) and v >= 1,
+        expected="a whole number >= 1",
+    ),
+    Key(
+        "imgsz",
+        ULTRALYTICS,
+        "training image size (the window size under crop=native)",
+        test=lambda v: _int(v) and v >= 32,
+        expected="a whole number of pixels >= 32 (a multiple of 32)",
+    ),
+    Key(
+        "batch",
+        ULTRALYTICS,
+        "images per batch",
+        test=_batch,
+        expected="a whole number >= 1, -1 (auto) or a GPU memory fraction in (0, 1)",
+    ),
     Key("workers", ULTRALYTICS, "data-loader workers", test=lambda v: _int(v) and v >= 0, expected=_WHOLE0),
     Key("seed", ULTRALYTICS, "training seed", test=lambda v: _int(v) and v >= 0, expected=_WHOLE0),
-    Key("lr0", ULTRALYTICS, "initial learning rate (ignored by optimizer=auto, as in ultralytics)",
-        test=lambda v: _num(v) and v > 0, expected="a number > 0"),
-    Key("patience", ULTRALYTICS, "epochs without improvement before stopping early",
-        test=lambda v: _int(v) and v >= 0, expected=_WHOLE0),
-    Key("optimizer", ULTRALYTICS, "auto: on a short from-scratch run, AdamW at lr0 0.003 with a step every "
-        "batch (nbs = batch); else ultralytics' own choice", kind=str),
+    Key(
+        "lr0",
+        ULTRALYTICS,
+        "initial learning rate (ignored by optimizer=auto, as in ultralytics)",
+        test=lambda v: _num(v) and v > 0,
+        expected="a number > 0",
+    ),
+    Key(
+        "patience",
+        ULTRALYTICS,
+        "epochs without improvement before stopping early",
+        test=lambda v: _int(v) and v >= 0,
+        expected=_WHOLE0,
+    ),
+    Key(
+        "optimizer",
+        ULTRALYTICS,
+        "auto: on a short from-scratch run, AdamW at lr0 0.003 with a step every "
+        "batch (nbs = batch); else ultralytics' own choice",
+        kind=str,
+    ),
 ]
 
 # The keys defectdet adds (defectdet.train.DEFECTDET_KEYS).
 DEFECTDET_KEYS = [
-    Key("cls_loss", "auto", "the classification loss; auto: the focal preset the data's anchor imbalance "
-        "calls for", choices=("auto", "bce", "focal", "qfl", "vfl")),
-    Key("gamma", None, "focusing exponent; null: the loss's (or auto's preset's) default",
-        expected="null or a number >= 0"),
-    Key("alpha", None, "weight of positives; null: the loss's (or auto's preset's) default",
-        expected="null or a number in [0, 1]"),
+    Key(
+        "cls_loss",
+        "auto",
+        "the classification loss; auto: the focal preset the data's anchor imbalance calls for",
+        choices=("auto", "bce", "focal", "qfl", "vfl"),
+    ),
+    Key(
+        "gamma",
+        None,
+        "focusing exponent; null: the loss's (or auto's preset's) default",
+        expected="null or a number >= 0",
+    ),
+    Key(
+        "alpha",
+        None,
+        "weight of positives; null: the loss's (or auto's preset's) default",
+        expected="null or a number in [0, 1]",
+    ),
     Key("strict", True, "refuse a dataset with errors; false: skip bad images and count them", kind=bool),
-    Key("threads", None, "CPU training threads; null or auto: every core",
-        expected="a whole number >= 1 (CPU training threads) or auto"),
-    Key("sampling", "auto", "which images an epoch draws; auto: defect when defective images are fewer than "
-        "defect_fraction, else uniform", choices=("auto", "uniform", "defect", "repeat")),
-    Key("defect_fraction", 0.5, "share of defective images per epoch under sampling=defect",
-        expected="a number in (0, 1)"),
-    Key("repeat_thresh", None, "LVIS repeat-factor threshold under sampling=repeat; null: 0.1",
-        expected="null or a number in (0, 1]"),
+    Key(
+        "threads",
+        None,
+        "CPU training threads; null or auto: every core",
+        expected="a whole number >= 1 (CPU training threads) or auto",
+    ),
+    Key(
+        "sampling",
+        "auto",
+        "which images an epoch draws; auto: defect when defective images are fewer than "
+        "defect_fraction, else uniform",
+        choices=("auto", "uniform", "defect", "repeat"),
+    ),
+    Key(
+        "defect_fraction",
+        0.5,
+        "share of defective images per epoch under sampling=defect",
+        expected="a number in (0, 1)",
+    ),
+    Key(
+        "repeat_thresh",
+        None,
+        "LVIS repeat-factor threshold under sampling=repeat; null: 0.1",
+        expected="null or a number in (0, 1]",
+    ),
     Key("paste", 0.0, "probability that a defect-free training image receives pasted defects", expected=_P),
     Key("paste_max", 3, "most defects pasted onto one image", expected="a whole number >= 1"),
     Key("paste_roi", None, "mask image, white where defects may be pasted; null: anywhere", kind=str),
-    Key("crop", "auto", "native: train on imgsz windows cut at native scale; auto: native when the images' "
-        "median longer side is >= 1.5 x imgsz", choices=("auto", "off", "native")),
+    Key(
+        "crop",
+        "auto",
+        "native: train on imgsz windows cut at native scale; auto: native when the images' "
+        "median longer side is >= 1.5 x imgsz",
+        choices=("auto", "off", "native"),
+    ),
     Key("rot90", 0.0, "probability of a random quarter turn of a training image", expected=_P),
 ]
 

@@ -94,30 +94,40 @@ def resolve_model(
         if backend == "tensorrt":
             raise ConfigError(f"backend=tensorrt: {e}") from None
         why = str(e).split(": the ")[0]  # the first clause: what is missing (the install hint is long)
-        ort.note = f"{bundle.label}: no TensorRT engine can run here ({why}); running " \
-                   f"{bundle.models[bundle.deployed]} on ONNX Runtime"
+        ort.note = (
+            f"{bundle.label}: no TensorRT engine can run here ({why}); running "
+            f"{bundle.models[bundle.deployed]} on ONNX Runtime"
+        )
         ort.fix = "on a Jetson: JetPack's TensorRT + pycuda (deploy/jetson/setup.sh), then build-engine"
         return ort
     engine = _engine_for(bundle, dev)
     if engine is None and build_engine:
         rc = build(path)
         if rc != 0:
-            raise ConfigError(f"{path}: `defectdet build-engine {path}` failed (exit {rc}, its error above); "
-                              "set build_engine=false to inspect on ONNX Runtime")
+            raise ConfigError(
+                f"{path}: `defectdet build-engine {path}` failed (exit {rc}, its error above); "
+                "set build_engine=false to inspect on ONNX Runtime"
+            )
         engine = _engine_for(bundle, dev)
     if engine is None:
         return _no_engine(bundle, ort, backend, dev)
     name = engine.parent.name
-    return Resolved(engine, "tensorrt", bundle.label, {**info, "engine": name}, f"{bundle.label}: TensorRT engine {name}")
+    return Resolved(
+        engine, "tensorrt", bundle.label, {**info, "engine": name}, f"{bundle.label}: TensorRT engine {name}"
+    )
 
 
 def _no_engine(bundle: Bundle, ort: Resolved, backend: str, dev: dict) -> Resolved:
     """ONNX Runtime, saying why, or (backend=tensorrt) a one-line error."""
     hint = f"run `defectdet build-engine {bundle.path}` on this device (or set build_engine=true)"
     if backend == "tensorrt":
-        raise ConfigError(f"backend=tensorrt: {bundle.path} has no engine for this device ({dev['gpu']}, "
-                          f"TensorRT {dev['tensorrt']}): {hint}")
+        raise ConfigError(
+            f"backend=tensorrt: {bundle.path} has no engine for this device ({dev['gpu']}, "
+            f"TensorRT {dev['tensorrt']}): {hint}"
+        )
     ort.fix = f"defectdet build-engine {bundle.path}"
-    ort.note = (f"{bundle.label}: no engine for this device yet: running {bundle.models[bundle.deployed]} "
-                f"on ONNX Runtime; {hint}")
+    ort.note = (
+        f"{bundle.label}: no engine for this device yet: running {bundle.models[bundle.deployed]} "
+        f"on ONNX Runtime; {hint}"
+    )
     return ort

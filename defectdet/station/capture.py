@@ -57,10 +57,14 @@ class FrameSource:
         self.queue_size = 1 if self.live else max(1, int(queue_size))
         self.backoff_s, self.backoff_max_s = float(backoff_s), float(backoff_max_s)
         self.give_up_s, self.stall_s = float(give_up_s), float(stall_s)
-        self.release_wait_s = float(release_wait_s)  # an exclusive sensor: how long a hung session may hold it
+        self.release_wait_s = float(
+            release_wait_s
+        )  # an exclusive sensor: how long a hung session may hold it
         self.captured = self.dropped = self.reconnects = self.reconnect_attempts = 0
         self.error: Optional[str] = None
-        self.ended_early: Optional[str] = None  # a file that ended before its reported length (the reader says why)
+        self.ended_early: Optional[str] = (
+            None  # a file that ended before its reported length (the reader says why)
+        )
         self._opened = False  # a connection was made once: later openings count as reconnects
         self.fps: Optional[float] = None
         self._buf: collections.deque[Frame] = collections.deque()
@@ -81,7 +85,9 @@ class FrameSource:
         try:
             reader: Optional[Reader] = self._opener(self.spec)
         except (SourceError, OSError) as e:
-            if not self.live or isinstance(e, SourceUnsupported):  # a file, or nothing here can open it: at once
+            if not self.live or isinstance(
+                e, SourceUnsupported
+            ):  # a file, or nothing here can open it: at once
                 raise
             LOG.warning("%s; retrying in the background (capture.backoff_s, give_up_s=%g)", e, self.give_up_s)
             reader = None
@@ -91,7 +97,9 @@ class FrameSource:
         return self
 
     def _spawn(self, reader: Optional[Reader], held: Optional[threading.Thread] = None) -> None:
-        t = threading.Thread(target=self._run, args=(self._gen, reader, held), name=f"capture-{self._gen}", daemon=True)
+        t = threading.Thread(
+            target=self._run, args=(self._gen, reader, held), name=f"capture-{self._gen}", daemon=True
+        )
         self._threads = [x for x in self._threads if x.is_alive()] + [t]
         t.start()
 
@@ -136,7 +144,11 @@ class FrameSource:
             return
         if time.monotonic() - since < self.stall_s:
             return
-        LOG.warning("%s: no frame for %.1f s (read hangs); reopening the source", self.spec.uri, time.monotonic() - since)
+        LOG.warning(
+            "%s: no frame for %.1f s (read hangs); reopening the source",
+            self.spec.uri,
+            time.monotonic() - since,
+        )
         held = self._threads[-1] if self.spec.exclusive and self._threads else None  # still inside read()
         with self._cond:
             self._gen += 1
@@ -147,7 +159,9 @@ class FrameSource:
     def _publish(self, gen: int, img, info: dict) -> None:
         with self._cond:
             if not self.live:
-                self._cond.wait_for(lambda: len(self._buf) < self.queue_size or self._stop.is_set() or gen != self._gen)
+                self._cond.wait_for(
+                    lambda: len(self._buf) < self.queue_size or self._stop.is_set() or gen != self._gen
+                )
             if gen != self._gen or self._stop.is_set():
                 return
             if self.live:
@@ -209,12 +223,17 @@ class FrameSource:
         while held.is_alive() and not self._stop.is_set() and time.monotonic() - start < self.release_wait_s:
             held.join(0.1)
         if not held.is_alive() or self._stop.is_set():
-            LOG.warning("%s: the stalled session released the sensor after %.1f s; reopening", self.spec.uri,
-                        time.monotonic() - start)
+            LOG.warning(
+                "%s: the stalled session released the sensor after %.1f s; reopening",
+                self.spec.uri,
+                time.monotonic() - start,
+            )
             return True
-        self.error = (f"{self.spec.uri}: the stalled capture session still holds the sensor {self.release_wait_s:g} s "
-                      "later; not opening a second Argus session on it: ending the run (systemd Restart= starts a "
-                      "clean process; if it recurs: sudo systemctl restart nvargus-daemon)")
+        self.error = (
+            f"{self.spec.uri}: the stalled capture session still holds the sensor {self.release_wait_s:g} s "
+            "later; not opening a second Argus session on it: ending the run (systemd Restart= starts a "
+            "clean process; if it recurs: sudo systemctl restart nvargus-daemon)"
+        )
         LOG.error(self.error)
         return False
 
@@ -224,7 +243,9 @@ class FrameSource:
         while not self._stop.is_set() and gen == self._gen:
             silent = time.monotonic() - self._last_frame
             if self.give_up_s > 0 and silent > self.give_up_s:
-                self.error = f"{self.spec.uri}: no frame for {silent:.0f} s (give_up_s={self.give_up_s:g}); giving up"
+                self.error = (
+                    f"{self.spec.uri}: no frame for {silent:.0f} s (give_up_s={self.give_up_s:g}); giving up"
+                )
                 LOG.error(self.error)
                 return None
             self.reconnect_attempts += 1

@@ -77,14 +77,14 @@ class Decider:
         debounce_n: int = 1,
     ):
         """Args:
-            names: class id -> name (the model's).
-            conf: threshold of classes without their own.
-            thresholds: per-class thresholds: a :class:`~defectdet.artifact.Thresholds` (e.g.
-                ``Detector.operating``), a thresholds YAML path (``defectdet val --target-escape``), a
-                ``{name_or_id: conf}`` mapping, or an (nc,) vector (e.g. ``Detector.thresholds``).
-            roi: region of interest (see :func:`parse_roi`); None: the whole frame.
-            roi_units: 'fraction' or 'pixels'.
-            debounce_k, debounce_n: NG when k of the last n frames have a defect (1, 1: no debounce).
+        names: class id -> name (the model's).
+        conf: threshold of classes without their own.
+        thresholds: per-class thresholds: a :class:`~defectdet.artifact.Thresholds` (e.g.
+            ``Detector.operating``), a thresholds YAML path (``defectdet val --target-escape``), a
+            ``{name_or_id: conf}`` mapping, or an (nc,) vector (e.g. ``Detector.thresholds``).
+        roi: region of interest (see :func:`parse_roi`); None: the whole frame.
+        roi_units: 'fraction' or 'pixels'.
+        debounce_k, debounce_n: NG when k of the last n frames have a defect (1, 1: no debounce).
         """
         self.names = dict(names)
         if not 0.0 <= float(conf) <= 1.0:
@@ -122,12 +122,16 @@ class Decider:
         if not len(dets):
             return dets
         cls = dets.class_id
-        thr = np.where(cls < len(self.thresholds), self.thresholds[np.minimum(cls, len(self.thresholds) - 1)], 1.0)  # (N,)
+        thr = np.where(
+            cls < len(self.thresholds), self.thresholds[np.minimum(cls, len(self.thresholds) - 1)], 1.0
+        )  # (N,)
         keep = dets.confidence > thr  # (N,)
         if self.roi is not None and keep.any():
             poly = self.roi_pixels(frame_shape)
             centres = (dets.xyxy[:, :2] + dets.xyxy[:, 2:]) / 2  # (N, 2)
-            inside = np.array([cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres], bool)
+            inside = np.array(
+                [cv2.pointPolygonTest(poly, (float(x), float(y)), False) >= 0 for x, y in centres], bool
+            )
             keep &= inside
         return dets[keep]
 

@@ -56,8 +56,10 @@ def degraded_reasons(summary: Mapping[str, Any]) -> list[str]:
             "they may be in the OK bin; the alarm was raised"
         )
     if summary.get("inspection_halted"):
-        reasons.append(f"inspection halted: {summary['inspection_halted']}; "
-                       f"{summary.get('uninspected_frames', 0)} frame(s) not inspected")
+        reasons.append(
+            f"inspection halted: {summary['inspection_halted']}; "
+            f"{summary.get('uninspected_frames', 0)} frame(s) not inspected"
+        )
     if summary.get("source_ended_early"):
         reasons.append(str(summary["source_ended_early"]))
     ng, written = summary.get("ng") or 0, summary.get("events_written")
@@ -66,8 +68,10 @@ def degraded_reasons(summary: Mapping[str, Any]) -> list[str]:
     for name, stats in (summary.get("sinks") or {}).items():
         low = stats.get("dropped_low_disk")
         if low:
-            reasons.append(f"{name}: {low} NG frame(s) not saved: free disk space under snapshots.min_free_mb "
-                           f"({stats.get('min_free_mb')} MB), kept for the event log")
+            reasons.append(
+                f"{name}: {low} NG frame(s) not saved: free disk space under snapshots.min_free_mb "
+                f"({stats.get('min_free_mb')} MB), kept for the event log"
+            )
         if stats.get("errors"):
             reasons.append(f"{name}: {stats['errors']} failure(s), the last: {stats.get('last_error')}")
     return reasons

@@ -61,21 +61,36 @@ class LineCounters:
             self.latency_buckets[int(np.searchsorted(LATENCY_BUCKETS_MS, ms))] += 1
             self.latency_sum_ms += ms
             self._recent.append((time.monotonic(), ms))
-            self.last = {"result": "NG" if ng else "OK", "class": cls, "confidence": round(conf, 4),
-                         "frame": int(result.frame.index), "ts": float(result.frame.timestamp)}
+            self.last = {
+                "result": "NG" if ng else "OK",
+                "class": cls,
+                "confidence": round(conf, 4),
+                "frame": int(result.frame.index),
+                "ts": float(result.frame.timestamp),
+            }
             if ng:
                 self.last_ng = self.last
 
     def read(self) -> dict[str, Any]:
         """A consistent copy: counts, yield, per-class counts, the last result, recent fps and latency."""
         with self._lock:
-            out = {"frames": self.frames, "ok": self.ok, "ng": self.ng, "parts_ng": self.parts_ng,
-                   "per_class": dict(self.per_class), "last": dict(self.last), "last_ng": dict(self.last_ng),
-                   "latency_buckets": list(self.latency_buckets), "latency_sum_ms": self.latency_sum_ms}
+            out = {
+                "frames": self.frames,
+                "ok": self.ok,
+                "ng": self.ng,
+                "parts_ng": self.parts_ng,
+                "per_class": dict(self.per_class),
+                "last": dict(self.last),
+                "last_ng": dict(self.last_ng),
+                "latency_buckets": list(self.latency_buckets),
+                "latency_sum_ms": self.latency_sum_ms,
+            }
             recent = list(self._recent)
         out["yield"] = round(out["ok"] / out["frames"], 4) if out["frames"] else None
         ms = np.array([m for _, m in recent])
-        out["fps"] = round((len(recent) - 1) / max(recent[-1][0] - recent[0][0], 1e-9), 2) if len(recent) > 1 else 0.0
+        out["fps"] = (
+            round((len(recent) - 1) / max(recent[-1][0] - recent[0][0], 1e-9), 2) if len(recent) > 1 else 0.0
+        )
         out["latency_p50_ms"] = round(float(np.percentile(ms, 50)), 2) if len(ms) else None
         out["latency_p99_ms"] = round(float(np.percentile(ms, 99)), 2) if len(ms) else None
         return out
@@ -88,8 +103,12 @@ def health(status: Optional[Callable[[], Mapping[str, Any]]]) -> dict[str, Any]:
     except Exception:  # the loop is between states (starting, closing): report nothing rather than fail
         s = {}
     errors = sum(int(v.get("errors") or 0) for v in (s.get("sinks") or {}).values() if isinstance(v, Mapping))
-    return {"dropped": int(s.get("dropped_frames") or 0), "reconnects": int(s.get("reconnects") or 0),
-            "sink_errors": errors, "detector_errors": int(s.get("detector_errors") or 0)}
+    return {
+        "dropped": int(s.get("dropped_frames") or 0),
+        "reconnects": int(s.get("reconnects") or 0),
+        "sink_errors": errors,
+        "detector_errors": int(s.get("detector_errors") or 0),
+    }
 
 
 def parse_bind(key: str, bind: Any) -> tuple[str, int]:
@@ -107,8 +126,10 @@ def exposure_token(key: str, host: str, token_env: Optional[str]) -> Optional[st
     if token_env and not token:
         raise ConfigError(f"{key}.token_env={token_env!r}: that environment variable is not set")
     if host not in LOOPBACK and not token:
-        raise ConfigError(f"{key}.bind on {host!r} (beyond 127.0.0.1) needs an access token: set {key}.token_env "
-                          "to an environment variable holding it")
+        raise ConfigError(
+            f"{key}.bind on {host!r} (beyond 127.0.0.1) needs an access token: set {key}.token_env "
+            "to an environment variable holding it"
+        )
     return token
 
 

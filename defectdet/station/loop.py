@@ -105,23 +105,23 @@ class InspectionLoop:
         run_id: Optional[str] = None,
     ):
         """Args:
-            detector: frame -> Detections (a :class:`~defectdet.runtime.Detector`).
-            source: an unstarted FrameSource; the loop starts and releases it.
-            decider: per-class thresholds, ROI, debounce.
-            sinks: :class:`~.sink.Sink` s — snapshots, event log, video, reject/alarm outputs, window
-                (opened, emitted to and closed in this order).
-            signal_on: 'edge' (alarms fire on the first NG frame of a part) or 'frame' (every NG frame).
-            max_frames, duration: stop after this many frames / seconds (0: no limit).
-            status_every: seconds between status lines (0: none).
-            read_timeout: seconds the loop waits for a frame before checking stop flags again.
-            model_id: recorded in every event.
-            out_dir: where ``summary.json`` goes (None: not written).
-            log_every_s: a failing sink is logged at most this often.
-            max_detector_errors: a detector exception skips its frame (logged, counted); this many in a
-                row end the run with the exception.
-            safety: the run's reject ledger, alarm and ready state (:class:`~.safety.LineSafety`), handed
-                to every sink with a ``safety`` attribute; None: a new one (policy alarm).
-            run_id: the run's id in every event, tally line, snapshot name and the summary (None: a new one).
+        detector: frame -> Detections (a :class:`~defectdet.runtime.Detector`).
+        source: an unstarted FrameSource; the loop starts and releases it.
+        decider: per-class thresholds, ROI, debounce.
+        sinks: :class:`~.sink.Sink` s — snapshots, event log, video, reject/alarm outputs, window
+            (opened, emitted to and closed in this order).
+        signal_on: 'edge' (alarms fire on the first NG frame of a part) or 'frame' (every NG frame).
+        max_frames, duration: stop after this many frames / seconds (0: no limit).
+        status_every: seconds between status lines (0: none).
+        read_timeout: seconds the loop waits for a frame before checking stop flags again.
+        model_id: recorded in every event.
+        out_dir: where ``summary.json`` goes (None: not written).
+        log_every_s: a failing sink is logged at most this often.
+        max_detector_errors: a detector exception skips its frame (logged, counted); this many in a
+            row end the run with the exception.
+        safety: the run's reject ledger, alarm and ready state (:class:`~.safety.LineSafety`), handed
+            to every sink with a ``safety`` attribute; None: a new one (policy alarm).
+        run_id: the run's id in every event, tally line, snapshot name and the summary (None: a new one).
         """
         if signal_on not in ("edge", "frame"):
             raise ValueError(f"signal_on={signal_on!r}: expected 'edge' or 'frame'")
@@ -193,8 +193,13 @@ class InspectionLoop:
     def _source_idle(self) -> None:
         """No frame within the read timeout: stop once the source is done."""
         if self.source.done:
-            self.request_stop("source gave up" if self.source.error else
-                              "source ended early" if self.source.ended_early else "end of source")
+            self.request_stop(
+                "source gave up"
+                if self.source.error
+                else "source ended early"
+                if self.source.ended_early
+                else "end of source"
+            )
 
     def _end_stages(self) -> None:
         """Stop whatever runs beside the calling thread (nothing here; the pipeline's stage threads)."""
@@ -228,8 +233,13 @@ class InspectionLoop:
         now = time.monotonic()
         if now - self._error_logged_at >= 30.0:
             self._error_logged_at = now
-            LOG.error("frame %d: detector failed (%s: %s); frame skipped (%d so far)",
-                      frame.index, e.__class__.__name__, e, self.detector_errors)
+            LOG.error(
+                "frame %d: detector failed (%s: %s); frame skipped (%d so far)",
+                frame.index,
+                e.__class__.__name__,
+                e,
+                self.detector_errors,
+            )
         return None
 
     def process(self, frame: Frame) -> Optional[FrameResult]:
@@ -341,7 +351,8 @@ class InspectionLoop:
         errors = sum(g.errors for g in self.guards)
         return (
             f"{'done: ' if final else ''}{fps:.1f} fps | {lat} | frames {self.frames} ok {self.ok} ng {self.ng} | "
-            f"dropped {self.source.dropped} | reconnects {self.source.reconnects}" + (f" | sink errors {errors}" if errors else "")
+            f"dropped {self.source.dropped} | reconnects {self.source.reconnects}"
+            + (f" | sink errors {errors}" if errors else "")
             + (f" | MISSED REJECTS {self.safety.missed_total}" if self.safety.missed_total else "")
         )
 
@@ -384,8 +395,12 @@ class InspectionLoop:
             "source_ended_early": self.source.ended_early,
             "model": self.model_id,
         }
-        summary.update(assess({**summary, "sinks": sinks}))  # degraded, degraded_reasons: what the run failed to record
-        summary.update((k, v) for k, v in headline.items() if k not in summary)  # never over the loop's own keys
+        summary.update(
+            assess({**summary, "sinks": sinks})
+        )  # degraded, degraded_reasons: what the run failed to record
+        summary.update(
+            (k, v) for k, v in headline.items() if k not in summary
+        )  # never over the loop's own keys
         summary["sinks"] = sinks
         return summary
 
@@ -393,9 +408,16 @@ class InspectionLoop:
         if self.out_dir is None:
             return
         try:
-            atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+            atomic_write_text(
+                self.out_dir / "summary.json", json.dumps(summary, indent=1, default=str) + "\n"
+            )
         except OSError as e:
-            LOG.error("summary: cannot write %s (%s: %s); it is printed instead", self.out_dir / "summary.json", e.__class__.__name__, e)
+            LOG.error(
+                "summary: cannot write %s (%s: %s); it is printed instead",
+                self.out_dir / "summary.json",
+                e.__class__.__name__,
+                e,
+            )
             summary["degraded"] = True
             summary["degraded_reasons"].append(f"summary.json not written: {e.__class__.__name__}: {e}")
 

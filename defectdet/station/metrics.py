@@ -29,9 +29,12 @@ from .sink import BaseSink
 from .web import HttpServer
 
 COUNTERS = (  # (name, help, key in LineCounters.read() or health())
-    ("frames", "inspected frames", "frames"), ("ok", "OK frames", "ok"), ("ng", "NG frames", "ng"),
+    ("frames", "inspected frames", "frames"),
+    ("ok", "OK frames", "ok"),
+    ("ng", "NG frames", "ng"),
     ("dropped_frames", "frames a live source delivered that the loop never saw", "dropped"),
-    ("reconnects", "source reconnections", "reconnects"), ("sink_errors", "failed output calls", "sink_errors"),
+    ("reconnects", "source reconnections", "reconnects"),
+    ("sink_errors", "failed output calls", "sink_errors"),
     ("detector_errors", "frames the detector failed on", "detector_errors"),
 )
 
@@ -59,7 +62,9 @@ class Collector:
             family = core.CounterMetricFamily(f"defectdet_{name}", help_, labels=["model"])
             family.add_metric([model], now[key])
             yield family
-        per_class = core.CounterMetricFamily("defectdet_ng_class", "NG frames with a defect of this class", labels=["model", "class"])
+        per_class = core.CounterMetricFamily(
+            "defectdet_ng_class", "NG frames with a defect of this class", labels=["model", "class"]
+        )
         for cls, n in sorted(now["per_class"].items()):
             per_class.add_metric([model, cls], n)
         yield per_class
@@ -70,7 +75,9 @@ class Collector:
         for bound, n in zip((*LATENCY_BUCKETS_MS, float("inf")), now["latency_buckets"]):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else repr(bound / 1e3), cumulative))
-        hist = core.HistogramMetricFamily("defectdet_latency_seconds", "detector + decision time per frame", labels=["model"])
+        hist = core.HistogramMetricFamily(
+            "defectdet_latency_seconds", "detector + decision time per frame", labels=["model"]
+        )
         hist.add_metric([model], buckets, now["latency_sum_ms"] / 1e3)
         yield hist
 
@@ -82,8 +89,10 @@ class Collector:
         for reason in REASONS:
             missed.add_metric([model, reason], state["missed_by_reason"][reason])
         yield missed
-        for name, help_, key in (("alarm", "1 after a missed reject (latched for the run)", "alarm"),
-                                 ("ready", "1 while frames are inspected within capture.stall_s", "ready")):
+        for name, help_, key in (
+            ("alarm", "1 after a missed reject (latched for the run)", "alarm"),
+            ("ready", "1 while frames are inspected within capture.stall_s", "ready"),
+        ):
             gauge = core.GaugeMetricFamily(f"defectdet_{name}", help_, labels=["model"])
             gauge.add_metric([model], float(bool(state[key])))
             yield gauge
@@ -100,8 +109,14 @@ class MetricsEndpoint(BaseSink):
 
     name = "metrics"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9108, model_id: str = "", token: Optional[str] = None,
-                 status: Optional[Callable[[], Mapping[str, Any]]] = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9108,
+        model_id: str = "",
+        token: Optional[str] = None,
+        status: Optional[Callable[[], Mapping[str, Any]]] = None,
+    ):
         try:
             from prometheus_client import CollectorRegistry, generate_latest
         except ImportError:
@@ -121,7 +136,9 @@ class MetricsEndpoint(BaseSink):
     async def _metrics(self, request: Any) -> Any:
         self.scrapes += 1
         body = self._generate(self.registry)
-        return self.server.web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return self.server.web.Response(
+            body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     def open(self) -> None:
         self.server.start()

@@ -57,8 +57,9 @@ def _u32(v: int) -> list[int]:
     return [v >> 16, v & 0xFFFF]
 
 
-def register_block(counts: dict[str, Any], heartbeat: int, last_class_id: int,
-                   safety: Optional[dict[str, Any]] = None) -> list[int]:
+def register_block(
+    counts: dict[str, Any], heartbeat: int, last_class_id: int, safety: Optional[dict[str, Any]] = None
+) -> list[int]:
     """The holding registers' values (see the module docstring); ``safety``: a LineSafety.state()."""
     last = {"OK": 1, "NG": 2}.get(counts["last"].get("result", ""), 0)
     s = safety or {}
@@ -80,25 +81,47 @@ class ModbusOutput(BaseSink):
 
     name = "modbus"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 502, unit: int = 1, reject_coil: int = 0,
-                 alarm_coil: Optional[int] = 1, pulse_ms: float = 200.0, alarm_ms: float = 1000.0, registers: int = 0,
-                 update_s: float = 0.5, timeout_s: float = 1.0, backoff_s: float = 0.5, backoff_max_s: float = 10.0,
-                 max_delay_ms: float = 500.0, queue_size: int = 64, safety: Optional[LineSafety] = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 502,
+        unit: int = 1,
+        reject_coil: int = 0,
+        alarm_coil: Optional[int] = 1,
+        pulse_ms: float = 200.0,
+        alarm_ms: float = 1000.0,
+        registers: int = 0,
+        update_s: float = 0.5,
+        timeout_s: float = 1.0,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        max_delay_ms: float = 500.0,
+        queue_size: int = 64,
+        safety: Optional[LineSafety] = None,
+    ):
         try:
             from pymodbus.client import ModbusTcpClient
         except ImportError:
             raise SignalError("modbus output needs pymodbus: pip install 'defectdet[station]'") from None
         if logging.getLogger("pymodbus").level == logging.NOTSET:
-            logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # its per-attempt errors; ours is one line
+            logging.getLogger("pymodbus").setLevel(
+                logging.CRITICAL
+            )  # its per-attempt errors; ours is one line
         self.client = ModbusTcpClient(host, port=int(port), timeout=float(timeout_s), retries=0)
-        params = inspect.signature(self.client.write_coil).parameters  # pymodbus >= 3.10: device_id; before: slave
+        params = inspect.signature(
+            self.client.write_coil
+        ).parameters  # pymodbus >= 3.10: device_id; before: slave
         self._unit = {"device_id" if "device_id" in params else "slave": int(unit)}
         self.where = f"{host}:{port}"
         self.coils = {int(reject_coil): float(pulse_ms) / 1e3}
         if alarm_coil is not None:
             self.coils[int(alarm_coil)] = float(alarm_ms) / 1e3
         self.registers, self.update_s = int(registers), float(update_s)
-        self.backoff_s, self.backoff_max_s, self.max_delay_s = float(backoff_s), float(backoff_max_s), float(max_delay_ms) / 1e3
+        self.backoff_s, self.backoff_max_s, self.max_delay_s = (
+            float(backoff_s),
+            float(backoff_max_s),
+            float(max_delay_ms) / 1e3,
+        )
         self.alarm_coil = None if alarm_coil is None else int(alarm_coil)
         self.counters = LineCounters()
         self.safety = safety if safety is not None else LineSafety()  # the loop hands its own
@@ -137,9 +160,15 @@ class ModbusOutput(BaseSink):
             self._wake.set()
 
     def stats(self) -> dict[str, Any]:
-        return {"pulses": self.pulses, "missed": self.missed, "dropped": self.dropped,
-                "missed_rejects": self.missed + self.dropped, "writes": self.writes,
-                "reconnects": self.reconnects, "connected": self.connected}
+        return {
+            "pulses": self.pulses,
+            "missed": self.missed,
+            "dropped": self.dropped,
+            "missed_rejects": self.missed + self.dropped,
+            "writes": self.writes,
+            "reconnects": self.reconnects,
+            "connected": self.connected,
+        }
 
     def close(self, timeout: float = 3.0) -> None:
         """Send queued pulses, end running ones, write the final counters, disconnect (within ``timeout``)."""
@@ -170,7 +199,11 @@ class ModbusOutput(BaseSink):
             self.connected = True
             self.safety.link("modbus", True)
             if self.reconnects:
-                LOG.warning("modbus: connected to the PLC at %s again (after %d failed attempt(s))", self.where, self.reconnects)
+                LOG.warning(
+                    "modbus: connected to the PLC at %s again (after %d failed attempt(s))",
+                    self.where,
+                    self.reconnects,
+                )
             else:
                 LOG.info("modbus: connected to the PLC at %s", self.where)
             for coil in self.coils:  # a pulse cut short by the outage must not stay on

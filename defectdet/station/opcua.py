@@ -33,8 +33,15 @@ from .sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
 NAMESPACE = "urn:defectdet:station"
-POLICIES = ("none", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt", "Aes128Sha256RsaOaep_Sign",
-            "Aes128Sha256RsaOaep_SignAndEncrypt", "Aes256Sha256RsaPss_Sign", "Aes256Sha256RsaPss_SignAndEncrypt")
+POLICIES = (
+    "none",
+    "Basic256Sha256_Sign",
+    "Basic256Sha256_SignAndEncrypt",
+    "Aes128Sha256RsaOaep_Sign",
+    "Aes128Sha256RsaOaep_SignAndEncrypt",
+    "Aes256Sha256RsaPss_Sign",
+    "Aes256Sha256RsaPss_SignAndEncrypt",
+)
 
 
 def _ts(last: Mapping[str, Any]) -> datetime:
@@ -85,18 +92,26 @@ def node_id(idx: int, name: str = "") -> str:
     return f"ns={idx};s=Station" + (f".{name}" if name else "")
 
 
-def check_security(key: str, endpoint: str, policy: str, certificate: Optional[str], private_key: Optional[str]) -> str:
+def check_security(
+    key: str, endpoint: str, policy: str, certificate: Optional[str], private_key: Optional[str]
+) -> str:
     """The endpoint's host; one-line ConfigErrors for a bad policy, or anonymous access beyond loopback."""
     parts = urlsplit(str(endpoint))
     if parts.scheme != "opc.tcp" or not parts.hostname or parts.port is None:
-        raise ConfigError(f"{key}.endpoint={endpoint!r}: expected opc.tcp://host:port/path, e.g. opc.tcp://127.0.0.1:4840/defectdet")
+        raise ConfigError(
+            f"{key}.endpoint={endpoint!r}: expected opc.tcp://host:port/path, e.g. opc.tcp://127.0.0.1:4840/defectdet"
+        )
     if policy not in POLICIES:
         raise ConfigError(f"{key}.security_policy={policy!r}: expected one of {', '.join(POLICIES)}")
     if policy != "none" and not (certificate and private_key):
-        raise ConfigError(f"{key}.security_policy={policy}: set {key}.certificate and {key}.private_key (PEM or DER files)")
+        raise ConfigError(
+            f"{key}.security_policy={policy}: set {key}.certificate and {key}.private_key (PEM or DER files)"
+        )
     if parts.hostname not in LOOPBACK and policy == "none":
-        raise ConfigError(f"{key}.endpoint on {parts.hostname!r} (beyond 127.0.0.1) refuses anonymous access: set "
-                          f"{key}.security_policy (e.g. Basic256Sha256_SignAndEncrypt) with a certificate and private_key")
+        raise ConfigError(
+            f"{key}.endpoint on {parts.hostname!r} (beyond 127.0.0.1) refuses anonymous access: set "
+            f"{key}.security_policy (e.g. Basic256Sha256_SignAndEncrypt) with a certificate and private_key"
+        )
     return parts.hostname
 
 
@@ -105,16 +120,25 @@ class OpcUaServer(BaseSink):
 
     name = "opcua"
 
-    def __init__(self, endpoint: str = "opc.tcp://127.0.0.1:4840/defectdet", security_policy: str = "none",
-                 certificate: Optional[str] = None, private_key: Optional[str] = None, update_s: float = 0.5,
-                 info: Optional[Mapping[str, Any]] = None, status: Optional[Callable[[], Mapping[str, Any]]] = None):
+    def __init__(
+        self,
+        endpoint: str = "opc.tcp://127.0.0.1:4840/defectdet",
+        security_policy: str = "none",
+        certificate: Optional[str] = None,
+        private_key: Optional[str] = None,
+        update_s: float = 0.5,
+        info: Optional[Mapping[str, Any]] = None,
+        status: Optional[Callable[[], Mapping[str, Any]]] = None,
+    ):
         self.host = check_security("opcua", endpoint, security_policy, certificate, private_key)
         try:
             import asyncua
         except ImportError:
             raise SignalError("the OPC UA server needs asyncua: pip install 'defectdet[station]'") from None
         if logging.getLogger("asyncua").level == logging.NOTSET:
-            logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # its own notes and tracebacks; ours are one line
+            logging.getLogger("asyncua").setLevel(
+                logging.CRITICAL
+            )  # its own notes and tracebacks; ours are one line
         self.ua, self.endpoint, self.policy = asyncua, str(endpoint), security_policy
         self.certificate, self.private_key, self.update_s = certificate, private_key, float(update_s)
         self.info, self.status = dict(info or {}), status
@@ -134,7 +158,9 @@ class OpcUaServer(BaseSink):
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("defectdet station")
-        server.set_security_policy([getattr(ua.SecurityPolicyType, "NoSecurity" if self.policy == "none" else self.policy)])
+        server.set_security_policy(
+            [getattr(ua.SecurityPolicyType, "NoSecurity" if self.policy == "none" else self.policy)]
+        )
         if self.policy != "none":
             await server.load_certificate(self.certificate)
             await server.load_private_key(self.private_key)
@@ -155,7 +181,9 @@ class OpcUaServer(BaseSink):
         try:
             await server.start()
         except OSError as e:
-            raise OSError(e.errno, f"cannot listen on {self.endpoint} ({e.strerror or e}): is the port in use?") from None
+            raise OSError(
+                e.errno, f"cannot listen on {self.endpoint} ({e.strerror or e}): is the port in use?"
+            ) from None
         self._server, self._running = server, True
         self.service.spawn(self._refresh())
 
@@ -166,8 +194,14 @@ class OpcUaServer(BaseSink):
             **self.safety.state(),
         }  # no dict | dict: Python 3.8
         healthy = self._last_emit > 0 and time.monotonic() - self._last_emit < max(5.0, 4 * self.update_s)
-        return {**s, "model": str(self.info.get("model", "")), "source": str(self.info.get("source", "")),
-                "heartbeat": self.heartbeat, "healthy": healthy, "run_id": self.run_id}
+        return {
+            **s,
+            "model": str(self.info.get("model", "")),
+            "source": str(self.info.get("source", "")),
+            "heartbeat": self.heartbeat,
+            "healthy": healthy,
+            "run_id": self.run_id,
+        }
 
     async def _refresh(self) -> None:
         import asyncio
@@ -180,12 +214,21 @@ class OpcUaServer(BaseSink):
             state = self._state()
             try:
                 for name, kind, value in NODES:
-                    await self._nodes[name].write_value(ua.Variant(value(state), getattr(ua.VariantType, kind)))
+                    await self._nodes[name].write_value(
+                        ua.Variant(value(state), getattr(ua.VariantType, kind))
+                    )
                 self.updates += 1
-            except Exception as e:  # a value out of range, a server stopping: logged, and the next round tries again
+            except (
+                Exception
+            ) as e:  # a value out of range, a server stopping: logged, and the next round tries again
                 self.failed += 1
                 if self.failed == 1:
-                    LOG.error("opcua: updating the nodes failed (%s: %s); retrying every %.1f s", e.__class__.__name__, e, self.update_s)
+                    LOG.error(
+                        "opcua: updating the nodes failed (%s: %s); retrying every %.1f s",
+                        e.__class__.__name__,
+                        e,
+                        self.update_s,
+                    )
             await asyncio.sleep(self.update_s)
 
     def open(self) -> None:

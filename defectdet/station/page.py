@@ -34,13 +34,17 @@ from .sink import BaseSink
 from .web import HttpServer
 
 LOG = logging.getLogger("defectdet.inspect")
-STREAM_SNDBUF = 64 * 1024  # a small send buffer: the stream stays near live, and a stalled client is seen quickly
+STREAM_SNDBUF = (
+    64 * 1024
+)  # a small send buffer: the stream stays near live, and a stalled client is seen quickly
 
 
 def encode_jpeg(image: Any, width: int, quality: int) -> bytes:
     """``image`` (BGR) scaled down to at most ``width`` pixels wide, as JPEG bytes."""
     if width and image.shape[1] > width:
-        image = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (width, round(image.shape[0] * width / image.shape[1])), interpolation=cv2.INTER_AREA
+        )
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise ValueError("OpenCV could not encode a JPEG")
@@ -52,12 +56,25 @@ class OperatorPage(BaseSink):
 
     name = "page"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8080, token: Optional[str] = None,
-                 info: Optional[Mapping[str, Any]] = None, status: Optional[Callable[[], Mapping[str, Any]]] = None,
-                 stream_fps: float = 5.0, stream_width: int = 960, jpeg_quality: int = 75, keep_ng: int = 8,
-                 write_timeout_s: float = 5.0):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        token: Optional[str] = None,
+        info: Optional[Mapping[str, Any]] = None,
+        status: Optional[Callable[[], Mapping[str, Any]]] = None,
+        stream_fps: float = 5.0,
+        stream_width: int = 960,
+        jpeg_quality: int = 75,
+        keep_ng: int = 8,
+        write_timeout_s: float = 5.0,
+    ):
         self.info, self.status = dict(info or {}), status
-        self.stream_fps, self.stream_width, self.quality = max(float(stream_fps), 0.1), int(stream_width), int(jpeg_quality)
+        self.stream_fps, self.stream_width, self.quality = (
+            max(float(stream_fps), 0.1),
+            int(stream_width),
+            int(jpeg_quality),
+        )
         self.write_timeout_s = float(write_timeout_s)
         self.counters = LineCounters()
         self.safety = LineSafety()  # the loop hands its own: missed rejects, alarm, ready, PLC links
@@ -67,7 +84,12 @@ class OperatorPage(BaseSink):
         self._encoded: tuple[Any, bytes] = (None, b"")  # (result, its JPEG): encoded once for every client
         self.streamed = self.clients = self.slow_clients = 0
         self._closing = False
-        routes = {"/": self._page, "/api/state": self._state, "/stream.mjpg": self._stream, "/ng/{id}.jpg": self._ng_image}
+        routes = {
+            "/": self._page,
+            "/api/state": self._state,
+            "/stream.mjpg": self._stream,
+            "/ng/{id}.jpg": self._ng_image,
+        }
         self.server = HttpServer("page", host, port, routes, token)
 
     # -- the loop's side -------------------------------------------------------------------------
@@ -79,16 +101,29 @@ class OperatorPage(BaseSink):
         self._latest = result
         if result.decision.ng and result.decision.rising:
             cls, conf = top_defect(result)
-            self._ng.append({"id": next(self._ids), "frame": int(result.frame.index), "ts": float(result.frame.timestamp),
-                             "class": cls, "confidence": round(conf, 4), "result": result, "jpeg": None})
+            self._ng.append(
+                {
+                    "id": next(self._ids),
+                    "frame": int(result.frame.index),
+                    "ts": float(result.frame.timestamp),
+                    "class": cls,
+                    "confidence": round(conf, 4),
+                    "result": result,
+                    "jpeg": None,
+                }
+            )
 
     def close(self) -> None:
         self._closing = True
         self.server.stop()
 
     def stats(self) -> dict[str, Any]:
-        return {"streamed": self.streamed, "slow_clients": self.slow_clients, "refused": self.server.refused,
-                "url": self.server.url + "/"}  # opens the page (a wildcard bind names this machine)
+        return {
+            "streamed": self.streamed,
+            "slow_clients": self.slow_clients,
+            "refused": self.server.refused,
+            "url": self.server.url + "/",
+        }  # opens the page (a wildcard bind names this machine)
 
     # -- the server's side -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -96,18 +131,27 @@ class OperatorPage(BaseSink):
         now = self.counters.read()
         now.pop("latency_buckets"), now.pop("latency_sum_ms")
         ng = [{k: v for k, v in e.items() if k not in ("result", "jpeg")} for e in reversed(self._ng)]
-        return {**now, "health": {**health(self.status), "stream_clients": self.clients}, "ng_parts": ng,
-                      "safety": self.safety.state(), "run_id": getattr(self._latest, "run_id", ""),
-                      "model": self.info.get("model", ""), "source": self.info.get("source", ""),
-                      "conf": self.info.get("conf"), "thresholds": self.info.get("thresholds", {}),
-                      "decision": self.info.get("decision", {})}
+        return {
+            **now,
+            "health": {**health(self.status), "stream_clients": self.clients},
+            "ng_parts": ng,
+            "safety": self.safety.state(),
+            "run_id": getattr(self._latest, "run_id", ""),
+            "model": self.info.get("model", ""),
+            "source": self.info.get("source", ""),
+            "conf": self.info.get("conf"),
+            "thresholds": self.info.get("thresholds", {}),
+            "decision": self.info.get("decision", {}),
+        }
 
     async def _page(self, request: Any) -> Any:
         return self.server.web.Response(text=PAGE, content_type="text/html")
 
     async def _state(self, request: Any) -> Any:
         body = json.dumps(self.state(), default=str)
-        return self.server.web.Response(text=body, content_type="application/json", headers={"Cache-Control": "no-store"})
+        return self.server.web.Response(
+            text=body, content_type="application/json", headers={"Cache-Control": "no-store"}
+        )
 
     async def _ng_image(self, request: Any) -> Any:
         web = self.server.web
@@ -116,20 +160,25 @@ class OperatorPage(BaseSink):
             raise web.HTTPNotFound(text="no such NG part (only the last ones are kept)\n")
         if entry["jpeg"] is None:
             entry["jpeg"] = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: encode_jpeg(entry["result"].annotated(), 480, self.quality))
-        return web.Response(body=entry["jpeg"], content_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+                None, lambda: encode_jpeg(entry["result"].annotated(), 480, self.quality)
+            )
+        return web.Response(
+            body=entry["jpeg"], content_type="image/jpeg", headers={"Cache-Control": "max-age=3600"}
+        )
 
     async def _jpeg(self, result: Any) -> bytes:
         if self._encoded[0] is not result:
             jpeg = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: encode_jpeg(result.annotated(), self.stream_width, self.quality))
+                None, lambda: encode_jpeg(result.annotated(), self.stream_width, self.quality)
+            )
             self._encoded = (result, jpeg)
         return self._encoded[1]
 
     async def _stream(self, request: Any) -> Any:
         web = self.server.web
-        resp = web.StreamResponse(headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame",
-                                           "Cache-Control": "no-store"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "multipart/x-mixed-replace; boundary=frame", "Cache-Control": "no-store"}
+        )
         sock = request.transport.get_extra_info("socket") if request.transport else None
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
@@ -147,13 +196,19 @@ class OperatorPage(BaseSink):
             result = self._latest
             if result is not None and result is not sent:
                 jpeg = await self._jpeg(result)
-                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(jpeg), jpeg)
+                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (
+                    len(jpeg),
+                    jpeg,
+                )
                 try:
                     await asyncio.wait_for(resp.write(part), self.write_timeout_s)
                 except asyncio.TimeoutError:
                     self.slow_clients += 1
-                    LOG.warning("page: stream client %s read nothing for %.0f s; disconnected (the loop never waited for it)",
-                                request.remote, self.write_timeout_s)
+                    LOG.warning(
+                        "page: stream client %s read nothing for %.0f s; disconnected (the loop never waited for it)",
+                        request.remote,
+                        self.write_timeout_s,
+                    )
                     if request.transport is not None:
                         request.transport.abort()
                     return

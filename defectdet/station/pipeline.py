@@ -68,7 +68,10 @@ class Channel:
     def wait_room(self, timeout: float) -> bool:
         """True when a put would not wait (within ``timeout`` s); False on timeout or once closed."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._items) < self.capacity or self.closed, timeout) and not self.closed
+            return (
+                self._cond.wait_for(lambda: len(self._items) < self.capacity or self.closed, timeout)
+                and not self.closed
+            )
 
     def get(self, timeout: Optional[float] = None) -> Any:
         """The oldest item; None after ``timeout`` s; :data:`CLOSED` once closed (what is left is dropped)."""
@@ -114,13 +117,17 @@ class PipelinedLoop(InspectionLoop):
     def __init__(self, *args: Any, drain_s: float = 10.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.drain_s = float(drain_s)
-        self.staged = bool(getattr(self.detector, "stageable", False)) and callable(getattr(self.detector, "forward", None))
+        self.staged = bool(getattr(self.detector, "stageable", False)) and callable(
+            getattr(self.detector, "forward", None)
+        )
         self.in_flight = int(getattr(self.detector, "in_flight", 1)) if self.staged else 1
         self.overlapped = self.in_flight > 1
         depth = 1 if self.source.live else 2
         self._to_infer, self._to_post, self._to_sinks = Channel(depth), Channel(depth), Channel(depth)
         pool = [self.detector.new_preprocessor() for _ in range(depth + 2)] if self.staged else []
-        self._buffers = Channel(len(pool) or 1)  # free input buffers: one per frame between pre and the end of infer
+        self._buffers = Channel(
+            len(pool) or 1
+        )  # free input buffers: one per frame between pre and the end of infer
         for pre in pool:
             self._buffers.put(pre)
         self._threads: list[threading.Thread] = []
@@ -129,8 +136,14 @@ class PipelinedLoop(InspectionLoop):
     # -- the calling thread: sinks ------------------------------------------------------------
     def _inspect(self) -> None:
         """Start the stage threads, deliver in this one; a stage's failure is re-raised here."""
-        for name, body in (("pre", self._pre_stage), ("infer", self._infer_stage), ("post", self._post_stage)):
-            self._threads.append(threading.Thread(target=self._stage, args=(name, body), name=f"inspect-{name}", daemon=True))
+        for name, body in (
+            ("pre", self._pre_stage),
+            ("infer", self._infer_stage),
+            ("post", self._post_stage),
+        ):
+            self._threads.append(
+                threading.Thread(target=self._stage, args=(name, body), name=f"inspect-{name}", daemon=True)
+            )
             self._threads[-1].start()
         self._sink_stage()
         if self.failure is not None:
@@ -150,7 +163,10 @@ class PipelinedLoop(InspectionLoop):
             if self.stop_event.is_set():
                 stopped_at = stopped_at or time.monotonic()
                 if time.monotonic() - stopped_at > self.drain_s:
-                    LOG.error("pipeline: the frames inside did not finish within %.1f s of the stop; abandoning them", self.drain_s)
+                    LOG.error(
+                        "pipeline: the frames inside did not finish within %.1f s of the stop; abandoning them",
+                        self.drain_s,
+                    )
                     return
 
     def _end_stages(self, join_s: float = 2.0) -> None:
@@ -162,7 +178,11 @@ class PipelinedLoop(InspectionLoop):
             t.join(max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
-            LOG.error("pipeline: %s still running %.1f s after the stop (left behind as daemon threads)", ", ".join(stuck), join_s)
+            LOG.error(
+                "pipeline: %s still running %.1f s after the stop (left behind as daemon threads)",
+                ", ".join(stuck),
+                join_s,
+            )
 
     # -- the stage threads --------------------------------------------------------------------
     def _stage(self, name: str, body: Callable[[], None]) -> None:
@@ -172,7 +192,9 @@ class PipelinedLoop(InspectionLoop):
         except BaseException as e:
             if self.failure is None:
                 self.failure = (name, e)
-                LOG.error("pipeline: stage %r failed (%s: %s); stopping the run", name, e.__class__.__name__, e)
+                LOG.error(
+                    "pipeline: stage %r failed (%s: %s); stopping the run", name, e.__class__.__name__, e
+                )
             self.stop_event.set()
             for ch in (self._to_infer, self._to_post, self._to_sinks, self._buffers):
                 ch.close()
@@ -277,7 +299,9 @@ class PipelinedLoop(InspectionLoop):
             job.error = e
         else:
             if ticket != job.ticket:  # a bug, not a detector fault: end the run
-                raise RuntimeError(f"pipeline: collected ticket {ticket} for frame {job.frame.index} (submitted as {job.ticket})")
+                raise RuntimeError(
+                    f"pipeline: collected ticket {ticket} for frame {job.frame.index} (submitted as {job.ticket})"
+                )
         job.ticket = None
         self.stages["infer"].add(job.infer_ms + (time.perf_counter() - t) * 1e3)
         return job

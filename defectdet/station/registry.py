@@ -30,7 +30,9 @@ class SinkContext:
     """What a builder may need besides its section."""
 
     out: Path  # the run's output folder (nothing is created in it at build time)
-    live: bool = True  # a camera/stream: a sink that falls behind drops work rather than hold up the next decision
+    live: bool = (
+        True  # a camera/stream: a sink that falls behind drops work rather than hold up the next decision
+    )
     stop: Optional[Callable[[str], None]] = None  # asks the loop to end, with a reason (a window's q key)
     status: Optional[Callable[[], Mapping[str, Any]]] = None  # the loop's summary so far (health for servers)
     info: Mapping[str, Any] = field(default_factory=dict)  # what is in force: model id, thresholds, source
@@ -71,9 +73,18 @@ class SinkEntry:
 def _snapshots(s: Section, ctx: SinkContext) -> Sink:
     from .snapshots import Snapshots
 
-    return Snapshots(ctx.out / s["folder"], s.number("quota_mb"), s["raw"], s["annotated"], s["raw_format"],
-                     s["annotated_format"], s.number("jpeg_quality", int), s.number("queue", int), block=not ctx.live,
-                     min_free_mb=s.number("min_free_mb"))
+    return Snapshots(
+        ctx.out / s["folder"],
+        s.number("quota_mb"),
+        s["raw"],
+        s["annotated"],
+        s["raw_format"],
+        s["annotated_format"],
+        s.number("jpeg_quality", int),
+        s.number("queue", int),
+        block=not ctx.live,
+        min_free_mb=s.number("min_free_mb"),
+    )
 
 
 def _events(s: Section, ctx: SinkContext) -> Sink:
@@ -123,10 +134,23 @@ def _modbus(s: Section, ctx: SinkContext) -> Sink:
     from .modbus import ModbusOutput
 
     alarm = None if s["alarm_coil"] is None else s.number("alarm_coil", int)
-    return ModbusOutput(str(s["host"]), s.number("port", int), s.number("unit", int), s.number("reject_coil", int), alarm,
-                        s.number("pulse_ms"), s.number("alarm_ms"), s.number("registers", int), s.number("update_s"),
-                        s.number("timeout_s"), s.number("backoff_s"), s.number("backoff_max_s"), s.number("max_delay_ms"),
-                        s.number("queue", int), safety=ctx.safety)
+    return ModbusOutput(
+        str(s["host"]),
+        s.number("port", int),
+        s.number("unit", int),
+        s.number("reject_coil", int),
+        alarm,
+        s.number("pulse_ms"),
+        s.number("alarm_ms"),
+        s.number("registers", int),
+        s.number("update_s"),
+        s.number("timeout_s"),
+        s.number("backoff_s"),
+        s.number("backoff_max_s"),
+        s.number("max_delay_ms"),
+        s.number("queue", int),
+        safety=ctx.safety,
+    )
 
 
 def _metrics(s: Section, ctx: SinkContext) -> Sink:
@@ -134,7 +158,9 @@ def _metrics(s: Section, ctx: SinkContext) -> Sink:
     from .metrics import MetricsEndpoint
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
-    return MetricsEndpoint(host, port, str(ctx.info.get("model", "")), exposure_token(s.key, host, s["token_env"]), ctx.status)
+    return MetricsEndpoint(
+        host, port, str(ctx.info.get("model", "")), exposure_token(s.key, host, s["token_env"]), ctx.status
+    )
 
 
 def _page(s: Section, ctx: SinkContext) -> Sink:
@@ -142,9 +168,18 @@ def _page(s: Section, ctx: SinkContext) -> Sink:
     from .page import OperatorPage
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
-    page = OperatorPage(host, port, exposure_token(s.key, host, s["token_env"]), ctx.info, ctx.status, s.number("stream_fps"),
-                        s.number("stream_width", int), s.number("jpeg_quality", int), s.number("keep_ng", int),
-                        s.number("write_timeout_s"))
+    page = OperatorPage(
+        host,
+        port,
+        exposure_token(s.key, host, s["token_env"]),
+        ctx.info,
+        ctx.status,
+        s.number("stream_fps"),
+        s.number("stream_width", int),
+        s.number("jpeg_quality", int),
+        s.number("keep_ng", int),
+        s.number("write_timeout_s"),
+    )
     if "review" in ctx.info:  # the review view and its write routes (defectdet/station/review_page.py)
         from .review_page import attach_review
 
@@ -155,9 +190,18 @@ def _page(s: Section, ctx: SinkContext) -> Sink:
 def _opcua(s: Section, ctx: SinkContext) -> Sink:
     from .opcua import OpcUaServer, check_security
 
-    check_security(s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"])  # before the import
-    return OpcUaServer(str(s["endpoint"]), s["security_policy"], s["certificate"], s["private_key"], s.number("update_s"),
-                       ctx.info, ctx.status)
+    check_security(
+        s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"]
+    )  # before the import
+    return OpcUaServer(
+        str(s["endpoint"]),
+        s["security_policy"],
+        s["certificate"],
+        s["private_key"],
+        s.number("update_s"),
+        ctx.info,
+        ctx.status,
+    )
 
 
 def _review(s: Section, ctx: SinkContext) -> Sink:
@@ -165,10 +209,19 @@ def _review(s: Section, ctx: SinkContext) -> Sink:
 
     names, thr = list(ctx.info.get("names") or []), dict(ctx.info.get("thresholds") or {})
     folder = ctx.out / s["folder"]
-    queue = ReviewQueue(folder, dict(enumerate(names)), [float(thr.get(n, ctx.info.get("conf", 0.25))) for n in names],
-                        s.number("budget_mb"), s.number("near_band"), s.number("audit_rate"), str(s["image_format"]),
-                        s.number("queue", int), block=not ctx.live, run_id=ctx.info.get("run_id"),
-                        info={k: ctx.info[k] for k in ("model", "source", "decision") if k in ctx.info})
+    queue = ReviewQueue(
+        folder,
+        dict(enumerate(names)),
+        [float(thr.get(n, ctx.info.get("conf", 0.25))) for n in names],
+        s.number("budget_mb"),
+        s.number("near_band"),
+        s.number("audit_rate"),
+        str(s["image_format"]),
+        s.number("queue", int),
+        block=not ctx.live,
+        run_id=ctx.info.get("run_id"),
+        info={k: ctx.info[k] for k in ("model", "source", "decision") if k in ctx.info},
+    )
     ctx.info["review"] = {"folder": str(folder), "names": names}  # the page's review view (built after this)
     return queue
 
@@ -183,7 +236,9 @@ def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     from .sinks import Window, display_available
 
     if not display_available():
-        LOG.warning("display.show is set but there is no display (DISPLAY/WAYLAND_DISPLAY unset): running headless")
+        LOG.warning(
+            "display.show is set but there is no display (DISPLAY/WAYLAND_DISPLAY unset): running headless"
+        )
         return None
     stop = ctx.stop
     return Window(on_quit=(lambda: stop("window closed")) if stop else None)
@@ -192,31 +247,120 @@ def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
 # In emit order. Defaults are documented field by field in configs/inspect.yaml. The review queue and the
 # shadow come after the reject outputs, and the review queue before the page (whose review view it enables).
 SINKS: tuple[SinkEntry, ...] = (
-    SinkEntry("snapshots", {"enabled": True, "folder": "snapshots", "quota_mb": 500.0, "raw": True, "annotated": True,
-                            "raw_format": "png", "annotated_format": "jpg", "jpeg_quality": 90, "queue": 8,
-                            "min_free_mb": 100.0}, _snapshots),
+    SinkEntry(
+        "snapshots",
+        {
+            "enabled": True,
+            "folder": "snapshots",
+            "quota_mb": 500.0,
+            "raw": True,
+            "annotated": True,
+            "raw_format": "png",
+            "annotated_format": "jpg",
+            "jpeg_quality": 90,
+            "queue": 8,
+            "min_free_mb": 100.0,
+        },
+        _snapshots,
+    ),
     SinkEntry("events", {"enabled": True, "file": "events.jsonl", "max_mb": 50.0, "fsync": True}, _events),
     SinkEntry("tally", {"enabled": True, "file": "tally.jsonl", "every_s": 60.0}, _tally),
-    SinkEntry("record", {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False}, _record),
+    SinkEntry(
+        "record",
+        {"enabled": False, "file": "annotated.mp4", "fps": 15.0, "fourcc": "mp4v", "only_ng": False},
+        _record,
+    ),
     SinkEntry("signals.stdout", {"enabled": False}, _stdout),
-    SinkEntry("signals.gpio", {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True}, _gpio),
-    SinkEntry("signals.mqtt", {"enabled": False, "host": "127.0.0.1", "port": 1883, "topic": "defectdet/ng", "qos": 1,
-                               "client_id": None, "username": None, "password_env": None, "keepalive": 30, "tls": False,
-                               "retain": False}, _mqtt),
+    SinkEntry(
+        "signals.gpio",
+        {"enabled": False, "pin": 18, "pulse_ms": 100.0, "mode": "BOARD", "active_high": True},
+        _gpio,
+    ),
+    SinkEntry(
+        "signals.mqtt",
+        {
+            "enabled": False,
+            "host": "127.0.0.1",
+            "port": 1883,
+            "topic": "defectdet/ng",
+            "qos": 1,
+            "client_id": None,
+            "username": None,
+            "password_env": None,
+            "keepalive": 30,
+            "tls": False,
+            "retain": False,
+        },
+        _mqtt,
+    ),
     SinkEntry("signals.webhook", {"enabled": False, "url": None, "timeout_s": 2.0, "queue": 100}, _webhook),
-    SinkEntry("signals.modbus", {"enabled": False, "host": "127.0.0.1", "port": 502, "unit": 1, "reject_coil": 0,
-                                 "alarm_coil": 1, "pulse_ms": 200.0, "alarm_ms": 1000.0, "registers": 0, "update_s": 0.5,
-                                 "timeout_s": 1.0, "backoff_s": 0.5, "backoff_max_s": 10.0, "max_delay_ms": 500.0,
-                                 "queue": 64}, _modbus),
-    SinkEntry("opcua", {"enabled": False, "endpoint": "opc.tcp://127.0.0.1:4840/defectdet", "security_policy": "none",
-                        "certificate": None, "private_key": None, "update_s": 0.5}, _opcua),
+    SinkEntry(
+        "signals.modbus",
+        {
+            "enabled": False,
+            "host": "127.0.0.1",
+            "port": 502,
+            "unit": 1,
+            "reject_coil": 0,
+            "alarm_coil": 1,
+            "pulse_ms": 200.0,
+            "alarm_ms": 1000.0,
+            "registers": 0,
+            "update_s": 0.5,
+            "timeout_s": 1.0,
+            "backoff_s": 0.5,
+            "backoff_max_s": 10.0,
+            "max_delay_ms": 500.0,
+            "queue": 64,
+        },
+        _modbus,
+    ),
+    SinkEntry(
+        "opcua",
+        {
+            "enabled": False,
+            "endpoint": "opc.tcp://127.0.0.1:4840/defectdet",
+            "security_policy": "none",
+            "certificate": None,
+            "private_key": None,
+            "update_s": 0.5,
+        },
+        _opcua,
+    ),
     SinkEntry("metrics", {"enabled": False, "bind": "127.0.0.1:9108", "token_env": None}, _metrics),
-    SinkEntry("review", {"enabled": False, "folder": "review", "budget_mb": 500.0, "near_band": 0.1, "audit_rate": 0.002,
-                         "image_format": "png", "queue": 16}, _review),
-    SinkEntry("shadow", {"model": None, "thresholds": None, "backend": "auto", "file": "shadow.jsonl", "log_agreeing": False},
-              _shadow, switch="model"),
-    SinkEntry("page", {"enabled": False, "bind": "127.0.0.1:8080", "token_env": None, "stream_fps": 5.0, "stream_width": 960,
-                       "jpeg_quality": 75, "keep_ng": 8, "write_timeout_s": 5.0}, _page),
+    SinkEntry(
+        "review",
+        {
+            "enabled": False,
+            "folder": "review",
+            "budget_mb": 500.0,
+            "near_band": 0.1,
+            "audit_rate": 0.002,
+            "image_format": "png",
+            "queue": 16,
+        },
+        _review,
+    ),
+    SinkEntry(
+        "shadow",
+        {"model": None, "thresholds": None, "backend": "auto", "file": "shadow.jsonl", "log_agreeing": False},
+        _shadow,
+        switch="model",
+    ),
+    SinkEntry(
+        "page",
+        {
+            "enabled": False,
+            "bind": "127.0.0.1:8080",
+            "token_env": None,
+            "stream_fps": 5.0,
+            "stream_width": 960,
+            "jpeg_quality": 75,
+            "keep_ng": 8,
+            "write_timeout_s": 5.0,
+        },
+        _page,
+    ),
     SinkEntry("display", {"show": False}, _window, switch="show"),
 )
 

@@ -69,7 +69,9 @@ def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) 
     """Events, missed-reject records and tally intervals under ``folder`` in the window, each with its
     run folder."""
     if not folder.is_dir():
-        raise ConfigError(f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of runs)")
+        raise ConfigError(
+            f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of runs)"
+        )
     logs = sorted({p.parent for p in folder.rglob("events*.jsonl")})
     tallies = sorted(folder.rglob("tally.jsonl"))
     if not logs and not tallies:
@@ -175,13 +177,24 @@ def summarise(data: dict[str, Any], zone: Optional[tzinfo] = None) -> dict[str, 
     parts_known = bool(tally) and all(t.get("parts") is not None for t in tally)
     inspected = sum(t["parts"] for t in tally) if parts_known else None
     per_class = collections.Counter(c for frames_ in parts.values() for c in _classes(frames_))
-    return {"rejected": len(parts), "missed": len(missed), "parts": inspected,
-            "yield_parts": rate(inspected - len(parts), inspected) if inspected else None,
-            "frames": frames, "ok": ok, "ng_frames": len(events), "yield": rate(ok, frames),
-            "per_class": dict(per_class.most_common()), "hours": dict(sorted(hours.items())),
-            "runs": dict(sorted(runs.items(), key=lambda kv: kv[1]["first"])), "folders": data["folders"],
-            "tally_files": data["tally_files"], "tally_cut": data["tally_cut"], "missed_records": missed,
-            "torn": data.get("torn", [])}
+    return {
+        "rejected": len(parts),
+        "missed": len(missed),
+        "parts": inspected,
+        "yield_parts": rate(inspected - len(parts), inspected) if inspected else None,
+        "frames": frames,
+        "ok": ok,
+        "ng_frames": len(events),
+        "yield": rate(ok, frames),
+        "per_class": dict(per_class.most_common()),
+        "hours": dict(sorted(hours.items())),
+        "runs": dict(sorted(runs.items(), key=lambda kv: kv[1]["first"])),
+        "folders": data["folders"],
+        "tally_files": data["tally_files"],
+        "tally_cut": data["tally_cut"],
+        "missed_records": missed,
+        "torn": data.get("torn", []),
+    }
 
 
 def _top(event: dict[str, Any]) -> float:
@@ -200,8 +213,17 @@ def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[dict[str, Any
             if name and (run_dir / "snapshots" / name).is_file():
                 pick, src = (run_dir, e), run_dir / "snapshots" / name
                 break
-        rows.append({"run": run, "event": pick[1], "frames": len(frames), "classes": sorted(_classes(frames)),
-                     "confidence": max(_top(e) for _, e in frames), "src": src, "path": None})
+        rows.append(
+            {
+                "run": run,
+                "event": pick[1],
+                "frames": len(frames),
+                "classes": sorted(_classes(frames)),
+                "confidence": max(_top(e) for _, e in frames),
+                "src": src,
+                "path": None,
+            }
+        )
     rows = sorted(rows, key=lambda r: -r["confidence"])[:n]
     for r in rows:
         if r["src"] is not None:  # deleted by the snapshot quota, snapshots off, or never written: no picture
@@ -215,7 +237,9 @@ def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet report``."""
     from .report_html import html
 
-    ap = argparse.ArgumentParser(prog="defectdet report", description=__doc__.split("\n\n")[1].split(". ")[0] + ".")
+    ap = argparse.ArgumentParser(
+        prog="defectdet report", description=__doc__.split("\n\n")[1].split(". ")[0] + "."
+    )
     ap.add_argument("--events", required=True, help="a run folder of defectdet inspect (or a folder of runs)")
     ap.add_argument("--since", help="start of the shift, ISO 8601 (in --tz unless an offset is given)")
     ap.add_argument("--until", help="end of the shift (exclusive)")

@@ -262,7 +262,9 @@ def charts(s: dict[str, Any], out: Path, zone: Optional[tzinfo]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise DefectdetError("charts need matplotlib: pip install matplotlib (or 'defectdet[train]'), or pass --no-charts") from None
+        raise DefectdetError(
+            "charts need matplotlib: pip install matplotlib (or 'defectdet[train]'), or pass --no-charts"
+        ) from None
     hours, rows = list(s["hours"]), list(s["hours"].values())
     x = list(range(len(hours)))
     fig, ax = plt.subplots(figsize=(8, 3.5))

@@ -160,7 +160,9 @@ class ReviewQueue(BaseSink):
         near = gap < self.near_band
         if near.any() and result.roi is not None:  # outside the region of interest nothing is a near miss
             centres = (dets.xyxy[:, :2] + dets.xyxy[:, 2:]) / 2  # (N, 2)
-            near &= np.array([cv2.pointPolygonTest(result.roi, (float(x), float(y)), False) >= 0 for x, y in centres])
+            near &= np.array(
+                [cv2.pointPolygonTest(result.roi, (float(x), float(y)), False) >= 0 for x, y in centres]
+            )
         if not near.any():
             return None, 0.0
         return "near_miss", float(-gap[near].min())

@@ -35,8 +35,11 @@ from ..errors import ConfigError
 LOG = logging.getLogger("defectdet.inspect")
 POLICIES = ("alarm", "stop")
 REASONS = ("late", "queue_full", "unreachable")  # why a reject was missed
-SAID = {"late": "not sent within max_delay_ms", "queue_full": "the output's queue was full",
-        "unreachable": "no connection to the PLC"}
+SAID = {
+    "late": "not sent within max_delay_ms",
+    "queue_full": "the output's queue was full",
+    "unreachable": "no connection to the PLC",
+}
 
 
 def new_run_id(t: Optional[float] = None) -> str:
@@ -51,8 +54,10 @@ def new_run_id(t: Optional[float] = None) -> str:
 def check_policy(value: Any, key: str = "plc.on_failure") -> str:
     """``alarm`` or ``stop``; anything else is a one-line ConfigError naming ``key``."""
     if value not in POLICIES:
-        raise ConfigError(f"{key}={value!r}: expected alarm (keep inspecting, raise the alarm) or stop "
-                          "(stop inspecting and drop the ready output)")
+        raise ConfigError(
+            f"{key}={value!r}: expected alarm (keep inspecting, raise the alarm) or stop "
+            "(stop inspecting and drop the ready output)"
+        )
     return str(value)
 
 
@@ -82,8 +87,9 @@ class LineSafety:
             self.inspected += 1
             self._last_inspected = time.monotonic()
 
-    def reject_missed(self, reason: str, output: str, part: int = 0, frame: int = -1, ts: str = "",
-                      run: str = "") -> None:
+    def reject_missed(
+        self, reason: str, output: str, part: int = 0, frame: int = -1, ts: str = "", run: str = ""
+    ) -> None:
         """One NG part's reject was not delivered by ``output`` (``reason``: late, queue_full,
         unreachable)."""
         if reason not in REASONS:
@@ -92,8 +98,17 @@ class LineSafety:
         with self._lock:
             self.missed[reason] += 1
             total = sum(self.missed.values())
-            self.records.append({"type": "missed_reject", "ts": ts, "run": run, "part": part, "frame": frame,
-                                 "reason": reason, "output": output})
+            self.records.append(
+                {
+                    "type": "missed_reject",
+                    "ts": ts,
+                    "run": run,
+                    "part": part,
+                    "frame": frame,
+                    "reason": reason,
+                    "output": output,
+                }
+            )
             first = not self.alarm
             self.alarm = True
             self.alarm_reason = self.alarm_reason or f"{output}: reject of NG part {part} missed ({reason})"
@@ -150,7 +165,15 @@ class LineSafety:
         """Plain JSON values for outputs and ``summary.json``."""
         ready = self.ready()
         with self._lock:
-            return {"ready": ready, "inspected": self.inspected, "missed_rejects": sum(self.missed.values()),
-                    "missed_by_reason": {r: self.missed[r] for r in REASONS}, "alarm": self.alarm,
-                    "alarm_reason": self.alarm_reason, "halted": self.halted, "halt_reason": self.halt_reason,
-                    "on_failure": self.on_failure, "plc_links": dict(self.links)}
+            return {
+                "ready": ready,
+                "inspected": self.inspected,
+                "missed_rejects": sum(self.missed.values()),
+                "missed_by_reason": {r: self.missed[r] for r in REASONS},
+                "alarm": self.alarm,
+                "alarm_reason": self.alarm_reason,
+                "halted": self.halted,
+                "halt_reason": self.halt_reason,
+                "on_failure": self.on_failure,
+                "plc_links": dict(self.links),
+            }

@@ -70,12 +70,21 @@ class GpioSignal(BaseSink):
 
     name = "gpio"
 
-    def __init__(self, pin: int, pulse_ms: float = 100.0, mode: str = "BOARD", active_high: bool = True, gpio: Any = None):
+    def __init__(
+        self,
+        pin: int,
+        pulse_ms: float = 100.0,
+        mode: str = "BOARD",
+        active_high: bool = True,
+        gpio: Any = None,
+    ):
         if gpio is None:
             try:
                 gpio = importlib.import_module("Jetson.GPIO")
             except ImportError as e:
-                raise SignalError(f"gpio output needs Jetson.GPIO (JetPack ships it; else pip install Jetson.GPIO): {e}") from None
+                raise SignalError(
+                    f"gpio output needs Jetson.GPIO (JetPack ships it; else pip install Jetson.GPIO): {e}"
+                ) from None
             except RuntimeError as e:  # Jetson.GPIO raises RuntimeError off a Jetson
                 raise SignalError(f"gpio output: Jetson.GPIO cannot run here ({e})") from None
         if not hasattr(gpio, str(mode)):
@@ -134,13 +143,26 @@ class MqttSignal(BaseSink):
 
     name = "mqtt"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883, topic: str = "defectdet/ng", qos: int = 1,
-                 client_id: Optional[str] = None, username: Optional[str] = None, password_env: Optional[str] = None,
-                 keepalive: int = 30, tls: bool = False, retain: bool = False, max_queued: int = 1000):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        topic: str = "defectdet/ng",
+        qos: int = 1,
+        client_id: Optional[str] = None,
+        username: Optional[str] = None,
+        password_env: Optional[str] = None,
+        keepalive: int = 30,
+        tls: bool = False,
+        retain: bool = False,
+        max_queued: int = 1000,
+    ):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
-            raise SignalError("mqtt output needs paho-mqtt: pip install 'defectdet[edge]' (or paho-mqtt)") from None
+            raise SignalError(
+                "mqtt output needs paho-mqtt: pip install 'defectdet[edge]' (or paho-mqtt)"
+            ) from None
         if qos not in (0, 1, 2):
             raise SignalError(f"mqtt qos={qos!r}; expected 0, 1 or 2")
         self.mqtt, self.topic, self.qos, self.retain = mqtt, str(topic), int(qos), bool(retain)
@@ -170,7 +192,10 @@ class MqttSignal(BaseSink):
         if not result.trigger:
             return
         info = self.client.publish(self.topic, payload(result), qos=self.qos, retain=self.retain)
-        if info.rc not in (self.mqtt.MQTT_ERR_SUCCESS, self.mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued until connected
+        if info.rc not in (
+            self.mqtt.MQTT_ERR_SUCCESS,
+            self.mqtt.MQTT_ERR_NO_CONN,
+        ):  # NO_CONN: queued until connected
             raise OSError(f"mqtt publish to {self.topic!r} failed: {self.mqtt.error_string(info.rc)}")
         with self._lock:
             self.sent += 1
@@ -202,7 +227,9 @@ class WebhookSignal(BaseSink):
 
     name = "webhook"
 
-    def __init__(self, url: str, timeout_s: float = 2.0, queue_size: int = 100, headers: Optional[dict] = None):
+    def __init__(
+        self, url: str, timeout_s: float = 2.0, queue_size: int = 100, headers: Optional[dict] = None
+    ):
         if urlsplit(str(url)).scheme not in ("http", "https"):
             raise SignalError(f"webhook url={url!r}: expected an http:// or https:// URL")
         self.url, self.timeout_s = str(url), float(timeout_s)
@@ -224,7 +251,9 @@ class WebhookSignal(BaseSink):
             self._q.put_nowait(body)
         except queue.Full:
             self.dropped += 1
-            raise OSError(f"webhook {self.url}: {self._q.maxsize} messages waiting; this one dropped") from None
+            raise OSError(
+                f"webhook {self.url}: {self._q.maxsize} messages waiting; this one dropped"
+            ) from None
 
     def stats(self) -> dict[str, Any]:
         return {"sent": self.sent, "failed": self.failed, "dropped": self.dropped}

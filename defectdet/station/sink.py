@@ -76,7 +76,9 @@ class Guard:
     def __init__(self, sink: Sink, log_every_s: float = 30.0):
         missing = [m for m in METHODS if not callable(getattr(sink, m, None))]
         if missing:
-            raise TypeError(f"{type(sink).__name__} is not a Sink: no {', '.join(missing)}() (subclass BaseSink)")
+            raise TypeError(
+                f"{type(sink).__name__} is not a Sink: no {', '.join(missing)}() (subclass BaseSink)"
+            )
         self.sink, self.name = sink, getattr(sink, "name", type(sink).__name__)
         self.summary_keys: Mapping[str, str] = getattr(sink, "summary_keys", {})
         self.log_every_s = float(log_every_s)
@@ -89,7 +91,9 @@ class Guard:
         now = time.monotonic()
         if now - self._logged_at >= self.log_every_s:
             self._logged_at = now
-            LOG.error("%s (%d so far); the loop goes on deciding and signalling", self.last_error, self.errors)
+            LOG.error(
+                "%s (%d so far); the loop goes on deciding and signalling", self.last_error, self.errors
+            )
 
     def open(self) -> None:
         try:

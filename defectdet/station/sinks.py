@@ -225,7 +225,9 @@ class VideoRecorder(BaseSink):
 
     name = "video"
 
-    def __init__(self, path: str | os.PathLike, fps: float = 15.0, fourcc: str = "mp4v", only_ng: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, fps: float = 15.0, fourcc: str = "mp4v", only_ng: bool = False
+    ):
         self.path, self.fps, self.fourcc, self.only_ng = Path(path), float(fps), str(fourcc), bool(only_ng)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self.written = 0
@@ -239,7 +241,9 @@ class VideoRecorder(BaseSink):
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (img.shape[1], img.shape[0])
-            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc[:4]), self.fps, self._size)
+            self._writer = cv2.VideoWriter(
+                str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc[:4]), self.fps, self._size
+            )
             if not self._writer.isOpened():
                 self._writer = None
                 raise OSError(f"{self.path}: OpenCV cannot write a {self.fourcc} video here")
@@ -272,7 +276,9 @@ class Window(BaseSink):
 
     def __init__(self, title: str = "defectdet inspect", on_quit: Optional[Callable[[], None]] = None):
         if not display_available():
-            raise OSError("no display (DISPLAY/WAYLAND_DISPLAY unset): the window is off; inspection is headless")
+            raise OSError(
+                "no display (DISPLAY/WAYLAND_DISPLAY unset): the window is off; inspection is headless"
+            )
         self.title, self.on_quit = title, on_quit
         cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
 

@@ -44,9 +44,21 @@ class Snapshots(BaseSink):
 
     name = "snapshots"
 
-    def __init__(self, folder: str | os.PathLike, quota_mb: float = 500.0, raw: bool = True, annotated: bool = True,
-                 raw_format: str = "png", annotated_format: str = "jpg", jpeg_quality: int = 90, queue: int = 8,
-                 block: bool = False, close_timeout_s: float = 30.0, min_free_mb: float = 100.0, log_every_s: float = 30.0):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        quota_mb: float = 500.0,
+        raw: bool = True,
+        annotated: bool = True,
+        raw_format: str = "png",
+        annotated_format: str = "jpg",
+        jpeg_quality: int = 90,
+        queue: int = 8,
+        block: bool = False,
+        close_timeout_s: float = 30.0,
+        min_free_mb: float = 100.0,
+        log_every_s: float = 30.0,
+    ):
         self.folder = Path(folder)
         self.min_free_mb, self.log_every_s = float(min_free_mb), float(log_every_s)
         self.dropped_low_disk, self._low_since, self._low_logged_at = 0, None, -float("inf")
@@ -67,8 +79,14 @@ class Snapshots(BaseSink):
                 self.total += p.stat().st_size
 
     def stats(self) -> dict[str, Any]:
-        return {"written": self.written, "deleted": self.deleted, "dropped": self.dropped, "failed": self.failed,
-                "dropped_low_disk": self.dropped_low_disk, "min_free_mb": self.min_free_mb}
+        return {
+            "written": self.written,
+            "deleted": self.deleted,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "dropped_low_disk": self.dropped_low_disk,
+            "min_free_mb": self.min_free_mb,
+        }
 
     def _room(self, result: FrameResult, files: int) -> bool:
         """Whether ``files`` snapshots of this frame (at most its raw size each) leave ``min_free_mb`` free."""
@@ -80,8 +98,12 @@ class Snapshots(BaseSink):
             return True  # the write itself will fail, and say why
         if free - files * result.frame.image.nbytes >= self.min_free_mb * 2**20:
             if self._low_since is not None:
-                LOG.warning("snapshots: %.0f MB free again on %s: saving snapshots again (%d NG frame(s) not saved)",
-                            free / 2**20, self.folder, self.dropped_low_disk)
+                LOG.warning(
+                    "snapshots: %.0f MB free again on %s: saving snapshots again (%d NG frame(s) not saved)",
+                    free / 2**20,
+                    self.folder,
+                    self.dropped_low_disk,
+                )
                 self._low_since = None
             return True
         self.dropped_low_disk += 1
@@ -89,9 +111,15 @@ class Snapshots(BaseSink):
         self._low_since = self._low_since or now
         if now - self._low_logged_at >= self.log_every_s:
             self._low_logged_at = now
-            LOG.warning("snapshots: %.0f MB free on %s, under snapshots.min_free_mb=%g: frame %d not saved, the space "
-                        "is kept for the event log (%d NG frame(s) not saved so far)", free / 2**20, self.folder,
-                        self.min_free_mb, result.frame.index, self.dropped_low_disk)
+            LOG.warning(
+                "snapshots: %.0f MB free on %s, under snapshots.min_free_mb=%g: frame %d not saved, the space "
+                "is kept for the event log (%d NG frame(s) not saved so far)",
+                free / 2**20,
+                self.folder,
+                self.min_free_mb,
+                result.frame.index,
+                self.dropped_low_disk,
+            )
         return False
 
     def emit(self, result: FrameResult) -> None:
@@ -124,12 +152,16 @@ class Snapshots(BaseSink):
         except queue_module.Full:
             self.dropped += 1
             job.finish(error="not saved: the snapshot writer was behind (queue full)")
-            raise OSError(f"{self.folder}: the snapshot writer is {self.queue_size} frames behind (slow disk?): "
-                          f"frame {result.frame.index} not saved ({self.dropped} dropped so far)") from None
+            raise OSError(
+                f"{self.folder}: the snapshot writer is {self.queue_size} frames behind (slow disk?): "
+                f"frame {result.frame.index} not saved ({self.dropped} dropped so far)"
+            ) from None
         result.snapshots.extend(p.name for p in paths)
         self._raise_errors()
 
-    def _save(self, result: FrameResult, kinds: list[str], paths: list[Path], names: Optional[list[str]] = None) -> None:
+    def _save(
+        self, result: FrameResult, kinds: list[str], paths: list[Path], names: Optional[list[str]] = None
+    ) -> None:
         for kind, path in zip(kinds, paths):
             self._write(path, result.annotated() if kind == "annotated" else result.frame.image)
             if names is not None:
@@ -198,8 +230,10 @@ class Snapshots(BaseSink):
             self._thread = None
             if not done:
                 left = self._queue.unfinished_tasks
-                raise OSError(f"{self.folder}: {left} snapshot(s) still queued after {self.close_timeout_s:g} s; "
-                              "left unwritten")
+                raise OSError(
+                    f"{self.folder}: {left} snapshot(s) still queued after {self.close_timeout_s:g} s; "
+                    "left unwritten"
+                )
         self._raise_errors()
 
 

@@ -114,7 +114,9 @@ def parse_source(uri: str) -> SourceSpec:
     """Parse a source URI (see the module docstring) into a :class:`SourceSpec`."""
     text = str(uri).strip()
     if not text:
-        raise SourceError("source '': expected a camera index, /dev/videoN, csi://, rtsp://, synthetic://, a file or a folder")
+        raise SourceError(
+            "source '': expected a camera index, /dev/videoN, csi://, rtsp://, synthetic://, a file or a folder"
+        )
     if text.isdigit():
         return SourceSpec(text, "usb", int(text))
     if text.startswith("gst://"):
@@ -128,18 +130,26 @@ def parse_source(uri: str) -> SourceSpec:
     if scheme == "csi":
         sensor = parts.netloc or "0"
         if not sensor.isdigit():
-            raise SourceError(f"source {text!r}: expected csi://<sensor id>, e.g. csi://0?width=1920&height=1080&fps=30")
+            raise SourceError(
+                f"source {text!r}: expected csi://<sensor id>, e.g. csi://0?width=1920&height=1080&fps=30"
+            )
         opts = _options(parts.query, text, ("width", "height", "fps", "flip", "out_width", "out_height"))
         return SourceSpec(text, "csi", int(sensor), opts)
     if scheme in STREAM_SCHEMES:
         url = text.split("#", 1)[0]
-        opts = _options(parts.fragment, text, ("backend", "latency", "transport", "codec", "decoder", "timeout_ms"))
+        opts = _options(
+            parts.fragment, text, ("backend", "latency", "transport", "codec", "decoder", "timeout_ms")
+        )
         backend = opts.get("backend", "auto")
         if backend not in ("auto", "gstreamer", "ffmpeg"):
             raise SourceError(f"source {text!r}: backend={backend!r}; expected auto, gstreamer or ffmpeg")
         return SourceSpec(text, "stream", url, opts)
     if scheme == "synthetic":
-        opts = _options(parts.query, text, ("width", "height", "seed", "defect_rate", "defect_scale", "frames", "fps", "live"))
+        opts = _options(
+            parts.query,
+            text,
+            ("width", "height", "seed", "defect_rate", "defect_scale", "frames", "fps", "live"),
+        )
         return SourceSpec(text, "synthetic", None, {**SYNTHETIC_DEFAULTS, **opts})
     if text.startswith("/dev/video"):
         return SourceSpec(text, "usb", text)
@@ -149,19 +159,39 @@ def parse_source(uri: str) -> SourceSpec:
     if path.is_file():
         return SourceSpec(text, "folder" if path.suffix.lower() in IMAGE_SUFFIXES else "video", path)
     if scheme and len(scheme) > 1:
-        raise SourceError(f"source {text!r}: unknown scheme {scheme!r}; expected csi, usb, rtsp, gst, synthetic or a path")
-    raise SourceError(f"source {text!r}: no such file or folder; expected a camera index, /dev/videoN, a URI, a file or a folder")
+        raise SourceError(
+            f"source {text!r}: unknown scheme {scheme!r}; expected csi, usb, rtsp, gst, synthetic or a path"
+        )
+    raise SourceError(
+        f"source {text!r}: no such file or folder; expected a camera index, /dev/videoN, a URI, a file or a folder"
+    )
 
 
-SYNTHETIC_DEFAULTS = {"width": 640, "height": 480, "seed": 0, "defect_rate": 0.1, "defect_scale": 1.0, "frames": 0, "fps": 0, "live": 0}
+SYNTHETIC_DEFAULTS = {
+    "width": 640,
+    "height": 480,
+    "seed": 0,
+    "defect_rate": 0.1,
+    "defect_scale": 1.0,
+    "frames": 0,
+    "fps": 0,
+    "live": 0,
+}
 
 
 # --------------------------------------------------------------------------- GStreamer pipelines
 APPSINK = "appsink drop=true max-buffers=1 sync=false"  # never queue: the newest frame only
 
 
-def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: int = 30, flip: int = 0,
-                 out_width: Optional[int] = None, out_height: Optional[int] = None) -> str:
+def csi_pipeline(
+    sensor_id: int = 0,
+    width: int = 1920,
+    height: int = 1080,
+    fps: int = 30,
+    flip: int = 0,
+    out_width: Optional[int] = None,
+    out_height: Optional[int] = None,
+) -> str:
     """The Jetson CSI camera pipeline (Argus ISP in NVMM memory -> BGR in system memory -> appsink)."""
     ow, oh = out_width or width, out_height or height
     return (
@@ -199,15 +229,20 @@ def require_elements(uri: str, pipeline: str) -> None:
         raise SourceUnsupported(gst.explain(uri, absent))
 
 
-def rtsp_pipeline(url: str, latency: int = 0, transport: str = "tcp", codec: str = "h264",
-                  decoder: Optional[str] = None) -> str:
+def rtsp_pipeline(
+    url: str, latency: int = 0, transport: str = "tcp", codec: str = "h264", decoder: Optional[str] = None
+) -> str:
     """A low-latency RTSP pipeline: no jitter buffer, the hardware decoder when GStreamer has it, newest frame only."""
     if codec not in ("h264", "h265"):
         raise SourceError(f"rtsp codec={codec!r}; expected h264 or h265")
     if transport not in ("tcp", "udp"):
         raise SourceError(f"rtsp transport={transport!r}; expected tcp or udp")
     decoder = decoder or pick_decoder(codec)
-    convert = "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert" if decoder.startswith("nv") else "videoconvert"
+    convert = (
+        "nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert"
+        if decoder.startswith("nv")
+        else "videoconvert"
+    )
     return (
         f'rtspsrc location="{url}" latency={int(latency)} protocols={transport} drop-on-latency=true ! '
         f"rtp{codec}depay ! {codec}parse ! {decoder} ! {convert} ! video/x-raw, format=(string)BGR ! {APPSINK}"
@@ -252,8 +287,10 @@ class CvReader:
         expected = self.frame_count
         if not expected or self.frames_read >= expected - max(2, expected // 100):
             return None
-        return (f"{self.name}: source ended early: {self.frames_read} of {expected} frames decoded "
-                "(CAP_PROP_FRAME_COUNT); the file is truncated or corrupt")
+        return (
+            f"{self.name}: source ended early: {self.frames_read} of {expected} frames decoded "
+            "(CAP_PROP_FRAME_COUNT); the file is truncated or corrupt"
+        )
 
     def release(self) -> None:
         self.cap.release()
@@ -265,7 +302,11 @@ class FolderReader:
     fps = None
 
     def __init__(self, path: Path):
-        self.paths = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.paths = (
+            [path]
+            if path.is_file()
+            else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        )
         if not self.paths:
             raise SourceError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         self.i = 0
@@ -287,7 +328,9 @@ class FolderReader:
 class SyntheticReader:
     """The synthetic conveyor (``defectdet.data.synthetic.conveyor_frame``), paced at ``fps`` when > 0."""
 
-    def __init__(self, width=640, height=480, seed=0, defect_rate=0.1, defect_scale=1.0, frames=0, fps=0, live=0):
+    def __init__(
+        self, width=640, height=480, seed=0, defect_rate=0.1, defect_scale=1.0, frames=0, fps=0, live=0
+    ):
         # cv2 + numpy + yaml only; imported lazily, so the runtime needs it only for this source
         from ..data.synthetic import conveyor_frame
 
@@ -300,7 +343,9 @@ class SyntheticReader:
 
     def frame(self, f: int) -> tuple[np.ndarray, dict]:
         """Frame ``f`` of the conveyor and its ground truth (part, defective, in_view, in_position)."""
-        img, info = self._conveyor(self.seed, f, self.w, self.h, defect_rate=self.rate, defect_scale=self.scale)
+        img, info = self._conveyor(
+            self.seed, f, self.w, self.h, defect_rate=self.rate, defect_scale=self.scale
+        )
         return img, {k: info[k] for k in ("part", "defective", "in_view", "in_position")}
 
     def read(self) -> tuple[Optional[np.ndarray], dict]:
@@ -323,11 +368,17 @@ def _open_usb(spec: SourceSpec) -> CvReader:
     o = spec.options
     if "fourcc" in o:
         cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*str(o["fourcc"])[:4].ljust(4)))
-    for key, prop in (("width", cv2.CAP_PROP_FRAME_WIDTH), ("height", cv2.CAP_PROP_FRAME_HEIGHT), ("fps", cv2.CAP_PROP_FPS)):
+    for key, prop in (
+        ("width", cv2.CAP_PROP_FRAME_WIDTH),
+        ("height", cv2.CAP_PROP_FRAME_HEIGHT),
+        ("fps", cv2.CAP_PROP_FPS),
+    ):
         if key in o:
             cap.set(prop, float(o[key]))
     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2: one buffer, so a read returns a fresh frame
-    return CvReader(cap, f"{spec.uri}: cannot open the camera (is it connected, and not used by another process?)")
+    return CvReader(
+        cap, f"{spec.uri}: cannot open the camera (is it connected, and not used by another process?)"
+    )
 
 
 def _need_gstreamer(spec: SourceSpec, pipeline: Optional[str] = None) -> None:
@@ -346,9 +397,17 @@ def _open_stream(spec: SourceSpec) -> CvReader:
     backend = o.get("backend", "auto")
     scheme = urlsplit(spec.target).scheme.lower()
     if backend == "gstreamer" or (backend == "auto" and scheme in ("rtsp", "rtsps") and has_gstreamer()):
-        pipe = rtsp_pipeline(spec.target, o.get("latency", 0), o.get("transport", "tcp"), o.get("codec", "h264"), o.get("decoder"))
+        pipe = rtsp_pipeline(
+            spec.target,
+            o.get("latency", 0),
+            o.get("transport", "tcp"),
+            o.get("codec", "h264"),
+            o.get("decoder"),
+        )
         _need_gstreamer(spec, pipe)
-        return CvReader(cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}")
+        return CvReader(
+            cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}"
+        )
     timeout = int(o.get("timeout_ms", 5000))
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout]
     with _ffmpeg_options(f"rtsp_transport;{o.get('transport', 'tcp')}|fflags;nobuffer|flags;low_delay"):
@@ -384,14 +443,23 @@ def open_reader(spec: SourceSpec) -> Reader:
     if spec.kind == "csi":
         pipe = csi_pipeline(spec.target, **{k: int(v) for k, v in spec.options.items()})
         _need_gstreamer(spec, pipe)
-        return CvReader(cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}")
+        return CvReader(
+            cv2.VideoCapture(pipe, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open {pipe!r}"
+        )
     if spec.kind == "gst":
         _need_gstreamer(spec, spec.target)
-        return CvReader(cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER), f"{spec.uri}: GStreamer cannot open this pipeline")
+        return CvReader(
+            cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER),
+            f"{spec.uri}: GStreamer cannot open this pipeline",
+        )
     if spec.kind == "stream":
         return _open_stream(spec)
     if spec.kind == "video":
-        return CvReader(cv2.VideoCapture(str(spec.target)), f"{spec.target}: OpenCV cannot decode this video file", str(spec.target))
+        return CvReader(
+            cv2.VideoCapture(str(spec.target)),
+            f"{spec.target}: OpenCV cannot decode this video file",
+            str(spec.target),
+        )
     if spec.kind == "folder":
         return FolderReader(Path(spec.target))
     if spec.kind == "synthetic":

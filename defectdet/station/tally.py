@@ -50,8 +50,14 @@ class Tally(BaseSink):
             self.flush()
         self._start = start
         ng = bool(result.decision.ng)
-        self._counts.update({"frames": 1, "ng" if ng else "ok": 1, "parts_ng": int(bool(result.trigger)),
-                             "parts": int(bool(result.new_part))})
+        self._counts.update(
+            {
+                "frames": 1,
+                "ng" if ng else "ok": 1,
+                "parts_ng": int(bool(result.trigger)),
+                "parts": int(bool(result.new_part)),
+            }
+        )
         self._parts_known = self._parts_known and result.new_part is not None
         if ng:
             self._per_class.update(set(result.decision.defects.class_name.tolist()))
@@ -85,7 +91,9 @@ class Tally(BaseSink):
             **self._meta,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:  # a failure raises: the counts go into the next line
+        with open(
+            self.path, "a", encoding="utf-8"
+        ) as f:  # a failure raises: the counts go into the next line
             f.write(json.dumps(rec, separators=(",", ":")) + "\n")
         self._counts.clear()
         self._per_class.clear()

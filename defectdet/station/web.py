@@ -23,14 +23,18 @@ def import_aiohttp() -> Any:
     try:
         from aiohttp import web
     except ImportError:
-        raise SignalError("the operator page and /metrics need aiohttp: pip install 'defectdet[station]'") from None
+        raise SignalError(
+            "the operator page and /metrics need aiohttp: pip install 'defectdet[station]'"
+        ) from None
     return web
 
 
 class HttpServer:
     """``routes`` (path -> async handler) served on ``host:port`` from an :class:`AsyncService` thread."""
 
-    def __init__(self, name: str, host: str, port: int, routes: dict[str, Callable], token: Optional[str] = None):
+    def __init__(
+        self, name: str, host: str, port: int, routes: dict[str, Callable], token: Optional[str] = None
+    ):
         self.web = import_aiohttp()
         self.name, self.host, self.port, self.routes, self.token = name, host, int(port), routes, token
         self.service = AsyncService(name)
@@ -57,12 +61,18 @@ class HttpServer:
         async def auth(request, handler):
             if not self._authorised(request):
                 self.refused += 1
-                raise web.HTTPUnauthorized(text="a token is required (Authorization: Bearer <token> or ?token=)\n")
+                raise web.HTTPUnauthorized(
+                    text="a token is required (Authorization: Bearer <token> or ?token=)\n"
+                )
             return await handler(request)
 
         app = web.Application(middlewares=[auth])
-        app.add_routes([web.post(path[5:], handler) if path.startswith("POST ") else web.get(path, handler)
-                        for path, handler in self.routes.items()])  # "POST /x": a write route (review_page.py)
+        app.add_routes(
+            [
+                web.post(path[5:], handler) if path.startswith("POST ") else web.get(path, handler)
+                for path, handler in self.routes.items()
+            ]
+        )  # "POST /x": a write route (review_page.py)
         return app
 
     async def _setup(self) -> None:
@@ -73,7 +83,9 @@ class HttpServer:
             await site.start()
         except OSError as e:
             await self._runner.cleanup()
-            raise OSError(e.errno, f"cannot listen on {self.host}:{self.port} ({e.strerror or e}): is the port in use?") from None
+            raise OSError(
+                e.errno, f"cannot listen on {self.host}:{self.port} ({e.strerror or e}): is the port in use?"
+            ) from None
         if self.port == 0:  # a free port was asked for: report the one given
             self.port = int(self._runner.addresses[0][1])
 
@@ -89,4 +101,4 @@ class HttpServer:
 
 def _bearer(header: str) -> str:
     """The token of an ``Authorization: Bearer <token>`` header (str.removeprefix is Python 3.9+)."""
-    return (header[len("Bearer "):] if header.startswith("Bearer ") else header).strip()
+    return (header[len("Bearer ") :] if header.startswith("Bearer ") else header).strip()

@@ -17,7 +17,15 @@ _BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt"
 _ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
 _OPTIONS = {"onnxruntime": ("providers", "threads", "input_name"), "tensorrt": ("device", "dla_core")}
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "BackendUnavailable", "TensorSpec", "create_backend", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "TensorSpec",
+    "create_backend",
+    "resolve_backend",
+]
 
 
 def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str:
@@ -28,7 +36,9 @@ def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str
     suffix = Path(model_path).suffix.lower()
     if name == "auto":
         if suffix not in _BY_SUFFIX:
-            raise BackendError(f"{model_path}: unknown model type {suffix!r}; expected .onnx (ONNX Runtime) or .engine (TensorRT)")
+            raise BackendError(
+                f"{model_path}: unknown model type {suffix!r}; expected .onnx (ONNX Runtime) or .engine (TensorRT)"
+            )
         return _BY_SUFFIX[suffix]
     if name == "tensorrt" and suffix == ".onnx":
         raise BackendError(

@@ -72,7 +72,11 @@ class Backend(ABC):
         """(B, ...) input batch in the model's form -> the model's outputs for all B images (leading axis B)."""
         spec = self.input_spec()
         want = tuple(spec.shape[1:])
-        if batch.ndim != 4 or len(want) != 3 or any(w is not None and w != g for w, g in zip(want, batch.shape[1:])):
+        if (
+            batch.ndim != 4
+            or len(want) != 3
+            or any(w is not None and w != g for w, g in zip(want, batch.shape[1:]))
+        ):
             shape = ", ".join("?" if w is None else str(w) for w in want)
             raise BackendError(f"{self.name}: input {spec.name!r} expects (B, {shape}), got {batch.shape}")
         static = spec.static_batch
@@ -83,7 +87,9 @@ class Backend(ABC):
         for i in range(0, batch.shape[0], step):
             chunk = batch[i : i + step]  # (<=step, 3, H, W)
             n = chunk.shape[0]
-            if static and n < static:  # a static graph rejects short batches: pad with zeros, drop the padding after
+            if (
+                static and n < static
+            ):  # a static graph rejects short batches: pad with zeros, drop the padding after
                 chunk = np.concatenate([chunk, np.zeros((static - n, *chunk.shape[1:]), chunk.dtype)])
             outs.append([o[:n] for o in self._run(chunk)])
         return [np.concatenate(parts) for parts in zip(*outs)] if len(outs) > 1 else outs[0]

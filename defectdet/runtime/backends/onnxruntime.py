@@ -15,8 +15,12 @@ import numpy as np
 from ...artifact.onnx_file import explain_load_failure, sniff_onnx
 from .base import Backend, BackendError, BackendUnavailable, TensorSpec
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-               "tensor(uint8)": np.uint8}
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+}
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -87,7 +91,9 @@ class OnnxRuntimeBackend(Backend):
         if len(inputs) != 1:
             raise BackendError(f"{self.model_path}: expected one image input, the model has {names}")
         if input_name is not None and input_name != names[0]:
-            raise BackendError(f"{self.model_path}: metadata names input {input_name!r} but the model has {names}")
+            raise BackendError(
+                f"{self.model_path}: metadata names input {input_name!r} but the model has {names}"
+            )
         self._input = _spec(inputs[0])
         self._outputs = [_spec(o) for o in self.session.get_outputs()]
         self._output_names = [o.name for o in self._outputs]

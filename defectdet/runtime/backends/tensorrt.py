@@ -130,10 +130,14 @@ def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None
         core, where = (ModelCard.load(model_path).engine or {}).get("dla_core"), f"{side} engine.dla_core"
     if core is None:
         return None
-    if isinstance(core, str) and core.strip().isdigit():  # ultralytics writes the core as a string: "dla": "0"
+    if (
+        isinstance(core, str) and core.strip().isdigit()
+    ):  # ultralytics writes the core as a string: "dla": "0"
         core = int(core.strip())
     if isinstance(core, bool) or not isinstance(core, int) or core < 0:
-        raise BackendError(f"{where}: DLA core {core!r}; expected a core number 0 or 1 (AGX/NX Orin, AGX Xavier, Xavier NX)")
+        raise BackendError(
+            f"{where}: DLA core {core!r}; expected a core number 0 or 1 (AGX/NX Orin, AGX Xavier, Xavier NX)"
+        )
     return core
 
 
@@ -207,8 +211,10 @@ class TensorRTBackend(Backend):
         if self.dla_core is not None:
             cores = self.runtime.num_DLA_cores
             if self.dla_core >= cores:
-                raise BackendError(f"{self.model_path}: built for DLA core {self.dla_core}, this device has {cores} "
-                                   "DLA core(s): rebuild it here without --dla-core (or with a core it has)")
+                raise BackendError(
+                    f"{self.model_path}: built for DLA core {self.dla_core}, this device has {cores} "
+                    "DLA core(s): rebuild it here without --dla-core (or with a core it has)"
+                )
             self.runtime.DLA_core = self.dla_core  # before deserializing: the engine runs on this core
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
@@ -220,7 +226,9 @@ class TensorRTBackend(Backend):
     def _new_slot(self, index: int) -> Slot:
         context = self.engine.create_execution_context()
         if context is None:
-            raise BackendError(f"{self.model_path}: TensorRT could not create an execution context (out of GPU memory?)")
+            raise BackendError(
+                f"{self.model_path}: TensorRT could not create an execution context (out of GPU memory?)"
+            )
         return Slot(index, context)
 
     def _allocate(self) -> None:
@@ -228,7 +236,9 @@ class TensorRTBackend(Backend):
         self._tensors = describe_io(self._trt, self.engine, str(self.model_path))
         inputs = [t for t in self._tensors if t.is_input]
         if len(inputs) != 1:
-            raise BackendError(f"{self.model_path}: expected one image input, the engine has {[t.name for t in inputs]}")
+            raise BackendError(
+                f"{self.model_path}: expected one image input, the engine has {[t.name for t in inputs]}"
+            )
         self._input, self._outputs = inputs[0], [t for t in self._tensors if not t.is_input]
         self.dynamic = -1 in self._input.max_shape
         if self.dynamic:  # (min, opt, max) of profile 0 -> max; one profile serves one context at a time
@@ -245,7 +255,9 @@ class TensorRTBackend(Backend):
             for o in self._outputs:
                 o.max_shape = slot.shapes[o.name]
                 if any(d < 0 for d in o.max_shape):
-                    raise BackendError(f"{self.model_path}: tensor {o.name!r} has data-dependent shape {o.max_shape}; unsupported")
+                    raise BackendError(
+                        f"{self.model_path}: tensor {o.name!r} has data-dependent shape {o.max_shape}; unsupported"
+                    )
             slot.allocate(self._cuda, self._cuda_call, self._tensors, str(self.model_path))
 
     @property
@@ -261,12 +273,16 @@ class TensorRTBackend(Backend):
     # -- Backend API --------------------------------------------------------------------------
     def input_spec(self) -> TensorSpec:
         t = self._input
-        dtype = np.dtype(np.uint8) if t.dtype == np.uint8 else np.dtype(np.float32)  # uint8 engines take bytes; FP16 ones float32
+        dtype = (
+            np.dtype(np.uint8) if t.dtype == np.uint8 else np.dtype(np.float32)
+        )  # uint8 engines take bytes; FP16 ones float32
         return TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), dtype)
 
     def output_specs(self) -> list[TensorSpec]:
-        return [TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), t.dtype)
-                for t in self._outputs]
+        return [
+            TensorSpec(t.name, (None if self.dynamic else t.max_shape[0], *t.max_shape[1:]), t.dtype)
+            for t in self._outputs
+        ]
 
     def embedded_metadata(self) -> dict[str, Any]:
         """The ultralytics header's JSON (names, imgsz, stride, ...), {} for a bare plan."""
@@ -274,14 +290,18 @@ class TensorRTBackend(Backend):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise BackendError(f"{self.model_path}: the TensorRT backend is closed; create a new one to run the engine")
+            raise BackendError(
+                f"{self.model_path}: the TensorRT backend is closed; create a new one to run the engine"
+            )
 
     def _run(self, chunk: np.ndarray) -> list[np.ndarray]:
         with self._lock:
             self._check_open()
             if self._pending:
-                raise BackendError(f"{self.model_path}: infer() while {len(self._pending)} submitted chunk(s) "
-                                   "wait: collect() them first")
+                raise BackendError(
+                    f"{self.model_path}: infer() while {len(self._pending)} submitted chunk(s) "
+                    "wait: collect() them first"
+                )
             self.submit(chunk)
             return self.collect()[1]
 
@@ -291,12 +311,20 @@ class TensorRTBackend(Backend):
             self._check_open()
             inp = self._input
             limit = self.max_batch if self.dynamic else inp.max_shape[0]
-            if chunk.ndim != 4 or tuple(chunk.shape[1:]) != inp.max_shape[1:] or not 1 <= chunk.shape[0] <= limit:
-                raise BackendError(f"{self.model_path}: submit() expects (1..{limit}, {', '.join(map(str, inp.max_shape[1:]))}), "
-                                   f"got {chunk.shape}")
+            if (
+                chunk.ndim != 4
+                or tuple(chunk.shape[1:]) != inp.max_shape[1:]
+                or not 1 <= chunk.shape[0] <= limit
+            ):
+                raise BackendError(
+                    f"{self.model_path}: submit() expects (1..{limit}, {', '.join(map(str, inp.max_shape[1:]))}), "
+                    f"got {chunk.shape}"
+                )
             free = [s for s in self._slots if s.ticket is None]
             if not free:
-                raise BackendError(f"{self.model_path}: {self.slots} chunk(s) already in flight: collect() one before submitting")
+                raise BackendError(
+                    f"{self.model_path}: {self.slots} chunk(s) already in flight: collect() one before submitting"
+                )
             slot, rows = free[0], chunk.shape[0]
             if not self.dynamic and rows < limit:  # a static engine takes whole batches: pad, trim at collect
                 chunk = np.concatenate([chunk, np.zeros((limit - rows, *chunk.shape[1:]), chunk.dtype)])
@@ -304,7 +332,9 @@ class TensorRTBackend(Backend):
             try:
                 if self.dynamic and slot.shapes.get(inp.name) != chunk.shape:
                     slot.set_input_shape(inp, chunk.shape, self._outputs, str(self.model_path))
-                slot.enqueue(self._cuda, self._cuda_call, chunk, inp, self._outputs, self._errors, str(self.model_path))
+                slot.enqueue(
+                    self._cuda, self._cuda_call, chunk, inp, self._outputs, self._errors, str(self.model_path)
+                )
             finally:
                 self._pop()
             self._tickets += 1
@@ -325,7 +355,9 @@ class TensorRTBackend(Backend):
                 self._cuda_call("wait for the inference to finish", slot.done.synchronize)
             finally:
                 self._pop()
-            return ticket, [slot.output_view(o)[: slot.rows].astype(np.float32) for o in self._outputs]  # copies
+            return ticket, [
+                slot.output_view(o)[: slot.rows].astype(np.float32) for o in self._outputs
+            ]  # copies
 
     def close(self) -> None:
         """Free every slot's buffers, the contexts, engine, runtime; release the device. Waits for a running call."""
@@ -338,11 +370,15 @@ class TensorRTBackend(Backend):
             try:
                 self._push()
                 for slot in self._slots:
-                    if slot.stream is not None and slot.ticket is not None:  # in flight: let its copies land first
+                    if (
+                        slot.stream is not None and slot.ticket is not None
+                    ):  # in flight: let its copies land first
                         self._cuda_call("wait for the stream", slot.stream.synchronize)
                     slot.free(self._cuda_call)
                 self._slots, self._pending = [], collections.deque()
-                self.engine = self.runtime = None  # release in dependency order (contexts went with the slots)
+                self.engine = self.runtime = (
+                    None  # release in dependency order (contexts went with the slots)
+                )
                 self._pop()
             finally:
                 ctx, self._ctx = self._ctx, None
@@ -367,4 +403,9 @@ def device_identity(device: int = 0) -> dict[str, Any]:
         dla = int(trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores)
     except Exception:  # a builder cannot start: no DLA count, the GPU facts still hold  # noqa: BLE001
         dla = 0
-    return {"gpu": name, "compute_capability": f"{major}.{minor}", "dla_cores": dla, "tensorrt": str(trt.__version__)}
+    return {
+        "gpu": name,
+        "compute_capability": f"{major}.{minor}",
+        "dla_cores": dla,
+        "tensorrt": str(trt.__version__),
+    }

@@ -19,7 +19,9 @@ import numpy as np
 
 from .base import BackendError
 
-Call = Callable[..., Any]  # call(what, fn, *args): runs one pycuda call, a CUDA error -> BackendError naming `what`
+Call = Callable[
+    ..., Any
+]  # call(what, fn, *args): runs one pycuda call, a CUDA error -> BackendError naming `what`
 
 
 @dataclass
@@ -37,14 +39,23 @@ class TensorInfo:
 # (NVIDIA/TensorRT tag 8.5.2, python/packaging/tensorrt/__init__.py: `bool: np.bool`; np.bool_ from the 8.5.3
 # tag), an alias numpy 1.24-1.26 removed, so on the numpy 1.24 a Python 3.8 venv gets every call raises
 # AttributeError (NVIDIA/TensorRT issues #2557, #2567).
-NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-                "BOOL": np.bool_, "UINT8": np.uint8}
+NUMPY_DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
 
 
 def numpy_dtype(trt: Any, engine: Any, name: str, where: str) -> np.dtype:
     """The numpy dtype of tensor ``name``; BF16 / FP8 / FP4 (no numpy equivalent) -> one-line BackendError."""
     dt = engine.get_tensor_dtype(name)
-    label = getattr(dt, "name", None) or str(dt).rpartition(".")[2]  # DataType.HALF.name / str(): "DataType.HALF"
+    label = (
+        getattr(dt, "name", None) or str(dt).rpartition(".")[2]
+    )  # DataType.HALF.name / str(): "DataType.HALF"
     if label not in NUMPY_DTYPES:
         raise BackendError(
             f"{where}: I/O tensor {name!r} is {label}, which numpy (and this backend) cannot hold; expected "
@@ -60,7 +71,11 @@ def describe_io(trt: Any, engine: Any, where: str) -> list[TensorInfo]:
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         is_in = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        out.append(TensorInfo(name, is_in, tuple(engine.get_tensor_shape(name)), numpy_dtype(trt, engine, name, where)))
+        out.append(
+            TensorInfo(
+                name, is_in, tuple(engine.get_tensor_shape(name)), numpy_dtype(trt, engine, name, where)
+            )
+        )
     return out
 
 
@@ -82,31 +97,55 @@ class Slot:
         """Page-locked + device memory for every tensor at its max shape; register the addresses."""
         for t in tensors:
             size = int(np.prod(t.max_shape))
-            self.host[t.name] = call(f"allocate page-locked memory for {t.name}", cuda.pagelocked_empty, size, t.dtype)
-            dev = call(f"allocate device memory for {t.name}", cuda.mem_alloc, max(self.host[t.name].nbytes, 1))
+            self.host[t.name] = call(
+                f"allocate page-locked memory for {t.name}", cuda.pagelocked_empty, size, t.dtype
+            )
+            dev = call(
+                f"allocate device memory for {t.name}", cuda.mem_alloc, max(self.host[t.name].nbytes, 1)
+            )
             self.device[t.name] = dev
             if not self.context.set_tensor_address(t.name, int(dev)):
-                raise BackendError(f"{where}: TensorRT refused the address of tensor {t.name!r} (slot {self.index})")
+                raise BackendError(
+                    f"{where}: TensorRT refused the address of tensor {t.name!r} (slot {self.index})"
+                )
         self.stream = call("create a stream", cuda.Stream)
         # BLOCKING_SYNC: collect()'s wait sleeps in the driver instead of spinning a CPU core (the
         # Jetson's cores also decode and post-process); DISABLE_TIMING: no timestamps are read
         flags = cuda.event_flags.BLOCKING_SYNC | cuda.event_flags.DISABLE_TIMING
         self.done = call("create an event", cuda.Event, flags)
 
-    def set_input_shape(self, t: TensorInfo, shape: tuple[int, ...], outputs: list[TensorInfo], where: str) -> None:
+    def set_input_shape(
+        self, t: TensorInfo, shape: tuple[int, ...], outputs: list[TensorInfo], where: str
+    ) -> None:
         """Fix the input's shape on this slot's context; read back the outputs' shapes."""
         if not self.context.set_input_shape(t.name, shape):
-            raise BackendError(f"{where}: input {t.name!r} shape {shape} is outside the engine's optimisation profile")
+            raise BackendError(
+                f"{where}: input {t.name!r} shape {shape} is outside the engine's optimisation profile"
+            )
         self.shapes[t.name] = tuple(shape)
         for o in outputs:
             self.shapes[o.name] = tuple(self.context.get_tensor_shape(o.name))
 
-    def enqueue(self, cuda: Any, call: Call, chunk: np.ndarray, inp: TensorInfo, outputs: list[TensorInfo],
-                errors: Callable[[], str], where: str) -> None:
+    def enqueue(
+        self,
+        cuda: Any,
+        call: Call,
+        chunk: np.ndarray,
+        inp: TensorInfo,
+        outputs: list[TensorInfo],
+        errors: Callable[[], str],
+        where: str,
+    ) -> None:
         """Host->device copy, execute_async_v3, device->host copies, then record ``done``: all on this slot's stream."""
         host_in = self.host[inp.name][: chunk.size].reshape(chunk.shape)  # page-locked view
         np.copyto(host_in, chunk, casting="unsafe")  # float32 -> the engine's input dtype (FP16 engines)
-        call("copy the input to the device", cuda.memcpy_htod_async, self.device[inp.name], host_in, self.stream)
+        call(
+            "copy the input to the device",
+            cuda.memcpy_htod_async,
+            self.device[inp.name],
+            host_in,
+            self.stream,
+        )
         if not self.context.execute_async_v3(stream_handle=self.stream.handle):
             raise BackendError(f"{where}: TensorRT failed to enqueue inference ({errors()})")
         for o in outputs:
