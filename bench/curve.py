@@ -1,0 +1,197 @@
+"""The budget x capacity curve: the defaults' quality per model and training budget, per data set.
+
+    python bench/curve.py --data ../shared/data/kolektorsdd/data.yaml --kfold 5 \\
+        --models configs/models/defectdet-pico.yaml yolo11n.yaml --scales 1 2 4 \\
+        --out runs/bench_curve --archive bench/results/curve_runs --page docs/quality.md
+
+Each cell (data set, model, budget) is one ``bench/quality.py`` run of the ``recipe`` arm (the defaults)
+at ``scale`` times the budget's epochs, in its own cache folder ``<out>/<model>-e<epochs>/``: the same
+resumable runner (an interrupted training goes on from ``last.pt``; a finished one is cached), so a
+cell may take several sessions, and ``--archive`` keeps each finished cell's small JSON to commit.
+Cells run cheapest first (every model at 1x before any at 2x), so an interrupted curve still has its
+first column. ``--kfold K`` makes every cell a K-fold cross-validation (a small set: KolektorSDD).
+
+The table reads a cell's quality as mAP50 (median over seeds, or pooled over folds) and the line's part
+KPIs at thresholds calibrated for 1 % escape on other parts (cross-fitted over folds with ``--kfold``;
+half/half within val otherwise), with the wall time and training speed it cost on this machine. It tells
+a line engineer what a longer (GPU) run buys, and whether the model's capacity or the budget is the wall.
+``--report-only`` rebuilds the table from ``--out`` (or from the archive given as ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import quality as Q  # noqa: E402
+from bench.quality_report import update_page  # noqa: E402
+from defectdet.config import atomic_write_text  # noqa: E402
+from defectdet.errors import ConfigError  # noqa: E402
+
+ARM = "recipe"  # the defaults
+
+
+def cell_name(model: str, epochs: int) -> str:
+    return f"{Path(model).stem}-e{epochs}"
+
+
+def cells(models: list[str], scales: list[float], base_epochs: int) -> list[tuple[str, float, int]]:
+    """(model, scale, epochs), cheapest first: every model at the smallest scale before any at the next."""
+    out = []
+    for s in sorted(set(scales)):
+        if s <= 0:
+            raise ConfigError(f"--scales {s:g}: expected a positive multiple of the budget's epochs")
+        out += [(m, s, max(1, round(base_epochs * s))) for m in models]
+    return out
+
+
+def _quality_args(opts: argparse.Namespace, model: str, epochs: int, cell: str) -> list[str]:
+    args = ["--data", *opts.data, "--arms", ARM, "--budget", opts.budget, "--model", model]
+    args += ["--epochs", str(epochs), "--out", str(Path(opts.out) / cell), "--device", opts.device]
+    for k in ("seeds", "kfold", "imgsz", "batch", "workers", "max_val_images", "synthetic_images"):
+        v = getattr(opts, k)
+        if v is not None:
+            args += [f"--{k.replace('_', '-')}", *map(str, v if isinstance(v, list) else [v])]
+    if opts.archive:
+        args += ["--archive", str(Path(opts.archive) / cell)]
+    return args
+
+
+def _row(cell: str, res: list[dict[str, Any]], kfold: bool) -> dict[str, Any]:
+    """One table row from a cell's results of one data set: result.json per seed, or kfold.json."""
+    first = res[0]
+    budget = first.get("budget") or first.get("fingerprint", {})
+    row = {"cell": cell, "data": first["data_tag"], "model": Path(str(budget.get("model"))).stem}
+    row["epochs"] = budget.get("epochs")
+    if kfold:
+        k = first["kfold"]
+        rule = k.get("line_part90") or k["line"]
+        row.update(
+            map50=k["map50_pooled"],
+            escapes=rule["escapes"],
+            n_defective=rule["n_defective"],
+            overkills=rule["overkills"],
+            n_clean=rule["n_clean"],
+            rule="part score, 90% conf., cross-fitted",
+            wall_s=k.get("wall_s"),
+            ips=[v for v in k.get("images_per_s", []) if v],
+            load=[v for v in k.get("load_1m", []) if v is not None],
+            seeds=len(res),
+        )
+    else:
+        cal = [r["calibration_line_any"] for r in res]
+        row.update(
+            map50=float(np.median([r["map50"] for r in res])),
+            escape=float(np.median([r["escape_line_any"] for r in res])),
+            overkill=float(np.median([r["overkill_line_any"] for r in res])),
+            rule="per class, half/half",
+            wall_s=float(np.median([r.get("wall_s") or 0 for r in res])),
+            ips=[r["images_per_s"] for r in res if r.get("images_per_s")],
+            load=[r["load_1m"] for r in res if r.get("load_1m") is not None],
+            seeds=len(res),
+            reachable=all(c.get("reachable", True) for c in cal),
+        )
+    return row
+
+
+def collect(out: Path) -> list[dict[str, Any]]:
+    """Every finished cell under ``out``: one row per (cell, data set)."""
+    rows = []
+    for cell in sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []:
+        kfolds = sorted(cell.glob(f"*-kfold*/{ARM}/seed*/kfold.json"))
+        for tag in sorted({p.parents[2].name for p in kfolds}):
+            res = [json.loads(p.read_text()) for p in kfolds if p.parents[2].name == tag]
+            rows.append(_row(cell.name, res, kfold=True))
+        plain = [
+            p for p in sorted(cell.glob(f"*/{ARM}/seed*/result.json")) if "-kfold" not in p.parents[2].name
+        ]
+        for tag in sorted({p.parents[2].name for p in plain}):
+            res = [json.loads(p.read_text()) for p in plain if p.parents[2].name == tag]
+            rows.append(_row(cell.name, res, kfold=False))
+    return sorted(rows, key=lambda r: (r["data"], r["model"], r["epochs"] or 0))
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: data x model x epochs, mAP50 and the line's part KPIs, what the cell cost."""
+    head = "| data | model | epochs | runs | mAP50 | escape | overkill | decision rule | wall | train img/s (load) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        if "escapes" in r:
+            esc = f"{r['escapes']}/{r['n_defective']} ({r['escapes'] / r['n_defective']:.1%})"
+            ovk = f"{r['overkills']}/{r['n_clean']} ({r['overkills'] / r['n_clean']:.1%})"
+            runs = f"{r['seeds']} seed × folds"
+        else:
+            esc, ovk = f"{r['escape']:.1%}", f"{r['overkill']:.1%}"
+            runs = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''} (median)"
+        ips = f"{np.median(r['ips']):.1f}" if r["ips"] else "n/a"
+        load = f" ({np.median(r['load']):.1f})" if r["load"] else ""
+        wall = f"{r['wall_s'] / 60:.0f} min" if r.get("wall_s") else "n/a"
+        lines.append(
+            f"| {r['data']} | {r['model']} | {r['epochs']} | {runs} | {r['map50']:.3f} | {esc} | {ovk} | "
+            f"{r['rule']} | {wall} | {ips}{load} |"
+        )
+    lines.append(
+        "\nthresholds calibrated for 1 % escape on parts not counted; a part is rejected on any detection "
+        "above its threshold (the line's rule). load: median 1-minute load during training "
+        "(2 = the run alone on 2 cores)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench/curve.py", description=__doc__.split("\n")[0])
+    p.add_argument("--data", nargs="+", default=Q.DEFAULT_DATA[:1], help="data.yaml files, or 'synthetic'")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=[Q.BUDGETS["cpu"]["model"], "yolo11n.yaml"],
+        help="model yamls (default: defectdet-pico and yolo11n)",
+    )
+    p.add_argument("--scales", nargs="+", type=float, default=[1, 2, 4], help="multiples of the epochs")
+    p.add_argument("--budget", choices=sorted(Q.BUDGETS), default="cpu", help="the 1x budget")
+    p.add_argument("--epochs", type=int, help="the 1x epochs (default: the budget's)")
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the budget's)")
+    p.add_argument("--kfold", type=int, help="every cell a K-fold cross-validation (bench/kfold.py)")
+    for k in ("imgsz", "batch", "workers", "max-val-images", "synthetic-images"):
+        p.add_argument(f"--{k}", type=int, help=f"passed to bench/quality.py --{k}")
+    p.add_argument("--device", default="cpu", help="cpu, 0, ...")
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench_curve"), help="one cache folder per cell")
+    p.add_argument("--archive", help="keep each cell's small JSON here (bench/quality.py --archive)")
+    p.add_argument("--page", help="write the table into this docs page between the marker lines")
+    p.add_argument("--marker", default="curve-table", help="the marker in --page (default: curve-table)")
+    p.add_argument("--report-only", action="store_true", help="rebuild the table from --out")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = _parser().parse_args(argv)
+    out = Path(opts.out).resolve()
+    if not opts.report_only:
+        base = opts.epochs or Q.BUDGETS[opts.budget]["epochs"]
+        for model, scale, epochs in cells(opts.models, opts.scales, base):
+            cell = cell_name(model, epochs)
+            print(f"curve: {cell} ({scale:g}x {base} epochs)")
+            Q.main(_quality_args(opts, model, epochs, cell))
+    text = table(collect(out))
+    atomic_write_text(out / "curve.md", text)
+    print(text)
+    if opts.page:
+        print(f"written: {update_page(Path(opts.page), opts.marker, text)} ({opts.marker})")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as e:
+        print(f"bench/curve.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
