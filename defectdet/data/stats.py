@@ -51,8 +51,8 @@ BANDS = (
 RULE = (
     "imbalance = negative/positive anchors on the train split at imgsz "
     "(positives ~ min(topk=10, anchor centres inside each box), defect-free images included); "
-    "< 500:1 -> balanced (gamma=0, focal loss can hurt balanced data), 500-2000:1 -> mild (gamma=1, alpha=0.5), "
-    "2000-20000:1 -> standard (gamma=2, alpha=0.25), >= 20000:1 -> extreme (gamma=4, alpha=0.1)"
+    "< 500:1 -> balanced (gamma=0, focal loss can hurt balanced data), 500-2000:1 -> mild (gamma=1, "
+    "alpha=0.5), 2000-20000:1 -> standard (gamma=2, alpha=0.25), >= 20000:1 -> extreme (gamma=4, alpha=0.1)"
 )
 
 
@@ -195,7 +195,10 @@ def recommend_preset(stats: dict) -> dict[str, Any]:
         f"{a['positive_fraction_in_defect_images']:.2e}) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
     )
     if math.isinf(ratio):
-        measured = f"no labelled box in the train split (no positive anchor) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
+        measured = (
+            f"no labelled box in the train split (no positive anchor) -> {preset} "
+            f"(gamma={gamma:g}, alpha={alpha:g})"
+        )
     return {
         "cls_loss": "focal",
         "gamma": gamma,
@@ -227,9 +230,10 @@ def format_stats(stats: dict) -> str:
             "  instances per class: " + ", ".join(f"{k} {v}" for k, v in s["instances_per_class"].items()),
             f"  box area / image p10/p50/p90: {p10} / {p50} / {p90};  min side at imgsz p10/p50/p90: "
             f"{m10} / {m50} / {m90} px; {s['boxes_below_min_stride']} boxes below the smallest stride",
-            f"  anchors: {a['locations_per_image']} locations/image, {a['positives_per_image']} positives/image "
-            f"-> positive fraction {a['positive_fraction']:.2e}, {a['negatives_per_positive']}:1 negatives per "
-            f"positive; {a['boxes_with_no_anchor_inside']} boxes with no anchor centre inside",
+            f"  anchors: {a['locations_per_image']} locations/image, {a['positives_per_image']} "
+            f"positives/image -> positive fraction {a['positive_fraction']:.2e}, "
+            f"{a['negatives_per_positive']}:1 negatives per positive; {a['boxes_with_no_anchor_inside']} "
+            "boxes with no anchor centre inside",
         ]
         if s["excluded_images"]:
             lines.append(f"  {s['excluded_images']} images with errors left out (run 'defectdet data check')")

@@ -81,7 +81,8 @@ def to_chw(img: np.ndarray, out: np.ndarray, rgb: bool = True, scale: float = 1 
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:
-    """Validate a frame; grey (h, w) or (h, w, 1) becomes BGR, BGRA drops alpha. Raises ValueError otherwise."""
+    """Validate a frame; grey (h, w) or (h, w, 1) becomes BGR, BGRA drops alpha. Raises ValueError
+    otherwise."""
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame: expected a numpy array (h, w, 3) uint8 BGR, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -131,7 +132,8 @@ class Preprocessor:
 
     def letterbox(self, frame: np.ndarray, slot: int = -1) -> tuple[np.ndarray, LetterboxParams]:
         """:func:`letterbox` into the reused canvas (``slot`` -1) or straight into input slot ``slot``
-        of an NHWC uint8 BGR buffer, the same pixels; returns it (valid until the next call) and the parameters."""
+        of an NHWC uint8 BGR buffer, the same pixels; returns it (valid until the next call) and the
+        parameters."""
         s = self.settings
         canvas = self._canvas if slot < 0 else self._buf[slot]  # (H, W, 3) uint8
         p = letterbox_params(frame.shape[:2], self.imgsz, s.letterbox)
