@@ -24,7 +24,7 @@ from .config import dump_yaml
 # minute. Thresholds are calibrated (and the INT8 gate compares) as the line decides: any detection
 # rejects a part. cls_loss=auto: with the defect sampler on, the BCE-equivalent focal preset (gamma 0,
 # alpha 0.5). At 1x defects and 30 epochs, thin scratches and cracks were learnt on one CPU and not on
-# another (AP50 0.02 / 0.01): the outcome hinged on the kernels; bench/demo_spread.py measures it over
+# another (docs/demo.md): the outcome hinged on the kernels; bench/demo_spread.py measures it over
 # seeds and thread counts. INT8 activation ranges are minmax (entropy and percentile ranges were refused by
 # the gate for this model). What a run measures, and what the earlier settings gave, is in docs/demo.md: its
 # table is written by bench/demo_table.py from the run's summary.yaml, never typed here.

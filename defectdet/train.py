@@ -199,9 +199,8 @@ def resolve_loss(
 ) -> dict[str, Any]:
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given.
     ``stats``: the data as training sees it (``recipe.resolve_recipe``), for ``cls_loss=auto``."""
-    # Default auto: on DeepPCB's rare split the recommended focal preset had about twice BCE's mAP50,
-    # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (docs/quality.md,
-    # "Quality benchmark").
+    # Default auto: the preset that `defectdet data stats` recommends for the data as training sees it
+    # (why this default: docs/quality.md, "Quality benchmark").
     cls_loss = ours.get("cls_loss", DEFAULT_CLS_LOSS)
     if cls_loss == "auto":
         cls_loss, ours = _auto_preset(ul_args.get("data"), training_imgsz(ul_args), ours, ul_args, stats)

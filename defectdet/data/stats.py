@@ -12,16 +12,14 @@ The rule (printed with the numbers) maps negatives-per-positive to a preset in c
 below 500:1 the data is balanced (dense labels: by this formula COCO's ~7.3 mostly large boxes per
 image give ~115:1, and YOLO trains COCO well on plain BCE) and focal loss can hurt there ->
 ``balanced`` (gamma=0); then mild to 2000:1, and each further decade focuses harder. The first edge
-follows bench/quality.py on DeepPCB (one seed each, pico, equal images seen): at 47:1 (balanced
-split) and at 244:1 (the rare split as the defect sampler and native crops show it) BCE beat the
-focal presets (0.631 vs focal_mild-like arms 0.50-0.62; 0.688 vs focal_mild's 0.603 mAP50), and
-only at 534:1 (the rare split drawn as it is, downscaled) did focal_mild beat BCE (0.219 vs 0.110).
+follows bench/quality.py on DeepPCB: BCE beat the focal presets on its balanced split and on its rare
+split as the defect sampler shows it, and focal_mild beat BCE only on the rare split drawn as it is;
+the runs and their mAP50 are in docs/quality.md ("Quality benchmark").
 
 The sampler and focal loss answer the same imbalance. Once the defect sampler draws defective images
 (``sampling=defect``: the stats then carry a ``sampler`` entry), the recommendation is ``balanced``
 (BCE) whatever the anchor ratio: with the sampler on, BCE led the focal presets on every set measured
-(DeepPCB's rare split: 0.688 vs focal_mild's 0.603 mAP50; a second public rare-defect set with five
-classes: 0.546 vs 0.446). The bands apply when images are drawn as they are (``sampling=uniform``).
+(docs/quality.md). The bands apply when images are drawn as they are (``sampling=uniform``).
 """
 
 from __future__ import annotations
