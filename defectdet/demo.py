@@ -83,8 +83,7 @@ class Steps:
 
 
 def loss_settings(cls_loss: str) -> dict[str, Any]:
-    """``auto``, or a preset of configs/train/ (``focal_mild``, ``bce``, ...) with its gamma, alpha and cls
-    gain."""
+    """``auto``, or a preset of configs/train/ (``focal_mild``, ``bce``, ...): its gamma, alpha, cls gain."""
     from .config import load_yaml, resolve_config
 
     return {"cls_loss": "auto"} if cls_loss == "auto" else load_yaml(resolve_config(cls_loss, "train"))

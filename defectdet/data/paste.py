@@ -27,8 +27,7 @@ MAX_CONTEXT_COST = 24.0  # mean absolute grey-level difference between a patch's
 
 
 def check_probability(key: str, p) -> None:
-    """ConfigError naming ``key`` unless ``p`` is a number in [0, 1] (a per-image augmentation
-    probability)."""
+    """ConfigError naming ``key`` unless ``p`` is a number in [0, 1] (a per-image augmentation chance)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ConfigError(f"{key}={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
 

@@ -128,8 +128,7 @@ def toposort(graph: Any) -> None:
 
 
 def to_fp16(model: Any) -> Any:
-    """FP16-typed graph with FP32 inputs/outputs (onnxruntime's converter, as ultralytics' CPU export
-    uses)."""
+    """FP16-typed graph, FP32 inputs/outputs (onnxruntime's converter, as ultralytics' CPU export uses)."""
     from onnxruntime.transformers import float16
 
     model = float16.convert_float_to_float16(model, keep_io_types=True)

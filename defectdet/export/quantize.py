@@ -255,8 +255,7 @@ def _int8_card(base: ModelCard, src: Path, target: str, report: dict[str, Any]) 
 
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
-    """The FP32 ONNX (float32 or uint8 input) must be static and not already quantized; returns (input name,
-    (H, W))."""
+    """The FP32 ONNX (float32/uint8 input) must be static and not quantized; returns (input, (H, W))."""
     if has_qdq(model):
         raise ConfigError(
             f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote"

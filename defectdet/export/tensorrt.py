@@ -132,8 +132,7 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
 def _configure(
     trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, info: ModelInfo
 ) -> tuple[Any, Any]:
-    """(a builder config carrying the plan's memory limit, flags, DLA and calibrator; the calibrator or
-    None)."""
+    """(a builder config with the plan's memory limit, flags, DLA and calibrator; the calibrator or None)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
     for name in plan.builder_flags:

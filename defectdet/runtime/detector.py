@@ -218,13 +218,11 @@ class Detector:
     # -- the three stages, for callers that run them on separate threads (a pipelined loop) ----
     @property
     def stageable(self) -> bool:
-        """True when one frame is exactly :meth:`forward` between :meth:`new_preprocessor` and :meth:`decode`
-        (no tiles)."""
+        """True when a frame is just :meth:`new_preprocessor`, :meth:`forward`, :meth:`decode` (no tiles)."""
         return self.tiles is None
 
     def new_preprocessor(self) -> Preprocessor:
-        """A Preprocessor with its own input buffer: one per frame in flight (``pre([frame])`` -> (batch,
-        params))."""
+        """Own-buffer Preprocessor, one per frame in flight: ``pre([frame])`` -> (batch, params)."""
         return Preprocessor(self.metadata.imgsz, self.metadata.preprocess)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
@@ -263,8 +261,7 @@ class Detector:
         return ticket, _float32(outputs[0])
 
     def decode(self, pred: np.ndarray, params: Any) -> Detections:
-        """One image's output (4+nc, A) or (N, 6) and its LetterboxParams -> Detections in frame pixels
-        (thresholds, NMS, max_det)."""
+        """One image's output ((4+nc, A) or (N, 6)) and LetterboxParams -> Detections in frame pixels."""
         return postprocess(
             pred, params, self.thresholds, self._name_table, self.iou, self.max_det, self.metadata.end2end
         )

@@ -82,8 +82,7 @@ def to_chw(img: np.ndarray, out: np.ndarray, rgb: bool = True, scale: float = 1 
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:
-    """Validate a frame; grey (h, w) or (h, w, 1) becomes BGR, BGRA drops alpha. Raises ValueError
-    otherwise."""
+    """Validate a frame; grey (h, w) or (h, w, 1) becomes BGR, BGRA drops alpha; else ValueError."""
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame: expected a numpy array (h, w, 3) uint8 BGR, got {type(frame).__name__}")
     if frame.dtype != np.uint8:

@@ -53,8 +53,7 @@ def missing(names) -> list[str]:
 
 
 def explain(uri: str, names: list[str]) -> str:
-    """``uri: GStreamer has no element X (gst-inspect-1.0 --exists X): install ...`` for the missing
-    ``names``."""
+    """``uri: GStreamer has no element X (gst-inspect-1.0 --exists X): install ...`` for missing ``names``."""
     hints = sorted({PROVIDERS.get(n, "a GStreamer plugin package") for n in names})
     return (
         f"{uri}: GStreamer has no element {', '.join(names)} ({INSPECT} --exists {names[0]} fails): "

@@ -81,8 +81,7 @@ STAGES = ("pre", "infer", "post", "decide", "sinks")  # summary.json's stages_ms
 
 
 class InspectionLoop:
-    """One inspection run over a :class:`FrameSource`, every stage in the calling thread (see the module
-    docstring)."""
+    """One inspection run over a :class:`FrameSource`, all stages in the calling thread (module docstring)."""
 
     pipelined = False
     in_flight = 1  # frames the model works on at once (a pipelined loop on a two-slot TensorRT engine: 2)
@@ -257,8 +256,7 @@ class InspectionLoop:
         return result
 
     def decide(self, frame: Frame, dets: Any, t0: float) -> FrameResult:
-        """The decision on one frame's detections (frames in order: debounce); ``t0``: when its inspection
-        began."""
+        """The decision on a frame's detections (in frame order: debounce); ``t0``: when inspection began."""
         self._errors_in_row = 0
         t = time.perf_counter()
         decision = self.decider(dets, frame.image.shape)
@@ -428,8 +426,7 @@ class InspectionLoop:
 
 
 def _headline(sinks: Iterable[tuple[Mapping[str, str], dict[str, Any]]]) -> dict[str, Any]:
-    """The top-level summary keys sinks fill: ``(summary_keys, stats)`` pairs -> {key: value}, summed over
-    sinks sharing a key."""
+    """Summary keys that sinks fill: ``(summary_keys, stats)`` pairs -> {key: value}, summed per key."""
     out: dict[str, Any] = {}
     for keys, stats in sinks:
         for key, stat in keys.items():

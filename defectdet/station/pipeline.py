@@ -151,8 +151,7 @@ class PipelinedLoop(InspectionLoop):
             raise self.failure[1]
 
     def _sink_stage(self) -> None:
-        """Deliver decided frames to the sinks until the stream ends, the run aborts or a stop cannot
-        drain."""
+        """Deliver decided frames to the sinks until the stream ends, the run aborts or a stop can't drain."""
         stopped_at: Optional[float] = None
         while True:
             item = self._to_sinks.get(self.read_timeout)
@@ -203,8 +202,7 @@ class PipelinedLoop(InspectionLoop):
                 ch.close()
 
     def _timed(self, name: str, job: _Job, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` timed into the stage's statistics; a detector exception is kept on the job (None
-        returned)."""
+        """``fn(*args)`` timed into the stage's statistics; a detector exception is kept on the job (None)."""
         t = time.perf_counter()
         try:
             return fn(*args)
@@ -312,8 +310,7 @@ class PipelinedLoop(InspectionLoop):
         return job
 
     def _post_stage(self) -> None:
-        """Decode (staged), then decide in frame order; detector failures counted as the sequential loop
-        counts them."""
+        """Decode (staged), then decide in frame order; detector failures counted as in InspectionLoop."""
         while (job := self._to_post.get()) is not END and job is not CLOSED:
             dets = job.out
             if job.error is None and self.staged:

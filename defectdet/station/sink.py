@@ -72,8 +72,7 @@ class BaseSink:
 
 
 class Guard:
-    """Runs one sink; an exception is logged (clear line naming the sink, then every ``log_every_s``),
-    counted, survived."""
+    """Runs a sink; an exception is logged (naming the sink, then each ``log_every_s``), counted, survived."""
 
     def __init__(self, sink: Sink, log_every_s: float = 30.0):
         missing = [m for m in METHODS if not callable(getattr(sink, m, None))]

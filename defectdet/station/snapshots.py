@@ -89,8 +89,7 @@ class Snapshots(BaseSink):
         }
 
     def _room(self, result: FrameResult, files: int) -> bool:
-        """Whether ``files`` snapshots of this frame (at most its raw size each) leave ``min_free_mb``
-        free."""
+        """Whether ``files`` snapshots (each at most the frame's raw size) leave ``min_free_mb`` free."""
         if self.min_free_mb <= 0:
             return True
         try:

@@ -46,8 +46,7 @@ class SourceError(DefectdetError):
 
 
 class SourceUnsupported(SourceError):
-    """This machine cannot open this kind of source at all (no GStreamer, a missing element): retrying cannot
-    help."""
+    """This machine cannot open this kind of source (no GStreamer, a missing element): retrying can't help."""
 
 
 @dataclass(frozen=True)
@@ -206,8 +205,7 @@ def csi_pipeline(
 
 
 def is_jetson() -> bool:
-    """True on an NVIDIA Jetson (L4T) — only a clue: containers often lack the file; see
-    :func:`pick_decoder`."""
+    """True on an NVIDIA Jetson (L4T); only a clue: containers often lack the file (:func:`pick_decoder`)."""
     return Path("/etc/nv_tegra_release").exists()
 
 
@@ -236,8 +234,7 @@ def require_elements(uri: str, pipeline: str) -> None:
 def rtsp_pipeline(
     url: str, latency: int = 0, transport: str = "tcp", codec: str = "h264", decoder: Optional[str] = None
 ) -> str:
-    """A low-latency RTSP pipeline: no jitter buffer, the hardware decoder when GStreamer has it, newest frame
-    only."""
+    """A low-latency RTSP pipeline: no jitter buffer, a hardware decoder if present, newest frame only."""
     if codec not in ("h264", "h265"):
         raise SourceError(f"rtsp codec={codec!r}; expected h264 or h265")
     if transport not in ("tcp", "udp"):
@@ -304,8 +301,7 @@ class CvReader:
 
 
 class FolderReader:
-    """Every image of a folder (or one image file), sorted by name; unreadable files are logged and
-    skipped."""
+    """Every image of a folder (or one image file), sorted by name; unreadable files are logged, skipped."""
 
     fps = None
 
@@ -390,8 +386,7 @@ def _open_usb(spec: SourceSpec) -> CvReader:
 
 
 def _need_gstreamer(spec: SourceSpec, pipeline: Optional[str] = None) -> None:
-    """OpenCV with GStreamer, and (when given) every element of ``pipeline``; else
-    :class:`SourceUnsupported`."""
+    """OpenCV with GStreamer and (if given) every element of ``pipeline``, else :class:`SourceUnsupported`."""
     if pipeline is not None:
         require_elements(spec.uri, pipeline)
     if not has_gstreamer():

@@ -70,8 +70,7 @@ class Backend(ABC):
     max_batch: int | None = None  # dynamic-batch engines: the optimisation profile's largest batch
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """(B, ...) input batch in the model's form -> the model's outputs for all B images (leading axis
-        B)."""
+        """(B, ...) batch in the model's input form -> the model's outputs for all B images (axis 0: B)."""
         spec = self.input_spec()
         want = tuple(spec.shape[1:])
         if (

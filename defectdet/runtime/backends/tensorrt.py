@@ -121,8 +121,7 @@ def _make_logger(trt: Any) -> Any:
 
 
 def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None) -> int | None:
-    """The DLA core to deserialize on: the option, else the header's ``dla``, else the sidecar's
-    ``engine.dla_core``."""
+    """The DLA core to load on: the option, else the header's ``dla``, else sidecar ``engine.dla_core``."""
     core, where = option, "the dla_core option"
     if core is None and header.get("dla") is not None:
         core, where = header["dla"], f"{model_path}'s header 'dla'"
@@ -148,8 +147,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, model_path: str | os.PathLike, device: int = 0, dla_core: int | None = None):
-        """Load ``model_path`` (a plan, optionally behind an ultralytics metadata header) on GPU
-        ``device``."""
+        """Load ``model_path`` (a plan, maybe behind an ultralytics metadata header) on GPU ``device``."""
         self.model_path = Path(model_path)
         self._trt, self._cuda = import_tensorrt(self.model_path)
         if not self.model_path.is_file():
@@ -310,8 +308,7 @@ class TensorRTBackend(Backend):
             return self.collect()[1]
 
     def submit(self, chunk: np.ndarray) -> int:
-        """Start one chunk (B <= the engine's batch, C/H/W as ``input_spec``) on the next free slot; returns
-        its ticket."""
+        """Start a chunk (B <= the engine's batch, C/H/W as ``input_spec``) on a free slot; its ticket."""
         with self._lock:
             self._check_open()
             inp = self._input
@@ -349,8 +346,7 @@ class TensorRTBackend(Backend):
             return slot.ticket
 
     def collect(self) -> tuple[int, list[np.ndarray]]:
-        """Wait for the oldest submitted chunk (its slot's event) and return (its ticket, float32 copies of
-        its outputs)."""
+        """Wait for the oldest chunk (its slot's event): (its ticket, float32 copies of its outputs)."""
         with self._lock:
             self._check_open()
             if not self._pending:
@@ -367,8 +363,7 @@ class TensorRTBackend(Backend):
             ]  # copies
 
     def close(self) -> None:
-        """Free every slot's buffers, the contexts, engine, runtime; release the device. Waits for a running
-        call."""
+        """Free slots' buffers, contexts, engine, runtime; release the device. Waits for a running call."""
         with self._lock:
             if self._closed:
                 return

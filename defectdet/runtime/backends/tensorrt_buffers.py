@@ -137,8 +137,7 @@ class Slot:
         errors: Callable[[], str],
         where: str,
     ) -> None:
-        """Host->device copy, execute_async_v3, device->host copies, then record ``done``: all on this slot's
-        stream."""
+        """H2D copy, execute_async_v3, D2H copies, then record ``done``: all on this slot's stream."""
         host_in = self.host[inp.name][: chunk.size].reshape(chunk.shape)  # page-locked view
         np.copyto(host_in, chunk, casting="unsafe")  # float32 -> the engine's input dtype (FP16 engines)
         call(
