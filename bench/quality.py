@@ -388,8 +388,7 @@ def evaluate_arm(
 
 
 def portable(fingerprint: dict) -> dict:
-    """``fingerprint`` with a model yaml of this project named from ``configs/``, whichever checkout ran
-    it."""
+    """``fingerprint`` with a model yaml of this project named from ``configs/``, whatever checkout ran it."""
     model = str(fingerprint.get("model", ""))
     tail = model.replace("\\", "/").rpartition("/configs/models/")
     return {**fingerprint, "model": f"configs/models/{tail[2]}"} if tail[1] else fingerprint

@@ -274,8 +274,7 @@ RUNNERS = {"a": _runner_raw, "b": _runner_detector, "c": _runner_ultralytics, "d
 
 
 def _serve(kind: str, model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, conn) -> None:
-    """Worker: build one path, warm it up, then run the frame ranges the parent sends; finally report peak
-    RSS."""
+    """Worker: build one path, warm it up, run the frame ranges the parent sends; finally report peak RSS."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     frames = conveyor_frames(n)
     base = _vm_rss_mib()  # interpreter + numpy/OpenCV + the frames: common to all three
@@ -568,8 +567,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_paths(a: argparse.Namespace) -> dict:
-    """(a) raw session.run, (b) Detector, (c) ultralytics on one model (the first --imgsz for the
-    stand-in)."""
+    """(a) raw session.run, (b) Detector, (c) ultralytics on a model (the first --imgsz for the stand-in)."""
     size = a.imgsz[0]
     with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
         model = a.model or make_model(tmp, size)

@@ -142,8 +142,7 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
 
 
 class MemoryReader:
-    """A file-like source over frames already in memory (cycled), so capture costs nothing: ``n`` frames, then
-    the end."""
+    """A file-like source over in-memory frames (cycled; capture costs nothing): ``n`` frames, then end."""
 
     fps = None
 
@@ -180,8 +179,7 @@ def model_only_fps(model: Path, frames: list[np.ndarray], n: int, threads: int) 
 
 
 def loop_run(det, loop_class, frames: list[np.ndarray], n: int, out: Path) -> dict:
-    """(s) or (p): one inspection run over ``n`` in-memory frames with the event log and snapshots; its
-    summary."""
+    """(s) or (p): one inspection run over ``n`` in-memory frames with event log and snapshots; summary."""
     from defectdet.station.capture import FrameSource
     from defectdet.station.decisions import Decider
     from defectdet.station.sinks import EventLog
