@@ -310,8 +310,7 @@ def test_setup_refuses_tensorrt_older_than_8_5(tmp_path):
 
 
 def test_setup_upgrades_a_pip_too_old_for_editable_installs(tmp_path):
-    """JetPack 5's venv pip (20.x) cannot install pyproject.toml editable: ensure_pip upgrades it, a new one
-    is kept."""
+    """ensure_pip upgrades a pip too old for editable pyproject installs (JetPack 5: 20.x), not a new one."""
     bin_ = tmp_path / "venv/bin"
     bin_.mkdir(parents=True)
     log = tmp_path / "calls"

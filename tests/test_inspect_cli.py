@@ -27,8 +27,7 @@ CONF = "conf=0.5"  # the stand-in model gives a mix of OK and NG conveyor frames
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A yolo11n stand-in (random weights calibrated to give boxes) exported to ONNX at 128, with its
-    sidecar."""
+    """A yolo11n stand-in (random weights calibrated to give boxes) exported to ONNX at 128, with sidecar."""
     return benchscripts.stand_in_model(tmp_path_factory.mktemp("model"), "conveyor128")
 
 

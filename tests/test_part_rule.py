@@ -1,5 +1,4 @@
-"""defectdet.part_rule: one threshold on the part score, with a bootstrap confidence margin (worked
-numbers)."""
+"""defectdet.part_rule: one threshold on the part score, a bootstrap confidence margin (worked numbers)."""
 
 from __future__ import annotations
 

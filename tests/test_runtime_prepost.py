@@ -295,8 +295,7 @@ def test_postprocess_clips_float32_sigmoid_overshoot():
 
 
 def test_preprocessor_canvas_matches_letterbox_across_frame_sizes():
-    """The reused letterbox canvas gives letterbox()'s pixels, also when the frame size changes between
-    calls."""
+    """The reused letterbox canvas gives letterbox()'s pixels, also when the frame size changes."""
     rng = np.random.default_rng(0)
     pre = Preprocessor((96, 128))
     for h, w in [(60, 80), (60, 80), (120, 40), (96, 128), (30, 200), (60, 80)]:

@@ -24,8 +24,7 @@ JETSON = f"{BASE} nvarguscamerasrc nvvidconv nvv4l2decoder"
 
 @pytest.fixture
 def elements(tmp_path, monkeypatch):
-    """``elements("a b c")``: a gst-inspect-1.0 on PATH that knows exactly these elements (None: no
-    gst-inspect-1.0)."""
+    """``elements("a b c")``: a gst-inspect-1.0 on PATH knowing exactly these elements (None: none)."""
 
     def install(names):
         gst.has_element.cache_clear()
