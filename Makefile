@@ -35,7 +35,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check defectdet tests bench
+	$(VENV)/bin/ruff check defectdet tests bench deploy
+	$(VENV)/bin/ruff format --check defectdet tests bench deploy
 
 # The user guide (docs/, mkdocs.yml) -> site/; --strict: a broken link or anchor fails. settings.md and
 # configs/inspect.yaml are written from defectdet/settings first.

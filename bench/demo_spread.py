@@ -2,7 +2,7 @@
 
     python bench/demo_spread.py                                   # seeds 0 1 2 x threads 1 2 (~6 demo runs)
     python bench/demo_spread.py --page docs/demo.md               # also rewrite the page's demo-spread block
-    python bench/demo_spread.py --seeds 0 --threads 1 -- --epochs 40   # extra `defectdet demo` options after --
+    python bench/demo_spread.py --seeds 0 --threads 1 -- --epochs 40   # `defectdet demo` options after --
 
 A demo result that hinges on the CPU's kernels is not a result: each run is ``defectdet demo --seed S
 --threads T`` in ``<out>/seed<S>-threads<T>/`` (resumable: a run with a ``summary.yaml`` made with the
@@ -108,7 +108,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['seed']} | {r['threads']} | {r['map50']:.3f} | {r['weakest']} {r['min_ap50']:.2f} | "
             f"{r['escape']:.1%} | {r['overkill']:.1%} | {r['gate']} | {r['caught']} | "
-            f"{r['false_rejects']}/{r['good_parts']} | {'held' if r['ok'] else '**missed**'} | {r['seconds']:.0f} |"
+            f"{r['false_rejects']}/{r['good_parts']} | {'held' if r['ok'] else '**missed**'} | "
+            f"{r['seconds']:.0f} |"
         )
     if rows:
 
@@ -128,7 +129,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         }  # the options every run was given besides seed and threads
         shown = f" {next(iter(extra))}" if len(extra) == 1 and extra != {""} else ""
         lines.append(
-            f"Runs: `defectdet demo --seed S --threads T{shown}` (`python bench/demo_spread.py`), one at a time."
+            f"Runs: `defectdet demo --seed S --threads T{shown}` (`python bench/demo_spread.py`), one at a "
+            "time."
         )
     return "\n".join(lines) + "\n"
 

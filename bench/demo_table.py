@@ -128,28 +128,32 @@ def table(summary: dict[str, Any], gate: dict[str, Any] | None) -> str:
                 ]
             )
             + ")",
-            f"{_step(summary, '2.'):.0f} s; mAP50 {summary['map50']:.3f}, mAP50-95 {summary['map50_95']:.3f} on {n_val} "
-            f"val parts at {summary['val_imgsz']} px (AP50: {ap_text}; {min(labels)}–{max(labels)} labels per class)",
+            f"{_step(summary, '2.'):.0f} s; mAP50 {summary['map50']:.3f}, mAP50-95 {summary['map50_95']:.3f} "
+            f"on {n_val} val parts at {summary['val_imgsz']} px (AP50: {ap_text}; "
+            f"{min(labels)}–{max(labels)} labels per class)",
         ),
         (
             f"thresholds calibrated for ≤ {s['target_escape']:.0%} escape (any detection rejects)",
-            f"escape **{_pct(summary['escape_rate'])}** ({summary['escapes']} of {summary['n_defective']} defective "
-            f"parts), overkill **{_pct(summary['overkill_rate'])}** ({summary['overkills']} of {summary['n_clean']} good parts)",
+            f"escape **{_pct(summary['escape_rate'])}** ({summary['escapes']} of {summary['n_defective']} "
+            f"defective parts), overkill **{_pct(summary['overkill_rate'])}** ({summary['overkills']} of "
+            f"{summary['n_clean']} good parts)",
         ),
         (
             "export",
-            f"max \\|ONNX − PyTorch\\|: {par['boxes_max_abs']:.2g} px (boxes), {par['scores_max_abs']:.1g} (scores)",
+            f"max \\|ONNX − PyTorch\\|: {par['boxes_max_abs']:.2g} px (boxes), {par['scores_max_abs']:.1g} "
+            "(scores)",
         ),
         (
-            f"INT8 Q/DQ (TensorRT form, {calib}) + gate (`--recalibrate {s['target_escape']:g} --escape-rule any`)",
+            f"INT8 Q/DQ (TensorRT form, {calib}) + gate (`--recalibrate {s['target_escape']:g} --escape-rule "
+            "any`)",
             _gate_cell(summary, gate),
         ),
         (
-            f"inspect `parts.mp4` ({line['frames']} frames, {line['defective_parts'] + line['good_parts']} parts, "
-            f"{line['defective_parts']} defective)",
-            f"{line['fps']:.0f} frames/s, {line['events_written']} NG events; on the frames where a part rests under "
-            f"the camera: {line['caught']} of {line['defective_parts']} defective parts rejected, "
-            f"{line['false_rejects']} of {line['good_parts']} good parts rejected",
+            f"inspect `parts.mp4` ({line['frames']} frames, {line['defective_parts'] + line['good_parts']} "
+            f"parts, {line['defective_parts']} defective)",
+            f"{line['fps']:.0f} frames/s, {line['events_written']} NG events; on the frames where a part "
+            f"rests under the camera: {line['caught']} of {line['defective_parts']} defective parts "
+            f"rejected, {line['false_rejects']} of {line['good_parts']} good parts rejected",
         ),
         ("total", f"{summary['seconds']:.0f} s"),
     ]

@@ -242,13 +242,17 @@ RULES = (
 def kfold_table(rows: list[dict]) -> str:
     """Markdown: per (data, arm, seed) k-fold result, one line per decision rule (cross-fitted line-rule
     escape and overkill), then the pooled operating curve."""
-    head = "| data | arm | seed | mAP50 per fold (median) | mAP50 pooled | thresholds calibrated | escape | overkill |"
+    head = (
+        "| data | arm | seed | mAP50 per fold (median) | mAP50 pooled | thresholds calibrated | escape "
+        "| overkill |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         k, cv = r["kfold"], r["kfold"]["curve"]
         first = (
             f"| {r['data_tag']} | {r['arm']} | {r['seed']} | "
-            f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | {k['map50_pooled']:.3f} |"
+            f"{' '.join(f'{m:.3f}' for m in k['map50_folds'])} ({k['map50_median']:.3f}) | "
+            f"{k['map50_pooled']:.3f} |"
         )
         for key, label in RULES:
             if key in k:

@@ -5,7 +5,8 @@
     python bench/quality.py --budget gpu --device 0 --seeds 0 1 2   # a GPU: yolo11n at 640, 100 epochs
     python bench/quality.py --report-only                     # table + PNGs again from the cached JSON
     python bench/quality.py --data synthetic --arms bce qfl --epochs 1 --imgsz 64   # smoke run
-    python bench/quality.py --data synthetic --synthetic-defect-rate 0.1 --synthetic-px 640 --synthetic-images 500 --arms bce recipe
+    python bench/quality.py --data synthetic --synthetic-defect-rate 0.1 --synthetic-px 640 \\
+        --synthetic-images 500 --arms bce recipe
 
 **Arms**: ``bce`` (ultralytics' loss, the baseline), ``focal`` (standard preset), ``qfl``, ``vfl``
 and the preset that ``defectdet data stats`` recommends for the dataset at the budget's imgsz
@@ -154,8 +155,9 @@ def cross_calibrated_kpis(
     images: list[M.ImageDetections], names: list[str], target_escape: float, folds: int = 2, rule: str = "box"
 ) -> dict[str, Any]:
     """Escape/overkill at thresholds calibrated (``defectdet val --target-escape``) on the other folds;
-    parts go to fold ``index % folds`` and the counts of all folds are summed (:func:`bench.kfold.cross_fitted`).
-    ``rule``: what catches a defective part, in the calibration and the count (``defectdet.metrics.ESCAPE_RULES``)."""
+    parts go to fold ``index % folds`` and the counts of all folds are summed
+    (:func:`bench.kfold.cross_fitted`). ``rule``: what catches a defective part, in the calibration and the
+    count (``defectdet.metrics.ESCAPE_RULES``)."""
     from bench.kfold import cross_fitted
 
     r = cross_fitted([images[f::folds] for f in range(folds)], names, target_escape, rule)
@@ -192,9 +194,9 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
     turns (``rot90=0.75``: each of the four turns equally often; with flip, all eight orientations), lr3 =
     AdamW at lr0 0.003, the default from scratch since defectdet.trainer.SCRATCH_LR0 (lr5: 0.005; lr1: 0.001,
     ultralytics' own ``optimizer=auto`` choice for these short runs and what arms without an lr feature
-    trained with before; momentum and bias warm-up as auto sets them), nomosaic = ``mosaic=0`` (one native window per sample, ultralytics' other
-    augmentations kept), nbs16 = ``nbs=16`` (an optimizer step every batch of 16 instead of ultralytics'
-    gradient accumulation to 64: 4x the steps at the same images seen))
+    trained with before; momentum and bias warm-up as auto sets them), nomosaic = ``mosaic=0`` (one native
+    window per sample, ultralytics' other augmentations kept), nbs16 = ``nbs=16`` (an optimizer step every
+    batch of 16 instead of ultralytics' gradient accumulation to 64: 4x the steps at the same images seen))
     to a loss arm; ``recipe`` is ``defectdet train``'s defaults (every key auto: loss, sampling, crop)."""
     from defectdet.data.stats import recommend_preset
     from defectdet.train import load_settings
@@ -386,7 +388,7 @@ def evaluate_arm(
 
 
 def portable(fingerprint: dict) -> dict:
-    """``fingerprint`` with a model yaml of this project named from ``configs/``, whichever checkout ran it."""
+    """``fingerprint`` with a model yaml of this project named from ``configs/``, whatever checkout ran it."""
     model = str(fingerprint.get("model", ""))
     tail = model.replace("\\", "/").rpartition("/configs/models/")
     return {**fingerprint, "model": f"configs/models/{tail[2]}"} if tail[1] else fingerprint
@@ -463,8 +465,8 @@ def run_arm(
     )
     atomic_write_text(cached, json.dumps(res, indent=1) + "\n")
     print(
-        f"quality: {data_tag(data)} {arm} seed {seed}: mAP50 {res['map50']:.3f}  R_rare {res['rare_recall']:.3f}  "
-        f"({res['wall_s']:.0f} s)"
+        f"quality: {data_tag(data)} {arm} seed {seed}: mAP50 {res['map50']:.3f}  R_rare "
+        f"{res['rare_recall']:.3f}  ({res['wall_s']:.0f} s)"
     )
     return res
 

@@ -217,9 +217,10 @@ def report(out: Path) -> str:
             "",
             f"budget: {'; '.join(sorted(budgets))}. Rarest class: "
             + ", ".join(f"{t} {next(r['rarest'] for r in rows if r['data_tag'] == t)}" for t in tags)
-            + f". escape/overkill at thresholds calibrated for {target:.0%} (and 1%, a line's target) escape on one half "
-            "of val, counted on the other half, both ways round; a defective part counts as caught by a correct box "
-            "(right class, IoU >= 0.5), or, in the any-det columns, by any detection (the line's reject rule).",
+            + f". escape/overkill at thresholds calibrated for {target:.0%} (and 1%, a line's target) escape "
+            "on one half of val, counted on the other half, both ways round; a defective part counts as "
+            "caught by a correct box (right class, IoU >= 0.5), or, in the any-det columns, by any "
+            "detection (the line's reject rule).",
             *baseline_warnings(rows),
         ]
     )

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     data, out = Path(a.data), Path(a.out)
     if not data.is_file():
         print(
-            f"bench/quantize.py: {data} not found: skipped (the DeepPCB benchmark needs ../shared/data/deeppcb)"
+            f"bench/quantize.py: {data} not found: skipped (the DeepPCB benchmark needs "
+            "../shared/data/deeppcb)"
         )
         return 0
     if a.model is None and not a.train_epochs:

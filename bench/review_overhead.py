@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     res = measure(a)
     f = res["fps"]
     text = (
-        f"pipelined loop, ONNX Runtime CPU, {a.threads} thread(s), {a.frames} frames {a.width}x{a.height} per arm "
-        f"and round, {a.rounds} rounds, NG rate ~{a.ng_rate:g}, events + snapshots on in both arms\n"
+        f"pipelined loop, ONNX Runtime CPU, {a.threads} thread(s), {a.frames} frames {a.width}x{a.height} "
+        f"per arm and round, {a.rounds} rounds, NG rate ~{a.ng_rate:g}, events + snapshots on in both arms\n"
         f"| review off fps | review on fps | **on/off** |\n|---:|---:|---:|\n"
         f"| {f['off']:.1f} | {f['on']:.1f} | **{res['on_over_off']:.3f}** |\n"
         f"review queue (last round): {res['review_last_round']}"

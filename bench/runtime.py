@@ -1,8 +1,8 @@
 """Edge-runtime speed benchmark: the same ONNX model, frames and thread count, four ways, in one run.
 
-    python bench/runtime.py                      # stand-in yolo11n at 320, 300 conveyor frames 640x480, 2 threads
+    python bench/runtime.py                      # stand-in yolo11n at 320, 300 frames 640x480, 2 threads
     python bench/runtime.py --model runs/x/model.onnx --frames 300 --threads 2
-    python bench/runtime.py --inputs --imgsz 320 640   # Detector: float32- vs uint8-input export, side by side
+    python bench/runtime.py --inputs --imgsz 320 640   # Detector: float32- vs uint8-input export
 
 (a) raw ``session.run`` on already pre-processed tensors (the model alone),
 (b) ``defectdet.runtime.Detector`` (letterbox + model + decode/NMS, no torch),
@@ -274,7 +274,7 @@ RUNNERS = {"a": _runner_raw, "b": _runner_detector, "c": _runner_ultralytics, "d
 
 
 def _serve(kind: str, model: Path, n: int, threads: int, conf: float, iou: float, warmup: int, conn) -> None:
-    """Worker: build one path, warm it up, then run the frame ranges the parent sends; finally report peak RSS."""
+    """Worker: build one path, warm it up, run the frame ranges the parent sends; finally report peak RSS."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     frames = conveyor_frames(n)
     base = _vm_rss_mib()  # interpreter + numpy/OpenCV + the frames: common to all three
@@ -431,7 +431,8 @@ def report(s: dict, rows: dict, rss: dict, imp: float, torch_in: bool, header: s
         print(_target_line("d", dc, da))
         extra = {"d_over_c": dc, "d_over_a": da}
     print(
-        f"same box count (b vs c) on {int((nb == nc).sum())}/{len(nb)} frames; mean boxes/frame {nb.mean():.1f}"
+        f"same box count (b vs c) on {int((nb == nc).sum())}/{len(nb)} frames; mean boxes/frame "
+        f"{nb.mean():.1f}"
     )
     print(f"import defectdet.runtime: {imp:.3f} s (target < 0.5 s), torch/ultralytics imported: {torch_in}")
     (pb, db), (pc, dc) = rss["b"], rss["c"]
@@ -481,12 +482,14 @@ def input_table(results: dict[int, dict[str, dict[str, float]]]) -> str:
         for k in ("float32", "uint8"):
             r = s[k]
             lines.append(
-                f"| {size} | {k}: Detector | {r['fps']:.1f} | {r['pre']:.2f} | {r['infer']:.2f} | {r['post']:.2f} | {r['wall']:.2f} |"
+                f"| {size} | {k}: Detector | {r['fps']:.1f} | {r['pre']:.2f} | {r['infer']:.2f} | "
+                f"{r['post']:.2f} | {r['wall']:.2f} |"
             )
         for k in ("float32", "uint8"):
             r = s[f"{k} model only"]
             lines.append(
-                f"| {size} | {k}: session.run only | {r['fps']:.1f} | - | {r['infer']:.2f} | - | {r['wall']:.2f} |"
+                f"| {size} | {k}: session.run only | {r['fps']:.1f} | - | {r['infer']:.2f} | - | "
+                f"{r['wall']:.2f} |"
             )
         f, u = s["float32"], s["uint8"]
         fa, ua = s["float32 model only"], s["uint8 model only"]
@@ -520,8 +523,9 @@ def compare_inputs(a: argparse.Namespace) -> dict:
             )
         results[size] = summarise(rows)
     print(
-        f"\nDetector, stand-in yolo11n exported with --input float32 / uint8 (NHWC), {a.frames} conveyor frames "
-        f"640x480 BGR, {a.threads} threads, ORT CPU; each in its own process, alternating blocks of {a.block} frames\n"
+        f"\nDetector, stand-in yolo11n exported with --input float32 / uint8 (NHWC), {a.frames} conveyor "
+        f"frames 640x480 BGR, {a.threads} threads, ORT CPU; each in its own process, alternating blocks of "
+        f"{a.block} frames\n"
     )
     print(input_table(results))
     return {
@@ -563,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_paths(a: argparse.Namespace) -> dict:
-    """(a) raw session.run, (b) Detector, (c) ultralytics on one model (the first --imgsz for the stand-in)."""
+    """(a) raw session.run, (b) Detector, (c) ultralytics on a model (the first --imgsz for the stand-in)."""
     size = a.imgsz[0]
     with tempfile.TemporaryDirectory(prefix="defectdet-bench-") as tmp:
         model = a.model or make_model(tmp, size)

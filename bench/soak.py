@@ -49,9 +49,9 @@ def rss_mib() -> float:
 
 
 class Probe:
-    """A sink (defectdet.station.sink.Sink) sampling (frames seen, time, RSS, detector ms, bare seconds) every ``every`` frames and, every
-    ``bare_every`` frames, timing ``bare_n`` calls of a second, bare Detector on the same frames: loop and
-    bare Detector interleave, so load from other processes hits both alike."""
+    """A sink (defectdet.station.sink.Sink) sampling (frames seen, time, RSS, detector ms, bare seconds) every
+    ``every`` frames and, every ``bare_every`` frames, timing ``bare_n`` calls of a second, bare Detector on
+    the same frames: loop and bare Detector interleave, so load from other processes hits both alike."""
 
     name = "probe"
 
@@ -142,7 +142,7 @@ def soak(model: Path, a: argparse.Namespace, conf: float, frames: list[np.ndarra
 
 
 class MemoryReader:
-    """A file-like source over frames already in memory (cycled), so capture costs nothing: ``n`` frames, then the end."""
+    """A file-like source over in-memory frames (cycled; capture costs nothing): ``n`` frames, then end."""
 
     fps = None
 
@@ -179,7 +179,7 @@ def model_only_fps(model: Path, frames: list[np.ndarray], n: int, threads: int) 
 
 
 def loop_run(det, loop_class, frames: list[np.ndarray], n: int, out: Path) -> dict:
-    """(s) or (p): one inspection run over ``n`` in-memory frames with the event log and snapshots; its summary."""
+    """(s) or (p): one inspection run over ``n`` in-memory frames with event log and snapshots; summary."""
     from defectdet.station.capture import FrameSource
     from defectdet.station.decisions import Decider
     from defectdet.station.sinks import EventLog
@@ -242,20 +242,20 @@ def compare(a: argparse.Namespace) -> dict:
 def compare_table(results: dict, a: argparse.Namespace) -> str:
     """The README table of :func:`compare`'s results."""
     lines = [
-        f"ONNX Runtime CPU, {a.threads} intra-op thread(s), {a.frames} frames {a.width}x{a.height} per arm and round, "
-        f"{a.rounds} rounds (arms interleaved, medians; ratios: median of the per-round ratios), NG rate ~{a.ng_rate:g}, "
-        "events + snapshots on",
+        f"ONNX Runtime CPU, {a.threads} intra-op thread(s), {a.frames} frames {a.width}x{a.height} per arm "
+        f"and round, {a.rounds} rounds (arms interleaved, medians; ratios: median of the per-round ratios), "
+        f"NG rate ~{a.ng_rate:g}, events + snapshots on",
         "",
-        "| imgsz | (a) model only fps | (s) sequential loop fps | (p) pipelined loop fps | s/a | **p/a** | p/s "
-        "| pipelined stage p50 ms: pre / infer / post / decide / sinks |",
+        "| imgsz | (a) model only fps | (s) sequential loop fps | (p) pipelined loop fps | s/a | **p/a** | "
+        "p/s | pipelined stage p50 ms: pre / infer / post / decide / sinks |",
         "|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for imgsz, r in results.items():
         f, st = r["fps"], r["stages_p50_ms"]
         stage = " / ".join(f"{st[k]:.2f}" for k in ("pre", "infer", "post", "decide", "sinks"))
         lines.append(
-            f"| {imgsz} | {f['a']:.1f} | {f['s']:.1f} | {f['p']:.1f} | {r['s_over_a']:.2f} | **{r['p_over_a']:.2f}** "
-            f"| {r['p_over_s']:.2f} | {stage} |"
+            f"| {imgsz} | {f['a']:.1f} | {f['s']:.1f} | {f['p']:.1f} | {r['s_over_a']:.2f} | "
+            f"**{r['p_over_a']:.2f}** | {r['p_over_s']:.2f} | {stage} |"
         )
     return "\n".join(lines)
 

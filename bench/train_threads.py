@@ -1,12 +1,12 @@
 """CPU training speed against torch's thread count (`defectdet train threads=N`), side by side.
 
-    python bench/train_threads.py                      # demo data and settings, threads: default 1 2, 3 rounds
+    python bench/train_threads.py                # demo data and settings, threads: default 1 2, 3 rounds
     python bench/train_threads.py --threads 1 2 4 --rounds 5 --epochs 4
 
 On the CPU ultralytics trains with ``os.cpu_count() - 1`` torch threads and no data-loader
 workers (data loading and augmentation run in the training thread between steps). This script
-trains yolo11n with the demo's loss on the demo's synthetic data (``defectdet.demo.DEMO``) once per setting per
-round, the settings interleaved so that a change in machine load hits all of them alike, and
+trains yolo11n with the demo's loss on the demo's synthetic data (``defectdet.demo.DEMO``) once per setting
+per round, the settings interleaved so that a change in machine load hits all of them alike, and
 prints the median training images/s of each setting (epochs after the first, training loop only:
 per-epoch validation is off) and its ratio to ultralytics' default.
 """

@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if _python() < (3, 9) and name not in PY38_COMMANDS:
         print(
-            f"defectdet {name}: needs Python 3.9 or newer (this is {'.'.join(map(str, _python()))}); on Python 3.8 "
-            f"(JetPack 5) defectdet runs {', '.join(PY38_COMMANDS[:-1])} and {PY38_COMMANDS[-1]} only — train, validate and export on a workstation",
+            f"defectdet {name}: needs Python 3.9 or newer (this is {'.'.join(map(str, _python()))}); on "
+            f"Python 3.8 (JetPack 5) defectdet runs {', '.join(PY38_COMMANDS[:-1])} and {PY38_COMMANDS[-1]} "
+            "only — train, validate and export on a workstation",
             file=sys.stderr,
         )
         return 2

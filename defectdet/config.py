@@ -28,7 +28,8 @@ def configs_dir() -> Path:
 
 
 def config_file(*parts: str) -> Path:
-    """A file under :func:`configs_dir`, e.g. ``config_file("inspect.yaml")``, ``config_file("train", "focal.yaml")``."""
+    """A file under :func:`configs_dir`, e.g. ``config_file("inspect.yaml")``,
+    ``config_file("train", "focal.yaml")``."""
     return configs_dir().joinpath(*parts)
 
 

@@ -2,8 +2,8 @@
 
 synthetic rare-defect parts -> focal-loss training -> validation with part-level KPIs and
 calibrated thresholds -> ONNX export -> INT8 + accuracy gate -> the model bundle (docs/bundle.md)
--> live-inspection loop on a conveyor video, run from the bundle (ONNX Runtime) -> summary. Each step prints what it does and
-what it measured; everything is written under ``--out`` (default ``runs/demo``).
+-> live-inspection loop on a conveyor video, run from the bundle (ONNX Runtime) -> summary. Each step prints
+what it does and what it measured; everything is written under ``--out`` (default ``runs/demo``).
 """
 
 from __future__ import annotations
@@ -24,21 +24,23 @@ from .config import dump_yaml
 # minute. Thresholds are calibrated (and the INT8 gate compares) as the line decides: any detection
 # rejects a part. cls_loss=auto: with the defect sampler on, the BCE-equivalent focal preset (gamma 0,
 # alpha 0.5). At 1x defects and 30 epochs, thin scratches and cracks were learnt on one CPU and not on
-# another (AP50 0.02 / 0.01): the outcome hinged on the kernels; bench/demo_spread.py measures it over
-# seeds and thread counts. INT8 activation ranges are minmax (entropy and percentile ranges were refused by the
-# gate for this model). What a run measures, and what the earlier settings gave, is in docs/demo.md: its
+# another (docs/demo.md): the outcome hinged on the kernels; bench/demo_spread.py measures it over
+# seeds and thread counts. INT8 activation ranges are minmax (entropy and percentile ranges were refused by
+# the gate for this model). What a run measures, and what the earlier settings gave, is in docs/demo.md: its
 # table is written by bench/demo_table.py from the run's summary.yaml, never typed here.
 DEMO = {
     "images": 520,  # parts, 15% defective: mostly good parts, as on a line
     "val_fraction": 0.4,  # 312 train, 208 val parts: enough defects per class for the KPIs and the INT8 gate
     "defect_rate": 0.15,
-    "defect_scale": 1.5,  # 1.0: 1-2 px scratches and 1 px cracks on a 320 px part, too faint to learn reliably
+    # 1.0: 1-2 px scratches and 1 px cracks on a 320 px part, too faint to learn reliably
+    "defect_scale": 1.5,
     "part_px": 320,  # the parts' image size; larger than imgsz: crop=auto trains on native-scale windows
     "imgsz": 160,
     "epochs": 40,
     "batch": 16,
     "model": "defectdet-pico.yaml",
-    "cls_loss": "auto",  # the default of `defectdet train`; or a preset of configs/train/ (focal_mild, bce, ...)
+    # the default of `defectdet train`; or a preset of configs/train/ (focal_mild, bce, ...)
+    "cls_loss": "auto",
     "sampling": "auto",
     "paste": 0.5,  # probability that a good part gets defects pasted from the defective ones
     "target_escape": 0.05,  # calibrate thresholds for at most 5% escaped defective parts
@@ -81,7 +83,7 @@ class Steps:
 
 
 def loss_settings(cls_loss: str) -> dict[str, Any]:
-    """``auto``, or a preset of configs/train/ (``focal_mild``, ``bce``, ...) with its gamma, alpha and cls gain."""
+    """``auto``, or a preset of configs/train/ (``focal_mild``, ``bce``, ...): its gamma, alpha, cls gain."""
     from .config import load_yaml, resolve_config
 
     return {"cls_loss": "auto"} if cls_loss == "auto" else load_yaml(resolve_config(cls_loss, "train"))
@@ -131,7 +133,8 @@ def run_demo(
         ),
     )
     run = steps.run(
-        f"2. train {Path(model).stem} from scratch, cls_loss={cls_loss}, sampling={sampling}, {epochs} epochs on the CPU",
+        f"2. train {Path(model).stem} from scratch, cls_loss={cls_loss}, sampling={sampling}, {epochs} "
+        "epochs on the CPU",
         lambda: train(
             **{
                 **loss_settings(cls_loss),
@@ -215,20 +218,23 @@ def run_demo(
     print("\n=== summary " + "=" * 60)
     print(f"  mAP50 {report.map50:.3f}   mAP50-95 {report.map50_95:.3f}")
     print(
-        f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts passed)"
+        f"  escape   {report.escape_rate:6.1%}  ({report.escapes} of {report.n_defective} defective parts "
+        "passed)"
     )
     print(
-        f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts rejected)"
+        f"  overkill {report.overkill_rate:6.1%}  ({report.overkills} of {report.n_clean} good parts "
+        "rejected)"
     )
     print(f"  INT8 gate: {gate}; deployed model {deployed}")
     print(
         f"  bundle {bundle}  id {bundle_id}  (docs/bundle.md: copy it to the device, build-engine, inspect)"
     )
     print(
-        f"  conveyor: {line['frames']} frames at {line['fps']:.1f} frames/s, {line['events_written']} NG events; "
-        f"parts: {line['caught']} of {line['defective_parts']} defective rejected, "
+        f"  conveyor: {line['frames']} frames at {line['fps']:.1f} frames/s, {line['events_written']} NG "
+        f"events; parts: {line['caught']} of {line['defective_parts']} defective rejected, "
         f"{line['false_rejects']} of {line['good_parts']} good rejected, judged on frames with the part in "
-        f"position ({line['ng_while_moving_in_or_out']} NG frames while a part moved in or out)  ({out / 'inspect'})"
+        f"position ({line['ng_while_moving_in_or_out']} NG frames while a part moved in or out)  "
+        f"({out / 'inspect'})"
     )
     print(f"  checkpoint {best}\n  thresholds {thresholds}\n  plots {out / 'val'}/*.png")
     per_step = ", ".join(f"{name.split(':')[0]} {sec:.0f}s" for name, sec in steps.times.items())
@@ -250,8 +256,8 @@ def _quantize_and_gate(
     onnx: Path, data: Path, target_escape: float, calib_images: int, method: str
 ) -> tuple[Path, str, Path]:
     """INT8 Q/DQ in the form a Jetson's TensorRT builds from, gated against FP32 with each model at
-    its own thresholds calibrated for ``target_escape`` under the line's rule (an INT8 model that passes deploys with
-    its own, written into its sidecar). A refused INT8 model is not deployed: the demo goes on
+    its own thresholds calibrated for ``target_escape`` under the line's rule (an INT8 model that passes
+    deploys with its own, written into its sidecar). A refused INT8 model is not deployed: the demo goes on
     with the FP32 ONNX, as a line would. Returns (deployed model, decision, the gate's report)."""
     from .export.gate import GateRefused, gate_report_path, run_gate
     from .export.quantize import quantize_onnx

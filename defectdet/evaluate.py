@@ -40,7 +40,8 @@ class EvalReport:
     map50: float
     map50_95: float
     per_class: dict[str, dict[str, float]]  # name -> ap50, ap50_95, precision, recall (at op), labels
-    escape_rate: float  # defective parts not caught at the operating thresholds (escape_rule: by a correct box, or any detection)
+    # defective parts not caught at the operating thresholds (escape_rule: by a correct box, or any detection)
+    escape_rate: float
     overkill_rate: float  # clean parts with any detection at the operating thresholds
     escapes: int
     overkills: int
@@ -89,15 +90,15 @@ class EvalReport:
             )
         caught = "a correct box" if self.escape_rule == "box" else "any detection"
         rows.append(
-            f"parts ({self.split}, thresholds: {self.threshold_source}, caught by {caught}): escape {self.escape_rate:.1%} "
-            f"({self.escapes} of {self.n_defective} defective), overkill {self.overkill_rate:.1%} "
-            f"({self.overkills} of {self.n_clean} clean)"
+            f"parts ({self.split}, thresholds: {self.threshold_source}, caught by {caught}): escape "
+            f"{self.escape_rate:.1%} ({self.escapes} of {self.n_defective} defective), overkill "
+            f"{self.overkill_rate:.1%} ({self.overkills} of {self.n_clean} clean)"
         )
         if self.calibration and not self.calibration["reachable"]:
             rows.append(
-                f"escape target {self.calibration['target_escape']} is unreachable: {self.escapes} defective parts "
-                f"have no {'correct detection' if self.escape_rule == 'box' else 'detection'} at any confidence down to "
-                f"the --conf floor (allowed {self.calibration['allowed_escapes']})"
+                f"escape target {self.calibration['target_escape']} is unreachable: {self.escapes} defective "
+                f"parts have no {'correct detection' if self.escape_rule == 'box' else 'detection'} at any "
+                f"confidence down to the --conf floor (allowed {self.calibration['allowed_escapes']})"
             )
         return "\n".join(rows)
 
@@ -258,8 +259,9 @@ def build_report(
 
     ``escape_rule`` (:data:`defectdet.metrics.ESCAPE_RULES`): what catches a defective part in the
     escape count and the calibration — a correct box ("box"), or any detection ("any", the line's reject).
-    ``threshold_rule`` (with ``target_escape``): "per-class" thresholds (:func:`defectdet.metrics.calibrate_thresholds`)
-    or one threshold on the part score, at an optional bootstrap ``confidence`` (:mod:`defectdet.part_rule`)."""
+    ``threshold_rule`` (with ``target_escape``): "per-class" thresholds
+    (:func:`defectdet.metrics.calibrate_thresholds`) or one threshold on the part score, at an optional
+    bootstrap ``confidence`` (:mod:`defectdet.part_rule`)."""
     nc = len(names)
     stats = M.BoxStats.from_images(images, nc)
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
@@ -340,9 +342,9 @@ def evaluate(
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
     ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name_or_id: conf}
-    or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this split to meet it (starting
-    from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks. ``escape_rule``: see
-    :func:`build_report`.
+    or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this
+    split to meet it (starting from ``thresholds``). ``max_images``: an evenly spaced subset, for quick
+    checks. ``escape_rule``: see :func:`build_report`.
     """
     M.check_escape_rule(escape_rule, f"escape_rule={escape_rule!r}")
     if not hasattr(model, "predict") and not Path(model).is_file():
@@ -462,7 +464,9 @@ def _parser() -> argparse.ArgumentParser:
         **exit_statuses(
             (0, "the report (and any thresholds) written"),
             (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
-            before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1.",
+            before=(
+                "--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1."
+            ),
         ),
     )
     p.add_argument("--model", help="a .pt checkpoint or an .onnx model (FP32 or INT8 Q/DQ)")
@@ -503,7 +507,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-sidecar",
         metavar="MODEL.onnx",
-        help="also write the operating thresholds into this exported model's sidecar MODEL.json (the runtime's)",
+        help="also write the operating thresholds into this exported model's sidecar MODEL.json "
+        "(the runtime's)",
     )
     p.add_argument(
         "overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)"

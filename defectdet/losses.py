@@ -49,7 +49,8 @@ def _check_alpha(alpha: Optional[float], allow_none: bool = True) -> None:
 def _check_same_shape(logits: torch.Tensor, targets: torch.Tensor, name: str = "targets") -> None:
     if logits.shape != targets.shape:
         raise ValueError(
-            f"Shape mismatch: logits {tuple(logits.shape)} vs {name} {tuple(targets.shape)}; expected the same shape"
+            f"Shape mismatch: logits {tuple(logits.shape)} vs {name} {tuple(targets.shape)}; expected the "
+            "same shape"
         )
 
 

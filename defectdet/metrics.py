@@ -36,8 +36,9 @@ ESCAPE_RULES = (
 
 
 def check_escape_rule(rule: str, what: str) -> str:
-    """``rule`` if it is one of :data:`ESCAPE_RULES`, else a one-line :class:`BadValue` ``<what>: expected one of ...``
-    (``what`` names the setting as the caller's user wrote it, e.g. ``--escape-rule strict``)."""
+    """``rule`` if it is one of :data:`ESCAPE_RULES`, else a one-line :class:`BadValue`
+    ``<what>: expected one of ...`` (``what`` names the setting as the caller's user wrote it, e.g.
+    ``--escape-rule strict``)."""
     if rule not in ESCAPE_RULES:
         raise BadValue(f"{what}: expected one of {', '.join(ESCAPE_RULES)}")
     return rule

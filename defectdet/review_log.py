@@ -1,7 +1,8 @@
 """The operator's review log (``<run>/review/review.jsonl``): one JSON verdict a line, appended.
 
 Read by the station's review view (:mod:`defectdet.station.review_page`) and by ``defectdet data harvest``
-(:mod:`defectdet.data.harvest`); kept here, beside the config helpers, so that neither depends on the other's package.
+(:mod:`defectdet.data.harvest`); kept here, beside the config helpers, so that neither depends on the other's
+package.
 """
 
 from __future__ import annotations

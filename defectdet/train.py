@@ -199,9 +199,8 @@ def resolve_loss(
 ) -> dict[str, Any]:
     """cls_loss/gamma/alpha with per-loss defaults, and the default `cls` gain when not given.
     ``stats``: the data as training sees it (``recipe.resolve_recipe``), for ``cls_loss=auto``."""
-    # Default auto: on DeepPCB's rare split the recommended focal preset had about twice BCE's mAP50,
-    # and on the balanced split the recommendation (gamma=0 at cls 1.0) is BCE itself (docs/quality.md,
-    # "Quality benchmark").
+    # Default auto: the preset that `defectdet data stats` recommends for the data as training sees it
+    # (why this default: docs/quality.md, "Quality benchmark").
     cls_loss = ours.get("cls_loss", DEFAULT_CLS_LOSS)
     if cls_loss == "auto":
         cls_loss, ours = _auto_preset(ul_args.get("data"), training_imgsz(ul_args), ours, ul_args, stats)
@@ -334,7 +333,8 @@ def train(callbacks: Optional[dict[str, list]] = None, **settings: Any) -> Path:
     """
     yolo, ul_args, loss = prepare(callbacks, **settings)
     print(
-        f"defectdet train: cls_loss={loss['cls_loss']} gamma={loss['gamma']} alpha={loss['alpha']} cls={loss['cls']}"
+        f"defectdet train: cls_loss={loss['cls_loss']} gamma={loss['gamma']} alpha={loss['alpha']} "
+        f"cls={loss['cls']}"
     )
     from .trainer import DefectdetTrainer
 
@@ -373,13 +373,14 @@ def cli(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="defectdet train",
         description="Train with a focal-family loss. Keys are ultralytics training arguments "
-        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, gamma, alpha, "
-        "strict=False (skip bad images instead of refusing the dataset), threads=N (CPU training threads; "
-        "default: every core), and the rare-defect recipe: sampling=auto|uniform|defect|repeat, defect_fraction=0.5, "
-        "repeat_thresh=0.1, paste=P (defect copy-paste onto good parts, 0 = off), paste_max=3, paste_roi=mask.png, "
-        "crop=auto|off|native (native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml), "
-        "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW at "
-        "lr0 0.003 and an optimizer step every batch (ultralytics' own auto rule otherwise).",
+        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, "
+        "gamma, alpha, strict=False (skip bad images instead of refusing the dataset), threads=N (CPU "
+        "training threads; default: every core), and the rare-defect recipe: "
+        "sampling=auto|uniform|defect|repeat, defect_fraction=0.5, repeat_thresh=0.1, paste=P (defect "
+        "copy-paste onto good parts, 0 = off), paste_max=3, paste_roi=mask.png, crop=auto|off|native "
+        "(native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml), "
+        "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW "
+        "at lr0 0.003 and an optimizer step every batch (ultralytics' own auto rule otherwise).",
     )
     ap.add_argument(
         "--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)"

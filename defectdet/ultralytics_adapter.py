@@ -251,11 +251,6 @@ def val_loader_at(trainer, dataset_path: str, batch_size: int, rank: int, imgsz:
     )
 
 
-def dataset_shapes(dataset) -> np.ndarray:
-    """(N, 2) (h, w) of the dataset's images, from its label cache."""
-    return np.array([lb["shape"] for lb in dataset.labels], dtype=int).reshape(-1, 2)
-
-
 def dataset_classes(dataset) -> list[np.ndarray]:
     return [np.asarray(lb["cls"]).reshape(-1) for lb in dataset.labels]
 

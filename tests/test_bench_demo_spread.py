@@ -1,4 +1,4 @@
-"""bench/demo_spread.py: the outcome of one demo run, the spread table, and resumable runs (the demo faked)."""
+"""bench/demo_spread.py: one demo run's outcome, the spread table, and resumable runs (the demo faked)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""bench/demo_table.py: the docs' demo table (docs/demo.md) comes from the run's summary.yaml and gate report."""
+"""bench/demo_table.py: the docs' demo table (docs/demo.md) from the run's summary.yaml and gate report."""
 
 from __future__ import annotations
 

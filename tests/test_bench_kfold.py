@@ -118,7 +118,8 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
         "synthetic-kfold2-fold1/recipe/seed0/result.json",
         "synthetic-kfold2/recipe/seed0/kfold.json",
     ]
-    # a later session on a fresh machine: the same --out, emptied; the archive alone -> pooled, nothing trained
+    # a later session on a fresh machine: the same --out, emptied; the archive alone -> pooled, nothing
+    # trained
     import shutil
 
     moved = shutil.move(str(kept), str(tmp_path.parent / f"{tmp_path.name}-kept"))

@@ -46,7 +46,7 @@ def test_soak_compare_smoke(tmp_path, capsys):
 
 
 def test_runtime_bench_smoke_has_every_path(tmp_path):
-    """python bench/runtime.py on a tiny model: paths (a)-(d) measured ((d) = Detector.stream), the ratios in its JSON."""
+    """bench/runtime.py on a tiny model: paths (a)-(d) ((d) = Detector.stream), the ratios in its JSON."""
     import subprocess
     import sys
     from pathlib import Path

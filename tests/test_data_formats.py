@@ -271,8 +271,8 @@ def test_voc_class_not_in_list(tmp_path, capsys):
     assert main(["data", "convert", "--from", "voc", str(src), "--out", str(tmp_path / "y")]) == 2
     line = capsys.readouterr().err.strip()
     assert (
-        line
-        == f"defectdet data: error: {src}/Annotations/a2.xml:8: class 'dent' is not in the class list ['spot', 'crack']"
+        line == f"defectdet data: error: {src}/Annotations/a2.xml:8: class 'dent' is not in the class list "
+        "['spot', 'crack']"
     )
 
 

@@ -23,7 +23,10 @@ from defectdet.errors import DataError
 from defectdet.evaluate import read_split
 
 YAML = "train: images/train\nval: images/val\nnames: [scratch, spot]\n"
-BOMB = "image header declares 10,000,000,000 pixels, expected at most 178,956,970 (a hostile or corrupt header; not decoded)"
+BOMB = (
+    "image header declares 10,000,000,000 pixels, expected at most 178,956,970 "
+    "(a hostile or corrupt header; not decoded)"
+)
 
 
 def img(path: Path, size=(32, 32)) -> Path:
@@ -51,8 +54,8 @@ def bomb_png(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
 
 def bad_png(path: Path, kind: str) -> tuple[Path, str]:
     """A .png no reader may start on, and the message naming it: ``bomb`` (IHDR declares 100000 x 100000),
-    ``not-an-image`` (text), ``undecodable`` (a sane 32 x 32 header, far too little pixel data after it: only a
-    decode finds it; the message is the calibration reader's, export/calibration.py)."""
+    ``not-an-image`` (text), ``undecodable`` (a sane 32 x 32 header, far too little pixel data after it: only
+    a decode finds it; the message is the calibration reader's, export/calibration.py)."""
     if kind == "bomb":
         return bomb_png(path), BOMB
     if kind == "not-an-image":

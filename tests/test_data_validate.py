@@ -299,8 +299,8 @@ CORPUS = [
         lambda d: _append(img(d / "images/train/t.jpg", fmt="JPEG"), b"\0\0"),
         (),
         1,
-        "error: {d}/images/train/t.jpg: JPEG does not end with an end-of-image marker (cut short or trailing bytes), "
-        "expected a complete file (ultralytics would rewrite it in place)",
+        "error: {d}/images/train/t.jpg: JPEG does not end with an end-of-image marker (cut short or "
+        "trailing bytes), expected a complete file (ultralytics would rewrite it in place)",
     ),
     (
         "16-bit-gray",
@@ -330,8 +330,8 @@ CORPUS = [
         _gif_as_png,
         (),
         1,
-        "error: {d}/images/train/a.png: GIF image data, expected one of avif, bmp, dng, heic, heif, jp2, jpeg, jpg, "
-        "mpo, png, tif, tiff, webp",
+        "error: {d}/images/train/a.png: GIF image data, expected one of avif, bmp, dng, heic, heif, jp2, "
+        "jpeg, jpg, mpo, png, tif, tiff, webp",
     ),
     (
         "nc-mismatch",
@@ -366,21 +366,24 @@ CORPUS = [
         _yaml(YAML.replace("val: images/val", "val: images/nope")),
         (),
         1,
-        "error: {d}/data.yaml:4: split 'val': {d}/images/nope not found, expected a folder of images or a .txt list",
+        "error: {d}/data.yaml:4: split 'val': {d}/images/nope not found, expected a folder of images or "
+        "a .txt list",
     ),
     (
         "empty-split",
         _empty_val,
         (),
         1,
-        "error: {d}/data.yaml:4: split 'val' has no images, expected .jpg/.png/.bmp/.tif/.webp files in {d}/images/val",
+        "error: {d}/data.yaml:4: split 'val' has no images, expected .jpg/.png/.bmp/.tif/.webp files in "
+        "{d}/images/val",
     ),
     (
         "list-missing-image",
         _list_file,
         (),
         1,
-        "error: {d}/train.txt:2: image {d}/images/train/missing.png not found, expected an existing image file",
+        "error: {d}/train.txt:2: image {d}/images/train/missing.png not found, expected an existing "
+        "image file",
     ),
     # warnings only: exit 0
     (
@@ -396,24 +399,24 @@ CORPUS = [
         _exif_rotated,
         (),
         0,
-        "warning: {d}/images/train/r.jpg: EXIF orientation 6: the image is rotated on load, expected labels drawn "
-        "on the rotated view",
+        "warning: {d}/images/train/r.jpg: EXIF orientation 6: the image is rotated on load, expected "
+        "labels drawn on the rotated view",
     ),
     (
         "edge-box",
         lambda d: lbl(d, "a", "0 0.95 0.5 0.2 0.2\n"),
         (),
         0,
-        "warning: {d}/labels/train/a.txt:1: box extends past the image edge (x 0.8500..1.0500, y 0.4000..0.6000), "
-        "expected within [0, 1]; it will be clipped",
+        "warning: {d}/labels/train/a.txt:1: box extends past the image edge (x 0.8500..1.0500, y "
+        "0.4000..0.6000), expected within [0, 1]; it will be clipped",
     ),
     (
         "tiny-box",
         lambda d: lbl(d, "a", "0 0.5 0.5 0.02 0.03\n"),
         ("--imgsz", "64"),
         0,
-        "warning: {d}/labels/train/a.txt:1: box is 1.3x1.9 px at imgsz 64, expected >= 2 px: ultralytics drops it "
-        "(use a larger imgsz or tiles)",
+        "warning: {d}/labels/train/a.txt:1: box is 1.3x1.9 px at imgsz 64, expected >= 2 px: ultralytics "
+        "drops it (use a larger imgsz or tiles)",
     ),
     (
         "split-overlap",
@@ -470,7 +473,8 @@ FATAL = [
         "yaml-syntax",
         lambda d: _yaml("train: [images/train\nval: images/val\n")(d),
         None,
-        "{d}/data.yaml:2: malformed YAML (expected ',' or ']', but got ':'); expected a mapping of key: value",
+        "{d}/data.yaml:2: malformed YAML (expected ',' or ']', but got ':'); expected a mapping of key: "
+        "value",
     ),
     (
         "yaml-list",

@@ -1,5 +1,6 @@
 """The demo: its training run lands under --out as documented (runs/demo/train), not under ultralytics'
-runs/detect/ prefix for a relative project (the demo passes an absolute project path); bad values are one-line errors."""
+runs/detect/ prefix for a relative project (the demo passes an absolute project path); bad values are one-line
+errors."""
 
 from __future__ import annotations
 

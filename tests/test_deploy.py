@@ -95,14 +95,16 @@ def _fake_jetson(root: Path, l4t: str, trt: str = "10.3.0.30", gstreamer: bool =
     major, rev = l4t.lstrip("R").split(".", 1)
     (root / "etc").mkdir(parents=True)
     (root / "etc/nv_tegra_release").write_text(
-        f"# R{major} (release), REVISION: {rev}, GCID: 1, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025\n"
+        f"# R{major} (release), REVISION: {rev}, GCID: 1, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 "
+        "2025\n"
     )
     (root / "proc/device-tree").mkdir(parents=True)
     (root / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\0")
     cuda_bin, tools = root / "usr/local/cuda/bin", root / "tools"
     cuda_bin.mkdir(parents=True)
     tools.mkdir()
-    gst_inspect = 'for e in ${DEFECTDET_TEST_NO_GST:-}; do [ "$e" = "$2" ] && exit 1; done; exit 0'  # all elements but these
+    # all elements but these
+    gst_inspect = 'for e in ${DEFECTDET_TEST_NO_GST:-}; do [ "$e" = "$2" ] && exit 1; done; exit 0'
     for exe, text in (
         (cuda_bin / "nvcc", 'echo "Cuda compilation tools, release 12.6, V12.6.68"'),
         (tools / "g++", "exit 0"),
@@ -131,7 +133,10 @@ def _fake_module(folder: Path, version: str, body: str = "") -> None:
 
 
 def _fake_cv2(folder: Path, gstreamer: bool) -> None:
-    info = f"General configuration\n  Video I/O:\n    GStreamer:                   {'YES (1.20.3)' if gstreamer else 'NO'}\n"
+    info = (
+        "General configuration\n  Video I/O:\n"
+        f"    GStreamer:                   {'YES (1.20.3)' if gstreamer else 'NO'}\n"
+    )
     _fake_module(folder, "4.8.0", f"def getBuildInformation():\n    return {info!r}\n")
 
 
@@ -244,8 +249,11 @@ def _fake_apt(root: Path, env: dict) -> Path:
     apt = root / "tools" / "fake-apt"
     apt.write_text(f"""#!/bin/sh
 echo "$*" >> {log}
-case "$*" in *python3-libnvinfer*) mkdir -p {site}/tensorrt && echo "__version__ = '10.3.0.30'" > {site}/tensorrt/__init__.py ;; esac
-case "$*" in *nvidia-jetpack*) printf '#!/bin/sh\necho "Cuda compilation tools, release 12.6"\n' > {root}/usr/local/cuda/bin/nvcc && chmod +x {root}/usr/local/cuda/bin/nvcc ;; esac
+case "$*" in *python3-libnvinfer*) mkdir -p {site}/tensorrt &&
+  echo "__version__ = '10.3.0.30'" > {site}/tensorrt/__init__.py ;; esac
+case "$*" in *nvidia-jetpack*)
+  printf '#!/bin/sh\necho "Cuda compilation tools, release 12.6"\n' > {root}/usr/local/cuda/bin/nvcc &&
+  chmod +x {root}/usr/local/cuda/bin/nvcc ;; esac
 """)
     apt.chmod(0o755)
     env["DEFECTDET_APT"] = str(apt)
@@ -302,7 +310,7 @@ def test_setup_refuses_tensorrt_older_than_8_5(tmp_path):
 
 
 def test_setup_upgrades_a_pip_too_old_for_editable_installs(tmp_path):
-    """JetPack 5's venv pip (20.x) cannot install pyproject.toml editable: ensure_pip upgrades it, a new one is kept."""
+    """ensure_pip upgrades a pip too old for editable pyproject installs (JetPack 5: 20.x), not a new one."""
     bin_ = tmp_path / "venv/bin"
     bin_.mkdir(parents=True)
     log = tmp_path / "calls"
@@ -312,7 +320,10 @@ def test_setup_upgrades_a_pip_too_old_for_editable_installs(tmp_path):
             f'else echo "$@" >>{log}; fi\n'
         )
         (bin_ / "python").chmod(0o755)
-        script = f'source {shlex.quote(str(DEPLOY / "setup.sh"))}; VENV={shlex.quote(str(tmp_path / "venv"))}; ensure_pip "$VENV/bin/python"'
+        script = (
+            f"source {shlex.quote(str(DEPLOY / 'setup.sh'))}; VENV={shlex.quote(str(tmp_path / 'venv'))}; "
+            'ensure_pip "$VENV/bin/python"'
+        )
         out = _run(["bash", "-c", script])
         assert out.returncode == 0, out.stderr
     assert log.read_text().splitlines() == [

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
-# marker -> the page its bench script writes (bench/demo_table.py and demo_spread.py --page, bench/quality.py --page --marker)
+# marker -> the page its bench script writes (bench/demo_table.py and demo_spread.py --page, bench/quality.py
+# --page --marker)
 TABLES = {
     "demo-table": "demo.md",
     "demo-spread": "demo.md",

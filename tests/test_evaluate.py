@@ -280,8 +280,8 @@ def test_save_writes_json_and_pngs_atomically(tmp_path):
     # max-F1 thresholds: scratch 0.9 (TP, then two FPs), spot 0.4 (its only box, a TP)
     assert rep.thresholds == {"scratch": 0.9, "spot": 0.4}
     assert (
-        "thresholds: max-f1, caught by a correct box): escape 0.0% (0 of 2 defective), overkill 0.0% (0 of 2 clean)"
-        in rep.summary()
+        "thresholds: max-f1, caught by a correct box): escape 0.0% (0 of 2 defective), overkill 0.0% (0 of "
+        "2 clean)" in rep.summary()
     )
 
 
@@ -328,7 +328,8 @@ def test_val_pt_onnx_and_int8_share_the_path_and_agree(tiny):
     )
     # INT8 runs the same path over the same images. Its metrics are not compared with FP32's: these weights
     # are random, their scores crowd together, and INT8 rounding reorders them (top scores moved by up to 0.3
-    # and mAP50 by 0.16 on one CPU, by less than 0.1 on another); test_export_quantize measures the Q/DQ error.
+    # and mAP50 by 0.16 on one CPU, by less than 0.1 on another); test_export_quantize measures the Q/DQ
+    # error.
     for a, b in zip(reports["onnx"].detections, reports["int8"].detections):
         assert a.name == b.name and len(b.conf) and ((b.conf >= 0) & (b.conf <= 1)).all()
     assert reports["onnx"].thresholds == pytest.approx(reports["pt"].thresholds, abs=2e-3)

@@ -120,7 +120,7 @@ def test_limits_reject_negative_or_nan():
         Limits(max_class_drop=float("nan"))
 
 
-# ----------------------------------------------------------------------------- run_gate with a stand-in evaluator
+# ------------------------------------------------------------------------- run_gate with a stand-in evaluator
 class FakeEvaluator:
     """Returns a fixed report per model file and records the thresholds each model was evaluated at."""
 

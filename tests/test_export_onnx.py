@@ -212,7 +212,7 @@ def test_float_view_of_a_uint8_export_is_the_float_graph(exported, exported_uint
 
 
 def test_sidecars_without_dtype_and_layout_read_as_float32_nchw(exported, exported_uint8, tmp_path):
-    """A sidecar written before the input dtype was recorded still loads; one that disagrees with the graph is refused."""
+    """A sidecar without the input dtype (older exports) loads; one that disagrees with the graph doesn't."""
     import shutil
 
     from defectdet.runtime import Detector, MetadataError, load_metadata

@@ -214,9 +214,9 @@ def test_refusals(quantized, tmp_path):
 @pytest.mark.parametrize("kind", ["bomb", "not-an-image", "undecodable"])
 def test_a_bad_calibration_image_is_one_line_naming_it_and_writes_nothing(quantized, tmp_path, capsys, kind):
     """A hostile header or an unreadable file among the calibration images: `defectdet quantize` exits 2 with
-    one line naming the file (not PIL's DecompressionBombError or OpenCV's size assertion), no model, no sidecar,
-    no staging folder. The first two are caught before calibration starts; the undecodable one (its header
-    passes) by the calibration reader, whose error onnxruntime's quantize_static lets through."""
+    one line naming the file (not PIL's DecompressionBombError or OpenCV's size assertion), no model, no
+    sidecar, no staging folder. The first two are caught before calibration starts; the undecodable one (its
+    header passes) by the calibration reader, whose error onnxruntime's quantize_static lets through."""
     from defectdet.cli import main
 
     fp32, _, _ = quantized
@@ -251,7 +251,7 @@ def test_a_bad_calibration_image_is_one_line_naming_it_and_writes_nothing(quanti
 
 @pytest.fixture(scope="module")
 def quantized_uint8(quantized):
-    """The same checkpoint exported with ``--input uint8`` (NHWC), and its INT8 Q/DQ model on the same 8 images."""
+    """One checkpoint exported with ``--input uint8`` (NHWC), and its INT8 Q/DQ model on the same 8 images."""
     from defectdet.export.onnx import export_onnx
     from defectdet.export.quantize import quantize_onnx
 
@@ -263,7 +263,7 @@ def quantized_uint8(quantized):
 
 
 def test_uint8_model_quantizes_with_the_same_scales(quantized, quantized_uint8):
-    """Calibration feeds the uint8 model its bytes; the first conv sees the same floats, so every scale is the float model's."""
+    """Calibration feeds the uint8 model bytes; the first conv sees the same floats: the same scales."""
     _, r, _ = quantized
     u8, r8 = quantized_uint8
     m = onnx.load(str(r8.onnx))
@@ -297,7 +297,7 @@ def test_uint8_model_quantizes_with_the_same_scales(quantized, quantized_uint8):
 
 
 def test_val_and_gate_accept_uint8_models(quantized, quantized_uint8):
-    """``val`` on the uint8 FP32 and INT8 models reports what it reports on their float twins; the gate runs on them."""
+    """``val`` on the uint8 FP32 and INT8 models reports as on their float twins; the gate runs on them."""
     from defectdet.evaluate import evaluate
     from defectdet.export.gate import run_gate
 

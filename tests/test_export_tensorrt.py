@@ -510,7 +510,7 @@ def test_real_tensorrt_build(tmp_path):
 
 @pytest.fixture
 def fake_pycuda(monkeypatch):
-    """Stand-in pycuda modules for the calibrator (its 'device' buffer is 0xD00D); returns the arrays copied there."""
+    """Stand-in pycuda modules for the calibrator ('device' buffer 0xD00D); returns what was copied."""
     import types
 
     copies = []

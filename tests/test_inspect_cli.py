@@ -27,7 +27,7 @@ CONF = "conf=0.5"  # the stand-in model gives a mix of OK and NG conveyor frames
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A yolo11n stand-in (random weights calibrated to give boxes) exported to ONNX at 128, with its sidecar."""
+    """A yolo11n stand-in (random weights calibrated to give boxes) exported to ONNX at 128, with sidecar."""
     return benchscripts.stand_in_model(tmp_path_factory.mktemp("model"), "conveyor128")
 
 
@@ -176,8 +176,9 @@ def test_synthetic_with_max_frames_and_a_config_file(model, tmp_path):
 
 
 def test_an_unwritable_out_exits_3_saying_why_on_stderr(model, tmp_path, capsys):
-    """--out under a file (what a read-only mount looks like, also to root): events, snapshots and summary.json
-    all fail; the run still decides every frame, then exits 3 with the reasons on stderr and in the printed summary."""
+    """--out under a file (what a read-only mount looks like, also to root): events, snapshots and
+    summary.json all fail; the run still decides every frame, then exits 3 with the reasons on stderr and in
+    the printed summary."""
     (tmp_path / "blocker").write_text("a file, not a folder")
     out = tmp_path / "blocker" / "out"
     rc = main(

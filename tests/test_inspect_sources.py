@@ -106,13 +106,14 @@ def test_csi_pipeline_is_argus_to_bgr_appsink_keeping_one_buffer():
 def test_rtsp_pipeline_low_latency_and_decoder_choice():
     soft = rtsp_pipeline("rtsp://cam/s", latency=0, transport="tcp", codec="h264", decoder="avdec_h264")
     assert soft.startswith(
-        'rtspsrc location="rtsp://cam/s" latency=0 protocols=tcp drop-on-latency=true ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert'
+        'rtspsrc location="rtsp://cam/s" latency=0 protocols=tcp drop-on-latency=true ! rtph264depay ! '
+        "h264parse ! avdec_h264 ! videoconvert"
     )
     assert "nvvidconv" not in soft and soft.endswith("appsink drop=true max-buffers=1 sync=false")
     hw = rtsp_pipeline("rtsp://cam/s", codec="h265", decoder="nvv4l2decoder")
     assert (
-        "rtph265depay ! h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw, format=(string)BGRx ! videoconvert"
-        in hw
+        "rtph265depay ! h265parse ! nvv4l2decoder ! nvvidconv ! video/x-raw, format=(string)BGRx ! "
+        "videoconvert" in hw
     )
     with pytest.raises(SourceError, match="codec"):
         rtsp_pipeline("rtsp://cam/s", codec="mjpeg")

@@ -270,7 +270,10 @@ def test_metrics_imports_numpy_only():
     import subprocess
     import sys
 
-    code = "import sys, defectdet.metrics; print(sorted(m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules))"
+    code = (
+        "import sys, defectdet.metrics; "
+        "print(sorted(m for m in ('torch', 'ultralytics', 'cv2') if m in sys.modules))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()

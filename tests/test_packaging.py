@@ -24,7 +24,8 @@ from pathlib import Path
 repo = Path(sys.argv[1]).resolve()
 # a path of the source tree that could serve `import defectdet` (the repo's own .venv may hold the
 # outer site-packages that the test venv borrows; it has no defectdet package)
-on_path = [p for p in sys.path if p and Path(p).resolve().is_relative_to(repo) and (Path(p) / "defectdet").exists()]
+on_path = [p for p in sys.path
+           if p and Path(p).resolve().is_relative_to(repo) and (Path(p) / "defectdet").exists()]
 import defectdet, defectdet.config as C
 from defectdet.data.stats import BANDS
 from defectdet.station import inspect_cli

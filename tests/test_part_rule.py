@@ -1,4 +1,4 @@
-"""defectdet.part_rule: one threshold on the part score, with a bootstrap confidence margin (worked numbers)."""
+"""defectdet.part_rule: one threshold on the part score, a bootstrap confidence margin (worked numbers)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def test_point_threshold_meets_the_target_at_the_midpoint():
     defect = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95]
     s = _scores(defect, [0.05, 0.25, 0.55])
     cal = calibrate_part_threshold(s, 0.10)
-    # one escape allowed: threshold = 2nd lowest defect score (0.4), snapped to the gap below it: (0.3 + 0.4) / 2
+    # one escape allowed: threshold = 2nd lowest defect score (0.4), snapped to the gap below it:
+    # (0.3 + 0.4) / 2
     assert cal.thresholds == pytest.approx([0.35, 0.35])
     assert cal.reachable and cal.allowed_escapes == 1
     assert (cal.kpis["escapes"], cal.kpis["overkills"]) == (1, 1)  # 0.3 escapes; clean 0.55 flagged

@@ -28,7 +28,7 @@ def _module_file(name: str):
 
 
 def edge_files() -> list:
-    """The edge packages, the CLI entry point, build-engine, and (transitively) every defectdet module they import."""
+    """The edge packages, the CLI entry point, build-engine, and every defectdet module they import (deep)."""
     todo = [p for pkg in EDGE_PACKAGES for p in (ROOT / "defectdet" / pkg).rglob("*.py")]
     todo += [
         ROOT / "defectdet/__init__.py",

@@ -18,8 +18,10 @@ from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
 import importlib, pkgutil
 import defectdet.station
-from defectdet.station import capture, decisions, health, inspect_cli, loop, registry, settings, signals, sink, sinks, snapshots, sources
-stations = [importlib.import_module("defectdet.station." + m.name) for m in pkgutil.iter_modules(defectdet.station.__path__)]
+from defectdet.station import (capture, decisions, health, inspect_cli, loop, registry, settings, signals,
+                               sink, sinks, snapshots, sources)
+stations = [importlib.import_module("defectdet.station." + m.name)
+            for m in pkgutil.iter_modules(defectdet.station.__path__)]
 dt = time.perf_counter() - t
 heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",
          "defectdet.losses", "defectdet.export"]
@@ -42,13 +44,13 @@ def test_runtime_and_station_import_pull_no_framework():
 
 
 def test_station_outputs_import_their_libraries_only_when_enabled():
-    """Importing every station module (the Modbus, OPC UA, page, metrics and report ones too) loads no optional library."""
+    """Importing every station module (Modbus, OPC UA, page, metrics, report) loads no optional library."""
     result = _probe()
     assert result["modules"] >= 14 and result["optional"] == []
 
 
 def imports_in(source: str, package: str) -> set:
-    """Absolute module names imported anywhere in ``source`` (relative imports resolved against ``package``)."""
+    """Absolute module names imported anywhere in ``source`` (relative ones resolved against ``package``)."""
     parts = package.split(".")
     names = set()
     for node in ast.walk(ast.parse(source)):
@@ -82,7 +84,7 @@ def forbidden(module: str) -> bool:
 
 
 def test_runtime_and_station_sources_import_no_framework_even_lazily():
-    """No import statement of torch / ultralytics / training code anywhere under defectdet/runtime or defectdet/station."""
+    """No import of torch / ultralytics / training code anywhere in defectdet/runtime, defectdet/station."""
     files = edge_imports()
     assert "defectdet/station/registry.py" in files and "defectdet/runtime/detector.py" in files
     offenders = [f"{f}: {m}" for f, mods in files.items() for m in mods if forbidden(m)]

@@ -109,7 +109,7 @@ def test_parity_rectangular_input(bench, frames, tmp_path):
 
 
 def test_per_class_thresholds_equal_filtering_ultralytics_output(model, frames):
-    """Raising a class's threshold == dropping its lower boxes after NMS (a lower box never suppresses a higher one)."""
+    """A class's higher threshold == its lower boxes dropped after NMS (lower boxes never suppress higher)."""
     thr = {0: 0.5, 2: 0.15}
     yolo = _ultralytics(model)
     with Detector(model, conf=0.25, thresholds={"scratch": 0.5, "crack": 0.15}) as det:
@@ -227,7 +227,7 @@ def test_tiling_a_mosaic_equals_detecting_each_tile(model, frames):
 
 
 def test_tiling_with_overlap_returns_a_merged_subset_of_the_tiles(model, frames):
-    """With overlap, every kept box is one tile's detection shifted into the frame; duplicates across tiles go."""
+    """With overlap, each kept box is a tile's detection shifted into the frame; tiles' duplicates go."""
     from defectdet.runtime.tiling import tile_windows
 
     big = cv2.resize(frames[7], (1920, 1080))
@@ -284,7 +284,7 @@ def test_parity_on_deeppcb_val(bench, tmp_path):
 
 @pytest.fixture(scope="module")
 def uint8_models(bench, tmp_path_factory):
-    """The float export of one checkpoint and its uint8-input exports (NHWC and NCHW), via ``defectdet export``."""
+    """One checkpoint's float export and its uint8-input exports (NHWC and NCHW), via ``defectdet export``."""
     export = pytest.importorskip("defectdet.export.onnx", reason="defectdet.export.onnx not available")
     root = tmp_path_factory.mktemp("u8")
     src = bench.make_model(root / "src", 160, logit_mean=-3.0, logit_std=1.5, save_pt=True)
@@ -324,7 +324,7 @@ def test_uint8_input_model_matches_ultralytics_on_the_float_model(uint8_models, 
 
 
 def test_uint8_nhwc_input_is_the_letterboxed_frame_itself(uint8_models, frames):
-    """The NHWC uint8 batch is the letterboxed BGR frame, written into one reused buffer; stages agree with __call__."""
+    """The NHWC uint8 batch is the letterboxed BGR frame in one reused buffer; stages agree with __call__."""
     from defectdet.runtime.preprocess import letterbox
 
     with Detector(uint8_models[1]["NHWC"], conf=0.05) as det:

@@ -11,7 +11,6 @@ from defectdet.runtime.postprocess import (
     nms_numpy,
     postprocess,
     scale_boxes,
-    threshold_vector,
 )
 from defectdet.runtime.preprocess import Preprocessor, as_bgr, letterbox, letterbox_params, to_chw
 from defectdet.runtime.tiling import merge_tiles, tile_windows
@@ -117,7 +116,7 @@ def test_decode_best_class_strict_threshold_and_xyxy():
         [[50, 50, 20, 10], [10, 10, 4, 4], [30, 30, 2, 2]],
         [[0.1, 0.8], [0.25, 0.0], [0.3, 0.2]],  # anchor 1 sits exactly on the threshold: dropped (strict >)
     )
-    xyxy, conf, cls = decode_xywh_cls(pred, threshold_vector(2, 0.25))
+    xyxy, conf, cls = decode_xywh_cls(pred, np.full(2, 0.25, np.float32))
     assert cls.tolist() == [1, 0]
     np.testing.assert_allclose(conf, [0.8, 0.3], rtol=1e-6)
     np.testing.assert_allclose(xyxy[0], [40, 45, 60, 55])
@@ -125,11 +124,9 @@ def test_decode_best_class_strict_threshold_and_xyxy():
 
 def test_per_class_thresholds_override_the_default():
     pred = _head([[5, 5, 2, 2], [9, 9, 2, 2]], [[0.5, 0.0], [0.0, 0.5]])
-    thr = threshold_vector(2, 0.25, {0: 0.6})  # class 0 needs > 0.6 now
+    thr = np.array([0.6, 0.25], np.float32)  # class 0 needs > 0.6 now
     _, _, cls = decode_xywh_cls(pred, thr)
     assert cls.tolist() == [1]
-    with pytest.raises(ValueError, match="conf"):
-        threshold_vector(2, 1.5)
 
 
 def _random_boxes(n, seed=0):
@@ -184,10 +181,10 @@ def test_postprocess_end_to_end_on_a_synthetic_head():
         [[160, 160, 40, 40], [161, 161, 40, 40], [100, 100, 10, 10], [250, 200, 20, 20]],
         [[0.9, 0.0], [0.8, 0.0], [0.0, 0.7], [0.1, 0.1]],
     )
-    det = postprocess(pred, p, threshold_vector(2, 0.25), {0: "scratch", 1: "spot"}, iou=0.7, max_det=300)
+    det = postprocess(pred, p, np.full(2, 0.25, np.float32), {0: "scratch", 1: "spot"}, iou=0.7, max_det=300)
     assert det.class_name.tolist() == ["scratch", "spot"]  # the near-duplicate was suppressed
     np.testing.assert_allclose(det.xyxy[0], [(140 - 0) * 2, (140 - 40) * 2, 180 * 2, (180 - 40) * 2])
-    assert len(postprocess(pred, p, threshold_vector(2, 0.25), {0: "a", 1: "b"}, max_det=1)) == 1
+    assert len(postprocess(pred, p, np.full(2, 0.25, np.float32), {0: "a", 1: "b"}, max_det=1)) == 1
 
 
 # -- Detections -----------------------------------------------------------------------------------
@@ -283,7 +280,7 @@ def test_postprocess_drops_inverted_boxes_of_nms_free_heads():
     pred = np.array(
         [[10, 10, 20, 20, 0.9, 0], [30, 30, 25, 40, 0.8, 1], [5, 5, 6, 6, 0.1, 1]], np.float32
     )  # (N, 6)
-    det = postprocess(pred, p, threshold_vector(2, 0.25), {0: "a", 1: "b"}, end2end=True)
+    det = postprocess(pred, p, np.full(2, 0.25, np.float32), {0: "a", 1: "b"}, end2end=True)
     assert det.class_name.tolist() == ["a"]  # row 2 has x2 < x1, row 3 is below conf
 
 
@@ -293,12 +290,12 @@ def test_postprocess_clips_float32_sigmoid_overshoot():
     pred = _head([[50, 50, 20, 10]], [[float(over), 0.0]]).astype(np.float32)
     assert pred.max() > 1.0
     params = letterbox_params((100, 100), (100, 100))
-    dets = postprocess(pred, params, threshold_vector(2, 0.25), {0: "a", 1: "b"})
+    dets = postprocess(pred, params, np.full(2, 0.25, np.float32), {0: "a", 1: "b"})
     assert len(dets) == 1 and dets.confidence[0] == 1.0
 
 
 def test_preprocessor_canvas_matches_letterbox_across_frame_sizes():
-    """The reused letterbox canvas gives letterbox()'s pixels, also when the frame size changes between calls."""
+    """The reused letterbox canvas gives letterbox()'s pixels, also when the frame size changes."""
     rng = np.random.default_rng(0)
     pre = Preprocessor((96, 128))
     for h, w in [(60, 80), (60, 80), (120, 40), (96, 128), (30, 200), (60, 80)]:

@@ -469,7 +469,7 @@ def test_close_waits_for_a_running_infer_then_infer_refuses(fake, tmp_path, onnx
 
 
 def test_submit_collect_rotates_two_slots_in_order(fake, tmp_path, onnx_model, frames):
-    """Two contexts with their own buffers and streams; tickets come back FIFO with their own frame's outputs."""
+    """Two contexts, their own buffers and streams; tickets come back FIFO with their own frame's outputs."""
     trt, cuda = fake()
     with Detector(_engine(tmp_path, onnx_model), conf=0.1) as det, Detector(onnx_model) as ref:
         b = det.backend
@@ -527,7 +527,7 @@ def test_submit_checks_its_input_and_a_failed_wait_frees_the_slot(fake, tmp_path
 
 
 def test_dynamic_engine_has_one_slot(fake, tmp_path, onnx_model, frames):
-    """One optimisation profile serves one context at a time: a dynamic engine runs submit/collect without overlap."""
+    """One optimisation profile serves one context at a time: a dynamic engine runs submit/collect in turn."""
     fake(dynamic=True)
     with Detector(_engine(tmp_path, onnx_model)) as det:
         b, x = det.backend, _batch(det, frames[0])

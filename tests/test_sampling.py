@@ -31,7 +31,8 @@ def test_defect_sampling_never_lowers_a_share_that_is_already_higher():
 
 
 def test_repeat_factor_sampling_is_the_lvis_formula():
-    # all 10 images: f_0 = 4/10, f_1 = 1/10; t = 0.1 -> r_0 = max(1, sqrt(0.1/0.4)) = 1, r_1 = max(1, sqrt(1)) = 1
+    # all 10 images: f_0 = 4/10, f_1 = 1/10; t = 0.1 -> r_0 = max(1, sqrt(0.1/0.4)) = 1, r_1 = max(1, sqrt(1))
+    # = 1
     assert np.allclose(image_weights(CLASSES, 2, "repeat", repeat_thresh=0.1), 0.1)
     # t = 0.4 -> r_0 = 1, r_1 = sqrt(0.4 / 0.1) = 2: the class-1 image weighs twice as much
     w = image_weights(CLASSES, 2, "repeat", repeat_thresh=0.4)

@@ -24,7 +24,7 @@ JETSON = f"{BASE} nvarguscamerasrc nvvidconv nvv4l2decoder"
 
 @pytest.fixture
 def elements(tmp_path, monkeypatch):
-    """``elements("a b c")``: a gst-inspect-1.0 on PATH that knows exactly these elements (None: no gst-inspect-1.0)."""
+    """``elements("a b c")``: a gst-inspect-1.0 on PATH knowing exactly these elements (None: none)."""
 
     def install(names):
         gst.has_element.cache_clear()
@@ -34,7 +34,8 @@ def elements(tmp_path, monkeypatch):
         exe = tmp_path / "bin" / gst.INSPECT
         exe.parent.mkdir(exist_ok=True)
         exe.write_text(
-            f'#!/bin/sh\n[ "$1" = "--exists" ] || exit 2\ncase " {names} " in *" $2 "*) exit 0 ;; esac\nexit 1\n'
+            f'#!/bin/sh\n[ "$1" = "--exists" ] || exit 2\ncase " {names} " in *" $2 "*) exit 0 ;; esac\nexit '
+            "1\n"
         )
         exe.chmod(0o755)
         monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")

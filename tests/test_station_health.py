@@ -103,7 +103,8 @@ def tmpfs(tmp_path):
     )
     if out.returncode:
         pytest.skip(
-            f"cannot mount a small tmpfs here ({out.stderr.strip() or 'not root'}); the simulated disk covers it"
+            f"cannot mount a small tmpfs here ({out.stderr.strip() or 'not root'}); the simulated disk "
+            "covers it"
         )
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -166,11 +166,13 @@ def test_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
     [
         (
             {"opcua.endpoint": "opc.tcp://0.0.0.0:4840/x"},
-            r"^opcua.endpoint on '0.0.0.0' \(beyond 127.0.0.1\) refuses anonymous access: set opcua.security_policy",
+            r"^opcua.endpoint on '0.0.0.0' \(beyond 127.0.0.1\) refuses anonymous access: set "
+            r"opcua.security_policy",
         ),
         (
             {"opcua.security_policy": "Basic256Sha256_SignAndEncrypt"},
-            r"^opcua.security_policy=Basic256Sha256_SignAndEncrypt: set opcua.certificate and opcua.private_key",
+            r"^opcua.security_policy=Basic256Sha256_SignAndEncrypt: set opcua.certificate and "
+            r"opcua.private_key",
         ),
         (
             {"opcua.security_policy": "tight"},

@@ -150,7 +150,8 @@ def test_a_stream_client_that_never_reads_is_dropped_and_never_slows_the_loop(tm
         )
     lines = log.having("read nothing")
     assert len(lines) == 1 and "disconnected" in lines[0] and page.slow_clients == 1
-    # 4.8 s of frames at 50 fps; a loop that waited on the stalled client (1 s write timeout) would take >= 240 s
+    # 4.8 s of frames at 50 fps; a loop that waited on the stalled client (1 s write timeout) would take >=
+    # 240 s
     assert summary["frames"] == 240 and summary["seconds"] < 60.0
 
 
@@ -221,11 +222,17 @@ def test_operator_page_in_a_real_browser(model, tmp_path):
         wait.until(lambda d: text("frames").isdigit() and int(text("frames")) > 0)
         first = int(text("frames"))
         wait.until(lambda d: int(text("frames")) > first)  # the counters change
-        js = "const i = document.getElementById(arguments[0]); return i !== null && i.complete && i.naturalWidth;"
+        js = (
+            "const i = document.getElementById(arguments[0]); "
+            "return i !== null && i.complete && i.naturalWidth;"
+        )
         assert (
             wait.until(lambda d: d.execute_script(js, "stream")) > 0
         )  # the live stream's first frame arrived
-        ng = "return Array.from(document.querySelectorAll('#ng img')).filter(i => i.complete && i.naturalWidth > 0).length"
+        ng = (
+            "return Array.from(document.querySelectorAll('#ng img'))"
+            ".filter(i => i.complete && i.naturalWidth > 0).length"
+        )
         wait.until(lambda d: d.execute_script(ng) >= 3)  # NG pictures arrived
         wait.until(lambda d: "model.onnx:" in text("model") and "%" in text("yield"))
         time.sleep(1.0)  # one more frame on the stream and one more poll before the picture

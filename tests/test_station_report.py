@@ -33,7 +33,7 @@ def result(i, t, ng, cls=0, conf=0.9):
 
 @pytest.fixture()
 def run(tmp_path):
-    """3 hours, one frame a minute: every 10th NG (spot on every 30th, scratch otherwise); small event files rotate."""
+    """3 hours, a frame a minute: every 10th NG (spot every 30th, scratch otherwise); event files rotate."""
     run = tmp_path / "runs" / "line1"
     (run / "snapshots").mkdir(parents=True)
     log, tally = (

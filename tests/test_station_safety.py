@@ -273,6 +273,6 @@ def test_a_full_queue_and_a_late_pulse_are_the_same_failure(tmp_path):
         and exit_status(summary) == EXIT_DEGRADED
     )
     assert [r for r in summary["degraded_reasons"] if r.startswith("rejects:")] == [
-        f"rejects: 10 NG part(s) not rejected ({by['queue_full']} queue full, {by['unreachable']} unreachable): "
-        "they may be in the OK bin; the alarm was raised"
+        f"rejects: 10 NG part(s) not rejected ({by['queue_full']} queue full, {by['unreachable']} "
+        "unreachable): they may be in the OK bin; the alarm was raised"
     ]

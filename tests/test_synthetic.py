@@ -86,7 +86,8 @@ def test_cli_writes_dataset_and_conveyor_video(tmp_path, capsys):
     cap.release()
     assert frames == truth["frames"] == 30
     assert set(truth["ng_frames"]) <= set(truth["in_position_frames"])
-    # 24 frames a part: 8 sliding in, 8 at rest under the camera, 8 sliding out; part 1 is still sliding in at 29
+    # 24 frames a part: 8 sliding in, 8 at rest under the camera, 8 sliding out; part 1 is still sliding in at
+    # 29
     assert truth["in_position_frames"] == list(range(8, 16))
 
 

@@ -462,7 +462,8 @@ def test_scratch_optimizer_replaces_only_autos_short_from_scratch_choice(
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does, a step every batch (nbs = batch)
+        # auto on a yaml: AdamW at SCRATCH_LR0, bias warm-up from zero as auto does, a step every batch (nbs =
+        # batch)
         ({"batch": 16, "nbs": 64}, ("AdamW", 0.003, 0.0, 16)),
         (
             {"optimizer": "SGD", "lr0": 0.02, "warmup_bias_lr": 0.1},

@@ -173,8 +173,9 @@ def load_metadata(model_path: str | os.PathLike, embedded: Mapping[str, Any] | N
         kind = "ONNX metadata_props" if model_path.suffix.lower() == ".onnx" else "engine header"
         raise MetadataError(
             f"{model_path}: model metadata is missing {' and '.join(repr(k) for k in missing)}; looked in "
-            f"{side} ({'found' if sidecar else 'not found'}) and the {kind} ({'has no such key' if embedded else 'empty'}); "
-            f"export with `defectdet export` or write {side.name} with "
+            f"{side} ({'found' if sidecar else 'not found'}) and the {kind} "
+            f"({'has no such key' if embedded else 'empty'}); export with `defectdet export` or write "
+            f"{side.name} with "
             '{"names": {"0": "scratch", ...}, "imgsz": [H, W]}'
         )
     names = parse_names(merged["names"], where)

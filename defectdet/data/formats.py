@@ -117,7 +117,8 @@ def load_data_yaml(data_yaml: str | os.PathLike) -> DataSpec:
         if split not in raw or (split == "test" and raw[split] is None):
             if split != "test":
                 raise DataError(
-                    f"{p}: no '{split}:' key; expected '{split}: images/{split}' (a folder, .txt list or list)"
+                    f"{p}: no '{split}:' key; expected '{split}: images/{split}' (a folder, .txt list or "
+                    "list)"
                 )
             continue
         entries = raw[split] if isinstance(raw[split], list) else [raw[split]]

@@ -125,7 +125,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def checked_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) from the header only, for a reader that must not start on a bad file: every
-    failure is one DataError naming it, :class:`ImageTooLarge` (hostile header) or :class:`UnreadableImage`."""
+    failure is one DataError naming it, :class:`ImageTooLarge` (hostile header) or
+    :class:`UnreadableImage`."""
     try:
         return image_size(path)  # ImageTooLarge (a DataError) passes through
     except OSError as e:  # PIL's UnidentifiedImageError is one

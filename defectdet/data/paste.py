@@ -4,10 +4,10 @@
 cut from the defective training images of the same data set (box plus a margin), blended with a
 feathered alpha (1 on the box, falling linearly to 0 at the margin's edge) at the free position,
 of several drawn, whose background best matches the patch's margin (no overlap with a box already
-there; the box centre inside the optional ROI mask of where parts are) and at the source's scale times a jitter in [0.8, 1.25], kept within the
-class's measured box-size range. The pasted boxes are added to the image's labels; the image's
-own boxes are never touched. Only training images are pasted onto: the bank is built from the
-train split and the hook is installed on the training dataset alone.
+there; the box centre inside the optional ROI mask of where parts are) and at the source's scale times a
+jitter in [0.8, 1.25], kept within the class's measured box-size range. The pasted boxes are added to the
+image's labels; the image's own boxes are never touched. Only training images are pasted onto: the bank is
+built from the train split and the hook is installed on the training dataset alone.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ MAX_CONTEXT_COST = 24.0  # mean absolute grey-level difference between a patch's
 
 
 def check_probability(key: str, p) -> None:
-    """ConfigError naming ``key`` unless ``p`` is a number in [0, 1] (a per-image augmentation probability)."""
+    """ConfigError naming ``key`` unless ``p`` is a number in [0, 1] (a per-image augmentation chance)."""
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ConfigError(f"{key}={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
 

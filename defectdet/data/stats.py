@@ -12,16 +12,14 @@ The rule (printed with the numbers) maps negatives-per-positive to a preset in c
 below 500:1 the data is balanced (dense labels: by this formula COCO's ~7.3 mostly large boxes per
 image give ~115:1, and YOLO trains COCO well on plain BCE) and focal loss can hurt there ->
 ``balanced`` (gamma=0); then mild to 2000:1, and each further decade focuses harder. The first edge
-follows bench/quality.py on DeepPCB (one seed each, pico, equal images seen): at 47:1 (balanced
-split) and at 244:1 (the rare split as the defect sampler and native crops show it) BCE beat the
-focal presets (0.631 vs focal_mild-like arms 0.50-0.62; 0.688 vs focal_mild's 0.603 mAP50), and
-only at 534:1 (the rare split drawn as it is, downscaled) did focal_mild beat BCE (0.219 vs 0.110).
+follows bench/quality.py on DeepPCB: BCE beat the focal presets on its balanced split and on its rare
+split as the defect sampler shows it, and focal_mild beat BCE only on the rare split drawn as it is;
+the runs and their mAP50 are in docs/quality.md ("Quality benchmark").
 
 The sampler and focal loss answer the same imbalance. Once the defect sampler draws defective images
 (``sampling=defect``: the stats then carry a ``sampler`` entry), the recommendation is ``balanced``
 (BCE) whatever the anchor ratio: with the sampler on, BCE led the focal presets on every set measured
-(DeepPCB's rare split: 0.688 vs focal_mild's 0.603 mAP50; a second public rare-defect set with five
-classes: 0.546 vs 0.446). The bands apply when images are drawn as they are (``sampling=uniform``).
+(docs/quality.md). The bands apply when images are drawn as they are (``sampling=uniform``).
 """
 
 from __future__ import annotations
@@ -51,8 +49,8 @@ BANDS = (
 RULE = (
     "imbalance = negative/positive anchors on the train split at imgsz "
     "(positives ~ min(topk=10, anchor centres inside each box), defect-free images included); "
-    "< 500:1 -> balanced (gamma=0, focal loss can hurt balanced data), 500-2000:1 -> mild (gamma=1, alpha=0.5), "
-    "2000-20000:1 -> standard (gamma=2, alpha=0.25), >= 20000:1 -> extreme (gamma=4, alpha=0.1)"
+    "< 500:1 -> balanced (gamma=0, focal loss can hurt balanced data), 500-2000:1 -> mild (gamma=1, "
+    "alpha=0.5), 2000-20000:1 -> standard (gamma=2, alpha=0.25), >= 20000:1 -> extreme (gamma=4, alpha=0.1)"
 )
 
 
@@ -195,7 +193,10 @@ def recommend_preset(stats: dict) -> dict[str, Any]:
         f"{a['positive_fraction_in_defect_images']:.2e}) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
     )
     if math.isinf(ratio):
-        measured = f"no labelled box in the train split (no positive anchor) -> {preset} (gamma={gamma:g}, alpha={alpha:g})"
+        measured = (
+            f"no labelled box in the train split (no positive anchor) -> {preset} "
+            f"(gamma={gamma:g}, alpha={alpha:g})"
+        )
     return {
         "cls_loss": "focal",
         "gamma": gamma,
@@ -227,9 +228,10 @@ def format_stats(stats: dict) -> str:
             "  instances per class: " + ", ".join(f"{k} {v}" for k, v in s["instances_per_class"].items()),
             f"  box area / image p10/p50/p90: {p10} / {p50} / {p90};  min side at imgsz p10/p50/p90: "
             f"{m10} / {m50} / {m90} px; {s['boxes_below_min_stride']} boxes below the smallest stride",
-            f"  anchors: {a['locations_per_image']} locations/image, {a['positives_per_image']} positives/image "
-            f"-> positive fraction {a['positive_fraction']:.2e}, {a['negatives_per_positive']}:1 negatives per "
-            f"positive; {a['boxes_with_no_anchor_inside']} boxes with no anchor centre inside",
+            f"  anchors: {a['locations_per_image']} locations/image, {a['positives_per_image']} "
+            f"positives/image -> positive fraction {a['positive_fraction']:.2e}, "
+            f"{a['negatives_per_positive']}:1 negatives per positive; {a['boxes_with_no_anchor_inside']} "
+            "boxes with no anchor centre inside",
         ]
         if s["excluded_images"]:
             lines.append(f"  {s['excluded_images']} images with errors left out (run 'defectdet data check')")

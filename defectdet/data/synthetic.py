@@ -185,7 +185,7 @@ def _write_image(path: Path, img: np.ndarray) -> None:
 
 
 def defect_flags(seed: int, images: int, defect_rate: float) -> np.ndarray:
-    """Exactly round(images * defect_rate) defective parts (at least 2 when the rate is > 0), placed at random."""
+    """Exactly round(images * defect_rate) defective parts (at least 2 when the rate is > 0), at random."""
     n_def = int(round(images * defect_rate))
     if defect_rate > 0:
         n_def = min(images, max(n_def, 2))

@@ -9,10 +9,10 @@ but do not fail. An image without a label file is a defect-free image: not a pro
 Error kinds: ``names``, ``missing-split``, ``empty-split``, ``bad-list``, ``symlink-loop``
 (dataset-level, in ``report.fatal``: skipping files cannot fix them), ``missing-image``, ``empty-image``,
 ``image-too-large``, ``unreadable-image``, ``corrupt-image``, ``format``, ``small-image``, ``16-bit``,
-``encoding``, ``field-count``, ``non-numeric``, ``unreadable-label``, ``class-id``, ``class-range``, ``out-of-range``, ``degenerate-box``,
-``duplicate-box``, ``mixed-rows``, ``orphan-label``. Warning kinds: ``grayscale``,
-``exif-rotation``, ``edge-box``, ``tiny-box``, ``no-labels``, ``split-overlap``, ``shared-label``,
-``duplicate-image``.
+``encoding``, ``field-count``, ``non-numeric``, ``unreadable-label``, ``class-id``, ``class-range``,
+``out-of-range``, ``degenerate-box``, ``duplicate-box``, ``mixed-rows``, ``orphan-label``. Warning kinds:
+``grayscale``, ``exif-rotation``, ``edge-box``, ``tiny-box``, ``no-labels``, ``split-overlap``,
+``shared-label``, ``duplicate-image``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def _check_names(spec: DataSpec, rep: CheckReport) -> int | None:
     elif names is None:
         err(
             "names",
-            f"'names' is {type(raw_names).__name__}, expected a list or {{id: name}} mapping with integer ids",
+            f"'names' is {type(raw_names).__name__}, expected a list or {{id: name}} mapping with integer "
+            "ids",
         )
     elif not names:
         err("names", "'names' is empty, expected at least one class name")

@@ -83,7 +83,8 @@ def replay_cache(cache: Path, identity: dict[str, Any], have_data: bool) -> bool
         return True
     if have_data:
         print(
-            f"defectdet build-engine: note: the calibration cache {cache} {why}: recalibrating on --calib-data"
+            f"defectdet build-engine: note: the calibration cache {cache} {why}: recalibrating on "
+            "--calib-data"
         )
         return False
     raise ExportError(

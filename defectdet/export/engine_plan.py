@@ -89,19 +89,20 @@ def release(version: str) -> tuple[int, int, int]:
 DLA_RESTORED = (11, 4, 1)  # 11.4.1: DLA on Jetson AGX Orin again (JetPack 7.2.2+), strongly typed
 OLDEST = (8, 5)  # JetPack 5.1.x (Xavier NX / AGX Xavier) ships TensorRT 8.5.2
 # What TensorRT 8.5 (JetPack 5.1.x) differs in for this builder, from the sources (release/8.5 = 8.5.2 tags):
-# * ONNX opset: "TensorRT 8.5 supports operators up to Opset 17" (onnx/onnx-tensorrt 8.5-GA docs/operators.md),
-#   the same line as 8.6-GA's; the 8.5-GA docs/Changelog.md adds UINT8 network I/O (so `export --input uint8`,
-#   whose Cast UINT8 -> FLOAT the 8.5-GA builtin_op_importers.cpp Cast importer accepts, parses there too).
+# * ONNX opset: "TensorRT 8.5 supports operators up to Opset 17" (onnx/onnx-tensorrt 8.5-GA
+#   docs/operators.md), the same line as 8.6-GA's; the 8.5-GA docs/Changelog.md adds UINT8 network I/O (so
+#   `export --input uint8`, whose Cast UINT8 -> FLOAT the 8.5-GA builtin_op_importers.cpp Cast importer
+#   accepts, parses there too).
 # * Python builder API (NVIDIA/TensorRT 8.5.2 python/src/infer/pyCore.cpp): set_memory_pool_limit with
 #   MemoryPoolType.WORKSPACE, BuilderFlag FP16 / INT8 / GPU_FALLBACK, DeviceType.DLA, config.DLA_core,
 #   int8_calibrator, set_calibration_profile, add_optimization_profile, IOptimizationProfile.set_shape(input,
 #   min, opt, max), Builder.num_DLA_cores, build_serialized_network, create_network(flags) with
-#   NetworkDefinitionCreationFlag.EXPLICIT_BATCH (needed before 10.0), OnnxParser.parse_from_file / num_errors /
-#   get_error / desc: all as on 8.6, so the plan and calls are the 8.6 ones.
+#   NetworkDefinitionCreationFlag.EXPLICIT_BATCH (needed before 10.0), OnnxParser.parse_from_file / num_errors
+#   / get_error / desc: all as on 8.6, so the plan and calls are the 8.6 ones.
 # * trtexec (8.5.2 samples/common/sampleOptions.cpp): --memPoolSize=workspace:N in MiB (--workspace=N still
-#   parsed, with a "deprecated by --memPoolSize" warning), --fp16, --int8, --best, --calib=<file> (reads a cache),
-#   --useDLACore=N, --allowGPUFallback, --minShapes/--optShapes/--maxShapes; no --stronglyTyped (first in 10.x;
-#   this line never prints it). So the trtexec line is the 8.6 one too.
+#   parsed, with a "deprecated by --memPoolSize" warning), --fp16, --int8, --best, --calib=<file> (reads a
+#   cache), --useDLACore=N, --allowGPUFallback, --minShapes/--optShapes/--maxShapes; no --stronglyTyped (first
+#   in 10.x; this line never prints it). So the trtexec line is the 8.6 one too.
 PARSER_MAX_OPSET = {(8, 5): 17, (8, 6): TRT86_MAX_OPSET}  # onnx-tensorrt 8.5-GA / 8.6-GA docs/operators.md
 
 

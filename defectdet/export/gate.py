@@ -349,7 +349,8 @@ def run_gate(
     print(f"defectdet gate: {int8.name} {verdict}; report {result.report_path}")
     if own is not None:
         print(
-            f"defectdet gate: {int8.name} deploys with its own thresholds: {thresholds_path(int8)} (also in its sidecar)"
+            f"defectdet gate: {int8.name} deploys with its own thresholds: {thresholds_path(int8)} (also in "
+            "its sidecar)"
         )
     return result
 
@@ -405,7 +406,8 @@ def add_gate_arguments(p: argparse.ArgumentParser) -> None:
         "--escape-rule",
         default="box",
         help="what catches a defective part in the escape rate and the "
-        "calibration: box (a correct detection, default) or any (any detection, as the inspection loop rejects)",
+        "calibration: box (a correct detection, default) or any (any detection, as the inspection loop "
+        "rejects)",
     )
     g.add_argument(
         "--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)"

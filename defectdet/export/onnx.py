@@ -128,7 +128,7 @@ def toposort(graph: Any) -> None:
 
 
 def to_fp16(model: Any) -> Any:
-    """FP16-typed graph with FP32 inputs/outputs (onnxruntime's converter, as ultralytics' CPU export uses)."""
+    """FP16-typed graph, FP32 inputs/outputs (onnxruntime's converter, as ultralytics' CPU export uses)."""
     from onnxruntime.transformers import float16
 
     model = float16.convert_float_to_float16(model, keep_io_types=True)
@@ -187,7 +187,8 @@ def _check_args(checkpoint: Path, opset: int) -> None:
         )
     if checkpoint.suffix != ".pt":
         raise ConfigError(
-            f"{checkpoint}: expected an ultralytics .pt checkpoint, got a {checkpoint.suffix or 'extensionless'} file"
+            f"{checkpoint}: expected an ultralytics .pt checkpoint, got a "
+            f"{checkpoint.suffix or 'extensionless'} file"
         )
     import onnx
 
@@ -198,7 +199,8 @@ def _check_args(checkpoint: Path, opset: int) -> None:
         )
     if opset > TRT86_MAX_OPSET:
         print(
-            f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 (JetPack 5.1.x/6.0) cannot parse it"
+            f"defectdet export: warning: opset {opset} > {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 (JetPack "
+            "5.1.x/6.0) cannot parse it"
         )
 
 
@@ -217,8 +219,8 @@ def export_onnx(
 
     ``imgsz`` None uses the run's native size for a ``crop=native`` model (``RunInfo.deploy_imgsz``), else
     the training size stored in the checkpoint. ``input_dtype`` uint8 gives the graph a uint8 BGR
-    input in ``input_layout`` (NHWC or NCHW) with the normalisation inside (:mod:`.uint8`). Raises :class:`ExportError`
-    when the graph fails ``onnx.checker`` or parity exceeds :data:`PARITY_TOL`.
+    input in ``input_layout`` (NHWC or NCHW) with the normalisation inside (:mod:`.uint8`). Raises
+    :class:`ExportError` when the graph fails ``onnx.checker`` or parity exceeds :data:`PARITY_TOL`.
     """
     import onnx
 
@@ -274,7 +276,8 @@ def _parser() -> argparse.ArgumentParser:
             (0, "model.onnx and its sidecar written"),
             (
                 2,
-                "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or file",
+                "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or "
+                "file",
             ),
         ),
     )

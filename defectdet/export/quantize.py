@@ -176,8 +176,8 @@ def quant_settings(target: str, method: str) -> dict[str, Any]:
 
 
 def output_error(fp32: Path, int8: Path, x: np.ndarray) -> dict[str, float]:
-    """INT8 vs FP32 outputs on images ``x`` (n, ...) in the models' input form: relative L2 of boxes and of score logits
-    (scores near 0 or 1 hide differences, their logits do not), and max |score difference|."""
+    """INT8 vs FP32 outputs on images ``x`` (n, ...) in the models' input form: relative L2 of boxes and of
+    score logits (scores near 0 or 1 hide differences, their logits do not), and max |score difference|."""
     import onnxruntime as ort
 
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, int8)]
@@ -255,7 +255,7 @@ def _int8_card(base: ModelCard, src: Path, target: str, report: dict[str, Any]) 
 
 
 def _check_source(src: Path, model: Any) -> tuple[str, tuple[int, int]]:
-    """The FP32 ONNX (float32 or uint8 input) must be static and not already quantized; returns (input name, (H, W))."""
+    """The FP32 ONNX (float32/uint8 input) must be static and not quantized; returns (input, (H, W))."""
     if has_qdq(model):
         raise ConfigError(
             f"{src}: already has Q/DQ nodes; quantize the FP32 model that `defectdet export` wrote"
@@ -293,8 +293,8 @@ def quantize_onnx(
     dst = Path(out) if out else default_output(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     print(
-        f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} images "
-        f"({n_bad} defective), float: {len(keep)} head convs"
+        f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} "
+        f"images ({n_bad} defective), float: {len(keep)} head convs"
     )
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
     try:

@@ -24,8 +24,8 @@ Implicit INT8 keeps its calibration cache on disk (``--calib-cache``, default
 calibrate from images), so run ``build-engine`` once to write it before using that line.
 
 Everything that decides *what* to build (:func:`plan_build`, :func:`trtexec_command`, in
-:mod:`.engine_plan`) is plain Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only inside
-:func:`build_engine` and the calibrator (:mod:`defectdet.export.calibration`). Every ONNX-parser
+:mod:`.engine_plan`) is plain Python, testable without TensorRT; ``tensorrt`` and ``pycuda`` are imported only
+inside :func:`build_engine` and the calibrator (:mod:`defectdet.export.calibration`). Every ONNX-parser
 error is logged before raising.
 """
 
@@ -132,7 +132,7 @@ def _parse(trt: Any, network: Any, logger: Any, onnx_path: Path) -> None:
 def _configure(
     trt: Any, builder: Any, opts: EngineOptions, plan: BuildPlan, info: ModelInfo
 ) -> tuple[Any, Any]:
-    """(a builder config carrying the plan's memory limit, flags, DLA and calibrator; the calibrator or None)."""
+    """(a builder config with the plan's memory limit, flags, DLA and calibrator; the calibrator or None)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
     for name in plan.builder_flags:
@@ -409,8 +409,8 @@ def cli(argv: list[str]) -> int:
         version = a.trt_version or import_tensorrt().__version__
         plan = plan_build(opts, inspect_onnx(opts.onnx), version)
         print(
-            f"defectdet build-engine: TensorRT {version}: network flags {plan.network_flags or '-'}, builder flags "
-            f"{plan.builder_flags or '-'}, quantization {plan.quantization}, precision {plan.precision}"
+            f"defectdet build-engine: TensorRT {version}: network flags {plan.network_flags or '-'}, builder "
+            f"flags {plan.builder_flags or '-'}, quantization {plan.quantization}, precision {plan.precision}"
         )
         for note in plan.notes:
             print(f"  note: {note}")
@@ -418,6 +418,7 @@ def cli(argv: list[str]) -> int:
         return 0
     engine, plan = build_engine(opts)
     print(
-        f"defectdet build-engine: {engine} ({plan.precision}, TensorRT {plan.version}); metadata {engine.with_suffix('.json')}"
+        f"defectdet build-engine: {engine} ({plan.precision}, TensorRT {plan.version}); metadata "
+        f"{engine.with_suffix('.json')}"
     )
     return 0

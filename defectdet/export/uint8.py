@@ -5,7 +5,8 @@
 (B, H, W, 3) uint8 BGR (``--input-layout nhwc``, the default) or (B, 3, H, W) uint8 BGR planes
 (``nchw``). Prepended nodes, all named ``defectdet_input/...``::
 
-    images (uint8) -> Cast(float) -> [Transpose 0,3,1,2] -> Gather(axis 1, [2, 1, 0]) -> Div(255) -> the old graph
+    images (uint8) -> Cast(float) -> [Transpose 0,3,1,2] -> Gather(axis 1, [2, 1, 0]) -> Div(255) -> the old
+    graph
 
 The Cast comes first because TensorRT (8.6 and 10.x) accepts a UINT8 network input only as the
 input of a cast; Div by 255 (not Mul by 1/255) gives the float tensor ultralytics' predictor builds,

@@ -102,7 +102,7 @@ class Detections:
 
     @classmethod
     def from_ultralytics(cls, result: Any) -> Detections:
-        """Read an ultralytics ``Results`` (``result.boxes``, ``result.names``) without importing ultralytics."""
+        """Read an ultralytics ``Results`` (``result.boxes``, ``result.names``) without importing it."""
         boxes = result.boxes
 
         def numpy(x: Any) -> np.ndarray:

@@ -148,11 +148,13 @@ class Detector:
             return
         if len(out) != 3 or (out[1] is not None and out[1] != 4 + m.nc):
             raise MetadataError(
-                f"{where}: {m.nc} class names need output (B, {4 + m.nc}, anchors) in layout 'xywh+cls', the model gives {out}"
+                f"{where}: {m.nc} class names need output (B, {4 + m.nc}, anchors) in layout 'xywh+cls', the "
+                f"model gives {out}"
             )
         if out[2] is not None and out[2] != m.anchors():
             raise MetadataError(
-                f"{where}: strides {list(m.strides)} at imgsz {list(m.imgsz)} give {m.anchors()} anchors, the model gives {out[2]}"
+                f"{where}: strides {list(m.strides)} at imgsz {list(m.imgsz)} give {m.anchors()} anchors, "
+                f"the model gives {out[2]}"
             )
 
     # -- inference ----------------------------------------------------------------------------
@@ -216,15 +218,17 @@ class Detector:
     # -- the three stages, for callers that run them on separate threads (a pipelined loop) ----
     @property
     def stageable(self) -> bool:
-        """True when one frame is exactly :meth:`forward` between :meth:`new_preprocessor` and :meth:`decode` (no tiles)."""
+        """True when a frame is just :meth:`new_preprocessor`, :meth:`forward`, :meth:`decode` (no tiles)."""
         return self.tiles is None
 
     def new_preprocessor(self) -> Preprocessor:
-        """A Preprocessor with its own input buffer: one per frame in flight (``pre([frame])`` -> (batch, params))."""
+        """Own-buffer Preprocessor, one per frame in flight: ``pre([frame])`` -> (batch, params)."""
         return Preprocessor(self.metadata.imgsz, self.metadata.preprocess)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """The batch :meth:`new_preprocessor` makes ((B, 3, H, W) float32, or uint8 as the model records) -> the model's first output as float32, (B, 4+nc, A) or (B, N, 6); releases the GIL inside the backend."""
+        """The batch :meth:`new_preprocessor` makes ((B, 3, H, W) float32, or uint8 as the model records) ->
+        the model's first output as float32, (B, 4+nc, A) or (B, N, 6); releases the GIL inside the
+        backend."""
         return _float32(self.backend.infer(batch)[0])
 
     @property
@@ -257,7 +261,7 @@ class Detector:
         return ticket, _float32(outputs[0])
 
     def decode(self, pred: np.ndarray, params: Any) -> Detections:
-        """One image's output (4+nc, A) or (N, 6) and its LetterboxParams -> Detections in frame pixels (thresholds, NMS, max_det)."""
+        """One image's output ((4+nc, A) or (N, 6)) and LetterboxParams -> Detections in frame pixels."""
         return postprocess(
             pred, params, self.thresholds, self._name_table, self.iou, self.max_det, self.metadata.end2end
         )

@@ -143,14 +143,6 @@ def postprocess(
     return Detections.from_arrays(xyxy, np.clip(conf[keep], 0.0, 1.0), cls[keep], names)
 
 
-def threshold_vector(nc: int, conf: float, per_class: Mapping[int, float] | None = None) -> np.ndarray:
-    """(nc,) float32 thresholds: ``conf`` everywhere, overridden per class."""
-    out = np.full(nc, check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0), np.float32)
-    for cid, value in (per_class or {}).items():
-        out[int(cid)] = value
-    return out
-
-
 def check_number(
     key: str, value: object, expected: str, lo: float, hi: float, integer: bool = False
 ) -> float:

@@ -161,14 +161,19 @@ KEYS = [
         choices=("alarm", "stop"),
         gap=True,
         more=(
-            "part whose reject pulse the PLC never got: late, the output's queue full, or the PLC unreachable).",
+            "part whose reject pulse the PLC never got: late, the output's queue full, or the PLC "
+            "unreachable).",
             "Always: counted (missed_rejects in summary.json, the page, /metrics, OPC UA, the tally and",
-            "`defectdet report`), the alarm raised on every output still up (Modbus alarm coil held on + status",
+            "`defectdet report`), the alarm raised on every output still up (Modbus alarm coil held on + "
+            "status",
             "register, OPC UA Alarm, the page's banner, defectdet_alarm, MQTT <topic>/alarm, webhook, stdout",
-            "ALARM) and the run degraded (exit 3). Then: alarm: keep inspecting | stop: stop inspecting (no more",
+            "ALARM) and the run degraded (exit 3). Then: alarm: keep inspecting | stop: stop inspecting (no "
+            "more",
             'verdicts) and drop the "inspection ready" outputs (Modbus status bit 0, OPC UA Ready,',
-            "defectdet_ready), so the line's interlock stops the line rather than pass parts no one can reject;",
-            "restart defectdet inspect once the line is checked. Ready is true only while frames are inspected",
+            "defectdet_ready), so the line's interlock stops the line rather than pass parts no one can "
+            "reject;",
+            "restart defectdet inspect once the line is checked. Ready is true only while frames are "
+            "inspected",
             "within capture.stall_s (5 s when stall_s is 0).",
         ),
     ),

@@ -9,9 +9,9 @@ A live source whose read fails, or that delivers nothing for ``stall_s``, is reo
 exponential backoff (``backoff_s`` doubling up to ``backoff_max_s``); each successful reopening
 counts one ``reconnect``. A live source that cannot be opened at start-up is retried the same way
 (a file or folder fails at once, and so does a source this machine cannot open at all, e.g. a
-missing GStreamer element: :class:`~.sources.SourceUnsupported`). After ``give_up_s`` without a frame the source ends with ``error`` set
-(``give_up_s=0``: never). A read that hangs inside the driver is abandoned (its daemon thread
-releases the capture whenever the read returns) and a fresh connection takes over; for a sensor
+missing GStreamer element: :class:`~.sources.SourceUnsupported`). After ``give_up_s`` without a frame the
+source ends with ``error`` set (``give_up_s=0``: never). A read that hangs inside the driver is abandoned (its
+daemon thread releases the capture whenever the read returns) and a fresh connection takes over; for a sensor
 only one session may hold (a CSI camera: Argus), the fresh connection first waits up to
 ``release_wait_s`` for the hung read to return and release it, and otherwise ends the source with
 ``error`` set (the run exits non-zero and systemd's ``Restart=`` starts a clean process) instead of

@@ -17,10 +17,12 @@ INSPECT = "gst-inspect-1.0"
 
 # element -> where it comes from (the hint of the error when it is missing)
 PROVIDERS = {
-    "nvarguscamerasrc": "JetPack's GStreamer plugins (nvidia-l4t-gstreamer); in a container run with --runtime nvidia "
-    "and -v /tmp/argus_socket:/tmp/argus_socket",
-    "nvvidconv": "JetPack's GStreamer plugins (nvidia-l4t-gstreamer); in a container run with --runtime nvidia",
-    "nvv4l2decoder": "JetPack's GStreamer plugins (nvidia-l4t-gstreamer); in a container run with --runtime nvidia",
+    "nvarguscamerasrc": "JetPack's GStreamer plugins (nvidia-l4t-gstreamer); in a container run with "
+    "--runtime nvidia and -v /tmp/argus_socket:/tmp/argus_socket",
+    "nvvidconv": "JetPack's GStreamer plugins (nvidia-l4t-gstreamer); in a container run with "
+    "--runtime nvidia",
+    "nvv4l2decoder": "JetPack's GStreamer plugins (nvidia-l4t-gstreamer); in a container run with "
+    "--runtime nvidia",
     "avdec_h264": "apt install gstreamer1.0-libav",
     "avdec_h265": "apt install gstreamer1.0-libav",
     "rtph264depay": "apt install gstreamer1.0-plugins-good",
@@ -51,7 +53,7 @@ def missing(names) -> list[str]:
 
 
 def explain(uri: str, names: list[str]) -> str:
-    """``uri: GStreamer has no element X (gst-inspect-1.0 --exists X): install ...`` for the missing ``names``."""
+    """``uri: GStreamer has no element X (gst-inspect-1.0 --exists X): install ...`` for missing ``names``."""
     hints = sorted({PROVIDERS.get(n, "a GStreamer plugin package") for n in names})
     return (
         f"{uri}: GStreamer has no element {', '.join(names)} ({INSPECT} --exists {names[0]} fails): "

@@ -25,7 +25,8 @@ EXIT_OK, EXIT_SOURCE_FAILED, EXIT_BAD_INPUT, EXIT_DEGRADED = 0, 1, 2, 3
 EXIT_ROWS = (  # (status, meaning) for `defectdet inspect --help`
     (
         EXIT_OK,
-        "ok: the run ended (max frames, duration, end of the file or folder, SIGTERM) and recorded everything",
+        "ok: the run ended (max frames, duration, end of the file or folder, SIGTERM) and recorded "
+        "everything",
     ),
     (
         EXIT_SOURCE_FAILED,
@@ -35,8 +36,8 @@ EXIT_ROWS = (  # (status, meaning) for `defectdet inspect --help`
     (
         EXIT_DEGRADED,
         "degraded: the run ended but a reject was missed (missed_rejects), inspection was halted, "
-        "events/snapshots/outputs were not all written, the file source ended early or summary.json could not "
-        "be written (summary.json's degraded_reasons, and stderr, say why)",
+        "events/snapshots/outputs were not all written, the file source ended early or summary.json could "
+        "not be written (summary.json's degraded_reasons, and stderr, say why)",
     ),
 )
 

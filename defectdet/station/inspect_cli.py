@@ -3,7 +3,8 @@
 The live inspection loop on the line. Settings come, later winning, from the built-in defaults
 (:data:`DEFAULTS`, documented field by field in ``configs/inspect.yaml``), the ``--config`` file,
 ``key=value`` overrides (nested keys dotted: ``snapshots.quota_mb=100``) and the flags. Config ->
-keyword arguments happens here and, for the outputs, in :mod:`.registry`; the library classes take plain arguments.
+keyword arguments happens here and, for the outputs, in :mod:`.registry`; the library classes take plain
+arguments.
 
 Everything the run writes goes under ``--out`` (default ``runs/inspect/<UTC time>``):
 ``events.jsonl`` (created at start), ``snapshots/``, ``annotated.mp4`` when recording, and

@@ -112,7 +112,7 @@ def health(status: Optional[Callable[[], Mapping[str, Any]]]) -> dict[str, Any]:
 
 
 def parse_bind(key: str, bind: Any) -> tuple[str, int]:
-    """``'127.0.0.1:8080'`` -> ('127.0.0.1', 8080); ``'[::1]:8080'`` for IPv6; a bad value is a ConfigError."""
+    """``'127.0.0.1:8080'`` -> ('127.0.0.1', 8080); ``'[::1]:8080'`` for IPv6; else a ConfigError."""
     host, sep, port = str(bind).rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -121,7 +121,7 @@ def parse_bind(key: str, bind: Any) -> tuple[str, int]:
 
 
 def exposure_token(key: str, host: str, token_env: Optional[str]) -> Optional[str]:
-    """The access token for a server bound to ``host``: None on loopback without one; beyond loopback one is required."""
+    """The access token for a server on ``host``: None on loopback without one; required beyond loopback."""
     token = os.environ.get(token_env) if token_env else None
     if token_env and not token:
         raise ConfigError(f"{key}.token_env={token_env!r}: that environment variable is not set")
@@ -142,7 +142,7 @@ class AsyncService:
         self._thread: Optional[threading.Thread] = None
 
     def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 60.0) -> Any:
-        """Start the loop and run ``setup()`` on it; its exception (an ``OSError`` for a port in use) is raised here."""
+        """Start the loop and run ``setup()`` on it; its exception (``OSError``: port in use) is raised."""
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=self.name, daemon=True)
         self._thread.start()

@@ -9,7 +9,8 @@ each sink's own ``stats()``, and per-stage latency percentiles (``stages_ms``: p
 decide, sinks). This loop runs every stage in one thread, one frame after another;
 :class:`~.pipeline.PipelinedLoop` runs the same stages on their own threads.
 
->>> loop = InspectionLoop(detector, FrameSource("video.mp4"), Decider(detector.names), sinks=[EventLog("ev.jsonl")])
+>>> source = FrameSource("video.mp4")
+>>> loop = InspectionLoop(detector, source, Decider(detector.names), sinks=[EventLog("ev.jsonl")])
 >>> summary = loop.run()
 """
 
@@ -80,7 +81,7 @@ STAGES = ("pre", "infer", "post", "decide", "sinks")  # summary.json's stages_ms
 
 
 class InspectionLoop:
-    """One inspection run over a :class:`FrameSource`, every stage in the calling thread (see the module docstring)."""
+    """One inspection run over a :class:`FrameSource`, all stages in the calling thread (module docstring)."""
 
     pipelined = False
     in_flight = 1  # frames the model works on at once (a pipelined loop on a two-slot TensorRT engine: 2)
@@ -255,7 +256,7 @@ class InspectionLoop:
         return result
 
     def decide(self, frame: Frame, dets: Any, t0: float) -> FrameResult:
-        """The decision on one frame's detections (frames in order: debounce); ``t0``: when its inspection began."""
+        """The decision on a frame's detections (in frame order: debounce); ``t0``: when inspection began."""
         self._errors_in_row = 0
         t = time.perf_counter()
         decision = self.decider(dets, frame.image.shape)
@@ -340,7 +341,9 @@ class InspectionLoop:
             self._status_at, self._status_frames = now, self.frames
 
     def status_line(self, now: Optional[float] = None, final: bool = False) -> str:
-        """``12.3 fps | latency p50 15.2 ms p99 30.1 ms | frames 1234 ok 1200 ng 34 | dropped 3 | reconnects 0``."""
+        """The status line, e.g.
+        ``12.3 fps | latency p50 15.2 ms p99 30.1 ms | frames 1234 ok 1200 ng 34 | dropped 3 | reconnects 0``.
+        """
         now = time.monotonic() if now is None else now
         if final:
             fps, p50, p99 = self._fps(), self.latency.percentile(50), self.latency.percentile(99)
@@ -350,8 +353,8 @@ class InspectionLoop:
         lat = f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms" if p50 is not None else "latency -"
         errors = sum(g.errors for g in self.guards)
         return (
-            f"{'done: ' if final else ''}{fps:.1f} fps | {lat} | frames {self.frames} ok {self.ok} ng {self.ng} | "
-            f"dropped {self.source.dropped} | reconnects {self.source.reconnects}"
+            f"{'done: ' if final else ''}{fps:.1f} fps | {lat} | frames {self.frames} ok {self.ok} ng "
+            f"{self.ng} | dropped {self.source.dropped} | reconnects {self.source.reconnects}"
             + (f" | sink errors {errors}" if errors else "")
             + (f" | MISSED REJECTS {self.safety.missed_total}" if self.safety.missed_total else "")
         )
@@ -423,7 +426,7 @@ class InspectionLoop:
 
 
 def _headline(sinks: Iterable[tuple[Mapping[str, str], dict[str, Any]]]) -> dict[str, Any]:
-    """The top-level summary keys sinks fill: ``(summary_keys, stats)`` pairs -> {key: value}, summed over sinks sharing a key."""
+    """Summary keys that sinks fill: ``(summary_keys, stats)`` pairs -> {key: value}, summed per key."""
     out: dict[str, Any] = {}
     for keys, stats in sinks:
         for key, stat in keys.items():
@@ -433,7 +436,8 @@ def _headline(sinks: Iterable[tuple[Mapping[str, str], dict[str, Any]]]) -> dict
 
 
 def install_signal_handlers(loop: InspectionLoop) -> Callable[[], None]:
-    """SIGINT/SIGTERM ask ``loop`` to stop (a second one acts as usual); returns a function restoring the old handlers.
+    """SIGINT/SIGTERM ask ``loop`` to stop (a second one acts as usual); returns a function restoring the old
+    handlers.
 
     Only possible from the main thread; elsewhere nothing is installed.
     """

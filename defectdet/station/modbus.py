@@ -217,8 +217,8 @@ class ModbusOutput(BaseSink):
         if self.connected or not self.reconnects:
             LOG.error(
                 "modbus: PLC at %s unreachable (%s: %s); retrying with backoff up to %.0f s "
-                "(%.1f s while reject pulses wait); a reject that cannot be sent in %.0f ms is a missed reject: "
-                "alarm raised, run degraded",
+                "(%.1f s while reject pulses wait); a reject that cannot be sent in %.0f ms is a missed "
+                "reject: alarm raised, run degraded",
                 self.where,
                 e.__class__.__name__,
                 e,

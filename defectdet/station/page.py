@@ -205,7 +205,8 @@ class OperatorPage(BaseSink):
                 except asyncio.TimeoutError:
                     self.slow_clients += 1
                     LOG.warning(
-                        "page: stream client %s read nothing for %.0f s; disconnected (the loop never waited for it)",
+                        "page: stream client %s read nothing for %.0f s; disconnected (the loop never "
+                        "waited for it)",
                         request.remote,
                         self.write_timeout_s,
                     )

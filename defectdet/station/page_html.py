@@ -12,18 +12,22 @@ PAGE = """<!doctype html>
  .tile{background:#1b2027;border-radius:6px;padding:.5em .8em} .tile b{display:block;font-size:30px}
  .ok b{color:#4cc86a} .ng b{color:#ef5350} .yield b{color:#f2c94c}
  #stream{display:block;width:100%;height:52vh;object-fit:contain;background:#000;border-radius:6px}
- table{border-collapse:collapse;width:100%;margin-bottom:1em} td,th{padding:2px 6px;text-align:left;border-bottom:1px solid #2a313a}
+ table{border-collapse:collapse;width:100%;margin-bottom:1em}
+ td,th{padding:2px 6px;text-align:left;border-bottom:1px solid #2a313a}
  h2{font-size:14px;margin:.6em 0 .3em;color:#9aa4b0;text-transform:uppercase;letter-spacing:.05em}
- #ng{display:grid;grid-template-columns:repeat(6,1fr);gap:.5em} #ng figure{margin:0} #ng img{width:100%;border-radius:4px}
+ #ng{display:grid;grid-template-columns:repeat(6,1fr);gap:.5em} #ng figure{margin:0}
+ #ng img{width:100%;border-radius:4px}
  #ng figcaption{font-size:12px;color:#9aa4b0} .last-NG{color:#ef5350} .last-OK{color:#4cc86a}
  #alarm{display:none;background:#b71c1c;color:#fff;font-weight:bold;padding:.6em 1em;font-size:16px}
 </style></head><body>
-<header><h1>defectdet station</h1><span>model <code id="model">-</code></span><span>source <code id="source">-</code></span>
+<header><h1>defectdet station</h1><span>model <code id="model">-</code></span>
+<span>source <code id="source">-</code></span>
 <span>last <b id="last">-</b></span><span>ready <b id="ready">-</b></span></header>
 <div id="alarm" role="alert"></div>
 <main><section>
  <div class="tiles"><div class="tile"><span>frames</span><b id="frames">0</b></div>
-  <div class="tile ok"><span>OK</span><b id="ok">0</b></div><div class="tile ng"><span>NG</span><b id="ng-count">0</b></div>
+  <div class="tile ok"><span>OK</span><b id="ok">0</b></div>
+  <div class="tile ng"><span>NG</span><b id="ng-count">0</b></div>
   <div class="tile yield"><span>yield</span><b id="yield">-</b></div></div>
  <img id="stream" alt="live annotated stream">
  <h2>last NG parts</h2><div id="ng"></div>
@@ -39,17 +43,20 @@ document.getElementById("stream").src = "stream.mjpg" + q;
 const $ = id => document.getElementById(id);
 function rows(el, pairs) {
   el.replaceChildren(...pairs.map(([k, v]) => { const tr = document.createElement("tr");
-    for (const x of [k, v]) { const td = document.createElement("td"); td.textContent = x; tr.append(td); } return tr; }));
+    for (const x of [k, v]) { const td = document.createElement("td"); td.textContent = x; tr.append(td); }
+    return tr; }));
 }
 const fmt = v => v === null || v === undefined ? "-" : String(v);
 let shown = "";
 async function tick() {
   let s;
-  try { s = await (await fetch("api/state" + q, {cache: "no-store"})).json(); } catch (e) { $("last").textContent = "offline"; return; }
+  try { s = await (await fetch("api/state" + q, {cache: "no-store"})).json(); }
+  catch (e) { $("last").textContent = "offline"; return; }
   $("frames").textContent = s.frames; $("ok").textContent = s.ok; $("ng-count").textContent = s.ng;
   $("yield").textContent = s.yield === null ? "-" : (100 * s.yield).toFixed(1) + " %";
   $("model").textContent = s.model; $("source").textContent = s.source;
-  $("last").textContent = s.last.result ? s.last.result + (s.last.class ? " " + s.last.class + " " + s.last.confidence.toFixed(2) : "") : "-";
+  $("last").textContent = s.last.result
+    ? s.last.result + (s.last.class ? " " + s.last.class + " " + s.last.confidence.toFixed(2) : "") : "-";
   $("last").className = "last-" + (s.last.result || "");
   const h = s.health, sf = s.safety;
   $("ready").textContent = sf.ready ? "yes" : "NO";
@@ -70,9 +77,11 @@ async function tick() {
   if (ids !== shown) {
     shown = ids;
     $("ng").replaceChildren(...s.ng_parts.map(p => { const f = document.createElement("figure");
-      const img = document.createElement("img"); img.src = "ng/" + p.id + ".jpg" + q; img.alt = "NG part " + p.id;
+      const img = document.createElement("img"); img.src = "ng/" + p.id + ".jpg" + q;
+      img.alt = "NG part " + p.id;
       const c = document.createElement("figcaption");
-      c.textContent = new Date(p.ts * 1000).toLocaleTimeString() + " #" + p.frame + " " + p.class + " " + p.confidence.toFixed(2);
+      c.textContent = new Date(p.ts * 1000).toLocaleTimeString() + " #" + p.frame + " " + p.class + " "
+        + p.confidence.toFixed(2);
       f.append(img, c); return f; }));
   }
 }

@@ -106,7 +106,8 @@ class _Job:
 
 
 class PipelinedLoop(InspectionLoop):
-    """:class:`~.loop.InspectionLoop` with pre, infer and post + decide on their own threads (see the module docstring).
+    """:class:`~.loop.InspectionLoop` with pre, infer and post + decide on their own threads (see the module
+    docstring).
 
     Takes the same arguments, plus ``drain_s``: how long a stop may take to finish the frames inside
     before the stages are abandoned (logged; they are daemon threads).
@@ -150,7 +151,7 @@ class PipelinedLoop(InspectionLoop):
             raise self.failure[1]
 
     def _sink_stage(self) -> None:
-        """Deliver decided frames to the sinks until the stream ends, the run aborts or a stop cannot drain."""
+        """Deliver decided frames to the sinks until the stream ends, the run aborts or a stop can't drain."""
         stopped_at: Optional[float] = None
         while True:
             item = self._to_sinks.get(self.read_timeout)
@@ -164,7 +165,8 @@ class PipelinedLoop(InspectionLoop):
                 stopped_at = stopped_at or time.monotonic()
                 if time.monotonic() - stopped_at > self.drain_s:
                     LOG.error(
-                        "pipeline: the frames inside did not finish within %.1f s of the stop; abandoning them",
+                        "pipeline: the frames inside did not finish within %.1f s of the stop; abandoning "
+                        "them",
                         self.drain_s,
                     )
                     return
@@ -200,7 +202,7 @@ class PipelinedLoop(InspectionLoop):
                 ch.close()
 
     def _timed(self, name: str, job: _Job, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` timed into the stage's statistics; a detector exception is kept on the job (None returned)."""
+        """``fn(*args)`` timed into the stage's statistics; a detector exception is kept on the job (None)."""
         t = time.perf_counter()
         try:
             return fn(*args)
@@ -300,14 +302,15 @@ class PipelinedLoop(InspectionLoop):
         else:
             if ticket != job.ticket:  # a bug, not a detector fault: end the run
                 raise RuntimeError(
-                    f"pipeline: collected ticket {ticket} for frame {job.frame.index} (submitted as {job.ticket})"
+                    f"pipeline: collected ticket {ticket} for frame {job.frame.index} (submitted as "
+                    f"{job.ticket})"
                 )
         job.ticket = None
         self.stages["infer"].add(job.infer_ms + (time.perf_counter() - t) * 1e3)
         return job
 
     def _post_stage(self) -> None:
-        """Decode (staged), then decide in frame order; detector failures counted as the sequential loop counts them."""
+        """Decode (staged), then decide in frame order; detector failures counted as in InspectionLoop."""
         while (job := self._to_post.get()) is not END and job is not CLOSED:
             dets = job.out
             if job.error is None and self.staged:

@@ -70,7 +70,8 @@ def collect(folder: Path, since: Optional[datetime], until: Optional[datetime]) 
     run folder."""
     if not folder.is_dir():
         raise ConfigError(
-            f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of runs)"
+            f"--events {folder}: no such folder (expected a run folder of defectdet inspect, or a folder of "
+            "runs)"
         )
     logs = sorted({p.parent for p in folder.rglob("events*.jsonl")})
     tallies = sorted(folder.rglob("tally.jsonl"))

@@ -216,7 +216,8 @@ def headline(s: dict[str, Any], window: str, zone: Optional[tzinfo]) -> list[str
         )
     if s.get("torn"):
         lines.append(
-            f"{len(s['torn'])} torn event line(s) skipped (a run killed mid-write): {', '.join(s['torn'][:3])}"
+            f"{len(s['torn'])} torn event line(s) skipped (a run killed mid-write): "
+            f"{', '.join(s['torn'][:3])}"
         )
     if s["tally_cut"]:
         lines.append(

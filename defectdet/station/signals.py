@@ -223,7 +223,7 @@ class MqttSignal(BaseSink):
 
 
 class WebhookSignal(BaseSink):
-    """POST each trigger's JSON to ``url`` from a worker thread (urllib; bounded queue, never blocks the loop)."""
+    """POST each trigger's JSON to ``url`` from a worker thread (urllib, bounded queue: never blocks)."""
 
     name = "webhook"
 

@@ -1,4 +1,5 @@
-"""The output contract of the inspection station: the :class:`Sink` protocol and the :class:`Guard` that runs one.
+"""The output contract of the inspection station: the :class:`Sink` protocol and the :class:`Guard` that runs
+one.
 
 A sink is anything the loop hands each inspected frame to: the event log, snapshots, a video, a
 window, a reject/alarm output (GPIO, MQTT, webhook, stdout), and later a PLC, a web page or a
@@ -71,7 +72,7 @@ class BaseSink:
 
 
 class Guard:
-    """Runs one sink; an exception is logged (clear line naming the sink, then every ``log_every_s``), counted, survived."""
+    """Runs a sink; an exception is logged (naming the sink, then each ``log_every_s``), counted, survived."""
 
     def __init__(self, sink: Sink, log_every_s: float = 30.0):
         missing = [m for m in METHODS if not callable(getattr(sink, m, None))]

@@ -68,7 +68,7 @@ class EventLog(BaseSink):
         self._fd, self._size = fd, size
 
     def open(self) -> None:
-        """Create the file (even empty) when the run starts, so a log shipper can tail it from the first frame."""
+        """Create the file (even empty) when the run starts: a log shipper can tail it from frame one."""
         if self._fd is None:
             self._open()
 
@@ -263,7 +263,7 @@ class VideoRecorder(BaseSink):
 
 
 def display_available() -> bool:
-    """A window can open: X11/Wayland on Linux (headless boards and services have neither); assumed elsewhere."""
+    """A window can open: X11/Wayland on Linux (headless boards and services have neither); else assumed."""
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     return True

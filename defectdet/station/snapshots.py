@@ -89,7 +89,7 @@ class Snapshots(BaseSink):
         }
 
     def _room(self, result: FrameResult, files: int) -> bool:
-        """Whether ``files`` snapshots of this frame (at most its raw size each) leave ``min_free_mb`` free."""
+        """Whether ``files`` snapshots (each at most the frame's raw size) leave ``min_free_mb`` free."""
         if self.min_free_mb <= 0:
             return True
         try:
@@ -112,8 +112,8 @@ class Snapshots(BaseSink):
         if now - self._low_logged_at >= self.log_every_s:
             self._low_logged_at = now
             LOG.warning(
-                "snapshots: %.0f MB free on %s, under snapshots.min_free_mb=%g: frame %d not saved, the space "
-                "is kept for the event log (%d NG frame(s) not saved so far)",
+                "snapshots: %.0f MB free on %s, under snapshots.min_free_mb=%g: frame %d not saved, the "
+                "space is kept for the event log (%d NG frame(s) not saved so far)",
                 free / 2**20,
                 self.folder,
                 self.min_free_mb,

@@ -46,7 +46,7 @@ class SourceError(DefectdetError):
 
 
 class SourceUnsupported(SourceError):
-    """This machine cannot open this kind of source at all (no GStreamer, a missing element): retrying cannot help."""
+    """This machine cannot open this kind of source (no GStreamer, a missing element): retrying can't help."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,8 @@ def parse_source(uri: str) -> SourceSpec:
     text = str(uri).strip()
     if not text:
         raise SourceError(
-            "source '': expected a camera index, /dev/videoN, csi://, rtsp://, synthetic://, a file or a folder"
+            "source '': expected a camera index, /dev/videoN, csi://, rtsp://, synthetic://, a file or a "
+            "folder"
         )
     if text.isdigit():
         return SourceSpec(text, "usb", int(text))
@@ -163,7 +164,8 @@ def parse_source(uri: str) -> SourceSpec:
             f"source {text!r}: unknown scheme {scheme!r}; expected csi, usb, rtsp, gst, synthetic or a path"
         )
     raise SourceError(
-        f"source {text!r}: no such file or folder; expected a camera index, /dev/videoN, a URI, a file or a folder"
+        f"source {text!r}: no such file or folder; expected a camera index, /dev/videoN, a URI, a file or a "
+        "folder"
     )
 
 
@@ -196,14 +198,14 @@ def csi_pipeline(
     ow, oh = out_width or width, out_height or height
     return (
         f"nvarguscamerasrc sensor-id={sensor_id} ! "
-        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, framerate=(fraction){fps}/1, format=(string)NV12 ! "
-        f"nvvidconv flip-method={flip} ! video/x-raw, width=(int){ow}, height=(int){oh}, format=(string)BGRx ! "
-        f"videoconvert ! video/x-raw, format=(string)BGR ! {APPSINK}"
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, framerate=(fraction){fps}/1, "
+        f"format=(string)NV12 ! nvvidconv flip-method={flip} ! video/x-raw, width=(int){ow}, "
+        f"height=(int){oh}, format=(string)BGRx ! videoconvert ! video/x-raw, format=(string)BGR ! {APPSINK}"
     )
 
 
 def is_jetson() -> bool:
-    """True on an NVIDIA Jetson (L4T) — only a clue: containers often lack the file; see :func:`pick_decoder`."""
+    """True on an NVIDIA Jetson (L4T); only a clue: containers often lack the file (:func:`pick_decoder`)."""
     return Path("/etc/nv_tegra_release").exists()
 
 
@@ -232,7 +234,7 @@ def require_elements(uri: str, pipeline: str) -> None:
 def rtsp_pipeline(
     url: str, latency: int = 0, transport: str = "tcp", codec: str = "h264", decoder: Optional[str] = None
 ) -> str:
-    """A low-latency RTSP pipeline: no jitter buffer, the hardware decoder when GStreamer has it, newest frame only."""
+    """A low-latency RTSP pipeline: no jitter buffer, a hardware decoder if present, newest frame only."""
     if codec not in ("h264", "h265"):
         raise SourceError(f"rtsp codec={codec!r}; expected h264 or h265")
     if transport not in ("tcp", "udp"):
@@ -245,7 +247,8 @@ def rtsp_pipeline(
     )
     return (
         f'rtspsrc location="{url}" latency={int(latency)} protocols={transport} drop-on-latency=true ! '
-        f"rtp{codec}depay ! {codec}parse ! {decoder} ! {convert} ! video/x-raw, format=(string)BGR ! {APPSINK}"
+        f"rtp{codec}depay ! {codec}parse ! {decoder} ! {convert} ! video/x-raw, format=(string)BGR ! "
+        f"{APPSINK}"
     )
 
 
@@ -280,7 +283,8 @@ class CvReader:
         return None, {}
 
     def ended_early(self) -> Optional[str]:
-        """After the last read of a video file: why it ended before its reported frame count (None: it did not).
+        """After the last read of a video file: why it ended before its reported frame count (None: it did
+        not).
 
         The container's count (CAP_PROP_FRAME_COUNT) may be estimated from its duration, so a shortfall of
         up to 1 % (at least 2 frames) is taken as complete."""
@@ -297,7 +301,7 @@ class CvReader:
 
 
 class FolderReader:
-    """Every image of a folder (or one image file), sorted by name; unreadable files are logged and skipped."""
+    """Every image of a folder (or one image file), sorted by name; unreadable files are logged, skipped."""
 
     fps = None
 
@@ -382,7 +386,7 @@ def _open_usb(spec: SourceSpec) -> CvReader:
 
 
 def _need_gstreamer(spec: SourceSpec, pipeline: Optional[str] = None) -> None:
-    """OpenCV with GStreamer, and (when given) every element of ``pipeline``; else :class:`SourceUnsupported`."""
+    """OpenCV with GStreamer and (if given) every element of ``pipeline``, else :class:`SourceUnsupported`."""
     if pipeline is not None:
         require_elements(spec.uri, pipeline)
     if not has_gstreamer():

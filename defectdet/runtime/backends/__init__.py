@@ -37,13 +37,15 @@ def resolve_backend(model_path: str | os.PathLike, backend: str = "auto") -> str
     if name == "auto":
         if suffix not in _BY_SUFFIX:
             raise BackendError(
-                f"{model_path}: unknown model type {suffix!r}; expected .onnx (ONNX Runtime) or .engine (TensorRT)"
+                f"{model_path}: unknown model type {suffix!r}; expected .onnx (ONNX Runtime) or .engine "
+                "(TensorRT)"
             )
         return _BY_SUFFIX[suffix]
     if name == "tensorrt" and suffix == ".onnx":
         raise BackendError(
-            f"{model_path}: the TensorRT backend runs a built .engine; build one on the Jetson from this .onnx, "
-            "or run the .onnx with backend='onnxruntime' (its TensorRT execution provider: providers=[...])"
+            f"{model_path}: the TensorRT backend runs a built .engine; build one on the Jetson from this "
+            ".onnx, or run the .onnx with backend='onnxruntime' (its TensorRT execution provider: "
+            "providers=[...])"
         )
     return name
 

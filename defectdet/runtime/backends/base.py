@@ -1,8 +1,9 @@
-"""The backend contract: allocate once in ``__init__``, ``input_spec()``, ``infer(batch)``, free in ``close()``.
+"""The backend contract: allocate once in ``__init__``, ``input_spec()``, ``infer(batch)``, free in
+``close()``.
 
 A backend only moves tensors: the image batch in the model's input form ((B, 3, H, W) float32, or
-uint8 (B, H, W, 3) / (B, 3, H, W) for a model that normalises in its graph) in, the model's raw outputs out (each with the
-leading batch axis). Static-batch models are fed in chunks of their batch size (the last chunk
+uint8 (B, H, W, 3) / (B, 3, H, W) for a model that normalises in its graph) in, the model's raw outputs out
+(each with the leading batch axis). Static-batch models are fed in chunks of their batch size (the last chunk
 padded); pre/post-processing live in ``defectdet.runtime``, not here.
 """
 
@@ -69,7 +70,7 @@ class Backend(ABC):
     max_batch: int | None = None  # dynamic-batch engines: the optimisation profile's largest batch
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """(B, ...) input batch in the model's form -> the model's outputs for all B images (leading axis B)."""
+        """(B, ...) batch in the model's input form -> the model's outputs for all B images (axis 0: B)."""
         spec = self.input_spec()
         want = tuple(spec.shape[1:])
         if (

@@ -5,9 +5,9 @@ Works with the TensorRT Python API of JetPack 5.1.x (8.5.2), 6.0 (8.6), 6.1/6.2 
 ``get_tensor_profile_shape``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) and
 ``Runtime.DLA_core``: all bound in NVIDIA/TensorRT's 8.5.2 ``python/src/infer/pyCore.cpp``, none of the
 name-based ones in 8.4's (so 8.4 and older are not supported). I/O dtypes are mapped here, not with
-``tensorrt.nptype``, which 8.5.2 breaks on numpy 1.24-1.26 (:data:`.tensorrt_buffers.NUMPY_DTYPES`). Page-locked host
-buffers and device buffers are allocated once, every copy is asynchronous, every CUDA call is checked
-(pycuda raises; we re-raise naming the step) and every TensorRT call that reports failure by returning
+``tensorrt.nptype``, which 8.5.2 breaks on numpy 1.24-1.26 (:data:`.tensorrt_buffers.NUMPY_DTYPES`).
+Page-locked host buffers and device buffers are allocated once, every copy is asynchronous, every CUDA call is
+checked (pycuda raises; we re-raise naming the step) and every TensorRT call that reports failure by returning
 False/None is checked. ``close()`` frees all of it.
 
 Two ways to run it:
@@ -121,7 +121,7 @@ def _make_logger(trt: Any) -> Any:
 
 
 def engine_dla_core(model_path: Path, header: dict[str, Any], option: int | None) -> int | None:
-    """The DLA core to deserialize on: the option, else the header's ``dla``, else the sidecar's ``engine.dla_core``."""
+    """The DLA core to load on: the option, else the header's ``dla``, else sidecar ``engine.dla_core``."""
     core, where = option, "the dla_core option"
     if core is None and header.get("dla") is not None:
         core, where = header["dla"], f"{model_path}'s header 'dla'"
@@ -147,7 +147,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, model_path: str | os.PathLike, device: int = 0, dla_core: int | None = None):
-        """Load ``model_path`` (a plan, optionally behind an ultralytics metadata header) on GPU ``device``."""
+        """Load ``model_path`` (a plan, maybe behind an ultralytics metadata header) on GPU ``device``."""
         self.model_path = Path(model_path)
         self._trt, self._cuda = import_tensorrt(self.model_path)
         if not self.model_path.is_file():
@@ -219,8 +219,9 @@ class TensorRTBackend(Backend):
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
             raise BackendError(
-                f"{self.model_path}: TensorRT {trt.__version__} cannot deserialize this engine ({self._errors()}); an "
-                "engine only runs on the TensorRT version and GPU that built it: rebuild it on this device from the .onnx"
+                f"{self.model_path}: TensorRT {trt.__version__} cannot deserialize this engine "
+                f"({self._errors()}); an engine only runs on the TensorRT version and GPU that built it: "
+                "rebuild it on this device from the .onnx"
             )
 
     def _new_slot(self, index: int) -> Slot:
@@ -256,7 +257,8 @@ class TensorRTBackend(Backend):
                 o.max_shape = slot.shapes[o.name]
                 if any(d < 0 for d in o.max_shape):
                     raise BackendError(
-                        f"{self.model_path}: tensor {o.name!r} has data-dependent shape {o.max_shape}; unsupported"
+                        f"{self.model_path}: tensor {o.name!r} has data-dependent shape {o.max_shape}; "
+                        "unsupported"
                     )
             slot.allocate(self._cuda, self._cuda_call, self._tensors, str(self.model_path))
 
@@ -306,7 +308,7 @@ class TensorRTBackend(Backend):
             return self.collect()[1]
 
     def submit(self, chunk: np.ndarray) -> int:
-        """Start one chunk (B <= the engine's batch, C/H/W as ``input_spec``) on the next free slot; returns its ticket."""
+        """Start a chunk (B <= the engine's batch, C/H/W as ``input_spec``) on a free slot; its ticket."""
         with self._lock:
             self._check_open()
             inp = self._input
@@ -317,13 +319,14 @@ class TensorRTBackend(Backend):
                 or not 1 <= chunk.shape[0] <= limit
             ):
                 raise BackendError(
-                    f"{self.model_path}: submit() expects (1..{limit}, {', '.join(map(str, inp.max_shape[1:]))}), "
-                    f"got {chunk.shape}"
+                    f"{self.model_path}: submit() expects (1..{limit}, "
+                    f"{', '.join(map(str, inp.max_shape[1:]))}), got {chunk.shape}"
                 )
             free = [s for s in self._slots if s.ticket is None]
             if not free:
                 raise BackendError(
-                    f"{self.model_path}: {self.slots} chunk(s) already in flight: collect() one before submitting"
+                    f"{self.model_path}: {self.slots} chunk(s) already in flight: collect() one before "
+                    "submitting"
                 )
             slot, rows = free[0], chunk.shape[0]
             if not self.dynamic and rows < limit:  # a static engine takes whole batches: pad, trim at collect
@@ -343,7 +346,7 @@ class TensorRTBackend(Backend):
             return slot.ticket
 
     def collect(self) -> tuple[int, list[np.ndarray]]:
-        """Wait for the oldest submitted chunk (its slot's event) and return (its ticket, float32 copies of its outputs)."""
+        """Wait for the oldest chunk (its slot's event): (its ticket, float32 copies of its outputs)."""
         with self._lock:
             self._check_open()
             if not self._pending:
@@ -360,7 +363,7 @@ class TensorRTBackend(Backend):
             ]  # copies
 
     def close(self) -> None:
-        """Free every slot's buffers, the contexts, engine, runtime; release the device. Waits for a running call."""
+        """Free slots' buffers, contexts, engine, runtime; release the device. Waits for a running call."""
         with self._lock:
             if self._closed:
                 return

@@ -1,4 +1,5 @@
-"""The TensorRT backend's I/O: tensor descriptions and the per-frame *slots* (buffers, context, stream, event).
+"""The TensorRT backend's I/O: tensor descriptions and the per-frame *slots* (buffers, context, stream,
+event).
 
 A :class:`Slot` is everything one in-flight chunk needs: its own execution context (TensorRT does not
 allow two enqueues in flight on one context with different tensor addresses, so two frames in flight
@@ -136,7 +137,7 @@ class Slot:
         errors: Callable[[], str],
         where: str,
     ) -> None:
-        """Host->device copy, execute_async_v3, device->host copies, then record ``done``: all on this slot's stream."""
+        """H2D copy, execute_async_v3, D2H copies, then record ``done``: all on this slot's stream."""
         host_in = self.host[inp.name][: chunk.size].reshape(chunk.shape)  # page-locked view
         np.copyto(host_in, chunk, casting="unsafe")  # float32 -> the engine's input dtype (FP16 engines)
         call(
