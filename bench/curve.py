@@ -122,7 +122,10 @@ def collect(out: Path) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown: data x model x epochs, mAP50 and the line's part KPIs, what the cell cost."""
-    head = "| data | model | epochs | runs | mAP50 | escape | overkill | decision rule | wall | train img/s (load) |"
+    head = (
+        "| data | model | epochs | runs | mAP50 | escape | overkill | decision rule | wall "
+        "| train img/s (load) |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "escapes" in r:
