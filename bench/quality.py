@@ -622,6 +622,8 @@ def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[
     text = KF.kfold_table(rows)
     atomic_write_text(out / "quality_kfold.md", text)
     print(text)
+    if opts.page:
+        print(f"written: {update_page(Path(opts.page), opts.marker, text)} ({opts.marker})")
     return 0
 
 

@@ -109,8 +109,11 @@ def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
     assert "| synthetic-kfold2 | recipe | 0 |" in table and "part score @1%, 90% conf." in table
     capsys.readouterr()
     kept = tmp_path / "kept"
-    assert Q.main([*args, "--archive", str(kept)]) == 0
+    page = tmp_path / "page.md"
+    page.write_text("# q\n<!-- kf:start -->\nold\n<!-- kf:end -->\ntail\n")
+    assert Q.main([*args, "--archive", str(kept), "--page", str(page), "--marker", "kf"]) == 0
     assert capsys.readouterr().out.count("quality: cached") == 2
+    assert page.read_text() == f"# q\n<!-- kf:start -->\n{table.strip()}\n<!-- kf:end -->\ntail\n"
     assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*.json*")) == [
         "synthetic-kfold2-fold0/recipe/seed0/dets.json.gz",
         "synthetic-kfold2-fold0/recipe/seed0/result.json",
