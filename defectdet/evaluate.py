@@ -60,6 +60,7 @@ class EvalReport:
     escape_rule: str = (
         "box"  # what catches a defective part: a correct box, or any detection (the line's reject)
     )
+    views: dict[str, Any] | None = None  # test-time views (tta, tiles, tile_overlap, path); None: off
     detections: list[M.ImageDetections] | None = field(default=None, repr=False)  # per image (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,15 +337,22 @@ def evaluate(
     escape_rule: str = "box",
     threshold_rule: str = "per-class",
     confidence: float | None = None,
+    tta: str = "none",
+    tiles: Any = None,
+    tile_overlap: float = 0.2,
 ) -> EvalReport:
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
     ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name_or_id: conf}
     or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this split to meet it (starting
     from ``thresholds``). ``max_images``: an evenly spaced subset, for quick checks. ``escape_rule``: see
-    :func:`build_report`.
+    :func:`build_report`. ``tta`` / ``tiles`` / ``tile_overlap``: test-time views, as ``defectdet inspect``
+    runs them (:mod:`defectdet.evaluate_views`: an .onnx/.engine on the runtime, a .pt on ultralytics).
     """
+    from .evaluate_views import ViewDetector, check_views, collect_view_detections
+
     M.check_escape_rule(escape_rule, f"escape_rule={escape_rule!r}")
+    tta, tiles, tile_overlap = check_views(tta, tiles, tile_overlap)
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
     if not hasattr(model, "predict") and str(model).endswith(".onnx"):
@@ -357,7 +365,16 @@ def evaluate(
     thresholds = operating_thresholds(thresholds, names)  # a bad file fails here, not after the predictions
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
-    dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
+    seen = None  # the views' settings, for the report
+    if tta != "none" or tiles is not None:
+        kw = {"imgsz": imgsz, "conf": conf, "iou": iou, "device": device}
+        with ViewDetector(model, len(names), tta, tiles, tile_overlap, **kw) as views:
+            dets, used = collect_view_detections(views, images, len(names)), list(views.imgsz)
+        seen = {"tta": tta, "tiles": tiles, "tile_overlap": tile_overlap, "path": views.path}
+    else:
+        dets, used = collect_detections(
+            model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device
+        )
     report = build_report(
         dets,
         names,
@@ -368,6 +385,7 @@ def evaluate(
         confidence=confidence,
     )
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
+    report.views = seen
     report.detections = dets  # for paired comparisons (the INT8 gate's bootstrap)
     return report
 
@@ -498,6 +516,18 @@ def _parser() -> argparse.ArgumentParser:
         help="with --threshold-rule part: meet the escape target with this "
         "confidence over bootstrap resamples of the defective parts (e.g. 0.9): a margin, paid in overkill",
     )
+    p.add_argument(
+        "--tta",
+        default="none",
+        help="test-time flips, as defectdet inspect's tta key: none (default), hflip "
+        "(2 passes) or hvflip (3); an .onnx/.engine runs on the station's runtime, a .pt on ultralytics",
+    )
+    p.add_argument(
+        "--tiles",
+        help="tiles, as defectdet inspect's tiles key: native (tiles the size of the model input) "
+        "or ROWSxCOLS (e.g. 2x3); default off",
+    )
+    p.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap, a fraction of a tile")
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
     p.add_argument(
@@ -540,6 +570,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
                 "--threshold-rule part"
             )
         args.confidence = float(args.confidence)
+    from .evaluate_views import check_views
+
+    args.tta, args.tiles, args.tile_overlap = check_views(args.tta, args.tiles, args.tile_overlap)
     if args.write_sidecar:
         ModelCard.load(args.write_sidecar).with_thresholds(None)  # a missing sidecar or names fails now
     return args
@@ -568,6 +601,9 @@ def cli(argv: list[str]) -> int:
         escape_rule=args.escape_rule,
         threshold_rule=args.threshold_rule,
         confidence=args.confidence,
+        tta=args.tta,
+        tiles=args.tiles,
+        tile_overlap=args.tile_overlap,
     )
     out = Path(args.out or Path("runs") / "val" / Path(str(args.model)).stem)
     paths = report.save(out)
