@@ -28,9 +28,11 @@ import numpy as np
 from . import metrics as M
 from .artifact import ModelCard, RunInfo, Thresholds
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
-from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
+from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data
 from .data.images import check_headers
 from .errors import ConfigError, DataError, exit_statuses
+from .evaluate_io import load_model as _load_model  # noqa: F401  (the names tests and callers use)
+from .evaluate_io import read_label_arrays as _read_labels
 
 
 @dataclass
@@ -104,21 +106,6 @@ class EvalReport:
 
 
 # ----------------------------------------------------------------------------- dataset reading
-def _read_labels(path: Path, nc: int) -> tuple[np.ndarray, np.ndarray]:
-    """A YOLO label file -> (cls (M,), xyxyn (M, 4)); no file means a clean part. Invalid rows are an
-    error here (a skipped defect would turn into a false overkill or a hidden escape)."""
-    rows, bad = read_labels(path)
-    wrong = [r[0] for r in rows if r[0] >= nc]
-    if bad or wrong:
-        what = f"{bad} invalid row(s)" if bad else f"class {wrong[0]} outside 0..{nc - 1}"
-        raise DataError(
-            f"{path}: {what}; expected 'class cx cy w h' rows (run defectdet data check for details)"
-        )
-    b = np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4)  # (M, 4) cx cy w h
-    xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)  # (M, 4)
-    return np.asarray([r[0] for r in rows], dtype=np.int64), xyxy
-
-
 def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Path]]:
     """Class names and image paths of ``split``, read by :mod:`defectdet.data.formats` as training
     does (folders, ``.txt`` lists, lists of both; a relative ``path:`` against the yaml's folder).
@@ -146,18 +133,6 @@ def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Pat
 
 
 # ----------------------------------------------------------------------------- running the model
-def _load_model(model: Any):
-    """A ``YOLO`` object from a path (.pt / .onnx) or an already loaded one."""
-    if hasattr(model, "predict"):
-        return model
-    from .offline import setup_ultralytics
-
-    setup_ultralytics()
-    from ultralytics import YOLO
-
-    return YOLO(str(model), task="detect")
-
-
 def _onnx_imgsz(model: Path, graph: Path) -> list[int] | None:
     """(H, W) of an ONNX model: its card's ``imgsz``, else the static input of ``graph`` (the model,
     or its float view: (B, 3, H, W)), for models without a card or ultralytics metadata."""
@@ -524,7 +499,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tiles",
-        help="tiles, as defectdet inspect's tiles key: native (tiles the size of the model input) "
+        help="tiles, as defectdet inspect's tiles key: native (tiles of the model input's size) "
         "or ROWSxCOLS (e.g. 2x3); default off",
     )
     p.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap, a fraction of a tile")

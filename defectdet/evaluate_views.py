@@ -25,6 +25,7 @@ import numpy as np
 from . import metrics as M
 from .data.formats import label_path
 from .errors import ConfigError, DataError
+from .evaluate_io import load_model, read_label_arrays
 from .runtime.detections import Detections
 from .runtime.tta import check_overlap, check_tta, detect_views, parse_tiles
 
@@ -91,9 +92,8 @@ class ViewDetector:
 
     def _open_ultralytics(self, model: Any, nc: int, imgsz: int | None, conf: float, device: str) -> None:
         from .artifact import RunInfo
-        from .evaluate import _load_model
 
-        yolo = _load_model(model)
+        yolo = load_model(model)
         model_nc = len(getattr(yolo, "names", None) or {})
         if model_nc and model_nc != nc:
             raise DataError(
@@ -139,10 +139,8 @@ def read_image(path: Path) -> np.ndarray:
 
 def image_detections(det: Detections, img: Path, shape_hw: Sequence[int], nc: int) -> M.ImageDetections:
     """One image's detections paired with its YOLO labels (pixels)."""
-    from .evaluate import _read_labels
-
     h, w = int(shape_hw[0]), int(shape_hw[1])
-    gt_cls, gt_xyxyn = _read_labels(label_path(img), nc)
+    gt_cls, gt_xyxyn = read_label_arrays(label_path(img), nc)
     return M.ImageDetections(
         boxes=det.xyxy,
         conf=det.confidence,

@@ -127,11 +127,14 @@ def test_tiles_and_flips_compose():
     assert _rows(tiled_only) == _rows(merged)
 
 
-def test_native_grid_keeps_tiles_within_the_model_input():
+def test_native_windows_are_the_model_input_size_and_cover_the_frame():
     assert native_grid((500, 1250), (320, 320), 0.2) == (2, 5)  # KolektorSDD at 320
-    assert native_grid((320, 320), (320, 320), 0.2) == (1, 1)
-    for x0, y0, x1, y1 in windows_for((500, 1250), "native", 0.2, (320, 320)):
-        assert x1 - x0 <= 320 and y1 - y0 <= 320
+    wins = windows_for((500, 1250), "native", 0.2, (320, 320))
+    assert len(wins) == 10 and all((x1 - x0, y1 - y0) == (320, 320) for x0, y0, x1, y1 in wins)
+    assert {w[0] for w in wins} == {0, 232, 465, 698, 930} and {w[1] for w in wins} == {0, 180}
+    xs = sorted({(w[0], w[2]) for w in wins})
+    assert all(b[0] < a[1] - 0.2 * 320 for a, b in zip(xs, xs[1:]))  # neighbours share >= overlap
+    assert windows_for((300, 200), "native", 0.2, (320, 320)) == [(0, 0, 200, 300)]  # smaller: whole
     assert windows_for((500, 1250), None, 0.2, (320, 320)) == [(0, 0, 1250, 500)]
 
 

@@ -79,7 +79,7 @@ class Detector:
                 Thresholds, what the station's Decider and page read) and ``thresholds`` its vector.
             max_det: most detections kept per frame.
             tiles: (rows, cols) or ``"2x3"`` to detect on overlapping tiles of each frame (large frames,
-                small defects); ``"native"``: the fewest tiles no larger than the model input, so each is
+                small defects); ``"native"``: tiles of exactly the model input's size, so each is
                 seen at the frame's own scale; None or ``1x1``: off.
             overlap: tile overlap as a fraction of the tile size, in [0, 0.9].
             tta: test-time flips (:mod:`defectdet.runtime.tta`): ``none``, ``hflip`` (2 passes) or

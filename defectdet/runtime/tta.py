@@ -27,7 +27,7 @@ from .tiling import check_grid, merge_tiles, tile_windows
 TTA_MODES = ("none", "hflip", "hvflip")
 # flip codes of each mode's passes: None the frame itself, "h" left-right, "v" top-bottom
 _FLIPS = {"none": (None,), "hflip": (None, "h"), "hvflip": (None, "h", "v")}
-TILES_HELP = "null (off), native (tiles the size of the model input) or ROWSxCOLS (e.g. 2x3)"
+TILES_HELP = "null (off), native (tiles of the model input's size) or ROWSxCOLS (e.g. 2x3)"
 
 Predict = Callable[[Sequence[np.ndarray]], "list[Detections]"]
 Window = tuple  # (x0, y0, x1, y1) in frame pixels
@@ -72,25 +72,41 @@ def check_overlap(value: object, key: str = "tile_overlap") -> float:
     return float(value)
 
 
+def _native_spans(size: int, tile: int, overlap: float) -> list[tuple[int, int]]:
+    """[start, end) spans of exactly ``tile`` pixels (the whole axis when it is no longer), evenly spread
+    over [0, size) with neighbours sharing at least ``overlap * tile`` pixels."""
+    if size <= tile:
+        return [(0, size)]
+    n = math.ceil((size - tile) / (tile * (1.0 - overlap)) - 1e-9) + 1
+    starts = np.round(np.linspace(0, size - tile, n)).astype(int)
+    return [(int(a), int(a) + tile) for a in starts]
+
+
+def native_windows(shape_hw: Sequence[int], input_hw: Sequence[int], overlap: float) -> list[Window]:
+    """Windows ``(x0, y0, x1, y1)`` of exactly the model input's size (an axis no longer than the input:
+    whole), row-major: each is fed to the model unscaled, at the frame's own scale (what a model trained
+    on native-scale windows learnt), with at least ``overlap`` of a tile shared by neighbours."""
+    ys = _native_spans(int(shape_hw[0]), int(input_hw[0]), overlap)
+    xs = _native_spans(int(shape_hw[1]), int(input_hw[1]), overlap)
+    return [(x0, y0, x1, y1) for (y0, y1) in ys for (x0, x1) in xs]
+
+
 def native_grid(shape_hw: Sequence[int], input_hw: Sequence[int], overlap: float) -> tuple[int, int]:
-    """The smallest (rows, cols) whose tiles are no larger than the model input ``input_hw``: each tile
-    is then seen at the frame's own scale (what a model trained on native-scale windows learnt)."""
-
-    def n(size: int, inp: int) -> int:  # tile = size / (n - (n - 1) * overlap) <= inp
-        return max(1, math.ceil((size / inp - overlap) / (1.0 - overlap) - 1e-9))
-
-    return n(int(shape_hw[0]), int(input_hw[0])), n(int(shape_hw[1]), int(input_hw[1]))
+    """(rows, cols) of :func:`native_windows`."""
+    ys = _native_spans(int(shape_hw[0]), int(input_hw[0]), overlap)
+    return len(ys), len(native_windows(shape_hw, input_hw, overlap)) // len(ys)
 
 
 def windows_for(
     shape_hw: Sequence[int], tiles: str | tuple[int, int] | None, overlap: float, input_hw: Sequence[int]
 ) -> list[Window]:
-    """The windows a frame is detected in: the whole frame (tiles None), a fixed grid, or the native grid."""
+    """The windows a frame is detected in: the whole frame (tiles None), a fixed grid, or native windows."""
     h, w = int(shape_hw[0]), int(shape_hw[1])
     if tiles is None:
         return [(0, 0, w, h)]
-    grid = native_grid((h, w), input_hw, overlap) if tiles == "native" else check_grid(tiles, overlap)
-    return tile_windows((h, w), grid, overlap)
+    if tiles == "native":
+        return native_windows((h, w), input_hw, overlap)
+    return tile_windows((h, w), check_grid(tiles, overlap), overlap)
 
 
 def flip_image(image: np.ndarray, code: str | None) -> np.ndarray:

@@ -100,9 +100,9 @@ KEYS = [
     Key(
         "tiles",
         None,
-        "null (off) | native (the fewest tiles no larger than the model input: each seen at the frame's",
+        "null (off) | native (tiles of exactly the model input's size, evenly spread: each seen at the",
         expected="null, native or ROWSxCOLS (e.g. 2x3; the Detector checks it)",
-        more=("own scale) | ROWSxCOLS, e.g. 2x3: overlapping tiles, detected in one batch, merged",),
+        more=("frame's own scale) | ROWSxCOLS, e.g. 2x3: overlapping tiles, detected in one batch, merged",),
     ),
     Key(
         "tile_overlap",
