@@ -28,9 +28,11 @@ import numpy as np
 from . import metrics as M
 from .artifact import ModelCard, RunInfo, Thresholds
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
-from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data, read_labels
+from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data
 from .data.images import check_headers
 from .errors import ConfigError, DataError, exit_statuses
+from .evaluate_io import load_model as _load_model  # noqa: F401  (the names tests and callers use)
+from .evaluate_io import read_label_arrays as _read_labels
 
 
 @dataclass
@@ -61,6 +63,7 @@ class EvalReport:
     escape_rule: str = (
         "box"  # what catches a defective part: a correct box, or any detection (the line's reject)
     )
+    views: dict[str, Any] | None = None  # test-time views (tta, tiles, tile_overlap, path); None: off
     detections: list[M.ImageDetections] | None = field(default=None, repr=False)  # per image (not serialised)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,21 +107,6 @@ class EvalReport:
 
 
 # ----------------------------------------------------------------------------- dataset reading
-def _read_labels(path: Path, nc: int) -> tuple[np.ndarray, np.ndarray]:
-    """A YOLO label file -> (cls (M,), xyxyn (M, 4)); no file means a clean part. Invalid rows are an
-    error here (a skipped defect would turn into a false overkill or a hidden escape)."""
-    rows, bad = read_labels(path)
-    wrong = [r[0] for r in rows if r[0] >= nc]
-    if bad or wrong:
-        what = f"{bad} invalid row(s)" if bad else f"class {wrong[0]} outside 0..{nc - 1}"
-        raise DataError(
-            f"{path}: {what}; expected 'class cx cy w h' rows (run defectdet data check for details)"
-        )
-    b = np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4)  # (M, 4) cx cy w h
-    xyxy = np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2], 1)  # (M, 4)
-    return np.asarray([r[0] for r in rows], dtype=np.int64), xyxy
-
-
 def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Path]]:
     """Class names and image paths of ``split``, read by :mod:`defectdet.data.formats` as training
     does (folders, ``.txt`` lists, lists of both; a relative ``path:`` against the yaml's folder).
@@ -146,18 +134,6 @@ def read_split(data: str | os.PathLike, split: str) -> tuple[list[str], list[Pat
 
 
 # ----------------------------------------------------------------------------- running the model
-def _load_model(model: Any):
-    """A ``YOLO`` object from a path (.pt / .onnx) or an already loaded one."""
-    if hasattr(model, "predict"):
-        return model
-    from .offline import setup_ultralytics
-
-    setup_ultralytics()
-    from ultralytics import YOLO
-
-    return YOLO(str(model), task="detect")
-
-
 def _onnx_imgsz(model: Path, graph: Path) -> list[int] | None:
     """(H, W) of an ONNX model: its card's ``imgsz``, else the static input of ``graph`` (the model,
     or its float view: (B, 3, H, W)), for models without a card or ultralytics metadata."""
@@ -338,15 +314,23 @@ def evaluate(
     escape_rule: str = "box",
     threshold_rule: str = "per-class",
     confidence: float | None = None,
+    tta: str = "none",
+    tiles: Any = None,
+    tile_overlap: float = 0.2,
 ) -> EvalReport:
     """Evaluate a .pt / .onnx (FP32 or INT8 Q/DQ) model on a data.yaml split.
 
     ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name_or_id: conf}
     or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this
     split to meet it (starting from ``thresholds``). ``max_images``: an evenly spaced subset, for quick
-    checks. ``escape_rule``: see :func:`build_report`.
+    checks. ``escape_rule``: see :func:`build_report`. ``tta`` / ``tiles`` / ``tile_overlap``: test-time
+    views, as ``defectdet inspect`` runs them (:mod:`defectdet.evaluate_views`: an .onnx/.engine on the
+    runtime, a .pt on ultralytics).
     """
+    from .evaluate_views import ViewDetector, check_views, collect_view_detections
+
     M.check_escape_rule(escape_rule, f"escape_rule={escape_rule!r}")
+    tta, tiles, tile_overlap = check_views(tta, tiles, tile_overlap)
     if not hasattr(model, "predict") and not Path(model).is_file():
         raise ConfigError(f"{model}: model file not found; expected a .pt checkpoint or an .onnx model")
     if not hasattr(model, "predict") and str(model).endswith(".onnx"):
@@ -359,7 +343,16 @@ def evaluate(
     thresholds = operating_thresholds(thresholds, names)  # a bad file fails here, not after the predictions
     if max_images is not None and max_images < len(images):
         images = [images[i] for i in np.linspace(0, len(images) - 1, max_images).round().astype(int)]
-    dets, used = collect_detections(model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device)
+    seen = None  # the views' settings, for the report
+    if tta != "none" or tiles is not None:
+        kw = {"imgsz": imgsz, "conf": conf, "iou": iou, "device": device}
+        with ViewDetector(model, len(names), tta, tiles, tile_overlap, **kw) as views:
+            dets, used = collect_view_detections(views, images, len(names)), list(views.imgsz)
+        seen = {"tta": tta, "tiles": tiles, "tile_overlap": tile_overlap, "path": views.path}
+    else:
+        dets, used = collect_detections(
+            model, images, len(names), imgsz=imgsz, conf=conf, iou=iou, device=device
+        )
     report = build_report(
         dets,
         names,
@@ -370,6 +363,7 @@ def evaluate(
         confidence=confidence,
     )
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
+    report.views = seen
     report.detections = dets  # for paired comparisons (the INT8 gate's bootstrap)
     return report
 
@@ -502,6 +496,18 @@ def _parser() -> argparse.ArgumentParser:
         help="with --threshold-rule part: meet the escape target with this "
         "confidence over bootstrap resamples of the defective parts (e.g. 0.9): a margin, paid in overkill",
     )
+    p.add_argument(
+        "--tta",
+        default="none",
+        help="test-time flips, as defectdet inspect's tta key: none (default), hflip "
+        "(2 passes) or hvflip (3); an .onnx/.engine runs on the station's runtime, a .pt on ultralytics",
+    )
+    p.add_argument(
+        "--tiles",
+        help="tiles, as defectdet inspect's tiles key: native (tiles of the model input's size) "
+        "or ROWSxCOLS (e.g. 2x3); default off",
+    )
+    p.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap, a fraction of a tile")
     p.add_argument("--out", help="report folder (default runs/val/<model name>)")
     p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
     p.add_argument(
@@ -545,6 +551,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
                 "--threshold-rule part"
             )
         args.confidence = float(args.confidence)
+    from .evaluate_views import check_views
+
+    args.tta, args.tiles, args.tile_overlap = check_views(args.tta, args.tiles, args.tile_overlap)
     if args.write_sidecar:
         ModelCard.load(args.write_sidecar).with_thresholds(None)  # a missing sidecar or names fails now
     return args
@@ -573,6 +582,9 @@ def cli(argv: list[str]) -> int:
         escape_rule=args.escape_rule,
         threshold_rule=args.threshold_rule,
         confidence=args.confidence,
+        tta=args.tta,
+        tiles=args.tiles,
+        tile_overlap=args.tile_overlap,
     )
     out = Path(args.out or Path("runs") / "val" / Path(str(args.model)).stem)
     paths = report.save(out)

@@ -23,6 +23,7 @@ TABLES = {
     "quality-table": "quality.md",
     "quality-recipe-table": "quality.md",
     "quality-paste-table": "quality.md",
+    "tta-table": "tta.md",
 }
 
 

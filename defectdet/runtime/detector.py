@@ -23,7 +23,7 @@ from .backends import BackendError, create_backend
 from .detections import Detections
 from .postprocess import check_number, postprocess
 from .preprocess import Preprocessor, as_bgr
-from .tiling import check_grid, merge_tiles, tile_windows
+from .tta import check_overlap, check_tta, detect_views, parse_tiles
 
 
 @dataclass
@@ -58,8 +58,9 @@ class Detector:
         iou: float = 0.7,
         thresholds: str | os.PathLike | Mapping[Any, float] | Thresholds | None = None,
         max_det: int = 300,
-        tiles: tuple[int, int] | None = None,
+        tiles: str | tuple[int, int] | None = None,
         overlap: float = 0.2,
+        tta: str = "none",
         **backend_options: Any,
     ):
         """Load the model and its metadata.
@@ -77,8 +78,12 @@ class Detector:
                 ``thresholds``, which override ``conf``. The result is ``operating`` (a complete
                 Thresholds, what the station's Decider and page read) and ``thresholds`` its vector.
             max_det: most detections kept per frame.
-            tiles: (rows, cols) to detect on overlapping tiles of each frame (large frames, small defects).
-            overlap: tile overlap as a fraction of the tile size.
+            tiles: (rows, cols) or ``"2x3"`` to detect on overlapping tiles of each frame (large frames,
+                small defects); ``"native"``: tiles of exactly the model input's size, so each is
+                seen at the frame's own scale; None or ``1x1``: off.
+            overlap: tile overlap as a fraction of the tile size, in [0, 0.9].
+            tta: test-time flips (:mod:`defectdet.runtime.tta`): ``none``, ``hflip`` (2 passes) or
+                ``hvflip`` (3 passes), merged by class-aware NMS at ``iou``; with tiles, each tile is flipped.
             **backend_options: onnxruntime: ``threads``, ``providers``; tensorrt: ``device``, ``dla_core``.
         """
         self.model_path = Path(model_path)
@@ -89,8 +94,9 @@ class Detector:
             check_number("max_det", max_det, "a positive integer", 1, float("inf"), integer=True)
         )
         self.conf = check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0)
-        self.tiles = check_grid(tiles, overlap) if tiles is not None else None
-        self.overlap = float(overlap)
+        self.overlap = check_overlap(overlap, "overlap")
+        self.tiles = parse_tiles(tiles)  # None | "native" | (rows, cols)
+        self.tta = check_tta(tta)
         self.backend = create_backend(self.model_path, backend, **backend_options)
         try:
             self.metadata: ModelMetadata = load_metadata(self.model_path, self.backend.embedded_metadata())
@@ -168,11 +174,11 @@ class Detector:
             frames = list(frames)
         if not frames:
             return []
-        if self.tiles is None:
+        if self.stageable:
             return self._detect(frames)
         out, acc = [], np.zeros(3)
         for frame in frames:
-            out.append(self._detect_tiled(as_bgr(frame)))
+            out.append(self._detect_views(as_bgr(frame)))
             acc += (self.timings.pre, self.timings.infer, self.timings.post)
         self.timings = Timings(*map(float, acc))
         return out
@@ -181,8 +187,8 @@ class Detector:
         """Detections for each frame of ``frames``, in order, letterboxing frame n+1 on a helper thread
         while the model runs frame n (ONNX Runtime and TensorRT release the GIL, so do OpenCV's
         resize and copy). The counterpart of ultralytics ``predict(stream=True)``, which runs its stages
-        one after another. ``timings`` holds the last frame's pre / infer / post. A tiled Detector
-        runs frame by frame. Frames are read from ``frames`` in the calling thread. It pays where
+        one after another. ``timings`` holds the last frame's pre / infer / post. A tiled or flipping
+        Detector runs frame by frame. Frames are read from ``frames`` in the calling thread. It pays where
         the CPU idles while the model runs (a GPU backend); on a CPU that ONNX Runtime keeps busy it
         measured level with frame-by-frame calls (bench/runtime.py path (d), docs/benchmarks.md)."""
         if not self.stageable:
@@ -218,8 +224,9 @@ class Detector:
     # -- the three stages, for callers that run them on separate threads (a pipelined loop) ----
     @property
     def stageable(self) -> bool:
-        """True when a frame is just :meth:`new_preprocessor`, :meth:`forward`, :meth:`decode` (no tiles)."""
-        return self.tiles is None
+        """True when one frame is exactly :meth:`forward` between :meth:`new_preprocessor` and
+        :meth:`decode` (no tiles, no flips)."""
+        return self.tiles is None and self.tta == "none"
 
     def new_preprocessor(self) -> Preprocessor:
         """Own-buffer Preprocessor, one per frame in flight: ``pre([frame])`` -> (batch, params)."""
@@ -278,14 +285,20 @@ class Detector:
         self.timings = Timings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return dets
 
-    def _detect_tiled(self, frame: np.ndarray) -> Detections:
-        """Detect on overlapping tiles (one backend batch), merge in frame pixels."""
-        windows = tile_windows(frame.shape[:2], self.tiles, self.overlap)
-        crops = [frame[y0:y1, x0:x1] for (x0, y0, x1, y1) in windows]  # views
-        parts = self._detect(crops)
-        t0 = time.perf_counter()
-        merged = merge_tiles(parts, windows, self.iou, self.max_det)
-        self.timings.post += (time.perf_counter() - t0) * 1e3
+    def _detect_views(self, frame: np.ndarray) -> Detections:
+        """Detect on every tile x flip of the frame (one backend batch), merge in frame pixels."""
+        t0, spent = time.perf_counter(), np.zeros(3)
+
+        def predict(views: Sequence[np.ndarray]) -> list[Detections]:
+            dets = self._detect(views)
+            spent[:] = (self.timings.pre, self.timings.infer, self.timings.post)
+            return dets
+
+        merged = detect_views(
+            frame, predict, self.tta, self.tiles, self.overlap, self.imgsz, self.iou, self.max_det
+        )
+        total = (time.perf_counter() - t0) * 1e3
+        self.timings = Timings(spent[0], spent[1], max(total - spent[0] - spent[1], spent[2]))
         return merged
 
     # -- lifetime -----------------------------------------------------------------------------
@@ -304,5 +317,8 @@ class Detector:
     def __repr__(self) -> str:
         return (
             f"Detector({self.model_path.name}, backend={self.backend.name}, imgsz={list(self.imgsz)}, "
-            f"classes={list(self.metadata.names.values())}, conf={self.conf}, iou={self.iou})"
+            f"classes={list(self.metadata.names.values())}, conf={self.conf}, iou={self.iou}"
+            + (f", tta={self.tta}" if self.tta != "none" else "")
+            + (f", tiles={self.tiles}" if self.tiles is not None else "")
+            + ")"
         )

@@ -89,6 +89,27 @@ KEYS = [
         kind=str,
         more=("overrides the model sidecar's thresholds, which override conf",),
     ),
+    # test-time views (defectdet/runtime/tta.py): off by default; each costs model passes per frame
+    Key(
+        "tta",
+        "none",
+        "test-time flips: none | hflip (the frame and its mirror: 2 passes per frame) | hvflip (and its",
+        choices=("none", "hflip", "hvflip"),
+        more=("top-bottom mirror: 3 passes); merged by class-aware NMS at iou (docs/tta.md)",),
+    ),
+    Key(
+        "tiles",
+        None,
+        "null (off) | native (tiles of exactly the model input's size, evenly spread: each seen at the",
+        expected="null, native or ROWSxCOLS (e.g. 2x3; the Detector checks it)",
+        more=("frame's own scale) | ROWSxCOLS, e.g. 2x3: overlapping tiles, detected in one batch, merged",),
+    ),
+    Key(
+        "tile_overlap",
+        0.2,
+        "tile overlap, a fraction of the tile size (a defect smaller than it lies whole in one tile)",
+        range=Range(float, 0, 0.9),
+    ),
     Key("max_frames", 0, "stop after this many frames (0: no limit)", range=INT, gap=True),
     Key("duration", 0.0, "stop after this many seconds (0: no limit)", range=Range()),
     Key(

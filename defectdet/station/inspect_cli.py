@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "iou": 0.7,
     "max_det": 100,
     "thresholds": None,
+    "tta": "none",
+    "tiles": None,
+    "tile_overlap": 0.2,
     "max_frames": 0,
     "duration": 0.0,
     "status_every": 5.0,
@@ -233,6 +236,9 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
         iou=cfg["iou"],  # it checks their ranges
         thresholds=cfg["thresholds"],
         max_det=cfg["max_det"],
+        tta=cfg["tta"],  # test-time flips and tiles: it checks them too
+        tiles=cfg["tiles"],
+        overlap=cfg["tile_overlap"],
         **extra,
     ) as det:
         decider = Decider(
@@ -256,6 +262,7 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
             "conf": float(cfg["conf"]),
             "thresholds": det.operating.by_name(ndigits=4),
             "decision": dict(d),
+            "views": {"tta": det.tta, "tiles": _tiles_text(det.tiles), "tile_overlap": det.overlap},
             **res.info,
         }
         if cfg["review"][
@@ -302,6 +309,11 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
             return loop.run()
         finally:
             restore()
+
+
+def _tiles_text(tiles: Any) -> Any:
+    """The Detector's tiles as the settings write them: null, native or ROWSxCOLS."""
+    return f"{tiles[0]}x{tiles[1]}" if isinstance(tiles, tuple) else tiles
 
 
 def _make_out(out: Path) -> None:

@@ -224,8 +224,15 @@ def open_shadow(s: Mapping[str, Any], ctx: Any) -> ShadowSink:
     from ..runtime import Detector
 
     path = Path(str(s["model"]))
+    views = dict(ctx.info.get("views") or {})  # the live model's flips and tiles: the same views
     det = Detector(
-        path, backend=s["backend"], conf=float(ctx.info.get("conf", 0.25)), thresholds=s["thresholds"]
+        path,
+        backend=s["backend"],
+        conf=float(ctx.info.get("conf", 0.25)),
+        thresholds=s["thresholds"],
+        tta=views.get("tta", "none"),
+        tiles=views.get("tiles"),
+        overlap=views.get("tile_overlap", 0.2),
     )
     decision = dict(ctx.info.get("decision") or {})
     return ShadowSink(
