@@ -106,32 +106,32 @@ def _record(s: Section, ctx: SinkContext) -> Sink:
 
 
 def _stdout(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import StdoutSignal
+    from .outputs.signals import StdoutSignal
 
     return StdoutSignal()
 
 
 def _gpio(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import GpioSignal
+    from .outputs.signals import GpioSignal
 
     return GpioSignal(s.number("pin", int), s.number("pulse_ms"), s["mode"], s["active_high"])
 
 
 def _mqtt(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import MqttSignal
+    from .outputs.signals import MqttSignal
 
     options = {k: v for k, v in s.items() if k != "enabled"}
     return MqttSignal(**{**options, "port": s.number("port", int), "keepalive": s.number("keepalive", int)})
 
 
 def _webhook(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import WebhookSignal
+    from .outputs.signals import WebhookSignal
 
     return WebhookSignal(s["url"], s.number("timeout_s"), s.number("queue", int))
 
 
 def _modbus(s: Section, ctx: SinkContext) -> Sink:
-    from .modbus import ModbusOutput
+    from .outputs.modbus import ModbusOutput
 
     alarm = None if s["alarm_coil"] is None else s.number("alarm_coil", int)
     return ModbusOutput(
@@ -154,8 +154,8 @@ def _modbus(s: Section, ctx: SinkContext) -> Sink:
 
 
 def _metrics(s: Section, ctx: SinkContext) -> Sink:
-    from .live import exposure_token, parse_bind
-    from .metrics import MetricsEndpoint
+    from .outputs.live import exposure_token, parse_bind
+    from .outputs.metrics import MetricsEndpoint
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
     return MetricsEndpoint(
@@ -164,8 +164,8 @@ def _metrics(s: Section, ctx: SinkContext) -> Sink:
 
 
 def _page(s: Section, ctx: SinkContext) -> Sink:
-    from .live import exposure_token, parse_bind
-    from .page import OperatorPage
+    from .outputs.live import exposure_token, parse_bind
+    from .outputs.page import OperatorPage
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
     page = OperatorPage(
@@ -188,7 +188,7 @@ def _page(s: Section, ctx: SinkContext) -> Sink:
 
 
 def _opcua(s: Section, ctx: SinkContext) -> Sink:
-    from .opcua import OpcUaServer, check_security
+    from .outputs.opcua import OpcUaServer, check_security
 
     check_security(
         s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"]

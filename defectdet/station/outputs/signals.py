@@ -26,8 +26,8 @@ import urllib.request
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from ..errors import DefectdetError
-from .sink import BaseSink
+from ...errors import DefectdetError
+from ..sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
 

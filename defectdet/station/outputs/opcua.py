@@ -25,11 +25,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ..safety import LineSafety
+from ..sink import BaseSink
 from .live import LOOPBACK, AsyncService, LineCounters, health
-from .safety import LineSafety
 from .signals import SignalError
-from .sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
 NAMESPACE = "urn:defectdet:station"
