@@ -111,6 +111,7 @@ class MetricsEndpoint(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 9108,
         model_id: str = "",

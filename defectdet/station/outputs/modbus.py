@@ -83,6 +83,7 @@ class ModbusOutput(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 502,
         unit: int = 1,

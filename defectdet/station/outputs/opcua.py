@@ -123,6 +123,7 @@ class OpcUaServer(BaseSink):
     def __init__(
         self,
         endpoint: str = "opc.tcp://127.0.0.1:4840/defectdet",
+        *,
         security_policy: str = "none",
         certificate: Optional[str] = None,
         private_key: Optional[str] = None,

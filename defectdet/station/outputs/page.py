@@ -58,6 +58,7 @@ class OperatorPage(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 8080,
         token: Optional[str] = None,

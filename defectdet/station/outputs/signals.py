@@ -73,6 +73,7 @@ class GpioSignal(BaseSink):
     def __init__(
         self,
         pin: int,
+        *,
         pulse_ms: float = 100.0,
         mode: str = "BOARD",
         active_high: bool = True,
@@ -145,6 +146,7 @@ class MqttSignal(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 1883,
         topic: str = "defectdet/ng",
@@ -228,7 +230,7 @@ class WebhookSignal(BaseSink):
     name = "webhook"
 
     def __init__(
-        self, url: str, timeout_s: float = 2.0, queue_size: int = 100, headers: Optional[dict] = None
+        self, url: str, *, timeout_s: float = 2.0, queue_size: int = 100, headers: Optional[dict] = None
     ):
         if urlsplit(str(url)).scheme not in ("http", "https"):
             raise SignalError(f"webhook url={url!r}: expected an http:// or https:// URL")
