@@ -118,7 +118,7 @@ def _stdout(s: Section, ctx: SinkContext) -> Sink:
 
 
 def _gpio(s: Section, ctx: SinkContext) -> Sink:
-    from .outputs.signals import GpioSignal
+    from .outputs.gpio import GpioSignal
 
     return GpioSignal(
         pin=s.number("pin", int), pulse_ms=s.number("pulse_ms"), mode=s["mode"], active_high=s["active_high"]
@@ -126,14 +126,14 @@ def _gpio(s: Section, ctx: SinkContext) -> Sink:
 
 
 def _mqtt(s: Section, ctx: SinkContext) -> Sink:
-    from .outputs.signals import MqttSignal
+    from .outputs.mqtt import MqttSignal
 
     options = {k: v for k, v in s.items() if k != "enabled"}
     return MqttSignal(**{**options, "port": s.number("port", int), "keepalive": s.number("keepalive", int)})
 
 
 def _webhook(s: Section, ctx: SinkContext) -> Sink:
-    from .outputs.signals import WebhookSignal
+    from .outputs.webhook import WebhookSignal
 
     return WebhookSignal(s["url"], timeout_s=s.number("timeout_s"), queue_size=s.number("queue", int))
 

@@ -1,7 +1,10 @@
 """The station's line-facing outputs: each is a sink (:class:`~defectdet.station.sink.BaseSink`)
 built by :mod:`defectdet.station.registry` only when its config section enables it.
 
-    signals.py      reject/alarm outputs: GPIO, MQTT, webhook, stdout
+    signals.py      what the reject/alarm outputs share (SignalError, payload) and the stdout one
+    gpio.py         a Jetson GPIO pin pulse per reject
+    mqtt.py         an MQTT message per reject (and per missed reject, on <topic>/alarm)
+    webhook.py      an HTTP POST per reject (and per missed reject)
     modbus.py       PLC over Modbus TCP: reject/alarm coils, counters in holding registers
     opcua.py        an OPC UA server: counters, health, the last decision
     page.py         the operator page (page_html.py), served by web.py
