@@ -18,7 +18,8 @@ from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
 import importlib, pkgutil
 import defectdet.station
-from defectdet.station import capture, decisions, health, inspect_cli, loop, registry, settings, sink, sinks, snapshots, sources
+from defectdet.station import capture, decisions, health, inspect_cli, loop, registry, settings, sink
+from defectdet.station import sinks, snapshots, sources
 from defectdet.station.outputs import signals
 found = pkgutil.walk_packages(defectdet.station.__path__, "defectdet.station.")  # outputs/ too
 stations = [importlib.import_module(m.name) for m in found]

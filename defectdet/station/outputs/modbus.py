@@ -25,10 +25,11 @@ The loop never waits for the PLC: ``emit`` counts and queues a pulse (bounded qu
 thread owns the connection and reconnects with exponential backoff — short (``backoff_s``) while
 reject pulses wait. A pulse that cannot be sent within ``max_delay_ms`` is dropped (a late reject
 hits the wrong part), as is one that finds the queue full: each is a *missed reject*, reported to
-the run's :class:`~defectdet.station.safety.LineSafety` (late, queue_full or unreachable), which raises the alarm
-everywhere and degrades the run. Once connected with the alarm raised, the alarm coil is held on
-(latched: it stays on when the run ends, for the line to check the OK bin). A PLC that is down is
-one log line when it goes away and one when it is back. pymodbus is imported when the output is built.
+the run's :class:`~defectdet.station.safety.LineSafety` (late, queue_full or unreachable), which
+raises the alarm everywhere and degrades the run. Once connected with the alarm raised, the alarm
+coil is held on (latched: it stays on when the run ends, for the line to check the OK bin). A PLC
+that is down is one log line when it goes away and one when it is back. pymodbus is imported when
+the output is built.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ LOG = logging.getLogger("defectdet.inspect")
 
 
 class WebhookSignal(BaseSink):
-    """POST each trigger's JSON to ``url`` from a worker thread (urllib; bounded queue, never blocks the loop)."""
+    """POST each trigger's JSON to ``url`` from a worker thread (urllib; a bounded queue: never blocks
+    the loop)."""
 
     name = "webhook"
 
