@@ -175,11 +175,15 @@ class TrainDataCallback:
     train loader (and, for native windows, its val loader at ``eval_imgsz``) through
     :meth:`dataloader`. It decides nothing: every value comes from the :class:`Recipe`
     (:func:`resolve_recipe`). As an ``on_pretrain_routine_start`` callback it does nothing.
-    ``roi``: the paste ROI mask already loaded (else it is loaded here, once)."""
+    ``roi``: the recipe's ``paste_roi`` mask, loaded once by the caller
+    (:func:`defectdet.data.paste.load_roi`)."""
 
     def __init__(self, recipe: Recipe, roi: Optional[np.ndarray] = None):
-        self.recipe = recipe
-        self.roi = roi if roi is not None or not recipe.paste_roi else P.load_roi(recipe.paste_roi)
+        if recipe.paste_roi and roi is None:
+            raise ValueError(
+                f"TrainDataCallback: paste_roi={recipe.paste_roi} needs its mask (data.paste.load_roi)"
+            )
+        self.recipe, self.roi = recipe, roi
 
     def __call__(self, trainer) -> None:
         pass

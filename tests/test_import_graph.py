@@ -160,3 +160,32 @@ def test_no_two_way_dependency_between_folders():
     assert not pairs, "two-way dependencies: " + "; ".join(
         f"{a} <-> {b} ({e1}; {e2})" for a, b, e1, e2 in pairs
     )
+
+
+OUTPUTS = "defectdet.station.outputs"
+SINK_CONTRACT = {"defectdet.station.sink", "defectdet.station.result", "defectdet.station.safety"}
+OUTPUT_BUILDERS = {"defectdet.station.registry", "defectdet.station.review_cli"}
+
+
+def _in_outputs(module: str) -> bool:
+    return module == OUTPUTS or module.startswith(OUTPUTS + ".")
+
+
+def test_the_outputs_sit_below_the_station_that_builds_them():
+    """station/outputs/ imports, of the rest of the station, only the sink contract and the line
+    safety; only the registry (and ``defectdet review``'s server) imports an output: no two-way
+    dependency between the station and its outputs folder, lazy and typing-only imports included."""
+    g = graph()
+    assert "defectdet.station.outputs.modbus" in g and "defectdet.station.sink" in g[OUTPUTS + ".modbus"]
+    up = [
+        f"{m} -> {d}"
+        for m, deps in sorted(g.items())
+        if _in_outputs(m)
+        for d in sorted(deps)
+        if d.startswith("defectdet.station.") and not _in_outputs(d) and d not in SINK_CONTRACT
+    ]
+    assert up == [], "an output reaches above the sink contract: " + "; ".join(up)
+    users = {m for m, deps in g.items() if not _in_outputs(m) and any(_in_outputs(d) for d in deps)}
+    assert users <= OUTPUT_BUILDERS, (
+        f"outputs imported outside the registry: {sorted(users - OUTPUT_BUILDERS)}"
+    )

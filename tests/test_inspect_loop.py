@@ -18,7 +18,7 @@ from defectdet.station.capture import FrameSource
 from defectdet.station.decisions import Decider
 from defectdet.station.loop import InspectionLoop, LatencyStats
 from defectdet.station.pipeline import CLOSED, Channel, PipelinedLoop
-from defectdet.station.sink import BaseSink
+from defectdet.station.sink import BaseSink, emit_order
 from defectdet.station.sinks import EventLog, read_events
 from defectdet.station.snapshots import Snapshots
 from defectdet.station.sources import parse_source
@@ -135,6 +135,45 @@ def test_every_frame_decided_and_every_ng_frame_logged_once(Loop, tmp_path):
     assert summary["triggers"] == len(rec.triggers) == 9
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["stop_reason"] == "end of source" and summary["dropped_frames"] == 0
+
+
+def test_the_event_names_its_snapshots_whatever_order_the_sinks_are_given_in(Loop, tmp_path):
+    """Snapshots declares what it adds to the frame's result, the event log what it reads: the loop
+    emits in that order, so a list with the event log first still writes events naming their files."""
+    log, snaps = EventLog(tmp_path / "events.jsonl"), Snapshots(tmp_path / "snaps", queue=60, block=True)
+    summary = Loop(FakeDetector(), file_source(20), Decider(NAMES), [log, snaps], out_dir=tmp_path).run()
+    events = list(read_events(tmp_path / "events.jsonl"))
+    assert [e["frame"] for e in events] == [i for i in range(20) if is_defective(i)]
+    assert all(len(e["snapshots"]) == 2 and "snapshots_missing" not in e for e in events)
+    assert sorted(n for e in events for n in e["snapshots"]) == sorted(
+        p.name for p in (tmp_path / "snaps").iterdir()
+    )
+    assert list(summary["sinks"]) == ["snapshots", "events"]
+
+
+def test_emit_order_puts_what_adds_before_what_reads_and_refuses_a_circle_or_a_typo():
+    class Adds(BaseSink):
+        name, adds = "adds", frozenset({"snapshots"})
+
+    class Reads(BaseSink):
+        name, reads = "reads", frozenset({"snapshots"})
+
+    class Both(BaseSink):
+        name, adds, reads = "both", frozenset({"part"}), frozenset({"snapshots"})
+
+    class Other(BaseSink):
+        name, adds, reads = "other", frozenset({"snapshots"}), frozenset({"part"})
+
+    class Typo(BaseSink):
+        adds = frozenset({"snapshot"})
+
+    r, a, plain = Reads(), Adds(), BaseSink()
+    assert emit_order([r, plain, a]) == [plain, a, r]  # the reader after the adder, the rest in order
+    assert emit_order([a, plain, r]) == [a, plain, r]
+    with pytest.raises(TypeError, match="^sinks Both, Other read what each other adds"):
+        emit_order([Both(), Other()])
+    with pytest.raises(TypeError, match="^Typo.adds: snapshot is not a FrameResult field$"):
+        emit_order([Typo()])
 
 
 def test_source_failing_k_times_mid_run_reconnects_k_times_and_loses_no_event(Loop, tmp_path):

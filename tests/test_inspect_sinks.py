@@ -21,8 +21,11 @@ import pytest
 from defectdet.runtime.detections import Detections
 from defectdet.station import sinks as sinks_module
 from defectdet.station.decisions import Decision
+from defectdet.station.outputs.gpio import GpioSignal
+from defectdet.station.outputs.mqtt import MqttSignal
+from defectdet.station.outputs.signals import SignalError, StdoutSignal
+from defectdet.station.outputs.webhook import WebhookSignal
 from defectdet.station.result import FrameResult
-from defectdet.station.signals import GpioSignal, MqttSignal, SignalError, StdoutSignal, WebhookSignal
 from defectdet.station.sink import BaseSink, Guard
 from defectdet.station.sinks import (
     EventLog,

@@ -231,3 +231,10 @@ def test_resolve_recipe_keeps_given_keys_and_reads_no_stats_when_none_are_auto(r
     assert (r.sampling, r.crop, r.eval_imgsz, r.defect_fraction) == ("repeat", "off", None, None)
     balanced, _ = resolve_recipe(check_recipe({"defect_fraction": 0.1}), str(rare_data), 128)
     assert balanced.sampling == "uniform"  # 20% defective is above the 10% asked for: no re-weighting
+
+
+def test_the_callback_takes_the_paste_roi_mask_it_is_given_and_loads_none_itself():
+    mask = np.full((8, 8), 255, np.uint8)
+    assert TrainDataCallback(Recipe(paste=0.5, paste_roi="mask.png"), mask).roi is mask
+    with pytest.raises(ValueError, match="paste_roi=mask.png needs its mask"):
+        TrainDataCallback(Recipe(paste=0.5, paste_roi="mask.png"))  # loaded once, by train(): not here

@@ -140,7 +140,7 @@ def review_all(url, token):
 
 def station_run(truth, out, shadow=None):
     """Live model + event log + review queue + page (review attached); the operator reviews at the end."""
-    from defectdet.station.page import OperatorPage
+    from defectdet.station.outputs.page import OperatorPage
     from defectdet.station.review_page import attach_review
 
     queue = ReviewQueue(

@@ -18,10 +18,11 @@ from defectdet.runtime import Detector, Detections
 from defectdet.runtime.backends import tensorrt as _trt_module  # the module itself must import cleanly too
 import importlib, pkgutil
 import defectdet.station
-from defectdet.station import (capture, decisions, health, inspect_cli, loop, registry, settings, signals,
-                               sink, sinks, snapshots, sources)
-stations = [importlib.import_module("defectdet.station." + m.name)
-            for m in pkgutil.iter_modules(defectdet.station.__path__)]
+from defectdet.station import capture, decisions, health, inspect_cli, loop, registry, settings, sink
+from defectdet.station import sinks, snapshots, sources
+from defectdet.station.outputs import signals
+found = pkgutil.walk_packages(defectdet.station.__path__, "defectdet.station.")  # outputs/ too
+stations = [importlib.import_module(m.name) for m in found]
 dt = time.perf_counter() - t
 heavy = ["torch", "torchvision", "ultralytics", "tensorrt", "pycuda", "onnxruntime", "defectdet.train",
          "defectdet.losses", "defectdet.export"]

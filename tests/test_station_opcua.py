@@ -52,7 +52,7 @@ def read_by_string_id(endpoint: str, names) -> dict:
 
 
 def server(**kw):
-    from defectdet.station.opcua import OpcUaServer
+    from defectdet.station.outputs.opcua import OpcUaServer
 
     return OpcUaServer(
         f"opc.tcp://127.0.0.1:{free_port()}/defectdet",
@@ -63,7 +63,7 @@ def server(**kw):
 
 
 def test_nodes_equal_the_counters():
-    from defectdet.station.opcua import NODES
+    from defectdet.station.outputs.opcua import NODES
 
     ua = server()
     ua.open()
@@ -140,7 +140,7 @@ def test_values_move_while_the_loop_runs_and_clients_cannot_write(tmp_path):
 
 
 def test_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
-    from defectdet.station.opcua import OpcUaServer
+    from defectdet.station.outputs.opcua import OpcUaServer
 
     busy = BusyPort()
     try:

@@ -27,7 +27,7 @@ pytest.importorskip("aiohttp")
 
 def page_run(tmp_path, during=None, uri="synthetic://?frames=90&seed=1&fps=45", **kw):
     """The loop with an event log and the page; ``during(page)`` runs on a thread while the loop runs."""
-    from defectdet.station.page import OperatorPage
+    from defectdet.station.outputs.page import OperatorPage
 
     page = OperatorPage(
         port=0, info={"model": "m.onnx:abc", "thresholds": {NAMES[0]: 0.5}, "conf": 0.25}, **kw
@@ -108,7 +108,7 @@ def test_the_page_is_read_only(tmp_path):
 
 
 def test_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
-    from defectdet.station.page import OperatorPage
+    from defectdet.station.outputs.page import OperatorPage
 
     busy = BusyPort()
     log_path = tmp_path / "events.jsonl"

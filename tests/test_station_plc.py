@@ -36,7 +36,7 @@ def run(sinks, uri, tmp_path):
 
 
 def modbus(port, **kw):
-    from defectdet.station.modbus import ModbusOutput
+    from defectdet.station.outputs.modbus import ModbusOutput
 
     return ModbusOutput(
         port=port,
@@ -135,7 +135,7 @@ def scrape(url, token=None):
 
 
 def test_metrics_parse_and_equal_the_summary(tmp_path):
-    from defectdet.station.metrics import MetricsEndpoint
+    from defectdet.station.outputs.metrics import MetricsEndpoint
 
     metrics = MetricsEndpoint(port=0, model_id="m.onnx:abc")
     seen = []
@@ -158,7 +158,7 @@ def test_metrics_parse_and_equal_the_summary(tmp_path):
 
 
 def test_metrics_port_in_use_is_one_line_and_the_loop_goes_on(tmp_path):
-    from defectdet.station.metrics import MetricsEndpoint
+    from defectdet.station.outputs.metrics import MetricsEndpoint
 
     busy = BusyPort()
     try:

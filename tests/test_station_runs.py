@@ -131,6 +131,6 @@ def test_a_wildcard_bind_names_this_machine_in_its_url():
     import socket
 
     pytest.importorskip("aiohttp")
-    from defectdet.station.web import HttpServer
+    from defectdet.station.outputs.web import HttpServer
 
     assert HttpServer("page", "0.0.0.0", 8080, {}, token="t").url == f"http://{socket.gethostname()}:8080"

@@ -21,8 +21,8 @@ from defectdet.station.capture import FrameSource
 from defectdet.station.decisions import Decider
 from defectdet.station.health import EXIT_DEGRADED, exit_status
 from defectdet.station.loop import InspectionLoop
+from defectdet.station.outputs.signals import StdoutSignal
 from defectdet.station.safety import LineSafety
-from defectdet.station.signals import StdoutSignal
 from defectdet.station.sinks import EventLog, read_events
 from defectdet.station.tally import Tally, read_tally
 
@@ -35,7 +35,7 @@ STATUS = 19  # registers=10: the status register (offset 9) and missed rejects (
 
 
 def modbus(port, **kw):
-    from defectdet.station.modbus import ModbusOutput
+    from defectdet.station.outputs.modbus import ModbusOutput
 
     return ModbusOutput(
         port=port,
@@ -68,9 +68,9 @@ def after_first_frame(loop, delay, fn):
 
 
 def line_outputs(plc_port):
-    from defectdet.station.metrics import MetricsEndpoint
-    from defectdet.station.opcua import OpcUaServer
-    from defectdet.station.page import OperatorPage
+    from defectdet.station.outputs.metrics import MetricsEndpoint
+    from defectdet.station.outputs.opcua import OpcUaServer
+    from defectdet.station.outputs.page import OperatorPage
 
     return {
         "modbus": modbus(plc_port),

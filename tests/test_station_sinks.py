@@ -13,8 +13,11 @@ from defectdet.station.capture import FrameSource
 from defectdet.station.decisions import Decider
 from defectdet.station.inspect_cli import DEFAULTS, merge_config
 from defectdet.station.loop import InspectionLoop
+from defectdet.station.outputs.gpio import GpioSignal
+from defectdet.station.outputs.mqtt import MqttSignal
+from defectdet.station.outputs.signals import StdoutSignal
+from defectdet.station.outputs.webhook import WebhookSignal
 from defectdet.station.registry import SINKS, SinkEntry, build_sinks, sink_defaults
-from defectdet.station.signals import GpioSignal, MqttSignal, StdoutSignal, WebhookSignal
 from defectdet.station.sink import BaseSink, Guard
 from defectdet.station.sinks import EventLog, VideoRecorder
 from defectdet.station.snapshots import Snapshots

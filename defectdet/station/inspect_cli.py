@@ -279,6 +279,7 @@ def run(cfg: Mapping[str, Any]) -> dict[str, Any]:
             status=lambda: loop.summary() if loop is not None else {},
             info=info,
             safety=safety,
+            thresholds=det.operating,
         )
         _make_out(out)  # only now: a refused start (bad key, model, output setting) leaves no empty folder
         loop_class = PipelinedLoop if cfg["pipeline"] else InspectionLoop

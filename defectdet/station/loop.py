@@ -35,7 +35,7 @@ from .decisions import Decider
 from .health import assess
 from .result import FrameResult
 from .safety import LineSafety, new_run_id
-from .sink import Guard, Sink
+from .sink import Guard, Sink, emit_order
 from .sources import Frame
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -110,7 +110,8 @@ class InspectionLoop:
         source: an unstarted FrameSource; the loop starts and releases it.
         decider: per-class thresholds, ROI, debounce.
         sinks: :class:`~.sink.Sink` s — snapshots, event log, video, reject/alarm outputs, window
-            (opened, emitted to and closed in this order).
+            (opened, emitted to and closed in :func:`~.sink.emit_order`: a sink that adds a field of
+            the frame's result before the sinks that read it, the given order otherwise).
         signal_on: 'edge' (alarms fire on the first NG frame of a part) or 'frame' (every NG frame).
         max_frames, duration: stop after this many frames / seconds (0: no limit).
         status_every: seconds between status lines (0: none).
@@ -127,7 +128,7 @@ class InspectionLoop:
         if signal_on not in ("edge", "frame"):
             raise ValueError(f"signal_on={signal_on!r}: expected 'edge' or 'frame'")
         self.detector, self.source, self.decider = detector, source, decider
-        self.guards = [Guard(s, log_every_s) for s in sinks]
+        self.guards = [Guard(s, log_every_s) for s in emit_order(sinks)]  # adds before reads
         self.signal_on, self.max_frames, self.duration = signal_on, int(max_frames), float(duration)
         self.status_every, self.read_timeout = float(status_every), float(read_timeout)
         self.model_id, self.out_dir = model_id, Path(out_dir) if out_dir is not None else None

@@ -2,14 +2,17 @@
 
 Each :class:`SinkEntry` names its config section (dotted when nested: ``signals.mqtt``), every key
 of that section with its default (``defectdet inspect``'s defaults are taken from here), the key
-that switches it on, and a builder ``(section, context) -> Sink | None``. :data:`SINKS` lists them
-in emit order: snapshots first (their file names go into the event), the event log, the video,
-the reject/alarm outputs, the window last.
+that switches it on, and a builder ``(section, context) -> Sink | None`` that calls its sink's
+constructor with keyword arguments. The order of :data:`SINKS` only orders ``summary.json``'s
+``sinks`` block, where nothing else decides: the loop emits in :func:`~defectdet.station.sink.emit_order`
+(a sink that adds a field of the frame's result before the sinks that read it), and what one
+builder needs from another's section (the page's review view) comes from :func:`build_sinks`.
 
 To add an output (a PLC, a web page, a metrics endpoint): write a
-:class:`~defectdet.station.sink.BaseSink` subclass, add one entry to :data:`SINKS`, and document
-its keys in ``configs/inspect.yaml`` (a test keeps the two in step). Builders import their sink's
-module, and any library it needs, only when the section is enabled.
+:class:`~defectdet.station.sink.BaseSink` subclass in :mod:`defectdet.station.outputs`, add one
+entry to :data:`SINKS`, and declare its keys in :mod:`defectdet.settings.inspect` (CONTRIBUTING.md
+lists every place). Builders import their sink's module, and any library it needs, only when the
+section is enabled.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from ..artifact import Thresholds
 from ..errors import ConfigError
 from .sink import Sink
 
@@ -39,6 +43,8 @@ class SinkContext:
     safety: Any = (
         None  # the run's LineSafety (missed rejects, alarm, ready); the loop also hands it to every sink
     )
+    thresholds: Optional[Thresholds] = None  # the operating thresholds the Decider uses (Detector.operating)
+    review: Optional[Path] = None  # the review queue's folder when it is enabled (the page's review view)
 
 
 class Section(dict):
@@ -75,13 +81,13 @@ def _snapshots(s: Section, ctx: SinkContext) -> Sink:
 
     return Snapshots(
         ctx.out / s["folder"],
-        s.number("quota_mb"),
-        s["raw"],
-        s["annotated"],
-        s["raw_format"],
-        s["annotated_format"],
-        s.number("jpeg_quality", int),
-        s.number("queue", int),
+        quota_mb=s.number("quota_mb"),
+        raw=s["raw"],
+        annotated=s["annotated"],
+        raw_format=s["raw_format"],
+        annotated_format=s["annotated_format"],
+        jpeg_quality=s.number("jpeg_quality", int),
+        queue=s.number("queue", int),
         block=not ctx.live,
         min_free_mb=s.number("min_free_mb"),
     )
@@ -90,140 +96,144 @@ def _snapshots(s: Section, ctx: SinkContext) -> Sink:
 def _events(s: Section, ctx: SinkContext) -> Sink:
     from .sinks import EventLog
 
-    return EventLog(ctx.out / s["file"], int(s.number("max_mb") * 2**20), s["fsync"])
+    return EventLog(ctx.out / s["file"], max_bytes=int(s.number("max_mb") * 2**20), fsync=s["fsync"])
 
 
 def _tally(s: Section, ctx: SinkContext) -> Sink:
     from .tally import Tally
 
-    return Tally(ctx.out / s["file"], s.number("every_s"))
+    return Tally(ctx.out / s["file"], every_s=s.number("every_s"))
 
 
 def _record(s: Section, ctx: SinkContext) -> Sink:
     from .sinks import VideoRecorder
 
-    return VideoRecorder(ctx.out / s["file"], s.number("fps"), s["fourcc"], s["only_ng"])
+    return VideoRecorder(ctx.out / s["file"], fps=s.number("fps"), fourcc=s["fourcc"], only_ng=s["only_ng"])
 
 
 def _stdout(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import StdoutSignal
+    from .outputs.signals import StdoutSignal
 
     return StdoutSignal()
 
 
 def _gpio(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import GpioSignal
+    from .outputs.gpio import GpioSignal
 
-    return GpioSignal(s.number("pin", int), s.number("pulse_ms"), s["mode"], s["active_high"])
+    return GpioSignal(
+        pin=s.number("pin", int), pulse_ms=s.number("pulse_ms"), mode=s["mode"], active_high=s["active_high"]
+    )
 
 
 def _mqtt(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import MqttSignal
+    from .outputs.mqtt import MqttSignal
 
     options = {k: v for k, v in s.items() if k != "enabled"}
     return MqttSignal(**{**options, "port": s.number("port", int), "keepalive": s.number("keepalive", int)})
 
 
 def _webhook(s: Section, ctx: SinkContext) -> Sink:
-    from .signals import WebhookSignal
+    from .outputs.webhook import WebhookSignal
 
-    return WebhookSignal(s["url"], s.number("timeout_s"), s.number("queue", int))
+    return WebhookSignal(s["url"], timeout_s=s.number("timeout_s"), queue_size=s.number("queue", int))
 
 
 def _modbus(s: Section, ctx: SinkContext) -> Sink:
-    from .modbus import ModbusOutput
+    from .outputs.modbus import ModbusOutput
 
     alarm = None if s["alarm_coil"] is None else s.number("alarm_coil", int)
     return ModbusOutput(
-        str(s["host"]),
-        s.number("port", int),
-        s.number("unit", int),
-        s.number("reject_coil", int),
-        alarm,
-        s.number("pulse_ms"),
-        s.number("alarm_ms"),
-        s.number("registers", int),
-        s.number("update_s"),
-        s.number("timeout_s"),
-        s.number("backoff_s"),
-        s.number("backoff_max_s"),
-        s.number("max_delay_ms"),
-        s.number("queue", int),
+        host=str(s["host"]),
+        port=s.number("port", int),
+        unit=s.number("unit", int),
+        reject_coil=s.number("reject_coil", int),
+        alarm_coil=alarm,
+        pulse_ms=s.number("pulse_ms"),
+        alarm_ms=s.number("alarm_ms"),
+        registers=s.number("registers", int),
+        update_s=s.number("update_s"),
+        timeout_s=s.number("timeout_s"),
+        backoff_s=s.number("backoff_s"),
+        backoff_max_s=s.number("backoff_max_s"),
+        max_delay_ms=s.number("max_delay_ms"),
+        queue_size=s.number("queue", int),
         safety=ctx.safety,
     )
 
 
 def _metrics(s: Section, ctx: SinkContext) -> Sink:
-    from .live import exposure_token, parse_bind
-    from .metrics import MetricsEndpoint
+    from .outputs.live import exposure_token, parse_bind
+    from .outputs.metrics import MetricsEndpoint
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
     return MetricsEndpoint(
-        host, port, str(ctx.info.get("model", "")), exposure_token(s.key, host, s["token_env"]), ctx.status
+        host=host,
+        port=port,
+        model_id=str(ctx.info.get("model", "")),
+        token=exposure_token(s.key, host, s["token_env"]),
+        status=ctx.status,
     )
 
 
 def _page(s: Section, ctx: SinkContext) -> Sink:
-    from .live import exposure_token, parse_bind
-    from .page import OperatorPage
+    from .outputs.live import exposure_token, parse_bind
+    from .outputs.page import OperatorPage
 
     host, port = parse_bind(f"{s.key}.bind", s["bind"])
     page = OperatorPage(
-        host,
-        port,
-        exposure_token(s.key, host, s["token_env"]),
-        ctx.info,
-        ctx.status,
-        s.number("stream_fps"),
-        s.number("stream_width", int),
-        s.number("jpeg_quality", int),
-        s.number("keep_ng", int),
-        s.number("write_timeout_s"),
+        host=host,
+        port=port,
+        token=exposure_token(s.key, host, s["token_env"]),
+        info=ctx.info,
+        status=ctx.status,
+        stream_fps=s.number("stream_fps"),
+        stream_width=s.number("stream_width", int),
+        jpeg_quality=s.number("jpeg_quality", int),
+        keep_ng=s.number("keep_ng", int),
+        write_timeout_s=s.number("write_timeout_s"),
     )
-    if "review" in ctx.info:  # the review view and its write routes (defectdet/station/review_page.py)
+    if ctx.review is not None:  # the review view and its write routes (defectdet/station/review_page.py)
         from .review_page import attach_review
 
-        attach_review(page.server, ctx.info["review"]["folder"], ctx.info["review"]["names"])
+        attach_review(page.server, str(ctx.review), list(ctx.info.get("names") or []))
     return page
 
 
 def _opcua(s: Section, ctx: SinkContext) -> Sink:
-    from .opcua import OpcUaServer, check_security
+    from .outputs.opcua import OpcUaServer, check_security
 
     check_security(
         s.key, s["endpoint"], s["security_policy"], s["certificate"], s["private_key"]
     )  # before the import
     return OpcUaServer(
-        str(s["endpoint"]),
-        s["security_policy"],
-        s["certificate"],
-        s["private_key"],
-        s.number("update_s"),
-        ctx.info,
-        ctx.status,
+        endpoint=str(s["endpoint"]),
+        security_policy=s["security_policy"],
+        certificate=s["certificate"],
+        private_key=s["private_key"],
+        update_s=s.number("update_s"),
+        info=ctx.info,
+        status=ctx.status,
     )
 
 
 def _review(s: Section, ctx: SinkContext) -> Sink:
     from .review import ReviewQueue
 
-    names, thr = list(ctx.info.get("names") or []), dict(ctx.info.get("thresholds") or {})
-    folder = ctx.out / s["folder"]
-    queue = ReviewQueue(
-        folder,
-        dict(enumerate(names)),
-        [float(thr.get(n, ctx.info.get("conf", 0.25))) for n in names],
-        s.number("budget_mb"),
-        s.number("near_band"),
-        s.number("audit_rate"),
-        str(s["image_format"]),
-        s.number("queue", int),
+    names = dict(enumerate(ctx.info.get("names") or []))
+    thresholds = ctx.thresholds or Thresholds.uniform(names, float(ctx.info.get("conf", 0.25)))
+    return ReviewQueue(
+        ctx.out / s["folder"],
+        names=names,
+        thresholds=thresholds.vector(),  # (nc,) the Decider's own vector
+        budget_mb=s.number("budget_mb"),
+        near_band=s.number("near_band"),
+        audit_rate=s.number("audit_rate"),
+        image_format=str(s["image_format"]),
+        queue=s.number("queue", int),
         block=not ctx.live,
         run_id=ctx.info.get("run_id"),
         info={k: ctx.info[k] for k in ("model", "source", "decision") if k in ctx.info},
     )
-    ctx.info["review"] = {"folder": str(folder), "names": names}  # the page's review view (built after this)
-    return queue
 
 
 def _shadow(s: Section, ctx: SinkContext) -> Sink:
@@ -244,8 +254,8 @@ def _window(s: Section, ctx: SinkContext) -> Optional[Sink]:
     return Window(on_quit=(lambda: stop("window closed")) if stop else None)
 
 
-# In emit order. Defaults are documented field by field in configs/inspect.yaml. The review queue and the
-# shadow come after the reject outputs, and the review queue before the page (whose review view it enables).
+# The order of summary.json's sinks block (the loop emits in sink.emit_order). Defaults are documented
+# field by field in configs/inspect.yaml.
 SINKS: tuple[SinkEntry, ...] = (
     SinkEntry(
         "snapshots",
@@ -396,14 +406,26 @@ def build_sinks(
     status: Optional[Callable[[], Mapping[str, Any]]] = None,
     info: Optional[Mapping[str, Any]] = None,
     safety: Any = None,
+    thresholds: Optional[Thresholds] = None,
 ) -> list[Sink]:
-    """The sinks a merged config enables, in emit order. Nothing here touches the output folder yet.
+    """The sinks a merged config enables, in :data:`SINKS` order. Nothing here touches the output folder yet.
 
     ``live``: a camera/stream, where e.g. a snapshot writer that falls behind drops snapshots
     rather than hold up the next decision; a file or folder waits instead (every frame is inspected
     anyway). ``stop(reason)`` ends the run (the window's q/Esc); ``status()`` is the loop's summary so
-    far and ``info`` what is in force (``model``, ``thresholds``, ``source``), for the line-facing servers."""
-    ctx = SinkContext(Path(out), bool(live), stop, status, dict(info or {}), safety)
+    far and ``info`` what is in force (``model``, ``thresholds``, ``source``), for the line-facing servers;
+    ``thresholds`` the operating thresholds themselves (``Detector.operating``: the review queue's)."""
+    review = cfg.get("review") or {}
+    ctx = SinkContext(
+        out=Path(out),
+        live=bool(live),
+        stop=stop,
+        status=status,
+        info=dict(info or {}),
+        safety=safety,
+        thresholds=thresholds,
+        review=Path(out) / review["folder"] if review.get("enabled") else None,
+    )
     sinks = []
     for entry in entries:
         s = section(cfg, entry.key)

@@ -38,9 +38,9 @@ import numpy as np
 
 from ..config import atomic_write_bytes, atomic_write_text
 from ..errors import ConfigError
+from .result import utc_iso
 from .safety import new_run_id
 from .sink import BaseSink
-from .sinks import utc_iso
 
 LOG = logging.getLogger("defectdet.inspect")
 KINDS = ("ng", "near_miss", "audit")

@@ -42,9 +42,9 @@ def serve(
     on_ready: Optional[Callable[[str], None]] = None,
 ) -> str:
     """Serve the review view of ``run`` until ``stop`` is set (``on_ready(url)`` once it listens)."""
-    from .live import exposure_token, parse_bind
+    from .outputs.live import exposure_token, parse_bind
+    from .outputs.web import HttpServer
     from .review_page import attach_review
-    from .web import HttpServer
 
     folder = review_folder(run)
     host, port = parse_bind("--bind", bind)

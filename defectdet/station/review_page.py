@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..review_log import read_log
+from .result import utc_iso
 from .review_html import REVIEW_PAGE
-from .sinks import utc_iso
 
 LOG = logging.getLogger("defectdet.inspect")
 VERDICTS = ("defect", "ok", "skip")

@@ -31,8 +31,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from ..artifact import model_id
 from ..config import atomic_write_text
 from .decisions import Decider
+from .result import utc_iso
 from .sink import BaseSink
-from .sinks import utc_iso
 
 LOG = logging.getLogger("defectdet.inspect")
 

@@ -18,6 +18,11 @@ sink's own counters as plain JSON values. ``stats()`` may be called from another
 ``sinks`` block; ``summary_keys`` maps top-level ``summary.json`` keys the sink fills to its stats
 keys (the event log: ``{"events_written": "written"}``).
 
+A sink that fills a field of the frame's result for others declares it in ``adds`` (the snapshot
+writer: ``snapshot_job``, ``snapshots``); a sink that reads such a field declares it in ``reads``
+(the event log). The loop emits in :func:`emit_order`: every sink that adds a field before every
+sink that reads it, the order given otherwise; the order of a list of sinks is never load-bearing.
+
 Every call goes through a :class:`Guard`: an exception is logged (one clear line naming the sink,
 then a reminder every ``log_every_s``), counted in the sink's ``errors``, and survived — a failing
 disk or an unreachable PLC never blocks a decision. New outputs subclass :class:`BaseSink` and are
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, FrozenSet, Iterable, Mapping, Protocol
 
 if TYPE_CHECKING:
     from .result import FrameResult
@@ -42,6 +47,8 @@ class Sink(Protocol):
 
     name: str
     summary_keys: ClassVar[Mapping[str, str]]
+    adds: ClassVar[FrozenSet[str]]  # FrameResult fields emit() fills in for the sinks after it
+    reads: ClassVar[FrozenSet[str]]  # FrameResult fields emit() reads that another sink fills in
 
     def open(self) -> None: ...
 
@@ -53,10 +60,13 @@ class Sink(Protocol):
 
 
 class BaseSink:
-    """Defaults for a :class:`Sink`: nothing to open or close, no counters, no top-level summary keys."""
+    """Defaults for a :class:`Sink`: nothing to open or close, no counters, no top-level summary keys,
+    nothing added to or read from the frame's result for other sinks."""
 
     name: str = "sink"
     summary_keys: ClassVar[Mapping[str, str]] = {}
+    adds: ClassVar[FrozenSet[str]] = frozenset()
+    reads: ClassVar[FrozenSet[str]] = frozenset()
 
     def open(self) -> None:
         pass
@@ -69,6 +79,41 @@ class BaseSink:
 
     def stats(self) -> dict[str, Any]:
         return {}
+
+
+def emit_order(sinks: Iterable[Sink]) -> list[Sink]:
+    """``sinks`` in the order the loop emits to them: each after every other sink that ``adds`` a
+    field of the frame's result it ``reads``, in the given order otherwise (a stable topological
+    order). A field that is no :class:`~defectdet.station.result.FrameResult` field, or sinks that
+    wait on each other, are a TypeError naming them."""
+    from dataclasses import fields
+
+    from .result import FrameResult
+
+    known = {f.name for f in fields(FrameResult)}
+    todo = list(sinks)
+    for sink in todo:
+        for kind in ("adds", "reads"):
+            unknown = sorted(set(getattr(sink, kind, ())) - known)
+            if unknown:
+                raise TypeError(
+                    f"{type(sink).__name__}.{kind}: {', '.join(unknown)} is not a FrameResult field"
+                )
+    order: list[Sink] = []
+    while todo:
+        ready = next((s for s in todo if not _waits_on(s, todo)), None)
+        if ready is None:
+            names = ", ".join(type(s).__name__ for s in todo)
+            raise TypeError(f"sinks {names} read what each other adds to the frame's result: no order")
+        order.append(ready)
+        todo.remove(ready)
+    return order
+
+
+def _waits_on(sink: Sink, others: list[Sink]) -> bool:
+    """Whether another sink in ``others`` adds a field that ``sink`` reads."""
+    reads = set(getattr(sink, "reads", ()))
+    return any(o is not sink and reads & set(getattr(o, "adds", ())) for o in others)
 
 
 class Guard:

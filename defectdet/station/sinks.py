@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 import cv2
 import numpy as np
 
-from .result import FrameResult, utc_iso  # noqa: F401  (utc_iso: still importable from here)
+from .result import FrameResult
 from .sink import BaseSink
 
 
@@ -42,8 +42,9 @@ class EventLog(BaseSink):
 
     name = "events"
     summary_keys = {"events_written": "written"}
+    reads = frozenset({"snapshot_job", "snapshots"})  # filled by Snapshots: the event waits for its files
 
-    def __init__(self, path: str | os.PathLike, max_bytes: int = 50 * 2**20, fsync: bool = True):
+    def __init__(self, path: str | os.PathLike, *, max_bytes: int = 50 * 2**20, fsync: bool = True):
         self.path = Path(path)
         self.max_bytes, self.fsync = int(max_bytes), bool(fsync)
         self.written = self.records = 0
@@ -226,7 +227,7 @@ class VideoRecorder(BaseSink):
     name = "video"
 
     def __init__(
-        self, path: str | os.PathLike, fps: float = 15.0, fourcc: str = "mp4v", only_ng: bool = False
+        self, path: str | os.PathLike, *, fps: float = 15.0, fourcc: str = "mp4v", only_ng: bool = False
     ):
         self.path, self.fps, self.fourcc, self.only_ng = Path(path), float(fps), str(fourcc), bool(only_ng)
         self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")

@@ -43,10 +43,12 @@ class Snapshots(BaseSink):
     """
 
     name = "snapshots"
+    adds = frozenset({"snapshot_job", "snapshots"})  # the files the event names
 
     def __init__(
         self,
         folder: str | os.PathLike,
+        *,
         quota_mb: float = 500.0,
         raw: bool = True,
         annotated: bool = True,

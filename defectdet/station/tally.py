@@ -34,7 +34,7 @@ class Tally(BaseSink):
 
     name = "tally"
 
-    def __init__(self, path: str | os.PathLike, every_s: float = 60.0):
+    def __init__(self, path: str | os.PathLike, *, every_s: float = 60.0):
         self.path, self.every_s = Path(path), max(float(every_s), 1.0)
         self.written = 0
         self._start: Optional[float] = None

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
 
+from ..safety import REASONS, LineSafety
+from ..sink import BaseSink
 from .live import LATENCY_BUCKETS_MS, LineCounters, health
-from .safety import REASONS, LineSafety
 from .signals import SignalError
-from .sink import BaseSink
 from .web import HttpServer
 
 COUNTERS = (  # (name, help, key in LineCounters.read() or health())
@@ -111,6 +111,7 @@ class MetricsEndpoint(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 9108,
         model_id: str = "",

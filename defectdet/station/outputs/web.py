@@ -1,7 +1,7 @@
 """A read-only HTTP server on its own thread (aiohttp), for the operator page and ``/metrics``.
 
 Routes are GET (and HEAD), except those registered as ``"POST /path"`` (the review view's writes,
-which check their own token: :mod:`.review_page`). A server bound beyond loopback has a token
+which check their own token: :mod:`defectdet.station.review_page`). A server bound beyond loopback has a token
 (:func:`~.live.exposure_token`): every request must carry it as ``Authorization: Bearer <token>``
 or ``?token=<token>``, else 401. aiohttp is imported when a server is built.
 """

@@ -27,10 +27,10 @@ from typing import Any, Callable, Mapping, Optional
 
 import cv2
 
+from ..safety import LineSafety
+from ..sink import BaseSink
 from .live import LineCounters, health, top_defect
 from .page_html import PAGE
-from .safety import LineSafety
-from .sink import BaseSink
 from .web import HttpServer
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -58,6 +58,7 @@ class OperatorPage(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 8080,
         token: Optional[str] = None,

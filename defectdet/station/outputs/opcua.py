@@ -25,11 +25,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError
+from ...errors import ConfigError
+from ..safety import LineSafety
+from ..sink import BaseSink
 from .live import LOOPBACK, AsyncService, LineCounters, health
-from .safety import LineSafety
 from .signals import SignalError
-from .sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
 NAMESPACE = "urn:defectdet:station"
@@ -123,6 +123,7 @@ class OpcUaServer(BaseSink):
     def __init__(
         self,
         endpoint: str = "opc.tcp://127.0.0.1:4840/defectdet",
+        *,
         security_policy: str = "none",
         certificate: Optional[str] = None,
         private_key: Optional[str] = None,

@@ -25,10 +25,11 @@ The loop never waits for the PLC: ``emit`` counts and queues a pulse (bounded qu
 thread owns the connection and reconnects with exponential backoff — short (``backoff_s``) while
 reject pulses wait. A pulse that cannot be sent within ``max_delay_ms`` is dropped (a late reject
 hits the wrong part), as is one that finds the queue full: each is a *missed reject*, reported to
-the run's :class:`~.safety.LineSafety` (late, queue_full or unreachable), which raises the alarm
-everywhere and degrades the run. Once connected with the alarm raised, the alarm coil is held on
-(latched: it stays on when the run ends, for the line to check the OK bin). A PLC that is down is
-one log line when it goes away and one when it is back. pymodbus is imported when the output is built.
+the run's :class:`~defectdet.station.safety.LineSafety` (late, queue_full or unreachable), which
+raises the alarm everywhere and degrades the run. Once connected with the alarm raised, the alarm
+coil is held on (latched: it stays on when the run ends, for the line to check the OK bin). A PLC
+that is down is one log line when it goes away and one when it is back. pymodbus is imported when
+the output is built.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..safety import LineSafety
+from ..sink import BaseSink
 from .live import LineCounters
-from .safety import LineSafety
 from .signals import SignalError
-from .sink import BaseSink
 
 LOG = logging.getLogger("defectdet.inspect")
 REGISTER_COUNT = 12
@@ -83,6 +84,7 @@ class ModbusOutput(BaseSink):
 
     def __init__(
         self,
+        *,
         host: str = "127.0.0.1",
         port: int = 502,
         unit: int = 1,
@@ -143,7 +145,7 @@ class ModbusOutput(BaseSink):
             d = result.decision.defects
             self._last_class = int(d.class_id[int(np.argmax(d.confidence))]) + 1 if len(d.confidence) else 0
         if result.trigger:
-            from .sinks import utc_iso
+            from ..result import utc_iso
 
             item = (
                 time.monotonic(),

@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 
 import numpy as np
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LATENCY_BUCKETS_MS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
