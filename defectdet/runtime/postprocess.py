@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import BadValue
+from ..settings.inspect import INSPECT
 from .detections import Detections
 from .preprocess import LetterboxParams
 
@@ -145,21 +146,7 @@ def postprocess(
 
 def threshold_vector(nc: int, conf: float, per_class: Mapping[int, float] | None = None) -> np.ndarray:
     """(nc,) float32 thresholds: ``conf`` everywhere, overridden per class."""
-    out = np.full(nc, check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0), np.float32)
+    out = np.full(nc, INSPECT["conf"].check(conf), np.float32)
     for cid, value in (per_class or {}).items():
         out[int(cid)] = value
     return out
-
-
-def check_number(
-    key: str, value: object, expected: str, lo: float, hi: float, integer: bool = False
-) -> float:
-    """``value`` as a number in [lo, hi] (an int when ``integer``), else a one-line :class:`BadValue`
-    ``key=value: expected ...`` (what ``defectdet inspect iou=1.5`` prints)."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not lo <= number <= hi or (integer and not float(number).is_integer()):
-        raise BadValue(f"{key}={value!r}: expected {expected}")
-    return int(number) if integer else number
