@@ -1,0 +1,21 @@
+"""Every command's schema, in the workflow order of ``defectdet --help``: what ``docs/settings.md`` lists
+and what ``tests/test_settings_schema.py`` compares each command's parser with. ``inspect`` and ``train``
+(a config file and key=value settings) have their own modules; the rest are command-line options, each
+command's argparse parser built from its schema (:mod:`.options`)."""
+
+from __future__ import annotations
+
+from . import Schema
+from .export import BUILD_ENGINE, EXPORT, GATE, PACKAGE, QUANTIZE
+
+# command (as typed after `defectdet`) -> the schema of its options
+OPTIONS: dict[str, Schema] = {
+    s.command: s
+    for s in (
+        EXPORT,
+        QUANTIZE,
+        GATE,
+        PACKAGE,
+        BUILD_ENGINE,
+    )
+}
