@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from . import Schema
 from .export import BUILD_ENGINE, EXPORT, GATE, PACKAGE, QUANTIZE
+from .val import VAL
 
 # command (as typed after `defectdet`) -> the schema of its options
 OPTIONS: dict[str, Schema] = {
     s.command: s
     for s in (
+        VAL,
         EXPORT,
         QUANTIZE,
         GATE,
