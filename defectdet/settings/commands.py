@@ -6,6 +6,7 @@ command's argparse parser built from its schema (:mod:`.options`)."""
 from __future__ import annotations
 
 from . import Schema
+from .demo import DEMO
 from .export import BUILD_ENGINE, EXPORT, GATE, PACKAGE, QUANTIZE
 from .val import VAL
 
@@ -13,6 +14,7 @@ from .val import VAL
 OPTIONS: dict[str, Schema] = {
     s.command: s
     for s in (
+        DEMO,
         VAL,
         EXPORT,
         QUANTIZE,
