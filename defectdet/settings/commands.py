@@ -6,6 +6,7 @@ command's argparse parser built from its schema (:mod:`.options`)."""
 from __future__ import annotations
 
 from . import Schema
+from .data import DATA_CHECK, DATA_CONVERT, DATA_HARVEST, DATA_STATS, SYNTH
 from .demo import DEMO
 from .export import BUILD_ENGINE, EXPORT, GATE, PACKAGE, QUANTIZE
 from .val import VAL
@@ -15,6 +16,11 @@ OPTIONS: dict[str, Schema] = {
     s.command: s
     for s in (
         DEMO,
+        SYNTH,
+        DATA_CHECK,
+        DATA_STATS,
+        DATA_CONVERT,
+        DATA_HARVEST,
         VAL,
         EXPORT,
         QUANTIZE,
