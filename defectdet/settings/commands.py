@@ -9,6 +9,7 @@ from . import Schema
 from .data import DATA_CHECK, DATA_CONVERT, DATA_HARVEST, DATA_STATS, SYNTH
 from .demo import DEMO
 from .export import BUILD_ENGINE, EXPORT, GATE, PACKAGE, QUANTIZE
+from .tools import CHECKS, COMPARE, REPORT, REVIEW
 from .val import VAL
 
 # command (as typed after `defectdet`) -> the schema of its options
@@ -26,6 +27,10 @@ OPTIONS: dict[str, Schema] = {
         QUANTIZE,
         GATE,
         PACKAGE,
+        CHECKS,
         BUILD_ENGINE,
+        REVIEW,
+        COMPARE,
+        REPORT,
     )
 }
