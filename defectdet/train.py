@@ -26,7 +26,6 @@ hold a plain ultralytics ``DetectionModel`` (the criterion is stripped before sa
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -77,10 +76,8 @@ def install_cls_loss(model, cls_loss: str, gamma: Optional[float] = None, alpha:
 def check_loss_args(cls_loss: str, gamma, alpha) -> None:
     if cls_loss not in CLS_LOSSES:
         raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} (or auto)")
-    if gamma is not None and (not isinstance(gamma, (int, float)) or gamma < 0 or not math.isfinite(gamma)):
-        raise ConfigError(f"gamma={gamma!r}: expected a number >= 0")
-    if alpha is not None and (not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
-        raise ConfigError(f"alpha={alpha!r}: expected a number in [0, 1]")
+    TRAIN["gamma"].check(gamma)  # null: the loss's default
+    TRAIN["alpha"].check(alpha)
     spec = losses.CLS_LOSS_SPECS[cls_loss]
     if spec.needs_alpha and alpha is None:
         raise ConfigError(f"cls_loss={cls_loss} needs alpha in [0, 1] (default {spec.alpha})")
@@ -140,10 +137,10 @@ class CpuThreads:
             print(f"defectdet: training on the CPU with {self.n} thread(s)")
 
 
-def check_numbers(ul_args: dict[str, Any]) -> None:
-    """ConfigError naming the first training key whose value is out of range or not a number (the rules:
-    defectdet.settings.train)."""
-    TRAIN.check(ul_args)
+def check_numbers(ul_args: dict[str, Any]) -> dict[str, Any]:
+    """``ul_args`` with the training keys defectdet checks typed (``epochs=10.0`` -> 10); ConfigError naming
+    the first one out of range or not a number (the ranges: defectdet.settings.train)."""
+    return TRAIN.check(ul_args)
 
 
 def check_threads(value) -> int:
@@ -276,7 +273,7 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
         raise ConfigError(
             "data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)"
         )
-    check_numbers(ul_args)  # bad values fail before the data check
+    ul_args = check_numbers(ul_args)  # bad values fail before the data check
     threads = check_threads(ours.pop("threads", None))
     checked = check_recipe({k: ours.pop(k) for k in RECIPE_KEYS if k in ours})
     from .data.paste import load_roi

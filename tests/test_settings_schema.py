@@ -157,15 +157,16 @@ def test_train_help_names_every_defectdet_key(capsys):
 @pytest.mark.parametrize(
     "key, value, expected",
     [
-        ("epochs", 0, "a whole number >= 1"),
-        ("imgsz", -5, "a whole number of pixels >= 32"),
+        ("epochs", 0, "an integer >= 1"),
+        ("imgsz", -5, "an integer >= 32 (pixels, a multiple of 32)"),
         ("batch", 0, "a whole number >= 1, -1 (auto)"),
         ("batch", 1.5, "a whole number >= 1, -1 (auto) or a GPU"),
-        ("workers", -1, "a whole number >= 0"),
-        ("seed", "x", "a whole number >= 0"),
+        ("workers", -1, "an integer >= 0"),
+        ("seed", "x", "an integer >= 0"),
         ("lr0", 0, "a number > 0"),
         ("lr0", float("nan"), "a number > 0"),
-        ("patience", True, "a whole number >= 0"),
+        ("patience", True, "an integer >= 0"),
+        ("epochs", 2.5, "an integer >= 1"),
     ],
 )
 def test_train_bad_numbers_are_one_line_errors_naming_the_key(key, value, expected):
@@ -191,6 +192,8 @@ def test_train_good_numbers_pass_unchanged():
     }
     assert TRAIN.check(ok) == ok and TRAIN.check({**ok, "batch": 0.5})["batch"] == 0.5
     assert TRAIN.check({"epochs": None}) == {"epochs": None}  # not given: ultralytics' default
+    typed = TRAIN.check({"epochs": 10.0, "lr0": 1})  # what ultralytics gets: typed by the ranges
+    assert typed == {"epochs": 10, "lr0": 1.0} and type(typed["epochs"]) is int
 
 
 # ------------------------------------------------------------------ the schema type

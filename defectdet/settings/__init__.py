@@ -116,7 +116,10 @@ class Key:
             raise ValueError(f"{self.name}: the doc is one line (put the rest in more=)")
 
     def check(self, value: Any) -> Any:
-        """``value`` checked against the key's range or rule (unchanged when it declares neither)."""
+        """``value`` checked against the key's range or rule (unchanged when it declares neither); None
+        passes where it is the default (not given)."""
+        if value is None and (self.default is None or self.default is ULTRALYTICS):
+            return None
         if self.range is not None:
             return self.range.check(self.name, value)
         if self.test is not None and value is not None and not self.test(value):
