@@ -367,16 +367,18 @@ def final_metrics(run: Path) -> dict[str, float]:
 
 
 def cli(argv: list[str]) -> int:
+    from .errors import exit_statuses
+    from .settings.options import key_help
+
     ap = argparse.ArgumentParser(
         prog="defectdet train",
-        description="Train with a focal-family loss. Keys are ultralytics training arguments "
-        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, gamma, alpha, "
-        "strict=False (skip bad images instead of refusing the dataset), threads=N (CPU training threads; "
-        "default: every core), and the rare-defect recipe: sampling=auto|uniform|defect|repeat, defect_fraction=0.5, "
-        "repeat_thresh=0.1, paste=P (defect copy-paste onto good parts, 0 = off), paste_max=3, paste_roi=mask.png, "
-        "crop=auto|off|native (native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml), "
-        "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW at "
-        "lr0 0.003 and an optimizer step every batch (ultralytics' own auto rule otherwise).",
+        description="Train with a focal-family loss. Keys are ultralytics training arguments (model, data, "
+        "imgsz, epochs, batch, device, seed, ...) plus defectdet's loss and rare-defect recipe keys, listed "
+        "below with their defaults (values and ranges: docs/settings.md).",
+        **exit_statuses(
+            (0, "trained (the run folder and its final metrics printed)"),
+            before="keys defectdet adds or checks (key=default):\n" + key_help(TRAIN),
+        ),
     )
     ap.add_argument(
         "--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)"

@@ -373,6 +373,32 @@ def test_help_is_built_from_the_schema_and_lists_the_exit_statuses(capsys):
     assert "exit status:" in out and "  2  " in out
 
 
+@pytest.mark.parametrize("command", ["data", *sorted(OPTIONS), "train"])
+def test_every_commands_help_lists_its_exit_statuses(command, capsys):
+    from defectdet.cli import main
+
+    if command == "train":
+        pytest.importorskip("torch")
+    with pytest.raises(SystemExit) as e:
+        main([*command.split(), "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "exit status:" in out and "\n  2  " in out, command
+
+
+def test_train_help_lists_every_key_with_the_schemas_default(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    import defectdet.train as T
+
+    with pytest.raises(SystemExit):
+        T.cli(["--help"])
+    out = capsys.readouterr().out
+    for key in TRAIN:
+        default = "ultralytics'" if key.default is ULTRALYTICS else R.yaml_value(key.default)
+        assert f"  {key.name}={default} " in out, key.name
+    actions = {a.dest for a in _parser_of("train", monkeypatch)._actions}
+    assert actions == {"help", "config", "overrides"}  # every other setting is a key=value of the schema
+
+
 def test_the_commands_own_constants_are_the_schemas():
     from defectdet import demo, metrics, part_rule
     from defectdet.artifact.sidecar import TRT86_MAX_OPSET

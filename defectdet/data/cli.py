@@ -28,19 +28,40 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     """``check``, ``stats`` and ``convert``, each built from its schema (defectdet/settings/data.py)."""
+    from ..errors import exit_statuses
     from ..settings.data import DATA_CHECK, DATA_CONVERT, DATA_STATS
     from ..settings.options import add_options
 
-    p = _Parser(prog="defectdet data", description="dataset check, statistics and conversion")
+    p = _Parser(
+        prog="defectdet data",
+        description="dataset check, statistics and conversion",
+        **exit_statuses((0, "done (check: no errors)"), (1, "check or harvest: the data set has errors")),
+    )
     sub = p.add_subparsers(
         dest="action", required=True, metavar="{check,stats,convert,harvest}", parser_class=_Parser
     )
-    for schema, help_ in (
-        (DATA_CHECK, "strict check: every problem with file:line, exit 1 on errors"),
-        (DATA_STATS, "statistics, anchor-level imbalance and the recommended focal preset"),
-        (DATA_CONVERT, "convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)"),
+    for schema, help_, exits in (
+        (
+            DATA_CHECK,
+            "strict check: every problem with file:line, exit 1 on errors",
+            [(0, "no errors (warnings allowed)"), (1, "the data set has errors")],
+        ),
+        (
+            DATA_STATS,
+            "statistics, anchor-level imbalance and the recommended focal preset",
+            [(0, "stats.txt, stats.json and stats.png written")],
+        ),
+        (
+            DATA_CONVERT,
+            "convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)",
+            [
+                (0, "converted"),
+                (2, "a bad option or source, or --from and --to the same (one line on stderr)"),
+            ],
+        ),
     ):
-        add_options(sub.add_parser(schema.command.split()[1], help=help_), schema)
+        name = schema.command.split()[1]
+        add_options(sub.add_parser(name, help=help_, **exit_statuses(*exits)), schema)
     return p
 
 

@@ -12,7 +12,7 @@ import argparse
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ..errors import BadValue, ConfigError, exit_statuses
-from . import Key, Schema
+from . import ULTRALYTICS, Key, Schema
 
 
 def parser(schema: Schema, description: str, exits: Iterable[tuple] = (), before: str = "", **kw):
@@ -112,6 +112,23 @@ def _typed(kind: type, name: str, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value % 1):
         raise BadValue(f"{name}={value!r}: expected {'an integer' if kind is int else 'a number'}")
     return kind(value)
+
+
+def key_help(keys: Iterable[Key], width: int = 24) -> str:
+    """``--help`` lines of key=value settings: ``  key=default  doc`` (wrapped by nothing: one line each)."""
+    lines = []
+    for k in keys:
+        default = "ultralytics'" if k.default is ULTRALYTICS else _shown(k.default)
+        lines.append(f"  {k.name + '=' + default:<{width}} {k.doc}")
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def apply_overrides(
