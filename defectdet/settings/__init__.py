@@ -6,8 +6,9 @@ torch-free and light (stdlib + :mod:`defectdet.errors`): the station on the Jets
 - :class:`Range`: a number (int or float) in [low, high], checked with a one-line
   :class:`~defectdet.errors.ConfigError` naming the key (``snapshots.quota_mb='abc': expected a
   number >= 0``).
-- :class:`Key`: one setting. ``range`` makes the schema check it; ``choices`` and ``kind`` document
-  it (the command checks those where it uses the value, with the same one-line errors).
+- :class:`Key`: one setting. ``range`` makes the schema check it; ``choices`` and ``kind`` are checked
+  by a command-line option built from the key (:mod:`.options`), and in a config file where the command
+  uses the value, with the same one-line errors.
 - :class:`Schema`: the keys of one command, in order, with their defaults as the nested mapping
   the command merges its layers onto, and the ranges its merged settings are checked against.
 
@@ -83,7 +84,7 @@ class Key:
 
     ``range``: checked by :meth:`Schema.check`. ``test`` + ``expected``: a rule a Range cannot say
     (``batch``: an integer, -1 or a fraction), checked the same way. ``choices`` / ``kind``:
-    documented (the command checks them where it reads the value). ``more``: further comment lines
+    checked by the option :mod:`.options` builds (in a config file: where the command reads it). ``more``: further comment lines
     for the generated YAML file. ``literal``: the default as the YAML file writes it (``on``).
     ``gap``: a blank line before the key in the YAML file.
 
