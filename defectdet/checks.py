@@ -16,7 +16,6 @@ Torch-free; TensorRT and pycuda are asked through the TensorRT backend
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import re
@@ -377,24 +376,17 @@ def _marks() -> Tuple[str, str, str]:
 
 
 def cli(argv: List[str]) -> int:
-    from .errors import exit_statuses
+    from .settings.options import parser
+    from .settings.tools import CHECKS
 
-    ap = argparse.ArgumentParser(
-        prog="defectdet checks",
-        description=__doc__.split("\n\n")[1].strip(),
-        **exit_statuses(
-            (0, "the checks ran (✘ lines included, unless --strict)"), (1, "--strict and at least one ✘ line")
-        ),
+    ap = parser(
+        CHECKS,
+        __doc__.split("\n\n")[1].strip(),
+        [
+            (0, "the checks ran (✘ lines included, unless --strict)"),
+            (1, "--strict and at least one ✘ line"),
+        ],
     )
-    ap.add_argument(
-        "--model", help="a model.bundle (or .onnx/.engine): say which file and backend inspect will run"
-    )
-    ap.add_argument("--source", help="a camera or stream URI (as inspect --source): read one frame")
-    ap.add_argument(
-        "--out", default="runs", help="where inspect writes (free disk for snapshots; default runs)"
-    )
-    ap.add_argument("--json", action="store_true", help="print the checks as JSON (for fleet tooling)")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when any line is ✘")
     a = ap.parse_args(argv)
     checks = run_checks(a.model, a.source, a.out)
     failed = [c for c in checks if c.ok is False]

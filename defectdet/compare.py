@@ -18,13 +18,12 @@ on the item's saved frame, so every reviewed frame gets a verdict. Writes ``<run
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .config import atomic_write_text
-from .errors import DataError, exit_statuses
+from .errors import DataError
 
 MODELS = ("live", "candidate")
 
@@ -183,18 +182,10 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="defectdet compare",
-        description=__doc__.split("\n\n")[0],
-        **exit_statuses((0, "compared (compare.json written)")),
-    )
-    ap.add_argument("run", help="a run folder of defectdet inspect --shadow ... --review")
-    ap.add_argument(
-        "--candidate",
-        help="the candidate model, for reviewed frames the shadow did not see "
-        "(default: the shadow's model file)",
-    )
-    ap.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    from .settings.options import parser
+    from .settings.tools import COMPARE
+
+    ap = parser(COMPARE, __doc__.split("\n\n")[0], [(0, "compared (compare.json written)")])
     a = ap.parse_args(argv)
     run = Path(a.run)
     if not run.is_dir():

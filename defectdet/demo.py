@@ -8,12 +8,12 @@ what it does and what it measured; everything is written under ``--out`` (defaul
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import dump_yaml
+from .settings.demo import DEMO as _SCHEMA
 
 # The embedded default, sized for 2 CPU cores: a rare-defect line (15% defective parts, defects at 1.5x
 # the generator's default size, still a few % of the part) and the rare-defect recipe. The parts are drawn at
@@ -28,27 +28,7 @@ from .config import dump_yaml
 # seeds and thread counts. INT8 activation ranges are minmax (entropy and percentile ranges were refused by
 # the gate for this model). What a run measures, and what the earlier settings gave, is in docs/demo.md: its
 # table is written by bench/demo_table.py from the run's summary.yaml, never typed here.
-DEMO = {
-    "images": 520,  # parts, 15% defective: mostly good parts, as on a line
-    "val_fraction": 0.4,  # 312 train, 208 val parts: enough defects per class for the KPIs and the INT8 gate
-    "defect_rate": 0.15,
-    # 1.0: 1-2 px scratches and 1 px cracks on a 320 px part, too faint to learn reliably
-    "defect_scale": 1.5,
-    "part_px": 320,  # the parts' image size; larger than imgsz: crop=auto trains on native-scale windows
-    "imgsz": 160,
-    "epochs": 40,
-    "batch": 16,
-    "model": "defectdet-pico.yaml",
-    # the default of `defectdet train`; or a preset of configs/train/ (focal_mild, bce, ...)
-    "cls_loss": "auto",
-    "sampling": "auto",
-    "paste": 0.5,  # probability that a good part gets defects pasted from the defective ones
-    "target_escape": 0.05,  # calibrate thresholds for at most 5% escaped defective parts
-    "calib_images": 64,  # INT8 calibration images from the train split, half of them defective
-    "quant_method": "minmax",  # INT8 activation ranges (defectdet quantize --method); why: docs/demo.md
-    "seed": 0,
-    "threads": 0,  # CPU training threads; 0 = every core (defectdet train's default)
-}
+DEMO = {k.name: k.default for k in _SCHEMA if k.name != "out"}  # declared in defectdet/settings/demo.py
 # Training settings for a short from-scratch CPU run: an optimizer step every batch (nbs = batch),
 # one warm-up epoch, no mosaic, validation after the last epoch only (best.pt is the final model).
 TRAIN_EXTRA = {
@@ -330,46 +310,16 @@ def _inspect(model: Path, video: Path, thresholds: Path | None, out: Path) -> di
 
 
 def cli(argv: list[str]) -> int:
-    from .errors import exit_statuses
+    from .settings.options import parser
 
-    ap = argparse.ArgumentParser(
-        prog="defectdet demo",
-        description=__doc__.split("\n\n")[0],
-        **exit_statuses(
+    ap = parser(
+        _SCHEMA,
+        __doc__.split("\n\n")[0],
+        [
             (0, "every step ran (a refused INT8 model is not a failure: the demo deploys the FP32 one)"),
             (2, "a step failed (one line on stderr)"),
-        ),
+        ],
     )
-    ap.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    from .export.quantize import METHODS
-
-    for key, val in DEMO.items():
-        ap.add_argument(
-            f"--{key.replace('_', '-')}",
-            type=type(val),
-            default=val,
-            **({"choices": METHODS} if key == "quant_method" else {}),
-        )
-    a = ap.parse_args(argv)
-    from .runtime.postprocess import check_number
-
-    inf = float("inf")
-    for key, expected, lo, hi, integer in (
-        ("images", "an integer >= 2 (one train and one val part)", 2, inf, True),
-        ("calib_images", "an integer >= 1", 1, inf, True),
-        ("threads", "an integer >= 0 (0: every core)", 0, inf, True),
-        ("epochs", "an integer >= 1", 1, inf, True),
-        ("batch", "an integer >= 1", 1, inf, True),
-        ("imgsz", "an integer >= 32 (pixels)", 32, inf, True),
-        ("part_px", "an integer >= 32 (pixels)", 32, inf, True),
-        ("defect_rate", "a fraction in [0, 1]", 0.0, 1.0, False),
-        ("paste", "a probability in [0, 1]", 0.0, 1.0, False),
-        ("val_fraction", "a fraction in (0, 1)", 1e-6, 1 - 1e-6, False),
-        ("defect_scale", "a size multiplier in (0, 10]", 1e-6, 10.0, False),
-        ("target_escape", "an escape rate in [0, 1]", 0.0, 1.0, False),
-    ):
-        check_number(
-            f"--{key.replace('_', '-')}", getattr(a, key), expected, lo, hi, integer
-        )  # BadValue: exit 2
+    a = ap.parse_args(argv)  # every number checked against its range (BadValue: exit 2)
     run_demo(Path(a.out), **{key: getattr(a, key) for key in DEMO})
     return 0

@@ -30,7 +30,7 @@ from .artifact import ModelCard, RunInfo, Thresholds
 from .config import atomic_write_bytes, atomic_write_text, parse_overrides
 from .data.formats import detect_format, label_path, list_images, load_data_yaml, prepare_data
 from .data.images import check_headers
-from .errors import ConfigError, DataError, exit_statuses
+from .errors import ConfigError, DataError
 from .evaluate_io import load_model as _load_model  # noqa: F401  (the names tests and callers use)
 from .evaluate_io import read_label_arrays as _read_labels
 
@@ -451,70 +451,20 @@ def _plot_kpis(rep: EvalReport) -> bytes:
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="defectdet val",
-        description="mAP and part-level KPIs (escape, overkill) "
-        "of a .pt or .onnx model; --target-escape calibrates per-class thresholds.",
-        **exit_statuses(
+    """Built from :data:`defectdet.settings.val.VAL` (each option declared there once), plus the key=value
+    overrides."""
+    from .settings.options import parser
+    from .settings.val import VAL
+
+    p = parser(
+        VAL,
+        "mAP and part-level KPIs (escape, overkill) of a .pt or .onnx model; --target-escape calibrates "
+        "per-class thresholds.",
+        [
             (0, "the report (and any thresholds) written"),
             (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
-            before=(
-                "--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1."
-            ),
-        ),
-    )
-    p.add_argument("--model", help="a .pt checkpoint or an .onnx model (FP32 or INT8 Q/DQ)")
-    p.add_argument("--data", help="data.yaml")
-    p.add_argument("--split", default="val", help="split of data.yaml to evaluate (default val)")
-    p.add_argument("--imgsz", type=int, help="inference size (default: the model's own)")
-    p.add_argument("--conf", type=float, default=0.001, help="confidence floor for collecting detections")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
-    p.add_argument("--device", default="cpu", help="cpu, 0, ...")
-    p.add_argument("--max-images", type=int, help="evaluate an evenly spaced subset of this many images")
-    p.add_argument(
-        "--thresholds",
-        help="operating thresholds: a thresholds YAML or one conf for all classes "
-        "(default: each class at its max-F1 confidence)",
-    )
-    p.add_argument("--target-escape", type=float, help="calibrate thresholds to this escape rate, e.g. 0.01")
-    p.add_argument(
-        "--escape-rule",
-        default="box",
-        help="what catches a defective part in the escape count and the "
-        "calibration: box (a correct detection: right class, IoU >= 0.5; default) or any (any detection, "
-        "as the inspection loop rejects a part)",
-    )
-    p.add_argument(
-        "--threshold-rule",
-        default="per-class",
-        help="with --target-escape: per-class thresholds (default) "
-        "or part (one threshold for every class on a part's highest score; few labels per class)",
-    )
-    p.add_argument(
-        "--confidence",
-        type=float,
-        help="with --threshold-rule part: meet the escape target with this "
-        "confidence over bootstrap resamples of the defective parts (e.g. 0.9): a margin, paid in overkill",
-    )
-    p.add_argument(
-        "--tta",
-        default="none",
-        help="test-time flips, as defectdet inspect's tta key: none (default), hflip "
-        "(2 passes) or hvflip (3); an .onnx/.engine runs on the station's runtime, a .pt on ultralytics",
-    )
-    p.add_argument(
-        "--tiles",
-        help="tiles, as defectdet inspect's tiles key: native (tiles of the model input's size) "
-        "or ROWSxCOLS (e.g. 2x3); default off",
-    )
-    p.add_argument("--tile-overlap", type=float, default=0.2, help="tile overlap, a fraction of a tile")
-    p.add_argument("--out", help="report folder (default runs/val/<model name>)")
-    p.add_argument("--thresholds-out", help="thresholds YAML to write (default <out>/thresholds.yaml)")
-    p.add_argument(
-        "--write-sidecar",
-        metavar="MODEL.onnx",
-        help="also write the operating thresholds into this exported model's sidecar MODEL.json "
-        "(the runtime's)",
+        ],
+        before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1.",
     )
     p.add_argument(
         "overrides", nargs="*", help="the same options as key=value (model=best.pt target_escape=0.01)"
@@ -523,34 +473,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
-    """Options, then key=value overrides on top; --model and --data are required."""
-    p = _parser()
-    args = p.parse_args(argv)
-    for key, value in parse_overrides(args.overrides).items():
-        if key == "overrides" or not hasattr(args, key):
-            raise ConfigError(f"unknown option {key!r}; expected one of: {', '.join(sorted(vars(args)))}")
-        setattr(args, key, value)
+    """Options, then key=value overrides on top (checked as the options are); --model and --data are
+    required."""
+    from .settings.options import apply_overrides
+    from .settings.val import VAL
+
+    args = _parser().parse_args(argv)
+    apply_overrides(args, VAL, parse_overrides(args.overrides))
     if not args.model or not args.data:
         raise ConfigError(
             "--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)"
         )
-    if args.target_escape is not None and not 0 <= float(args.target_escape) < 1:
-        raise ConfigError(f"--target-escape {args.target_escape}: expected a rate in [0, 1), e.g. 0.01")
-    M.check_escape_rule(args.escape_rule, f"--escape-rule {args.escape_rule}")
-    from .part_rule import THRESHOLD_RULES, check_confidence
-
-    if args.threshold_rule not in THRESHOLD_RULES:
+    if args.confidence is not None and (args.threshold_rule != "part" or args.target_escape is None):
         raise ConfigError(
-            f"--threshold-rule {args.threshold_rule}: expected one of {', '.join(THRESHOLD_RULES)}"
+            f"--confidence {args.confidence}: expected together with --target-escape and "
+            "--threshold-rule part"
         )
-    if args.confidence is not None:
-        check_confidence(float(args.confidence), "--confidence")
-        if args.threshold_rule != "part" or args.target_escape is None:
-            raise ConfigError(
-                f"--confidence {args.confidence}: expected together with --target-escape and "
-                "--threshold-rule part"
-            )
-        args.confidence = float(args.confidence)
     from .evaluate_views import check_views
 
     args.tta, args.tiles, args.tile_overlap = check_views(args.tta, args.tiles, args.tile_overlap)

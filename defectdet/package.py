@@ -12,7 +12,6 @@ The workflow after it is in docs/bundle.md: copy the file, ``build-engine``, ``i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shutil
 import tempfile
@@ -370,36 +369,10 @@ def card_text(p: Packaged) -> str:
 
 
 def cli(argv: list[str]) -> int:
-    from .errors import exit_statuses
+    from .settings.export import PACKAGE
+    from .settings.options import parser
 
-    ap = argparse.ArgumentParser(
-        prog="defectdet package", description=__doc__.split("\n\n")[1].strip(), **exit_statuses(*EXIT_ROWS)
-    )
-    ap.add_argument("--model", required=True, help="the trained checkpoint (runs/.../weights/best.pt)")
-    ap.add_argument(
-        "--data", required=True, help="data.yaml: val calibrates and gates; train calibrates INT8"
-    )
-    ap.add_argument(
-        "--target-escape",
-        type=float,
-        default=0.01,
-        help="escape rate the thresholds are calibrated for on val, under the line's rule (default 0.01)",
-    )
-    ap.add_argument(
-        "--int8", action="store_true", help="also quantize to INT8 and gate it; it deploys if it passes"
-    )
-    ap.add_argument(
-        "--out", default=None, help="the bundle to write (default <checkpoint stem>.bundle beside it)"
-    )
-    ap.add_argument("--imgsz", type=int, default=None, help="export size (default: the model's own)")
-    ap.add_argument(
-        "--calib-images", type=int, default=200, help="INT8 calibration images from train (default 200)"
-    )
-    from .export.quantize import METHODS
-
-    ap.add_argument(
-        "--method", choices=METHODS, default="minmax", help="INT8 activation ranges (default minmax)"
-    )
+    ap = parser(PACKAGE, __doc__.split("\n\n")[1].strip(), EXIT_ROWS)
     a = ap.parse_args(argv)
     p = package(a.model, a.data, a.target_escape, a.int8, a.out, a.calib_images, a.method, a.imgsz)
     print(card_text(p))

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import BadValue
 from .metrics import Calibration, PartScores, part_kpis
 
 THRESHOLD_RULES = ("per-class", "part")  # per-class greedy calibration, or one threshold on the part score
 
 
 def check_confidence(confidence: float | None, what: str = "confidence") -> float | None:
-    """``confidence`` when it is None or in [0.5, 1), else a one-line :class:`BadValue`."""
-    if confidence is not None and not 0.5 <= float(confidence) < 1.0:
-        raise BadValue(f"{what}={confidence}: expected a probability in [0.5, 1), e.g. 0.9")
-    return confidence
+    """``confidence`` when it is None or in [0.5, 1) (``defectdet val --confidence``'s range), else a one-line
+    :class:`BadValue`."""
+    from .settings.val import VAL
+
+    return None if confidence is None else VAL["confidence"].range.check(what, confidence)
 
 
 def part_scores(scores: PartScores) -> tuple[np.ndarray, np.ndarray]:

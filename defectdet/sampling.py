@@ -36,18 +36,11 @@ def check_sampling(mode, defect_fraction=None, repeat_thresh=None) -> None:
     """ConfigError naming the key for a bad sampling mode or parameter."""
     if mode not in SAMPLING_MODES:
         raise ConfigError(f"sampling={mode!r}: expected one of {', '.join(SAMPLING_MODES)} (or auto)")
-    if defect_fraction is not None and (
-        isinstance(defect_fraction, bool)
-        or not isinstance(defect_fraction, (int, float))
-        or not 0 < defect_fraction < 1
-    ):
-        raise ConfigError(f"defect_fraction={defect_fraction!r}: expected a number in (0, 1), e.g. 0.5")
-    if repeat_thresh is not None and (
-        isinstance(repeat_thresh, bool)
-        or not isinstance(repeat_thresh, (int, float))
-        or not 0 < repeat_thresh <= 1
-    ):
-        raise ConfigError(f"repeat_thresh={repeat_thresh!r}: expected a number in (0, 1], e.g. 0.1")
+    from .settings.train import TRAIN  # the ranges `defectdet train` declares
+
+    if defect_fraction is not None:
+        TRAIN["defect_fraction"].check(defect_fraction)
+    TRAIN["repeat_thresh"].check(repeat_thresh)  # null: 0.1
 
 
 def _class_presence(classes: Sequence[np.ndarray], nc: int) -> np.ndarray:

@@ -26,7 +26,6 @@ hold a plain ultralytics ``DetectionModel`` (the criterion is stripped before sa
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -77,10 +76,8 @@ def install_cls_loss(model, cls_loss: str, gamma: Optional[float] = None, alpha:
 def check_loss_args(cls_loss: str, gamma, alpha) -> None:
     if cls_loss not in CLS_LOSSES:
         raise ConfigError(f"cls_loss={cls_loss!r}: expected one of {', '.join(CLS_LOSSES)} (or auto)")
-    if gamma is not None and (not isinstance(gamma, (int, float)) or gamma < 0 or not math.isfinite(gamma)):
-        raise ConfigError(f"gamma={gamma!r}: expected a number >= 0")
-    if alpha is not None and (not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
-        raise ConfigError(f"alpha={alpha!r}: expected a number in [0, 1]")
+    TRAIN["gamma"].check(gamma)  # null: the loss's default
+    TRAIN["alpha"].check(alpha)
     spec = losses.CLS_LOSS_SPECS[cls_loss]
     if spec.needs_alpha and alpha is None:
         raise ConfigError(f"cls_loss={cls_loss} needs alpha in [0, 1] (default {spec.alpha})")
@@ -140,10 +137,10 @@ class CpuThreads:
             print(f"defectdet: training on the CPU with {self.n} thread(s)")
 
 
-def check_numbers(ul_args: dict[str, Any]) -> None:
-    """ConfigError naming the first training key whose value is out of range or not a number (the rules:
-    defectdet.settings.train)."""
-    TRAIN.check(ul_args)
+def check_numbers(ul_args: dict[str, Any]) -> dict[str, Any]:
+    """``ul_args`` with the training keys defectdet checks typed (``epochs=10.0`` -> 10); ConfigError naming
+    the first one out of range or not a number (the ranges: defectdet.settings.train)."""
+    return TRAIN.check(ul_args)
 
 
 def check_threads(value) -> int:
@@ -275,7 +272,7 @@ def prepare(callbacks: Optional[dict[str, list]] = None, **settings: Any):
         raise ConfigError(
             "data=... is required (a data.yaml; try `defectdet synth --out data/synth` for a demo set)"
         )
-    check_numbers(ul_args)  # bad values fail before the data check
+    ul_args = check_numbers(ul_args)  # bad values fail before the data check
     threads = check_threads(ours.pop("threads", None))
     checked = check_recipe({k: ours.pop(k) for k in RECIPE_KEYS if k in ours})
     from .data.paste import load_roi
@@ -370,17 +367,18 @@ def final_metrics(run: Path) -> dict[str, float]:
 
 
 def cli(argv: list[str]) -> int:
+    from .errors import exit_statuses
+    from .settings.options import key_help
+
     ap = argparse.ArgumentParser(
         prog="defectdet train",
-        description="Train with a focal-family loss. Keys are ultralytics training arguments "
-        "(model, data, imgsz, epochs, batch, device, seed, ...) plus cls_loss=bce|focal|qfl|vfl|auto, "
-        "gamma, alpha, strict=False (skip bad images instead of refusing the dataset), threads=N (CPU "
-        "training threads; default: every core), and the rare-defect recipe: "
-        "sampling=auto|uniform|defect|repeat, defect_fraction=0.5, repeat_thresh=0.1, paste=P (defect "
-        "copy-paste onto good parts, 0 = off), paste_max=3, paste_roi=mask.png, crop=auto|off|native "
-        "(native-scale imgsz windows; validate and export at eval_imgsz, see defectdet.yaml), "
-        "rot90=P. optimizer=auto (the default) on a from-scratch *.yaml model trains a short run with AdamW "
-        "at lr0 0.003 and an optimizer step every batch (ultralytics' own auto rule otherwise).",
+        description="Train with a focal-family loss. Keys are ultralytics training arguments (model, data, "
+        "imgsz, epochs, batch, device, seed, ...) plus defectdet's loss and rare-defect recipe keys, listed "
+        "below with their defaults (values and ranges: docs/settings.md).",
+        **exit_statuses(
+            (0, "trained (the run folder and its final metrics printed)"),
+            before="keys defectdet adds or checks (key=default):\n" + key_help(TRAIN),
+        ),
     )
     ap.add_argument(
         "--config", help="YAML file or preset name in configs/train/ (bce, focal, focal_mild, ...)"

@@ -163,7 +163,8 @@ class Inspect:
         )
 
     def stderr(self) -> str:
-        self.err.flush()
+        if not self.err.closed:
+            self.err.flush()
         return self.stderr_path.read_text(errors="replace")
 
     def wait_for(self, url: str, timeout: float = 60.0) -> None:

@@ -35,9 +35,9 @@ def test_val_with_views_runs_the_runtime_and_records_them(model, data, tmp_path,
     assert json.loads((out / "val_report.json").read_text())["views"]["tta"] == "hvflip"
     capsys.readouterr()
     for bad, message in (
-        (["--tta", "vflip"], "--tta='vflip': expected one of none, hflip, hvflip"),
+        (["--tta", "vflip"], "--tta vflip: expected one of none, hflip, hvflip"),
         (["--tiles", "3by3"], "--tiles='3by3': expected null (off), native"),
-        (["tile_overlap=2"], "--tile-overlap=2: expected a fraction"),
+        (["tile_overlap=2"], "tile_overlap=2: expected a number in [0, 0.9]"),
     ):
         assert defectdet([*argv, *bad]) == 2
         err = capsys.readouterr().err.strip()

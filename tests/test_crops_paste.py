@@ -78,7 +78,7 @@ def test_one_quarter_turn_by_the_formula():
 
 @pytest.mark.parametrize("p", [-0.1, 1.5, "half", True])
 def test_bad_rot90_values(p):
-    with pytest.raises(ConfigError, match=r"rot90=.*expected a probability in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"rot90=.*expected a number in \[0, 1\] \(a probability"):
         P.check_probability("rot90", p)
 
 
@@ -139,9 +139,9 @@ def test_paste_respects_the_roi():
 @pytest.mark.parametrize(
     "p, n, match",
     [
-        (2, None, r"paste=2: expected a probability in \[0, 1\]"),
+        (2, None, r"paste=2: expected a number in \[0, 1\] \(a probability"),
         ("yes", None, r"paste='yes'"),
-        (0.5, 0, r"paste_max=0: expected a whole number >= 1"),
+        (0.5, 0, r"paste_max=0: expected an integer >= 1"),
     ],
 )
 def test_bad_paste_values(p, n, match):

@@ -58,10 +58,10 @@ def test_demo_trains_into_an_absolute_project_under_out(tmp_path, monkeypatch):
     "args, message",
     [
         (["--part-px", "-5"], "--part-px=-5: expected an integer >= 32 (pixels)"),
-        (["--defect-rate", "1.5"], "--defect-rate=1.5: expected a fraction in [0, 1]"),
+        (["--defect-rate", "1.5"], "--defect-rate=1.5: expected a number in [0, 1]"),
         (["--images", "1"], "--images=1: expected an integer >= 2"),
         (["--epochs", "0"], "--epochs=0: expected an integer >= 1"),
-        (["--val-fraction", "1"], "--val-fraction=1.0: expected a fraction in (0, 1)"),
+        (["--val-fraction", "1"], "--val-fraction=1.0: expected a number in (0, 1)"),
     ],
 )
 def test_bad_demo_values_are_one_line_errors_before_any_work(args, message, tmp_path):

@@ -377,7 +377,7 @@ def test_class_count_mismatch_is_refused(tiny, tmp_path):
         (["val", "--model", "nope.pt", "--data", "d.yaml"], "nope.pt: model file not found"),
         (
             ["val", "--model", "m.pt", "--data", "d.yaml", "--target-escape", "1.5"],
-            "expected a rate in [0, 1)",
+            "expected a number in [0, 1) (an escape rate)",
         ),
         (["val", "--model", "m.pt", "--data", "d.yaml", "colour=red"], "unknown option 'colour'"),
         (
@@ -434,7 +434,7 @@ def test_part_threshold_rule_gives_one_threshold_and_records_it():
         ),
         (
             ["--confidence", "1.2", "--target-escape", "0.01", "--threshold-rule", "part"],
-            "--confidence=1.2: expected a probability",
+            r"--confidence=1.2: expected a number in \[0.5, 1\) \(a probability",
         ),
     ],
 )

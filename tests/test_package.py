@@ -274,7 +274,7 @@ def test_package_bad_inputs_are_one_line_errors(tmp_path, capsys):
                 "--target-escape",
                 "1.5",
             ],
-            "expected a rate in [0, 1)",
+            "expected a number in [0, 1) (an escape rate)",
         ),
     ):
         assert main(["package", *argv]) == 2

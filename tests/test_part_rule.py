@@ -67,6 +67,6 @@ def test_one_threshold_for_every_class_and_bad_confidence():
     s = _scores([0.5, 0.9], [0.2], nc=3)
     assert len(set(calibrate_part_threshold(s, 0.0).thresholds)) == 1
     for bad in (0.2, 1.0, 1.5):
-        with pytest.raises(BadValue, match="expected a probability"):
+        with pytest.raises(BadValue, match=r"expected a number in \[0.5, 1\) \(a probability"):
             check_confidence(bad)
     assert check_confidence(None) is None and check_confidence(0.9) == 0.9

@@ -155,13 +155,13 @@ def test_a_run_records_the_resolved_recipe_and_a_paste_preview(rare_data, tmp_pa
     "key, value, match",
     [
         ("sampling", "foo", r"sampling='foo': expected one of uniform, defect, repeat"),
-        ("paste", 2, r"paste=2: expected a probability in \[0, 1\]"),
-        ("rot90", 2, r"rot90=2: expected a probability in \[0, 1\]"),
+        ("paste", 2, r"paste=2: expected a number in \[0, 1\] \(a probability"),
+        ("rot90", 2, r"rot90=2: expected a number in \[0, 1\] \(a probability"),
         ("crop", "tiles", r"crop='tiles': expected one of auto, off, native"),
         ("defect_fraction", 1.5, r"defect_fraction=1.5"),
         ("paste_roi", "/nonexistent/mask.png", r"paste_roi=/nonexistent/mask.png: cannot read the mask"),
-        ("epochs", 0, r"epochs=0: expected a whole number >= 1"),
-        ("imgsz", -5, r"imgsz=-5: expected a whole number of pixels >= 32"),
+        ("epochs", 0, r"epochs=0: expected an integer >= 1"),
+        ("imgsz", -5, r"imgsz=-5: expected an integer >= 32 \(pixels"),
     ],
 )
 def test_bad_recipe_values_fail_before_training(rare_data, tmp_path, key, value, match):

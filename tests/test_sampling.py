@@ -84,7 +84,7 @@ def test_ranks_take_disjoint_slices_of_one_global_draw():
         ({"mode": "foo"}, r"sampling='foo': expected one of uniform, defect, repeat"),
         ({"mode": "defect", "defect_fraction": 2}, r"defect_fraction=2: expected a number in \(0, 1\)"),
         ({"mode": "defect", "defect_fraction": "half"}, r"defect_fraction='half'"),
-        ({"mode": "repeat", "repeat_thresh": 0}, r"repeat_thresh=0: expected a number in \(0, 1\]"),
+        ({"mode": "repeat", "repeat_thresh": 0}, r"repeat_thresh=0: expected null or a number in \(0, 1\]"),
     ],
 )
 def test_bad_values_are_one_line_errors(kwargs, match):

@@ -10,6 +10,7 @@ import yaml
 from defectdet.errors import ConfigError
 from defectdet.settings import ULTRALYTICS, Key, Range, Schema, flat_names
 from defectdet.settings import render as R
+from defectdet.settings.commands import OPTIONS
 from defectdet.settings.inspect import INSPECT
 from defectdet.settings.train import TRAIN
 
@@ -156,15 +157,16 @@ def test_train_help_names_every_defectdet_key(capsys):
 @pytest.mark.parametrize(
     "key, value, expected",
     [
-        ("epochs", 0, "a whole number >= 1"),
-        ("imgsz", -5, "a whole number of pixels >= 32"),
+        ("epochs", 0, "an integer >= 1"),
+        ("imgsz", -5, "an integer >= 32 (pixels, a multiple of 32)"),
         ("batch", 0, "a whole number >= 1, -1 (auto)"),
         ("batch", 1.5, "a whole number >= 1, -1 (auto) or a GPU"),
-        ("workers", -1, "a whole number >= 0"),
-        ("seed", "x", "a whole number >= 0"),
+        ("workers", -1, "an integer >= 0"),
+        ("seed", "x", "an integer >= 0"),
         ("lr0", 0, "a number > 0"),
         ("lr0", float("nan"), "a number > 0"),
-        ("patience", True, "a whole number >= 0"),
+        ("patience", True, "an integer >= 0"),
+        ("epochs", 2.5, "an integer >= 1"),
     ],
 )
 def test_train_bad_numbers_are_one_line_errors_naming_the_key(key, value, expected):
@@ -190,6 +192,8 @@ def test_train_good_numbers_pass_unchanged():
     }
     assert TRAIN.check(ok) == ok and TRAIN.check({**ok, "batch": 0.5})["batch"] == 0.5
     assert TRAIN.check({"epochs": None}) == {"epochs": None}  # not given: ultralytics' default
+    typed = TRAIN.check({"epochs": 10.0, "lr0": 1})  # what ultralytics gets: typed by the ranges
+    assert typed == {"epochs": 10, "lr0": 1.0} and type(typed["epochs"]) is int
 
 
 # ------------------------------------------------------------------ the schema type
@@ -260,3 +264,196 @@ def test_defaults_stated_in_the_docs_are_the_codes():
                 wrong.append(f"{page.name}: {key}={value} (code: {k.default!r})")
     assert not wrong, wrong
     assert checked >= 3  # the scan finds the statements it is meant to check
+
+
+# ------------------------------------------------------------------ every other command's options
+class _Parsed(Exception):
+    """Raised by the patched parse_args: the parser a command built, caught before it runs."""
+
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def _parser_of(command: str, monkeypatch):
+    """The argparse parser ``defectdet <command>`` builds (its subcommand's for ``data check``)."""
+    import argparse
+    import importlib
+
+    from defectdet.cli import COMMANDS
+
+    def stop(self, *a, **k):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    name, *sub = command.split()
+    module = importlib.import_module(COMMANDS[name][0])
+    with pytest.raises(_Parsed) as e:
+        module.cli(sub)
+    p = e.value.parser
+    if sub and sub[0] != "harvest":  # data check|stats|convert: a subparser of defectdet data
+        subparsers = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = subparsers.choices[sub[0]]
+    return p
+
+
+def test_every_command_is_in_the_schema():
+    from defectdet.cli import COMMANDS
+
+    covered = {name.split()[0] for name in OPTIONS} | {"train", "inspect"}
+    assert covered == set(COMMANDS), f"no schema for {sorted(set(COMMANDS) - covered)}"
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_each_commands_parser_accepts_exactly_its_schemas_options(command, monkeypatch):
+    """An option the parser accepts is a declared key (so it is documented) and every declared key is an
+    option, with the same spelling, default, choices, nargs and required."""
+    schema = OPTIONS[command]
+    actions = {
+        a.dest: a for a in _parser_of(command, monkeypatch)._actions if a.dest not in ("help", "overrides")
+    }
+    assert sorted(actions) == sorted(schema.names()), "accepted but undeclared, or declared but not accepted"
+    for key in schema:
+        a = actions[key.name]
+        assert (a.option_strings or [a.dest]) == [key.option], key.name
+        assert a.default == key.default, f"{key.option}: parser default {a.default!r}, schema {key.default!r}"
+        required = key.required or (key.positional and key.nargs is None)  # argparse's rule for positionals
+        assert a.required == required and (key.kind is bool or a.nargs == key.nargs), key.name
+        if key.choices:
+            assert a.metavar == "{" + ",".join(key.choices) + "}", key.name
+            assert [a.type(c) for c in key.choices] == list(key.choices)
+        assert key.doc in a.help.replace("%%", "%"), key.name
+
+
+def test_the_settings_page_lists_every_commands_options():
+    for command, schema in OPTIONS.items():
+        assert _documented("settings.md", f"defectdet {command}") == [k.option for k in schema], command
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["quantize", "--model", "m.onnx", "--data", "d.yaml", "--calib-images", "0"],
+            "--calib-images=0: expected an integer >= 1",
+        ),
+        (
+            ["gate", "--fp32", "a", "--int8", "b", "--data", "d", "--max-drop", "x"],
+            "--max-drop='x': expected a number >= 0 (percentage points)",
+        ),
+        (["build-engine", "--workspace", "-1"], "--workspace=-1: expected an integer >= 1"),
+        (["export", "--model", "m.pt", "--input", "int4"], "--input int4: expected one of float32, uint8"),
+        (
+            ["val", "--model", "m.pt", "--data", "d.yaml", "target_escape=2"],
+            "target_escape=2: expected a number in [0, 1) (an escape rate)",
+        ),
+        (
+            ["val", "--model", "m.pt", "--data", "d.yaml", "max_images=0.5"],
+            "max_images=0.5: expected an integer >= 1",
+        ),
+        (["report", "--events", "x", "--top", "-1"], "--top=-1: expected an integer >= 0"),
+        (["data", "check", "d.yaml", "--imgsz", "0"], "--imgsz=0: expected an integer >= 1 (pixels)"),
+        (["synth", "--out", "x", "--images", "1"], "--images=1: expected an integer >= 2"),
+    ],
+)
+def test_a_bad_option_is_one_line_naming_it(argv, message, capsys):
+    from defectdet.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_help_is_built_from_the_schema_and_lists_the_exit_statuses(capsys):
+    from defectdet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    out = capsys.readouterr().out
+    assert "calibration images (default 500)" in out and "accuracy gate:" in out
+    assert "exit status:" in out and "  2  " in out
+
+
+@pytest.mark.parametrize("command", ["data", *sorted(OPTIONS), "train"])
+def test_every_commands_help_lists_its_exit_statuses(command, capsys):
+    from defectdet.cli import main
+
+    if command == "train":
+        pytest.importorskip("torch")
+    with pytest.raises(SystemExit) as e:
+        main([*command.split(), "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "exit status:" in out and "\n  2  " in out, command
+
+
+def test_train_help_lists_every_key_with_the_schemas_default(capsys, monkeypatch):
+    pytest.importorskip("torch")
+    import defectdet.train as T
+
+    with pytest.raises(SystemExit):
+        T.cli(["--help"])
+    out = capsys.readouterr().out
+    for key in TRAIN:
+        default = "ultralytics'" if key.default is ULTRALYTICS else R.yaml_value(key.default)
+        assert f"  {key.name}={default} " in out, key.name
+    actions = {a.dest for a in _parser_of("train", monkeypatch)._actions}
+    assert actions == {"help", "config", "overrides"}  # every other setting is a key=value of the schema
+
+
+def test_the_commands_own_constants_are_the_schemas():
+    from defectdet import demo, metrics, part_rule
+    from defectdet.artifact.sidecar import TRT86_MAX_OPSET
+    from defectdet.settings.data import DATA_CONVERT
+    from defectdet.settings.demo import DEMO
+    from defectdet.settings.export import EXPORT, GATE, PACKAGE, QUANTIZE
+    from defectdet.settings.val import VAL
+
+    assert EXPORT["opset"].default == TRT86_MAX_OPSET
+    assert VAL["escape_rule"].choices == GATE["escape_rule"].choices == metrics.ESCAPE_RULES
+    assert VAL["threshold_rule"].choices == part_rule.THRESHOLD_RULES
+    assert PACKAGE["method"].choices == QUANTIZE["method"].choices
+    assert demo.DEMO == {k.name: k.default for k in DEMO if k.name != "out"}
+    assert DEMO["quant_method"].choices == QUANTIZE["method"].choices
+    assert DATA_CONVERT["fmt"].choices == DATA_CONVERT["to"].choices[1:] + ("yolo",)
+    pytest.importorskip("onnx")
+    from defectdet.export.gate import Limits
+    from defectdet.export.quantize import METHODS, TARGETS
+
+    d = Limits()
+    assert (d.max_drop, d.max_class_drop, d.max_escape_rise, d.max_overkill_rise, d.confidence) == tuple(
+        GATE[k].default
+        for k in ("max_drop", "max_class_drop", "max_escape_rise", "max_overkill_rise", "gate_confidence")
+    )
+    assert METHODS == QUANTIZE["method"].choices and TARGETS == QUANTIZE["target"].choices
+
+
+OPTION_STATED = re.compile(r"`(--[a-z0-9-]+)[ =]([^`\s]+)`(?:,| \(| is| stays)? ?(?:the )?default")
+
+
+def test_option_defaults_stated_in_the_docs_are_the_codes():
+    """ "`--input float32` stays the default" in any page or the README: some command's default for it."""
+    defaults: dict[str, set] = {}
+    for schema in OPTIONS.values():
+        for k in schema:
+            defaults.setdefault(k.option, set()).add(str(k.default))
+    checked, wrong = 0, []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for option, value in OPTION_STATED.findall(page.read_text()):
+            if option in defaults:
+                checked += 1
+                if value not in defaults[option]:
+                    wrong.append(f"{page.name}: {option} {value} (code: {sorted(defaults[option])})")
+    assert not wrong, wrong
+    assert checked >= 1
+
+
+def test_range_ends_and_notes():
+    r = Range(float, 0, 1, open_low=True, open_high=True, note="a share")
+    assert r.describe() == "a number in (0, 1) (a share)" and r.check("k", 0.5) == 0.5
+    for bad in (0, 1, True, "0.5", float("nan")):
+        with pytest.raises(ConfigError, match=r"^k=.*: expected a number in \(0, 1\) \(a share\)$"):
+            r.check("k", bad)
+    assert Range(int, None).check("n", 3.0) == 3 and Range(int, None).describe() == "an integer"
+    np = pytest.importorskip("numpy")
+    assert (
+        Range(float, 0, 1).check("c", np.float32(0.5)) == 0.5 and Range(int, 1).check("m", np.int64(2)) == 2
+    )

@@ -203,10 +203,10 @@ def test_every_command_refuses_a_bad_thresholds_file_with_the_same_line(
 @pytest.mark.parametrize(
     "setting, message",
     [
-        ("iou=1.5", "iou=1.5: expected an IoU threshold in [0, 1]"),
-        ("conf=-0.1", "conf=-0.1: expected a confidence threshold in [0, 1]"),
-        ("max_det=0", "max_det=0: expected a positive integer"),
-        ("max_det=many", "max_det='many': expected a positive integer"),
+        ("iou=1.5", "iou=1.5: expected a number in [0, 1] (an IoU threshold)"),
+        ("conf=-0.1", "conf=-0.1: expected a number in [0, 1] (a confidence threshold)"),
+        ("max_det=0", "max_det=0: expected an integer >= 1"),
+        ("max_det=many", "max_det='many': expected an integer >= 1"),
     ],
 )
 def test_bad_detector_settings_are_one_line_errors(setting, message, model, tmp_path, capsys):

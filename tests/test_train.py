@@ -113,7 +113,7 @@ def test_settings_split_and_errors():
         split_settings({"epoch": 3})
     with pytest.raises(ConfigError, match="cls_loss='hinge': expected one of bce, focal, qfl, vfl"):
         resolve_loss({"cls_loss": "hinge"}, {})
-    with pytest.raises(ConfigError, match=r"alpha=1.5: expected a number in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"alpha=1.5: expected null or a number in \[0, 1\]"):
         resolve_loss({"cls_loss": "focal", "alpha": 1.5}, {})
     args = {}
     loss = resolve_loss({"cls_loss": "focal", "alpha": None}, args)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -27,57 +26,42 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _number(kind: type, lo: float, hi: float | None = None, what: str = ""):
-    """An argparse type: a ``kind`` (int/float) in [lo, hi) (hi None: no upper bound)."""
-
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            v = None
-        if v is None or not math.isfinite(v) or v < lo or (hi is not None and v >= hi):
-            span = f"in [{lo:g}, {hi:g})" if hi is not None else f">= {lo:g}"
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: expected {'a whole number' if kind is int else 'a number'} {span}{what}"
-            )
-        return v
-
-    return parse
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="defectdet data", description="dataset check, statistics and conversion")
+    """``check``, ``stats`` and ``convert``, each built from its schema (defectdet/settings/data.py)."""
+    from ..errors import exit_statuses
+    from ..settings.data import DATA_CHECK, DATA_CONVERT, DATA_STATS
+    from ..settings.options import add_options
+
+    p = _Parser(
+        prog="defectdet data",
+        description="dataset check, statistics and conversion",
+        **exit_statuses((0, "done (check: no errors)"), (1, "check or harvest: the data set has errors")),
+    )
     sub = p.add_subparsers(
         dest="action", required=True, metavar="{check,stats,convert,harvest}", parser_class=_Parser
     )
-    px = _number(int, 1, what=" (pixels)")
-    c = sub.add_parser("check", help="strict check: every problem with file:line, exit 1 on errors")
-    c.add_argument("data", help="data.yaml, COCO .json or VOC folder")
-    c.add_argument("--imgsz", type=px, default=None, help="training size: warn about boxes too small at it")
-    c.add_argument("--errors-only", action="store_true", help="do not print warnings")
-    s = sub.add_parser("stats", help="statistics, anchor-level imbalance and the recommended focal preset")
-    s.add_argument("data", help="data.yaml, COCO .json or VOC folder")
-    s.add_argument("--imgsz", type=px, default=640, help="training image size (default 640)")
-    s.add_argument("--strides", default="8,16,32", help="detection strides (default 8,16,32)")
-    s.add_argument("--out", default=None, help="folder for stats.txt/json/png (default runs/data/<name>)")
-    v = sub.add_parser("convert", help="convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)")
-    v.add_argument("src", help="COCO json or folder, VOC folder, or data.yaml")
-    v.add_argument("--from", dest="fmt", choices=("coco", "voc", "yolo"), required=True, help="source format")
-    v.add_argument(
-        "--to", choices=("yolo", "coco", "voc"), default="yolo", help="target format (default yolo)"
-    )
-    v.add_argument("--out", required=True, help="output folder (new or empty)")
-    v.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
-    v.add_argument("--images", default=None, help="COCO: the folder file_name is relative to (auto-detected)")
-    v.add_argument(
-        "--names", default=None, help="VOC: class order, comma-separated (default classes.txt or A-Z)"
-    )
-    v.add_argument(
-        "--val-fraction",
-        type=_number(float, 0, 1),
-        default=0.2,
-        help="val share when the source has no split",
-    )
+    for schema, help_, exits in (
+        (
+            DATA_CHECK,
+            "strict check: every problem with file:line, exit 1 on errors",
+            [(0, "no errors (warnings allowed)"), (1, "the data set has errors")],
+        ),
+        (
+            DATA_STATS,
+            "statistics, anchor-level imbalance and the recommended focal preset",
+            [(0, "stats.txt, stats.json and stats.png written")],
+        ),
+        (
+            DATA_CONVERT,
+            "convert COCO / VOC to a YOLO dataset (or YOLO to COCO / VOC)",
+            [
+                (0, "converted"),
+                (2, "a bad option or source, or --from and --to the same (one line on stderr)"),
+            ],
+        ),
+    ):
+        name = schema.command.split()[1]
+        add_options(sub.add_parser(name, help=help_, **exit_statuses(*exits)), schema)
     return p
 
 

@@ -24,7 +24,6 @@ share. The result is checked as ``defectdet data check`` checks it.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -254,27 +253,14 @@ def _write_yaml(out: Path, merge: Optional[Path], merge_val: bool, names: list[s
 
 def cli(argv: list[str]) -> int:
     """``defectdet data harvest``: harvest, print what was added, then check the result (exit 1 on errors)."""
+    from ..settings.data import DATA_HARVEST
+    from ..settings.options import parser
     from .validate import check_dataset
 
-    p = argparse.ArgumentParser(prog="defectdet data harvest", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--from",
-        dest="runs",
-        nargs="+",
-        required=True,
-        help="station run folders (defectdet inspect --review)",
-    )
-    p.add_argument(
-        "--out", required=True, help="the harvested data set's folder (created; harvesting again appends)"
-    )
-    p.add_argument(
-        "--merge", default=None, help="an existing data.yaml: train on it plus the harvest, val on its val"
-    )
-    p.add_argument(
-        "--merge-val", action="store_true", help="with --merge: add the hash-chosen share to val too"
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of new images for val, in [0, 1) (0.2)"
+    p = parser(
+        DATA_HARVEST,
+        __doc__.split("\n\n")[0],
+        [(0, "harvested, and the result passes defectdet data check"), (1, "the result has errors")],
     )
     a = p.parse_args(argv)
     rep = harvest(a.runs, a.out, a.merge, a.merge_val, a.val_fraction)

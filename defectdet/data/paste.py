@@ -27,17 +27,19 @@ MAX_CONTEXT_COST = 24.0  # mean absolute grey-level difference between a patch's
 
 
 def check_probability(key: str, p) -> None:
-    """ConfigError naming ``key`` unless ``p`` is a number in [0, 1] (a per-image augmentation chance)."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ConfigError(f"{key}={p!r}: expected a probability in [0, 1] (0 = off), e.g. 0.5")
+    """ConfigError naming ``key`` (``paste``, ``rot90``) unless ``p`` is a number in [0, 1] (a per-image
+    augmentation probability: the range `defectdet train` declares)."""
+    from ..settings.train import TRAIN
+
+    TRAIN[key].check(p)
 
 
 def check_paste(p, paste_max=None) -> None:
     check_probability("paste", p)
-    if paste_max is not None and (
-        isinstance(paste_max, bool) or not isinstance(paste_max, int) or paste_max < 1
-    ):
-        raise ConfigError(f"paste_max={paste_max!r}: expected a whole number >= 1 (defects pasted per image)")
+    from ..settings.train import TRAIN
+
+    if paste_max is not None:
+        TRAIN["paste_max"].check(paste_max)
 
 
 @dataclass

@@ -12,7 +12,6 @@ with ``DIR/parts.json`` giving which frames show a defective part).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -379,19 +378,10 @@ def make_video(
 
 # --------------------------------------------------------------------------- CLI
 def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="defectdet synth", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="output folder (created)")
-    ap.add_argument("--images", type=int, default=500, help="number of parts (default 500)")
-    ap.add_argument(
-        "--defect-rate", type=float, default=0.1, help="fraction of defective parts (default 0.1)"
-    )
-    ap.add_argument("--imgsz", type=int, default=320, help="image side in pixels (default 320)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--video-frames", type=int, default=120, help="conveyor video length (0: no video)")
-    ap.add_argument(
-        "--defect-scale", type=float, default=1.0, help="defect size multiplier (1.0: small defects)"
-    )
+    from ..settings.data import SYNTH
+    from ..settings.options import parser
+
+    ap = parser(SYNTH, __doc__.split("\n\n")[0], [(0, "the data set (and its video) written")])
     a = ap.parse_args(argv)
     data = make_dataset(
         a.out, a.images, a.defect_rate, a.imgsz, a.seed, a.val_fraction, a.video_frames, a.defect_scale

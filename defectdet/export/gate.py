@@ -42,7 +42,8 @@ from typing import Any, Callable
 
 from ..artifact import GateVerdict, ModelCard, load_onnx, sidecar_path
 from ..config import atomic_write_text
-from ..errors import ConfigError, exit_statuses
+from ..errors import ConfigError
+from ..settings.export import GATE
 from . import GateRefused
 
 # What `defectdet gate` and `defectdet quantize` exit with (their --help lists it).
@@ -57,13 +58,13 @@ VACUOUS_MAP50 = 0.05  # below this the FP32 model detects (almost) nothing and n
 class Limits:
     """Largest accepted losses, in percentage points (a recall of 0.80 -> 0.78 is 2 points)."""
 
-    max_drop: float = 1.0  # mAP50
-    max_class_drop: float = 2.0  # per-class recall at the operating thresholds (AP50 when recalibrated)
-    max_escape_rise: float = 1.0  # part escape rate
-    max_overkill_rise: float = 2.0  # part overkill rate (recalibrated gate only)
-    confidence: float = (
-        0.9  # a loss over its limit refuses only when this bootstrap interval is above 0; 0 = off
-    )
+    # the defaults: defectdet gate's (defectdet.settings.export.GATE_KEYS)
+    max_drop: float = GATE["max_drop"].default  # mAP50
+    max_class_drop: float = GATE["max_class_drop"].default  # per-class recall (AP50 when recalibrated)
+    max_escape_rise: float = GATE["max_escape_rise"].default  # part escape rate
+    max_overkill_rise: float = GATE["max_overkill_rise"].default  # part overkill rate (recalibrated only)
+    # a loss over its limit refuses only when this bootstrap interval is above 0; 0 = off
+    confidence: float = GATE["gate_confidence"].default
 
     def __post_init__(self):
         for k, v in asdict(self).items():
@@ -72,8 +73,8 @@ class Limits:
                     raise ConfigError(
                         f"gate-confidence={v}: expected 0 (point estimates) or a level in [0.5, 1)"
                     )
-            elif not v >= 0:  # also catches NaN
-                raise ConfigError(f"{k.replace('_', '-')}={v}: expected a non-negative number of points")
+            else:  # a number >= 0 (NaN too is refused)
+                GATE[k].range.check(k.replace("_", "-"), v)
 
 
 @dataclass
@@ -356,65 +357,6 @@ def run_gate(
 
 
 # ----------------------------------------------------------------------------- CLI
-def add_gate_arguments(p: argparse.ArgumentParser) -> None:
-    """The gate's options, shared by ``defectdet gate`` and ``defectdet quantize``."""
-    d = Limits()
-    g = p.add_argument_group("accuracy gate")
-    g.add_argument(
-        "--max-drop",
-        type=float,
-        default=d.max_drop,
-        help=f"largest mAP50 drop, points (default {d.max_drop})",
-    )
-    g.add_argument(
-        "--max-class-drop",
-        type=float,
-        default=d.max_class_drop,
-        help=f"largest per-class recall drop (AP50 with --recalibrate), points (default {d.max_class_drop})",
-    )
-    g.add_argument(
-        "--max-escape-rise",
-        type=float,
-        default=d.max_escape_rise,
-        help=f"largest part escape-rate rise, points (default {d.max_escape_rise})",
-    )
-    g.add_argument(
-        "--max-overkill-rise",
-        type=float,
-        default=d.max_overkill_rise,
-        help=f"largest part overkill-rate rise with --recalibrate, points (default {d.max_overkill_rise})",
-    )
-    g.add_argument(
-        "--gate-confidence",
-        type=float,
-        default=d.confidence,
-        help="refuse a loss over its limit only when this paired-bootstrap interval over the val images lies "
-        f"above zero (default {d.confidence}; 0 = the point estimates alone)",
-    )
-    g.add_argument(
-        "--thresholds", default=None, help="thresholds YAML (defectdet val --target-escape) for both models"
-    )
-    g.add_argument(
-        "--recalibrate",
-        type=float,
-        default=None,
-        metavar="ESCAPE",
-        help="calibrate each model's own thresholds on val for this escape rate (e.g. 0.01) and compare "
-        "there; the INT8 thresholds go to <int8>.thresholds.yaml and its sidecar",
-    )
-    g.add_argument(
-        "--escape-rule",
-        default="box",
-        help="what catches a defective part in the escape rate and the "
-        "calibration: box (a correct detection, default) or any (any detection, as the inspection loop "
-        "rejects)",
-    )
-    g.add_argument(
-        "--max-images", type=int, default=None, help="evaluate an evenly spaced subset of val (quick check)"
-    )
-    g.add_argument("--force", action="store_true", help="accept the INT8 model even when the gate refuses it")
-
-
 def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> int:
     """Run the gate with parsed arguments; 0 when passed or forced (refusal raises)."""
     limits = Limits(a.max_drop, a.max_class_drop, a.max_escape_rise, a.max_overkill_rise, a.gate_confidence)
@@ -434,15 +376,13 @@ def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> 
 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet gate``."""
-    p = argparse.ArgumentParser(
-        prog="defectdet gate",
-        description="Compare FP32 and INT8 ONNX models on the "
-        "validation split (CPU) and refuse the INT8 model when it loses accuracy.",
-        **exit_statuses(*GATE_EXITS),
+    from ..settings.options import parser
+
+    p = parser(
+        GATE,
+        "Compare FP32 and INT8 ONNX models on the validation split (CPU) and refuse the INT8 model when it "
+        "loses accuracy.",
+        GATE_EXITS,
     )
-    p.add_argument("--fp32", required=True, help="the FP32 model.onnx")
-    p.add_argument("--int8", required=True, help="the INT8 model.int8.onnx")
-    p.add_argument("--data", required=True, help="data.yaml (its val split is evaluated)")
-    add_gate_arguments(p)
     a = p.parse_args(argv)
     return gate_from_args(Path(a.fp32), Path(a.int8), a.data, a)

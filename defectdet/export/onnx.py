@@ -35,7 +35,7 @@ from ..artifact import (
     save_onnx,
     sha256_file,
 )
-from ..errors import ConfigError, exit_statuses
+from ..errors import ConfigError
 from . import ExportError
 from .uint8 import uint8_input
 
@@ -268,65 +268,23 @@ def export_onnx(
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="defectdet export",
-        description="Export a checkpoint to a static ONNX "
-        "(onnxslim, metadata, sidecar JSON) and check parity with PyTorch.",
-        **exit_statuses(
+    """Built from :data:`defectdet.settings.export.EXPORT` (each option declared there once)."""
+    from ..settings.export import EXPORT
+    from ..settings.options import parser
+
+    return parser(
+        EXPORT,
+        "Export a checkpoint to a static ONNX (onnxslim, metadata, sidecar JSON) and check parity with "
+        "PyTorch.",
+        [
             (0, "model.onnx and its sidecar written"),
             (
                 2,
                 "the export failed (e.g. ONNX differs from PyTorch beyond tolerance), or a bad option or "
                 "file",
             ),
-        ),
+        ],
     )
-    p.add_argument(
-        "--model", required=True, help="ultralytics .pt checkpoint (e.g. runs/detect/focal/weights/best.pt)"
-    )
-    p.add_argument(
-        "--imgsz",
-        type=int,
-        nargs="+",
-        default=None,
-        metavar="N",
-        help="input size N or H W (default: the training size stored in the checkpoint)",
-    )
-    p.add_argument(
-        "--opset",
-        type=int,
-        default=TRT86_MAX_OPSET,
-        help=f"ONNX opset (default {TRT86_MAX_OPSET}: TensorRT 8.5/8.6 parse <= 17)",
-    )
-    p.add_argument(
-        "--half",
-        action="store_true",
-        help="FP16-typed graph (FP32 I/O) for TensorRT 11's strongly typed FP16",
-    )
-    p.add_argument(
-        "--out",
-        default=None,
-        help="output .onnx (default: model.onnx / model.fp16.onnx next to the checkpoint)",
-    )
-    p.add_argument(
-        "--input",
-        dest="input_dtype",
-        choices=("float32", "uint8"),
-        default="float32",
-        help="image input type: float32 (RGB in [0, 1], what ultralytics exports; default) or uint8 "
-        "(the letterboxed BGR frame as it is; /255, channel order and layout change in the graph)",
-    )
-    p.add_argument(
-        "--input-layout",
-        choices=("nhwc", "nchw"),
-        default="nhwc",
-        help="with --input uint8: NHWC (B, H, W, 3), the OpenCV image (default), or NCHW planes",
-    )
-    p.add_argument("--no-simplify", dest="simplify", action="store_false", help="skip onnxslim")
-    p.add_argument(
-        "--no-parity", dest="parity", action="store_false", help="skip the ONNX vs PyTorch comparison"
-    )
-    return p
 
 
 def cli(argv: list[str]) -> int:

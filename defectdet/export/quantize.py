@@ -43,13 +43,14 @@ from ..artifact import (
     sha256_file,
     sidecar_path,
 )
-from ..errors import ConfigError, DefectdetError, exit_statuses
+from ..errors import ConfigError, DefectdetError
+from ..settings.export import QUANTIZE
 from . import ExportError
 from .calibration import calibration_images, load_images, make_reader
 
-METHODS = ("entropy", "minmax", "percentile")
+METHODS = QUANTIZE["method"].choices  # ("entropy", "minmax", "percentile")
 QUANT_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]  # what TensorRT runs in INT8 from Q/DQ inputs
-TARGETS = ("tensorrt", "cpu")
+TARGETS = QUANTIZE["target"].choices  # ("tensorrt", "cpu")
 CHUNK = 16  # images per calibration batch: ranges/histograms are merged per batch, bounding memory
 
 
@@ -341,46 +342,17 @@ def quantize_onnx(
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    from .gate import GATE_EXITS, add_gate_arguments
+    """Built from :data:`defectdet.settings.export.QUANTIZE` (each option declared there once)."""
+    from ..settings.options import parser
+    from .gate import GATE_EXITS
 
-    p = argparse.ArgumentParser(
-        prog="defectdet quantize",
-        description="INT8 Q/DQ quantization (onnxruntime) "
-        "calibrated on defect images, then the FP32-vs-INT8 accuracy gate on the CPU.",
-        **exit_statuses(*GATE_EXITS, before="--no-gate: 0 once the INT8 model is written."),
+    return parser(
+        QUANTIZE,
+        "INT8 Q/DQ quantization (onnxruntime) calibrated on defect images, then the FP32-vs-INT8 accuracy "
+        "gate on the CPU.",
+        GATE_EXITS,
+        before="--no-gate: 0 once the INT8 model is written.",
     )
-    p.add_argument("--model", required=True, help="FP32 model.onnx from `defectdet export`")
-    p.add_argument("--data", required=True, help="data.yaml: calibration from --split, gate on val")
-    p.add_argument("--calib-images", type=int, default=500, help="calibration images (default 500)")
-    p.add_argument(
-        "--method", choices=METHODS, default="entropy", help="activation range calibration (default entropy)"
-    )
-    p.add_argument(
-        "--target",
-        choices=TARGETS,
-        default="tensorrt",
-        help="tensorrt: Q/DQ on conv inputs (what TensorRT builds from; default); "
-        "cpu: onnxruntime's integer-kernel form for CPU deployment",
-    )
-    p.add_argument(
-        "--keep-float",
-        default="auto",
-        help="nodes left in float: auto (detection head outputs), none, or names",
-    )
-    p.add_argument("--split", default="train", help="split the calibration images come from (default train)")
-    p.add_argument(
-        "--defect-fraction",
-        type=float,
-        default=0.5,
-        help="share of defective calibration images (default 0.5)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed")
-    p.add_argument("--out", default=None, help="output (default: <model>.int8.onnx beside the model)")
-    p.add_argument(
-        "--no-gate", dest="gate", action="store_false", help="skip the accuracy gate (not for deployment)"
-    )
-    add_gate_arguments(p)
-    return p
 
 
 def cli(argv: list[str]) -> int:

@@ -51,7 +51,7 @@ from ..artifact import (
     sniff_onnx,
 )
 from ..config import atomic_write_bytes
-from ..errors import ConfigError, exit_statuses
+from ..errors import ConfigError
 from . import ExportError
 from .calib_cache import cache_identity, engine_entry, replay_cache
 from .engine_plan import (  # noqa: F401  (re-exported: the planning API lives beside the builder)
@@ -266,73 +266,25 @@ def write_engine_sidecar(opts: EngineOptions, plan: BuildPlan, engine: Path) -> 
 
 # ----------------------------------------------------------------------------- CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="defectdet build-engine",
-        description="Build a TensorRT engine from an ONNX "
-        "model on the Jetson (TensorRT 8.5 / 8.6 / 10.x / 11.x); prints the trtexec equivalent.",
-        **exit_statuses(
+    """Built from :data:`defectdet.settings.export.BUILD_ENGINE` (each option declared there once)."""
+    from ..settings.export import BUILD_ENGINE
+    from ..settings.options import parser
+
+    return parser(
+        BUILD_ENGINE,
+        "Build a TensorRT engine from an ONNX model on the Jetson (TensorRT 8.5 / 8.6 / 10.x / 11.x); prints "
+        "the trtexec equivalent.",
+        [
             (
                 0,
                 "the engine and its sidecar written (--dry-run: the plan printed); "
                 "for a bundle: also when its device cache already had it",
             ),
             (2, "the build failed, or a bad option, model or bundle (one line on stderr)"),
-            before="defectdet build-engine model.bundle: builds this "
-            "device's engine into the bundle's device cache (docs/bundle.md).",
-        ),
+        ],
+        before="defectdet build-engine model.bundle: builds this "
+        "device's engine into the bundle's device cache (docs/bundle.md).",
     )
-    p.add_argument("bundle", nargs="?", help="a model.bundle from `defectdet package` (instead of --model)")
-    p.add_argument("--model", help="model.onnx, model.fp16.onnx or model.int8.onnx (Q/DQ)")
-    p.add_argument("--out", default=None, help="engine path (default: <model stem>.engine beside the model)")
-    p.add_argument(
-        "--fp16", action="store_true", help="FP16 kernels (8.5-10.x flag; 11.x: needs export --half)"
-    )
-    p.add_argument(
-        "--int8",
-        action="store_true",
-        help="INT8: explicit from a Q/DQ model, or implicit calibration (<= 10.x)",
-    )
-    p.add_argument(
-        "--workspace", type=int, default=1024, help="builder workspace limit in MiB (default 1024)"
-    )
-    p.add_argument(
-        "--dla-core",
-        type=int,
-        default=None,
-        help="run on this DLA core with GPU fallback (AGX/NX Orin, Xavier)",
-    )
-    p.add_argument(
-        "--calib-cache", default=None, help="implicit INT8 calibration cache (read if present, else written)"
-    )
-    p.add_argument("--calib-data", default=None, help="implicit INT8: data.yaml whose train images calibrate")
-    p.add_argument(
-        "--calib-images", type=int, default=500, help="implicit INT8 calibration images (default 500)"
-    )
-    p.add_argument(
-        "--shape", default=None, help="NxCxHxW: the input shape of an ONNX with dynamic dims (its profile)"
-    )
-    p.add_argument(
-        "--force", action="store_true", help="build a Q/DQ model that has not passed the accuracy gate"
-    )
-    p.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
-    p.add_argument(
-        "--dry-run", action="store_true", help="validate and print the plan and trtexec line; build nothing"
-    )
-    p.add_argument(
-        "--trt-version", default=None, help="with --dry-run: plan for this TensorRT version (e.g. 10.3)"
-    )
-    b = p.add_argument_group("bundle")
-    b.add_argument(
-        "--precision", default="auto", help="auto (INT8 when the bundle has it, else FP16), int8, fp16, fp32"
-    )
-    b.add_argument(
-        "--cache",
-        dest="cache_dir",
-        default=None,
-        help="device cache folder (default <bundle>.cache beside the bundle)",
-    )
-    b.add_argument("--rebuild", action="store_true", help="build even when the device cache has this engine")
-    return p
 
 
 def _bundle_cli(a: argparse.Namespace) -> int:

@@ -19,9 +19,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..artifact import MetadataError, ModelMetadata, Thresholds, load_metadata
+from ..settings.inspect import INSPECT
 from .backends import BackendError, create_backend
 from .detections import Detections
-from .postprocess import check_number, postprocess
+from .postprocess import postprocess
 from .preprocess import Preprocessor, as_bgr
 from .tta import check_overlap, check_tta, detect_views, parse_tiles
 
@@ -89,11 +90,10 @@ class Detector:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: model file not found")
-        self.iou = check_number("iou", iou, "an IoU threshold in [0, 1]", 0.0, 1.0)
-        self.max_det = int(
-            check_number("max_det", max_det, "a positive integer", 1, float("inf"), integer=True)
+        # the ranges `defectdet inspect` declares for these keys (defectdet/settings/inspect.py)
+        self.iou, self.max_det, self.conf = (
+            INSPECT[k].check(v) for k, v in (("iou", iou), ("max_det", max_det), ("conf", conf))
         )
-        self.conf = check_number("conf", conf, "a confidence threshold in [0, 1]", 0.0, 1.0)
         self.overlap = check_overlap(overlap, "overlap")
         self.tiles = parse_tiles(tiles)  # None | "native" | (rows, cols)
         self.tta = check_tta(tta)

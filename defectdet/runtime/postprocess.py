@@ -141,17 +141,3 @@ def postprocess(
         xyxy, keep = xyxy[ok], keep[ok]
     # a float32 sigmoid can round to 1.0000001; scores are probabilities
     return Detections.from_arrays(xyxy, np.clip(conf[keep], 0.0, 1.0), cls[keep], names)
-
-
-def check_number(
-    key: str, value: object, expected: str, lo: float, hi: float, integer: bool = False
-) -> float:
-    """``value`` as a number in [lo, hi] (an int when ``integer``), else a one-line :class:`BadValue`
-    ``key=value: expected ...`` (what ``defectdet inspect iou=1.5`` prints)."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not lo <= number <= hi or (integer and not float(number).is_integer()):
-        raise BadValue(f"{key}={value!r}: expected {expected}")
-    return int(number) if integer else number

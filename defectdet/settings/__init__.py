@@ -6,12 +6,15 @@ torch-free and light (stdlib + :mod:`defectdet.errors`): the station on the Jets
 - :class:`Range`: a number (int or float) in [low, high], checked with a one-line
   :class:`~defectdet.errors.ConfigError` naming the key (``snapshots.quota_mb='abc': expected a
   number >= 0``).
-- :class:`Key`: one setting. ``range`` makes the schema check it; ``choices`` and ``kind`` document
-  it (the command checks those where it uses the value, with the same one-line errors).
+- :class:`Key`: one setting. ``range`` makes the schema check it; ``choices`` and ``kind`` are checked
+  by a command-line option built from the key (:mod:`.options`), and in a config file where the command
+  uses the value, with the same one-line errors.
 - :class:`Schema`: the keys of one command, in order, with their defaults as the nested mapping
   the command merges its layers onto, and the ranges its merged settings are checked against.
 
-The schemas: :mod:`.inspect` (``defectdet inspect``), :mod:`.train` (``defectdet train``).
+The schemas: :mod:`.inspect` (``defectdet inspect``), :mod:`.train` (``defectdet train``), and the
+command-line options of every other command (:mod:`.commands` lists them; :mod:`.options` builds
+their argparse parsers).
 ``python -m defectdet.settings.render`` (:mod:`.render`) writes ``docs/settings.md`` and
 ``configs/inspect.yaml`` from them;
 ``tests/test_settings_schema.py`` keeps the commands, the files and the docs in step.
@@ -20,50 +23,55 @@ The schemas: :mod:`.inspect` (``defectdet inspect``), :mod:`.train` (``defectdet
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple
 
-from ..errors import ConfigError
+from ..errors import BadValue, ConfigError
 
 ULTRALYTICS = object()  # the default of a key that ultralytics owns: whatever its version sets
 
 
 @dataclass(frozen=True)
 class Range:
-    """A number (``kind`` int or float) in [low, high]; ``open_low``: low itself excluded;
-    ``nullable``: null allowed."""
+    """A number (``kind`` int or float) in [low, high]; ``open_low`` / ``open_high``: that end itself
+    excluded; ``nullable``: null allowed; ``note``: what the number is, said after the range
+    (``an integer >= 32 (pixels)``)."""
 
     kind: type = float
     low: Optional[float] = 0
     high: Optional[float] = None
     open_low: bool = False
     nullable: bool = False
+    open_high: bool = False
+    note: str = ""
 
     def describe(self) -> str:
         what = "an integer" if self.kind is int else "a number"
         if self.low is not None and self.high is not None:
-            what += f" in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+            ends = ("(" if self.open_low else "[", ")" if self.open_high else "]")
+            what += f" in {ends[0]}{self.low:g}, {self.high:g}{ends[1]}"
         elif self.low is not None:
             what += f" {'>' if self.open_low else '>='} {self.low:g}"
+        elif self.high is not None:
+            what += f" {'<' if self.open_high else '<='} {self.high:g}"
+        what += f" ({self.note})" if self.note else ""
         return f"null or {what}" if self.nullable else what
 
     def check(self, key: str, value: Any) -> Any:
-        """``value`` as ``kind``; anything else is a one-line ConfigError naming ``key``."""
+        """``value`` as ``kind``; anything else is a one-line :class:`~defectdet.errors.BadValue` (a
+        ConfigError, and a ValueError for callers of the library API) naming ``key``."""
         if value is None and self.nullable:
             return None
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        if (
-            number is not None
-            and self.kind is int
-            and isinstance(number, float)
-            and math.isfinite(number)
-            and number % 1 == 0
-        ):
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's numbers too
+        number = (int(value) if isinstance(value, numbers.Integral) else float(value)) if real else None
+        if number is not None and self.kind is int and math.isfinite(number) and number % 1 == 0:
             number = int(number)  # 10.0 -> 10
         ok = number is not None and math.isfinite(number) and (self.kind is float or isinstance(number, int))
         ok = ok and (self.low is None or number > self.low or (number == self.low and not self.open_low))
-        if not ok or (self.high is not None and number > self.high):
-            raise ConfigError(f"{key}={value!r}: expected {self.describe()}")
+        ok = ok and (self.high is None or number < self.high or (number == self.high and not self.open_high))
+        if not ok:
+            raise BadValue(f"{key}={value!r}: expected {self.describe()}")
         return self.kind(number)
 
 
@@ -76,9 +84,14 @@ class Key:
 
     ``range``: checked by :meth:`Schema.check`. ``test`` + ``expected``: a rule a Range cannot say
     (``batch``: an integer, -1 or a fraction), checked the same way. ``choices`` / ``kind``:
-    documented (the command checks them where it reads the value). ``more``: further comment lines
-    for the generated YAML file. ``literal``: the default as the YAML file writes it (``on``).
-    ``gap``: a blank line before the key in the YAML file.
+    checked by the option :mod:`.options` builds (in a config file: where the command reads it).
+    ``more``: further comment lines for the generated YAML file. ``literal``: the default as the YAML
+    file writes it (``on``). ``gap``: a blank line before the key in the YAML file.
+
+    A command-line option (:mod:`.options` builds the argparse parser from these): ``name`` is its
+    argparse dest, the option ``--name-with-dashes`` (``--no-name`` for a bool that defaults to true)
+    unless ``flag`` names it; ``positional``, ``required``, ``nargs``, ``metavar`` and ``group`` (the
+    ``--help`` section) as argparse has them.
     """
 
     name: str
@@ -92,18 +105,37 @@ class Key:
     more: Tuple[str, ...] = ()
     literal: Optional[str] = None
     gap: bool = False
+    flag: str = ""
+    positional: bool = False
+    required: bool = False
+    nargs: Any = None
+    metavar: Optional[str] = None
+    group: str = ""
 
     def __post_init__(self):
         if "\n" in self.doc:
             raise ValueError(f"{self.name}: the doc is one line (put the rest in more=)")
 
     def check(self, value: Any) -> Any:
-        """``value`` checked against the key's range or rule (unchanged when it declares neither)."""
+        """``value`` checked against the key's range or rule (unchanged when it declares neither); None
+        passes where it is the default (not given)."""
+        if value is None and (self.default is None or self.default is ULTRALYTICS):
+            return None
         if self.range is not None:
             return self.range.check(self.name, value)
         if self.test is not None and value is not None and not self.test(value):
             raise ConfigError(f"{self.name}={value!r}: expected {self.expected}")
         return value
+
+    @property
+    def option(self) -> str:
+        """The command-line spelling: ``--calib-images``, ``--no-gate``, ``--from``, a positional's name."""
+        if self.positional:
+            return self.name
+        if self.flag:
+            return self.flag
+        dashed = self.name.replace("_", "-")
+        return f"--no-{dashed}" if self.kind is bool and self.default is True else f"--{dashed}"
 
     def describe(self) -> str:
         """What a value may be, as the docs table says it."""

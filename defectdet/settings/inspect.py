@@ -20,8 +20,6 @@ HEADER = (
     "Written by `python -m defectdet.settings.render` from defectdet/settings/inspect.py: edit keys there.",
 )
 
-_CONF = "a number in [0, 1] (the Detector checks it)"
-
 KEYS = [
     Key(
         "model",
@@ -71,17 +69,10 @@ KEYS = [
         "conf",
         0.25,
         "confidence threshold of classes without their own (a detection counts when conf > threshold)",
-        kind=float,
-        expected=_CONF,
+        range=Range(float, 0, 1, note="a confidence threshold"),
     ),
-    Key("iou", 0.7, "NMS IoU threshold (class-aware)", kind=float, expected=_CONF),
-    Key(
-        "max_det",
-        100,
-        "most detections kept per frame",
-        kind=int,
-        expected="an integer >= 1 (the Detector checks it)",
-    ),
+    Key("iou", 0.7, "NMS IoU threshold (class-aware)", range=Range(float, 0, 1, note="an IoU threshold")),
+    Key("max_det", 100, "most detections kept per frame", range=Range(int, 1)),
     Key(
         "thresholds",
         None,

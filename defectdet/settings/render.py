@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ULTRALYTICS, Key, Schema
+from .commands import OPTIONS
 from .inspect import HEADER, INSPECT
 from .train import TRAIN
 
@@ -76,6 +77,53 @@ def table(schema: Schema) -> list[str]:
     return rows
 
 
+def _option_default(key: Key) -> str:
+    if key.required or (key.positional and key.nargs is None):
+        return "required"
+    if key.kind is bool:
+        return "off"
+    if key.default is None:
+        return "none"
+    shown = " ".join(map(str, key.default)) if isinstance(key.default, (list, tuple)) else key.default
+    return f"`{shown}`"
+
+
+def _option_values(key: Key) -> str:
+    if key.kind is bool:
+        return "a switch"
+    if key.range is not None or key.expected or key.choices:
+        return key.describe().replace("null or ", "")
+    return {int: "an integer", float: "a number"}.get(key.kind, "a string")
+
+
+def option_table(schema: Schema) -> list[str]:
+    """The table of a command's options: option, default, values, what it does."""
+    rows = ["| option | default | values | what it does |", "|---|---|---|---|"]
+    for k in schema:
+        doc = " ".join((k.doc, *k.more))
+        rows.append(f"| `{k.option}` | {_option_default(k)} | {_cell(_option_values(k))} | {_cell(doc)} |")
+    return rows
+
+
+# a line or two under a command's heading, where its options need one
+OPTION_NOTES = {
+    "val": "`key=value` overrides (`target_escape=0.01`) set the same options by their key (the option's "
+    "name with `_` for `-`), checked the same way.",
+    "quantize": "The accuracy gate's options are `defectdet gate`'s.",
+    "build-engine": "The bundle options apply to `defectdet build-engine model.bundle`.",
+}
+
+
+def render_options() -> list[str]:
+    out = []
+    for name, schema in OPTIONS.items():
+        out += [f"## defectdet {name}", ""]
+        if name in OPTION_NOTES:
+            out += [OPTION_NOTES[name], ""]
+        out += [*option_table(schema), ""]
+    return out
+
+
 def render_markdown() -> str:
     """docs/settings.md: every key of every command in the schema."""
     out = [
@@ -107,6 +155,14 @@ def render_markdown() -> str:
         "[training and the recipe](training.md).",
         "",
         *table(TRAIN),
+        "",
+        "# Command-line options",
+        "",
+        "Every other command's options, each declared once in `defectdet/settings/` and its `--help` built",
+        "from there. A bad number or choice is one line naming the option (`--calib-images=0: expected an",
+        "integer >= 1`) and exit status 2.",
+        "",
+        *render_options(),
     ]
     return "\n".join(out) + "\n"
 

@@ -4,33 +4,28 @@ arguments whose values defectdet checks, declared once.
 Every other ultralytics training argument (``hsv_h``, ``mosaic``, ``device``, ...) is passed through
 as ultralytics documents it; an unknown key is refused by ``defectdet.train.split_settings``.
 ``defectdet.train`` checks the ultralytics keys below through :data:`TRAIN` (one-line errors:
-``epochs=0: expected a whole number >= 1``); the loss and recipe keys are checked where they are
-used (``train.check_loss_args``, ``recipe.check_recipe``). ``tests/test_settings_schema.py`` keeps this
-list, the keys ``train`` accepts, the recipe's defaults and ``docs/settings.md`` in step.
+``epochs=0: expected an integer >= 1``); the loss and recipe keys are checked where they are used
+(``train.check_loss_args``, ``recipe.check_recipe``), against the same ranges.
+``tests/test_settings_schema.py`` keeps this list, the keys ``train`` accepts, the recipe's defaults and
+``docs/settings.md`` in step.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from . import ULTRALYTICS, Key, Schema
+from . import ULTRALYTICS, Key, Range, Schema
 
 
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _batch(v: Any) -> bool:
     return (_int(v) and (v >= 1 or v == -1)) or (isinstance(v, float) and 0 < v < 1)
 
 
-_WHOLE0 = "a whole number >= 0"
-_P = "a probability in [0, 1]"
+_P = Range(float, 0, 1, note="a probability, 0 = off")
 
 # ultralytics' arguments whose bad values would otherwise end in a traceback or be silently bent
 # (imgsz=-5 trains at 32), and the two whose defaults defectdet sets.
@@ -43,19 +38,12 @@ ULTRALYTICS_KEYS = [
         kind=str,
     ),
     Key("project", "runs/train", "where run folders go (<project>/<name>)", kind=str),
-    Key(
-        "epochs",
-        ULTRALYTICS,
-        "training epochs",
-        test=lambda v: _int(v) and v >= 1,
-        expected="a whole number >= 1",
-    ),
+    Key("epochs", ULTRALYTICS, "training epochs", range=Range(int, 1)),
     Key(
         "imgsz",
         ULTRALYTICS,
         "training image size (the window size under crop=native)",
-        test=lambda v: _int(v) and v >= 32,
-        expected="a whole number of pixels >= 32 (a multiple of 32)",
+        range=Range(int, 32, note="pixels, a multiple of 32"),
     ),
     Key(
         "batch",
@@ -64,22 +52,15 @@ ULTRALYTICS_KEYS = [
         test=_batch,
         expected="a whole number >= 1, -1 (auto) or a GPU memory fraction in (0, 1)",
     ),
-    Key("workers", ULTRALYTICS, "data-loader workers", test=lambda v: _int(v) and v >= 0, expected=_WHOLE0),
-    Key("seed", ULTRALYTICS, "training seed", test=lambda v: _int(v) and v >= 0, expected=_WHOLE0),
+    Key("workers", ULTRALYTICS, "data-loader workers", range=Range(int, 0)),
+    Key("seed", ULTRALYTICS, "training seed", range=Range(int, 0)),
     Key(
         "lr0",
         ULTRALYTICS,
         "initial learning rate (ignored by optimizer=auto, as in ultralytics)",
-        test=lambda v: _num(v) and v > 0,
-        expected="a number > 0",
+        range=Range(float, 0, open_low=True),
     ),
-    Key(
-        "patience",
-        ULTRALYTICS,
-        "epochs without improvement before stopping early",
-        test=lambda v: _int(v) and v >= 0,
-        expected=_WHOLE0,
-    ),
+    Key("patience", ULTRALYTICS, "epochs without improvement before stopping early", range=Range(int, 0)),
     Key(
         "optimizer",
         ULTRALYTICS,
@@ -101,13 +82,13 @@ DEFECTDET_KEYS = [
         "gamma",
         None,
         "focusing exponent; null: the loss's (or auto's preset's) default",
-        expected="null or a number >= 0",
+        range=Range(float, 0, nullable=True),
     ),
     Key(
         "alpha",
         None,
         "weight of positives; null: the loss's (or auto's preset's) default",
-        expected="null or a number in [0, 1]",
+        range=Range(float, 0, 1, nullable=True),
     ),
     Key("strict", True, "refuse a dataset with errors; false: skip bad images and count them", kind=bool),
     Key(
@@ -127,16 +108,21 @@ DEFECTDET_KEYS = [
         "defect_fraction",
         0.5,
         "share of defective images per epoch under sampling=defect",
-        expected="a number in (0, 1)",
+        range=Range(float, 0, 1, open_low=True, open_high=True, note="e.g. 0.5"),
     ),
     Key(
         "repeat_thresh",
         None,
         "LVIS repeat-factor threshold under sampling=repeat; null: 0.1",
-        expected="null or a number in (0, 1]",
+        range=Range(float, 0, 1, open_low=True, nullable=True, note="e.g. 0.1"),
     ),
-    Key("paste", 0.0, "probability that a defect-free training image receives pasted defects", expected=_P),
-    Key("paste_max", 3, "most defects pasted onto one image", expected="a whole number >= 1"),
+    Key("paste", 0.0, "probability that a defect-free training image receives pasted defects", range=_P),
+    Key(
+        "paste_max",
+        3,
+        "most defects pasted onto one image",
+        range=Range(int, 1, note="defects pasted per image"),
+    ),
     Key("paste_roi", None, "mask image, white where defects may be pasted; null: anywhere", kind=str),
     Key(
         "crop",
@@ -145,7 +131,7 @@ DEFECTDET_KEYS = [
         "median longer side is >= 1.5 x imgsz",
         choices=("auto", "off", "native"),
     ),
-    Key("rot90", 0.0, "probability of a random quarter turn of a training image", expected=_P),
+    Key("rot90", 0.0, "probability of a random quarter turn of a training image", range=_P),
 ]
 
 TRAIN = Schema("train", ULTRALYTICS_KEYS + DEFECTDET_KEYS)

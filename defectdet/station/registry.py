@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from ..artifact import Thresholds
-from ..errors import ConfigError
+from ..settings import Range
 from .sink import Sink
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -55,15 +55,9 @@ class Section(dict):
         self.key = key
 
     def number(self, name: str, kind: type = float) -> Any:
-        """``self[name]`` as ``kind`` (int or float); anything else is a one-line ConfigError."""
-        value = self[name]
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            return kind(value)
-        except (TypeError, ValueError):
-            expected = "an integer" if kind is int else "a number"
-            raise ConfigError(f"{self.key}.{name}={value!r}: expected {expected}") from None
+        """``self[name]`` as ``kind`` (int or float); anything else is a one-line ConfigError (the merged
+        config was checked against the key's declared range already: defectdet/settings/inspect.py)."""
+        return Range(kind, None).check(f"{self.key}.{name}", self[name])
 
 
 @dataclass(frozen=True)

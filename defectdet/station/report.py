@@ -19,7 +19,6 @@ times too; a window that cuts a tally interval counts the intervals it overlaps,
 
 from __future__ import annotations
 
-import argparse
 import collections
 import shutil
 from datetime import datetime, tzinfo
@@ -236,24 +235,11 @@ def top_snapshots(data: dict[str, Any], out: Path, n: int) -> list[dict[str, Any
 
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet report``."""
+    from ..settings.options import parser
+    from ..settings.tools import REPORT
     from .report_html import html
 
-    ap = argparse.ArgumentParser(
-        prog="defectdet report", description=__doc__.split("\n\n")[1].split(". ")[0] + "."
-    )
-    ap.add_argument("--events", required=True, help="a run folder of defectdet inspect (or a folder of runs)")
-    ap.add_argument("--since", help="start of the shift, ISO 8601 (in --tz unless an offset is given)")
-    ap.add_argument("--until", help="end of the shift (exclusive)")
-    ap.add_argument(
-        "--tz",
-        help="zone of the hours and of naive --since/--until: local (default: this machine's), UTC, "
-        "an IANA name (Europe/Berlin) or an offset (+02:00)",
-    )
-    ap.add_argument("--out", default="report", help="output folder (default report/)")
-    ap.add_argument(
-        "--top", type=int, default=8, help="NG parts shown with a snapshot (most confident first)"
-    )
-    ap.add_argument("--no-charts", action="store_true", help="no charts (no matplotlib needed)")
+    ap = parser(REPORT, __doc__.split("\n\n")[1].split(". ")[0] + ".", [(0, "the report written")])
     a = ap.parse_args(argv)
     zone = parse_zone(a.tz)
     since, until = parse_time("--since", a.since, zone), parse_time("--until", a.until, zone)

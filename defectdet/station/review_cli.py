@@ -9,7 +9,6 @@ beyond loopback ``--token-env`` is required.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import signal
@@ -66,10 +65,10 @@ def serve(
 
 
 def cli(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="defectdet review", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", help="a run folder of defectdet inspect --review (or its review folder)")
-    ap.add_argument("--bind", default="127.0.0.1:8090", help="host:port (default 127.0.0.1:8090)")
-    ap.add_argument("--token-env", help="environment variable holding the token (required beyond loopback)")
+    from ..settings.options import parser
+    from ..settings.tools import REVIEW
+
+    ap = parser(REVIEW, __doc__.split("\n\n")[0], [(0, "the review view served until Ctrl-C")])
     a = ap.parse_args(argv)
     if not LOG.handlers:
         handler = logging.StreamHandler(sys.stderr)

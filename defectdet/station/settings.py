@@ -5,7 +5,7 @@ a ``key=value`` override or a flag is one line naming the key and what was expec
 (``snapshots.quota_mb='abc': expected a number >= 0``), before anything is opened. The ranges come from
 the settings schema (:mod:`defectdet.settings.inspect`), where an output added to the sink registry
 declares its keys (a test checks that every numeric default has a range); ``conf``, ``iou`` and
-``max_det`` are the Detector's, which checks them itself.
+``max_det`` are the Detector's, which checks them too, against the same ranges.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..settings.inspect import INSPECT
 __all__ = ["DETECTOR_KEYS", "INT", "POSITIVE", "RANGES", "Range", "check_numbers"]
 
 
-# The detector's own settings, range-checked by defectdet.runtime.Detector itself (same one-line errors).
+# The detector's own settings, range-checked here and by defectdet.runtime.Detector itself (same ranges).
 DETECTOR_KEYS = ("conf", "iou", "max_det")
 
 # Every other numeric key of configs/inspect.yaml (dotted), with its range: declared once, with its default
@@ -26,18 +26,7 @@ DETECTOR_KEYS = ("conf", "iou", "max_det")
 RANGES: dict[str, Range] = INSPECT.ranges()
 
 
-def check_numbers(cfg: Mapping[str, Any], ranges: Mapping[str, Range] = RANGES) -> dict[str, Any]:
-    """A copy of the merged config with every key of ``ranges`` checked and typed (ConfigError on the
-    first bad one)."""
-    out = _copy(cfg)
-    for key, rng in ranges.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node[part]
-        node[leaf] = rng.check(key, node[leaf])
-    return out
-
-
-def _copy(node: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _copy(v) if isinstance(v, Mapping) else v for k, v in node.items()}
+def check_numbers(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the merged config with every key of :data:`RANGES` checked and typed (ConfigError on the
+    first bad one): :meth:`defectdet.settings.Schema.check` of the inspect schema."""
+    return INSPECT.check(cfg)
