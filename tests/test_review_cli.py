@@ -148,6 +148,20 @@ def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):  # noqa: F811
     )
 
 
+def test_a_changed_shadow_bundle_is_refused_in_one_line(model, tmp_path, capsys):  # noqa: F811
+    from test_bundle import rewrite
+
+    bad = bundled(model, tmp_path / "candidate.bundle").path
+    rewrite(bad, change={"fp32/model.json": b"{}"})
+    out = tmp_path / "r"
+    argv = ["inspect", "--model", str(model), "--source", SOURCE, "--out", str(out), "--shadow", str(bad)]
+    assert main(argv) == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(
+        f"{bad}: fp32/model.json: sha256 differs from the manifest (changed after packaging)"
+    ), err
+
+
 def test_review_overhead_bench_smoke(model, tmp_path, capsys):  # noqa: F811
     import benchscripts
 
