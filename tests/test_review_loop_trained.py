@@ -1,4 +1,4 @@
-"""The line teaches the model, with real models (slow: two short trainings, ~90 s of one CPU core).
+"""The line teaches the model, with real models (slow: two short trainings, ~105 s of one CPU core).
 
 test_review_loop.py runs the loop's data flow with oracle models; here every model is a trained
 defectdet-pico, exported to ONNX and run by ``defectdet inspect``:
@@ -71,7 +71,7 @@ TRAIN = dict(  # a short CPU run: AdamW, a step per batch, no mosaic, no validat
 )
 LIVE = dict(epochs=100, lr0=0.01)  # from scratch
 # fine-tuned from the live checkpoint; images holding a rare class (the few cracks) drawn more often
-CANDIDATE = dict(epochs=100, lr0=0.005, sampling="repeat", repeat_thresh=0.5)
+CANDIDATE = dict(epochs=150, lr0=0.005, sampling="repeat", repeat_thresh=0.5)
 CONF, NEAR_BAND, AUDIT = 0.25, 0.2, 0.05  # thresholds, and the review queue's near band and audit share
 
 
