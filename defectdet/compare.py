@@ -1,4 +1,4 @@
-"""``defectdet compare RUN [--candidate model.onnx]``: the live model against its shadow.
+"""``defectdet compare RUN [--candidate model.bundle|model.onnx]``: the live model against its shadow.
 
 Reads a run of ``defectdet inspect --shadow CANDIDATE --review`` and reports
 
@@ -195,6 +195,9 @@ def cli(argv: list[str]) -> int:
     runner = None
     if path and Path(path).is_file():
         from .runtime import Detector
+        from .station.bundled import resolve_model
+
+        res = resolve_model(Path(path), a.backend)  # a bundle: its model for this device, verified
 
         queue = run / "review" / "queue.json"
         decision = (
@@ -202,7 +205,7 @@ def cli(argv: list[str]) -> int:
         )
         # the thresholds the shadow decided with (shadow.json), else the candidate's own
         thresholds = dict(zip(meta["names"], meta["thresholds"])) if meta.get("thresholds") else None
-        detector = Detector(path, backend=a.backend, thresholds=thresholds)
+        detector = Detector(res.model, backend=res.backend, thresholds=thresholds)
         runner = candidate_runner(detector, decision.get("roi"), decision.get("roi_units", "fraction"))
     elif a.candidate:
         raise DataError(f"--candidate {a.candidate}: no such model file")

@@ -3,6 +3,7 @@
 
 import json
 
+import pytest
 import yaml
 from test_station_page import model  # noqa: F401 (the stand-in model fixture)
 
@@ -28,15 +29,25 @@ def _inspect(onnx, out, *extra):
     return json.loads((out / "summary.json").read_text())
 
 
-def test_inspect_review_shadow_harvest_compare(model, tmp_path, capsys):  # noqa: F811
+def bundled(onnx, out):
+    """The stand-in model as a model bundle (the members ``defectdet package`` writes for FP32)."""
+    from defectdet.artifact.bundle import write_bundle
+
+    files = {"fp32/model.onnx": onnx, "fp32/model.json": onnx.with_suffix(".json")}
+    return write_bundle(out, files, {"fp32": "fp32/model.onnx"}, "fp32", "fp32/model.json")
+
+
+@pytest.mark.parametrize("candidate", ["onnx", "bundle"])
+def test_inspect_review_shadow_harvest_compare(model, tmp_path, capsys, candidate):  # noqa: F811
     names = json.loads(model.with_suffix(".json").read_text())["names"]
     names = [names[k] for k in sorted(names, key=int)] if isinstance(names, dict) else names
     low = tmp_path / "low.yaml"
     low.write_text(yaml.safe_dump({"thresholds": {n: 0.3 for n in names}}))  # the candidate rejects more
+    cand = model if candidate == "onnx" else bundled(model, tmp_path / "line" / "candidate.bundle").path
     plain = _inspect(model, tmp_path / "plain")
     run = tmp_path / "run"
     s = _inspect(
-        model, run, "--review", "--shadow", str(model), f"shadow.thresholds={low}", "review.audit_rate=0.2"
+        model, run, "--review", "--shadow", str(cand), f"shadow.thresholds={low}", "review.audit_rate=0.2"
     )
     assert s["ng"] == plain["ng"] > 0, "the near-miss floor and the shadow change no decision"
     assert len(list(read_events(run / "events.jsonl"))) == s["ng"]
@@ -45,9 +56,8 @@ def test_inspect_review_shadow_harvest_compare(model, tmp_path, capsys):  # noqa
     assert (
         shadow["shadowed"] == s["frames"] and shadow["skipped"] == 0 and shadow["agree"] < shadow["shadowed"]
     )
-    assert shadow["live_only"] == 0 and shadow["candidate"].startswith(
-        "model.onnx:"
-    )  # 0.3 < 0.5: it rejects more
+    label = "model.onnx:" if candidate == "onnx" else "candidate.bundle:"  # a bundle: its id
+    assert shadow["live_only"] == 0 and shadow["candidate"].startswith(label)  # 0.3 < 0.5: it rejects more
     items = sorted((run / "review" / "items").glob("*.json"))
     metas = [json.loads(p.read_text()) for p in items]
     assert all(m["run_id"] == review["run_id"] and m["model"] == s["model"] for m in metas)
@@ -89,6 +99,9 @@ def test_inspect_review_shadow_harvest_compare(model, tmp_path, capsys):  # noqa
     assert main(["compare", str(run)]) == 0
     again = json.loads((run / "compare.json").read_text())
     assert again["reviewed"]["candidate"] == logged and again["verdict_sources"]["rerun"] > 0
+    assert main(["compare", str(run), "--candidate", str(cand)]) == 0  # named: a bundle is opened as well
+    named = json.loads((run / "compare.json").read_text())
+    assert named["reviewed"]["candidate"] == logged
 
 
 def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):  # noqa: F811
@@ -133,6 +146,20 @@ def test_bad_inputs_are_one_line_errors(model, tmp_path, capsys):  # noqa: F811
     assert (
         "missing.onnx" in err[2] and "review.near_band=2" in err[3] and "review.image_format='gif'" in err[4]
     )
+
+
+def test_a_changed_shadow_bundle_is_refused_in_one_line(model, tmp_path, capsys):  # noqa: F811
+    from test_bundle import rewrite
+
+    bad = bundled(model, tmp_path / "candidate.bundle").path
+    rewrite(bad, change={"fp32/model.json": b"{}"})
+    out = tmp_path / "r"
+    argv = ["inspect", "--model", str(model), "--source", SOURCE, "--out", str(out), "--shadow", str(bad)]
+    assert main(argv) == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(
+        f"{bad}: fp32/model.json: sha256 differs from the manifest (changed after packaging)"
+    ), err
 
 
 def test_review_overhead_bench_smoke(model, tmp_path, capsys):  # noqa: F811

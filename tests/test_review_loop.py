@@ -171,6 +171,7 @@ def station_run(truth, out, shadow=None):
             0
         ]
         checks["html"] = request(url + "/review")
+        checks["main"] = request(url + "/")
         image = request(url + f"/review/img/{some}")
         return checks, image, review_all(url, view.token)
 
@@ -200,6 +201,7 @@ def test_the_line_teaches_the_model(truth, tmp_path):
         400,
     )
     assert checks["html"][0] == 200 and b"X-Defectdet-Token" in checks["html"][1]
+    assert checks["main"][0] == 200 and b'<a id="review-link" href="review">' in checks["main"][1]
     assert image[0] == 200 and image[1][:4] == b"\x89PNG"
     kinds = {item["kind"] for item, _ in judged}
     assert {"ng", "near_miss", "audit"} <= kinds and all(
@@ -252,6 +254,24 @@ def test_the_line_teaches_the_model(truth, tmp_path):
     assert 0 < cmp["agreement"]["rate"] < 1 and cmp["verdict_sources"]["unseen"] == 0
     text = format_report(cmp)
     assert "crack 0/" in text and "candidate" in text
+
+
+def test_the_main_view_links_to_the_review_view_only_when_review_is_on(tmp_path):
+    from defectdet.station.outputs.page import OperatorPage
+    from defectdet.station.review_page import attach_review
+
+    pages = {"off": OperatorPage(port=0), "on": OperatorPage(port=0)}
+    attach_review(pages["on"].server, tmp_path / "review", list(LIVE_NAMES.values()))
+    html = {}
+    for key, page in pages.items():
+        page.open()
+        try:
+            status, html[key] = request(page.server.url + "/")
+            assert status == 200
+        finally:
+            page.close()
+    assert b'id="review-link" href="review"' in html["on"] and b"review-link" in html["off"]  # the script
+    assert b'<a id="review-link"' not in html["off"] and b"<!--review-->" not in html["on"]
 
 
 def test_merge_adds_to_train_only_and_keeps_ids(truth, tmp_path):

@@ -250,8 +250,9 @@ def test_operator_page_in_a_real_browser(model, tmp_path):
 
 
 def test_review_view_in_a_real_browser(model, tmp_path):
-    """The review view (defectdet/station/review_page.py): no token, a refused write; the run's token,
-    a missed defect drawn on the picture with a new class and saved, then a false reject."""
+    """The review view (defectdet/station/review_page.py), reached by the main view's link: no token, a
+    refused write; the run's token, a missed defect drawn on the picture with a new class and saved,
+    then a false reject."""
     pytest.importorskip("selenium", reason="selenium is not installed (pip install 'defectdet[dev]')")
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import WebDriverWait
@@ -284,7 +285,9 @@ def test_review_view_in_a_real_browser(model, tmp_path):
         token = (out / "review" / "token").read_text().strip()
         driver = chrome()
         wait = WebDriverWait(driver, 30, poll_frequency=0.2)
-        driver.get(f"http://127.0.0.1:{port}/review")
+        driver.get(f"http://127.0.0.1:{port}/")  # the operator's main view links to the review view
+        driver.find_element("id", "review-link").click()
+        wait.until(lambda d: d.current_url == f"http://127.0.0.1:{port}/review")
         items = "return document.querySelectorAll('#list .item').length"
         wait.until(lambda d: d.execute_script(items) >= 2)
         driver.find_element("css selector", "#list .item").click()

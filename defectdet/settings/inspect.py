@@ -498,7 +498,8 @@ KEYS = [
     Key(
         "shadow.model",
         None,
-        "a candidate model beside the live one, driving no output (docs/review-loop.md): .onnx/.engine",
+        "a candidate model beside the live one, driving no output (docs/review-loop.md): "
+        "model.bundle or .onnx/.engine",
         kind=str,
         more=("(--shadow PATH); null: no shadow",),
     ),

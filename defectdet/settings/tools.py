@@ -29,8 +29,8 @@ COMPARE = Schema(
         Key(
             "candidate",
             None,
-            "the candidate model, for reviewed frames the shadow did not see "
-            "(default: the shadow's model file)",
+            "the candidate model (model.bundle, .onnx or .engine), for reviewed frames the shadow did "
+            "not see (default: the shadow's model file)",
             kind=str,
         ),
         Key(

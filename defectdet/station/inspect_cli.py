@@ -151,8 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--shadow",
         metavar="CANDIDATE",
-        help="run a candidate model beside the live one, driving nothing "
-        "(shadow.jsonl; defectdet compare <out>)",
+        help="run a candidate model (model.bundle, .onnx or .engine) beside the live one, driving "
+        "nothing (shadow.jsonl; defectdet compare <out>)",
     )
     ap.add_argument(
         "overrides",

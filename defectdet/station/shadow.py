@@ -1,11 +1,11 @@
 """A shadow model: a candidate runs on the live frames, drives nothing, and says where it disagrees.
 
-``defectdet inspect --shadow candidate.onnx`` (or ``shadow.model:`` in the config) adds a
-:class:`ShadowSink`. Each frame the loop decides is handed to the sink's own thread, which runs the
-candidate and decides the frame with the candidate's thresholds and the live run's region of
-interest (per frame: no debounce, so it is compared with the live model's per-frame verdict,
-``raw_ng``). The candidate never touches the event log, the snapshots, the page's counters or any
-reject/alarm output.
+``defectdet inspect --shadow candidate.bundle`` (a model bundle, or an .onnx/.engine;
+``shadow.model:`` in the config) adds a :class:`ShadowSink`. Each frame the loop decides is handed
+to the sink's own thread, which runs the candidate and decides the frame with the candidate's
+thresholds and the live run's region of interest (per frame: no debounce, so it is compared with the
+live model's per-frame verdict, ``raw_ng``). The candidate never touches the event log, the
+snapshots, the page's counters or any reject/alarm output.
 
 When the candidate is slower than the line, a live source keeps only the newest frame waiting for
 it: frames in between are not shadowed (``skipped``; logged once, with the candidate's time per
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..artifact import model_id
 from ..config import atomic_write_text
 from .decisions import Decider
 from .result import utc_iso
@@ -220,14 +219,21 @@ def _vector(thresholds: Sequence[float]) -> Any:
 
 
 def open_shadow(s: Mapping[str, Any], ctx: Any) -> ShadowSink:
-    """The ``shadow:`` section -> a :class:`ShadowSink` (the candidate loads now)."""
-    from ..runtime import Detector
+    """The ``shadow:`` section -> a :class:`ShadowSink` (the candidate loads now).
 
-    path = Path(str(s["model"]))
+    ``shadow.model`` is a model bundle (``defectdet package``: verified, and run as ``inspect --model``
+    runs one, :func:`.bundled.resolve_model`, never building an engine for it) or an .onnx/.engine.
+    The candidate runs the live model's views (flips, tiles)."""
+    from ..runtime import Detector
+    from .bundled import resolve_model
+
+    res = resolve_model(Path(str(s["model"])), s["backend"])
+    if res.note:
+        LOG.info("shadow: %s", res.note)
     views = dict(ctx.info.get("views") or {})  # the live model's flips and tiles: the same views
     det = Detector(
-        path,
-        backend=s["backend"],
+        res.model,
+        backend=res.backend,
         conf=float(ctx.info.get("conf", 0.25)),
         thresholds=s["thresholds"],
         tta=views.get("tta", "none"),
@@ -240,10 +246,10 @@ def open_shadow(s: Mapping[str, Any], ctx: Any) -> ShadowSink:
         det.names,
         det.thresholds,
         ctx.out / s["file"],
-        model_id(path),
+        res.model_id,
         decision.get("roi"),
         decision.get("roi_units", "fraction"),
         block=not ctx.live,
         log_agreeing=bool(s["log_agreeing"]),
-        model_path=str(path.resolve()),
+        model_path=str(Path(res.model).resolve()),
     )

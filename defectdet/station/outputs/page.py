@@ -4,7 +4,8 @@ Routes (GET only; served by aiohttp from its own thread, see :mod:`.web`):
 
 * ``/`` — the page (:data:`~.page_html.PAGE`): the live stream, OK/NG/yield, NG per class, the last
   NG parts, the model and thresholds in force, health, and line safety (a red banner once a reject
-  was missed or inspection halted; ready, missed rejects, PLC link); it polls ``/api/state`` once a second;
+  was missed or inspection halted; ready, missed rejects, PLC link), and a link to the review view
+  when it is on (``/review``); it polls ``/api/state`` once a second;
 * ``/api/state`` — that state as JSON;
 * ``/stream.mjpg`` — the annotated stream as MJPEG, at most ``stream_fps`` frames/s per client;
 * ``/ng/<id>.jpg`` — one of the last ``keep_ng`` NG parts (its first NG frame, annotated).
@@ -30,7 +31,7 @@ import cv2
 from ..safety import LineSafety
 from ..sink import BaseSink
 from .live import LineCounters, health, top_defect
-from .page_html import PAGE
+from .page_html import PAGE, REVIEW_LINK
 from .web import HttpServer
 
 LOG = logging.getLogger("defectdet.inspect")
@@ -146,7 +147,9 @@ class OperatorPage(BaseSink):
         }
 
     async def _page(self, request: Any) -> Any:
-        return self.server.web.Response(text=PAGE, content_type="text/html")
+        review = "/review" in self.server.routes  # the review view is attached (review_page.attach_review)
+        text = PAGE.replace("<!--review-->", REVIEW_LINK if review else "")
+        return self.server.web.Response(text=text, content_type="text/html")
 
     async def _state(self, request: Any) -> Any:
         body = json.dumps(self.state(), default=str)

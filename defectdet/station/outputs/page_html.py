@@ -6,7 +6,7 @@ PAGE = """<!doctype html>
 <style>
  body{margin:0;font:14px/1.4 system-ui,sans-serif;background:#111418;color:#e6e6e6}
  header{display:flex;gap:1.5em;align-items:baseline;padding:.6em 1em;background:#1b2027;flex-wrap:wrap}
- header h1{font-size:18px;margin:0} header span{color:#9aa4b0}
+ header h1{font-size:18px;margin:0} header span{color:#9aa4b0} header a{color:#f2c94c}
  main{display:grid;grid-template-columns:minmax(0,3fr) minmax(260px,1fr);gap:1em;padding:1em}
  .tiles{display:grid;grid-template-columns:repeat(4,1fr);gap:.6em;margin-bottom:.8em}
  .tile{background:#1b2027;border-radius:6px;padding:.5em .8em} .tile b{display:block;font-size:30px}
@@ -22,7 +22,7 @@ PAGE = """<!doctype html>
 </style></head><body>
 <header><h1>defectdet station</h1><span>model <code id="model">-</code></span>
 <span>source <code id="source">-</code></span>
-<span>last <b id="last">-</b></span><span>ready <b id="ready">-</b></span></header>
+<span>last <b id="last">-</b></span><span>ready <b id="ready">-</b></span><!--review--></header>
 <div id="alarm" role="alert"></div>
 <main><section>
  <div class="tiles"><div class="tile"><span>frames</span><b id="frames">0</b></div>
@@ -41,6 +41,7 @@ const token = new URLSearchParams(location.search).get("token");
 const q = token ? "?token=" + encodeURIComponent(token) : "";
 document.getElementById("stream").src = "stream.mjpg" + q;
 const $ = id => document.getElementById(id);
+if ($("review-link")) $("review-link").href = "review" + q;
 function rows(el, pairs) {
   el.replaceChildren(...pairs.map(([k, v]) => { const tr = document.createElement("tr");
     for (const x of [k, v]) { const td = document.createElement("td"); td.textContent = x; tr.append(td); }
@@ -88,3 +89,6 @@ async function tick() {
 tick(); setInterval(tick, 1000);
 </script></body></html>
 """
+
+# Put in place of ``<!--review-->`` when the page serves the review view (review.enabled: /review).
+REVIEW_LINK = '<a id="review-link" href="review">review queue</a>'
