@@ -23,6 +23,8 @@ TABLES = {
     "quality-table": "quality.md",
     "quality-recipe-table": "quality.md",
     "quality-paste-table": "quality.md",
+    "quality-kfold-table": "quality.md",
+    "curve-table": "quality.md",
     "tta-table": "tta.md",
 }
 
