@@ -331,6 +331,37 @@ def test_a_failing_frame_is_skipped_but_a_failing_detector_ends_the_run(Loop, tm
     assert summary["frames"] == 10 and summary["detector_errors"] == 3 and summary["stop_reason"] == "error"
 
 
+def test_frames_decided_before_a_fatal_detector_error_still_reach_the_sinks(tmp_path):
+    """The pipelined loop: when the detector fails for good, the frames already decided and waiting for
+    the sinks (slow ones here) are still delivered: counted, their events and rejects out, none lost."""
+    from defectdet.station.sink import BaseSink
+
+    class Slow(BaseSink):
+        name = "slow"
+
+        def __init__(self):
+            self.seen = []
+
+        def emit(self, result):
+            time.sleep(0.05)
+            self.seen.append(result.frame.index)
+
+    class Failing(FakeDetector):
+        def __call__(self, img):
+            if frame_number(img) >= 10:
+                raise ValueError("Detections.confidence: expected values in [0, 1]")
+            return super().__call__(img)
+
+    slow = Slow()
+    loop = PipelinedLoop(
+        Failing(), file_source(40), Decider(NAMES), [slow], max_detector_errors=3, out_dir=tmp_path
+    )
+    with pytest.raises(ValueError, match="expected values"):
+        loop.run()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert slow.seen == list(range(10)) and summary["frames"] == 10 and summary["stop_reason"] == "error"
+
+
 # -- the pipeline -------------------------------------------------------------------------------
 def run_joined(loop, timeout=30.0):
     """``loop.run()`` in a thread joined with a timeout, so a hang fails the test instead of blocking it:

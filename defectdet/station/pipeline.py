@@ -54,12 +54,13 @@ class Channel:
         self._items: collections.deque[Any] = collections.deque()
         self._cond = threading.Condition()
         self.closed = False
+        self.finished = False  # no more puts; what is queued is still handed out, then END
 
     def put(self, item: Any) -> bool:
-        """Append, waiting while full; False (nothing appended) once closed."""
+        """Append, waiting while full; False (nothing appended) once closed or finished."""
         with self._cond:
-            self._cond.wait_for(lambda: len(self._items) < self.capacity or self.closed)
-            if self.closed:
+            self._cond.wait_for(lambda: len(self._items) < self.capacity or self.closed or self.finished)
+            if self.closed or self.finished:
                 return False
             self._items.append(item)
             self._cond.notify_all()
@@ -74,12 +75,15 @@ class Channel:
             )
 
     def get(self, timeout: Optional[float] = None) -> Any:
-        """The oldest item; None after ``timeout`` s; :data:`CLOSED` once closed (what is left is dropped)."""
+        """The oldest item; None after ``timeout`` s; :data:`CLOSED` once closed (what is left is dropped);
+        :data:`END` once finished and empty."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self.closed, timeout):
+            if not self._cond.wait_for(lambda: self._items or self.closed or self.finished, timeout):
                 return None
             if self.closed:
                 return CLOSED
+            if not self._items:
+                return END
             item = self._items.popleft()
             self._cond.notify_all()
             return item
@@ -87,6 +91,12 @@ class Channel:
     def close(self) -> None:
         with self._cond:
             self.closed = True
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """Take no more items, but hand out those queued (then :data:`END`): frames already decided."""
+        with self._cond:
+            self.finished = True
             self._cond.notify_all()
 
 
@@ -188,7 +198,8 @@ class PipelinedLoop(InspectionLoop):
 
     # -- the stage threads --------------------------------------------------------------------
     def _stage(self, name: str, body: Callable[[], None]) -> None:
-        """Run one stage's body; an exception aborts the run (the first one is re-raised by run())."""
+        """Run one stage's body; an exception aborts the run (the first one is re-raised by run()). The
+        frames already decided still reach the sinks (their rejects, events and counts), then the run ends."""
         try:
             body()
         except BaseException as e:
@@ -198,8 +209,9 @@ class PipelinedLoop(InspectionLoop):
                     "pipeline: stage %r failed (%s: %s); stopping the run", name, e.__class__.__name__, e
                 )
             self.stop_event.set()
-            for ch in (self._to_infer, self._to_post, self._to_sinks, self._buffers):
+            for ch in (self._to_infer, self._to_post, self._buffers):
                 ch.close()
+            self._to_sinks.finish()
 
     def _timed(self, name: str, job: _Job, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` timed into the stage's statistics; a detector exception is kept on the job (None)."""
