@@ -103,10 +103,40 @@ def _row(cell: str, res: list[dict[str, Any]], kfold: bool) -> dict[str, Any]:
     return row
 
 
+def _folds_row(cell: str, tag: str, folds: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The finished folds of a k-fold cell, each scored on its own held-out parts (thresholds calibrated
+    on one half of the fold, counted on the other, both ways round): comparable fold by fold across cells
+    while a cell is still training."""
+    first = folds[min(folds)]
+    budget = first.get("budget") or first.get("fingerprint", {})
+    cal = [folds[f]["calibration_line_any"] for f in sorted(folds)]
+    return {
+        "cell": cell,
+        "data": tag,
+        "model": Path(str(budget.get("model"))).stem,
+        "epochs": budget.get("epochs"),
+        "map50": float(np.median([folds[f]["map50"] for f in folds])),
+        "folds": {f: folds[f]["map50"] for f in sorted(folds)},
+        **{k: sum(c[k] for c in cal) for k in ("escapes", "n_defective", "overkills", "n_clean")},
+        "rule": "per class, half/half within each fold",
+        "wall_s": sum(folds[f].get("wall_s") or 0 for f in folds),
+        "ips": [folds[f]["images_per_s"] for f in folds if folds[f].get("images_per_s")],
+        "load": [folds[f]["load_1m"] for f in folds if folds[f].get("load_1m") is not None],
+        "seeds": 1,
+    }
+
+
 def collect(out: Path) -> list[dict[str, Any]]:
-    """Every finished cell under ``out``: one row per (cell, data set)."""
+    """Every cell under ``out``: one row per (cell, data set); a k-fold cell also gets a row of its
+    finished folds (all of them, or those done so far)."""
     rows = []
     for cell in sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []:
+        done: dict[str, dict[int, dict[str, Any]]] = {}
+        for p in sorted(cell.glob(f"*-kfold*-fold*/{ARM}/seed0/result.json")):
+            tag, _, fold = p.parents[2].name.rpartition("-fold")
+            if fold.isdigit():
+                done.setdefault(tag, {})[int(fold)] = json.loads(p.read_text())
+        rows += [_folds_row(cell.name, tag, folds) for tag, folds in sorted(done.items())]
         kfolds = sorted(cell.glob(f"*-kfold*/{ARM}/seed*/kfold.json"))
         for tag in sorted({p.parents[2].name for p in kfolds}):
             res = [json.loads(p.read_text()) for p in kfolds if p.parents[2].name == tag]
@@ -117,7 +147,7 @@ def collect(out: Path) -> list[dict[str, Any]]:
         for tag in sorted({p.parents[2].name for p in plain}):
             res = [json.loads(p.read_text()) for p in plain if p.parents[2].name == tag]
             rows.append(_row(cell.name, res, kfold=False))
-    return sorted(rows, key=lambda r: (r["data"], r["model"], r["epochs"] or 0))
+    return sorted(rows, key=lambda r: (r["data"], r["model"], "folds" in r, r["epochs"] or 0))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -131,7 +161,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "escapes" in r:
             esc = f"{r['escapes']}/{r['n_defective']} ({r['escapes'] / r['n_defective']:.1%})"
             ovk = f"{r['overkills']}/{r['n_clean']} ({r['overkills'] / r['n_clean']:.1%})"
-            runs = f"{r['seeds']} seed × folds"
+            runs = f"{r['seeds']} seed × folds, pooled"
+            if "folds" in r:
+                runs = "fold " + ", ".join(f"{f}: {m:.3f}" for f, m in r["folds"].items()) + " (median)"
         else:
             esc, ovk = f"{r['escape']:.1%}", f"{r['overkill']:.1%}"
             runs = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''} (median)"

@@ -55,12 +55,40 @@ def test_table_of_kfold_and_plain_cells(tmp_path):
                 }
             )
         )
+    for fold, (m, esc) in enumerate([(0.4, 1), (0.3, 2)]):  # a later cell with two folds done so far
+        r = tmp_path / "defectdet-pico-e120" / f"ksdd-kfold5-fold{fold}" / "recipe" / "seed0" / "result.json"
+        r.parent.mkdir(parents=True)
+        cal = {"escapes": esc, "n_defective": 10, "overkills": 1, "n_clean": 70}
+        r.write_text(
+            json.dumps(
+                {
+                    "data_tag": r.parents[2].name,
+                    "budget": {**budget, "epochs": 120},
+                    "map50": m,
+                    "calibration_line_any": cal,
+                    "wall_s": 60,
+                    "images_per_s": 9.0,
+                }
+            )
+        )
     rows = C.collect(tmp_path)
-    assert [(r["data"], r["epochs"]) for r in rows] == [("ksdd-kfold5", 60), ("pcb", 30)]
+    assert [(r["data"], r["epochs"], "folds" in r) for r in rows] == [
+        ("ksdd-kfold5", 60, False),
+        ("ksdd-kfold5", 120, True),
+        ("pcb", 30, False),
+    ]
+    assert rows[1]["map50"] == pytest.approx(0.35) and (rows[1]["escapes"], rows[1]["n_defective"]) == (3, 20)
+    text = C.table(rows)
+    assert (
+        "| ksdd-kfold5 | defectdet-pico | 120 | fold 0: 0.400, 1: 0.300 (median) | 0.350 | 3/20 (15.0%) |"
+        in text
+    )
+    rows = [r for r in rows if "folds" not in r]
     assert rows[1]["map50"] == 0.8 and rows[1]["escape"] == 0.02 and rows[1]["wall_s"] == 200
     text = C.table(rows)
     assert (
-        "| ksdd-kfold5 | defectdet-pico | 60 | 1 seed × folds | 0.500 | 2/52 (3.8%) | 9/347 (2.6%) |" in text
+        "| ksdd-kfold5 | defectdet-pico | 60 | 1 seed × folds, pooled | 0.500 | 2/52 (3.8%) | 9/347 (2.6%) |"
+        in text
     )
     assert "| pcb | defectdet-pico | 30 | 3 seeds (median) | 0.800 | 2.0% | 4.0% |" in text
     assert "8.0 (2.2)" in text
