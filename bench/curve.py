@@ -103,7 +103,7 @@ def _row(cell: str, res: list[dict[str, Any]], kfold: bool) -> dict[str, Any]:
     return row
 
 
-def _folds_row(cell: str, tag: str, folds: dict[int, dict[str, Any]]) -> dict[str, Any]:
+def _folds_row(cell: str, tag: str, seed: str, folds: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The finished folds of a k-fold cell, each scored on its own held-out parts (thresholds calibrated
     on one half of the fold, counted on the other, both ways round): comparable fold by fold across cells
     while a cell is still training."""
@@ -117,6 +117,7 @@ def _folds_row(cell: str, tag: str, folds: dict[int, dict[str, Any]]) -> dict[st
         "epochs": budget.get("epochs"),
         "map50": float(np.median([folds[f]["map50"] for f in folds])),
         "folds": {f: folds[f]["map50"] for f in sorted(folds)},
+        "seed": seed,
         **{k: sum(c[k] for c in cal) for k in ("escapes", "n_defective", "overkills", "n_clean")},
         "rule": "per class, half/half within each fold",
         "wall_s": sum(folds[f].get("wall_s") or 0 for f in folds),
@@ -131,12 +132,12 @@ def collect(out: Path) -> list[dict[str, Any]]:
     finished folds (all of them, or those done so far)."""
     rows = []
     for cell in sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []:
-        done: dict[str, dict[int, dict[str, Any]]] = {}
-        for p in sorted(cell.glob(f"*-kfold*-fold*/{ARM}/seed0/result.json")):
+        done: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}  # (set, seed) -> fold -> result
+        for p in sorted(cell.glob(f"*-kfold*-fold*/{ARM}/seed*/result.json")):
             tag, _, fold = p.parents[2].name.rpartition("-fold")
             if fold.isdigit():
-                done.setdefault(tag, {})[int(fold)] = json.loads(p.read_text())
-        rows += [_folds_row(cell.name, tag, folds) for tag, folds in sorted(done.items())]
+                done.setdefault((tag, p.parent.name), {})[int(fold)] = json.loads(p.read_text())
+        rows += [_folds_row(cell.name, tag, seed, folds) for (tag, seed), folds in sorted(done.items())]
         kfolds = sorted(cell.glob(f"*-kfold*/{ARM}/seed*/kfold.json"))
         for tag in sorted({p.parents[2].name for p in kfolds}):
             res = [json.loads(p.read_text()) for p in kfolds if p.parents[2].name == tag]
@@ -164,6 +165,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             runs = f"{r['seeds']} seed × folds, pooled"
             if "folds" in r:
                 runs = "fold " + ", ".join(f"{f}: {m:.3f}" for f, m in r["folds"].items()) + " (median)"
+                runs = runs if r["seed"] == "seed0" else f"{r['seed']}, {runs}"
         else:
             esc, ovk = f"{r['escape']:.1%}", f"{r['overkill']:.1%}"
             runs = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''} (median)"

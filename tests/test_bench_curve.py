@@ -83,6 +83,10 @@ def test_table_of_kfold_and_plain_cells(tmp_path):
         "| ksdd-kfold5 | defectdet-pico | 120 | fold 0: 0.400, 1: 0.300 (median) | 0.350 | 3/20 (15.0%) |"
         in text
     )
+    other = tmp_path / "defectdet-pico-e120" / "ksdd-kfold5-fold0" / "recipe" / "seed1" / "result.json"
+    other.parent.mkdir(parents=True)
+    other.write_text((other.parents[1] / "seed0" / "result.json").read_text())
+    assert "| 120 | seed1, fold 0: 0.400 (median) | 0.400 | 1/10 (10.0%) |" in C.table(C.collect(tmp_path))
     rows = [r for r in rows if "folds" not in r]
     assert rows[1]["map50"] == 0.8 and rows[1]["escape"] == 0.02 and rows[1]["wall_s"] == 200
     text = C.table(rows)
