@@ -47,8 +47,10 @@ per-seed mAP50 delta to BCE.
 ``result.json``; a rerun skips finished arms, resumes an interrupted training from ``last.pt`` and
 refuses a cache made with another budget. ``--archive DIR`` keeps a copy of each ``result.json`` (no
 weights) in the same layout, small enough to commit, so ``--report-only --out DIR`` rebuilds the
-table after the runs' folder is gone. Writes ``<out>/quality.md``, ``quality.json``,
-``quality_pr.png`` (PR curves of all arms overlaid) and ``quality_bars.png``.
+table after the runs' folder is gone, and a rerun with the same ``--archive`` reads an arm kept there as
+cached (a later session, with another ``--out``, trains only what is missing). Writes
+``<out>/quality.md``, ``quality.json``, ``quality_pr.png`` (PR curves of all arms overlaid) and
+``quality_bars.png``.
 """
 
 from __future__ import annotations
@@ -129,6 +131,13 @@ FEATURES = {
     },
     "nomosaic": {"mosaic": 0.0},
     "nbs16": {"nbs": 16},
+    # the sampler x focal grid (bench/grid.py): defect share per epoch, and focal gamma at alpha 0.5 with
+    # the cls gain of the preset for that gamma (focal_balanced, focal_mild; gamma 2 as focal, alpha 0.5)
+    **{f"df{n}": {"sampling": "defect", "defect_fraction": n / 100} for n in (10, 25, 50)},
+    **{
+        f"g{g}": {"cls_loss": "focal", "gamma": float(g), "alpha": 0.5, "cls": 1.0 if g == 0 else 4.0}
+        for g in (0, 1, 2)
+    },
 }
 
 
@@ -196,8 +205,14 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
     ultralytics' own ``optimizer=auto`` choice for these short runs and what arms without an lr feature
     trained with before; momentum and bias warm-up as auto sets them), nomosaic = ``mosaic=0`` (one native
     window per sample, ultralytics' other augmentations kept), nbs16 = ``nbs=16`` (an optimizer step every
-    batch of 16 instead of ultralytics' gradient accumulation to 64: 4x the steps at the same images seen))
-    to a loss arm; ``recipe`` is ``defectdet train``'s defaults (every key auto: loss, sampling, crop)."""
+    batch of 16 instead of ultralytics' gradient accumulation to 64: 4x the steps at the same images seen;
+    the sampler x focal grid of bench/grid.py: df10, df25, df50 = ``sampling=defect`` at
+    ``defect_fraction`` 0.1 / 0.25 / 0.5, and g0, g1, g2 = ``cls_loss=focal`` at gamma 0 / 1 / 2, alpha 0.5
+    and the cls gain of the preset for that gamma: cls 1 (gamma 0 = focal_balanced, BCE-equivalent), cls 4
+    (gamma 1 = focal_mild; gamma 2 = the focal preset's gamma and gain at alpha 0.5, not its 0.25))
+    to a loss arm; ``recipe`` is ``defectdet train``'s defaults (every key auto: loss, sampling, crop), so
+    ``recipe+df25+g1`` differs from the defaults in the sampler's share and the loss alone. A feature's
+    keys override the base arm's; two features that set one key to different values are an error."""
     from defectdet.data.stats import recommend_preset
     from defectdet.train import load_settings
 
@@ -218,12 +233,25 @@ def arms_for(stats: dict, wanted: list[str] | None = None) -> dict[str, dict]:
                 f"--arms {w}: expected one of {', '.join(arms)}, 'recommended' or 'recipe', optionally "
                 f"followed by +feature ({', '.join(FEATURES)})"
             )
-        settings = {} if base == "recipe" else dict(arms[base])
-        for f in features:
-            settings.update(FEATURES[f])
-            settings.pop("recommended", None)
-        out["+".join([base, *features])] = settings
+        out["+".join([base, *features])] = _with_features(w, {} if base == "recipe" else arms[base], features)
     return out
+
+
+def _with_features(arm: str, base: dict, features: list[str]) -> dict:
+    """``base`` settings with each feature's keys laid over them (ConfigError on a key set twice)."""
+    if not features:
+        return dict(base)  # a bare arm keeps its "recommended" mark
+    settings, set_by = {k: v for k, v in base.items() if k != "recommended"}, {}
+    for f in features:
+        for k, v in FEATURES[f].items():
+            if k in set_by and FEATURES[set_by[k]][k] != v:
+                raise ConfigError(
+                    f"--arms {arm}: features {set_by[k]} and {f} both set {k} ({FEATURES[set_by[k]][k]} vs "
+                    f"{v}); expected at most one feature per key"
+                )
+            set_by[k] = f
+        settings.update(FEATURES[f])
+    return settings
 
 
 def loss_label(s: dict) -> str:
@@ -550,6 +578,15 @@ def _resolve_data(data: str, out: Path, opts: argparse.Namespace, imgsz: int) ->
     return str(Path(data).resolve())
 
 
+def _restore(run_dir: Path, kept: Path | None, names: tuple[str, ...]) -> None:
+    """Copy the files ``names`` that an earlier session kept in ``--archive`` (``kept``) into ``run_dir``
+    where it lacks them, so that a finished arm is read as cached, not trained again."""
+    for name in names:
+        if kept is not None and (kept / name).is_file() and not (run_dir / name).is_file():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept / name, run_dir / name)
+
+
 def _kfold_fold(
     out: Path,
     data: str,
@@ -568,10 +605,7 @@ def _kfold_fold(
 
     rel = Path(data_tag(data)) / arm / f"seed{seed}"
     run_dir, kept = out / rel, (Path(opts.archive) / rel if opts.archive else None)
-    for name in ("result.json", "dets.json.gz"):
-        if kept is not None and (kept / name).is_file() and not (run_dir / name).is_file():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(kept / name, run_dir / name)
+    _restore(run_dir, kept, ("result.json", "dets.json.gz"))
     res = run_arm(out, data, arm, settings, budget, seed, opts, stats)
     dets_path = run_dir / "dets.json.gz"
     if not dets_path.is_file():
@@ -653,10 +687,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in opts.seeds or budget["seeds"]:  # seed-major: an interrupted run has whole comparisons
             for d in datasets:
                 for arm, settings in arms_for(stats[d], opts.arms).items():
+                    rel = Path(data_tag(d)) / arm / f"seed{seed}"
+                    kept = Path(opts.archive) / rel if opts.archive else None
+                    _restore(out / rel, kept, ("result.json",))  # kept by an earlier session: cached
                     res = run_arm(out, d, arm, settings, budget, seed, opts, stats[d])
-                    if opts.archive:
-                        kept = Path(opts.archive) / data_tag(d) / arm / f"seed{seed}" / "result.json"
-                        atomic_write_text(kept, json.dumps(res, indent=1) + "\n")
+                    if kept is not None:
+                        atomic_write_text(kept / "result.json", json.dumps(res, indent=1) + "\n")
     text = report(out)
     print(text)
     if opts.page:

@@ -220,6 +220,103 @@ def test_recipe_arms_pin_or_add_the_data_recipe():
     assert Q.loss_label(dense) == "bce cls=0.5 sampling=defect crop=native defect_fraction=0.8"
 
 
+GRID = [f"recipe+df{n}+g{g}" for n in (10, 25, 50) for g in (0, 1, 2)]
+
+
+def test_grid_arms_pin_the_sampler_share_and_the_focal_loss_over_the_defaults():
+    """The 9 arms of bench/grid.py: the recipe arm (every key at defectdet train's default) with
+    sampling=defect at the cell's share and focal at the cell's gamma, alpha 0.5 and the preset's gain."""
+    from defectdet.train import load_settings
+
+    arms = Q.arms_for(_stats(50000.0), GRID)  # the data's recommendation plays no part in recipe arms
+    assert list(arms) == GRID
+    for name, settings in arms.items():
+        n, g = int(name.split("+")[1][2:]), int(name.split("+")[2][1:])
+        assert settings == {
+            "sampling": "defect",
+            "defect_fraction": n / 100,
+            "cls_loss": "focal",
+            "gamma": float(g),
+            "alpha": 0.5,
+            "cls": 1.0 if g == 0 else 4.0,
+        }
+    loss = lambda s: {k: s[k] for k in ("cls_loss", "gamma", "alpha", "cls")}  # noqa: E731
+    assert loss(arms["recipe+df50+g0"]) == load_settings("focal_balanced", [])
+    assert loss(arms["recipe+df50+g1"]) == load_settings("focal_mild", [])
+    assert loss(arms["recipe+df50+g2"]) == {**load_settings("focal", []), "alpha": 0.5}
+    assert Q.arms_for(_stats(50.0), ["recipe"])["recipe"] == {}  # so nothing else differs from it
+    assert (
+        Q.loss_label(arms["recipe+df25+g1"]) == "focal γ=1 α=0.5 cls=4 sampling=defect defect_fraction=0.25"
+    )
+
+
+def test_features_that_set_one_key_twice_are_refused():
+    with pytest.raises(
+        Q.ConfigError,
+        match=r"--arms recipe\+df10\+df25: features df10 and df25 both set defect_fraction \(0.1 vs 0.25\)",
+    ):
+        Q.arms_for(_stats(50.0), ["recipe+df10+df25"])
+    with pytest.raises(Q.ConfigError, match="features g0 and g2 both set gamma"):
+        Q.arms_for(_stats(50.0), ["recipe+g0+g2"])
+    with pytest.raises(Q.ConfigError, match=r"--arms recipe\+df33: .*\+feature \(.*df10, df25, df50, g0"):
+        Q.arms_for(_stats(50.0), ["recipe+df33"])
+    same = Q.arms_for(_stats(50.0), ["recipe+defect+df25"])["recipe+defect+df25"]  # both: sampling=defect
+    assert same == {"sampling": "defect", "defect_fraction": 0.25}
+
+
+@pytest.mark.parametrize(
+    "arm, error",
+    [
+        ("recipe+df33", "--arms recipe+df33: expected one of bce, focal, qfl, vfl, "),
+        (
+            "recipe+g1+g2",
+            "--arms recipe+g1+g2: features g1 and g2 both set gamma (1.0 vs 2.0); "
+            "expected at most one feature per key",
+        ),
+    ],
+)
+def test_a_bad_arm_is_one_line_on_the_command_line(tmp_path, arm, error):
+    import subprocess
+    import sys
+
+    args = [*SMOKE[:2], "--synthetic-images", "10", "--imgsz", "64", "--arms", arm, "--out", str(tmp_path)]
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "quality.py"), *args], capture_output=True, text=True
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"bench/quality.py: error: {error}")
+
+
+def test_grid_arm_keys_reach_training(tmp_path, monkeypatch):
+    """train_arm hands a grid arm's keys to defectdet.train, whose prepare() (everything before the
+    training loop) keeps them: the explicit loss wins over cls_loss=auto (focal_balanced here) and the
+    sampler draws the cell's share."""
+    import defectdet.train as T
+    from defectdet.recipe import TrainDataCallback
+
+    opts = Q._parser().parse_args([*SMOKE, "--out", str(tmp_path)])
+    data = Q._resolve_data("synthetic", tmp_path, opts, 64)
+    arm = Q.arms_for(dataset_stats(data, imgsz=64), ["recipe+df25+g1"])["recipe+df25+g1"]
+    seen = {}
+
+    def prepare_only(callbacks=None, **settings):
+        seen["yolo"], seen["args"], seen["loss"] = T.prepare(callbacks, **settings)
+        return tmp_path
+
+    monkeypatch.setattr(T, "train", prepare_only)
+    budget = {**Q.BUDGETS["cpu"], "epochs": 1, "imgsz": 64, "batch": 8, "workers": 0}
+    Q.train_arm(tmp_path / "run" / "seed0", data, arm, budget, 0, "cpu")
+    assert seen["loss"] == {"cls_loss": "focal", "gamma": 1.0, "alpha": 0.5, "cls": 4.0}
+    assert seen["args"]["cls"] == 4.0 and seen["args"]["seed"] == 0
+    (recipe,) = [
+        cb.recipe
+        for cb in seen["yolo"].callbacks["on_pretrain_routine_start"]
+        if isinstance(cb, TrainDataCallback)
+    ]
+    assert (recipe.sampling, recipe.defect_fraction) == ("defect", 0.25)
+
+
 def test_rarest_class_and_loss_label():
     assert Q.rarest_class(_stats(1.0)) == 1
     assert Q.rarest_class(_stats(1.0, counts=(3, 7, 3))) == 0  # ties: lowest id
