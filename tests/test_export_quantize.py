@@ -100,6 +100,23 @@ def test_kept_float_is_the_detection_head_output(quantized):
     assert out_ch == [1] + [2] * 3 + [64] * 3  # DFL (1), class logits (nc=2), 4 x reg_max(16) box bins
 
 
+def test_a_body_conv_kept_float_leaves_the_convs_after_it_quantized(quantized, tmp_path):
+    """--keep-float with the stem's names keeps those convs float, not everything they feed: the
+    decoding after the head stays float, but after a body conv only its activation does."""
+    from defectdet.export.quantize import head_output_convs, quantize_onnx
+
+    fp32, _, data = quantized
+    m = onnx.load(str(fp32))
+    convs = [n.name for n in m.graph.node if n.op_type == "Conv"]
+    stem = convs[:2]
+    names = ",".join(head_output_convs(m) + stem)
+    r = quantize_onnx(fp32, data, 8, "minmax", tmp_path / "stem.onnx", keep_float=names, show_progress=False)
+    assert sorted(r.report["float_convs"]) == sorted(r.report["kept_float"]) and set(stem) <= set(
+        r.report["float_convs"]
+    )
+    assert r.report["quantized_convs"] == len(convs) - len(r.report["kept_float"]) > 0
+
+
 def test_tensorrt_form_symmetric_int8_and_opset_kept(quantized):
     _, r, _ = quantized
     m = onnx.load(str(r.onnx))

@@ -98,12 +98,14 @@ def head_output_convs(model: Any) -> list[str]:
 
 
 def downstream(model: Any, names: Sequence[str]) -> list[str]:
-    """Nodes fed (directly or not) by the outputs of ``names``: the head's decoding (concat, DFL
-    softmax, sigmoid), which must stay float too (boxes and scores share those tensors)."""
-    tensors = {o for n in model.graph.node if n.name in set(names) for o in n.output}
+    """Nodes fed by the outputs of ``names`` through no quantizable op (:data:`QUANT_OPS`): after the head's
+    convs, its decoding (concat, DFL softmax, sigmoid), which must stay float too (boxes and scores share
+    those tensors); after a conv kept float in the body, its activation only: the next conv is quantized."""
+    keep = set(names)
+    tensors = {o for n in model.graph.node if n.name in keep for o in n.output}
     out = []
     for n in model.graph.node:  # topological order: one pass suffices
-        if n.name not in set(names) and tensors & set(n.input):
+        if n.name not in keep and n.op_type not in QUANT_OPS and tensors & set(n.input):
             tensors.update(n.output)
             out.append(n.name)
     return out
@@ -290,12 +292,13 @@ def quantize_onnx(
     preprocess: Preprocess = load_metadata(src, props(fp)).preprocess  # what the runtime will do
     settings = quant_settings(target, method)
     keep = resolve_keep_float(fp, keep_float)
+    kept = keep_float if keep_float in ("auto", "none") else "named"
     paths, n_bad = calibration_images(data, calib_images, split, defect_fraction, seed)  # headers checked
     dst = Path(out) if out else default_output(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     print(
         f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} "
-        f"images ({n_bad} defective), float: {len(keep)} head convs"
+        f"images ({n_bad} defective), float: {len(keep)} convs ({kept})"
     )
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
     try:
