@@ -4,8 +4,10 @@
     python bench/int8_methods.py RUN ... --out runs/int8_methods.jsonl --page docs/demo.md
 
 For every finished ``defectdet demo`` run given (``<run>/train/weights/model.onnx``, ``<run>/data/``),
-the FP32 model is quantized with each activation-range method (``--methods``; minmax, percentile,
-entropy) on the demo's calibration set (``--calib-images``, half defective, seed 0) and gated exactly as
+the FP32 model is quantized with each variant (``--methods``: an activation-range method, minmax,
+percentile or entropy, and ``METHOD:N`` for that method with the N convs whose quantized input is noisiest
+kept in float, ``defectdet quantize --float-sensitive N``) on the demo's calibration set
+(``--calib-images``, half defective, seed 0) and gated exactly as
 the demo gates (each model at its own thresholds calibrated for 5% escape, a part rejected on any
 detection, losses refused only when their 90% paired-bootstrap interval lies above zero), with
 ``--force`` so every verdict is recorded. One JSON line per (run, method) in ``--out`` (resumable: a
@@ -32,6 +34,7 @@ from defectdet.errors import DefectdetError  # noqa: E402
 
 MARKER = "int8-methods"
 METHODS = ("minmax", "percentile", "entropy")
+VARIANTS = ("minmax", "percentile", "entropy", "minmax:4", "minmax:8")  # the default columns
 TARGET_ESCAPE = 0.05  # the demo's calibration target (defectdet demo --target-escape)
 
 
@@ -41,8 +44,24 @@ def label(run: Path) -> str:
     return f"{s['images']} parts × {s['epochs']} ep, seed {s['seed']}, {s['threads']} thr."
 
 
+def variant(text: str) -> tuple[str, int]:
+    """``minmax`` -> (minmax, 0); ``minmax:8`` -> (minmax, 8 convs kept float by sensitivity)."""
+    method, _, k = text.partition(":")
+    if method not in METHODS or (k and not (k.isdigit() and int(k) > 0)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a method ({', '.join(METHODS)}), optionally :N with N >= 1 convs kept float"
+        )
+    return method, int(k or 0)
+
+
+def title(text: str) -> str:
+    """A column's name: ``minmax:8`` -> ``minmax + 8 float``."""
+    method, k = variant(text)
+    return f"{method} + {k} float" if k else method
+
+
 def measure(run: Path, method: str, calib_images: int, work: Path) -> dict[str, Any]:
-    """Quantize ``run``'s FP32 model with ``method``; gate it as the demo does (forced: always recorded)."""
+    """Quantize ``run``'s FP32 model with the variant ``method``; gate it as the demo does (forced)."""
     from defectdet.export.gate import run_gate
     from defectdet.export.quantize import quantize_onnx
 
@@ -50,8 +69,9 @@ def measure(run: Path, method: str, calib_images: int, work: Path) -> dict[str, 
     for p in (fp32, data):
         if not p.is_file():
             raise DefectdetError(f"{p}: missing; expected a finished `defectdet demo` run in {run}")
-    dst = work / run.name / f"{method}.onnx"
-    q = quantize_onnx(fp32, data, calib_images, method, dst, show_progress=False)
+    name, k = variant(method)
+    dst = work / run.name / f"{method.replace(':', '-f')}.onnx"
+    q = quantize_onnx(fp32, data, calib_images, name, dst, show_progress=False, float_sensitive=k)
     g = run_gate(fp32, q.onnx, data, force=True, recalibrate=TARGET_ESCAPE, escape_rule="any")
     return {
         "run": str(run),
@@ -78,7 +98,7 @@ def table(rows: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
     """One row per model: each method's verdict, mAP50 loss and worst per-class AP50 loss (points)."""
     by = {(r["run"], r["method"]): r for r in rows}
     runs = list(dict.fromkeys(r["run"] for r in rows))
-    head = "| model | " + " | ".join(methods) + " |"
+    head = "| model | " + " | ".join(title(m) for m in methods) + " |"
     lines = [head, "|" + "---|" * (len(methods) + 1)]
     for run in runs:
         cells = []
@@ -101,14 +121,15 @@ def table(rows: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
         if got:
             d_map = float(np.median([-g["losses"]["mAP50"] for g in got]))
             d_worst = float(np.median([-worst_loss(g) for g in got]))
-            medians.append(f"{m} mAP50 {d_map:+.1f}, worst class {d_worst:+.1f}")
+            medians.append(f"{title(m)} mAP50 {d_map:+.1f}, worst class {d_worst:+.1f}")
     lines.append(
         "\nModels passed: "
-        + ", ".join(f"{m} {passed[m]} of {tried[m]}" for m in methods)
+        + ", ".join(f"{title(m)} {passed[m]} of {tried[m]}" for m in methods)
         + ". Median change over the models: "
         + "; ".join(medians)
         + ". Cells: the gate's verdict, the INT8 model's mAP50 change and its worst class's AP50 change "
-        "(points, each model at its own thresholds for 5% escape under the line's rule)."
+        "(points, each model at its own thresholds for 5% escape under the line's rule); "
+        "'+ N float': the N convs with the noisiest quantized input kept in float (`--float-sensitive N`)."
     )
     return "\n".join(lines) + "\n"
 
@@ -116,7 +137,13 @@ def table(rows: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="finished `defectdet demo` run folders")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(VARIANTS),
+        type=lambda t: variant(t) and t,
+        help="METHOD or METHOD:N (N sensitive convs kept float); default: %(default)s",
+    )
     p.add_argument("--calib-images", type=int, default=64, help="the demo's default")
     p.add_argument("--out", default=str(ROOT / "runs" / "int8_methods.jsonl"))
     p.add_argument("--page", help="rewrite this docs page's int8-methods block (docs/demo.md)")

@@ -239,6 +239,7 @@ def package(
     method: str = "minmax",
     imgsz: int | None = None,
     limits: Any = None,
+    float_sensitive: int = 0,
 ) -> Packaged:
     """Export, validate + calibrate, (quantize + gate), bundle; returns what was written (module doc)."""
     from .export.onnx import export_onnx
@@ -266,7 +267,7 @@ def package(
             _kpis,
         )
         gate = (
-            _int8_steps(steps, onnx, data, work, target_escape, calib_images, method, limits)
+            _int8_steps(steps, onnx, data, work, target_escape, calib_images, method, limits, float_sensitive)
             if int8
             else None
         )
@@ -289,6 +290,7 @@ def _int8_steps(
     calib_images: int,
     method: str,
     limits: Any,
+    float_sensitive: int = 0,
 ) -> dict[str, Any]:
     """Quantize, then gate; returns the gate's decision (see :func:`_gate`)."""
     from .export.gate import Limits
@@ -304,6 +306,7 @@ def _int8_steps(
                 method=method,
                 out=work / "int8" / "model.int8.onnx",
                 show_progress=False,
+                float_sensitive=float_sensitive,
             ).onnx
         ),
         lambda p: p.name,
@@ -374,6 +377,16 @@ def cli(argv: list[str]) -> int:
 
     ap = parser(PACKAGE, __doc__.split("\n\n")[1].strip(), EXIT_ROWS)
     a = ap.parse_args(argv)
-    p = package(a.model, a.data, a.target_escape, a.int8, a.out, a.calib_images, a.method, a.imgsz)
+    p = package(
+        a.model,
+        a.data,
+        a.target_escape,
+        a.int8,
+        a.out,
+        a.calib_images,
+        a.method,
+        a.imgsz,
+        float_sensitive=a.float_sensitive,
+    )
     print(card_text(p))
     return p.exit_status

@@ -40,3 +40,17 @@ def test_a_folder_that_is_not_a_demo_run_is_one_line_and_exit_2(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("int8_methods: error: ") and "model.onnx: missing" in err and "\n" not in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_variant_is_a_method_and_the_convs_kept_float():
+    import argparse
+
+    import pytest
+
+    assert B.variant("minmax") == ("minmax", 0) and B.variant("entropy:8") == ("entropy", 8)
+    assert B.title("minmax:4") == "minmax + 4 float" and B.title("percentile") == "percentile"
+    for bad in ("minmax:0", "minmax:x", "kl", "minmax:-2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a method"):
+            B.variant(bad)
+    rows = [_row("a", "minmax:8", True, 0.1, {"scratch": 0.5})]
+    assert B.table(rows, ("minmax:8",)).splitlines()[0] == "| model | minmax + 8 float |"

@@ -332,3 +332,61 @@ def test_val_and_gate_accept_uint8_models(quantized, quantized_uint8):
     g = run_gate(u8, r8.onnx, data, force=True)
     assert g.report_path == r8.onnx.with_suffix(".gate.json") and g.report_path.is_file()
     assert "gate" in json.loads(r8.sidecar.read_text())
+
+
+def test_sensitivity_is_the_sqnr_of_each_convs_quantized_input(tmp_path):
+    """One Conv whose input passes Q/DQ at a known scale: the ranking's dB value is
+    10*log10(sum x^2 / sum (x - round(x/s)*s)^2) over the images, computed here by hand."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from defectdet.export.quantize import sensitive_convs
+
+    s = 0.05
+    inits = [
+        numpy_helper.from_array(np.array(s, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.int8), "z"),
+        numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"], name="dq"),
+        helper.make_node("Conv", ["xdq", "w"], ["y"], name="the_conv"),
+        helper.make_node("Conv", ["x", "w"], ["y2"], name="float_conv"),  # no Q/DQ: not ranked
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 1, 4, 4]) for n in ("y", "y2")],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(0).normal(0, 0.3, (3, 1, 4, 4)).astype(np.float32)
+    xq = np.clip(np.round(x / s), -128, 127) * s
+    want = 10 * np.log10(np.square(x.astype(np.float64)).sum() / np.square(x - xq).sum())
+    rank = sensitive_convs(path, x, "x")
+    assert [c for c, _ in rank] == ["the_conv"]
+    assert rank[0][1] == pytest.approx(want, abs=0.01)
+    assert not (tmp_path / "m.sensitivity.onnx").exists()  # the debug model is removed
+
+
+def test_float_sensitive_keeps_the_noisiest_convs_float_too(quantized, tmp_path):
+    """--float-sensitive 3: the head's convs and the 3 body convs with the lowest input SQNR on the
+    calibration images stay float; the rest are quantized; the report names them with their dB."""
+    from defectdet.export.quantize import head_output_convs, quantize_onnx
+
+    fp32, base, data = quantized
+    head = head_output_convs(onnx.load(str(fp32)))
+    r = quantize_onnx(fp32, data, 8, "minmax", tmp_path / "s3.onnx", float_sensitive=3, show_progress=False)
+    sens = r.report["sensitive"]
+    assert len(sens) == 3 and [d["sqnr_db"] for d in sens] == sorted(d["sqnr_db"] for d in sens)
+    names = [d["conv"] for d in sens]
+    assert r.report["kept_float"] == head + names and not set(names) & set(head)
+    assert set(names) <= set(r.report["float_convs"])
+    assert not set(names) & set(base.report["float_convs"])  # quantized without --float-sensitive
+    assert r.report["quantized_convs"] == base.report["quantized_convs"] - 3
+    with pytest.raises(ConfigError, match="--float-sensitive -1: expected a whole number >= 0"):
+        quantize_onnx(fp32, data, 8, "minmax", tmp_path / "bad.onnx", float_sensitive=-1, show_progress=False)

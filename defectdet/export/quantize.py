@@ -5,7 +5,12 @@ onnxruntime.quantization ``quantize_static`` in the TensorRT form: QDQ format, I
 Conv/ConvTranspose/MatMul/Gemm (their outputs stay float: TensorRT fuses the next layer's Q), bias
 not quantized, dedicated Q/DQ pairs. The detection head's last convolutions (class logits, box
 distribution and the DFL integral) are kept in float: their outputs are the detector's outputs.
-The opset is left as exported (17 by default), which TensorRT 8.5 and 8.6 parse.
+``float_sensitive`` N also keeps the N convolutions whose quantized input is noisiest in float
+(mixed precision: TensorRT runs them in FP16 with ``--fp16``): after a first quantization, each
+quantized conv's input is compared before and after its Q/DQ pair on calibration images
+(onnxruntime.quantization.qdq_loss_debug), and the N with the lowest signal-to-quantization-noise
+ratio are left out of the second. The opset is left as exported (17 by default), which TensorRT 8.5
+and 8.6 parse.
 
 Calibration images come from the data.yaml's train split (the gate evaluates on val), enriched in
 defective images (``defect_fraction``, default half) so that rare-defect activations set the
@@ -221,6 +226,41 @@ def _run_quantize_static(src: Path, dst: Path, reader: Any, settings: dict, keep
         root.setLevel(level)
 
 
+SENSITIVITY_IMAGES = 16  # calibration images the sensitivity ranking runs on (one at a time)
+
+
+def sensitive_convs(qdq: Path, x: np.ndarray, input_name: str) -> list[tuple[str, float]]:
+    """The quantized convs of the Q/DQ model ``qdq`` ranked by the signal-to-quantization-noise ratio (dB)
+    of their input activation on images ``x`` (n, ...), lowest (noisiest) first: the tensor before its
+    QuantizeLinear against the one after its DequantizeLinear, summed over the images."""
+    import onnx
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    m = onnx.load(str(qdq))
+    prod = _producers(m.graph)
+    pairs = {}  # conv -> (activation before Q, after DQ)
+    for n in m.graph.node:
+        dq = prod.get(n.input[0]) if n.op_type in QUANT_OPS else None
+        q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            pairs[n.name] = (q.input[0], n.input[0])
+    aug = qdq.with_name(qdq.stem + ".sensitivity.onnx")
+    dbg.modify_model_output_intermediate_tensors(str(qdq), str(aug))
+    signal, noise = dict.fromkeys(pairs, 0.0), dict.fromkeys(pairs, 0.0)
+    try:
+        for xi in x:
+            acts = dbg.collect_activations(str(aug), iter([{input_name: xi[None]}]))
+            for conv, (pre, post) in pairs.items():
+                a, b = acts[pre][0].astype(np.float64), acts[post][0].astype(np.float64)
+                signal[conv] += float(np.square(a).sum())
+                noise[conv] += float(np.square(a - b).sum())
+    finally:
+        aug.unlink(missing_ok=True)
+    eps = np.finfo(np.float64).tiny
+    sqnr = {c: 10 * np.log10(max(signal[c], eps) / max(noise[c], eps)) for c in pairs}
+    return sorted(((c, round(float(v), 2)) for c, v in sqnr.items()), key=lambda cv: cv[1])
+
+
 def default_output(model: Path) -> Path:
     """``model.onnx`` -> ``model.int8.onnx`` beside it."""
     return model.with_name(f"{model.stem}.int8.onnx")
@@ -282,9 +322,12 @@ def quantize_onnx(
     seed: int = 0,
     target: str = "tensorrt",
     show_progress: bool = True,
+    float_sensitive: int = 0,
 ) -> QuantResult:
     """Quantize an FP32 ONNX to INT8 Q/DQ calibrated on ``data``; writes the model and its sidecar
-    (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error)."""
+    (with the quantization report: kept-float nodes, Q/DQ coverage, INT8-vs-FP32 output error).
+    ``float_sensitive`` N: also keep in float the N convs whose quantized input is noisiest on the
+    calibration images (:func:`sensitive_convs`; a second quantization without them)."""
     src = Path(model)
     fp = load_onnx(src)
     input_name, imgsz = _check_source(src, fp)
@@ -293,6 +336,10 @@ def quantize_onnx(
     settings = quant_settings(target, method)
     keep = resolve_keep_float(fp, keep_float)
     kept = keep_float if keep_float in ("auto", "none") else "named"
+    if isinstance(float_sensitive, bool) or not isinstance(float_sensitive, int) or float_sensitive < 0:
+        raise ConfigError(f"--float-sensitive {float_sensitive!r}: expected a whole number >= 0")
+    if float_sensitive:
+        kept += f" + {float_sensitive} sensitive"
     paths, n_bad = calibration_images(data, calib_images, split, defect_fraction, seed)  # headers checked
     dst = Path(out) if out else default_output(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -303,12 +350,19 @@ def quantize_onnx(
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
     try:
         staged = work / dst.name
-        reader = make_reader(paths, imgsz, input_name, show_progress, preprocess)
-        tail = downstream(fp, keep)
-        try:
-            _run_quantize_static(src, staged, reader, settings, keep + tail, len(paths))
-        finally:
-            reader.bar.close()  # also when an image fails: the error line then starts a line of its own
+        sensitive: list[tuple[str, float]] = []
+        for attempt in range(2 if float_sensitive else 1):
+            reader = make_reader(paths, imgsz, input_name, show_progress, preprocess)
+            tail = downstream(fp, keep)
+            try:
+                _run_quantize_static(src, staged, reader, dict(settings), keep + tail, len(paths))
+            finally:
+                reader.bar.close()  # also when an image fails: the error line then starts a line of its own
+            if float_sensitive and not attempt:
+                step = max(1, len(paths) // SENSITIVITY_IMAGES)
+                x = load_images(paths[::step][:SENSITIVITY_IMAGES], imgsz, preprocess)
+                sensitive = sensitive_convs(staged, x, input_name)[:float_sensitive]
+                keep = keep + [c for c, _ in sensitive]
         q = load_onnx(staged)
         cov = qdq_coverage(q)
         card = _int8_card(
@@ -325,6 +379,8 @@ def quantize_onnx(
                 "calib_defective": n_bad,
                 "seed": seed,
                 "kept_float": keep,
+                "float_sensitive": float_sensitive,
+                "sensitive": [{"conv": c, "sqnr_db": v} for c, v in sensitive],
                 "float_head_tail": len(tail),
                 "quantized_convs": len(cov["quantized"]),
                 "float_convs": cov["float"],
@@ -372,6 +428,7 @@ def cli(argv: list[str]) -> int:
         a.defect_fraction,
         a.seed,
         a.target,
+        float_sensitive=a.float_sensitive,
     )
     q = r.report
     err = q["output_error"]

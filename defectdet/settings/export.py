@@ -160,6 +160,13 @@ QUANTIZE = Schema(
             "nodes left in float: auto (detection head outputs), none, or names",
             kind=str,
         ),
+        Key(
+            "float_sensitive",
+            0,
+            "also keep in float the N convs whose quantized input is noisiest on the calibration images "
+            "(mixed precision; docs/export.md)",
+            range=Range(int, 0),
+        ),
         Key("split", "train", "split the calibration images come from", kind=str),
         Key("defect_fraction", 0.5, "share of defective calibration images", range=Range(float, 0, 1)),
         Key("seed", 0, "calibration sampling seed", range=Range(int, 0)),
@@ -241,5 +248,11 @@ PACKAGE = Schema(
         Key("imgsz", None, "export size (default: the model's own)", range=Range(int, 1, note="pixels")),
         Key("calib_images", 200, "INT8 calibration images from train", range=_INT1),
         Key("method", "minmax", "INT8 activation ranges", choices=("entropy", "minmax", "percentile")),
+        Key(
+            "float_sensitive",
+            0,
+            "INT8: also keep in float the N convs whose quantized input is noisiest (defectdet quantize)",
+            range=Range(int, 0),
+        ),
     ],
 )
