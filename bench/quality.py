@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -415,11 +416,21 @@ def evaluate_arm(
     }
 
 
+FOLD_YAML = re.compile(r"[^/]+-kfold\d+/fold\d+/data\.yaml$")  # written by bench/kfold.py under --out
+
+
 def portable(fingerprint: dict) -> dict:
-    """``fingerprint`` with a model yaml of this project named from ``configs/``, whatever checkout ran it."""
-    model = str(fingerprint.get("model", ""))
-    tail = model.replace("\\", "/").rpartition("/configs/models/")
-    return {**fingerprint, "model": f"configs/models/{tail[2]}"} if tail[1] else fingerprint
+    """``fingerprint`` with a model yaml of this project named from ``configs/`` and a fold's data.yaml
+    (written under ``--out``) from its ``<data>-kfold<K>/fold<f>/`` folder, whatever checkout or output
+    folder ran it: the same budget on the same fold."""
+    out = dict(fingerprint)
+    tail = str(out.get("model", "")).replace("\\", "/").rpartition("/configs/models/")
+    if tail[1]:
+        out["model"] = f"configs/models/{tail[2]}"
+    fold = FOLD_YAML.search(str(out.get("data", "")).replace("\\", "/"))
+    if fold:
+        out["data"] = fold.group(0)
+    return out
 
 
 def run_arm(

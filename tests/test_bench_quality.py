@@ -437,3 +437,15 @@ def test_cache_from_another_checkout_is_the_same_budget():
     assert Q.portable(here) == Q.portable(there) == {**here, "model": "configs/models/defectdet-pico.yaml"}
     assert Q.portable({**here, "model": "/elsewhere/configs/models/yolo11n.yaml"}) != Q.portable(here)
     assert Q.portable({**here, "model": "yolo11n.yaml"})["model"] == "yolo11n.yaml"
+
+
+def test_a_folds_data_yaml_under_another_out_folder_is_the_same_fold():
+    """bench/kfold.py writes each fold's data.yaml under --out: an archived fold made under another
+    output folder (bench/quality.py's, or the curve's cell) is the same data; another fold is not."""
+    a = {"model": "x.yaml", "data": "/work/bench_quality/kolektorsdd-data-kfold5/fold0/data.yaml"}
+    b = {**a, "data": "/work/bench_curve/defectdet-pico-e30/kolektorsdd-data-kfold5/fold0/data.yaml"}
+    assert (
+        Q.portable(a) == Q.portable(b) and Q.portable(a)["data"] == "kolektorsdd-data-kfold5/fold0/data.yaml"
+    )
+    assert Q.portable({**a, "data": a["data"].replace("fold0", "fold1")}) != Q.portable(a)
+    assert Q.portable({**a, "data": "../shared/data/kolektorsdd/data.yaml"})["data"].startswith("../shared")
