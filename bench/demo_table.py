@@ -112,6 +112,8 @@ def table(summary: dict[str, Any], gate: dict[str, Any] | None) -> str:
     labels = [c["labels"] for c in summary["per_class"].values()]
     par = summary["parity"]
     calib = f"{s['calib_images']} calibration images, {s['quant_method']}"
+    if s.get("float_sensitive"):  # runs made before the key existed have none
+        calib += f", the {s['float_sensitive']} convs with the noisiest input in float"
     rows = [
         (
             "train ("

@@ -121,11 +121,14 @@ def table(rows: list[dict[str, Any]], methods: tuple[str, ...]) -> str:
         if got:
             d_map = float(np.median([-g["losses"]["mAP50"] for g in got]))
             d_worst = float(np.median([-worst_loss(g) for g in got]))
-            medians.append(f"{title(m)} mAP50 {d_map:+.1f}, worst class {d_worst:+.1f}")
+            d_max = -max(worst_loss(g) for g in got)
+            medians.append(
+                f"{title(m)} mAP50 {d_map:+.1f}, worst class {d_worst:+.1f} (at most {d_max:+.1f})"
+            )
     lines.append(
         "\nModels passed: "
         + ", ".join(f"{title(m)} {passed[m]} of {tried[m]}" for m in methods)
-        + ". Median change over the models: "
+        + ". Median change over the models (and the largest worst-class loss): "
         + "; ".join(medians)
         + ". Cells: the gate's verdict, the INT8 model's mAP50 change and its worst class's AP50 change "
         "(points, each model at its own thresholds for 5% escape under the line's rule); "

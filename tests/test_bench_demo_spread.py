@@ -69,3 +69,32 @@ def test_runs_are_resumable_and_extra_options_rerun(tmp_path, monkeypatch):
 
     monkeypatch.setattr(S.subprocess, "run", failing)
     assert S.main(["--seeds", "5", "--threads", "1", "--out", str(tmp_path)]) == 2
+
+
+def test_readme_block_gives_the_range_and_the_counts_only():
+    rows = [
+        {"seed": s, "threads": t, **S.outcome(_summary(map50=m, gate=g)), "extra": []}
+        for s, t, m, g in ((0, 1, 0.70, "pass"), (0, 2, 0.64, "refused"), (1, 1, 0.66, "pass"))
+    ]
+    lines = S.readme_block(rows).splitlines()
+    assert lines[0] == "| `make demo` over 3 runs (seeds 0, 1 × 1 and 2 training threads) | range |"
+    assert "| 2 of 3 |" in lines[2] and lines[3].endswith("| 3 of 3 / 2 of 3 |")
+    assert lines[4] == "| mAP50 / weakest class AP50 | 0.640–0.700 / 0.60 |"
+    assert lines[6] == "| good parts rejected on the conveyor | 0 (of 9) |"
+    assert not any("| 0 | 1 |" in x for x in lines)  # no run listed
+
+
+def test_readme_flag_rewrites_only_the_readme_block(tmp_path, monkeypatch):
+    def fake_run(cmd, env, cwd):
+        dump_yaml(Path(cmd[cmd.index("--out") + 1]) / "summary.yaml", _summary())
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(S.subprocess, "run", fake_run)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- demo-range:start -->\nold\n<!-- demo-range:end -->\ntail\n")
+    out = tmp_path / "runs"
+    assert S.main(["--seeds", "0", "--threads", "1", "--out", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and "| 1 of 1 |" in text and text.endswith("<!-- demo-range:end -->\ntail\n")
+    readme.write_text("# no markers\n")
+    assert S.main(["--seeds", "0", "--threads", "1", "--out", str(out), "--readme", str(readme)]) == 2

@@ -90,7 +90,7 @@ def test_table_states_what_the_run_measured():
     assert "(AP50: spot 0.94, scratch 0.51; 9–13 labels per class)" in rows[2]
     assert "escape **3.2%** (1 of 31 defective parts), overkill **1.7%** (3 of 177 good parts)" in rows[3]
     assert "0.00049 px (boxes), 2e-06 (scores)" in rows[4]
-    assert "64 calibration images, minmax" in rows[5] and "**refused**: mAP50 0.635 vs 0.648" in rows[5]
+    assert "64 calibration images, minmax)" in rows[5] and "**refused**: mAP50 0.635 vs 0.648" in rows[5]
     assert (
         "overkill 2.3% vs 1.7%" in rows[5]
         and "per-class AP50 change -4.5 to +3.4 points (worst scratch)" in rows[5]
@@ -142,3 +142,10 @@ def test_missing_run_or_unreadable_gate_report_exit_2_with_one_line(tmp_path, ca
     dump_yaml(tmp_path / "summary.yaml", _summary(gate_report=str(tmp_path / "gone.json")))
     assert T.main(["--run", str(tmp_path)]) == 2
     assert "gone.json: cannot read the INT8 gate report" in capsys.readouterr().err
+
+
+def test_the_convs_kept_float_are_named_in_the_int8_row():
+    summary = _summary(gate="refused")
+    summary["settings"]["float_sensitive"] = 4
+    row = T.table(summary, GATE).splitlines()[5]
+    assert "64 calibration images, minmax, the 4 convs with the noisiest input in float)" in row

@@ -32,7 +32,10 @@ def test_table_gives_each_verdict_the_worst_class_and_the_pass_counts():
     assert lines[3] == "| label of b | **refused**: mAP50 -2.9, scratch -6.1 | not run |"
     assert "Models passed: minmax 1 of 2, percentile 0 of 1." in text
     # medians over the models each method ran on: minmax (-0.7, -2.9) and worst (-2.0, -6.1)
-    assert "Median change over the models: minmax mAP50 -1.8, worst class -4.0; percentile mAP50 -3.6" in text
+    assert (
+        "Median change over the models (and the largest worst-class loss): minmax mAP50 -1.8, worst class "
+        "-4.0 (at most -6.1); percentile mAP50 -3.6, worst class -8.5 (at most -8.5)" in text
+    )
 
 
 def test_a_folder_that_is_not_a_demo_run_is_one_line_and_exit_2(tmp_path, capsys):
