@@ -11,7 +11,7 @@ DEMO = Schema(
     "demo",
     [
         Key("out", "runs/demo", "output folder", kind=str),
-        Key("images", 520, "synthetic parts", range=Range(int, 2, note="one train and one val part")),
+        Key("images", 1040, "synthetic parts", range=Range(int, 2, note="one train and one val part")),
         Key(
             "val_fraction",
             0.4,
@@ -32,7 +32,7 @@ DEMO = Schema(
             range=Range(int, 32, note="pixels"),
         ),
         Key("imgsz", 160, "training image size", range=Range(int, 32, note="pixels")),
-        Key("epochs", 40, "training epochs", range=_INT1),
+        Key("epochs", 30, "training epochs", range=_INT1),
         Key("batch", 16, "images per batch", range=_INT1),
         Key("model", "defectdet-pico.yaml", "the model (configs/models/ or an ultralytics yaml)", kind=str),
         Key(
@@ -63,6 +63,13 @@ DEMO = Schema(
             "minmax",
             "INT8 activation ranges (defectdet quantize --method; why: docs/demo.md)",
             choices=("entropy", "minmax", "percentile"),
+        ),
+        Key(
+            "float_sensitive",
+            4,
+            "INT8: convs with the noisiest quantized input kept in float (defectdet quantize "
+            "--float-sensitive; why: docs/demo.md)",
+            range=Range(int, 0),
         ),
         Key("seed", 0, "the seed of the data, the training and the calibration", range=Range(int, 0)),
         Key(
