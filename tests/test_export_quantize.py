@@ -373,7 +373,7 @@ def test_sensitivity_is_the_sqnr_of_each_convs_quantized_input(tmp_path):
     assert not (tmp_path / "m.sensitivity.onnx").exists()  # the debug model is removed
 
 
-def test_float_sensitive_keeps_the_noisiest_convs_float_too(quantized, tmp_path):
+def test_float_sensitive_keeps_the_noisiest_convs_float_too(quantized, tmp_path, capsys):
     """--float-sensitive 3: the head's convs and the 3 body convs with the lowest input SQNR on the
     calibration images stay float; the rest are quantized; the report names them with their dB."""
     from defectdet.export.quantize import head_output_convs, quantize_onnx
@@ -388,5 +388,6 @@ def test_float_sensitive_keeps_the_noisiest_convs_float_too(quantized, tmp_path)
     assert set(names) <= set(r.report["float_convs"])
     assert not set(names) & set(base.report["float_convs"])  # quantized without --float-sensitive
     assert r.report["quantized_convs"] == base.report["quantized_convs"] - 3
+    assert f"float: {len(head)} convs (auto) + the 3 with the noisiest input" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="--float-sensitive -1: expected a whole number >= 0"):
         quantize_onnx(fp32, data, 8, "minmax", tmp_path / "bad.onnx", float_sensitive=-1, show_progress=False)

@@ -338,14 +338,13 @@ def quantize_onnx(
     kept = keep_float if keep_float in ("auto", "none") else "named"
     if isinstance(float_sensitive, bool) or not isinstance(float_sensitive, int) or float_sensitive < 0:
         raise ConfigError(f"--float-sensitive {float_sensitive!r}: expected a whole number >= 0")
-    if float_sensitive:
-        kept += f" + {float_sensitive} sensitive"
+    more = f" + the {float_sensitive} with the noisiest input" if float_sensitive else ""
     paths, n_bad = calibration_images(data, calib_images, split, defect_fraction, seed)  # headers checked
     dst = Path(out) if out else default_output(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
     print(
         f"defectdet quantize: {src} -> {dst} ({target}, {method}); calibrating on {len(paths)} {split} "
-        f"images ({n_bad} defective), float: {len(keep)} convs ({kept})"
+        f"images ({n_bad} defective), float: {len(keep)} convs ({kept}){more}"
     )
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=dst.parent))
     try:
