@@ -55,7 +55,7 @@ class EvalReport:
     pr_curves: dict[str, dict[str, list[float]]]  # name -> recall (101 points), precision envelope
     kpi_curve: dict[str, list[float]] = field(default_factory=dict)  # one global conf -> escape/overkill
     threshold_source: str = "max-f1"  # max-f1 | given | given+max-f1 (a partial file) | calibrated
-    calibration: dict[str, Any] | None = None  # target_escape, reachable, allowed_escapes
+    calibration: dict[str, Any] | None = None  # target_escape or target_overkill, reachable, allowed_*
     model: str = ""
     data: str = ""
     split: str = "val"
@@ -97,7 +97,14 @@ class EvalReport:
             f"{self.escape_rate:.1%} ({self.escapes} of {self.n_defective} defective), overkill "
             f"{self.overkill_rate:.1%} ({self.overkills} of {self.n_clean} clean)"
         )
-        if self.calibration and not self.calibration["reachable"]:
+        if self.calibration and not self.calibration["reachable"] and self.calibration.get("target_overkill"):
+            cal = self.calibration
+            conf = f" with {cal['confidence']:.0%} confidence" if cal.get("confidence") else ""
+            rows.append(
+                f"overkill target {cal['target_overkill']}{conf} is unreachable: {self.n_clean} good parts "
+                "are too few to bound it; the threshold flags none of them"
+            )
+        elif self.calibration and not self.calibration["reachable"]:
             rows.append(
                 f"escape target {self.calibration['target_escape']} is unreachable: {self.escapes} defective "
                 f"parts have no {'correct detection' if self.escape_rule == 'box' else 'detection'} at any "
@@ -230,6 +237,7 @@ def build_report(
     escape_rule: str = "box",
     threshold_rule: str = "per-class",
     confidence: float | None = None,
+    target_overkill: float | None = None,
 ) -> EvalReport:
     """Every metric of the report from collected detections (no model needed: testable alone).
 
@@ -237,7 +245,8 @@ def build_report(
     escape count and the calibration — a correct box ("box"), or any detection ("any", the line's reject).
     ``threshold_rule`` (with ``target_escape``): "per-class" thresholds
     (:func:`defectdet.metrics.calibrate_thresholds`) or one threshold on the part score, at an optional
-    bootstrap ``confidence`` (:mod:`defectdet.part_rule`)."""
+    bootstrap ``confidence`` (:mod:`defectdet.part_rule`). ``target_overkill`` (the part rule only, not
+    with ``target_escape``): one threshold from the good parts, overkill <= target at ``confidence``."""
     nc = len(names)
     stats = M.BoxStats.from_images(images, nc)
     ap, pr = M.ap_per_class(stats)  # (nc, T), (nc, 101)
@@ -249,7 +258,28 @@ def build_report(
         op = np.asarray(op, np.float64).copy()
         op[list(given.given)] = list(given.given.values())
         source = "given" if given.complete else "given+max-f1"
-    if target_escape is not None:
+    if target_escape is not None and target_overkill is not None:
+        raise ConfigError("target_escape and target_overkill: expected one of them, not both")
+    if target_overkill is not None:
+        if threshold_rule != "part":
+            raise ConfigError(
+                f"target_overkill={target_overkill}: expected with threshold_rule part (one threshold on the "
+                "part score, set from the good parts)"
+            )
+        from .part_rule import calibrate_overkill_threshold
+
+        cal = calibrate_overkill_threshold(scores, target_overkill, confidence)
+        op, source = cal.thresholds, "calibrated"
+        calibration = {
+            "target_escape": None,
+            "target_overkill": target_overkill,
+            "reachable": cal.reachable,
+            "allowed_escapes": None,
+            "allowed_overkills": cal.allowed_overkills,
+            "threshold_rule": threshold_rule,
+            "confidence": confidence,
+        }
+    elif target_escape is not None:
         if threshold_rule == "part":
             from .part_rule import calibrate_part_threshold
 
@@ -314,6 +344,7 @@ def evaluate(
     escape_rule: str = "box",
     threshold_rule: str = "per-class",
     confidence: float | None = None,
+    target_overkill: float | None = None,
     tta: str = "none",
     tiles: Any = None,
     tile_overlap: float = 0.2,
@@ -322,7 +353,8 @@ def evaluate(
 
     ``thresholds``: None (each class at its max-F1 confidence), one float, {class_name_or_id: conf}
     or a thresholds YAML path (checked before the model runs). ``target_escape``: calibrate thresholds on this
-    split to meet it (starting from ``thresholds``). ``max_images``: an evenly spaced subset, for quick
+    split to meet it (starting from ``thresholds``); ``target_overkill``: one part threshold from the
+    split's good parts instead (:func:`build_report`). ``max_images``: an evenly spaced subset, for quick
     checks. ``escape_rule``: see :func:`build_report`. ``tta`` / ``tiles`` / ``tile_overlap``: test-time
     views, as ``defectdet inspect`` runs them (:mod:`defectdet.evaluate_views`: an .onnx/.engine on the
     runtime, a .pt on ultralytics).
@@ -361,6 +393,7 @@ def evaluate(
         escape_rule=escape_rule,
         threshold_rule=threshold_rule,
         confidence=confidence,
+        target_overkill=target_overkill,
     )
     report.model, report.data, report.split, report.imgsz = str(model), str(data), split, used
     report.views = seen
@@ -375,6 +408,8 @@ def write_thresholds(report: EvalReport, path: str | os.PathLike) -> Path:
     return Thresholds.of(dict(enumerate(report.thresholds)), values).save(
         path,
         target_escape=cal.get("target_escape"),
+        **({"target_overkill": cal["target_overkill"]} if cal.get("target_overkill") is not None else {}),
+        **({"confidence": cal["confidence"]} if cal.get("confidence") is not None else {}),
         reachable=cal.get("reachable", True),
         escape_rule=report.escape_rule,
         achieved={
@@ -484,10 +519,21 @@ def _args(argv: list[str]) -> argparse.Namespace:
         raise ConfigError(
             "--model and --data are required (e.g. defectdet val --model best.pt --data data.yaml)"
         )
-    if args.confidence is not None and (args.threshold_rule != "part" or args.target_escape is None):
+    calibrating = args.target_escape is not None or args.target_overkill is not None
+    if args.confidence is not None and (args.threshold_rule != "part" or not calibrating):
         raise ConfigError(
-            f"--confidence {args.confidence}: expected together with --target-escape and "
-            "--threshold-rule part"
+            f"--confidence {args.confidence}: expected together with --target-escape or --target-overkill "
+            "and --threshold-rule part"
+        )
+    if args.target_escape is not None and args.target_overkill is not None:
+        raise ConfigError(
+            f"--target-escape {args.target_escape} and --target-overkill {args.target_overkill}: expected "
+            "one of them (escape from the defective parts, or overkill from the good parts)"
+        )
+    if args.target_overkill is not None and args.threshold_rule != "part":
+        raise ConfigError(
+            f"--target-overkill {args.target_overkill}: expected with --threshold-rule part (one threshold "
+            "on the part score, set from the good parts)"
         )
     from .evaluate_views import check_views
 
@@ -520,6 +566,7 @@ def cli(argv: list[str]) -> int:
         escape_rule=args.escape_rule,
         threshold_rule=args.threshold_rule,
         confidence=args.confidence,
+        target_overkill=args.target_overkill,
         tta=args.tta,
         tiles=args.tiles,
         tile_overlap=args.tile_overlap,
@@ -531,7 +578,7 @@ def cli(argv: list[str]) -> int:
     if args.write_sidecar:
         side = ModelCard.amend(args.write_sidecar, thresholds=report.thresholds)
         print(f"sidecar: {side} (thresholds: {report.threshold_source})")
-    if args.target_escape is None:
+    if args.target_escape is None and args.target_overkill is None:
         return 0
     written = write_thresholds(report, args.thresholds_out or out / "thresholds.yaml")
     print(f"thresholds: {written}")

@@ -296,9 +296,10 @@ class Calibration:
     """Result of :func:`calibrate_thresholds`."""
 
     thresholds: np.ndarray  # (nc,) per-class operating confidence
-    reachable: bool  # the escape target is met on the calibration set
-    allowed_escapes: int  # floor(target * n_defective)
+    reachable: bool  # the target is met on the calibration set
+    allowed_escapes: int  # floor(target * n_defective); 0 when calibrated on good parts
     kpis: dict  # part_kpis at the final thresholds
+    allowed_overkills: int | None = None  # good parts the threshold may flag (calibrated on good parts)
 
 
 def _caught(scores: PartScores, t: np.ndarray) -> np.ndarray:

@@ -11,12 +11,20 @@ at most ``floor(target_escape x defective parts)`` of the calibration parts esca
 ``1 - confidence`` quantile of those is used, so escape <= target holds for that share of resampled
 calibration sets, not only for the one at hand. The price is overkill, reported beside it.
 
+The other way round, :func:`calibrate_overkill_threshold` sets the one threshold from the *good*
+parts: the lowest threshold that flags at most ``target_overkill`` of good parts, at an optional
+``confidence``, with escape the measured outcome. Good parts are many and need no labels; a handful of
+labelled defective parts cannot pin a 1 % escape target (with 41 of them, 1 % allows no escape at all,
+so the threshold sits at the single weakest defect's score).
+
 The result is a per-class vector with the same value in every entry, so every consumer of per-class
 thresholds (``thresholds.yaml``, the runtime's ``Detector``, the station's decisions) applies it unchanged.
 numpy only.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -82,4 +90,66 @@ def calibrate_part_threshold(
     th = np.full(nc, min(t, 1.0))  # a threshold file holds confidences in [0, 1]
     return Calibration(
         thresholds=th, reachable=reachable, allowed_escapes=allowed, kpis=part_kpis(scores, th)
+    )
+
+
+def binomial_tail(n: int, p: float, k: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space (n up to millions without overflow)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+        for i in range(k, n + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def allowed_overkills(n_good: int, target_overkill: float, confidence: float | None = None) -> int:
+    """How many of ``n_good`` calibration good parts the threshold may flag, or -1 when none may.
+
+    A threshold just above the (j+1)-th highest of n exchangeable good-part scores flags a new good part
+    with probability p ~ Beta(j+1, n-j) (at most; ties aside). Without ``confidence``: the largest j with
+    E[p] = (j+1)/(n+1) <= target (split conformal). With it: the largest j with
+    P(p <= target) = P(Binomial(n, target) >= j+1) >= confidence."""
+    if not 0.0 < target_overkill < 1.0:
+        raise ValueError(f"target_overkill must be in (0, 1), got {target_overkill}")
+    check_confidence(confidence)
+    if confidence is None:
+        return int(math.floor(target_overkill * (n_good + 1) + 1e-9)) - 1
+    j = -1
+    while j + 1 < n_good and binomial_tail(n_good, target_overkill, j + 2) >= confidence:
+        j += 1
+    return j
+
+
+def calibrate_overkill_threshold(
+    scores: PartScores, target_overkill: float, confidence: float | None = None
+) -> Calibration:
+    """One threshold for every class: the lowest that flags at most :func:`allowed_overkills` of the
+    calibration's good parts (so overkill <= ``target_overkill``, at ``confidence`` when given); escape is
+    what it is. ``reachable`` is False when even a threshold above every good part's score does not meet
+    the bound (too few good parts for that target and confidence): the threshold then flags none of them."""
+    top = part_scores(scores)[1]  # (P,)
+    good = np.sort(top[~scores.defective])[::-1]  # (G,) descending, -inf: no detection
+    nc = scores.hit.shape[1]
+    j = allowed_overkills(len(good), target_overkill, confidence)
+    reachable = j >= 0
+    j = max(j, 0)
+    finite = np.concatenate([scores.hit[np.isfinite(scores.hit)], top[np.isfinite(top)]])
+    floor = float(finite.min()) if finite.size else 0.5  # no detection anywhere: nothing to set it from
+    if j < len(good) and np.isfinite(good[j]):
+        t = float(np.nextafter(good[j], np.inf))  # flags the j good parts above, not the (j+1)-th
+    else:  # fewer good parts with any detection than allowed: every detection may reject
+        t = floor
+    th = np.full(nc, min(t, 1.0))
+    return Calibration(
+        thresholds=th, reachable=reachable, allowed_escapes=0, kpis=part_kpis(scores, th), allowed_overkills=j
     )

@@ -424,13 +424,42 @@ def test_part_threshold_rule_gives_one_threshold_and_records_it():
     assert per_class.calibration["threshold_rule"] == "per-class"
 
 
+def test_overkill_target_sets_the_part_threshold_from_the_good_parts(tmp_path):
+    """Good parts c.png (0.3) and d.png (nothing). At 50 %: (j + 1) / 3 <= 0.5 -> j = 0, the threshold
+    sits just above 0.3; both defective parts (0.9, 0.4) are caught. At 20 % two good parts are too few."""
+    kw = {"escape_rule": "any", "threshold_rule": "part"}
+    rep = E.build_report(_constructed_images(), NAMES, target_overkill=0.5, **kw)
+    assert rep.calibration["target_overkill"] == 0.5 and rep.calibration["allowed_overkills"] == 0
+    assert rep.calibration["reachable"] and rep.threshold_source == "calibrated"
+    assert len(set(rep.thresholds.values())) == 1 and rep.thresholds["spot"] == pytest.approx(0.3)
+    assert rep.thresholds["spot"] > 0.3 and (rep.escapes, rep.overkills) == (0, 0)
+    written = yaml.safe_load(E.write_thresholds(rep, tmp_path / "t.yaml").read_text())
+    assert written["target_overkill"] == 0.5 and written["target_escape"] is None
+    few = E.build_report(_constructed_images(), NAMES, target_overkill=0.2, **kw)
+    assert not few.calibration["reachable"] and few.overkills == 0
+    assert "overkill target 0.2 is unreachable: 2 good parts are too few" in few.summary()
+    with pytest.raises(DefectdetError, match="expected with threshold_rule part"):
+        E.build_report(_constructed_images(), NAMES, target_overkill=0.5, escape_rule="any")
+    with pytest.raises(DefectdetError, match="expected one of them, not both"):
+        E.build_report(_constructed_images(), NAMES, target_escape=0.1, target_overkill=0.5, **kw)
+
+
 @pytest.mark.parametrize(
     "argv, match",
     [
         (["--threshold-rule", "global"], "--threshold-rule global: expected one of per-class, part"),
         (
             ["--confidence", "0.9", "--target-escape", "0.01"],
-            "expected together with --target-escape and --threshold-rule part",
+            "expected together with --target-escape or --target-overkill and --threshold-rule part",
+        ),
+        (
+            ["--target-overkill", "0.05", "--target-escape", "0.01", "--threshold-rule", "part"],
+            "--target-escape 0.01 and --target-overkill 0.05: expected one of them",
+        ),
+        (["--target-overkill", "0.05"], "--target-overkill 0.05: expected with --threshold-rule part"),
+        (
+            ["--target-overkill", "0", "--threshold-rule", "part"],
+            r"--target-overkill=0.0: expected a number in \(0, 1\) \(an overkill rate\)",
         ),
         (
             ["--confidence", "1.2", "--target-escape", "0.01", "--threshold-rule", "part"],

@@ -70,3 +70,51 @@ def test_one_threshold_for_every_class_and_bad_confidence():
         with pytest.raises(BadValue, match=r"expected a number in \[0.5, 1\) \(a probability"):
             check_confidence(bad)
     assert check_confidence(None) is None and check_confidence(0.9) == 0.9
+
+
+def test_binomial_tail_against_the_sum_of_terms():
+    from math import comb
+
+    from defectdet.part_rule import binomial_tail
+
+    for n, p, k in [(35, 0.05, 1), (278, 0.05, 9), (20, 0.3, 7), (5, 0.5, 0), (5, 0.5, 6)]:
+        want = sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(max(k, 0), n + 1))
+        assert binomial_tail(n, p, k) == pytest.approx(want, rel=1e-9, abs=1e-15)
+    assert binomial_tail(35, 0.05, 1) == pytest.approx(1 - 0.95**35)  # 0.834
+
+
+def test_allowed_overkills_conformal_and_with_confidence():
+    from defectdet.part_rule import allowed_overkills, binomial_tail
+
+    # split conformal: (j + 1) / (n + 1) <= 5 %: n = 278 -> j + 1 <= 13.95 -> 12; n = 19 -> j + 1 <= 1 -> 0
+    assert allowed_overkills(278, 0.05) == 12 and allowed_overkills(19, 0.05) == 0
+    assert allowed_overkills(18, 0.05) == -1  # 1 / 19 > 5 %: not even the highest good part may be flagged
+    # 90 % confidence: the largest j with P(Binomial(n, 0.05) >= j + 1) >= 0.9
+    j = allowed_overkills(278, 0.05, 0.9)
+    assert binomial_tail(278, 0.05, j + 1) >= 0.9 > binomial_tail(278, 0.05, j + 2)
+    assert j == 8
+    # 35 good parts: P(at least one of 35 above a 5 % quantile) = 0.834 < 0.9: no threshold meets it
+    assert allowed_overkills(35, 0.05, 0.9) == -1 and allowed_overkills(45, 0.05, 0.9) == 0
+
+
+def test_overkill_threshold_from_the_good_parts():
+    from defectdet.part_rule import calibrate_overkill_threshold
+
+    good = [i / 100 for i in range(40)]  # 0.00 .. 0.39, 40 good parts
+    s = _scores([0.385, 0.5, None], good)
+    # conformal 10 %: j + 1 <= 0.1 * 41 -> j = 3: flags 0.39 0.38 0.37, not 0.36
+    cal = calibrate_overkill_threshold(s, 0.10)
+    assert cal.allowed_overkills == 3 and cal.reachable
+    assert cal.thresholds[0] > 0.36 and cal.thresholds[0] == pytest.approx(0.36)
+    assert np.all(cal.thresholds == cal.thresholds[0])  # one threshold for every class
+    assert (cal.kpis["overkills"], cal.kpis["escapes"]) == (3, 1)  # the undetected part escapes
+    # too few good parts for 5 % at 90 %: unreachable, nothing good flagged, defects above still caught
+    few = calibrate_overkill_threshold(s, 0.05, confidence=0.9)
+    assert not few.reachable and few.kpis["overkills"] == 0 and few.thresholds[0] > 0.39
+    assert few.kpis["escapes"] == 2  # 0.385 and the undetected part
+    # more allowed than good parts with a detection: every detection rejects
+    sparse = _scores([0.2], [None] * 30 + [0.05])
+    allc = calibrate_overkill_threshold(sparse, 0.2)
+    assert allc.thresholds[0] == pytest.approx(0.05) and allc.kpis["escapes"] == 0
+    with pytest.raises(ValueError, match="target_overkill"):
+        calibrate_overkill_threshold(s, 0.0)

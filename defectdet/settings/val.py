@@ -30,6 +30,13 @@ VAL = Schema(
             range=Range(float, 0, 1, open_high=True, note="an escape rate"),
         ),
         Key(
+            "target_overkill",
+            None,
+            "with --threshold-rule part: set the one threshold from the good parts so that at most this "
+            "share of them is rejected, e.g. 0.05 (escape is then measured, not calibrated)",
+            range=Range(float, 0, 1, open_low=True, open_high=True, note="an overkill rate"),
+        ),
+        Key(
             "escape_rule",
             "box",
             "what catches a defective part in the escape count and the calibration: box (a correct "
