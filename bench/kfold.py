@@ -8,7 +8,10 @@ set grows elsewhere). Fold ``f`` trains on the other folds and is scored on its 
 
 Part KPIs are pooled over the folds and cross-fitted: the thresholds that count fold ``f`` are calibrated
 on the held-out parts of the other folds (each scored by its own model), so no part is counted at a
-threshold fitted on it. ``operating_curve`` adds the whole escape/overkill trade-off of the pooled part
+threshold fitted on it. Besides thresholds calibrated for an escape target on the defective parts, one
+rule sets the part threshold from the other folds' good parts for the line's overkill bound
+(:func:`defectdet.part_rule.calibrate_overkill_threshold`); escape is then counted, not calibrated.
+``operating_curve`` adds the whole escape/overkill trade-off of the pooled part
 scores (descriptive: fitted on the parts it counts).
 """
 
@@ -106,17 +109,23 @@ def load_detections(path: Path) -> list[M.ImageDetections]:
 def fit_thresholds(
     images: list[M.ImageDetections],
     names: list[str],
-    target_escape: float,
+    target_escape: float | None,
     rule: str = "any",
     threshold_rule: str = "per-class",
     confidence: float | None = None,
+    target_overkill: float | None = None,
 ) -> tuple[dict[str, float], bool]:
     """({class: threshold}, target reached) calibrated on ``images``: per class (``defectdet val
     --target-escape``) or one threshold on the part score (:mod:`defectdet.part_rule`, optionally with a
-    bootstrap ``confidence``)."""
+    bootstrap ``confidence``); with ``target_overkill``, one part threshold from the good parts
+    (``defectdet val --threshold-rule part --target-overkill``)."""
     from defectdet.evaluate import build_report
-    from defectdet.part_rule import calibrate_part_threshold
+    from defectdet.part_rule import calibrate_overkill_threshold, calibrate_part_threshold
 
+    if target_overkill is not None:
+        s = M.PartScores.from_images(images, len(names), rule)
+        cal = calibrate_overkill_threshold(s, target_overkill, confidence)
+        return {n: float(t) for n, t in zip(names, cal.thresholds)}, cal.reachable
     if threshold_rule == "per-class":
         rep = build_report(images, names, target_escape=target_escape, escape_rule=rule)
         return dict(rep.thresholds), bool(rep.calibration["reachable"])
@@ -129,10 +138,11 @@ def fit_thresholds(
 def cross_fitted(
     fold_images: list[list[M.ImageDetections]],
     names: list[str],
-    target_escape: float,
+    target_escape: float | None,
     rule: str = "any",
     threshold_rule: str = "per-class",
     confidence: float | None = None,
+    target_overkill: float | None = None,
 ) -> dict[str, Any]:
     """Escapes/overkills of every fold at thresholds calibrated (:func:`fit_thresholds`) on the held-out
     parts of the other folds; counts summed over the folds."""
@@ -142,7 +152,7 @@ def cross_fitted(
     per_fold, reachable = [], True
     for f, test in enumerate(fold_images):
         cal = [im for g, ims in enumerate(fold_images) if g != f for im in ims]
-        th, ok = fit_thresholds(cal, names, target_escape, rule, threshold_rule, confidence)
+        th, ok = fit_thresholds(cal, names, target_escape, rule, threshold_rule, confidence, target_overkill)
         reachable &= ok
         rep = build_report(test, names, thresholds=th, escape_rule=rule)
         per_fold.append({"thresholds": th, "reachable": ok, **{k: getattr(rep, k) for k in tot}})
@@ -152,6 +162,7 @@ def cross_fitted(
         **tot,
         "reachable": reachable,
         "target_escape": target_escape,
+        "target_overkill": target_overkill,
         "rule": rule,
         "threshold_rule": threshold_rule,
         "confidence": confidence,
@@ -198,10 +209,12 @@ def pooled_result(
     names: list[str],
     line_escape: float,
     target_escape: float,
+    line_overkill: float = 0.05,
 ) -> dict[str, Any]:
     """The k-fold row of one arm/seed: per-fold mAP50, mAP50 of the pooled held-out detections, and the
     part KPIs of the line's rule (any detection rejects) cross-fitted at ``line_escape`` and
-    ``target_escape``, with the pooled operating curve."""
+    ``target_escape``, and with the part threshold set from the good parts at ``line_overkill`` (90 %
+    confidence), with the pooled operating curve."""
     from defectdet.evaluate import build_report
 
     pooled = [im for ims in fold_images for im in ims]
@@ -219,6 +232,7 @@ def pooled_result(
         "line_part": cross_fitted(fold_images, names, line_escape, "any", "part"),
         "line_part90": cross_fitted(fold_images, names, line_escape, "any", "part", 0.9),
         "target_part90": cross_fitted(fold_images, names, target_escape, "any", "part", 0.9),
+        "overkill_part90": cross_fitted(fold_images, names, None, "any", "part", 0.9, line_overkill),
         "curve": operating_curve(pooled, len(names)),
         "images_per_s": [r.get("images_per_s") for r in fold_results],
         "load_1m": [r.get("load_1m") for r in fold_results],
@@ -236,6 +250,7 @@ RULES = (
     ("line_part90", "part score @1%, 90% conf."),
     ("target", "per-class @5%"),
     ("target_part90", "part score @5%, 90% conf."),
+    ("overkill_part90", "part score from good parts, overkill @5%, 90% conf."),
 )
 
 
@@ -279,3 +294,34 @@ def kfold_table(rows: list[dict]) -> str:
             )
         )
     return "\n".join(lines) + "\n"
+
+
+def repool(kfold_json: Path, line_overkill: float = 0.05) -> dict[str, Any]:
+    """Recompute a finished k-fold's pooled result (``kfold.json``) from its folds' kept ``result.json``
+    and ``dets.json.gz`` (``<set>-kfold<K>-fold<f>/<arm>/<seed>/`` beside ``<set>-kfold<K>/``), at the
+    escape targets it was made with: a new decision rule is scored on old runs without training. Written
+    back atomically; the new result is returned."""
+    res = json.loads(kfold_json.read_text())
+    seed_dir, arm_dir = kfold_json.parent, kfold_json.parent.parent
+    set_dir = arm_dir.parent
+    k = res["kfold"]
+    fold_dirs = [
+        set_dir.parent / f"{set_dir.name}-fold{f}" / arm_dir.name / seed_dir.name for f in range(k["folds"])
+    ]
+    missing = [
+        str(d) for d in fold_dirs if not (d / "dets.json.gz").is_file() or not (d / "result.json").is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(f"{kfold_json}: fold results missing, expected {missing[0]}/dets.json.gz")
+    results = [json.loads((d / "result.json").read_text()) for d in fold_dirs]
+    images = [load_detections(d / "dets.json.gz") for d in fold_dirs]
+    res["kfold"] = pooled_result(
+        results,
+        images,
+        list(k["per_class"]),
+        k["line"]["target_escape"],
+        k["target"]["target_escape"],
+        line_overkill,
+    )
+    atomic_write_text(kfold_json, json.dumps(res, indent=1) + "\n")
+    return res

@@ -113,6 +113,7 @@ TARGET_ESCAPE = 0.05  # escape target of the threshold calibration
 LINE_ESCAPE = (
     0.01  # a line's escape target: reported beside TARGET_ESCAPE (one escape in ~150 parts per half)
 )
+LINE_OVERKILL = 0.05  # a line's overkill bound: the k-fold's part threshold set from the good parts
 BASELINE_RECIPE = {
     "sampling": "uniform",
     "crop": "off",
@@ -656,7 +657,12 @@ def run_kfold(opts: argparse.Namespace, out: Path, budget: dict, datasets: list[
                     "budget": budget,
                     "data": d,
                     "kfold": KF.pooled_result(
-                        [r for r, _ in folds], [x for _, x in folds], names, LINE_ESCAPE, opts.target_escape
+                        [r for r, _ in folds],
+                        [x for _, x in folds],
+                        names,
+                        LINE_ESCAPE,
+                        opts.target_escape,
+                        LINE_OVERKILL,
                     ),
                 }
                 for where in [base] + ([Path(opts.archive) / res["data_tag"]] if opts.archive else []):

@@ -132,3 +132,23 @@ def test_smoke_two_budgets_on_a_synthetic_set(tmp_path, capsys):
     assert capsys.readouterr().out.count("quality: cached") == 2
     assert C.main(["--report-only", "--out", str(tmp_path / "kept")]) == 0
     assert (tmp_path / "kept" / "curve.md").read_text() == text
+
+
+def test_kfold_cell_gives_one_row_per_decision_rule(tmp_path):
+    """A pooled kfold.json holding both rules: the escape-calibrated row, then the good-part row."""
+    budget = {"model": "/x/configs/models/defectdet-pico.yaml", "epochs": 60}
+    k = {
+        "map50_pooled": 0.46,
+        "line_part90": {"escapes": 1, "n_defective": 52, "overkills": 37, "n_clean": 347},
+        "overkill_part90": {"escapes": 2, "n_defective": 52, "overkills": 12, "n_clean": 347},
+        "wall_s": 600,
+    }
+    kf = tmp_path / "defectdet-pico-e60" / "ksdd-kfold5" / "recipe" / "seed0" / "kfold.json"
+    kf.parent.mkdir(parents=True)
+    kf.write_text(json.dumps({"data_tag": "ksdd-kfold5", "budget": budget, "kfold": k}))
+    text = C.table(C.collect(tmp_path))
+    first = text.index("| 1/52 (1.9%) | 37/347 (10.7%) | part score, escape @1% from defective parts")
+    second = text.index("| 2/52 (3.8%) | 12/347 (3.5%) | part score, overkill @5% from good parts")
+    assert first < second
+    with pytest.raises(Exception, match="--repool: expected together with --report-only"):
+        C.main(["--out", str(tmp_path), "--repool"])

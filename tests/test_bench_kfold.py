@@ -57,6 +57,62 @@ def test_cross_fitted_calibrates_on_the_other_folds_only():
     assert r["escape"] == 0.5 and r["overkill"] == 0.5
 
 
+def test_cross_fitted_overkill_rule_sets_each_fold_from_the_others_good_parts():
+    """Fold 0: defect 0.3, good 0.2 0.1 0.05; fold 1: defect 0.9, good 0.5 0.4 0.35. At 25 % overkill
+    (split conformal, 3 good parts: (j + 1) / 4 <= 0.25 -> j = 0) each fold is counted just above the
+    other fold's highest good part: fold 0 at 0.5 (its defect escapes), fold 1 at 0.2 (three good parts
+    flagged). The rule never looks at a defective part."""
+    folds = [
+        [_part(0.3, True), _part(0.2), _part(0.1), _part(0.05)],
+        [_part(0.9, True), _part(0.5), _part(0.4), _part(0.35)],
+    ]
+    r = K.cross_fitted(folds, ["defect"], None, "any", "part", None, target_overkill=0.25)
+    assert [(f["escapes"], f["overkills"]) for f in r["per_fold"]] == [(1, 0), (0, 3)]
+    assert r["per_fold"][0]["thresholds"]["defect"] == pytest.approx(0.5) and r["reachable"]
+    assert r["target_overkill"] == 0.25 and r["target_escape"] is None
+    moved = [[_part(0.01, True), *folds[0][1:]], folds[1]]  # a defect's score changes nothing but itself
+    assert (
+        K.cross_fitted(moved, ["defect"], None, "any", "part", None, 0.25)["per_fold"][1] == r["per_fold"][1]
+    )
+    few = K.cross_fitted(folds, ["defect"], None, "any", "part", 0.9, target_overkill=0.05)
+    # 3 good parts cannot bound 5 % at 90 %: unreachable, the threshold above all of them as before
+    assert not few["reachable"] and [(f["escapes"], f["overkills"]) for f in few["per_fold"]] == [
+        (1, 0),
+        (0, 3),
+    ]
+
+
+def test_repool_scores_a_new_rule_on_kept_folds(tmp_path):
+    """A kfold.json made before a rule existed is recomputed from the folds' kept detections."""
+    base = tmp_path / "ksdd-kfold2"
+    folds = [
+        [_part(0.8, True), *[_part(0.01 * i) for i in range(30)]],
+        [_part(0.7, True), *[_part(0.011 * i) for i in range(30)]],
+    ]
+    for f, parts in enumerate(folds):
+        d = tmp_path / f"ksdd-kfold2-fold{f}" / "recipe" / "seed0"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"map50": 0.5, "images_per_s": 5.0, "wall_s": 10}))
+        K.save_detections(d / "dets.json.gz", parts)
+    old = K.pooled_result([{"map50": 0.5}] * 2, folds, ["defect"], 0.01, 0.05)
+    del old["overkill_part90"]
+    kf = base / "recipe" / "seed0" / "kfold.json"
+    kf.parent.mkdir(parents=True)
+    kf.write_text(json.dumps({"data_tag": "ksdd-kfold2", "kfold": old}))
+    new = K.repool(kf)["kfold"]
+    assert json.loads(kf.read_text())["kfold"] == json.loads(json.dumps(new))
+    # 30 good parts: P(Binomial(30, 0.05) >= 1) = 0.785 < 0.9, unreachable: each fold is counted just above
+    # the other's highest good part: fold 0 at 0.319 (none of its own flagged), fold 1 at 0.29 (0.297,
+    # 0.308 and 0.319 flagged); both defects caught
+    r = new["overkill_part90"]
+    assert not r["reachable"] and (r["escapes"], r["overkills"]) == (0, 3)
+    assert new["line"]["target_escape"] == 0.01 and new["target"]["target_escape"] == 0.05
+    assert new["wall_s"] == 20 and new["images_per_s"] == [5.0, 5.0]
+    (tmp_path / "ksdd-kfold2-fold1" / "recipe" / "seed0" / "dets.json.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="fold results missing"):
+        K.repool(kf)
+
+
 def test_operating_curve_worked_numbers():
     """Defective scores 0.9 0.8 0.7 0.3 and one without a detection; clean 0.75 0.6 0.1 + 17 without.
     <= 2 escapes: threshold 0.7 (0.3 and the undetected part escape) -> clean 0.75 flagged: 1/20.
