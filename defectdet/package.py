@@ -2,8 +2,9 @@
 
 From a trained checkpoint to the one file the line needs: export the FP32 ONNX -> validate it and
 calibrate per-class thresholds for the target escape rate under the line's rule (any detection
-rejects a part; ``val --escape-rule any``) -> with ``--int8``: quantize (INT8 Q/DQ) and gate it
-against FP32, each at its own calibrated thresholds -> write the bundle
+rejects a part; ``val --escape-rule any``), or with ``--target-overkill`` one part threshold from the
+val good parts (``val --threshold-rule part --target-overkill``) -> with ``--int8``: quantize (INT8
+Q/DQ) and gate it against FP32, each at its own calibrated thresholds -> write the bundle
 (:mod:`defectdet.artifact.bundle`). One progress line per step; what the steps print goes to
 ``<bundle>.log`` (kept beside the bundle and inside it); a final card says what was measured and
 what deploys. A refused INT8 model leaves an FP32 bundle and the card says why (exit status 3).
@@ -27,8 +28,8 @@ EXIT_ROWS = (
     (0, "the bundle written, with the INT8 model when --int8 asked for it"),
     (
         1,
-        "the bundle written, but the --target-escape is not reachable on val: its thresholds are the best "
-        "found (the card says the escape rate they reach)",
+        "the bundle written, but the --target-escape (or --target-overkill) is not reachable on val: its "
+        "thresholds are the best found (the card says the rates they reach)",
     ),
     (
         2,
@@ -115,7 +116,33 @@ def default_out(model: Path) -> Path:
     return model.with_suffix(".bundle")
 
 
-def _check(model: Path, data: Path, target_escape: float, out: Path) -> None:
+def operating_target(
+    target_escape: float | None, target_overkill: float | None = None, confidence: float | None = None
+) -> Any:
+    """The :class:`~defectdet.part_rule.OperatingTarget` of the options: an escape rate (0.01 when neither
+    rate is given) or an overkill rate at an optional confidence; a conflict is one line."""
+    from .part_rule import OperatingTarget
+
+    if target_escape is not None and target_overkill is not None:
+        raise ConfigError(
+            f"--target-escape {target_escape} and --target-overkill {target_overkill}: expected one of them "
+            "(escape from the defective parts, or overkill from the good parts)"
+        )
+    if confidence is not None and target_overkill is None:
+        raise ConfigError(f"--confidence {confidence}: expected together with --target-overkill")
+    if target_overkill is not None:
+        if not 0 < target_overkill < 1:
+            raise ConfigError(f"--target-overkill {target_overkill}: expected a rate in (0, 1), e.g. 0.05")
+        if confidence is not None and not 0.5 <= confidence < 1:
+            raise ConfigError(f"--confidence {confidence}: expected a probability in [0.5, 1), e.g. 0.9")
+        return OperatingTarget(overkill=target_overkill, confidence=confidence)
+    escape = 0.01 if target_escape is None else target_escape
+    if not 0 <= escape < 1:
+        raise ConfigError(f"--target-escape {escape}: expected a rate in [0, 1), e.g. 0.01")
+    return OperatingTarget(escape=escape)
+
+
+def _check(model: Path, data: Path, out: Path) -> None:
     if not model.is_file():
         raise ConfigError(f"{model}: checkpoint not found; expected the best.pt that `defectdet train` wrote")
     if model.suffix != ".pt":
@@ -124,8 +151,6 @@ def _check(model: Path, data: Path, target_escape: float, out: Path) -> None:
         )
     if not data.is_file():
         raise ConfigError(f"{data}: data.yaml not found; its val split calibrates the thresholds")
-    if not 0 <= target_escape < 1:
-        raise ConfigError(f"--target-escape {target_escape}: expected a rate in [0, 1), e.g. 0.01")
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; expected the bundle file to write (e.g. model.bundle)")
 
@@ -137,11 +162,11 @@ def _kpis(r: Any) -> str:
     )
 
 
-def _validate(onnx: Path, data: Path, target_escape: float, work: Path) -> Any:
+def _validate(onnx: Path, data: Path, target: Any, work: Path) -> Any:
     from .artifact import ModelCard
     from .evaluate import evaluate, write_thresholds
 
-    report = evaluate(str(onnx), data, target_escape=target_escape, escape_rule="any")
+    report = evaluate(str(onnx), data, escape_rule="any", **target.evaluate_kwargs())
     report.save(work / "reports" / "val")
     print(report.summary())
     write_thresholds(report, work / "thresholds" / "fp32.yaml")
@@ -149,13 +174,13 @@ def _validate(onnx: Path, data: Path, target_escape: float, work: Path) -> Any:
     return report
 
 
-def _gate(onnx: Path, q: Path, data: Path, target_escape: float, limits: Any) -> dict[str, Any]:
+def _gate(onnx: Path, q: Path, data: Path, target: Any, limits: Any) -> dict[str, Any]:
     """Gate the INT8 model at its own calibrated thresholds; a refusal is a result here, not an error."""
     from .export import GateRefused
     from .export.gate import gate_report_path, run_gate
 
     try:
-        run_gate(onnx, q, data, limits, recalibrate=target_escape, escape_rule="any")
+        run_gate(onnx, q, data, limits, recalibrate=target, escape_rule="any")
     except GateRefused as e:  # run_gate wrote its report before refusing
         print(f"refused: {e}")
     return gate_summary(gate_report_path(q))
@@ -212,17 +237,19 @@ def bundle_members(
     return files
 
 
-def write_package_bundle(
-    out: Path, files: dict[str, Path], gate: dict[str, Any] | None, target_escape: float
-) -> Any:
+def write_package_bundle(out: Path, files: dict[str, Path], gate: dict[str, Any] | None, target: Any) -> Any:
     """The bundle of ``files`` (:func:`bundle_members`): INT8 deploys when it passed the gate, else FP32;
-    the card is the deployed model's sidecar. Returns it opened."""
+    the card is the deployed model's sidecar. ``target``: what the thresholds were calibrated for (an
+    :class:`~defectdet.part_rule.OperatingTarget`, or an escape rate). Returns it opened."""
     from .artifact.bundle import write_bundle
+    from .part_rule import OperatingTarget
 
+    if not isinstance(target, OperatingTarget):
+        target = OperatingTarget(escape=target)
     deployed = "int8" if gate is not None and gate["passed"] else "fp32"
     models = {"fp32": "fp32/model.onnx", **({"int8": "int8/model.int8.onnx"} if deployed == "int8" else {})}
     extra = {
-        "target_escape": target_escape,
+        **target.as_dict(),
         "escape_rule": "any",
         "gate": {k: gate[k] for k in ("decision", "reasons")} if gate else None,
     }
@@ -232,7 +259,7 @@ def write_package_bundle(
 def package(
     model: str | Path,
     data: str | Path,
-    target_escape: float = 0.01,
+    target_escape: float | None = None,
     int8: bool = False,
     out: str | Path | None = None,
     calib_images: int = 200,
@@ -240,13 +267,17 @@ def package(
     imgsz: int | None = None,
     limits: Any = None,
     float_sensitive: int = 0,
+    target_overkill: float | None = None,
+    confidence: float | None = None,
 ) -> Packaged:
-    """Export, validate + calibrate, (quantize + gate), bundle; returns what was written (module doc)."""
+    """Export, validate + calibrate, (quantize + gate), bundle; returns what was written (module doc).
+    ``target_escape`` / ``target_overkill`` / ``confidence``: see :func:`operating_target`."""
     from .export.onnx import export_onnx
 
     model, data = Path(model), Path(data)
     out = Path(out) if out else default_out(model)
-    _check(model, data, target_escape, out)
+    target = operating_target(target_escape, target_overkill, confidence)
+    _check(model, data, out)
     from .offline import setup_ultralytics
 
     setup_ultralytics()
@@ -262,18 +293,18 @@ def package(
             lambda p: f"{p.name}, parity checked",
         )
         val = steps.run(
-            f"{STEP_NAMES[1]} (escape <= {target_escape:g}, any detection rejects)",
-            lambda: _validate(onnx, data, target_escape, work),
+            f"{STEP_NAMES[1]} ({target.describe()}, any detection rejects)",
+            lambda: _validate(onnx, data, target, work),
             _kpis,
         )
         gate = (
-            _int8_steps(steps, onnx, data, work, target_escape, calib_images, method, limits, float_sensitive)
+            _int8_steps(steps, onnx, data, work, target, calib_images, method, limits, float_sensitive)
             if int8
             else None
         )
         bundle = steps.run(
             STEP_NAMES[4],
-            lambda: _write(out, work, gate, RunInfo.locate(model), steps.log, target_escape),
+            lambda: _write(out, work, gate, RunInfo.locate(model), steps.log, target),
             lambda b: f"{b.path} (id {b.short_id})",
         )
     finally:
@@ -286,7 +317,7 @@ def _int8_steps(
     onnx: Path,
     data: Path,
     work: Path,
-    target_escape: float,
+    target: Any,
     calib_images: int,
     method: str,
     limits: Any,
@@ -313,13 +344,13 @@ def _int8_steps(
     )
     return steps.run(
         STEP_NAMES[3],
-        lambda: _gate(onnx, q, data, target_escape, limits or Limits()),
+        lambda: _gate(onnx, q, data, target, limits or Limits()),
         lambda g: g["decision"] + (f" ({'; '.join(g['reasons'])})" if g["reasons"] else ""),
     )
 
 
 def _write(
-    out: Path, work: Path, gate: dict[str, Any] | None, run_info: Path | None, log: Path, target_escape: float
+    out: Path, work: Path, gate: dict[str, Any] | None, run_info: Path | None, log: Path, target: Any
 ) -> Any:
     files = bundle_members(
         work / "fp32" / "model.onnx",
@@ -329,7 +360,7 @@ def _write(
         gate,
         run_info,
     )
-    return write_package_bundle(out, {**files, "reports/package.log": log}, gate, target_escape)
+    return write_package_bundle(out, {**files, "reports/package.log": log}, gate, target)
 
 
 def card_text(p: Packaged) -> str:
@@ -343,7 +374,12 @@ def card_text(p: Packaged) -> str:
         f"  FP32       {_kpis(v)}  (val, any detection rejects)",
     ]
     cal = v.calibration or {}
-    if not cal.get("reachable", True):
+    if not cal.get("reachable", True) and cal.get("target_overkill") is not None:
+        lines.append(
+            f"  warning    overkill <= {cal['target_overkill']:g} is not reachable on val: {v.n_clean} good "
+            "parts are too few to bound it; the threshold rejects none of them"
+        )
+    elif not cal.get("reachable", True):
         lines.append(
             f"  warning    escape <= {cal.get('target_escape'):g} is not reachable on val: the thresholds "
             "are the best found"
@@ -387,6 +423,8 @@ def cli(argv: list[str]) -> int:
         a.method,
         a.imgsz,
         float_sensitive=a.float_sensitive,
+        target_overkill=a.target_overkill,
+        confidence=a.confidence,
     )
     print(card_text(p))
     return p.exit_status

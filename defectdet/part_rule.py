@@ -25,12 +25,49 @@ numpy only.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .metrics import Calibration, PartScores, part_kpis
 
 THRESHOLD_RULES = ("per-class", "part")  # per-class greedy calibration, or one threshold on the part score
+
+
+@dataclass(frozen=True)
+class OperatingTarget:
+    """What a model's thresholds are calibrated for on val, under the line's rule (any detection rejects):
+    an ``escape`` rate on the defective parts (per-class thresholds, ``defectdet val --target-escape``) or
+    an ``overkill`` rate on the good parts (one part threshold, :func:`calibrate_overkill_threshold`), the
+    latter at an optional ``confidence``. Exactly one of the two rates is set."""
+
+    escape: float | None = None
+    overkill: float | None = None
+    confidence: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.escape is None) == (self.overkill is None):
+            raise ValueError(f"expected exactly one of escape and overkill, got {self}")
+        if self.confidence is not None and self.overkill is None:
+            raise ValueError("confidence: expected with an overkill target")
+
+    def evaluate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`defectdet.evaluate.evaluate` that calibrate for it."""
+        if self.overkill is None:
+            return {"target_escape": self.escape}
+        return {"target_overkill": self.overkill, "threshold_rule": "part", "confidence": self.confidence}
+
+    def describe(self) -> str:
+        """``escape <= 0.01`` or ``overkill <= 0.05 of good parts (90% confidence)``."""
+        if self.overkill is None:
+            return f"escape <= {self.escape:g}"
+        conf = f" ({self.confidence:.0%} confidence)" if self.confidence is not None else ""
+        return f"overkill <= {self.overkill:g} of good parts{conf}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """For a manifest or report: target_escape, target_overkill, confidence (None where unset)."""
+        return {"target_escape": self.escape, "target_overkill": self.overkill, "confidence": self.confidence}
 
 
 def check_confidence(confidence: float | None, what: str = "confidence") -> float | None:

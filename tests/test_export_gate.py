@@ -305,6 +305,37 @@ def test_recalibrated_gate_under_the_line_rule_passes_it_to_the_evaluator(models
     assert ev.kw["escape_rule"] == "any" and ev.kw["target_escape"] == 0.05
 
 
+def test_recalibrated_gate_at_an_overkill_target_sets_one_part_threshold(models, capsys):
+    from defectdet.part_rule import OperatingTarget
+
+    ev = FakeEvaluator(report(), report())
+    target = OperatingTarget(overkill=0.05, confidence=0.9)
+    run_gate(models / "model.onnx", models / "model.int8.onnx", "d.yaml", evaluator=ev, recalibrate=target)
+    assert ev.kw["target_overkill"] == 0.05 and ev.kw["confidence"] == 0.9
+    assert ev.kw["threshold_rule"] == "part" and "target_escape" not in ev.kw
+    assert "calibrated on val for overkill <= 0.05 of good parts (90% confidence)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "over, conf, escape, match",
+    [
+        (0.05, None, 0.01, "--recalibrate 0.01 and --recalibrate-overkill 0.05: expected one of them"),
+        (None, 0.9, None, "--recalibrate-confidence 0.9: expected together with --recalibrate-overkill"),
+    ],
+)
+def test_gate_recalibration_options_conflict_in_one_line(models, over, conf, escape, match, capsys):
+    from defectdet.cli import main
+
+    argv = ["gate", "--fp32", str(models / "model.onnx"), "--int8", str(models / "model.int8.onnx")]
+    argv += ["--data", "d.yaml"] + (["--recalibrate", str(escape)] if escape is not None else [])
+    argv += (["--recalibrate-overkill", str(over)] if over is not None else []) + (
+        ["--recalibrate-confidence", str(conf)] if conf is not None else []
+    )
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
@@ -409,3 +440,13 @@ def test_run_gate_records_the_bootstrap_intervals(models):
         evaluator=FakeEvaluator(fp32, int8),
     )
     assert all(c.interval is None for c in r0.checks)
+
+
+def test_quantize_checks_the_gate_recalibration_before_quantizing(tmp_path, capsys):
+    from defectdet.cli import main
+
+    argv = ["quantize", "--model", str(tmp_path / "absent.onnx"), "--data", "d.yaml"]
+    assert main([*argv, "--recalibrate", "0.01", "--recalibrate-overkill", "0.05"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--recalibrate 0.01 and --recalibrate-overkill 0.05: expected one of them" in err
+    assert len(err.splitlines()) == 1  # the absent model is not reached: nothing was quantized

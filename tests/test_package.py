@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
@@ -259,6 +260,7 @@ def test_package_cli_refused_int8_leaves_an_fp32_bundle_and_exits_3(packaged, tm
 
 def test_package_bad_inputs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "best.pt").write_bytes(b"x")
+    ok = ["--model", str(tmp_path / "best.pt"), "--data", str(tmp_path / "best.pt")]
     for argv, msg in (
         (["--model", str(tmp_path / "nope.pt"), "--data", "d.yaml"], "nope.pt: checkpoint not found"),
         (
@@ -276,10 +278,39 @@ def test_package_bad_inputs_are_one_line_errors(tmp_path, capsys):
             ],
             "expected a number in [0, 1) (an escape rate)",
         ),
+        (
+            [*ok, "--target-escape", "0.01", "--target-overkill", "0.05"],
+            "--target-escape 0.01 and --target-overkill 0.05: expected one of them",
+        ),
+        ([*ok, "--confidence", "0.9"], "--confidence 0.9: expected together with --target-overkill"),
+        ([*ok, "--target-overkill", "1"], "--target-overkill=1.0: expected a number in (0, 1)"),
     ):
         assert main(["package", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1
+
+
+def test_package_at_an_overkill_target_records_it_and_sets_one_threshold(tmp_path):
+    """FP32 only: the one part threshold from the val good parts, the target in the manifest and the
+    thresholds YAML, the card naming it."""
+    from defectdet.artifact.bundle import open_bundle
+    from defectdet.package import card_text, package
+
+    data = make_shapes_dataset(tmp_path / "data", n_train=4, n_val=6, size=IMGSZ)
+    p = package(make_run(tmp_path / "run"), data, target_overkill=0.2, out=tmp_path / "m.bundle", imgsz=IMGSZ)
+    b = open_bundle(p.bundle.path)
+    assert b.manifest["target_overkill"] == 0.2 and b.manifest["target_escape"] is None
+    assert b.manifest["confidence"] is None and b.deployed == "fp32"
+    assert len(set(b.card()["thresholds"].values())) == 1  # one threshold for every class
+    assert p.val.calibration["target_overkill"] == 0.2 and p.val.calibration["threshold_rule"] == "part"
+    assert (
+        "=== validate" in p.log.read_text()
+        and "(overkill <= 0.2 of good parts, any detection" in p.log.read_text()
+    )
+    written = yaml.safe_load(b.read("thresholds/fp32.yaml"))
+    assert written["target_overkill"] == 0.2 and len(set(written["thresholds"].values())) == 1
+    assert "deploys    fp32/model.onnx" in card_text(p)
+    assert p.exit_status == (0 if p.val.calibration["reachable"] else 1)
 
 
 def test_checks_names_the_backend_a_bundle_will_run_on(packaged):

@@ -266,13 +266,14 @@ def run_gate(
     max_images: int | None = None,
     thresholds: Any = None,
     evaluator: Callable[..., Any] | None = None,
-    recalibrate: float | None = None,
+    recalibrate: Any = None,
     escape_rule: str = "box",
 ) -> GateResult:
     """Evaluate both models on ``data``'s val split, compare, record; raise :class:`GateRefused`
     when refused and not ``force``. ``thresholds`` (a thresholds YAML / {class: conf}) sets both
-    models' operating point (see :func:`operating_point`); ``recalibrate`` (a target escape rate)
-    gives each model its own calibrated thresholds instead (module docstring). ``escape_rule``: what
+    models' operating point (see :func:`operating_point`); ``recalibrate`` (a target escape rate, or a
+    :class:`~defectdet.part_rule.OperatingTarget`) gives each model its own calibrated thresholds instead
+    (module docstring). ``escape_rule``: what
     catches a defective part in the part KPIs and the calibration (``defectdet val --escape-rule``)."""
     from ..metrics import check_escape_rule
 
@@ -289,17 +290,21 @@ def run_gate(
         "escape_rule": escape_rule,
     }
     if recalibrate is not None:
-        if not 0 <= recalibrate < 1:
-            raise ConfigError(
-                f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01"
-            )
+        from ..part_rule import OperatingTarget
+
+        if not isinstance(recalibrate, OperatingTarget):
+            if not 0 <= recalibrate < 1:
+                raise ConfigError(
+                    f"--recalibrate {recalibrate}: expected a target escape rate in [0, 1), e.g. 0.01"
+                )
+            recalibrate = OperatingTarget(escape=recalibrate)
         if thresholds is not None:
             raise ConfigError(
                 "--thresholds and --recalibrate exclude each other: recalibrating fits each "
                 "model's own thresholds"
             )
-        kw["target_escape"] = recalibrate
-        source = f"each model's own, calibrated on val for escape <= {recalibrate:g}"
+        kw.update(recalibrate.evaluate_kwargs())
+        source = f"each model's own, calibrated on val for {recalibrate.describe()}"
     else:
         kw["thresholds"], source = operating_point(fp32, thresholds)
     print(
@@ -368,10 +373,27 @@ def gate_from_args(fp32: Path, int8: Path, data: str, a: argparse.Namespace) -> 
         force=a.force,
         max_images=a.max_images,
         thresholds=a.thresholds,
-        recalibrate=a.recalibrate,
+        recalibrate=recalibration(a),
         escape_rule=a.escape_rule,
     )
     return 0
+
+
+def recalibration(a: argparse.Namespace) -> Any:
+    """The gate's calibration target from ``--recalibrate`` / ``--recalibrate-overkill`` /
+    ``--recalibrate-confidence``: None, an escape rate, or an overkill
+    :class:`~defectdet.part_rule.OperatingTarget`; a conflicting combination is one line."""
+    from ..part_rule import OperatingTarget
+
+    over, conf = getattr(a, "recalibrate_overkill", None), getattr(a, "recalibrate_confidence", None)
+    if over is not None and a.recalibrate is not None:
+        raise ConfigError(
+            f"--recalibrate {a.recalibrate} and --recalibrate-overkill {over}: expected one of them (an "
+            "escape rate from the defective parts, or an overkill rate from the good parts)"
+        )
+    if conf is not None and over is None:
+        raise ConfigError(f"--recalibrate-confidence {conf}: expected together with --recalibrate-overkill")
+    return OperatingTarget(overkill=over, confidence=conf) if over is not None else a.recalibrate
 
 
 def cli(argv: list[str]) -> int:

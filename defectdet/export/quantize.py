@@ -416,6 +416,10 @@ def _parser() -> argparse.ArgumentParser:
 def cli(argv: list[str]) -> int:
     """Entry point of ``defectdet quantize``: quantize, report, then gate (non-zero exit on refusal)."""
     a = _parser().parse_args(argv)
+    if a.gate:
+        from .gate import recalibration
+
+        recalibration(a)  # conflicting gate options: one line before the quantization, not after it
     r = quantize_onnx(
         a.model,
         a.data,

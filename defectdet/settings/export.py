@@ -102,6 +102,22 @@ GATE_KEYS = [
         group="accuracy gate",
     ),
     Key(
+        "recalibrate_overkill",
+        None,
+        "instead of --recalibrate: each model's one part threshold set from the val good parts for this "
+        "overkill rate (defectdet val --target-overkill), compared there",
+        range=Range(float, 0, 1, open_low=True, open_high=True, note="an overkill rate"),
+        metavar="OVERKILL",
+        group="accuracy gate",
+    ),
+    Key(
+        "recalibrate_confidence",
+        None,
+        "with --recalibrate-overkill: meet it with this confidence (e.g. 0.9)",
+        range=Range(float, 0.5, 1, open_high=True, note="a probability"),
+        group="accuracy gate",
+    ),
+    Key(
         "escape_rule",
         "box",
         "what catches a defective part in the escape rate and the calibration: box (a correct detection) "
@@ -239,9 +255,24 @@ PACKAGE = Schema(
         ),
         Key(
             "target_escape",
-            0.01,
-            "escape rate the thresholds are calibrated for on val, under the line's rule",
-            range=_RATE,
+            None,
+            "escape rate the thresholds are calibrated for on val, under the line's rule (0.01 when "
+            "--target-overkill is not given either)",
+            range=Range(float, 0, 1, open_high=True, note="an escape rate"),
+        ),
+        Key(
+            "target_overkill",
+            None,
+            "instead of --target-escape: one part threshold set from the val good parts so that at most "
+            "this share of them is rejected (defectdet val --target-overkill), e.g. 0.05",
+            range=Range(float, 0, 1, open_low=True, open_high=True, note="an overkill rate"),
+        ),
+        Key(
+            "confidence",
+            None,
+            "with --target-overkill: meet it with this confidence, e.g. 0.9 (fewer good parts flagged on "
+            "val, a margin for the line)",
+            range=Range(float, 0.5, 1, open_high=True, note="a probability"),
         ),
         Key("int8", False, "also quantize to INT8 and gate it; it deploys if it passes", kind=bool),
         Key("out", None, "the bundle to write (default <checkpoint stem>.bundle beside it)", kind=str),
