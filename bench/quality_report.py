@@ -28,6 +28,8 @@ COLUMNS = (  # (result key, header, format spec)
     ("overkill_line", "overkill@cal1%", ".1%"),
     ("escape_line_any", "escape@cal1% any-det", ".1%"),
     ("overkill_line_any", "overkill@cal1% any-det", ".1%"),
+    ("escape_line_good", "escape@ovk5% good parts", ".1%"),
+    ("overkill_line_good", "overkill@ovk5% good parts", ".1%"),
     ("d_map50", "ΔmAP50 vs bce", "+.3f"),
     ("images_per_s", "train img/s", ".1f"),
     ("load_1m", "load 1m", ".1f"),

@@ -15,6 +15,7 @@ import pytest
 from defectdet import metrics as M
 from defectdet.data.stats import dataset_stats
 from defectdet.evaluate import build_report
+from defectdet.part_rule import calibrate_overkill_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = benchscripts.load("quality")
@@ -133,6 +134,27 @@ def test_cross_calibrated_kpis_without_clean_parts_has_no_overkill():
     imgs = [_img([(HIT, 0.8, 0)], [0]) for _ in range(4)]
     out = Q.cross_calibrated_kpis(imgs, NAMES, 0.05)
     assert out["overkill"] is None and out["escape"] == 0.0 and out["reachable"]
+
+
+def test_good_part_kpis_calibrate_on_the_other_halfs_good_parts():
+    """Each half is counted at a threshold set from the other half's good parts alone (5 % at 90 %
+    confidence needs >= 45 good parts: 60 a half here), so a defective part's score never moves it."""
+    rng = np.random.default_rng(1)
+    imgs = [_img([(MISS, float(rng.uniform(0.0, 0.5)), 0)]) for _ in range(120)]
+    imgs += [_img([(HIT, float(s), 0)], [0]) for s in (0.45, 0.9, 0.95, 0.97)]
+    out = Q.good_part_kpis(imgs, NAMES, 0.05)
+    assert (out["n_defective"], out["n_clean"]) == (4, 120) and out["reachable"]
+    manual = {"escapes": 0, "overkills": 0}
+    for f in (0, 1):
+        cal = M.PartScores.from_images(imgs[1 - f :: 2], len(NAMES), "any")
+        t = calibrate_overkill_threshold(cal, 0.05, 0.9).thresholds
+        rep = build_report(imgs[f::2], NAMES, thresholds=dict(zip(NAMES, t)), escape_rule="any")
+        manual["escapes"] += rep.escapes
+        manual["overkills"] += rep.overkills
+    assert {k: out[k] for k in manual} == manual and out["overkill"] <= 0.05
+    # 60 good parts at 90 %: j = 0, each threshold just above the other half's highest good score
+    # (~0.5): the defect at 0.45 escapes, the three above 0.9 are caught
+    assert out["escapes"] == 1
 
 
 # ----------------------------------------------------------------------------- table
@@ -348,6 +370,8 @@ def test_smoke_two_arms_cache_and_report(tmp_path, capsys):
     assert "comparison is noise at this budget" in text  # 1 epoch learns nothing
     assert '"model": "configs/models/defectdet-pico.yaml"' in text  # committed tables name no machine
     res = json.loads((tmp_path / "synthetic" / "qfl" / "seed0" / "result.json").read_text())
+    good = res["calibration_line_good"]
+    assert good["n_defective"] + good["n_clean"] == res["n_images"] and "escape@ovk5% good parts" in text
     assert res["images_per_s"] > 0 and 0 <= res["map50"] <= 1 and res["fingerprint"]["epochs"] == 1
     for png in ("quality_pr.png", "quality_bars.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
