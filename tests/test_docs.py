@@ -27,6 +27,7 @@ TABLES = {
     "quality-paste-table": "quality.md",
     "quality-kfold-table": "quality.md",
     "curve-table": "quality.md",
+    "decision-rules": "quality.md",
     "grid-table": "quality.md",
     "tta-table": "tta.md",
 }
