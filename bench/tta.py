@@ -39,7 +39,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.quality import LINE_ESCAPE, cross_calibrated_kpis, data_tag  # noqa: E402
+from bench.quality import (  # noqa: E402
+    LINE_ESCAPE,
+    LINE_OVERKILL,
+    cross_calibrated_kpis,
+    data_tag,
+    good_part_kpis,
+)
 from bench.quality_report import update_page  # noqa: E402
 from defectdet.config import atomic_write_text  # noqa: E402
 from defectdet.errors import ConfigError, DefectdetError  # noqa: E402
@@ -121,8 +127,10 @@ def run_arm(arm: str, pairs: list[tuple[Path, str]], opts: argparse.Namespace) -
     rep = build_report(pooled, names)
     if len(folds) > 1:
         line = cross_fitted(folds, names, opts.target_escape, "any")
+        good = cross_fitted(folds, names, None, "any", "part", 0.9, LINE_OVERKILL)
     else:
         line = cross_calibrated_kpis(pooled, names, opts.target_escape, rule="any")
+        good = good_part_kpis(pooled, names, LINE_OVERKILL)
     keep = ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")
     return {
         "arm": arm,
@@ -132,6 +140,7 @@ def run_arm(arm: str, pairs: list[tuple[Path, str]], opts: argparse.Namespace) -
         "map50": rep.map50,
         "map50_95": rep.map50_95,
         "line": {k: line[k] for k in keep},
+        "good": {k: good[k] for k in keep},
         "fps": statistics.median(fps),
         "fps_passes": [round(v, 3) for v in fps],
         "n_images": len(pooled),
@@ -144,7 +153,8 @@ def _pct(n: int, d: int) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """Markdown: one row per (tag, arm), the off arm's frames/s the cost reference."""
-    head = "| set | arm | views (passes/frame) | mAP50 | escape @cal. | overkill @cal. | frames/s (× off) "
+    head = "| set | arm | views (passes/frame) | mAP50 | escape @cal. | overkill @cal. "
+    head += "| escape / overkill, good parts @5% | frames/s (× off) "
     head += "| model |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for tag, res in results.items():
@@ -153,15 +163,21 @@ def table(results: dict[str, Any]) -> str:
             tiles = [f"tiles {a['tiles']} ({a['grid']})"] if a["tiles"] else []
             views = ", ".join([a["tta"]] + tiles)
             cost = f" ({a['fps'] / off:.2f}×)" if off else ""
-            k = a["line"]
+            k, g = a["line"], a.get("good")
+            good = (
+                f"{_pct(g['escapes'], g['n_defective'])} / {_pct(g['overkills'], g['n_clean'])}"
+                if g
+                else "n/a"
+            )
             lines.append(
                 f"| {tag} | {a['arm']} | {views} ({a['passes_per_frame']}) | {a['map50']:.3f} | "
-                f"{_pct(k['escapes'], k['n_defective'])} | {_pct(k['overkills'], k['n_clean'])} | "
+                f"{_pct(k['escapes'], k['n_defective'])} | {_pct(k['overkills'], k['n_clean'])} | {good} | "
                 f"{a['fps']:.2f}{cost} | {res['model']} at {a['imgsz'][0]} px, {a['path']} |"
             )
     notes = [
         f"{tag}: {res['n_images']} held-out images ({res['splits']} split(s)), thresholds calibrated for "
-        f"{res['target_escape']:.0%} escape, line's rule; frames/s: median of {res['repeats']} passes over "
+        f"{res['target_escape']:.0%} escape (good parts: one part threshold for <= 5% overkill at 90% "
+        "confidence), line's rule; frames/s: median of {res['repeats']} passes over "
         f"{res['timed']} frames at load {res['load_1m']:.1f} on {res['cpus']} CPUs"
         for tag, res in results.items()
     ]

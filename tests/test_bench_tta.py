@@ -81,6 +81,7 @@ def test_bench_tta_smoke_one_split_and_two_folds(model, data, tmp_path):
         for a in arms.values():
             assert a["fps"] > 0 and len(a["fps_passes"]) == 2 and 0 <= a["map50"] <= 1
             assert a["line"]["n_defective"] + a["line"]["n_clean"] == a["n_images"]
+            assert a["good"]["n_defective"] + a["good"]["n_clean"] == a["n_images"]  # the good-part rule
     assert res["two"]["n_images"] == 16  # every image held out once over the two folds
     text = page.read_text()
     assert "STALE" not in text and text.endswith("<!-- tta-table:end -->\nafter\n")
