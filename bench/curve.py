@@ -102,25 +102,42 @@ def _kfold_rows(cell: str, res: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(cell: str, res: list[dict[str, Any]]) -> dict[str, Any]:
-    """One table row from a cell's results of one data set (result.json per seed)."""
-    first = res[0]
+PLAIN_RULES = (  # the rows of a plain (per-seed) cell: (key suffix in result.json, the table's words)
+    ("line_any", "per class, half/half"),
+    ("line_good", "part score, overkill @5% from good parts, 90% conf., half/half"),
+)
+
+
+def _rows(cell: str, res: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A cell's rows of one data set (result.json per seed): one per rule of :data:`PLAIN_RULES` that
+    every seed's result holds, medians over the seeds."""
+    first, rows = res[0], []
     budget = first.get("budget") or first.get("fingerprint", {})
-    row = {"cell": cell, "data": first["data_tag"], "model": Path(str(budget.get("model"))).stem}
-    row["epochs"] = budget.get("epochs")
-    cal = [r["calibration_line_any"] for r in res]
-    row.update(
-        map50=float(np.median([r["map50"] for r in res])),
-        escape=float(np.median([r["escape_line_any"] for r in res])),
-        overkill=float(np.median([r["overkill_line_any"] for r in res])),
-        rule="per class, half/half",
-        wall_s=float(np.median([r.get("wall_s") or 0 for r in res])),
-        ips=[r["images_per_s"] for r in res if r.get("images_per_s")],
-        load=[r["load_1m"] for r in res if r.get("load_1m") is not None],
-        seeds=len(res),
-        reachable=all(c.get("reachable", True) for c in cal),
-    )
-    return row
+    for key, words in PLAIN_RULES:
+        if not all(f"calibration_{key}" in r for r in res):
+            continue
+        cal = [r[f"calibration_{key}"] for r in res]
+        overkill = [r[f"overkill_{key}"] for r in res]
+        if key == "line_good" and any(o is None for o in overkill):
+            continue  # no good parts to set it from
+        rows.append(
+            {
+                "cell": cell,
+                "data": first["data_tag"],
+                "model": Path(str(budget.get("model"))).stem,
+                "epochs": budget.get("epochs"),
+                "map50": float(np.median([r["map50"] for r in res])),
+                "escape": float(np.median([r[f"escape_{key}"] for r in res])),
+                "overkill": None if None in overkill else float(np.median(overkill)),
+                "rule": words,
+                "wall_s": float(np.median([r.get("wall_s") or 0 for r in res])),
+                "ips": [r["images_per_s"] for r in res if r.get("images_per_s")],
+                "load": [r["load_1m"] for r in res if r.get("load_1m") is not None],
+                "seeds": len(res),
+                "reachable": all(c.get("reachable", True) for c in cal),
+            }
+        )
+    return rows
 
 
 def _folds_row(cell: str, tag: str, seed: str, folds: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -167,8 +184,8 @@ def collect(out: Path) -> list[dict[str, Any]]:
         ]
         for tag in sorted({p.parents[2].name for p in plain}):
             res = [json.loads(p.read_text()) for p in plain if p.parents[2].name == tag]
-            rows.append(_row(cell.name, res))
-    order = {words: i for i, (_, words) in enumerate(KFOLD_RULES)}
+            rows += _rows(cell.name, res)
+    order = {words: i for i, (_, words) in enumerate(KFOLD_RULES + PLAIN_RULES)}
     return sorted(
         rows, key=lambda r: (r["data"], r["model"], "folds" in r, order.get(r["rule"], 0), r["epochs"] or 0)
     )
@@ -190,7 +207,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 runs = "fold " + ", ".join(f"{f}: {m:.3f}" for f, m in r["folds"].items()) + " (median)"
                 runs = runs if r["seed"] == "seed0" else f"{r['seed']}, {runs}"
         else:
-            esc, ovk = f"{r['escape']:.1%}", f"{r['overkill']:.1%}"
+            esc = f"{r['escape']:.1%}"
+            ovk = f"{r['overkill']:.1%}" if r["overkill"] is not None else "n/a (no good parts)"
             runs = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''} (median)"
         ips = f"{np.median(r['ips']):.1f}" if r["ips"] else "n/a"
         load = f" ({np.median(r['load']):.1f})" if r["load"] else ""

@@ -49,6 +49,9 @@ def test_table_of_kfold_and_plain_cells(tmp_path):
                     "escape_line_any": e,
                     "overkill_line_any": 0.04,
                     "calibration_line_any": {},
+                    "escape_line_good": e / 2,
+                    "overkill_line_good": 0.03,
+                    "calibration_line_good": {},
                     "wall_s": 100 * (seed + 1),
                     "images_per_s": 10.0,
                     "load_1m": 2.0,
@@ -76,6 +79,7 @@ def test_table_of_kfold_and_plain_cells(tmp_path):
         ("ksdd-kfold5", 60, False),
         ("ksdd-kfold5", 120, True),
         ("pcb", 30, False),
+        ("pcb", 30, False),  # the per-class rule, then the good-part rule
     ]
     assert rows[1]["map50"] == pytest.approx(0.35) and (rows[1]["escapes"], rows[1]["n_defective"]) == (3, 20)
     text = C.table(rows)
@@ -95,6 +99,10 @@ def test_table_of_kfold_and_plain_cells(tmp_path):
         in text
     )
     assert "| pcb | defectdet-pico | 30 | 3 seeds (median) | 0.800 | 2.0% | 4.0% |" in text
+    assert (
+        "| pcb | defectdet-pico | 30 | 3 seeds (median) | 0.800 | 1.0% | 3.0% | part score, overkill @5% "
+        "from good parts" in text
+    )
     assert "8.0 (2.2)" in text
 
 
