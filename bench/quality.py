@@ -162,6 +162,18 @@ def recall_at_fp_rate(
     return {"recall": float(ctp[k] / n_gt), "threshold": float(conf[k]), "fp": int(cfp[k]), "n_gt": n_gt}
 
 
+KPI_KEYS = ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")
+
+
+def _dealt_kpis(images: list[M.ImageDetections], names: list[str], folds: int, *args: Any) -> dict[str, Any]:
+    """:func:`bench.kfold.cross_fitted` (``args`` after the names) over ``images`` dealt to fold
+    ``index % folds``, reduced to :data:`KPI_KEYS`."""
+    from bench.kfold import cross_fitted
+
+    r = cross_fitted([images[f::folds] for f in range(folds)], names, *args)
+    return {k: r[k] for k in KPI_KEYS}
+
+
 def cross_calibrated_kpis(
     images: list[M.ImageDetections], names: list[str], target_escape: float, folds: int = 2, rule: str = "box"
 ) -> dict[str, Any]:
@@ -169,12 +181,7 @@ def cross_calibrated_kpis(
     parts go to fold ``index % folds`` and the counts of all folds are summed
     (:func:`bench.kfold.cross_fitted`). ``rule``: what catches a defective part, in the calibration and the
     count (``defectdet.metrics.ESCAPE_RULES``)."""
-    from bench.kfold import cross_fitted
-
-    r = cross_fitted([images[f::folds] for f in range(folds)], names, target_escape, rule)
-    return {
-        k: r[k] for k in ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")
-    }
+    return _dealt_kpis(images, names, folds, target_escape, rule)
 
 
 def good_part_kpis(
@@ -183,14 +190,7 @@ def good_part_kpis(
     """Escape/overkill under the line's rule with one part threshold set from the other folds' good parts
     for ``target_overkill`` at 90 % confidence (``defectdet val --threshold-rule part --target-overkill
     --confidence 0.9``), parts dealt as :func:`cross_calibrated_kpis` deals them."""
-    from bench.kfold import cross_fitted
-
-    r = cross_fitted(
-        [images[f::folds] for f in range(folds)], names, None, "any", "part", 0.9, target_overkill
-    )
-    return {
-        k: r[k] for k in ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")
-    }
+    return _dealt_kpis(images, names, folds, None, "any", "part", 0.9, target_overkill)
 
 
 def rarest_class(stats: dict) -> int:

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.quality import (  # noqa: E402
+    KPI_KEYS,
     LINE_ESCAPE,
     LINE_OVERKILL,
     cross_calibrated_kpis,
@@ -131,7 +132,6 @@ def run_arm(arm: str, pairs: list[tuple[Path, str]], opts: argparse.Namespace) -
     else:
         line = cross_calibrated_kpis(pooled, names, opts.target_escape, rule="any")
         good = good_part_kpis(pooled, names, LINE_OVERKILL)
-    keep = ("escapes", "n_defective", "overkills", "n_clean", "reachable", "escape", "overkill")
     return {
         "arm": arm,
         "tta": tta,
@@ -139,8 +139,8 @@ def run_arm(arm: str, pairs: list[tuple[Path, str]], opts: argparse.Namespace) -
         **info,
         "map50": rep.map50,
         "map50_95": rep.map50_95,
-        "line": {k: line[k] for k in keep},
-        "good": {k: good[k] for k in keep},
+        "line": {k: line[k] for k in KPI_KEYS},
+        "good": {k: good[k] for k in KPI_KEYS},
         "fps": statistics.median(fps),
         "fps_passes": [round(v, 3) for v in fps],
         "n_images": len(pooled),

@@ -4,28 +4,20 @@ and inputs that are not a run."""
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import decision_rules as B  # noqa: E402
-from defectdet import metrics as M  # noqa: E402
-from defectdet.errors import ConfigError  # noqa: E402
+from test_bench_kfold import GT  # noqa: E402
+from test_bench_kfold import _part as kfold_part  # noqa: E402
 
-GT = [10.0, 10.0, 50.0, 50.0]
+from bench import decision_rules as B  # noqa: E402
+from defectdet.errors import ConfigError  # noqa: E402
 
 
 def _part(score=None, defective=False):
-    dets = [] if score is None else [(GT, score, 0)]  # a detection on the defect (or where it would be)
-    return M.ImageDetections(
-        boxes=np.array([d[0] for d in dets]).reshape(-1, 4),
-        conf=[d[1] for d in dets],
-        cls=[d[2] for d in dets],
-        gt_boxes=np.array([GT] if defective else []).reshape(-1, 4),
-        gt_cls=[0] if defective else [],
-    )
+    return kfold_part(score, defective, box=GT)  # a detection on the defect (or where it would be)
 
 
 def test_score_counts_every_part_once_at_the_other_halfs_thresholds():

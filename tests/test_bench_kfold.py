@@ -18,9 +18,10 @@ GT = [10.0, 10.0, 50.0, 50.0]
 FAR = [200.0, 200.0, 240.0, 240.0]  # IoU 0 with GT
 
 
-def _part(score=None, defective=False, name=""):
-    """One part; ``score``: the confidence of its one detection (far from the defect), None = no detection."""
-    dets = [] if score is None else [(FAR, score, 0)]
+def _part(score=None, defective=False, name="", box=FAR):
+    """One part; ``score``: the confidence of its one detection (at ``box``: far from the defect by
+    default), None = no detection."""
+    dets = [] if score is None else [(box, score, 0)]
     return M.ImageDetections(
         boxes=np.array([d[0] for d in dets]).reshape(-1, 4),
         conf=[d[1] for d in dets],
