@@ -1,7 +1,7 @@
 """Which decision rule holds the line's targets on parts it was not fitted on? Each rule, each model.
 
     python bench/decision_rules.py runs/demo_spread/seed*-threads*          # runs of bench/demo_spread.py
-    python bench/decision_rules.py MODEL.onnx:DATA.yaml ...                 # any model and data set
+    python bench/decision_rules.py [NAME=]MODEL:DATA.yaml ...               # any model (.onnx, .pt), data set
     python bench/decision_rules.py RUN ... --out runs/decision_rules --page docs/quality.md
     python bench/decision_rules.py --report-only --out bench/results/decision_rules --page docs/quality.md
 
@@ -18,10 +18,11 @@ summed. So every part is counted once, at thresholds not fitted on it. The rules
 * ``good parts @5%, 90%``: one part threshold set from the good parts for at most 5 % overkill with
   90 % confidence (``--threshold-rule part --target-overkill 0.05 --confidence 0.9``).
 
-A demo run is ``<run>/train/weights/model.onnx`` with ``<run>/data/data.yaml``; ``MODEL:DATA`` names
-any other pair. One JSON line per model in ``<out>/decision_rules.jsonl``; the table gives each model's
-escapes and overkills per rule, how many models met the line's target (escape <= 1 %, overkill <= 5 %)
-and the medians.
+A demo run is ``<run>/train/weights/model.onnx`` with ``<run>/data/data.yaml``; ``[NAME=]MODEL:DATA``
+names any other pair (a ``.pt`` is run at its run's native ``eval_imgsz`` when ``defectdet.yaml`` beside
+it has one, as ``defectdet val`` does). One JSON line per model in ``<out>/decision_rules.jsonl``, kept
+across runs (a model of the same name is replaced); the table gives each model's escapes and overkills
+per rule, how many models met the line's target (escape <= 1 %, overkill <= 5 %) and the medians.
 """
 
 from __future__ import annotations
@@ -51,15 +52,19 @@ RULES = (  # (key, words, cross_fitted's arguments after (folds, names))
 
 
 def resolve(item: str) -> tuple[str, Path, Path]:
-    """(name, model, data.yaml) of a demo run folder or a ``MODEL:DATA`` pair; a missing file is one line."""
+    """(name, model, data.yaml) of a demo run folder or a ``[NAME=]MODEL:DATA`` pair; a missing file is
+    one line."""
     p = Path(item)
     if p.is_dir():
         model, data = p / "train" / "weights" / "model.onnx", p / "data" / "data.yaml"
         name = p.name
     elif ":" in item:
-        m, _, d = item.rpartition(":")
+        given, eq, pair = item.partition("=")
+        if not eq:
+            given, pair = "", item
+        m, _, d = pair.rpartition(":")
         model, data = Path(m), Path(d)
-        name = f"{model.parent.parent.name or model.stem}-{model.stem}"
+        name = given or f"{model.parent.parent.name or model.stem}-{model.stem}"
     else:
         raise ConfigError(f"{item}: expected a demo run folder or MODEL:DATA (e.g. best.onnx:data.yaml)")
     for f, what in ((model, "model"), (data, "data.yaml")):
@@ -84,13 +89,16 @@ def score(images: list, names: list[str]) -> dict[str, Any]:
 def run_one(item: str, out: Path) -> dict[str, Any]:
     """One model: its detections (cached) and every rule's counts."""
     from bench.kfold import load_detections, save_detections
+    from defectdet.artifact import RunInfo
     from defectdet.evaluate import collect_detections, read_split
 
     name, model, data = resolve(item)
     names, images = read_split(data, "val")
     cache = out / name / "dets.json.gz"
     if not cache.is_file():
-        save_detections(cache, collect_detections(str(model), images, len(names))[0])
+        info = RunInfo.find(model) if model.suffix == ".pt" else None
+        imgsz = info.deploy_imgsz if info is not None else None  # a native-crop run validates at its size
+        save_detections(cache, collect_detections(str(model), images, len(names), imgsz=imgsz)[0])
     return {"name": name, "model": str(model), "data": str(data), **score(load_detections(cache), names)}
 
 
@@ -156,16 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     opts = _parser().parse_args(argv)
     out = Path(opts.out)
     kept = out / "decision_rules.jsonl"
+    earlier = (
+        [json.loads(line) for line in kept.read_text().splitlines() if line.strip()] if kept.is_file() else []
+    )
     if opts.report_only:
         if not kept.is_file():
             raise ConfigError(f"{kept}: not found; expected the JSON lines of an earlier run (--out)")
-        rows = [json.loads(line) for line in kept.read_text().splitlines() if line.strip()]
+        rows = earlier
     else:
         if not opts.runs:
             raise ConfigError("expected demo run folders or MODEL:DATA pairs (or --report-only)")
         for item in opts.runs:  # every input checked before any model runs
             resolve(item)
-        rows = [run_one(item, out) for item in opts.runs]
+        new = [run_one(item, out) for item in opts.runs]
+        fresh = {r["name"] for r in new}
+        rows = [r for r in earlier if r["name"] not in fresh] + new  # earlier models kept, same name replaced
         atomic_write_text(kept, "".join(json.dumps(r) + "\n" for r in rows))
     text = table(rows)
     atomic_write_text(out / "decision_rules.md", text)

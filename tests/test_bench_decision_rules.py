@@ -88,3 +88,25 @@ def test_report_only_rebuilds_the_table_from_the_kept_lines(tmp_path, capsys):
     assert B.main(["--report-only", "--out", str(tmp_path), "--page", str(page)]) == 0
     assert "| m | 10 / 40 | 0.500 | 0 (0.0%) / 1 (2.5%) |" in page.read_text()
     assert "| 1 of 1 | 1 of 1 | 1 of 1 |" in page.read_text()
+
+
+def test_a_named_pair_and_a_rerun_keep_the_earlier_models(tmp_path, monkeypatch, capsys):
+    """``NAME=MODEL:DATA`` names the row; a later run adds its models to the kept lines and replaces only
+    a model of the same name."""
+    import json
+
+    (tmp_path / "best.pt").write_bytes(b"x")
+    (tmp_path / "d.yaml").write_text("names: [a]\n")
+    assert B.resolve(f"pcb-s0={tmp_path / 'best.pt'}:{tmp_path / 'd.yaml'}") == (
+        "pcb-s0",
+        tmp_path / "best.pt",
+        tmp_path / "d.yaml",
+    )
+    cell = {"escapes": 0, "n_defective": 10, "overkills": 1, "n_clean": 40, "reachable": True}
+    old = {"name": "demo", "map50": 0.5, **{k: cell for k, _, _ in B.RULES}}
+    stale = {**old, "name": "pcb-s0", "map50": 0.1}
+    (tmp_path / "decision_rules.jsonl").write_text(json.dumps(old) + "\n" + json.dumps(stale) + "\n")
+    monkeypatch.setattr(B, "run_one", lambda item, out: {**old, "name": B.resolve(item)[0], "map50": 0.8})
+    assert B.main([f"pcb-s0={tmp_path / 'best.pt'}:{tmp_path / 'd.yaml'}", "--out", str(tmp_path)]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "decision_rules.jsonl").read_text().splitlines()]
+    assert [(r["name"], r["map50"]) for r in rows] == [("demo", 0.5), ("pcb-s0", 0.8)]
