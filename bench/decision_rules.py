@@ -12,11 +12,12 @@ setting the thresholds (:data:`RULES`), cross-fitted: the val parts are dealt in
 summed. So every part is counted once, at thresholds not fitted on it. The rules:
 
 * ``per-class @1%``: per-class thresholds calibrated for 1 % escape on the defective parts
-  (``defectdet val --target-escape 0.01 --escape-rule any``, what ``package`` does by default);
+  (``defectdet val --target-escape 0.01 --escape-rule any``, ``package --target-escape 0.01``);
 * ``part @1%, 90%``: one threshold on the part score for 1 % escape with 90 % bootstrap confidence
   (``--threshold-rule part --confidence 0.9``);
 * ``good parts @5%, 90%``: one part threshold set from the good parts for at most 5 % overkill with
-  90 % confidence (``--threshold-rule part --target-overkill 0.05 --confidence 0.9``).
+  90 % confidence (``--threshold-rule part --target-overkill 0.05 --confidence 0.9``, what ``package``
+  does by default).
 
 A demo run is ``<run>/train/weights/model.onnx`` with ``<run>/data/data.yaml``; ``[NAME=]MODEL:DATA``
 names any other pair (a ``.pt`` is run at its run's native ``eval_imgsz`` when ``defectdet.yaml`` beside

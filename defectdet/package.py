@@ -1,14 +1,16 @@
-"""``defectdet package --model best.pt --data data.yaml [--target-escape 0.01] [--int8] [--out M.bundle]``.
+"""``defectdet package --model best.pt --data data.yaml [--target-overkill 0.05] [--int8] [--out M.bundle]``.
 
 From a trained checkpoint to the one file the line needs: export the FP32 ONNX -> validate it and
-calibrate per-class thresholds for the target escape rate under the line's rule (any detection
-rejects a part; ``val --escape-rule any``), or with ``--target-overkill`` one part threshold from the
-val good parts (``val --threshold-rule part --target-overkill``) -> with ``--int8``: quantize (INT8
-Q/DQ) and gate it against FP32, each at its own calibrated thresholds -> write the bundle
-(:mod:`defectdet.artifact.bundle`). One progress line per step; what the steps print goes to
-``<bundle>.log`` (kept beside the bundle and inside it); a final card says what was measured and
-what deploys. A refused INT8 model leaves an FP32 bundle and the card says why (exit status 3).
-The workflow after it is in docs/bundle.md: copy the file, ``build-engine``, ``inspect``.
+calibrate its thresholds under the line's rule (any detection rejects a part; ``val --escape-rule any``):
+by default one part threshold set from the val good parts, so that at most 5 % of them are rejected with
+90 % confidence and escape is measured (``val --threshold-rule part --target-overkill 0.05 --confidence
+0.9``; per-class thresholds for 1 % escape where val has too few good parts to bound that), or per-class
+thresholds for ``--target-escape`` -> with ``--int8``: quantize (INT8 Q/DQ) and gate it against FP32,
+each at its own calibrated thresholds -> write the bundle (:mod:`defectdet.artifact.bundle`). One
+progress line per step; what the steps print goes to ``<bundle>.log`` (kept beside the bundle and inside
+it); a final card says what was measured and what deploys. A refused INT8 model leaves an FP32 bundle and
+the card says why (exit status 3). The workflow after it is in docs/bundle.md: copy the file,
+``build-engine``, ``inspect``.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ EXIT_ROWS = (
     (0, "the bundle written, with the INT8 model when --int8 asked for it"),
     (
         1,
-        "the bundle written, but the --target-escape (or --target-overkill) is not reachable on val: its "
-        "thresholds are the best found (the card says the rates they reach)",
+        "the bundle written, but the target (--target-overkill, --target-escape or the default) is not "
+        "reachable on val: its thresholds are the best found (the card says the rates they reach)",
     ),
     (
         2,
@@ -60,6 +62,7 @@ class Packaged:
     gate: dict[str, Any] | None = None  # decision, reasons, the INT8 report's KPIs; None without --int8
     log: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    note: str | None = None  # why the default target fell back (:func:`default_target`), else None
 
     @property
     def exit_status(self) -> int:
@@ -116,11 +119,19 @@ def default_out(model: Path) -> Path:
     return model.with_suffix(".bundle")
 
 
+# What ``package`` calibrates for when no rate is given: one part threshold from val's good parts, at most
+# 5 % of them rejected (the line's overkill bound) with 90 % confidence; escape is then measured. The rule
+# whose calibrated number held on unseen parts of every set measured (docs/quality.md, "package's default").
+# Where val has too few good parts to bound that, per-class thresholds for 1 % escape.
+DEFAULT_OVERKILL, DEFAULT_CONFIDENCE, FALLBACK_ESCAPE = 0.05, 0.9, 0.01
+
+
 def operating_target(
     target_escape: float | None, target_overkill: float | None = None, confidence: float | None = None
 ) -> Any:
-    """The :class:`~defectdet.part_rule.OperatingTarget` of the options: an escape rate (0.01 when neither
-    rate is given) or an overkill rate at an optional confidence; a conflict is one line."""
+    """The :class:`~defectdet.part_rule.OperatingTarget` of the options (an escape rate, or an overkill
+    rate at an optional confidence), or None when neither rate is given (:func:`default_target` then
+    picks it from the data); a conflict is one line."""
     from .part_rule import OperatingTarget
 
     if target_escape is not None and target_overkill is not None:
@@ -136,10 +147,47 @@ def operating_target(
         if confidence is not None and not 0.5 <= confidence < 1:
             raise ConfigError(f"--confidence {confidence}: expected a probability in [0.5, 1), e.g. 0.9")
         return OperatingTarget(overkill=target_overkill, confidence=confidence)
-    escape = 0.01 if target_escape is None else target_escape
-    if not 0 <= escape < 1:
-        raise ConfigError(f"--target-escape {escape}: expected a rate in [0, 1), e.g. 0.01")
-    return OperatingTarget(escape=escape)
+    if target_escape is None:
+        return None
+    if not 0 <= target_escape < 1:
+        raise ConfigError(f"--target-escape {target_escape}: expected a rate in [0, 1), e.g. 0.01")
+    return OperatingTarget(escape=target_escape)
+
+
+def good_parts_needed(target_overkill: float, confidence: float | None) -> int:
+    """The fewest calibration good parts that bound ``target_overkill`` at ``confidence`` (45 for 5 % at
+    90 %: with fewer, even a threshold above all of them is not known to keep overkill that low)."""
+    from .part_rule import allowed_overkills
+
+    n = 1
+    while allowed_overkills(n, target_overkill, confidence) < 0:
+        n += 1
+    return n
+
+
+def val_good_parts(data: Path) -> int:
+    """How many images of ``data``'s val split have no labelled defect (no label file, or an empty one)."""
+    from .data.formats import label_path, read_labels
+    from .evaluate import read_split
+
+    _, images = read_split(data, "val")
+    return sum(1 for im in images if not label_path(im).is_file() or not read_labels(label_path(im))[0])
+
+
+def default_target(data: Path) -> tuple[Any, str | None]:
+    """What to calibrate for when no rate is given: overkill <= :data:`DEFAULT_OVERKILL` of val's good parts
+    at :data:`DEFAULT_CONFIDENCE`, or, where val has fewer good parts than that needs, escape <=
+    :data:`FALLBACK_ESCAPE` with per-class thresholds. Returns (the target, why it fell back or None)."""
+    from .part_rule import OperatingTarget
+
+    n_good, need = val_good_parts(data), good_parts_needed(DEFAULT_OVERKILL, DEFAULT_CONFIDENCE)
+    if n_good >= need:
+        return OperatingTarget(overkill=DEFAULT_OVERKILL, confidence=DEFAULT_CONFIDENCE), None
+    return OperatingTarget(escape=FALLBACK_ESCAPE), (
+        f"val has {n_good} good parts; bounding overkill <= {DEFAULT_OVERKILL:g} at {DEFAULT_CONFIDENCE:.0%} "
+        f"confidence needs {need}: thresholds calibrated for escape <= {FALLBACK_ESCAPE:g} instead "
+        "(add defect-free val images, or give --target-escape / --target-overkill)"
+    )
 
 
 def _check(model: Path, data: Path, out: Path) -> None:
@@ -276,8 +324,12 @@ def package(
 
     model, data = Path(model), Path(data)
     out = Path(out) if out else default_out(model)
-    target = operating_target(target_escape, target_overkill, confidence)
+    target, note = operating_target(target_escape, target_overkill, confidence), None
     _check(model, data, out)
+    if target is None:
+        target, note = default_target(data)
+        if note:
+            print(f"package: {note}")
     from .offline import setup_ultralytics
 
     setup_ultralytics()
@@ -309,7 +361,7 @@ def package(
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Packaged(bundle, val, gate, steps.log, steps.seconds)
+    return Packaged(bundle, val, gate, steps.log, steps.seconds, note)
 
 
 def _int8_steps(
@@ -374,6 +426,8 @@ def card_text(p: Packaged) -> str:
         f"  FP32       {_kpis(v)}  (val, any detection rejects)",
     ]
     cal = v.calibration or {}
+    if p.note:
+        lines.append(f"  note       {p.note}")
     if not cal.get("reachable", True) and cal.get("target_overkill") is not None:
         lines.append(
             f"  warning    overkill <= {cal['target_overkill']:g} is not reachable on val: {v.n_clean} good "

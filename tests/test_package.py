@@ -313,6 +313,54 @@ def test_package_at_an_overkill_target_records_it_and_sets_one_threshold(tmp_pat
     assert p.exit_status == (0 if p.val.calibration["reachable"] else 1)
 
 
+def test_good_parts_needed_is_the_first_n_whose_bound_holds():
+    """5 % at 90 %: with n good parts and none allowed over the threshold, P(Bin(n, 0.05) >= 1) = 1 - 0.95**n
+    must reach 0.9 -> n = 45 (0.95**44 = 0.105, 0.95**45 = 0.0994); without a confidence (split conformal,
+    (j + 1) / (n + 1) <= 0.05 at j = 0) n = 19."""
+    from defectdet.package import good_parts_needed
+
+    assert 1 - 0.95**44 < 0.9 <= 1 - 0.95**45
+    assert good_parts_needed(0.05, 0.9) == 45
+    assert good_parts_needed(0.05, None) == 19
+    assert good_parts_needed(0.2, 0.9) == 11  # 0.8**10 = 0.107, 0.8**11 = 0.086
+
+
+def test_default_target_bounds_overkill_where_val_has_enough_good_parts(tmp_path):
+    """Neither rate given: overkill <= 5 % at 90 % from the good parts when val has >= 45 of them (a missing
+    label file counts as good, as for ultralytics), else per-class escape <= 1 % and a note saying why."""
+    from defectdet.package import default_target, operating_target, val_good_parts
+    from defectdet.part_rule import OperatingTarget
+
+    assert operating_target(None, None, None) is None
+    few = make_shapes_dataset(tmp_path / "few", n_train=2, n_val=6, size=32)  # every 2nd image defective
+    assert val_good_parts(few) == 3
+    target, note = default_target(few)
+    assert target == OperatingTarget(escape=0.01)
+    assert note.startswith("val has 3 good parts; bounding overkill <= 0.05 at 90% confidence needs 45")
+    many = make_shapes_dataset(tmp_path / "many", n_train=2, n_val=46, size=32, defect_every=46)
+    (many.parent / "labels" / "val" / "045.txt").unlink()  # no label file: a good part too
+    assert val_good_parts(many) == 45
+    assert default_target(many) == (OperatingTarget(overkill=0.05, confidence=0.9), None)
+
+
+def test_package_default_falls_back_to_escape_and_says_so(tmp_path, capsys):
+    """Six val images (three good): the default target cannot be bounded, so the bundle is calibrated for
+    1 % escape, the manifest records that, and the card carries the reason."""
+    from defectdet.artifact.bundle import open_bundle
+    from defectdet.package import card_text, package
+
+    data = make_shapes_dataset(tmp_path / "data", n_train=4, n_val=6, size=IMGSZ)
+    p = package(make_run(tmp_path / "run"), data, out=tmp_path / "m.bundle", imgsz=IMGSZ)
+    b = open_bundle(p.bundle.path)
+    assert b.manifest["target_escape"] == 0.01 and b.manifest["target_overkill"] is None
+    assert p.val.calibration["target_escape"] == 0.01 and p.val.calibration["threshold_rule"] == "per-class"
+    assert "package: val has 3 good parts" in capsys.readouterr().out
+    assert (
+        "  note       val has 3 good parts; bounding overkill <= 0.05 at 90% confidence needs 45"
+        in card_text(p)
+    )
+
+
 def test_checks_names_the_backend_a_bundle_will_run_on(packaged):
     from defectdet import checks as C
     from defectdet.runtime.backends import BackendUnavailable

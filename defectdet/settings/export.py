@@ -256,22 +256,23 @@ PACKAGE = Schema(
         Key(
             "target_escape",
             None,
-            "escape rate the thresholds are calibrated for on val, under the line's rule (0.01 when "
-            "--target-overkill is not given either)",
+            "instead of the default: per-class thresholds calibrated on val for this escape rate under the "
+            "line's rule, e.g. 0.01 (the default, neither rate given: --target-overkill 0.05 --confidence "
+            "0.9, or escape 0.01 where val has fewer than 45 good parts)",
             range=Range(float, 0, 1, open_high=True, note="an escape rate"),
         ),
         Key(
             "target_overkill",
             None,
-            "instead of --target-escape: one part threshold set from the val good parts so that at most "
-            "this share of them is rejected (defectdet val --target-overkill), e.g. 0.05",
+            "one part threshold set from the val good parts so that at most this share of them is rejected "
+            "(defectdet val --target-overkill); with neither rate given, 0.05 at 90% confidence",
             range=Range(float, 0, 1, open_low=True, open_high=True, note="an overkill rate"),
         ),
         Key(
             "confidence",
             None,
             "with --target-overkill: meet it with this confidence, e.g. 0.9 (fewer good parts flagged on "
-            "val, a margin for the line)",
+            "val, a margin for the line; without it, the split-conformal bound)",
             range=Range(float, 0.5, 1, open_high=True, note="a probability"),
         ),
         Key("int8", False, "also quantize to INT8 and gate it; it deploys if it passes", kind=bool),
