@@ -167,11 +167,11 @@ def good_parts_needed(target_overkill: float, confidence: float | None) -> int:
 
 def val_good_parts(data: Path) -> int:
     """How many images of ``data``'s val split have no labelled defect (no label file, or an empty one)."""
-    from .data.formats import label_path, read_labels
     from .evaluate import read_split
+    from .export.calibration import is_defective
 
     _, images = read_split(data, "val")
-    return sum(1 for im in images if not label_path(im).is_file() or not read_labels(label_path(im))[0])
+    return sum(1 for im in images if not is_defective(im))
 
 
 def default_target(data: Path) -> tuple[Any, str | None]:
