@@ -23,7 +23,8 @@ A demo run is ``<run>/train/weights/model.onnx`` with ``<run>/data/data.yaml``; 
 names any other pair (a ``.pt`` is run at its run's native ``eval_imgsz`` when ``defectdet.yaml`` beside
 it has one, as ``defectdet val`` does). One JSON line per model in ``<out>/decision_rules.jsonl``, kept
 across runs (a model of the same name is replaced); the table gives each model's escapes and overkills
-per rule, how many models met the line's target (escape <= 1 %, overkill <= 5 %) and the medians.
+per rule, how many models met the line's target (escape <= 1 %, overkill <= 5 %) and the medians, per
+data set (a demo run's own synthetic set is ``demo``).
 """
 
 from __future__ import annotations
@@ -100,7 +101,24 @@ def run_one(item: str, out: Path) -> dict[str, Any]:
         info = RunInfo.find(model) if model.suffix == ".pt" else None
         imgsz = info.deploy_imgsz if info is not None else None  # a native-crop run validates at its size
         save_detections(cache, collect_detections(str(model), images, len(names), imgsz=imgsz)[0])
-    return {"name": name, "model": str(model), "data": str(data), **score(load_detections(cache), names)}
+    kind = "demo" if Path(item).is_dir() else f"{data.parent.name}/{data.stem}"
+    row = {"name": name, "set": kind, "model": str(model), "data": str(data)}
+    return {**row, **score(load_detections(cache), names)}
+
+
+def data_set(row: dict[str, Any]) -> str:
+    """The data set a row was scored on, for the per-set summary lines: ``demo`` for a demo run (its
+    ``<run>/data/data.yaml``), else ``<folder>/<yaml stem>`` of the data, e.g. ``deeppcb/data_rare``."""
+    if row.get("set"):
+        return row["set"]
+    data = Path(row.get("data", ""))
+    if not data.name:
+        return ""
+    return (
+        "demo"
+        if (data.name, data.parent.name) == ("data.yaml", "data")
+        else f"{data.parent.name}/{data.stem}"
+    )
 
 
 def met(r: dict[str, Any]) -> bool:
@@ -129,18 +147,22 @@ def table(rows: list[dict[str, Any]]) -> str:
             + " | ".join(cell(row[k]) for k, _, _ in RULES)
             + " |"
         )
-    if rows:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(data_set(row), []).append(row)
+    for name, group in groups.items():  # one data set's models are not summed with another's
+        of = f"{name}: " if len(groups) > 1 else ""
         lines.append(
-            "| **met ≤ 1 % escape at ≤ 5 % overkill** | | | "
-            + " | ".join(f"{sum(met(r[k]) for r in rows)} of {len(rows)}" for k, _, _ in RULES)
+            f"| **{of}met ≤ 1 % escape at ≤ 5 % overkill** | | | "
+            + " | ".join(f"{sum(met(r[k]) for r in group)} of {len(group)}" for k, _, _ in RULES)
             + " |"
         )
         med = []
         for k, _, _ in RULES:
-            e = np.median([r[k]["escapes"] / r[k]["n_defective"] for r in rows])
-            o = np.median([r[k]["overkills"] / r[k]["n_clean"] for r in rows])
+            e = np.median([r[k]["escapes"] / r[k]["n_defective"] for r in group])
+            o = np.median([r[k]["overkills"] / r[k]["n_clean"] for r in group])
             med.append(f"{e:.1%} / {o:.1%}")
-        lines.append("| **median escape / overkill** | | | " + " | ".join(med) + " |")
+        lines.append(f"| **{of}median escape / overkill** | | | " + " | ".join(med) + " |")
     lines.append(
         "\neach cell: escapes (share of defective parts) / overkills (share of good parts), the val parts "
         "dealt into two halves, each counted at thresholds calibrated on the other; a part is rejected on "

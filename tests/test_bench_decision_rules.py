@@ -110,3 +110,26 @@ def test_a_named_pair_and_a_rerun_keep_the_earlier_models(tmp_path, monkeypatch,
     assert B.main([f"pcb-s0={tmp_path / 'best.pt'}:{tmp_path / 'd.yaml'}", "--out", str(tmp_path)]) == 0
     rows = [json.loads(x) for x in (tmp_path / "decision_rules.jsonl").read_text().splitlines()]
     assert [(r["name"], r["map50"]) for r in rows] == [("demo", 0.5), ("pcb-s0", 0.8)]
+
+
+def test_models_of_different_data_sets_are_summed_per_set():
+    """A demo run and a DeepPCB model are not one population: the met counts and medians are per set."""
+
+    def cell(e, o):
+        return {"escapes": e, "n_defective": 100, "overkills": o, "n_clean": 200, "reachable": True}
+
+    def row(name, data, e, o):
+        return {"name": name, "data": data, "map50": 0.5, **{k: cell(e, o) for k, _, _ in B.RULES}}
+
+    rows = [
+        row("seed0-threads1", "/runs/seed0-threads1/data/data.yaml", 0, 4),
+        row("seed1-threads1", "/runs/seed1-threads1/data/data.yaml", 2, 6),
+        row("pcb-s0", "../shared/data/deeppcb/data_rare.yaml", 3, 20),
+        {**row("pcb-s1", "elsewhere.yaml", 1, 2), "set": "deeppcb/data_rare"},  # named by run_one
+    ]
+    assert [B.data_set(r) for r in rows] == ["demo", "demo", "deeppcb/data_rare", "deeppcb/data_rare"]
+    text = B.table(rows)
+    assert "| **demo: met ≤ 1 % escape at ≤ 5 % overkill** | | | 1 of 2 | 1 of 2 | 1 of 2 |" in text
+    assert "| **demo: median escape / overkill** | | | 1.0% / 2.5% | 1.0% / 2.5% | 1.0% / 2.5% |" in text
+    assert "| **deeppcb/data_rare: met ≤ 1 % escape at ≤ 5 % overkill** | | | 1 of 2 |" in text
+    assert "| **deeppcb/data_rare: median escape / overkill** | | | 2.0% / 5.5% |" in text
