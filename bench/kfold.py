@@ -176,8 +176,9 @@ def operating_curve(
     images: list[M.ImageDetections], nc: int, max_escapes: int = 2, max_overkill: float = 0.05
 ) -> dict[str, Any]:
     """The pooled trade-off of one part score and one threshold: the overkill at the lowest threshold
-    that lets at most ``max_escapes`` defective parts through, and the escapes at the highest
-    overkill <= ``max_overkill``. Fitted on the parts it counts: a description of the scores, not a KPI."""
+    that lets at most ``max_escapes`` defective parts through (``escapes_for`` of them, fewer on tied
+    scores), and the escapes at the highest overkill <= ``max_overkill``. Fitted on the parts it counts:
+    a description of the scores, not a KPI."""
     from defectdet.part_rule import part_scores
 
     s = M.PartScores.from_images(images, nc, "any")  # the line's rule: any detection rejects
@@ -193,6 +194,7 @@ def operating_curve(
             reachable=ok,
             overkill_at=float((neg >= t).mean()) if ok and n_clean else None,
             overkills_at=int((neg >= t).sum()) if ok else None,
+            escapes_for=int((pos < t).sum()) if ok else None,  # at that threshold: <= max_escapes (ties)
         )
     if n_clean:
         allowed = int(np.floor(max_overkill * n_clean + 1e-9))

@@ -37,6 +37,16 @@ def test_score_counts_every_part_once_at_the_other_halfs_thresholds():
     # half 0 at half 1's (under 0.6, above every good part): 0.30 escapes
     assert (per["escapes"], per["overkills"]) == (1, 21)
     assert 0 <= out["map50"] <= 1
+    # in hindsight, on all 104 parts: 1 % of 4 allows no escape -> the threshold at 0.30, the weakest
+    # defect; good parts at 0.30 .. 0.495 (i = 60 .. 99) are flagged
+    h = out[B.HINDSIGHT]
+    assert (h["escapes"], h["overkills"], h["n_defective"], h["n_clean"], h["reachable"]) == (
+        0,
+        40,
+        4,
+        100,
+        True,
+    )
 
 
 def test_table_counts_the_targets_met_and_the_medians():
@@ -133,3 +143,24 @@ def test_models_of_different_data_sets_are_summed_per_set():
     assert "| **demo: median escape / overkill** | | | 1.0% / 2.5% | 1.0% / 2.5% | 1.0% / 2.5% |" in text
     assert "| **deeppcb/data_rare: met ≤ 1 % escape at ≤ 5 % overkill** | | | 1 of 2 |" in text
     assert "| **deeppcb/data_rare: median escape / overkill** | | | 2.0% / 5.5% |" in text
+
+
+def test_report_only_adds_the_hindsight_ceiling_from_the_cached_detections(tmp_path, capsys):
+    """Rows kept before the column existed get it from ``<out>/<name>/dets.json.gz``; a row without
+    its detections says "not scored"."""
+    import json
+
+    from bench.kfold import save_detections
+
+    parts = [_part(i / 200) for i in range(100)] + [_part(s, True) for s in (0.30, 0.6, 0.7, 0.8)]
+    save_detections(tmp_path / "m" / "dets.json.gz", parts)
+    cell = {"escapes": 0, "n_defective": 4, "overkills": 1, "n_clean": 100, "reachable": True}
+    rows = [{"name": n, "map50": 0.5, **{k: cell for k, _, _ in B.RULES}} for n in ("m", "gone")]
+    kept = tmp_path / "decision_rules.jsonl"
+    kept.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert B.main(["--report-only", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "| m | 4 / 100 | 0.500 |" in text and "| 0 (0.0%) / 40 (40.0%) |" in text
+    assert "| gone | 4 / 100 | 0.500 |" in text and "| not scored |" in text
+    again = [json.loads(x) for x in kept.read_text().splitlines()]
+    assert again[0][B.HINDSIGHT]["overkills"] == 40 and B.HINDSIGHT not in again[1]

@@ -123,9 +123,13 @@ def test_operating_curve_worked_numbers():
     c = K.operating_curve(parts, 1)
     assert (c["n_defective"], c["n_clean"]) == (5, 20)
     assert c["reachable"] and c["overkills_at"] == 1 and c["overkill_at"] == pytest.approx(0.05)
+    assert c["escapes_for"] == 2  # 0.3 and the undetected part, at threshold 0.7
     assert c["escapes_at"] == 2 and c["escape_at"] == pytest.approx(0.4)
     c = K.operating_curve(parts, 1, max_escapes=0)  # the undetected part cannot be caught
     assert not c["reachable"] and c["overkill_at"] is None
+    tied = [_part(s, True) for s in (0.9, 0.7, 0.7)] + [_part(0.8)]
+    c = K.operating_curve(tied, 1, max_escapes=1)  # at 0.7 both tied parts are caught: none escapes
+    assert (c["escapes_for"], c["overkills_at"]) == (0, 1)
 
 
 def test_kfold_smoke_run_pools_every_part_once(tmp_path, capsys):
