@@ -7,7 +7,9 @@ low confidence floor collects raw detections, and everything after that is numpy
 models and compares the reports.
 
 ``--target-escape 0.01`` calibrates per-class thresholds on the split
-(:func:`defectdet.metrics.calibrate_thresholds`) and writes the thresholds YAML the runtime reads;
+(:func:`defectdet.metrics.calibrate_thresholds`), ``--target-overkill 0.05 --threshold-rule part`` one part
+threshold from the good parts (:mod:`defectdet.part_rule`), and either writes the thresholds YAML the
+runtime reads;
 ``--write-sidecar model.onnx`` also puts them into that model's sidecar ``model.json``. Given
 thresholds (``--thresholds``) follow :mod:`defectdet.artifact.thresholds`: names or ids, and
 classes a file leaves out are taken at their max-F1 confidence.
@@ -494,10 +496,14 @@ def _parser() -> argparse.ArgumentParser:
     p = parser(
         VAL,
         "mAP and part-level KPIs (escape, overkill) of a .pt or .onnx model; --target-escape calibrates "
-        "per-class thresholds.",
+        "thresholds for an escape rate, --target-overkill one part threshold for an overkill rate.",
         [
             (0, "the report (and any thresholds) written"),
-            (1, "the --target-escape target is unreachable (the best thresholds found are still written)"),
+            (
+                1,
+                "the --target-escape or --target-overkill target is unreachable (the best thresholds found "
+                "are still written)",
+            ),
         ],
         before="--thresholds files: {thresholds: {class_name_or_id: conf}}; classes left out stay at max-F1.",
     )
@@ -544,8 +550,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 
 def cli(argv: list[str]) -> int:
-    """``defectdet val``: print and save the report; with --target-escape write the thresholds YAML,
-    with --write-sidecar the model's sidecar too. Exit statuses: see ``--help``."""
+    """``defectdet val``: print and save the report; with a target (--target-escape or --target-overkill)
+    write the thresholds YAML, with --write-sidecar the model's sidecar too. Exit statuses: see ``--help``."""
     args = _args(argv)
     thresholds = args.thresholds
     try:

@@ -87,7 +87,7 @@ GATE_KEYS = [
     Key(
         "thresholds",
         None,
-        "thresholds YAML (defectdet val --target-escape) for both models",
+        "thresholds YAML (defectdet val --target-escape or --target-overkill) for both models",
         kind=str,
         group="accuracy gate",
     ),

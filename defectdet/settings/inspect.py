@@ -76,7 +76,7 @@ KEYS = [
     Key(
         "thresholds",
         None,
-        "per-class thresholds YAML {thresholds: {class: conf}} from `defectdet val --target-escape`;",
+        "per-class thresholds YAML {thresholds: {class: conf}} from `defectdet val` with a target;",
         kind=str,
         more=("overrides the model sidecar's thresholds, which override conf",),
     ),

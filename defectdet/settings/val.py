@@ -48,14 +48,15 @@ VAL = Schema(
             "threshold_rule",
             "per-class",
             "with --target-escape: per-class thresholds or part (one threshold for every class on a part's "
-            "highest score; few labels per class)",
+            "highest score; few labels per class); --target-overkill needs part",
             choices=("per-class", "part"),
         ),
         Key(
             "confidence",
             None,
-            "with --threshold-rule part: meet the escape target with this confidence over bootstrap "
-            "resamples of the defective parts (e.g. 0.9): a margin, paid in overkill",
+            "with --threshold-rule part: meet the target with this confidence (e.g. 0.9): an escape target "
+            "over bootstrap resamples of the defective parts, an overkill target by a binomial bound over "
+            "the good parts; a margin, paid in the other rate",
             range=Range(float, 0.5, 1, open_high=True, note="a probability, e.g. 0.9"),
         ),
         Key(
