@@ -438,6 +438,13 @@ def card_text(p: Packaged) -> str:
             f"  warning    escape <= {cal.get('target_escape'):g} is not reachable on val: the thresholds "
             "are the best found"
         )
+    elif cal.get("target_overkill") is not None and v.n_defective and v.escape_rate > FALLBACK_ESCAPE:
+        lines.append(  # the threshold held its bound on good parts; what it let through must not go unseen
+            f"  warning    {v.escapes} of {v.n_defective} defective val parts ({v.escape_rate:.1%}) pass "
+            f"this threshold, over the {FALLBACK_ESCAPE:.0%} escape a line usually allows: the model scores "
+            f"good parts as high as those defects. --target-escape {FALLBACK_ESCAPE:g} calibrates for escape "
+            "instead, paid in overkill (docs/quality.md, decision rules)"
+        )
     g = p.gate
     if g is not None:
         kp = (

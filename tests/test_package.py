@@ -429,3 +429,39 @@ def test_build_engine_setting_must_be_a_boolean(packaged, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "defectdet inspect: error: build_engine='maybe': expected on (true) or off (false)"
     )
+
+
+def test_card_warns_when_the_overkill_threshold_lets_defects_through():
+    """At an overkill target the escape is measured, not bounded: over 1 % the card says so, with the
+    way out; at or under it, and at an escape target, it says nothing more."""
+    from types import SimpleNamespace
+
+    from defectdet.package import Packaged, card_text
+
+    bundle = SimpleNamespace(
+        path=Path("model.bundle"),
+        id="abc",
+        card=lambda: {"names": {0: "crack"}, "imgsz": [640, 640], "thresholds": {"crack": 0.4}},
+        models={"fp32": "fp32/model.onnx"},
+        deployed="fp32",
+    )
+
+    def val(escapes, cal):
+        return SimpleNamespace(
+            map50=0.8,
+            escapes=escapes,
+            n_defective=305,
+            escape_rate=escapes / 305,
+            overkills=6,
+            n_clean=305,
+            overkill_rate=6 / 305,
+            calibration={"reachable": True, **cal},
+        )
+
+    overkill = {"target_overkill": 0.05, "threshold_rule": "part", "confidence": 0.9}
+    text = card_text(Packaged(bundle=bundle, val=val(76, overkill)))
+    warning = [line for line in text.splitlines() if line.startswith("  warning")]
+    assert len(warning) == 1 and "76 of 305 defective val parts (24.9%) pass" in warning[0]
+    assert "--target-escape 0.01" in warning[0]
+    assert "warning" not in card_text(Packaged(bundle=bundle, val=val(3, overkill)))  # 0.98 % <= 1 %
+    assert "warning" not in card_text(Packaged(bundle=bundle, val=val(76, {"target_escape": 0.3})))
