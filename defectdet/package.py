@@ -2,15 +2,15 @@
 
 From a trained checkpoint to the one file the line needs: export the FP32 ONNX -> validate it and
 calibrate its thresholds under the line's rule (any detection rejects a part; ``val --escape-rule any``):
-by default one part threshold set from the val good parts, so that at most 5 % of them are rejected with
-90 % confidence and escape is measured (``val --threshold-rule part --target-overkill 0.05 --confidence
-0.9``; per-class thresholds for 1 % escape where val has too few good parts to bound that), or per-class
-thresholds for ``--target-escape`` -> with ``--int8``: quantize (INT8 Q/DQ) and gate it against FP32,
-each at its own calibrated thresholds -> write the bundle (:mod:`defectdet.artifact.bundle`). One
-progress line per step; what the steps print goes to ``<bundle>.log`` (kept beside the bundle and inside
-it); a final card says what was measured and what deploys. A refused INT8 model leaves an FP32 bundle and
-the card says why (exit status 3). The workflow after it is in docs/bundle.md: copy the file,
-``build-engine``, ``inspect``.
+by default per-class thresholds for 1 % escape where val has 100 defective parts or more, else one part
+threshold set from the val good parts, so that at most 5 % of them are rejected with 90 % confidence and
+escape is measured (``val --threshold-rule part --target-overkill 0.05 --confidence 0.9``; per-class
+again where val has too few good parts to bound that); or as ``--target-escape`` / ``--target-overkill``
+say -> with ``--int8``: quantize (INT8 Q/DQ) and gate it against FP32, each at its own calibrated
+thresholds -> write the bundle (:mod:`defectdet.artifact.bundle`). One progress line per step; what the
+steps print goes to ``<bundle>.log`` (kept beside the bundle and inside it); a final card says what was
+measured and what deploys. A refused INT8 model leaves an FP32 bundle and the card says why (exit status
+3). The workflow after it is in docs/bundle.md: copy the file, ``build-engine``, ``inspect``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Packaged:
     gate: dict[str, Any] | None = None  # decision, reasons, the INT8 report's KPIs; None without --int8
     log: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    note: str | None = None  # why the default target fell back (:func:`default_target`), else None
+    note: str | None = None  # why the default target was chosen (:func:`default_target`), else None
 
     @property
     def exit_status(self) -> int:
@@ -119,11 +119,14 @@ def default_out(model: Path) -> Path:
     return model.with_suffix(".bundle")
 
 
-# What ``package`` calibrates for when no rate is given: one part threshold from val's good parts, at most
-# 5 % of them rejected (the line's overkill bound) with 90 % confidence; escape is then measured. The rule
-# whose calibrated number held on unseen parts of every set measured (docs/quality.md, "package's default").
-# Where val has too few good parts to bound that, per-class thresholds for 1 % escape.
-DEFAULT_OVERKILL, DEFAULT_CONFIDENCE, FALLBACK_ESCAPE = 0.05, 0.9, 0.01
+# What ``package`` calibrates for when no rate is given, by what val's labels can support
+# (docs/quality.md, "package's default"): with ESCAPE_PARTS or more defective val parts, per-class thresholds
+# for the line's 1 % escape (1 % of fewer allows no escape at all, so each threshold would sit at one weakest
+# defect; at ~150 defective calibration parts it held on unseen parts: 0.7-1.6 % on four DeepPCB models).
+# With fewer, one part threshold from val's good parts, at most 5 % of them rejected (the line's overkill
+# bound) with 90 % confidence, escape measured (it held where defects were few: demo, KolektorSDD). With
+# too few good parts to bound that either, per-class thresholds for 1 % escape again.
+DEFAULT_OVERKILL, DEFAULT_CONFIDENCE, DEFAULT_ESCAPE, ESCAPE_PARTS = 0.05, 0.9, 0.01, 100
 
 
 def operating_target(
@@ -165,28 +168,44 @@ def good_parts_needed(target_overkill: float, confidence: float | None) -> int:
     return n
 
 
-def val_good_parts(data: Path) -> int:
-    """How many images of ``data``'s val split have no labelled defect (no label file, or an empty one)."""
+def val_parts(data: Path) -> tuple[int, int]:
+    """(good, defective) images of ``data``'s val split; good: no labelled defect (no label file, or an
+    empty one)."""
     from .evaluate import read_split
     from .export.calibration import is_defective
 
     _, images = read_split(data, "val")
-    return sum(1 for im in images if not is_defective(im))
+    n_def = sum(1 for im in images if is_defective(im))
+    return len(images) - n_def, n_def
 
 
-def default_target(data: Path) -> tuple[Any, str | None]:
-    """What to calibrate for when no rate is given: overkill <= :data:`DEFAULT_OVERKILL` of val's good parts
-    at :data:`DEFAULT_CONFIDENCE`, or, where val has fewer good parts than that needs, escape <=
-    :data:`FALLBACK_ESCAPE` with per-class thresholds. Returns (the target, why it fell back or None)."""
+def default_target(data: Path) -> tuple[Any, str]:
+    """What to calibrate for when no rate is given, and why (one line for the log and the card): escape <=
+    :data:`DEFAULT_ESCAPE` with per-class thresholds where val has :data:`ESCAPE_PARTS` defective parts or
+    more; else overkill <= :data:`DEFAULT_OVERKILL` of val's good parts at :data:`DEFAULT_CONFIDENCE`; else
+    (too few good parts to bound that) escape again."""
     from .part_rule import OperatingTarget
 
-    n_good, need = val_good_parts(data), good_parts_needed(DEFAULT_OVERKILL, DEFAULT_CONFIDENCE)
+    n_good, n_def = val_parts(data)
+    need = good_parts_needed(DEFAULT_OVERKILL, DEFAULT_CONFIDENCE)
+    escape = OperatingTarget(escape=DEFAULT_ESCAPE)
+    other = "give --target-escape or --target-overkill to choose"
+    if n_def >= ESCAPE_PARTS:
+        return escape, (
+            f"val has {n_def} defective parts (>= {ESCAPE_PARTS}): per-class thresholds calibrated for "
+            f"escape <= {DEFAULT_ESCAPE:g} ({other})"
+        )
     if n_good >= need:
-        return OperatingTarget(overkill=DEFAULT_OVERKILL, confidence=DEFAULT_CONFIDENCE), None
-    return OperatingTarget(escape=FALLBACK_ESCAPE), (
-        f"val has {n_good} good parts; bounding overkill <= {DEFAULT_OVERKILL:g} at {DEFAULT_CONFIDENCE:.0%} "
-        f"confidence needs {need}: thresholds calibrated for escape <= {FALLBACK_ESCAPE:g} instead "
-        "(add defect-free val images, or give --target-escape / --target-overkill)"
+        return OperatingTarget(overkill=DEFAULT_OVERKILL, confidence=DEFAULT_CONFIDENCE), (
+            f"val has {n_def} defective parts, too few to calibrate {DEFAULT_ESCAPE:g} escape "
+            f"({ESCAPE_PARTS} needed): one part threshold from its {n_good} good parts, overkill <= "
+            f"{DEFAULT_OVERKILL:g} at {DEFAULT_CONFIDENCE:.0%} confidence, escape measured ({other})"
+        )
+    return escape, (
+        f"val has {n_def} defective and {n_good} good parts; calibrating {DEFAULT_ESCAPE:g} escape needs "
+        f"{ESCAPE_PARTS} defective, bounding overkill <= {DEFAULT_OVERKILL:g} at {DEFAULT_CONFIDENCE:.0%} "
+        f"confidence {need} good: per-class thresholds for escape <= {DEFAULT_ESCAPE:g}, a weak calibration "
+        "(add labelled val images, or give --target-escape / --target-overkill)"
     )
 
 
@@ -438,11 +457,11 @@ def card_text(p: Packaged) -> str:
             f"  warning    escape <= {cal.get('target_escape'):g} is not reachable on val: the thresholds "
             "are the best found"
         )
-    elif cal.get("target_overkill") is not None and v.n_defective and v.escape_rate > FALLBACK_ESCAPE:
+    elif cal.get("target_overkill") is not None and v.n_defective and v.escape_rate > DEFAULT_ESCAPE:
         lines.append(  # the threshold held its bound on good parts; what it let through must not go unseen
             f"  warning    {v.escapes} of {v.n_defective} defective val parts ({v.escape_rate:.1%}) pass "
-            f"this threshold, over the {FALLBACK_ESCAPE:.0%} escape a line usually allows: the model scores "
-            f"good parts as high as those defects. --target-escape {FALLBACK_ESCAPE:g} calibrates for escape "
+            f"this threshold, over the {DEFAULT_ESCAPE:.0%} escape a line usually allows: the model scores "
+            f"good parts as high as those defects. --target-escape {DEFAULT_ESCAPE:g} calibrates for escape "
             "instead, paid in overkill (docs/quality.md, decision rules)"
         )
     g = p.gate

@@ -325,22 +325,33 @@ def test_good_parts_needed_is_the_first_n_whose_bound_holds():
     assert good_parts_needed(0.2, 0.9) == 11  # 0.8**10 = 0.107, 0.8**11 = 0.086
 
 
-def test_default_target_bounds_overkill_where_val_has_enough_good_parts(tmp_path):
-    """Neither rate given: overkill <= 5 % at 90 % from the good parts when val has >= 45 of them (a missing
-    label file counts as good, as for ultralytics), else per-class escape <= 1 % and a note saying why."""
-    from defectdet.package import default_target, operating_target, val_good_parts
+def test_default_target_follows_what_the_val_labels_support(tmp_path):
+    """Neither rate given: per-class escape <= 1 % with >= 100 defective val parts; else overkill <= 5 % at
+    90 % from the good parts when val has >= 45 of them (a missing label file counts as good, as for
+    ultralytics); else per-class escape <= 1 % again. Each with a note saying why."""
+    from defectdet.package import default_target, operating_target, val_parts
     from defectdet.part_rule import OperatingTarget
 
     assert operating_target(None, None, None) is None
     few = make_shapes_dataset(tmp_path / "few", n_train=2, n_val=6, size=32)  # every 2nd image defective
-    assert val_good_parts(few) == 3
+    assert val_parts(few) == (3, 3)
     target, note = default_target(few)
     assert target == OperatingTarget(escape=0.01)
-    assert note.startswith("val has 3 good parts; bounding overkill <= 0.05 at 90% confidence needs 45")
+    assert note.startswith(
+        "val has 3 defective and 3 good parts; calibrating 0.01 escape needs 100 defective"
+    )
+    assert "bounding overkill <= 0.05 at 90% confidence 45 good" in note
     many = make_shapes_dataset(tmp_path / "many", n_train=2, n_val=46, size=32, defect_every=46)
     (many.parent / "labels" / "val" / "045.txt").unlink()  # no label file: a good part too
-    assert val_good_parts(many) == 45
-    assert default_target(many) == (OperatingTarget(overkill=0.05, confidence=0.9), None)
+    assert val_parts(many) == (45, 1)
+    target, note = default_target(many)
+    assert target == OperatingTarget(overkill=0.05, confidence=0.9)
+    assert note.startswith("val has 1 defective parts, too few to calibrate 0.01 escape (100 needed)")
+    labelled = make_shapes_dataset(tmp_path / "labelled", n_train=2, n_val=100, size=16, defect_every=1)
+    assert val_parts(labelled) == (0, 100)
+    target, note = default_target(labelled)
+    assert target == OperatingTarget(escape=0.01)
+    assert note.startswith("val has 100 defective parts (>= 100): per-class thresholds calibrated for escape")
 
 
 def test_package_default_falls_back_to_escape_and_says_so(tmp_path, capsys):
@@ -354,11 +365,8 @@ def test_package_default_falls_back_to_escape_and_says_so(tmp_path, capsys):
     b = open_bundle(p.bundle.path)
     assert b.manifest["target_escape"] == 0.01 and b.manifest["target_overkill"] is None
     assert p.val.calibration["target_escape"] == 0.01 and p.val.calibration["threshold_rule"] == "per-class"
-    assert "package: val has 3 good parts" in capsys.readouterr().out
-    assert (
-        "  note       val has 3 good parts; bounding overkill <= 0.05 at 90% confidence needs 45"
-        in card_text(p)
-    )
+    assert "package: val has 3 defective and 3 good parts" in capsys.readouterr().out
+    assert "  note       val has 3 defective and 3 good parts; calibrating 0.01 escape needs" in card_text(p)
 
 
 def test_checks_names_the_backend_a_bundle_will_run_on(packaged):

@@ -256,16 +256,17 @@ PACKAGE = Schema(
         Key(
             "target_escape",
             None,
-            "instead of the default: per-class thresholds calibrated on val for this escape rate under the "
-            "line's rule, e.g. 0.01 (the default, neither rate given: --target-overkill 0.05 --confidence "
-            "0.9, or escape 0.01 where val has fewer than 45 good parts)",
+            "per-class thresholds calibrated on val for this escape rate under the line's rule, e.g. 0.01 "
+            "(neither rate given: 0.01 where val has 100 defective parts or more, else --target-overkill "
+            "0.05 --confidence 0.9, else 0.01 where val has fewer than 45 good parts)",
             range=Range(float, 0, 1, open_high=True, note="an escape rate"),
         ),
         Key(
             "target_overkill",
             None,
             "one part threshold set from the val good parts so that at most this share of them is rejected "
-            "(defectdet val --target-overkill); with neither rate given, 0.05 at 90% confidence",
+            "(defectdet val --target-overkill); neither rate given, 0.05 at 90% confidence where val has "
+            "fewer than 100 defective parts and at least 45 good ones",
             range=Range(float, 0, 1, open_low=True, open_high=True, note="an overkill rate"),
         ),
         Key(
