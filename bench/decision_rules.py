@@ -120,9 +120,14 @@ def run_one(item: str, out: Path) -> dict[str, Any]:
         info = RunInfo.find(model) if model.suffix == ".pt" else None
         imgsz = info.deploy_imgsz if info is not None else None  # a native-crop run validates at its size
         save_detections(cache, collect_detections(str(model), images, len(names), imgsz=imgsz)[0])
-    kind = "demo" if Path(item).is_dir() else f"{data.parent.name}/{data.stem}"
-    row = {"name": name, "set": kind, "model": str(model), "data": str(data)}
+    row = {"name": name, "set": "demo" if Path(item).is_dir() else _set_name(data)}
+    row.update(model=str(model), data=str(data))
     return {**row, **score(load_detections(cache), names)}
+
+
+def _set_name(data: Path) -> str:
+    """``<folder>/<yaml stem>`` of a data.yaml, e.g. ``deeppcb/data_rare``."""
+    return f"{data.parent.name}/{data.stem}"
 
 
 def data_set(row: dict[str, Any]) -> str:
@@ -133,11 +138,7 @@ def data_set(row: dict[str, Any]) -> str:
     data = Path(row.get("data", ""))
     if not data.name:
         return ""
-    return (
-        "demo"
-        if (data.name, data.parent.name) == ("data.yaml", "data")
-        else f"{data.parent.name}/{data.stem}"
-    )
+    return "demo" if (data.name, data.parent.name) == ("data.yaml", "data") else _set_name(data)
 
 
 def backfill(rows: list[dict[str, Any]], out: Path) -> bool:
