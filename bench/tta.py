@@ -177,7 +177,7 @@ def table(results: dict[str, Any]) -> str:
     notes = [
         f"{tag}: {res['n_images']} held-out images ({res['splits']} split(s)), thresholds calibrated for "
         f"{res['target_escape']:.0%} escape (good parts: one part threshold for <= 5% overkill at 90% "
-        "confidence), line's rule; frames/s: median of {res['repeats']} passes over "
+        f"confidence), line's rule; frames/s: median of {res['repeats']} passes over "
         f"{res['timed']} frames at load {res['load_1m']:.1f} on {res['cpus']} CPUs"
         for tag, res in results.items()
     ]

@@ -86,6 +86,7 @@ def test_bench_tta_smoke_one_split_and_two_folds(model, data, tmp_path):
     text = page.read_text()
     assert "STALE" not in text and text.endswith("<!-- tta-table:end -->\nafter\n")
     assert text.count("| one |") == 4 and text.count("| two |") == 2
+    assert "median of 2 passes over 1 frames" in text and "{" not in text  # the note is filled in
 
 
 def test_bench_tta_refuses_bad_options_in_one_line(model, data, tmp_path):
