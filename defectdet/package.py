@@ -184,7 +184,7 @@ def default_target(data: Path) -> tuple[Any, str]:
     :data:`DEFAULT_ESCAPE` with per-class thresholds where val has :data:`ESCAPE_PARTS` defective parts or
     more; else overkill <= :data:`DEFAULT_OVERKILL` of val's good parts at :data:`DEFAULT_CONFIDENCE`; else
     (too few good parts to bound that) escape again."""
-    from .part_rule import OperatingTarget
+    from .part_rule import OperatingTarget, allowed_overkills
 
     n_good, n_def = val_parts(data)
     need = good_parts_needed(DEFAULT_OVERKILL, DEFAULT_CONFIDENCE)
@@ -196,10 +196,16 @@ def default_target(data: Path) -> tuple[Any, str]:
             f"escape <= {DEFAULT_ESCAPE:g} ({other})"
         )
     if n_good >= need:
+        flags = allowed_overkills(n_good, DEFAULT_OVERKILL, DEFAULT_CONFIDENCE)
+        flagged = (
+            f"it rejects at most {flags} of them"
+            if flags
+            else "it rejects none of them, so the highest-scoring one sets it; more let it sit lower"
+        )
         return OperatingTarget(overkill=DEFAULT_OVERKILL, confidence=DEFAULT_CONFIDENCE), (
             f"val has {n_def} defective parts, too few to calibrate {DEFAULT_ESCAPE:g} escape "
-            f"({ESCAPE_PARTS} needed): one part threshold from its {n_good} good parts, overkill <= "
-            f"{DEFAULT_OVERKILL:g} at {DEFAULT_CONFIDENCE:.0%} confidence, escape measured ({other})"
+            f"({ESCAPE_PARTS} needed): one part threshold from its {n_good} good parts ({flagged}), overkill "
+            f"<= {DEFAULT_OVERKILL:g} at {DEFAULT_CONFIDENCE:.0%} confidence, escape measured ({other})"
         )
     return escape, (
         f"val has {n_def} defective and {n_good} good parts; calibrating {DEFAULT_ESCAPE:g} escape needs "

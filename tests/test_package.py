@@ -347,6 +347,10 @@ def test_default_target_follows_what_the_val_labels_support(tmp_path):
     target, note = default_target(many)
     assert target == OperatingTarget(overkill=0.05, confidence=0.9)
     assert note.startswith("val has 1 defective parts, too few to calibrate 0.01 escape (100 needed)")
+    assert "its 45 good parts (it rejects none of them, so the highest-scoring one sets it; more let" in note
+    hundred = make_shapes_dataset(tmp_path / "hundred", n_train=2, n_val=101, size=16, defect_every=101)
+    assert val_parts(hundred) == (100, 1)  # P(Bin(100, 0.05) >= 2) = 0.963 >= 0.9 > P(>= 3) = 0.882
+    assert "its 100 good parts (it rejects at most 1 of them), overkill <= 0.05" in default_target(hundred)[1]
     labelled = make_shapes_dataset(tmp_path / "labelled", n_train=2, n_val=100, size=16, defect_every=1)
     assert val_parts(labelled) == (0, 100)
     target, note = default_target(labelled)
