@@ -120,8 +120,8 @@ def run_one(item: str, out: Path) -> dict[str, Any]:
         info = RunInfo.find(model) if model.suffix == ".pt" else None
         imgsz = info.deploy_imgsz if info is not None else None  # a native-crop run validates at its size
         save_detections(cache, collect_detections(str(model), images, len(names), imgsz=imgsz)[0])
-    row = {"name": name, "set": "demo" if Path(item).is_dir() else _set_name(data)}
-    row.update(model=str(model), data=str(data))
+    kind = "demo" if Path(item).is_dir() else _set_name(data)
+    row = {"name": name, "set": kind, "model": str(model), "data": str(data)}
     return {**row, **score(load_detections(cache), names)}
 
 
